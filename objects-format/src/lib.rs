@@ -1,0 +1,65 @@
+//! # objects-format
+//!
+//! The shelldone object format: four immutable object kinds (blob, chunk list, tree, snapshot),
+//! their canonical encoding, and their BLAKE3 ids. Pure: no I/O, no allocation behind the
+//! caller's back beyond the returned buffers. `SPEC.md` in this crate is the normative
+//! description; `tests/vectors.rs` pins ids so an accidental format change fails loudly.
+
+pub mod chunk;
+pub mod encoding;
+pub mod id;
+pub mod kinds;
+
+pub use encoding::{DecodeError, decode, decode_as, encode, validate_name};
+pub use id::{ID_LEN, ObjectId, ParseIdError};
+pub use kinds::{
+    ChangeSummary, ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, Snapshot, Tree,
+    TreeEntry,
+};
+
+/// First three bytes of every canonical object.
+pub const MAGIC: &[u8; 3] = b"SDO";
+/// The object format version written by this crate (byte 3 of every canonical object).
+pub const FORMAT_VERSION: u8 = 1;
+/// Largest canonical object accepted by the decoder (and so by every reader): 64 MiB.
+/// Blobs are at most [`chunk::MAX_CHUNK`] or [`chunk::CHUNK_THRESHOLD`] bytes, so only very
+/// large trees come near it; the limit bounds memory on hostile input (decompression bombs).
+pub const MAX_OBJECT_SIZE: usize = 64 * 1024 * 1024;
+
+/// Encodes `obj` and computes its id.
+///
+/// # Errors
+/// When `obj` breaks a format rule (see [`encode`]).
+pub fn encode_with_id(obj: &Object) -> Result<(ObjectId, Vec<u8>), DecodeError> {
+    let bytes = encode(obj)?;
+    Ok((ObjectId::compute(obj.kind(), &bytes), bytes))
+}
+
+/// Verifies that `canonical` is a valid object whose id is `expected`, and decodes it.
+///
+/// # Errors
+/// [`VerifyError::Decode`] or [`VerifyError::HashMismatch`].
+pub fn verify(expected: &ObjectId, canonical: &[u8]) -> Result<Object, VerifyError> {
+    let (kind, _) = encoding::split_header(canonical)?;
+    let actual = ObjectId::compute(kind, canonical);
+    if actual != *expected {
+        return Err(VerifyError::HashMismatch { expected: *expected, actual });
+    }
+    Ok(decode(canonical)?)
+}
+
+/// An object failed verification.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    /// The bytes do not hash to the id they were stored under.
+    #[error("hash mismatch: stored as {expected}, content hashes to {actual}")]
+    HashMismatch {
+        /// Id the object was looked up by.
+        expected: ObjectId,
+        /// Id of the bytes found.
+        actual: ObjectId,
+    },
+    /// The bytes hash correctly but do not decode (only possible for a hash collision or a writer bug).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}

@@ -1,0 +1,231 @@
+//! `state check`: verify every object reachable from refs and reflogs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+
+use objects_format::{EntryKind, Kind, Object, ObjectId};
+use rand::Rng;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::State;
+
+/// Options for [`State::check`].
+#[derive(Debug, Clone, Copy)]
+pub struct CheckOptions {
+    /// Share of data blobs (file contents, chunks) to read and verify, in percent (0–100).
+    /// Trees, chunk lists and snapshots are always verified.
+    pub read_data_percent: f64,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions { read_data_percent: 100.0 }
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The object (hex).
+    pub object: String,
+    /// Its expected kind.
+    pub kind: &'static str,
+    /// What is wrong.
+    pub error: String,
+    /// Snapshots that reach it (hex).
+    pub snapshots: Vec<String>,
+    /// Paths that use it.
+    pub paths: Vec<String>,
+    /// Sessions whose files use it.
+    pub sessions: Vec<String>,
+    /// Refs whose history is affected.
+    pub refs: Vec<String>,
+}
+
+/// What `check` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// Snapshots verified.
+    pub snapshots: usize,
+    /// Objects verified (all kinds).
+    pub objects_checked: usize,
+    /// Data blobs skipped by `--read-data-subset`.
+    pub blobs_skipped: usize,
+    /// Problems.
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// True when nothing is wrong.
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl State {
+    /// Every snapshot named by a ref or a reflog entry.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn root_snapshots(&self) -> Result<(Vec<(String, ObjectId)>, Vec<ObjectId>)> {
+        let refs = self.refs.list("")?;
+        let mut ids: Vec<ObjectId> = refs.iter().map(|r| r.1).collect();
+        ids.extend(self.refs.all_reflog_ids()?);
+        ids.sort();
+        ids.dedup();
+        Ok((refs, ids))
+    }
+
+    /// Verifies every reachable object: hash, decode, kinds, tree structure, chunk sizes.
+    ///
+    /// # Errors
+    /// I/O errors listing refs (object problems are reported, not returned).
+    pub fn check(&self, opts: CheckOptions) -> Result<CheckReport> {
+        let (refs, roots) = self.root_snapshots()?;
+        let mut w = Walker { st: self, opts, memo: HashMap::new(), errors: BTreeMap::new(), report: CheckReport::default(), rng: rand::rng() };
+        let mut queue: Vec<ObjectId> = roots;
+        let mut seen_snaps = BTreeSet::new();
+        let mut graph: BTreeMap<ObjectId, BTreeSet<ObjectId>> = BTreeMap::new();
+        // bad object -> (snapshots, paths)
+        let mut owners: BTreeMap<ObjectId, (BTreeSet<ObjectId>, BTreeSet<String>)> = BTreeMap::new();
+        while let Some(sid) = queue.pop() {
+            if !seen_snaps.insert(sid) {
+                continue;
+            }
+            w.report.snapshots += 1;
+            w.report.objects_checked += 1;
+            let snap = match self.objects.read(&sid, Kind::Snapshot) {
+                Ok(Object::Snapshot(s)) => s,
+                Ok(_) => unreachable!("kind checked"),
+                Err(e) => {
+                    w.errors.insert(sid, (Kind::Snapshot, short_err(&e)));
+                    owners.entry(sid).or_default().0.insert(sid);
+                    continue;
+                }
+            };
+            graph.insert(sid, snap.parents.iter().copied().collect());
+            queue.extend(snap.parents.iter().copied());
+            for (bad, path) in w.visit(snap.root, Kind::Tree, 0).iter() {
+                let o = owners.entry(*bad).or_default();
+                o.0.insert(sid);
+                o.1.insert(path.clone());
+            }
+        }
+        let Walker { errors, mut report, .. } = w;
+        for (id, (kind, err)) in errors {
+            let (snaps, paths) = owners.remove(&id).unwrap_or_default();
+            let affected: BTreeSet<String> =
+                refs.iter().filter(|(_, rid)| reaches(&graph, *rid, &snaps)).map(|(n, _)| n.clone()).collect();
+            let mut sessions: BTreeSet<String> = BTreeSet::new();
+            for p in &paths {
+                if let Some(s) = crate::snapshot::session_of(p.as_bytes()) {
+                    sessions.insert(String::from_utf8_lossy(s).into_owned());
+                }
+            }
+            report.problems.push(Problem {
+                object: id.to_hex(),
+                kind: kind.name(),
+                error: err,
+                snapshots: snaps.iter().map(ObjectId::to_hex).collect(),
+                paths: paths.into_iter().collect(),
+                sessions: sessions.into_iter().collect(),
+                refs: affected.into_iter().collect(),
+            });
+        }
+        Ok(report)
+    }
+}
+
+type BadList = Rc<Vec<(ObjectId, String)>>;
+
+struct Walker<'a> {
+    st: &'a State,
+    opts: CheckOptions,
+    memo: HashMap<ObjectId, BadList>,
+    errors: BTreeMap<ObjectId, (Kind, String)>,
+    report: CheckReport,
+    rng: rand::rngs::ThreadRng,
+}
+
+impl Walker<'_> {
+    /// Verifies `id` and everything under it once; returns the bad objects beneath it with their
+    /// paths relative to it.
+    fn visit(&mut self, id: ObjectId, kind: Kind, depth: usize) -> BadList {
+        if let Some(m) = self.memo.get(&id) {
+            return m.clone();
+        }
+        let mut bad: Vec<(ObjectId, String)> = Vec::new();
+        let skip = kind == Kind::Blob
+            && self.opts.read_data_percent < 100.0
+            && self.rng.random_range(0.0..100.0) >= self.opts.read_data_percent;
+        if skip {
+            if self.st.objects.has(&id) {
+                self.report.blobs_skipped += 1;
+            } else {
+                self.errors.insert(id, (kind, "missing".into()));
+                bad.push((id, String::new()));
+            }
+        } else {
+            self.report.objects_checked += 1;
+            match self.st.objects.read(&id, kind) {
+                Ok(Object::Tree(t)) if depth < 256 => {
+                    for e in &t.entries {
+                        let name = String::from_utf8_lossy(&e.name).into_owned();
+                        if e.kind == EntryKind::Symlink && e.size > 4096 {
+                            self.errors.insert(id, (kind, format!("symlink {name} has a target over 4096 bytes")));
+                            bad.push((id, String::new()));
+                        }
+                        for (b, p) in self.visit(e.id, e.kind.target_kind(), depth + 1).iter() {
+                            bad.push((*b, if p.is_empty() { name.clone() } else { format!("{name}/{p}") }));
+                        }
+                    }
+                }
+                Ok(Object::Tree(_)) => {
+                    self.errors.insert(id, (kind, "tree nested deeper than 256".into()));
+                    bad.push((id, String::new()));
+                }
+                Ok(Object::ChunkList(c)) => {
+                    for ch in &c.chunks {
+                        for (b, p) in self.visit(ch.id, Kind::Blob, depth + 1).iter() {
+                            bad.push((*b, p.clone()));
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.errors.insert(id, (kind, short_err(&e)));
+                    bad.push((id, String::new()));
+                }
+            }
+        }
+        let rc = Rc::new(bad);
+        self.memo.insert(id, rc.clone());
+        rc
+    }
+}
+
+fn reaches(graph: &BTreeMap<ObjectId, BTreeSet<ObjectId>>, from: ObjectId, targets: &BTreeSet<ObjectId>) -> bool {
+    let mut stack = vec![from];
+    let mut seen = BTreeSet::new();
+    while let Some(s) = stack.pop() {
+        if targets.contains(&s) {
+            return true;
+        }
+        if seen.insert(s)
+            && let Some(ps) = graph.get(&s)
+        {
+            stack.extend(ps.iter().copied());
+        }
+    }
+    false
+}
+
+fn short_err(e: &Error) -> String {
+    match e {
+        Error::MissingObject { .. } => "missing".into(),
+        Error::CorruptObject { why, .. } => format!("corrupt: {why}"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,395 @@
+//! The `shelldone` command line. Exit codes: see docs/cli.md.
+
+mod output;
+mod tour;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::check::CheckOptions;
+use crate::history::LogEntry;
+use crate::{Error, Paths, RestoreOptions, Result, SaveOptions, State};
+
+/// Shelldone state: snapshots, restore, history and sync of terminal sessions and preferences.
+#[derive(Debug, Parser)]
+#[command(name = "shelldone", version, about, propagate_version = true)]
+pub struct Cli {
+    /// State store (default: $XDG_STATE_HOME/shelldone).
+    #[arg(long, global = true, env = "SHELLDONE_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Config store (default: $XDG_CONFIG_HOME/shelldone).
+    #[arg(long, global = true, env = "SHELLDONE_CONFIG_DIR", value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Machine-readable output (one JSON document on stdout; errors as JSON on stderr).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Save, restore and maintain the local state.
+    #[command(subcommand)]
+    State(StateCmd),
+    /// Browse history, newest first.
+    Log(LogArgs),
+    /// Show one snapshot and what it changed.
+    Show {
+        /// Revision (ref, id, id prefix, REF~N).
+        rev: String,
+    },
+    /// A guided demo on a temporary state: save, change, log, restore, verify.
+    Tour {
+        /// Keep the demo state in DIR instead of a temp dir.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCmd {
+    /// Snapshot the live state (config, sessions, journal).
+    Save {
+        /// Message.
+        #[arg(short, long, default_value = "")]
+        message: String,
+        /// Save only this session (the rest is taken from the current head).
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Make the live state equal to a snapshot (default: head).
+    Restore {
+        /// Revision (ref, id, id prefix, REF~N).
+        rev: Option<String>,
+        /// Restore only this session.
+        #[arg(long)]
+        session: Option<String>,
+        /// Write into DIR/config and DIR/state instead of the live dirs.
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// List what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Verify every reachable object.
+    Check {
+        /// Read and verify all data (the default; kept for scripts written for restic).
+        #[arg(long)]
+        read_data: bool,
+        /// Read only this share of the data blobs, e.g. 10%.
+        #[arg(long, value_name = "P%")]
+        read_data_subset: Option<String>,
+    },
+    /// Remove objects no ref or reflog reaches.
+    Gc,
+    /// Finish interrupted operations and repair corrupt session descriptors.
+    Recover,
+    /// List files that differ between two snapshots.
+    Diff {
+        /// From.
+        a: String,
+        /// To.
+        b: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct LogArgs {
+    /// Start here (default: head).
+    rev: Option<String>,
+    /// At most N entries.
+    #[arg(short = 'n', long)]
+    max_count: Option<usize>,
+    /// Only snapshots where this session changed.
+    #[arg(long)]
+    session: Option<String>,
+}
+
+/// Entry point used by `main`.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if json {
+                let _ = writeln!(std::io::stderr(), "{}", json!({"error": e.to_string(), "exit_code": e.exit_code()}));
+            } else {
+                let _ = writeln!(std::io::stderr(), "error: {e}");
+            }
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+fn paths(cli: &Cli) -> Result<Paths> {
+    let mut p = match (&cli.state_dir, &cli.config_dir) {
+        (Some(s), Some(c)) => Paths { state_dir: s.clone(), config_dir: c.clone() },
+        _ => Paths::xdg()?,
+    };
+    if let Some(s) = &cli.state_dir {
+        p.state_dir.clone_from(s);
+    }
+    if let Some(c) = &cli.config_dir {
+        p.config_dir.clone_from(c);
+    }
+    Ok(p)
+}
+
+fn open(cli: &Cli) -> Result<State> {
+    let (st, rep) = State::open(paths(cli)?)?;
+    if rep.did_something() && !cli.json {
+        let mut err = std::io::stderr();
+        if let Some(s) = &rep.restore_finished {
+            let _ = writeln!(err, "recovered: finished an interrupted restore of {}", &s[..12]);
+        }
+        if rep.staging_removed > 0 || rep.tmp_files_removed > 0 {
+            let _ = writeln!(
+                err,
+                "recovered: removed {} unfinished object batch(es) and {} temp file(s) left by an interrupted process",
+                rep.staging_removed, rep.tmp_files_removed
+            );
+        }
+    }
+    Ok(st)
+}
+
+fn out(s: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stdout(), "{s}");
+}
+
+fn log_json(e: &LogEntry) -> serde_json::Value {
+    json!({
+        "id": e.id.to_hex(), "time_ns": e.time_ns, "time": output::time(e.time_ns), "device": e.device,
+        "message": e.message, "session": e.session,
+        "parents": e.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+        "changes": {"added": e.added, "modified": e.modified, "deleted": e.deleted},
+        "refs": e.refs,
+    })
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.cmd {
+        Cmd::Tour { dir } => tour::run(dir.clone()).map(|()| ExitCode::SUCCESS),
+        Cmd::Log(a) => {
+            let st = open(&cli)?;
+            let entries = st.log(a.rev.as_deref(), a.max_count, a.session.as_deref())?;
+            if cli.json {
+                out(serde_json::Value::Array(entries.iter().map(log_json).collect()));
+            } else if entries.is_empty() {
+                out("no snapshots yet; run 'shelldone state save'");
+            } else {
+                for e in &entries {
+                    let refs = if e.refs.is_empty() { String::new() } else { format!(" ({})", e.refs.join(", ")) };
+                    out(format!("snapshot {}{refs}", e.id));
+                    out(format!("  {}  {}  +{} ~{} -{}", output::time(e.time_ns), e.device, e.added, e.modified, e.deleted));
+                    if let Some(s) = &e.session {
+                        out(format!("  session {s}"));
+                    }
+                    if !e.message.is_empty() {
+                        out(format!("  {}", e.message));
+                    }
+                    if e.parents.len() > 1 {
+                        out(format!("  merge of {}", e.parents.iter().map(|p| p.short(12)).collect::<Vec<_>>().join(" ")));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Show { rev } => {
+            let st = open(&cli)?;
+            let (id, s, changes) = st.show(rev)?;
+            if cli.json {
+                out(json!({"id": id.to_hex(), "root": s.root.to_hex(), "time": output::time(s.time_ns), "device": s.device,
+                    "message": s.message, "session": s.session, "parents": s.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+                    "changes": changes}));
+            } else {
+                out(format!("snapshot {id}\n  time    {}\n  device  {}\n  tree    {}", output::time(s.time_ns), s.device, s.root));
+                for p in &s.parents {
+                    out(format!("  parent  {p}"));
+                }
+                if !s.message.is_empty() {
+                    out(format!("  message {}", s.message));
+                }
+                print_changes(&changes);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::State(sc) => run_state(&cli, sc),
+    }
+}
+
+fn print_changes(changes: &[crate::history::Change]) {
+    use crate::history::ChangeKind;
+    for c in changes {
+        let (m, sz) = match c.kind {
+            ChangeKind::Added => ("A", output::bytes(c.new_size.unwrap_or(0))),
+            ChangeKind::Modified => ("M", format!("{} -> {}", output::bytes(c.old_size.unwrap_or(0)), output::bytes(c.new_size.unwrap_or(0)))),
+            ChangeKind::Deleted => ("D", output::bytes(c.old_size.unwrap_or(0))),
+        };
+        out(format!("{m} {}  ({sz})", c.path));
+    }
+}
+
+fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
+    let st = open(cli)?;
+    match sc {
+        StateCmd::Save { message, session } => {
+            let o = st.save(&SaveOptions { message: message.clone(), session: session.clone() })?;
+            for q in &o.quarantined {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "warning: session descriptor {} was corrupt ({}); moved to {}{}",
+                    q.path,
+                    q.why,
+                    q.moved_to.display(),
+                    if q.restored_from.is_some() { " and restored from the last good snapshot" } else { "" }
+                );
+            }
+            if cli.json {
+                out(json!({"id": o.id.map(|i| i.to_hex()), "created": o.created,
+                    "changes": {"added": o.summary.added, "modified": o.summary.modified, "deleted": o.summary.deleted},
+                    "sessions": o.sessions, "objects_written": o.objects_written, "bytes_written": o.bytes_written,
+                    "quarantined": o.quarantined}));
+            } else if o.created {
+                out(format!(
+                    "saved: +{} ~{} -{} files, {} new objects ({}){}",
+                    o.summary.added,
+                    o.summary.modified,
+                    o.summary.deleted,
+                    o.objects_written,
+                    output::bytes(o.bytes_written),
+                    if o.sessions.is_empty() { String::new() } else { format!(", sessions: {}", o.sessions.join(" ")) }
+                ));
+                out(o.id.map(|i| i.to_hex()).unwrap_or_default());
+            } else {
+                out("nothing changed since the last snapshot; no new snapshot written");
+                out(o.id.map(|i| i.to_hex()).unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCmd::Restore { rev, session, to, dry_run } => {
+            let o = st.restore(&RestoreOptions { rev: rev.clone(), session: session.clone(), to: to.clone(), dry_run: *dry_run })?;
+            let p = &o.plan;
+            let show = |v: &Vec<Vec<u8>>| v.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect::<Vec<_>>();
+            if cli.json {
+                out(json!({"snapshot": o.snapshot.to_hex(), "dry_run": dry_run, "create": show(&p.create), "update": show(&p.update),
+                    "delete": show(&p.delete), "mkdir": show(&p.mkdir), "rmdir": show(&p.rmdir),
+                    "auto_saved": o.auto_saved.map(|i| i.to_hex()), "new_head": o.new_head.map(|i| i.to_hex())}));
+            } else {
+                if let Some(a) = o.auto_saved {
+                    out(format!("unsaved changes were saved first as {}", a.short(12)));
+                }
+                let verb = if *dry_run { "would" } else { "did" };
+                for (label, v) in [("create", &p.create), ("update", &p.update), ("delete", &p.delete)] {
+                    for x in show(v) {
+                        if *dry_run {
+                            out(format!("{label} {x}"));
+                        }
+                    }
+                }
+                out(format!(
+                    "restore of {} {verb}: {} created, {} updated, {} deleted, {} dirs created, {} dirs removed",
+                    o.snapshot.short(12),
+                    p.create.len(),
+                    p.update.len(),
+                    p.delete.len(),
+                    p.mkdir.len(),
+                    p.rmdir.len()
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCmd::Check { read_data: _, read_data_subset } => {
+            let pct = match read_data_subset {
+                None => 100.0,
+                Some(s) => s
+                    .trim_end_matches('%')
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .ok_or_else(|| Error::Invalid(format!("--read-data-subset takes a percentage like 10%, got '{s}'")))?,
+            };
+            let r = st.check(CheckOptions { read_data_percent: pct })?;
+            if cli.json {
+                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+            } else {
+                for p in &r.problems {
+                    out(format!("error: {} {} is {}", p.kind, p.object, p.error));
+                    if !p.paths.is_empty() {
+                        out(format!("  used by: {}", p.paths.join(", ")));
+                    }
+                    if !p.sessions.is_empty() {
+                        out(format!("  sessions: {}", p.sessions.join(", ")));
+                    }
+                    if !p.snapshots.is_empty() {
+                        out(format!("  snapshots: {}", p.snapshots.iter().map(|s| &s[..12]).collect::<Vec<_>>().join(" ")));
+                    }
+                    if !p.refs.is_empty() {
+                        out(format!("  refs: {}", p.refs.join(", ")));
+                    }
+                }
+                out(format!(
+                    "checked {} snapshots, {} objects{}: {}",
+                    r.snapshots,
+                    r.objects_checked,
+                    if r.blobs_skipped > 0 { format!(" ({} data blobs not read)", r.blobs_skipped) } else { String::new() },
+                    if r.ok() { "no problems".to_owned() } else { format!("{} problem(s)", r.problems.len()) }
+                ));
+            }
+            Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
+        StateCmd::Gc => {
+            let r = st.gc()?;
+            if cli.json {
+                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+            } else {
+                out(format!("gc: {} objects reachable, {} deleted, {} freed", r.reachable, r.deleted, output::bytes(r.bytes_freed)));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCmd::Recover => {
+            let r = st.recover()?;
+            if cli.json {
+                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+            } else {
+                if let Some(s) = &r.restore_finished {
+                    out(format!("finished an interrupted restore of {}", &s[..12]));
+                }
+                out(format!("removed {} unfinished object batch(es), {} temp file(s)", r.staging_removed, r.tmp_files_removed));
+                for q in &r.quarantined {
+                    out(format!(
+                        "quarantined {} ({}) to {}; {}",
+                        q.path,
+                        q.why,
+                        q.moved_to.display(),
+                        match &q.restored_from {
+                            Some(s) => format!("restored the last good version from {}", &s[..12]),
+                            None => "no good version in any snapshot; session left without descriptor".into(),
+                        }
+                    ));
+                }
+                if !r.did_something() {
+                    out("nothing to recover: the store and every session descriptor are sound");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCmd::Diff { a, b } => {
+            let changes = st.diff(a, b)?;
+            if cli.json {
+                out(serde_json::to_value(&changes).map_err(|e| Error::Invalid(e.to_string()))?);
+            } else {
+                print_changes(&changes);
+                out(format!("{} file(s) differ", changes.len()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The library's error type: every variant carries what a person needs to act (path, id, ref).
+
+use std::path::PathBuf;
+
+use objects_format::{DecodeError, Kind, ObjectId};
+
+/// Result alias for the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the state engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error; fs-err messages name the path.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// An object is not in the store.
+    #[error("object {id} is missing from the store; run 'shelldone state check'")]
+    MissingObject {
+        /// The missing id.
+        id: ObjectId,
+    },
+    /// An object's bytes do not match its id, or do not decode.
+    #[error("object {id} is corrupt: {why}; run 'shelldone state check'")]
+    CorruptObject {
+        /// The object id.
+        id: ObjectId,
+        /// What is wrong.
+        why: String,
+    },
+    /// An object is of another kind than the reference to it says.
+    #[error("object {id} is a {found}, expected a {}", expected.name())]
+    WrongKind {
+        /// The object id.
+        id: ObjectId,
+        /// The expected kind.
+        expected: Kind,
+        /// The kind found.
+        found: &'static str,
+    },
+    /// Encoding failed (a bug or an invalid file name).
+    #[error("cannot encode object: {0}")]
+    Encode(#[from] DecodeError),
+    /// A reference name or revision expression could not be resolved.
+    #[error("unknown revision '{0}'; try 'shelldone log' to list snapshots")]
+    UnknownRevision(String),
+    /// An abbreviated id matches several objects.
+    #[error("ambiguous id prefix '{prefix}' matches {count} snapshots; give more characters")]
+    AmbiguousPrefix {
+        /// The prefix given.
+        prefix: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// There is no snapshot yet.
+    #[error("no snapshot yet; run 'shelldone state save' first")]
+    NoSnapshot,
+    /// A compare-and-swap on a ref failed: someone else moved it.
+    #[error("ref '{name}' was changed concurrently (expected {expected}, found {found})")]
+    RefConflict {
+        /// The ref.
+        name: String,
+        /// What we expected.
+        expected: String,
+        /// What was there.
+        found: String,
+    },
+    /// An invalid ref name.
+    #[error("invalid ref name '{0}'")]
+    BadRefName(String),
+    /// The store lock could not be taken in time.
+    #[error("the state store at {path} is locked by another shelldone process{holder}; waited {waited_s} s (set SHELLDONE_LOCK_TIMEOUT to wait longer)")]
+    Locked {
+        /// Lock file.
+        path: PathBuf,
+        /// Description of the holder, e.g. " (pid 123)".
+        holder: String,
+        /// Seconds waited.
+        waited_s: u64,
+    },
+    /// The store was written by a newer shelldone.
+    #[error("the state store at {path} has format {found}; this shelldone supports up to {supported}; upgrade shelldone")]
+    NewerStore {
+        /// The store dir.
+        path: PathBuf,
+        /// Version found.
+        found: String,
+        /// Version supported.
+        supported: String,
+    },
+    /// A store opened read-only was asked to write.
+    #[error("the state store at {0} is read-only (written by a newer shelldone minor version)")]
+    ReadOnly(PathBuf),
+    /// A session id that does not exist.
+    #[error("no session '{0}' in {1}")]
+    UnknownSession(String, String),
+    /// An unsafe path in a tree (e.g. from a hostile remote).
+    #[error("unsafe path in snapshot: {0}")]
+    UnsafePath(String),
+    /// Remote/sync failure.
+    #[error("remote '{remote}': {why}")]
+    Remote {
+        /// Remote name or URL.
+        remote: String,
+        /// What failed.
+        why: String,
+    },
+    /// Anything else a user must fix (bad arguments, configuration).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Exit-code class for the CLI (see docs/cli.md).
+    #[must_use]
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::UnknownRevision(_)
+            | Error::AmbiguousPrefix { .. }
+            | Error::NoSnapshot
+            | Error::BadRefName(_)
+            | Error::UnknownSession(..)
+            | Error::Invalid(_) => 2,
+            Error::MissingObject { .. }
+            | Error::CorruptObject { .. }
+            | Error::WrongKind { .. }
+            | Error::UnsafePath(_) => 3,
+            Error::Locked { .. } | Error::RefConflict { .. } => 4,
+            Error::Remote { .. } => 5,
+            Error::NewerStore { .. } | Error::ReadOnly(_) => 6,
+            Error::Io(_) | Error::Encode(_) => 1,
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Revisions, history and differences.
+
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
+
+use objects_format::{ObjectId, Snapshot};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ops::session_ref;
+use crate::snapshot::{Flat, flatten, session_of};
+use crate::store::refs::{HEAD, check_name};
+use crate::State;
+
+/// One snapshot in `log`.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    /// Snapshot id.
+    pub id: ObjectId,
+    /// Creation time, ns.
+    pub time_ns: i64,
+    /// Device that wrote it.
+    pub device: String,
+    /// Message.
+    pub message: String,
+    /// Session scope (`save --session`).
+    pub session: Option<String>,
+    /// Parents.
+    pub parents: Vec<ObjectId>,
+    /// Files added.
+    pub added: u32,
+    /// Files modified.
+    pub modified: u32,
+    /// Files deleted.
+    pub deleted: u32,
+    /// Refs pointing here.
+    pub refs: Vec<String>,
+}
+
+/// How one path differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// Only in the second.
+    Added,
+    /// In both, different.
+    Modified,
+    /// Only in the first.
+    Deleted,
+}
+
+/// A difference between two snapshots.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// Snapshot path (lossy UTF-8).
+    pub path: String,
+    /// Size before.
+    pub old_size: Option<u64>,
+    /// Size after.
+    pub new_size: Option<u64>,
+}
+
+/// Lists files that differ between two contents.
+#[must_use]
+pub fn diff_flat(a: &Flat, b: &Flat) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (p, l) in &b.leaves {
+        match a.leaves.get(p) {
+            None => out.push(Change { kind: ChangeKind::Added, path: crate::snapshot::display(p), old_size: None, new_size: Some(l.size) }),
+            Some(o) if o != l => out.push(Change {
+                kind: ChangeKind::Modified,
+                path: crate::snapshot::display(p),
+                old_size: Some(o.size),
+                new_size: Some(l.size),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (p, l) in &a.leaves {
+        if !b.leaves.contains_key(p) {
+            out.push(Change { kind: ChangeKind::Deleted, path: crate::snapshot::display(p), old_size: Some(l.size), new_size: None });
+        }
+    }
+    out.sort_by(|x, y| x.path.cmp(&y.path));
+    out
+}
+
+#[derive(PartialEq, Eq)]
+struct ByTime(i64, ObjectId);
+impl Ord for ByTime {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&o.0).then(self.1.cmp(&o.1))
+    }
+}
+impl PartialOrd for ByTime {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl State {
+    /// Resolves a revision: `head`, a ref name (`sessions/ID`, `remotes/…`), a full or unique
+    /// abbreviated snapshot id (≥ 4 hex chars), each optionally followed by `~N` (N first parents back).
+    ///
+    /// # Errors
+    /// [`Error::UnknownRevision`], [`Error::AmbiguousPrefix`].
+    pub fn resolve(&self, rev: &str) -> Result<ObjectId> {
+        let (base, back) = match rev.rsplit_once('~') {
+            Some((b, n)) => (b, if n.is_empty() { 1 } else { n.parse::<usize>().map_err(|_| Error::UnknownRevision(rev.to_owned()))? }),
+            None => (rev, 0),
+        };
+        let mut id = self.resolve_base(base)?;
+        for _ in 0..back {
+            let s = self.objects.read_snapshot(&id)?;
+            id = *s.parents.first().ok_or_else(|| Error::UnknownRevision(format!("{rev} (history has fewer than {back} parents)")))?;
+        }
+        Ok(id)
+    }
+
+    fn resolve_base(&self, base: &str) -> Result<ObjectId> {
+        let base = if base.eq_ignore_ascii_case("HEAD") || base.is_empty() { HEAD } else { base };
+        if check_name(base).is_ok() {
+            if let Some(id) = self.refs.get(base)? {
+                return Ok(id);
+            }
+            if let Some(id) = self.refs.get(&session_ref(base.strip_prefix("sessions/").unwrap_or(base).as_bytes()))?
+                && base.starts_with("sessions/")
+            {
+                return Ok(id);
+            }
+            if let Some(id) = self.refs.get(&format!("remotes/{base}"))? {
+                return Ok(id);
+            }
+        }
+        if base.len() == 64
+            && let Ok(id) = ObjectId::from_hex(base)
+        {
+            if self.objects.has(&id) {
+                return Ok(id);
+            }
+            return Err(Error::UnknownRevision(base.to_owned()));
+        }
+        if base.len() >= 4 && base.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let prefix = base.to_ascii_lowercase();
+            let fan = self.objects.root().join("objects").join(&prefix[..2]);
+            let mut matches = Vec::new();
+            if let Ok(rd) = std::fs::read_dir(&fan) {
+                for e in rd.flatten() {
+                    let name = e.file_name();
+                    let Some(n) = name.to_str() else { continue };
+                    if n.starts_with(&prefix[2..])
+                        && let Ok(id) = ObjectId::from_hex(&format!("{}{n}", &prefix[..2]))
+                    {
+                        // Only snapshots count as revisions.
+                        if self.objects.read_snapshot(&id).is_ok() {
+                            matches.push(id);
+                        }
+                    }
+                }
+            }
+            return match matches.len() {
+                0 => Err(Error::UnknownRevision(base.to_owned())),
+                1 => Ok(matches[0]),
+                n => Err(Error::AmbiguousPrefix { prefix: base.to_owned(), count: n }),
+            };
+        }
+        Err(Error::UnknownRevision(base.to_owned()))
+    }
+
+    /// History newest first, from `rev` (default: head and every other ref), following all
+    /// parents; with `session`, only snapshots where that session changed.
+    ///
+    /// # Errors
+    /// Unknown revision, missing/corrupt snapshots.
+    pub fn log(&self, rev: Option<&str>, limit: Option<usize>, session: Option<&str>) -> Result<Vec<LogEntry>> {
+        let mut refs_at: BTreeMap<ObjectId, Vec<String>> = BTreeMap::new();
+        for (name, id) in self.refs.list("")? {
+            refs_at.entry(id).or_default().push(name);
+        }
+        let starts: Vec<ObjectId> = match rev {
+            Some(r) => vec![self.resolve(r)?],
+            None => match session {
+                Some(s) => self.refs.get(&session_ref(s.as_bytes()))?.into_iter().collect(),
+                None => self.refs.get(HEAD)?.into_iter().collect(),
+            },
+        };
+        let mut heap = BinaryHeap::new();
+        let mut seen = HashSet::new();
+        let mut snaps: BTreeMap<ObjectId, Snapshot> = BTreeMap::new();
+        for s in starts {
+            if seen.insert(s) {
+                let snap = self.objects.read_snapshot(&s)?;
+                heap.push(ByTime(snap.time_ns, s));
+                snaps.insert(s, snap);
+            }
+        }
+        let mut out = Vec::new();
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut flat_cache: BTreeMap<ObjectId, Flat> = BTreeMap::new();
+        while let Some(ByTime(_, id)) = heap.pop() {
+            if out.len() >= limit {
+                break;
+            }
+            let snap = snaps.remove(&id).expect("inserted with the heap entry");
+            for p in &snap.parents {
+                if seen.insert(*p) {
+                    let ps = self.objects.read_snapshot(p)?;
+                    heap.push(ByTime(ps.time_ns, *p));
+                    snaps.insert(*p, ps);
+                }
+            }
+            if let Some(sess) = session {
+                let digest = |st: &State, root: &ObjectId, cache: &mut BTreeMap<ObjectId, Flat>| -> Result<Vec<(Vec<u8>, crate::snapshot::Leaf)>> {
+                    if !cache.contains_key(root) {
+                        cache.insert(*root, flatten(&st.objects, root)?);
+                    }
+                    Ok(cache[root].leaves.iter().filter(|(p, _)| session_of(p) == Some(sess.as_bytes())).map(|(p, l)| (p.clone(), *l)).collect())
+                };
+                let mine = digest(self, &snap.root, &mut flat_cache)?;
+                let parent = match snap.parents.first() {
+                    Some(p) => {
+                        let ps = self.objects.read_snapshot(p)?;
+                        digest(self, &ps.root, &mut flat_cache)?
+                    }
+                    None => Vec::new(),
+                };
+                if mine == parent {
+                    continue;
+                }
+            }
+            out.push(LogEntry {
+                id,
+                time_ns: snap.time_ns,
+                device: snap.device,
+                message: snap.message,
+                session: snap.session,
+                parents: snap.parents,
+                added: snap.summary.added,
+                modified: snap.summary.modified,
+                deleted: snap.summary.deleted,
+                refs: refs_at.get(&id).cloned().unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Differences between two revisions.
+    ///
+    /// # Errors
+    /// Unknown revisions, missing/corrupt objects.
+    pub fn diff(&self, a: &str, b: &str) -> Result<Vec<Change>> {
+        let fa = flatten(&self.objects, &self.objects.read_snapshot(&self.resolve(a)?)?.root)?;
+        let fb = flatten(&self.objects, &self.objects.read_snapshot(&self.resolve(b)?)?.root)?;
+        Ok(diff_flat(&fa, &fb))
+    }
+
+    /// A snapshot and its changes relative to its first parent.
+    ///
+    /// # Errors
+    /// Unknown revision, missing/corrupt objects.
+    pub fn show(&self, rev: &str) -> Result<(ObjectId, Snapshot, Vec<Change>)> {
+        let id = self.resolve(rev)?;
+        let s = self.objects.read_snapshot(&id)?;
+        let now = flatten(&self.objects, &s.root)?;
+        let before = match s.parents.first() {
+            Some(p) => flatten(&self.objects, &self.objects.read_snapshot(p)?.root)?,
+            None => Flat::with_roots(),
+        };
+        Ok((id, s, diff_flat(&before, &now)))
+    }
+}

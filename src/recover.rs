@@ -1,0 +1,175 @@
+//! Startup recovery and garbage collection.
+
+use std::collections::HashSet;
+
+use fs_err as fs;
+use objects_format::{Kind, Object, ObjectId};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ops::Quarantined;
+use crate::snapshot::restore::remove_tmp_files;
+use crate::store::lock::StoreLock;
+use crate::State;
+
+/// What recovery did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecoveryReport {
+    /// Unfinished object batches removed (their objects were never referenced).
+    pub staging_removed: usize,
+    /// Temp files removed (refs, live dirs).
+    pub tmp_files_removed: usize,
+    /// An interrupted restore that was finished: the snapshot (hex).
+    pub restore_finished: Option<String>,
+    /// Corrupt descriptors moved to quarantine (and restored from the last good snapshot).
+    pub quarantined: Vec<Quarantined>,
+    /// Whether recovery was skipped because another process holds the lock.
+    pub skipped_busy: bool,
+}
+
+impl RecoveryReport {
+    /// True when recovery changed anything.
+    #[must_use]
+    pub fn did_something(&self) -> bool {
+        self.staging_removed > 0 || self.tmp_files_removed > 0 || self.restore_finished.is_some() || !self.quarantined.is_empty()
+    }
+}
+
+/// What gc did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    /// Objects reachable from refs and reflogs.
+    pub reachable: usize,
+    /// Objects deleted.
+    pub deleted: usize,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+}
+
+impl State {
+    /// Cheap recovery run by [`State::open`]: only if the lock is free (a live holder is working).
+    pub(crate) fn recover_leftovers(&self) -> Result<RecoveryReport> {
+        let needs = self.snapshots_dir().join("staging").exists() || self.snapshots_dir().join("restore-intent").exists();
+        if !needs {
+            return Ok(RecoveryReport::default());
+        }
+        match StoreLock::acquire(self.snapshots_dir(), "recovery", std::time::Duration::ZERO) {
+            Ok(_lock) => self.recover_locked(false),
+            Err(Error::Locked { .. }) => Ok(RecoveryReport { skipped_busy: true, ..RecoveryReport::default() }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `state recover`: finishes interrupted operations, removes leftovers, and checks every
+    /// session descriptor, quarantining corrupt ones and restoring their last good version.
+    ///
+    /// # Errors
+    /// Lock, I/O or store errors.
+    pub fn recover(&self) -> Result<RecoveryReport> {
+        let _lock = self.lock("state recover")?;
+        self.recover_locked(true)
+    }
+
+    fn recover_locked(&self, check_descriptors: bool) -> Result<RecoveryReport> {
+        let mut r = RecoveryReport::default();
+        let staging = self.snapshots_dir().join("staging");
+        if staging.exists() {
+            for e in fs::read_dir(&staging)? {
+                let e = e?;
+                fs::remove_dir_all(e.path())?;
+                r.staging_removed += 1;
+            }
+        }
+        // Temp files next to refs and small files.
+        for dir in [self.snapshots_dir().join("refs"), self.snapshots_dir().to_path_buf()] {
+            if !dir.exists() {
+                continue;
+            }
+            for e in walkdir::WalkDir::new(&dir).max_depth(if dir == self.snapshots_dir() { 1 } else { 64 }) {
+                let Ok(e) = e else { continue };
+                if e.file_type().is_file() && crate::store::durable::is_tmp_name(std::os::unix::ffi::OsStrExt::as_bytes(e.file_name())) {
+                    fs::remove_file(e.path())?;
+                    r.tmp_files_removed += 1;
+                }
+            }
+        }
+        r.tmp_files_removed += remove_tmp_files(&self.layout())?;
+        if let Some((snap, session)) = self.pending_restore()? {
+            // Roll forward: the user asked for this snapshot; finish making it live.
+            self.restore_locked(snap, session.as_deref(), false)?;
+            r.restore_finished = Some(snap.to_hex());
+        }
+        if check_descriptors {
+            // A save validates every descriptor it reads and quarantines bad ones.
+            let o = self.save_locked(&crate::ops::SaveOptions { message: "recover".into(), session: None })?;
+            r.quarantined = o.quarantined;
+        }
+        Ok(r)
+    }
+
+    /// Every object reachable from the given snapshots.
+    ///
+    /// # Errors
+    /// Missing or corrupt trees/snapshots/chunk lists (blobs are not read).
+    pub fn reachable(&self, roots: &[ObjectId]) -> Result<HashSet<ObjectId>> {
+        let mut seen = HashSet::new();
+        let mut stack: Vec<(ObjectId, Kind)> = roots.iter().map(|r| (*r, Kind::Snapshot)).collect();
+        while let Some((id, kind)) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            if kind == Kind::Blob {
+                continue;
+            }
+            match self.objects.read(&id, kind)? {
+                Object::Snapshot(s) => {
+                    stack.push((s.root, Kind::Tree));
+                    stack.extend(s.parents.iter().map(|p| (*p, Kind::Snapshot)));
+                }
+                Object::Tree(t) => stack.extend(t.entries.iter().map(|e| (e.id, e.kind.target_kind()))),
+                Object::ChunkList(c) => stack.extend(c.chunks.iter().map(|c| (c.id, Kind::Blob))),
+                Object::Blob(_) => {}
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Deletes objects no ref or reflog entry reaches. Holds the store lock, so a concurrent save
+    /// (which also holds it from first object write to ref update) can never lose an object.
+    /// Refuses to run when a reachable tree is missing or corrupt (deleting then could lose data).
+    ///
+    /// # Errors
+    /// Lock, I/O errors, or an unreadable reachable object.
+    pub fn gc(&self) -> Result<GcReport> {
+        let _lock = self.lock("state gc")?;
+        let (_, roots) = self.root_snapshots()?;
+        let keep = self.reachable(&roots)?;
+        let mut report = GcReport { reachable: keep.len(), ..GcReport::default() };
+        let mut doomed: Vec<(u8, ObjectId)> = Vec::new();
+        for id in self.objects.list()? {
+            if !keep.contains(&id) {
+                // Parents before children, so "an object present ⇒ its children present" holds
+                // at every instant, even if gc is killed half-way.
+                let rank = match self.objects.read_canonical(&id).ok().and_then(|c| objects_format::encoding::split_header(&c).ok().map(|k| k.0)) {
+                    Some(Kind::Snapshot) => 0,
+                    Some(Kind::Tree) => 1,
+                    Some(Kind::ChunkList) => 2,
+                    _ => 3,
+                };
+                doomed.push((rank, id));
+            }
+        }
+        doomed.sort();
+        for (_, id) in doomed {
+            let p = self.objects.object_path(&id);
+            let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&p)?;
+            report.deleted += 1;
+            report.bytes_freed += len;
+        }
+        if report.deleted > 0 {
+            crate::store::durable::sync_filesystem(self.snapshots_dir())?;
+        }
+        Ok(report)
+    }
+}

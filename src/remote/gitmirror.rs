@@ -1,0 +1,740 @@
+//! A thin, synchronous wrapper around `gix` for a *local bare mirror repository*
+//! used as a sync transport.
+//!
+//! * Objects (blobs, trees, commits) are written and read with `gix`.
+//! * Refs are listed/updated/deleted with `gix`.
+//! * Fetching uses gix's blocking network client (`git://`, `file://`, plain paths).
+//! * Pushing shells out to the `git` binary with `--force-with-lease` per ref, so that
+//!   a remote ref is only ever moved from a value we have seen (compare-and-swap).
+//!
+//! Nothing here prints; all failures are reported as [`GitError`].
+
+use std::io::Read;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use gix::ObjectId;
+use gix::bstr::{BString, ByteSlice};
+use gix::objs::tree::EntryKind;
+use gix::refs::transaction::PreviousValue;
+use gix::remote::Direction;
+use gix::remote::fetch::refs::update::Mode as UpdateMode;
+
+/// Timeout for establishing a TCP connection to a `git://` server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default timeout for a single blocking read/write on a `git://` socket during fetch.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default wall-clock limit for a whole `git push` invocation.
+pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Name/email used for reflog entries when the user has no git identity configured.
+const FALLBACK_COMMITTER_NAME: &str = "shelldone";
+const FALLBACK_COMMITTER_EMAIL: &str = "shelldone@localhost";
+
+pub type Result<T, E = GitError> = std::result::Result<T, E>;
+
+/// Why the remote refused to update one ref during a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectKind {
+    /// `--force-with-lease` failed: the remote ref was not at the expected old value.
+    StaleLease,
+    /// The update was not a fast-forward (or the remote has commits we don't).
+    NonFastForward,
+    /// The remote side (receive-pack, hooks, config) refused the update.
+    RemoteRejected,
+    /// Any other per-ref failure reported by `git push --porcelain`.
+    Other,
+}
+
+/// One rejected ref of a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRejection {
+    /// Full name of the ref on the remote, e.g. `refs/shelldone/main`.
+    pub remote_ref: String,
+    pub kind: RejectKind,
+    /// The summary text git printed, e.g. `[rejected] (stale info)`.
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{context}")]
+    Gix {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("object {oid} is a {actual}, expected a {expected}")]
+    UnexpectedKind {
+        oid: ObjectId,
+        expected: gix::objs::Kind,
+        actual: gix::objs::Kind,
+    },
+    #[error("unsupported tree entry mode {mode:o} for {name:?} in tree {tree}")]
+    UnsupportedMode {
+        tree: ObjectId,
+        name: String,
+        mode: u16,
+    },
+    #[error("fetch from {url} could not update local refs: {rejected:?}")]
+    FetchRejected {
+        url: String,
+        /// `(local ref, reason)`; other refs of the same fetch were still updated.
+        rejected: Vec<(String, String)>,
+    },
+    #[error("push to {url} rejected for {} ref(s): {rejected:?}", rejected.len())]
+    PushRejected {
+        url: String,
+        rejected: Vec<PushRejection>,
+    },
+    #[error("git push to {url} failed ({status}): {stderr}")]
+    PushFailed {
+        url: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{what} timed out after {timeout:?}")]
+    Timeout { what: String, timeout: Duration },
+}
+
+impl GitError {
+    /// True if this is a push rejection where at least one ref failed its lease.
+    pub fn is_stale_lease(&self) -> bool {
+        matches!(self, GitError::PushRejected { rejected, .. }
+            if rejected.iter().any(|r| r.kind == RejectKind::StaleLease))
+    }
+}
+
+fn gix_err<E>(context: impl Into<String>) -> impl FnOnce(E) -> GitError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let context = context.into();
+    move |source| GitError::Gix {
+        context,
+        source: Box::new(source),
+    }
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> GitError {
+    let context = context.into();
+    move |source| GitError::Io { context, source }
+}
+
+// ---------------------------------------------------------------------------
+// Repository
+// ---------------------------------------------------------------------------
+
+/// Open the bare repository at `path`, or initialise one if `path` is absent or an empty directory.
+///
+/// A fallback committer identity is configured in-memory (not written to disk) so that ref edits
+/// never fail because no `user.name`/`user.email` is set.
+pub fn open_or_init_bare(path: &Path) -> Result<gix::Repository> {
+    let populated = match std::fs::read_dir(path) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_err(format!("reading directory {}", path.display()))(e)),
+    };
+    let mut repo = if populated {
+        gix::open(path).map_err(gix_err(format!("opening repository at {}", path.display())))?
+    } else {
+        // gix doesn't create missing parent directories.
+        std::fs::create_dir_all(path)
+            .map_err(io_err(format!("creating directory {}", path.display())))?;
+        gix::init_bare(path).map_err(gix_err(format!(
+            "initialising bare repository at {}",
+            path.display()
+        )))?
+    };
+    if !repo.is_bare() {
+        return Err(GitError::InvalidInput(format!(
+            "{} is not a bare repository",
+            path.display()
+        )));
+    }
+    repo.committer_or_set_fallback(FALLBACK_COMMITTER_NAME, FALLBACK_COMMITTER_EMAIL)
+        .map_err(gix_err("configuring fallback committer identity"))?;
+    Ok(repo)
+}
+
+// ---------------------------------------------------------------------------
+// Objects
+// ---------------------------------------------------------------------------
+
+/// Mode of a tree entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    File,
+    Executable,
+    Dir,
+    Symlink,
+}
+
+impl Mode {
+    fn to_kind(self) -> EntryKind {
+        match self {
+            Mode::File => EntryKind::Blob,
+            Mode::Executable => EntryKind::BlobExecutable,
+            Mode::Dir => EntryKind::Tree,
+            Mode::Symlink => EntryKind::Link,
+        }
+    }
+
+    fn from_kind(kind: EntryKind) -> Option<Mode> {
+        match kind {
+            EntryKind::Blob => Some(Mode::File),
+            EntryKind::BlobExecutable => Some(Mode::Executable),
+            EntryKind::Tree => Some(Mode::Dir),
+            EntryKind::Link => Some(Mode::Symlink),
+            EntryKind::Commit => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TreeEntry {
+    pub name: Vec<u8>,
+    pub mode: Mode,
+    pub oid: ObjectId,
+}
+
+/// Object kind, re-exported for callers.
+pub type Kind = gix::objs::Kind;
+
+/// Decoded commit: `(tree, parents, message)`.
+pub type DecodedCommit = (ObjectId, Vec<ObjectId>, String);
+
+pub fn write_blob(repo: &gix::Repository, data: &[u8]) -> Result<ObjectId> {
+    repo.write_blob(data)
+        .map(|id| id.detach())
+        .map_err(gix_err("writing blob"))
+}
+
+fn validate_entry_name(name: &[u8]) -> Result<()> {
+    let bad = name.is_empty()
+        || name == b"."
+        || name == b".."
+        || name.eq_ignore_ascii_case(b".git")
+        || name.contains(&b'/')
+        || name.contains(&0);
+    if bad {
+        return Err(GitError::InvalidInput(format!(
+            "invalid tree entry name {:?}",
+            name.as_bstr()
+        )));
+    }
+    Ok(())
+}
+
+/// Write a tree. `entries` may be given in any order; they are sorted in git's canonical order
+/// (directories compare as if their name ended in `/`). Names must be unique, non-empty and must
+/// not contain `/` or NUL, nor be `.`, `..` or `.git`.
+pub fn write_tree(repo: &gix::Repository, entries: &[TreeEntry]) -> Result<ObjectId> {
+    let mut seen = std::collections::HashSet::with_capacity(entries.len());
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        validate_entry_name(&e.name)?;
+        if !seen.insert(e.name.as_slice()) {
+            return Err(GitError::InvalidInput(format!(
+                "duplicate tree entry name {:?}",
+                e.name.as_bstr()
+            )));
+        }
+        out.push(gix::objs::tree::Entry {
+            mode: e.mode.to_kind().into(),
+            filename: BString::from(e.name.clone()),
+            oid: e.oid,
+        });
+    }
+    // `tree::Entry`'s `Ord` is git's tree order (see `gix::objs::tree::name_order`).
+    out.sort();
+    let tree = gix::objs::Tree { entries: out };
+    repo.write_object(&tree)
+        .map(|id| id.detach())
+        .map_err(gix_err("writing tree"))
+}
+
+fn validate_ident(what: &str, value: &str) -> Result<()> {
+    if value.contains(['<', '>', '\n', '\0']) {
+        return Err(GitError::InvalidInput(format!(
+            "{what} {value:?} must not contain '<', '>', newline or NUL"
+        )));
+    }
+    Ok(())
+}
+
+/// Write a commit. Author and committer are identical, with time `time_unix_seconds` and
+/// timezone `+0000`; the result only depends on the arguments (no config, no clock).
+pub fn write_commit(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    parents: &[ObjectId],
+    message: &str,
+    time_unix_seconds: i64,
+    author_name: &str,
+    author_email: &str,
+) -> Result<ObjectId> {
+    validate_ident("author name", author_name)?;
+    validate_ident("author email", author_email)?;
+    let signature = gix::actor::Signature {
+        name: author_name.into(),
+        email: author_email.into(),
+        time: gix::date::Time {
+            seconds: time_unix_seconds,
+            offset: 0,
+        },
+    };
+    let commit = gix::objs::Commit {
+        tree,
+        parents: parents.iter().copied().collect(),
+        author: signature.clone(),
+        committer: signature,
+        encoding: None,
+        message: message.into(),
+        extra_headers: Vec::new(),
+    };
+    repo.write_object(&commit)
+        .map(|id| id.detach())
+        .map_err(gix_err("writing commit"))
+}
+
+pub fn read_object(repo: &gix::Repository, oid: ObjectId) -> Result<(Kind, Vec<u8>)> {
+    let mut obj = repo
+        .find_object(oid)
+        .map_err(gix_err(format!("reading object {oid}")))?;
+    Ok((obj.kind, std::mem::take(&mut obj.data)))
+}
+
+fn read_expecting(repo: &gix::Repository, oid: ObjectId, expected: Kind) -> Result<Vec<u8>> {
+    let (kind, data) = read_object(repo, oid)?;
+    if kind != expected {
+        return Err(GitError::UnexpectedKind {
+            oid,
+            expected,
+            actual: kind,
+        });
+    }
+    Ok(data)
+}
+
+/// Decode raw tree bytes (as returned by [`read_object`]) into entries, in stored order.
+pub fn decode_tree(repo: &gix::Repository, oid: ObjectId, data: &[u8]) -> Result<Vec<TreeEntry>> {
+    let tree = gix::objs::TreeRef::from_bytes(data, repo.object_hash())
+        .map_err(gix_err(format!("decoding tree {oid}")))?;
+    tree.entries
+        .iter()
+        .map(|e| {
+            let mode = Mode::from_kind(e.mode.kind()).ok_or_else(|| GitError::UnsupportedMode {
+                tree: oid,
+                name: e.filename.to_str_lossy().into_owned(),
+                mode: e.mode.value(),
+            })?;
+            Ok(TreeEntry {
+                name: e.filename.to_vec(),
+                mode,
+                oid: e.oid.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Read the tree `oid` and decode it.
+pub fn read_tree(repo: &gix::Repository, oid: ObjectId) -> Result<Vec<TreeEntry>> {
+    let data = read_expecting(repo, oid, Kind::Tree)?;
+    decode_tree(repo, oid, &data)
+}
+
+/// Decode raw commit bytes into `(tree, parents, message)`. The message is returned verbatim
+/// (lossily converted to UTF-8 if it isn't).
+pub fn decode_commit(repo: &gix::Repository, oid: ObjectId, data: &[u8]) -> Result<DecodedCommit> {
+    let commit = gix::objs::CommitRef::from_bytes(data, repo.object_hash())
+        .map_err(gix_err(format!("decoding commit {oid}")))?;
+    Ok((
+        commit.tree(),
+        commit.parents().collect(),
+        commit.message.to_str_lossy().into_owned(),
+    ))
+}
+
+/// Read the commit `oid` and decode it.
+pub fn read_commit(repo: &gix::Repository, oid: ObjectId) -> Result<DecodedCommit> {
+    let data = read_expecting(repo, oid, Kind::Commit)?;
+    decode_commit(repo, oid, &data)
+}
+
+// ---------------------------------------------------------------------------
+// Refs
+// ---------------------------------------------------------------------------
+
+fn validate_ref_name(name: &str) -> Result<()> {
+    if !name.starts_with("refs/") {
+        return Err(GitError::InvalidInput(format!(
+            "ref name {name:?} must be a full name starting with 'refs/'"
+        )));
+    }
+    Ok(())
+}
+
+/// Point `name` (a full ref name like `refs/shelldone/main`) at `oid`, creating it if needed.
+pub fn set_ref(repo: &gix::Repository, name: &str, oid: ObjectId) -> Result<()> {
+    validate_ref_name(name)?;
+    repo.reference(name, oid, PreviousValue::Any, "shelldone: set ref")
+        .map(|_| ())
+        .map_err(gix_err(format!("setting ref {name} to {oid}")))
+}
+
+/// List direct refs whose full name starts with `prefix` (e.g. `refs/shelldone/`), sorted by name.
+/// An empty prefix lists all refs. Symbolic refs are skipped.
+pub fn list_refs(repo: &gix::Repository, prefix: &str) -> Result<Vec<(String, ObjectId)>> {
+    let platform = repo.references().map_err(gix_err("accessing refs"))?;
+    let iter = if prefix.is_empty() {
+        platform.all()
+    } else {
+        platform.prefixed(prefix)
+    }
+    .map_err(gix_err(format!("listing refs with prefix {prefix:?}")))?;
+    let mut out = Vec::new();
+    for r in iter {
+        let r = r.map_err(gix_err(format!("reading ref under {prefix:?}")))?;
+        if let Some(id) = r.try_id() {
+            out.push((r.name().as_bstr().to_str_lossy().into_owned(), id.detach()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Delete `name`. Deleting a ref that doesn't exist is not an error.
+pub fn delete_ref(repo: &gix::Repository, name: &str) -> Result<()> {
+    validate_ref_name(name)?;
+    let found = repo
+        .try_find_reference(name)
+        .map_err(gix_err(format!("looking up ref {name}")))?;
+    match found {
+        None => Ok(()),
+        Some(r) => r.delete().map_err(gix_err(format!("deleting ref {name}"))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Fetch (gix blocking client)
+// ---------------------------------------------------------------------------
+
+/// [`fetch_with_timeout`] with [`DEFAULT_IO_TIMEOUT`].
+pub fn fetch(
+    repo: &gix::Repository,
+    url: &str,
+    refspecs: &[&str],
+) -> Result<Vec<(String, ObjectId)>> {
+    fetch_with_timeout(repo, url, refspecs, DEFAULT_IO_TIMEOUT)
+}
+
+/// Fetch `refspecs` (e.g. `+refs/shelldone/*:refs/remotes/origin/shelldone/*`) from `url`
+/// (`git://host:port/path`, `file://…` or a plain path) into `repo`. Tags are not fetched.
+///
+/// Returns `(local ref, remote object id)` for every remote ref that matched a refspec with a
+/// destination. A remote without (matching) refs yields an empty list.
+///
+/// Bounds: for `git://`, connecting is limited to [`CONNECT_TIMEOUT`] and each socket read/write
+/// to `io_timeout`. `file://` and paths run a local `git-upload-pack` and have no timeout.
+///
+/// Note: as with git, a refspec without `+` refuses non-fast-forward updates of its destination;
+/// this yields [`GitError::FetchRejected`] (other refs are still updated).
+pub fn fetch_with_timeout(
+    repo: &gix::Repository,
+    url: &str,
+    refspecs: &[&str],
+    io_timeout: Duration,
+) -> Result<Vec<(String, ObjectId)>> {
+    if refspecs.is_empty() {
+        return Err(GitError::InvalidInput(
+            "fetch needs at least one refspec".into(),
+        ));
+    }
+    let remote = repo
+        .remote_at(url)
+        .map_err(gix_err(format!("parsing remote url {url:?}")))?
+        .with_refspecs(refspecs.iter().copied(), Direction::Fetch)
+        .map_err(gix_err(format!("parsing fetch refspecs {refspecs:?}")))?
+        .with_fetch_tags(gix::remote::fetch::Tags::None);
+    let (parsed, version) = remote
+        .sanitized_url_and_version(Direction::Fetch)
+        .map_err(gix_err(format!("preparing connection to {url}")))?;
+
+    if parsed.scheme == gix::url::Scheme::Git {
+        // Build the git:// transport ourselves so the socket gets read/write timeouts
+        // (gix only applies a connect timeout).
+        let host = parsed
+            .host()
+            .ok_or_else(|| GitError::InvalidInput(format!("url {url:?} has no host")))?
+            .to_owned();
+        let port = parsed.port;
+        let addr = (host.as_str(), port.unwrap_or(9418))
+            .to_socket_addrs()
+            .map_err(io_err(format!("resolving {host}")))?
+            .next()
+            .ok_or_else(|| GitError::InvalidInput(format!("{host} resolved to no address")))?;
+        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+            .map_err(io_err(format!("connecting to {addr} for {url}")))?;
+        stream
+            .set_read_timeout(Some(io_timeout))
+            .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
+            .map_err(io_err("setting socket timeouts"))?;
+        let write = stream
+            .try_clone()
+            .map_err(io_err("cloning socket handle"))?;
+        let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
+            stream,
+            write,
+            version,
+            parsed.path.clone(),
+            Some((host, port)),
+            gix::protocol::transport::client::git::ConnectMode::Daemon,
+            false,
+        );
+        run_fetch(remote.to_connection_with_transport(transport), url)
+    } else {
+        let connection = remote
+            .connect(Direction::Fetch)
+            .map_err(gix_err(format!("connecting to {url}")))?;
+        run_fetch(connection, url)
+    }
+}
+
+fn run_fetch<T>(
+    connection: gix::remote::Connection<'_, '_, '_, T>,
+    url: &str,
+) -> Result<Vec<(String, ObjectId)>>
+where
+    T: gix::protocol::transport::client::blocking_io::Transport,
+{
+    let prepare = connection
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(gix_err(format!("listing refs of {url}")))?;
+    // Empty remote, or nothing matches our refspecs: gix's `receive()` would report an error
+    // ("None of the refspec(s) … matched"), but for a sync transport that's simply "nothing yet".
+    if prepare.ref_map().mappings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let interrupt = AtomicBool::new(false);
+    let outcome = prepare
+        .receive(gix::progress::Discard, &interrupt)
+        .map_err(gix_err(format!("fetching from {url}")))?;
+    let update_refs = match &outcome.status {
+        gix::remote::fetch::Status::NoPackReceived { update_refs, .. }
+        | gix::remote::fetch::Status::Change { update_refs, .. } => update_refs,
+    };
+    let map = &outcome.ref_map;
+    let mut fetched = Vec::new();
+    let mut rejected = Vec::new();
+    for (update, mapping, _spec, _edit) in
+        update_refs.iter_mapping_updates(&map.mappings, &map.refspecs, &map.extra_refspecs)
+    {
+        let Some(local) = mapping.local.as_ref() else {
+            continue;
+        };
+        let local = local.to_str_lossy().into_owned();
+        match &update.mode {
+            UpdateMode::NoChangeNeeded
+            | UpdateMode::FastForward
+            | UpdateMode::Forced
+            | UpdateMode::New
+            | UpdateMode::ImplicitTagNotSentByRemote => {
+                if let Some(id) = mapping.remote.as_id() {
+                    fetched.push((local, id.to_owned()));
+                }
+            }
+            rejected_mode => rejected.push((local, rejected_mode.to_string())),
+        }
+    }
+    if !rejected.is_empty() {
+        return Err(GitError::FetchRejected {
+            url: url.to_owned(),
+            rejected,
+        });
+    }
+    fetched.sort();
+    Ok(fetched)
+}
+
+// ---------------------------------------------------------------------------
+// Push (git binary)
+// ---------------------------------------------------------------------------
+
+/// One ref update for [`push`]: `(local ref or hex oid, remote ref, expected old remote value)`.
+/// An empty source deletes the remote ref. `None` as expected value means "must not exist".
+pub type PushUpdate<'a> = (&'a str, &'a str, Option<ObjectId>);
+
+/// [`push_with_timeout`] with [`DEFAULT_PUSH_TIMEOUT`].
+pub fn push(mirror_path: &Path, url: &str, updates: &[PushUpdate<'_>]) -> Result<()> {
+    push_with_timeout(mirror_path, url, updates, DEFAULT_PUSH_TIMEOUT)
+}
+
+/// Push from the bare mirror at `mirror_path` to `url` using `git push --porcelain` with one
+/// `--force-with-lease=<remote ref>:<expected>` per update (never a `+` refspec).
+///
+/// Per-ref refusals are returned as [`GitError::PushRejected`] (see [`RejectKind`]; other refs
+/// of the same push may have been updated); anything else (unreachable remote, bad input, …) as
+/// [`GitError::PushFailed`]. The `git` process is killed after `timeout`.
+pub fn push_with_timeout(
+    mirror_path: &Path,
+    url: &str,
+    updates: &[PushUpdate<'_>],
+    timeout: Duration,
+) -> Result<()> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(mirror_path)
+        .args(["push", "--porcelain", "--no-verify"]);
+    for (src, dst, expected) in updates {
+        validate_ref_name(dst)?;
+        if src.starts_with('+') || src.contains(':') || dst.contains(':') {
+            return Err(GitError::InvalidInput(format!(
+                "push source {src:?} / destination {dst:?} must not contain '+' or ':'"
+            )));
+        }
+        let expect = expected.map(|o| o.to_string()).unwrap_or_default();
+        cmd.arg(format!("--force-with-lease={dst}:{expect}"));
+    }
+    cmd.arg("--").arg(url);
+    for (src, dst, _) in updates {
+        cmd.arg(format!("{src}:{dst}"));
+    }
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "")
+        .env("SSH_ASKPASS", "")
+        .env("LC_ALL", "C")
+        .env("LANGUAGE", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+
+    let (status, stdout, stderr) = run_with_timeout(cmd, timeout, "git push")?;
+
+    let mut seen: Vec<&str> = Vec::new();
+    let mut rejected = Vec::new();
+    for line in stdout.lines() {
+        // Porcelain: "<flag>\t<from>:<to>\t<summary>" (+ "To <url>" and "Done" lines).
+        let mut fields = line.splitn(3, '\t');
+        let (Some(flag), Some(refs), Some(summary)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let Some((_, to)) = refs.rsplit_once(':') else {
+            continue;
+        };
+        seen.push(to);
+        if flag == "!" {
+            rejected.push(PushRejection {
+                remote_ref: to.to_owned(),
+                kind: classify_rejection(summary),
+                detail: summary.to_owned(),
+            });
+        }
+    }
+    if !rejected.is_empty() {
+        return Err(GitError::PushRejected {
+            url: url.to_owned(),
+            rejected,
+        });
+    }
+    let all_reported = updates.iter().all(|(_, dst, _)| seen.contains(dst));
+    if !status.success() || !all_reported {
+        return Err(GitError::PushFailed {
+            url: url.to_owned(),
+            status: status.to_string(),
+            stderr: stderr.trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn classify_rejection(summary: &str) -> RejectKind {
+    if summary.contains("[remote rejected]") {
+        RejectKind::RemoteRejected
+    } else if summary.contains("stale info") {
+        RejectKind::StaleLease
+    } else if summary.contains("non-fast-forward")
+        || summary.contains("fetch first")
+        || summary.contains("already exists")
+    {
+        RejectKind::NonFastForward
+    } else {
+        RejectKind::Other
+    }
+}
+
+/// Run `cmd` (stdout/stderr piped), killing it if it doesn't finish within `timeout`.
+fn run_with_timeout(
+    mut cmd: Command,
+    timeout: Duration,
+    what: &str,
+) -> Result<(std::process::ExitStatus, String, String)> {
+    let mut child = cmd.spawn().map_err(io_err(format!("spawning {what}")))?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                // A read error just truncates the captured output.
+                let _ = p.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                // The readers finish once the pipes close; don't wait on grandchildren holding them.
+                return Err(GitError::Timeout {
+                    what: what.to_owned(),
+                    timeout,
+                });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io_err(format!("waiting for {what}"))(e));
+            }
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    Ok((status, stdout, stderr))
+}
+
+/// Path helper: the mirror directory of a repository as a `PathBuf` (for callers that keep a
+/// `gix::Repository` around and want to [`push`] from it).
+pub fn mirror_path(repo: &gix::Repository) -> PathBuf {
+    repo.git_dir().to_path_buf()
+}

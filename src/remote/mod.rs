@@ -1,0 +1,3 @@
+//! Remotes: where objects and refs are sent for sync.
+
+pub mod gitmirror;

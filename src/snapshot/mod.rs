@@ -1,0 +1,282 @@
+//! Snapshot model: the live dirs as a flat map of paths, trees built from it and read back.
+//!
+//! Paths are byte strings relative to the snapshot root, `/`-separated: `config/…`,
+//! `state/sessions/…`, `state/journal/…`. Only paths under [`ROOTS`] are ever read or written.
+
+pub mod restore;
+pub mod save;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use objects_format::{EntryKind, Object, ObjectId, Tree, TreeEntry};
+
+use crate::error::{Error, Result};
+use crate::store::ObjectStore;
+use crate::store::Batch;
+
+/// The folders a snapshot covers, relative to the snapshot root. Nothing else is ever
+/// snapshotted or touched by a restore (`cache/`, `logs/`, `metrics/`, `snapshots/`, `backups/`).
+pub const ROOTS: &[&str] = &["config", "state/sessions", "state/journal"];
+
+/// One file (or symlink) in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaf {
+    /// File, chunked file or symlink.
+    pub kind: EntryKind,
+    /// Entry flags (executable).
+    pub flags: u8,
+    /// Size in bytes.
+    pub size: u64,
+    /// Content id.
+    pub id: ObjectId,
+}
+
+impl Leaf {
+    /// Same content and mode (what restore compares).
+    #[must_use]
+    pub fn same_content(&self, other: &Leaf) -> bool {
+        self.id == other.id && self.flags == other.flags && (self.kind == EntryKind::Symlink) == (other.kind == EntryKind::Symlink)
+    }
+}
+
+/// A snapshot's content as paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flat {
+    /// Files and symlinks.
+    pub leaves: BTreeMap<Vec<u8>, Leaf>,
+    /// Every directory (including empty ones and the roots' ancestors).
+    pub dirs: BTreeSet<Vec<u8>>,
+}
+
+impl Flat {
+    /// An empty snapshot with just the root folders.
+    #[must_use]
+    pub fn with_roots() -> Self {
+        let mut f = Flat::default();
+        for r in ROOTS {
+            f.add_dir_with_parents(r.as_bytes());
+        }
+        f
+    }
+
+    /// Adds a directory and all its ancestors.
+    pub fn add_dir_with_parents(&mut self, p: &[u8]) {
+        let mut end = 0;
+        for (i, &b) in p.iter().enumerate() {
+            if b == b'/' {
+                self.dirs.insert(p[..i].to_vec());
+            }
+            end = i + 1;
+        }
+        if end > 0 {
+            self.dirs.insert(p.to_vec());
+        }
+    }
+
+    /// Keeps only paths for which `keep` is true (dirs: roots and ancestors always kept).
+    #[must_use]
+    pub fn filtered(&self, keep: impl Fn(&[u8]) -> bool) -> Flat {
+        let mut out = Flat::with_roots();
+        for (p, l) in &self.leaves {
+            if keep(p) {
+                out.leaves.insert(p.clone(), *l);
+            }
+        }
+        for d in &self.dirs {
+            if keep(d) {
+                out.dirs.insert(d.clone());
+            }
+        }
+        out
+    }
+
+    /// Counts (added, modified, deleted) files going from `self` to `new`.
+    #[must_use]
+    pub fn summary_to(&self, new: &Flat) -> objects_format::ChangeSummary {
+        let mut s = objects_format::ChangeSummary::default();
+        for (p, l) in &new.leaves {
+            match self.leaves.get(p) {
+                None => s.added += 1,
+                Some(o) if o != l => s.modified += 1,
+                Some(_) => {}
+            }
+        }
+        s.deleted = u32::try_from(self.leaves.keys().filter(|p| !new.leaves.contains_key(*p)).count()).unwrap_or(u32::MAX);
+        s
+    }
+}
+
+/// True when `p` is one of the roots, or inside one.
+#[must_use]
+pub fn in_roots(p: &[u8]) -> bool {
+    ROOTS.iter().any(|r| {
+        let r = r.as_bytes();
+        p == r || (p.len() > r.len() && p.starts_with(r) && p[r.len()] == b'/')
+    })
+}
+
+/// The session a path belongs to: `state/sessions/<first component>`, with a file's id being
+/// name up to the first `.` (`abc.json`, `abc.scrollback` and `abc/` are all session `abc`).
+#[must_use]
+pub fn session_of(p: &[u8]) -> Option<&[u8]> {
+    let rest = p.strip_prefix(b"state/sessions/")?;
+    let first = match rest.iter().position(|&b| b == b'/') {
+        Some(i) => &rest[..i],
+        None => rest,
+    };
+    match first.iter().skip(1).position(|&b| b == b'.') {
+        Some(i) => Some(&first[..=i]),
+        None => Some(first),
+    }
+}
+
+/// Maps snapshot paths to filesystem paths: `config/…` under the config dir, `state/…` under
+/// the state dir.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Where `config/` lives.
+    pub config: PathBuf,
+    /// Where `state/` lives.
+    pub state: PathBuf,
+}
+
+impl Layout {
+    /// The live layout for a config dir and a state dir.
+    #[must_use]
+    pub fn live(config: &Path, state: &Path) -> Self {
+        Layout { config: config.to_path_buf(), state: state.to_path_buf() }
+    }
+
+    /// The `restore --to DIR` layout: `DIR/config`, `DIR/state`.
+    #[must_use]
+    pub fn under(dir: &Path) -> Self {
+        Layout { config: dir.join("config"), state: dir.join("state") }
+    }
+
+    /// Filesystem path of a snapshot path.
+    #[must_use]
+    pub fn abs(&self, rel: &[u8]) -> PathBuf {
+        let (base, rest) = if rel == b"config" {
+            (&self.config, &b""[..])
+        } else if let Some(r) = rel.strip_prefix(b"config/") {
+            (&self.config, r)
+        } else if rel == b"state" {
+            (&self.state, &b""[..])
+        } else if let Some(r) = rel.strip_prefix(b"state/") {
+            (&self.state, r)
+        } else {
+            unreachable!("paths outside config/ and state/ are filtered before use")
+        };
+        if rest.is_empty() { base.clone() } else { base.join(std::ffi::OsStr::from_bytes(rest)) }
+    }
+}
+
+/// Builds and stores the trees for `flat`; returns the root tree id.
+///
+/// # Errors
+/// Encoding (invalid names) or I/O errors.
+pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
+    #[derive(Default)]
+    struct Dir {
+        entries: BTreeMap<Vec<u8>, Node>,
+    }
+    enum Node {
+        Leaf(Leaf),
+        Dir(Dir),
+    }
+    fn dir_at<'a>(root: &'a mut Dir, path: &[u8]) -> &'a mut Dir {
+        let mut cur = root;
+        if path.is_empty() {
+            return cur;
+        }
+        for comp in path.split(|&b| b == b'/') {
+            let n = cur.entries.entry(comp.to_vec()).or_insert_with(|| Node::Dir(Dir::default()));
+            cur = match n {
+                Node::Dir(d) => d,
+                Node::Leaf(_) => unreachable!("a path is both a file and a directory"),
+            };
+        }
+        cur
+    }
+    fn split(p: &[u8]) -> (&[u8], &[u8]) {
+        match p.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => (&b""[..], p),
+        }
+    }
+    fn store(d: &Dir, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
+        let mut t = Tree::default();
+        for (name, n) in &d.entries {
+            t.entries.push(match n {
+                Node::Leaf(l) => TreeEntry { name: name.clone(), kind: l.kind, flags: l.flags, size: l.size, id: l.id },
+                Node::Dir(sub) => TreeEntry { name: name.clone(), kind: EntryKind::Dir, flags: 0, size: 0, id: store(sub, batch)? },
+            });
+        }
+        let obj = Object::Tree(t);
+        let (id, bytes) = objects_format::encode_with_id(&obj)?;
+        if let Some(b) = batch {
+            b.put_canonical(objects_format::Kind::Tree, id, &bytes)?;
+        }
+        Ok(id)
+    }
+    let mut root = Dir::default();
+    for d in &flat.dirs {
+        dir_at(&mut root, d);
+    }
+    for (p, l) in &flat.leaves {
+        let (parent, name) = split(p);
+        if dir_at(&mut root, parent).entries.insert(name.to_vec(), Node::Leaf(*l)).is_some() {
+            return Err(Error::Invalid(format!("duplicate path {}", String::from_utf8_lossy(p))));
+        }
+    }
+    store(&root, batch)
+}
+
+/// Reads a root tree back into a [`Flat`], keeping only paths in [`ROOTS`].
+///
+/// # Errors
+/// Missing or corrupt objects.
+pub fn flatten(store: &ObjectStore, root: &ObjectId) -> Result<Flat> {
+    fn walk(store: &ObjectStore, id: &ObjectId, prefix: &[u8], out: &mut Flat, depth: usize) -> Result<()> {
+        if depth > 256 {
+            return Err(Error::CorruptObject { id: *id, why: "tree nesting deeper than 256".into() });
+        }
+        let t = store.read_tree(id)?;
+        for e in &t.entries {
+            let mut p = prefix.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(&e.name);
+            let under = in_roots(&p);
+            let above = ROOTS.iter().any(|r| r.as_bytes().starts_with(&p) && r.as_bytes().get(p.len()) == Some(&b'/'));
+            if !under && !above {
+                continue;
+            }
+            match e.kind {
+                EntryKind::Dir => {
+                    if under {
+                        out.dirs.insert(p.clone());
+                    }
+                    walk(store, &e.id, &p, out, depth + 1)?;
+                }
+                _ if under => {
+                    out.leaves.insert(p, Leaf { kind: e.kind, flags: e.flags, size: e.size, id: e.id });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    let mut f = Flat::with_roots();
+    walk(store, root, b"", &mut f, 0)?;
+    Ok(f)
+}
+
+/// The filesystem path of a name component list (for messages).
+#[must_use]
+pub fn display(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}

@@ -1,0 +1,233 @@
+//! Making a directory tree equal to a snapshot: only what differs is written, each file through
+//! temp → (one filesystem sync) → rename, so every live file is at every instant either its old
+//! or its new content. See docs/safety.md.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use fs_err as fs;
+use objects_format::EntryKind;
+use rayon::prelude::*;
+
+use super::{Flat, Layout, Leaf, display};
+use crate::error::{Error, Result};
+use crate::store::ObjectStore;
+use crate::store::durable::{self, tmp_path};
+
+/// What a restore changes, path by path.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Files created (not present live).
+    pub create: Vec<Vec<u8>>,
+    /// Files whose content or mode changes.
+    pub update: Vec<Vec<u8>>,
+    /// Files removed.
+    pub delete: Vec<Vec<u8>>,
+    /// Directories created.
+    pub mkdir: Vec<Vec<u8>>,
+    /// Directories removed.
+    pub rmdir: Vec<Vec<u8>>,
+}
+
+impl Plan {
+    /// True when nothing would change.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.update.is_empty() && self.delete.is_empty() && self.mkdir.is_empty() && self.rmdir.is_empty()
+    }
+}
+
+/// Computes what turns `live` into `target`.
+#[must_use]
+pub fn plan(target: &Flat, live: &Flat) -> Plan {
+    let mut p = Plan::default();
+    for (path, l) in &target.leaves {
+        match live.leaves.get(path) {
+            None => p.create.push(path.clone()),
+            Some(cur) if !cur.same_content(l) => p.update.push(path.clone()),
+            Some(_) => {}
+        }
+    }
+    for path in live.leaves.keys() {
+        if !target.leaves.contains_key(path) {
+            p.delete.push(path.clone());
+        }
+    }
+    for d in &target.dirs {
+        if !live.dirs.contains(d) {
+            p.mkdir.push(d.clone());
+        }
+    }
+    for d in live.dirs.iter().rev() {
+        if !target.dirs.contains(d) && !super::ROOTS.iter().any(|r| r.as_bytes() == d.as_slice()) {
+            p.rmdir.push(d.clone());
+        }
+    }
+    p
+}
+
+/// Writes one file's verified content to `tmp`.
+fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path) -> Result<()> {
+    match leaf.kind {
+        EntryKind::Symlink => {
+            let target = store.read_blob(&leaf.id)?;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes_ext(&target), tmp)
+                .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{e} (creating link {})", tmp.display()))))?;
+        }
+        EntryKind::File | EntryKind::ChunkedFile => {
+            let mut f = fs::File::create(tmp)?;
+            if leaf.kind == EntryKind::File {
+                let data = store.read_blob(&leaf.id)?;
+                f.write_all(&data)?;
+            } else {
+                let list = store.read_chunk_list(&leaf.id)?;
+                for c in &list.chunks {
+                    let data = store.read_blob(&c.id)?;
+                    if data.len() != c.len as usize {
+                        return Err(Error::CorruptObject { id: c.id, why: format!("chunk is {} bytes, list says {}", data.len(), c.len) });
+                    }
+                    f.write_all(&data)?;
+                }
+            }
+            let mode = if leaf.flags & objects_format::FLAG_EXECUTABLE != 0 { 0o700 } else { 0o600 };
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        EntryKind::Dir => unreachable!("leaves are never directories"),
+    }
+    Ok(())
+}
+
+trait FromBytesExt {
+    fn from_bytes_ext(b: &[u8]) -> &std::ffi::OsStr;
+}
+impl FromBytesExt for std::ffi::OsStr {
+    fn from_bytes_ext(b: &[u8]) -> &std::ffi::OsStr {
+        std::os::unix::ffi::OsStrExt::from_bytes(b)
+    }
+}
+
+/// Removes whatever is at `p` (file, symlink or directory tree) if it is not a real directory.
+fn clear_non_dir(p: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Ok(fs::remove_file(p)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes whatever is at `p` if it is a directory (a file is about to take its place).
+fn clear_dir(p: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Ok(fs::remove_dir_all(p)?),
+        _ => Ok(()),
+    }
+}
+
+/// Applies `plan` under `layout`, taking content from `store`. All content is read and verified
+/// into temp files before the first rename, so a corrupt or missing object changes nothing.
+///
+/// # Errors
+/// Missing/corrupt objects (nothing live changed), I/O errors.
+pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -> Result<()> {
+    // Directories first; anything that is not a directory where one must be goes away.
+    for d in &plan.mkdir {
+        let abs = layout.abs(d);
+        clear_non_dir(&abs)?;
+        fs::create_dir_all(&abs)?;
+    }
+    let writes: Vec<&Vec<u8>> = plan.create.iter().chain(&plan.update).collect();
+    // A directory where a file must go: it holds nothing the target keeps.
+    for p in &writes {
+        clear_dir(&layout.abs(p))?;
+    }
+    // 1. Write every new content to a temp file next to its target.
+    let staged: Vec<Result<(PathBuf, PathBuf)>> = writes
+        .par_iter()
+        .map(|p| {
+            let abs = layout.abs(p);
+            let dir = abs.parent().expect("file has a parent").to_path_buf();
+            let tmp = tmp_path(&dir);
+            let leaf = target.leaves.get(*p).expect("planned from target");
+            match materialize(store, leaf, &tmp) {
+                Ok(()) => Ok((tmp, abs)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
+        })
+        .collect();
+    let mut renames = Vec::with_capacity(staged.len());
+    let mut first_err = None;
+    for r in staged {
+        match r {
+            Ok(pair) => renames.push(pair),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        for (tmp, _) in &renames {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(e);
+    }
+    // 2. Content durable before it replaces anything.
+    if !renames.is_empty() {
+        durable::sync_filesystem(&layout.state)?;
+    }
+    // 3. Atomic replacement, file by file.
+    for (tmp, abs) in &renames {
+        fs::rename(tmp, abs)?;
+    }
+    // 4. Files and folders the target does not have.
+    for p in &plan.delete {
+        let abs = layout.abs(p);
+        match std::fs::symlink_metadata(&abs) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => fs::remove_file(&abs)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for d in &plan.rmdir {
+        let abs = layout.abs(d);
+        match std::fs::remove_dir(&abs) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(e.kind(), format!("{e} (removing folder {}: {})", abs.display(), display(d)))));
+            }
+        }
+    }
+    // 5. Renames and unlinks durable.
+    if !plan.is_empty() {
+        durable::sync_filesystem(&layout.state)?;
+    }
+    Ok(())
+}
+
+/// Removes leftover temp files under the live roots (after a crash during restore).
+///
+/// # Errors
+/// I/O errors.
+pub fn remove_tmp_files(layout: &Layout) -> Result<usize> {
+    let mut n = 0;
+    for root in super::ROOTS {
+        let base = layout.abs(root.as_bytes());
+        if !base.is_dir() {
+            continue;
+        }
+        for e in walkdir::WalkDir::new(&base).follow_links(false) {
+            let Ok(e) = e else { continue };
+            if durable::is_tmp_name(std::os::unix::ffi::OsStrExt::as_bytes(e.file_name())) && !e.file_type().is_dir() {
+                fs::remove_file(e.path())?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}

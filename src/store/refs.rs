@@ -1,0 +1,210 @@
+//! Refs: small files holding a snapshot id, updated by compare-and-swap under the store lock,
+//! each update appended to a reflog.
+//!
+//! Names are `/`-separated, each component `[A-Za-z0-9._-]+` and not starting with `.`:
+//! `head`, `sessions/<id>`, `remotes/<remote>/<device>/head`, `remotes/<remote>/<device>/sessions/<id>`,
+//! `conflicts/<device>/sessions/<id>`.
+
+use std::path::{Path, PathBuf};
+
+use fs_err as fs;
+use objects_format::ObjectId;
+
+use super::durable;
+use crate::error::{Error, Result};
+
+/// The whole-state head.
+pub const HEAD: &str = "head";
+
+/// Ref storage under `snapshots/refs` and `snapshots/logs`.
+#[derive(Debug, Clone)]
+pub struct Refs {
+    refs: PathBuf,
+    logs: PathBuf,
+}
+
+/// One reflog line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReflogEntry {
+    /// Previous value (None when the ref was created).
+    pub old: Option<ObjectId>,
+    /// New value (None when the ref was deleted).
+    pub new: Option<ObjectId>,
+    /// When, ns since epoch.
+    pub time_ns: i64,
+    /// Why.
+    pub message: String,
+}
+
+/// Validates a ref name.
+///
+/// # Errors
+/// [`Error::BadRefName`].
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 1024
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && !c.starts_with('.')
+                && !c.ends_with(".lock")
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        });
+    if ok { Ok(()) } else { Err(Error::BadRefName(name.to_owned())) }
+}
+
+fn fmt_opt(id: Option<&ObjectId>) -> String {
+    id.map_or_else(|| "0".repeat(64), ObjectId::to_hex)
+}
+
+impl Refs {
+    /// Refs under `root` (`snapshots/`).
+    #[must_use]
+    pub fn new(root: &Path) -> Self {
+        Refs { refs: root.join("refs"), logs: root.join("logs") }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.refs.join(name)
+    }
+
+    /// Reads a ref.
+    ///
+    /// # Errors
+    /// Bad name, unreadable or corrupt ref file.
+    pub fn get(&self, name: &str) -> Result<Option<ObjectId>> {
+        check_name(name)?;
+        match std::fs::read_to_string(self.path(name)) {
+            Ok(s) => ObjectId::from_hex(s.trim())
+                .map(Some)
+                .map_err(|_| Error::Invalid(format!("ref file {} is corrupt: {:?}", self.path(name).display(), s))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Compare-and-swap: sets `name` to `new` (or deletes it when `None`) if it currently
+    /// equals `expected`. The caller holds the store lock.
+    ///
+    /// # Errors
+    /// [`Error::RefConflict`] when the current value differs; I/O errors.
+    pub fn cas(&self, name: &str, expected: Option<ObjectId>, new: Option<ObjectId>, message: &str) -> Result<()> {
+        check_name(name)?;
+        let cur = self.get(name)?;
+        if cur != expected {
+            return Err(Error::RefConflict {
+                name: name.to_owned(),
+                expected: fmt_opt(expected.as_ref()),
+                found: fmt_opt(cur.as_ref()),
+            });
+        }
+        if cur == new {
+            return Ok(());
+        }
+        let path = self.path(name);
+        match new {
+            Some(id) => {
+                let dir = path.parent().expect("ref has a parent");
+                fs::create_dir_all(dir)?;
+                durable::write_atomic(&path, format!("{id}\n").as_bytes())?;
+            }
+            None => {
+                fs::remove_file(&path)?;
+                durable::sync_dir(path.parent().expect("ref has a parent"))?;
+            }
+        }
+        let log = self.logs.join(name);
+        fs::create_dir_all(log.parent().expect("log has a parent"))?;
+        let msg: String = message.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
+        durable::append_line(
+            &log,
+            &format!("{} {} {} {}\n", fmt_opt(cur.as_ref()), fmt_opt(new.as_ref()), super::now_ns(), msg),
+        )?;
+        Ok(())
+    }
+
+    /// Sets a ref unconditionally (caller holds the lock).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn set(&self, name: &str, new: Option<ObjectId>, message: &str) -> Result<()> {
+        let cur = self.get(name)?;
+        self.cas(name, cur, new, message)
+    }
+
+    /// Lists refs whose name starts with `prefix` (e.g. `sessions/`), sorted by name.
+    ///
+    /// # Errors
+    /// I/O errors or corrupt ref files.
+    pub fn list(&self, prefix: &str) -> Result<Vec<(String, ObjectId)>> {
+        let mut out = Vec::new();
+        if !self.refs.exists() {
+            return Ok(out);
+        }
+        for e in walkdir::WalkDir::new(&self.refs).sort_by_file_name() {
+            let e = e.map_err(|e| Error::Io(e.into()))?;
+            if !e.file_type().is_file() {
+                continue;
+            }
+            let rel = e.path().strip_prefix(&self.refs).expect("under refs");
+            let Some(name) = rel.to_str().map(|s| s.replace('\\', "/")) else { continue };
+            if check_name(&name).is_err() || !name.starts_with(prefix) {
+                continue; // temp files and foreign names
+            }
+            if let Some(id) = self.get(&name)? {
+                out.push((name, id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a ref's reflog, oldest first. A torn last line (crash during append) is skipped.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn reflog(&self, name: &str) -> Result<Vec<ReflogEntry>> {
+        check_name(name)?;
+        let text = match std::fs::read_to_string(self.logs.join(name)) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(text.lines().filter_map(parse_reflog_line).collect())
+    }
+
+    /// Every id mentioned by any reflog (for gc roots).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn all_reflog_ids(&self) -> Result<Vec<ObjectId>> {
+        let mut out = Vec::new();
+        if !self.logs.exists() {
+            return Ok(out);
+        }
+        for e in walkdir::WalkDir::new(&self.logs) {
+            let e = e.map_err(|e| Error::Io(e.into()))?;
+            if e.file_type().is_file() {
+                let text = fs::read_to_string(e.path())?;
+                for l in text.lines().filter_map(parse_reflog_line) {
+                    out.extend(l.old);
+                    out.extend(l.new);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn parse_reflog_line(l: &str) -> Option<ReflogEntry> {
+    let mut it = l.splitn(4, ' ');
+    let parse = |s: &str| -> Option<Option<ObjectId>> {
+        if s.bytes().all(|b| b == b'0') && s.len() == 64 {
+            Some(None)
+        } else {
+            ObjectId::from_hex(s).ok().map(Some)
+        }
+    };
+    let old = parse(it.next()?)?;
+    let new = parse(it.next()?)?;
+    let time_ns = it.next()?.parse().ok()?;
+    Some(ReflogEntry { old, new, time_ns, message: it.next().unwrap_or("").to_owned() })
+}

@@ -1,0 +1,134 @@
+//! The stat cache: (path → size, mtime, ctime, inode → content id) so an unchanged file is never
+//! read again. Derived data: a missing, corrupt or old-version cache is simply rebuilt.
+//!
+//! Racy entries: a file changed within the same timestamp tick as it was hashed could keep its
+//! mtime; an entry is trusted only if the file's mtime is older than the hashing time by more
+//! than [`RACY_NS`] (git's "racy clean" problem, solved the same way).
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use objects_format::{EntryKind, ObjectId};
+use serde::{Deserialize, Serialize};
+
+use super::durable;
+
+const MAGIC: &[u8; 8] = b"SDSTAT\x00\x01";
+/// Safety margin for coarse filesystem timestamps.
+pub const RACY_NS: i64 = 50_000_000;
+
+/// What we know about one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Size in bytes.
+    pub size: u64,
+    /// mtime, ns.
+    pub mtime_ns: i64,
+    /// ctime, ns.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+    /// Device.
+    pub dev: u64,
+}
+
+impl Stat {
+    /// From file metadata.
+    #[must_use]
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        Stat {
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            ino: m.ino(),
+            dev: m.dev(),
+        }
+    }
+}
+
+/// One cached file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedEntry {
+    /// The stat when hashed.
+    pub stat: Stat,
+    /// `EntryKind` code (file or chunked file).
+    pub kind: u8,
+    /// Content id (blob or chunk list).
+    pub id: [u8; 32],
+    /// When the content was read, ns.
+    pub hashed_at_ns: i64,
+}
+
+/// The cache, keyed by path relative to the snapshot root (`config/…`, `state/…`).
+#[derive(Debug, Default, Clone)]
+pub struct StatCache {
+    entries: HashMap<Vec<u8>, CachedEntry>,
+    dirty: bool,
+}
+
+impl StatCache {
+    /// Loads the cache; any problem yields an empty cache (it is only an accelerator).
+    #[must_use]
+    pub fn load(path: &Path) -> Self {
+        let Ok(bytes) = std::fs::read(path) else { return Self::default() };
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Self::default();
+        }
+        match postcard::from_bytes::<Vec<(Vec<u8>, CachedEntry)>>(&bytes[MAGIC.len()..]) {
+            Ok(v) => StatCache { entries: v.into_iter().collect(), dirty: false },
+            Err(_) => Self::default(),
+        }
+    }
+
+    /// Looks up a trusted entry for `rel` with the current `stat`.
+    #[must_use]
+    pub fn lookup(&self, rel: &[u8], stat: &Stat) -> Option<(EntryKind, ObjectId)> {
+        let e = self.entries.get(rel)?;
+        if e.stat != *stat || e.stat.mtime_ns + RACY_NS >= e.hashed_at_ns {
+            return None;
+        }
+        Some((EntryKind::from_code(e.kind)?, ObjectId(e.id)))
+    }
+
+    /// Records a freshly hashed file.
+    pub fn insert(&mut self, rel: Vec<u8>, stat: Stat, kind: EntryKind, id: ObjectId, hashed_at_ns: i64) {
+        let e = CachedEntry { stat, kind: kind.code(), id: id.0, hashed_at_ns };
+        if self.entries.get(&rel) != Some(&e) {
+            self.entries.insert(rel, e);
+            self.dirty = true;
+        }
+    }
+
+    /// Drops entries for paths not in `keep`.
+    pub fn retain(&mut self, keep: impl Fn(&[u8]) -> bool) {
+        let before = self.entries.len();
+        self.entries.retain(|k, _| keep(k));
+        if self.entries.len() != before {
+            self.dirty = true;
+        }
+    }
+
+    /// True when there is something to write.
+    #[must_use]
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Writes the cache atomically if it changed.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn save(&mut self, path: &Path) -> std::io::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let mut v: Vec<(&Vec<u8>, &CachedEntry)> = self.entries.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = MAGIC.to_vec();
+        out.extend(postcard::to_allocvec(&v).map_err(std::io::Error::other)?);
+        durable::write_atomic(path, &out)?;
+        self.dirty = false;
+        Ok(())
+    }
+}
