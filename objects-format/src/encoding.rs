@@ -106,7 +106,8 @@ fn put_str8(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-/// Encodes a blob: header + the raw bytes.
+/// Encodes a blob: header + the raw bytes. Does not check [`MAX_OBJECT_SIZE`]: callers pass
+/// chunks and small files (at most [`crate::chunk::CHUNK_THRESHOLD`] bytes) or go through [`encode`].
 #[must_use]
 pub fn encode_blob(data: &[u8]) -> Vec<u8> {
     let mut v = header(Kind::Blob, data.len());
@@ -258,12 +259,17 @@ fn check_snapshot(s: &Snapshot) -> Result<(), DecodeError> {
 /// # Errors
 /// As the per-kind encoders.
 pub fn encode(o: &Object) -> Result<Vec<u8>, EncodeError> {
-    match o {
-        Object::Blob(b) => Ok(encode_blob(b)),
-        Object::ChunkList(c) => encode_chunk_list(c),
-        Object::Tree(t) => encode_tree(t),
-        Object::Snapshot(s) => encode_snapshot(s),
+    let bytes = match o {
+        Object::Blob(b) => encode_blob(b),
+        Object::ChunkList(c) => encode_chunk_list(c)?,
+        Object::Tree(t) => encode_tree(t)?,
+        Object::Snapshot(s) => encode_snapshot(s)?,
+    };
+    // Never produce what no reader accepts.
+    if bytes.len() > MAX_OBJECT_SIZE {
+        return Err(DecodeError::TooLarge(bytes.len()));
     }
+    Ok(bytes)
 }
 
 struct Reader<'a> {

@@ -299,10 +299,9 @@ fn empty_input_has_no_chunks() {
     assert_eq!(chunk::chunk_lengths(&vec![0; MIN_CHUNK]), vec![MIN_CHUNK]);
 }
 
-/// Known bug (SPEC.md §10): the encoder accepts objects over `MAX_OBJECT_SIZE` that every reader
-/// rejects as `TooLarge`. Un-ignore once `encode` returns an error for them.
+/// Regression: the encoder once accepted objects over `MAX_OBJECT_SIZE` that every reader
+/// rejects as `TooLarge`.
 #[test]
-#[ignore = "known bug: encode does not enforce MAX_OBJECT_SIZE (SPEC.md §10)"]
 fn encoder_refuses_objects_over_the_size_limit() {
     let big = Object::Blob(vec![0; objects_format::MAX_OBJECT_SIZE]);
     assert!(
