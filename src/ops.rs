@@ -415,9 +415,9 @@ impl State {
         let p = self.snap_dir.join("restore-intent");
         match std::fs::read(&p) {
             Ok(b) => match serde_json::from_slice::<Intent>(&b) {
-                Ok(i) => Ok(ObjectId::from_hex(&i.snapshot).ok().map(|id| (id, i.session))),
+                Ok(i) if ObjectId::from_hex(&i.snapshot).is_ok() => Ok(Some((ObjectId::from_hex(&i.snapshot).expect("checked"), i.session))),
                 // A torn intent means the restore had not started writing live files.
-                Err(_) => {
+                _ => {
                     fs::remove_file(&p)?;
                     Ok(None)
                 }

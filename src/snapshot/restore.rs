@@ -131,6 +131,9 @@ fn clear_dir(p: &Path) -> Result<()> {
 /// # Errors
 /// Missing/corrupt objects (nothing live changed), I/O errors.
 pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -> Result<()> {
+    for r in super::ROOTS {
+        fs::create_dir_all(layout.abs(r.as_bytes()))?;
+    }
     // Directories first; anything that is not a directory where one must be goes away.
     for d in &plan.mkdir {
         let abs = layout.abs(d);

@@ -1,0 +1,207 @@
+//! Issue #2: save → change → save → log → restore, byte for byte; sessions; check; gc.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::{Entry, Sandbox, assert_same, object_files};
+
+fn odd_content(sb: &Sandbox) {
+    let s = sb.state().join("sessions");
+    std::fs::create_dir_all(s.join("s001/nested/deeper/deepest")).unwrap();
+    std::fs::create_dir_all(s.join("s001/empty-dir")).unwrap();
+    std::fs::write(s.join("s001/nested/empty.txt"), b"").unwrap();
+    let binary: Vec<u8> = (0..=255u8).chain([0xff, 0xfe, 0x00, 0xc3, 0x28]).collect();
+    std::fs::write(s.join("s001/nested/deeper/deepest/binary.bin"), &binary).unwrap();
+    // A file name that is not UTF-8.
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9-\xff.raw");
+    std::fs::write(s.join("s001/nested").join(name), b"latin-1 name").unwrap();
+    std::os::unix::fs::symlink("nested/empty.txt", s.join("s001/link")).unwrap();
+    let hook = sb.config().join("hook.sh");
+    std::fs::write(&hook, "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn change(sb: &Sandbox) {
+    let s = sb.state().join("sessions");
+    shelldone::demo::small_change(&sb.config(), &sb.state(), 0).unwrap(); // append journal, 2 descriptors, scrollback +100 KB
+    std::fs::write(sb.config().join("config.toml"), "font_size = 15\n").unwrap(); // modify
+    std::fs::remove_file(s.join("s004/scrollback.bin")).unwrap(); // delete
+    std::fs::remove_dir_all(s.join("s001/empty-dir")).unwrap(); // delete empty dir
+    std::fs::create_dir_all(s.join("s077")).unwrap(); // add a session
+    std::fs::write(s.join("s077/session.json"), "{\"id\":\"s077\"}").unwrap();
+    std::fs::write(s.join("s001/nested/empty.txt"), b"no longer empty").unwrap();
+    std::fs::remove_file(s.join("s001/link")).unwrap();
+    std::os::unix::fs::symlink("nested", s.join("s001/link")).unwrap(); // retarget a symlink
+}
+
+#[test]
+fn save_change_save_log_restore_is_byte_identical() {
+    let sb = Sandbox::new();
+    sb.generate();
+    odd_content(&sb);
+    let first_tree = sb.live();
+    let a = sb.save("first");
+    // Nothing changed: no new snapshot, says so, prints the same id.
+    let out = sb.ok(&["state", "save"]);
+    assert!(out.contains("nothing changed"), "{out}");
+    assert_eq!(out.lines().last().unwrap(), a);
+    change(&sb);
+    let second_tree = sb.live();
+    assert_ne!(first_tree, second_tree);
+    let b = sb.save("second");
+    assert_ne!(a, b);
+
+    let log: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "log"])).unwrap();
+    let ids: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![b.as_str(), a.as_str()], "newest first");
+    assert_eq!(log[0]["message"], "second");
+    assert!(log[0]["changes"]["modified"].as_u64().unwrap() >= 4, "{}", log[0]);
+    assert!(log[0]["changes"]["deleted"].as_u64().unwrap() >= 1);
+    assert!(log[0]["changes"]["added"].as_u64().unwrap() >= 1);
+    let human = sb.ok(&["log", "-n", "1"]);
+    assert!(human.contains(&b) && !human.contains(&a), "{human}");
+
+    // Caches and logs are not snapshotted and must survive a restore untouched.
+    let cache = std::fs::read(sb.state().join("cache/glyphs.bin")).unwrap();
+    sb.ok(&["state", "restore", &a]);
+    assert_same(&sb.live(), &first_tree);
+    assert_eq!(std::fs::read(sb.state().join("cache/glyphs.bin")).unwrap(), cache);
+    assert!(sb.state().join("logs/shelldone.log").exists());
+
+    // Restore by prefix and by REF~N.
+    sb.ok(&["state", "restore", &b[..10]]);
+    assert_same(&sb.live(), &second_tree);
+    // History is now a ← b ← restore(a) ← restore(b) = head; head~1 holds a's tree.
+    sb.ok(&["state", "restore", "head~1"]);
+    assert_same(&sb.live(), &first_tree);
+
+    let check = sb.ok(&["state", "check"]);
+    assert!(check.contains("no problems"), "{check}");
+}
+
+#[test]
+fn restore_never_rewrites_matching_files() {
+    let sb = Sandbox::new();
+    sb.generate();
+    let a = sb.save("a");
+    let untouched = sb.state().join("sessions/s000/scrollback.bin");
+    let ino_before = std::fs::metadata(&untouched).unwrap();
+    std::fs::write(sb.state().join("sessions/s001/session.json"), "{\"changed\":true}").unwrap();
+    let out: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "state", "restore", &a])).unwrap();
+    assert_eq!(out["update"].as_array().unwrap().len(), 1, "{out}");
+    assert!(out["auto_saved"].is_string(), "unsaved change was saved before restoring: {out}");
+    let ino_after = std::fs::metadata(&untouched).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(ino_before.ino(), ino_after.ino(), "matching file was not rewritten");
+    assert_eq!(ino_before.mtime_nsec(), ino_after.mtime_nsec());
+}
+
+#[test]
+fn restore_one_session_touches_nothing_else() {
+    let sb = Sandbox::new();
+    sb.generate();
+    let a = sb.save("a");
+    let s1 = sb.state().join("sessions/s001/session.json");
+    let s2 = sb.state().join("sessions/s002/session.json");
+    let orig1 = std::fs::read(&s1).unwrap();
+    std::fs::write(&s1, "{\"v\":2}").unwrap();
+    std::fs::write(&s2, "{\"v\":2}").unwrap();
+    std::fs::write(sb.state().join("sessions/s001/extra.txt"), "new file in session").unwrap();
+    std::fs::write(sb.config().join("config.toml"), "changed = true\n").unwrap();
+    let dry = sb.ok(&["state", "restore", &a, "--session", "s001", "--dry-run"]);
+    assert!(dry.contains("update state/sessions/s001/session.json"), "{dry}");
+    assert!(dry.contains("delete state/sessions/s001/extra.txt"), "{dry}");
+    assert_eq!(std::fs::read(&s1).unwrap(), b"{\"v\":2}", "dry run changed nothing");
+    sb.ok(&["state", "restore", &a, "--session", "s001"]);
+    assert_eq!(std::fs::read(&s1).unwrap(), orig1);
+    assert!(!sb.state().join("sessions/s001/extra.txt").exists());
+    assert_eq!(std::fs::read(&s2).unwrap(), b"{\"v\":2}", "other session untouched");
+    assert_eq!(std::fs::read(sb.config().join("config.toml")).unwrap(), b"changed = true\n", "config untouched");
+    // The session's history: log --session lists snapshots where s001 changed.
+    let log: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "log", "--session", "s002"])).unwrap();
+    assert!(log.as_array().unwrap().len() >= 2, "s002: first save and the auto-save: {log}");
+    let unknown = sb.run(&["state", "restore", &a, "--session", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no session 'nope'"));
+}
+
+#[test]
+fn restore_to_dir_leaves_live_state_alone() {
+    let sb = Sandbox::new();
+    sb.generate();
+    let before = sb.live();
+    let a = sb.save("a");
+    std::fs::write(sb.config().join("config.toml"), "x = 1\n").unwrap();
+    let target = sb.dir.path().join("elsewhere");
+    sb.ok(&["state", "restore", &a, "--to", target.to_str().unwrap()]);
+    let mut got = crate::support::tree(&target.join("config"), "config");
+    got.extend(crate::support::tree(&target.join("state/sessions"), "state/sessions"));
+    got.extend(crate::support::tree(&target.join("state/journal"), "state/journal"));
+    assert_same(&got, &before);
+    assert!(!target.join("state/cache").exists(), "only snapshotted folders are written");
+    assert_eq!(std::fs::read(sb.config().join("config.toml")).unwrap(), b"x = 1\n");
+}
+
+#[test]
+fn check_detects_any_flipped_byte_and_gc_keeps_what_is_reachable() {
+    let sb = Sandbox::new();
+    sb.generate();
+    sb.save("a");
+    shelldone::demo::small_change(&sb.config(), &sb.state(), 1).unwrap();
+    sb.save("b");
+    let files = object_files(&sb.state());
+    assert!(files.len() > 20);
+    for f in &files {
+        let orig = std::fs::read(f).unwrap();
+        let mut bad = orig.clone();
+        let i = orig.len() / 2;
+        bad[i] ^= 0x01;
+        std::fs::write(f, &bad).unwrap();
+        let o = sb.run(&["state", "check"]);
+        assert_eq!(o.status.code(), Some(3), "flip in {} not detected: {}", f.display(), String::from_utf8_lossy(&o.stdout));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("error:") && text.contains("problem"), "{text}");
+        std::fs::write(f, &orig).unwrap();
+    }
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    // gc: an unreachable object goes, everything reachable stays.
+    let before = object_files(&sb.state()).len();
+    let junk = sb.state().join("snapshots/objects/00");
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(junk.join("a".repeat(62)), b"unreferenced").unwrap();
+    let gc: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "state", "gc"])).unwrap();
+    assert_eq!(gc["deleted"], 1, "{gc}");
+    assert_eq!(object_files(&sb.state()).len(), before);
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+}
+
+#[test]
+fn show_and_diff_list_changes_and_bad_revisions_fail_clearly() {
+    let sb = Sandbox::new();
+    sb.generate();
+    let a = sb.save("a");
+    std::fs::write(sb.config().join("new.toml"), "k = 1\n").unwrap();
+    let b = sb.save("b");
+    let diff = sb.ok(&["state", "diff", &a, &b]);
+    assert!(diff.contains("A config/new.toml"), "{diff}");
+    let show = sb.ok(&["show", "head"]);
+    assert!(show.contains(&b) && show.contains("A config/new.toml"), "{show}");
+    let o = sb.run(&["state", "restore", "deadbeef"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: unknown revision 'deadbeef'"));
+    let o = sb.run(&["--json", "show", "nope"]);
+    let e: serde_json::Value = serde_json::from_slice(&o.stderr).unwrap();
+    assert_eq!(e["exit_code"], 2);
+}
+
+#[test]
+fn log_of_empty_store_and_entry_kinds() {
+    let sb = Sandbox::new();
+    assert!(sb.ok(&["log"]).contains("no snapshots yet"));
+    let o = sb.run(&["state", "restore"]);
+    assert_eq!(o.status.code(), Some(2));
+    // An empty state still saves (the root folders exist as empty trees).
+    let id = sb.save("empty");
+    assert_eq!(id.len(), 64);
+    let _ = Entry::Dir;
+}

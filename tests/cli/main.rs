@@ -1,0 +1,6 @@
+//! End-to-end tests driving the real `shelldone` binary in temp dirs.
+
+mod support;
+
+mod core;
+mod recovery;
