@@ -152,11 +152,8 @@ pub fn generate(config_dir: &Path, state_dir: &Path, spec: &DemoSpec) -> std::io
         fs::create_dir_all(&dir)?;
         let d = descriptor(&mut rng, &id, 1);
         fs::write(dir.join("session.json"), &d)?;
-        // Log-uniform sizes between min and max: many small scrollbacks, a few big ones.
-        let lo = (spec.min_scrollback.max(1) as f64).ln();
-        let hi = (spec.max_scrollback.max(spec.min_scrollback + 1) as f64).ln();
-        let f = (rng.next_u64() % 10_000) as f64 / 10_000.0;
-        let len = (lo + f * (hi - lo)).exp() as usize;
+        // Uniform sizes between min and max (about 1 MB on average at the default spec).
+        let len = rng.range(spec.min_scrollback, spec.max_scrollback + 1);
         let sb = scrollback(&mut rng, len);
         fs::write(dir.join("scrollback.bin"), &sb)?;
         total += (d.len() + sb.len()) as u64;

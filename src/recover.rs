@@ -94,6 +94,17 @@ impl State {
             }
         }
         r.tmp_files_removed += remove_tmp_files(&self.layout())?;
+        // A pack renamed into place whose index never followed is invisible: remove it.
+        let packs = self.objects.packs_dir();
+        if packs.exists() {
+            for e in fs::read_dir(&packs)? {
+                let p = e?.path();
+                if p.extension().is_some_and(|x| x == "pack") && !p.with_extension("idx").exists() {
+                    fs::remove_file(&p)?;
+                    r.tmp_files_removed += 1;
+                }
+            }
+        }
         if let Some((snap, session)) = self.pending_restore()? {
             // Roll forward: the user asked for this snapshot; finish making it live.
             self.restore_locked(snap, session.as_deref(), false)?;
@@ -145,8 +156,34 @@ impl State {
         let (_, roots) = self.root_snapshots()?;
         let keep = self.reachable(&roots)?;
         let mut report = GcReport { reachable: keep.len(), ..GcReport::default() };
+        // Packs first: a pack with dead objects has its live ones re-stored (as a new pack or
+        // loose objects) before the old pack goes, so a live object is always stored somewhere.
+        for (pack_path, ids) in self.objects.pack_contents() {
+            let dead = ids.iter().filter(|id| !keep.contains(id)).count();
+            if dead == 0 {
+                continue;
+            }
+            let live: Vec<&ObjectId> = ids.iter().filter(|id| keep.contains(id)).collect();
+            if !live.is_empty() {
+                let batch = self.objects.batch_forced()?;
+                for id in live {
+                    let raw = self.objects.read_raw(id)?;
+                    let canonical = crate::store::decompress(&raw).map_err(|why| Error::CorruptObject { id: *id, why })?;
+                    let (kind, _) = objects_format::encoding::split_header(&canonical).map_err(|e| Error::CorruptObject { id: *id, why: e.to_string() })?;
+                    batch.put_raw(kind, *id, &raw)?;
+                }
+                batch.commit()?;
+            }
+            let len = std::fs::metadata(&pack_path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(pack_path.with_extension("idx"))?;
+            fs::remove_file(&pack_path)?;
+            crate::store::durable::sync_dir(&self.objects.packs_dir())?;
+            report.deleted += dead;
+            report.bytes_freed += len;
+        }
+        self.objects.reload_packs();
         let mut doomed: Vec<(u8, ObjectId)> = Vec::new();
-        for id in self.objects.list()? {
+        for id in self.objects.list_loose()? {
             if !keep.contains(&id) {
                 // Parents before children, so "an object present ⇒ its children present" holds
                 // at every instant, even if gc is killed half-way.
@@ -160,15 +197,17 @@ impl State {
             }
         }
         doomed.sort();
+        let mut dirs = std::collections::BTreeSet::new();
         for (_, id) in doomed {
             let p = self.objects.object_path(&id);
             let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             fs::remove_file(&p)?;
+            dirs.insert(p.parent().expect("fan-out dir").to_path_buf());
             report.deleted += 1;
             report.bytes_freed += len;
         }
-        if report.deleted > 0 {
-            crate::store::durable::sync_filesystem(self.snapshots_dir())?;
+        for d in dirs {
+            crate::store::durable::sync_dir(&d)?;
         }
         Ok(report)
     }

@@ -43,6 +43,18 @@ enum Cmd {
         /// Revision (ref, id, id prefix, REF~N).
         rev: String,
     },
+    /// Generate a synthetic state (benchmarks): DIR/config and DIR/state.
+    #[command(hide = true)]
+    Generate {
+        /// Target dir.
+        dir: PathBuf,
+        /// Size multiplier (1 = 40 sessions, ~60 MB).
+        #[arg(long, default_value_t = 1)]
+        scale: usize,
+        /// Apply the "small change" number N instead of generating.
+        #[arg(long)]
+        small_change: Option<u64>,
+    },
     /// A guided demo on a temporary state: save, change, log, restore, verify.
     Tour {
         /// Keep the demo state in DIR instead of a temp dir.
@@ -177,6 +189,18 @@ fn log_json(e: &LogEntry) -> serde_json::Value {
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.cmd {
         Cmd::Tour { dir } => tour::run(dir.clone()).map(|()| ExitCode::SUCCESS),
+        Cmd::Generate { dir, scale, small_change } => {
+            let n = match small_change {
+                Some(r) => crate::demo::small_change(&dir.join("config"), &dir.join("state"), *r)?,
+                None => {
+                    let d = crate::demo::DemoSpec::default();
+                    let spec = crate::demo::DemoSpec { sessions: d.sessions * scale, journals: d.journals * scale, ..d };
+                    crate::demo::generate(&dir.join("config"), &dir.join("state"), &spec)?
+                }
+            };
+            out(n);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Log(a) => {
             let st = open(&cli)?;
             let entries = st.log(a.rev.as_deref(), a.max_count, a.session.as_deref())?;

@@ -6,7 +6,10 @@
 //! a device only ever writes refs under its own `<device>/` namespace, so two devices never race
 //! for one ref (and a directory remote synced by Syncthing/NFS needs no lock files).
 
+pub mod dir;
+pub mod git;
 pub mod gitmirror;
+pub mod verify;
 
 use std::collections::BTreeMap;
 

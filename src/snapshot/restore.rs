@@ -92,6 +92,9 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path) -> Result<()> {
             }
             let mode = if leaf.flags & objects_format::FLAG_EXECUTABLE != 0 { 0o700 } else { 0o600 };
             f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            // Content durable before the rename makes it the live file (never a zero-length
+            // file after a power cut).
+            f.sync_data()?;
         }
         EntryKind::Dir => unreachable!("leaves are never directories"),
     }
@@ -178,15 +181,11 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
         }
         return Err(e);
     }
-    // 2. Content durable before it replaces anything.
-    if !renames.is_empty() {
-        durable::sync_filesystem(&layout.state)?;
-    }
-    // 3. Atomic replacement, file by file.
+    // 2. Atomic replacement, file by file (content was fsynced when written).
     for (tmp, abs) in &renames {
         fs::rename(tmp, abs)?;
     }
-    // 4. Files and folders the target does not have.
+    // 3. Files and folders the target does not have.
     for p in &plan.delete {
         let abs = layout.abs(p);
         match std::fs::symlink_metadata(&abs) {
@@ -206,10 +205,17 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
             }
         }
     }
-    // 5. Renames and unlinks durable.
-    if !plan.is_empty() {
-        durable::sync_filesystem(&layout.state)?;
+    // 5. Renames and unlinks durable: fsync every directory that changed.
+    let mut dirs: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
+    for (_, abs) in &renames {
+        dirs.insert(abs.parent().expect("has parent").to_path_buf());
     }
+    for p in plan.delete.iter().chain(&plan.rmdir).chain(&plan.mkdir) {
+        if let Some(d) = layout.abs(p).parent() {
+            dirs.insert(d.to_path_buf());
+        }
+    }
+    dirs.par_iter().filter(|d| d.is_dir()).try_for_each(|d| durable::sync_dir(d))?;
     Ok(())
 }
 

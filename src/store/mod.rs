@@ -6,14 +6,16 @@
 
 pub mod durable;
 pub mod lock;
+pub mod pack;
 pub mod refs;
 pub mod statcache;
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use fs_err as fs;
 use objects_format::{Kind, MAX_OBJECT_SIZE, Object, ObjectId};
@@ -23,17 +25,58 @@ use crate::error::{Error, Result};
 /// zstd level for stored objects.
 pub const ZSTD_LEVEL: i32 = 3;
 
-/// Handle on the object directory.
+/// Batches with at most this many objects are written as loose objects (each fsynced); larger
+/// ones as one pack (one fsync for all).
+pub const LOOSE_MAX: usize = 64;
+
+/// Handle on the object directory (loose objects and packs).
 #[derive(Debug, Clone)]
 pub struct ObjectStore {
     root: PathBuf,
+    packs: Arc<RwLock<pack::PackSet>>,
 }
 
 impl ObjectStore {
     /// A store rooted at `snapshots/` (the directory must exist).
     #[must_use]
     pub fn new(root: PathBuf) -> Self {
-        ObjectStore { root }
+        ObjectStore { root, packs: Arc::new(RwLock::new(pack::PackSet::default())) }
+    }
+
+    /// The `packs/` dir.
+    #[must_use]
+    pub fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+
+    fn pack_loc(&self, id: &ObjectId) -> Option<pack::Loc> {
+        if let Some(l) = self.packs.read().expect("no panics while held").index.get(id) {
+            return Some(*l);
+        }
+        let mut w = self.packs.write().expect("no panics while held");
+        w.refresh(&self.packs_dir());
+        w.index.get(id).copied()
+    }
+
+    /// Forgets loaded pack indexes (after packs were deleted).
+    pub fn reload_packs(&self) {
+        self.packs.write().expect("no panics while held").forget_all();
+    }
+
+    /// Pack indexes that could not be loaded: (path, why).
+    #[must_use]
+    pub fn bad_pack_indexes(&self) -> Vec<(PathBuf, String)> {
+        let mut w = self.packs.write().expect("no panics while held");
+        w.refresh(&self.packs_dir());
+        w.bad_indexes.clone()
+    }
+
+    /// Loaded packs: (pack path, ids).
+    #[must_use]
+    pub fn pack_contents(&self) -> Vec<(PathBuf, Vec<ObjectId>)> {
+        let mut w = self.packs.write().expect("no panics while held");
+        w.refresh(&self.packs_dir());
+        w.packs.iter().map(|p| (p.path.clone(), p.ids.clone())).collect()
     }
 
     /// The `snapshots/` dir.
@@ -49,10 +92,10 @@ impl ObjectStore {
         self.root.join("objects").join(&hex[..2]).join(&hex[2..])
     }
 
-    /// True when the object's file exists (content not checked).
+    /// True when the object is stored, loose or packed (content not checked).
     #[must_use]
     pub fn has(&self, id: &ObjectId) -> bool {
-        self.object_path(id).exists()
+        self.object_path(id).exists() || self.pack_loc(id).is_some()
     }
 
     /// Reads the raw stored (compressed) bytes of an object.
@@ -62,7 +105,15 @@ impl ObjectStore {
     pub fn read_raw(&self, id: &ObjectId) -> Result<Vec<u8>> {
         match std::fs::read(self.object_path(id)) {
             Ok(b) => Ok(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::MissingObject { id: *id }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.pack_loc(id) {
+                Some(loc) => self
+                    .packs
+                    .read()
+                    .expect("no panics while held")
+                    .read(&loc)
+                    .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{e} (reading packed object {id})")))),
+                None => Err(Error::MissingObject { id: *id }),
+            },
             Err(e) => Err(Error::Io(std::io::Error::new(e.kind(), format!("{e} (reading object {id})")))),
         }
     }
@@ -143,11 +194,25 @@ impl ObjectStore {
         }
     }
 
-    /// Lists every object id present (loose).
+    /// Lists every object id present, loose and packed.
     ///
     /// # Errors
     /// I/O errors.
     pub fn list(&self) -> Result<Vec<ObjectId>> {
+        let mut out = self.list_loose()?;
+        for (_, ids) in self.pack_contents() {
+            out.extend(ids);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Lists loose object ids.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn list_loose(&self) -> Result<Vec<ObjectId>> {
         let mut out = Vec::new();
         let dir = self.root.join("objects");
         if !dir.exists() {
@@ -175,14 +240,30 @@ impl ObjectStore {
     /// # Errors
     /// I/O errors creating the staging dir.
     pub fn batch(&self) -> Result<Batch<'_>> {
+        self.new_batch(false)
+    }
+
+    /// A batch that re-stores objects even when they are already present (gc repacking).
+    ///
+    /// # Errors
+    /// I/O errors creating the staging dir.
+    pub fn batch_forced(&self) -> Result<Batch<'_>> {
+        self.new_batch(true)
+    }
+
+    fn new_batch(&self, force: bool) -> Result<Batch<'_>> {
         let staging = self.root.join("staging").join(format!("{}-{}", std::process::id(), now_ns()));
         fs::create_dir_all(&staging)?;
+        let path = staging.join("objects.pack");
+        let mut file = fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?.into_parts().0;
+        std::io::Write::write_all(&mut file, pack::PACK_MAGIC)?;
         Ok(Batch {
             store: self,
             staging,
-            staged: Mutex::new(Vec::new()),
+            pack: Mutex::new(PackWriter { file, path, offset: pack::PACK_MAGIC.len() as u64, entries: Vec::new() }),
             seen: Mutex::new(HashSet::new()),
             bytes: AtomicU64::new(0),
+            force,
         })
     }
 }
@@ -214,7 +295,21 @@ pub fn decompress(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
 /// # Errors
 /// zstd errors (I/O kind).
 pub fn compress(canonical: &[u8]) -> std::io::Result<Vec<u8>> {
-    zstd::bulk::compress(canonical, ZSTD_LEVEL)
+    thread_local! {
+        // One compression context per thread: creating a context per object costs more than
+        // compressing a 40 KiB chunk.
+        static CCTX: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+    }
+    CCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            let mut z = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+            z.include_contentsize(true)?;
+            z.include_checksum(false)?;
+            *c = Some(z);
+        }
+        c.as_mut().expect("just set").compress(canonical)
+    })
 }
 
 /// Nanoseconds since the epoch.
@@ -224,16 +319,27 @@ pub fn now_ns() -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-/// A batch of new objects: written to `staging/`, then made durable with one filesystem sync,
-/// then renamed into `objects/` children-first (blobs, chunk lists, trees, snapshots), so that an
-/// object present in `objects/` always has its children present too.
+#[derive(Debug)]
+struct PackWriter {
+    file: std::fs::File,
+    path: PathBuf,
+    offset: u64,
+    entries: Vec<(ObjectId, Kind, u64, u32)>,
+}
+
+/// A batch of new objects. Every object is appended to a staging pack; on commit a small batch
+/// becomes loose objects (each: temp → fsync → rename, children first) and a large one is
+/// published as a pack (pack fsync → index fsync → rename pack → rename index → fsync dir).
+/// Either way the objects are durable before [`Batch::commit`] returns, and only then may a ref
+/// point at them; an uncommitted batch is removed by recovery.
 #[derive(Debug)]
 pub struct Batch<'s> {
     store: &'s ObjectStore,
     staging: PathBuf,
-    staged: Mutex<Vec<(Kind, ObjectId)>>,
+    pack: Mutex<PackWriter>,
     seen: Mutex<HashSet<ObjectId>>,
     bytes: AtomicU64,
+    force: bool,
 }
 
 /// What a committed batch wrote.
@@ -246,38 +352,50 @@ pub struct BatchStats {
 }
 
 impl Batch<'_> {
+    fn claim(&self, id: &ObjectId) -> bool {
+        self.seen.lock().expect("no panics while held").insert(*id) && (self.force || !self.store.has(id))
+    }
+
+    fn append(&self, kind: Kind, id: ObjectId, z: &[u8]) -> Result<()> {
+        let len = u32::try_from(z.len()).map_err(|_| Error::Invalid(format!("object {id} too large")))?;
+        let mut header = [0u8; pack::ENTRY_HEADER as usize];
+        header[0] = kind.code();
+        header[1..33].copy_from_slice(&id.0);
+        header[33..37].copy_from_slice(&len.to_le_bytes());
+        let mut w = self.pack.lock().expect("no panics while held");
+        let off = w.offset;
+        w.file.write_all_at(&header, off)?;
+        w.file.write_all_at(z, off + pack::ENTRY_HEADER)?;
+        w.offset = off + pack::ENTRY_HEADER + u64::from(len);
+        w.entries.push((id, kind, off + pack::ENTRY_HEADER, len));
+        drop(w);
+        self.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Adds an object given as canonical bytes (already known to hash to `id`).
     /// Safe to call from many threads; objects already stored or staged are skipped.
     ///
     /// # Errors
     /// I/O errors.
     pub fn put_canonical(&self, kind: Kind, id: ObjectId, canonical: &[u8]) -> Result<bool> {
-        if !self.seen.lock().expect("no panics while held").insert(id) {
-            return Ok(false);
-        }
-        if self.store.has(&id) {
+        if !self.claim(&id) {
             return Ok(false);
         }
         let z = compress(canonical)?;
-        let mut f = fs::File::create(self.staging.join(id.to_hex()))?;
-        f.write_all(&z)?;
-        self.bytes.fetch_add(z.len() as u64, Ordering::Relaxed);
-        self.staged.lock().expect("no panics while held").push((kind, id));
+        self.append(kind, id, &z)?;
         Ok(true)
     }
 
-    /// Adds an object already compressed (from a remote); `canonical` must be verified by the caller.
+    /// Adds an object already compressed (from a remote or a pack); the caller has verified it.
     ///
     /// # Errors
     /// I/O errors.
     pub fn put_raw(&self, kind: Kind, id: ObjectId, raw: &[u8]) -> Result<bool> {
-        if !self.seen.lock().expect("no panics while held").insert(id) || self.store.has(&id) {
+        if !self.claim(&id) {
             return Ok(false);
         }
-        let mut f = fs::File::create(self.staging.join(id.to_hex()))?;
-        f.write_all(raw)?;
-        self.bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
-        self.staged.lock().expect("no panics while held").push((kind, id));
+        self.append(kind, id, raw)?;
         Ok(true)
     }
 
@@ -300,34 +418,58 @@ impl Batch<'_> {
     /// Makes every staged object durable and visible. After this returns, refs may point at them.
     ///
     /// # Errors
-    /// I/O errors; objects already renamed stay (they are valid, merely unreferenced).
+    /// I/O errors; objects already published stay (they are valid, merely unreferenced).
     pub fn commit(self) -> Result<BatchStats> {
-        let mut staged = self.staged.into_inner().expect("no panics while held");
-        let stats = BatchStats { objects: staged.len() as u64, bytes: self.bytes.load(Ordering::Relaxed) };
-        if !staged.is_empty() {
-            // 1. Content durable before any name points at it.
-            durable::sync_filesystem(&self.staging)?;
-            // 2. Children before parents.
-            staged.sort_by_key(|(k, _)| k.code());
-            let mut fan_dirs = HashSet::new();
-            let objects = self.store.root.join("objects");
-            for (_, id) in &staged {
+        use rayon::prelude::*;
+        let w = self.pack.into_inner().expect("no panics while held");
+        let mut entries = w.entries;
+        let stats = BatchStats { objects: entries.len() as u64, bytes: self.bytes.load(Ordering::Relaxed) };
+        if entries.is_empty() {
+        } else if entries.len() <= LOOSE_MAX {
+            // Loose: temp file in staging → fsync → rename into its fan-out dir, children first.
+            entries.sort_by_key(|e| e.1.code());
+            let tmp: Vec<PathBuf> = entries
+                .par_iter()
+                .map(|(id, _, off, len)| -> Result<PathBuf> {
+                    let mut buf = vec![0u8; *len as usize];
+                    w.file.read_exact_at(&mut buf, *off)?;
+                    let t = self.staging.join(id.to_hex());
+                    let mut f = fs::File::create(&t)?;
+                    f.write_all(&buf)?;
+                    f.sync_data()?;
+                    Ok(t)
+                })
+                .collect::<Result<_>>()?;
+            let mut fan_dirs: Vec<PathBuf> = Vec::new();
+            for ((id, ..), t) in entries.iter().zip(&tmp) {
                 let target = self.store.object_path(id);
-                let fan = target.parent().expect("fan-out dir").to_path_buf();
-                if fan_dirs.insert(fan.clone()) && !fan.exists() {
-                    fs::create_dir_all(&fan)?;
+                let fan = target.parent().expect("fan-out dir");
+                if !fan_dirs.iter().any(|d| d == fan) {
+                    fs::create_dir_all(fan)?;
+                    fan_dirs.push(fan.to_path_buf());
                 }
-                fs::rename(self.staging.join(id.to_hex()), &target)?;
+                fs::rename(t, &target)?;
             }
-            // 3. Renames durable before the caller moves a ref.
-            if fan_dirs.len() > 16 {
-                durable::sync_filesystem(&objects)?;
-            } else {
-                for d in &fan_dirs {
-                    durable::sync_dir(d)?;
-                }
-                durable::sync_dir(&objects)?;
+            fan_dirs.par_iter().try_for_each(|d| durable::sync_dir(d))?;
+            durable::sync_dir(&self.store.root.join("objects"))?;
+        } else {
+            // Pack: one fsync for the data, then the index publishes it.
+            w.file.sync_data()?;
+            drop(w.file);
+            let hash = pack::hash_file(&w.path)?;
+            let name = format!("pack-{}", hash.to_hex());
+            let idx = pack::build_index(&hash, &mut entries);
+            let idx_tmp = self.staging.join("objects.idx");
+            {
+                let mut f = fs::File::create(&idx_tmp)?;
+                f.write_all(&idx)?;
+                f.sync_data()?;
             }
+            let dir = self.store.packs_dir();
+            fs::create_dir_all(&dir)?;
+            fs::rename(&w.path, dir.join(format!("{name}.pack")))?;
+            fs::rename(&idx_tmp, dir.join(format!("{name}.idx")))?;
+            durable::sync_dir(&dir)?;
         }
         fs::remove_dir_all(&self.staging)?;
         Ok(stats)

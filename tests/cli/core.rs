@@ -205,3 +205,38 @@ fn log_of_empty_store_and_entry_kinds() {
     assert_eq!(id.len(), 64);
     let _ = Entry::Dir;
 }
+
+#[test]
+fn check_detects_flips_and_truncations_in_packs() {
+    let sb = Sandbox::new();
+    // Big enough that the first save is written as a pack.
+    let spec = shelldone::demo::DemoSpec { sessions: 6, journals: 2, journal_lines: 800, min_scrollback: 200_000, max_scrollback: 400_000, seed: 5 };
+    shelldone::demo::generate(&sb.config(), &sb.state(), &spec).unwrap();
+    sb.save("packed");
+    let packs: Vec<_> = std::fs::read_dir(sb.state().join("snapshots/packs")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(packs.len(), 2, "one pack and its index: {packs:?}");
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    for p in &packs {
+        let orig = std::fs::read(p).unwrap();
+        // Start, middle, end, and a few spread positions.
+        let n = orig.len();
+        for pos in [0, 9, 20, n / 3, n / 2, n - 40, n - 1] {
+            let mut bad = orig.clone();
+            bad[pos] ^= 0x40;
+            std::fs::write(p, &bad).unwrap();
+            let o = sb.run(&["state", "check"]);
+            assert_eq!(o.status.code(), Some(3), "flip at {pos} of {} not detected", p.display());
+        }
+        std::fs::write(p, &orig[..n - 7]).unwrap();
+        assert_eq!(sb.run(&["state", "check"]).status.code(), Some(3), "truncation of {} not detected", p.display());
+        std::fs::write(p, &orig).unwrap();
+    }
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    // A restore from the pack is byte-identical, and gc of a store with packs keeps everything.
+    let before = sb.live();
+    std::fs::remove_dir_all(sb.state().join("sessions/s002")).unwrap();
+    sb.ok(&["state", "restore"]);
+    assert_same(&sb.live(), &before);
+    sb.ok(&["state", "gc"]);
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+}

@@ -1,0 +1,826 @@
+//! A git repository as a remote, through a local bare mirror (`<snapshots>/remotes/<name>.git`).
+//!
+//! Objects are mapped deterministically, so two devices produce identical git ids and the
+//! remote is an ordinary repository (`git clone`, `git log refs/heads/<device>`):
+//! * a blob (file content, symlink target) → a git blob of the same bytes; a chunked file → ONE
+//!   git blob of the whole content (re-chunked with `chunk_lengths` on import);
+//! * a tree → a git tree: file 100644 (100755 when executable), dir 040000, symlink 120000;
+//! * a snapshot → a commit: tree = mapped root, parents = mapped parents in order, author =
+//!   committer = `<device> <device@shelldone.invalid>` at the snapshot second, `+0000`, message
+//!   = the snapshot message (or `shelldone snapshot`) + `\n\nShelldone-Snapshot: <hex of the
+//!   canonical snapshot bytes>\n`.
+//!
+//! Import rebuilds every shelldone object from the git objects, checks the rebuilt root against
+//! the snapshot in the trailer, each parent commit against `snapshot.parents[i]` and the commit
+//! against the one this mapping would write, so the whole Merkle structure is verified before
+//! the snapshot is staged.
+//!
+//! Remote refs: `refs/shelldone/<device>/head`, `refs/shelldone/<device>/sessions/<x>`, and
+//! `refs/heads/<device>` mirroring the head for browsing. Pushes use one `git push --atomic`
+//! with a `--force-with-lease` per ref (never a `+` refspec).
+//!
+//! The id mapping is cached in `<mirror>/shelldone-idmap` (52-byte records: shelldone id, git
+//! id). It is derived data: only pairs this code computed itself are recorded, and deleting the
+//! file only costs a re-conversion.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fs_err as fs;
+use gix::ObjectId as GitId;
+use objects_format::chunk::{CHUNK_THRESHOLD, chunk_lengths};
+use objects_format::encoding::encode_blob;
+use objects_format::{ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, ObjectId, Snapshot, Tree, TreeEntry};
+
+use super::dir::{check_remote_ref, ref_component_ok};
+use super::gitmirror::{self, GitError, Mode, PushRejection, RejectKind};
+use super::verify::{self, Checker, Limits, TreeInfo};
+use super::{Progress, RefUpdate, Remote, TransferStats};
+use crate::error::{Error, Result};
+use crate::store::{Batch, ObjectStore};
+
+/// The commit-message trailer carrying the canonical snapshot.
+pub const TRAILER: &str = "Shelldone-Snapshot: ";
+/// File in the mirror caching the id mapping.
+pub const IDMAP_FILE: &str = "shelldone-idmap";
+const RECORD: usize = 32 + 20;
+/// Largest commit read (the trailer hex doubles a snapshot of up to 64 MiB).
+const MAX_COMMIT: u64 = 2 * objects_format::MAX_OBJECT_SIZE as u64 + (1 << 20);
+
+/// A git remote.
+pub struct GitRemote {
+    name: String,
+    url: String,
+    mirror: PathBuf,
+    device: String,
+    limits: Limits,
+    push_timeout: Duration,
+    repo: Option<gix::Repository>,
+    map: IdMap,
+    /// Remote ref name → (commit, snapshot in its trailer), from the last fetch of refs.
+    tips: BTreeMap<String, (GitId, ObjectId)>,
+}
+
+impl std::fmt::Debug for GitRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitRemote").field("name", &self.name).field("url", &self.url).field("mirror", &self.mirror).finish()
+    }
+}
+
+/// shelldone id ↔ git id, persisted as appended records.
+#[derive(Debug, Default)]
+struct IdMap {
+    path: PathBuf,
+    fwd: HashMap<ObjectId, GitId>,
+    rev: HashMap<GitId, ObjectId>,
+    pending: Vec<u8>,
+}
+
+impl IdMap {
+    fn load(path: PathBuf) -> Result<IdMap> {
+        let mut m = IdMap { path, ..IdMap::default() };
+        let data = match std::fs::read(&m.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(m),
+            Err(e) => return Err(e.into()),
+        };
+        let whole = data.len() - data.len() % RECORD;
+        if whole != data.len() {
+            // A torn last record (crash while appending): drop it so later records stay aligned.
+            fs::OpenOptions::new().write(true).open(&m.path)?.set_len(whole as u64)?;
+        }
+        for r in data[..whole].chunks_exact(RECORD) {
+            let sid = ObjectId(r[..32].try_into().expect("32 bytes"));
+            let gid = GitId::from_bytes_or_panic(&r[32..]);
+            m.fwd.insert(sid, gid);
+            m.rev.insert(gid, sid);
+        }
+        Ok(m)
+    }
+
+    fn insert(&mut self, sid: ObjectId, gid: GitId) {
+        if self.fwd.insert(sid, gid) != Some(gid) {
+            self.pending.extend_from_slice(&sid.0);
+            self.pending.extend_from_slice(gid.as_slice());
+        }
+        self.rev.insert(gid, sid);
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut f = fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        f.write_all(&self.pending)?;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// The commit message for a snapshot.
+#[must_use]
+pub fn commit_message(s: &Snapshot, canonical: &[u8]) -> String {
+    let msg = if s.message.is_empty() { "shelldone snapshot".to_owned() } else { s.message.replace('\0', "\u{fffd}") };
+    format!("{msg}\n\n{TRAILER}{}\n", hex::encode(canonical))
+}
+
+/// Author/committer name and email for a device.
+#[must_use]
+pub fn ident(device: &str) -> (String, String) {
+    let name: String = device.chars().map(|c| if matches!(c, '<' | '>' | '\n' | '\0') { '_' } else { c }).collect();
+    let name = name.trim();
+    let name = if name.is_empty() { "unknown".to_owned() } else { name.to_owned() };
+    let local: String =
+        device.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    let local = if local.is_empty() { "unknown".to_owned() } else { local };
+    (name, format!("{local}@shelldone.invalid"))
+}
+
+/// Extracts the canonical snapshot bytes from a commit message's trailer.
+fn parse_trailer(message: &str) -> Option<Vec<u8>> {
+    let at = message.rfind(&format!("\n\n{TRAILER}"))?;
+    let rest = &message[at + 2 + TRAILER.len()..];
+    let hex_part = rest.strip_suffix('\n')?;
+    hex::decode(hex_part).ok()
+}
+
+fn describe(e: &GitError) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+impl GitRemote {
+    /// A remote named `name` at `url`, mirrored in `<snapshots_dir>/remotes/<name>.git`, used by
+    /// device `device`.
+    ///
+    /// # Errors
+    /// An invalid remote name; I/O errors reading the id map.
+    pub fn new(name: &str, url: &str, snapshots_dir: &Path, device: &str) -> Result<GitRemote> {
+        if !ref_component_ok(name) {
+            return Err(Error::Invalid(format!("invalid remote name {name:?}")));
+        }
+        let mirror = snapshots_dir.join("remotes").join(format!("{name}.git"));
+        let map = IdMap::load(mirror.join(IDMAP_FILE))?;
+        Ok(GitRemote {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            mirror,
+            device: device.to_owned(),
+            limits: Limits::default(),
+            push_timeout: gitmirror::DEFAULT_PUSH_TIMEOUT,
+            repo: None,
+            map,
+            tips: BTreeMap::new(),
+        })
+    }
+
+    /// Replaces the import limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The bare mirror.
+    #[must_use]
+    pub fn mirror(&self) -> &Path {
+        &self.mirror
+    }
+
+    /// The git commit a snapshot maps to, when known (pushed or fetched through this mirror).
+    #[must_use]
+    pub fn git_id_of(&self, snapshot: &ObjectId) -> Option<GitId> {
+        self.map.fwd.get(snapshot).copied()
+    }
+
+    fn err(&self, why: impl Into<String>) -> Error {
+        Error::Remote { remote: self.name.clone(), why: why.into() }
+    }
+
+    fn git_err(&self, e: &GitError) -> Error {
+        self.err(describe(e))
+    }
+
+    fn ensure_repo(&mut self) -> Result<()> {
+        if self.repo.is_none() {
+            if let Some(p) = self.mirror.parent() {
+                fs::create_dir_all(p)?;
+            }
+            let repo = gitmirror::open_or_init_bare(&self.mirror).map_err(|e| self.git_err(&e))?;
+            self.repo = Some(repo);
+        }
+        Ok(())
+    }
+
+    fn tracking_prefix(&self) -> String {
+        format!("refs/remotes/{}/shelldone/", self.name)
+    }
+
+    /// Fetches the remote's shelldone refs into the mirror and maps them to snapshots.
+    fn refresh(&mut self) -> Result<BTreeMap<String, ObjectId>> {
+        self.ensure_repo()?;
+        let track = self.tracking_prefix();
+        let spec = format!("+refs/shelldone/*:{track}*");
+        let repo = self.repo.as_ref().expect("opened");
+        let fetched = gitmirror::fetch(repo, &self.url, &[&spec]).map_err(|e| self.git_err(&e))?;
+        let present: HashSet<&str> = fetched.iter().map(|(l, _)| l.as_str()).collect();
+        for (r, _) in gitmirror::list_refs(repo, &track).map_err(|e| self.git_err(&e))? {
+            if !present.contains(r.as_str()) {
+                gitmirror::delete_ref(repo, &r).map_err(|e| self.git_err(&e))?;
+            }
+        }
+        let mut tips = BTreeMap::new();
+        for (local, gid) in &fetched {
+            let name = local.strip_prefix(&track).unwrap_or(local);
+            check_remote_ref(name).map_err(|_| self.err(format!("remote ref refs/shelldone/{name} is not a shelldone ref name")))?;
+            let sid = match self.map.rev.get(gid) {
+                Some(s) => *s,
+                None => read_commit(repo, *gid, &self.name)?.sid,
+            };
+            tips.insert(name.to_owned(), (*gid, sid));
+        }
+        let out = tips.iter().map(|(n, (_, s))| (n.clone(), *s)).collect();
+        self.tips = tips;
+        Ok(out)
+    }
+}
+
+/// A commit read from the mirror with the snapshot of its trailer.
+struct CommitInfo {
+    sid: ObjectId,
+    snapshot: Snapshot,
+    canonical: Vec<u8>,
+    tree: GitId,
+    parents: Vec<GitId>,
+}
+
+fn read_commit(repo: &gix::Repository, gid: GitId, remote: &str) -> Result<CommitInfo> {
+    let rerr = |why: String| Error::Remote { remote: remote.to_owned(), why };
+    let h = repo.find_header(gid).map_err(|e| rerr(format!("commit {gid} is missing: {e}")))?;
+    if h.kind() != gix::objs::Kind::Commit {
+        return Err(rerr(format!("{gid} is a {}, expected a commit", h.kind())));
+    }
+    if h.size() > MAX_COMMIT {
+        return Err(rerr(format!("commit {gid} is {} bytes, over the limit", h.size())));
+    }
+    let (tree, parents, message) = gitmirror::read_commit(repo, gid).map_err(|e| rerr(describe(&e)))?;
+    let canonical = parse_trailer(&message)
+        .ok_or_else(|| rerr(format!("commit {gid} has no valid '{}' trailer; not written by shelldone", TRAILER.trim())))?;
+    let (kind, _) = objects_format::encoding::split_header(&canonical).map_err(|e| rerr(format!("commit {gid}: trailer: {e}")))?;
+    let sid = ObjectId::compute(kind, &canonical);
+    let snapshot = match verify::verify_canonical(&sid, Kind::Snapshot, &canonical) {
+        Ok(Object::Snapshot(s)) => s,
+        Ok(_) => unreachable!("kind checked"),
+        Err(e) => return Err(rerr(format!("commit {gid}: trailer: {e}"))),
+    };
+    Ok(CommitInfo { sid, snapshot, canonical, tree, parents })
+}
+
+/// shelldone → git conversion into the mirror.
+struct Conv<'a> {
+    repo: &'a gix::Repository,
+    map: &'a mut IdMap,
+    store: &'a ObjectStore,
+    remote: &'a str,
+    written: u64,
+    bytes: u64,
+}
+
+impl Conv<'_> {
+    fn gerr(&self, e: &GitError) -> Error {
+        Error::Remote { remote: self.remote.to_owned(), why: describe(e) }
+    }
+
+    fn known(&self, sid: &ObjectId) -> Option<GitId> {
+        self.map.fwd.get(sid).copied().filter(|g| self.repo.has_object(g))
+    }
+
+    fn blob(&mut self, sid: &ObjectId) -> Result<GitId> {
+        if let Some(g) = self.known(sid) {
+            return Ok(g);
+        }
+        let data = self.store.read_blob(sid)?;
+        let g = gitmirror::write_blob(self.repo, &data).map_err(|e| self.gerr(&e))?;
+        self.written += 1;
+        self.bytes += data.len() as u64;
+        self.map.insert(*sid, g);
+        Ok(g)
+    }
+
+    fn chunked(&mut self, sid: &ObjectId) -> Result<GitId> {
+        if let Some(g) = self.known(sid) {
+            return Ok(g);
+        }
+        let list = self.store.read_chunk_list(sid)?;
+        let mut data = Vec::with_capacity(usize::try_from(list.total_size).unwrap_or(0));
+        for c in &list.chunks {
+            let b = self.store.read_blob(&c.id)?;
+            if b.len() != c.len as usize {
+                return Err(Error::CorruptObject { id: *sid, why: format!("chunk {} holds {} bytes, list says {}", c.id, b.len(), c.len) });
+            }
+            data.extend_from_slice(&b);
+        }
+        let g = gitmirror::write_blob(self.repo, &data).map_err(|e| self.gerr(&e))?;
+        self.written += 1;
+        self.bytes += data.len() as u64;
+        self.map.insert(*sid, g);
+        Ok(g)
+    }
+
+    fn tree(&mut self, sid: &ObjectId, depth: usize) -> Result<GitId> {
+        if let Some(g) = self.known(sid) {
+            return Ok(g);
+        }
+        if depth > 256 {
+            return Err(Error::CorruptObject { id: *sid, why: "trees nest deeper than 256".into() });
+        }
+        let t = self.store.read_tree(sid)?;
+        let mut entries = Vec::with_capacity(t.entries.len());
+        for e in &t.entries {
+            let (mode, oid) = match e.kind {
+                EntryKind::File => (if e.executable() { Mode::Executable } else { Mode::File }, self.blob(&e.id)?),
+                EntryKind::ChunkedFile => (if e.executable() { Mode::Executable } else { Mode::File }, self.chunked(&e.id)?),
+                EntryKind::Dir => (Mode::Dir, self.tree(&e.id, depth + 1)?),
+                EntryKind::Symlink => (Mode::Symlink, self.blob(&e.id)?),
+            };
+            entries.push(gitmirror::TreeEntry { name: e.name.clone(), mode, oid });
+        }
+        let g = gitmirror::write_tree(self.repo, &entries).map_err(|e| {
+            Error::Remote { remote: self.remote.to_owned(), why: format!("cannot map tree {sid} to git: {}", describe(&e)) }
+        })?;
+        self.written += 1;
+        self.map.insert(*sid, g);
+        Ok(g)
+    }
+
+    /// Converts a snapshot and its history (iteratively: histories can be long).
+    fn snapshot(&mut self, sid: &ObjectId) -> Result<GitId> {
+        let mut stack = vec![*sid];
+        while let Some(&top) = stack.last() {
+            if self.known(&top).is_some() {
+                stack.pop();
+                continue;
+            }
+            let canonical = self.store.read_canonical(&top)?;
+            let Object::Snapshot(s) = verify::verify_canonical(&top, Kind::Snapshot, &canonical)? else {
+                unreachable!("kind checked")
+            };
+            let missing: Vec<ObjectId> = s.parents.iter().filter(|p| self.known(p).is_none()).copied().collect();
+            if let Some(p) = missing.first() {
+                if stack.contains(p) {
+                    return Err(Error::CorruptObject { id: top, why: "snapshot history has a cycle".into() });
+                }
+                if !self.store.has(p) {
+                    return Err(Error::Remote {
+                        remote: self.remote.to_owned(),
+                        why: format!("cannot push snapshot {top}: its parent {p} is not in the local store (shallow history?)"),
+                    });
+                }
+                stack.extend(missing);
+                continue;
+            }
+            let tree = self.tree(&s.root, 0)?;
+            let parents: Vec<GitId> = s.parents.iter().map(|p| self.known(p).expect("converted")).collect();
+            let (name, email) = ident(&s.device);
+            let g = gitmirror::write_commit(
+                self.repo,
+                tree,
+                &parents,
+                &commit_message(&s, &canonical),
+                s.time_ns.div_euclid(1_000_000_000),
+                &name,
+                &email,
+            )
+            .map_err(|e| self.gerr(&e))?;
+            self.written += 1;
+            self.map.insert(top, g);
+            stack.pop();
+        }
+        Ok(self.known(sid).expect("converted"))
+    }
+}
+
+/// git → shelldone import from the mirror into a batch.
+struct Import<'a, 'b, 'p> {
+    repo: &'a gix::Repository,
+    map: &'a mut IdMap,
+    store: &'a ObjectStore,
+    batch: &'a Batch<'b>,
+    checker: Checker,
+    remote: &'a str,
+    stats: TransferStats,
+    progress: Progress<'p>,
+}
+
+impl Import<'_, '_, '_> {
+    fn rerr(&self, why: String) -> Error {
+        Error::Remote { remote: self.remote.to_owned(), why }
+    }
+
+    fn put(&mut self, kind: Kind, id: ObjectId, canonical: &[u8]) -> Result<()> {
+        if self.batch.put_canonical(kind, id, canonical)? {
+            self.stats.objects += 1;
+            self.stats.bytes += canonical.len() as u64;
+            (self.progress)(self.stats.objects, None);
+        }
+        Ok(())
+    }
+
+    /// Reads a git object of `kind` after checking its declared size against `max` and the budget.
+    fn read(&mut self, gid: GitId, kind: gix::objs::Kind, max: u64) -> Result<(u64, Vec<u8>)> {
+        let h = self.repo.find_header(gid).map_err(|e| self.rerr(format!("object {gid} is missing: {e}")))?;
+        if h.kind() != kind {
+            return Err(self.rerr(format!("{gid} is a {}, expected a {kind}", h.kind())));
+        }
+        if h.size() > max {
+            return Err(self.rerr(format!("{kind} {gid} is {} bytes, over the limit of {max}", h.size())));
+        }
+        self.checker.precheck(h.size())?;
+        let (_, data) = gitmirror::read_object(self.repo, gid).map_err(|e| self.rerr(describe(&e)))?;
+        self.checker.charge(data.len() as u64)?;
+        Ok((h.size(), data))
+    }
+
+    fn file(&mut self, gid: GitId) -> Result<(EntryKind, ObjectId, u64)> {
+        let h = self.repo.find_header(gid).map_err(|e| self.rerr(format!("blob {gid} is missing: {e}")))?;
+        let size = h.size();
+        let kind = if size > CHUNK_THRESHOLD { EntryKind::ChunkedFile } else { EntryKind::File };
+        if let Some(sid) = self.map.rev.get(&gid).copied()
+            && self.batch.contains(&sid)
+        {
+            return Ok((kind, sid, size));
+        }
+        let (_, data) = self.read(gid, gix::objs::Kind::Blob, u64::MAX)?;
+        let id = if kind == EntryKind::File {
+            let c = encode_blob(&data);
+            let id = ObjectId::compute(Kind::Blob, &c);
+            self.put(Kind::Blob, id, &c)?;
+            id
+        } else {
+            let mut chunks = Vec::new();
+            let mut pos = 0;
+            for len in chunk_lengths(&data) {
+                let c = encode_blob(&data[pos..pos + len]);
+                let id = ObjectId::compute(Kind::Blob, &c);
+                self.put(Kind::Blob, id, &c)?;
+                chunks.push(ChunkRef { id, len: u32::try_from(len).expect("chunks are at most MAX_CHUNK") });
+                pos += len;
+            }
+            let list = Object::ChunkList(ChunkList { total_size: data.len() as u64, chunks });
+            let (id, c) = objects_format::encode_with_id(&list)?;
+            self.put(Kind::ChunkList, id, &c)?;
+            id
+        };
+        self.map.insert(id, gid);
+        Ok((kind, id, size))
+    }
+
+    fn link(&mut self, gid: GitId) -> Result<(ObjectId, u64, u64)> {
+        if let Some(sid) = self.map.rev.get(&gid).copied()
+            && let Some(c) = self.checker.link_climb(&sid)
+        {
+            let size = self.repo.find_header(gid).map_err(|e| self.rerr(format!("blob {gid} is missing: {e}")))?.size();
+            return Ok((sid, size, c));
+        }
+        let (_, data) = self.read(gid, gix::objs::Kind::Blob, verify::MAX_SYMLINK_TARGET as u64)
+            .map_err(|e| match e {
+                Error::Remote { why, .. } if why.contains("over the limit") => Error::UnsafePath(format!("symlink target {gid}: {why}")),
+                other => other,
+            })?;
+        let c = encode_blob(&data);
+        let id = ObjectId::compute(Kind::Blob, &c);
+        let climb = self.checker.check_link(id, &data)?;
+        self.put(Kind::Blob, id, &c)?;
+        self.map.insert(id, gid);
+        Ok((id, data.len() as u64, climb))
+    }
+
+    fn tree(&mut self, gid: GitId, depth: usize) -> Result<(ObjectId, TreeInfo)> {
+        self.checker.check_depth(depth)?;
+        if let Some(sid) = self.map.rev.get(&gid).copied() {
+            if let Some(info) = self.checker.tree_info(&sid) {
+                return Ok((sid, info));
+            }
+            if self.store.has(&sid) {
+                return Ok((sid, self.checker.local_tree_info(self.store, &sid, depth)?));
+            }
+        }
+        let (_, data) = self.read(gid, gix::objs::Kind::Tree, objects_format::MAX_OBJECT_SIZE as u64)?;
+        let gentries = gitmirror::decode_tree(self.repo, gid, &data).map_err(|e| self.rerr(describe(&e)))?;
+        let mut info = TreeInfo::default();
+        let mut entries = Vec::with_capacity(gentries.len());
+        for ge in gentries {
+            objects_format::validate_name(&ge.name).map_err(|e| {
+                Error::UnsafePath(format!("git tree {gid} has an entry named {:?}: {e}", String::from_utf8_lossy(&ge.name)))
+            })?;
+            let (kind, flags, size, id) = match ge.mode {
+                Mode::Dir => {
+                    let (id, sub) = self.tree(ge.oid, depth + 1)?;
+                    info.add_subdir(sub);
+                    (EntryKind::Dir, 0, 0, id)
+                }
+                Mode::File | Mode::Executable => {
+                    let (k, id, size) = self.file(ge.oid)?;
+                    (k, if ge.mode == Mode::Executable { FLAG_EXECUTABLE } else { 0 }, size, id)
+                }
+                Mode::Symlink => {
+                    let (id, size, climb) = self.link(ge.oid)?;
+                    info.add_symlink(climb);
+                    (EntryKind::Symlink, 0, size, id)
+                }
+            };
+            entries.push(TreeEntry { name: ge.name, kind, flags, size, id });
+        }
+        let mut t = Tree { entries };
+        t.sort();
+        let (id, c) = objects_format::encode_with_id(&Object::Tree(t)).map_err(|e| self.rerr(format!("git tree {gid}: {e}")))?;
+        self.put(Kind::Tree, id, &c)?;
+        self.checker.set_tree_info(id, info);
+        self.map.insert(id, gid);
+        Ok((id, info))
+    }
+
+    /// Imports commits from `wants` (commit, the snapshot it must hold) and their history.
+    fn run(&mut self, wants: Vec<(GitId, ObjectId)>, shallow: bool) -> Result<()> {
+        let mut done: HashMap<GitId, ObjectId> = HashMap::new();
+        let mut stack = wants;
+        while let Some((gid, expect)) = stack.pop() {
+            if let Some(s) = done.get(&gid) {
+                if *s != expect {
+                    return Err(self.rerr(format!("commit {gid} holds snapshot {s}, expected {expect}")));
+                }
+                continue;
+            }
+            let c = read_commit(self.repo, gid, self.remote)?;
+            self.checker.charge(c.canonical.len() as u64 * 2)?;
+            if c.sid != expect {
+                return Err(self.rerr(format!("commit {gid} holds snapshot {}, expected {expect}", c.sid)));
+            }
+            done.insert(gid, c.sid);
+            if c.parents.len() != c.snapshot.parents.len() {
+                return Err(self.rerr(format!(
+                    "commit {gid} has {} parents, its snapshot {}",
+                    c.parents.len(),
+                    c.snapshot.parents.len()
+                )));
+            }
+            let parents: Vec<(GitId, ObjectId)> = c.parents.iter().copied().zip(c.snapshot.parents.iter().copied()).collect();
+            if shallow {
+                for (pg, ps) in &parents {
+                    let pc = read_commit(self.repo, *pg, self.remote)?;
+                    if pc.sid != *ps {
+                        return Err(self.rerr(format!("parent commit {pg} holds snapshot {}, expected {ps}", pc.sid)));
+                    }
+                }
+            } else {
+                stack.extend(parents.iter().copied());
+            }
+            if self.map.rev.get(&gid) == Some(&c.sid) && self.batch.contains(&c.sid) {
+                continue;
+            }
+            let (root, info) = self.tree(c.tree, 0)?;
+            if root != c.snapshot.root {
+                return Err(self.rerr(format!(
+                    "commit {gid}: its tree rebuilds to {root}, but its snapshot {} names root {}",
+                    c.sid, c.snapshot.root
+                )));
+            }
+            self.checker.check_placement(&root, info, 0)?;
+            let (name, email) = ident(&c.snapshot.device);
+            let canon = gitmirror::write_commit(
+                self.repo,
+                c.tree,
+                &c.parents,
+                &commit_message(&c.snapshot, &c.canonical),
+                c.snapshot.time_ns.div_euclid(1_000_000_000),
+                &name,
+                &email,
+            )
+            .map_err(|e| self.rerr(describe(&e)))?;
+            if canon != gid {
+                return Err(self.rerr(format!("commit {gid} is not in shelldone's canonical form (expected {canon})")));
+            }
+            self.put(Kind::Snapshot, c.sid, &c.canonical)?;
+            self.map.insert(c.sid, gid);
+        }
+        Ok(())
+    }
+}
+
+/// `git push --porcelain --atomic` with one `--force-with-lease` per ref.
+fn push_atomic(mirror: &Path, url: &str, updates: &[(String, String, Option<GitId>)], timeout: Duration) -> std::result::Result<(), GitError> {
+    let mut cmd = Command::new("git");
+    cmd.arg("--git-dir").arg(mirror).args(["push", "--porcelain", "--atomic", "--no-verify"]);
+    for (_, dst, expected) in updates {
+        cmd.arg(format!("--force-with-lease={dst}:{}", expected.map(|o| o.to_string()).unwrap_or_default()));
+    }
+    cmd.arg("--").arg(url);
+    for (src, dst, _) in updates {
+        cmd.arg(format!("{src}:{dst}"));
+    }
+    cmd.env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ASKPASS", "")
+        .env("SSH_ASKPASS", "")
+        .env("LC_ALL", "C")
+        .env("LANGUAGE", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| GitError::Io { context: what, source }
+    };
+    let mut child = cmd.spawn().map_err(io("spawning git push"))?;
+    let drain = |p: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(GitError::Timeout { what: "git push".into(), timeout });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io("waiting for git push")(e));
+            }
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let mut rejected = Vec::new();
+    let mut seen = Vec::new();
+    for line in stdout.lines() {
+        let mut f = line.splitn(3, '\t');
+        let (Some(flag), Some(refs), Some(summary)) = (f.next(), f.next(), f.next()) else { continue };
+        let Some((_, to)) = refs.rsplit_once(':') else { continue };
+        seen.push(to.to_owned());
+        if flag == "!" {
+            let kind = if summary.contains("stale info") {
+                RejectKind::StaleLease
+            } else if summary.contains("[remote rejected]") {
+                RejectKind::RemoteRejected
+            } else if summary.contains("non-fast-forward") || summary.contains("fetch first") {
+                RejectKind::NonFastForward
+            } else {
+                RejectKind::Other
+            };
+            rejected.push(PushRejection { remote_ref: to.to_owned(), kind, detail: summary.to_owned() });
+        }
+    }
+    if !rejected.is_empty() {
+        return Err(GitError::PushRejected { url: url.to_owned(), rejected });
+    }
+    if !status.success() || !updates.iter().all(|(_, d, _)| seen.contains(d)) {
+        return Err(GitError::PushFailed { url: url.to_owned(), status: status.to_string(), stderr: stderr.trim().to_owned() });
+    }
+    Ok(())
+}
+
+impl Remote for GitRemote {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
+        self.refresh()
+    }
+
+    fn push(&mut self, store: &ObjectStore, updates: &[RefUpdate], progress: Progress<'_>) -> Result<TransferStats> {
+        let own = format!("{}/", self.device);
+        for u in updates {
+            check_remote_ref(&u.name)?;
+            if !u.name.starts_with(&own) {
+                return Err(Error::Invalid(format!("ref {} is outside this device's namespace {own}", u.name)));
+            }
+        }
+        if updates.is_empty() {
+            return Ok(TransferStats::default());
+        }
+        self.ensure_repo()?;
+        if self.tips.is_empty() {
+            self.refresh()?;
+        }
+        let repo = self.repo.as_ref().expect("opened");
+        let mut conv = Conv { repo, map: &mut self.map, store, remote: &self.name, written: 0, bytes: 0 };
+        let res = (|| -> Result<Vec<(String, String, Option<GitId>)>> {
+            let mut out = Vec::new();
+            for u in updates {
+                let new = match u.new {
+                    Some(s) => conv.snapshot(&s)?.to_string(),
+                    None => String::new(),
+                };
+                progress(conv.written, None);
+                let lease = match u.expected {
+                    None => None,
+                    Some(s) => Some(match self.tips.get(&u.name) {
+                        Some((g, ts)) if *ts == s => *g,
+                        _ if store.has(&s) => conv.snapshot(&s)?,
+                        _ => {
+                            return Err(Error::RefConflict {
+                                name: u.name.clone(),
+                                expected: s.to_hex(),
+                                found: self.tips.get(&u.name).map_or_else(|| "absent".into(), |t| t.1.to_hex()),
+                            });
+                        }
+                    }),
+                };
+                out.push((new.clone(), format!("refs/shelldone/{}", u.name), lease));
+                if let Some(dev) = u.name.strip_suffix("/head") {
+                    out.push((new, format!("refs/heads/{dev}"), lease));
+                }
+            }
+            Ok(out)
+        })();
+        let stats = TransferStats { objects: conv.written, bytes: conv.bytes };
+        self.map.flush()?;
+        let plan = res?;
+        let track = self.tracking_prefix();
+        match push_atomic(&self.mirror, &self.url, &plan, self.push_timeout) {
+            Ok(()) => {}
+            Err(e) if e.is_stale_lease() => {
+                let GitError::PushRejected { rejected, .. } = &e else { unreachable!("is_stale_lease") };
+                let r = rejected.iter().find(|r| r.kind == RejectKind::StaleLease).expect("a stale lease");
+                let name = r.remote_ref.strip_prefix("refs/shelldone/").unwrap_or(&r.remote_ref).to_owned();
+                let u = updates.iter().find(|u| u.name == name);
+                return Err(Error::RefConflict {
+                    name,
+                    expected: u.and_then(|u| u.expected).map_or_else(|| "absent".into(), |s| s.to_hex()),
+                    found: "a different value on the remote".into(),
+                });
+            }
+            Err(e) => return Err(self.git_err(&e)),
+        }
+        let repo = self.repo.as_ref().expect("opened");
+        for (u, (src, _, _)) in updates.iter().zip(plan.iter().filter(|p| p.1.starts_with("refs/shelldone/"))) {
+            let local = format!("{track}{}", u.name);
+            match u.new {
+                Some(s) => {
+                    let g = GitId::from_hex(src.as_bytes()).map_err(|e| self.err(e.to_string()))?;
+                    gitmirror::set_ref(repo, &local, g).map_err(|e| self.git_err(&e))?;
+                    self.tips.insert(u.name.clone(), (g, s));
+                }
+                None => {
+                    gitmirror::delete_ref(repo, &local).map_err(|e| self.git_err(&e))?;
+                    self.tips.remove(&u.name);
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    fn fetch(&mut self, store: &ObjectStore, batch: &Batch<'_>, wants: &[ObjectId], shallow: bool, progress: Progress<'_>) -> Result<TransferStats> {
+        if wants.is_empty() {
+            return Ok(TransferStats::default());
+        }
+        self.ensure_repo()?;
+        let find = |tips: &BTreeMap<String, (GitId, ObjectId)>, w: &ObjectId| tips.values().find(|(_, s)| s == w).map(|(g, _)| *g);
+        if wants.iter().any(|w| find(&self.tips, w).is_none()) {
+            self.refresh()?;
+        }
+        let mut resolved = Vec::new();
+        for w in wants {
+            let g = find(&self.tips, w)
+                .or_else(|| self.map.fwd.get(w).copied().filter(|g| self.repo.as_ref().expect("opened").has_object(g)))
+                .ok_or_else(|| self.err(format!("snapshot {w} is not on the remote")))?;
+            resolved.push((g, *w));
+        }
+        let repo = self.repo.as_ref().expect("opened");
+        let mut imp = Import {
+            repo,
+            map: &mut self.map,
+            store,
+            batch,
+            checker: Checker::new(&self.name, self.limits),
+            remote: &self.name,
+            stats: TransferStats::default(),
+            progress,
+        };
+        let res = imp.run(resolved, shallow);
+        let stats = imp.stats;
+        self.map.flush()?;
+        res.map(|()| stats)
+    }
+}

@@ -1,0 +1,346 @@
+//! Import verification shared by every remote: nothing from a remote is staged before it is
+//! verified (hash, decode, kind) and, for trees, before the structure under it is known safe.
+//!
+//! Rules, on top of [`objects_format::verify`] (which already enforces the name rules of the
+//! spec: no empty names, no `/`, no NUL, not `.` or `..`):
+//! * an entry names an object of the kind the entry says, with the size the entry says (checked
+//!   for every object read from the remote; objects already in the local store were verified
+//!   when they were stored);
+//! * symlink targets are non-empty, at most [`MAX_SYMLINK_TARGET`] bytes, contain no NUL, are
+//!   relative (no leading `/`), and their `..` components never climb above the symlink's own
+//!   directory within the snapshot root (computed bottom-up per tree, see [`TreeInfo`]);
+//! * trees nest at most [`Limits::max_depth`] levels;
+//! * a whole import reads at most [`Limits::max_objects`] objects and [`Limits::max_bytes`] bytes;
+//! * stored zstd frames must declare their size, at most 64 MiB ([`crate::store::decompress`]).
+
+use std::collections::HashMap;
+
+use objects_format::{EntryKind, Kind, Object, ObjectId, TreeEntry};
+
+use crate::error::{Error, Result};
+use crate::store::ObjectStore;
+
+/// Longest symlink target accepted (same bound as `state check`).
+pub const MAX_SYMLINK_TARGET: usize = 4096;
+
+/// Largest stored (compressed) object file read from a remote: a zstd frame of
+/// [`objects_format::MAX_OBJECT_SIZE`] incompressible bytes plus framing overhead.
+pub const MAX_RAW_OBJECT: u64 = objects_format::MAX_OBJECT_SIZE as u64 + (1 << 20);
+
+/// Bounds on one import, so a hostile remote cannot exhaust disk or memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Objects read from the remote by one fetch.
+    pub max_objects: u64,
+    /// Bytes read from the remote by one fetch (the larger of stored and decoded size per object).
+    pub max_bytes: u64,
+    /// Deepest tree nesting (the root tree is depth 0).
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_objects: 1_000_000, max_bytes: 64 << 30, max_depth: 256 }
+    }
+}
+
+/// What the structure under a tree requires of its placement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeInfo {
+    /// Levels of directories below this tree (0: no subdirectories).
+    pub height: usize,
+    /// The smallest depth (root = 0) at which this tree may sit so that no symlink below it
+    /// climbs out of the snapshot root.
+    pub need: u64,
+}
+
+impl TreeInfo {
+    /// Accounts for a subdirectory.
+    pub fn add_subdir(&mut self, sub: TreeInfo) {
+        self.height = self.height.max(sub.height + 1);
+        self.need = self.need.max(sub.need.saturating_sub(1));
+    }
+
+    /// Accounts for a symlink in this directory whose target climbs `climb` levels.
+    pub fn add_symlink(&mut self, climb: u64) {
+        self.need = self.need.max(climb);
+    }
+}
+
+/// How many levels above its own directory a relative symlink target climbs at most
+/// (`a/../../b` climbs 1, `../x` climbs 1, `x/..` climbs 0).
+///
+/// # Errors
+/// [`Error::UnsafePath`] for empty, over-long, NUL-containing or absolute targets.
+pub fn symlink_climb(target: &[u8]) -> Result<u64> {
+    let show = || String::from_utf8_lossy(target).into_owned();
+    if target.is_empty() {
+        return Err(Error::UnsafePath("empty symlink target".into()));
+    }
+    if target.len() > MAX_SYMLINK_TARGET {
+        return Err(Error::UnsafePath(format!("symlink target of {} bytes (limit {MAX_SYMLINK_TARGET})", target.len())));
+    }
+    if target.contains(&0) {
+        return Err(Error::UnsafePath(format!("symlink target {:?} contains NUL", show())));
+    }
+    if target[0] == b'/' {
+        return Err(Error::UnsafePath(format!("absolute symlink target {:?}", show())));
+    }
+    let (mut level, mut max_climb) = (0i64, 0i64);
+    for c in target.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                level -= 1;
+                max_climb = max_climb.max(-level);
+            }
+            _ => level += 1,
+        }
+    }
+    Ok(u64::try_from(max_climb).unwrap_or(0))
+}
+
+/// Counts what an import reads and remembers what it has proven about trees.
+#[derive(Debug)]
+pub struct Checker {
+    remote: String,
+    limits: Limits,
+    objects: u64,
+    bytes: u64,
+    trees: HashMap<ObjectId, TreeInfo>,
+    links: HashMap<ObjectId, u64>,
+}
+
+impl Checker {
+    /// A checker for one import from `remote`.
+    #[must_use]
+    pub fn new(remote: &str, limits: Limits) -> Self {
+        Checker { remote: remote.to_owned(), limits, objects: 0, bytes: 0, trees: HashMap::new(), links: HashMap::new() }
+    }
+
+    /// The limits in force.
+    #[must_use]
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// An error naming the remote.
+    #[must_use]
+    pub fn err(&self, why: impl Into<String>) -> Error {
+        Error::Remote { remote: self.remote.clone(), why: why.into() }
+    }
+
+    /// Accounts for one object of `bytes` bytes read from the remote.
+    ///
+    /// # Errors
+    /// When a limit is exceeded.
+    pub fn charge(&mut self, bytes: u64) -> Result<()> {
+        self.objects += 1;
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.objects > self.limits.max_objects {
+            return Err(self.err(format!("fetch exceeds the limit of {} objects", self.limits.max_objects)));
+        }
+        if self.bytes > self.limits.max_bytes {
+            return Err(self.err(format!("fetch exceeds the limit of {} bytes", self.limits.max_bytes)));
+        }
+        Ok(())
+    }
+
+    /// Refuses `bytes` more if it would exceed the byte budget (checked before reading).
+    ///
+    /// # Errors
+    /// When the budget would be exceeded.
+    pub fn precheck(&self, bytes: u64) -> Result<()> {
+        if self.bytes.saturating_add(bytes) > self.limits.max_bytes {
+            return Err(self.err(format!("object of {bytes} bytes would exceed the fetch limit of {} bytes", self.limits.max_bytes)));
+        }
+        Ok(())
+    }
+
+    /// Objects and bytes charged so far.
+    #[must_use]
+    pub fn counted(&self) -> (u64, u64) {
+        (self.objects, self.bytes)
+    }
+
+    /// The tree info proven for `id`, if any.
+    #[must_use]
+    pub fn tree_info(&self, id: &ObjectId) -> Option<TreeInfo> {
+        self.trees.get(id).copied()
+    }
+
+    /// Records what was proven for a tree.
+    pub fn set_tree_info(&mut self, id: ObjectId, info: TreeInfo) {
+        self.trees.insert(id, info);
+    }
+
+    /// The climb recorded for a symlink target blob.
+    #[must_use]
+    pub fn link_climb(&self, id: &ObjectId) -> Option<u64> {
+        self.links.get(id).copied()
+    }
+
+    /// Checks a symlink target and records its climb.
+    ///
+    /// # Errors
+    /// As [`symlink_climb`].
+    pub fn check_link(&mut self, id: ObjectId, target: &[u8]) -> Result<u64> {
+        let c = symlink_climb(target)?;
+        self.links.insert(id, c);
+        Ok(c)
+    }
+
+    /// Checks that a tree with `info` may sit at `depth`.
+    ///
+    /// # Errors
+    /// [`Error::UnsafePath`] when a symlink below climbs out of the snapshot root, or the
+    /// nesting is too deep.
+    pub fn check_placement(&self, id: &ObjectId, info: TreeInfo, depth: usize) -> Result<()> {
+        if depth + info.height > self.limits.max_depth {
+            return Err(Error::UnsafePath(format!("tree {id} nests deeper than {} levels", self.limits.max_depth)));
+        }
+        if info.need > depth as u64 {
+            return Err(Error::UnsafePath(format!(
+                "a symlink under tree {id} climbs out of the snapshot root (needs depth {}, is at {depth})",
+                info.need
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks the depth before descending into a tree at `depth`.
+    ///
+    /// # Errors
+    /// [`Error::UnsafePath`] beyond [`Limits::max_depth`].
+    pub fn check_depth(&self, depth: usize) -> Result<()> {
+        if depth > self.limits.max_depth {
+            return Err(Error::UnsafePath(format!("trees nest deeper than {} levels", self.limits.max_depth)));
+        }
+        Ok(())
+    }
+
+    /// Computes (and memoizes) the info of a tree already in the local store.
+    ///
+    /// # Errors
+    /// Store errors, or an unsafe symlink.
+    pub fn local_tree_info(&mut self, store: &ObjectStore, id: &ObjectId, depth: usize) -> Result<TreeInfo> {
+        if let Some(i) = self.trees.get(id) {
+            return Ok(*i);
+        }
+        self.check_depth(depth)?;
+        let tree = store.read_tree(id)?;
+        let mut info = TreeInfo::default();
+        for e in &tree.entries {
+            match e.kind {
+                EntryKind::Dir => info.add_subdir(self.local_tree_info(store, &e.id, depth + 1)?),
+                EntryKind::Symlink => {
+                    let c = match self.links.get(&e.id) {
+                        Some(c) => *c,
+                        None => {
+                            let t = store.read_blob(&e.id)?;
+                            self.check_link(e.id, &t)?
+                        }
+                    };
+                    info.add_symlink(c);
+                }
+                EntryKind::File | EntryKind::ChunkedFile => {}
+            }
+        }
+        self.trees.insert(*id, info);
+        Ok(info)
+    }
+}
+
+/// Verifies canonical bytes against the id they were requested by and the kind the reference
+/// expects (`objects_format::verify`: BLAKE3, decode with every format rule, then the kind).
+///
+/// # Errors
+/// [`Error::CorruptObject`] or [`Error::WrongKind`].
+pub fn verify_canonical(id: &ObjectId, expected: Kind, canonical: &[u8]) -> Result<Object> {
+    let obj = objects_format::verify(id, canonical).map_err(|e| Error::CorruptObject { id: *id, why: e.to_string() })?;
+    if obj.kind() != expected {
+        return Err(Error::WrongKind { id: *id, expected, found: obj.kind().name() });
+    }
+    Ok(obj)
+}
+
+/// Decompresses a stored object (size declared, at most 64 MiB) and verifies it.
+///
+/// # Errors
+/// As [`verify_canonical`]; a bad or oversized zstd frame is [`Error::CorruptObject`].
+pub fn verify_raw(id: &ObjectId, expected: Kind, raw: &[u8]) -> Result<(Vec<u8>, Object)> {
+    let canonical = crate::store::decompress(raw).map_err(|why| Error::CorruptObject { id: *id, why })?;
+    let obj = verify_canonical(id, expected, &canonical)?;
+    Ok((canonical, obj))
+}
+
+/// Checks that an entry's recorded size matches the object it names (`actual`: blob data
+/// length, chunk list total size).
+///
+/// # Errors
+/// [`Error::CorruptObject`] naming the entry.
+pub fn check_entry_size(tree: &ObjectId, e: &TreeEntry, actual: u64) -> Result<()> {
+    if e.size != actual {
+        return Err(Error::CorruptObject {
+            id: *tree,
+            why: format!("entry {:?} says {} bytes, its object holds {actual}", String::from_utf8_lossy(&e.name), e.size),
+        });
+    }
+    Ok(())
+}
+
+/// The data length of a blob object.
+#[must_use]
+pub fn object_size(obj: &Object) -> u64 {
+    match obj {
+        Object::Blob(b) => b.len() as u64,
+        Object::ChunkList(c) => c.total_size,
+        Object::Tree(_) | Object::Snapshot(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn climbs() {
+        assert_eq!(symlink_climb(b"x").unwrap(), 0);
+        assert_eq!(symlink_climb(b"../x").unwrap(), 1);
+        assert_eq!(symlink_climb(b"a/../../b").unwrap(), 1);
+        assert_eq!(symlink_climb(b"x/..").unwrap(), 0);
+        assert_eq!(symlink_climb(b"../../etc/passwd").unwrap(), 2);
+        assert_eq!(symlink_climb(b"./a/./b/../../..").unwrap(), 1);
+        assert!(symlink_climb(b"/etc/passwd").is_err());
+        assert!(symlink_climb(b"").is_err());
+        assert!(symlink_climb(b"a\0b").is_err());
+    }
+
+    #[test]
+    fn placement() {
+        let c = Checker::new("r", Limits::default());
+        let id = ObjectId([0; 32]);
+        let mut leaf = TreeInfo::default();
+        leaf.add_symlink(2); // "../../x" in a dir
+        let mut mid = TreeInfo::default();
+        mid.add_subdir(leaf); // mid/sub/link
+        assert_eq!(mid.need, 1);
+        assert!(c.check_placement(&id, mid, 1).is_ok());
+        assert!(c.check_placement(&id, mid, 0).is_err());
+        let mut root = TreeInfo::default();
+        root.add_subdir(mid);
+        assert!(c.check_placement(&id, root, 0).is_ok());
+        let deep = TreeInfo { height: 300, need: 0 };
+        assert!(c.check_placement(&id, deep, 0).is_err());
+    }
+
+    #[test]
+    fn budget() {
+        let mut c = Checker::new("r", Limits { max_objects: 2, max_bytes: 100, max_depth: 256 });
+        c.charge(10).unwrap();
+        c.charge(10).unwrap();
+        assert!(c.charge(1).is_err());
+        let mut c = Checker::new("r", Limits { max_objects: 10, max_bytes: 100, max_depth: 256 });
+        assert!(c.charge(101).is_err());
+    }
+}

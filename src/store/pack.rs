@@ -1,0 +1,176 @@
+//! Pack files: many objects in one file, written when a batch is large (a first save, a sync
+//! that brings many objects), so that one fsync covers thousands of objects.
+//!
+//! `packs/pack-<hex>.pack`: magic `SDPACK\0\x01`, then entries back to back, each
+//! `kind u8 | id [32] | len u32 LE | zstd frame [len]` (the entry header makes a pack readable
+//! without its index). `<hex>` is the BLAKE3 hash of the whole pack file.
+//!
+//! `packs/pack-<hex>.idx`: magic `SDPIDX\0\x01`, `count u32 LE`, the pack's hash [32], then
+//! `count` entries sorted by id: `id [32] | kind u8 | offset u64 LE (of the frame) | len u32 LE`,
+//! then BLAKE3 of everything before it [32]. The index is written and renamed into place after
+//! the pack: a pack is visible exactly when its index is.
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fs_err as fs;
+use objects_format::{Kind, ObjectId};
+
+use crate::error::{Error, Result};
+
+/// Pack file magic.
+pub const PACK_MAGIC: &[u8; 8] = b"SDPACK\x00\x01";
+/// Index file magic.
+pub const IDX_MAGIC: &[u8; 8] = b"SDPIDX\x00\x01";
+/// Per-entry header length in a pack.
+pub const ENTRY_HEADER: u64 = 1 + 32 + 4;
+const IDX_ENTRY: usize = 32 + 1 + 8 + 4;
+
+/// Where an object lives in a pack.
+#[derive(Debug, Clone, Copy)]
+pub struct Loc {
+    /// Index into [`PackSet::packs`].
+    pub pack: usize,
+    /// Kind recorded in the index.
+    pub kind: Kind,
+    /// Offset of the zstd frame.
+    pub offset: u64,
+    /// Frame length.
+    pub len: u32,
+}
+
+/// One loaded pack.
+#[derive(Debug)]
+pub struct Pack {
+    /// `pack-<hex>` name.
+    pub name: String,
+    /// Open pack file.
+    pub file: Arc<std::fs::File>,
+    /// Path of the pack file.
+    pub path: PathBuf,
+    /// Ids in this pack.
+    pub ids: Vec<ObjectId>,
+}
+
+/// All packs of a store, loaded from their indexes.
+#[derive(Debug, Default)]
+pub struct PackSet {
+    /// Loaded packs.
+    pub packs: Vec<Pack>,
+    /// Object locations.
+    pub index: HashMap<ObjectId, Loc>,
+    /// mtime of `packs/` when last scanned (reload only when it changes).
+    pub dir_mtime: Option<std::time::SystemTime>,
+    /// Index files that failed to load (reported by check).
+    pub bad_indexes: Vec<(PathBuf, String)>,
+}
+
+impl PackSet {
+    /// Loads indexes not yet loaded if `packs/` changed since the last scan.
+    pub fn refresh(&mut self, dir: &Path) {
+        let mtime = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
+        if mtime.is_some() && mtime == self.dir_mtime {
+            return;
+        }
+        self.dir_mtime = mtime;
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let mut names: Vec<String> = rd.flatten().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect();
+        names.sort();
+        for n in names {
+            let Some(stem) = n.strip_suffix(".idx") else { continue };
+            if self.packs.iter().any(|p| p.name == stem) || self.bad_indexes.iter().any(|(p, _)| p.ends_with(&n)) {
+                continue;
+            }
+            let idx_path = dir.join(&n);
+            let pack_path = dir.join(format!("{stem}.pack"));
+            match load(&idx_path, &pack_path) {
+                Ok((file, entries)) => {
+                    let i = self.packs.len();
+                    let mut ids = Vec::with_capacity(entries.len());
+                    for (id, loc) in entries {
+                        ids.push(id);
+                        self.index.entry(id).or_insert(Loc { pack: i, ..loc });
+                    }
+                    self.packs.push(Pack { name: stem.to_owned(), file: Arc::new(file), path: pack_path, ids });
+                }
+                Err(why) => self.bad_indexes.push((idx_path, why)),
+            }
+        }
+    }
+
+    /// Reads an object's stored bytes from its pack.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn read(&self, loc: &Loc) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; loc.len as usize];
+        self.packs[loc.pack].file.read_exact_at(&mut buf, loc.offset)?;
+        Ok(buf)
+    }
+
+    /// Forgets a pack (after gc deleted it): rebuilds the index without it.
+    pub fn forget_all(&mut self) {
+        *self = PackSet::default();
+    }
+}
+
+fn load(idx_path: &Path, pack_path: &Path) -> std::result::Result<(std::fs::File, Vec<(ObjectId, Loc)>), String> {
+    let b = std::fs::read(idx_path).map_err(|e| e.to_string())?;
+    if b.len() < 8 + 4 + 32 + 32 || &b[..8] != IDX_MAGIC {
+        return Err("not a pack index".into());
+    }
+    let (body, sum) = b.split_at(b.len() - 32);
+    if blake3::hash(body).as_bytes() != sum {
+        return Err("index checksum mismatch".into());
+    }
+    let count = u32::from_le_bytes(b[8..12].try_into().expect("4")) as usize;
+    if body.len() != 8 + 4 + 32 + count * IDX_ENTRY {
+        return Err("index length does not match its count".into());
+    }
+    let file = std::fs::File::open(pack_path).map_err(|e| format!("{e} ({})", pack_path.display()))?;
+    let pack_len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let e = &body[44 + i * IDX_ENTRY..44 + (i + 1) * IDX_ENTRY];
+        let id = ObjectId(e[..32].try_into().expect("32"));
+        let kind = Kind::from_code(e[32]).ok_or("bad kind in index")?;
+        let offset = u64::from_le_bytes(e[33..41].try_into().expect("8"));
+        let len = u32::from_le_bytes(e[41..45].try_into().expect("4"));
+        if offset + u64::from(len) > pack_len {
+            return Err(format!("entry {id} points past the end of the pack"));
+        }
+        out.push((id, Loc { pack: 0, kind, offset, len }));
+    }
+    Ok((file, out))
+}
+
+/// Builds an index file's bytes.
+#[must_use]
+pub fn build_index(pack_hash: &blake3::Hash, entries: &mut [(ObjectId, Kind, u64, u32)]) -> Vec<u8> {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut v = Vec::with_capacity(8 + 4 + 32 + entries.len() * IDX_ENTRY + 32);
+    v.extend_from_slice(IDX_MAGIC);
+    v.extend_from_slice(&u32::try_from(entries.len()).expect("fewer than 4G objects per pack").to_le_bytes());
+    v.extend_from_slice(pack_hash.as_bytes());
+    for (id, kind, off, len) in entries.iter() {
+        v.extend_from_slice(&id.0);
+        v.push(kind.code());
+        v.extend_from_slice(&off.to_le_bytes());
+        v.extend_from_slice(&len.to_le_bytes());
+    }
+    let sum = blake3::hash(&v);
+    v.extend_from_slice(sum.as_bytes());
+    v
+}
+
+/// Hashes a file (the pack name).
+///
+/// # Errors
+/// I/O errors.
+pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(fs::File::open(path)?).map_err(Error::Io)?;
+    Ok(h.finalize())
+}

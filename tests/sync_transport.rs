@@ -1,0 +1,727 @@
+//! Sync transports against real peers: a directory remote (incl. Syncthing-style copies merged
+//! back), a real `git daemon` on loopback, hostile remotes built here, and interrupted pushes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use objects_format::{ChangeSummary, EntryKind, Kind, Object, ObjectId, Snapshot, Tree, TreeEntry};
+use shelldone::remote::dir::DirRemote;
+use shelldone::remote::git::GitRemote;
+use shelldone::remote::{RefUpdate, Remote, TransferStats};
+use shelldone::{Error, Paths, SaveOptions, State};
+
+fn quiet(_: u64, _: Option<u64>) {}
+
+struct Dev {
+    _tmp: tempfile::TempDir,
+    paths: Paths,
+    state: State,
+}
+
+impl Dev {
+    fn new(seed: u64) -> Dev {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths { config_dir: tmp.path().join("config"), state_dir: tmp.path().join("state") };
+        let mut spec = shelldone::demo::DemoSpec::small();
+        spec.seed = seed;
+        shelldone::demo::generate(&paths.config_dir, &paths.state_dir, &spec).unwrap();
+        let (state, _) = State::open(paths.clone()).unwrap();
+        state.save(&SaveOptions { message: format!("first save of seed {seed}"), session: None }).unwrap();
+        Dev { _tmp: tmp, paths, state }
+    }
+
+    /// An empty store (no live state).
+    fn empty() -> Dev {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = Paths { config_dir: tmp.path().join("config"), state_dir: tmp.path().join("state") };
+        let (state, _) = State::open(paths.clone()).unwrap();
+        Dev { _tmp: tmp, paths, state }
+    }
+
+    fn device(&self) -> String {
+        self.state.device().to_owned()
+    }
+
+    /// This device's own refs as remote ref names.
+    fn own_refs(&self) -> BTreeMap<String, ObjectId> {
+        let dev = self.device();
+        self.state
+            .refs()
+            .list("")
+            .unwrap()
+            .into_iter()
+            .filter(|(n, _)| n == "head" || n.starts_with("sessions/"))
+            .map(|(n, id)| (format!("{dev}/{n}"), id))
+            .collect()
+    }
+
+    /// Updates moving every own ref on the remote from what `remote` lists to the local value.
+    fn updates(&self, remote: &BTreeMap<String, ObjectId>) -> Vec<RefUpdate> {
+        self.own_refs().into_iter().map(|(name, id)| RefUpdate { expected: remote.get(&name).copied(), name, new: Some(id) }).collect()
+    }
+
+    fn count(&self) -> usize {
+        self.state.objects().list().unwrap().len()
+    }
+
+    fn change_and_save(&self, round: u64) -> shelldone::SaveOutcome {
+        shelldone::demo::small_change(&self.paths.config_dir, &self.paths.state_dir, round).unwrap();
+        self.state.save(&SaveOptions { message: format!("change {round}"), session: None }).unwrap()
+    }
+
+    /// Fetches `wants` and commits the batch only on success.
+    fn fetch(&self, r: &mut dyn Remote, wants: &[ObjectId]) -> shelldone::Result<TransferStats> {
+        let batch = self.state.objects().batch()?;
+        let st = r.fetch(self.state.objects(), &batch, wants, false, &quiet)?;
+        batch.commit()?;
+        Ok(st)
+    }
+
+    /// Records remote refs locally and checks every reachable object.
+    fn adopt_and_check(&self, remote: &str, refs: &BTreeMap<String, ObjectId>) {
+        for (n, id) in refs {
+            self.state.refs().set(&format!("remotes/{remote}/{n}"), Some(*id), "test fetch").unwrap();
+        }
+        let rep = self.state.check(shelldone::check::CheckOptions::default()).unwrap();
+        assert!(rep.ok(), "check found problems: {:?}", rep.problems);
+        assert!(rep.snapshots >= 1);
+    }
+}
+
+fn count_files(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directory remote
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dir_push_fetch_incremental_cas() {
+    let a = Dev::new(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let rdir = tmp.path().join("remote");
+    let mut r = DirRemote::new("usb", &rdir);
+    assert!(r.list_refs().unwrap().is_empty(), "a missing dir is an empty remote");
+
+    let up = a.updates(&BTreeMap::new());
+    assert!(up.len() >= 2, "head and session refs: {up:?}");
+    let st1 = r.push(a.state.objects(), &up, &quiet).unwrap();
+    assert_eq!(std::fs::read_to_string(rdir.join("shelldone-remote")).unwrap(), "shelldone-dir-remote 1\n");
+    let remote_objects = count_files(&rdir.join("objects"));
+    assert_eq!(st1.objects as usize, remote_objects);
+    assert_eq!(remote_objects, a.count(), "every object of A is reachable from its refs");
+    let listed = r.list_refs().unwrap();
+    assert_eq!(listed, a.own_refs());
+
+    // B fetches everything; check clean after adopting the refs.
+    let b = Dev::empty();
+    let wants: Vec<ObjectId> = listed.values().copied().collect();
+    let stb = b.fetch(&mut r, &wants).unwrap();
+    assert_eq!(stb.objects as usize, remote_objects);
+    assert_eq!(b.count(), remote_objects);
+    b.adopt_and_check("usb", &listed);
+    // A second fetch moves nothing.
+    assert_eq!(b.fetch(&mut r, &wants).unwrap().objects, 0);
+
+    // A small change sends only the new objects.
+    let out = a.change_and_save(1);
+    assert!(out.created);
+    let up2 = a.updates(&listed);
+    let st2 = r.push(a.state.objects(), &up2, &quiet).unwrap();
+    let after = count_files(&rdir.join("objects"));
+    assert_eq!(st2.objects as usize, after - remote_objects);
+    assert_eq!(st2.objects, out.objects_written, "exactly the objects the save wrote");
+    assert!(st2.objects > 0 && st2.objects < st1.objects, "incremental: {} vs {}", st2.objects, st1.objects);
+    let listed2 = r.list_refs().unwrap();
+    let stb2 = b.fetch(&mut r, &listed2.values().copied().collect::<Vec<_>>()).unwrap();
+    assert_eq!(stb2.objects, st2.objects);
+    b.adopt_and_check("usb", &listed2);
+
+    // A folder that lost some files (partial sync) gets them again: each object's file is checked.
+    let mut removed = 0;
+    for e in walkdir::WalkDir::new(rdir.join("objects")).into_iter().filter_map(Result::ok) {
+        if e.file_type().is_file() && removed < 5 {
+            std::fs::remove_file(e.path()).unwrap();
+            removed += 1;
+        }
+    }
+    let noop: Vec<RefUpdate> = a.updates(&listed2);
+    let st3 = r.push(a.state.objects(), &noop, &quiet).unwrap();
+    assert_eq!(st3.objects, removed);
+    assert_eq!(count_files(&rdir.join("objects")), after);
+
+    // CAS: a wrong expected value is refused and nothing moves.
+    let head = format!("{}/head", a.device());
+    let bad = vec![RefUpdate { name: head.clone(), expected: None, new: Some(listed[&head]) }];
+    match r.push(a.state.objects(), &bad, &quiet) {
+        Err(Error::RefConflict { name, .. }) => assert_eq!(name, head),
+        other => panic!("expected a ref conflict, got {other:?}"),
+    }
+    assert_eq!(r.list_refs().unwrap(), listed2);
+}
+
+#[test]
+fn dir_syncthing_copies_merge() {
+    let a = Dev::new(1);
+    let b = Dev::new(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let mut r = DirRemote::new("sync", &base);
+    r.push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet).unwrap();
+
+    // Two copies of the folder; each device pushes into its own copy.
+    let c1 = tmp.path().join("copy1");
+    let c2 = tmp.path().join("copy2");
+    for c in [&c1, &c2] {
+        assert!(Command::new("cp").arg("-r").arg(&base).arg(c).status().unwrap().success());
+    }
+    a.change_and_save(1);
+    let mut r1 = DirRemote::new("sync", &c1);
+    let l1 = r1.list_refs().unwrap();
+    r1.push(a.state.objects(), &a.updates(&l1), &quiet).unwrap();
+    let mut r2 = DirRemote::new("sync", &c2);
+    let l2 = r2.list_refs().unwrap();
+    r2.push(b.state.objects(), &b.updates(&l2), &quiet).unwrap();
+
+    // Merge the copies back (what a file syncer does), plus its debris.
+    let merged = tmp.path().join("merged");
+    std::fs::create_dir(&merged).unwrap();
+    for c in [&c1, &c2] {
+        let src = format!("{}/.", c.display());
+        assert!(Command::new("cp").arg("-rn").arg(src).arg(&merged).status().unwrap().success());
+    }
+    let adev = merged.join("refs").join(a.device());
+    std::fs::write(adev.join("head.sync-conflict-20240101-000000-ABCDEFG"), "garbage\n").unwrap();
+    std::fs::write(adev.join(".syncthing.head.tmp"), "junk").unwrap();
+    std::fs::write(adev.join(".shelldone-tmp.123.0"), "junk").unwrap();
+
+    let mut rm = DirRemote::new("sync", &merged);
+    let refs = rm.list_refs().unwrap();
+    let mut expect = a.own_refs();
+    expect.extend(b.own_refs());
+    assert_eq!(refs, expect, "both devices' refs, debris ignored");
+
+    let c = Dev::empty();
+    let wants: Vec<ObjectId> = refs.values().copied().collect();
+    c.fetch(&mut rm, &wants).unwrap();
+    c.adopt_and_check("sync", &refs);
+}
+
+/// Writes a canonical object into a directory remote as a zstd file; returns its id.
+fn put_dir_object(rdir: &Path, kind: Kind, canonical: &[u8]) -> ObjectId {
+    let id = ObjectId::compute(kind, canonical);
+    write_dir_file(rdir, &id, &zstd::bulk::compress(canonical, 3).unwrap());
+    id
+}
+
+fn write_dir_file(rdir: &Path, id: &ObjectId, bytes: &[u8]) {
+    let hex = id.to_hex();
+    let p = rdir.join("objects").join(&hex[..2]);
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join(&hex[2..]), bytes).unwrap();
+}
+
+fn put_dir_obj(rdir: &Path, obj: &Object) -> ObjectId {
+    let (id, c) = objects_format::encode_with_id(obj).unwrap();
+    write_dir_file(rdir, &id, &zstd::bulk::compress(&c, 3).unwrap());
+    id
+}
+
+fn set_dir_ref(rdir: &Path, name: &str, id: &ObjectId) {
+    let p = rdir.join("refs").join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, format!("{}\n", id.to_hex())).unwrap();
+}
+
+fn snapshot_of(root: ObjectId) -> Object {
+    Object::Snapshot(Snapshot {
+        root,
+        parents: vec![],
+        time_ns: 1_700_000_000_000_000_000,
+        device: "evil".into(),
+        message: "hostile".into(),
+        session: None,
+        summary: ChangeSummary::default(),
+        extra: vec![],
+    })
+}
+
+/// Hand-made canonical tree bytes with one file entry (names the encoder would refuse).
+fn raw_tree(name: &[u8], blob: &ObjectId, size: u64) -> Vec<u8> {
+    let mut t = b"SDO\x01\x03".to_vec();
+    t.extend_from_slice(&1u32.to_le_bytes());
+    t.push(u8::try_from(name.len()).unwrap());
+    t.extend_from_slice(name);
+    t.push(1);
+    t.push(0);
+    t.extend_from_slice(&size.to_le_bytes());
+    t.extend_from_slice(&blob.0);
+    t
+}
+
+fn link_tree(target: &[u8]) -> (Object, Object) {
+    let blob = Object::Blob(target.to_vec());
+    let bid = objects_format::encode_with_id(&blob).unwrap().0;
+    let t = Tree {
+        entries: vec![TreeEntry { name: b"link".to_vec(), kind: EntryKind::Symlink, flags: 0, size: target.len() as u64, id: bid }],
+    };
+    (blob, Object::Tree(t))
+}
+
+fn dir_tree(name: &[u8], sub: &ObjectId) -> Object {
+    Object::Tree(Tree { entries: vec![TreeEntry { name: name.to_vec(), kind: EntryKind::Dir, flags: 0, size: 0, id: *sub }] })
+}
+
+/// Fetches `want` from a hostile remote into `b`: must fail, and `b` must gain no object.
+fn assert_refused(b: &Dev, r: &mut dyn Remote, want: ObjectId, expect: &str) -> String {
+    let before = b.count();
+    let batch = b.state.objects().batch().unwrap();
+    let res = r.fetch(b.state.objects(), &batch, &[want], false, &quiet);
+    drop(batch); // never committed on error
+    let e = match res {
+        Ok(st) => panic!("hostile fetch ({expect}) succeeded: {st:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains(expect), "error for {expect:?} was: {e}");
+    assert_eq!(b.count(), before, "no object may land from a refused fetch");
+    assert!(!b.state.objects().has(&want));
+    e
+}
+
+#[test]
+fn dir_hostile_remotes() {
+    let b = Dev::empty();
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = |name: &str| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(d.join("objects")).unwrap();
+        std::fs::write(d.join("shelldone-remote"), "shelldone-dir-remote 1\n").unwrap();
+        d
+    };
+
+    // 1. A flipped byte in an object file.
+    let a = Dev::new(3);
+    let d = fresh("tampered");
+    let mut r = DirRemote::new("tampered", &d);
+    r.push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet).unwrap();
+    let head = a.own_refs()[&format!("{}/head", a.device())];
+    let root = a.state.objects().read_snapshot(&head).unwrap().root;
+    let rp = r.object_path(&root);
+    let mut bytes = std::fs::read(&rp).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x40;
+    std::fs::write(&rp, &bytes).unwrap();
+    assert_refused(&b, &mut r, head, &root.to_hex());
+
+    // 2. Tree entries named `..` and `a/b` (bytes the encoder refuses, with a matching id).
+    for (i, name) in [&b".."[..], b"a/b", b"."].iter().enumerate() {
+        let d = fresh(&format!("badname{i}"));
+        let blob = put_dir_obj(&d, &Object::Blob(b"x".to_vec()));
+        let tree = put_dir_object(&d, Kind::Tree, &raw_tree(name, &blob, 1));
+        let snap = put_dir_obj(&d, &snapshot_of(tree));
+        set_dir_ref(&d, "evil/head", &snap);
+        let mut r = DirRemote::new("badname", &d);
+        assert_eq!(r.list_refs().unwrap().len(), 1);
+        assert_refused(&b, &mut r, snap, &tree.to_hex());
+    }
+
+    // 3. A symlink climbing out of the snapshot root, at the root and one level down.
+    for (i, (target, nested)) in [(&b"../../etc/passwd"[..], true), (b"../x", false), (b"/etc/passwd", true)].iter().enumerate() {
+        let d = fresh(&format!("symlink{i}"));
+        let (blob, t) = link_tree(target);
+        put_dir_obj(&d, &blob);
+        let mut root = put_dir_obj(&d, &t);
+        if *nested {
+            root = put_dir_obj(&d, &dir_tree(b"config", &root));
+        }
+        let snap = put_dir_obj(&d, &snapshot_of(root));
+        let mut r = DirRemote::new("symlink", &d);
+        assert_refused(&b, &mut r, snap, "symlink");
+    }
+    // …while a symlink that stays inside is fine.
+    let d = fresh("symlink-ok");
+    let (blob, t) = link_tree(b"../state/x");
+    put_dir_obj(&d, &blob);
+    let sub = put_dir_obj(&d, &t);
+    let root = put_dir_obj(&d, &dir_tree(b"config", &sub));
+    let ok_snap = put_dir_obj(&d, &snapshot_of(root));
+    let ok = Dev::empty();
+    ok.fetch(&mut DirRemote::new("ok", &d), &[ok_snap]).unwrap();
+    assert!(ok.state.objects().has(&ok_snap));
+
+    // 4. A ref naming an object the remote does not have; a tree naming a missing child.
+    let d = fresh("missing");
+    let ghost = ObjectId([7; 32]);
+    set_dir_ref(&d, "evil/head", &ghost);
+    let mut r = DirRemote::new("missing", &d);
+    assert_eq!(r.list_refs().unwrap()[&"evil/head".to_owned()], ghost);
+    assert_refused(&b, &mut r, ghost, "missing on the remote");
+    let tree = put_dir_obj(&d, &dir_tree(b"config", &ObjectId([9; 32])));
+    let snap = put_dir_obj(&d, &snapshot_of(tree));
+    assert_refused(&b, &mut r, snap, "missing on the remote");
+
+    // 5. Decompression bombs: a frame declaring more than 64 MiB, and one declaring no size.
+    let d = fresh("bomb");
+    let big = zstd::bulk::compress(&vec![0u8; 65 << 20], 1).unwrap();
+    assert!(big.len() < 1 << 20, "the bomb is small: {}", big.len());
+    let bomb = ObjectId([1; 32]);
+    write_dir_file(&d, &bomb, &big);
+    let mut r = DirRemote::new("bomb", &d);
+    assert_refused(&b, &mut r, bomb, "over the");
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    enc.write_all(b"SDO\x01\x01hello").unwrap();
+    let undeclared = enc.finish().unwrap();
+    let bomb2 = ObjectId::compute(Kind::Blob, b"SDO\x01\x01hello");
+    write_dir_file(&d, &bomb2, &undeclared);
+    let snap = put_dir_obj(
+        &d,
+        &snapshot_of(put_dir_obj(
+            &d,
+            &Object::Tree(Tree {
+                entries: vec![TreeEntry { name: b"f".to_vec(), kind: EntryKind::File, flags: 0, size: 5, id: bomb2 }],
+            }),
+        )),
+    );
+    assert_refused(&b, &mut r, snap, "does not declare its size");
+
+    // 6. Limits: a remote larger than the configured budget.
+    let mut r = DirRemote::new("limited", tmp.path().join("symlink-ok"))
+        .with_limits(shelldone::remote::verify::Limits { max_objects: 2, ..Default::default() });
+    assert_refused(&b, &mut r, ok_snap, "limit of 2 objects");
+}
+
+#[test]
+fn dir_interrupted_push_leaves_refs() {
+    let a = Dev::new(4);
+    let tmp = tempfile::tempdir().unwrap();
+    let rdir = tmp.path().join("r");
+    let mut r = DirRemote::new("r", &rdir);
+    // Fail after the objects are written: the session refs' dir cannot be created.
+    std::fs::create_dir_all(rdir.join("objects")).unwrap();
+    std::fs::write(rdir.join("shelldone-remote"), "shelldone-dir-remote 1\n").unwrap();
+    std::fs::create_dir_all(rdir.join("refs").join(a.device())).unwrap();
+    let blocker = rdir.join("refs").join(a.device()).join("sessions");
+    std::fs::write(&blocker, "not a dir").unwrap();
+    let up = a.updates(&BTreeMap::new());
+    assert!(r.push(a.state.objects(), &up, &quiet).is_err());
+    assert!(count_files(&rdir.join("objects")) > 0, "objects were written first");
+    assert!(r.list_refs().unwrap().is_empty(), "no ref moved: {:?}", r.list_refs());
+    std::fs::remove_file(&blocker).unwrap();
+    let st = r.push(a.state.objects(), &up, &quiet).unwrap();
+    assert_eq!(st.objects, 0, "the objects were already there");
+    assert_eq!(r.list_refs().unwrap(), a.own_refs());
+}
+
+const CHILD_ENV: &str = "SHELLDONE_TEST_CHILD_PUSH";
+
+/// Runs in a child process (see `dir_push_killed`): pushes the store at `$CHILD_ENV` to a dir.
+#[test]
+#[ignore = "helper run as a child process by dir_push_killed"]
+fn child_push_helper() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+    let mut it = spec.split('\n');
+    let (cfg, st, dir) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+    let (state, _) = State::open(Paths { config_dir: cfg.into(), state_dir: st.into() }).unwrap();
+    let dev = state.device().to_owned();
+    let mut r = DirRemote::new("r", dir);
+    let listed = r.list_refs().unwrap();
+    let up: Vec<RefUpdate> = state
+        .refs()
+        .list("")
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n == "head" || n.starts_with("sessions/"))
+        .map(|(n, id)| {
+            let name = format!("{dev}/{n}");
+            RefUpdate { expected: listed.get(&name).copied(), name, new: Some(id) }
+        })
+        .collect();
+    r.push(state.objects(), &up, &quiet).unwrap();
+}
+
+fn spawn_child_push(a: &Dev, dir: &Path) -> Child {
+    let spec = format!("{}\n{}\n{}", a.paths.config_dir.display(), a.paths.state_dir.display(), dir.display());
+    Command::new(std::env::current_exe().unwrap())
+        .args(["child_push_helper", "--exact", "--ignored", "--test-threads=1", "--quiet"])
+        .env(CHILD_ENV, spec)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn dir_push_killed() {
+    let a = Dev::new(5);
+    let tmp = tempfile::tempdir().unwrap();
+    // How long a whole child push takes, to spread the kills over it.
+    let t0 = Instant::now();
+    let st = spawn_child_push(&a, &tmp.path().join("reference")).wait().unwrap();
+    assert!(st.success());
+    let full = t0.elapsed();
+    let c = Dev::empty();
+    let n = 8u32;
+    let mut interrupted = 0;
+    for k in 0..n {
+        let dir = tmp.path().join(format!("r{k}"));
+        let mut child = spawn_child_push(&a, &dir);
+        std::thread::sleep(full * k / n);
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        if !status.success() {
+            interrupted += 1;
+        }
+        // Refs are absent or complete: everything they name is on the remote and verifies.
+        let mut r = DirRemote::new("r", &dir);
+        let refs = r.list_refs().unwrap();
+        for (name, id) in &refs {
+            assert_eq!(a.own_refs().get(name), Some(id));
+        }
+        let batch = c.state.objects().batch().unwrap();
+        r.fetch(c.state.objects(), &batch, &refs.values().copied().collect::<Vec<_>>(), false, &quiet).unwrap();
+        drop(batch);
+        // The next push succeeds.
+        let listed = r.list_refs().unwrap();
+        r.push(a.state.objects(), &a.updates(&listed), &quiet).unwrap();
+        assert_eq!(r.list_refs().unwrap(), a.own_refs());
+    }
+    assert!(interrupted > 0, "at least one push was killed mid-way");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Git remote over a real git daemon
+// ---------------------------------------------------------------------------------------------
+
+struct Daemon {
+    child: Child,
+    port: u16,
+    base: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(base: &Path) -> Daemon {
+        let exec = Command::new("git").arg("--exec-path").output().expect("git is installed");
+        let exec = PathBuf::from(String::from_utf8(exec.stdout).unwrap().trim());
+        std::fs::create_dir_all(base).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(exec.join("git-daemon"))
+            .arg("--reuseaddr")
+            .arg(format!("--base-path={}", base.display()))
+            .args(["--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, port, base: base.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    fn repo(&self, name: &str) -> (String, PathBuf) {
+        let p = self.base.join(name);
+        assert!(Command::new("git").args(["init", "-q", "--bare"]).arg(&p).status().unwrap().success());
+        (format!("git://127.0.0.1:{}/{name}", self.port), p)
+    }
+}
+
+fn git(args: &[&str], dir: &Path) -> String {
+    let out = Command::new("git").arg("--git-dir").arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn git_remote(dev: &Dev, name: &str, url: &str) -> GitRemote {
+    GitRemote::new(name, url, dev.state.snapshots_dir(), &dev.device()).unwrap()
+}
+
+#[test]
+fn git_push_fetch_fsck_clone_determinism() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&tmp.path().join("srv"));
+    let (url, repo) = daemon.repo("state.git");
+    let a = Dev::new(6);
+    let mut ra = git_remote(&a, "origin", &url);
+    assert!(ra.list_refs().unwrap().is_empty());
+    let st = ra.push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet).unwrap();
+    assert!(st.objects > 0);
+    let listed = ra.list_refs().unwrap();
+    assert_eq!(listed, a.own_refs());
+
+    // The daemon's repository is a valid git repository.
+    git(&["fsck", "--strict", "--no-dangling"], &repo);
+    let dev_a = a.device();
+    let head_git = git(&["rev-parse", &format!("refs/shelldone/{dev_a}/head")], &repo);
+    assert_eq!(head_git, git(&["rev-parse", &format!("refs/heads/{dev_a}")], &repo));
+    let clone = tmp.path().join("clone");
+    let out = Command::new("git").args(["clone", "-q", &url]).arg(&clone).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = Command::new("git").arg("-C").arg(&clone).args(["log", &format!("origin/{dev_a}")]).output().unwrap();
+    let log = String::from_utf8(log.stdout).unwrap();
+    assert!(log.contains("first save of seed 6") && log.contains("Shelldone-Snapshot: "), "{log}");
+    assert!(log.contains(&format!("{dev_a} <{dev_a}@shelldone.invalid>")), "{log}");
+    let co = Command::new("git").arg("-C").arg(&clone).args(["checkout", "-q", &format!("origin/{dev_a}")]).output().unwrap();
+    assert!(co.status.success(), "{}", String::from_utf8_lossy(&co.stderr));
+    let cfg = std::fs::read(clone.join("config").join("config.toml")).unwrap();
+    assert_eq!(cfg, std::fs::read(a.paths.config_dir.join("config.toml")).unwrap(), "a browsable checkout of real files");
+    let big = clone.join("state/sessions");
+    let biggest = walkdir::WalkDir::new(&big).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).map(|e| e.metadata().unwrap().len()).max().unwrap();
+    assert!(biggest > 65_536, "a chunked file appears whole in git ({biggest} bytes)");
+
+    // B fetches: identical snapshot ids, all objects verified.
+    let b = Dev::empty();
+    let mut rb = git_remote(&b, "origin", &url);
+    let lb = rb.list_refs().unwrap();
+    assert_eq!(lb, listed);
+    let stb = b.fetch(&mut rb, &lb.values().copied().collect::<Vec<_>>()).unwrap();
+    assert_eq!(stb.objects as usize, a.count(), "B rebuilt every object of A");
+    b.adopt_and_check("origin", &lb);
+
+    // Incremental push + fetch.
+    a.change_and_save(1);
+    ra.push(a.state.objects(), &a.updates(&listed), &quiet).unwrap();
+    let l2 = rb.list_refs().unwrap();
+    assert_eq!(l2, a.own_refs());
+    let st2 = b.fetch(&mut rb, &l2.values().copied().collect::<Vec<_>>()).unwrap();
+    assert!(st2.objects > 0 && st2.objects < stb.objects / 2, "{st2:?} vs {stb:?}");
+    assert_eq!(b.count(), a.count());
+    b.adopt_and_check("origin", &l2);
+    git(&["fsck", "--strict", "--no-dangling"], &repo);
+
+    // Determinism: B converts the same snapshot in a fresh mirror, pushes it under its own
+    // namespace, and gets the same commit id as A.
+    let head_a = l2[&format!("{dev_a}/head")];
+    let mut fresh = git_remote(&b, "fresh", &url);
+    let up = vec![RefUpdate { name: format!("{}/head", b.device()), expected: None, new: Some(head_a) }];
+    fresh.push(b.state.objects(), &up, &quiet).unwrap();
+    let ga = git(&["rev-parse", &format!("refs/shelldone/{dev_a}/head")], &repo);
+    let gb = git(&["rev-parse", &format!("refs/shelldone/{}/head", b.device())], &repo);
+    assert_eq!(ga, gb, "two mirrors map one snapshot to one commit");
+    assert_eq!(fresh.git_id_of(&head_a).unwrap().to_string(), ga.trim());
+
+    // CAS: a stale lease fails, atomically for all refs of the push.
+    let head = format!("{dev_a}/head");
+    let sess = a.own_refs().into_iter().find(|(n, _)| n.contains("/sessions/")).unwrap();
+    let before = ra.list_refs().unwrap();
+    let up = vec![
+        RefUpdate { name: sess.0.clone(), expected: Some(sess.1), new: Some(before[&head]) },
+        RefUpdate { name: head.clone(), expected: None, new: Some(before[&head]) },
+    ];
+    match ra.push(a.state.objects(), &up, &quiet) {
+        Err(Error::RefConflict { name, .. }) => assert_eq!(name, head),
+        other => panic!("expected a ref conflict, got {other:?}"),
+    }
+    let after = ra.list_refs().unwrap();
+    assert_eq!(after, before, "an atomic push moves no ref when one lease fails");
+    // Deleting a ref with the right lease works.
+    let del = vec![RefUpdate { name: sess.0.clone(), expected: Some(sess.1), new: None }];
+    ra.push(a.state.objects(), &del, &quiet).unwrap();
+    assert!(!ra.list_refs().unwrap().contains_key(&sess.0));
+}
+
+/// A hand-written commit in the mapping's format.
+fn hostile_commit(repo: &gix::Repository, tree: gix::ObjectId, snap: &Object) -> (gix::ObjectId, ObjectId) {
+    let (sid, canonical) = objects_format::encode_with_id(snap).unwrap();
+    let Object::Snapshot(s) = snap else { panic!() };
+    let msg = shelldone::remote::git::commit_message(s, &canonical);
+    let (n, e) = shelldone::remote::git::ident(&s.device);
+    let c = shelldone::remote::gitmirror::write_commit(repo, tree, &[], &msg, s.time_ns / 1_000_000_000, &n, &e).unwrap();
+    (c, sid)
+}
+
+#[test]
+fn git_hostile_remotes() {
+    use shelldone::remote::gitmirror::{self as gm, Mode, TreeEntry as GEntry};
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&tmp.path().join("srv"));
+    let b = Dev::empty();
+
+    // 1. Tampered content: the commit's tree does not rebuild to its snapshot's root.
+    let a = Dev::new(7);
+    let (url, path) = daemon.repo("tampered.git");
+    git_remote(&a, "t", &url).push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet).unwrap();
+    let head = a.own_refs()[&format!("{}/head", a.device())];
+    let canonical = a.state.objects().read_canonical(&head).unwrap();
+    let snap = objects_format::decode(&canonical).unwrap();
+    let repo = gm::open_or_init_bare(&path).unwrap();
+    let evil_blob = gm::write_blob(&repo, b"evil").unwrap();
+    let cfg = gm::write_tree(&repo, &[GEntry { name: b"config.toml".to_vec(), mode: Mode::File, oid: evil_blob }]).unwrap();
+    let root = gm::write_tree(&repo, &[GEntry { name: b"config".to_vec(), mode: Mode::Dir, oid: cfg }]).unwrap();
+    let (c, sid) = hostile_commit(&repo, root, &snap);
+    assert_eq!(sid, head);
+    gm::set_ref(&repo, "refs/shelldone/evil/head", c).unwrap();
+    let mut r = git_remote(&b, "tampered", &url);
+    assert_eq!(r.list_refs().unwrap()[&"evil/head".to_owned()], head);
+    assert_refused(&b, &mut r, head, "rebuilds to");
+
+    // 2. A tree entry named `..` / containing `/` (git refuses to write these; craft raw bytes).
+    for (i, name) in [&b".."[..], b"a/b"].iter().enumerate() {
+        let (url, path) = daemon.repo(&format!("badname{i}.git"));
+        let repo = gm::open_or_init_bare(&path).unwrap();
+        let blob = gm::write_blob(&repo, b"x").unwrap();
+        let mut raw = b"100644 ".to_vec();
+        raw.extend_from_slice(name);
+        raw.push(0);
+        raw.extend_from_slice(blob.as_slice());
+        let rawf = tmp.path().join(format!("tree{i}"));
+        std::fs::write(&rawf, &raw).unwrap();
+        let t = git(&["hash-object", "-t", "tree", "--literally", "-w", rawf.to_str().unwrap()], &path);
+        let t = gix::ObjectId::from_hex(t.trim().as_bytes()).unwrap();
+        let empty = objects_format::encode_with_id(&Object::Tree(Tree::default())).unwrap().0;
+        let (c, sid) = hostile_commit(&repo, t, &snapshot_of(empty));
+        gm::set_ref(&repo, "refs/shelldone/evil/head", c).unwrap();
+        let mut r = git_remote(&b, &format!("badname{i}"), &url);
+        let refs = r.list_refs().unwrap();
+        assert_eq!(refs.len(), 1);
+        assert_refused(&b, &mut r, sid, "entry named");
+    }
+
+    // 3. A symlink `../../etc/passwd` one level down, with a snapshot that matches the tree.
+    let (url, path) = daemon.repo("symlink.git");
+    let repo = gm::open_or_init_bare(&path).unwrap();
+    let target = b"../../etc/passwd";
+    let gl = gm::write_blob(&repo, target).unwrap();
+    let gsub = gm::write_tree(&repo, &[GEntry { name: b"link".to_vec(), mode: Mode::Symlink, oid: gl }]).unwrap();
+    let groot = gm::write_tree(&repo, &[GEntry { name: b"config".to_vec(), mode: Mode::Dir, oid: gsub }]).unwrap();
+    let (_, t) = link_tree(target);
+    let sub = objects_format::encode_with_id(&t).unwrap().0;
+    let root = objects_format::encode_with_id(&dir_tree(b"config", &sub)).unwrap().0;
+    let (c, sid) = hostile_commit(&repo, groot, &snapshot_of(root));
+    gm::set_ref(&repo, "refs/shelldone/evil/head", c).unwrap();
+    let mut r = git_remote(&b, "symlink", &url);
+    r.list_refs().unwrap();
+    assert_refused(&b, &mut r, sid, "climbs out");
+
+    // 4. A ref naming a commit whose tree the remote does not have.
+    let (url, path) = daemon.repo("missing.git");
+    let repo = gm::open_or_init_bare(&path).unwrap();
+    let ghost_tree = gix::ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
+    let empty = objects_format::encode_with_id(&Object::Tree(Tree::default())).unwrap().0;
+    let (c, sid) = hostile_commit(&repo, ghost_tree, &snapshot_of(empty));
+    gm::set_ref(&repo, "refs/shelldone/evil/head", c).unwrap();
+    let mut r = git_remote(&b, "missing", &url);
+    let before = b.count();
+    let e = match r.list_refs() {
+        Err(e) => e.to_string(),
+        Ok(_) => assert_refused(&b, &mut r, sid, "missing"),
+    };
+    assert!(!e.is_empty());
+    assert_eq!(b.count(), before);
+}
