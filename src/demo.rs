@@ -185,7 +185,8 @@ pub fn small_change(config_dir: &Path, state_dir: &Path, round: u64) -> std::io:
     let mut rng = Rng::new(1000 + round);
     let mut added = 0u64;
     let j = state_dir.join("journal/0000.jsonl");
-    let mut f = fs::OpenOptions::new().append(true).open(&j)?;
+    fs::create_dir_all(state_dir.join("journal"))?;
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(&j)?;
     for i in 0..200 {
         let l = journal_line(&mut rng, 100_000 + i);
         f.write_all(l.as_bytes())?;
@@ -194,11 +195,13 @@ pub fn small_change(config_dir: &Path, state_dir: &Path, round: u64) -> std::io:
     for s in [1usize, 2] {
         let id = format!("s{s:03}");
         let d = descriptor(&mut rng, &id, 2 + round as usize);
+        fs::create_dir_all(state_dir.join("sessions").join(&id))?;
         fs::write(state_dir.join("sessions").join(&id).join("session.json"), &d)?;
         added += d.len() as u64;
     }
     let sb = scrollback(&mut rng, 100_000);
-    let mut f = fs::OpenOptions::new().append(true).open(state_dir.join("sessions/s003/scrollback.bin"))?;
+    fs::create_dir_all(state_dir.join("sessions/s003"))?;
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(state_dir.join("sessions/s003/scrollback.bin"))?;
     f.write_all(&sb)?;
     added += sb.len() as u64;
     Ok(added)

@@ -762,8 +762,12 @@ impl Remote for GitRemote {
             Ok(()) => {}
             Err(e) if e.is_stale_lease() => {
                 let GitError::PushRejected { rejected, .. } = &e else { unreachable!("is_stale_lease") };
-                let r = rejected.iter().find(|r| r.kind == RejectKind::StaleLease).expect("a stale lease");
-                let name = r.remote_ref.strip_prefix("refs/shelldone/").unwrap_or(&r.remote_ref).to_owned();
+                let stale: Vec<&PushRejection> = rejected.iter().filter(|r| r.kind == RejectKind::StaleLease).collect();
+                let r = stale.iter().find(|r| r.remote_ref.starts_with("refs/shelldone/")).unwrap_or(&stale[0]);
+                let name = match r.remote_ref.strip_prefix("refs/shelldone/") {
+                    Some(n) => n.to_owned(),
+                    None => format!("{}/head", r.remote_ref.strip_prefix("refs/heads/").unwrap_or(&r.remote_ref)),
+                };
                 let u = updates.iter().find(|u| u.name == name);
                 return Err(Error::RefConflict {
                     name,
