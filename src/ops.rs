@@ -295,6 +295,17 @@ impl State {
         Ok(Quarantined { path: String::from_utf8_lossy(rel).into_owned(), why: why.to_owned(), moved_to: dest, restored_from })
     }
 
+    /// The root tree id the live state would have if saved now (no object is written; unchanged
+    /// files are not read thanks to the stat cache). Used to detect changes cheaply.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn live_root(&self) -> Result<ObjectId> {
+        let mut cache = StatCache::load(&self.statcache_path());
+        let live = read_live(&self.layout(), &scope(None), &mut cache, None)?;
+        write_trees(&live.flat, None)
+    }
+
     /// Restores a snapshot (see [`RestoreOptions`]). Unsaved live changes are saved first, so a
     /// restore never loses anything; the restore itself is recorded as a new snapshot.
     ///

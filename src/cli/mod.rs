@@ -1,6 +1,7 @@
 //! The `shelldone` command line. Exit codes: see docs/cli.md.
 
 mod output;
+mod sync_cmd;
 mod tour;
 
 use std::io::Write;
@@ -43,6 +44,12 @@ enum Cmd {
         /// Revision (ref, id, id prefix, REF~N).
         rev: String,
     },
+    /// Manage sync remotes.
+    #[command(subcommand)]
+    Remote(RemoteCmd),
+    /// Sync with a remote: push, pull, status, daemon.
+    #[command(subcommand)]
+    Sync(SyncCmd),
     /// Generate a synthetic state (benchmarks): DIR/config and DIR/state.
     #[command(hide = true)]
     Generate {
@@ -107,6 +114,79 @@ enum StateCmd {
         a: String,
         /// To.
         b: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RemoteCmd {
+    /// Add a remote: a git URL (git://, ssh://, http(s)://, file://, *.git, an existing repo) or a directory.
+    Add {
+        /// Name, e.g. origin.
+        name: String,
+        /// URL or path.
+        url: String,
+    },
+    /// List remotes.
+    List,
+    /// Remove a remote (its tracking refs and local mirror).
+    Remove {
+        /// Name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StrategyArg {
+    Full,
+    Partial,
+}
+
+#[derive(Debug, Subcommand)]
+enum SyncCmd {
+    /// Send local history and move this device's refs on the remote.
+    Push {
+        /// Remote name.
+        #[arg(default_value = "origin")]
+        remote: String,
+    },
+    /// Fetch every device's history and integrate it into the live state.
+    Pull {
+        /// Remote name.
+        #[arg(default_value = "origin")]
+        remote: String,
+        /// Only fetch; do not merge or touch live files.
+        #[arg(long)]
+        no_restore: bool,
+        /// full: all history; partial: only each device's newest snapshot.
+        #[arg(long, value_enum, default_value = "full")]
+        strategy: StrategyArg,
+        /// Integrate only these sessions.
+        #[arg(long = "session")]
+        sessions: Vec<String>,
+    },
+    /// Ahead/behind per device and differing sessions.
+    Status {
+        /// Remote name.
+        #[arg(default_value = "origin")]
+        remote: String,
+    },
+    /// Save on change (debounced) and push on an interval, until stopped.
+    Daemon {
+        /// Remote to push to (none: only save).
+        #[arg(long)]
+        remote: Option<String>,
+        /// Seconds between checks for changes.
+        #[arg(long, default_value_t = 2.0)]
+        poll: f64,
+        /// Seconds the state must stay unchanged before a save.
+        #[arg(long, default_value_t = 3.0)]
+        debounce: f64,
+        /// Seconds between pushes (only when something new was saved).
+        #[arg(long, default_value_t = 300.0)]
+        push_interval: f64,
+        /// Stop after this many seconds (for tests and timers); default: run until killed.
+        #[arg(long)]
+        max_runtime: Option<f64>,
     },
 }
 
@@ -246,6 +326,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::State(sc) => run_state(&cli, sc),
+        Cmd::Remote(rc) => sync_cmd::run_remote(&open(&cli)?, cli.json, rc),
+        Cmd::Sync(sc) => sync_cmd::run_sync(&open(&cli)?, cli.json, sc),
     }
 }
 

@@ -47,7 +47,7 @@ pub fn check_name(name: &str) -> Result<()> {
             !c.is_empty()
                 && !c.starts_with('.')
                 && !c.ends_with(".lock")
-                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%'))
         });
     if ok { Ok(()) } else { Err(Error::BadRefName(name.to_owned())) }
 }

@@ -1,0 +1,217 @@
+//! `shelldone remote …` and `shelldone sync …`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{RemoteCmd, StrategyArg, SyncCmd, out, output};
+use crate::error::{Error, Result};
+use crate::sync::{PullOptions, Strategy};
+use crate::{SaveOptions, State};
+
+fn progress_bar(json: bool, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new(0);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} objects ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    Some(pb)
+}
+
+pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitCode> {
+    match rc {
+        RemoteCmd::Add { name, url } => {
+            let r = st.remote_add(name, url)?;
+            if json {
+                out(json!({"name": r.name, "url": r.url, "kind": r.kind}));
+            } else {
+                out(format!("added {} remote '{}' → {}", r.kind, r.name, r.url));
+            }
+        }
+        RemoteCmd::List => {
+            let all = st.remotes()?;
+            if json {
+                out(serde_json::to_value(&all).map_err(|e| Error::Invalid(e.to_string()))?);
+            } else {
+                for r in all {
+                    out(format!("{}\t{}\t{}", r.name, r.kind, r.url));
+                }
+            }
+        }
+        RemoteCmd::Remove { name } => {
+            st.remote_remove(name)?;
+            if !json {
+                out(format!("removed remote '{name}'"));
+            } else {
+                out(json!({"removed": name}));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode> {
+    match sc {
+        SyncCmd::Push { remote } => {
+            let pb = progress_bar(json, &format!("push {remote}"));
+            let cb = |done: u64, total: Option<u64>| {
+                if let Some(pb) = &pb {
+                    if let Some(t) = total {
+                        pb.set_length(t);
+                    }
+                    pb.set_position(done);
+                }
+            };
+            let r = st.sync_push(remote, &cb)?;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            if json {
+                out(json!({"remote": remote, "objects_sent": r.sent.objects, "bytes_sent": r.sent.bytes, "refs_updated": r.refs_updated}));
+            } else if r.refs_updated.is_empty() {
+                out(format!("{remote} is up to date"));
+            } else {
+                out(format!(
+                    "pushed to {remote}: {} objects ({}), {} refs updated",
+                    r.sent.objects,
+                    output::bytes(r.sent.bytes),
+                    r.refs_updated.len()
+                ));
+            }
+        }
+        SyncCmd::Pull { remote, no_restore, strategy, sessions } => {
+            let pb = progress_bar(json, &format!("pull {remote}"));
+            let cb = |done: u64, total: Option<u64>| {
+                if let Some(pb) = &pb {
+                    if let Some(t) = total {
+                        pb.set_length(t);
+                    }
+                    pb.set_position(done);
+                }
+            };
+            let opts = PullOptions {
+                no_restore: *no_restore,
+                strategy: match strategy {
+                    StrategyArg::Full => Strategy::Full,
+                    StrategyArg::Partial => Strategy::Partial,
+                },
+                sessions: sessions.clone(),
+            };
+            let r = st.sync_pull(remote, &opts, &cb)?;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            if json {
+                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+            } else {
+                out(format!(
+                    "pulled from {remote}: {} objects ({}), devices: {}",
+                    r.received.objects,
+                    output::bytes(r.received.bytes),
+                    if r.devices.is_empty() { "none".to_owned() } else { r.devices.join(", ") }
+                ));
+                for d in &r.fast_forwarded {
+                    out(format!("  fast-forwarded to {d}"));
+                }
+                for d in &r.merged {
+                    out(format!("  merged {d}"));
+                }
+                if !r.sessions_updated.is_empty() {
+                    out(format!("  sessions updated: {}", r.sessions_updated.join(" ")));
+                }
+                for c in &r.conflicts {
+                    out(format!(
+                        "  conflict: {} changed here and on {}; kept this device's version, theirs is at '{}' (shelldone state restore {} --session …)",
+                        c.what, c.device, c.other_ref, c.other_ref
+                    ));
+                }
+                if r.restored {
+                    out(format!("  live state updated ({} files changed)", r.files_changed));
+                }
+            }
+        }
+        SyncCmd::Status { remote } => {
+            let s = st.sync_status(remote)?;
+            if json {
+                out(serde_json::to_value(&s).map_err(|e| Error::Invalid(e.to_string()))?);
+            } else {
+                for d in &s {
+                    let ab = match (d.ahead, d.behind) {
+                        (Some(a), Some(b)) => format!("{a} ahead, {b} behind"),
+                        _ => "not fetched yet (run 'shelldone sync pull --no-restore')".to_owned(),
+                    };
+                    out(format!("{}{}  {}  {ab}", d.device, if d.is_self { " (this device)" } else { "" }, &d.head[..12]));
+                    if !d.sessions_differ.is_empty() {
+                        out(format!("  sessions that differ: {}", d.sessions_differ.join(" ")));
+                    }
+                }
+                if s.is_empty() {
+                    out(format!("{remote} has no devices yet; run 'shelldone sync push {remote}'"));
+                }
+            }
+        }
+        SyncCmd::Daemon { remote, poll, debounce, push_interval, max_runtime } => {
+            daemon(st, json, remote.as_deref(), *poll, *debounce, *push_interval, *max_runtime)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Saves when the live state changed and then stayed quiet for `debounce` seconds; pushes at
+/// most every `push_interval` seconds when something new was saved. Checking for changes is a
+/// stat-cache walk (no file is read unless it changed), so an idle daemon writes nothing.
+fn daemon(st: &State, json: bool, remote: Option<&str>, poll: f64, debounce: f64, push_interval: f64, max_runtime: Option<f64>) -> Result<()> {
+    let start = Instant::now();
+    let poll = Duration::from_secs_f64(poll.max(0.05));
+    let debounce = Duration::from_secs_f64(debounce.max(0.0));
+    let push_every = Duration::from_secs_f64(push_interval.max(1.0));
+    let mut last_root = st.live_root()?;
+    let mut changed_at: Option<Instant> = None;
+    let mut last_push = Instant::now().checked_sub(push_every).unwrap_or_else(Instant::now);
+    let mut unpushed = false;
+    let say = |v: serde_json::Value, text: String| if json { out(v) } else { out(text) };
+    loop {
+        if max_runtime.is_some_and(|m| start.elapsed().as_secs_f64() >= m) {
+            break;
+        }
+        std::thread::sleep(poll);
+        let root = st.live_root()?;
+        if root != last_root {
+            last_root = root;
+            changed_at = Some(Instant::now());
+            continue;
+        }
+        if let Some(t) = changed_at
+            && t.elapsed() >= debounce
+        {
+            changed_at = None;
+            let o = st.save(&SaveOptions { message: "daemon: saved on change".into(), session: None })?;
+            if o.created {
+                unpushed = true;
+                let id = o.id.map(|i| i.to_hex()).unwrap_or_default();
+                say(json!({"event": "saved", "id": id}), format!("saved {}", &id[..12.min(id.len())]));
+            }
+        }
+        if let Some(r) = remote
+            && unpushed
+            && last_push.elapsed() >= push_every
+        {
+            match st.sync_push(r, &|_, _| {}) {
+                Ok(p) => {
+                    unpushed = false;
+                    last_push = Instant::now();
+                    say(json!({"event": "pushed", "remote": r, "objects": p.sent.objects}), format!("pushed to {r}: {} objects", p.sent.objects));
+                }
+                Err(e) => say(json!({"event": "push-failed", "remote": r, "error": e.to_string()}), format!("push to {r} failed (will retry): {e}")),
+            }
+        }
+    }
+    Ok(())
+}
