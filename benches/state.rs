@@ -19,29 +19,65 @@ fn ms(d: Duration) -> String {
 }
 
 fn sh(cmd: &str, dir: &Path) {
-    let st = Command::new("sh").arg("-c").arg(cmd).current_dir(dir).status().expect("sh");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .status()
+        .expect("sh");
     assert!(st.success(), "{cmd} failed");
 }
 
 fn dir_size(p: &Path) -> u64 {
-    walkdir::WalkDir::new(p).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)).sum()
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
 }
 
 fn fresh_store(base: &Path) -> Paths {
     let snaps = base.join("state/snapshots");
     let _ = std::fs::remove_dir_all(&snaps);
-    Paths { config_dir: base.join("config"), state_dir: base.join("state") }
+    Paths {
+        config_dir: base.join("config"),
+        state_dir: base.join("state"),
+    }
 }
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let scale: usize = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let tmp = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string())).expect("tempdir");
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let scale: usize = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let tmp = tempfile::tempdir_in(
+        std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+    )
+    .expect("tempdir");
     let base = tmp.path().to_path_buf();
-    let spec = DemoSpec { sessions: 40 * scale, journals: 30 * scale, ..DemoSpec::default() };
+    let spec = DemoSpec {
+        sessions: 40 * scale,
+        journals: 30 * scale,
+        ..DemoSpec::default()
+    };
     let total = demo::generate(&base.join("config"), &base.join("state"), &spec).expect("generate");
-    let files = walkdir::WalkDir::new(&base).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count();
-    println!("workload: {} sessions, {} journals x {} lines, {files} files, {:.1} MB, {runs} runs each (median)", spec.sessions, spec.journals, spec.journal_lines, total as f64 / 1e6);
+    let files = walkdir::WalkDir::new(&base)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count();
+    println!(
+        "workload: {} sessions, {} journals x {} lines, {files} files, {:.1} MB, {runs} runs each (median)",
+        spec.sessions,
+        spec.journals,
+        spec.journal_lines,
+        total as f64 / 1e6
+    );
     std::thread::sleep(Duration::from_millis(100)); // let mtimes age past the stat-cache racy window
 
     // tar | zstd -3 -T2 of the same folders.
@@ -49,7 +85,13 @@ fn main() {
     let mut t_tar = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
-        sh(&format!("tar -cf - config state/sessions state/journal | zstd -q -3 -T2 -f -o {}", tarzst.display()), &base);
+        sh(
+            &format!(
+                "tar -cf - config state/sessions state/journal | zstd -q -3 -T2 -f -o {}",
+                tarzst.display()
+            ),
+            &base,
+        );
         t_tar.push(t.elapsed());
     }
     let tar_size = std::fs::metadata(&tarzst).expect("tar.zst").len();
@@ -83,7 +125,11 @@ fn main() {
     }
     let paths = fresh_store(&base);
     let (st, _) = State::open(paths.clone()).expect("open");
-    st.save(&SaveOptions { message: "base".into(), session: None }).expect("save");
+    st.save(&SaveOptions {
+        message: "base".into(),
+        session: None,
+    })
+    .expect("save");
     let store_size = dir_size(&base.join("state/snapshots/objects"));
     std::thread::sleep(Duration::from_millis(100));
     st.save(&SaveOptions::default()).expect("settle stat cache");
@@ -102,12 +148,21 @@ fn main() {
     let mut stored = Vec::new();
     let mut change_z = Vec::new();
     for r in 0..runs {
-        let before_j = std::fs::read(base.join("state/journal/0000.jsonl")).expect("journal").len();
-        let before_s = std::fs::read(base.join("state/sessions/s003/scrollback.bin")).expect("sb").len();
+        let before_j = std::fs::read(base.join("state/journal/0000.jsonl"))
+            .expect("journal")
+            .len();
+        let before_s = std::fs::read(base.join("state/sessions/s003/scrollback.bin"))
+            .expect("sb")
+            .len();
         demo::small_change(&paths.config_dir, &paths.state_dir, r as u64).expect("change");
         // The change itself, compressed the same way, as the yardstick.
-        let mut change = std::fs::read(base.join("state/journal/0000.jsonl")).expect("journal")[before_j..].to_vec();
-        change.extend_from_slice(&std::fs::read(base.join("state/sessions/s003/scrollback.bin")).expect("sb")[before_s..]);
+        let mut change = std::fs::read(base.join("state/journal/0000.jsonl")).expect("journal")
+            [before_j..]
+            .to_vec();
+        change.extend_from_slice(
+            &std::fs::read(base.join("state/sessions/s003/scrollback.bin")).expect("sb")
+                [before_s..],
+        );
         change.extend(std::fs::read(base.join("state/sessions/s001/session.json")).expect("d"));
         change.extend(std::fs::read(base.join("state/sessions/s002/session.json")).expect("d"));
         change_z.push(zstd::bulk::compress(&change, 3).expect("zstd").len() as u64);
@@ -122,7 +177,11 @@ fn main() {
     for i in 0..runs {
         let to = base.join(format!("restore-{i}"));
         let t = Instant::now();
-        st.restore(&RestoreOptions { to: Some(to.clone()), ..RestoreOptions::default() }).expect("restore");
+        st.restore(&RestoreOptions {
+            to: Some(to.clone()),
+            ..RestoreOptions::default()
+        })
+        .expect("restore");
         t_restore.push(t.elapsed());
         let _ = std::fs::remove_dir_all(&to);
     }
@@ -130,10 +189,19 @@ fn main() {
     // One-session restore (live): damage one session, restore it from head.
     let mut t_one = Vec::new();
     for r in 0..runs {
-        std::fs::write(base.join("state/sessions/s005/session.json"), format!("{{\"damaged\":{r}}}")).expect("write");
+        std::fs::write(
+            base.join("state/sessions/s005/session.json"),
+            format!("{{\"damaged\":{r}}}"),
+        )
+        .expect("write");
         let head = st.refs().get("head").expect("head").expect("some").to_hex();
         let t = Instant::now();
-        st.restore(&RestoreOptions { rev: Some(head), session: Some("s005".into()), ..RestoreOptions::default() }).expect("restore");
+        st.restore(&RestoreOptions {
+            rev: Some(head),
+            session: Some("s005".into()),
+            ..RestoreOptions::default()
+        })
+        .expect("restore");
         t_one.push(t.elapsed());
     }
 
@@ -143,16 +211,59 @@ fn main() {
     println!();
     println!("| measurement | shelldone | peer | ratio | target |");
     println!("|---|---|---|---|---|");
-    println!("| cold save vs tar\\|zstd -3 -T2 | {} | {} | {:.2}x | <= 1.5x |", ms(cold), ms(tar), cold.as_secs_f64() / tar.as_secs_f64());
-    println!("| cold save vs git add+commit | {} | {} | {:.2}x | < 1x |", ms(cold), ms(git), cold.as_secs_f64() / git.as_secs_f64());
-    println!("| no-change save | {} | | | <= 15 ms |", ms(median(t_nochange)));
-    let st_med = { let mut s = stored.clone(); s.sort(); s[s.len() / 2] };
-    let ch_med = { let mut s = change_z.clone(); s.sort(); s[s.len() / 2] };
-    println!("| small-change save | {} | | | <= 30 ms |", ms(median(t_small)));
-    println!("| small-change stored bytes vs change zstd -3 | {st_med} B | {ch_med} B | {:.2}x | <= 2x |", st_med as f64 / ch_med as f64);
-    println!("| full restore into empty dir | {} | | | <= 150 ms |", ms(median(t_restore)));
-    println!("| one-session restore | {} | | | <= 20 ms |", ms(median(t_one)));
-    println!("| store size vs tar.zst | {} B | {} B | {:.3}x | <= 1.10x |", store_size, tar_size, store_size as f64 / tar_size as f64);
-    println!("| store size vs git repo | {} B | {} B | {:.3}x | |", store_size, git_size, store_size as f64 / git_size as f64);
+    println!(
+        "| cold save vs tar\\|zstd -3 -T2 | {} | {} | {:.2}x | <= 1.5x |",
+        ms(cold),
+        ms(tar),
+        cold.as_secs_f64() / tar.as_secs_f64()
+    );
+    println!(
+        "| cold save vs git add+commit | {} | {} | {:.2}x | < 1x |",
+        ms(cold),
+        ms(git),
+        cold.as_secs_f64() / git.as_secs_f64()
+    );
+    println!(
+        "| no-change save | {} | | | <= 15 ms |",
+        ms(median(t_nochange))
+    );
+    let st_med = {
+        let mut s = stored.clone();
+        s.sort();
+        s[s.len() / 2]
+    };
+    let ch_med = {
+        let mut s = change_z.clone();
+        s.sort();
+        s[s.len() / 2]
+    };
+    println!(
+        "| small-change save | {} | | | <= 30 ms |",
+        ms(median(t_small))
+    );
+    println!(
+        "| small-change stored bytes vs change zstd -3 | {st_med} B | {ch_med} B | {:.2}x | <= 2x |",
+        st_med as f64 / ch_med as f64
+    );
+    println!(
+        "| full restore into empty dir | {} | | | <= 150 ms |",
+        ms(median(t_restore))
+    );
+    println!(
+        "| one-session restore | {} | | | <= 20 ms |",
+        ms(median(t_one))
+    );
+    println!(
+        "| store size vs tar.zst | {} B | {} B | {:.3}x | <= 1.10x |",
+        store_size,
+        tar_size,
+        store_size as f64 / tar_size as f64
+    );
+    println!(
+        "| store size vs git repo | {} B | {} B | {:.3}x | |",
+        store_size,
+        git_size,
+        store_size as f64 / git_size as f64
+    );
     let _: PathBuf = base;
 }

@@ -7,8 +7,8 @@ use objects_format::{EntryKind, Kind, Object, ObjectId};
 use rand::Rng;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
 use crate::State;
+use crate::error::{Error, Result};
 
 /// Options for [`State::check`].
 #[derive(Debug, Clone, Copy)]
@@ -20,7 +20,9 @@ pub struct CheckOptions {
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { read_data_percent: 100.0 }
+        CheckOptions {
+            read_data_percent: 100.0,
+        }
     }
 }
 
@@ -69,7 +71,7 @@ impl State {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn root_snapshots(&self) -> Result<(Vec<(String, ObjectId)>, Vec<ObjectId>)> {
+    pub fn root_snapshots(&self) -> Result<(RefList, Vec<ObjectId>)> {
         let refs = self.refs.list("")?;
         let mut ids: Vec<ObjectId> = refs.iter().map(|r| r.1).collect();
         ids.extend(self.refs.all_reflog_ids()?);
@@ -84,12 +86,20 @@ impl State {
     /// I/O errors listing refs (object problems are reported, not returned).
     pub fn check(&self, opts: CheckOptions) -> Result<CheckReport> {
         let (refs, roots) = self.root_snapshots()?;
-        let mut w = Walker { st: self, opts, memo: HashMap::new(), errors: BTreeMap::new(), report: CheckReport::default(), rng: rand::rng() };
+        let mut w = Walker {
+            st: self,
+            opts,
+            memo: HashMap::new(),
+            errors: BTreeMap::new(),
+            report: CheckReport::default(),
+            rng: rand::rng(),
+        };
         let mut queue: Vec<ObjectId> = roots;
         let mut seen_snaps = BTreeSet::new();
         let mut graph: BTreeMap<ObjectId, BTreeSet<ObjectId>> = BTreeMap::new();
         // bad object -> (snapshots, paths)
-        let mut owners: BTreeMap<ObjectId, (BTreeSet<ObjectId>, BTreeSet<String>)> = BTreeMap::new();
+        let mut owners: BTreeMap<ObjectId, (BTreeSet<ObjectId>, BTreeSet<String>)> =
+            BTreeMap::new();
         while let Some(sid) = queue.pop() {
             if !seen_snaps.insert(sid) {
                 continue;
@@ -113,12 +123,19 @@ impl State {
                 o.1.insert(path.clone());
             }
         }
-        let Walker { errors, mut report, .. } = w;
+        let Walker {
+            errors, mut report, ..
+        } = w;
         if self.opts_full(opts) {
             // The pack's name is the hash of the whole file: this also covers bytes no object
             // read touches (magic, entry headers).
             for (path, _) in self.objects.pack_contents() {
-                let name = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.strip_prefix("pack-")).unwrap_or("").to_owned();
+                let name = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.strip_prefix("pack-"))
+                    .unwrap_or("")
+                    .to_owned();
                 match crate::store::pack::hash_file(&path) {
                     Ok(h) if h.to_hex().as_str() == name => {}
                     Ok(h) => report.problems.push(Problem {
@@ -155,8 +172,11 @@ impl State {
         }
         for (id, (kind, err)) in errors {
             let (snaps, paths) = owners.remove(&id).unwrap_or_default();
-            let affected: BTreeSet<String> =
-                refs.iter().filter(|(_, rid)| reaches(&graph, *rid, &snaps)).map(|(n, _)| n.clone()).collect();
+            let affected: BTreeSet<String> = refs
+                .iter()
+                .filter(|(_, rid)| reaches(&graph, *rid, &snaps))
+                .map(|(n, _)| n.clone())
+                .collect();
             let mut sessions: BTreeSet<String> = BTreeSet::new();
             for p in &paths {
                 if let Some(s) = crate::snapshot::session_of(p.as_bytes()) {
@@ -184,6 +204,9 @@ impl State {
 }
 
 type BadList = Rc<Vec<(ObjectId, String)>>;
+
+/// Refs as (name, id).
+pub type RefList = Vec<(String, ObjectId)>;
 
 struct Walker<'a> {
     st: &'a State,
@@ -219,16 +242,27 @@ impl Walker<'_> {
                     for e in &t.entries {
                         let name = String::from_utf8_lossy(&e.name).into_owned();
                         if e.kind == EntryKind::Symlink && e.size > 4096 {
-                            self.errors.insert(id, (kind, format!("symlink {name} has a target over 4096 bytes")));
+                            self.errors.insert(
+                                id,
+                                (kind, format!("symlink {name} has a target over 4096 bytes")),
+                            );
                             bad.push((id, String::new()));
                         }
                         for (b, p) in self.visit(e.id, e.kind.target_kind(), depth + 1).iter() {
-                            bad.push((*b, if p.is_empty() { name.clone() } else { format!("{name}/{p}") }));
+                            bad.push((
+                                *b,
+                                if p.is_empty() {
+                                    name.clone()
+                                } else {
+                                    format!("{name}/{p}")
+                                },
+                            ));
                         }
                     }
                 }
                 Ok(Object::Tree(_)) => {
-                    self.errors.insert(id, (kind, "tree nested deeper than 256".into()));
+                    self.errors
+                        .insert(id, (kind, "tree nested deeper than 256".into()));
                     bad.push((id, String::new()));
                 }
                 Ok(Object::ChunkList(c)) => {
@@ -251,7 +285,11 @@ impl Walker<'_> {
     }
 }
 
-fn reaches(graph: &BTreeMap<ObjectId, BTreeSet<ObjectId>>, from: ObjectId, targets: &BTreeSet<ObjectId>) -> bool {
+fn reaches(
+    graph: &BTreeMap<ObjectId, BTreeSet<ObjectId>>,
+    from: ObjectId,
+    targets: &BTreeSet<ObjectId>,
+) -> bool {
     let mut stack = vec![from];
     let mut seen = BTreeSet::new();
     while let Some(s) = stack.pop() {

@@ -30,7 +30,14 @@ pub struct DemoSpec {
 impl Default for DemoSpec {
     /// About 40 sessions / 60 MB, as in the benchmark of issue #2.
     fn default() -> Self {
-        DemoSpec { sessions: 40, journals: 30, journal_lines: 3000, min_scrollback: 20_000, max_scrollback: 2_000_000, seed: 1 }
+        DemoSpec {
+            sessions: 40,
+            journals: 30,
+            journal_lines: 3000,
+            min_scrollback: 20_000,
+            max_scrollback: 2_000_000,
+            seed: 1,
+        }
     }
 }
 
@@ -38,7 +45,14 @@ impl DemoSpec {
     /// A small state for the tour and tests (a few hundred KB).
     #[must_use]
     pub fn small() -> Self {
-        DemoSpec { sessions: 5, journals: 3, journal_lines: 200, min_scrollback: 2_000, max_scrollback: 150_000, seed: 1 }
+        DemoSpec {
+            sessions: 5,
+            journals: 3,
+            journal_lines: 200,
+            min_scrollback: 2_000,
+            max_scrollback: 150_000,
+            seed: 1,
+        }
     }
 }
 
@@ -61,14 +75,51 @@ impl Rng {
     }
     /// Uniform in `lo..hi`.
     pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        if hi <= lo { lo } else { lo + (self.next_u64() % (hi - lo) as u64) as usize }
+        if hi <= lo {
+            lo
+        } else {
+            lo + (self.next_u64() % (hi - lo) as u64) as usize
+        }
     }
 }
 
 const WORDS: &[&str] = &[
-    "cargo", "build", "test", "git", "status", "commit", "ls", "-la", "cd", "src", "vim", "main.rs", "make", "ssh",
-    "prod-db-1", "kubectl", "get", "pods", "error:", "warning:", "Compiling", "Finished", "target", "docker", "ps",
-    "grep", "-rn", "TODO", "python3", "pytest", "passed", "failed", "npm", "install", "README.md", "journalctl",
+    "cargo",
+    "build",
+    "test",
+    "git",
+    "status",
+    "commit",
+    "ls",
+    "-la",
+    "cd",
+    "src",
+    "vim",
+    "main.rs",
+    "make",
+    "ssh",
+    "prod-db-1",
+    "kubectl",
+    "get",
+    "pods",
+    "error:",
+    "warning:",
+    "Compiling",
+    "Finished",
+    "target",
+    "docker",
+    "ps",
+    "grep",
+    "-rn",
+    "TODO",
+    "python3",
+    "pytest",
+    "passed",
+    "failed",
+    "npm",
+    "install",
+    "README.md",
+    "journalctl",
 ];
 
 /// Terminal-like output: prompts, commands, colored words, sometimes raw bytes.
@@ -77,7 +128,12 @@ pub fn scrollback(rng: &mut Rng, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 200);
     while out.len() < len {
         let n = rng.range(3, 14);
-        write!(out, "\x1b[32muser@host\x1b[0m:\x1b[34m~/p{}\x1b[0m$ ", rng.range(0, 50)).expect("vec write");
+        write!(
+            out,
+            "\x1b[32muser@host\x1b[0m:\x1b[34m~/p{}\x1b[0m$ ",
+            rng.range(0, 50)
+        )
+        .expect("vec write");
         for _ in 0..n {
             let w = WORDS[rng.range(0, WORDS.len())];
             if rng.range(0, 8) == 0 {
@@ -130,7 +186,10 @@ pub fn descriptor(rng: &mut Rng, id: &str, version: usize) -> String {
             )
         })
         .collect();
-    format!("{{\"schema\":1,\"id\":\"{id}\",\"version\":{version},\"tabs\":[{}],\"active_tab\":0}}\n", tabs.join(","))
+    format!(
+        "{{\"schema\":1,\"id\":\"{id}\",\"version\":{version},\"tabs\":[{}],\"active_tab\":0}}\n",
+        tabs.join(",")
+    )
 }
 
 /// Writes a state into `config_dir` and `state_dir`; returns total bytes written.
@@ -143,8 +202,14 @@ pub fn generate(config_dir: &Path, state_dir: &Path, spec: &DemoSpec) -> std::io
     fs::create_dir_all(config_dir.join("themes"))?;
     let cfg = "# shelldone preferences\nfont = \"JetBrains Mono\"\nfont_size = 13\ntheme = \"themes/night.toml\"\nscrollback_lines = 100000\n";
     fs::write(config_dir.join("config.toml"), cfg)?;
-    fs::write(config_dir.join("themes/night.toml"), "background = \"#0b0e14\"\nforeground = \"#bfbdb6\"\n")?;
-    fs::write(config_dir.join("keymap.json"), "{\"ctrl+shift+t\":\"new_tab\",\"ctrl+shift+w\":\"close_tab\"}\n")?;
+    fs::write(
+        config_dir.join("themes/night.toml"),
+        "background = \"#0b0e14\"\nforeground = \"#bfbdb6\"\n",
+    )?;
+    fs::write(
+        config_dir.join("keymap.json"),
+        "{\"ctrl+shift+t\":\"new_tab\",\"ctrl+shift+w\":\"close_tab\"}\n",
+    )?;
     total += cfg.len() as u64 + 80;
     for s in 0..spec.sessions {
         let id = format!("s{s:03}");
@@ -164,7 +229,10 @@ pub fn generate(config_dir: &Path, state_dir: &Path, spec: &DemoSpec) -> std::io
         for i in 0..spec.journal_lines {
             text.push_str(&journal_line(&mut rng, i));
         }
-        fs::write(state_dir.join("journal").join(format!("{j:04}.jsonl")), &text)?;
+        fs::write(
+            state_dir.join("journal").join(format!("{j:04}.jsonl")),
+            &text,
+        )?;
         total += text.len() as u64;
     }
     // Never snapshotted: the restore and save must leave these alone.
@@ -196,12 +264,18 @@ pub fn small_change(config_dir: &Path, state_dir: &Path, round: u64) -> std::io:
         let id = format!("s{s:03}");
         let d = descriptor(&mut rng, &id, 2 + round as usize);
         fs::create_dir_all(state_dir.join("sessions").join(&id))?;
-        fs::write(state_dir.join("sessions").join(&id).join("session.json"), &d)?;
+        fs::write(
+            state_dir.join("sessions").join(&id).join("session.json"),
+            &d,
+        )?;
         added += d.len() as u64;
     }
     let sb = scrollback(&mut rng, 100_000);
     fs::create_dir_all(state_dir.join("sessions/s003"))?;
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(state_dir.join("sessions/s003/scrollback.bin"))?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join("sessions/s003/scrollback.bin"))?;
     f.write_all(&sb)?;
     added += sb.len() as u64;
     Ok(added)

@@ -68,7 +68,9 @@ pub enum Error {
     #[error("invalid ref name '{0}'")]
     BadRefName(String),
     /// The store lock could not be taken in time.
-    #[error("the state store at {path} is locked by another shelldone process{holder}; waited {waited_s} s (set SHELLDONE_LOCK_TIMEOUT to wait longer)")]
+    #[error(
+        "the state store at {path} is locked by another shelldone process{holder}; waited {waited_s} s (set SHELLDONE_LOCK_TIMEOUT to wait longer)"
+    )]
     Locked {
         /// Lock file.
         path: PathBuf,
@@ -78,7 +80,9 @@ pub enum Error {
         waited_s: u64,
     },
     /// The store was written by a newer shelldone.
-    #[error("the state store at {path} has format {found}; this shelldone supports up to {supported}; upgrade shelldone")]
+    #[error(
+        "the state store at {path} has format {found}; this shelldone supports up to {supported}; upgrade shelldone"
+    )]
     NewerStore {
         /// The store dir.
         path: PathBuf,

@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use objects_format::{ObjectId, Snapshot};
 use serde::Serialize;
 
+use crate::State;
 use crate::error::{Error, Result};
 use crate::ops::session_ref;
 use crate::snapshot::{Flat, flatten, session_of};
 use crate::store::refs::{HEAD, check_name};
-use crate::State;
 
 /// One snapshot in `log`.
 #[derive(Debug, Clone)]
@@ -67,7 +67,12 @@ pub fn diff_flat(a: &Flat, b: &Flat) -> Vec<Change> {
     let mut out = Vec::new();
     for (p, l) in &b.leaves {
         match a.leaves.get(p) {
-            None => out.push(Change { kind: ChangeKind::Added, path: crate::snapshot::display(p), old_size: None, new_size: Some(l.size) }),
+            None => out.push(Change {
+                kind: ChangeKind::Added,
+                path: crate::snapshot::display(p),
+                old_size: None,
+                new_size: Some(l.size),
+            }),
             Some(o) if o != l => out.push(Change {
                 kind: ChangeKind::Modified,
                 path: crate::snapshot::display(p),
@@ -79,7 +84,12 @@ pub fn diff_flat(a: &Flat, b: &Flat) -> Vec<Change> {
     }
     for (p, l) in &a.leaves {
         if !b.leaves.contains_key(p) {
-            out.push(Change { kind: ChangeKind::Deleted, path: crate::snapshot::display(p), old_size: Some(l.size), new_size: None });
+            out.push(Change {
+                kind: ChangeKind::Deleted,
+                path: crate::snapshot::display(p),
+                old_size: Some(l.size),
+                new_size: None,
+            });
         }
     }
     out.sort_by(|x, y| x.path.cmp(&y.path));
@@ -107,25 +117,40 @@ impl State {
     /// [`Error::UnknownRevision`], [`Error::AmbiguousPrefix`].
     pub fn resolve(&self, rev: &str) -> Result<ObjectId> {
         let (base, back) = match rev.rsplit_once('~') {
-            Some((b, n)) => (b, if n.is_empty() { 1 } else { n.parse::<usize>().map_err(|_| Error::UnknownRevision(rev.to_owned()))? }),
+            Some((b, n)) => (
+                b,
+                if n.is_empty() {
+                    1
+                } else {
+                    n.parse::<usize>()
+                        .map_err(|_| Error::UnknownRevision(rev.to_owned()))?
+                },
+            ),
             None => (rev, 0),
         };
         let mut id = self.resolve_base(base)?;
         for _ in 0..back {
             let s = self.objects.read_snapshot(&id)?;
-            id = *s.parents.first().ok_or_else(|| Error::UnknownRevision(format!("{rev} (history has fewer than {back} parents)")))?;
+            id = *s.parents.first().ok_or_else(|| {
+                Error::UnknownRevision(format!("{rev} (history has fewer than {back} parents)"))
+            })?;
         }
         Ok(id)
     }
 
     fn resolve_base(&self, base: &str) -> Result<ObjectId> {
-        let base = if base.eq_ignore_ascii_case("HEAD") || base.is_empty() { HEAD } else { base };
+        let base = if base.eq_ignore_ascii_case("HEAD") || base.is_empty() {
+            HEAD
+        } else {
+            base
+        };
         if check_name(base).is_ok() {
             if let Some(id) = self.refs.get(base)? {
                 return Ok(id);
             }
-            if let Some(id) = self.refs.get(&session_ref(base.strip_prefix("sessions/").unwrap_or(base).as_bytes()))?
-                && base.starts_with("sessions/")
+            if let Some(id) = self.refs.get(&session_ref(
+                base.strip_prefix("sessions/").unwrap_or(base).as_bytes(),
+            ))? && base.starts_with("sessions/")
             {
                 return Ok(id);
             }
@@ -162,7 +187,10 @@ impl State {
             return match matches.len() {
                 0 => Err(Error::UnknownRevision(base.to_owned())),
                 1 => Ok(matches[0]),
-                n => Err(Error::AmbiguousPrefix { prefix: base.to_owned(), count: n }),
+                n => Err(Error::AmbiguousPrefix {
+                    prefix: base.to_owned(),
+                    count: n,
+                }),
             };
         }
         Err(Error::UnknownRevision(base.to_owned()))
@@ -173,7 +201,12 @@ impl State {
     ///
     /// # Errors
     /// Unknown revision, missing/corrupt snapshots.
-    pub fn log(&self, rev: Option<&str>, limit: Option<usize>, session: Option<&str>) -> Result<Vec<LogEntry>> {
+    pub fn log(
+        &self,
+        rev: Option<&str>,
+        limit: Option<usize>,
+        session: Option<&str>,
+    ) -> Result<Vec<LogEntry>> {
         let mut refs_at: BTreeMap<ObjectId, Vec<String>> = BTreeMap::new();
         for (name, id) in self.refs.list("")? {
             refs_at.entry(id).or_default().push(name);
@@ -181,7 +214,11 @@ impl State {
         let starts: Vec<ObjectId> = match rev {
             Some(r) => vec![self.resolve(r)?],
             None => match session {
-                Some(s) => self.refs.get(&session_ref(s.as_bytes()))?.into_iter().collect(),
+                Some(s) => self
+                    .refs
+                    .get(&session_ref(s.as_bytes()))?
+                    .into_iter()
+                    .collect(),
                 None => self.refs.get(HEAD)?.into_iter().collect(),
             },
         };
@@ -211,11 +248,19 @@ impl State {
                 }
             }
             if let Some(sess) = session {
-                let digest = |st: &State, root: &ObjectId, cache: &mut BTreeMap<ObjectId, Flat>| -> Result<Vec<(Vec<u8>, crate::snapshot::Leaf)>> {
+                let digest = |st: &State,
+                              root: &ObjectId,
+                              cache: &mut BTreeMap<ObjectId, Flat>|
+                 -> Result<Vec<(Vec<u8>, crate::snapshot::Leaf)>> {
                     if !cache.contains_key(root) {
                         cache.insert(*root, flatten(&st.objects, root)?);
                     }
-                    Ok(cache[root].leaves.iter().filter(|(p, _)| session_of(p) == Some(sess.as_bytes())).map(|(p, l)| (p.clone(), *l)).collect())
+                    Ok(cache[root]
+                        .leaves
+                        .iter()
+                        .filter(|(p, _)| session_of(p) == Some(sess.as_bytes()))
+                        .map(|(p, l)| (p.clone(), *l))
+                        .collect())
                 };
                 let mine = digest(self, &snap.root, &mut flat_cache)?;
                 let parent = match snap.parents.first() {
@@ -250,8 +295,14 @@ impl State {
     /// # Errors
     /// Unknown revisions, missing/corrupt objects.
     pub fn diff(&self, a: &str, b: &str) -> Result<Vec<Change>> {
-        let fa = flatten(&self.objects, &self.objects.read_snapshot(&self.resolve(a)?)?.root)?;
-        let fb = flatten(&self.objects, &self.objects.read_snapshot(&self.resolve(b)?)?.root)?;
+        let fa = flatten(
+            &self.objects,
+            &self.objects.read_snapshot(&self.resolve(a)?)?.root,
+        )?;
+        let fb = flatten(
+            &self.objects,
+            &self.objects.read_snapshot(&self.resolve(b)?)?.root,
+        )?;
         Ok(diff_flat(&fa, &fb))
     }
 

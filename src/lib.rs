@@ -9,8 +9,8 @@
 //! [`State`] (this API) → the `shelldone` CLI. Nothing in the library prints.
 
 pub mod check;
-pub mod demo;
 pub mod cli;
+pub mod demo;
 pub mod error;
 pub mod history;
 pub mod ops;
@@ -58,10 +58,17 @@ impl Paths {
                 Some(v) => Ok(PathBuf::from(v).join("shelldone")),
                 None => home()
                     .map(|h| h.join(fallback).join("shelldone"))
-                    .ok_or_else(|| Error::Invalid(format!("neither {var} nor HOME is set; pass --state-dir/--config-dir"))),
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "neither {var} nor HOME is set; pass --state-dir/--config-dir"
+                        ))
+                    }),
             }
         };
-        Ok(Paths { config_dir: pick("XDG_CONFIG_HOME", ".config")?, state_dir: pick("XDG_STATE_HOME", ".local/state")? })
+        Ok(Paths {
+            config_dir: pick("XDG_CONFIG_HOME", ".config")?,
+            state_dir: pick("XDG_STATE_HOME", ".local/state")?,
+        })
     }
 }
 
@@ -95,7 +102,11 @@ impl State {
             device,
             read_only,
         };
-        let report = if read_only { RecoveryReport::default() } else { st.recover_leftovers()? };
+        let report = if read_only {
+            RecoveryReport::default()
+        } else {
+            st.recover_leftovers()?
+        };
         Ok((st, report))
     }
 
@@ -159,7 +170,11 @@ fn check_format(dir: &Path) -> Result<bool> {
             let v = s.trim().strip_prefix("shelldone-store ").unwrap_or("");
             let (maj, min) = v.split_once('.').unwrap_or(("", ""));
             let (Ok(maj), Ok(min)) = (maj.parse::<u32>(), min.parse::<u32>()) else {
-                return Err(Error::Invalid(format!("{} is corrupt: {:?}", path.display(), s)));
+                return Err(Error::Invalid(format!(
+                    "{} is corrupt: {:?}",
+                    path.display(),
+                    s
+                )));
             };
             if maj > STORE_FORMAT.0 {
                 return Err(Error::NewerStore {
@@ -169,7 +184,8 @@ fn check_format(dir: &Path) -> Result<bool> {
                 });
             }
             if maj < STORE_FORMAT.0 {
-                shelldone_migrations::migrate(dir, maj, STORE_FORMAT.0).map_err(|e| Error::Invalid(e.to_string()))?;
+                shelldone_migrations::migrate(dir, maj, STORE_FORMAT.0)
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
             }
             Ok(maj == STORE_FORMAT.0 && min > STORE_FORMAT.1)
         }
@@ -189,9 +205,20 @@ fn device_id(dir: &Path) -> Result<String> {
             return Ok(s);
         }
     }
-    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
-    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
-    let host = if host.is_empty() { "device".to_owned() } else { host };
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(32)
+        .collect();
+    let host = if host.is_empty() {
+        "device".to_owned()
+    } else {
+        host
+    };
     let id = format!("{host}-{:08x}", rand::random::<u32>());
     store::durable::write_atomic(&path, format!("{id}\n").as_bytes())?;
     Ok(id)

@@ -7,6 +7,7 @@ use fs_err as fs;
 use objects_format::{ChangeSummary, Object, ObjectId, Snapshot};
 use serde::{Deserialize, Serialize};
 
+use crate::State;
 use crate::error::{Error, Result};
 use crate::snapshot::restore::{self, Plan};
 use crate::snapshot::save::read_live;
@@ -14,7 +15,6 @@ use crate::snapshot::{Flat, Layout, flatten, in_roots, session_of, write_trees};
 use crate::store::refs::HEAD;
 use crate::store::statcache::{Stat, StatCache};
 use crate::store::{Batch, BatchStats, durable, now_ns};
-use crate::State;
 
 /// What to save.
 #[derive(Debug, Clone, Default)]
@@ -129,7 +129,10 @@ fn sessions_digest(flat: &Flat) -> BTreeMap<Vec<u8>, blake3::Hash> {
             h.update(d);
         }
     }
-    hashers.into_iter().map(|(k, h)| (k, h.finalize())).collect()
+    hashers
+        .into_iter()
+        .map(|(k, h)| (k, h.finalize()))
+        .collect()
 }
 
 impl State {
@@ -172,7 +175,13 @@ impl State {
         if !live.corrupt.is_empty() {
             let hf = head_flat(self)?;
             for (rel, why) in live.corrupt {
-                quarantined.push(self.quarantine(&layout, &rel, &why, hf.leaves.get(&rel).copied(), &mut cache)?);
+                quarantined.push(self.quarantine(
+                    &layout,
+                    &rel,
+                    &why,
+                    hf.leaves.get(&rel).copied(),
+                    &mut cache,
+                )?);
                 if let Some(l) = hf.leaves.get(&rel) {
                     new_flat.leaves.insert(rel, *l);
                 }
@@ -181,10 +190,19 @@ impl State {
         if let Some(session) = &opts.session {
             // Everything outside the session comes from the head.
             let hf = head_flat(self)?;
-            if !new_flat.leaves.keys().any(|p| session_of(p) == Some(session.as_bytes()))
-                && !hf.leaves.keys().any(|p| session_of(p) == Some(session.as_bytes()))
+            if !new_flat
+                .leaves
+                .keys()
+                .any(|p| session_of(p) == Some(session.as_bytes()))
+                && !hf
+                    .leaves
+                    .keys()
+                    .any(|p| session_of(p) == Some(session.as_bytes()))
             {
-                return Err(Error::UnknownSession(session.clone(), "the live state or the head".into()));
+                return Err(Error::UnknownSession(
+                    session.clone(),
+                    "the live state or the head".into(),
+                ));
             }
             let keep = scope(Some(session));
             let mut merged = hf.filtered(|p| !keep(p));
@@ -210,8 +228,15 @@ impl State {
             });
         }
         let base = head_flat(self)?;
-        let (id, stats, sessions) =
-            self.commit_snapshot(batch, &new_flat, &base, head.as_ref().map(|h| h.0), root, &opts.message, opts.session.clone())?;
+        let (id, stats, sessions) = self.commit_snapshot(
+            batch,
+            &new_flat,
+            &base,
+            head.as_ref().map(|h| h.0),
+            root,
+            &opts.message,
+            opts.session.clone(),
+        )?;
         cache.retain(in_roots);
         cache.save(&self.statcache_path())?;
         Ok(SaveOutcome {
@@ -250,7 +275,11 @@ impl State {
         };
         let id = batch.put(&Object::Snapshot(snap))?;
         let stats = batch.commit()?;
-        let reflog_msg = if message.is_empty() { "save".to_owned() } else { format!("save: {message}") };
+        let reflog_msg = if message.is_empty() {
+            "save".to_owned()
+        } else {
+            format!("save: {message}")
+        };
         self.refs.cas(HEAD, head, Some(id), &reflog_msg)?;
         let old = sessions_digest(base);
         let new = sessions_digest(new_flat);
@@ -275,8 +304,14 @@ impl State {
         cache: &mut StatCache,
     ) -> Result<Quarantined> {
         let src = layout.abs(rel);
-        let qdir = self.paths.state_dir.join("quarantine").join(format!("{}", now_ns()));
-        let dest = qdir.join(std::ffi::OsStr::new(&*String::from_utf8_lossy(rel.strip_prefix(b"state/").unwrap_or(rel))));
+        let qdir = self
+            .paths
+            .state_dir
+            .join("quarantine")
+            .join(format!("{}", now_ns()));
+        let dest = qdir.join(std::ffi::OsStr::new(&*String::from_utf8_lossy(
+            rel.strip_prefix(b"state/").unwrap_or(rel),
+        )));
         fs::create_dir_all(dest.parent().expect("has parent"))?;
         fs::rename(&src, &dest)?;
         durable::sync_dir(src.parent().expect("has parent"))?;
@@ -292,7 +327,12 @@ impl State {
             }
             restored_from = self.refs.get(HEAD)?.map(|h| h.to_hex());
         }
-        Ok(Quarantined { path: String::from_utf8_lossy(rel).into_owned(), why: why.to_owned(), moved_to: dest, restored_from })
+        Ok(Quarantined {
+            path: String::from_utf8_lossy(rel).into_owned(),
+            why: why.to_owned(),
+            moved_to: dest,
+            restored_from,
+        })
     }
 
     /// The root tree id the live state would have if saved now (no object is written; unchanged
@@ -322,22 +362,44 @@ impl State {
         };
         if let Some(s) = &opts.session {
             let t = flatten(&self.objects, &self.objects.read_snapshot(&snap_id)?.root)?;
-            if !t.leaves.keys().chain(t.dirs.iter()).any(|p| session_of(p) == Some(s.as_bytes())) {
-                return Err(Error::UnknownSession(s.clone(), format!("snapshot {}", snap_id.short(12))));
+            if !t
+                .leaves
+                .keys()
+                .chain(t.dirs.iter())
+                .any(|p| session_of(p) == Some(s.as_bytes()))
+            {
+                return Err(Error::UnknownSession(
+                    s.clone(),
+                    format!("snapshot {}", snap_id.short(12)),
+                ));
             }
         }
         let auto_saved = if opts.dry_run {
             None
         } else {
-            let o = self.save_locked(&SaveOptions { message: format!("auto-save before restoring {}", snap_id.short(12)), session: None })?;
+            let o = self.save_locked(&SaveOptions {
+                message: format!("auto-save before restoring {}", snap_id.short(12)),
+                session: None,
+            })?;
             if o.created { o.id } else { None }
         };
-        let (plan, new_head) = self.restore_locked(snap_id, opts.session.as_deref(), opts.dry_run)?;
-        Ok(RestoreOutcome { snapshot: snap_id, plan, auto_saved, new_head })
+        let (plan, new_head) =
+            self.restore_locked(snap_id, opts.session.as_deref(), opts.dry_run)?;
+        Ok(RestoreOutcome {
+            snapshot: snap_id,
+            plan,
+            auto_saved,
+            new_head,
+        })
     }
 
     /// The restore proper, under the lock: also used to roll an interrupted restore forward.
-    pub(crate) fn restore_locked(&self, snap_id: ObjectId, session: Option<&str>, dry_run: bool) -> Result<(Plan, Option<ObjectId>)> {
+    pub(crate) fn restore_locked(
+        &self,
+        snap_id: ObjectId,
+        session: Option<&str>,
+        dry_run: bool,
+    ) -> Result<(Plan, Option<ObjectId>)> {
         let snap = self.objects.read_snapshot(&snap_id)?;
         let sel = scope(session);
         let target = flatten(&self.objects, &snap.root)?.filtered(&sel);
@@ -356,13 +418,19 @@ impl State {
         let intent_path = self.snap_dir.join("restore-intent");
         durable::write_atomic(
             &intent_path,
-            &serde_json::to_vec(&Intent { snapshot: snap_id.to_hex(), session: session.map(str::to_owned) }).map_err(std::io::Error::other)?,
+            &serde_json::to_vec(&Intent {
+                snapshot: snap_id.to_hex(),
+                session: session.map(str::to_owned),
+            })
+            .map_err(std::io::Error::other)?,
         )?;
         restore::apply(&self.objects, &layout, &target, &plan)?;
         let now = now_ns();
         for p in plan.create.iter().chain(&plan.update) {
-            if let (Some(l), Ok(m)) = (target.leaves.get(p), std::fs::symlink_metadata(layout.abs(p)))
-                && m.is_file()
+            if let (Some(l), Ok(m)) = (
+                target.leaves.get(p),
+                std::fs::symlink_metadata(layout.abs(p)),
+            ) && m.is_file()
             {
                 cache.insert(p.clone(), Stat::of(&m), l.kind, l.id, now);
             }
@@ -394,7 +462,18 @@ impl State {
                 Some(s) => format!("restore session {s} from {}", snap_id.short(12)),
                 None => format!("restore {}", snap_id.short(12)),
             };
-            Some(self.commit_snapshot(batch, &new_flat, &base, head.map(|h| h.0), root, &msg, session.map(str::to_owned))?.0)
+            Some(
+                self.commit_snapshot(
+                    batch,
+                    &new_flat,
+                    &base,
+                    head.map(|h| h.0),
+                    root,
+                    &msg,
+                    session.map(str::to_owned),
+                )?
+                .0,
+            )
         };
         fs::remove_file(&intent_path)?;
         durable::sync_dir(&self.snap_dir)?;
@@ -418,7 +497,12 @@ impl State {
         if !opts.dry_run {
             restore::apply(&self.objects, &layout, &target, &plan)?;
         }
-        Ok(RestoreOutcome { snapshot: snap_id, plan, auto_saved: None, new_head: None })
+        Ok(RestoreOutcome {
+            snapshot: snap_id,
+            plan,
+            auto_saved: None,
+            new_head: None,
+        })
     }
 
     /// Reads a restore intent left by an interrupted restore.
@@ -426,7 +510,10 @@ impl State {
         let p = self.snap_dir.join("restore-intent");
         match std::fs::read(&p) {
             Ok(b) => match serde_json::from_slice::<Intent>(&b) {
-                Ok(i) if ObjectId::from_hex(&i.snapshot).is_ok() => Ok(Some((ObjectId::from_hex(&i.snapshot).expect("checked"), i.session))),
+                Ok(i) if ObjectId::from_hex(&i.snapshot).is_ok() => Ok(Some((
+                    ObjectId::from_hex(&i.snapshot).expect("checked"),
+                    i.session,
+                ))),
                 // A torn intent means the restore had not started writing live files.
                 _ => {
                     fs::remove_file(&p)?;

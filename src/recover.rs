@@ -6,11 +6,11 @@ use fs_err as fs;
 use objects_format::{Kind, Object, ObjectId};
 use serde::Serialize;
 
+use crate::State;
 use crate::error::{Error, Result};
 use crate::ops::Quarantined;
 use crate::snapshot::restore::remove_tmp_files;
 use crate::store::lock::StoreLock;
-use crate::State;
 
 /// What recovery did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -31,7 +31,10 @@ impl RecoveryReport {
     /// True when recovery changed anything.
     #[must_use]
     pub fn did_something(&self) -> bool {
-        self.staging_removed > 0 || self.tmp_files_removed > 0 || self.restore_finished.is_some() || !self.quarantined.is_empty()
+        self.staging_removed > 0
+            || self.tmp_files_removed > 0
+            || self.restore_finished.is_some()
+            || !self.quarantined.is_empty()
     }
 }
 
@@ -49,13 +52,17 @@ pub struct GcReport {
 impl State {
     /// Cheap recovery run by [`State::open`]: only if the lock is free (a live holder is working).
     pub(crate) fn recover_leftovers(&self) -> Result<RecoveryReport> {
-        let needs = self.snapshots_dir().join("staging").exists() || self.snapshots_dir().join("restore-intent").exists();
+        let needs = self.snapshots_dir().join("staging").exists()
+            || self.snapshots_dir().join("restore-intent").exists();
         if !needs {
             return Ok(RecoveryReport::default());
         }
         match StoreLock::acquire(self.snapshots_dir(), "recovery", std::time::Duration::ZERO) {
             Ok(_lock) => self.recover_locked(false),
-            Err(Error::Locked { .. }) => Ok(RecoveryReport { skipped_busy: true, ..RecoveryReport::default() }),
+            Err(Error::Locked { .. }) => Ok(RecoveryReport {
+                skipped_busy: true,
+                ..RecoveryReport::default()
+            }),
             Err(e) => Err(e),
         }
     }
@@ -81,13 +88,24 @@ impl State {
             }
         }
         // Temp files next to refs and small files.
-        for dir in [self.snapshots_dir().join("refs"), self.snapshots_dir().to_path_buf()] {
+        for dir in [
+            self.snapshots_dir().join("refs"),
+            self.snapshots_dir().to_path_buf(),
+        ] {
             if !dir.exists() {
                 continue;
             }
-            for e in walkdir::WalkDir::new(&dir).max_depth(if dir == self.snapshots_dir() { 1 } else { 64 }) {
+            for e in walkdir::WalkDir::new(&dir).max_depth(if dir == self.snapshots_dir() {
+                1
+            } else {
+                64
+            }) {
                 let Ok(e) = e else { continue };
-                if e.file_type().is_file() && crate::store::durable::is_tmp_name(std::os::unix::ffi::OsStrExt::as_bytes(e.file_name())) {
+                if e.file_type().is_file()
+                    && crate::store::durable::is_tmp_name(std::os::unix::ffi::OsStrExt::as_bytes(
+                        e.file_name(),
+                    ))
+                {
                     fs::remove_file(e.path())?;
                     r.tmp_files_removed += 1;
                 }
@@ -112,7 +130,10 @@ impl State {
         }
         if check_descriptors {
             // A save validates every descriptor it reads and quarantines bad ones.
-            let o = self.save_locked(&crate::ops::SaveOptions { message: "recover".into(), session: None })?;
+            let o = self.save_locked(&crate::ops::SaveOptions {
+                message: "recover".into(),
+                session: None,
+            })?;
             r.quarantined = o.quarantined;
         }
         Ok(r)
@@ -137,7 +158,9 @@ impl State {
                     stack.push((s.root, Kind::Tree));
                     stack.extend(s.parents.iter().map(|p| (*p, Kind::Snapshot)));
                 }
-                Object::Tree(t) => stack.extend(t.entries.iter().map(|e| (e.id, e.kind.target_kind()))),
+                Object::Tree(t) => {
+                    stack.extend(t.entries.iter().map(|e| (e.id, e.kind.target_kind())))
+                }
                 Object::ChunkList(c) => stack.extend(c.chunks.iter().map(|c| (c.id, Kind::Blob))),
                 Object::Blob(_) => {}
             }
@@ -155,7 +178,10 @@ impl State {
         let _lock = self.lock("state gc")?;
         let (_, roots) = self.root_snapshots()?;
         let keep = self.reachable(&roots)?;
-        let mut report = GcReport { reachable: keep.len(), ..GcReport::default() };
+        let mut report = GcReport {
+            reachable: keep.len(),
+            ..GcReport::default()
+        };
         // Packs first: a pack with dead objects has its live ones re-stored (as a new pack or
         // loose objects) before the old pack goes, so a live object is always stored somewhere.
         for (pack_path, ids) in self.objects.pack_contents() {
@@ -168,8 +194,15 @@ impl State {
                 let batch = self.objects.batch_forced()?;
                 for id in live {
                     let raw = self.objects.read_raw(id)?;
-                    let canonical = crate::store::decompress(&raw).map_err(|why| Error::CorruptObject { id: *id, why })?;
-                    let (kind, _) = objects_format::encoding::split_header(&canonical).map_err(|e| Error::CorruptObject { id: *id, why: e.to_string() })?;
+                    let canonical = crate::store::decompress(&raw)
+                        .map_err(|why| Error::CorruptObject { id: *id, why })?;
+                    let (kind, _) =
+                        objects_format::encoding::split_header(&canonical).map_err(|e| {
+                            Error::CorruptObject {
+                                id: *id,
+                                why: e.to_string(),
+                            }
+                        })?;
                     batch.put_raw(kind, *id, &raw)?;
                 }
                 batch.commit()?;
@@ -187,7 +220,12 @@ impl State {
             if !keep.contains(&id) {
                 // Parents before children, so "an object present ⇒ its children present" holds
                 // at every instant, even if gc is killed half-way.
-                let rank = match self.objects.read_canonical(&id).ok().and_then(|c| objects_format::encoding::split_header(&c).ok().map(|k| k.0)) {
+                let rank = match self
+                    .objects
+                    .read_canonical(&id)
+                    .ok()
+                    .and_then(|c| objects_format::encoding::split_header(&c).ok().map(|k| k.0))
+                {
                     Some(Kind::Snapshot) => 0,
                     Some(Kind::Tree) => 1,
                     Some(Kind::ChunkList) => 2,

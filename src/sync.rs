@@ -14,6 +14,7 @@ use fs_err as fs;
 use objects_format::{ObjectId, Snapshot};
 use serde::{Deserialize, Serialize};
 
+use crate::State;
 use crate::error::{Error, Result};
 use crate::ops::session_ref;
 use crate::remote::dir::DirRemote;
@@ -23,7 +24,6 @@ use crate::snapshot::save::content_objects;
 use crate::snapshot::{Flat, Leaf, flatten, session_of, write_trees};
 use crate::store::durable;
 use crate::store::refs::HEAD;
-use crate::State;
 
 /// A configured remote.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -128,14 +128,19 @@ impl State {
     /// Unreadable config.
     pub fn remotes(&self) -> Result<Vec<RemoteConfig>> {
         match std::fs::read(remotes_path(self)) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::Invalid(format!("{} is corrupt: {e}", remotes_path(self).display()))),
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                Error::Invalid(format!("{} is corrupt: {e}", remotes_path(self).display()))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
     }
 
     fn write_remotes(&self, r: &[RemoteConfig]) -> Result<()> {
-        durable::write_atomic(&remotes_path(self), &serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?)?;
+        durable::write_atomic(
+            &remotes_path(self),
+            &serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?,
+        )?;
         Ok(())
     }
 
@@ -146,12 +151,16 @@ impl State {
     /// Duplicate or invalid name.
     pub fn remote_add(&self, name: &str, url: &str) -> Result<RemoteConfig> {
         if !crate::remote::dir::ref_component_ok(name) || name.contains('%') {
-            return Err(Error::Invalid(format!("invalid remote name '{name}': use letters, digits, '.', '_', '-'")));
+            return Err(Error::Invalid(format!(
+                "invalid remote name '{name}': use letters, digits, '.', '_', '-'"
+            )));
         }
         let _lock = self.lock("remote add")?;
         let mut all = self.remotes()?;
         if all.iter().any(|r| r.name == name) {
-            return Err(Error::Invalid(format!("remote '{name}' already exists; 'shelldone remote remove {name}' first")));
+            return Err(Error::Invalid(format!(
+                "remote '{name}' already exists; 'shelldone remote remove {name}' first"
+            )));
         }
         let url = if is_git_url(url) || url.contains("://") {
             url.to_owned()
@@ -159,7 +168,11 @@ impl State {
             std::path::absolute(url).map_or_else(|_| url.to_owned(), |p| p.display().to_string())
         };
         let kind = if is_git_url(&url) { "git" } else { "dir" };
-        let rc = RemoteConfig { name: name.to_owned(), url, kind: kind.to_owned() };
+        let rc = RemoteConfig {
+            name: name.to_owned(),
+            url,
+            kind: kind.to_owned(),
+        };
         all.push(rc.clone());
         self.write_remotes(&all)?;
         Ok(rc)
@@ -181,7 +194,10 @@ impl State {
         for (r, _) in self.refs.list(&format!("remotes/{name}/"))? {
             self.refs.set(&r, None, "remote removed")?;
         }
-        let mirror = self.snapshots_dir().join("remotes").join(format!("{name}.git"));
+        let mirror = self
+            .snapshots_dir()
+            .join("remotes")
+            .join(format!("{name}.git"));
         if mirror.exists() {
             fs::remove_dir_all(mirror)?;
         }
@@ -193,9 +209,18 @@ impl State {
             .remotes()?
             .into_iter()
             .find(|r| r.name == name)
-            .ok_or_else(|| Error::Invalid(format!("no remote named '{name}'; add one with 'shelldone remote add {name} URL'")))?;
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "no remote named '{name}'; add one with 'shelldone remote add {name} URL'"
+                ))
+            })?;
         Ok(if rc.kind == "git" {
-            Box::new(GitRemote::new(&rc.name, &rc.url, self.snapshots_dir(), self.device())?)
+            Box::new(GitRemote::new(
+                &rc.name,
+                &rc.url,
+                self.snapshots_dir(),
+                self.device(),
+            )?)
         } else {
             Box::new(DirRemote::new(rc.name.clone(), PathBuf::from(&rc.url)))
         })
@@ -211,14 +236,27 @@ impl State {
         self.push_locked(remote, r.as_mut(), progress)
     }
 
-    fn push_locked(&self, remote_name: &str, r: &mut dyn Remote, progress: Progress<'_>) -> Result<PushReport> {
+    fn push_locked(
+        &self,
+        remote_name: &str,
+        r: &mut dyn Remote,
+        progress: Progress<'_>,
+    ) -> Result<PushReport> {
         let head = self.refs.get(HEAD)?.ok_or(Error::NoSnapshot)?;
         let current = r.list_refs()?;
         let dev = self.device().to_owned();
-        let mut updates = vec![RefUpdate { name: format!("{dev}/head"), expected: current.get(&format!("{dev}/head")).copied(), new: Some(head) }];
+        let mut updates = vec![RefUpdate {
+            name: format!("{dev}/head"),
+            expected: current.get(&format!("{dev}/head")).copied(),
+            new: Some(head),
+        }];
         for (name, id) in self.refs.list("sessions/")? {
             let rname = format!("{dev}/{name}");
-            updates.push(RefUpdate { expected: current.get(&rname).copied(), name: rname, new: Some(id) });
+            updates.push(RefUpdate {
+                expected: current.get(&rname).copied(),
+                name: rname,
+                new: Some(id),
+            });
         }
         updates.retain(|u| u.expected != u.new);
         let mut report = PushReport::default();
@@ -226,7 +264,8 @@ impl State {
             report.sent = r.push(&self.objects, &updates, progress)?;
         }
         for u in &updates {
-            self.refs.set(&format!("remotes/{remote_name}/{}", u.name), u.new, "push")?;
+            self.refs
+                .set(&format!("remotes/{remote_name}/{}", u.name), u.new, "push")?;
             report.refs_updated.push(u.name.clone());
         }
         Ok(report)
@@ -236,7 +275,12 @@ impl State {
     ///
     /// # Errors
     /// Transport errors, hostile or corrupt remote objects (nothing is integrated then).
-    pub fn sync_pull(&self, remote: &str, opts: &PullOptions, progress: Progress<'_>) -> Result<PullReport> {
+    pub fn sync_pull(
+        &self,
+        remote: &str,
+        opts: &PullOptions,
+        progress: Progress<'_>,
+    ) -> Result<PullReport> {
         let _lock = self.lock("sync pull")?;
         let mut r = self.open_remote(remote)?;
         let mut report = PullReport::default();
@@ -261,11 +305,14 @@ impl State {
         }
         for (name, id) in &refs {
             if !shallow || name.ends_with("/head") {
-                self.refs.set(&format!("{prefix}{name}"), Some(*id), "pull")?;
+                self.refs
+                    .set(&format!("{prefix}{name}"), Some(*id), "pull")?;
             }
         }
-        let mut heads: Vec<(String, ObjectId)> =
-            refs.iter().filter_map(|(n, id)| n.strip_suffix("/head").map(|d| (d.to_owned(), *id))).collect();
+        let mut heads: Vec<(String, ObjectId)> = refs
+            .iter()
+            .filter_map(|(n, id)| n.strip_suffix("/head").map(|d| (d.to_owned(), *id)))
+            .collect();
         heads.sort();
         report.devices = heads.iter().map(|h| h.0.clone()).collect();
         if opts.no_restore {
@@ -273,7 +320,10 @@ impl State {
             return Ok(report);
         }
         // Unsaved live changes become a snapshot first, so the merge sees them.
-        self.save_locked(&crate::ops::SaveOptions { message: format!("auto-save before pull from {remote}"), session: None })?;
+        self.save_locked(&crate::ops::SaveOptions {
+            message: format!("auto-save before pull from {remote}"),
+            session: None,
+        })?;
         for (dev, their) in heads {
             if dev == self.device() {
                 continue;
@@ -322,13 +372,25 @@ impl State {
         Ok(best.map(|b| b.1))
     }
 
-    fn integrate(&self, dev: &str, their: ObjectId, opts: &PullOptions, report: &mut PullReport) -> Result<()> {
+    fn integrate(
+        &self,
+        dev: &str,
+        their: ObjectId,
+        opts: &PullOptions,
+        report: &mut PullReport,
+    ) -> Result<()> {
         let ours = self.refs.get(HEAD)?;
         let Some(ours) = ours else {
             // A new machine: their state becomes ours.
             let snap = self.objects.read_snapshot(&their)?;
             let theirs = flatten(&self.objects, &snap.root)?;
-            self.move_head(None, their, &Flat::with_roots(), &theirs, &format!("pull: adopt {dev}"))?;
+            self.move_head(
+                None,
+                their,
+                &Flat::with_roots(),
+                &theirs,
+                &format!("pull: adopt {dev}"),
+            )?;
             report.fast_forwarded.push(dev.to_owned());
             return Ok(());
         };
@@ -340,7 +402,13 @@ impl State {
         let our_flat = flatten(&self.objects, &our_snap.root)?;
         let their_flat = flatten(&self.objects, &their_snap.root)?;
         if opts.sessions.is_empty() && self.ancestors(their)?.contains(&ours) {
-            self.move_head(Some(ours), their, &our_flat, &their_flat, &format!("pull: fast-forward to {dev}"))?;
+            self.move_head(
+                Some(ours),
+                their,
+                &our_flat,
+                &their_flat,
+                &format!("pull: fast-forward to {dev}"),
+            )?;
             report.fast_forwarded.push(dev.to_owned());
             for s in changed_sessions(&our_flat, &their_flat) {
                 report.sessions_updated.push(s);
@@ -352,7 +420,16 @@ impl State {
             None => Flat::with_roots(),
         };
         let batch = self.objects.batch()?;
-        let merged = merge3(&base_flat, &our_flat, &their_flat, dev, &opts.sessions, self, &batch, report)?;
+        let merged = merge3(
+            &base_flat,
+            &our_flat,
+            &their_flat,
+            dev,
+            &opts.sessions,
+            self,
+            &batch,
+            report,
+        )?;
         let root = write_trees(&merged, Some(&batch))?;
         let snap = Snapshot {
             root,
@@ -366,16 +443,33 @@ impl State {
         };
         let id = batch.put(&objects_format::Object::Snapshot(snap))?;
         batch.commit()?;
-        self.move_head(Some(ours), id, &our_flat, &merged, &format!("pull: merge {dev}"))?;
+        self.move_head(
+            Some(ours),
+            id,
+            &our_flat,
+            &merged,
+            &format!("pull: merge {dev}"),
+        )?;
         for c in report.conflicts.iter().filter(|c| c.device == dev) {
-            self.refs.set(&c.other_ref, Some(their), &format!("pull: conflict with {dev}"))?;
+            self.refs.set(
+                &c.other_ref,
+                Some(their),
+                &format!("pull: conflict with {dev}"),
+            )?;
         }
         report.merged.push(dev.to_owned());
         Ok(())
     }
 
     /// Moves the head (CAS) and the refs of sessions that changed.
-    fn move_head(&self, old: Option<ObjectId>, new: ObjectId, old_flat: &Flat, new_flat: &Flat, msg: &str) -> Result<()> {
+    fn move_head(
+        &self,
+        old: Option<ObjectId>,
+        new: ObjectId,
+        old_flat: &Flat,
+        new_flat: &Flat,
+        msg: &str,
+    ) -> Result<()> {
         self.refs.cas(HEAD, old, Some(new), msg)?;
         for s in changed_sessions(old_flat, new_flat) {
             self.refs.set(&session_ref(s.as_bytes()), Some(new), msg)?;
@@ -401,15 +495,28 @@ impl State {
         };
         let mut out = Vec::new();
         for (name, id) in &refs {
-            let Some(dev) = name.strip_suffix("/head") else { continue };
+            let Some(dev) = name.strip_suffix("/head") else {
+                continue;
+            };
             let (ahead, behind, differ) = if self.objects.has(id) {
                 let theirs = self.ancestors(*id)?;
                 let tf = flatten(&self.objects, &self.objects.read_snapshot(id)?.root)?;
-                (Some(local_anc.difference(&theirs).count()), Some(theirs.difference(&local_anc).count()), changed_sessions(&local_flat, &tf))
+                (
+                    Some(local_anc.difference(&theirs).count()),
+                    Some(theirs.difference(&local_anc).count()),
+                    changed_sessions(&local_flat, &tf),
+                )
             } else {
                 (None, None, Vec::new())
             };
-            out.push(DeviceStatus { device: dev.to_owned(), is_self: dev == self.device(), head: id.to_hex(), ahead, behind, sessions_differ: differ });
+            out.push(DeviceStatus {
+                device: dev.to_owned(),
+                is_self: dev == self.device(),
+                head: id.to_hex(),
+                ahead,
+                behind,
+                sessions_differ: differ,
+            });
         }
         Ok(out)
     }
@@ -476,7 +583,8 @@ fn merge3(
         let t = ut.get(k).unwrap_or(&empty);
         let is_session = k.starts_with(b"session:");
         let sid = String::from_utf8_lossy(k.strip_prefix(b"session:").unwrap_or(b"")).into_owned();
-        let allowed = only_sessions.is_empty() || (is_session && only_sessions.iter().any(|s| *s == sid));
+        let allowed =
+            only_sessions.is_empty() || (is_session && only_sessions.contains(&sid));
         let chosen = if t == b || t == o || !allowed {
             o.clone()
         } else if o == b {
@@ -506,10 +614,22 @@ fn merge3(
                             other_ref: format!("conflicts/{dev}/head"),
                         });
                     }
-                    BTreeMap::from([(k[b"file:".len()..].to_vec(), Leaf { kind, flags, size: bytes.len() as u64, id })])
+                    BTreeMap::from([(
+                        k[b"file:".len()..].to_vec(),
+                        Leaf {
+                            kind,
+                            flags,
+                            size: bytes.len() as u64,
+                            id,
+                        },
+                    )])
                 }
                 Merged::Conflict => {
-                    report.conflicts.push(Conflict { device: dev.to_owned(), what: format!("file {path}"), other_ref: format!("conflicts/{dev}/head") });
+                    report.conflicts.push(Conflict {
+                        device: dev.to_owned(),
+                        what: format!("file {path}"),
+                        other_ref: format!("conflicts/{dev}/head"),
+                    });
                     o.clone()
                 }
             }
@@ -526,7 +646,12 @@ fn merge3(
     }
     // Keep empty directories either side has (a directory is never content worth a conflict).
     for d in ours.dirs.iter().chain(theirs.dirs.iter()) {
-        if !out.leaves.contains_key(d) && !out.leaves.keys().any(|p| d.starts_with(p) && d.get(p.len()) == Some(&b'/')) {
+        if !out.leaves.contains_key(d)
+            && !out
+                .leaves
+                .keys()
+                .any(|p| d.starts_with(p) && d.get(p.len()) == Some(&b'/'))
+        {
             out.dirs.insert(d.clone());
         }
     }
@@ -554,8 +679,16 @@ fn blob_of(st: &State, l: Option<&Leaf>) -> Result<Option<Vec<u8>>> {
     Ok(Some(out))
 }
 
-fn merge_file(st: &State, path: &str, b: Option<&Leaf>, o: Option<&Leaf>, t: Option<&Leaf>) -> Result<Merged> {
-    let (Some(ob), Some(tb)) = (blob_of(st, o)?, blob_of(st, t)?) else { return Ok(Merged::Conflict) };
+fn merge_file(
+    st: &State,
+    path: &str,
+    b: Option<&Leaf>,
+    o: Option<&Leaf>,
+    t: Option<&Leaf>,
+) -> Result<Merged> {
+    let (Some(ob), Some(tb)) = (blob_of(st, o)?, blob_of(st, t)?) else {
+        return Ok(Merged::Conflict);
+    };
     let bb = blob_of(st, b)?.unwrap_or_default();
     if path.starts_with("state/journal/") {
         // Append-only logs: both sides appended to the same base → base + ours' tail + theirs' tail.
@@ -582,7 +715,12 @@ fn merge_maps<V: Clone + PartialEq>(
 ) -> (BTreeMap<String, V>, Vec<String>) {
     let mut out = o.clone();
     let mut conflicts = Vec::new();
-    for k in b.keys().chain(o.keys()).chain(t.keys()).collect::<BTreeSet<_>>() {
+    for k in b
+        .keys()
+        .chain(o.keys())
+        .chain(t.keys())
+        .collect::<BTreeSet<_>>()
+    {
         let (bv, ov, tv) = (b.get(k), o.get(k), t.get(k));
         if tv == bv || tv == ov {
             continue;
@@ -688,15 +826,24 @@ mod tests {
         let b = br#"{"font":"a","size":12,"theme":"x"}"#;
         let o = br#"{"font":"b","size":12,"theme":"x"}"#;
         let t = br#"{"font":"a","size":14,"theme":"y","new":1}"#;
-        let Some(Merged::Content(m, c)) = merge_json(b, o, t) else { panic!("merge failed") };
+        let Some(Merged::Content(m, c)) = merge_json(b, o, t) else {
+            panic!("merge failed")
+        };
         let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
         assert_eq!(v["font"], "b");
         assert_eq!(v["size"], 14);
         assert_eq!(v["theme"], "y");
         assert_eq!(v["new"], 1);
         assert!(c.is_empty());
-        let Some(Merged::Content(_, c)) = merge_json(b, br#"{"font":"b"}"#, br#"{"font":"c"}"#) else { panic!() };
-        assert_eq!(c, vec!["font".to_owned()], "both changed font: conflict reported");
+        let Some(Merged::Content(_, c)) = merge_json(b, br#"{"font":"b"}"#, br#"{"font":"c"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            c,
+            vec!["font".to_owned()],
+            "both changed font: conflict reported"
+        );
     }
 
     #[test]
@@ -704,9 +851,17 @@ mod tests {
         let b = b"# prefs\nfont = a\nsize = 12\n";
         let o = b"# prefs\nfont = b\nsize = 12\n";
         let t = b"# prefs\nfont = a\nsize = 14\nextra = 1\n";
-        let Some(Merged::Content(m, c)) = merge_kv_lines(b, o, t) else { panic!() };
-        assert_eq!(String::from_utf8(m).unwrap(), "# prefs\nfont = b\nsize = 14\nextra = 1\n");
+        let Some(Merged::Content(m, c)) = merge_kv_lines(b, o, t) else {
+            panic!()
+        };
+        assert_eq!(
+            String::from_utf8(m).unwrap(),
+            "# prefs\nfont = b\nsize = 14\nextra = 1\n"
+        );
         assert!(c.is_empty());
-        assert!(merge_kv_lines(b"[a]\nx=1\n", b"", b"").is_none(), "sections are not merged");
+        assert!(
+            merge_kv_lines(b"[a]\nx=1\n", b"", b"").is_none(),
+            "sections are not merged"
+        );
     }
 }

@@ -40,7 +40,12 @@ impl Env {
     }
     fn ok(&self, args: &[&str]) -> String {
         let o = self.cmd(args).output().expect("spawn");
-        assert!(o.status.success(), "shelldone {args:?}: {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "shelldone {args:?}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
     fn live(&self) -> BTreeMap<String, Vec<u8>> {
@@ -59,7 +64,10 @@ fn files(root: &Path, label: &str) -> BTreeMap<String, Vec<u8>> {
     for e in walkdir::WalkDir::new(root).min_depth(1) {
         let e = e.expect("walk");
         if e.file_type().is_file() {
-            let rel = format!("{label}/{}", e.path().strip_prefix(root).expect("under").display());
+            let rel = format!(
+                "{label}/{}",
+                e.path().strip_prefix(root).expect("under").display()
+            );
             m.insert(rel, std::fs::read(e.path()).expect("read"));
         }
     }
@@ -78,13 +86,22 @@ fn mutate(env: &Env, rng: &mut Rng, round: u64) {
         std::fs::write(&p, data).expect("write");
     }
     let n = rng.range(0, 1000);
-    std::fs::write(env.config().join(format!("pref-{n}.toml")), format!("k = {n}\n")).expect("write");
+    std::fs::write(
+        env.config().join(format!("pref-{n}.toml")),
+        format!("k = {n}\n"),
+    )
+    .expect("write");
 }
 
 /// Runs `args` in a child and SIGKILLs it after `delay` (if still running). Returns stdout and
 /// whether it finished by itself.
 fn run_and_kill(env: &Env, args: &[&str], delay: Duration) -> (String, bool) {
-    let mut child = env.cmd(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mut child = env
+        .cmd(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let start = Instant::now();
     let finished = loop {
         match child.try_wait().expect("try_wait") {
@@ -113,51 +130,109 @@ fn time_of(env: &Env, args: &[&str]) -> Duration {
 
 #[test]
 fn sigkill_at_random_moments_never_loses_or_tears_anything() {
-    let iterations: usize = std::env::var("SHELLDONE_CRASH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
-    let seed: u64 = std::env::var("SHELLDONE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64
-    });
-    eprintln!("crash test: seed {seed} ({iterations} iterations); reproduce with SHELLDONE_CRASH_SEED={seed}");
+    let iterations: usize = std::env::var("SHELLDONE_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24);
+    let seed: u64 = std::env::var("SHELLDONE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos() as u64
+        });
+    eprintln!(
+        "crash test: seed {seed} ({iterations} iterations); reproduce with SHELLDONE_CRASH_SEED={seed}"
+    );
     let mut rng = Rng::new(seed);
-    let env = Env { dir: tempfile::tempdir().expect("tempdir") };
+    let env = Env {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
     // Large enough that a first save is a pack and restores write many files.
-    let spec = DemoSpec { sessions: 12, journals: 4, journal_lines: 1500, min_scrollback: 5_000, max_scrollback: 400_000, seed };
+    let spec = DemoSpec {
+        sessions: 12,
+        journals: 4,
+        journal_lines: 1500,
+        min_scrollback: 5_000,
+        max_scrollback: 400_000,
+        seed,
+    };
     shelldone::demo::generate(&env.config(), &env.state(), &spec).expect("generate");
     // A donor store whose objects are planted as garbage before a gc.
-    let donor = Env { dir: tempfile::tempdir().expect("tempdir") };
-    shelldone::demo::generate(&donor.config(), &donor.state(), &DemoSpec { seed: seed ^ 0xdead, ..spec }).expect("generate");
+    let donor = Env {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    shelldone::demo::generate(
+        &donor.config(),
+        &donor.state(),
+        &DemoSpec {
+            seed: seed ^ 0xdead,
+            ..spec
+        },
+    )
+    .expect("generate");
     donor.ok(&["state", "save"]);
 
-    let mut reported: Vec<String> = vec![env.ok(&["state", "save", "-m", "base"]).lines().last().expect("id").to_owned()];
+    let mut reported: Vec<String> = vec![
+        env.ok(&["state", "save", "-m", "base"])
+            .lines()
+            .last()
+            .expect("id")
+            .to_owned(),
+    ];
     // Calibrate: how long each operation takes when left alone (kills are spread over that span).
     mutate(&env, &mut rng, 1);
     let t_save = time_of(&env, &["state", "save"]);
-    reported.push(env.ok(&["log", "-n", "1", "--json"]).split("\"id\":\"").nth(1).expect("id")[..64].to_owned());
+    reported.push(
+        env.ok(&["log", "-n", "1", "--json"])
+            .split("\"id\":\"")
+            .nth(1)
+            .expect("id")[..64]
+            .to_owned(),
+    );
     let t_restore = time_of(&env, &["state", "restore", &reported[0]]);
     let t_gc = time_of(&env, &["state", "gc"]);
     eprintln!("crash test: calibrated save {t_save:?}, restore {t_restore:?}, gc {t_gc:?}");
     let mut kills = 0;
     for i in 0..iterations {
         let op = rng.range(0, 3);
-        let span = [t_save, t_restore, t_gc][op].mul_f64(1.2).max(Duration::from_millis(2));
+        let span = [t_save, t_restore, t_gc][op]
+            .mul_f64(1.2)
+            .max(Duration::from_millis(2));
         let delay = Duration::from_micros(rng.range(0, span.as_micros() as usize) as u64);
         match op {
             0 => {
                 mutate(&env, &mut rng, i as u64 + 10);
                 let before = env.live();
-                let (out, finished) = run_and_kill(&env, &["state", "save", "-m", &format!("iteration {i}")], delay);
+                let (out, finished) = run_and_kill(
+                    &env,
+                    &["state", "save", "-m", &format!("iteration {i}")],
+                    delay,
+                );
                 kills += usize::from(!finished);
                 if let Some(id) = out.lines().last().filter(|l| l.len() == 64) {
                     reported.push(id.to_owned());
                 }
                 env.ok(&["state", "recover"]);
-                assert_eq!(env.live(), before, "seed {seed} iteration {i}: a save changed live files");
+                assert_eq!(
+                    env.live(),
+                    before,
+                    "seed {seed} iteration {i}: a save changed live files"
+                );
             }
             1 => {
                 let target = reported[rng.range(0, reported.len())].clone();
                 let before = env.live();
                 let target_dir = env.dir.path().join(format!("target-{i}"));
-                env.ok(&["state", "restore", &target, "--to", target_dir.to_str().expect("utf8")]);
+                env.ok(&[
+                    "state",
+                    "restore",
+                    &target,
+                    "--to",
+                    target_dir.to_str().expect("utf8"),
+                ]);
                 let mut after = files(&target_dir.join("config"), "config");
                 after.extend(files(&target_dir.join("state/sessions"), "state/sessions"));
                 after.extend(files(&target_dir.join("state/journal"), "state/journal"));
@@ -168,7 +243,10 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
                 env.ok(&["state", "recover"]);
                 let live = env.live();
                 if intent || finished {
-                    assert!(live == after, "seed {seed} iteration {i}: restore (finished={finished}, intent={intent}) did not reach the target");
+                    assert!(
+                        live == after,
+                        "seed {seed} iteration {i}: restore (finished={finished}, intent={intent}) did not reach the target"
+                    );
                 } else {
                     for k in before.keys().chain(after.keys()) {
                         let l = live.get(k);
@@ -185,7 +263,12 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
                 for sub in ["objects", "packs"] {
                     let from = donor.state().join("snapshots").join(sub);
                     if from.exists() {
-                        let st = Command::new("cp").arg("-rn").arg(&from).arg(env.state().join("snapshots")).status().expect("cp");
+                        let st = Command::new("cp")
+                            .arg("-rn")
+                            .arg(&from)
+                            .arg(env.state().join("snapshots"))
+                            .status()
+                            .expect("cp");
                         assert!(st.success());
                     }
                 }
@@ -195,30 +278,55 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
             }
         }
         let check = env.cmd(&["state", "check"]).output().expect("check");
-        assert!(check.status.success(), "seed {seed} iteration {i} (op {op}): check failed:\n{}", String::from_utf8_lossy(&check.stdout));
+        assert!(
+            check.status.success(),
+            "seed {seed} iteration {i} (op {op}): check failed:\n{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
         for id in &reported {
             let o = env.cmd(&["show", id]).output().expect("show");
-            assert!(o.status.success(), "seed {seed} iteration {i}: reported snapshot {id} is gone");
+            assert!(
+                o.status.success(),
+                "seed {seed} iteration {i}: reported snapshot {id} is gone"
+            );
         }
     }
-    eprintln!("crash test: {iterations} iterations, {kills} children killed mid-operation, {} snapshots verified", reported.len());
-    assert!(iterations < 8 || kills > 0, "no child was ever killed: delays are too long to test anything");
+    eprintln!(
+        "crash test: {iterations} iterations, {kills} children killed mid-operation, {} snapshots verified",
+        reported.len()
+    );
+    assert!(
+        iterations < 8 || kills > 0,
+        "no child was ever killed: delays are too long to test anything"
+    );
 }
 
 #[test]
 fn concurrent_saves_and_gc_both_succeed() {
-    let env = Env { dir: tempfile::tempdir().expect("tempdir") };
+    let env = Env {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
     shelldone::demo::generate(&env.config(), &env.state(), &DemoSpec::small()).expect("generate");
     env.ok(&["state", "save"]);
     for round in 0..6u64 {
         shelldone::demo::small_change(&env.config(), &env.state(), round).expect("change");
         let kids: Vec<_> = [["state", "save"], ["state", "gc"], ["state", "save"]]
             .iter()
-            .map(|a| env.cmd(a).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn"))
+            .map(|a| {
+                env.cmd(a)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
             .collect();
         for k in kids {
             let o = k.wait_with_output().expect("wait");
-            assert!(o.status.success(), "round {round}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
         assert!(env.ok(&["state", "check"]).contains("no problems"));
     }
@@ -226,16 +334,33 @@ fn concurrent_saves_and_gc_both_succeed() {
 
 #[test]
 fn a_held_lock_times_out_with_a_clear_message() {
-    let env = Env { dir: tempfile::tempdir().expect("tempdir") };
+    let env = Env {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
     env.ok(&["state", "save"]);
     // Hold the lock from this process, as another shelldone would.
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(env.state().join("snapshots/lock")).expect("lock file");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(env.state().join("snapshots/lock"))
+        .expect("lock file");
     f.lock().expect("lock");
-    std::fs::write(env.state().join("snapshots/lock.owner"), "pid 4242 running state save").expect("owner");
-    let o = env.cmd(&["state", "save"]).env("SHELLDONE_LOCK_TIMEOUT", "0.3").output().expect("run");
+    std::fs::write(
+        env.state().join("snapshots/lock.owner"),
+        "pid 4242 running state save",
+    )
+    .expect("owner");
+    let o = env
+        .cmd(&["state", "save"])
+        .env("SHELLDONE_LOCK_TIMEOUT", "0.3")
+        .output()
+        .expect("run");
     assert_eq!(o.status.code(), Some(4));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("locked by another shelldone process (pid 4242 running state save)"), "{err}");
+    assert!(
+        err.contains("locked by another shelldone process (pid 4242 running state save)"),
+        "{err}"
+    );
     f.unlock().expect("unlock");
     env.ok(&["state", "save"]);
 }

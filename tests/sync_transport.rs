@@ -30,22 +30,41 @@ impl Dev {
     /// A bigger state: more than one loose batch (stored as packs locally).
     fn with_sessions(seed: u64, sessions: usize) -> Dev {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = Paths { config_dir: tmp.path().join("config"), state_dir: tmp.path().join("state") };
+        let paths = Paths {
+            config_dir: tmp.path().join("config"),
+            state_dir: tmp.path().join("state"),
+        };
         let mut spec = shelldone::demo::DemoSpec::small();
         spec.seed = seed;
         spec.sessions = sessions;
         shelldone::demo::generate(&paths.config_dir, &paths.state_dir, &spec).unwrap();
         let (state, _) = State::open(paths.clone()).unwrap();
-        state.save(&SaveOptions { message: format!("first save of seed {seed}"), session: None }).unwrap();
-        Dev { _tmp: tmp, paths, state }
+        state
+            .save(&SaveOptions {
+                message: format!("first save of seed {seed}"),
+                session: None,
+            })
+            .unwrap();
+        Dev {
+            _tmp: tmp,
+            paths,
+            state,
+        }
     }
 
     /// An empty store (no live state).
     fn empty() -> Dev {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = Paths { config_dir: tmp.path().join("config"), state_dir: tmp.path().join("state") };
+        let paths = Paths {
+            config_dir: tmp.path().join("config"),
+            state_dir: tmp.path().join("state"),
+        };
         let (state, _) = State::open(paths.clone()).unwrap();
-        Dev { _tmp: tmp, paths, state }
+        Dev {
+            _tmp: tmp,
+            paths,
+            state,
+        }
     }
 
     fn device(&self) -> String {
@@ -67,7 +86,14 @@ impl Dev {
 
     /// Updates moving every own ref on the remote from what `remote` lists to the local value.
     fn updates(&self, remote: &BTreeMap<String, ObjectId>) -> Vec<RefUpdate> {
-        self.own_refs().into_iter().map(|(name, id)| RefUpdate { expected: remote.get(&name).copied(), name, new: Some(id) }).collect()
+        self.own_refs()
+            .into_iter()
+            .map(|(name, id)| RefUpdate {
+                expected: remote.get(&name).copied(),
+                name,
+                new: Some(id),
+            })
+            .collect()
     }
 
     fn count(&self) -> usize {
@@ -75,8 +101,14 @@ impl Dev {
     }
 
     fn change_and_save(&self, round: u64) -> shelldone::SaveOutcome {
-        shelldone::demo::small_change(&self.paths.config_dir, &self.paths.state_dir, round).unwrap();
-        self.state.save(&SaveOptions { message: format!("change {round}"), session: None }).unwrap()
+        shelldone::demo::small_change(&self.paths.config_dir, &self.paths.state_dir, round)
+            .unwrap();
+        self.state
+            .save(&SaveOptions {
+                message: format!("change {round}"),
+                session: None,
+            })
+            .unwrap()
     }
 
     /// Fetches `wants` and commits the batch only on success.
@@ -90,16 +122,26 @@ impl Dev {
     /// Records remote refs locally and checks every reachable object.
     fn adopt_and_check(&self, remote: &str, refs: &BTreeMap<String, ObjectId>) {
         for (n, id) in refs {
-            self.state.refs().set(&format!("remotes/{remote}/{n}"), Some(*id), "test fetch").unwrap();
+            self.state
+                .refs()
+                .set(&format!("remotes/{remote}/{n}"), Some(*id), "test fetch")
+                .unwrap();
         }
-        let rep = self.state.check(shelldone::check::CheckOptions::default()).unwrap();
+        let rep = self
+            .state
+            .check(shelldone::check::CheckOptions::default())
+            .unwrap();
         assert!(rep.ok(), "check found problems: {:?}", rep.problems);
         assert!(rep.snapshots >= 1);
     }
 }
 
 fn count_files(dir: &Path) -> usize {
-    walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count()
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -112,16 +154,29 @@ fn dir_push_fetch_incremental_cas() {
     let tmp = tempfile::tempdir().unwrap();
     let rdir = tmp.path().join("remote");
     let mut r = DirRemote::new("usb", &rdir);
-    assert!(r.list_refs().unwrap().is_empty(), "a missing dir is an empty remote");
+    assert!(
+        r.list_refs().unwrap().is_empty(),
+        "a missing dir is an empty remote"
+    );
 
     let up = a.updates(&BTreeMap::new());
     assert!(up.len() >= 2, "head and session refs: {up:?}");
     let st1 = r.push(a.state.objects(), &up, &quiet).unwrap();
-    assert_eq!(std::fs::read_to_string(rdir.join("shelldone-remote")).unwrap(), "shelldone-dir-remote 1\n");
+    assert_eq!(
+        std::fs::read_to_string(rdir.join("shelldone-remote")).unwrap(),
+        "shelldone-dir-remote 1\n"
+    );
     let remote_objects = count_files(&rdir.join("objects"));
     assert_eq!(st1.objects as usize, remote_objects);
-    assert!(remote_objects > 64, "big enough for packed batches: {remote_objects}");
-    assert_eq!(remote_objects, a.count(), "every object of A is reachable from its refs");
+    assert!(
+        remote_objects > 64,
+        "big enough for packed batches: {remote_objects}"
+    );
+    assert_eq!(
+        remote_objects,
+        a.count(),
+        "every object of A is reachable from its refs"
+    );
     let listed = r.list_refs().unwrap();
     assert_eq!(listed, a.own_refs());
 
@@ -142,10 +197,20 @@ fn dir_push_fetch_incremental_cas() {
     let st2 = r.push(a.state.objects(), &up2, &quiet).unwrap();
     let after = count_files(&rdir.join("objects"));
     assert_eq!(st2.objects as usize, after - remote_objects);
-    assert_eq!(st2.objects, out.objects_written, "exactly the objects the save wrote");
-    assert!(st2.objects > 0 && st2.objects < st1.objects, "incremental: {} vs {}", st2.objects, st1.objects);
+    assert_eq!(
+        st2.objects, out.objects_written,
+        "exactly the objects the save wrote"
+    );
+    assert!(
+        st2.objects > 0 && st2.objects < st1.objects,
+        "incremental: {} vs {}",
+        st2.objects,
+        st1.objects
+    );
     let listed2 = r.list_refs().unwrap();
-    let stb2 = b.fetch(&mut r, &listed2.values().copied().collect::<Vec<_>>()).unwrap();
+    let stb2 = b
+        .fetch(&mut r, &listed2.values().copied().collect::<Vec<_>>())
+        .unwrap();
     assert_eq!(stb2.objects, st2.objects);
     b.adopt_and_check("usb", &listed2);
 
@@ -153,7 +218,8 @@ fn dir_push_fetch_incremental_cas() {
     let c = Dev::empty();
     let head2 = listed2[&format!("{}/head", a.device())];
     let batch = c.state.objects().batch().unwrap();
-    r.fetch(c.state.objects(), &batch, &[head2], true, &quiet).unwrap();
+    r.fetch(c.state.objects(), &batch, &[head2], true, &quiet)
+        .unwrap();
     batch.commit().unwrap();
     let parent = c.state.objects().read_snapshot(&head2).unwrap().parents[0];
     assert!(!c.state.objects().has(&parent));
@@ -161,7 +227,10 @@ fn dir_push_fetch_incremental_cas() {
 
     // A folder that lost some files (partial sync) gets them again: each object's file is checked.
     let mut removed = 0;
-    for e in walkdir::WalkDir::new(rdir.join("objects")).into_iter().filter_map(Result::ok) {
+    for e in walkdir::WalkDir::new(rdir.join("objects"))
+        .into_iter()
+        .filter_map(Result::ok)
+    {
         if e.file_type().is_file() && removed < 5 {
             std::fs::remove_file(e.path()).unwrap();
             removed += 1;
@@ -174,7 +243,11 @@ fn dir_push_fetch_incremental_cas() {
 
     // CAS: a wrong expected value is refused and nothing moves.
     let head = format!("{}/head", a.device());
-    let bad = vec![RefUpdate { name: head.clone(), expected: None, new: Some(listed[&head]) }];
+    let bad = vec![RefUpdate {
+        name: head.clone(),
+        expected: None,
+        new: Some(listed[&head]),
+    }];
     match r.push(a.state.objects(), &bad, &quiet) {
         Err(Error::RefConflict { name, .. }) => assert_eq!(name, head),
         other => panic!("expected a ref conflict, got {other:?}"),
@@ -189,13 +262,22 @@ fn dir_syncthing_copies_merge() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
     let mut r = DirRemote::new("sync", &base);
-    r.push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet).unwrap();
+    r.push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet)
+        .unwrap();
 
     // Two copies of the folder; each device pushes into its own copy.
     let c1 = tmp.path().join("copy1");
     let c2 = tmp.path().join("copy2");
     for c in [&c1, &c2] {
-        assert!(Command::new("cp").arg("-r").arg(&base).arg(c).status().unwrap().success());
+        assert!(
+            Command::new("cp")
+                .arg("-r")
+                .arg(&base)
+                .arg(c)
+                .status()
+                .unwrap()
+                .success()
+        );
     }
     a.change_and_save(1);
     let mut r1 = DirRemote::new("sync", &c1);
@@ -210,10 +292,22 @@ fn dir_syncthing_copies_merge() {
     std::fs::create_dir(&merged).unwrap();
     for c in [&c1, &c2] {
         let src = format!("{}/.", c.display());
-        assert!(Command::new("cp").arg("-rn").arg(src).arg(&merged).status().unwrap().success());
+        assert!(
+            Command::new("cp")
+                .arg("-rn")
+                .arg(src)
+                .arg(&merged)
+                .status()
+                .unwrap()
+                .success()
+        );
     }
     let adev = merged.join("refs").join(a.device());
-    std::fs::write(adev.join("head.sync-conflict-20240101-000000-ABCDEFG"), "garbage\n").unwrap();
+    std::fs::write(
+        adev.join("head.sync-conflict-20240101-000000-ABCDEFG"),
+        "garbage\n",
+    )
+    .unwrap();
     std::fs::write(adev.join(".syncthing.head.tmp"), "junk").unwrap();
     std::fs::write(adev.join(".shelldone-tmp.123.0"), "junk").unwrap();
 
@@ -285,13 +379,27 @@ fn link_tree(target: &[u8]) -> (Object, Object) {
     let blob = Object::Blob(target.to_vec());
     let bid = objects_format::encode_with_id(&blob).unwrap().0;
     let t = Tree {
-        entries: vec![TreeEntry { name: b"link".to_vec(), kind: EntryKind::Symlink, flags: 0, size: target.len() as u64, id: bid }],
+        entries: vec![TreeEntry {
+            name: b"link".to_vec(),
+            kind: EntryKind::Symlink,
+            flags: 0,
+            size: target.len() as u64,
+            id: bid,
+        }],
     };
     (blob, Object::Tree(t))
 }
 
 fn dir_tree(name: &[u8], sub: &ObjectId) -> Object {
-    Object::Tree(Tree { entries: vec![TreeEntry { name: name.to_vec(), kind: EntryKind::Dir, flags: 0, size: 0, id: *sub }] })
+    Object::Tree(Tree {
+        entries: vec![TreeEntry {
+            name: name.to_vec(),
+            kind: EntryKind::Dir,
+            flags: 0,
+            size: 0,
+            id: *sub,
+        }],
+    })
 }
 
 /// Fetches `want` from a hostile remote into `b`: must fail, and `b` must gain no object.
@@ -325,7 +433,8 @@ fn dir_hostile_remotes() {
     let a = Dev::new(3);
     let d = fresh("tampered");
     let mut r = DirRemote::new("tampered", &d);
-    r.push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet).unwrap();
+    r.push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet)
+        .unwrap();
     let head = a.own_refs()[&format!("{}/head", a.device())];
     let root = a.state.objects().read_snapshot(&head).unwrap().root;
     let rp = r.object_path(&root);
@@ -348,7 +457,14 @@ fn dir_hostile_remotes() {
     }
 
     // 3. A symlink climbing out of the snapshot root, at the root and one level down.
-    for (i, (target, nested)) in [(&b"../../etc/passwd"[..], true), (b"../x", false), (b"/etc/passwd", true)].iter().enumerate() {
+    for (i, (target, nested)) in [
+        (&b"../../etc/passwd"[..], true),
+        (b"../x", false),
+        (b"/etc/passwd", true),
+    ]
+    .iter()
+    .enumerate()
+    {
         let d = fresh(&format!("symlink{i}"));
         let (blob, t) = link_tree(target);
         put_dir_obj(&d, &blob);
@@ -400,15 +516,25 @@ fn dir_hostile_remotes() {
         &snapshot_of(put_dir_obj(
             &d,
             &Object::Tree(Tree {
-                entries: vec![TreeEntry { name: b"f".to_vec(), kind: EntryKind::File, flags: 0, size: 5, id: bomb2 }],
+                entries: vec![TreeEntry {
+                    name: b"f".to_vec(),
+                    kind: EntryKind::File,
+                    flags: 0,
+                    size: 5,
+                    id: bomb2,
+                }],
             }),
         )),
     );
     assert_refused(&b, &mut r, snap, "does not declare its size");
 
     // 6. Limits: a remote larger than the configured budget.
-    let mut r = DirRemote::new("limited", tmp.path().join("symlink-ok"))
-        .with_limits(shelldone::remote::verify::Limits { max_objects: 2, ..Default::default() });
+    let mut r = DirRemote::new("limited", tmp.path().join("symlink-ok")).with_limits(
+        shelldone::remote::verify::Limits {
+            max_objects: 2,
+            ..Default::default()
+        },
+    );
     assert_refused(&b, &mut r, ok_snap, "limit of 2 objects");
 }
 
@@ -426,8 +552,15 @@ fn dir_interrupted_push_leaves_refs() {
     std::fs::write(&blocker, "not a dir").unwrap();
     let up = a.updates(&BTreeMap::new());
     assert!(r.push(a.state.objects(), &up, &quiet).is_err());
-    assert!(count_files(&rdir.join("objects")) > 0, "objects were written first");
-    assert!(r.list_refs().unwrap().is_empty(), "no ref moved: {:?}", r.list_refs());
+    assert!(
+        count_files(&rdir.join("objects")) > 0,
+        "objects were written first"
+    );
+    assert!(
+        r.list_refs().unwrap().is_empty(),
+        "no ref moved: {:?}",
+        r.list_refs()
+    );
     std::fs::remove_file(&blocker).unwrap();
     let st = r.push(a.state.objects(), &up, &quiet).unwrap();
     assert_eq!(st.objects, 0, "the objects were already there");
@@ -440,10 +573,16 @@ const CHILD_ENV: &str = "SHELLDONE_TEST_CHILD_PUSH";
 #[test]
 #[ignore = "helper run as a child process by dir_push_killed"]
 fn child_push_helper() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else { return };
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let mut it = spec.split('\n');
     let (cfg, st, dir) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
-    let (state, _) = State::open(Paths { config_dir: cfg.into(), state_dir: st.into() }).unwrap();
+    let (state, _) = State::open(Paths {
+        config_dir: cfg.into(),
+        state_dir: st.into(),
+    })
+    .unwrap();
     let dev = state.device().to_owned();
     let mut r = DirRemote::new("r", dir);
     let listed = r.list_refs().unwrap();
@@ -455,16 +594,31 @@ fn child_push_helper() {
         .filter(|(n, _)| n == "head" || n.starts_with("sessions/"))
         .map(|(n, id)| {
             let name = format!("{dev}/{n}");
-            RefUpdate { expected: listed.get(&name).copied(), name, new: Some(id) }
+            RefUpdate {
+                expected: listed.get(&name).copied(),
+                name,
+                new: Some(id),
+            }
         })
         .collect();
     r.push(state.objects(), &up, &quiet).unwrap();
 }
 
 fn spawn_child_push(a: &Dev, dir: &Path) -> Child {
-    let spec = format!("{}\n{}\n{}", a.paths.config_dir.display(), a.paths.state_dir.display(), dir.display());
+    let spec = format!(
+        "{}\n{}\n{}",
+        a.paths.config_dir.display(),
+        a.paths.state_dir.display(),
+        dir.display()
+    );
     Command::new(std::env::current_exe().unwrap())
-        .args(["child_push_helper", "--exact", "--ignored", "--test-threads=1", "--quiet"])
+        .args([
+            "child_push_helper",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+            "--quiet",
+        ])
         .env(CHILD_ENV, spec)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -478,7 +632,9 @@ fn dir_push_killed() {
     let tmp = tempfile::tempdir().unwrap();
     // How long a whole child push takes, to spread the kills over it.
     let t0 = Instant::now();
-    let st = spawn_child_push(&a, &tmp.path().join("reference")).wait().unwrap();
+    let st = spawn_child_push(&a, &tmp.path().join("reference"))
+        .wait()
+        .unwrap();
     assert!(st.success());
     let full = t0.elapsed();
     let c = Dev::empty();
@@ -500,11 +656,19 @@ fn dir_push_killed() {
             assert_eq!(a.own_refs().get(name), Some(id));
         }
         let batch = c.state.objects().batch().unwrap();
-        r.fetch(c.state.objects(), &batch, &refs.values().copied().collect::<Vec<_>>(), false, &quiet).unwrap();
+        r.fetch(
+            c.state.objects(),
+            &batch,
+            &refs.values().copied().collect::<Vec<_>>(),
+            false,
+            &quiet,
+        )
+        .unwrap();
         drop(batch);
         // The next push succeeds.
         let listed = r.list_refs().unwrap();
-        r.push(a.state.objects(), &a.updates(&listed), &quiet).unwrap();
+        r.push(a.state.objects(), &a.updates(&listed), &quiet)
+            .unwrap();
         assert_eq!(r.list_refs().unwrap(), a.own_refs());
     }
     assert!(interrupted > 0, "at least one push was killed mid-way");
@@ -529,21 +693,36 @@ impl Drop for Daemon {
 
 impl Daemon {
     fn start(base: &Path) -> Daemon {
-        let exec = Command::new("git").arg("--exec-path").output().expect("git is installed");
+        let exec = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git is installed");
         let exec = PathBuf::from(String::from_utf8(exec.stdout).unwrap().trim());
         std::fs::create_dir_all(base).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(exec.join("git-daemon"))
             .arg("--reuseaddr")
             .arg(format!("--base-path={}", base.display()))
-            .args(["--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
+            .args([
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
             .arg(format!("--port={port}"))
             .arg(base)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let d = Daemon { child, port, base: base.to_path_buf() };
+        let d = Daemon {
+            child,
+            port,
+            base: base.to_path_buf(),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "git daemon did not start");
@@ -554,14 +733,30 @@ impl Daemon {
 
     fn repo(&self, name: &str) -> (String, PathBuf) {
         let p = self.base.join(name);
-        assert!(Command::new("git").args(["init", "-q", "--bare"]).arg(&p).status().unwrap().success());
+        assert!(
+            Command::new("git")
+                .args(["init", "-q", "--bare"])
+                .arg(&p)
+                .status()
+                .unwrap()
+                .success()
+        );
         (format!("git://127.0.0.1:{}/{name}", self.port), p)
     }
 }
 
 fn git(args: &[&str], dir: &Path) -> String {
-    let out = Command::new("git").arg("--git-dir").arg(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -577,7 +772,9 @@ fn git_push_fetch_fsck_clone_determinism() {
     let a = Dev::with_sessions(6, 30);
     let mut ra = git_remote(&a, "origin", &url);
     assert!(ra.list_refs().unwrap().is_empty());
-    let st = ra.push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet).unwrap();
+    let st = ra
+        .push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet)
+        .unwrap();
     assert!(st.objects > 0);
     let listed = ra.list_refs().unwrap();
     assert_eq!(listed, a.own_refs());
@@ -585,39 +782,98 @@ fn git_push_fetch_fsck_clone_determinism() {
     // The daemon's repository is a valid git repository.
     git(&["fsck", "--strict", "--no-dangling"], &repo);
     let dev_a = a.device();
-    let head_git = git(&["rev-parse", &format!("refs/shelldone/{dev_a}/head")], &repo);
-    assert_eq!(head_git, git(&["rev-parse", &format!("refs/heads/{dev_a}")], &repo));
+    let head_git = git(
+        &["rev-parse", &format!("refs/shelldone/{dev_a}/head")],
+        &repo,
+    );
+    assert_eq!(
+        head_git,
+        git(&["rev-parse", &format!("refs/heads/{dev_a}")], &repo)
+    );
     let clone = tmp.path().join("clone");
-    let out = Command::new("git").args(["clone", "-q", &url]).arg(&clone).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let log = Command::new("git").arg("-C").arg(&clone).args(["log", &format!("origin/{dev_a}")]).output().unwrap();
+    let out = Command::new("git")
+        .args(["clone", "-q", &url])
+        .arg(&clone)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = Command::new("git")
+        .arg("-C")
+        .arg(&clone)
+        .args(["log", &format!("origin/{dev_a}")])
+        .output()
+        .unwrap();
     let log = String::from_utf8(log.stdout).unwrap();
-    assert!(log.contains("first save of seed 6") && log.contains("Shelldone-Snapshot: "), "{log}");
-    assert!(log.contains(&format!("{dev_a} <{dev_a}@shelldone.invalid>")), "{log}");
-    let co = Command::new("git").arg("-C").arg(&clone).args(["checkout", "-q", &format!("origin/{dev_a}")]).output().unwrap();
-    assert!(co.status.success(), "{}", String::from_utf8_lossy(&co.stderr));
+    assert!(
+        log.contains("first save of seed 6") && log.contains("Shelldone-Snapshot: "),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{dev_a} <{dev_a}@shelldone.invalid>")),
+        "{log}"
+    );
+    let co = Command::new("git")
+        .arg("-C")
+        .arg(&clone)
+        .args(["checkout", "-q", &format!("origin/{dev_a}")])
+        .output()
+        .unwrap();
+    assert!(
+        co.status.success(),
+        "{}",
+        String::from_utf8_lossy(&co.stderr)
+    );
     let cfg = std::fs::read(clone.join("config").join("config.toml")).unwrap();
-    assert_eq!(cfg, std::fs::read(a.paths.config_dir.join("config.toml")).unwrap(), "a browsable checkout of real files");
+    assert_eq!(
+        cfg,
+        std::fs::read(a.paths.config_dir.join("config.toml")).unwrap(),
+        "a browsable checkout of real files"
+    );
     let big = clone.join("state/sessions");
-    let biggest = walkdir::WalkDir::new(&big).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).map(|e| e.metadata().unwrap().len()).max().unwrap();
-    assert!(biggest > 65_536, "a chunked file appears whole in git ({biggest} bytes)");
+    let biggest = walkdir::WalkDir::new(&big)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(
+        biggest > 65_536,
+        "a chunked file appears whole in git ({biggest} bytes)"
+    );
 
     // B fetches: identical snapshot ids, all objects verified.
     let b = Dev::empty();
     let mut rb = git_remote(&b, "origin", &url);
     let lb = rb.list_refs().unwrap();
     assert_eq!(lb, listed);
-    let stb = b.fetch(&mut rb, &lb.values().copied().collect::<Vec<_>>()).unwrap();
-    assert_eq!(stb.objects as usize, a.count(), "B rebuilt every object of A");
+    let stb = b
+        .fetch(&mut rb, &lb.values().copied().collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(
+        stb.objects as usize,
+        a.count(),
+        "B rebuilt every object of A"
+    );
     b.adopt_and_check("origin", &lb);
 
     // Incremental push + fetch.
     a.change_and_save(1);
-    ra.push(a.state.objects(), &a.updates(&listed), &quiet).unwrap();
+    ra.push(a.state.objects(), &a.updates(&listed), &quiet)
+        .unwrap();
     let l2 = rb.list_refs().unwrap();
     assert_eq!(l2, a.own_refs());
-    let st2 = b.fetch(&mut rb, &l2.values().copied().collect::<Vec<_>>()).unwrap();
-    assert!(st2.objects > 0 && st2.objects < stb.objects / 2, "{st2:?} vs {stb:?}");
+    let st2 = b
+        .fetch(&mut rb, &l2.values().copied().collect::<Vec<_>>())
+        .unwrap();
+    assert!(
+        st2.objects > 0 && st2.objects < stb.objects / 2,
+        "{st2:?} vs {stb:?}"
+    );
     assert_eq!(b.count(), a.count());
     b.adopt_and_check("origin", &l2);
     git(&["fsck", "--strict", "--no-dangling"], &repo);
@@ -628,7 +884,8 @@ fn git_push_fetch_fsck_clone_determinism() {
     rc.list_refs().unwrap();
     let h2 = l2[&format!("{dev_a}/head")];
     let batch = c.state.objects().batch().unwrap();
-    rc.fetch(c.state.objects(), &batch, &[h2], true, &quiet).unwrap();
+    rc.fetch(c.state.objects(), &batch, &[h2], true, &quiet)
+        .unwrap();
     batch.commit().unwrap();
     let parent = c.state.objects().read_snapshot(&h2).unwrap().parents[0];
     assert!(!c.state.objects().has(&parent) && c.count() < b.count());
@@ -637,40 +894,82 @@ fn git_push_fetch_fsck_clone_determinism() {
     // namespace, and gets the same commit id as A.
     let head_a = l2[&format!("{dev_a}/head")];
     let mut fresh = git_remote(&b, "fresh", &url);
-    let up = vec![RefUpdate { name: format!("{}/head", b.device()), expected: None, new: Some(head_a) }];
+    let up = vec![RefUpdate {
+        name: format!("{}/head", b.device()),
+        expected: None,
+        new: Some(head_a),
+    }];
     fresh.push(b.state.objects(), &up, &quiet).unwrap();
-    let ga = git(&["rev-parse", &format!("refs/shelldone/{dev_a}/head")], &repo);
-    let gb = git(&["rev-parse", &format!("refs/shelldone/{}/head", b.device())], &repo);
+    let ga = git(
+        &["rev-parse", &format!("refs/shelldone/{dev_a}/head")],
+        &repo,
+    );
+    let gb = git(
+        &["rev-parse", &format!("refs/shelldone/{}/head", b.device())],
+        &repo,
+    );
     assert_eq!(ga, gb, "two mirrors map one snapshot to one commit");
     assert_eq!(fresh.git_id_of(&head_a).unwrap().to_string(), ga.trim());
 
     // CAS: a stale lease fails, atomically for all refs of the push.
     let head = format!("{dev_a}/head");
-    let sess = a.own_refs().into_iter().find(|(n, _)| n.contains("/sessions/")).unwrap();
+    let sess = a
+        .own_refs()
+        .into_iter()
+        .find(|(n, _)| n.contains("/sessions/"))
+        .unwrap();
     let before = ra.list_refs().unwrap();
     let up = vec![
-        RefUpdate { name: sess.0.clone(), expected: Some(sess.1), new: Some(before[&head]) },
-        RefUpdate { name: head.clone(), expected: None, new: Some(listed[&head]) },
+        RefUpdate {
+            name: sess.0.clone(),
+            expected: Some(sess.1),
+            new: Some(before[&head]),
+        },
+        RefUpdate {
+            name: head.clone(),
+            expected: None,
+            new: Some(listed[&head]),
+        },
     ];
     match ra.push(a.state.objects(), &up, &quiet) {
         Err(Error::RefConflict { name, .. }) => assert_eq!(name, head),
         other => panic!("expected a ref conflict, got {other:?}"),
     }
     let after = ra.list_refs().unwrap();
-    assert_eq!(after, before, "an atomic push moves no ref when one lease fails");
+    assert_eq!(
+        after, before,
+        "an atomic push moves no ref when one lease fails"
+    );
     // Deleting a ref with the right lease works.
-    let del = vec![RefUpdate { name: sess.0.clone(), expected: Some(sess.1), new: None }];
+    let del = vec![RefUpdate {
+        name: sess.0.clone(),
+        expected: Some(sess.1),
+        new: None,
+    }];
     ra.push(a.state.objects(), &del, &quiet).unwrap();
     assert!(!ra.list_refs().unwrap().contains_key(&sess.0));
 }
 
 /// A hand-written commit in the mapping's format.
-fn hostile_commit(repo: &gix::Repository, tree: gix::ObjectId, snap: &Object) -> (gix::ObjectId, ObjectId) {
+fn hostile_commit(
+    repo: &gix::Repository,
+    tree: gix::ObjectId,
+    snap: &Object,
+) -> (gix::ObjectId, ObjectId) {
     let (sid, canonical) = objects_format::encode_with_id(snap).unwrap();
     let Object::Snapshot(s) = snap else { panic!() };
     let msg = shelldone::remote::git::commit_message(s, &canonical);
     let (n, e) = shelldone::remote::git::ident(&s.device);
-    let c = shelldone::remote::gitmirror::write_commit(repo, tree, &[], &msg, s.time_ns / 1_000_000_000, &n, &e).unwrap();
+    let c = shelldone::remote::gitmirror::write_commit(
+        repo,
+        tree,
+        &[],
+        &msg,
+        s.time_ns / 1_000_000_000,
+        &n,
+        &e,
+    )
+    .unwrap();
     (c, sid)
 }
 
@@ -684,14 +983,32 @@ fn git_hostile_remotes() {
     // 1. Tampered content: the commit's tree does not rebuild to its snapshot's root.
     let a = Dev::new(7);
     let (url, path) = daemon.repo("tampered.git");
-    git_remote(&a, "t", &url).push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet).unwrap();
+    git_remote(&a, "t", &url)
+        .push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet)
+        .unwrap();
     let head = a.own_refs()[&format!("{}/head", a.device())];
     let canonical = a.state.objects().read_canonical(&head).unwrap();
     let snap = objects_format::decode(&canonical).unwrap();
     let repo = gm::open_or_init_bare(&path).unwrap();
     let evil_blob = gm::write_blob(&repo, b"evil").unwrap();
-    let cfg = gm::write_tree(&repo, &[GEntry { name: b"config.toml".to_vec(), mode: Mode::File, oid: evil_blob }]).unwrap();
-    let root = gm::write_tree(&repo, &[GEntry { name: b"config".to_vec(), mode: Mode::Dir, oid: cfg }]).unwrap();
+    let cfg = gm::write_tree(
+        &repo,
+        &[GEntry {
+            name: b"config.toml".to_vec(),
+            mode: Mode::File,
+            oid: evil_blob,
+        }],
+    )
+    .unwrap();
+    let root = gm::write_tree(
+        &repo,
+        &[GEntry {
+            name: b"config".to_vec(),
+            mode: Mode::Dir,
+            oid: cfg,
+        }],
+    )
+    .unwrap();
     let (c, sid) = hostile_commit(&repo, root, &snap);
     assert_eq!(sid, head);
     gm::set_ref(&repo, "refs/shelldone/evil/head", c).unwrap();
@@ -710,9 +1027,21 @@ fn git_hostile_remotes() {
         raw.extend_from_slice(blob.as_slice());
         let rawf = tmp.path().join(format!("tree{i}"));
         std::fs::write(&rawf, &raw).unwrap();
-        let t = git(&["hash-object", "-t", "tree", "--literally", "-w", rawf.to_str().unwrap()], &path);
+        let t = git(
+            &[
+                "hash-object",
+                "-t",
+                "tree",
+                "--literally",
+                "-w",
+                rawf.to_str().unwrap(),
+            ],
+            &path,
+        );
         let t = gix::ObjectId::from_hex(t.trim().as_bytes()).unwrap();
-        let empty = objects_format::encode_with_id(&Object::Tree(Tree::default())).unwrap().0;
+        let empty = objects_format::encode_with_id(&Object::Tree(Tree::default()))
+            .unwrap()
+            .0;
         let (c, sid) = hostile_commit(&repo, t, &snapshot_of(empty));
         gm::set_ref(&repo, "refs/shelldone/evil/head", c).unwrap();
         let mut r = git_remote(&b, &format!("badname{i}"), &url);
@@ -726,11 +1055,29 @@ fn git_hostile_remotes() {
     let repo = gm::open_or_init_bare(&path).unwrap();
     let target = b"../../etc/passwd";
     let gl = gm::write_blob(&repo, target).unwrap();
-    let gsub = gm::write_tree(&repo, &[GEntry { name: b"link".to_vec(), mode: Mode::Symlink, oid: gl }]).unwrap();
-    let groot = gm::write_tree(&repo, &[GEntry { name: b"config".to_vec(), mode: Mode::Dir, oid: gsub }]).unwrap();
+    let gsub = gm::write_tree(
+        &repo,
+        &[GEntry {
+            name: b"link".to_vec(),
+            mode: Mode::Symlink,
+            oid: gl,
+        }],
+    )
+    .unwrap();
+    let groot = gm::write_tree(
+        &repo,
+        &[GEntry {
+            name: b"config".to_vec(),
+            mode: Mode::Dir,
+            oid: gsub,
+        }],
+    )
+    .unwrap();
     let (_, t) = link_tree(target);
     let sub = objects_format::encode_with_id(&t).unwrap().0;
-    let root = objects_format::encode_with_id(&dir_tree(b"config", &sub)).unwrap().0;
+    let root = objects_format::encode_with_id(&dir_tree(b"config", &sub))
+        .unwrap()
+        .0;
     let (c, sid) = hostile_commit(&repo, groot, &snapshot_of(root));
     gm::set_ref(&repo, "refs/shelldone/evil/head", c).unwrap();
     let mut r = git_remote(&b, "symlink", &url);
@@ -741,7 +1088,9 @@ fn git_hostile_remotes() {
     let (url, path) = daemon.repo("missing.git");
     let repo = gm::open_or_init_bare(&path).unwrap();
     let ghost_tree = gix::ObjectId::from_hex(b"1111111111111111111111111111111111111111").unwrap();
-    let empty = objects_format::encode_with_id(&Object::Tree(Tree::default())).unwrap().0;
+    let empty = objects_format::encode_with_id(&Object::Tree(Tree::default()))
+        .unwrap()
+        .0;
     let (c, sid) = hostile_commit(&repo, ghost_tree, &snapshot_of(empty));
     gm::set_ref(&repo, "refs/shelldone/evil/head", c).unwrap();
     let mut r = git_remote(&b, "ghost", &url);

@@ -26,7 +26,9 @@ pub fn gear() -> &'static [u64; 256] {
     static GEAR: OnceLock<[u64; 256]> = OnceLock::new();
     GEAR.get_or_init(|| {
         let mut bytes = [0u8; 2048];
-        blake3::Hasher::new_derive_key(GEAR_CONTEXT).finalize_xof().fill(&mut bytes);
+        blake3::Hasher::new_derive_key(GEAR_CONTEXT)
+            .finalize_xof()
+            .fill(&mut bytes);
         let mut t = [0u64; 256];
         for (i, w) in bytes.chunks_exact(8).enumerate() {
             t[i] = u64::from_le_bytes(w.try_into().expect("8 bytes"));
@@ -94,7 +96,11 @@ mod tests {
         for &n in &l[..l.len() - 1] {
             assert!((MIN_CHUNK..=MAX_CHUNK).contains(&n), "chunk of {n}");
         }
-        assert!(l.len() > 10, "a megabyte of noise should cut many times, got {}", l.len());
+        assert!(
+            l.len() > 10,
+            "a megabyte of noise should cut many times, got {}",
+            l.len()
+        );
     }
 
     #[test]

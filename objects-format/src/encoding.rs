@@ -81,7 +81,10 @@ pub fn validate_name(name: &[u8]) -> Result<(), DecodeError> {
         return Err(invalid("entry name", "longer than 255 bytes"));
     }
     if name == b"." || name == b".." {
-        return Err(invalid("entry name", format!("{:?} is not allowed", String::from_utf8_lossy(name))));
+        return Err(invalid(
+            "entry name",
+            format!("{:?} is not allowed", String::from_utf8_lossy(name)),
+        ));
     }
     if name.iter().any(|&b| b == b'/' || b == 0) {
         return Err(invalid(
@@ -123,7 +126,11 @@ pub fn encode_chunk_list(c: &ChunkList) -> Result<Vec<u8>, EncodeError> {
     check_chunk_list(c)?;
     let mut v = header(Kind::ChunkList, 12 + c.chunks.len() * (ID_LEN + 4));
     v.extend_from_slice(&c.total_size.to_le_bytes());
-    v.extend_from_slice(&u32::try_from(c.chunks.len()).map_err(|_| invalid("chunk list", "too many chunks"))?.to_le_bytes());
+    v.extend_from_slice(
+        &u32::try_from(c.chunks.len())
+            .map_err(|_| invalid("chunk list", "too many chunks"))?
+            .to_le_bytes(),
+    );
     for ch in &c.chunks {
         v.extend_from_slice(&ch.id.0);
         v.extend_from_slice(&ch.len.to_le_bytes());
@@ -140,12 +147,17 @@ fn check_chunk_list(c: &ChunkList) -> Result<(), DecodeError> {
         if ch.len == 0 {
             return Err(invalid("chunk list", "empty chunk"));
         }
-        sum = sum.checked_add(u64::from(ch.len)).ok_or_else(|| invalid("chunk list", "size overflow"))?;
+        sum = sum
+            .checked_add(u64::from(ch.len))
+            .ok_or_else(|| invalid("chunk list", "size overflow"))?;
     }
     if sum != c.total_size {
         return Err(invalid(
             "chunk list",
-            format!("chunk lengths add up to {sum}, total_size says {}", c.total_size),
+            format!(
+                "chunk lengths add up to {sum}, total_size says {}",
+                c.total_size
+            ),
         ));
     }
     Ok(())
@@ -158,7 +170,11 @@ fn check_chunk_list(c: &ChunkList) -> Result<(), DecodeError> {
 pub fn encode_tree(t: &Tree) -> Result<Vec<u8>, EncodeError> {
     check_tree(t)?;
     let mut v = header(Kind::Tree, 4 + t.entries.len() * 64);
-    v.extend_from_slice(&u32::try_from(t.entries.len()).map_err(|_| invalid("tree", "too many entries"))?.to_le_bytes());
+    v.extend_from_slice(
+        &u32::try_from(t.entries.len())
+            .map_err(|_| invalid("tree", "too many entries"))?
+            .to_le_bytes(),
+    );
     for e in &t.entries {
         put_str8(&mut v, &e.name);
         v.push(e.kind.code());
@@ -183,7 +199,10 @@ fn check_tree(t: &Tree) -> Result<(), DecodeError> {
         }
         let allowed = if e.kind.is_file() { FLAG_EXECUTABLE } else { 0 };
         if e.flags & !allowed != 0 {
-            return Err(invalid("tree entry flags", format!("{:#04x} not allowed on this kind", e.flags)));
+            return Err(invalid(
+                "tree entry flags",
+                format!("{:#04x} not allowed on this kind", e.flags),
+            ));
         }
         if e.kind == EntryKind::Dir && e.size != 0 {
             return Err(invalid("tree entry", "directory with non-zero size"));
@@ -206,7 +225,11 @@ pub fn encode_snapshot(s: &Snapshot) -> Result<Vec<u8>, EncodeError> {
     }
     v.extend_from_slice(&s.time_ns.to_le_bytes());
     put_str8(&mut v, s.device.as_bytes());
-    v.extend_from_slice(&u32::try_from(s.message.len()).expect("checked").to_le_bytes());
+    v.extend_from_slice(
+        &u32::try_from(s.message.len())
+            .expect("checked")
+            .to_le_bytes(),
+    );
     v.extend_from_slice(s.message.as_bytes());
     match &s.session {
         None => v.push(0),
@@ -242,7 +265,10 @@ fn check_snapshot(s: &Snapshot) -> Result<(), DecodeError> {
     }
     for (i, (k, val)) in s.extra.iter().enumerate() {
         if k.is_empty() || k.len() > 255 {
-            return Err(invalid("snapshot extra key", "empty or longer than 255 bytes"));
+            return Err(invalid(
+                "snapshot extra key",
+                "empty or longer than 255 bytes",
+            ));
         }
         if val.len() > MAX_OBJECT_SIZE {
             return Err(invalid("snapshot extra value", "too long"));
@@ -279,10 +305,14 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or(DecodeError::Truncated {
-            offset: self.pos,
-            needed: n.saturating_sub(self.buf.len() - self.pos),
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(DecodeError::Truncated {
+                offset: self.pos,
+                needed: n.saturating_sub(self.buf.len() - self.pos),
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -291,10 +321,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn id(&mut self) -> Result<ObjectId, DecodeError> {
         Ok(ObjectId(self.take(ID_LEN)?.try_into().expect("32 bytes")))
@@ -349,11 +383,17 @@ pub fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
             let total_size = r.u64()?;
             let n = r.u32()? as usize;
             if n > body.len() / (ID_LEN + 4) {
-                return Err(DecodeError::Truncated { offset: r.pos, needed: n * (ID_LEN + 4) });
+                return Err(DecodeError::Truncated {
+                    offset: r.pos,
+                    needed: n * (ID_LEN + 4),
+                });
             }
             let mut chunks = Vec::with_capacity(n);
             for _ in 0..n {
-                chunks.push(ChunkRef { id: r.id()?, len: r.u32()? });
+                chunks.push(ChunkRef {
+                    id: r.id()?,
+                    len: r.u32()?,
+                });
             }
             let c = ChunkList { total_size, chunks };
             check_chunk_list(&c)?;
@@ -363,17 +403,27 @@ pub fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
             let n = r.u32()? as usize;
             // Each entry takes at least 1+1+1+1+8+32 bytes; refuse counts the body cannot hold.
             if n > body.len() / 44 {
-                return Err(DecodeError::Truncated { offset: r.pos, needed: n * 44 });
+                return Err(DecodeError::Truncated {
+                    offset: r.pos,
+                    needed: n * 44,
+                });
             }
             let mut entries = Vec::with_capacity(n);
             for _ in 0..n {
                 let name = r.str8()?.to_vec();
                 let code = r.u8()?;
-                let kind = EntryKind::from_code(code).ok_or_else(|| invalid("tree entry kind", format!("code {code}")))?;
+                let kind = EntryKind::from_code(code)
+                    .ok_or_else(|| invalid("tree entry kind", format!("code {code}")))?;
                 let flags = r.u8()?;
                 let size = r.u64()?;
                 let id = r.id()?;
-                entries.push(TreeEntry { name, kind, flags, size, id });
+                entries.push(TreeEntry {
+                    name,
+                    kind,
+                    flags,
+                    size,
+                    id,
+                });
             }
             let t = Tree { entries };
             check_tree(&t)?;
@@ -407,7 +457,10 @@ pub fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
             };
             let ne = r.u32()? as usize;
             if ne > body.len() / 6 {
-                return Err(DecodeError::Truncated { offset: r.pos, needed: ne * 6 });
+                return Err(DecodeError::Truncated {
+                    offset: r.pos,
+                    needed: ne * 6,
+                });
             }
             let mut extra = Vec::with_capacity(ne);
             for _ in 0..ne {
@@ -416,7 +469,16 @@ pub fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
                 let vl = r.u32()? as usize;
                 extra.push((k, r.take(vl)?.to_vec()));
             }
-            let s = Snapshot { root, parents, time_ns, device, message, session, summary, extra };
+            let s = Snapshot {
+                root,
+                parents,
+                time_ns,
+                device,
+                message,
+                session,
+                summary,
+                extra,
+            };
             check_snapshot(&s)?;
             Object::Snapshot(s)
         }
@@ -432,7 +494,10 @@ pub fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
 pub fn decode_as(bytes: &[u8], expected: Kind) -> Result<Object, DecodeError> {
     let o = decode(bytes)?;
     if o.kind() != expected {
-        return Err(DecodeError::WrongKind { expected: expected.name(), found: o.kind().name() });
+        return Err(DecodeError::WrongKind {
+            expected: expected.name(),
+            found: o.kind().name(),
+        });
     }
     Ok(o)
 }

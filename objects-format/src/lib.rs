@@ -43,7 +43,10 @@ pub fn verify(expected: &ObjectId, canonical: &[u8]) -> Result<Object, VerifyErr
     let (kind, _) = encoding::split_header(canonical)?;
     let actual = ObjectId::compute(kind, canonical);
     if actual != *expected {
-        return Err(VerifyError::HashMismatch { expected: *expected, actual });
+        return Err(VerifyError::HashMismatch {
+            expected: *expected,
+            actual,
+        });
     }
     Ok(decode(canonical)?)
 }

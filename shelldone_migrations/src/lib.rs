@@ -45,7 +45,10 @@ pub fn migrate(dir: &Path, from: u32, to: u32) -> Result<(), MigrationError> {
     let steps = steps();
     let mut v = from;
     while v < to {
-        let step = steps.iter().find(|s| s.from() == v).ok_or(MigrationError::NoPath { from, to })?;
+        let step = steps
+            .iter()
+            .find(|s| s.from() == v)
+            .ok_or(MigrationError::NoPath { from, to })?;
         step.run(dir)?;
         v += 1;
     }

@@ -211,7 +211,11 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if json {
-                let _ = writeln!(std::io::stderr(), "{}", json!({"error": e.to_string(), "exit_code": e.exit_code()}));
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}",
+                    json!({"error": e.to_string(), "exit_code": e.exit_code()})
+                );
             } else {
                 let _ = writeln!(std::io::stderr(), "error: {e}");
             }
@@ -222,7 +226,10 @@ pub fn main() -> ExitCode {
 
 fn paths(cli: &Cli) -> Result<Paths> {
     let mut p = match (&cli.state_dir, &cli.config_dir) {
-        (Some(s), Some(c)) => Paths { state_dir: s.clone(), config_dir: c.clone() },
+        (Some(s), Some(c)) => Paths {
+            state_dir: s.clone(),
+            config_dir: c.clone(),
+        },
         _ => Paths::xdg()?,
     };
     if let Some(s) = &cli.state_dir {
@@ -239,7 +246,11 @@ fn open(cli: &Cli) -> Result<State> {
     if rep.did_something() && !cli.json {
         let mut err = std::io::stderr();
         if let Some(s) = &rep.restore_finished {
-            let _ = writeln!(err, "recovered: finished an interrupted restore of {}", &s[..12]);
+            let _ = writeln!(
+                err,
+                "recovered: finished an interrupted restore of {}",
+                &s[..12]
+            );
         }
         if rep.staging_removed > 0 || rep.tmp_files_removed > 0 {
             let _ = writeln!(
@@ -269,12 +280,20 @@ fn log_json(e: &LogEntry) -> serde_json::Value {
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.cmd {
         Cmd::Tour { dir } => tour::run(dir.clone()).map(|()| ExitCode::SUCCESS),
-        Cmd::Generate { dir, scale, small_change } => {
+        Cmd::Generate {
+            dir,
+            scale,
+            small_change,
+        } => {
             let n = match small_change {
                 Some(r) => crate::demo::small_change(&dir.join("config"), &dir.join("state"), *r)?,
                 None => {
                     let d = crate::demo::DemoSpec::default();
-                    let spec = crate::demo::DemoSpec { sessions: d.sessions * scale, journals: d.journals * scale, ..d };
+                    let spec = crate::demo::DemoSpec {
+                        sessions: d.sessions * scale,
+                        journals: d.journals * scale,
+                        ..d
+                    };
                     crate::demo::generate(&dir.join("config"), &dir.join("state"), &spec)?
                 }
             };
@@ -285,14 +304,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let st = open(&cli)?;
             let entries = st.log(a.rev.as_deref(), a.max_count, a.session.as_deref())?;
             if cli.json {
-                out(serde_json::Value::Array(entries.iter().map(log_json).collect()));
+                out(serde_json::Value::Array(
+                    entries.iter().map(log_json).collect(),
+                ));
             } else if entries.is_empty() {
                 out("no snapshots yet; run 'shelldone state save'");
             } else {
                 for e in &entries {
-                    let refs = if e.refs.is_empty() { String::new() } else { format!(" ({})", e.refs.join(", ")) };
+                    let refs = if e.refs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", e.refs.join(", "))
+                    };
                     out(format!("snapshot {}{refs}", e.id));
-                    out(format!("  {}  {}  +{} ~{} -{}", output::time(e.time_ns), e.device, e.added, e.modified, e.deleted));
+                    out(format!(
+                        "  {}  {}  +{} ~{} -{}",
+                        output::time(e.time_ns),
+                        e.device,
+                        e.added,
+                        e.modified,
+                        e.deleted
+                    ));
                     if let Some(s) = &e.session {
                         out(format!("  session {s}"));
                     }
@@ -300,7 +332,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         out(format!("  {}", e.message));
                     }
                     if e.parents.len() > 1 {
-                        out(format!("  merge of {}", e.parents.iter().map(|p| p.short(12)).collect::<Vec<_>>().join(" ")));
+                        out(format!(
+                            "  merge of {}",
+                            e.parents
+                                .iter()
+                                .map(|p| p.short(12))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        ));
                     }
                 }
             }
@@ -310,11 +349,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let st = open(&cli)?;
             let (id, s, changes) = st.show(rev)?;
             if cli.json {
-                out(json!({"id": id.to_hex(), "root": s.root.to_hex(), "time": output::time(s.time_ns), "device": s.device,
+                out(
+                    json!({"id": id.to_hex(), "root": s.root.to_hex(), "time": output::time(s.time_ns), "device": s.device,
                     "message": s.message, "session": s.session, "parents": s.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
-                    "changes": changes}));
+                    "changes": changes}),
+                );
             } else {
-                out(format!("snapshot {id}\n  time    {}\n  device  {}\n  tree    {}", output::time(s.time_ns), s.device, s.root));
+                out(format!(
+                    "snapshot {id}\n  time    {}\n  device  {}\n  tree    {}",
+                    output::time(s.time_ns),
+                    s.device,
+                    s.root
+                ));
                 for p in &s.parents {
                     out(format!("  parent  {p}"));
                 }
@@ -336,7 +382,14 @@ fn print_changes(changes: &[crate::history::Change]) {
     for c in changes {
         let (m, sz) = match c.kind {
             ChangeKind::Added => ("A", output::bytes(c.new_size.unwrap_or(0))),
-            ChangeKind::Modified => ("M", format!("{} -> {}", output::bytes(c.old_size.unwrap_or(0)), output::bytes(c.new_size.unwrap_or(0)))),
+            ChangeKind::Modified => (
+                "M",
+                format!(
+                    "{} -> {}",
+                    output::bytes(c.old_size.unwrap_or(0)),
+                    output::bytes(c.new_size.unwrap_or(0))
+                ),
+            ),
             ChangeKind::Deleted => ("D", output::bytes(c.old_size.unwrap_or(0))),
         };
         out(format!("{m} {}  ({sz})", c.path));
@@ -347,7 +400,10 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
     let st = open(cli)?;
     match sc {
         StateCmd::Save { message, session } => {
-            let o = st.save(&SaveOptions { message: message.clone(), session: session.clone() })?;
+            let o = st.save(&SaveOptions {
+                message: message.clone(),
+                session: session.clone(),
+            })?;
             for q in &o.quarantined {
                 let _ = writeln!(
                     std::io::stderr(),
@@ -355,7 +411,11 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
                     q.path,
                     q.why,
                     q.moved_to.display(),
-                    if q.restored_from.is_some() { " and restored from the last good snapshot" } else { "" }
+                    if q.restored_from.is_some() {
+                        " and restored from the last good snapshot"
+                    } else {
+                        ""
+                    }
                 );
             }
             if cli.json {
@@ -371,7 +431,11 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
                     o.summary.deleted,
                     o.objects_written,
                     output::bytes(o.bytes_written),
-                    if o.sessions.is_empty() { String::new() } else { format!(", sessions: {}", o.sessions.join(" ")) }
+                    if o.sessions.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", sessions: {}", o.sessions.join(" "))
+                    }
                 ));
                 out(o.id.map(|i| i.to_hex()).unwrap_or_default());
             } else {
@@ -380,20 +444,43 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        StateCmd::Restore { rev, session, to, dry_run } => {
-            let o = st.restore(&RestoreOptions { rev: rev.clone(), session: session.clone(), to: to.clone(), dry_run: *dry_run })?;
+        StateCmd::Restore {
+            rev,
+            session,
+            to,
+            dry_run,
+        } => {
+            let o = st.restore(&RestoreOptions {
+                rev: rev.clone(),
+                session: session.clone(),
+                to: to.clone(),
+                dry_run: *dry_run,
+            })?;
             let p = &o.plan;
-            let show = |v: &Vec<Vec<u8>>| v.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect::<Vec<_>>();
+            let show = |v: &Vec<Vec<u8>>| {
+                v.iter()
+                    .map(|x| String::from_utf8_lossy(x).into_owned())
+                    .collect::<Vec<_>>()
+            };
             if cli.json {
-                out(json!({"snapshot": o.snapshot.to_hex(), "dry_run": dry_run, "create": show(&p.create), "update": show(&p.update),
+                out(
+                    json!({"snapshot": o.snapshot.to_hex(), "dry_run": dry_run, "create": show(&p.create), "update": show(&p.update),
                     "delete": show(&p.delete), "mkdir": show(&p.mkdir), "rmdir": show(&p.rmdir),
-                    "auto_saved": o.auto_saved.map(|i| i.to_hex()), "new_head": o.new_head.map(|i| i.to_hex())}));
+                    "auto_saved": o.auto_saved.map(|i| i.to_hex()), "new_head": o.new_head.map(|i| i.to_hex())}),
+                );
             } else {
                 if let Some(a) = o.auto_saved {
-                    out(format!("unsaved changes were saved first as {}", a.short(12)));
+                    out(format!(
+                        "unsaved changes were saved first as {}",
+                        a.short(12)
+                    ));
                 }
                 let verb = if *dry_run { "would" } else { "did" };
-                for (label, v) in [("create", &p.create), ("update", &p.update), ("delete", &p.delete)] {
+                for (label, v) in [
+                    ("create", &p.create),
+                    ("update", &p.update),
+                    ("delete", &p.delete),
+                ] {
                     for x in show(v) {
                         if *dry_run {
                             out(format!("{label} {x}"));
@@ -412,7 +499,10 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        StateCmd::Check { read_data: _, read_data_subset } => {
+        StateCmd::Check {
+            read_data: _,
+            read_data_subset,
+        } => {
             let pct = match read_data_subset {
                 None => 100.0,
                 Some(s) => s
@@ -420,9 +510,15 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
                     .parse::<f64>()
                     .ok()
                     .filter(|p| (0.0..=100.0).contains(p))
-                    .ok_or_else(|| Error::Invalid(format!("--read-data-subset takes a percentage like 10%, got '{s}'")))?,
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "--read-data-subset takes a percentage like 10%, got '{s}'"
+                        ))
+                    })?,
             };
-            let r = st.check(CheckOptions { read_data_percent: pct })?;
+            let r = st.check(CheckOptions {
+                read_data_percent: pct,
+            })?;
             if cli.json {
                 out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
             } else {
@@ -435,7 +531,14 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
                         out(format!("  sessions: {}", p.sessions.join(", ")));
                     }
                     if !p.snapshots.is_empty() {
-                        out(format!("  snapshots: {}", p.snapshots.iter().map(|s| &s[..12]).collect::<Vec<_>>().join(" ")));
+                        out(format!(
+                            "  snapshots: {}",
+                            p.snapshots
+                                .iter()
+                                .map(|s| &s[..12])
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        ));
                     }
                     if !p.refs.is_empty() {
                         out(format!("  refs: {}", p.refs.join(", ")));
@@ -445,18 +548,35 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
                     "checked {} snapshots, {} objects{}: {}",
                     r.snapshots,
                     r.objects_checked,
-                    if r.blobs_skipped > 0 { format!(" ({} data blobs not read)", r.blobs_skipped) } else { String::new() },
-                    if r.ok() { "no problems".to_owned() } else { format!("{} problem(s)", r.problems.len()) }
+                    if r.blobs_skipped > 0 {
+                        format!(" ({} data blobs not read)", r.blobs_skipped)
+                    } else {
+                        String::new()
+                    },
+                    if r.ok() {
+                        "no problems".to_owned()
+                    } else {
+                        format!("{} problem(s)", r.problems.len())
+                    }
                 ));
             }
-            Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+            Ok(if r.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
         }
         StateCmd::Gc => {
             let r = st.gc()?;
             if cli.json {
                 out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
             } else {
-                out(format!("gc: {} objects reachable, {} deleted, {} freed", r.reachable, r.deleted, output::bytes(r.bytes_freed)));
+                out(format!(
+                    "gc: {} objects reachable, {} deleted, {} freed",
+                    r.reachable,
+                    r.deleted,
+                    output::bytes(r.bytes_freed)
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -468,7 +588,10 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
                 if let Some(s) = &r.restore_finished {
                     out(format!("finished an interrupted restore of {}", &s[..12]));
                 }
-                out(format!("removed {} unfinished object batch(es), {} temp file(s)", r.staging_removed, r.tmp_files_removed));
+                out(format!(
+                    "removed {} unfinished object batch(es), {} temp file(s)",
+                    r.staging_removed, r.tmp_files_removed
+                ));
                 for q in &r.quarantined {
                     out(format!(
                         "quarantined {} ({}) to {}; {}",
@@ -477,7 +600,9 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
                         q.moved_to.display(),
                         match &q.restored_from {
                             Some(s) => format!("restored the last good version from {}", &s[..12]),
-                            None => "no good version in any snapshot; session left without descriptor".into(),
+                            None =>
+                                "no good version in any snapshot; session left without descriptor"
+                                    .into(),
                         }
                     ));
                 }

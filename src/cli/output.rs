@@ -17,7 +17,12 @@ pub fn time(ns: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Human-readable byte count.
@@ -30,7 +35,11 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", U[i]) }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
 }
 
 #[cfg(test)]
@@ -38,7 +47,13 @@ mod tests {
     #[test]
     fn time_formats_known_instants() {
         assert_eq!(super::time(0), "1970-01-01 00:00:00");
-        assert_eq!(super::time(1_796_000_000 * 1_000_000_000), "2026-11-30 00:53:20");
-        assert_eq!(super::time(951_782_400 * 1_000_000_000), "2000-02-29 00:00:00");
+        assert_eq!(
+            super::time(1_796_000_000 * 1_000_000_000),
+            "2026-11-30 00:53:20"
+        );
+        assert_eq!(
+            super::time(951_782_400 * 1_000_000_000),
+            "2000-02-29 00:00:00"
+        );
     }
 }

@@ -74,7 +74,9 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                 pb.finish_and_clear();
             }
             if json {
-                out(json!({"remote": remote, "objects_sent": r.sent.objects, "bytes_sent": r.sent.bytes, "refs_updated": r.refs_updated}));
+                out(
+                    json!({"remote": remote, "objects_sent": r.sent.objects, "bytes_sent": r.sent.bytes, "refs_updated": r.refs_updated}),
+                );
             } else if r.refs_updated.is_empty() {
                 out(format!("{remote} is up to date"));
             } else {
@@ -86,7 +88,12 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                 ));
             }
         }
-        SyncCmd::Pull { remote, no_restore, strategy, sessions } => {
+        SyncCmd::Pull {
+            remote,
+            no_restore,
+            strategy,
+            sessions,
+        } => {
             let pb = progress_bar(json, &format!("pull {remote}"));
             let cb = |done: u64, total: Option<u64>| {
                 if let Some(pb) = &pb {
@@ -115,7 +122,11 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                     "pulled from {remote}: {} objects ({}), devices: {}",
                     r.received.objects,
                     output::bytes(r.received.bytes),
-                    if r.devices.is_empty() { "none".to_owned() } else { r.devices.join(", ") }
+                    if r.devices.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        r.devices.join(", ")
+                    }
                 ));
                 for d in &r.fast_forwarded {
                     out(format!("  fast-forwarded to {d}"));
@@ -124,7 +135,10 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                     out(format!("  merged {d}"));
                 }
                 if !r.sessions_updated.is_empty() {
-                    out(format!("  sessions updated: {}", r.sessions_updated.join(" ")));
+                    out(format!(
+                        "  sessions updated: {}",
+                        r.sessions_updated.join(" ")
+                    ));
                 }
                 for c in &r.conflicts {
                     out(format!(
@@ -133,7 +147,10 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                     ));
                 }
                 if r.restored {
-                    out(format!("  live state updated ({} files changed)", r.files_changed));
+                    out(format!(
+                        "  live state updated ({} files changed)",
+                        r.files_changed
+                    ));
                 }
             }
         }
@@ -147,18 +164,42 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                         (Some(a), Some(b)) => format!("{a} ahead, {b} behind"),
                         _ => "not fetched yet (run 'shelldone sync pull --no-restore')".to_owned(),
                     };
-                    out(format!("{}{}  {}  {ab}", d.device, if d.is_self { " (this device)" } else { "" }, &d.head[..12]));
+                    out(format!(
+                        "{}{}  {}  {ab}",
+                        d.device,
+                        if d.is_self { " (this device)" } else { "" },
+                        &d.head[..12]
+                    ));
                     if !d.sessions_differ.is_empty() {
-                        out(format!("  sessions that differ: {}", d.sessions_differ.join(" ")));
+                        out(format!(
+                            "  sessions that differ: {}",
+                            d.sessions_differ.join(" ")
+                        ));
                     }
                 }
                 if s.is_empty() {
-                    out(format!("{remote} has no devices yet; run 'shelldone sync push {remote}'"));
+                    out(format!(
+                        "{remote} has no devices yet; run 'shelldone sync push {remote}'"
+                    ));
                 }
             }
         }
-        SyncCmd::Daemon { remote, poll, debounce, push_interval, max_runtime } => {
-            daemon(st, json, remote.as_deref(), *poll, *debounce, *push_interval, *max_runtime)?;
+        SyncCmd::Daemon {
+            remote,
+            poll,
+            debounce,
+            push_interval,
+            max_runtime,
+        } => {
+            daemon(
+                st,
+                json,
+                remote.as_deref(),
+                *poll,
+                *debounce,
+                *push_interval,
+                *max_runtime,
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -167,14 +208,24 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
 /// Saves when the live state changed and then stayed quiet for `debounce` seconds; pushes at
 /// most every `push_interval` seconds when something new was saved. Checking for changes is a
 /// stat-cache walk (no file is read unless it changed), so an idle daemon writes nothing.
-fn daemon(st: &State, json: bool, remote: Option<&str>, poll: f64, debounce: f64, push_interval: f64, max_runtime: Option<f64>) -> Result<()> {
+fn daemon(
+    st: &State,
+    json: bool,
+    remote: Option<&str>,
+    poll: f64,
+    debounce: f64,
+    push_interval: f64,
+    max_runtime: Option<f64>,
+) -> Result<()> {
     let start = Instant::now();
     let poll = Duration::from_secs_f64(poll.max(0.05));
     let debounce = Duration::from_secs_f64(debounce.max(0.0));
     let push_every = Duration::from_secs_f64(push_interval.max(1.0));
     let mut last_root = st.live_root()?;
     let mut changed_at: Option<Instant> = None;
-    let mut last_push = Instant::now().checked_sub(push_every).unwrap_or_else(Instant::now);
+    let mut last_push = Instant::now()
+        .checked_sub(push_every)
+        .unwrap_or_else(Instant::now);
     let mut unpushed = false;
     let say = |v: serde_json::Value, text: String| if json { out(v) } else { out(text) };
     loop {
@@ -192,11 +243,17 @@ fn daemon(st: &State, json: bool, remote: Option<&str>, poll: f64, debounce: f64
             && t.elapsed() >= debounce
         {
             changed_at = None;
-            let o = st.save(&SaveOptions { message: "daemon: saved on change".into(), session: None })?;
+            let o = st.save(&SaveOptions {
+                message: "daemon: saved on change".into(),
+                session: None,
+            })?;
             if o.created {
                 unpushed = true;
                 let id = o.id.map(|i| i.to_hex()).unwrap_or_default();
-                say(json!({"event": "saved", "id": id}), format!("saved {}", &id[..12.min(id.len())]));
+                say(
+                    json!({"event": "saved", "id": id}),
+                    format!("saved {}", &id[..12.min(id.len())]),
+                );
             }
         }
         if let Some(r) = remote
@@ -207,9 +264,15 @@ fn daemon(st: &State, json: bool, remote: Option<&str>, poll: f64, debounce: f64
                 Ok(p) => {
                     unpushed = false;
                     last_push = Instant::now();
-                    say(json!({"event": "pushed", "remote": r, "objects": p.sent.objects}), format!("pushed to {r}: {} objects", p.sent.objects));
+                    say(
+                        json!({"event": "pushed", "remote": r, "objects": p.sent.objects}),
+                        format!("pushed to {r}: {} objects", p.sent.objects),
+                    );
                 }
-                Err(e) => say(json!({"event": "push-failed", "remote": r, "error": e.to_string()}), format!("push to {r} failed (will retry): {e}")),
+                Err(e) => say(
+                    json!({"event": "push-failed", "remote": r, "error": e.to_string()}),
+                    format!("push to {r} failed (will retry): {e}"),
+                ),
             }
         }
     }

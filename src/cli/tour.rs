@@ -16,7 +16,13 @@ fn tree_bytes(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>> {
     for e in walkdir::WalkDir::new(root).sort_by_file_name() {
         let e = e.map_err(|e| Error::Io(e.into()))?;
         if e.file_type().is_file() {
-            m.insert(e.path().strip_prefix(root).expect("under root").to_path_buf(), fs::read(e.path())?);
+            m.insert(
+                e.path()
+                    .strip_prefix(root)
+                    .expect("under root")
+                    .to_path_buf(),
+                fs::read(e.path())?,
+            );
         }
     }
     Ok(m)
@@ -31,32 +37,65 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
     let base = match dir {
         Some(d) => d,
         None => {
-            tmp = tempfile::Builder::new().prefix("shelldone-tour-").tempdir()?;
+            tmp = tempfile::Builder::new()
+                .prefix("shelldone-tour-")
+                .tempdir()?;
             tmp.path().to_path_buf()
         }
     };
-    let paths = Paths { config_dir: base.join("config"), state_dir: base.join("state") };
+    let paths = Paths {
+        config_dir: base.join("config"),
+        state_dir: base.join("state"),
+    };
     out(format!("== shelldone tour in {}", base.display()));
     let n = demo::generate(&paths.config_dir, &paths.state_dir, &DemoSpec::small())?;
-    out(format!("1. generated a terminal state: 5 sessions, 3 journals, preferences ({} bytes)", n));
+    out(format!(
+        "1. generated a terminal state: 5 sessions, 3 journals, preferences ({} bytes)",
+        n
+    ));
     let (st, _) = State::open(paths.clone())?;
-    let before = (tree_bytes(&paths.config_dir)?, tree_bytes(&paths.state_dir.join("sessions"))?, tree_bytes(&paths.state_dir.join("journal"))?);
+    let before = (
+        tree_bytes(&paths.config_dir)?,
+        tree_bytes(&paths.state_dir.join("sessions"))?,
+        tree_bytes(&paths.state_dir.join("journal"))?,
+    );
     let t = Instant::now();
-    let a = st.save(&SaveOptions { message: "first save".into(), session: None })?;
+    let a = st.save(&SaveOptions {
+        message: "first save".into(),
+        session: None,
+    })?;
     let first = a.id.ok_or(Error::NoSnapshot)?;
-    out(format!("2. state save          -> {} ({} objects, {:.1} ms)", first.short(16), a.objects_written, t.elapsed().as_secs_f64() * 1e3));
+    out(format!(
+        "2. state save          -> {} ({} objects, {:.1} ms)",
+        first.short(16),
+        a.objects_written,
+        t.elapsed().as_secs_f64() * 1e3
+    ));
     let t = Instant::now();
     let again = st.save(&SaveOptions::default())?;
-    out(format!("3. state save again    -> nothing changed, no snapshot written: {} ({:.1} ms)", !again.created, t.elapsed().as_secs_f64() * 1e3));
+    out(format!(
+        "3. state save again    -> nothing changed, no snapshot written: {} ({:.1} ms)",
+        !again.created,
+        t.elapsed().as_secs_f64() * 1e3
+    ));
     demo::small_change(&paths.config_dir, &paths.state_dir, 0)?;
     fs::remove_file(paths.state_dir.join("sessions/s004/scrollback.bin"))?;
     fs::write(paths.config_dir.join("config.toml"), "font_size = 15\n")?;
     fs::create_dir_all(paths.state_dir.join("sessions/s099/nested/deeper"))?;
-    fs::write(paths.state_dir.join("sessions/s099/session.json"), "{\"schema\":1,\"id\":\"s099\"}")?;
+    fs::write(
+        paths.state_dir.join("sessions/s099/session.json"),
+        "{\"schema\":1,\"id\":\"s099\"}",
+    )?;
     fs::write(paths.state_dir.join("sessions/s099/nested/empty"), b"")?;
-    fs::write(paths.state_dir.join("sessions/s099/nested/deeper/raw.bin"), [0u8, 159, 146, 150, 255, 0xfe])?;
+    fs::write(
+        paths.state_dir.join("sessions/s099/nested/deeper/raw.bin"),
+        [0u8, 159, 146, 150, 255, 0xfe],
+    )?;
     let t = Instant::now();
-    let b = st.save(&SaveOptions { message: "after changes".into(), session: None })?;
+    let b = st.save(&SaveOptions {
+        message: "after changes".into(),
+        session: None,
+    })?;
     out(format!(
         "4. changed files (journal +200 lines, 2 descriptors, scrollback +100 KB, 1 deleted, 1 session added), saved -> {} (+{} ~{} -{}, {} new objects, {} bytes, {:.1} ms)",
         b.id.map(|i| i.short(16)).unwrap_or_default(),
@@ -69,10 +108,21 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
     ));
     out("5. shelldone log:");
     for e in st.log(None, None, None)? {
-        out(format!("     {}  {}  +{} ~{} -{}  {}", e.id.short(16), super::output::time(e.time_ns), e.added, e.modified, e.deleted, e.message));
+        out(format!(
+            "     {}  {}  +{} ~{} -{}  {}",
+            e.id.short(16),
+            super::output::time(e.time_ns),
+            e.added,
+            e.modified,
+            e.deleted,
+            e.message
+        ));
     }
     let t = Instant::now();
-    let r = st.restore(&RestoreOptions { rev: Some(first.to_hex()), ..RestoreOptions::default() })?;
+    let r = st.restore(&RestoreOptions {
+        rev: Some(first.to_hex()),
+        ..RestoreOptions::default()
+    })?;
     out(format!(
         "6. state restore {}  -> {} created, {} updated, {} deleted ({:.1} ms)",
         first.short(16),
@@ -81,16 +131,30 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
         r.plan.delete.len(),
         t.elapsed().as_secs_f64() * 1e3
     ));
-    let after = (tree_bytes(&paths.config_dir)?, tree_bytes(&paths.state_dir.join("sessions"))?, tree_bytes(&paths.state_dir.join("journal"))?);
+    let after = (
+        tree_bytes(&paths.config_dir)?,
+        tree_bytes(&paths.state_dir.join("sessions"))?,
+        tree_bytes(&paths.state_dir.join("journal"))?,
+    );
     if before != after {
-        return Err(Error::Invalid("tour: restored state differs from the first save".into()));
+        return Err(Error::Invalid(
+            "tour: restored state differs from the first save".into(),
+        ));
     }
     out("7. the live state is byte-identical to the first save");
     let c = st.check(crate::check::CheckOptions::default())?;
-    out(format!("8. state check: {} snapshots, {} objects, {} problems", c.snapshots, c.objects_checked, c.problems.len()));
+    out(format!(
+        "8. state check: {} snapshots, {} objects, {} problems",
+        c.snapshots,
+        c.objects_checked,
+        c.problems.len()
+    ));
     if !c.ok() {
         return Err(Error::Invalid("tour: check found problems".into()));
     }
-    out(format!("== done. Try: shelldone --state-dir {0}/state --config-dir {0}/config log", base.display()));
+    out(format!(
+        "== done. Try: shelldone --state-dir {0}/state --config-dir {0}/config log",
+        base.display()
+    ));
     Ok(())
 }

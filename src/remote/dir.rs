@@ -45,7 +45,8 @@ pub fn ref_component_ok(c: &str) -> bool {
         && !c.contains(".sync-conflict")
         && !c.ends_with(".tmp")
         && !c.ends_with(".lock")
-        && c.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%'))
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%'))
 }
 
 /// Checks a remote ref name: `<device>/head` or `<device>/sessions/<x>`.
@@ -59,7 +60,11 @@ pub fn check_remote_ref(name: &str) -> Result<()> {
         [dev, "sessions", s] => ref_component_ok(dev) && ref_component_ok(s),
         _ => false,
     };
-    if ok { Ok(()) } else { Err(Error::BadRefName(name.to_owned())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRefName(name.to_owned()))
+    }
 }
 
 /// Parses a ref file's content: 64 hex characters and a newline (a missing newline is accepted).
@@ -72,7 +77,11 @@ fn parse_ref(content: &[u8]) -> Option<ObjectId> {
 impl DirRemote {
     /// A remote named `name` (for messages) at `dir`.
     pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
-        DirRemote { name: name.into(), dir: dir.into(), limits: Limits::default() }
+        DirRemote {
+            name: name.into(),
+            dir: dir.into(),
+            limits: Limits::default(),
+        }
     }
 
     /// Replaces the import limits.
@@ -89,7 +98,10 @@ impl DirRemote {
     }
 
     fn err(&self, why: impl Into<String>) -> Error {
-        Error::Remote { remote: self.name.clone(), why: why.into() }
+        Error::Remote {
+            remote: self.name.clone(),
+            why: why.into(),
+        }
     }
 
     /// Path of an object's file on the remote.
@@ -120,13 +132,25 @@ impl DirRemote {
                 )));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Io(std::io::Error::new(e.kind(), format!("{e} (reading {})", marker.display())))),
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (reading {})", marker.display()),
+                )));
+            }
         }
         // Empty, or holding only temp files of an interrupted creation.
         let empty = match std::fs::read_dir(&self.dir) {
-            Ok(it) => it.filter_map(std::result::Result::ok).all(|e| durable::is_tmp_name(e.file_name().as_encoded_bytes())),
+            Ok(it) => it
+                .filter_map(std::result::Result::ok)
+                .all(|e| durable::is_tmp_name(e.file_name().as_encoded_bytes())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(Error::Io(std::io::Error::new(e.kind(), format!("{e} (reading {})", self.dir.display())))),
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (reading {})", self.dir.display()),
+                )));
+            }
         };
         if !empty {
             return Err(self.err(format!(
@@ -158,14 +182,24 @@ impl DirRemote {
         let meta = match std::fs::symlink_metadata(&p) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::Io(std::io::Error::new(e.kind(), format!("{e} (reading {})", p.display())))),
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (reading {})", p.display()),
+                )));
+            }
         };
         if !meta.is_file() {
-            return Err(self.err(format!("ref {name} ({}) is not a regular file", p.display())));
+            return Err(self.err(format!(
+                "ref {name} ({}) is not a regular file",
+                p.display()
+            )));
         }
         let mut buf = Vec::new();
         fs::File::open(&p)?.take(200).read_to_end(&mut buf)?;
-        parse_ref(&buf).map(Some).ok_or_else(|| self.err(format!("ref {name} ({}) is malformed", p.display())))
+        parse_ref(&buf)
+            .map(Some)
+            .ok_or_else(|| self.err(format!("ref {name} ({}) is malformed", p.display())))
     }
 
     /// Reads a stored object from the remote (bounded, regular files only).
@@ -176,16 +210,29 @@ impl DirRemote {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(self.err(format!("{} {id} is missing on the remote", kind.name())));
             }
-            Err(e) => return Err(Error::Io(std::io::Error::new(e.kind(), format!("{e} (reading {})", p.display())))),
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (reading {})", p.display()),
+                )));
+            }
         };
         if !meta.is_file() {
-            return Err(Error::CorruptObject { id: *id, why: format!("{} is not a regular file", p.display()) });
+            return Err(Error::CorruptObject {
+                id: *id,
+                why: format!("{} is not a regular file", p.display()),
+            });
         }
         if meta.len() > verify::MAX_RAW_OBJECT {
-            return Err(Error::CorruptObject { id: *id, why: format!("stored file is {} bytes, over the limit", meta.len()) });
+            return Err(Error::CorruptObject {
+                id: *id,
+                why: format!("stored file is {} bytes, over the limit", meta.len()),
+            });
         }
         let mut buf = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        fs::File::open(&p)?.take(verify::MAX_RAW_OBJECT + 1).read_to_end(&mut buf)?;
+        fs::File::open(&p)?
+            .take(verify::MAX_RAW_OBJECT + 1)
+            .read_to_end(&mut buf)?;
         Ok(buf)
     }
 }
@@ -201,10 +248,14 @@ impl Remote for DirRemote {
             return Ok(out);
         }
         let refs = self.dir.join("refs");
-        let Ok(devices) = std::fs::read_dir(&refs) else { return Ok(out) };
+        let Ok(devices) = std::fs::read_dir(&refs) else {
+            return Ok(out);
+        };
         for d in devices {
             let d = d?;
-            let Some(dev) = d.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(dev) = d.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if !ref_component_ok(&dev) || !d.file_type()?.is_dir() {
                 continue;
             }
@@ -212,10 +263,14 @@ impl Remote for DirRemote {
             if let Some(id) = self.read_ref(&head)? {
                 out.insert(head, id);
             }
-            let Ok(sessions) = std::fs::read_dir(d.path().join("sessions")) else { continue };
+            let Ok(sessions) = std::fs::read_dir(d.path().join("sessions")) else {
+                continue;
+            };
             for s in sessions {
                 let s = s?;
-                let Some(sn) = s.file_name().to_str().map(str::to_owned) else { continue };
+                let Some(sn) = s.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
                 if !ref_component_ok(&sn) || !s.file_type()?.is_file() {
                     continue;
                 }
@@ -228,7 +283,12 @@ impl Remote for DirRemote {
         Ok(out)
     }
 
-    fn push(&mut self, store: &ObjectStore, updates: &[RefUpdate], progress: Progress<'_>) -> Result<TransferStats> {
+    fn push(
+        &mut self,
+        store: &ObjectStore,
+        updates: &[RefUpdate],
+        progress: Progress<'_>,
+    ) -> Result<TransferStats> {
         for u in updates {
             check_remote_ref(&u.name)?;
         }
@@ -238,7 +298,10 @@ impl Remote for DirRemote {
         //    checked: a synced copy of the folder may hold a tree without its children.
         let mut seen = HashSet::new();
         let mut send: Vec<(Kind, ObjectId)> = Vec::new();
-        let mut stack: Vec<(ObjectId, Kind)> = updates.iter().filter_map(|u| u.new.map(|id| (id, Kind::Snapshot))).collect();
+        let mut stack: Vec<(ObjectId, Kind)> = updates
+            .iter()
+            .filter_map(|u| u.new.map(|id| (id, Kind::Snapshot)))
+            .collect();
         let tips: HashSet<ObjectId> = stack.iter().map(|(id, _)| *id).collect();
         while let Some((id, kind)) = stack.pop() {
             if !seen.insert(id) {
@@ -374,11 +437,28 @@ impl Remote for DirRemote {
         Ok(stats)
     }
 
-    fn fetch(&mut self, store: &ObjectStore, batch: &Batch<'_>, wants: &[ObjectId], shallow: bool, progress: Progress<'_>) -> Result<TransferStats> {
+    fn fetch(
+        &mut self,
+        store: &ObjectStore,
+        batch: &Batch<'_>,
+        wants: &[ObjectId],
+        shallow: bool,
+        progress: Progress<'_>,
+    ) -> Result<TransferStats> {
         if !self.open(false)? && !wants.is_empty() {
-            return Err(self.err(format!("{} is not a shelldone directory remote yet (nothing pushed)", self.dir.display())));
+            return Err(self.err(format!(
+                "{} is not a shelldone directory remote yet (nothing pushed)",
+                self.dir.display()
+            )));
         }
-        let mut f = Fetch { remote: self, store, batch, checker: Checker::new(&self.name, self.limits), stats: TransferStats::default(), progress };
+        let mut f = Fetch {
+            remote: self,
+            store,
+            batch,
+            checker: Checker::new(&self.name, self.limits),
+            stats: TransferStats::default(),
+            progress,
+        };
         let mut seen = HashSet::new();
         let mut stack: Vec<ObjectId> = wants.to_vec();
         while let Some(sid) = stack.pop() {
@@ -393,7 +473,9 @@ impl Remote for DirRemote {
                 continue;
             }
             let (raw, obj) = f.get(&sid, Kind::Snapshot)?;
-            let Object::Snapshot(s) = obj else { unreachable!("kind verified") };
+            let Object::Snapshot(s) = obj else {
+                unreachable!("kind verified")
+            };
             let info = f.tree(&s.root, 0)?;
             f.checker.check_placement(&s.root, info, 0)?;
             f.stage(Kind::Snapshot, sid, &raw)?;
@@ -444,7 +526,9 @@ impl Fetch<'_, '_, '_> {
             return self.checker.local_tree_info(self.store, id, depth);
         }
         let (raw, obj) = self.get(id, Kind::Tree)?;
-        let Object::Tree(t) = obj else { unreachable!("kind verified") };
+        let Object::Tree(t) = obj else {
+            unreachable!("kind verified")
+        };
         let mut info = TreeInfo::default();
         for e in &t.entries {
             match e.kind {
@@ -460,7 +544,9 @@ impl Fetch<'_, '_, '_> {
                 EntryKind::ChunkedFile => {
                     if !self.batch.contains(&e.id) {
                         let (raw, obj) = self.get(&e.id, Kind::ChunkList)?;
-                        let Object::ChunkList(c) = &obj else { unreachable!("kind verified") };
+                        let Object::ChunkList(c) = &obj else {
+                            unreachable!("kind verified")
+                        };
                         verify::check_entry_size(id, e, c.total_size)?;
                         for ch in &c.chunks {
                             if let Some(size) = self.blob(&ch.id)?
@@ -468,7 +554,10 @@ impl Fetch<'_, '_, '_> {
                             {
                                 return Err(Error::CorruptObject {
                                     id: e.id,
-                                    why: format!("chunk {} says {} bytes, holds {size}", ch.id, ch.len),
+                                    why: format!(
+                                        "chunk {} says {} bytes, holds {size}",
+                                        ch.id, ch.len
+                                    ),
                                 });
                             }
                         }
@@ -484,7 +573,9 @@ impl Fetch<'_, '_, '_> {
                         }
                         None => {
                             let (raw, obj) = self.get(&e.id, Kind::Blob)?;
-                            let Object::Blob(target) = &obj else { unreachable!("kind verified") };
+                            let Object::Blob(target) = &obj else {
+                                unreachable!("kind verified")
+                            };
                             verify::check_entry_size(id, e, target.len() as u64)?;
                             let c = self.checker.check_link(e.id, target)?;
                             self.stage(Kind::Blob, e.id, &raw)?;

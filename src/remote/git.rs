@@ -33,7 +33,10 @@ use fs_err as fs;
 use gix::ObjectId as GitId;
 use objects_format::chunk::{CHUNK_THRESHOLD, chunk_lengths};
 use objects_format::encoding::encode_blob;
-use objects_format::{ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, ObjectId, Snapshot, Tree, TreeEntry};
+use objects_format::{
+    ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, ObjectId, Snapshot, Tree,
+    TreeEntry,
+};
 
 use super::dir::{check_remote_ref, ref_component_ok};
 use super::gitmirror::{self, GitError, Mode, PushRejection, RejectKind};
@@ -66,7 +69,11 @@ pub struct GitRemote {
 
 impl std::fmt::Debug for GitRemote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GitRemote").field("name", &self.name).field("url", &self.url).field("mirror", &self.mirror).finish()
+        f.debug_struct("GitRemote")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("mirror", &self.mirror)
+            .finish()
     }
 }
 
@@ -81,7 +88,10 @@ struct IdMap {
 
 impl IdMap {
     fn load(path: PathBuf) -> Result<IdMap> {
-        let mut m = IdMap { path, ..IdMap::default() };
+        let mut m = IdMap {
+            path,
+            ..IdMap::default()
+        };
         let data = match std::fs::read(&m.path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(m),
@@ -90,7 +100,10 @@ impl IdMap {
         let whole = data.len() - data.len() % RECORD;
         if whole != data.len() {
             // A torn last record (crash while appending): drop it so later records stay aligned.
-            fs::OpenOptions::new().write(true).open(&m.path)?.set_len(whole as u64)?;
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&m.path)?
+                .set_len(whole as u64)?;
         }
         for r in data[..whole].chunks_exact(RECORD) {
             let sid = ObjectId(r[..32].try_into().expect("32 bytes"));
@@ -113,7 +126,10 @@ impl IdMap {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut f = fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         f.write_all(&self.pending)?;
         self.pending.clear();
         Ok(())
@@ -123,19 +139,48 @@ impl IdMap {
 /// The commit message for a snapshot.
 #[must_use]
 pub fn commit_message(s: &Snapshot, canonical: &[u8]) -> String {
-    let msg = if s.message.is_empty() { "shelldone snapshot".to_owned() } else { s.message.replace('\0', "\u{fffd}") };
+    let msg = if s.message.is_empty() {
+        "shelldone snapshot".to_owned()
+    } else {
+        s.message.replace('\0', "\u{fffd}")
+    };
     format!("{msg}\n\n{TRAILER}{}\n", hex::encode(canonical))
 }
 
 /// Author/committer name and email for a device.
 #[must_use]
 pub fn ident(device: &str) -> (String, String) {
-    let name: String = device.chars().map(|c| if matches!(c, '<' | '>' | '\n' | '\0') { '_' } else { c }).collect();
+    let name: String = device
+        .chars()
+        .map(|c| {
+            if matches!(c, '<' | '>' | '\n' | '\0') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
     let name = name.trim();
-    let name = if name.is_empty() { "unknown".to_owned() } else { name.to_owned() };
-    let local: String =
-        device.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
-    let local = if local.is_empty() { "unknown".to_owned() } else { local };
+    let name = if name.is_empty() {
+        "unknown".to_owned()
+    } else {
+        name.to_owned()
+    };
+    let local: String = device
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let local = if local.is_empty() {
+        "unknown".to_owned()
+    } else {
+        local
+    };
     (name, format!("{local}@shelldone.invalid"))
 }
 
@@ -203,7 +248,10 @@ impl GitRemote {
     }
 
     fn err(&self, why: impl Into<String>) -> Error {
-        Error::Remote { remote: self.name.clone(), why: why.into() }
+        Error::Remote {
+            remote: self.name.clone(),
+            why: why.into(),
+        }
     }
 
     fn git_err(&self, e: &GitError) -> Error {
@@ -241,7 +289,11 @@ impl GitRemote {
         let mut tips = BTreeMap::new();
         for (local, gid) in &fetched {
             let name = local.strip_prefix(&track).unwrap_or(local);
-            check_remote_ref(name).map_err(|_| self.err(format!("remote ref refs/shelldone/{name} is not a shelldone ref name")))?;
+            check_remote_ref(name).map_err(|_| {
+                self.err(format!(
+                    "remote ref refs/shelldone/{name} is not a shelldone ref name"
+                ))
+            })?;
             let sid = match self.map.rev.get(gid) {
                 Some(s) => *s,
                 None => read_commit(repo, *gid, &self.name)?.sid,
@@ -264,25 +316,45 @@ struct CommitInfo {
 }
 
 fn read_commit(repo: &gix::Repository, gid: GitId, remote: &str) -> Result<CommitInfo> {
-    let rerr = |why: String| Error::Remote { remote: remote.to_owned(), why };
-    let h = repo.find_header(gid).map_err(|e| rerr(format!("commit {gid} is missing: {e}")))?;
+    let rerr = |why: String| Error::Remote {
+        remote: remote.to_owned(),
+        why,
+    };
+    let h = repo
+        .find_header(gid)
+        .map_err(|e| rerr(format!("commit {gid} is missing: {e}")))?;
     if h.kind() != gix::objs::Kind::Commit {
         return Err(rerr(format!("{gid} is a {}, expected a commit", h.kind())));
     }
     if h.size() > MAX_COMMIT {
-        return Err(rerr(format!("commit {gid} is {} bytes, over the limit", h.size())));
+        return Err(rerr(format!(
+            "commit {gid} is {} bytes, over the limit",
+            h.size()
+        )));
     }
-    let (tree, parents, message) = gitmirror::read_commit(repo, gid).map_err(|e| rerr(describe(&e)))?;
-    let canonical = parse_trailer(&message)
-        .ok_or_else(|| rerr(format!("commit {gid} has no valid '{}' trailer; not written by shelldone", TRAILER.trim())))?;
-    let (kind, _) = objects_format::encoding::split_header(&canonical).map_err(|e| rerr(format!("commit {gid}: trailer: {e}")))?;
+    let (tree, parents, message) =
+        gitmirror::read_commit(repo, gid).map_err(|e| rerr(describe(&e)))?;
+    let canonical = parse_trailer(&message).ok_or_else(|| {
+        rerr(format!(
+            "commit {gid} has no valid '{}' trailer; not written by shelldone",
+            TRAILER.trim()
+        ))
+    })?;
+    let (kind, _) = objects_format::encoding::split_header(&canonical)
+        .map_err(|e| rerr(format!("commit {gid}: trailer: {e}")))?;
     let sid = ObjectId::compute(kind, &canonical);
     let snapshot = match verify::verify_canonical(&sid, Kind::Snapshot, &canonical) {
         Ok(Object::Snapshot(s)) => s,
         Ok(_) => unreachable!("kind checked"),
         Err(e) => return Err(rerr(format!("commit {gid}: trailer: {e}"))),
     };
-    Ok(CommitInfo { sid, snapshot, canonical, tree, parents })
+    Ok(CommitInfo {
+        sid,
+        snapshot,
+        canonical,
+        tree,
+        parents,
+    })
 }
 
 /// shelldone → git conversion into the mirror.
@@ -297,11 +369,18 @@ struct Conv<'a> {
 
 impl Conv<'_> {
     fn gerr(&self, e: &GitError) -> Error {
-        Error::Remote { remote: self.remote.to_owned(), why: describe(e) }
+        Error::Remote {
+            remote: self.remote.to_owned(),
+            why: describe(e),
+        }
     }
 
     fn known(&self, sid: &ObjectId) -> Option<GitId> {
-        self.map.fwd.get(sid).copied().filter(|g| self.repo.has_object(g))
+        self.map
+            .fwd
+            .get(sid)
+            .copied()
+            .filter(|g| self.repo.has_object(g))
     }
 
     fn blob(&mut self, sid: &ObjectId) -> Result<GitId> {
@@ -325,7 +404,15 @@ impl Conv<'_> {
         for c in &list.chunks {
             let b = self.store.read_blob(&c.id)?;
             if b.len() != c.len as usize {
-                return Err(Error::CorruptObject { id: *sid, why: format!("chunk {} holds {} bytes, list says {}", c.id, b.len(), c.len) });
+                return Err(Error::CorruptObject {
+                    id: *sid,
+                    why: format!(
+                        "chunk {} holds {} bytes, list says {}",
+                        c.id,
+                        b.len(),
+                        c.len
+                    ),
+                });
             }
             data.extend_from_slice(&b);
         }
@@ -341,21 +428,43 @@ impl Conv<'_> {
             return Ok(g);
         }
         if depth > 256 {
-            return Err(Error::CorruptObject { id: *sid, why: "trees nest deeper than 256".into() });
+            return Err(Error::CorruptObject {
+                id: *sid,
+                why: "trees nest deeper than 256".into(),
+            });
         }
         let t = self.store.read_tree(sid)?;
         let mut entries = Vec::with_capacity(t.entries.len());
         for e in &t.entries {
             let (mode, oid) = match e.kind {
-                EntryKind::File => (if e.executable() { Mode::Executable } else { Mode::File }, self.blob(&e.id)?),
-                EntryKind::ChunkedFile => (if e.executable() { Mode::Executable } else { Mode::File }, self.chunked(&e.id)?),
+                EntryKind::File => (
+                    if e.executable() {
+                        Mode::Executable
+                    } else {
+                        Mode::File
+                    },
+                    self.blob(&e.id)?,
+                ),
+                EntryKind::ChunkedFile => (
+                    if e.executable() {
+                        Mode::Executable
+                    } else {
+                        Mode::File
+                    },
+                    self.chunked(&e.id)?,
+                ),
                 EntryKind::Dir => (Mode::Dir, self.tree(&e.id, depth + 1)?),
                 EntryKind::Symlink => (Mode::Symlink, self.blob(&e.id)?),
             };
-            entries.push(gitmirror::TreeEntry { name: e.name.clone(), mode, oid });
+            entries.push(gitmirror::TreeEntry {
+                name: e.name.clone(),
+                mode,
+                oid,
+            });
         }
-        let g = gitmirror::write_tree(self.repo, &entries).map_err(|e| {
-            Error::Remote { remote: self.remote.to_owned(), why: format!("cannot map tree {sid} to git: {}", describe(&e)) }
+        let g = gitmirror::write_tree(self.repo, &entries).map_err(|e| Error::Remote {
+            remote: self.remote.to_owned(),
+            why: format!("cannot map tree {sid} to git: {}", describe(&e)),
         })?;
         self.written += 1;
         self.map.insert(*sid, g);
@@ -371,25 +480,40 @@ impl Conv<'_> {
                 continue;
             }
             let canonical = self.store.read_canonical(&top)?;
-            let Object::Snapshot(s) = verify::verify_canonical(&top, Kind::Snapshot, &canonical)? else {
+            let Object::Snapshot(s) = verify::verify_canonical(&top, Kind::Snapshot, &canonical)?
+            else {
                 unreachable!("kind checked")
             };
-            let missing: Vec<ObjectId> = s.parents.iter().filter(|p| self.known(p).is_none()).copied().collect();
+            let missing: Vec<ObjectId> = s
+                .parents
+                .iter()
+                .filter(|p| self.known(p).is_none())
+                .copied()
+                .collect();
             if let Some(p) = missing.first() {
                 if stack.contains(p) {
-                    return Err(Error::CorruptObject { id: top, why: "snapshot history has a cycle".into() });
+                    return Err(Error::CorruptObject {
+                        id: top,
+                        why: "snapshot history has a cycle".into(),
+                    });
                 }
                 if !self.store.has(p) {
                     return Err(Error::Remote {
                         remote: self.remote.to_owned(),
-                        why: format!("cannot push snapshot {top}: its parent {p} is not in the local store (shallow history?)"),
+                        why: format!(
+                            "cannot push snapshot {top}: its parent {p} is not in the local store (shallow history?)"
+                        ),
                     });
                 }
                 stack.extend(missing);
                 continue;
             }
             let tree = self.tree(&s.root, 0)?;
-            let parents: Vec<GitId> = s.parents.iter().map(|p| self.known(p).expect("converted")).collect();
+            let parents: Vec<GitId> = s
+                .parents
+                .iter()
+                .map(|p| self.known(p).expect("converted"))
+                .collect();
             let (name, email) = ident(&s.device);
             let g = gitmirror::write_commit(
                 self.repo,
@@ -423,7 +547,10 @@ struct Import<'a, 'b, 'p> {
 
 impl Import<'_, '_, '_> {
     fn rerr(&self, why: String) -> Error {
-        Error::Remote { remote: self.remote.to_owned(), why }
+        Error::Remote {
+            remote: self.remote.to_owned(),
+            why,
+        }
     }
 
     fn put(&mut self, kind: Kind, id: ObjectId, canonical: &[u8]) -> Result<()> {
@@ -437,23 +564,37 @@ impl Import<'_, '_, '_> {
 
     /// Reads a git object of `kind` after checking its declared size against `max` and the budget.
     fn read(&mut self, gid: GitId, kind: gix::objs::Kind, max: u64) -> Result<(u64, Vec<u8>)> {
-        let h = self.repo.find_header(gid).map_err(|e| self.rerr(format!("object {gid} is missing: {e}")))?;
+        let h = self
+            .repo
+            .find_header(gid)
+            .map_err(|e| self.rerr(format!("object {gid} is missing: {e}")))?;
         if h.kind() != kind {
             return Err(self.rerr(format!("{gid} is a {}, expected a {kind}", h.kind())));
         }
         if h.size() > max {
-            return Err(self.rerr(format!("{kind} {gid} is {} bytes, over the limit of {max}", h.size())));
+            return Err(self.rerr(format!(
+                "{kind} {gid} is {} bytes, over the limit of {max}",
+                h.size()
+            )));
         }
         self.checker.precheck(h.size())?;
-        let (_, data) = gitmirror::read_object(self.repo, gid).map_err(|e| self.rerr(describe(&e)))?;
+        let (_, data) =
+            gitmirror::read_object(self.repo, gid).map_err(|e| self.rerr(describe(&e)))?;
         self.checker.charge(data.len() as u64)?;
         Ok((h.size(), data))
     }
 
     fn file(&mut self, gid: GitId) -> Result<(EntryKind, ObjectId, u64)> {
-        let h = self.repo.find_header(gid).map_err(|e| self.rerr(format!("blob {gid} is missing: {e}")))?;
+        let h = self
+            .repo
+            .find_header(gid)
+            .map_err(|e| self.rerr(format!("blob {gid} is missing: {e}")))?;
         let size = h.size();
-        let kind = if size > CHUNK_THRESHOLD { EntryKind::ChunkedFile } else { EntryKind::File };
+        let kind = if size > CHUNK_THRESHOLD {
+            EntryKind::ChunkedFile
+        } else {
+            EntryKind::File
+        };
         if let Some(sid) = self.map.rev.get(&gid).copied()
             && self.batch.contains(&sid)
         {
@@ -472,10 +613,16 @@ impl Import<'_, '_, '_> {
                 let c = encode_blob(&data[pos..pos + len]);
                 let id = ObjectId::compute(Kind::Blob, &c);
                 self.put(Kind::Blob, id, &c)?;
-                chunks.push(ChunkRef { id, len: u32::try_from(len).expect("chunks are at most MAX_CHUNK") });
+                chunks.push(ChunkRef {
+                    id,
+                    len: u32::try_from(len).expect("chunks are at most MAX_CHUNK"),
+                });
                 pos += len;
             }
-            let list = Object::ChunkList(ChunkList { total_size: data.len() as u64, chunks });
+            let list = Object::ChunkList(ChunkList {
+                total_size: data.len() as u64,
+                chunks,
+            });
             let (id, c) = objects_format::encode_with_id(&list)?;
             self.put(Kind::ChunkList, id, &c)?;
             id
@@ -488,12 +635,23 @@ impl Import<'_, '_, '_> {
         if let Some(sid) = self.map.rev.get(&gid).copied()
             && let Some(c) = self.checker.link_climb(&sid)
         {
-            let size = self.repo.find_header(gid).map_err(|e| self.rerr(format!("blob {gid} is missing: {e}")))?.size();
+            let size = self
+                .repo
+                .find_header(gid)
+                .map_err(|e| self.rerr(format!("blob {gid} is missing: {e}")))?
+                .size();
             return Ok((sid, size, c));
         }
-        let (_, data) = self.read(gid, gix::objs::Kind::Blob, verify::MAX_SYMLINK_TARGET as u64)
+        let (_, data) = self
+            .read(
+                gid,
+                gix::objs::Kind::Blob,
+                verify::MAX_SYMLINK_TARGET as u64,
+            )
             .map_err(|e| match e {
-                Error::Remote { why, .. } if why.contains("over the limit") => Error::UnsafePath(format!("symlink target {gid}: {why}")),
+                Error::Remote { why, .. } if why.contains("over the limit") => {
+                    Error::UnsafePath(format!("symlink target {gid}: {why}"))
+                }
                 other => other,
             })?;
         let c = encode_blob(&data);
@@ -514,13 +672,21 @@ impl Import<'_, '_, '_> {
                 return Ok((sid, self.checker.local_tree_info(self.store, &sid, depth)?));
             }
         }
-        let (_, data) = self.read(gid, gix::objs::Kind::Tree, objects_format::MAX_OBJECT_SIZE as u64)?;
-        let gentries = gitmirror::decode_tree(self.repo, gid, &data).map_err(|e| self.rerr(describe(&e)))?;
+        let (_, data) = self.read(
+            gid,
+            gix::objs::Kind::Tree,
+            objects_format::MAX_OBJECT_SIZE as u64,
+        )?;
+        let gentries =
+            gitmirror::decode_tree(self.repo, gid, &data).map_err(|e| self.rerr(describe(&e)))?;
         let mut info = TreeInfo::default();
         let mut entries = Vec::with_capacity(gentries.len());
         for ge in gentries {
             objects_format::validate_name(&ge.name).map_err(|e| {
-                Error::UnsafePath(format!("git tree {gid} has an entry named {:?}: {e}", String::from_utf8_lossy(&ge.name)))
+                Error::UnsafePath(format!(
+                    "git tree {gid} has an entry named {:?}: {e}",
+                    String::from_utf8_lossy(&ge.name)
+                ))
             })?;
             let (kind, flags, size, id) = match ge.mode {
                 Mode::Dir => {
@@ -530,7 +696,16 @@ impl Import<'_, '_, '_> {
                 }
                 Mode::File | Mode::Executable => {
                     let (k, id, size) = self.file(ge.oid)?;
-                    (k, if ge.mode == Mode::Executable { FLAG_EXECUTABLE } else { 0 }, size, id)
+                    (
+                        k,
+                        if ge.mode == Mode::Executable {
+                            FLAG_EXECUTABLE
+                        } else {
+                            0
+                        },
+                        size,
+                        id,
+                    )
                 }
                 Mode::Symlink => {
                     let (id, size, climb) = self.link(ge.oid)?;
@@ -538,11 +713,18 @@ impl Import<'_, '_, '_> {
                     (EntryKind::Symlink, 0, size, id)
                 }
             };
-            entries.push(TreeEntry { name: ge.name, kind, flags, size, id });
+            entries.push(TreeEntry {
+                name: ge.name,
+                kind,
+                flags,
+                size,
+                id,
+            });
         }
         let mut t = Tree { entries };
         t.sort();
-        let (id, c) = objects_format::encode_with_id(&Object::Tree(t)).map_err(|e| self.rerr(format!("git tree {gid}: {e}")))?;
+        let (id, c) = objects_format::encode_with_id(&Object::Tree(t))
+            .map_err(|e| self.rerr(format!("git tree {gid}: {e}")))?;
         self.put(Kind::Tree, id, &c)?;
         self.checker.set_tree_info(id, info);
         self.map.insert(id, gid);
@@ -556,14 +738,19 @@ impl Import<'_, '_, '_> {
         while let Some((gid, expect)) = stack.pop() {
             if let Some(s) = done.get(&gid) {
                 if *s != expect {
-                    return Err(self.rerr(format!("commit {gid} holds snapshot {s}, expected {expect}")));
+                    return Err(self.rerr(format!(
+                        "commit {gid} holds snapshot {s}, expected {expect}"
+                    )));
                 }
                 continue;
             }
             let c = read_commit(self.repo, gid, self.remote)?;
             self.checker.charge(c.canonical.len() as u64 * 2)?;
             if c.sid != expect {
-                return Err(self.rerr(format!("commit {gid} holds snapshot {}, expected {expect}", c.sid)));
+                return Err(self.rerr(format!(
+                    "commit {gid} holds snapshot {}, expected {expect}",
+                    c.sid
+                )));
             }
             done.insert(gid, c.sid);
             if c.parents.len() != c.snapshot.parents.len() {
@@ -573,12 +760,20 @@ impl Import<'_, '_, '_> {
                     c.snapshot.parents.len()
                 )));
             }
-            let parents: Vec<(GitId, ObjectId)> = c.parents.iter().copied().zip(c.snapshot.parents.iter().copied()).collect();
+            let parents: Vec<(GitId, ObjectId)> = c
+                .parents
+                .iter()
+                .copied()
+                .zip(c.snapshot.parents.iter().copied())
+                .collect();
             if shallow {
                 for (pg, ps) in &parents {
                     let pc = read_commit(self.repo, *pg, self.remote)?;
                     if pc.sid != *ps {
-                        return Err(self.rerr(format!("parent commit {pg} holds snapshot {}, expected {ps}", pc.sid)));
+                        return Err(self.rerr(format!(
+                            "parent commit {pg} holds snapshot {}, expected {ps}",
+                            pc.sid
+                        )));
                     }
                 }
             } else {
@@ -607,7 +802,9 @@ impl Import<'_, '_, '_> {
             )
             .map_err(|e| self.rerr(describe(&e)))?;
             if canon != gid {
-                return Err(self.rerr(format!("commit {gid} is not in shelldone's canonical form (expected {canon})")));
+                return Err(self.rerr(format!(
+                    "commit {gid} is not in shelldone's canonical form (expected {canon})"
+                )));
             }
             self.put(Kind::Snapshot, c.sid, &c.canonical)?;
             self.map.insert(c.sid, gid);
@@ -617,11 +814,21 @@ impl Import<'_, '_, '_> {
 }
 
 /// `git push --porcelain --atomic` with one `--force-with-lease` per ref.
-fn push_atomic(mirror: &Path, url: &str, updates: &[(String, String, Option<GitId>)], timeout: Duration) -> std::result::Result<(), GitError> {
+fn push_atomic(
+    mirror: &Path,
+    url: &str,
+    updates: &[(String, String, Option<GitId>)],
+    timeout: Duration,
+) -> std::result::Result<(), GitError> {
     let mut cmd = Command::new("git");
-    cmd.arg("--git-dir").arg(mirror).args(["push", "--porcelain", "--atomic", "--no-verify"]);
+    cmd.arg("--git-dir")
+        .arg(mirror)
+        .args(["push", "--porcelain", "--atomic", "--no-verify"]);
     for (_, dst, expected) in updates {
-        cmd.arg(format!("--force-with-lease={dst}:{}", expected.map(|o| o.to_string()).unwrap_or_default()));
+        cmd.arg(format!(
+            "--force-with-lease={dst}:{}",
+            expected.map(|o| o.to_string()).unwrap_or_default()
+        ));
     }
     cmd.arg("--").arg(url);
     for (src, dst, _) in updates {
@@ -637,7 +844,10 @@ fn push_atomic(mirror: &Path, url: &str, updates: &[(String, String, Option<GitI
         .stderr(Stdio::piped());
     let io = |what: &str| {
         let what = what.to_owned();
-        move |source| GitError::Io { context: what, source }
+        move |source| GitError::Io {
+            context: what,
+            source,
+        }
     };
     let mut child = cmd.spawn().map_err(io("spawning git push"))?;
     let drain = |p: Option<Box<dyn Read + Send>>| {
@@ -649,8 +859,18 @@ fn push_atomic(mirror: &Path, url: &str, updates: &[(String, String, Option<GitI
             String::from_utf8_lossy(&buf).into_owned()
         })
     };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -658,7 +878,10 @@ fn push_atomic(mirror: &Path, url: &str, updates: &[(String, String, Option<GitI
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(GitError::Timeout { what: "git push".into(), timeout });
+                return Err(GitError::Timeout {
+                    what: "git push".into(),
+                    timeout,
+                });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => {
@@ -674,8 +897,12 @@ fn push_atomic(mirror: &Path, url: &str, updates: &[(String, String, Option<GitI
     let mut seen = Vec::new();
     for line in stdout.lines() {
         let mut f = line.splitn(3, '\t');
-        let (Some(flag), Some(refs), Some(summary)) = (f.next(), f.next(), f.next()) else { continue };
-        let Some((_, to)) = refs.rsplit_once(':') else { continue };
+        let (Some(flag), Some(refs), Some(summary)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let Some((_, to)) = refs.rsplit_once(':') else {
+            continue;
+        };
         seen.push(to.to_owned());
         if flag == "!" {
             let kind = if summary.contains("stale info") {
@@ -687,14 +914,25 @@ fn push_atomic(mirror: &Path, url: &str, updates: &[(String, String, Option<GitI
             } else {
                 RejectKind::Other
             };
-            rejected.push(PushRejection { remote_ref: to.to_owned(), kind, detail: summary.to_owned() });
+            rejected.push(PushRejection {
+                remote_ref: to.to_owned(),
+                kind,
+                detail: summary.to_owned(),
+            });
         }
     }
     if !rejected.is_empty() {
-        return Err(GitError::PushRejected { url: url.to_owned(), rejected });
+        return Err(GitError::PushRejected {
+            url: url.to_owned(),
+            rejected,
+        });
     }
     if !status.success() || !updates.iter().all(|(_, d, _)| seen.contains(d)) {
-        return Err(GitError::PushFailed { url: url.to_owned(), status: status.to_string(), stderr: stderr.trim().to_owned() });
+        return Err(GitError::PushFailed {
+            url: url.to_owned(),
+            status: status.to_string(),
+            stderr: stderr.trim().to_owned(),
+        });
     }
     Ok(())
 }
@@ -708,12 +946,20 @@ impl Remote for GitRemote {
         self.refresh()
     }
 
-    fn push(&mut self, store: &ObjectStore, updates: &[RefUpdate], progress: Progress<'_>) -> Result<TransferStats> {
+    fn push(
+        &mut self,
+        store: &ObjectStore,
+        updates: &[RefUpdate],
+        progress: Progress<'_>,
+    ) -> Result<TransferStats> {
         let own = format!("{}/", self.device);
         for u in updates {
             check_remote_ref(&u.name)?;
             if !u.name.starts_with(&own) {
-                return Err(Error::Invalid(format!("ref {} is outside this device's namespace {own}", u.name)));
+                return Err(Error::Invalid(format!(
+                    "ref {} is outside this device's namespace {own}",
+                    u.name
+                )));
             }
         }
         if updates.is_empty() {
@@ -724,7 +970,14 @@ impl Remote for GitRemote {
             self.refresh()?;
         }
         let repo = self.repo.as_ref().expect("opened");
-        let mut conv = Conv { repo, map: &mut self.map, store, remote: &self.name, written: 0, bytes: 0 };
+        let mut conv = Conv {
+            repo,
+            map: &mut self.map,
+            store,
+            remote: &self.name,
+            written: 0,
+            bytes: 0,
+        };
         let res = (|| -> Result<Vec<(String, String, Option<GitId>)>> {
             let mut out = Vec::new();
             for u in updates {
@@ -742,7 +995,10 @@ impl Remote for GitRemote {
                             return Err(Error::RefConflict {
                                 name: u.name.clone(),
                                 expected: s.to_hex(),
-                                found: self.tips.get(&u.name).map_or_else(|| "absent".into(), |t| t.1.to_hex()),
+                                found: self
+                                    .tips
+                                    .get(&u.name)
+                                    .map_or_else(|| "absent".into(), |t| t.1.to_hex()),
                             });
                         }
                     }),
@@ -754,31 +1010,52 @@ impl Remote for GitRemote {
             }
             Ok(out)
         })();
-        let stats = TransferStats { objects: conv.written, bytes: conv.bytes };
+        let stats = TransferStats {
+            objects: conv.written,
+            bytes: conv.bytes,
+        };
         self.map.flush()?;
         let plan = res?;
         let track = self.tracking_prefix();
         match push_atomic(&self.mirror, &self.url, &plan, self.push_timeout) {
             Ok(()) => {}
             Err(e) if e.is_stale_lease() => {
-                let GitError::PushRejected { rejected, .. } = &e else { unreachable!("is_stale_lease") };
-                let stale: Vec<&PushRejection> = rejected.iter().filter(|r| r.kind == RejectKind::StaleLease).collect();
-                let r = stale.iter().find(|r| r.remote_ref.starts_with("refs/shelldone/")).unwrap_or(&stale[0]);
+                let GitError::PushRejected { rejected, .. } = &e else {
+                    unreachable!("is_stale_lease")
+                };
+                let stale: Vec<&PushRejection> = rejected
+                    .iter()
+                    .filter(|r| r.kind == RejectKind::StaleLease)
+                    .collect();
+                let r = stale
+                    .iter()
+                    .find(|r| r.remote_ref.starts_with("refs/shelldone/"))
+                    .unwrap_or(&stale[0]);
                 let name = match r.remote_ref.strip_prefix("refs/shelldone/") {
                     Some(n) => n.to_owned(),
-                    None => format!("{}/head", r.remote_ref.strip_prefix("refs/heads/").unwrap_or(&r.remote_ref)),
+                    None => format!(
+                        "{}/head",
+                        r.remote_ref
+                            .strip_prefix("refs/heads/")
+                            .unwrap_or(&r.remote_ref)
+                    ),
                 };
                 let u = updates.iter().find(|u| u.name == name);
                 return Err(Error::RefConflict {
                     name,
-                    expected: u.and_then(|u| u.expected).map_or_else(|| "absent".into(), |s| s.to_hex()),
+                    expected: u
+                        .and_then(|u| u.expected)
+                        .map_or_else(|| "absent".into(), |s| s.to_hex()),
                     found: "a different value on the remote".into(),
                 });
             }
             Err(e) => return Err(self.git_err(&e)),
         }
         let repo = self.repo.as_ref().expect("opened");
-        for (u, (src, _, _)) in updates.iter().zip(plan.iter().filter(|p| p.1.starts_with("refs/shelldone/"))) {
+        for (u, (src, _, _)) in updates
+            .iter()
+            .zip(plan.iter().filter(|p| p.1.starts_with("refs/shelldone/")))
+        {
             let local = format!("{track}{}", u.name);
             match u.new {
                 Some(s) => {
@@ -795,19 +1072,34 @@ impl Remote for GitRemote {
         Ok(stats)
     }
 
-    fn fetch(&mut self, store: &ObjectStore, batch: &Batch<'_>, wants: &[ObjectId], shallow: bool, progress: Progress<'_>) -> Result<TransferStats> {
+    fn fetch(
+        &mut self,
+        store: &ObjectStore,
+        batch: &Batch<'_>,
+        wants: &[ObjectId],
+        shallow: bool,
+        progress: Progress<'_>,
+    ) -> Result<TransferStats> {
         if wants.is_empty() {
             return Ok(TransferStats::default());
         }
         self.ensure_repo()?;
-        let find = |tips: &BTreeMap<String, (GitId, ObjectId)>, w: &ObjectId| tips.values().find(|(_, s)| s == w).map(|(g, _)| *g);
+        let find = |tips: &BTreeMap<String, (GitId, ObjectId)>, w: &ObjectId| {
+            tips.values().find(|(_, s)| s == w).map(|(g, _)| *g)
+        };
         if wants.iter().any(|w| find(&self.tips, w).is_none()) {
             self.refresh()?;
         }
         let mut resolved = Vec::new();
         for w in wants {
             let g = find(&self.tips, w)
-                .or_else(|| self.map.fwd.get(w).copied().filter(|g| self.repo.as_ref().expect("opened").has_object(g)))
+                .or_else(|| {
+                    self.map
+                        .fwd
+                        .get(w)
+                        .copied()
+                        .filter(|g| self.repo.as_ref().expect("opened").has_object(g))
+                })
                 .ok_or_else(|| self.err(format!("snapshot {w} is not on the remote")))?;
             resolved.push((g, *w));
         }

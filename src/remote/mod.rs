@@ -58,7 +58,12 @@ pub trait Remote {
     ///
     /// # Errors
     /// [`crate::Error::RefConflict`] on a lost race; transport errors.
-    fn push(&mut self, store: &ObjectStore, updates: &[RefUpdate], progress: Progress<'_>) -> Result<TransferStats>;
+    fn push(
+        &mut self,
+        store: &ObjectStore,
+        updates: &[RefUpdate],
+        progress: Progress<'_>,
+    ) -> Result<TransferStats>;
 
     /// Brings every object reachable from `wants` that `store` lacks into `batch`, verifying
     /// each one (hash, decode, kinds, names) before it is staged. With `shallow`, parents of the
@@ -66,7 +71,14 @@ pub trait Remote {
     ///
     /// # Errors
     /// Corrupt/hostile objects (nothing is staged for them), transport errors.
-    fn fetch(&mut self, store: &ObjectStore, batch: &Batch<'_>, wants: &[ObjectId], shallow: bool, progress: Progress<'_>) -> Result<TransferStats>;
+    fn fetch(
+        &mut self,
+        store: &ObjectStore,
+        batch: &Batch<'_>,
+        wants: &[ObjectId],
+        shallow: bool,
+        progress: Progress<'_>,
+    ) -> Result<TransferStats>;
 }
 
 /// What kind of remote a URL names: a git remote for URLs with a scheme git understands
@@ -74,7 +86,14 @@ pub trait Remote {
 /// path to an existing git repository; a directory remote for any other path.
 #[must_use]
 pub fn is_git_url(url: &str) -> bool {
-    let schemes = ["git://", "ssh://", "http://", "https://", "file://", "git+ssh://"];
+    let schemes = [
+        "git://",
+        "ssh://",
+        "http://",
+        "https://",
+        "file://",
+        "git+ssh://",
+    ];
     if schemes.iter().any(|s| url.starts_with(s)) || url.trim_end_matches('/').ends_with(".git") {
         return true;
     }

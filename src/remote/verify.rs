@@ -40,7 +40,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_objects: 1_000_000, max_bytes: 64 << 30, max_depth: 256 }
+        Limits {
+            max_objects: 1_000_000,
+            max_bytes: 64 << 30,
+            max_depth: 256,
+        }
     }
 }
 
@@ -78,13 +82,22 @@ pub fn symlink_climb(target: &[u8]) -> Result<u64> {
         return Err(Error::UnsafePath("empty symlink target".into()));
     }
     if target.len() > MAX_SYMLINK_TARGET {
-        return Err(Error::UnsafePath(format!("symlink target of {} bytes (limit {MAX_SYMLINK_TARGET})", target.len())));
+        return Err(Error::UnsafePath(format!(
+            "symlink target of {} bytes (limit {MAX_SYMLINK_TARGET})",
+            target.len()
+        )));
     }
     if target.contains(&0) {
-        return Err(Error::UnsafePath(format!("symlink target {:?} contains NUL", show())));
+        return Err(Error::UnsafePath(format!(
+            "symlink target {:?} contains NUL",
+            show()
+        )));
     }
     if target[0] == b'/' {
-        return Err(Error::UnsafePath(format!("absolute symlink target {:?}", show())));
+        return Err(Error::UnsafePath(format!(
+            "absolute symlink target {:?}",
+            show()
+        )));
     }
     let (mut level, mut max_climb) = (0i64, 0i64);
     for c in target.split(|&b| b == b'/') {
@@ -115,7 +128,14 @@ impl Checker {
     /// A checker for one import from `remote`.
     #[must_use]
     pub fn new(remote: &str, limits: Limits) -> Self {
-        Checker { remote: remote.to_owned(), limits, objects: 0, bytes: 0, trees: HashMap::new(), links: HashMap::new() }
+        Checker {
+            remote: remote.to_owned(),
+            limits,
+            objects: 0,
+            bytes: 0,
+            trees: HashMap::new(),
+            links: HashMap::new(),
+        }
     }
 
     /// The limits in force.
@@ -127,7 +147,10 @@ impl Checker {
     /// An error naming the remote.
     #[must_use]
     pub fn err(&self, why: impl Into<String>) -> Error {
-        Error::Remote { remote: self.remote.clone(), why: why.into() }
+        Error::Remote {
+            remote: self.remote.clone(),
+            why: why.into(),
+        }
     }
 
     /// Accounts for one object of `bytes` bytes read from the remote.
@@ -138,10 +161,16 @@ impl Checker {
         self.objects += 1;
         self.bytes = self.bytes.saturating_add(bytes);
         if self.objects > self.limits.max_objects {
-            return Err(self.err(format!("fetch exceeds the limit of {} objects", self.limits.max_objects)));
+            return Err(self.err(format!(
+                "fetch exceeds the limit of {} objects",
+                self.limits.max_objects
+            )));
         }
         if self.bytes > self.limits.max_bytes {
-            return Err(self.err(format!("fetch exceeds the limit of {} bytes", self.limits.max_bytes)));
+            return Err(self.err(format!(
+                "fetch exceeds the limit of {} bytes",
+                self.limits.max_bytes
+            )));
         }
         Ok(())
     }
@@ -152,7 +181,10 @@ impl Checker {
     /// When the budget would be exceeded.
     pub fn precheck(&self, bytes: u64) -> Result<()> {
         if self.bytes.saturating_add(bytes) > self.limits.max_bytes {
-            return Err(self.err(format!("object of {bytes} bytes would exceed the fetch limit of {} bytes", self.limits.max_bytes)));
+            return Err(self.err(format!(
+                "object of {bytes} bytes would exceed the fetch limit of {} bytes",
+                self.limits.max_bytes
+            )));
         }
         Ok(())
     }
@@ -197,7 +229,10 @@ impl Checker {
     /// nesting is too deep.
     pub fn check_placement(&self, id: &ObjectId, info: TreeInfo, depth: usize) -> Result<()> {
         if depth + info.height > self.limits.max_depth {
-            return Err(Error::UnsafePath(format!("tree {id} nests deeper than {} levels", self.limits.max_depth)));
+            return Err(Error::UnsafePath(format!(
+                "tree {id} nests deeper than {} levels",
+                self.limits.max_depth
+            )));
         }
         if info.need > depth as u64 {
             return Err(Error::UnsafePath(format!(
@@ -214,7 +249,10 @@ impl Checker {
     /// [`Error::UnsafePath`] beyond [`Limits::max_depth`].
     pub fn check_depth(&self, depth: usize) -> Result<()> {
         if depth > self.limits.max_depth {
-            return Err(Error::UnsafePath(format!("trees nest deeper than {} levels", self.limits.max_depth)));
+            return Err(Error::UnsafePath(format!(
+                "trees nest deeper than {} levels",
+                self.limits.max_depth
+            )));
         }
         Ok(())
     }
@@ -223,7 +261,12 @@ impl Checker {
     ///
     /// # Errors
     /// Store errors, or an unsafe symlink.
-    pub fn local_tree_info(&mut self, store: &ObjectStore, id: &ObjectId, depth: usize) -> Result<TreeInfo> {
+    pub fn local_tree_info(
+        &mut self,
+        store: &ObjectStore,
+        id: &ObjectId,
+        depth: usize,
+    ) -> Result<TreeInfo> {
         if let Some(i) = self.trees.get(id) {
             return Ok(*i);
         }
@@ -257,9 +300,16 @@ impl Checker {
 /// # Errors
 /// [`Error::CorruptObject`] or [`Error::WrongKind`].
 pub fn verify_canonical(id: &ObjectId, expected: Kind, canonical: &[u8]) -> Result<Object> {
-    let obj = objects_format::verify(id, canonical).map_err(|e| Error::CorruptObject { id: *id, why: e.to_string() })?;
+    let obj = objects_format::verify(id, canonical).map_err(|e| Error::CorruptObject {
+        id: *id,
+        why: e.to_string(),
+    })?;
     if obj.kind() != expected {
-        return Err(Error::WrongKind { id: *id, expected, found: obj.kind().name() });
+        return Err(Error::WrongKind {
+            id: *id,
+            expected,
+            found: obj.kind().name(),
+        });
     }
     Ok(obj)
 }
@@ -269,7 +319,8 @@ pub fn verify_canonical(id: &ObjectId, expected: Kind, canonical: &[u8]) -> Resu
 /// # Errors
 /// As [`verify_canonical`]; a bad or oversized zstd frame is [`Error::CorruptObject`].
 pub fn verify_raw(id: &ObjectId, expected: Kind, raw: &[u8]) -> Result<(Vec<u8>, Object)> {
-    let canonical = crate::store::decompress(raw).map_err(|why| Error::CorruptObject { id: *id, why })?;
+    let canonical =
+        crate::store::decompress(raw).map_err(|why| Error::CorruptObject { id: *id, why })?;
     let obj = verify_canonical(id, expected, &canonical)?;
     Ok((canonical, obj))
 }
@@ -283,7 +334,11 @@ pub fn check_entry_size(tree: &ObjectId, e: &TreeEntry, actual: u64) -> Result<(
     if e.size != actual {
         return Err(Error::CorruptObject {
             id: *tree,
-            why: format!("entry {:?} says {} bytes, its object holds {actual}", String::from_utf8_lossy(&e.name), e.size),
+            why: format!(
+                "entry {:?} says {} bytes, its object holds {actual}",
+                String::from_utf8_lossy(&e.name),
+                e.size
+            ),
         });
     }
     Ok(())
@@ -330,17 +385,34 @@ mod tests {
         let mut root = TreeInfo::default();
         root.add_subdir(mid);
         assert!(c.check_placement(&id, root, 0).is_ok());
-        let deep = TreeInfo { height: 300, need: 0 };
+        let deep = TreeInfo {
+            height: 300,
+            need: 0,
+        };
         assert!(c.check_placement(&id, deep, 0).is_err());
     }
 
     #[test]
     fn budget() {
-        let mut c = Checker::new("r", Limits { max_objects: 2, max_bytes: 100, max_depth: 256 });
+        let mut c = Checker::new(
+            "r",
+            Limits {
+                max_objects: 2,
+                max_bytes: 100,
+                max_depth: 256,
+            },
+        );
         c.charge(10).unwrap();
         c.charge(10).unwrap();
         assert!(c.charge(1).is_err());
-        let mut c = Checker::new("r", Limits { max_objects: 10, max_bytes: 100, max_depth: 256 });
+        let mut c = Checker::new(
+            "r",
+            Limits {
+                max_objects: 10,
+                max_bytes: 100,
+                max_depth: 256,
+            },
+        );
         assert!(c.charge(101).is_err());
     }
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use objects_format::{EntryKind, Object, ObjectId, Tree, TreeEntry};
 
 use crate::error::{Error, Result};
-use crate::store::ObjectStore;
 use crate::store::Batch;
+use crate::store::ObjectStore;
 
 /// The folders a snapshot covers, relative to the snapshot root. Nothing else is ever
 /// snapshotted or touched by a restore (`cache/`, `logs/`, `metrics/`, `snapshots/`, `backups/`).
@@ -37,7 +37,9 @@ impl Leaf {
     /// Same content and mode (what restore compares).
     #[must_use]
     pub fn same_content(&self, other: &Leaf) -> bool {
-        self.id == other.id && self.flags == other.flags && (self.kind == EntryKind::Symlink) == (other.kind == EntryKind::Symlink)
+        self.id == other.id
+            && self.flags == other.flags
+            && (self.kind == EntryKind::Symlink) == (other.kind == EntryKind::Symlink)
     }
 }
 
@@ -103,7 +105,13 @@ impl Flat {
                 Some(_) => {}
             }
         }
-        s.deleted = u32::try_from(self.leaves.keys().filter(|p| !new.leaves.contains_key(*p)).count()).unwrap_or(u32::MAX);
+        s.deleted = u32::try_from(
+            self.leaves
+                .keys()
+                .filter(|p| !new.leaves.contains_key(*p))
+                .count(),
+        )
+        .unwrap_or(u32::MAX);
         s
     }
 }
@@ -146,13 +154,19 @@ impl Layout {
     /// The live layout for a config dir and a state dir.
     #[must_use]
     pub fn live(config: &Path, state: &Path) -> Self {
-        Layout { config: config.to_path_buf(), state: state.to_path_buf() }
+        Layout {
+            config: config.to_path_buf(),
+            state: state.to_path_buf(),
+        }
     }
 
     /// The `restore --to DIR` layout: `DIR/config`, `DIR/state`.
     #[must_use]
     pub fn under(dir: &Path) -> Self {
-        Layout { config: dir.join("config"), state: dir.join("state") }
+        Layout {
+            config: dir.join("config"),
+            state: dir.join("state"),
+        }
     }
 
     /// Filesystem path of a snapshot path.
@@ -169,7 +183,11 @@ impl Layout {
         } else {
             unreachable!("paths outside config/ and state/ are filtered before use")
         };
-        if rest.is_empty() { base.clone() } else { base.join(std::ffi::OsStr::from_bytes(rest)) }
+        if rest.is_empty() {
+            base.clone()
+        } else {
+            base.join(std::ffi::OsStr::from_bytes(rest))
+        }
     }
 }
 
@@ -192,7 +210,10 @@ pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
             return cur;
         }
         for comp in path.split(|&b| b == b'/') {
-            let n = cur.entries.entry(comp.to_vec()).or_insert_with(|| Node::Dir(Dir::default()));
+            let n = cur
+                .entries
+                .entry(comp.to_vec())
+                .or_insert_with(|| Node::Dir(Dir::default()));
             cur = match n {
                 Node::Dir(d) => d,
                 Node::Leaf(_) => unreachable!("a path is both a file and a directory"),
@@ -210,8 +231,20 @@ pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
         let mut t = Tree::default();
         for (name, n) in &d.entries {
             t.entries.push(match n {
-                Node::Leaf(l) => TreeEntry { name: name.clone(), kind: l.kind, flags: l.flags, size: l.size, id: l.id },
-                Node::Dir(sub) => TreeEntry { name: name.clone(), kind: EntryKind::Dir, flags: 0, size: 0, id: store(sub, batch)? },
+                Node::Leaf(l) => TreeEntry {
+                    name: name.clone(),
+                    kind: l.kind,
+                    flags: l.flags,
+                    size: l.size,
+                    id: l.id,
+                },
+                Node::Dir(sub) => TreeEntry {
+                    name: name.clone(),
+                    kind: EntryKind::Dir,
+                    flags: 0,
+                    size: 0,
+                    id: store(sub, batch)?,
+                },
             });
         }
         let obj = Object::Tree(t);
@@ -227,8 +260,15 @@ pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
     }
     for (p, l) in &flat.leaves {
         let (parent, name) = split(p);
-        if dir_at(&mut root, parent).entries.insert(name.to_vec(), Node::Leaf(*l)).is_some() {
-            return Err(Error::Invalid(format!("duplicate path {}", String::from_utf8_lossy(p))));
+        if dir_at(&mut root, parent)
+            .entries
+            .insert(name.to_vec(), Node::Leaf(*l))
+            .is_some()
+        {
+            return Err(Error::Invalid(format!(
+                "duplicate path {}",
+                String::from_utf8_lossy(p)
+            )));
         }
     }
     store(&root, batch)
@@ -239,9 +279,18 @@ pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
 /// # Errors
 /// Missing or corrupt objects.
 pub fn flatten(store: &ObjectStore, root: &ObjectId) -> Result<Flat> {
-    fn walk(store: &ObjectStore, id: &ObjectId, prefix: &[u8], out: &mut Flat, depth: usize) -> Result<()> {
+    fn walk(
+        store: &ObjectStore,
+        id: &ObjectId,
+        prefix: &[u8],
+        out: &mut Flat,
+        depth: usize,
+    ) -> Result<()> {
         if depth > 256 {
-            return Err(Error::CorruptObject { id: *id, why: "tree nesting deeper than 256".into() });
+            return Err(Error::CorruptObject {
+                id: *id,
+                why: "tree nesting deeper than 256".into(),
+            });
         }
         let t = store.read_tree(id)?;
         for e in &t.entries {
@@ -251,7 +300,9 @@ pub fn flatten(store: &ObjectStore, root: &ObjectId) -> Result<Flat> {
             }
             p.extend_from_slice(&e.name);
             let under = in_roots(&p);
-            let above = ROOTS.iter().any(|r| r.as_bytes().starts_with(&p) && r.as_bytes().get(p.len()) == Some(&b'/'));
+            let above = ROOTS
+                .iter()
+                .any(|r| r.as_bytes().starts_with(&p) && r.as_bytes().get(p.len()) == Some(&b'/'));
             if !under && !above {
                 continue;
             }
@@ -263,7 +314,15 @@ pub fn flatten(store: &ObjectStore, root: &ObjectId) -> Result<Flat> {
                     walk(store, &e.id, &p, out, depth + 1)?;
                 }
                 _ if under => {
-                    out.leaves.insert(p, Leaf { kind: e.kind, flags: e.flags, size: e.size, id: e.id });
+                    out.leaves.insert(
+                        p,
+                        Leaf {
+                            kind: e.kind,
+                            flags: e.flags,
+                            size: e.size,
+                            id: e.id,
+                        },
+                    );
                 }
                 _ => {}
             }

@@ -34,7 +34,11 @@ impl Plan {
     /// True when nothing would change.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.create.is_empty() && self.update.is_empty() && self.delete.is_empty() && self.mkdir.is_empty() && self.rmdir.is_empty()
+        self.create.is_empty()
+            && self.update.is_empty()
+            && self.delete.is_empty()
+            && self.mkdir.is_empty()
+            && self.rmdir.is_empty()
     }
 }
 
@@ -72,8 +76,14 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path) -> Result<()> {
     match leaf.kind {
         EntryKind::Symlink => {
             let target = store.read_blob(&leaf.id)?;
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes_ext(&target), tmp)
-                .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{e} (creating link {})", tmp.display()))))?;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes_ext(&target), tmp).map_err(
+                |e| {
+                    Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("{e} (creating link {})", tmp.display()),
+                    ))
+                },
+            )?;
         }
         EntryKind::File | EntryKind::ChunkedFile => {
             let mut f = fs::File::create(tmp)?;
@@ -85,12 +95,19 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path) -> Result<()> {
                 for c in &list.chunks {
                     let data = store.read_blob(&c.id)?;
                     if data.len() != c.len as usize {
-                        return Err(Error::CorruptObject { id: c.id, why: format!("chunk is {} bytes, list says {}", data.len(), c.len) });
+                        return Err(Error::CorruptObject {
+                            id: c.id,
+                            why: format!("chunk is {} bytes, list says {}", data.len(), c.len),
+                        });
                     }
                     f.write_all(&data)?;
                 }
             }
-            let mode = if leaf.flags & objects_format::FLAG_EXECUTABLE != 0 { 0o700 } else { 0o600 };
+            let mode = if leaf.flags & objects_format::FLAG_EXECUTABLE != 0 {
+                0o700
+            } else {
+                0o600
+            };
             f.set_permissions(std::fs::Permissions::from_mode(mode))?;
             // Content durable before the rename makes it the live file (never a zero-length
             // file after a power cut).
@@ -201,7 +218,10 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(Error::Io(std::io::Error::new(e.kind(), format!("{e} (removing folder {}: {})", abs.display(), display(d)))));
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (removing folder {}: {})", abs.display(), display(d)),
+                )));
             }
         }
     }
@@ -215,7 +235,9 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
             dirs.insert(d.to_path_buf());
         }
     }
-    dirs.par_iter().filter(|d| d.is_dir()).try_for_each(|d| durable::sync_dir(d))?;
+    dirs.par_iter()
+        .filter(|d| d.is_dir())
+        .try_for_each(|d| durable::sync_dir(d))?;
     Ok(())
 }
 
@@ -232,7 +254,9 @@ pub fn remove_tmp_files(layout: &Layout) -> Result<usize> {
         }
         for e in walkdir::WalkDir::new(&base).follow_links(false) {
             let Ok(e) = e else { continue };
-            if durable::is_tmp_name(std::os::unix::ffi::OsStrExt::as_bytes(e.file_name())) && !e.file_type().is_dir() {
+            if durable::is_tmp_name(std::os::unix::ffi::OsStrExt::as_bytes(e.file_name()))
+                && !e.file_type().is_dir()
+            {
                 fs::remove_file(e.path())?;
                 n += 1;
             }

@@ -45,13 +45,18 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
         if !base.is_dir() {
             continue;
         }
-        let walker = walkdir::WalkDir::new(&base).follow_links(false).sort_by_file_name().min_depth(1);
+        let walker = walkdir::WalkDir::new(&base)
+            .follow_links(false)
+            .sort_by_file_name()
+            .min_depth(1);
         let mut it = walker.into_iter();
         while let Some(entry) = it.next() {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) {
+                    if e.io_error()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+                    {
                         continue; // vanished while walking
                     }
                     return Err(Error::Io(e.into()));
@@ -61,7 +66,10 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
             if is_tmp_name(name) {
                 continue;
             }
-            let rel_fs = entry.path().strip_prefix(&base).expect("walk stays under base");
+            let rel_fs = entry
+                .path()
+                .strip_prefix(&base)
+                .expect("walk stays under base");
             let mut rel = root.as_bytes().to_vec();
             rel.push(b'/');
             rel.extend_from_slice(rel_fs.as_os_str().as_bytes());
@@ -77,10 +85,19 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
             } else if ft.is_file() || ft.is_symlink() {
                 let meta = match entry.metadata() {
                     Ok(m) => m,
-                    Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => continue,
+                    Err(e)
+                        if e.io_error()
+                            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+                    {
+                        continue;
+                    }
                     Err(e) => return Err(Error::Io(e.into())),
                 };
-                out.files.push(LiveFile { rel, abs: entry.path().to_path_buf(), meta });
+                out.files.push(LiveFile {
+                    rel,
+                    abs: entry.path().to_path_buf(),
+                    meta,
+                });
             }
             // sockets, fifos, devices: not state; skipped.
         }
@@ -150,10 +167,16 @@ pub fn content_objects(data: &[u8], batch: Option<&Batch<'_>>) -> Result<(EntryK
             if let Some(b) = batch {
                 b.put_canonical(Kind::Blob, id, &c)?;
             }
-            Ok(ChunkRef { id, len: u32::try_from(len).expect("chunks are at most MAX_CHUNK") })
+            Ok(ChunkRef {
+                id,
+                len: u32::try_from(len).expect("chunks are at most MAX_CHUNK"),
+            })
         })
         .collect::<Result<_>>()?;
-    let list = Object::ChunkList(ChunkList { total_size: data.len() as u64, chunks });
+    let list = Object::ChunkList(ChunkList {
+        total_size: data.len() as u64,
+        chunks,
+    });
     let id = match batch {
         Some(b) => b.put(&list)?,
         None => objects_format::encode_with_id(&list)?.0,
@@ -171,7 +194,12 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
         let target = match std::fs::read_link(&f.abs) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Hashed::Gone),
-            Err(e) => return Err(Error::Io(std::io::Error::new(e.kind(), format!("{e} (reading link {})", f.abs.display())))),
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (reading link {})", f.abs.display()),
+                )));
+            }
         };
         let bytes = target.as_os_str().as_bytes();
         let c = encode_blob(bytes);
@@ -179,22 +207,47 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
         if let Some(b) = batch {
             b.put_canonical(Kind::Blob, id, &c)?;
         }
-        return Ok(Hashed::Ok { leaf: Leaf { kind: EntryKind::Symlink, flags: 0, size: bytes.len() as u64, id }, fresh: None });
+        return Ok(Hashed::Ok {
+            leaf: Leaf {
+                kind: EntryKind::Symlink,
+                flags: 0,
+                size: bytes.len() as u64,
+                id,
+            },
+            fresh: None,
+        });
     }
-    let flags = if f.meta.permissions().mode() & 0o100 != 0 { FLAG_EXECUTABLE } else { 0 };
+    let flags = if f.meta.permissions().mode() & 0o100 != 0 {
+        FLAG_EXECUTABLE
+    } else {
+        0
+    };
     let stat = Stat::of(&f.meta);
     if let Some((kind, id)) = cache.lookup(&f.rel, &stat) {
         // Trust the cache only while the object is still stored (gc or a lost object would
         // otherwise make a snapshot point at nothing).
         if batch.is_none_or(|b| b.contains(&id)) {
-            return Ok(Hashed::Ok { leaf: Leaf { kind, flags, size: stat.size, id }, fresh: None });
+            return Ok(Hashed::Ok {
+                leaf: Leaf {
+                    kind,
+                    flags,
+                    size: stat.size,
+                    id,
+                },
+                fresh: None,
+            });
         }
     }
     let hashed_at = crate::store::now_ns();
     let data = match std::fs::read(&f.abs) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Hashed::Gone),
-        Err(e) => return Err(Error::Io(std::io::Error::new(e.kind(), format!("{e} (reading {})", f.abs.display())))),
+        Err(e) => {
+            return Err(Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("{e} (reading {})", f.abs.display()),
+            )));
+        }
     };
     if is_descriptor(&f.rel)
         && let Err(why) = validate_descriptor(&data)
@@ -203,10 +256,24 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
     }
     // The file may have changed between stat and read; stat again so the cache never pairs an
     // old stat with new content.
-    let stat_after = std::fs::symlink_metadata(&f.abs).map(|m| Stat::of(&m)).unwrap_or(stat);
+    let stat_after = std::fs::symlink_metadata(&f.abs)
+        .map(|m| Stat::of(&m))
+        .unwrap_or(stat);
     let (kind, id) = content_objects(&data, batch)?;
-    let fresh = if stat_after == stat && stat.size == data.len() as u64 { Some((stat, hashed_at)) } else { None };
-    Ok(Hashed::Ok { leaf: Leaf { kind, flags, size: data.len() as u64, id }, fresh })
+    let fresh = if stat_after == stat && stat.size == data.len() as u64 {
+        Some((stat, hashed_at))
+    } else {
+        None
+    };
+    Ok(Hashed::Ok {
+        leaf: Leaf {
+            kind,
+            flags,
+            size: data.len() as u64,
+            id,
+        },
+        fresh,
+    })
 }
 
 /// Result of reading the live state.
@@ -232,9 +299,15 @@ pub fn read_live(
     let scan = scan(layout, keep)?;
     let results: Vec<Result<Hashed>> = {
         let cache_ref = &*cache;
-        scan.files.par_iter().map(|f| hash_file(f, cache_ref, batch)).collect()
+        scan.files
+            .par_iter()
+            .map(|f| hash_file(f, cache_ref, batch))
+            .collect()
     };
-    let mut out = LiveState { flat: Flat::with_roots(), corrupt: Vec::new() };
+    let mut out = LiveState {
+        flat: Flat::with_roots(),
+        corrupt: Vec::new(),
+    };
     for d in scan.dirs {
         out.flat.dirs.insert(d);
     }

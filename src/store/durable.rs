@@ -75,7 +75,10 @@ pub fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
 /// # Errors
 /// I/O errors.
 pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     f.write_all(line.as_bytes())?;
     f.sync_data()
 }

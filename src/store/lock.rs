@@ -25,7 +25,14 @@ impl StoreLock {
     /// [`Error::Locked`] after the timeout; I/O errors.
     pub fn acquire(dir: &Path, what: &str, timeout: Duration) -> Result<StoreLock> {
         let path = dir.join("lock");
-        let file = fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?.into_parts().0;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)?
+            .into_parts()
+            .0;
         let start = Instant::now();
         let mut delay = Duration::from_millis(2);
         loop {
@@ -36,7 +43,11 @@ impl StoreLock {
                         let holder = std::fs::read_to_string(dir.join("lock.owner"))
                             .map(|s| format!(" ({})", s.trim()))
                             .unwrap_or_default();
-                        return Err(Error::Locked { path, holder, waited_s: start.elapsed().as_secs() });
+                        return Err(Error::Locked {
+                            path,
+                            holder,
+                            waited_s: start.elapsed().as_secs(),
+                        });
                     }
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_millis(100));
@@ -45,7 +56,10 @@ impl StoreLock {
             }
         }
         // Informational only; a stale owner file is harmless because the flock is the truth.
-        let _ = std::fs::write(dir.join("lock.owner"), format!("pid {} running {what}", std::process::id()));
+        let _ = std::fs::write(
+            dir.join("lock.owner"),
+            format!("pid {} running {what}", std::process::id()),
+        );
         Ok(StoreLock { file, path })
     }
 

@@ -12,8 +12,8 @@ pub mod statcache;
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -40,7 +40,10 @@ impl ObjectStore {
     /// A store rooted at `snapshots/` (the directory must exist).
     #[must_use]
     pub fn new(root: PathBuf) -> Self {
-        ObjectStore { root, packs: Arc::new(RwLock::new(pack::PackSet::default())) }
+        ObjectStore {
+            root,
+            packs: Arc::new(RwLock::new(pack::PackSet::default())),
+        }
     }
 
     /// The `packs/` dir.
@@ -50,7 +53,13 @@ impl ObjectStore {
     }
 
     fn pack_loc(&self, id: &ObjectId) -> Option<pack::Loc> {
-        if let Some(l) = self.packs.read().expect("no panics while held").index.get(id) {
+        if let Some(l) = self
+            .packs
+            .read()
+            .expect("no panics while held")
+            .index
+            .get(id)
+        {
             return Some(*l);
         }
         let mut w = self.packs.write().expect("no panics while held");
@@ -60,7 +69,10 @@ impl ObjectStore {
 
     /// Forgets loaded pack indexes (after packs were deleted).
     pub fn reload_packs(&self) {
-        self.packs.write().expect("no panics while held").forget_all();
+        self.packs
+            .write()
+            .expect("no panics while held")
+            .forget_all();
     }
 
     /// Pack indexes that could not be loaded: (path, why).
@@ -76,7 +88,10 @@ impl ObjectStore {
     pub fn pack_contents(&self) -> Vec<(PathBuf, Vec<ObjectId>)> {
         let mut w = self.packs.write().expect("no panics while held");
         w.refresh(&self.packs_dir());
-        w.packs.iter().map(|p| (p.path.clone(), p.ids.clone())).collect()
+        w.packs
+            .iter()
+            .map(|p| (p.path.clone(), p.ids.clone()))
+            .collect()
     }
 
     /// The `snapshots/` dir.
@@ -111,10 +126,18 @@ impl ObjectStore {
                     .read()
                     .expect("no panics while held")
                     .read(&loc)
-                    .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("{e} (reading packed object {id})")))),
+                    .map_err(|e| {
+                        Error::Io(std::io::Error::new(
+                            e.kind(),
+                            format!("{e} (reading packed object {id})"),
+                        ))
+                    }),
                 None => Err(Error::MissingObject { id: *id }),
             },
-            Err(e) => Err(Error::Io(std::io::Error::new(e.kind(), format!("{e} (reading object {id})")))),
+            Err(e) => Err(Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("{e} (reading object {id})"),
+            ))),
         }
     }
 
@@ -125,11 +148,18 @@ impl ObjectStore {
     pub fn read_canonical(&self, id: &ObjectId) -> Result<Vec<u8>> {
         let raw = self.read_raw(id)?;
         let canonical = decompress(&raw).map_err(|why| Error::CorruptObject { id: *id, why })?;
-        let (kind, _) = objects_format::encoding::split_header(&canonical)
-            .map_err(|e| Error::CorruptObject { id: *id, why: e.to_string() })?;
+        let (kind, _) = objects_format::encoding::split_header(&canonical).map_err(|e| {
+            Error::CorruptObject {
+                id: *id,
+                why: e.to_string(),
+            }
+        })?;
         let actual = ObjectId::compute(kind, &canonical);
         if actual != *id {
-            return Err(Error::CorruptObject { id: *id, why: format!("content hashes to {actual}") });
+            return Err(Error::CorruptObject {
+                id: *id,
+                why: format!("content hashes to {actual}"),
+            });
         }
         Ok(canonical)
     }
@@ -140,9 +170,16 @@ impl ObjectStore {
     /// As [`Self::read_canonical`], or [`Error::WrongKind`].
     pub fn read(&self, id: &ObjectId, expected: Kind) -> Result<Object> {
         let c = self.read_canonical(id)?;
-        let o = objects_format::decode(&c).map_err(|e| Error::CorruptObject { id: *id, why: e.to_string() })?;
+        let o = objects_format::decode(&c).map_err(|e| Error::CorruptObject {
+            id: *id,
+            why: e.to_string(),
+        })?;
         if o.kind() != expected {
-            return Err(Error::WrongKind { id: *id, expected, found: o.kind().name() });
+            return Err(Error::WrongKind {
+                id: *id,
+                expected,
+                found: o.kind().name(),
+            });
         }
         Ok(o)
     }
@@ -175,9 +212,14 @@ impl ObjectStore {
     /// As [`Self::read`].
     pub fn read_blob(&self, id: &ObjectId) -> Result<Vec<u8>> {
         let mut c = self.read_canonical(id)?;
-        let (kind, _) = objects_format::encoding::split_header(&c).expect("verified by read_canonical");
+        let (kind, _) =
+            objects_format::encoding::split_header(&c).expect("verified by read_canonical");
         if kind != Kind::Blob {
-            return Err(Error::WrongKind { id: *id, expected: Kind::Blob, found: kind.name() });
+            return Err(Error::WrongKind {
+                id: *id,
+                expected: Kind::Blob,
+                found: kind.name(),
+            });
         }
         c.drain(..objects_format::encoding::HEADER_LEN);
         Ok(c)
@@ -220,13 +262,17 @@ impl ObjectStore {
         }
         for fan in fs::read_dir(&dir)? {
             let fan = fan?;
-            let Some(prefix) = fan.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(prefix) = fan.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if prefix.len() != 2 || !fan.file_type()?.is_dir() {
                 continue;
             }
             for e in fs::read_dir(fan.path())? {
                 let e = e?;
-                let Some(rest) = e.file_name().to_str().map(str::to_owned) else { continue };
+                let Some(rest) = e.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
                 if let Ok(id) = ObjectId::from_hex(&format!("{prefix}{rest}")) {
                     out.push(id);
                 }
@@ -252,15 +298,29 @@ impl ObjectStore {
     }
 
     fn new_batch(&self, force: bool) -> Result<Batch<'_>> {
-        let staging = self.root.join("staging").join(format!("{}-{}", std::process::id(), now_ns()));
+        let staging =
+            self.root
+                .join("staging")
+                .join(format!("{}-{}", std::process::id(), now_ns()));
         fs::create_dir_all(&staging)?;
         let path = staging.join("objects.pack");
-        let mut file = fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?.into_parts().0;
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?
+            .into_parts()
+            .0;
         std::io::Write::write_all(&mut file, pack::PACK_MAGIC)?;
         Ok(Batch {
             store: self,
             staging,
-            pack: Mutex::new(PackWriter { file, path, offset: pack::PACK_MAGIC.len() as u64, entries: Vec::new() }),
+            pack: Mutex::new(PackWriter {
+                file,
+                path,
+                offset: pack::PACK_MAGIC.len() as u64,
+                entries: Vec::new(),
+            }),
             seen: Mutex::new(HashSet::new()),
             bytes: AtomicU64::new(0),
             force,
@@ -280,12 +340,17 @@ pub fn decompress(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
         Err(_) => return Err("not a zstd frame".into()),
     };
     if size > MAX_OBJECT_SIZE as u64 {
-        return Err(format!("declares {size} bytes, over the {MAX_OBJECT_SIZE} byte limit"));
+        return Err(format!(
+            "declares {size} bytes, over the {MAX_OBJECT_SIZE} byte limit"
+        ));
     }
     let size = usize::try_from(size).expect("bounded by MAX_OBJECT_SIZE");
     let out = zstd::bulk::decompress(raw, size).map_err(|e| format!("zstd: {e}"))?;
     if out.len() != size {
-        return Err(format!("zstd frame declared {size} bytes but held {}", out.len()));
+        return Err(format!(
+            "zstd frame declared {size} bytes but held {}",
+            out.len()
+        ));
     }
     Ok(out)
 }
@@ -315,7 +380,9 @@ pub fn compress(canonical: &[u8]) -> std::io::Result<Vec<u8>> {
 /// Nanoseconds since the epoch.
 #[must_use]
 pub fn now_ns() -> i64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
@@ -353,11 +420,13 @@ pub struct BatchStats {
 
 impl Batch<'_> {
     fn claim(&self, id: &ObjectId) -> bool {
-        self.seen.lock().expect("no panics while held").insert(*id) && (self.force || !self.store.has(id))
+        self.seen.lock().expect("no panics while held").insert(*id)
+            && (self.force || !self.store.has(id))
     }
 
     fn append(&self, kind: Kind, id: ObjectId, z: &[u8]) -> Result<()> {
-        let len = u32::try_from(z.len()).map_err(|_| Error::Invalid(format!("object {id} too large")))?;
+        let len =
+            u32::try_from(z.len()).map_err(|_| Error::Invalid(format!("object {id} too large")))?;
         let mut header = [0u8; pack::ENTRY_HEADER as usize];
         header[0] = kind.code();
         header[1..33].copy_from_slice(&id.0);
@@ -423,7 +492,10 @@ impl Batch<'_> {
         use rayon::prelude::*;
         let w = self.pack.into_inner().expect("no panics while held");
         let mut entries = w.entries;
-        let stats = BatchStats { objects: entries.len() as u64, bytes: self.bytes.load(Ordering::Relaxed) };
+        let stats = BatchStats {
+            objects: entries.len() as u64,
+            bytes: self.bytes.load(Ordering::Relaxed),
+        };
         if entries.is_empty() {
         } else if entries.len() <= LOOSE_MAX {
             // Loose: temp file in staging → fsync → rename into its fan-out dir, children first.

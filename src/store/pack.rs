@@ -75,12 +75,21 @@ impl PackSet {
             return;
         }
         self.dir_mtime = mtime;
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
-        let mut names: Vec<String> = rd.flatten().filter_map(|e| e.file_name().to_str().map(str::to_owned)).collect();
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut names: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect();
         names.sort();
         for n in names {
-            let Some(stem) = n.strip_suffix(".idx") else { continue };
-            if self.packs.iter().any(|p| p.name == stem) || self.bad_indexes.iter().any(|(p, _)| p.ends_with(&n)) {
+            let Some(stem) = n.strip_suffix(".idx") else {
+                continue;
+            };
+            if self.packs.iter().any(|p| p.name == stem)
+                || self.bad_indexes.iter().any(|(p, _)| p.ends_with(&n))
+            {
                 continue;
             }
             let idx_path = dir.join(&n);
@@ -93,7 +102,12 @@ impl PackSet {
                         ids.push(id);
                         self.index.entry(id).or_insert(Loc { pack: i, ..loc });
                     }
-                    self.packs.push(Pack { name: stem.to_owned(), file: Arc::new(file), path: pack_path, ids });
+                    self.packs.push(Pack {
+                        name: stem.to_owned(),
+                        file: Arc::new(file),
+                        path: pack_path,
+                        ids,
+                    });
                 }
                 Err(why) => self.bad_indexes.push((idx_path, why)),
             }
@@ -106,7 +120,9 @@ impl PackSet {
     /// I/O errors.
     pub fn read(&self, loc: &Loc) -> std::io::Result<Vec<u8>> {
         let mut buf = vec![0u8; loc.len as usize];
-        self.packs[loc.pack].file.read_exact_at(&mut buf, loc.offset)?;
+        self.packs[loc.pack]
+            .file
+            .read_exact_at(&mut buf, loc.offset)?;
         Ok(buf)
     }
 
@@ -116,7 +132,10 @@ impl PackSet {
     }
 }
 
-fn load(idx_path: &Path, pack_path: &Path) -> std::result::Result<(std::fs::File, Vec<(ObjectId, Loc)>), String> {
+fn load(
+    idx_path: &Path,
+    pack_path: &Path,
+) -> std::result::Result<(std::fs::File, Vec<(ObjectId, Loc)>), String> {
     let b = std::fs::read(idx_path).map_err(|e| e.to_string())?;
     if b.len() < 8 + 4 + 32 + 32 || &b[..8] != IDX_MAGIC {
         return Err("not a pack index".into());
@@ -129,7 +148,8 @@ fn load(idx_path: &Path, pack_path: &Path) -> std::result::Result<(std::fs::File
     if body.len() != 8 + 4 + 32 + count * IDX_ENTRY {
         return Err("index length does not match its count".into());
     }
-    let file = std::fs::File::open(pack_path).map_err(|e| format!("{e} ({})", pack_path.display()))?;
+    let file =
+        std::fs::File::open(pack_path).map_err(|e| format!("{e} ({})", pack_path.display()))?;
     let pack_len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
@@ -141,18 +161,33 @@ fn load(idx_path: &Path, pack_path: &Path) -> std::result::Result<(std::fs::File
         if offset + u64::from(len) > pack_len {
             return Err(format!("entry {id} points past the end of the pack"));
         }
-        out.push((id, Loc { pack: 0, kind, offset, len }));
+        out.push((
+            id,
+            Loc {
+                pack: 0,
+                kind,
+                offset,
+                len,
+            },
+        ));
     }
     Ok((file, out))
 }
 
 /// Builds an index file's bytes.
 #[must_use]
-pub fn build_index(pack_hash: &blake3::Hash, entries: &mut [(ObjectId, Kind, u64, u32)]) -> Vec<u8> {
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+pub fn build_index(
+    pack_hash: &blake3::Hash,
+    entries: &mut [(ObjectId, Kind, u64, u32)],
+) -> Vec<u8> {
+    entries.sort_by_key(|a| a.0);
     let mut v = Vec::with_capacity(8 + 4 + 32 + entries.len() * IDX_ENTRY + 32);
     v.extend_from_slice(IDX_MAGIC);
-    v.extend_from_slice(&u32::try_from(entries.len()).expect("fewer than 4G objects per pack").to_le_bytes());
+    v.extend_from_slice(
+        &u32::try_from(entries.len())
+            .expect("fewer than 4G objects per pack")
+            .to_le_bytes(),
+    );
     v.extend_from_slice(pack_hash.as_bytes());
     for (id, kind, off, len) in entries.iter() {
         v.extend_from_slice(&id.0);

@@ -47,9 +47,14 @@ pub fn check_name(name: &str) -> Result<()> {
             !c.is_empty()
                 && !c.starts_with('.')
                 && !c.ends_with(".lock")
-                && c.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%'))
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'%'))
         });
-    if ok { Ok(()) } else { Err(Error::BadRefName(name.to_owned())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRefName(name.to_owned()))
+    }
 }
 
 fn fmt_opt(id: Option<&ObjectId>) -> String {
@@ -60,7 +65,10 @@ impl Refs {
     /// Refs under `root` (`snapshots/`).
     #[must_use]
     pub fn new(root: &Path) -> Self {
-        Refs { refs: root.join("refs"), logs: root.join("logs") }
+        Refs {
+            refs: root.join("refs"),
+            logs: root.join("logs"),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -74,10 +82,19 @@ impl Refs {
     pub fn get(&self, name: &str) -> Result<Option<ObjectId>> {
         check_name(name)?;
         match std::fs::read_to_string(self.path(name)) {
-            Ok(s) => ObjectId::from_hex(s.trim())
-                .map(Some)
-                .map_err(|_| Error::Invalid(format!("ref file {} is corrupt: {:?}", self.path(name).display(), s))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
+            Ok(s) => ObjectId::from_hex(s.trim()).map(Some).map_err(|_| {
+                Error::Invalid(format!(
+                    "ref file {} is corrupt: {:?}",
+                    self.path(name).display(),
+                    s
+                ))
+            }),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.kind() == std::io::ErrorKind::IsADirectory =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -87,7 +104,13 @@ impl Refs {
     ///
     /// # Errors
     /// [`Error::RefConflict`] when the current value differs; I/O errors.
-    pub fn cas(&self, name: &str, expected: Option<ObjectId>, new: Option<ObjectId>, message: &str) -> Result<()> {
+    pub fn cas(
+        &self,
+        name: &str,
+        expected: Option<ObjectId>,
+        new: Option<ObjectId>,
+        message: &str,
+    ) -> Result<()> {
         check_name(name)?;
         let cur = self.get(name)?;
         if cur != expected {
@@ -114,10 +137,19 @@ impl Refs {
         }
         let log = self.logs.join(name);
         fs::create_dir_all(log.parent().expect("log has a parent"))?;
-        let msg: String = message.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
+        let msg: String = message
+            .chars()
+            .map(|c| if c == '\n' { ' ' } else { c })
+            .collect();
         durable::append_line(
             &log,
-            &format!("{} {} {} {}\n", fmt_opt(cur.as_ref()), fmt_opt(new.as_ref()), super::now_ns(), msg),
+            &format!(
+                "{} {} {} {}\n",
+                fmt_opt(cur.as_ref()),
+                fmt_opt(new.as_ref()),
+                super::now_ns(),
+                msg
+            ),
         )?;
         Ok(())
     }
@@ -146,7 +178,9 @@ impl Refs {
                 continue;
             }
             let rel = e.path().strip_prefix(&self.refs).expect("under refs");
-            let Some(name) = rel.to_str().map(|s| s.replace('\\', "/")) else { continue };
+            let Some(name) = rel.to_str().map(|s| s.replace('\\', "/")) else {
+                continue;
+            };
             if check_name(&name).is_err() || !name.starts_with(prefix) {
                 continue; // temp files and foreign names
             }
@@ -206,5 +240,10 @@ fn parse_reflog_line(l: &str) -> Option<ReflogEntry> {
     let old = parse(it.next()?)?;
     let new = parse(it.next()?)?;
     let time_ns = it.next()?.parse().ok()?;
-    Some(ReflogEntry { old, new, time_ns, message: it.next().unwrap_or("").to_owned() })
+    Some(ReflogEntry {
+        old,
+        new,
+        time_ns,
+        message: it.next().unwrap_or("").to_owned(),
+    })
 }

@@ -71,12 +71,17 @@ impl StatCache {
     /// Loads the cache; any problem yields an empty cache (it is only an accelerator).
     #[must_use]
     pub fn load(path: &Path) -> Self {
-        let Ok(bytes) = std::fs::read(path) else { return Self::default() };
+        let Ok(bytes) = std::fs::read(path) else {
+            return Self::default();
+        };
         if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             return Self::default();
         }
         match postcard::from_bytes::<Vec<(Vec<u8>, CachedEntry)>>(&bytes[MAGIC.len()..]) {
-            Ok(v) => StatCache { entries: v.into_iter().collect(), dirty: false },
+            Ok(v) => StatCache {
+                entries: v.into_iter().collect(),
+                dirty: false,
+            },
             Err(_) => Self::default(),
         }
     }
@@ -92,8 +97,20 @@ impl StatCache {
     }
 
     /// Records a freshly hashed file.
-    pub fn insert(&mut self, rel: Vec<u8>, stat: Stat, kind: EntryKind, id: ObjectId, hashed_at_ns: i64) {
-        let e = CachedEntry { stat, kind: kind.code(), id: id.0, hashed_at_ns };
+    pub fn insert(
+        &mut self,
+        rel: Vec<u8>,
+        stat: Stat,
+        kind: EntryKind,
+        id: ObjectId,
+        hashed_at_ns: i64,
+    ) {
+        let e = CachedEntry {
+            stat,
+            kind: kind.code(),
+            id: id.0,
+            hashed_at_ns,
+        };
         if self.entries.get(&rel) != Some(&e) {
             self.entries.insert(rel, e);
             self.dirty = true;

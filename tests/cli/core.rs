@@ -52,10 +52,19 @@ fn save_change_save_log_restore_is_byte_identical() {
     assert_ne!(a, b);
 
     let log: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "log"])).unwrap();
-    let ids: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![b.as_str(), a.as_str()], "newest first");
     assert_eq!(log[0]["message"], "second");
-    assert!(log[0]["changes"]["modified"].as_u64().unwrap() >= 4, "{}", log[0]);
+    assert!(
+        log[0]["changes"]["modified"].as_u64().unwrap() >= 4,
+        "{}",
+        log[0]
+    );
     assert!(log[0]["changes"]["deleted"].as_u64().unwrap() >= 1);
     assert!(log[0]["changes"]["added"].as_u64().unwrap() >= 1);
     let human = sb.ok(&["log", "-n", "1"]);
@@ -65,7 +74,10 @@ fn save_change_save_log_restore_is_byte_identical() {
     let cache = std::fs::read(sb.state().join("cache/glyphs.bin")).unwrap();
     sb.ok(&["state", "restore", &a]);
     assert_same(&sb.live(), &first_tree);
-    assert_eq!(std::fs::read(sb.state().join("cache/glyphs.bin")).unwrap(), cache);
+    assert_eq!(
+        std::fs::read(sb.state().join("cache/glyphs.bin")).unwrap(),
+        cache
+    );
     assert!(sb.state().join("logs/shelldone.log").exists());
 
     // Restore by prefix and by REF~N.
@@ -86,13 +98,25 @@ fn restore_never_rewrites_matching_files() {
     let a = sb.save("a");
     let untouched = sb.state().join("sessions/s000/scrollback.bin");
     let ino_before = std::fs::metadata(&untouched).unwrap();
-    std::fs::write(sb.state().join("sessions/s001/session.json"), "{\"changed\":true}").unwrap();
-    let out: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "state", "restore", &a])).unwrap();
+    std::fs::write(
+        sb.state().join("sessions/s001/session.json"),
+        "{\"changed\":true}",
+    )
+    .unwrap();
+    let out: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--json", "state", "restore", &a])).unwrap();
     assert_eq!(out["update"].as_array().unwrap().len(), 1, "{out}");
-    assert!(out["auto_saved"].is_string(), "unsaved change was saved before restoring: {out}");
+    assert!(
+        out["auto_saved"].is_string(),
+        "unsaved change was saved before restoring: {out}"
+    );
     let ino_after = std::fs::metadata(&untouched).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(ino_before.ino(), ino_after.ino(), "matching file was not rewritten");
+    assert_eq!(
+        ino_before.ino(),
+        ino_after.ino(),
+        "matching file was not rewritten"
+    );
     assert_eq!(ino_before.mtime_nsec(), ino_after.mtime_nsec());
 }
 
@@ -106,20 +130,46 @@ fn restore_one_session_touches_nothing_else() {
     let orig1 = std::fs::read(&s1).unwrap();
     std::fs::write(&s1, "{\"v\":2}").unwrap();
     std::fs::write(&s2, "{\"v\":2}").unwrap();
-    std::fs::write(sb.state().join("sessions/s001/extra.txt"), "new file in session").unwrap();
+    std::fs::write(
+        sb.state().join("sessions/s001/extra.txt"),
+        "new file in session",
+    )
+    .unwrap();
     std::fs::write(sb.config().join("config.toml"), "changed = true\n").unwrap();
     let dry = sb.ok(&["state", "restore", &a, "--session", "s001", "--dry-run"]);
-    assert!(dry.contains("update state/sessions/s001/session.json"), "{dry}");
-    assert!(dry.contains("delete state/sessions/s001/extra.txt"), "{dry}");
-    assert_eq!(std::fs::read(&s1).unwrap(), b"{\"v\":2}", "dry run changed nothing");
+    assert!(
+        dry.contains("update state/sessions/s001/session.json"),
+        "{dry}"
+    );
+    assert!(
+        dry.contains("delete state/sessions/s001/extra.txt"),
+        "{dry}"
+    );
+    assert_eq!(
+        std::fs::read(&s1).unwrap(),
+        b"{\"v\":2}",
+        "dry run changed nothing"
+    );
     sb.ok(&["state", "restore", &a, "--session", "s001"]);
     assert_eq!(std::fs::read(&s1).unwrap(), orig1);
     assert!(!sb.state().join("sessions/s001/extra.txt").exists());
-    assert_eq!(std::fs::read(&s2).unwrap(), b"{\"v\":2}", "other session untouched");
-    assert_eq!(std::fs::read(sb.config().join("config.toml")).unwrap(), b"changed = true\n", "config untouched");
+    assert_eq!(
+        std::fs::read(&s2).unwrap(),
+        b"{\"v\":2}",
+        "other session untouched"
+    );
+    assert_eq!(
+        std::fs::read(sb.config().join("config.toml")).unwrap(),
+        b"changed = true\n",
+        "config untouched"
+    );
     // The session's history: log --session lists snapshots where s001 changed.
-    let log: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "log", "--session", "s002"])).unwrap();
-    assert!(log.as_array().unwrap().len() >= 2, "s002: first save and the auto-save: {log}");
+    let log: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--json", "log", "--session", "s002"])).unwrap();
+    assert!(
+        log.as_array().unwrap().len() >= 2,
+        "s002: first save and the auto-save: {log}"
+    );
     let unknown = sb.run(&["state", "restore", &a, "--session", "nope"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no session 'nope'"));
@@ -135,11 +185,23 @@ fn restore_to_dir_leaves_live_state_alone() {
     let target = sb.dir.path().join("elsewhere");
     sb.ok(&["state", "restore", &a, "--to", target.to_str().unwrap()]);
     let mut got = crate::support::tree(&target.join("config"), "config");
-    got.extend(crate::support::tree(&target.join("state/sessions"), "state/sessions"));
-    got.extend(crate::support::tree(&target.join("state/journal"), "state/journal"));
+    got.extend(crate::support::tree(
+        &target.join("state/sessions"),
+        "state/sessions",
+    ));
+    got.extend(crate::support::tree(
+        &target.join("state/journal"),
+        "state/journal",
+    ));
     assert_same(&got, &before);
-    assert!(!target.join("state/cache").exists(), "only snapshotted folders are written");
-    assert_eq!(std::fs::read(sb.config().join("config.toml")).unwrap(), b"x = 1\n");
+    assert!(
+        !target.join("state/cache").exists(),
+        "only snapshotted folders are written"
+    );
+    assert_eq!(
+        std::fs::read(sb.config().join("config.toml")).unwrap(),
+        b"x = 1\n"
+    );
 }
 
 #[test]
@@ -158,9 +220,18 @@ fn check_detects_any_flipped_byte_and_gc_keeps_what_is_reachable() {
         bad[i] ^= 0x01;
         std::fs::write(f, &bad).unwrap();
         let o = sb.run(&["state", "check"]);
-        assert_eq!(o.status.code(), Some(3), "flip in {} not detected: {}", f.display(), String::from_utf8_lossy(&o.stdout));
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "flip in {} not detected: {}",
+            f.display(),
+            String::from_utf8_lossy(&o.stdout)
+        );
         let text = String::from_utf8_lossy(&o.stdout);
-        assert!(text.contains("error:") && text.contains("problem"), "{text}");
+        assert!(
+            text.contains("error:") && text.contains("problem"),
+            "{text}"
+        );
         std::fs::write(f, &orig).unwrap();
     }
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
@@ -185,7 +256,10 @@ fn show_and_diff_list_changes_and_bad_revisions_fail_clearly() {
     let diff = sb.ok(&["state", "diff", &a, &b]);
     assert!(diff.contains("A config/new.toml"), "{diff}");
     let show = sb.ok(&["show", "head"]);
-    assert!(show.contains(&b) && show.contains("A config/new.toml"), "{show}");
+    assert!(
+        show.contains(&b) && show.contains("A config/new.toml"),
+        "{show}"
+    );
     let o = sb.run(&["state", "restore", "deadbeef"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: unknown revision 'deadbeef'"));
@@ -210,10 +284,20 @@ fn log_of_empty_store_and_entry_kinds() {
 fn check_detects_flips_and_truncations_in_packs() {
     let sb = Sandbox::new();
     // Big enough that the first save is written as a pack.
-    let spec = shelldone::demo::DemoSpec { sessions: 6, journals: 2, journal_lines: 800, min_scrollback: 200_000, max_scrollback: 400_000, seed: 5 };
+    let spec = shelldone::demo::DemoSpec {
+        sessions: 6,
+        journals: 2,
+        journal_lines: 800,
+        min_scrollback: 200_000,
+        max_scrollback: 400_000,
+        seed: 5,
+    };
     shelldone::demo::generate(&sb.config(), &sb.state(), &spec).unwrap();
     sb.save("packed");
-    let packs: Vec<_> = std::fs::read_dir(sb.state().join("snapshots/packs")).unwrap().map(|e| e.unwrap().path()).collect();
+    let packs: Vec<_> = std::fs::read_dir(sb.state().join("snapshots/packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(packs.len(), 2, "one pack and its index: {packs:?}");
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
     for p in &packs {
@@ -225,10 +309,20 @@ fn check_detects_flips_and_truncations_in_packs() {
             bad[pos] ^= 0x40;
             std::fs::write(p, &bad).unwrap();
             let o = sb.run(&["state", "check"]);
-            assert_eq!(o.status.code(), Some(3), "flip at {pos} of {} not detected", p.display());
+            assert_eq!(
+                o.status.code(),
+                Some(3),
+                "flip at {pos} of {} not detected",
+                p.display()
+            );
         }
         std::fs::write(p, &orig[..n - 7]).unwrap();
-        assert_eq!(sb.run(&["state", "check"]).status.code(), Some(3), "truncation of {} not detected", p.display());
+        assert_eq!(
+            sb.run(&["state", "check"]).status.code(),
+            Some(3),
+            "truncation of {} not detected",
+            p.display()
+        );
         std::fs::write(p, &orig).unwrap();
     }
     assert!(sb.ok(&["state", "check"]).contains("no problems"));

@@ -11,17 +11,32 @@ fn corrupt_descriptor_is_quarantined_and_restored_from_last_good() {
     let good = std::fs::read(&d).unwrap();
     std::fs::write(&d, b"{\"tabs\": [trunc").unwrap();
     let out = sb.ok(&["state", "recover"]);
-    assert!(out.contains("quarantined state/sessions/s002/session.json"), "{out}");
+    assert!(
+        out.contains("quarantined state/sessions/s002/session.json"),
+        "{out}"
+    );
     assert!(out.contains("restored the last good version"), "{out}");
     assert_eq!(std::fs::read(&d).unwrap(), good);
-    let q: Vec<_> = walkdir::WalkDir::new(sb.state().join("quarantine")).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).collect();
+    let q: Vec<_> = walkdir::WalkDir::new(sb.state().join("quarantine"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .collect();
     assert_eq!(q.len(), 1);
-    assert_eq!(std::fs::read(q[0].path()).unwrap(), b"{\"tabs\": [trunc", "the bad file is kept for inspection");
+    assert_eq!(
+        std::fs::read(q[0].path()).unwrap(),
+        b"{\"tabs\": [trunc",
+        "the bad file is kept for inspection"
+    );
     // A zero-length descriptor (the tmux-resurrect failure) is handled the same way by save.
     std::fs::write(&d, b"").unwrap();
     let o = sb.run(&["state", "save"]);
     assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("was corrupt"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("was corrupt"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(std::fs::read(&d).unwrap(), good);
 }
 
@@ -35,7 +50,11 @@ fn leftovers_of_a_dead_process_are_removed_on_start() {
     std::fs::write(staging.join("x"), b"half").unwrap();
     let tmp = sb.state().join("sessions/s001/.shelldone-tmp.99999.1");
     std::fs::write(&tmp, b"half-written").unwrap();
-    std::fs::write(sb.state().join("snapshots/restore-intent"), format!("{{\"snapshot\":\"{a}\",\"session\":null}}")).unwrap();
+    std::fs::write(
+        sb.state().join("snapshots/restore-intent"),
+        format!("{{\"snapshot\":\"{a}\",\"session\":null}}"),
+    )
+    .unwrap();
     let o = sb.run(&["log"]);
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

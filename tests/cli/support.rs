@@ -10,7 +10,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Self {
-        Sandbox { dir: tempfile::tempdir().expect("tempdir") }
+        Sandbox {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("config")
@@ -31,7 +33,13 @@ impl Sandbox {
     /// Runs and expects success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.cmd(args).output().expect("spawn shelldone");
-        assert!(o.status.success(), "shelldone {args:?} failed ({:?}):\n{}\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "shelldone {args:?} failed ({:?}):\n{}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8(o.stdout).expect("utf8 stdout")
     }
     pub fn run(&self, args: &[&str]) -> Output {
@@ -45,7 +53,12 @@ impl Sandbox {
         id
     }
     pub fn generate(&self) {
-        shelldone::demo::generate(&self.config(), &self.state(), &shelldone::demo::DemoSpec::small()).expect("generate");
+        shelldone::demo::generate(
+            &self.config(),
+            &self.state(),
+            &shelldone::demo::DemoSpec::small(),
+        )
+        .expect("generate");
     }
     /// The snapshotted part of the live state: every file (bytes), symlink (target) and dir.
     pub fn live(&self) -> BTreeMap<String, Entry> {
@@ -71,7 +84,13 @@ pub fn tree(root: &Path, label: &str) -> BTreeMap<String, Entry> {
     }
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.expect("walk");
-        let rel = format!("{label}/{}", e.path().strip_prefix(root).expect("under").to_string_lossy());
+        let rel = format!(
+            "{label}/{}",
+            e.path()
+                .strip_prefix(root)
+                .expect("under")
+                .to_string_lossy()
+        );
         let ft = e.file_type();
         let v = if ft.is_symlink() {
             Entry::Link(std::fs::read_link(e.path()).expect("readlink"))
@@ -117,7 +136,9 @@ pub fn assert_same(got: &BTreeMap<String, Entry>, want: &BTreeMap<String, Entry>
 
 fn short(g: &Entry, w: &Entry) -> String {
     match (g, w) {
-        (Entry::File(a, x), Entry::File(b, y)) => format!("{} bytes exec={x} vs {} bytes exec={y}", a.len(), b.len()),
+        (Entry::File(a, x), Entry::File(b, y)) => {
+            format!("{} bytes exec={x} vs {} bytes exec={y}", a.len(), b.len())
+        }
         _ => format!("{g:?} vs {w:?}").chars().take(200).collect(),
     }
 }
@@ -139,22 +160,37 @@ impl Drop for GitDaemon {
 impl GitDaemon {
     pub fn start(base: &Path) -> GitDaemon {
         use std::time::{Duration, Instant};
-        let exec = Command::new("git").arg("--exec-path").output().expect("git is installed");
+        let exec = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git is installed");
         let exec = PathBuf::from(String::from_utf8(exec.stdout).expect("utf8").trim());
         std::fs::create_dir_all(base).expect("mkdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         // git-daemon itself (not the `git daemon` wrapper), so that killing it ends the server.
         let child = Command::new(exec.join("git-daemon"))
             .arg("--reuseaddr")
             .arg(format!("--base-path={}", base.display()))
-            .args(["--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
+            .args([
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
             .arg(format!("--port={port}"))
             .arg(base)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn git-daemon");
-        let d = GitDaemon { child, port, base: base.to_path_buf() };
+        let d = GitDaemon {
+            child,
+            port,
+            base: base.to_path_buf(),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "git daemon did not start");
@@ -166,7 +202,14 @@ impl GitDaemon {
     /// Creates a bare repo; returns its git:// URL and path.
     pub fn repo(&self, name: &str) -> (String, PathBuf) {
         let p = self.base.join(name);
-        assert!(Command::new("git").args(["init", "-q", "--bare"]).arg(&p).status().expect("git").success());
+        assert!(
+            Command::new("git")
+                .args(["init", "-q", "--bare"])
+                .arg(&p)
+                .status()
+                .expect("git")
+                .success()
+        );
         (format!("git://127.0.0.1:{}/{name}", self.port), p)
     }
 }

@@ -5,12 +5,24 @@ use std::process::Command;
 use crate::support::{GitDaemon, Sandbox, assert_same};
 
 fn device(sb: &Sandbox) -> String {
-    std::fs::read_to_string(sb.state().join("snapshots/device")).unwrap().trim().to_owned()
+    std::fs::read_to_string(sb.state().join("snapshots/device"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 fn fsck(repo: &std::path::Path) {
-    let o = Command::new("git").args(["fsck", "--strict"]).current_dir(repo).output().unwrap();
-    assert!(o.status.success(), "git fsck --strict: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("git")
+        .args(["fsck", "--strict"])
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git fsck --strict: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn two_devices_roundtrip(url: &str) -> (Sandbox, Sandbox) {
@@ -19,16 +31,22 @@ fn two_devices_roundtrip(url: &str) -> (Sandbox, Sandbox) {
     a.generate();
     a.save("from A");
     a.ok(&["remote", "add", "origin", url]);
-    let pushed: serde_json::Value = serde_json::from_str(&a.ok(&["--json", "sync", "push"])).unwrap();
+    let pushed: serde_json::Value =
+        serde_json::from_str(&a.ok(&["--json", "sync", "push"])).unwrap();
     assert!(pushed["objects_sent"].as_u64().unwrap() > 10, "{pushed}");
     // B is a new machine: pull brings the whole state.
     b.ok(&["remote", "add", "origin", url]);
-    let pulled: serde_json::Value = serde_json::from_str(&b.ok(&["--json", "sync", "pull"])).unwrap();
+    let pulled: serde_json::Value =
+        serde_json::from_str(&b.ok(&["--json", "sync", "pull"])).unwrap();
     assert_eq!(pulled["restored"], true, "{pulled}");
     assert_same(&b.live(), &a.live());
     assert!(b.ok(&["state", "check"]).contains("no problems"));
     // B changes a session and a preference, pushes; A pulls and sees it.
-    std::fs::write(b.state().join("sessions/s001/session.json"), "{\"id\":\"s001\",\"from\":\"B\"}").unwrap();
+    std::fs::write(
+        b.state().join("sessions/s001/session.json"),
+        "{\"id\":\"s001\",\"from\":\"B\"}",
+    )
+    .unwrap();
     std::fs::write(b.config().join("config.toml"), "font_size = 20\n").unwrap();
     b.save("from B");
     b.ok(&["sync", "push"]);
@@ -36,7 +54,8 @@ fn two_devices_roundtrip(url: &str) -> (Sandbox, Sandbox) {
     assert!(out.contains("fast-forwarded"), "{out}");
     assert_same(&a.live(), &b.live());
     // Pushing again with nothing new sends nothing.
-    let again: serde_json::Value = serde_json::from_str(&b.ok(&["--json", "sync", "push"])).unwrap();
+    let again: serde_json::Value =
+        serde_json::from_str(&b.ok(&["--json", "sync", "push"])).unwrap();
     assert_eq!(again["objects_sent"], 0, "{again}");
     (a, b)
 }
@@ -50,8 +69,19 @@ fn git_remote_two_devices_byte_identical_and_fsck_clean() {
     fsck(&repo);
     // The remote is a browsable git repository: each device's head is a branch.
     let clone = tmp.path().join("clone");
-    assert!(Command::new("git").args(["clone", "-q", &url]).arg(&clone).status().unwrap().success());
-    let log = Command::new("git").args(["log", "--format=%an %s", &format!("origin/{}", device(&b))]).current_dir(&clone).output().unwrap();
+    assert!(
+        Command::new("git")
+            .args(["clone", "-q", &url])
+            .arg(&clone)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let log = Command::new("git")
+        .args(["log", "--format=%an %s", &format!("origin/{}", device(&b))])
+        .current_dir(&clone)
+        .output()
+        .unwrap();
     let log = String::from_utf8_lossy(&log.stdout);
     assert!(log.contains("from B") && log.contains("from A"), "{log}");
     let _ = a;
@@ -72,16 +102,48 @@ fn concurrent_changes_merge_and_conflicts_keep_both_versions() {
     let (url, repo) = d.repo("state.git");
     let (a, b) = two_devices_roundtrip(&url);
     // Different sessions and different preference keys on each side.
-    std::fs::write(a.state().join("sessions/s002/session.json"), "{\"id\":\"s002\",\"by\":\"A\"}").unwrap();
-    std::fs::write(b.state().join("sessions/s003/session.json"), "{\"id\":\"s003\",\"by\":\"B\"}").unwrap();
-    std::fs::write(a.config().join("keymap.json"), "{\"ctrl+shift+t\":\"new_tab\",\"ctrl+shift+w\":\"close_window\"}").unwrap();
-    std::fs::write(b.config().join("keymap.json"), "{\"ctrl+shift+t\":\"new_tab\",\"ctrl+shift+w\":\"close_tab\",\"ctrl+k\":\"clear\"}").unwrap();
+    std::fs::write(
+        a.state().join("sessions/s002/session.json"),
+        "{\"id\":\"s002\",\"by\":\"A\"}",
+    )
+    .unwrap();
+    std::fs::write(
+        b.state().join("sessions/s003/session.json"),
+        "{\"id\":\"s003\",\"by\":\"B\"}",
+    )
+    .unwrap();
+    std::fs::write(
+        a.config().join("keymap.json"),
+        "{\"ctrl+shift+t\":\"new_tab\",\"ctrl+shift+w\":\"close_window\"}",
+    )
+    .unwrap();
+    std::fs::write(
+        b.config().join("keymap.json"),
+        "{\"ctrl+shift+t\":\"new_tab\",\"ctrl+shift+w\":\"close_tab\",\"ctrl+k\":\"clear\"}",
+    )
+    .unwrap();
     // The same session on both: a conflict.
-    std::fs::write(a.state().join("sessions/s004/session.json"), "{\"id\":\"s004\",\"by\":\"A\"}").unwrap();
-    std::fs::write(b.state().join("sessions/s004/session.json"), "{\"id\":\"s004\",\"by\":\"B\"}").unwrap();
+    std::fs::write(
+        a.state().join("sessions/s004/session.json"),
+        "{\"id\":\"s004\",\"by\":\"A\"}",
+    )
+    .unwrap();
+    std::fs::write(
+        b.state().join("sessions/s004/session.json"),
+        "{\"id\":\"s004\",\"by\":\"B\"}",
+    )
+    .unwrap();
     // Journals appended on both sides.
-    std::fs::OpenOptions::new().append(true).open(a.state().join("journal/0001.jsonl")).and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"a\":1}\n")).unwrap();
-    std::fs::OpenOptions::new().append(true).open(b.state().join("journal/0001.jsonl")).and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"b\":1}\n")).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(a.state().join("journal/0001.jsonl"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"a\":1}\n"))
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(b.state().join("journal/0001.jsonl"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"b\":1}\n"))
+        .unwrap();
     a.save("A side");
     b.save("B side");
     a.ok(&["sync", "push"]);
@@ -91,17 +153,38 @@ fn concurrent_changes_merge_and_conflicts_keep_both_versions() {
     assert_eq!(conflicts[0]["what"], "session s004");
     let other_ref = conflicts[0]["other_ref"].as_str().unwrap().to_owned();
     // B kept its own s004, took A's s002, kept its s003; keymap merged key by key; journal has both tails.
-    assert!(std::fs::read_to_string(b.state().join("sessions/s004/session.json")).unwrap().contains("\"B\""));
-    assert!(std::fs::read_to_string(b.state().join("sessions/s002/session.json")).unwrap().contains("\"A\""));
-    assert!(std::fs::read_to_string(b.state().join("sessions/s003/session.json")).unwrap().contains("\"B\""));
-    let km: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(b.config().join("keymap.json")).unwrap()).unwrap();
+    assert!(
+        std::fs::read_to_string(b.state().join("sessions/s004/session.json"))
+            .unwrap()
+            .contains("\"B\"")
+    );
+    assert!(
+        std::fs::read_to_string(b.state().join("sessions/s002/session.json"))
+            .unwrap()
+            .contains("\"A\"")
+    );
+    assert!(
+        std::fs::read_to_string(b.state().join("sessions/s003/session.json"))
+            .unwrap()
+            .contains("\"B\"")
+    );
+    let km: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.config().join("keymap.json")).unwrap())
+            .unwrap();
     assert_eq!(km["ctrl+shift+w"], "close_window");
     assert_eq!(km["ctrl+k"], "clear");
     let j = std::fs::read_to_string(b.state().join("journal/0001.jsonl")).unwrap();
-    assert!(j.ends_with("{\"a\":1}\n{\"b\":1}\n") || j.ends_with("{\"b\":1}\n{\"a\":1}\n"), "both journal tails kept");
+    assert!(
+        j.ends_with("{\"a\":1}\n{\"b\":1}\n") || j.ends_with("{\"b\":1}\n{\"a\":1}\n"),
+        "both journal tails kept"
+    );
     // A's version of s004 stays reachable and restorable.
     b.ok(&["state", "restore", &other_ref, "--session", "s004"]);
-    assert!(std::fs::read_to_string(b.state().join("sessions/s004/session.json")).unwrap().contains("\"A\""));
+    assert!(
+        std::fs::read_to_string(b.state().join("sessions/s004/session.json"))
+            .unwrap()
+            .contains("\"A\"")
+    );
     let log = b.ok(&["log", "-n", "3"]);
     assert!(log.contains("merge"), "{log}");
     // B pushes the merge; A pulls and fast-forwards to it.
@@ -119,25 +202,50 @@ fn simultaneous_pushes_fifty_rounds_lose_nothing() {
     let d = GitDaemon::start(&tmp.path().join("srv"));
     let (url, repo) = d.repo("state.git");
     let (a, b) = two_devices_roundtrip(&url);
-    let rounds: usize = std::env::var("SHELLDONE_SYNC_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let rounds: usize = std::env::var("SHELLDONE_SYNC_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
     for round in 0..rounds {
-        std::fs::write(a.state().join("sessions/s000/session.json"), format!("{{\"round\":{round},\"by\":\"A\"}}")).unwrap();
-        std::fs::write(b.state().join("sessions/s001/session.json"), format!("{{\"round\":{round},\"by\":\"B\"}}")).unwrap();
+        std::fs::write(
+            a.state().join("sessions/s000/session.json"),
+            format!("{{\"round\":{round},\"by\":\"A\"}}"),
+        )
+        .unwrap();
+        std::fs::write(
+            b.state().join("sessions/s001/session.json"),
+            format!("{{\"round\":{round},\"by\":\"B\"}}"),
+        )
+        .unwrap();
         a.save(&format!("A {round}"));
         b.save(&format!("B {round}"));
         let pa = a.cmd(&["sync", "push"]).output_spawn();
         let pb = b.cmd(&["sync", "push"]).output_spawn();
         for (p, who) in [(pa, "A"), (pb, "B")] {
             let o = p.wait_with_output().unwrap();
-            assert!(o.status.success(), "round {round}: push from {who}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "round {round}: push from {who}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
         a.ok(&["sync", "pull"]);
         b.ok(&["sync", "pull"]);
         for sb in [&a, &b] {
-            let s0 = std::fs::read_to_string(sb.state().join("sessions/s000/session.json")).unwrap();
-            let s1 = std::fs::read_to_string(sb.state().join("sessions/s001/session.json")).unwrap();
-            assert_eq!(s0, format!("{{\"round\":{round},\"by\":\"A\"}}"), "round {round}");
-            assert_eq!(s1, format!("{{\"round\":{round},\"by\":\"B\"}}"), "round {round}");
+            let s0 =
+                std::fs::read_to_string(sb.state().join("sessions/s000/session.json")).unwrap();
+            let s1 =
+                std::fs::read_to_string(sb.state().join("sessions/s001/session.json")).unwrap();
+            assert_eq!(
+                s0,
+                format!("{{\"round\":{round},\"by\":\"A\"}}"),
+                "round {round}"
+            );
+            assert_eq!(
+                s1,
+                format!("{{\"round\":{round},\"by\":\"B\"}}"),
+                "round {round}"
+            );
         }
         // Push merges so the next round starts from a shared history.
         a.ok(&["sync", "push"]);
@@ -154,6 +262,9 @@ trait SpawnOut {
 }
 impl SpawnOut for Command {
     fn output_spawn(&mut self) -> std::process::Child {
-        self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        self.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 }

@@ -1,0 +1,29 @@
+# shelldone state — one entry point. `just --list` shows everything.
+
+# The product end to end on a state it makes itself (save, change, log, restore, verify).
+tour:
+    cargo run --release --quiet -- tour
+
+# The test suite (what CI runs after fmt and clippy).
+test:
+    cargo test --workspace --locked
+
+# fmt, clippy (warnings are errors), tests.
+verify:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo test --workspace --locked
+
+# verify + 200 SIGKILL fault-injection iterations + fuzzing each decoder for a while.
+verify-full: verify
+    SHELLDONE_CRASH_ITERATIONS=200 cargo test --release --locked --test crash -- --nocapture
+    just fuzz 60
+
+# Run every fuzz target for SECONDS each (installs cargo-fuzz if missing; needs a nightly toolchain).
+fuzz SECONDS="60":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    cd fuzz && for t in decode verify chunk; do cargo +nightly fuzz run $t -- -max_total_time={{SECONDS}} -max_len=70000 || exit 1; done
+
+# Benchmarks: shelldone vs git and tar|zstd on ~60 MB of generated state (prints a table).
+bench:
+    cargo bench --bench state --locked
