@@ -117,7 +117,7 @@ impl State {
             };
             graph.insert(sid, snap.parents.iter().copied().collect());
             queue.extend(snap.parents.iter().copied());
-            for (bad, path) in w.visit(snap.root, Kind::Tree, 0).iter() {
+            for (bad, path) in w.visit(snap.root, Kind::Tree, None, 0).iter() {
                 let o = owners.entry(*bad).or_default();
                 o.0.insert(sid);
                 o.1.insert(path.clone());
@@ -220,7 +220,7 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// Verifies `id` and everything under it once; returns the bad objects beneath it with their
     /// paths relative to it.
-    fn visit(&mut self, id: ObjectId, kind: Kind, depth: usize) -> BadList {
+    fn visit(&mut self, id: ObjectId, kind: Kind, size: Option<u64>, depth: usize) -> BadList {
         if let Some(m) = self.memo.get(&id) {
             return m.clone();
         }
@@ -248,7 +248,15 @@ impl Walker<'_> {
                             );
                             bad.push((id, String::new()));
                         }
-                        for (b, p) in self.visit(e.id, e.kind.target_kind(), depth + 1).iter() {
+                        for (b, p) in self
+                            .visit(
+                                e.id,
+                                e.kind.target_kind(),
+                                (e.kind != EntryKind::Dir).then_some(e.size),
+                                depth + 1,
+                            )
+                            .iter()
+                        {
                             bad.push((
                                 *b,
                                 if p.is_empty() {
@@ -266,11 +274,42 @@ impl Walker<'_> {
                     bad.push((id, String::new()));
                 }
                 Ok(Object::ChunkList(c)) => {
+                    if size.is_some_and(|n| n != c.total_size) {
+                        self.errors.insert(
+                            id,
+                            (
+                                kind,
+                                format!(
+                                    "chunk list totals {} bytes, its tree entry says {}",
+                                    c.total_size,
+                                    size.unwrap_or(0)
+                                ),
+                            ),
+                        );
+                        bad.push((id, String::new()));
+                    }
                     for ch in &c.chunks {
-                        for (b, p) in self.visit(ch.id, Kind::Blob, depth + 1).iter() {
+                        for (b, p) in self
+                            .visit(ch.id, Kind::Blob, Some(u64::from(ch.len)), depth + 1)
+                            .iter()
+                        {
                             bad.push((*b, p.clone()));
                         }
                     }
+                }
+                Ok(Object::Blob(b)) if size.is_some_and(|n| n != b.len() as u64) => {
+                    self.errors.insert(
+                        id,
+                        (
+                            kind,
+                            format!(
+                                "blob is {} bytes, its reference says {}",
+                                b.len(),
+                                size.unwrap_or(0)
+                            ),
+                        ),
+                    );
+                    bad.push((id, String::new()));
                 }
                 Ok(_) => {}
                 Err(e) => {

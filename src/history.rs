@@ -184,6 +184,16 @@ impl State {
                     }
                 }
             }
+            for (_, ids) in self.objects.pack_contents() {
+                for id in ids {
+                    if id.to_hex().starts_with(&prefix)
+                        && !matches.contains(&id)
+                        && self.objects.read_snapshot(&id).is_ok()
+                    {
+                        matches.push(id);
+                    }
+                }
+            }
             return match matches.len() {
                 0 => Err(Error::UnknownRevision(base.to_owned())),
                 1 => Ok(matches[0]),
@@ -196,7 +206,7 @@ impl State {
         Err(Error::UnknownRevision(base.to_owned()))
     }
 
-    /// History newest first, from `rev` (default: head and every other ref), following all
+    /// History newest first, from `rev` (default: the head; with `session`, that session's ref), following all
     /// parents; with `session`, only snapshots where that session changed.
     ///
     /// # Errors

@@ -280,7 +280,17 @@ impl State {
         } else {
             format!("save: {message}")
         };
-        self.refs.cas(HEAD, head, Some(id), &reflog_msg)?;
+        let current = self.refs.get(HEAD)?;
+        if current != head {
+            return Err(Error::RefConflict {
+                name: HEAD.to_owned(),
+                expected: head.map_or_else(|| "none".into(), |h| h.to_hex()),
+                found: current.map_or_else(|| "none".into(), |h| h.to_hex()),
+            });
+        }
+        // Session refs first, the head last: the head moving is the commit point, and a crash
+        // in between leaves session refs ahead (pointing at the new, durable snapshot), never
+        // behind the head.
         let old = sessions_digest(base);
         let new = sessions_digest(new_flat);
         let mut moved = Vec::new();
@@ -290,6 +300,7 @@ impl State {
                 moved.push(String::from_utf8_lossy(s).into_owned());
             }
         }
+        self.refs.cas(HEAD, head, Some(id), &reflog_msg)?;
         Ok((id, stats, moved))
     }
 
@@ -333,6 +344,38 @@ impl State {
             moved_to: dest,
             restored_from,
         })
+    }
+
+    /// Validates every session descriptor that changed since it was last read (the stat cache
+    /// vouches for the others); each corrupt one is moved to `state/quarantine/<time>/` and its
+    /// last good version put back from the head snapshot. Writes no snapshot.
+    ///
+    /// # Errors
+    /// I/O or store errors.
+    pub(crate) fn repair_descriptors(&self) -> Result<Vec<Quarantined>> {
+        let mut cache = StatCache::load(&self.statcache_path());
+        let layout = self.layout();
+        // Only files that changed since the last save are read (the stat cache covers the rest).
+        let sessions = |p: &[u8]| p.starts_with(b"state/sessions");
+        let live = read_live(&layout, &sessions, &mut cache, None)?;
+        let mut out = Vec::new();
+        if !live.corrupt.is_empty() {
+            let head = match self.head_state()? {
+                Some((_, s)) => flatten(&self.objects, &s.root)?,
+                None => Flat::with_roots(),
+            };
+            for (rel, why) in live.corrupt {
+                out.push(self.quarantine(
+                    &layout,
+                    &rel,
+                    &why,
+                    head.leaves.get(&rel).copied(),
+                    &mut cache,
+                )?);
+            }
+        }
+        cache.save(&self.statcache_path())?;
+        Ok(out)
     }
 
     /// The root tree id the live state would have if saved now (no object is written; unchanged
@@ -424,7 +467,12 @@ impl State {
             })
             .map_err(std::io::Error::other)?,
         )?;
-        restore::apply(&self.objects, &layout, &target, &plan)?;
+        if let Err(e) = restore::apply(&self.objects, &layout, &target, &plan) {
+            // Nothing was renamed if content failed verification; a later I/O error leaves
+            // each file old or new. Either way this restore is over: do not roll it forward.
+            let _ = std::fs::remove_file(&intent_path);
+            return Err(e);
+        }
         let now = now_ns();
         for p in plan.create.iter().chain(&plan.update) {
             if let (Some(l), Ok(m)) = (
@@ -489,8 +537,10 @@ impl State {
         let sel = scope(opts.session.as_deref());
         let target = flatten(&self.objects, &snap.root)?.filtered(&sel);
         let layout = Layout::under(dir);
-        fs::create_dir_all(&layout.state)?;
-        fs::create_dir_all(&layout.config)?;
+        if !opts.dry_run {
+            fs::create_dir_all(&layout.state)?;
+            fs::create_dir_all(&layout.config)?;
+        }
         let mut cache = StatCache::default();
         let live = read_live(&layout, &sel, &mut cache, None)?;
         let plan = restore::plan(&target, &live.flat);

@@ -23,6 +23,8 @@ pub struct RecoveryReport {
     pub restore_finished: Option<String>,
     /// Corrupt descriptors moved to quarantine (and restored from the last good snapshot).
     pub quarantined: Vec<Quarantined>,
+    /// An interrupted restore that could not be finished (its snapshot is damaged): why.
+    pub restore_abandoned: Option<String>,
     /// Whether recovery was skipped because another process holds the lock.
     pub skipped_busy: bool,
 }
@@ -34,6 +36,7 @@ impl RecoveryReport {
         self.staging_removed > 0
             || self.tmp_files_removed > 0
             || self.restore_finished.is_some()
+            || self.restore_abandoned.is_some()
             || !self.quarantined.is_empty()
     }
 }
@@ -52,8 +55,9 @@ pub struct GcReport {
 impl State {
     /// Cheap recovery run by [`State::open`]: only if the lock is free (a live holder is working).
     pub(crate) fn recover_leftovers(&self) -> Result<RecoveryReport> {
-        let needs = self.snapshots_dir().join("staging").exists()
-            || self.snapshots_dir().join("restore-intent").exists();
+        let staging_busy = std::fs::read_dir(self.snapshots_dir().join("staging"))
+            .is_ok_and(|mut d| d.next().is_some());
+        let needs = staging_busy || self.snapshots_dir().join("restore-intent").exists();
         if !needs {
             return Ok(RecoveryReport::default());
         }
@@ -124,17 +128,18 @@ impl State {
             }
         }
         if let Some((snap, session)) = self.pending_restore()? {
-            // Roll forward: the user asked for this snapshot; finish making it live.
-            self.restore_locked(snap, session.as_deref(), false)?;
-            r.restore_finished = Some(snap.to_hex());
+            // Roll forward: the user asked for this snapshot; finish making it live. If that is
+            // impossible (its objects are damaged), give up on it rather than block every command.
+            match self.restore_locked(snap, session.as_deref(), false) {
+                Ok(_) => r.restore_finished = Some(snap.to_hex()),
+                Err(e) => {
+                    let _ = std::fs::remove_file(self.snapshots_dir().join("restore-intent"));
+                    r.restore_abandoned = Some(format!("{}: {e}", snap.to_hex()));
+                }
+            }
         }
         if check_descriptors {
-            // A save validates every descriptor it reads and quarantines bad ones.
-            let o = self.save_locked(&crate::ops::SaveOptions {
-                message: "recover".into(),
-                session: None,
-            })?;
-            r.quarantined = o.quarantined;
+            r.quarantined = self.repair_descriptors()?;
         }
         Ok(r)
     }
@@ -182,39 +187,6 @@ impl State {
             reachable: keep.len(),
             ..GcReport::default()
         };
-        // Packs first: a pack with dead objects has its live ones re-stored (as a new pack or
-        // loose objects) before the old pack goes, so a live object is always stored somewhere.
-        for (pack_path, ids) in self.objects.pack_contents() {
-            let dead = ids.iter().filter(|id| !keep.contains(id)).count();
-            if dead == 0 {
-                continue;
-            }
-            let live: Vec<&ObjectId> = ids.iter().filter(|id| keep.contains(id)).collect();
-            if !live.is_empty() {
-                let batch = self.objects.batch_forced()?;
-                for id in live {
-                    let raw = self.objects.read_raw(id)?;
-                    let canonical = crate::store::decompress(&raw)
-                        .map_err(|why| Error::CorruptObject { id: *id, why })?;
-                    let (kind, _) =
-                        objects_format::encoding::split_header(&canonical).map_err(|e| {
-                            Error::CorruptObject {
-                                id: *id,
-                                why: e.to_string(),
-                            }
-                        })?;
-                    batch.put_raw(kind, *id, &raw)?;
-                }
-                batch.commit()?;
-            }
-            let len = std::fs::metadata(&pack_path).map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(pack_path.with_extension("idx"))?;
-            fs::remove_file(&pack_path)?;
-            crate::store::durable::sync_dir(&self.objects.packs_dir())?;
-            report.deleted += dead;
-            report.bytes_freed += len;
-        }
-        self.objects.reload_packs();
         let mut doomed: Vec<(u8, ObjectId)> = Vec::new();
         for id in self.objects.list_loose()? {
             if !keep.contains(&id) {
@@ -247,6 +219,39 @@ impl State {
         for d in dirs {
             crate::store::durable::sync_dir(&d)?;
         }
+        // Then packs, after the loose parents are gone: a pack with dead objects has its live ones re-stored (as a new pack or
+        // loose objects) before the old pack goes, so a live object is always stored somewhere.
+        for (pack_path, ids) in self.objects.pack_contents() {
+            let dead = ids.iter().filter(|id| !keep.contains(id)).count();
+            if dead == 0 {
+                continue;
+            }
+            let live: Vec<&ObjectId> = ids.iter().filter(|id| keep.contains(id)).collect();
+            if !live.is_empty() {
+                let batch = self.objects.batch_forced()?;
+                for id in live {
+                    let raw = self.objects.read_raw(id)?;
+                    let canonical = crate::store::decompress(&raw)
+                        .map_err(|why| Error::CorruptObject { id: *id, why })?;
+                    let (kind, _) =
+                        objects_format::encoding::split_header(&canonical).map_err(|e| {
+                            Error::CorruptObject {
+                                id: *id,
+                                why: e.to_string(),
+                            }
+                        })?;
+                    batch.put_raw(kind, *id, &raw)?;
+                }
+                batch.commit()?;
+            }
+            let len = std::fs::metadata(&pack_path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(pack_path.with_extension("idx"))?;
+            fs::remove_file(&pack_path)?;
+            crate::store::durable::sync_dir(&self.objects.packs_dir())?;
+            report.deleted += dead;
+            report.bytes_freed += len;
+        }
+        self.objects.reload_packs();
         Ok(report)
     }
 }

@@ -583,8 +583,7 @@ fn merge3(
         let t = ut.get(k).unwrap_or(&empty);
         let is_session = k.starts_with(b"session:");
         let sid = String::from_utf8_lossy(k.strip_prefix(b"session:").unwrap_or(b"")).into_owned();
-        let allowed =
-            only_sessions.is_empty() || (is_session && only_sessions.contains(&sid));
+        let allowed = only_sessions.is_empty() || (is_session && only_sessions.contains(&sid));
         let chosen = if t == b || t == o || !allowed {
             o.clone()
         } else if o == b {

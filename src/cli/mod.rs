@@ -245,6 +245,12 @@ fn open(cli: &Cli) -> Result<State> {
     let (st, rep) = State::open(paths(cli)?)?;
     if rep.did_something() && !cli.json {
         let mut err = std::io::stderr();
+        if let Some(why) = &rep.restore_abandoned {
+            let _ = writeln!(
+                err,
+                "warning: an interrupted restore could not be finished and was abandoned: {why}"
+            );
+        }
         if let Some(s) = &rep.restore_finished {
             let _ = writeln!(
                 err,

@@ -358,17 +358,16 @@ impl Remote for DirRemote {
                 progress(stats.objects, Some(total));
             }
             if !temps.is_empty() {
-                durable::sync_filesystem(&self.dir)?;
+                // fsync each file (in parallel) rather than syncfs: syncfs would also flush every
+                // other program's dirty data on that filesystem (see ADR 0001).
+                use rayon::prelude::*;
+                temps.par_iter().try_for_each(|(tmp, _)| {
+                    std::fs::File::open(tmp).and_then(|f| f.sync_data())
+                })?;
                 for (tmp, target) in &temps {
                     fs::rename(tmp, target)?;
                 }
-                if fans.len() > 16 {
-                    durable::sync_filesystem(&self.dir)?;
-                } else {
-                    for f in &fans {
-                        durable::sync_dir(f)?;
-                    }
-                }
+                fans.par_iter().try_for_each(|f| durable::sync_dir(f))?;
             }
             Ok(())
         })();

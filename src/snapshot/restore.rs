@@ -89,9 +89,28 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path) -> Result<()> {
             let mut f = fs::File::create(tmp)?;
             if leaf.kind == EntryKind::File {
                 let data = store.read_blob(&leaf.id)?;
+                if data.len() as u64 != leaf.size {
+                    return Err(Error::CorruptObject {
+                        id: leaf.id,
+                        why: format!(
+                            "blob is {} bytes, its tree entry says {}",
+                            data.len(),
+                            leaf.size
+                        ),
+                    });
+                }
                 f.write_all(&data)?;
             } else {
                 let list = store.read_chunk_list(&leaf.id)?;
+                if list.total_size != leaf.size {
+                    return Err(Error::CorruptObject {
+                        id: leaf.id,
+                        why: format!(
+                            "chunk list totals {} bytes, its tree entry says {}",
+                            list.total_size, leaf.size
+                        ),
+                    });
+                }
                 for c in &list.chunks {
                     let data = store.read_blob(&c.id)?;
                     if data.len() != c.len as usize {
@@ -145,28 +164,15 @@ fn clear_dir(p: &Path) -> Result<()> {
     }
 }
 
-/// Applies `plan` under `layout`, taking content from `store`. All content is read and verified
-/// into temp files before the first rename, so a corrupt or missing object changes nothing.
-///
-/// # Errors
-/// Missing/corrupt objects (nothing live changed), I/O errors.
-pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -> Result<()> {
-    for r in super::ROOTS {
-        fs::create_dir_all(layout.abs(r.as_bytes()))?;
-    }
-    // Directories first; anything that is not a directory where one must be goes away.
-    for d in &plan.mkdir {
-        let abs = layout.abs(d);
-        clear_non_dir(&abs)?;
-        fs::create_dir_all(&abs)?;
-    }
-    let writes: Vec<&Vec<u8>> = plan.create.iter().chain(&plan.update).collect();
-    // A directory where a file must go: it holds nothing the target keeps.
-    for p in &writes {
-        clear_dir(&layout.abs(p))?;
-    }
-    // 1. Write every new content to a temp file next to its target.
-    let staged: Vec<Result<(PathBuf, PathBuf)>> = writes
+/// Writes every path's verified content to a temp file next to its target (in parallel).
+/// On error every temp file is removed.
+fn stage(
+    store: &ObjectStore,
+    layout: &Layout,
+    target: &Flat,
+    paths: &[&Vec<u8>],
+) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let staged: Vec<Result<(PathBuf, PathBuf)>> = paths
         .par_iter()
         .map(|p| {
             let abs = layout.abs(p);
@@ -182,21 +188,86 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
             }
         })
         .collect();
-    let mut renames = Vec::with_capacity(staged.len());
+    let mut ok = Vec::with_capacity(staged.len());
     let mut first_err = None;
     for r in staged {
         match r {
-            Ok(pair) => renames.push(pair),
+            Ok(pair) => ok.push(pair),
             Err(e) => {
                 first_err.get_or_insert(e);
             }
         }
     }
     if let Some(e) = first_err {
-        for (tmp, _) in &renames {
+        for (tmp, _) in &ok {
             let _ = std::fs::remove_file(tmp);
         }
         return Err(e);
+    }
+    Ok(ok)
+}
+
+/// Applies `plan` under `layout`, taking content from `store`. All content is read and verified
+/// into temp files before the first rename, so a corrupt or missing object changes nothing.
+///
+/// # Errors
+/// Missing/corrupt objects (nothing live changed), I/O errors.
+pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -> Result<()> {
+    for r in super::ROOTS {
+        fs::create_dir_all(layout.abs(r.as_bytes()))?;
+    }
+    // Phase A changes nothing a user had: it only creates missing directories and writes temp
+    // files. Content is verified while it is written, so a missing or corrupt object ends the
+    // restore here and everything done so far is undone.
+    let mut created: Vec<PathBuf> = Vec::new();
+    let mut blocked: Vec<&Vec<u8>> = Vec::new();
+    for d in &plan.mkdir {
+        let abs = layout.abs(d);
+        match std::fs::symlink_metadata(&abs) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => blocked.push(d),
+            Err(_) => match std::fs::create_dir(&abs) {
+                Ok(()) => created.push(abs),
+                Err(_) => blocked.push(d), // a parent is blocked too
+            },
+        }
+    }
+    let writes: Vec<&Vec<u8>> = plan.create.iter().chain(&plan.update).collect();
+    let is_real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    let (ready, deferred): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) = writes.iter().partition(|p| {
+        let abs = layout.abs(p);
+        abs.parent().is_some_and(is_real_dir) && !is_real_dir(&abs)
+    });
+    let staged = match stage(store, layout, target, &ready) {
+        Ok(s) => s,
+        Err(e) => {
+            for d in created.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+            return Err(e);
+        }
+    };
+    // Phase B: type conflicts (a file where a directory must be, or the reverse) are cleared —
+    // the only removals before the renames — then the writes that waited on them are staged.
+    let mut renames = staged;
+    if !blocked.is_empty() || !deferred.is_empty() {
+        for d in &blocked {
+            let abs = layout.abs(d);
+            clear_non_dir(&abs)?;
+            fs::create_dir_all(&abs)?;
+        }
+        for p in &deferred {
+            clear_dir(&layout.abs(p))?;
+        }
+        match stage(store, layout, target, &deferred) {
+            Ok(more) => renames.extend(more),
+            Err(e) => {
+                for (tmp, _) in &renames {
+                    let _ = std::fs::remove_file(tmp);
+                }
+                return Err(e);
+            }
+        }
     }
     // 2. Atomic replacement, file by file (content was fsynced when written).
     for (tmp, abs) in &renames {
