@@ -334,3 +334,66 @@ fn check_detects_flips_and_truncations_in_packs() {
     sb.ok(&["state", "gc"]);
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
 }
+
+#[test]
+fn restore_from_a_damaged_snapshot_changes_nothing_and_blocks_nothing() {
+    let sb = Sandbox::new();
+    sb.generate();
+    let a = sb.save("a");
+    // Change every descriptor so the restore must write them, then damage one object it needs.
+    for s in 0..5 {
+        std::fs::write(
+            sb.state().join(format!("sessions/s{s:03}/session.json")),
+            format!("{{\"v\":{s}}}"),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir_all(sb.state().join("sessions/s001/new-dir")).unwrap();
+    sb.save("b");
+    let live_before = sb.live();
+    // Find the object file of s003's descriptor in snapshot a and delete it.
+    let show: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "show", &a])).unwrap();
+    assert!(show["id"].is_string());
+    let mut removed = 0;
+    for f in object_files(&sb.state()) {
+        let raw = std::fs::read(&f).unwrap();
+        let plain = zstd::bulk::decompress(&raw, 1 << 20).unwrap_or_default();
+        if plain.ends_with(b"\"id\":\"s003\",\"version\":1,")
+            || String::from_utf8_lossy(&plain).contains("\"id\":\"s003\"")
+        {
+            std::fs::remove_file(&f).unwrap();
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 1, "found s003's descriptor blob");
+    let o = sb.run(&["state", "restore", &a]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing from the store"));
+    assert_same(&sb.live(), &live_before);
+    assert!(!sb.state().join("snapshots/restore-intent").exists());
+    let log = sb.run(&["log"]);
+    assert!(log.status.success(), "later commands are not blocked");
+    assert_eq!(sb.run(&["state", "check"]).status.code(), Some(3));
+}
+
+#[test]
+fn dry_run_to_dir_creates_nothing() {
+    let sb = Sandbox::new();
+    sb.generate();
+    sb.save("a");
+    let to = sb.dir.path().join("nowhere");
+    let out = sb.ok(&[
+        "state",
+        "restore",
+        "--to",
+        to.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(out.contains("would"), "{out}");
+    assert!(!to.exists());
+}
