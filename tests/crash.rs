@@ -195,23 +195,32 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
     let t_restore = time_of(&env, &["state", "restore", &reported[0]]);
     let t_gc = time_of(&env, &["state", "gc"]);
     eprintln!("crash test: calibrated save {t_save:?}, restore {t_restore:?}, gc {t_gc:?}");
+    // The donor is also a second device: it pushes to a directory remote that this device pulls.
+    let remote = env.dir.path().join("remote");
+    donor.ok(&["remote", "add", "origin", remote.to_str().expect("utf8")]);
+    donor.ok(&["sync", "push"]);
+    env.ok(&["remote", "add", "origin", remote.to_str().expect("utf8")]);
+    let t_pull = time_of(&env, &["sync", "pull", "--no-restore"]).max(t_restore);
+    let mut span = [t_save, t_restore, t_gc, t_pull];
     let mut kills = 0;
     for i in 0..iterations {
-        let op = rng.range(0, 3);
-        let span = [t_save, t_restore, t_gc][op]
-            .mul_f64(1.2)
-            .max(Duration::from_millis(2));
-        let delay = Duration::from_micros(rng.range(0, span.as_micros() as usize) as u64);
+        let op = rng.range(0, 4);
+        let window = span[op].mul_f64(2.0).max(Duration::from_millis(2));
+        let delay = Duration::from_micros(rng.range(0, window.as_micros() as usize) as u64);
         match op {
             0 => {
                 mutate(&env, &mut rng, i as u64 + 10);
                 let before = env.live();
+                let t_op = Instant::now();
                 let (out, finished) = run_and_kill(
                     &env,
                     &["state", "save", "-m", &format!("iteration {i}")],
                     delay,
                 );
                 kills += usize::from(!finished);
+                if finished {
+                    span[0] = span[0].max(t_op.elapsed());
+                }
                 if let Some(id) = out.lines().last().filter(|l| l.len() == 64) {
                     reported.push(id.to_owned());
                 }
@@ -237,8 +246,12 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
                 after.extend(files(&target_dir.join("state/sessions"), "state/sessions"));
                 after.extend(files(&target_dir.join("state/journal"), "state/journal"));
                 std::fs::remove_dir_all(&target_dir).expect("rm");
+                let t_op = Instant::now();
                 let (_, finished) = run_and_kill(&env, &["state", "restore", &target], delay);
                 kills += usize::from(!finished);
+                if finished {
+                    span[1] = span[1].max(t_op.elapsed());
+                }
                 let intent = env.state().join("snapshots/restore-intent").exists();
                 env.ok(&["state", "recover"]);
                 let live = env.live();
@@ -258,6 +271,42 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
                     }
                 }
             }
+            3 => {
+                // The other device changes something and pushes; this one pulls and is killed.
+                mutate(&donor, &mut rng, i as u64 + 5000);
+                donor.ok(&["state", "save", "-m", &format!("donor {i}")]);
+                donor.ok(&["sync", "push"]);
+                let before = env.live();
+                let t_op = Instant::now();
+                let (_, finished) = run_and_kill(&env, &["sync", "pull"], delay);
+                kills += usize::from(!finished);
+                if finished {
+                    span[3] = span[3].max(t_op.elapsed());
+                }
+                env.ok(&["state", "recover"]);
+                // Each live file is its old content or its content in the head after recovery.
+                let head_dir = env.dir.path().join(format!("head-{i}"));
+                env.ok(&["state", "restore", "--to", head_dir.to_str().expect("utf8")]);
+                let mut after = files(&head_dir.join("config"), "config");
+                after.extend(files(&head_dir.join("state/sessions"), "state/sessions"));
+                after.extend(files(&head_dir.join("state/journal"), "state/journal"));
+                std::fs::remove_dir_all(&head_dir).expect("rm");
+                let live = env.live();
+                for k in before.keys().chain(after.keys()) {
+                    let l = live.get(k);
+                    assert!(
+                        l == before.get(k) || l == after.get(k),
+                        "seed {seed} iteration {i}: after a killed pull, {k} is neither its old content nor the head's"
+                    );
+                }
+                if let Some(id) = env
+                    .ok(&["--json", "log", "-n", "1"])
+                    .split("\"id\":\"")
+                    .nth(1)
+                {
+                    reported.push(id[..64].to_owned());
+                }
+            }
             _ => {
                 // Plant unreachable objects, then gc.
                 for sub in ["objects", "packs"] {
@@ -272,8 +321,12 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
                         assert!(st.success());
                     }
                 }
+                let t_op = Instant::now();
                 let (_, finished) = run_and_kill(&env, &["state", "gc"], delay);
                 kills += usize::from(!finished);
+                if finished {
+                    span[2] = span[2].max(t_op.elapsed());
+                }
                 env.ok(&["state", "recover"]);
             }
         }

@@ -315,12 +315,12 @@ impl ObjectStore {
         Ok(Batch {
             store: self,
             staging,
-            pack: Mutex::new(PackWriter {
+            pack: Mutex::new(Some(PackWriter {
                 file,
                 path,
                 offset: pack::PACK_MAGIC.len() as u64,
                 entries: Vec::new(),
-            }),
+            })),
             seen: Mutex::new(HashSet::new()),
             bytes: AtomicU64::new(0),
             force,
@@ -403,7 +403,7 @@ struct PackWriter {
 pub struct Batch<'s> {
     store: &'s ObjectStore,
     staging: PathBuf,
-    pack: Mutex<PackWriter>,
+    pack: Mutex<Option<PackWriter>>,
     seen: Mutex<HashSet<ObjectId>>,
     bytes: AtomicU64,
     force: bool,
@@ -416,6 +416,14 @@ pub struct BatchStats {
     pub objects: u64,
     /// Compressed bytes written.
     pub bytes: u64,
+}
+
+impl Drop for Batch<'_> {
+    /// A batch dropped without commit (an error, a full disk) removes its staging dir at once,
+    /// so a failed save leaves nothing behind (recovery would remove it otherwise).
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.staging);
+    }
 }
 
 impl Batch<'_> {
@@ -431,13 +439,14 @@ impl Batch<'_> {
         header[0] = kind.code();
         header[1..33].copy_from_slice(&id.0);
         header[33..37].copy_from_slice(&len.to_le_bytes());
-        let mut w = self.pack.lock().expect("no panics while held");
+        let mut guard = self.pack.lock().expect("no panics while held");
+        let w = guard.as_mut().expect("batch not committed");
         let off = w.offset;
         w.file.write_all_at(&header, off)?;
         w.file.write_all_at(z, off + pack::ENTRY_HEADER)?;
         w.offset = off + pack::ENTRY_HEADER + u64::from(len);
         w.entries.push((id, kind, off + pack::ENTRY_HEADER, len));
-        drop(w);
+        drop(guard);
         self.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
         Ok(())
     }
@@ -490,7 +499,12 @@ impl Batch<'_> {
     /// I/O errors; objects already published stay (they are valid, merely unreferenced).
     pub fn commit(self) -> Result<BatchStats> {
         use rayon::prelude::*;
-        let w = self.pack.into_inner().expect("no panics while held");
+        let w = self
+            .pack
+            .lock()
+            .expect("no panics while held")
+            .take()
+            .expect("commit runs once");
         let mut entries = w.entries;
         let stats = BatchStats {
             objects: entries.len() as u64,

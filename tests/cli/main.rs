@@ -3,5 +3,6 @@
 mod support;
 
 mod core;
+mod faults;
 mod recovery;
 mod sync;
