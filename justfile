@@ -27,3 +27,8 @@ fuzz SECONDS="60":
 # Benchmarks: shelldone vs git and tar|zstd on ~60 MB of generated state (prints a table).
 bench:
     cargo bench --bench state --locked
+
+# Issue #5: shelldone vs git, restic, borg, tar|zstd at scales 1/4/16 + 100k small files (apt-installs restic/borg). Writes bench/results.md.
+bench-compare *ARGS:
+    cargo build --release --locked
+    python3 bench/compare.py {{ARGS}}

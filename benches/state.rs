@@ -130,7 +130,8 @@ fn main() {
         session: None,
     })
     .expect("save");
-    let store_size = dir_size(&base.join("state/snapshots/objects"));
+    let store_size = dir_size(&base.join("state/snapshots/objects"))
+        + dir_size(&base.join("state/snapshots/packs"));
     std::thread::sleep(Duration::from_millis(100));
     st.save(&SaveOptions::default()).expect("settle stat cache");
 

@@ -116,7 +116,14 @@ impl State {
                 }
             };
             graph.insert(sid, snap.parents.iter().copied().collect());
-            queue.extend(snap.parents.iter().copied());
+            // A shallow snapshot (fetched with --strategy partial) has no parents here, by design.
+            let shallow = self.is_shallow(&sid);
+            queue.extend(
+                snap.parents
+                    .iter()
+                    .copied()
+                    .filter(|p| !shallow || self.objects.has(p)),
+            );
             for (bad, path) in w.visit(snap.root, Kind::Tree, None, 0).iter() {
                 let o = owners.entry(*bad).or_default();
                 o.0.insert(sid);

@@ -250,7 +250,12 @@ impl State {
                 break;
             }
             let snap = snaps.remove(&id).expect("inserted with the heap entry");
-            for p in &snap.parents {
+            let shallow = self.is_shallow(&id);
+            for p in snap
+                .parents
+                .iter()
+                .filter(|p| !shallow || self.objects.has(p))
+            {
                 if seen.insert(*p) {
                     let ps = self.objects.read_snapshot(p)?;
                     heap.push(ByTime(ps.time_ns, *p));

@@ -161,7 +161,13 @@ impl State {
             match self.objects.read(&id, kind)? {
                 Object::Snapshot(s) => {
                     stack.push((s.root, Kind::Tree));
-                    stack.extend(s.parents.iter().map(|p| (*p, Kind::Snapshot)));
+                    let shallow = self.is_shallow(&id);
+                    stack.extend(
+                        s.parents
+                            .iter()
+                            .filter(|p| !shallow || self.objects.has(p))
+                            .map(|p| (*p, Kind::Snapshot)),
+                    );
                 }
                 Object::Tree(t) => {
                     stack.extend(t.entries.iter().map(|e| (e.id, e.kind.target_kind())))

@@ -122,6 +122,29 @@ fn remotes_path(st: &State) -> PathBuf {
 }
 
 impl State {
+    /// Snapshots whose parents were deliberately not fetched (`--strategy partial`).
+    #[must_use]
+    pub fn is_shallow(&self, id: &ObjectId) -> bool {
+        std::fs::read_to_string(self.snapshots_dir().join("shallow"))
+            .is_ok_and(|s| s.lines().any(|l| l.trim() == id.to_hex()))
+    }
+
+    fn add_shallow(&self, ids: &[ObjectId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let path = self.snapshots_dir().join("shallow");
+        let mut all: BTreeSet<String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        all.extend(ids.iter().map(ObjectId::to_hex));
+        let text: String = all.into_iter().map(|l| l + "\n").collect();
+        durable::write_atomic(&path, text.as_bytes())?;
+        Ok(())
+    }
+
     /// Configured remotes.
     ///
     /// # Errors
@@ -296,6 +319,16 @@ impl State {
         let batch = self.objects.batch()?;
         report.received = r.fetch(&self.objects, &batch, &wants, shallow, progress)?;
         batch.commit()?;
+        if shallow {
+            let mut cut = Vec::new();
+            for w in &wants {
+                let s = self.objects.read_snapshot(w)?;
+                if s.parents.iter().any(|p| !self.objects.has(p)) {
+                    cut.push(*w);
+                }
+            }
+            self.add_shallow(&cut)?;
+        }
         // Remote-tracking refs mirror the remote exactly (stale ones pruned).
         let prefix = format!("remotes/{remote}/");
         for (name, _) in self.refs.list(&prefix)? {

@@ -437,8 +437,7 @@ impl Batch<'_> {
             u32::try_from(z.len()).map_err(|_| Error::Invalid(format!("object {id} too large")))?;
         let mut header = [0u8; pack::ENTRY_HEADER as usize];
         header[0] = kind.code();
-        header[1..33].copy_from_slice(&id.0);
-        header[33..37].copy_from_slice(&len.to_le_bytes());
+        header[1..5].copy_from_slice(&len.to_le_bytes());
         let mut guard = self.pack.lock().expect("no panics while held");
         let w = guard.as_mut().expect("batch not committed");
         let off = w.offset;

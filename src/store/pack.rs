@@ -2,8 +2,8 @@
 //! that brings many objects), so that one fsync covers thousands of objects.
 //!
 //! `packs/pack-<hex>.pack`: magic `SDPACK\0\x01`, then entries back to back, each
-//! `kind u8 | id [32] | len u32 LE | zstd frame [len]` (the entry header makes a pack readable
-//! without its index). `<hex>` is the BLAKE3 hash of the whole pack file.
+//! `kind u8 | len u32 LE | zstd frame [len]` (enough to walk a pack without its index; an
+//! entry's id is the hash of its decompressed bytes, so it is not repeated). `<hex>` is the BLAKE3 hash of the whole pack file.
 //!
 //! `packs/pack-<hex>.idx`: magic `SDPIDX\0\x01`, `count u32 LE`, the pack's hash [32], then
 //! `count` entries sorted by id: `id [32] | kind u8 | offset u64 LE (of the frame) | len u32 LE`,
@@ -25,7 +25,7 @@ pub const PACK_MAGIC: &[u8; 8] = b"SDPACK\x00\x01";
 /// Index file magic.
 pub const IDX_MAGIC: &[u8; 8] = b"SDPIDX\x00\x01";
 /// Per-entry header length in a pack.
-pub const ENTRY_HEADER: u64 = 1 + 32 + 4;
+pub const ENTRY_HEADER: u64 = 1 + 4;
 const IDX_ENTRY: usize = 32 + 1 + 8 + 4;
 
 /// Where an object lives in a pack.

@@ -268,3 +268,145 @@ impl SpawnOut for Command {
             .unwrap()
     }
 }
+
+#[test]
+fn partial_strategy_fetches_only_the_newest_snapshot_and_checks_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = tmp.path().join("remote");
+    let a = Sandbox::new();
+    a.generate();
+    a.save("one");
+    std::fs::write(a.config().join("x.toml"), "x = 1\n").unwrap();
+    a.save("two");
+    std::fs::write(a.config().join("x.toml"), "x = 2\n").unwrap();
+    a.save("three");
+    a.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    a.ok(&["sync", "push"]);
+    let b = Sandbox::new();
+    b.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    b.ok(&["sync", "pull", "--strategy", "partial"]);
+    assert_same(&b.live(), &a.live());
+    let log: serde_json::Value = serde_json::from_str(&b.ok(&["--json", "log"])).unwrap();
+    let msgs: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        msgs.contains(&"three") && !msgs.contains(&"one"),
+        "only the newest snapshot came: {msgs:?}"
+    );
+    assert!(b.ok(&["state", "check"]).contains("no problems"));
+    b.ok(&["state", "gc"]);
+    // A full pull later brings the rest of the history.
+    b.ok(&["sync", "pull"]);
+    let log: serde_json::Value = serde_json::from_str(&b.ok(&["--json", "log"])).unwrap();
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"] == "one"),
+        "{log}"
+    );
+}
+
+#[test]
+fn pull_of_selected_sessions_leaves_the_others_alone_and_no_restore_only_fetches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = tmp.path().join("remote");
+    let (a, b) = {
+        let a = Sandbox::new();
+        a.generate();
+        a.save("base");
+        a.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+        a.ok(&["sync", "push"]);
+        let b = Sandbox::new();
+        b.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+        b.ok(&["sync", "pull"]);
+        (a, b)
+    };
+    // B saves something of its own so that A's next change cannot fast-forward.
+    std::fs::write(b.config().join("b.toml"), "b = 1\n").unwrap();
+    b.save("b local");
+    std::fs::write(
+        a.state().join("sessions/s001/session.json"),
+        "{\"by\":\"A\",\"s\":1}",
+    )
+    .unwrap();
+    std::fs::write(
+        a.state().join("sessions/s002/session.json"),
+        "{\"by\":\"A\",\"s\":2}",
+    )
+    .unwrap();
+    a.save("a changes two sessions");
+    a.ok(&["sync", "push"]);
+    let before = std::fs::read(b.state().join("sessions/s001/session.json")).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&b.ok(&["--json", "sync", "pull", "--no-restore"])).unwrap();
+    assert_eq!(r["restored"], false, "{r}");
+    assert_eq!(
+        std::fs::read(b.state().join("sessions/s001/session.json")).unwrap(),
+        before,
+        "--no-restore touches no live file"
+    );
+    b.ok(&["sync", "pull", "--session", "s002"]);
+    assert_eq!(
+        std::fs::read(b.state().join("sessions/s001/session.json")).unwrap(),
+        before,
+        "s001 not selected"
+    );
+    assert!(
+        std::fs::read_to_string(b.state().join("sessions/s002/session.json"))
+            .unwrap()
+            .contains("\"A\"")
+    );
+}
+
+#[test]
+fn daemon_saves_on_change_and_writes_nothing_when_idle() {
+    let a = Sandbox::new();
+    a.generate();
+    a.save("base");
+    let snaps_before = a.ok(&["--json", "log"]);
+    // Idle: nothing changes, nothing is written.
+    a.ok(&[
+        "sync",
+        "daemon",
+        "--poll",
+        "0.1",
+        "--debounce",
+        "0.2",
+        "--max-runtime",
+        "1",
+    ]);
+    assert_eq!(a.ok(&["--json", "log"]), snaps_before);
+    // A change while the daemon runs is saved after the debounce.
+    let child = a
+        .cmd(&[
+            "sync",
+            "daemon",
+            "--poll",
+            "0.1",
+            "--debounce",
+            "0.3",
+            "--max-runtime",
+            "3",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::fs::write(a.config().join("config.toml"), "font_size = 30\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("saved").count(),
+        1,
+        "one save for one change: {text}"
+    );
+    let log: serde_json::Value =
+        serde_json::from_str(&a.ok(&["--json", "log", "-n", "1"])).unwrap();
+    assert_eq!(log[0]["message"], "daemon: saved on change");
+}
