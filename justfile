@@ -24,9 +24,11 @@ fuzz SECONDS="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
     cd fuzz && for t in decode verify chunk; do cargo +nightly fuzz run $t -- -max_total_time={{SECONDS}} -max_len=70000 || exit 1; done
 
-# Benchmarks: shelldone vs git and tar|zstd on ~60 MB of generated state (prints a table).
+# Benchmarks: save/restore vs git and tar|zstd, push bytes vs git push and rsync (prints tables).
 bench:
+    command -v rsync >/dev/null || (apt-get update -qq && apt-get install -y -qq rsync)
     cargo bench --bench state --locked
+    cargo bench --bench sync --locked
 
 # Issue #5: shelldone vs git, restic, borg, tar|zstd at scales 1/4/16 + 100k small files (apt-installs restic/borg). Writes bench/results.md.
 bench-compare *ARGS:

@@ -1,0 +1,308 @@
+//! `cargo bench --bench sync` (part of `just bench`): bytes a push sends after a small change,
+//! side by side with `git push` of the same files and `rsync` (delta transfer) of the same dir.
+//! Git traffic goes through a counting TCP proxy in front of a real `git-daemon` on 127.0.0.1;
+//! the directory remote's figure is the bytes of the files the push wrote.
+//! Issue #4's target: bytes sent ≤ 1.5× the size of the new objects.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use shelldone::demo::{self, DemoSpec};
+use shelldone::{Paths, SaveOptions, State};
+
+fn sh(cmd: &str, dir: &Path) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .expect("sh");
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn dir_size(p: &Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+fn git(base: &Path, args: &str) -> String {
+    sh(
+        &format!("git -c user.name=b -c user.email=b@b -c gc.auto=0 {args}"),
+        base,
+    )
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `git-daemon`, counting the bytes clients send (what a
+/// push puts on the wire).
+struct Proxy {
+    port: u16,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    _daemon: Daemon,
+}
+
+struct Daemon(std::process::Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_proxy(base: &Path) -> Proxy {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::Ordering;
+    let exec = String::from_utf8(
+        Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .expect("git")
+            .stdout,
+    )
+    .expect("utf8");
+    let dport = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = Command::new(Path::new(exec.trim()).join("git-daemon"))
+        .args([
+            "--reuseaddr",
+            "--export-all",
+            "--enable=receive-pack",
+            "--listen=127.0.0.1",
+        ])
+        .arg(format!("--base-path={}", base.display()))
+        .arg(format!("--port={dport}"))
+        .arg(base)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("git-daemon");
+    let daemon = Daemon(child);
+    for _ in 0..500 {
+        if TcpStream::connect(("127.0.0.1", dport)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", dport)) else {
+                continue;
+            };
+            let (mut c_r, mut s_w) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            let (mut s_r, mut c_w) = (server, client);
+            let n = counter.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                loop {
+                    match std::io::Read::read(&mut c_r, &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            n.fetch_add(k as u64, Ordering::Relaxed);
+                            if std::io::Write::write_all(&mut s_w, &buf[..k]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = s_w.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s_r, &mut c_w);
+                let _ = c_w.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    Proxy {
+        port,
+        sent,
+        _daemon: daemon,
+    }
+}
+
+fn main() {
+    let tmp = tempfile::tempdir_in(
+        std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+    )
+    .expect("tempdir");
+    let base = tmp.path().to_path_buf();
+    let a = base.join("a");
+    demo::generate(&a.join("config"), &a.join("state"), &DemoSpec::default()).expect("generate");
+    let paths = Paths {
+        config_dir: a.join("config"),
+        state_dir: a.join("state"),
+    };
+    let (st, _) = State::open(paths.clone()).expect("open");
+    st.save(&SaveOptions::default()).expect("save");
+
+    // Remotes: a directory and a bare git repository (kept as packs so the size delta is the pack received).
+    let dir_remote = base.join("dir-remote");
+    let srv = base.join("srv");
+    std::fs::create_dir_all(&srv).expect("mkdir");
+    let bare = srv.join("remote.git");
+    sh(&format!("git init -q --bare {}", bare.display()), &base);
+    let proxy = start_proxy(&srv);
+    st.remote_add("dir", dir_remote.to_str().expect("utf8"))
+        .expect("add");
+    st.remote_add("git", &format!("git://127.0.0.1:{}/remote.git", proxy.port))
+        .expect("add");
+    let t = Instant::now();
+    let first_dir = st.sync_push("dir", &|_, _| {}).expect("push dir");
+    let t_first_dir = t.elapsed();
+    let t = Instant::now();
+    st.sync_push("git", &|_, _| {}).expect("push git");
+    let t_first_git = t.elapsed();
+
+    // Peers: git of the plain files, rsync of the plain dir.
+    let peer_bare = srv.join("peer.git");
+    let peer_url = format!("git://127.0.0.1:{}/peer.git", proxy.port);
+    let work_git = base.join("work.git");
+    sh(
+        &format!(
+            "git init -q --bare {p} && git init -q --bare {w}",
+            p = peer_bare.display(),
+            w = work_git.display()
+        ),
+        &base,
+    );
+    let gw = format!(
+        "--git-dir={} --work-tree={}",
+        work_git.display(),
+        a.display()
+    );
+    git(
+        &base,
+        &format!("{gw} add -A config state/sessions state/journal"),
+    );
+    git(&base, &format!("{gw} commit -q -m base"));
+    git(
+        &base,
+        &format!("{gw} push -q {peer_url} HEAD:refs/heads/main"),
+    );
+    let have_rsync = Command::new("rsync")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let rsync_dst = base.join("rsync-dst");
+    if have_rsync {
+        sh(
+            &format!(
+                "mkdir -p {d} && rsync -a {s}/config {s}/state {d}/",
+                s = a.display(),
+                d = rsync_dst.display()
+            ),
+            &base,
+        );
+    }
+
+    // The small change, saved.
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    demo::small_change(&paths.config_dir, &paths.state_dir, 0).expect("change");
+    let saved = st.save(&SaveOptions::default()).expect("save");
+    let new_objects = saved.bytes_written;
+
+    let before_dir = dir_size(&dir_remote);
+    let t = Instant::now();
+    let p_dir = st.sync_push("dir", &|_, _| {}).expect("push dir");
+    let t_dir = t.elapsed();
+    let sent_dir = dir_size(&dir_remote) - before_dir;
+    assert!(
+        sent_dir >= p_dir.sent.bytes,
+        "dir push reports no more than it wrote"
+    );
+    let before_git = proxy.sent.load(std::sync::atomic::Ordering::Relaxed);
+    let t = Instant::now();
+    st.sync_push("git", &|_, _| {}).expect("push git");
+    let t_git = t.elapsed();
+    let sent_git = proxy.sent.load(std::sync::atomic::Ordering::Relaxed) - before_git;
+
+    git(
+        &base,
+        &format!("{gw} add -A config state/sessions state/journal"),
+    );
+    git(&base, &format!("{gw} commit -q -m change"));
+    let before_peer = proxy.sent.load(std::sync::atomic::Ordering::Relaxed);
+    let t = Instant::now();
+    git(
+        &base,
+        &format!("{gw} push -q {peer_url} HEAD:refs/heads/main"),
+    );
+    let t_peer = t.elapsed();
+    let sent_peer = proxy.sent.load(std::sync::atomic::Ordering::Relaxed) - before_peer;
+    let rsync = if have_rsync {
+        let t = Instant::now();
+        let out = sh(
+            &format!(
+                "rsync -a --no-whole-file --stats {s}/config {s}/state {d}/",
+                s = a.display(),
+                d = rsync_dst.display()
+            ),
+            &base,
+        );
+        let el = t.elapsed();
+        let sent = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Total bytes sent: "))
+            .map(|v| v.replace(',', "").trim().parse::<u64>().unwrap_or(0))
+            .unwrap_or(0);
+        Some((sent, el))
+    } else {
+        None
+    };
+
+    println!(
+        "first push of ~51 MB: dir remote {} objects, {} B in {:.0} ms; git remote {:.0} ms",
+        first_dir.sent.objects,
+        first_dir.sent.bytes,
+        t_first_dir.as_secs_f64() * 1e3,
+        t_first_git.as_secs_f64() * 1e3
+    );
+    println!(
+        "small change (200 journal lines, 2 descriptors, scrollback +100 KB): new objects {new_objects} B"
+    );
+    println!();
+    println!("| push after the small change | bytes sent | vs new objects | time | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| shelldone → directory remote | {sent_dir} B ({} objects) | {:.2}x | {:.1} ms | <= 1.5x |",
+        p_dir.sent.objects,
+        sent_dir as f64 / new_objects as f64,
+        t_dir.as_secs_f64() * 1e3
+    );
+    println!(
+        "| shelldone → git remote over git:// (bytes on the wire) | {sent_git} B | {:.2}x | {:.1} ms | <= 1.5x |",
+        sent_git as f64 / new_objects as f64,
+        t_git.as_secs_f64() * 1e3
+    );
+    println!(
+        "| git push of the plain files over git:// (bytes on the wire) | {sent_peer} B | {:.2}x | {:.1} ms | |",
+        sent_peer as f64 / new_objects as f64,
+        t_peer.as_secs_f64() * 1e3
+    );
+    match rsync {
+        Some((sent, el)) => println!(
+            "| rsync --no-whole-file (Total bytes sent) | {sent} B | {:.2}x | {:.1} ms | |",
+            sent as f64 / new_objects as f64,
+            el.as_secs_f64() * 1e3
+        ),
+        None => println!("| rsync | not installed (apt-get install rsync) | | | |"),
+    }
+}
