@@ -472,6 +472,14 @@ pub fn fetch_with_timeout(
         .sanitized_url_and_version(Direction::Fetch)
         .map_err(gix_err(format!("preparing connection to {url}")))?;
 
+    if matches!(
+        parsed.scheme,
+        gix::url::Scheme::Http | gix::url::Scheme::Https
+    ) {
+        // This build keeps gix to the transports it links without an HTTP stack; http(s) fetches
+        // go through the `git` binary, as pushes do.
+        return fetch_with_git_binary(repo, url, refspecs, io_timeout);
+    }
     if parsed.scheme == gix::url::Scheme::Git {
         // Build the git:// transport ourselves so the socket gets read/write timeouts
         // (gix only applies a connect timeout).
@@ -510,6 +518,59 @@ pub fn fetch_with_timeout(
             .map_err(gix_err(format!("connecting to {url}")))?;
         run_fetch(connection, url)
     }
+}
+
+fn fetch_with_git_binary(
+    repo: &gix::Repository,
+    url: &str,
+    refspecs: &[&str],
+    io_timeout: Duration,
+) -> Result<Vec<(String, ObjectId)>> {
+    let mut cmd = Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(repo.git_dir())
+        .args(["-c", "http.lowSpeedLimit=1", "-c"])
+        .arg(format!("http.lowSpeedTime={}", io_timeout.as_secs().max(1)))
+        .args([
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--prune",
+            "--no-write-fetch-head",
+            "--",
+            url,
+        ])
+        .args(refspecs)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (status, _, stderr) = run_with_timeout(cmd, io_timeout * 2, &format!("git fetch {url}"))?;
+    if !status.success() {
+        // An empty remote is "nothing yet", as with the gix transports.
+        if stderr.contains("couldn't find remote ref") || stderr.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        return Err(GitError::InvalidInput(format!(
+            "git fetch {url} failed: {}",
+            stderr.trim()
+        )));
+    }
+    let mut out = Vec::new();
+    for spec in refspecs {
+        let dst = spec
+            .trim_start_matches('+')
+            .split_once(':')
+            .map_or("", |(_, d)| d);
+        let prefix = dst.trim_end_matches('*');
+        if !prefix.is_empty() {
+            out.extend(list_refs(repo, prefix)?);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 fn run_fetch<T>(

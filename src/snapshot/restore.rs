@@ -72,7 +72,7 @@ pub fn plan(target: &Flat, live: &Flat) -> Plan {
 }
 
 /// Writes one file's verified content to `tmp`.
-fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path) -> Result<()> {
+fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Result<()> {
     match leaf.kind {
         EntryKind::Symlink => {
             let target = store.read_blob(&leaf.id)?;
@@ -129,8 +129,10 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path) -> Result<()> {
             };
             f.set_permissions(std::fs::Permissions::from_mode(mode))?;
             // Content durable before the rename makes it the live file (never a zero-length
-            // file after a power cut).
-            f.sync_data()?;
+            // file after a power cut). Large restores sync the whole filesystem once instead.
+            if sync {
+                f.sync_data()?;
+            }
         }
         EntryKind::Dir => unreachable!("leaves are never directories"),
     }
@@ -164,6 +166,10 @@ fn clear_dir(p: &Path) -> Result<()> {
     }
 }
 
+/// Restores writing more files than this use one `syncfs` per root between writing the temp
+/// files and renaming them, instead of one fsync per file (which costs a journal commit each).
+pub const BULK_FILES: usize = 512;
+
 /// Writes every path's verified content to a temp file next to its target (in parallel).
 /// On error every temp file is removed.
 fn stage(
@@ -171,6 +177,7 @@ fn stage(
     layout: &Layout,
     target: &Flat,
     paths: &[&Vec<u8>],
+    sync: bool,
 ) -> Result<Vec<(PathBuf, PathBuf)>> {
     let staged: Vec<Result<(PathBuf, PathBuf)>> = paths
         .par_iter()
@@ -179,7 +186,7 @@ fn stage(
             let dir = abs.parent().expect("file has a parent").to_path_buf();
             let tmp = tmp_path(&dir);
             let leaf = target.leaves.get(*p).expect("planned from target");
-            match materialize(store, leaf, &tmp) {
+            match materialize(store, leaf, &tmp, sync) {
                 Ok(()) => Ok((tmp, abs)),
                 Err(e) => {
                     let _ = std::fs::remove_file(&tmp);
@@ -238,7 +245,8 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
         let abs = layout.abs(p);
         abs.parent().is_some_and(is_real_dir) && !is_real_dir(&abs)
     });
-    let staged = match stage(store, layout, target, &ready) {
+    let per_file_sync = writes.len() <= BULK_FILES;
+    let staged = match stage(store, layout, target, &ready, per_file_sync) {
         Ok(s) => s,
         Err(e) => {
             for d in created.iter().rev() {
@@ -259,7 +267,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
         for p in &deferred {
             clear_dir(&layout.abs(p))?;
         }
-        match stage(store, layout, target, &deferred) {
+        match stage(store, layout, target, &deferred, per_file_sync) {
             Ok(more) => renames.extend(more),
             Err(e) => {
                 for (tmp, _) in &renames {
@@ -268,6 +276,11 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
                 return Err(e);
             }
         }
+    }
+    if !per_file_sync {
+        // Thousands of files: one filesystem sync (per root) costs less than one fsync each.
+        durable::sync_filesystem(&layout.state)?;
+        durable::sync_filesystem(&layout.config)?;
     }
     // 2. Atomic replacement, file by file (content was fsynced when written).
     for (tmp, abs) in &renames {
@@ -306,9 +319,14 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
             dirs.insert(d.to_path_buf());
         }
     }
-    dirs.par_iter()
-        .filter(|d| d.is_dir())
-        .try_for_each(|d| durable::sync_dir(d))?;
+    if dirs.len() > BULK_FILES {
+        durable::sync_filesystem(&layout.state)?;
+        durable::sync_filesystem(&layout.config)?;
+    } else {
+        dirs.par_iter()
+            .filter(|d| d.is_dir())
+            .try_for_each(|d| durable::sync_dir(d))?;
+    }
     Ok(())
 }
 
