@@ -22,7 +22,7 @@ verify-full: verify
 # Run every fuzz target for SECONDS each (installs cargo-fuzz if missing; needs a nightly toolchain).
 fuzz SECONDS="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-    cd fuzz && for t in decode verify chunk; do cargo +nightly fuzz run $t -- -max_total_time={{SECONDS}} -max_len=70000 || exit 1; done
+    cd fuzz && for t in decode verify chunk pack_index; do cargo +nightly fuzz run $t -- -max_total_time={{SECONDS}} -max_len=70000 || exit 1; done
 
 # Benchmarks: save/restore vs git and tar|zstd, push bytes vs git push and rsync (prints tables).
 bench:

@@ -9,6 +9,7 @@ pub mod chunk;
 pub mod encoding;
 pub mod id;
 pub mod kinds;
+pub mod pack;
 
 pub use encoding::{DecodeError, decode, decode_as, encode, validate_name};
 pub use id::{ID_LEN, ObjectId, ParseIdError};

@@ -105,7 +105,11 @@ enum StateCmd {
         read_data_subset: Option<String>,
     },
     /// Remove objects no ref or reflog reaches.
-    Gc,
+    Gc {
+        /// Also recompress everything kept into one pack at a higher zstd level (smaller store).
+        #[arg(long)]
+        repack: bool,
+    },
     /// Finish interrupted operations and repair corrupt session descriptors.
     Recover,
     /// List files that differ between two snapshots.
@@ -572,8 +576,8 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
                 ExitCode::from(3)
             })
         }
-        StateCmd::Gc => {
-            let r = st.gc()?;
+        StateCmd::Gc { repack } => {
+            let r = st.gc_with(*repack)?;
             if cli.json {
                 out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
             } else {

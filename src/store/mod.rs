@@ -435,9 +435,7 @@ impl Batch<'_> {
     fn append(&self, kind: Kind, id: ObjectId, z: &[u8]) -> Result<()> {
         let len =
             u32::try_from(z.len()).map_err(|_| Error::Invalid(format!("object {id} too large")))?;
-        let mut header = [0u8; pack::ENTRY_HEADER as usize];
-        header[0] = kind.code();
-        header[1..5].copy_from_slice(&len.to_le_bytes());
+        let header = objects_format::pack::entry_header(kind, len);
         let mut guard = self.pack.lock().expect("no panics while held");
         let w = guard.as_mut().expect("batch not committed");
         let off = w.offset;
@@ -543,7 +541,18 @@ impl Batch<'_> {
             drop(w.file);
             let hash = pack::hash_file(&w.path)?;
             let name = format!("pack-{}", hash.to_hex());
-            let idx = pack::build_index(&hash, &mut entries);
+            let mut index: Vec<objects_format::pack::IndexEntry> = entries
+                .iter()
+                .map(
+                    |&(id, kind, offset, len)| objects_format::pack::IndexEntry {
+                        id,
+                        kind,
+                        offset,
+                        len,
+                    },
+                )
+                .collect();
+            let idx = objects_format::pack::build_index(hash.as_bytes(), &mut index);
             let idx_tmp = self.staging.join("objects.idx");
             {
                 let mut f = fs::File::create(&idx_tmp)?;

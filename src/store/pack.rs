@@ -20,13 +20,7 @@ use objects_format::{Kind, ObjectId};
 
 use crate::error::{Error, Result};
 
-/// Pack file magic.
-pub const PACK_MAGIC: &[u8; 8] = b"SDPACK\x00\x01";
-/// Index file magic.
-pub const IDX_MAGIC: &[u8; 8] = b"SDPIDX\x00\x01";
-/// Per-entry header length in a pack.
-pub const ENTRY_HEADER: u64 = 1 + 4;
-const IDX_ENTRY: usize = 32 + 1 + 8 + 4;
+pub use objects_format::pack::{ENTRY_HEADER, IDX_MAGIC, PACK_MAGIC};
 
 /// Where an object lives in a pack.
 #[derive(Debug, Clone, Copy)]
@@ -137,67 +131,27 @@ fn load(
     pack_path: &Path,
 ) -> std::result::Result<(std::fs::File, Vec<(ObjectId, Loc)>), String> {
     let b = std::fs::read(idx_path).map_err(|e| e.to_string())?;
-    if b.len() < 8 + 4 + 32 + 32 || &b[..8] != IDX_MAGIC {
-        return Err("not a pack index".into());
-    }
-    let (body, sum) = b.split_at(b.len() - 32);
-    if blake3::hash(body).as_bytes() != sum {
-        return Err("index checksum mismatch".into());
-    }
-    let count = u32::from_le_bytes(b[8..12].try_into().expect("4")) as usize;
-    if body.len() != 8 + 4 + 32 + count * IDX_ENTRY {
-        return Err("index length does not match its count".into());
-    }
     let file =
         std::fs::File::open(pack_path).map_err(|e| format!("{e} ({})", pack_path.display()))?;
     let pack_len = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let e = &body[44 + i * IDX_ENTRY..44 + (i + 1) * IDX_ENTRY];
-        let id = ObjectId(e[..32].try_into().expect("32"));
-        let kind = Kind::from_code(e[32]).ok_or("bad kind in index")?;
-        let offset = u64::from_le_bytes(e[33..41].try_into().expect("8"));
-        let len = u32::from_le_bytes(e[41..45].try_into().expect("4"));
-        if offset + u64::from(len) > pack_len {
-            return Err(format!("entry {id} points past the end of the pack"));
-        }
-        out.push((
-            id,
-            Loc {
-                pack: 0,
-                kind,
-                offset,
-                len,
-            },
-        ));
-    }
-    Ok((file, out))
-}
-
-/// Builds an index file's bytes.
-#[must_use]
-pub fn build_index(
-    pack_hash: &blake3::Hash,
-    entries: &mut [(ObjectId, Kind, u64, u32)],
-) -> Vec<u8> {
-    entries.sort_by_key(|a| a.0);
-    let mut v = Vec::with_capacity(8 + 4 + 32 + entries.len() * IDX_ENTRY + 32);
-    v.extend_from_slice(IDX_MAGIC);
-    v.extend_from_slice(
-        &u32::try_from(entries.len())
-            .expect("fewer than 4G objects per pack")
-            .to_le_bytes(),
-    );
-    v.extend_from_slice(pack_hash.as_bytes());
-    for (id, kind, off, len) in entries.iter() {
-        v.extend_from_slice(&id.0);
-        v.push(kind.code());
-        v.extend_from_slice(&off.to_le_bytes());
-        v.extend_from_slice(&len.to_le_bytes());
-    }
-    let sum = blake3::hash(&v);
-    v.extend_from_slice(sum.as_bytes());
-    v
+    let (_, entries) = objects_format::pack::parse_index(&b, pack_len)?;
+    Ok((
+        file,
+        entries
+            .into_iter()
+            .map(|e| {
+                (
+                    e.id,
+                    Loc {
+                        pack: 0,
+                        kind: e.kind,
+                        offset: e.offset,
+                        len: e.len,
+                    },
+                )
+            })
+            .collect(),
+    ))
 }
 
 /// Hashes a file (the pack name).

@@ -232,6 +232,32 @@ fn check_detects_any_flipped_byte_and_gc_keeps_what_is_reachable() {
             text.contains("error:") && text.contains("problem"),
             "{text}"
         );
+        // A random byte elsewhere, a truncation and a deletion are each found too.
+        let j = (orig.len() * 7 + 3) % orig.len();
+        let mut bad = orig.clone();
+        bad[j] = bad[j].wrapping_add(1 + (j as u8 % 254));
+        std::fs::write(f, &bad).unwrap();
+        assert_eq!(
+            sb.run(&["state", "check"]).status.code(),
+            Some(3),
+            "byte {j} of {}",
+            f.display()
+        );
+        std::fs::write(f, &orig[..orig.len() - 1]).unwrap();
+        assert_eq!(
+            sb.run(&["state", "check"]).status.code(),
+            Some(3),
+            "truncated {}",
+            f.display()
+        );
+        std::fs::remove_file(f).unwrap();
+        let o = sb.run(&["state", "check"]);
+        assert_eq!(o.status.code(), Some(3), "deleted {}", f.display());
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("is missing"),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
         std::fs::write(f, &orig).unwrap();
     }
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
@@ -333,6 +359,40 @@ fn check_detects_flips_and_truncations_in_packs() {
     assert_same(&sb.live(), &before);
     sb.ok(&["state", "gc"]);
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    // gc --repack recompresses everything into one smaller pack; nothing is lost.
+    let size = |sb: &Sandbox| -> u64 {
+        walkdir::WalkDir::new(sb.state().join("snapshots"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_type().is_file()
+                    && e.path()
+                        .components()
+                        .any(|c| c.as_os_str() == "packs" || c.as_os_str() == "objects")
+            })
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let before_size = size(&sb);
+    let r: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--json", "state", "gc", "--repack"])).unwrap();
+    assert!(r["repacked"].as_u64().unwrap() > 64, "{r}");
+    assert!(
+        size(&sb) < before_size,
+        "repacked store is smaller: {} vs {before_size}",
+        size(&sb)
+    );
+    assert_eq!(
+        std::fs::read_dir(sb.state().join("snapshots/packs"))
+            .unwrap()
+            .count(),
+        2,
+        "one pack + index"
+    );
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    std::fs::remove_dir_all(sb.state().join("sessions")).unwrap();
+    sb.ok(&["state", "restore"]);
+    assert_same(&sb.live(), &before);
 }
 
 #[test]
