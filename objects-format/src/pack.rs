@@ -83,7 +83,9 @@ pub fn parse_index(b: &[u8], pack_len: u64) -> Result<([u8; 32], Vec<IndexEntry>
         return Err("index checksum mismatch".into());
     }
     let count = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
-    if (body.len() - IDX_HEAD) / IDX_ENTRY != count || (body.len() - IDX_HEAD) % IDX_ENTRY != 0 {
+    if (body.len() - IDX_HEAD) / IDX_ENTRY != count
+        || !(body.len() - IDX_HEAD).is_multiple_of(IDX_ENTRY)
+    {
         return Err("index length does not match its count".into());
     }
     let pack_hash: [u8; 32] = b[12..44].try_into().expect("32 bytes");
