@@ -102,11 +102,20 @@ impl State {
             device,
             read_only,
         };
-        let report = if read_only {
+        let mut report = if read_only {
             RecoveryReport::default()
         } else {
             st.recover_leftovers()?
         };
+        // A corrupt session descriptor (a torn write, a crash of the terminal) is quarantined
+        // and its last good version put back before anything else reads it.
+        if !read_only && !st.corrupt_descriptors(true)?.is_empty() {
+            match StoreLock::acquire(&st.snap_dir, "descriptor repair", std::time::Duration::ZERO) {
+                Ok(_lock) => report.quarantined = st.repair_descriptors(true)?,
+                Err(Error::Locked { .. }) => report.skipped_busy = true,
+                Err(e) => return Err(e),
+            }
+        }
         Ok((st, report))
     }
 

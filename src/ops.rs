@@ -16,6 +16,9 @@ use crate::store::refs::HEAD;
 use crate::store::statcache::{Stat, StatCache};
 use crate::store::{Batch, BatchStats, durable, now_ns};
 
+/// How old a changed descriptor must be before it is judged corrupt at startup.
+pub const DESCRIPTOR_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What to save.
 #[derive(Debug, Clone, Default)]
 pub struct SaveOptions {
@@ -175,13 +178,22 @@ impl State {
         if !live.corrupt.is_empty() {
             let hf = head_flat(self)?;
             for (rel, why) in live.corrupt {
-                quarantined.push(self.quarantine(
-                    &layout,
-                    &rel,
-                    &why,
-                    hf.leaves.get(&rel).copied(),
-                    &mut cache,
-                )?);
+                // Possibly mid-write by the terminal: snapshot the last good version but leave
+                // the live file alone; a later command judges it once it has settled.
+                let young = std::fs::symlink_metadata(layout.abs(&rel))
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|m| m.elapsed().ok())
+                    .is_none_or(|age| age < DESCRIPTOR_SETTLE);
+                if !young {
+                    quarantined.push(self.quarantine(
+                        &layout,
+                        &rel,
+                        &why,
+                        hf.leaves.get(&rel).copied(),
+                        &mut cache,
+                    )?);
+                }
                 if let Some(l) = hf.leaves.get(&rel) {
                     new_flat.leaves.insert(rel, *l);
                 }
@@ -352,29 +364,87 @@ impl State {
     ///
     /// # Errors
     /// I/O or store errors.
-    pub(crate) fn repair_descriptors(&self) -> Result<Vec<Quarantined>> {
+    pub(crate) fn repair_descriptors(&self, settle: bool) -> Result<Vec<Quarantined>> {
+        let bad = self.corrupt_descriptors(settle)?;
+        let mut out = Vec::new();
+        if bad.is_empty() {
+            return Ok(out);
+        }
         let mut cache = StatCache::load(&self.statcache_path());
         let layout = self.layout();
-        // Only files that changed since the last save are read (the stat cache covers the rest).
-        let sessions = |p: &[u8]| p.starts_with(b"state/sessions");
-        let live = read_live(&layout, &sessions, &mut cache, None)?;
-        let mut out = Vec::new();
-        if !live.corrupt.is_empty() {
-            let head = match self.head_state()? {
-                Some((_, s)) => flatten(&self.objects, &s.root)?,
-                None => Flat::with_roots(),
-            };
-            for (rel, why) in live.corrupt {
-                out.push(self.quarantine(
-                    &layout,
-                    &rel,
-                    &why,
-                    head.leaves.get(&rel).copied(),
-                    &mut cache,
-                )?);
-            }
+        let head = match self.head_state()? {
+            Some((_, s)) => flatten(&self.objects, &s.root)?,
+            None => Flat::with_roots(),
+        };
+        for (rel, why) in bad {
+            out.push(self.quarantine(
+                &layout,
+                &rel,
+                &why,
+                head.leaves.get(&rel).copied(),
+                &mut cache,
+            )?);
         }
         cache.save(&self.statcache_path())?;
+        Ok(out)
+    }
+
+    /// Session descriptors (`state/sessions/**.json`) that do not parse. Only descriptors whose
+    /// stat changed since they were last read are read (a cached one was valid when saved), so
+    /// this is a directory walk and a stat per descriptor in the common case.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn corrupt_descriptors(&self, settle: bool) -> Result<Vec<(Vec<u8>, String)>> {
+        use std::os::unix::ffi::OsStrExt;
+        let base = self.paths.state_dir.join("sessions");
+        let mut out = Vec::new();
+        if !base.is_dir() {
+            return Ok(out);
+        }
+        let cache = StatCache::load(&self.statcache_path());
+        for e in walkdir::WalkDir::new(&base)
+            .follow_links(false)
+            .min_depth(1)
+        {
+            let Ok(e) = e else { continue };
+            let name = e.file_name().as_bytes();
+            if !e.file_type().is_file()
+                || !name.ends_with(b".json")
+                || crate::store::durable::is_tmp_name(name)
+            {
+                continue;
+            }
+            let mut rel = b"state/sessions/".to_vec();
+            rel.extend_from_slice(
+                e.path()
+                    .strip_prefix(&base)
+                    .expect("under base")
+                    .as_os_str()
+                    .as_bytes(),
+            );
+            let Ok(meta) = e.metadata() else { continue };
+            if cache.lookup(&rel, &Stat::of(&meta)).is_some() {
+                continue;
+            }
+            // A descriptor modified in the last moments may be mid-write by the terminal: leave
+            // it; it is checked again by the next command (and by every save).
+            if settle
+                && meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_none_or(|age| age < DESCRIPTOR_SETTLE)
+            {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(e.path()) else {
+                continue;
+            };
+            if let Err(why) = crate::snapshot::save::validate_descriptor(&bytes) {
+                out.push((rel, why));
+            }
+        }
         Ok(out)
     }
 

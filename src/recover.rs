@@ -144,7 +144,7 @@ impl State {
             }
         }
         if check_descriptors {
-            r.quarantined = self.repair_descriptors()?;
+            r.quarantined = self.repair_descriptors(false)?;
         }
         Ok(r)
     }

@@ -246,6 +246,10 @@ fn paths(cli: &Cli) -> Result<Paths> {
 }
 
 fn open(cli: &Cli) -> Result<State> {
+    open_with_report(cli).map(|(st, _)| st)
+}
+
+fn open_with_report(cli: &Cli) -> Result<(State, crate::RecoveryReport)> {
     let (st, rep) = State::open(paths(cli)?)?;
     if rep.did_something() && !cli.json {
         let mut err = std::io::stderr();
@@ -269,8 +273,22 @@ fn open(cli: &Cli) -> Result<State> {
                 rep.staging_removed, rep.tmp_files_removed
             );
         }
+        for q in &rep.quarantined {
+            let _ = writeln!(
+                err,
+                "recovered: session descriptor {} was corrupt ({}); moved to {}; {}",
+                q.path,
+                q.why,
+                q.moved_to.display(),
+                if q.restored_from.is_some() {
+                    "its last good version was restored"
+                } else {
+                    "no snapshot had a good version"
+                }
+            );
+        }
     }
-    Ok(st)
+    Ok((st, rep))
 }
 
 fn out(s: impl std::fmt::Display) {
@@ -407,7 +425,7 @@ fn print_changes(changes: &[crate::history::Change]) {
 }
 
 fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
-    let st = open(cli)?;
+    let (st, opened) = open_with_report(cli)?;
     match sc {
         StateCmd::Save { message, session } => {
             let o = st.save(&SaveOptions {
@@ -591,7 +609,11 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         StateCmd::Recover => {
-            let r = st.recover()?;
+            let mut r = st.recover()?;
+            // Opening the store may already have repaired descriptors: report those too.
+            let mut q = opened.quarantined.clone();
+            q.append(&mut r.quarantined);
+            r.quarantined = q;
             if cli.json {
                 out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
             } else {

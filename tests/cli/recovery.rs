@@ -28,8 +28,16 @@ fn corrupt_descriptor_is_quarantined_and_restored_from_last_good() {
         b"{\"tabs\": [trunc",
         "the bad file is kept for inspection"
     );
-    // A zero-length descriptor (the tmux-resurrect failure) is handled the same way by save.
+    // A zero-length descriptor (the tmux-resurrect failure) is handled the same way by save,
+    // once it is old enough not to be a write in progress.
     std::fs::write(&d, b"").unwrap();
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+    std::fs::File::options()
+        .write(true)
+        .open(&d)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
     let o = sb.run(&["state", "save"]);
     assert!(o.status.success());
     assert!(
@@ -62,4 +70,39 @@ fn leftovers_of_a_dead_process_are_removed_on_start() {
     assert!(!staging.exists() && !tmp.exists());
     assert!(!sb.state().join("snapshots/restore-intent").exists());
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
+}
+
+#[test]
+fn any_command_repairs_a_corrupt_descriptor_at_start() {
+    let sb = Sandbox::new();
+    sb.generate();
+    sb.save("good");
+    let d = sb.state().join("sessions/s004/session.json");
+    let good = std::fs::read(&d).unwrap();
+    std::fs::write(&d, b"\x00\x00\x00").unwrap(); // a torn write after a power cut
+    // Just written: it may still be being written, so it is left alone for now…
+    let o = sb.run(&["log", "-n", "1"]);
+    assert!(String::from_utf8_lossy(&o.stderr).is_empty());
+    // …and repaired once it has settled.
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(10);
+    std::fs::File::options()
+        .write(true)
+        .open(&d)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    let o = sb.run(&["log", "-n", "1"]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("session descriptor state/sessions/s004/session.json was corrupt")
+            && err.contains("last good version was restored"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&d).unwrap(), good);
+    // Valid descriptors that changed are left alone.
+    std::fs::write(&d, b"{\"changed\":true}").unwrap();
+    let o = sb.run(&["log", "-n", "1"]);
+    assert!(String::from_utf8_lossy(&o.stderr).is_empty());
+    assert_eq!(std::fs::read(&d).unwrap(), b"{\"changed\":true}");
 }
