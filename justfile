@@ -19,10 +19,17 @@ verify-full: verify
     SHELLDONE_CRASH_ITERATIONS=200 cargo test --release --locked --test crash -- --nocapture
     just fuzz 60
 
-# Run every fuzz target for SECONDS each (installs cargo-fuzz if missing; needs a nightly toolchain).
+# Run every fuzz target for SECONDS each (installs cargo-fuzz if missing). Uses nightly with
+# AddressSanitizer when a nightly toolchain is installed, else stable without a sanitizer.
 fuzz SECONDS="60":
+    #!/usr/bin/env bash
+    set -euo pipefail
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-    cd fuzz && for t in decode verify chunk pack_index; do cargo +nightly fuzz run $t -- -max_total_time={{SECONDS}} -max_len=70000 || exit 1; done
+    if rustup toolchain list | grep -q nightly; then tc=(+nightly); else tc=(+stable); extra=(--sanitizer none); fi
+    cd fuzz
+    for t in decode verify chunk pack_index; do
+        cargo "${tc[@]}" fuzz run "${extra[@]+"${extra[@]}"}" "$t" -- -max_total_time={{SECONDS}} -max_len=70000
+    done
 
 # Benchmarks: save/restore vs git and tar|zstd, push bytes vs git push and rsync (prints tables).
 bench:

@@ -109,7 +109,10 @@ impl State {
         };
         // A corrupt session descriptor (a torn write, a crash of the terminal) is quarantined
         // and its last good version put back before anything else reads it.
-        if !read_only && !st.corrupt_descriptors(true)?.is_empty() {
+        if !read_only
+            && st.refs.get(store::refs::HEAD)?.is_some()
+            && !st.corrupt_descriptors(true)?.is_empty()
+        {
             match StoreLock::acquire(&st.snap_dir, "descriptor repair", std::time::Duration::ZERO) {
                 Ok(_lock) => report.quarantined = st.repair_descriptors(true)?,
                 Err(Error::Locked { .. }) => report.skipped_busy = true,

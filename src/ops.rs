@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::snapshot::restore::{self, Plan};
 use crate::snapshot::save::read_live;
 use crate::snapshot::{Flat, Layout, flatten, in_roots, session_of, write_trees};
-use crate::store::refs::HEAD;
+use crate::store::refs::{HEAD, RefTxn};
 use crate::store::statcache::{Stat, StatCache};
 use crate::store::{Batch, BatchStats, durable, now_ns};
 
@@ -306,13 +306,23 @@ impl State {
         let old = sessions_digest(base);
         let new = sessions_digest(new_flat);
         let mut moved = Vec::new();
+        let mut txn = Vec::new();
         for (s, d) in &new {
             if old.get(s) != Some(d) {
-                self.refs.set(&session_ref(s), Some(id), &reflog_msg)?;
+                txn.push(RefTxn {
+                    name: session_ref(s),
+                    expected: None,
+                    new: Some(id),
+                });
                 moved.push(String::from_utf8_lossy(s).into_owned());
             }
         }
-        self.refs.cas(HEAD, head, Some(id), &reflog_msg)?;
+        txn.push(RefTxn {
+            name: HEAD.to_owned(),
+            expected: Some(head),
+            new: Some(id),
+        });
+        self.refs.update_many(&txn, &reflog_msg)?;
         Ok((id, stats, moved))
     }
 
@@ -406,6 +416,7 @@ impl State {
         for e in walkdir::WalkDir::new(&base)
             .follow_links(false)
             .min_depth(1)
+            .max_depth(2)
         {
             let Ok(e) = e else { continue };
             let name = e.file_name().as_bytes();

@@ -503,11 +503,20 @@ impl State {
         new_flat: &Flat,
         msg: &str,
     ) -> Result<()> {
-        self.refs.cas(HEAD, old, Some(new), msg)?;
-        for s in changed_sessions(old_flat, new_flat) {
-            self.refs.set(&session_ref(s.as_bytes()), Some(new), msg)?;
-        }
-        Ok(())
+        let mut txn: Vec<crate::store::refs::RefTxn> = changed_sessions(old_flat, new_flat)
+            .into_iter()
+            .map(|s| crate::store::refs::RefTxn {
+                name: session_ref(s.as_bytes()),
+                expected: None,
+                new: Some(new),
+            })
+            .collect();
+        txn.push(crate::store::refs::RefTxn {
+            name: HEAD.to_owned(),
+            expected: Some(old),
+            new: Some(new),
+        });
+        self.refs.update_many(&txn, msg)
     }
 
     /// Ahead/behind per device and differing sessions, from the remote's refs.

@@ -342,7 +342,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let refs = if e.refs.is_empty() {
                         String::new()
                     } else {
-                        format!(" ({})", e.refs.join(", "))
+                        let shown: Vec<&str> = e.refs.iter().take(6).map(String::as_str).collect();
+                        let more = e.refs.len().saturating_sub(shown.len());
+                        if more > 0 {
+                            format!(" ({}, and {more} more refs)", shown.join(", "))
+                        } else {
+                            format!(" ({})", shown.join(", "))
+                        }
                     };
                     out(format!("snapshot {}{refs}", e.id));
                     out(format!(

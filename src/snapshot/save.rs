@@ -124,7 +124,10 @@ pub enum Hashed {
 /// True for session descriptors, which must parse as a JSON object.
 #[must_use]
 pub fn is_descriptor(rel: &[u8]) -> bool {
-    rel.starts_with(b"state/sessions/") && rel.ends_with(b".json")
+    // `sessions/<id>.json` or `sessions/<id>/<name>.json`: deeper JSON files are session data,
+    // not the descriptor the terminal restores a session from.
+    rel.strip_prefix(b"state/sessions/")
+        .is_some_and(|r| r.ends_with(b".json") && r.iter().filter(|&&b| b == b'/').count() <= 1)
 }
 
 /// Checks a descriptor: a JSON object.

@@ -110,6 +110,16 @@ impl ObjectStore {
     /// True when the object is stored, loose or packed (content not checked).
     #[must_use]
     pub fn has(&self, id: &ObjectId) -> bool {
+        // In-memory pack index first: a save with a warm stat cache asks this for every file.
+        if self
+            .packs
+            .read()
+            .expect("no panics while held")
+            .index
+            .contains_key(id)
+        {
+            return true;
+        }
         self.object_path(id).exists() || self.pack_loc(id).is_some()
     }
 
