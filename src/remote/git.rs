@@ -24,10 +24,10 @@
 //! file only costs a re-conversion.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use fs_err as fs;
 use gix::ObjectId as GitId;
@@ -813,128 +813,18 @@ impl Import<'_, '_, '_> {
     }
 }
 
-/// `git push --porcelain --atomic` with one `--force-with-lease` per ref.
+/// `git push --porcelain --atomic` with one `--force-with-lease` per ref (see `gitmirror`).
 fn push_atomic(
     mirror: &Path,
     url: &str,
     updates: &[(String, String, Option<GitId>)],
     timeout: Duration,
 ) -> std::result::Result<(), GitError> {
-    let mut cmd = Command::new("git");
-    cmd.arg("--git-dir")
-        .arg(mirror)
-        .args(["push", "--porcelain", "--atomic", "--no-verify"]);
-    for (_, dst, expected) in updates {
-        cmd.arg(format!(
-            "--force-with-lease={dst}:{}",
-            expected.map(|o| o.to_string()).unwrap_or_default()
-        ));
-    }
-    cmd.arg("--").arg(url);
-    for (src, dst, _) in updates {
-        cmd.arg(format!("{src}:{dst}"));
-    }
-    cmd.env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "")
-        .env("SSH_ASKPASS", "")
-        .env("LC_ALL", "C")
-        .env("LANGUAGE", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let io = |what: &str| {
-        let what = what.to_owned();
-        move |source| GitError::Io {
-            context: what,
-            source,
-        }
-    };
-    let mut child = cmd.spawn().map_err(io("spawning git push"))?;
-    let drain = |p: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = p {
-                let _ = p.read_to_end(&mut buf);
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(GitError::Timeout {
-                    what: "git push".into(),
-                    timeout,
-                });
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io("waiting for git push")(e));
-            }
-        }
-    };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    let mut rejected = Vec::new();
-    let mut seen = Vec::new();
-    for line in stdout.lines() {
-        let mut f = line.splitn(3, '\t');
-        let (Some(flag), Some(refs), Some(summary)) = (f.next(), f.next(), f.next()) else {
-            continue;
-        };
-        let Some((_, to)) = refs.rsplit_once(':') else {
-            continue;
-        };
-        seen.push(to.to_owned());
-        if flag == "!" {
-            let kind = if summary.contains("stale info") {
-                RejectKind::StaleLease
-            } else if summary.contains("[remote rejected]") {
-                RejectKind::RemoteRejected
-            } else if summary.contains("non-fast-forward") || summary.contains("fetch first") {
-                RejectKind::NonFastForward
-            } else {
-                RejectKind::Other
-            };
-            rejected.push(PushRejection {
-                remote_ref: to.to_owned(),
-                kind,
-                detail: summary.to_owned(),
-            });
-        }
-    }
-    if !rejected.is_empty() {
-        return Err(GitError::PushRejected {
-            url: url.to_owned(),
-            rejected,
-        });
-    }
-    if !status.success() || !updates.iter().all(|(_, d, _)| seen.contains(d)) {
-        return Err(GitError::PushFailed {
-            url: url.to_owned(),
-            status: status.to_string(),
-            stderr: stderr.trim().to_owned(),
-        });
-    }
-    Ok(())
+    let refs: Vec<gitmirror::PushUpdate<'_>> = updates
+        .iter()
+        .map(|(src, dst, old)| (src.as_str(), dst.as_str(), *old))
+        .collect();
+    gitmirror::push_with_options(mirror, url, &refs, timeout, true)
 }
 
 impl Remote for GitRemote {

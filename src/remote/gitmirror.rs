@@ -654,6 +654,18 @@ pub fn push_with_timeout(
     updates: &[PushUpdate<'_>],
     timeout: Duration,
 ) -> Result<()> {
+    push_with_options(mirror_path, url, updates, timeout, false)
+}
+
+/// [`push_with_timeout`], with `atomic`: `git push --atomic`, so that one refused ref (a stale
+/// lease) leaves every ref on the remote unchanged.
+pub fn push_with_options(
+    mirror_path: &Path,
+    url: &str,
+    updates: &[PushUpdate<'_>],
+    timeout: Duration,
+    atomic: bool,
+) -> Result<()> {
     if updates.is_empty() {
         return Ok(());
     }
@@ -661,6 +673,9 @@ pub fn push_with_timeout(
     cmd.arg("--git-dir")
         .arg(mirror_path)
         .args(["push", "--porcelain", "--no-verify"]);
+    if atomic {
+        cmd.arg("--atomic");
+    }
     for (src, dst, expected) in updates {
         validate_ref_name(dst)?;
         if src.starts_with('+') || src.contains(':') || dst.contains(':') {
