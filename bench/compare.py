@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -82,14 +83,20 @@ class Runner:
             t0 = time.perf_counter()
             p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                p.wait(timeout=timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            # A blocking wait: Popen.wait(timeout=…) polls with sleeps of up to 50 ms, which
+            # rounded every figure up to the next poll (many read ~164 ms). A timer kills instead.
+            killed = []
+
+            def kill():
+                killed.append(True)
                 os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+
+            timer = threading.Timer(timeout, kill)
+            timer.start()
+            p.wait()
             wall = time.perf_counter() - t0
+            timer.cancel()
+            timed_out = bool(killed)
         if timed_out or p.returncode != 0:
             tail = out_path.read_text(errors="replace")[-2000:]
             why = f"timed out after {timeout}s" if timed_out else f"exit {p.returncode}"
