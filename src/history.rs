@@ -161,7 +161,8 @@ impl State {
         if base.len() == 64
             && let Ok(id) = ObjectId::from_hex(base)
         {
-            if self.objects.has(&id) {
+            // Only snapshots are revisions (a tree or blob id is not).
+            if self.objects.read_snapshot(&id).is_ok() {
                 return Ok(id);
             }
             return Err(Error::UnknownRevision(base.to_owned()));

@@ -110,7 +110,8 @@ fn put_str8(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// Encodes a blob: header + the raw bytes. Does not check [`MAX_OBJECT_SIZE`]: callers pass
-/// chunks and small files (at most [`crate::chunk::CHUNK_THRESHOLD`] bytes) or go through [`encode`].
+/// chunks (at most [`crate::chunk::MAX_CHUNK`] bytes) and small files (at most
+/// [`crate::chunk::CHUNK_THRESHOLD`] bytes) or go through [`encode`].
 #[must_use]
 pub fn encode_blob(data: &[u8]) -> Vec<u8> {
     let mut v = header(Kind::Blob, data.len());

@@ -1,4 +1,4 @@
-//! Pack files and their indexes (SPEC.md §8): the byte layout only, no I/O.
+//! Pack files and their indexes (SPEC.md §7.2): the byte layout only, no I/O.
 //!
 //! Pack: magic `SDPACK\0\x01`, then entries back to back, each `kind u8 | len u32 LE | zstd frame
 //! [len]` (enough to walk a pack without its index; an entry's id is the hash of its decompressed

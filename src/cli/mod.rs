@@ -616,15 +616,24 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
         }
         StateCmd::Recover => {
             let mut r = st.recover()?;
-            // Opening the store may already have repaired descriptors: report those too.
+            // Opening the store already did the startup part of recovery: report it too.
             let mut q = opened.quarantined.clone();
             q.append(&mut r.quarantined);
             r.quarantined = q;
+            r.staging_removed += opened.staging_removed;
+            r.tmp_files_removed += opened.tmp_files_removed;
+            r.restore_finished = r.restore_finished.or(opened.restore_finished.clone());
+            r.restore_abandoned = r.restore_abandoned.or(opened.restore_abandoned.clone());
             if cli.json {
                 out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
             } else {
                 if let Some(s) = &r.restore_finished {
                     out(format!("finished an interrupted restore of {}", &s[..12]));
+                }
+                if let Some(why) = &r.restore_abandoned {
+                    out(format!(
+                        "abandoned an interrupted restore that could not be finished: {why}"
+                    ));
                 }
                 out(format!(
                     "removed {} unfinished object batch(es), {} temp file(s)",

@@ -333,7 +333,7 @@ impl Remote for DirRemote {
             }
         }
 
-        // 2. Objects: temp files (verified local bytes), one filesystem sync, renames
+        // 2. Objects: temp files (verified local bytes), each fsynced, renames
         //    children-first, renames made durable. Only then refs.
         send.sort_by_key(|(k, _)| k.code());
         let total = send.len() as u64;

@@ -1,5 +1,5 @@
 //! Making a directory tree equal to a snapshot: only what differs is written, each file through
-//! temp → (one filesystem sync) → rename, so every live file is at every instant either its old
+//! temp → fdatasync (or one syncfs for large restores) → rename, so every live file is at every instant either its old
 //! or its new content. See docs/safety.md.
 
 use std::io::Write;

@@ -70,19 +70,6 @@ pub fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
     res
 }
 
-/// Appends a line and syncs it (reflogs). A torn last line after a crash is tolerated by readers.
-///
-/// # Errors
-/// I/O errors.
-pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    f.write_all(line.as_bytes())?;
-    f.sync_data()
-}
-
 /// True when `name` is one of our temp files.
 #[must_use]
 pub fn is_tmp_name(name: &[u8]) -> bool {

@@ -1,6 +1,7 @@
 //! The object store: loose zstd objects in fan-out dirs, written in batches.
 //!
 //! Layout under `snapshots/`: `objects/ab/cdef…` (a zstd frame of the canonical bytes),
+//! `packs/pack-<hex>.{pack,idx}` (large batches, see [`pack`]),
 //! `staging/<txn>/` (objects of an unfinished batch), `refs/`, `logs/` (reflogs), `lock`,
 //! `statcache`, `device`, `FORMAT`.
 
@@ -571,8 +572,13 @@ impl Batch<'_> {
             }
             let dir = self.store.packs_dir();
             fs::create_dir_all(&dir)?;
-            fs::rename(&w.path, dir.join(format!("{name}.pack")))?;
-            fs::rename(&idx_tmp, dir.join(format!("{name}.idx")))?;
+            let pack_path = dir.join(format!("{name}.pack"));
+            fs::rename(&w.path, &pack_path)?;
+            if let Err(e) = fs::rename(&idx_tmp, dir.join(format!("{name}.idx"))) {
+                // Without its index the pack is invisible; do not leave it behind.
+                let _ = std::fs::remove_file(&pack_path);
+                return Err(e.into());
+            }
             durable::sync_dir(&dir)?;
         }
         fs::remove_dir_all(&self.staging)?;

@@ -209,6 +209,12 @@ impl Refs {
         let mut temps = temps.into_iter();
         for (u, _) in &plan {
             let path = self.path(&u.name);
+            if u.name == HEAD {
+                // The commit point: every rename before it durable first.
+                for d in std::mem::take(&mut dirs) {
+                    durable::sync_dir(&d)?;
+                }
+            }
             if u.new.is_some() {
                 let (tmp, target) = temps.next().expect("one temp per new value");
                 debug_assert_eq!(target, path);
@@ -216,14 +222,7 @@ impl Refs {
             } else {
                 fs::remove_file(&path)?;
             }
-            let dir = path.parent().expect("ref has a parent").to_path_buf();
-            if u.name == HEAD {
-                // The commit point: everything before it durable first.
-                for d in std::mem::take(&mut dirs) {
-                    durable::sync_dir(&d)?;
-                }
-            }
-            dirs.insert(dir);
+            dirs.insert(path.parent().expect("ref has a parent").to_path_buf());
         }
         for d in dirs {
             durable::sync_dir(&d)?;
