@@ -335,6 +335,7 @@ impl ObjectStore {
             seen: Mutex::new(HashSet::new()),
             bytes: AtomicU64::new(0),
             force,
+            early_sync: Mutex::new((0, None)),
         })
     }
 }
@@ -418,7 +419,13 @@ pub struct Batch<'s> {
     seen: Mutex<HashSet<ObjectId>>,
     bytes: AtomicU64,
     force: bool,
+    /// Background `fdatasync` of the staging pack while it is still being written, so that the
+    /// final sync in `commit` waits only for the tail (I/O overlaps compression).
+    early_sync: Mutex<(u64, Option<std::thread::JoinHandle<std::io::Result<()>>>)>,
 }
+
+/// Start a background sync of the staging pack after this many new bytes.
+const EARLY_SYNC_BYTES: u64 = 4 << 20;
 
 /// What a committed batch wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -455,7 +462,29 @@ impl Batch<'_> {
         w.offset = off + pack::ENTRY_HEADER + u64::from(len);
         w.entries.push((id, kind, off + pack::ENTRY_HEADER, len));
         drop(guard);
-        self.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
+        let total = self.bytes.fetch_add(u64::from(len), Ordering::Relaxed) + u64::from(len);
+        let mut es = self.early_sync.lock().expect("no panics while held");
+        if total - es.0 >= EARLY_SYNC_BYTES
+            && es
+                .1
+                .as_ref()
+                .is_none_or(std::thread::JoinHandle::is_finished)
+        {
+            if let Some(h) = es.1.take() {
+                h.join()
+                    .map_err(|_| Error::Invalid("background sync thread panicked".into()))??;
+            }
+            es.0 = total;
+            let f = self
+                .pack
+                .lock()
+                .expect("no panics while held")
+                .as_ref()
+                .expect("batch not committed")
+                .file
+                .try_clone()?;
+            es.1 = Some(std::thread::spawn(move || f.sync_data()));
+        }
         Ok(())
     }
 
@@ -513,6 +542,16 @@ impl Batch<'_> {
             .expect("no panics while held")
             .take()
             .expect("commit runs once");
+        if let Some(h) = self
+            .early_sync
+            .lock()
+            .expect("no panics while held")
+            .1
+            .take()
+        {
+            h.join()
+                .map_err(|_| Error::Invalid("background sync thread panicked".into()))??;
+        }
         let mut entries = w.entries;
         let stats = BatchStats {
             objects: entries.len() as u64,
