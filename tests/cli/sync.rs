@@ -410,3 +410,109 @@ fn daemon_saves_on_change_and_writes_nothing_when_idle() {
         serde_json::from_str(&a.ok(&["--json", "log", "-n", "1"])).unwrap();
     assert_eq!(log[0]["message"], "daemon: saved on change");
 }
+
+/// `git http-backend` behind Python's CGI server on 127.0.0.1, killed on drop.
+struct HttpGit {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for HttpGit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn git_remote_over_smart_http() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = tmp.path().join("srv");
+    std::fs::create_dir_all(srv.join("cgi-bin")).unwrap();
+    assert!(
+        Command::new("git")
+            .args(["init", "-q", "--bare"])
+            .arg(srv.join("state.git"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("git")
+            .args(["config", "http.receivepack", "true"])
+            .current_dir(srv.join("state.git"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let cgi = srv.join("cgi-bin/git");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\nexec \"$(git --exec-path)/git-http-backend\"\n",
+    )
+    .unwrap();
+    // The CGI server drops to `nobody` when run as root: let it read and write the repository.
+    assert!(
+        Command::new("chmod")
+            .args(["-R", "a+rwX"])
+            .arg(&srv)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--cgi",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(&srv)
+        .env("GIT_PROJECT_ROOT", &srv)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "safe.directory")
+        .env("GIT_CONFIG_VALUE_0", "*")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 http.server");
+    let server = HttpGit { child, port };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", server.port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let url = format!("http://127.0.0.1:{}/cgi-bin/git/state.git", server.port);
+    let a = Sandbox::new();
+    let b = Sandbox::new();
+    // Small enough that git sends one request body (Python's CGI server does not take chunked ones).
+    std::fs::create_dir_all(a.state().join("sessions/s1")).unwrap();
+    std::fs::write(
+        a.state().join("sessions/s1/session.json"),
+        "{\"id\":\"s1\"}",
+    )
+    .unwrap();
+    std::fs::create_dir_all(a.config()).unwrap();
+    std::fs::write(a.config().join("config.toml"), "font_size = 13\n").unwrap();
+    a.save("over http");
+    a.ok(&["remote", "add", "origin", &url]);
+    a.ok(&["sync", "push"]);
+    b.ok(&["remote", "add", "origin", &url]);
+    b.ok(&["sync", "pull"]);
+    assert_same(&b.live(), &a.live());
+    fsck(&srv.join("state.git"));
+}
