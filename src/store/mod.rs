@@ -464,7 +464,7 @@ impl Batch<'_> {
         drop(guard);
         let total = self.bytes.fetch_add(u64::from(len), Ordering::Relaxed) + u64::from(len);
         let mut es = self.early_sync.lock().expect("no panics while held");
-        if total - es.0 >= EARLY_SYNC_BYTES
+        if total.saturating_sub(es.0) >= EARLY_SYNC_BYTES
             && es
                 .1
                 .as_ref()
