@@ -33,14 +33,14 @@ fn tree_bytes(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>> {
 /// # Errors
 /// Any failure of the demonstrated operations.
 pub fn run(dir: Option<PathBuf>) -> Result<()> {
-    let tmp;
     let base = match dir {
         Some(d) => d,
         None => {
-            tmp = tempfile::Builder::new()
+            // Kept after the tour, so the hint printed at the end works.
+            tempfile::Builder::new()
                 .prefix("shelldone-tour-")
-                .tempdir()?;
-            tmp.path().to_path_buf()
+                .tempdir()?
+                .keep()
         }
     };
     let paths = Paths {
