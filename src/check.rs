@@ -90,6 +90,7 @@ impl State {
             st: self,
             opts,
             memo: HashMap::new(),
+            sizes: HashMap::new(),
             errors: BTreeMap::new(),
             report: CheckReport::default(),
             rng: rand::rng(),
@@ -219,6 +220,8 @@ struct Walker<'a> {
     st: &'a State,
     opts: CheckOptions,
     memo: HashMap<ObjectId, BadList>,
+    /// Actual content sizes of blobs and chunk lists read so far.
+    sizes: HashMap<ObjectId, u64>,
     errors: BTreeMap<ObjectId, (Kind, String)>,
     report: CheckReport,
     rng: rand::rngs::ThreadRng,
@@ -229,6 +232,19 @@ impl Walker<'_> {
     /// paths relative to it.
     fn visit(&mut self, id: ObjectId, kind: Kind, size: Option<u64>, depth: usize) -> BadList {
         if let Some(m) = self.memo.get(&id) {
+            // Seen before, maybe through an entry that gave another size.
+            if let (Some(want), Some(&have)) = (size, self.sizes.get(&id))
+                && want != have
+            {
+                self.errors.insert(
+                    id,
+                    (
+                        kind,
+                        format!("is {have} bytes, but a reference to it says {want}"),
+                    ),
+                );
+                return Rc::new(vec![(id, String::new())]);
+            }
             return m.clone();
         }
         let mut bad: Vec<(ObjectId, String)> = Vec::new();
@@ -281,6 +297,7 @@ impl Walker<'_> {
                     bad.push((id, String::new()));
                 }
                 Ok(Object::ChunkList(c)) => {
+                    self.sizes.insert(id, c.total_size);
                     if size.is_some_and(|n| n != c.total_size) {
                         self.errors.insert(
                             id,
@@ -304,19 +321,19 @@ impl Walker<'_> {
                         }
                     }
                 }
-                Ok(Object::Blob(b)) if size.is_some_and(|n| n != b.len() as u64) => {
-                    self.errors.insert(
-                        id,
-                        (
-                            kind,
-                            format!(
-                                "blob is {} bytes, its reference says {}",
-                                b.len(),
-                                size.unwrap_or(0)
+                Ok(Object::Blob(b)) => {
+                    let have = b.len() as u64;
+                    self.sizes.insert(id, have);
+                    if let Some(want) = size.filter(|&n| n != have) {
+                        self.errors.insert(
+                            id,
+                            (
+                                kind,
+                                format!("blob is {have} bytes, its reference says {want}"),
                             ),
-                        ),
-                    );
-                    bad.push((id, String::new()));
+                        );
+                        bad.push((id, String::new()));
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {

@@ -16,6 +16,15 @@ use crate::store::refs::{HEAD, RefTxn};
 use crate::store::statcache::{Stat, StatCache};
 use crate::store::{Batch, BatchStats, durable, now_ns};
 
+/// True when the file was modified less than [`DESCRIPTOR_SETTLE`] ago (or its age is unknown).
+fn is_young(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|m| m.elapsed().ok())
+        .is_none_or(|age| age < DESCRIPTOR_SETTLE)
+}
+
 /// How old a changed descriptor must be before it is judged corrupt at startup.
 pub const DESCRIPTOR_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -88,8 +97,25 @@ pub struct RestoreOutcome {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Intent {
+    /// The snapshot to make live; the literal "head" means whatever the head is at recovery
+    /// (written by `sync pull` before it moves the head).
     snapshot: String,
     session: Option<String>,
+}
+
+/// Records that the live state must be made equal to the head, whatever it becomes: written
+/// before an operation moves the head (sync pull), removed by the restore that follows. A crash
+/// in between is rolled forward by recovery.
+pub(crate) fn write_head_intent(st: &State) -> Result<()> {
+    durable::write_atomic(
+        &st.snap_dir.join("restore-intent"),
+        &serde_json::to_vec(&Intent {
+            snapshot: "head".into(),
+            session: None,
+        })
+        .map_err(std::io::Error::other)?,
+    )?;
+    Ok(())
 }
 
 /// Encodes a session id for use as a ref name component.
@@ -180,12 +206,7 @@ impl State {
             for (rel, why) in live.corrupt {
                 // Possibly mid-write by the terminal: snapshot the last good version but leave
                 // the live file alone; a later command judges it once it has settled.
-                let young = std::fs::symlink_metadata(layout.abs(&rel))
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|m| m.elapsed().ok())
-                    .is_none_or(|age| age < DESCRIPTOR_SETTLE);
-                if !young {
+                if !is_young(&layout.abs(&rel)) {
                     quarantined.push(self.quarantine(
                         &layout,
                         &rel,
@@ -531,9 +552,16 @@ impl State {
         let mut cache = StatCache::load(&self.statcache_path());
         let live = read_live(&layout, &sel, &mut cache, None)?;
         let mut live_flat = live.flat;
+        let mut target = target;
         for (rel, _) in &live.corrupt {
-            // A corrupt descriptor is never "already equal": force a rewrite.
-            live_flat.leaves.remove(rel);
+            if is_young(&layout.abs(rel)) {
+                // Possibly being written by the terminal right now: neither rewrite nor delete it.
+                target.leaves.remove(rel);
+                live_flat.leaves.remove(rel);
+            } else {
+                // A settled corrupt descriptor is never "already equal": force a rewrite.
+                live_flat.leaves.remove(rel);
+            }
         }
         let plan = restore::plan(&target, &live_flat);
         if dry_run {
@@ -645,6 +673,13 @@ impl State {
                     ObjectId::from_hex(&i.snapshot).expect("checked"),
                     i.session,
                 ))),
+                Ok(i) if i.snapshot == "head" => match self.refs.get(HEAD)? {
+                    Some(h) => Ok(Some((h, None))),
+                    None => {
+                        fs::remove_file(&p)?;
+                        Ok(None)
+                    }
+                },
                 // A torn intent means the restore had not started writing live files.
                 _ => {
                     fs::remove_file(&p)?;

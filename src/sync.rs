@@ -357,6 +357,10 @@ impl State {
             message: format!("auto-save before pull from {remote}"),
             session: None,
         })?;
+        // From here the head may move before the live files follow: if this process dies in
+        // between, recovery makes the live state equal to the head (nothing to do while they
+        // are still equal, right after the auto-save).
+        crate::ops::write_head_intent(self)?;
         for (dev, their) in heads {
             if dev == self.device() {
                 continue;
@@ -393,13 +397,33 @@ impl State {
     /// The newest common ancestor of `a` and `b`.
     fn merge_base(&self, a: ObjectId, b: ObjectId) -> Result<Option<ObjectId>> {
         let aa = self.ancestors(a)?;
+        let common: HashSet<ObjectId> = self
+            .ancestors(b)?
+            .into_iter()
+            .filter(|c| aa.contains(c))
+            .collect();
+        // Best common ancestors: those no other common ancestor descends from. Found by the
+        // graph, not by clocks (a device whose clock runs ahead must not pick an older base).
+        let mut dominated: HashSet<ObjectId> = HashSet::new();
+        for c in &common {
+            let mut stack: Vec<ObjectId> = match self.objects.read_snapshot(c) {
+                Ok(s) => s.parents,
+                Err(_) => Vec::new(),
+            };
+            while let Some(p) = stack.pop() {
+                if dominated.insert(p)
+                    && let Ok(s) = self.objects.read_snapshot(&p)
+                {
+                    stack.extend(s.parents);
+                }
+            }
+        }
         let mut best: Option<(i64, ObjectId)> = None;
-        for c in self.ancestors(b)? {
-            if aa.contains(&c)
-                && let Ok(s) = self.objects.read_snapshot(&c)
-                && best.is_none_or(|(t, id)| (s.time_ns, c) > (t, id))
+        for c in common.iter().filter(|c| !dominated.contains(c)) {
+            if let Ok(s) = self.objects.read_snapshot(c)
+                && best.is_none_or(|(t, id)| (s.time_ns, *c) > (t, id))
             {
-                best = Some((s.time_ns, c));
+                best = Some((s.time_ns, *c));
             }
         }
         Ok(best.map(|b| b.1))
@@ -732,13 +756,7 @@ fn merge_file(
     };
     let bb = blob_of(st, b)?.unwrap_or_default();
     if path.starts_with("state/journal/") {
-        // Append-only logs: both sides appended to the same base → base + ours' tail + theirs' tail.
-        if ob.starts_with(&bb) && tb.starts_with(&bb) {
-            let mut m = ob.clone();
-            m.extend_from_slice(&tb[bb.len()..]);
-            return Ok(Merged::Content(m, Vec::new()));
-        }
-        return Ok(Merged::Conflict);
+        return Ok(Merged::Content(merge_journal(&ob, &tb), Vec::new()));
     }
     if path.ends_with(".json") {
         return Ok(merge_json(&bb, &ob, &tb).unwrap_or(Merged::Conflict));
@@ -747,6 +765,22 @@ fn merge_file(
         return Ok(merge_kv_lines(&bb, &ob, &tb).unwrap_or(Merged::Conflict));
     }
     Ok(Merged::Conflict)
+}
+
+/// Append-only logs: keep what both sides share once, then ours' tail, then theirs'. The shared
+/// part is their common prefix cut back to a line end (at least the base when both extend it;
+/// without a base, e.g. after a shallow pull, the same rule avoids doubling the shared lines).
+fn merge_journal(ours: &[u8], theirs: &[u8]) -> Vec<u8> {
+    let mut shared = ours.iter().zip(theirs).take_while(|(x, y)| x == y).count();
+    if shared < ours.len() && shared < theirs.len() {
+        shared = ours[..shared]
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(0, |i| i + 1);
+    }
+    let mut m = ours.to_vec();
+    m.extend_from_slice(&theirs[shared..]);
+    m
 }
 
 fn merge_maps<V: Clone + PartialEq>(
@@ -885,6 +919,20 @@ mod tests {
             vec!["font".to_owned()],
             "both changed font: conflict reported"
         );
+    }
+
+    #[test]
+    fn journals_merge_as_append_only_logs() {
+        let base = b"a\nb\n".as_slice();
+        let ours = [base, b"o1\n"].concat();
+        let theirs = [base, b"t1\nt2\n"].concat();
+        assert_eq!(merge_journal(&ours, &theirs), b"a\nb\no1\nt1\nt2\n");
+        // One side only appended: the longer one, nothing doubled.
+        assert_eq!(merge_journal(base, &theirs), theirs);
+        assert_eq!(merge_journal(&ours, base), ours);
+        // Diverging inside a line: the shared part ends at the last full line.
+        assert_eq!(merge_journal(b"a\nbX\n", b"a\nbY\n"), b"a\nbX\nbY\n");
+        assert_eq!(merge_journal(b"", b"x\n"), b"x\n");
     }
 
     #[test]

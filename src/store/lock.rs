@@ -82,5 +82,6 @@ pub fn default_timeout() -> Duration {
     std::env::var("SHELLDONE_LOCK_TIMEOUT")
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
-        .map_or(Duration::from_secs(60), Duration::from_secs_f64)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .unwrap_or(Duration::from_secs(60))
 }

@@ -612,11 +612,21 @@ impl Batch<'_> {
             let dir = self.store.packs_dir();
             fs::create_dir_all(&dir)?;
             let pack_path = dir.join(format!("{name}.pack"));
-            fs::rename(&w.path, &pack_path)?;
-            if let Err(e) = fs::rename(&idx_tmp, dir.join(format!("{name}.idx"))) {
-                // Without its index the pack is invisible; do not leave it behind.
-                let _ = std::fs::remove_file(&pack_path);
-                return Err(e.into());
+            let idx_path = dir.join(format!("{name}.idx"));
+            // The name is the hash of the content: an existing pack of that name holds exactly
+            // these objects. Never replace it (and never delete it below).
+            let existed = pack_path.exists();
+            if !(existed && idx_path.exists()) {
+                if !existed {
+                    fs::rename(&w.path, &pack_path)?;
+                }
+                if let Err(e) = fs::rename(&idx_tmp, &idx_path) {
+                    if !existed {
+                        // Without its index the pack is invisible; do not leave it behind.
+                        let _ = std::fs::remove_file(&pack_path);
+                    }
+                    return Err(e.into());
+                }
             }
             durable::sync_dir(&dir)?;
         }

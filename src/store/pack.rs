@@ -65,7 +65,12 @@ impl PackSet {
     /// Loads indexes not yet loaded if `packs/` changed since the last scan.
     pub fn refresh(&mut self, dir: &Path) {
         let mtime = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
-        if mtime.is_some() && mtime == self.dir_mtime {
+        // An unchanged mtime proves nothing changed only if it is not recent: two publications
+        // within one timestamp tick leave it the same.
+        let settled = mtime
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(2));
+        if settled && mtime == self.dir_mtime {
             return;
         }
         self.dir_mtime = mtime;
@@ -76,6 +81,18 @@ impl PackSet {
             .flatten()
             .filter_map(|e| e.file_name().to_str().map(str::to_owned))
             .collect();
+        // A pack another process removed (gc, repack) must leave the index too, or this process
+        // would take its objects for present and never write them again.
+        let gone = self.packs.iter().any(|p| {
+            !names
+                .iter()
+                .any(|n| n.strip_suffix(".idx") == Some(p.name.as_str()))
+        });
+        if gone {
+            let keep_mtime = self.dir_mtime;
+            *self = PackSet::default();
+            self.dir_mtime = keep_mtime;
+        }
         names.sort();
         for n in names {
             let Some(stem) = n.strip_suffix(".idx") else {

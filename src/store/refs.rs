@@ -298,7 +298,17 @@ impl Refs {
         let mut f = fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(self.logs.join(LOG_FILE))?;
+        // A line torn by a crash is closed first, so the next entry starts on a line of its own.
+        let len = f.metadata()?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            std::os::unix::fs::FileExt::read_exact_at(f.file(), &mut last, len - 1)?;
+            if last[0] != b'\n' {
+                text.insert(0, '\n');
+            }
+        }
         std::io::Write::write_all(&mut f, text.as_bytes())?;
         if sync {
             f.sync_data()?;

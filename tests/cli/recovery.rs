@@ -106,3 +106,58 @@ fn any_command_repairs_a_corrupt_descriptor_at_start() {
     assert!(String::from_utf8_lossy(&o.stderr).is_empty());
     assert_eq!(std::fs::read(&d).unwrap(), b"{\"changed\":true}");
 }
+
+#[test]
+fn a_pull_killed_after_moving_the_head_is_finished_by_recovery() {
+    // The window a SIGKILL can hit inside `sync pull`: the head already points at the pulled
+    // state, the live files do not yet, and the intent file says "make live equal the head".
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = tmp.path().join("remote");
+    let a = Sandbox::new();
+    a.generate();
+    a.save("v1");
+    a.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    a.ok(&["sync", "push"]);
+    let b = Sandbox::new();
+    b.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    b.ok(&["sync", "pull"]);
+    std::fs::write(a.config().join("config.toml"), "font_size = 99\n").unwrap();
+    let v2 = a.save("v2");
+    a.ok(&["sync", "push"]);
+    b.ok(&["sync", "pull", "--no-restore"]);
+    // Reproduce the state a kill leaves: head moved, live not, intent present.
+    {
+        let (st, _) = shelldone::State::open(shelldone::Paths {
+            config_dir: b.config(),
+            state_dir: b.state(),
+        })
+        .unwrap();
+        let _lock = st.lock("test").unwrap();
+        let v2 = shelldone::ObjectId::from_hex(&v2).unwrap();
+        st.refs()
+            .set("head", Some(v2), "test: simulated pull")
+            .unwrap();
+    }
+    std::fs::write(
+        b.state().join("snapshots/restore-intent"),
+        "{\"snapshot\":\"head\",\"session\":null}",
+    )
+    .unwrap();
+    assert_ne!(
+        std::fs::read(b.config().join("config.toml")).unwrap(),
+        b"font_size = 99\n"
+    );
+    let o = b.run(&["log", "-n", "1"]);
+    assert!(o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("finished an interrupted restore"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read(b.config().join("config.toml")).unwrap(),
+        b"font_size = 99\n"
+    );
+    crate::support::assert_same(&b.live(), &a.live());
+    assert!(b.ok(&["state", "check"]).contains("no problems"));
+}
