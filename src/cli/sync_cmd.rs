@@ -228,6 +228,14 @@ fn daemon(
         .unwrap_or_else(Instant::now);
     let mut unpushed = false;
     let say = |v: serde_json::Value, text: String| if json { out(v) } else { out(text) };
+    say(
+        json!({"event": "watching", "remote": remote}),
+        format!(
+            "watching {} and {} for changes",
+            st.paths().config_dir.display(),
+            st.paths().state_dir.display()
+        ),
+    );
     loop {
         if max_runtime.is_some_and(|m| start.elapsed().as_secs_f64() >= m) {
             break;

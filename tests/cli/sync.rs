@@ -382,7 +382,7 @@ fn daemon_saves_on_change_and_writes_nothing_when_idle() {
     ]);
     assert_eq!(a.ok(&["--json", "log"]), snaps_before);
     // A change while the daemon runs is saved after the debounce.
-    let child = a
+    let mut child = a
         .cmd(&[
             "sync",
             "daemon",
@@ -396,11 +396,15 @@ fn daemon_saves_on_change_and_writes_nothing_when_idle() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Change the state only once the daemon has taken its first look.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.starts_with("watching"), "{first}");
     std::fs::write(a.config().join("config.toml"), "font_size = 30\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+    assert!(child.wait().unwrap().success());
     assert_eq!(
         text.matches("saved").count(),
         1,
