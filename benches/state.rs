@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use shelldone::demo::{self, DemoSpec};
 use shelldone::{Paths, RestoreOptions, SaveOptions, State};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::dir_size;
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -26,15 +30,6 @@ fn sh(cmd: &str, dir: &Path) {
         .status()
         .expect("sh");
     assert!(st.success(), "{cmd} failed");
-}
-
-fn dir_size(p: &Path) -> u64 {
-    walkdir::WalkDir::new(p)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-        .sum()
 }
 
 fn fresh_store(base: &Path) -> Paths {

@@ -11,6 +11,10 @@ use std::time::Instant;
 use shelldone::demo::{self, DemoSpec};
 use shelldone::{Paths, SaveOptions, State};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::dir_size;
+
 fn sh(cmd: &str, dir: &Path) -> String {
     let o = Command::new("sh")
         .arg("-c")
@@ -24,15 +28,6 @@ fn sh(cmd: &str, dir: &Path) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn dir_size(p: &Path) -> u64 {
-    walkdir::WalkDir::new(p)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-        .sum()
 }
 
 fn git(base: &Path, args: &str) -> String {

@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use objects_format::{ChangeSummary, EntryKind, Kind, Object, ObjectId, Snapshot, Tree, TreeEntry};
 use shelldone::remote::dir::DirRemote;
@@ -678,72 +677,9 @@ fn dir_push_killed() {
 // Git remote over a real git daemon
 // ---------------------------------------------------------------------------------------------
 
-struct Daemon {
-    child: Child,
-    port: u16,
-    base: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn start(base: &Path) -> Daemon {
-        let exec = Command::new("git")
-            .arg("--exec-path")
-            .output()
-            .expect("git is installed");
-        let exec = PathBuf::from(String::from_utf8(exec.stdout).unwrap().trim());
-        std::fs::create_dir_all(base).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(exec.join("git-daemon"))
-            .arg("--reuseaddr")
-            .arg(format!("--base-path={}", base.display()))
-            .args([
-                "--export-all",
-                "--enable=receive-pack",
-                "--listen=127.0.0.1",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(base)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            port,
-            base: base.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    fn repo(&self, name: &str) -> (String, PathBuf) {
-        let p = self.base.join(name);
-        assert!(
-            Command::new("git")
-                .args(["init", "-q", "--bare"])
-                .arg(&p)
-                .status()
-                .unwrap()
-                .success()
-        );
-        (format!("git://127.0.0.1:{}/{name}", self.port), p)
-    }
-}
+#[path = "common/git_daemon.rs"]
+mod git_daemon;
+use git_daemon::GitDaemon as Daemon;
 
 fn git(args: &[&str], dir: &Path) -> String {
     let out = Command::new("git")
