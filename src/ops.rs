@@ -501,10 +501,7 @@ impl State {
             return self.restore_to(opts, dir);
         }
         let _lock = self.lock("state restore")?;
-        let snap_id = match &opts.rev {
-            Some(r) => self.resolve(r)?,
-            None => self.refs.get(HEAD)?.ok_or(Error::NoSnapshot)?,
-        };
+        let snap_id = self.restore_target(opts)?;
         if let Some(s) = &opts.session {
             let t = flatten(&self.objects, &self.objects.read_snapshot(&snap_id)?.root)?;
             if !t
@@ -637,11 +634,16 @@ impl State {
         Ok((plan, new_head))
     }
 
+    /// The snapshot a restore is about: its revision, or the head.
+    fn restore_target(&self, opts: &RestoreOptions) -> Result<ObjectId> {
+        match &opts.rev {
+            Some(r) => self.resolve(r),
+            None => self.refs.get(HEAD)?.ok_or(Error::NoSnapshot),
+        }
+    }
+
     fn restore_to(&self, opts: &RestoreOptions, dir: &std::path::Path) -> Result<RestoreOutcome> {
-        let snap_id = match &opts.rev {
-            Some(r) => self.resolve(r)?,
-            None => self.refs.get(HEAD)?.ok_or(Error::NoSnapshot)?,
-        };
+        let snap_id = self.restore_target(opts)?;
         let snap = self.objects.read_snapshot(&snap_id)?;
         let sel = scope(opts.session.as_deref());
         let target = flatten(&self.objects, &snap.root)?.filtered(&sel);

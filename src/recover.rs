@@ -219,12 +219,7 @@ impl State {
             if !keep.contains(&id) {
                 // Parents before children, so "an object present ⇒ its children present" holds
                 // at every instant, even if gc is killed half-way.
-                let rank = match self
-                    .objects
-                    .read_canonical(&id)
-                    .ok()
-                    .and_then(|c| objects_format::encoding::split_header(&c).ok().map(|k| k.0))
-                {
+                let rank = match self.objects.read_verified(&id).ok().map(|v| v.kind) {
                     Some(Kind::Snapshot) => 0,
                     Some(Kind::Tree) => 1,
                     Some(Kind::ChunkList) => 2,
@@ -257,17 +252,9 @@ impl State {
             if !live.is_empty() {
                 let batch = self.objects.batch_forced()?;
                 for id in live {
-                    let raw = self.objects.read_raw(id)?;
-                    let canonical = crate::store::decompress(&raw)
-                        .map_err(|why| Error::CorruptObject { id: *id, why })?;
-                    let (kind, _) =
-                        objects_format::encoding::split_header(&canonical).map_err(|e| {
-                            Error::CorruptObject {
-                                id: *id,
-                                why: e.to_string(),
-                            }
-                        })?;
-                    batch.put_raw(kind, *id, &raw)?;
+                    // Verified, so a damaged object is never copied into the new pack.
+                    let v = self.objects.read_verified(id)?;
+                    batch.put_raw(v.kind, *id, &v.raw)?;
                 }
                 batch.commit()?;
             }
@@ -281,9 +268,12 @@ impl State {
         self.objects.reload_packs();
         // Small stores stay loose (a batch of up to LOOSE_MAX objects is written loose).
         if repack && keep.len() > crate::store::LOOSE_MAX {
-            let before = crate::store::ObjectStore::new(self.snapshots_dir().to_path_buf());
-            let old_packs: Vec<std::path::PathBuf> =
-                before.pack_contents().into_iter().map(|(p, _)| p).collect();
+            let old_packs: Vec<std::path::PathBuf> = self
+                .objects
+                .pack_contents()
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
             let old_loose = self.objects.list_loose()?;
             let ids: Vec<ObjectId> = keep
                 .iter()
@@ -294,16 +284,9 @@ impl State {
             {
                 use rayon::prelude::*;
                 ids.par_iter().try_for_each(|id| -> Result<()> {
-                    let canonical = self.objects.read_canonical(id)?;
-                    let (kind, _) =
-                        objects_format::encoding::split_header(&canonical).map_err(|e| {
-                            Error::CorruptObject {
-                                id: *id,
-                                why: e.to_string(),
-                            }
-                        })?;
-                    let z = zstd::bulk::compress(&canonical, REPACK_LEVEL)?;
-                    batch.put_raw(kind, *id, &z)?;
+                    let v = self.objects.read_verified(id)?;
+                    let z = zstd::bulk::compress(&v.canonical, REPACK_LEVEL)?;
+                    batch.put_raw(v.kind, *id, &z)?;
                     Ok(())
                 })?;
             }

@@ -274,21 +274,28 @@ fn open_with_report(cli: &Cli) -> Result<(State, crate::RecoveryReport)> {
             );
         }
         for q in &rep.quarantined {
-            let _ = writeln!(
-                err,
-                "recovered: session descriptor {} was corrupt ({}); moved to {}; {}",
-                q.path,
-                q.why,
-                q.moved_to.display(),
-                if q.restored_from.is_some() {
-                    "its last good version was restored"
-                } else {
-                    "no snapshot had a good version"
-                }
-            );
+            let _ = writeln!(err, "recovered: {}", quarantine_line(q));
         }
     }
     Ok((st, rep))
+}
+
+/// One line saying what happened to a corrupt session descriptor.
+fn quarantine_line(q: &crate::ops::Quarantined) -> String {
+    format!(
+        "session descriptor {} was corrupt ({}); moved to {}; {}",
+        q.path,
+        q.why,
+        q.moved_to.display(),
+        match &q.restored_from {
+            Some(s) => format!(
+                "its last good version was restored from {}",
+                &s[..12.min(s.len())]
+            ),
+            None =>
+                "no snapshot had a good version; the session is left without a descriptor".into(),
+        }
+    )
 }
 
 fn out(s: impl std::fmt::Display) {
@@ -439,18 +446,7 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
                 session: session.clone(),
             })?;
             for q in &o.quarantined {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "warning: session descriptor {} was corrupt ({}); moved to {}{}",
-                    q.path,
-                    q.why,
-                    q.moved_to.display(),
-                    if q.restored_from.is_some() {
-                        " and restored from the last good snapshot"
-                    } else {
-                        ""
-                    }
-                );
+                let _ = writeln!(std::io::stderr(), "warning: {}", quarantine_line(q));
             }
             if cli.json {
                 out(json!({"id": o.id.map(|i| i.to_hex()), "created": o.created,

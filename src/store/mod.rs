@@ -30,6 +30,17 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// ones as one pack (one fsync for all).
 pub const LOOSE_MAX: usize = 64;
 
+/// An object read and checked against its id.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Its kind.
+    pub kind: Kind,
+    /// The bytes as stored (one zstd frame).
+    pub raw: Vec<u8>,
+    /// The canonical bytes the id covers.
+    pub canonical: Vec<u8>,
+}
+
 /// Handle on the object directory (loose objects and packs).
 #[derive(Debug, Clone)]
 pub struct ObjectStore {
@@ -157,6 +168,15 @@ impl ObjectStore {
     /// # Errors
     /// Missing, corrupt (hash mismatch, bad zstd, too large) or I/O.
     pub fn read_canonical(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        self.read_verified(id).map(|v| v.canonical)
+    }
+
+    /// Reads an object and verifies its hash; returns its kind, its stored (compressed) bytes and
+    /// its canonical bytes — for callers that copy objects (gc, repack, transfer).
+    ///
+    /// # Errors
+    /// Missing, corrupt (hash mismatch, bad zstd, too large) or I/O.
+    pub fn read_verified(&self, id: &ObjectId) -> Result<Verified> {
         let raw = self.read_raw(id)?;
         let canonical = decompress(&raw).map_err(|why| Error::CorruptObject { id: *id, why })?;
         let (kind, _) = objects_format::encoding::split_header(&canonical).map_err(|e| {
@@ -172,7 +192,11 @@ impl ObjectStore {
                 why: format!("content hashes to {actual}"),
             });
         }
-        Ok(canonical)
+        Ok(Verified {
+            kind,
+            raw,
+            canonical,
+        })
     }
 
     /// Reads, verifies and decodes an object of the expected kind.
