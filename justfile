@@ -27,7 +27,7 @@ fuzz SECONDS="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
     if rustup toolchain list | grep -q nightly; then tc=(+nightly); else tc=(+stable); extra=(--sanitizer none); fi
     cd fuzz
-    for t in decode verify chunk pack_index; do
+    for t in decode verify chunk pack_index block; do
         cargo "${tc[@]}" fuzz run "${extra[@]+"${extra[@]}"}" "$t" -- -max_total_time={{SECONDS}} -max_len=70000
     done
 

@@ -34,7 +34,7 @@ use store::lock::StoreLock;
 use store::refs::Refs;
 
 /// On-disk store format (major, minor). A newer major is refused; a newer minor opens read-only.
-pub const STORE_FORMAT: (u32, u32) = (1, 0);
+pub const STORE_FORMAT: (u32, u32) = (2, 0);
 
 /// Where the state lives.
 #[derive(Debug, Clone)]

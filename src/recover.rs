@@ -248,13 +248,15 @@ impl State {
             if dead == 0 {
                 continue;
             }
-            let live: Vec<&ObjectId> = ids.iter().filter(|id| keep.contains(id)).collect();
+            let mut live: Vec<ObjectId> =
+                ids.iter().filter(|id| keep.contains(id)).copied().collect();
             if !live.is_empty() {
+                self.objects.sort_for_reading(&mut live);
                 let batch = self.objects.batch_forced()?;
-                for id in live {
+                for id in &live {
                     // Verified, so a damaged object is never copied into the new pack.
                     let v = self.objects.read_verified(id)?;
-                    batch.put_raw(v.kind, *id, &v.raw)?;
+                    batch.put_canonical(v.kind, *id, &v.canonical)?;
                 }
                 batch.commit()?;
             }
@@ -275,18 +277,20 @@ impl State {
                 .map(|(p, _)| p)
                 .collect();
             let old_loose = self.objects.list_loose()?;
-            let ids: Vec<ObjectId> = keep
+            let mut ids: Vec<ObjectId> = keep
                 .iter()
                 .copied()
                 .filter(|id| self.objects.has(id))
                 .collect();
-            let batch = self.objects.batch_forced()?;
+            // In the order they are stored: each block is decompressed once, and neighbours
+            // (chunks of one file) land in the same new block.
+            self.objects.sort_for_reading(&mut ids);
+            let batch = self.objects.batch_forced()?.with_level(REPACK_LEVEL);
             {
                 use rayon::prelude::*;
                 ids.par_iter().try_for_each(|id| -> Result<()> {
                     let v = self.objects.read_verified(id)?;
-                    let z = zstd::bulk::compress(&v.canonical, REPACK_LEVEL)?;
-                    batch.put_raw(v.kind, *id, &z)?;
+                    batch.put_canonical(v.kind, *id, &v.canonical)?;
                     Ok(())
                 })?;
             }

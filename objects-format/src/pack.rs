@@ -1,25 +1,53 @@
 //! Pack files and their indexes (SPEC.md §7.2): the byte layout only, no I/O.
 //!
-//! Pack: magic `SDPACK\0\x01`, then entries back to back, each `kind u8 | len u32 LE | zstd frame
-//! [len]` (enough to walk a pack without its index; an entry's id is the hash of its decompressed
-//! bytes, so it is not repeated). A pack's name is `pack-<hex BLAKE3 of the whole file>`.
+//! Pack: magic `SDPACK\0` + version, then entries back to back, each `code u8 | len u32 LE |
+//! zstd frame [len]` (enough to walk a pack without its index). An entry is either one object
+//! (`code` = its kind, the frame decompresses to the object's canonical bytes) or, from version
+//! 2, a **block** (`code` = [`BLOCK_CODE`]): one frame holding many small objects, each
+//! `len u32 LE | canonical bytes`, so that zstd sees megabytes of context instead of one chunk.
+//! Ids are not repeated: an object's id is the hash of its canonical bytes.
 //!
-//! Index: magic `SDPIDX\0\x01`, `count u32 LE`, the pack's BLAKE3 [32], then `count` entries
-//! sorted by id (strictly ascending): `id [32] | kind u8 | offset u64 LE (of the frame) | len u32
-//! LE`, then BLAKE3 of everything before it [32].
+//! Index: magic `SDPIDX\0` + version, `count u32 LE`, the pack's BLAKE3 [32], then `count`
+//! entries sorted by id (strictly ascending), then BLAKE3 of everything before it [32].
+//! Version 1 entry: `id [32] | kind u8 | offset u64 LE (of the frame) | len u32 LE`.
+//! Version 2 adds `start u32 LE | size u32 LE`: where the object's canonical bytes lie inside
+//! the decompressed block, or both 0 for an object entry.
 
 use crate::id::ObjectId;
 use crate::kinds::Kind;
 
-/// Pack file magic.
-pub const PACK_MAGIC: &[u8; 8] = b"SDPACK\x00\x01";
-/// Index file magic.
-pub const IDX_MAGIC: &[u8; 8] = b"SDPIDX\x00\x01";
-/// Per-entry header length in a pack (`kind u8 | len u32`).
+/// Pack file magic written today (version 2: object entries and blocks).
+pub const PACK_MAGIC: &[u8; 8] = b"SDPACK\x00\x02";
+/// Pack file magic of version 1 (object entries only); still read.
+pub const PACK_MAGIC_V1: &[u8; 8] = b"SDPACK\x00\x01";
+/// Index file magic written today (version 2).
+pub const IDX_MAGIC: &[u8; 8] = b"SDPIDX\x00\x02";
+/// Index file magic of version 1; still read.
+pub const IDX_MAGIC_V1: &[u8; 8] = b"SDPIDX\x00\x01";
+/// Per-entry header length in a pack (`code u8 | len u32`).
 pub const ENTRY_HEADER: u64 = 1 + 4;
-/// One index entry's length.
-pub const IDX_ENTRY: usize = 32 + 1 + 8 + 4;
+/// Entry code of a block (object entries use their kind code, 1…4).
+pub const BLOCK_CODE: u8 = 0x80;
+/// A writer closes a block once its content reaches this many bytes.
+pub const BLOCK_TARGET: usize = 4 << 20;
+/// Objects whose canonical bytes are longer than this are never put in a block.
+pub const BLOCK_MEMBER_MAX: usize = 1 << 20;
+/// Largest decompressed block a reader accepts (≥ `BLOCK_TARGET - 1 + 4 + BLOCK_MEMBER_MAX`).
+pub const BLOCK_MAX: usize = 8 << 20;
+/// One version-2 index entry's length.
+pub const IDX_ENTRY: usize = 32 + 1 + 8 + 4 + 4 + 4;
+/// One version-1 index entry's length.
+pub const IDX_ENTRY_V1: usize = 32 + 1 + 8 + 4;
 const IDX_HEAD: usize = 8 + 4 + 32;
+
+/// Where an object's canonical bytes lie inside a decompressed block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Member {
+    /// Offset of the canonical bytes in the block content (after their `len u32`).
+    pub start: u32,
+    /// Length of the canonical bytes.
+    pub size: u32,
+}
 
 /// One object's place in a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,30 +56,142 @@ pub struct IndexEntry {
     pub id: ObjectId,
     /// Its kind.
     pub kind: Kind,
-    /// Offset of its zstd frame in the pack.
+    /// Offset of the entry's zstd frame in the pack.
     pub offset: u64,
     /// Frame length.
     pub len: u32,
+    /// `Some` when the frame is a block holding this object among others.
+    pub member: Option<Member>,
 }
 
-/// The entry header written before a frame.
+/// The entry header written before an object's frame.
 #[must_use]
 pub fn entry_header(kind: Kind, len: u32) -> [u8; ENTRY_HEADER as usize] {
+    entry_header_code(kind.code(), len)
+}
+
+/// The entry header written before a block's frame.
+#[must_use]
+pub fn block_header(len: u32) -> [u8; ENTRY_HEADER as usize] {
+    entry_header_code(BLOCK_CODE, len)
+}
+
+fn entry_header_code(code: u8, len: u32) -> [u8; ENTRY_HEADER as usize] {
     let mut h = [0u8; ENTRY_HEADER as usize];
-    h[0] = kind.code();
+    h[0] = code;
     h[1..5].copy_from_slice(&len.to_le_bytes());
     h
 }
 
-/// Builds an index (sorts `entries` by id).
+/// Appends one object to a block's (uncompressed) content; returns where it landed.
+///
+/// # Panics
+/// When the object is longer than [`BLOCK_MEMBER_MAX`] or the block would exceed [`BLOCK_MAX`]
+/// (a writer flushes at [`BLOCK_TARGET`], so neither happens).
+pub fn block_push(content: &mut Vec<u8>, canonical: &[u8]) -> Member {
+    assert!(
+        canonical.len() <= BLOCK_MEMBER_MAX,
+        "object too large for a block"
+    );
+    assert!(
+        content.len() + 4 + canonical.len() <= BLOCK_MAX,
+        "block full"
+    );
+    let size = u32::try_from(canonical.len()).expect("bounded by BLOCK_MEMBER_MAX");
+    content.extend_from_slice(&size.to_le_bytes());
+    let start = u32::try_from(content.len()).expect("bounded by BLOCK_MAX");
+    content.extend_from_slice(canonical);
+    Member { start, size }
+}
+
+/// Splits a decompressed block into its members, in order. Rejects an empty block, a member of
+/// length 0 or over [`BLOCK_MEMBER_MAX`], a truncated member and content over [`BLOCK_MAX`].
+///
+/// # Errors
+/// A description of the first problem.
+pub fn parse_block(content: &[u8]) -> Result<Vec<Member>, String> {
+    if content.len() > BLOCK_MAX {
+        return Err(format!(
+            "block holds {} bytes, over the {BLOCK_MAX} byte limit",
+            content.len()
+        ));
+    }
+    if content.is_empty() {
+        return Err("empty block".into());
+    }
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < content.len() {
+        let Some(len) = content.get(at..at + 4) else {
+            return Err(format!("block truncated in the length at {at}"));
+        };
+        let size = u32::from_le_bytes(len.try_into().expect("4 bytes"));
+        if size == 0 || size as usize > BLOCK_MEMBER_MAX {
+            return Err(format!("block member at {at} has length {size}"));
+        }
+        let start = at + 4;
+        let end = start + size as usize;
+        if end > content.len() {
+            return Err(format!("block member at {at} runs past the block"));
+        }
+        out.push(Member {
+            start: u32::try_from(start).expect("bounded by BLOCK_MAX"),
+            size,
+        });
+        at = end;
+    }
+    Ok(out)
+}
+
+/// The canonical bytes of `member` in a decompressed block, checked against the length prefix
+/// the block itself records before them.
+///
+/// # Errors
+/// When the member lies outside the block or its length prefix disagrees.
+pub fn block_member(content: &[u8], member: Member) -> Result<&[u8], String> {
+    let start = member.start as usize;
+    let end = start + member.size as usize;
+    let prefix = start
+        .checked_sub(4)
+        .and_then(|p| content.get(p..start))
+        .ok_or("index points before the block's first member")?;
+    if u32::from_le_bytes(prefix.try_into().expect("4 bytes")) != member.size {
+        return Err("index and block disagree on the member's length".into());
+    }
+    content
+        .get(start..end)
+        .ok_or_else(|| "index points past the end of the block".into())
+}
+
+/// Builds a version-2 index (sorts `entries` by id).
 ///
 /// # Panics
 /// With 2^32 or more entries.
 #[must_use]
 pub fn build_index(pack_hash: &[u8; 32], entries: &mut [IndexEntry]) -> Vec<u8> {
+    build(IDX_MAGIC, pack_hash, entries)
+}
+
+/// Builds a version-1 index (sorts `entries` by id); for tests and tools that must produce the
+/// old format. Writers use [`build_index`].
+///
+/// # Panics
+/// With 2^32 or more entries, or an entry in a block (version 1 has none).
+#[must_use]
+pub fn build_index_v1(pack_hash: &[u8; 32], entries: &mut [IndexEntry]) -> Vec<u8> {
+    assert!(
+        entries.iter().all(|e| e.member.is_none()),
+        "version 1 has no blocks"
+    );
+    build(IDX_MAGIC_V1, pack_hash, entries)
+}
+
+fn build(magic: &[u8; 8], pack_hash: &[u8; 32], entries: &mut [IndexEntry]) -> Vec<u8> {
+    let v2 = magic == IDX_MAGIC;
     entries.sort_by_key(|e| e.id);
-    let mut v = Vec::with_capacity(IDX_HEAD + entries.len() * IDX_ENTRY + 32);
-    v.extend_from_slice(IDX_MAGIC);
+    let per = if v2 { IDX_ENTRY } else { IDX_ENTRY_V1 };
+    let mut v = Vec::with_capacity(IDX_HEAD + entries.len() * per + 32);
+    v.extend_from_slice(magic);
     v.extend_from_slice(
         &u32::try_from(entries.len())
             .expect("fewer than 4G objects per pack")
@@ -63,34 +203,50 @@ pub fn build_index(pack_hash: &[u8; 32], entries: &mut [IndexEntry]) -> Vec<u8> 
         v.push(e.kind.code());
         v.extend_from_slice(&e.offset.to_le_bytes());
         v.extend_from_slice(&e.len.to_le_bytes());
+        if v2 {
+            let m = e.member.unwrap_or(Member { start: 0, size: 0 });
+            v.extend_from_slice(&m.start.to_le_bytes());
+            v.extend_from_slice(&m.size.to_le_bytes());
+        }
     }
     let sum = blake3::hash(&v);
     v.extend_from_slice(sum.as_bytes());
     v
 }
 
-/// Parses and checks an index for a pack of `pack_len` bytes: magic, checksum, length, sorted
-/// unique ids, known kinds, every frame after the pack magic and inside the pack.
+/// Parses and checks an index (version 1 or 2) for a pack of `pack_len` bytes: magic, checksum,
+/// length, sorted unique ids, known kinds, every frame after the pack magic and inside the pack,
+/// every block member inside [`BLOCK_MAX`].
 ///
 /// # Errors
 /// A description of the first problem.
 pub fn parse_index(b: &[u8], pack_len: u64) -> Result<([u8; 32], Vec<IndexEntry>), String> {
-    if b.len() < IDX_HEAD + 32 || &b[..8] != IDX_MAGIC {
+    if b.len() < IDX_HEAD + 32 {
         return Err("not a pack index".into());
     }
+    let v2 = match &b[..8] {
+        m if m == IDX_MAGIC => true,
+        m if m == IDX_MAGIC_V1 => false,
+        m if m[..7] == IDX_MAGIC[..7] => {
+            return Err(format!(
+                "pack index version {} is not supported (a newer shelldone wrote it)",
+                m[7]
+            ));
+        }
+        _ => return Err("not a pack index".into()),
+    };
+    let per = if v2 { IDX_ENTRY } else { IDX_ENTRY_V1 };
     let (body, sum) = b.split_at(b.len() - 32);
     if blake3::hash(body).as_bytes() != sum {
         return Err("index checksum mismatch".into());
     }
     let count = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
-    if (body.len() - IDX_HEAD) / IDX_ENTRY != count
-        || !(body.len() - IDX_HEAD).is_multiple_of(IDX_ENTRY)
-    {
+    if (body.len() - IDX_HEAD) / per != count || !(body.len() - IDX_HEAD).is_multiple_of(per) {
         return Err("index length does not match its count".into());
     }
     let pack_hash: [u8; 32] = b[12..44].try_into().expect("32 bytes");
     let mut out: Vec<IndexEntry> = Vec::with_capacity(count);
-    for e in body[IDX_HEAD..].chunks_exact(IDX_ENTRY) {
+    for e in body[IDX_HEAD..].chunks_exact(per) {
         let id = ObjectId(e[..32].try_into().expect("32 bytes"));
         let kind = Kind::from_code(e[32])
             .ok_or_else(|| format!("entry {id} has unknown kind {}", e[32]))?;
@@ -102,6 +258,24 @@ pub fn parse_index(b: &[u8], pack_len: u64) -> Result<([u8; 32], Vec<IndexEntry>
         if offset < PACK_MAGIC.len() as u64 + ENTRY_HEADER || end > pack_len {
             return Err(format!("entry {id} points outside the pack"));
         }
+        let member = if v2 {
+            let start = u32::from_le_bytes(e[45..49].try_into().expect("4 bytes"));
+            let size = u32::from_le_bytes(e[49..53].try_into().expect("4 bytes"));
+            match (start, size) {
+                (0, 0) => None,
+                (s, n)
+                    if s >= 4
+                        && n > 0
+                        && n as usize <= BLOCK_MEMBER_MAX
+                        && s as usize + n as usize <= BLOCK_MAX =>
+                {
+                    Some(Member { start, size })
+                }
+                _ => return Err(format!("entry {id} points outside its block")),
+            }
+        } else {
+            None
+        };
         if out.last().is_some_and(|p| p.id >= id) {
             return Err("index entries are not sorted by id".into());
         }
@@ -110,6 +284,7 @@ pub fn parse_index(b: &[u8], pack_len: u64) -> Result<([u8; 32], Vec<IndexEntry>
             kind,
             offset,
             len,
+            member,
         });
     }
     Ok((pack_hash, out))
@@ -119,17 +294,26 @@ pub fn parse_index(b: &[u8], pack_len: u64) -> Result<([u8; 32], Vec<IndexEntry>
 mod tests {
     use super::*;
 
-    #[test]
-    fn index_roundtrips_and_rejects_damage() {
-        let mut entries: Vec<IndexEntry> = (0u8..5)
+    fn entries() -> Vec<IndexEntry> {
+        (0u8..5)
             .map(|i| IndexEntry {
                 id: ObjectId([i.wrapping_mul(97); 32]),
                 kind: Kind::Blob,
                 offset: 13 + u64::from(i) * 100,
                 len: 90,
+                member: (i % 2 == 1).then_some(Member {
+                    start: 4 + u32::from(i),
+                    size: 7,
+                }),
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn index_roundtrips_and_rejects_damage() {
+        let mut entries = entries();
         let idx = build_index(&[7; 32], &mut entries);
+        assert_eq!(idx.len(), 76 + 53 * 5);
         let (h, parsed) = parse_index(&idx, 1000).expect("valid");
         assert_eq!(h, [7; 32]);
         assert_eq!(parsed, entries);
@@ -143,5 +327,48 @@ mod tests {
             "frames past the end of the pack"
         );
         assert!(parse_index(&idx[..idx.len() - 1], 1000).is_err());
+    }
+
+    #[test]
+    fn version_1_index_still_reads() {
+        let mut entries: Vec<IndexEntry> = entries()
+            .into_iter()
+            .map(|e| IndexEntry { member: None, ..e })
+            .collect();
+        let idx = build_index_v1(&[9; 32], &mut entries);
+        assert_eq!(idx.len(), 76 + 45 * 5);
+        assert_eq!(&idx[..8], IDX_MAGIC_V1);
+        let (_, parsed) = parse_index(&idx, 1000).expect("valid v1");
+        assert_eq!(parsed, entries);
+        let mut newer = build_index(&[9; 32], &mut entries);
+        newer[7] = 3;
+        let err = parse_index(&newer, 1000).expect_err("version 3");
+        assert!(err.contains("version 3"), "{err}");
+    }
+
+    #[test]
+    fn block_members_roundtrip_and_damage_is_caught() {
+        let mut content = Vec::new();
+        let a = block_push(&mut content, b"first object");
+        let b = block_push(&mut content, b"second");
+        assert_eq!((a.start, a.size, b.start, b.size), (4, 12, 20, 6));
+        assert_eq!(parse_block(&content).expect("valid"), vec![a, b]);
+        assert_eq!(block_member(&content, b).expect("in block"), b"second");
+        // An index whose member disagrees with the block's own length prefix is caught.
+        assert!(block_member(&content, Member { start: 20, size: 5 }).is_err());
+        assert!(block_member(&content, Member { start: 2, size: 6 }).is_err());
+        assert!(
+            block_member(
+                &content,
+                Member {
+                    start: 20,
+                    size: 60
+                }
+            )
+            .is_err()
+        );
+        assert!(parse_block(&content[..content.len() - 1]).is_err());
+        assert!(parse_block(&[]).is_err());
+        assert!(parse_block(&[0, 0, 0, 0]).is_err(), "zero-length member");
     }
 }

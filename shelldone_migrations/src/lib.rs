@@ -1,10 +1,16 @@
 //! Ordered, idempotent, crash-safe migrations between shelldone store format versions.
 //!
-//! Each step carries a frozen decoder of the format it reads, so a migration keeps working after
-//! the main code moves on. Version 1 is the first format: there is nothing to migrate yet, and
-//! the registry below is where the first step (`v1_to_v2`) will go. Derived data (the stat cache)
-//! is never migrated, only rebuilt.
+//! A store's version is the first line of `snapshots/FORMAT`: `shelldone-store <major>.<minor>`.
+//! A binary opens stores of its own major (a newer minor read-only) and upgrades an older major
+//! here, one step per major, before anything else touches the store. Each step carries whatever
+//! frozen knowledge of the format it reads that it needs, so a migration keeps working after
+//! the main code moves on. Derived data (the stat cache) is never migrated, only rebuilt.
+//!
+//! | step | what changes | what the step does |
+//! |---|---|---|
+//! | 1 → 2 | packs and indexes may be version 2 (blocks: many small objects in one zstd frame, SPEC §7.2); a version-1 binary cannot read them | rewrites `FORMAT`; version-1 packs, loose objects, refs and logs stay as they are (a version-2 reader reads them), so the step is one atomic file replace |
 
+use std::io::Write;
 use std::path::Path;
 
 /// A migration failed or is not possible.
@@ -18,9 +24,27 @@ pub enum MigrationError {
         /// Version wanted.
         to: u32,
     },
+    /// The store is not what the step expects (it was changed by something else).
+    #[error("cannot migrate {path}: {why}")]
+    Unexpected {
+        /// The file in question.
+        path: String,
+        /// What was found.
+        why: String,
+    },
+    /// An I/O error; the store is left at the version it had.
+    #[error("migrating {path}: {source}")]
+    Io {
+        /// The file in question.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
-/// One step: migrates a store at `dir` from `from()` to `from() + 1`; must be idempotent.
+/// One step: migrates a store at `dir` (its `snapshots/` dir) from `from()` to `from() + 1`.
+/// A step must be idempotent and crash-safe: killed at any moment, the store is left readable at
+/// the old or the new version, and running the step again finishes it.
 pub trait Step {
     /// The version this step reads.
     fn from(&self) -> u32;
@@ -34,13 +58,13 @@ pub trait Step {
 /// The registered steps, in order.
 #[must_use]
 pub fn steps() -> Vec<Box<dyn Step>> {
-    Vec::new()
+    vec![Box::new(V1ToV2)]
 }
 
 /// Migrates a store from major version `from` to `to`.
 ///
 /// # Errors
-/// [`MigrationError::NoPath`] when a step is missing.
+/// [`MigrationError::NoPath`] when a step is missing; any step's error.
 pub fn migrate(dir: &Path, from: u32, to: u32) -> Result<(), MigrationError> {
     let steps = steps();
     let mut v = from;
@@ -53,4 +77,123 @@ pub fn migrate(dir: &Path, from: u32, to: u32) -> Result<(), MigrationError> {
         v += 1;
     }
     Ok(())
+}
+
+/// Reads the `(major, minor)` of `FORMAT` in `dir`.
+///
+/// # Errors
+/// I/O errors, or a `FORMAT` that is not `shelldone-store <major>.<minor>`.
+pub fn read_format(dir: &Path) -> Result<(u32, u32), MigrationError> {
+    let path = dir.join("FORMAT");
+    let s = std::fs::read_to_string(&path).map_err(|source| MigrationError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let parsed = s
+        .trim()
+        .strip_prefix("shelldone-store ")
+        .and_then(|v| v.split_once('.'))
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+    parsed.ok_or_else(|| MigrationError::Unexpected {
+        path: path.display().to_string(),
+        why: format!("not a store version: {s:?}"),
+    })
+}
+
+/// Replaces `FORMAT` in `dir` atomically and durably: temp file, fsync, rename, fsync dir.
+///
+/// # Errors
+/// I/O errors; `FORMAT` then still holds the old version.
+pub fn write_format(dir: &Path, major: u32, minor: u32) -> Result<(), MigrationError> {
+    let path = dir.join("FORMAT");
+    let io = |source| MigrationError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = dir.join(format!(".FORMAT.migrating.{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("shelldone-store {major}.{minor}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map_err(io)
+}
+
+/// 1 → 2: version-2 packs may hold blocks. Nothing already stored changes, so the step only
+/// records the new version; from then on a version-1 binary refuses the store (newer major)
+/// instead of missing every object in a block pack.
+struct V1ToV2;
+
+impl Step for V1ToV2 {
+    fn from(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, dir: &Path) -> Result<(), MigrationError> {
+        match read_format(dir)? {
+            (1, _) => write_format(dir, 2, 0),
+            (2, _) => Ok(()), // already done (a crash after the rename)
+            (v, m) => Err(MigrationError::Unexpected {
+                path: dir.join("FORMAT").display().to_string(),
+                why: format!("expected version 1, found {v}.{m}"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(version: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().expect("tempdir");
+        std::fs::write(d.path().join("FORMAT"), version).expect("write FORMAT");
+        d
+    }
+
+    #[test]
+    fn v1_to_v2_rewrites_format_and_is_idempotent() {
+        let d = store("shelldone-store 1.0\n");
+        migrate(d.path(), 1, 2).expect("migrates");
+        assert_eq!(read_format(d.path()).expect("format"), (2, 0));
+        // Running the step again (a crash after the rename, then a restart) changes nothing.
+        V1ToV2.run(d.path()).expect("idempotent");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("FORMAT")).expect("read"),
+            "shelldone-store 2.0\n"
+        );
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("FORMAT")],
+            "no temp file left"
+        );
+    }
+
+    #[test]
+    fn unexpected_versions_are_refused() {
+        let d = store("shelldone-store 3.1\n");
+        let err = V1ToV2.run(d.path()).expect_err("3.1 is not for this step");
+        assert!(err.to_string().contains("found 3.1"), "{err}");
+        let d = store("garbage");
+        assert!(read_format(d.path()).is_err());
+        let d = store("shelldone-store 0.9\n");
+        assert!(matches!(
+            migrate(d.path(), 0, 2),
+            Err(MigrationError::NoPath { from: 0, to: 2 })
+        ));
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("FORMAT")).expect("read"),
+            "shelldone-store 0.9\n",
+            "a failed migration leaves the store as it was"
+        );
+    }
 }

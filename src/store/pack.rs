@@ -1,26 +1,26 @@
 //! Pack files: many objects in one file, written when a batch is large (a first save, a sync
 //! that brings many objects), so that one fsync covers thousands of objects.
 //!
-//! `packs/pack-<hex>.pack`: magic `SDPACK\0\x01`, then entries back to back, each
-//! `kind u8 | len u32 LE | zstd frame [len]` (enough to walk a pack without its index; an
-//! entry's id is the hash of its decompressed bytes, so it is not repeated). `<hex>` is the BLAKE3 hash of the whole pack file.
+//! `packs/pack-<hex>.pack` and `packs/pack-<hex>.idx`, laid out as in
+//! [`objects_format::pack`] (SPEC §7.2): object entries and blocks of many small objects
+//! compressed together. `<hex>` is the BLAKE3 hash of the whole pack file. The index is written
+//! and renamed into place after the pack: a pack is visible exactly when its index is.
 //!
-//! `packs/pack-<hex>.idx`: magic `SDPIDX\0\x01`, `count u32 LE`, the pack's hash [32], then
-//! `count` entries sorted by id: `id [32] | kind u8 | offset u64 LE (of the frame) | len u32 LE`,
-//! then BLAKE3 of everything before it [32]. The index is written and renamed into place after
-//! the pack: a pack is visible exactly when its index is.
+//! Reading a block member decompresses the whole block; the last few decompressed blocks are
+//! kept ([`BlockCache`]) so that reading a file's chunks, or a restore's files, in the order they
+//! were written decompresses each block once.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fs_err as fs;
 use objects_format::{Kind, ObjectId};
 
 use crate::error::{Error, Result};
 
-pub use objects_format::pack::{ENTRY_HEADER, IDX_MAGIC, PACK_MAGIC};
+pub use objects_format::pack::{ENTRY_HEADER, IDX_MAGIC, Member, PACK_MAGIC};
 
 /// Where an object lives in a pack.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,49 @@ pub struct Loc {
     pub offset: u64,
     /// Frame length.
     pub len: u32,
+    /// Where the object lies in the frame's block (`None`: the frame is the object alone).
+    pub member: Option<Member>,
+}
+
+/// What a pack holds for one object.
+#[derive(Debug)]
+pub enum Stored {
+    /// One zstd frame of the object alone.
+    Frame(Vec<u8>),
+    /// A decompressed block and the object's place in it (not yet checked against the block).
+    InBlock(Arc<Vec<u8>>, Member),
+}
+
+/// How many decompressed blocks a store keeps (each at most `BLOCK_MAX`, usually ~2 MiB).
+const BLOCK_CACHE: usize = 8;
+
+/// A block's key: (index into [`PackSet::packs`], frame offset).
+type BlockKey = (usize, u64);
+
+/// The most recently used decompressed blocks, least recent first.
+#[derive(Debug, Default)]
+pub struct BlockCache {
+    blocks: Vec<(BlockKey, Arc<Vec<u8>>)>,
+}
+
+impl BlockCache {
+    fn get(&mut self, key: BlockKey) -> Option<Arc<Vec<u8>>> {
+        let i = self.blocks.iter().position(|(k, _)| *k == key)?;
+        let hit = self.blocks.remove(i);
+        let block = hit.1.clone();
+        self.blocks.push(hit);
+        Some(block)
+    }
+
+    fn put(&mut self, key: BlockKey, block: Arc<Vec<u8>>) {
+        if self.blocks.iter().any(|(k, _)| *k == key) {
+            return;
+        }
+        if self.blocks.len() == BLOCK_CACHE {
+            self.blocks.remove(0);
+        }
+        self.blocks.push((key, block));
+    }
 }
 
 /// One loaded pack.
@@ -59,6 +102,8 @@ pub struct PackSet {
     pub dir_mtime: Option<std::time::SystemTime>,
     /// Index files that failed to load (reported by check).
     pub bad_indexes: Vec<(PathBuf, String)>,
+    /// Recently decompressed blocks.
+    pub blocks: Mutex<BlockCache>,
 }
 
 impl PackSet {
@@ -125,16 +170,34 @@ impl PackSet {
         }
     }
 
-    /// Reads an object's stored bytes from its pack.
+    /// Reads what a pack holds for an object: its own frame, or its block (decompressed, or
+    /// from the cache).
     ///
     /// # Errors
-    /// I/O errors.
-    pub fn read(&self, loc: &Loc) -> std::io::Result<Vec<u8>> {
+    /// I/O errors; a block that does not decompress (kind `InvalidData`).
+    pub fn read(&self, loc: &Loc) -> std::io::Result<Stored> {
+        let key = (loc.pack, loc.offset);
+        if let Some(member) = loc.member
+            && let Some(block) = self.blocks.lock().expect("no panics while held").get(key)
+        {
+            return Ok(Stored::InBlock(block, member));
+        }
         let mut buf = vec![0u8; loc.len as usize];
         self.packs[loc.pack]
             .file
             .read_exact_at(&mut buf, loc.offset)?;
-        Ok(buf)
+        let Some(member) = loc.member else {
+            return Ok(Stored::Frame(buf));
+        };
+        let block = Arc::new(
+            crate::store::decompress_bounded(&buf, objects_format::pack::BLOCK_MAX)
+                .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidData, why))?,
+        );
+        self.blocks
+            .lock()
+            .expect("no panics while held")
+            .put(key, block.clone());
+        Ok(Stored::InBlock(block, member))
     }
 
     /// Forgets a pack (after gc deleted it): rebuilds the index without it.
@@ -164,6 +227,7 @@ fn load(
                         kind: e.kind,
                         offset: e.offset,
                         len: e.len,
+                        member: e.member,
                     },
                 )
             })

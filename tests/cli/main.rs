@@ -2,6 +2,7 @@
 
 mod support;
 
+mod compat;
 mod core;
 mod faults;
 mod recovery;
