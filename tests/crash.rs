@@ -85,6 +85,16 @@ fn mutate(env: &Env, rng: &mut Rng, round: u64) {
         let data = shelldone::demo::scrollback(rng, len);
         std::fs::write(&p, data).expect("write");
     }
+    if rng.range(0, 4) == 0 {
+        // Every session changes: the next save moves every session ref at once.
+        for s in 0..40 {
+            let p = env.state().join(format!("sessions/s{s:03}/scrollback.bin"));
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&p) {
+                std::io::Write::write_all(&mut f, format!("round {round}\r\n").as_bytes())
+                    .expect("append");
+            }
+        }
+    }
     let n = rng.range(0, 1000);
     std::fs::write(
         env.config().join(format!("pref-{n}.toml")),
@@ -150,13 +160,15 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
     let env = Env {
         dir: tempfile::tempdir().expect("tempdir"),
     };
-    // Large enough that a first save is a pack and restores write many files.
+    // Large enough that a first save is a pack and restores write many files; more sessions
+    // than `PACK_BATCH`, so saves and restores that move every session ref go through
+    // `packed-refs`.
     let spec = DemoSpec {
-        sessions: 12,
+        sessions: 40,
         journals: 4,
         journal_lines: 1500,
         min_scrollback: 5_000,
-        max_scrollback: 400_000,
+        max_scrollback: 150_000,
         seed,
     };
     shelldone::demo::generate(&env.config(), &env.state(), &spec).expect("generate");

@@ -8,7 +8,7 @@
 //!
 //! | step | what changes | what the step does |
 //! |---|---|---|
-//! | 1 → 2 | packs and indexes may be version 2 (blocks: many small objects in one zstd frame, SPEC §7.2); a version-1 binary cannot read them | rewrites `FORMAT`; version-1 packs, loose objects, refs and logs stay as they are (a version-2 reader reads them), so the step is one atomic file replace |
+//! | 1 → 2 | packs and indexes may be version 2 (blocks: many small objects in one zstd frame, SPEC §7.2); refs may live in `snapshots/packed-refs`; a version-1 binary can read neither | rewrites `FORMAT`; version-1 packs, loose objects, loose refs and logs stay as they are (a version-2 reader reads them), so the step is one atomic file replace |
 
 use std::io::Write;
 use std::path::Path;
@@ -124,9 +124,9 @@ pub fn write_format(dir: &Path, major: u32, minor: u32) -> Result<(), MigrationE
     res.map_err(io)
 }
 
-/// 1 → 2: version-2 packs may hold blocks. Nothing already stored changes, so the step only
-/// records the new version; from then on a version-1 binary refuses the store (newer major)
-/// instead of missing every object in a block pack.
+/// 1 → 2: version-2 packs may hold blocks and refs may be packed. Nothing already stored
+/// changes, so the step only records the new version; from then on a version-1 binary refuses
+/// the store (newer major) instead of missing every object in a block pack and every packed ref.
 struct V1ToV2;
 
 impl Step for V1ToV2 {

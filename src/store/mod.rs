@@ -125,6 +125,18 @@ impl ObjectStore {
         self.root.join("objects").join(&hex[..2]).join(&hex[2..])
     }
 
+    /// True when the object is in a pack already loaded or stored loose: no rescan of `packs/`.
+    /// For writers under the store lock (no other process publishes objects meanwhile); a
+    /// false "no" would only store the object twice.
+    fn known(&self, id: &ObjectId) -> bool {
+        self.packs
+            .read()
+            .expect("no panics while held")
+            .index
+            .contains_key(id)
+            || self.object_path(id).exists()
+    }
+
     /// True when the object is stored, loose or packed (content not checked).
     #[must_use]
     pub fn has(&self, id: &ObjectId) -> bool {
@@ -356,6 +368,11 @@ impl ObjectStore {
     }
 
     fn new_batch(&self, force: bool) -> Result<Batch<'_>> {
+        // Load the packs once; the batch then asks only the loaded index (see `known`).
+        self.packs
+            .write()
+            .expect("no panics while held")
+            .refresh(&self.packs_dir());
         let staging =
             self.root
                 .join("staging")
@@ -540,7 +557,7 @@ impl Batch<'_> {
 
     fn claim(&self, id: &ObjectId) -> bool {
         self.seen.lock().expect("no panics while held").insert(*id)
-            && (self.force || !self.store.has(id))
+            && (self.force || !self.store.known(id))
     }
 
     /// Appends one entry (an object's frame, or a block) to the staging pack.
@@ -673,7 +690,7 @@ impl Batch<'_> {
     /// True when the object is stored or already in this batch.
     #[must_use]
     pub fn contains(&self, id: &ObjectId) -> bool {
-        self.seen.lock().expect("no panics while held").contains(id) || self.store.has(id)
+        self.seen.lock().expect("no panics while held").contains(id) || self.store.known(id)
     }
 
     /// Makes every staged object durable and visible. After this returns, refs may point at them.

@@ -98,8 +98,8 @@ pub struct PackSet {
     pub packs: Vec<Pack>,
     /// Object locations.
     pub index: HashMap<ObjectId, Loc>,
-    /// mtime of `packs/` when last scanned (reload only when it changes).
-    pub dir_mtime: Option<std::time::SystemTime>,
+    /// mtime of `packs/` (None: absent) when last scanned, and when that scan began.
+    pub scanned: Option<(Option<std::time::SystemTime>, std::time::SystemTime)>,
     /// Index files that failed to load (reported by check).
     pub bad_indexes: Vec<(PathBuf, String)>,
     /// Recently decompressed blocks.
@@ -109,16 +109,22 @@ pub struct PackSet {
 impl PackSet {
     /// Loads indexes not yet loaded if `packs/` changed since the last scan.
     pub fn refresh(&mut self, dir: &Path) {
+        let now = std::time::SystemTime::now();
         let mtime = std::fs::metadata(dir).and_then(|m| m.modified()).ok();
-        // An unchanged mtime proves nothing changed only if it is not recent: two publications
-        // within one timestamp tick leave it the same.
-        let settled = mtime
-            .and_then(|m| m.elapsed().ok())
-            .is_some_and(|age| age > std::time::Duration::from_secs(2));
-        if settled && mtime == self.dir_mtime {
+        // An unchanged mtime proves nothing changed only if the last scan began well after it:
+        // two publications within one timestamp tick leave it the same, so a scan that may have
+        // run in the tick of the last change must be repeated. (A save asks about every new
+        // object; rescanning each time cost three syscalls per object under the write lock.)
+        if let Some((seen, scan)) = self.scanned
+            && seen == mtime
+            && mtime.is_none_or(|m| {
+                scan.duration_since(m)
+                    .is_ok_and(|d| d > std::time::Duration::from_secs(2))
+            })
+        {
             return;
         }
-        self.dir_mtime = mtime;
+        self.scanned = Some((mtime, now));
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
@@ -134,9 +140,9 @@ impl PackSet {
                 .any(|n| n.strip_suffix(".idx") == Some(p.name.as_str()))
         });
         if gone {
-            let keep_mtime = self.dir_mtime;
+            let keep = self.scanned;
             *self = PackSet::default();
-            self.dir_mtime = keep_mtime;
+            self.scanned = keep;
         }
         names.sort();
         for n in names {
