@@ -264,7 +264,7 @@ fn main() {
     };
 
     println!(
-        "first push of ~51 MB: dir remote {} objects, {} B in {:.0} ms; git remote {:.0} ms",
+        "first push of ~60 MB: dir remote {} objects, {} B in {:.0} ms; git remote {:.0} ms",
         first_dir.sent.objects,
         first_dir.sent.bytes,
         t_first_dir.as_secs_f64() * 1e3,

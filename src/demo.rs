@@ -28,12 +28,13 @@ pub struct DemoSpec {
 }
 
 impl Default for DemoSpec {
-    /// About 40 sessions / 60 MB, as in the benchmark of issue #2.
+    /// The 1× state of the benchmarks (issues #2 and #5: about 60 MB in 150 files): 48
+    /// sessions (96 files, ~49 MB of scrollback), 50 journal files (~11 MB), 3 config files.
     fn default() -> Self {
         DemoSpec {
-            sessions: 40,
-            journals: 30,
-            journal_lines: 3000,
+            sessions: 48,
+            journals: 50,
+            journal_lines: 1800,
             min_scrollback: 20_000,
             max_scrollback: 2_000_000,
             seed: 1,

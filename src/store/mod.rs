@@ -793,11 +793,21 @@ impl Batch<'_> {
             fan_dirs.par_iter().try_for_each(|d| durable::sync_dir(d))?;
             durable::sync_dir(&self.store.root.join("objects"))?;
         }
-        fs::remove_dir_all(&self.staging)?;
+        self.remove_staging()?;
         Ok(BatchStats {
             objects: objs.len() as u64,
             bytes: written.iter().map(|(_, n)| n).sum(),
         })
+    }
+
+    /// Removes this batch's staging dir, and `staging/` itself when no other batch uses it (only
+    /// the lock holder makes batches, so none is being created meanwhile).
+    fn remove_staging(&self) -> Result<()> {
+        fs::remove_dir_all(&self.staging)?;
+        if let Some(parent) = self.staging.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+        Ok(())
     }
 
     /// Pack: one fsync for the data, then the index publishes it.
@@ -850,7 +860,7 @@ impl Batch<'_> {
             }
         }
         durable::sync_dir(&dir)?;
-        fs::remove_dir_all(&self.staging)?;
+        self.remove_staging()?;
         Ok(stats)
     }
 }
