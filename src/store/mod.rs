@@ -423,6 +423,19 @@ pub fn decompress(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
 /// # Errors
 /// A description of what is wrong.
 pub fn decompress_bounded(raw: &[u8], max: usize) -> std::result::Result<Vec<u8>, String> {
+    decompress_into(raw, max, Vec::new())
+}
+
+/// As [`decompress_bounded`], into `buf` (cleared first; its allocation is reused when large
+/// enough, which keeps a reader of many blocks from fragmenting the heap).
+///
+/// # Errors
+/// A description of what is wrong.
+pub fn decompress_into(
+    raw: &[u8],
+    max: usize,
+    mut buf: Vec<u8>,
+) -> std::result::Result<Vec<u8>, String> {
     let size = match zstd::zstd_safe::get_frame_content_size(raw) {
         Ok(Some(n)) => n,
         Ok(None) => return Err("zstd frame does not declare its size".into()),
@@ -432,14 +445,15 @@ pub fn decompress_bounded(raw: &[u8], max: usize) -> std::result::Result<Vec<u8>
         return Err(format!("declares {size} bytes, over the {max} byte limit"));
     }
     let size = usize::try_from(size).expect("bounded by max");
-    let out = zstd::bulk::decompress(raw, size).map_err(|e| format!("zstd: {e}"))?;
-    if out.len() != size {
-        return Err(format!(
-            "zstd frame declared {size} bytes but held {}",
-            out.len()
-        ));
+    buf.clear();
+    buf.reserve_exact(size);
+    let n = zstd::bulk::Decompressor::new()
+        .and_then(|mut d| d.decompress_to_buffer(raw, &mut buf))
+        .map_err(|e| format!("zstd: {e}"))?;
+    if n != size || buf.len() != size {
+        return Err(format!("zstd frame declared {size} bytes but held {n}"));
     }
-    Ok(out)
+    Ok(buf)
 }
 
 /// Compresses canonical bytes for storage (one zstd frame with the content size).

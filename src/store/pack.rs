@@ -46,16 +46,23 @@ pub enum Stored {
     InBlock(Arc<Vec<u8>>, Member),
 }
 
-/// How many decompressed blocks a store keeps (each at most `BLOCK_MAX`, usually ~2 MiB).
-const BLOCK_CACHE: usize = 8;
+/// How many decompressed blocks a store keeps (each at most `BLOCK_MAX`, usually ~4 MiB): two
+/// per worker thread (the one it reads and the one it reads next), at least 4.
+fn block_cache_len() -> usize {
+    (2 * rayon::current_num_threads()).max(4)
+}
 
 /// A block's key: (index into [`PackSet::packs`], frame offset).
 type BlockKey = (usize, u64);
 
-/// The most recently used decompressed blocks, least recent first.
+/// The most recently used decompressed blocks, least recent first, and buffers of evicted
+/// blocks kept for the next decompression (a restore decompresses hundreds of ~4 MiB blocks;
+/// a fresh allocation of that size each time fragmented the heap: peak RSS grew with the size
+/// of the restore).
 #[derive(Debug, Default)]
 pub struct BlockCache {
     blocks: Vec<(BlockKey, Arc<Vec<u8>>)>,
+    spare: Vec<Vec<u8>>,
 }
 
 impl BlockCache {
@@ -71,10 +78,20 @@ impl BlockCache {
         if self.blocks.iter().any(|(k, _)| *k == key) {
             return;
         }
-        if self.blocks.len() == BLOCK_CACHE {
-            self.blocks.remove(0);
+        if self.blocks.len() >= block_cache_len() {
+            let (_, old) = self.blocks.remove(0);
+            // Still in a reader's hands: let it go; else keep the allocation.
+            if let Ok(buf) = Arc::try_unwrap(old)
+                && self.spare.len() < 2
+            {
+                self.spare.push(buf);
+            }
         }
         self.blocks.push((key, block));
+    }
+
+    fn take_spare(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
     }
 }
 
@@ -195,8 +212,13 @@ impl PackSet {
         let Some(member) = loc.member else {
             return Ok(Stored::Frame(buf));
         };
+        let spare = self
+            .blocks
+            .lock()
+            .expect("no panics while held")
+            .take_spare();
         let block = Arc::new(
-            crate::store::decompress_bounded(&buf, objects_format::pack::BLOCK_MAX)
+            crate::store::decompress_into(&buf, objects_format::pack::BLOCK_MAX, spare)
                 .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidData, why))?,
         );
         self.blocks
