@@ -221,12 +221,12 @@ def _config_and_extras(d: Path) -> None:
 
 
 def generate_fractional(d: Path, scale: float) -> None:
-    """Same shape as `shelldone generate` (which only takes integer scales), ~60 MB x scale."""
+    """Same shape as `shelldone generate` (which only takes integer scales), ~64 MB x scale."""
     rng = random.Random(int(scale * 1000) + 7)
     _config_and_extras(d)
     sessions = max(8, round(48 * scale))  # at least s000..s007, so s005 exists
-    journals = max(2, round(50 * scale))
-    journal_lines = 1800
+    journals = max(2, round(40 * scale))
+    journal_lines = 3000
     jdir = d / "state/journal"
     jdir.mkdir(parents=True, exist_ok=True)
     jbytes = 0
@@ -234,7 +234,7 @@ def generate_fractional(d: Path, scale: float) -> None:
         text = "".join(_journal_line(rng, i) for i in range(journal_lines))
         (jdir / f"{j:04}.jsonl").write_text(text)
         jbytes += len(text)
-    mean = max(20_000, int((60.5e6 * scale - jbytes) / sessions))
+    mean = max(20_000, int((64.3e6 * scale - jbytes) / sessions))
     for s in range(sessions):
         sd = d / f"state/sessions/s{s:03}"
         sd.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 //! `cargo bench --bench state` (or `just bench`): shelldone vs `git add -A && git commit` and
-//! `tar | zstd -3 -T2` on the same generated state (issue #2's workload: 48 sessions, 60.5 MB in 149 files).
+//! `tar | zstd -3 -T2` on the same generated state (issue #2's workload: 48 sessions, 64.3 MB in 139 files).
 //! Prints a table of medians. Environment: `BENCH_RUNS` (default 5), `BENCH_SCALE` (default 1).
 
 use std::path::{Path, PathBuf};

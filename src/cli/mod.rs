@@ -55,7 +55,7 @@ enum Cmd {
     Generate {
         /// Target dir.
         dir: PathBuf,
-        /// Size multiplier (1 = 48 sessions and 50 journal files: 60.5 MB in 149 files).
+        /// Size multiplier (1 = 48 sessions and 40 journal files: 64.3 MB in 139 files).
         #[arg(long, default_value_t = 1)]
         scale: usize,
         /// Apply the "small change" number N instead of generating.
