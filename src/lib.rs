@@ -196,8 +196,16 @@ fn check_format(dir: &Path) -> Result<bool> {
                 });
             }
             if maj < STORE_FORMAT.0 {
-                shelldone_migrations::migrate(dir, maj, STORE_FORMAT.0)
+                // Under the store lock, so that no other process works on the store while its
+                // format changes; another process may have migrated it while we waited.
+                let _lock =
+                    StoreLock::acquire(dir, "store migration", store::lock::default_timeout())?;
+                let (now, _) = shelldone_migrations::read_format(dir)
                     .map_err(|e| Error::Invalid(e.to_string()))?;
+                if now < STORE_FORMAT.0 {
+                    shelldone_migrations::migrate(dir, now, STORE_FORMAT.0)
+                        .map_err(|e| Error::Invalid(e.to_string()))?;
+                }
             }
             Ok(maj == STORE_FORMAT.0 && min > STORE_FORMAT.1)
         }

@@ -110,7 +110,8 @@ pub fn write_format(dir: &Path, major: u32, minor: u32) -> Result<(), MigrationE
         path: path.display().to_string(),
         source,
     };
-    let tmp = dir.join(format!(".FORMAT.migrating.{}", std::process::id()));
+    // The prefix shelldone's recovery removes, should a crash leave the temp file behind.
+    let tmp = dir.join(format!(".shelldone-tmp.FORMAT.{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(format!("shelldone-store {major}.{minor}\n").as_bytes())?;

@@ -335,7 +335,14 @@ impl Remote for DirRemote {
 
         // 2. Objects: temp files (verified local bytes), each fsynced, renames
         //    children-first, renames made durable. Only then refs.
-        send.sort_by_key(|(k, _)| k.code());
+        // Children first; within a kind, in the order the bytes lie in the store, so each pack
+        // block is decompressed once.
+        let rank: std::collections::HashMap<ObjectId, usize> = {
+            let mut ids: Vec<ObjectId> = send.iter().map(|(_, id)| *id).collect();
+            store.sort_for_reading(&mut ids);
+            ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect()
+        };
+        send.sort_by_key(|(k, id)| (k.code(), rank[id]));
         let total = send.len() as u64;
         let mut stats = TransferStats::default();
         let mut temps: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(send.len());

@@ -158,27 +158,38 @@ impl ObjectStore {
     fn read_stored(&self, id: &ObjectId) -> Result<pack::Stored> {
         match std::fs::read(self.object_path(id)) {
             Ok(b) => Ok(pack::Stored::Frame(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.pack_loc(id) {
-                Some(loc) => self
-                    .packs
-                    .read()
-                    .expect("no panics while held")
-                    .read(&loc)
-                    .map_err(|e| {
-                        if e.kind() == std::io::ErrorKind::InvalidData {
-                            Error::CorruptObject {
-                                id: *id,
-                                why: format!("its pack block is damaged: {e}"),
-                            }
-                        } else {
-                            Error::Io(std::io::Error::new(
-                                e.kind(),
-                                format!("{e} (reading packed object {id})"),
-                            ))
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Look up and read under one guard: a refresh by another thread (a pack removed
+                // by another process's gc) must not turn a location into another pack's bytes.
+                let found = {
+                    let g = self.packs.read().expect("no panics while held");
+                    g.index.get(id).map(|loc| g.read(loc))
+                };
+                let res = match found {
+                    Some(r) => r,
+                    None => {
+                        let mut w = self.packs.write().expect("no panics while held");
+                        w.refresh(&self.packs_dir());
+                        match w.index.get(id) {
+                            Some(loc) => w.read(loc),
+                            None => return Err(Error::MissingObject { id: *id }),
                         }
-                    }),
-                None => Err(Error::MissingObject { id: *id }),
-            },
+                    }
+                };
+                res.map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        Error::CorruptObject {
+                            id: *id,
+                            why: format!("its pack block is damaged: {e}"),
+                        }
+                    } else {
+                        Error::Io(std::io::Error::new(
+                            e.kind(),
+                            format!("{e} (reading packed object {id})"),
+                        ))
+                    }
+                })
+            }
             Err(e) => Err(Error::Io(std::io::Error::new(
                 e.kind(),
                 format!("{e} (reading object {id})"),
@@ -516,7 +527,7 @@ struct BlockBuf {
     members: Vec<(ObjectId, Kind, pack::Member)>,
 }
 
-/// A batch of new objects. Small objects are gathered into blocks (one zstd frame for ~2 MiB of
+/// A batch of new objects. Small objects are gathered into blocks (one zstd frame for ~4 MiB of
 /// objects, one per thread so each holds neighbouring chunks of the same files); larger ones and
 /// already-compressed frames from remotes are appended as they come; everything goes to one
 /// staging pack. On commit a small batch (no block written yet, at most [`LOOSE_MAX`] objects)
@@ -570,8 +581,9 @@ impl Batch<'_> {
     }
 
     fn claim(&self, id: &ObjectId) -> bool {
-        self.seen.lock().expect("no panics while held").insert(*id)
-            && (self.force || !self.store.known(id))
+        // The guard must not be held across `known`'s stat: every worker would wait on it.
+        let new = self.seen.lock().expect("no panics while held").insert(*id);
+        new && (self.force || !self.store.known(id))
     }
 
     /// Appends one entry (an object's frame, or a block) to the staging pack.
@@ -704,7 +716,8 @@ impl Batch<'_> {
     /// True when the object is stored or already in this batch.
     #[must_use]
     pub fn contains(&self, id: &ObjectId) -> bool {
-        self.seen.lock().expect("no panics while held").contains(id) || self.store.known(id)
+        let staged = self.seen.lock().expect("no panics while held").contains(id);
+        staged || self.store.known(id)
     }
 
     /// Makes every staged object durable and visible. After this returns, refs may point at them.
@@ -901,9 +914,11 @@ mod tests {
     fn blocks_read_back_in_any_order_through_the_cache() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ObjectStore::new(dir.path().to_path_buf());
-        // ~44 MiB of 200 KiB blobs: 11+ blocks, more than the cache holds, so reading them in a
-        // scattered order evicts and decompresses blocks again.
-        let blobs: Vec<(ObjectId, Vec<u8>)> = (0..220u64)
+        // 200 KiB blobs filling three blocks more than the cache holds, so reading them in a
+        // scattered order evicts, recycles and decompresses blocks again.
+        let count = ((pack::block_cache_len() + 3) * objects_format::pack::BLOCK_TARGET
+            / (200 << 10)) as u64;
+        let blobs: Vec<(ObjectId, Vec<u8>)> = (0..count)
             .map(|i| {
                 let obj = Object::Blob(noise(i, 200 << 10));
                 let (id, canonical) = objects_format::encode_with_id(&obj).expect("encode");
@@ -915,7 +930,7 @@ mod tests {
             assert!(batch.put_canonical(Kind::Blob, *id, c).expect("put"));
         }
         let stats = batch.commit().expect("commit");
-        assert_eq!(stats.objects, 220);
+        assert_eq!(stats.objects, count);
         let packs = store.pack_contents();
         assert_eq!(packs.len(), 1);
         let pack = std::fs::read(&packs[0].0).expect("pack");
@@ -935,7 +950,7 @@ mod tests {
             }
             n
         };
-        assert!(blocks > 8, "{blocks} blocks");
+        assert!(blocks > pack::block_cache_len(), "{blocks} blocks");
         for step in [1usize, 7, 31, 97] {
             for k in 0..blobs.len() {
                 let (id, c) = &blobs[(k * step) % blobs.len()];

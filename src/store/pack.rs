@@ -47,9 +47,9 @@ pub enum Stored {
 }
 
 /// How many decompressed blocks a store keeps (each at most `BLOCK_MAX`, usually ~4 MiB): two
-/// per worker thread (the one it reads and the one it reads next), at least 4.
-fn block_cache_len() -> usize {
-    (2 * rayon::current_num_threads()).max(4)
+/// per worker thread (the one it reads and the one it reads next), at least 4, at most 16.
+pub(crate) fn block_cache_len() -> usize {
+    (2 * rayon::current_num_threads()).clamp(4, 16)
 }
 
 /// A block's key: (index into [`PackSet::packs`], frame offset).
@@ -205,10 +205,11 @@ impl PackSet {
         {
             return Ok(Stored::InBlock(block, member));
         }
+        let pack = self.packs.get(loc.pack).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "pack no longer loaded")
+        })?;
         let mut buf = vec![0u8; loc.len as usize];
-        self.packs[loc.pack]
-            .file
-            .read_exact_at(&mut buf, loc.offset)?;
+        pack.file.read_exact_at(&mut buf, loc.offset)?;
         let Some(member) = loc.member else {
             return Ok(Stored::Frame(buf));
         };
@@ -217,10 +218,13 @@ impl PackSet {
             .lock()
             .expect("no panics while held")
             .take_spare();
-        let block = Arc::new(
-            crate::store::decompress_into(&buf, objects_format::pack::BLOCK_MAX, spare)
-                .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidData, why))?,
-        );
+        let invalid = |why| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+        let block = crate::store::decompress_into(&buf, objects_format::pack::BLOCK_MAX, spare)
+            .map_err(invalid)?;
+        // The whole block must split into members (SPEC §7.2), not only the bytes this index
+        // entry points at.
+        objects_format::pack::parse_block(&block).map_err(invalid)?;
+        let block = Arc::new(block);
         self.blocks
             .lock()
             .expect("no panics while held")

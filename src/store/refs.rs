@@ -35,7 +35,7 @@ pub struct Refs {
     packed_cache: PackedCache,
 }
 
-/// (inode, length, mtime) of `packed-refs`.
+/// (inode, length, mtime ns, ctime ns) of `packed-refs`.
 type PackedKey = (u64, u64, i64, i64);
 /// Packed refs by name.
 type Packed = BTreeMap<String, ObjectId>;
@@ -110,22 +110,32 @@ impl Refs {
 
     /// The packed refs (empty when there is no `packed-refs`).
     fn packed(&self) -> Result<Arc<Packed>> {
+        use std::io::Read;
         use std::os::unix::fs::MetadataExt;
-        let meta = match std::fs::metadata(&self.packed) {
-            Ok(m) => m,
+        // Key and content from the same open file: a replacement between a stat and a read
+        // cannot pair an old key with new content.
+        let mut f = match std::fs::File::open(&self.packed) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Arc::new(Packed::new()));
             }
             Err(e) => return Err(e.into()),
         };
-        let key = (meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+        let meta = f.metadata()?;
+        let key = (
+            meta.ino(),
+            meta.len(),
+            meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+            meta.ctime_nsec() + meta.ctime() * 1_000_000_000,
+        );
         let mut cache = self.packed_cache.lock().expect("no panics while held");
         if let Some((k, p)) = cache.as_ref()
             && *k == key
         {
             return Ok(p.clone());
         }
-        let text = fs::read_to_string(&self.packed)?;
+        let mut text = String::new();
+        f.read_to_string(&mut text)?;
         let corrupt =
             |why: &str| Error::Invalid(format!("{} is corrupt: {why}", self.packed.display()));
         let mut lines = text.lines();
@@ -152,6 +162,8 @@ impl Refs {
         for (name, id) in packed {
             text.push_str(&format!("{id} {name}\n"));
         }
+        // Forget the cached version first: the next read goes to the file.
+        *self.packed_cache.lock().expect("no panics while held") = None;
         durable::write_atomic(&self.packed, text.as_bytes())?;
         Ok(())
     }
@@ -301,26 +313,11 @@ impl Refs {
             }
             Ok(())
         })();
-        if let Err(e) = res {
+        if let Err(e) = res.and_then(|()| self.unpack_deleted(plan)) {
             for t in &temps {
                 let _ = std::fs::remove_file(t);
             }
             return Err(e);
-        }
-        let packed = self.packed()?;
-        let unpacked: Vec<&str> = plan
-            .iter()
-            .filter(|(u, _)| u.new.is_none() && packed.contains_key(&u.name))
-            .map(|(u, _)| u.name.as_str())
-            .collect();
-        if !unpacked.is_empty() {
-            // Deleting a packed ref: drop it from packed-refs first (its loose file, if any,
-            // still holds the old value until removed below).
-            let mut p = (*packed).clone();
-            for n in unpacked {
-                p.remove(n);
-            }
-            self.write_packed(&p)?;
         }
         let mut dirs: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
         let mut temps = temps.into_iter();
@@ -347,6 +344,25 @@ impl Refs {
             durable::sync_dir(&d)?;
         }
         Ok(())
+    }
+
+    /// Drops the refs `plan` deletes from `packed-refs` (their loose files, if any, still hold
+    /// the old values until the caller removes them).
+    fn unpack_deleted(&self, plan: &[(&RefTxn, Option<ObjectId>)]) -> Result<()> {
+        let packed = self.packed()?;
+        let gone: Vec<&str> = plan
+            .iter()
+            .filter(|(u, _)| u.new.is_none() && packed.contains_key(&u.name))
+            .map(|(u, _)| u.name.as_str())
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut p = (*packed).clone();
+        for n in gone {
+            p.remove(n);
+        }
+        self.write_packed(&p)
     }
 
     /// Large batches: every ref but the head goes into one new `packed-refs` (one file written
@@ -410,12 +426,10 @@ impl Refs {
     /// # Errors
     /// I/O errors or corrupt ref files.
     pub fn list(&self, prefix: &str) -> Result<Vec<(String, ObjectId)>> {
-        let mut out: BTreeMap<String, ObjectId> = self
-            .packed()?
-            .range(prefix.to_owned()..)
-            .take_while(|(n, _)| n.starts_with(prefix))
-            .map(|(n, id)| (n.clone(), *id))
-            .collect();
+        // Loose refs first, then packed-refs (git's order): a writer replaces packed-refs before
+        // it unlinks the loose refs the new values replace, so a reader without the lock never
+        // pairs a missing loose ref with a packed value older than it.
+        let mut out: BTreeMap<String, ObjectId> = BTreeMap::new();
         if self.refs.exists() {
             for e in walkdir::WalkDir::new(&self.refs).sort_by_file_name() {
                 let e = e.map_err(|e| Error::Io(e.into()))?;
@@ -429,10 +443,28 @@ impl Refs {
                 if check_name(&name).is_err() || !name.starts_with(prefix) {
                     continue; // temp files and foreign names
                 }
-                if let Some(id) = self.get(&name)? {
-                    out.insert(name, id);
+                match std::fs::read_to_string(e.path()) {
+                    Ok(s) => {
+                        let id = ObjectId::from_hex(s.trim()).map_err(|_| {
+                            Error::Invalid(format!(
+                                "ref file {} is corrupt: {s:?}",
+                                e.path().display()
+                            ))
+                        })?;
+                        out.insert(name, id);
+                    }
+                    // Unlinked since the walk saw it: its value is in packed-refs now.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(err.into()),
                 }
             }
+        }
+        for (n, id) in self
+            .packed()?
+            .range(prefix.to_owned()..)
+            .take_while(|(n, _)| n.starts_with(prefix))
+        {
+            out.entry(n.clone()).or_insert(*id);
         }
         Ok(out.into_iter().collect())
     }
