@@ -178,21 +178,9 @@ impl Refs {
     /// Bad name, unreadable or corrupt ref file.
     pub fn get(&self, name: &str) -> Result<Option<ObjectId>> {
         check_name(name)?;
-        match std::fs::read_to_string(self.path(name)) {
-            Ok(s) => ObjectId::from_hex(s.trim()).map(Some).map_err(|_| {
-                Error::Invalid(format!(
-                    "ref file {} is corrupt: {:?}",
-                    self.path(name).display(),
-                    s
-                ))
-            }),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    || e.kind() == std::io::ErrorKind::IsADirectory =>
-            {
-                Ok(self.packed()?.get(name).copied())
-            }
-            Err(e) => Err(e.into()),
+        match read_loose(&self.path(name))? {
+            Some(id) => Ok(Some(id)),
+            None => Ok(self.packed()?.get(name).copied()),
         }
     }
 
@@ -229,12 +217,7 @@ impl Refs {
             }
             None => {
                 // Packed value first: until the loose file goes, it still names the old value.
-                let packed = self.packed()?;
-                if packed.contains_key(name) {
-                    let mut p = (*packed).clone();
-                    p.remove(name);
-                    self.write_packed(&p)?;
-                }
+                self.drop_packed(&[name])?;
                 match std::fs::remove_file(&path) {
                     Ok(()) => durable::sync_dir(path.parent().expect("ref has a parent"))?,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -349,18 +332,23 @@ impl Refs {
     /// Drops the refs `plan` deletes from `packed-refs` (their loose files, if any, still hold
     /// the old values until the caller removes them).
     fn unpack_deleted(&self, plan: &[(&RefTxn, Option<ObjectId>)]) -> Result<()> {
-        let packed = self.packed()?;
         let gone: Vec<&str> = plan
             .iter()
-            .filter(|(u, _)| u.new.is_none() && packed.contains_key(&u.name))
+            .filter(|(u, _)| u.new.is_none())
             .map(|(u, _)| u.name.as_str())
             .collect();
-        if gone.is_empty() {
+        self.drop_packed(&gone)
+    }
+
+    /// Rewrites `packed-refs` without `names` (nothing is written when none of them is packed).
+    fn drop_packed(&self, names: &[&str]) -> Result<()> {
+        let packed = self.packed()?;
+        if !names.iter().any(|n| packed.contains_key(*n)) {
             return Ok(());
         }
         let mut p = (*packed).clone();
-        for n in gone {
-            p.remove(n);
+        for n in names {
+            p.remove(*n);
         }
         self.write_packed(&p)
     }
@@ -443,19 +431,9 @@ impl Refs {
                 if check_name(&name).is_err() || !name.starts_with(prefix) {
                     continue; // temp files and foreign names
                 }
-                match std::fs::read_to_string(e.path()) {
-                    Ok(s) => {
-                        let id = ObjectId::from_hex(s.trim()).map_err(|_| {
-                            Error::Invalid(format!(
-                                "ref file {} is corrupt: {s:?}",
-                                e.path().display()
-                            ))
-                        })?;
-                        out.insert(name, id);
-                    }
-                    // Unlinked since the walk saw it: its value is in packed-refs now.
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(err.into()),
+                // None: unlinked since the walk saw it; its value is in packed-refs now.
+                if let Some(id) = read_loose(e.path())? {
+                    out.insert(name, id);
                 }
             }
         }
@@ -552,6 +530,22 @@ impl Refs {
             out.extend(l.new);
         }
         Ok(out)
+    }
+}
+
+/// Reads a loose ref file: `None` when there is none (or the name is a directory of refs).
+fn read_loose(path: &Path) -> Result<Option<ObjectId>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => ObjectId::from_hex(s.trim())
+            .map(Some)
+            .map_err(|_| Error::Invalid(format!("ref file {} is corrupt: {s:?}", path.display()))),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.kind() == std::io::ErrorKind::IsADirectory =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
