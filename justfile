@@ -31,13 +31,20 @@ fuzz SECONDS="60":
         cargo "${tc[@]}" fuzz run "${extra[@]+"${extra[@]}"}" "$t" -- -max_total_time={{SECONDS}} -max_len=70000
     done
 
-# Benchmarks: save/restore vs git and tar|zstd, push bytes vs git push and rsync (prints tables).
-bench:
+# Benchmarks side by side (issue #5): shelldone vs git, restic, borg and tar|zstd on 1×, 4×, 16×
+# and 10 000 / 100 000 small files, medians, ratios, peak RSS, PASS/FAIL per target. Installs
+# Debian's restic, borgbackup and time when missing; writes bench/results.md. Tens of minutes;
+# ARGS go to bench/compare.py (e.g. `just bench --scales 1 --runs 3 --no-small-files`).
+bench *ARGS:
+    cargo build --release --locked
+    python3 bench/compare.py {{ARGS}}
+
+# The same comparison (kept for the name used before).
+bench-compare *ARGS:
+    just bench {{ARGS}}
+
+# In-process benchmarks: save/restore vs git and tar|zstd, push bytes vs git push and rsync.
+bench-inproc:
     command -v rsync >/dev/null || (apt-get update -qq && apt-get install -y -qq rsync)
     cargo bench --bench state --locked
     cargo bench --bench sync --locked
-
-# Issue #5: shelldone vs git, restic, borg, tar|zstd at scales 1/4/16 + 100k small files (apt-installs restic/borg). Writes bench/results.md.
-bench-compare *ARGS:
-    cargo build --release --locked
-    python3 bench/compare.py {{ARGS}}

@@ -1,4 +1,4 @@
-//! `cargo bench --bench sync` (part of `just bench`): bytes a push sends after a small change,
+//! `cargo bench --bench sync` (part of `just bench-inproc`): bytes a push sends after a small change,
 //! side by side with `git push` of the same files and `rsync` (delta transfer) of the same dir.
 //! Git traffic goes through a counting TCP proxy in front of a real `git-daemon` on 127.0.0.1;
 //! the directory remote's figure is the bytes of the files the push wrote.
