@@ -62,21 +62,6 @@ impl ObjectStore {
         self.root.join("packs")
     }
 
-    fn pack_loc(&self, id: &ObjectId) -> Option<pack::Loc> {
-        if let Some(l) = self
-            .packs
-            .read()
-            .expect("no panics while held")
-            .index
-            .get(id)
-        {
-            return Some(*l);
-        }
-        let mut w = self.packs.write().expect("no panics while held");
-        w.refresh(&self.packs_dir());
-        w.index.get(id).copied()
-    }
-
     /// Forgets loaded pack indexes (after packs were deleted).
     pub fn reload_packs(&self) {
         self.packs
@@ -137,20 +122,17 @@ impl ObjectStore {
             || self.object_path(id).exists()
     }
 
-    /// True when the object is stored, loose or packed (content not checked).
+    /// True when the object is stored, loose or packed (content not checked); rescans `packs/`
+    /// when neither the loaded index nor the loose files have it.
     #[must_use]
     pub fn has(&self, id: &ObjectId) -> bool {
-        // In-memory pack index first: a save with a warm stat cache asks this for every file.
-        if self
-            .packs
-            .read()
-            .expect("no panics while held")
-            .index
-            .contains_key(id)
-        {
-            return true;
+        // `known` asks the in-memory pack index first: a save with a warm stat cache asks this
+        // for every file.
+        self.known(id) || {
+            let mut w = self.packs.write().expect("no panics while held");
+            w.refresh(&self.packs_dir());
+            w.index.contains_key(id)
         }
-        self.object_path(id).exists() || self.pack_loc(id).is_some()
     }
 
     /// What the store holds for an object: a frame (loose file or packed object entry) or its
