@@ -124,6 +124,7 @@ fn main() {
     st.save(&SaveOptions {
         message: "base".into(),
         session: None,
+        ..Default::default()
     })
     .expect("save");
     let store_size = dir_size(&base.join("state/snapshots/objects"))

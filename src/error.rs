@@ -108,6 +108,40 @@ pub enum Error {
         /// What failed.
         why: String,
     },
+    /// A save would record a whole root as deleted (see `SaveOptions::allow_empty`).
+    #[error(
+        "refusing to save: {} ({root}/) {what}, but the last snapshot has files there; a wrong --config-dir/--state-dir or an unmounted disk would otherwise become a snapshot that deletes them everywhere. If you did empty it, save with --allow-empty", path.display()
+    )]
+    EmptiedRoot {
+        /// The root (`config`, `state/sessions`, `state/journal`).
+        root: String,
+        /// Its live path.
+        path: PathBuf,
+        /// `is missing`, `is empty`, `is not a folder`.
+        what: &'static str,
+    },
+    /// The remote's ref for this device was written by another store with the same device id.
+    #[error(
+        "remote '{remote}': its head for this device ({device}) is {found}, which is not in this store's history: another store uses the same device id (a copied or restored state folder?). Nothing was changed. Give this store its own name with 'shelldone device rename NEW-NAME', then sync again"
+    )]
+    DeviceIdInUse {
+        /// The remote.
+        remote: String,
+        /// This device's id.
+        device: String,
+        /// The remote's value (hex).
+        found: String,
+    },
+    /// A device's history shares no snapshot with this store's.
+    #[error(
+        "device {device}'s history (head {snapshot}) shares no snapshot with this store's: an unrelated store was pushed to this remote, or this store started on its own. Nothing was merged. To merge the two anyway: 'shelldone sync pull --allow-unrelated'"
+    )]
+    UnrelatedHistory {
+        /// The other device.
+        device: String,
+        /// Its head (hex).
+        snapshot: String,
+    },
     /// Anything else a user must fix (bad arguments, configuration).
     #[error("{0}")]
     Invalid(String),
@@ -123,13 +157,16 @@ impl Error {
             | Error::NoSnapshot
             | Error::BadRefName(_)
             | Error::UnknownSession(..)
+            | Error::EmptiedRoot { .. }
             | Error::Invalid(_) => 2,
             Error::MissingObject { .. }
             | Error::CorruptObject { .. }
             | Error::WrongKind { .. }
             | Error::UnsafePath(_) => 3,
             Error::Locked { .. } | Error::RefConflict { .. } => 4,
-            Error::Remote { .. } => 5,
+            Error::Remote { .. } | Error::DeviceIdInUse { .. } | Error::UnrelatedHistory { .. } => {
+                5
+            }
             Error::NewerStore { .. } | Error::ReadOnly(_) => 6,
             Error::Io(_) | Error::Encode(_) => 1,
         }

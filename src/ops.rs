@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::State;
 use crate::error::{Error, Result};
+use crate::snapshot::conflicts;
 use crate::snapshot::restore::{self, Plan};
 use crate::snapshot::save::read_live;
 use crate::snapshot::{Flat, Layout, flatten, in_roots, session_of, write_trees};
@@ -35,6 +36,12 @@ pub struct SaveOptions {
     pub message: String,
     /// Only this session (the rest is taken from the current head).
     pub session: Option<String>,
+    /// Save even when a root (`config/`, `state/sessions/`, `state/journal/`) that held files in
+    /// the head is now missing or empty. Without it such a save is refused: a typo'd or
+    /// unmounted `--config-dir` must not become a snapshot that deletes everything.
+    pub allow_empty: bool,
+    /// Open conflicts (by id) this save resolves: they are not carried into the new snapshot.
+    pub resolved: Vec<String>,
 }
 
 /// A descriptor that was found corrupt and moved aside.
@@ -76,6 +83,8 @@ pub struct RestoreOptions {
     pub rev: Option<String>,
     /// Only this session.
     pub session: Option<String>,
+    /// Only this file or folder (a snapshot path such as `config/shelldone.toml`).
+    pub path: Option<String>,
     /// Write into this dir (`DIR/config`, `DIR/state/…`) instead of the live dirs.
     pub to: Option<PathBuf>,
     /// Only compute the plan.
@@ -101,6 +110,8 @@ struct Intent {
     /// (written by `sync pull` before it moves the head).
     snapshot: String,
     session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
 }
 
 /// Records that the live state must be made equal to the head, whatever it becomes: written
@@ -112,6 +123,7 @@ pub(crate) fn write_head_intent(st: &State) -> Result<()> {
         &serde_json::to_vec(&Intent {
             snapshot: "head".into(),
             session: None,
+            path: None,
         })
         .map_err(std::io::Error::other)?,
     )?;
@@ -130,6 +142,55 @@ pub fn session_ref(session: &[u8]) -> String {
         }
     }
     s
+}
+
+/// What part of the state an operation covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything under the roots.
+    #[default]
+    All,
+    /// One session's files (`state/sessions/<id>.*`, `state/sessions/<id>/…`).
+    Session(String),
+    /// One file or folder, by snapshot path (`config/shelldone.toml`, `state/journal`).
+    Path(Vec<u8>),
+}
+
+impl Scope {
+    /// From the `--session` / `--path` options (at most one of them is set).
+    #[must_use]
+    pub fn of(session: Option<&str>, path: Option<&str>) -> Scope {
+        match (session, path) {
+            (Some(s), _) => Scope::Session(s.to_owned()),
+            (None, Some(p)) => Scope::Path(p.trim_end_matches('/').as_bytes().to_vec()),
+            (None, None) => Scope::All,
+        }
+    }
+
+    /// The session, for a session scope.
+    #[must_use]
+    pub fn session(&self) -> Option<&str> {
+        match self {
+            Scope::Session(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// True for paths the scope covers. A path scope also covers the folders above it, so that
+    /// a walk reaches it.
+    #[must_use]
+    pub fn contains(&self, p: &[u8]) -> bool {
+        match self {
+            Scope::All => in_roots(p),
+            Scope::Session(id) => session_of(p).is_some_and(|s| s == id.as_bytes()),
+            Scope::Path(x) => {
+                in_roots(p)
+                    && (p == x.as_slice()
+                        || (p.starts_with(x) && p.get(x.len()) == Some(&b'/'))
+                        || (x.starts_with(p) && x.get(p.len()) == Some(&b'/')))
+            }
+        }
+    }
 }
 
 /// A predicate selecting one session's paths (or everything).
@@ -243,9 +304,14 @@ impl State {
             merged.dirs.extend(new_flat.dirs);
             new_flat = merged;
         }
+        if !opts.allow_empty && opts.session.is_none() {
+            self.refuse_emptied_roots(&new_flat, &mut head_flat)?;
+        }
+        let extra = conflicts::carried(head.as_ref().map(|h| &h.1), &opts.resolved)?;
         let root = write_trees(&new_flat, Some(&batch))?;
         if let Some((hid, hs)) = &head
             && hs.root == root
+            && conflicts::carried(Some(hs), &[])? == extra
         {
             batch.commit()?;
             cache.retain(in_roots);
@@ -269,6 +335,7 @@ impl State {
             root,
             &opts.message,
             opts.session.clone(),
+            extra,
         )?;
         cache.retain(in_roots);
         cache.save(&self.statcache_path())?;
@@ -283,6 +350,39 @@ impl State {
         })
     }
 
+    /// Refuses a save that would record a root (`config/`, `state/sessions/`, `state/journal/`)
+    /// as emptied when the head has files there: the sign of a wrong `--config-dir`, an
+    /// unmounted disk or a folder replaced by a file. The head is read only when a root is empty.
+    fn refuse_emptied_roots(
+        &self,
+        new_flat: &Flat,
+        head_flat: &mut impl FnMut(&State) -> Result<Flat>,
+    ) -> Result<()> {
+        let under = |p: &[u8], r: &[u8]| p.starts_with(r) && p.get(r.len()) == Some(&b'/');
+        for r in crate::snapshot::ROOTS {
+            let r = r.as_bytes();
+            if new_flat.leaves.keys().any(|p| under(p, r)) {
+                continue;
+            }
+            if head_flat(self)?.leaves.keys().any(|p| under(p, r)) {
+                let path = self.layout().abs(r);
+                let what = if path.is_dir() {
+                    "is empty"
+                } else if path.exists() {
+                    "is not a folder"
+                } else {
+                    "is missing"
+                };
+                return Err(Error::EmptiedRoot {
+                    root: String::from_utf8_lossy(r).into_owned(),
+                    path,
+                    what,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Writes a snapshot of `new_flat` (whose root is `root`) on top of `head`, moves the head and
     /// the refs of the sessions that changed.
     #[allow(clippy::too_many_arguments)]
@@ -295,6 +395,7 @@ impl State {
         root: ObjectId,
         message: &str,
         session: Option<String>,
+        extra: Vec<(String, Vec<u8>)>,
     ) -> Result<(ObjectId, BatchStats, Vec<String>)> {
         let snap = Snapshot {
             root,
@@ -304,7 +405,7 @@ impl State {
             message: message.to_owned(),
             session,
             summary: base.summary_to(new_flat),
-            extra: Vec::new(),
+            extra,
         };
         let id = batch.put(&Object::Snapshot(snap))?;
         let stats = batch.commit()?;
@@ -502,31 +603,20 @@ impl State {
         }
         let _lock = self.lock("state restore")?;
         let snap_id = self.restore_target(opts)?;
-        if let Some(s) = &opts.session {
-            let t = flatten(&self.objects, &self.objects.read_snapshot(&snap_id)?.root)?;
-            if !t
-                .leaves
-                .keys()
-                .chain(t.dirs.iter())
-                .any(|p| session_of(p) == Some(s.as_bytes()))
-            {
-                return Err(Error::UnknownSession(
-                    s.clone(),
-                    format!("snapshot {}", snap_id.short(12)),
-                ));
-            }
-        }
+        let scope = self.checked_scope(opts, snap_id)?;
         let auto_saved = if opts.dry_run {
             None
         } else {
+            // Whatever the restore overwrites is saved first; an emptied root is saved as it
+            // is (restoring is how a user repairs it).
             let o = self.save_locked(&SaveOptions {
                 message: format!("auto-save before restoring {}", snap_id.short(12)),
-                session: None,
+                allow_empty: true,
+                ..SaveOptions::default()
             })?;
             if o.created { o.id } else { None }
         };
-        let (plan, new_head) =
-            self.restore_locked(snap_id, opts.session.as_deref(), opts.dry_run)?;
+        let (plan, new_head) = self.restore_locked(snap_id, &scope, opts.dry_run)?;
         Ok(RestoreOutcome {
             snapshot: snap_id,
             plan,
@@ -535,15 +625,125 @@ impl State {
         })
     }
 
+    /// The scope of a restore, checked against the snapshot: the session or path must exist
+    /// there.
+    fn checked_scope(&self, opts: &RestoreOptions, snap_id: ObjectId) -> Result<Scope> {
+        if opts.session.is_some() && opts.path.is_some() {
+            return Err(Error::Invalid(
+                "--session and --path cannot be used together".into(),
+            ));
+        }
+        let scope = Scope::of(opts.session.as_deref(), opts.path.as_deref());
+        if scope == Scope::All {
+            return Ok(scope);
+        }
+        if let Scope::Path(p) = &scope
+            && !in_roots(p)
+        {
+            return Err(Error::Invalid(format!(
+                "--path {}: a snapshot path starts with config/, state/sessions/ or state/journal/",
+                String::from_utf8_lossy(p)
+            )));
+        }
+        let t = flatten(&self.objects, &self.objects.read_snapshot(&snap_id)?.root)?;
+        let found = match &scope {
+            Scope::Session(s) => t
+                .leaves
+                .keys()
+                .chain(t.dirs.iter())
+                .any(|p| session_of(p) == Some(s.as_bytes())),
+            Scope::Path(x) => t.leaves.contains_key(x) || t.dirs.contains(x),
+            Scope::All => true,
+        };
+        if found {
+            return Ok(scope);
+        }
+        Err(match scope {
+            Scope::Session(s) => {
+                Error::UnknownSession(s, format!("snapshot {}", snap_id.short(12)))
+            }
+            Scope::Path(p) => Error::Invalid(format!(
+                "no file or folder '{}' in snapshot {}",
+                String::from_utf8_lossy(&p),
+                snap_id.short(12)
+            )),
+            Scope::All => unreachable!("returned above"),
+        })
+    }
+
     /// The restore proper, under the lock: also used to roll an interrupted restore forward.
     pub(crate) fn restore_locked(
         &self,
         snap_id: ObjectId,
-        session: Option<&str>,
+        scope: &Scope,
         dry_run: bool,
     ) -> Result<(Plan, Option<ObjectId>)> {
+        let (plan, target) = self.apply_restore(snap_id, scope, dry_run)?;
+        if dry_run {
+            return Ok((plan, None));
+        }
+        let intent_path = self.snap_dir.join("restore-intent");
+        let sel = |p: &[u8]| scope.contains(p);
+        // Record the restore as a snapshot on top of the head.
+        let head = self.head_state()?;
+        let base = match &head {
+            Some((_, s)) => flatten(&self.objects, &s.root)?,
+            None => Flat::with_roots(),
+        };
+        let new_flat = match scope {
+            Scope::All => target,
+            _ => {
+                let mut m = base.filtered(|p| !sel(p));
+                m.leaves.extend(target.leaves);
+                m.dirs.extend(target.dirs);
+                m
+            }
+        };
+        let root = write_trees(&new_flat, None)?;
+        let new_head = if head.as_ref().is_some_and(|(_, s)| s.root == root) {
+            None
+        } else {
+            let batch = self.objects.batch()?;
+            let root = write_trees(&new_flat, Some(&batch))?;
+            let msg = match scope {
+                Scope::Session(s) => format!("restore session {s} from {}", snap_id.short(12)),
+                Scope::Path(p) => format!(
+                    "restore {} from {}",
+                    String::from_utf8_lossy(p),
+                    snap_id.short(12)
+                ),
+                Scope::All => format!("restore {}", snap_id.short(12)),
+            };
+            Some(
+                self.commit_snapshot(
+                    batch,
+                    &new_flat,
+                    &base,
+                    head.as_ref().map(|h| h.0),
+                    root,
+                    &msg,
+                    scope.session().map(str::to_owned),
+                    conflicts::carried(head.as_ref().map(|h| &h.1), &[])?,
+                )?
+                .0,
+            )
+        };
+        fs::remove_file(&intent_path)?;
+        durable::sync_dir(&self.snap_dir)?;
+        Ok((plan, new_head))
+    }
+
+    /// Makes the live files in `scope` equal to a snapshot, under a restore intent (a crash
+    /// rolls it forward); records nothing. Returns the plan and the target content.
+    fn apply_restore(
+        &self,
+        snap_id: ObjectId,
+        scope: &Scope,
+        dry_run: bool,
+    ) -> Result<(Plan, Flat)> {
+        let intent_path = self.snap_dir.join("restore-intent");
         let snap = self.objects.read_snapshot(&snap_id)?;
-        let sel = scope(session);
+        let sel = |p: &[u8]| scope.contains(p);
         let target = flatten(&self.objects, &snap.root)?.filtered(&sel);
         let layout = self.layout();
         let mut cache = StatCache::load(&self.statcache_path());
@@ -562,14 +762,17 @@ impl State {
         }
         let plan = restore::plan(&target, &live_flat);
         if dry_run {
-            return Ok((plan, None));
+            return Ok((plan, target));
         }
-        let intent_path = self.snap_dir.join("restore-intent");
         durable::write_atomic(
             &intent_path,
             &serde_json::to_vec(&Intent {
                 snapshot: snap_id.to_hex(),
-                session: session.map(str::to_owned),
+                session: scope.session().map(str::to_owned),
+                path: match scope {
+                    Scope::Path(p) => Some(String::from_utf8_lossy(p).into_owned()),
+                    _ => None,
+                },
             })
             .map_err(std::io::Error::other)?,
         )?;
@@ -591,47 +794,15 @@ impl State {
         }
         cache.retain(in_roots);
         cache.save(&self.statcache_path())?;
-        // Record the restore as a snapshot on top of the head.
-        let head = self.head_state()?;
-        let base = match &head {
-            Some((_, s)) => flatten(&self.objects, &s.root)?,
-            None => Flat::with_roots(),
-        };
-        let new_flat = match session {
-            None => target,
-            Some(_) => {
-                let mut m = base.filtered(|p| !sel(p));
-                m.leaves.extend(target.leaves);
-                m.dirs.extend(target.dirs);
-                m
-            }
-        };
-        let root = write_trees(&new_flat, None)?;
-        let new_head = if head.as_ref().is_some_and(|(_, s)| s.root == root) {
-            None
-        } else {
-            let batch = self.objects.batch()?;
-            let root = write_trees(&new_flat, Some(&batch))?;
-            let msg = match session {
-                Some(s) => format!("restore session {s} from {}", snap_id.short(12)),
-                None => format!("restore {}", snap_id.short(12)),
-            };
-            Some(
-                self.commit_snapshot(
-                    batch,
-                    &new_flat,
-                    &base,
-                    head.map(|h| h.0),
-                    root,
-                    &msg,
-                    session.map(str::to_owned),
-                )?
-                .0,
-            )
-        };
-        fs::remove_file(&intent_path)?;
-        durable::sync_dir(&self.snap_dir)?;
-        Ok((plan, new_head))
+        Ok((plan, target))
+    }
+
+    /// Makes the live files in `scope` equal to a snapshot without recording a snapshot (the
+    /// caller records what it did, e.g. a conflict resolution).
+    pub(crate) fn materialize(&self, snap_id: ObjectId, scope: &Scope) -> Result<Plan> {
+        let (plan, _) = self.apply_restore(snap_id, scope, false)?;
+        fs::remove_file(self.snap_dir.join("restore-intent"))?;
+        Ok(plan)
     }
 
     /// The snapshot a restore is about: its revision, or the head.
@@ -644,8 +815,9 @@ impl State {
 
     fn restore_to(&self, opts: &RestoreOptions, dir: &std::path::Path) -> Result<RestoreOutcome> {
         let snap_id = self.restore_target(opts)?;
+        let scope = self.checked_scope(opts, snap_id)?;
         let snap = self.objects.read_snapshot(&snap_id)?;
-        let sel = scope(opts.session.as_deref());
+        let sel = |p: &[u8]| scope.contains(p);
         let target = flatten(&self.objects, &snap.root)?.filtered(&sel);
         let layout = Layout::under(dir);
         if !opts.dry_run {
@@ -667,16 +839,16 @@ impl State {
     }
 
     /// Reads a restore intent left by an interrupted restore.
-    pub(crate) fn pending_restore(&self) -> Result<Option<(ObjectId, Option<String>)>> {
+    pub(crate) fn pending_restore(&self) -> Result<Option<(ObjectId, Scope)>> {
         let p = self.snap_dir.join("restore-intent");
         match std::fs::read(&p) {
             Ok(b) => match serde_json::from_slice::<Intent>(&b) {
                 Ok(i) if ObjectId::from_hex(&i.snapshot).is_ok() => Ok(Some((
                     ObjectId::from_hex(&i.snapshot).expect("checked"),
-                    i.session,
+                    Scope::of(i.session.as_deref(), i.path.as_deref()),
                 ))),
                 Ok(i) if i.snapshot == "head" => match self.refs.get(HEAD)? {
-                    Some(h) => Ok(Some((h, None))),
+                    Some(h) => Ok(Some((h, Scope::All))),
                     None => {
                         fs::remove_file(&p)?;
                         Ok(None)

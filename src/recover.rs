@@ -132,16 +132,17 @@ impl State {
                 }
             }
         }
-        if let Some((snap, session)) = self.pending_restore()? {
+        if let Some((snap, scope)) = self.pending_restore()? {
             // Roll forward: the user asked for this snapshot; finish making it live. If that is
             // impossible (its objects are damaged), give up on it rather than block every command.
             // Whatever changed in the live dirs since the crash is saved first, so rolling
             // forward never overwrites edits made after it.
             let saved = self.save_locked(&crate::ops::SaveOptions {
                 message: "auto-save before finishing an interrupted restore".into(),
-                session: None,
+                allow_empty: true,
+                ..crate::ops::SaveOptions::default()
             });
-            match saved.and_then(|_| self.restore_locked(snap, session.as_deref(), false)) {
+            match saved.and_then(|_| self.restore_locked(snap, &scope, false)) {
                 Ok(_) => r.restore_finished = Some(snap.to_hex()),
                 Err(e) => {
                     let _ = std::fs::remove_file(self.snapshots_dir().join("restore-intent"));

@@ -209,9 +209,21 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
     eprintln!("crash test: calibrated save {t_save:?}, restore {t_restore:?}, gc {t_gc:?}");
     // The donor is also a second device: it pushes to a directory remote that this device pulls.
     let remote = env.dir.path().join("remote");
-    donor.ok(&["remote", "add", "origin", remote.to_str().expect("utf8")]);
+    donor.ok(&[
+        "remote",
+        "add",
+        "origin",
+        remote.to_str().expect("utf8"),
+        "--init",
+    ]);
     donor.ok(&["sync", "push"]);
-    env.ok(&["remote", "add", "origin", remote.to_str().expect("utf8")]);
+    env.ok(&[
+        "remote",
+        "add",
+        "origin",
+        remote.to_str().expect("utf8"),
+        "--init",
+    ]);
     let t_pull = time_of(&env, &["sync", "pull", "--no-restore"]).max(t_restore);
     let mut span = [t_save, t_restore, t_gc, t_pull];
     let mut kills = 0;

@@ -42,6 +42,7 @@ impl Dev {
             .save(&SaveOptions {
                 message: format!("first save of seed {seed}"),
                 session: None,
+                ..Default::default()
             })
             .unwrap();
         Dev {
@@ -106,6 +107,7 @@ impl Dev {
             .save(&SaveOptions {
                 message: format!("change {round}"),
                 session: None,
+                ..Default::default()
             })
             .unwrap()
     }

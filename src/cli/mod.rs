@@ -50,6 +50,15 @@ enum Cmd {
     /// Sync with a remote: push, pull, status, daemon.
     #[command(subcommand)]
     Sync(SyncCmd),
+    /// List, show and resolve the conflicts sync set aside (they travel with sync, so every
+    /// device sees them).
+    Conflicts {
+        #[command(subcommand)]
+        cmd: Option<ConflictsCmd>,
+    },
+    /// This device's name on remotes.
+    #[command(subcommand)]
+    Device(DeviceCmd),
     /// Generate a synthetic state (benchmarks): DIR/config and DIR/state.
     #[command(hide = true)]
     Generate {
@@ -80,14 +89,23 @@ enum StateCmd {
         /// Save only this session (the rest is taken from the current head).
         #[arg(long)]
         session: Option<String>,
+        /// Save even if config/, state/sessions/ or state/journal/ held files in the last
+        /// snapshot and is now missing or empty (otherwise refused: a typo'd --config-dir
+        /// would record deleting everything).
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Make the live state equal to a snapshot (default: head).
     Restore {
         /// Revision (ref, id, id prefix, REF~N).
         rev: Option<String>,
         /// Restore only this session.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "path")]
         session: Option<String>,
+        /// Restore only this file or folder (snapshot path: config/…, state/sessions/…,
+        /// state/journal/…).
+        #[arg(long, value_name = "PATH")]
+        path: Option<String>,
         /// Write into DIR/config and DIR/state instead of the live dirs.
         #[arg(long, value_name = "DIR")]
         to: Option<PathBuf>,
@@ -129,6 +147,9 @@ enum RemoteCmd {
         name: String,
         /// URL or path.
         url: String,
+        /// Create the directory remote (a directory remote is never created implicitly).
+        #[arg(long)]
+        init: bool,
     },
     /// List remotes.
     List,
@@ -164,9 +185,13 @@ enum SyncCmd {
         /// full: all history; partial: only each device's newest snapshot.
         #[arg(long, value_enum, default_value = "full")]
         strategy: StrategyArg,
-        /// Integrate only these sessions.
+        /// Integrate only these sessions (the rest of the other devices' heads stays
+        /// unintegrated until a full pull).
         #[arg(long = "session")]
         sessions: Vec<String>,
+        /// Merge a device whose history shares nothing with this store's.
+        #[arg(long)]
+        allow_unrelated: bool,
     },
     /// Ahead/behind per device and differing sessions.
     Status {
@@ -193,6 +218,45 @@ enum SyncCmd {
         max_runtime: Option<f64>,
     },
 }
+
+#[derive(Debug, Subcommand)]
+enum ConflictsCmd {
+    /// List the open conflicts (the default).
+    List,
+    /// Show both versions of a conflict's files.
+    Show {
+        /// Conflict id (or a unique prefix).
+        id: String,
+    },
+    /// Resolve a conflict and record the resolution as a snapshot.
+    Resolve {
+        /// Conflict id (or a unique prefix).
+        id: String,
+        /// Keep the live version.
+        #[arg(long, group = "how")]
+        ours: bool,
+        /// Take the set-aside version (for keys: its values of those keys).
+        #[arg(long, group = "how")]
+        theirs: bool,
+        /// Keep both: the set-aside session as <id>-<device>, a file as <name>.conflict-<device>.<ext>.
+        #[arg(long, group = "how")]
+        both: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCmd {
+    /// Print this device's name.
+    Show,
+    /// Rename this device (e.g. after copying a state folder to another machine).
+    Rename {
+        /// The new name.
+        name: String,
+    },
+}
+
+/// Exit code of a command that finished but left conflicts for the user (see docs/cli.md).
+pub const EXIT_CONFLICTS: u8 = 7;
 
 #[derive(Debug, Args)]
 struct LogArgs {
@@ -250,7 +314,18 @@ fn open(cli: &Cli) -> Result<State> {
 }
 
 fn open_with_report(cli: &Cli) -> Result<(State, crate::RecoveryReport)> {
-    let (st, rep) = State::open(paths(cli)?)?;
+    let p = paths(cli)?;
+    let new_store = !p.state_dir.join("snapshots").exists();
+    let (st, rep) = State::open(p)?;
+    if new_store && !cli.json {
+        // A typo'd --state-dir must not go unnoticed.
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: created a new state store in {} (device {})",
+            st.paths().state_dir.display(),
+            st.device()
+        );
+    }
     if rep.did_something() && !cli.json {
         let mut err = std::io::stderr();
         if let Some(why) = &rep.restore_abandoned {
@@ -415,6 +490,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::State(sc) => run_state(&cli, sc),
         Cmd::Remote(rc) => sync_cmd::run_remote(&open(&cli)?, cli.json, rc),
         Cmd::Sync(sc) => sync_cmd::run_sync(&open(&cli)?, cli.json, sc),
+        Cmd::Conflicts { cmd } => sync_cmd::run_conflicts(&open(&cli)?, cli.json, cmd.as_ref()),
+        Cmd::Device(dc) => {
+            let mut st = open(&cli)?;
+            match dc {
+                DeviceCmd::Show => {
+                    if cli.json {
+                        out(json!({"device": st.device()}));
+                    } else {
+                        out(st.device());
+                    }
+                }
+                DeviceCmd::Rename { name } => {
+                    let old = st.device().to_owned();
+                    st.device_rename(name)?;
+                    if cli.json {
+                        out(json!({"old": old, "new": name}));
+                    } else {
+                        out(format!(
+                            "renamed this device '{old}' → '{name}'; the next push writes under the new name, and the next pull merges what '{old}' holds on the remote"
+                        ));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -440,10 +540,16 @@ fn print_changes(changes: &[crate::history::Change]) {
 fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
     let (st, opened) = open_with_report(cli)?;
     match sc {
-        StateCmd::Save { message, session } => {
+        StateCmd::Save {
+            message,
+            session,
+            allow_empty,
+        } => {
             let o = st.save(&SaveOptions {
                 message: message.clone(),
                 session: session.clone(),
+                allow_empty: *allow_empty,
+                ..SaveOptions::default()
             })?;
             for q in &o.quarantined {
                 let _ = writeln!(std::io::stderr(), "warning: {}", quarantine_line(q));
@@ -477,12 +583,14 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
         StateCmd::Restore {
             rev,
             session,
+            path,
             to,
             dry_run,
         } => {
             let o = st.restore(&RestoreOptions {
                 rev: rev.clone(),
                 session: session.clone(),
+                path: path.clone(),
                 to: to.clone(),
                 dry_run: *dry_run,
             })?;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{RemoteCmd, StrategyArg, SyncCmd, out, output};
+use super::{ConflictsCmd, EXIT_CONFLICTS, RemoteCmd, StrategyArg, SyncCmd, out, output};
 use crate::error::{Error, Result};
 use crate::sync::{PullOptions, Strategy};
 use crate::{SaveOptions, State};
@@ -27,8 +27,8 @@ fn progress_bar(json: bool, what: &str) -> Option<indicatif::ProgressBar> {
 
 pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitCode> {
     match rc {
-        RemoteCmd::Add { name, url } => {
-            let r = st.remote_add(name, url)?;
+        RemoteCmd::Add { name, url, init } => {
+            let r = st.remote_add(name, url, *init)?;
             if json {
                 out(json!({"name": r.name, "url": r.url, "kind": r.kind}));
             } else {
@@ -93,6 +93,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
             no_restore,
             strategy,
             sessions,
+            allow_unrelated,
         } => {
             let pb = progress_bar(json, &format!("pull {remote}"));
             let cb = |done: u64, total: Option<u64>| {
@@ -110,6 +111,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                     StrategyArg::Partial => Strategy::Partial,
                 },
                 sessions: sessions.clone(),
+                allow_unrelated: *allow_unrelated,
             };
             let r = st.sync_pull(remote, &opts, &cb)?;
             if let Some(pb) = pb {
@@ -128,6 +130,11 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                         r.devices.join(", ")
                     }
                 ));
+                if let Some(d) = &r.adopted {
+                    out(format!(
+                        "  adopted {d}'s state (this device had no history)"
+                    ));
+                }
                 for d in &r.fast_forwarded {
                     out(format!("  fast-forwarded to {d}"));
                 }
@@ -140,11 +147,14 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                         r.sessions_updated.join(" ")
                     ));
                 }
-                for c in &r.conflicts {
+                for s in &r.skipped_sessions {
                     out(format!(
-                        "  conflict: {} changed here and on {}; kept this device's version, theirs is at '{}' (shelldone state restore {} --session …)",
-                        c.what, c.device, c.other_ref, c.other_ref
+                        "  session {} not taken from {}: {}",
+                        s.session, s.device, s.why
                     ));
+                }
+                for c in &r.conflicts {
+                    out(format!("  conflict {}", conflict_line(c)));
                 }
                 if r.restored {
                     out(format!(
@@ -152,6 +162,15 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                         r.files_changed
                     ));
                 }
+                if r.open_conflicts > 0 {
+                    out(format!(
+                        "{} open conflict(s): 'shelldone conflicts' lists them, 'shelldone conflicts resolve ID --ours|--theirs|--both' settles one",
+                        r.open_conflicts
+                    ));
+                }
+            }
+            if !r.conflicts.is_empty() || !r.skipped_sessions.is_empty() {
+                return Ok(ExitCode::from(EXIT_CONFLICTS));
             }
         }
         SyncCmd::Status { remote } => {
@@ -180,6 +199,12 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                 if s.is_empty() {
                     out(format!(
                         "{remote} has no devices yet; run 'shelldone sync push {remote}'"
+                    ));
+                }
+                let open = st.conflicts()?.len();
+                if open > 0 {
+                    out(format!(
+                        "{open} open conflict(s) on this device: 'shelldone conflicts'"
                     ));
                 }
             }
@@ -254,6 +279,7 @@ fn daemon(
             let o = st.save(&SaveOptions {
                 message: "daemon: saved on change".into(),
                 session: None,
+                ..Default::default()
             })?;
             if o.created {
                 unpushed = true;
@@ -285,4 +311,120 @@ fn daemon(
         }
     }
     Ok(())
+}
+
+/// One line for a conflict: what, which versions, how to settle it.
+fn conflict_line(c: &crate::sync::Conflict) -> String {
+    let what = match c.kind {
+        crate::sync::ConflictKind::Session => {
+            format!("session {}", c.path.trim_start_matches("state/sessions/"))
+        }
+        crate::sync::ConflictKind::File => format!("file {}", c.path),
+        crate::sync::ConflictKind::Keys => format!("{} in {}", c.keys.join(", "), c.path),
+    };
+    format!(
+        "{} [{what}]: kept {}'s version ({}), set aside {}'s ({}); resolve: shelldone conflicts resolve {} --ours|--theirs|--both",
+        c.id,
+        c.kept_device,
+        output::time(c.kept_time_ns),
+        c.other_device,
+        output::time(c.other_time_ns),
+        c.id
+    )
+}
+
+pub(super) fn run_conflicts(
+    st: &State,
+    json: bool,
+    cmd: Option<&ConflictsCmd>,
+) -> Result<ExitCode> {
+    use crate::sync::resolve::Resolution;
+    match cmd.unwrap_or(&ConflictsCmd::List) {
+        ConflictsCmd::List => {
+            let all = st.conflicts()?;
+            if json {
+                out(serde_json::to_value(&all).map_err(|e| Error::Invalid(e.to_string()))?);
+            } else if all.is_empty() {
+                out("no open conflicts");
+            } else {
+                for c in &all {
+                    out(conflict_line(c));
+                }
+            }
+        }
+        ConflictsCmd::Show { id } => {
+            let (c, files) = st.conflict_show(id)?;
+            if json {
+                let files: Vec<serde_json::Value> = files
+                    .iter()
+                    .map(|f| {
+                        let text = |b: &Option<Vec<u8>>| {
+                            b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
+                        };
+                        json!({"path": f.path, "kept": text(&f.kept), "other": text(&f.other),
+                            "kept_size": f.sizes.0, "other_size": f.sizes.1})
+                    })
+                    .collect();
+                out(json!({"conflict": c, "files": files}));
+            } else {
+                out(conflict_line(&c));
+                for f in &files {
+                    out(format!("=== {}", f.path));
+                    for (label, dev, body, size) in [
+                        ("kept", &c.kept_device, &f.kept, f.sizes.0),
+                        ("set aside", &c.other_device, &f.other, f.sizes.1),
+                    ] {
+                        match (body, size) {
+                            (Some(b), _)
+                                if b.len() <= 64 * 1024 && std::str::from_utf8(b).is_ok() =>
+                            {
+                                out(format!("--- {label} ({dev}):"));
+                                out(String::from_utf8_lossy(b).trim_end());
+                            }
+                            (_, Some(n)) => out(format!(
+                                "--- {label} ({dev}): {} (binary or large; not shown)",
+                                output::bytes(n)
+                            )),
+                            (_, None) => out(format!("--- {label} ({dev}): absent")),
+                        }
+                    }
+                }
+            }
+        }
+        ConflictsCmd::Resolve {
+            id,
+            ours,
+            theirs,
+            both,
+        } => {
+            let how = match (ours, theirs, both) {
+                (true, _, _) => Resolution::Ours,
+                (_, true, _) => Resolution::Theirs,
+                (_, _, true) => Resolution::Both,
+                _ => {
+                    return Err(Error::Invalid(
+                        "say how: --ours (keep the live version), --theirs (take the set-aside one) or --both".into(),
+                    ));
+                }
+            };
+            let r = st.conflict_resolve(id, how)?;
+            if json {
+                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+            } else {
+                out(format!(
+                    "resolved {} on {} ({}){}; recorded as {}",
+                    r.conflict.id,
+                    r.conflict.path,
+                    format!("{how:?}").to_lowercase(),
+                    if r.written.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", wrote {}", r.written.join(", "))
+                    },
+                    &r.snapshot[..12.min(r.snapshot.len())]
+                ));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -63,6 +63,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
     let a = st.save(&SaveOptions {
         message: "first save".into(),
         session: None,
+        ..Default::default()
     })?;
     let first = a.id.ok_or(Error::NoSnapshot)?;
     out(format!(
@@ -95,6 +96,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
     let b = st.save(&SaveOptions {
         message: "after changes".into(),
         session: None,
+        ..Default::default()
     })?;
     out(format!(
         "4. changed files (journal +200 lines, 2 descriptors, scrollback +100 KB, 1 deleted, 1 session added), saved -> {} (+{} ~{} -{}, {} new objects, {} bytes, {:.1} ms)",

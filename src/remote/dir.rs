@@ -97,6 +97,23 @@ impl DirRemote {
         &self.dir
     }
 
+    /// Creates the remote (marker, folders) on purpose (`remote add --init`); an existing
+    /// remote is left as it is.
+    ///
+    /// # Errors
+    /// A non-empty folder that is not a remote, I/O.
+    pub fn init(&self) -> Result<()> {
+        self.open(true).map(|_| ())
+    }
+
+    /// True when the folder is a directory remote (its marker is there).
+    ///
+    /// # Errors
+    /// A non-empty folder that is not a remote, a marker of another version, I/O.
+    pub fn exists(&self) -> Result<bool> {
+        self.open(false)
+    }
+
     fn err(&self, why: impl Into<String>) -> Error {
         Error::Remote {
             remote: self.name.clone(),
@@ -490,6 +507,42 @@ impl Remote for DirRemote {
             }
         }
         Ok(f.stats)
+    }
+
+    fn snapshot_graph(
+        &mut self,
+        store: &ObjectStore,
+        wants: &[ObjectId],
+        known: &dyn Fn(&ObjectId) -> bool,
+    ) -> Result<BTreeMap<ObjectId, objects_format::Snapshot>> {
+        let _ = store;
+        let mut out = BTreeMap::new();
+        if !self.open(false)? {
+            return Ok(out);
+        }
+        let mut checker = Checker::new(&self.name, self.limits);
+        let mut stack: Vec<ObjectId> = wants.to_vec();
+        while let Some(id) = stack.pop() {
+            if out.contains_key(&id) || known(&id) {
+                continue;
+            }
+            if out.len() >= super::MAX_GRAPH_SNAPSHOTS {
+                return Err(self.err(format!(
+                    "more than {} snapshots in the history; refusing to read more",
+                    super::MAX_GRAPH_SNAPSHOTS
+                )));
+            }
+            let raw = self.read_object_file(&id, Kind::Snapshot)?;
+            checker.precheck(raw.len() as u64)?;
+            let (canonical, obj) = verify::verify_raw(&id, Kind::Snapshot, &raw)?;
+            checker.charge(raw.len().max(canonical.len()) as u64)?;
+            let Object::Snapshot(snap) = obj else {
+                unreachable!("kind verified")
+            };
+            stack.extend(snap.parents.iter().copied());
+            out.insert(id, snap);
+        }
+        Ok(out)
     }
 }
 

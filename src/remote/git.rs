@@ -1009,4 +1009,63 @@ impl Remote for GitRemote {
         self.map.flush()?;
         res.map(|()| stats)
     }
+
+    fn snapshot_graph(
+        &mut self,
+        store: &ObjectStore,
+        wants: &[ObjectId],
+        known: &dyn Fn(&ObjectId) -> bool,
+    ) -> Result<BTreeMap<ObjectId, Snapshot>> {
+        let _ = store;
+        let mut out = BTreeMap::new();
+        if wants.is_empty() {
+            return Ok(out);
+        }
+        self.ensure_repo()?;
+        let find = |tips: &BTreeMap<String, (GitId, ObjectId)>, w: &ObjectId| {
+            tips.values().find(|(_, s)| s == w).map(|(g, _)| *g)
+        };
+        if wants.iter().any(|w| find(&self.tips, w).is_none()) {
+            self.refresh()?;
+        }
+        let mut stack = Vec::new();
+        for w in wants {
+            let g = find(&self.tips, w)
+                .ok_or_else(|| self.err(format!("snapshot {w} is not on the remote")))?;
+            stack.push((g, *w));
+        }
+        let repo = self.repo.as_ref().expect("opened");
+        while let Some((gid, expect)) = stack.pop() {
+            if out.contains_key(&expect) || known(&expect) {
+                continue;
+            }
+            if out.len() >= super::MAX_GRAPH_SNAPSHOTS {
+                return Err(Error::Remote {
+                    remote: self.name.clone(),
+                    why: format!(
+                        "more than {} snapshots in the history; refusing to read more",
+                        super::MAX_GRAPH_SNAPSHOTS
+                    ),
+                });
+            }
+            let c = read_commit(repo, gid, &self.name)?;
+            if c.sid != expect || c.parents.len() != c.snapshot.parents.len() {
+                return Err(Error::Remote {
+                    remote: self.name.clone(),
+                    why: format!("commit {gid} does not hold snapshot {expect} with its parents"),
+                });
+            }
+            stack.extend(
+                c.parents
+                    .iter()
+                    .copied()
+                    .zip(c.snapshot.parents.iter().copied()),
+            );
+            // The mapping is a verified fact about the commit; fetch resolves history by it.
+            self.map.insert(c.sid, gid);
+            out.insert(c.sid, c.snapshot);
+        }
+        self.map.flush()?;
+        Ok(out)
+    }
 }

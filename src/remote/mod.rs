@@ -18,6 +18,9 @@ use objects_format::ObjectId;
 use crate::error::Result;
 use crate::store::{Batch, ObjectStore};
 
+/// At most this many snapshots are read by one [`Remote::snapshot_graph`] walk.
+pub const MAX_GRAPH_SNAPSHOTS: usize = 1_000_000;
+
 /// One ref update on the remote (compare-and-swap).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefUpdate {
@@ -79,6 +82,19 @@ pub trait Remote {
         shallow: bool,
         progress: Progress<'_>,
     ) -> Result<TransferStats>;
+
+    /// The snapshot objects reachable from `wants` through their parents, read and verified
+    /// but not staged: what a partial pull plans with. The walk does not go past snapshots for
+    /// which `known` is true (the local store has them and their history).
+    ///
+    /// # Errors
+    /// Corrupt/hostile snapshots, more than [`MAX_GRAPH_SNAPSHOTS`], transport errors.
+    fn snapshot_graph(
+        &mut self,
+        store: &ObjectStore,
+        wants: &[ObjectId],
+        known: &dyn Fn(&ObjectId) -> bool,
+    ) -> Result<BTreeMap<ObjectId, objects_format::Snapshot>>;
 }
 
 /// What kind of remote a URL names: a git remote for URLs with a scheme git understands

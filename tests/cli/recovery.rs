@@ -116,10 +116,22 @@ fn a_pull_killed_after_moving_the_head_is_finished_by_recovery() {
     let a = Sandbox::new();
     a.generate();
     a.save("v1");
-    a.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    a.ok(&[
+        "remote",
+        "add",
+        "origin",
+        remote.to_str().unwrap(),
+        "--init",
+    ]);
     a.ok(&["sync", "push"]);
     let b = Sandbox::new();
-    b.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    b.ok(&[
+        "remote",
+        "add",
+        "origin",
+        remote.to_str().unwrap(),
+        "--init",
+    ]);
     b.ok(&["sync", "pull"]);
     std::fs::write(a.config().join("config.toml"), "font_size = 99\n").unwrap();
     let v2 = a.save("v2");

@@ -42,6 +42,18 @@ impl Sandbox {
         );
         String::from_utf8(o.stdout).expect("utf8 stdout")
     }
+    /// Runs and expects exit `code`; returns stdout.
+    pub fn code(&self, code: i32, args: &[&str]) -> String {
+        let o = self.cmd(args).output().expect("spawn shelldone");
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "shelldone {args:?}: expected exit {code}:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).expect("utf8 stdout")
+    }
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("spawn shelldone")
     }

@@ -30,12 +30,12 @@ fn two_devices_roundtrip(url: &str) -> (Sandbox, Sandbox) {
     let b = Sandbox::new();
     a.generate();
     a.save("from A");
-    a.ok(&["remote", "add", "origin", url]);
+    a.ok(&["remote", "add", "origin", url, "--init"]);
     let pushed: serde_json::Value =
         serde_json::from_str(&a.ok(&["--json", "sync", "push"])).unwrap();
     assert!(pushed["objects_sent"].as_u64().unwrap() > 10, "{pushed}");
     // B is a new machine: pull brings the whole state.
-    b.ok(&["remote", "add", "origin", url]);
+    b.ok(&["remote", "add", "origin", url, "--init"]);
     let pulled: serde_json::Value =
         serde_json::from_str(&b.ok(&["--json", "sync", "pull"])).unwrap();
     assert_eq!(pulled["restored"], true, "{pulled}");
@@ -147,12 +147,16 @@ fn concurrent_changes_merge_and_conflicts_keep_both_versions() {
     a.save("A side");
     b.save("B side");
     a.ok(&["sync", "push"]);
-    let r: serde_json::Value = serde_json::from_str(&b.ok(&["--json", "sync", "pull"])).unwrap();
+    // A pull that leaves a conflict exits 7 (docs/cli.md).
+    let r: serde_json::Value =
+        serde_json::from_str(&b.code(7, &["--json", "sync", "pull"])).unwrap();
     let conflicts = r["conflicts"].as_array().unwrap();
     assert_eq!(conflicts.len(), 1, "{r}");
-    assert_eq!(conflicts[0]["what"], "session s004");
-    let other_ref = conflicts[0]["other_ref"].as_str().unwrap().to_owned();
-    // B kept its own s004, took A's s002, kept its s003; keymap merged key by key; journal has both tails.
+    assert_eq!(conflicts[0]["kind"], "session");
+    assert_eq!(conflicts[0]["path"], "state/sessions/s004");
+    let id = conflicts[0]["id"].as_str().unwrap().to_owned();
+    // The newer version (B saved last) is kept on every device; A's is set aside. B took A's
+    // s002, kept its s003; keymap merged key by key; journal has both tails.
     assert!(
         std::fs::read_to_string(b.state().join("sessions/s004/session.json"))
             .unwrap()
@@ -178,20 +182,38 @@ fn concurrent_changes_merge_and_conflicts_keep_both_versions() {
         j.ends_with("{\"a\":1}\n{\"b\":1}\n") || j.ends_with("{\"b\":1}\n{\"a\":1}\n"),
         "both journal tails kept"
     );
-    // A's version of s004 stays reachable and restorable.
-    b.ok(&["state", "restore", &other_ref, "--session", "s004"]);
+    // A's version of s004 is shown by `conflicts show`.
+    let shown = b.ok(&["conflicts", "show", &id[..8]]);
     assert!(
-        std::fs::read_to_string(b.state().join("sessions/s004/session.json"))
-            .unwrap()
-            .contains("\"A\"")
+        shown.contains("\"A\"") && shown.contains("\"B\""),
+        "{shown}"
     );
     let log = b.ok(&["log", "-n", "3"]);
     assert!(log.contains("merge"), "{log}");
-    // B pushes the merge; A pulls and fast-forwards to it.
+    // B pushes the merge; A pulls and fast-forwards to it: A's own s004 is replaced by B's,
+    // and A is told (the conflict travelled with the merge), with exit 7.
     b.ok(&["sync", "push"]);
-    a.ok(&["sync", "pull"]);
+    let r: serde_json::Value =
+        serde_json::from_str(&a.code(7, &["--json", "sync", "pull"])).unwrap();
+    assert_eq!(r["conflicts"][0]["id"], id.as_str(), "{r}");
+    assert_eq!(
+        r["conflicts"][0]["other_device"],
+        a.ok(&["device", "show"]).trim()
+    );
     assert_same(&a.live(), &b.live());
     fsck(&repo);
+    // A takes its own version back; the resolution is a snapshot that travels too.
+    a.ok(&["conflicts", "resolve", &id, "--theirs"]);
+    assert!(
+        std::fs::read_to_string(a.state().join("sessions/s004/session.json"))
+            .unwrap()
+            .contains("\"A\"")
+    );
+    assert_eq!(a.ok(&["conflicts"]).trim(), "no open conflicts");
+    a.ok(&["sync", "push"]);
+    b.ok(&["sync", "pull"]);
+    assert_eq!(b.ok(&["conflicts"]).trim(), "no open conflicts");
+    assert_same(&a.live(), &b.live());
     let status = a.ok(&["sync", "status"]);
     assert!(status.contains("(this device)"), "{status}");
 }
@@ -280,10 +302,22 @@ fn partial_strategy_fetches_only_the_newest_snapshot_and_checks_clean() {
     a.save("two");
     std::fs::write(a.config().join("x.toml"), "x = 2\n").unwrap();
     a.save("three");
-    a.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    a.ok(&[
+        "remote",
+        "add",
+        "origin",
+        remote.to_str().unwrap(),
+        "--init",
+    ]);
     a.ok(&["sync", "push"]);
     let b = Sandbox::new();
-    b.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    b.ok(&[
+        "remote",
+        "add",
+        "origin",
+        remote.to_str().unwrap(),
+        "--init",
+    ]);
     b.ok(&["sync", "pull", "--strategy", "partial"]);
     assert_same(&b.live(), &a.live());
     let log: serde_json::Value = serde_json::from_str(&b.ok(&["--json", "log"])).unwrap();
@@ -319,10 +353,22 @@ fn pull_of_selected_sessions_leaves_the_others_alone_and_no_restore_only_fetches
         let a = Sandbox::new();
         a.generate();
         a.save("base");
-        a.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+        a.ok(&[
+            "remote",
+            "add",
+            "origin",
+            remote.to_str().unwrap(),
+            "--init",
+        ]);
         a.ok(&["sync", "push"]);
         let b = Sandbox::new();
-        b.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+        b.ok(&[
+            "remote",
+            "add",
+            "origin",
+            remote.to_str().unwrap(),
+            "--init",
+        ]);
         b.ok(&["sync", "pull"]);
         (a, b)
     };
@@ -513,9 +559,9 @@ fn git_remote_over_smart_http() {
     std::fs::create_dir_all(a.config()).unwrap();
     std::fs::write(a.config().join("config.toml"), "font_size = 13\n").unwrap();
     a.save("over http");
-    a.ok(&["remote", "add", "origin", &url]);
+    a.ok(&["remote", "add", "origin", &url, "--init"]);
     a.ok(&["sync", "push"]);
-    b.ok(&["remote", "add", "origin", &url]);
+    b.ok(&["remote", "add", "origin", &url, "--init"]);
     b.ok(&["sync", "pull"]);
     assert_same(&b.live(), &a.live());
     fsck(&srv.join("state.git"));
