@@ -7,3 +7,4 @@ mod core;
 mod faults;
 mod recovery;
 mod sync;
+mod sync_stories;
