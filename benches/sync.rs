@@ -42,6 +42,7 @@ fn git(base: &Path, args: &str) -> String {
 struct Proxy {
     port: u16,
     sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
     _daemon: Daemon,
 }
 
@@ -94,6 +95,8 @@ fn start_proxy(base: &Path) -> Proxy {
     let port = listener.local_addr().expect("addr").port();
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = sent.clone();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let rcounter = received.clone();
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             let Ok(server) = TcpStream::connect(("127.0.0.1", dport)) else {
@@ -105,6 +108,7 @@ fn start_proxy(base: &Path) -> Proxy {
             );
             let (mut s_r, mut c_w) = (server, client);
             let n = counter.clone();
+            let rn = rcounter.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 65536];
                 loop {
@@ -121,7 +125,18 @@ fn start_proxy(base: &Path) -> Proxy {
                 let _ = s_w.shutdown(std::net::Shutdown::Write);
             });
             std::thread::spawn(move || {
-                let _ = std::io::copy(&mut s_r, &mut c_w);
+                let mut buf = [0u8; 65536];
+                loop {
+                    match std::io::Read::read(&mut s_r, &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            rn.fetch_add(k as u64, Ordering::Relaxed);
+                            if std::io::Write::write_all(&mut c_w, &buf[..k]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
                 let _ = c_w.shutdown(std::net::Shutdown::Write);
             });
         }
@@ -129,6 +144,7 @@ fn start_proxy(base: &Path) -> Proxy {
     Proxy {
         port,
         sent,
+        received,
         _daemon: daemon,
     }
 }
@@ -155,10 +171,10 @@ fn main() {
     let bare = srv.join("remote.git");
     sh(&format!("git init -q --bare {}", bare.display()), &base);
     let proxy = start_proxy(&srv);
-    st.remote_add("dir", dir_remote.to_str().expect("utf8"))
+    let git_url = format!("git://127.0.0.1:{}/remote.git", proxy.port);
+    st.remote_add("dir", dir_remote.to_str().expect("utf8"), true)
         .expect("add");
-    st.remote_add("git", &format!("git://127.0.0.1:{}/remote.git", proxy.port))
-        .expect("add");
+    st.remote_add("git", &git_url, false).expect("add");
     let t = Instant::now();
     let first_dir = st.sync_push("dir", &|_, _| {}).expect("push dir");
     let t_first_dir = t.elapsed();
@@ -299,5 +315,79 @@ fn main() {
             el.as_secs_f64() * 1e3
         ),
         None => println!("| rsync | not installed (apt-get install rsync) | | | |"),
+    }
+
+    partial_vs_full(&base, &st, &paths, &dir_remote, &git_url, &proxy);
+}
+
+/// Issue #9: a new device's pull with `--strategy partial` against a full pull, after a history
+/// of small changes on one device (what partial leaves behind is that history).
+fn partial_vs_full(
+    base: &Path,
+    st: &State,
+    paths: &Paths,
+    dir_remote: &Path,
+    git_url: &str,
+    proxy: &Proxy,
+) {
+    use shelldone::sync::{PullOptions, Strategy};
+    let rounds = 10;
+    for r in 1..=rounds {
+        demo::small_change(&paths.config_dir, &paths.state_dir, r).expect("change");
+        st.save(&SaveOptions::default()).expect("save");
+        st.sync_push("dir", &|_, _| {}).expect("push dir");
+        st.sync_push("git", &|_, _| {}).expect("push git");
+    }
+    println!();
+    println!(
+        "| pull onto a new device, after {} snapshots of history | full | partial | partial / full |",
+        rounds + 2
+    );
+    println!("|---|---|---|---|");
+    for (kind, url) in [("dir", dir_remote.display().to_string()), ("git", git_url.to_owned())] {
+        let mut row = Vec::new();
+        for (i, strategy) in [Strategy::Full, Strategy::Partial].into_iter().enumerate() {
+            let d = base.join(format!("new-{kind}-{i}"));
+            let (dev, _) = State::open(Paths {
+                config_dir: d.join("config"),
+                state_dir: d.join("state"),
+            })
+            .expect("open");
+            dev.remote_add("origin", &url, false).expect("add");
+            let wire = proxy.received.load(std::sync::atomic::Ordering::Relaxed);
+            let t = Instant::now();
+            let rep = dev
+                .sync_pull(
+                    "origin",
+                    &PullOptions {
+                        strategy,
+                        ..PullOptions::default()
+                    },
+                    &|_, _| {},
+                )
+                .expect("pull");
+            let el = t.elapsed();
+            let wire = proxy.received.load(std::sync::atomic::Ordering::Relaxed) - wire;
+            row.push((rep.received.objects, rep.received.bytes, wire, el));
+        }
+        let (f, p) = (row[0], row[1]);
+        println!(
+            "| {kind} remote: objects stored | {} objects, {} B, {:.0} ms | {} objects, {} B, {:.0} ms | {:.2} |",
+            f.0,
+            f.1,
+            f.3.as_secs_f64() * 1e3,
+            p.0,
+            p.1,
+            p.3.as_secs_f64() * 1e3,
+            p.1 as f64 / f.1 as f64
+        );
+        if kind == "git" {
+            println!(
+                "| git remote: bytes on the wire | {} B | {} B | {:.2} |",
+                f.2,
+                p.2,
+                p.2 as f64 / f.2.max(1) as f64
+            );
+        }
     }
 }
