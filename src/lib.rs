@@ -13,6 +13,7 @@ pub mod cli;
 pub mod demo;
 pub mod error;
 pub mod history;
+pub mod merge_drivers;
 pub mod ops;
 pub mod recover;
 pub mod remote;
