@@ -362,6 +362,9 @@ mod diff {
         s.split_inclusive('\n').collect()
     }
 
+    /// Diagonal visits allowed per diff: about a second's work.
+    const BUDGET: u64 = 50_000_000;
+
     /// Each distinct line gets a number, so that the diff compares integers.
     pub(super) fn intern<'a>(seqs: &[&[&'a str]]) -> Vec<Vec<u32>> {
         let mut ids: HashMap<&'a str, u32> = HashMap::new();
@@ -379,7 +382,15 @@ mod diff {
 
     /// A longest common subsequence of `a` and `b` as matched index pairs, increasing in both:
     /// Myers' O((N+M)·D) algorithm in linear space (split at a middle snake, no recursion).
+    ///
+    /// Two large files with little in common would cost O(N·M); past a budget of work the
+    /// regions left are taken as entirely different (still a common subsequence, only not the
+    /// longest), which makes diff3 coarser (more conflicts), never wrong.
     pub(super) fn matches(a: &[u32], b: &[u32]) -> Vec<(usize, usize)> {
+        matches_within(a, b, BUDGET)
+    }
+
+    pub(super) fn matches_within(a: &[u32], b: &[u32], mut budget: u64) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
         let mut todo = vec![(0, a.len(), 0, b.len())];
         while let Some((mut a0, mut a1, mut b0, mut b1)) = todo.pop() {
@@ -398,7 +409,7 @@ mod diff {
             }
             // With common ends stripped there are at least two edits, so the split point is
             // strictly inside and both halves are smaller; the guard only makes that explicit.
-            if let Some((x, y)) = middle_split(&a[a0..a1], &b[b0..b1])
+            if let Some((x, y)) = middle_split(&a[a0..a1], &b[b0..b1], &mut budget)
                 && (x, y) != (0, 0)
                 && (x, y) != (a1 - a0, b1 - b0)
             {
@@ -414,7 +425,7 @@ mod diff {
     /// Only points inside the edit graph are ever stored (`NONE` marks an unreachable diagonal),
     /// so every index stays in bounds whatever the lengths.
     #[allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
-    fn middle_split(a: &[u32], b: &[u32]) -> Option<(usize, usize)> {
+    fn middle_split(a: &[u32], b: &[u32], budget: &mut u64) -> Option<(usize, usize)> {
         const NONE: isize = -1;
         let (n, m) = (a.len() as isize, b.len() as isize);
         let delta = n - m;
@@ -444,6 +455,12 @@ mod diff {
             down.max(right)
         };
         for d in 0..=max {
+            // A round visits 2·(d+1) diagonals; the snakes followed are charged as they go.
+            let cost = 2 * (d as u64 + 1);
+            if *budget < cost {
+                return None;
+            }
+            *budget -= cost;
             let mut k = -d;
             while k <= d {
                 let x0 = step(&vf, k, d);
@@ -458,6 +475,7 @@ mod diff {
                     x += 1;
                     y += 1;
                 }
+                *budget = budget.saturating_sub((x - x0) as u64);
                 vf[at(k)] = x;
                 let kr = delta - k;
                 if odd && (-(d - 1)..=d - 1).contains(&kr) {
@@ -482,6 +500,7 @@ mod diff {
                     x += 1;
                     y += 1;
                 }
+                *budget = budget.saturating_sub((x - x0) as u64);
                 vb[at(k)] = x;
                 let kf = delta - k;
                 if !odd && (-d..=d).contains(&kf) {
@@ -797,10 +816,14 @@ mod json {
             v.serialize(&mut serde_json::Serializer::new(&mut out))
         };
         written.expect("writing JSON to a Vec cannot fail");
-        if style.ends_with("\r\n") {
-            out.extend_from_slice(b"\r\n");
-        } else if style.ends_with('\n') {
+        if style.ends_with('\n') {
             out.push(b'\n');
+        }
+        if style.contains("\r\n") {
+            // serde_json writes `\n`; a raw line break cannot occur inside a JSON string.
+            return String::from_utf8_lossy(&out)
+                .replace('\n', "\r\n")
+                .into_bytes();
         }
         out
     }
@@ -818,7 +841,11 @@ mod json {
 // TOML.
 
 mod toml_files {
-    use toml_edit::{DocumentMut, InlineTable, Item, Key, Table, TableLike, Value};
+    use std::collections::HashSet;
+
+    use toml_edit::{
+        Decor, DocumentMut, InlineTable, Item, Key, RawString, Table, TableLike, Value,
+    };
 
     use super::{FileMerge, Map, Node, index, maps_equal, merge_maps, outcome, set_path};
 
@@ -886,7 +913,8 @@ mod toml_files {
         } else if maps_equal(&want, &r) {
             right.as_bytes().to_vec()
         } else {
-            match render(&mut ldoc, &l, &want, &rdoc, b.as_deref()) {
+            let known = [left, base.unwrap_or("")];
+            match render(&mut ldoc, &l, &want, &rdoc, b.as_deref(), &known) {
                 Some(s) => s.into_bytes(),
                 None => return FileMerge::Conflict,
             }
@@ -905,32 +933,71 @@ mod toml_files {
         if maps_equal(&want, &c) {
             return Some(current.as_bytes().to_vec());
         }
-        render(&mut cdoc, &c, &want, &odoc, None).map(String::into_bytes)
+        render(&mut cdoc, &c, &want, &odoc, None, &[current]).map(String::into_bytes)
     }
 
     /// Edits `doc` (which reads as `have`) until it reads as `want`, taking whatever it lacks
-    /// from `right`; then checks that the text written reads back as `want`.
+    /// from `right`; then checks that the text written reads back as `want`. `known` is the
+    /// text already in the result's history (left, base): comment lines from it are not copied
+    /// again with right's items.
     fn render(
         doc: &mut DocumentMut,
         have: &[(String, TNode)],
         want: &[(String, TNode)],
         right: &DocumentMut,
         base: Option<&[(String, TNode)]>,
+        known: &[&str],
     ) -> Option<String> {
+        let cx = Cx {
+            known: known
+                .iter()
+                .flat_map(|t| t.lines())
+                .map(str::trim)
+                .filter(|l| l.starts_with('#'))
+                .collect(),
+        };
         let src = Src {
             t: right.as_table(),
             inline: false,
         };
-        patch(
-            &mut Tab::Table(doc.as_table_mut()),
-            have,
-            want,
-            Some(src),
-            base,
-        )?;
+        let root = &mut Tab::Table(doc.as_table_mut());
+        patch(root, have, want, Some(src), base, &cx, true)?;
         let out = doc.to_string();
         let back = out.parse::<DocumentMut>().ok()?;
         maps_equal(&doc_map(&back), want).then_some(out)
+    }
+
+    struct Cx<'a> {
+        /// Comment lines (trimmed) the result already has.
+        known: HashSet<&'a str>,
+    }
+
+    /// In toml_edit the comments above a key belong to that key (those above a header to the
+    /// table), so an item copied from right brings them; the ones left already has would be
+    /// there twice (a file's header comment is the first key's).
+    fn drop_known_comments(key: &mut Key, item: &mut Item, cx: &Cx<'_>) {
+        let strip = |d: &mut Decor| {
+            let Some(p) = d.prefix().and_then(RawString::as_str) else {
+                return;
+            };
+            let kept: String = p
+                .split_inclusive('\n')
+                .filter(|l| !cx.known.contains(l.trim()))
+                .collect();
+            if kept.len() != p.len() {
+                d.set_prefix(kept);
+            }
+        };
+        strip(key.leaf_decor_mut());
+        match item {
+            Item::Table(t) => strip(t.decor_mut()),
+            Item::ArrayOfTables(a) => {
+                if let Some(t) = a.get_mut(0) {
+                    strip(t.decor_mut());
+                }
+            }
+            _ => {}
+        }
     }
 
     /// A table being edited in place.
@@ -1012,19 +1079,22 @@ mod toml_files {
     /// Removes what `want` lacks, recurses into tables changed on both sides, replaces changed
     /// values with right's (keeping left's decoration: the comment after a value stays), and
     /// inserts right's new keys after their predecessor in right (past keys only left added),
-    /// else at the end of the table.
+    /// else before their successor, else at the end of the table (always the end at the top
+    /// level, where the first key carries the file's header comment).
     fn patch(
         t: &mut Tab<'_>,
         have: &[(String, TNode)],
         want: &[(String, TNode)],
         right: Option<Src<'_>>,
         base: Option<&[(String, TNode)]>,
+        cx: &Cx<'_>,
+        root: bool,
     ) -> Option<()> {
         let end_space = match t {
             Tab::Inline(it) => last_suffix(it),
             Tab::Table(_) => None,
         };
-        patch_entries(t, have, want, right, base)?;
+        patch_entries(t, have, want, right, base, cx, root)?;
         if let (Tab::Inline(it), Some(end)) = (t, end_space) {
             tidy_inline(it, &end);
         }
@@ -1046,7 +1116,7 @@ mod toml_files {
             let space = v
                 .decor()
                 .suffix()
-                .and_then(toml_edit::RawString::as_str)
+                .and_then(RawString::as_str)
                 .is_none_or(|s| s.trim().is_empty());
             if space {
                 v.decor_mut().set_suffix(if i + 1 == n { end } else { "" });
@@ -1060,6 +1130,8 @@ mod toml_files {
         want: &[(String, TNode)],
         right: Option<Src<'_>>,
         base: Option<&[(String, TNode)]>,
+        cx: &Cx<'_>,
+        root: bool,
     ) -> Option<()> {
         let (hi, wi) = (index(have), index(want));
         for (k, _) in have {
@@ -1079,20 +1151,56 @@ mod toml_files {
             if let (Node::Map(hm), Node::Map(wm)) = (*h, w) {
                 let b_sub = base.and_then(|b| super::get(b, k)).and_then(super::as_map);
                 if let Some(mut sub) = t.slot(k).and_then(tab_of) {
-                    patch(&mut sub, hm, wm, r_sub, b_sub)?;
+                    patch(&mut sub, hm, wm, r_sub, b_sub, cx, false)?;
                     continue;
                 }
             }
             let inline = t.inline();
+            let key_comments = t
+                .like()
+                .key(k)
+                .and_then(|x| x.leaf_decor().prefix().cloned());
             let slot = t.slot(k)?;
-            let new = adopt(Some(&*slot), r_item?.clone(), inline)?;
-            *slot = new;
-            fix_up(slot, w, r_sub)?;
+            let mut new = adopt(Some(&*slot), r_item?.clone(), inline)?;
+            if slot.is_value() == new.is_value() {
+                *slot = new;
+            } else {
+                // A value became a table or the other way round: left's comments above it
+                // move from the key to the header (or back), so that they stay written once.
+                let comments = match &*slot {
+                    Item::Table(o) => o.decor().prefix().cloned(),
+                    Item::ArrayOfTables(o) => o.get(0).and_then(|o| o.decor().prefix().cloned()),
+                    _ => key_comments,
+                };
+                let mut key = right?.t.key(k)?.clone();
+                key.fmt();
+                if let Some(c) = comments {
+                    match &mut new {
+                        Item::Table(n) => n.decor_mut().set_prefix(c),
+                        Item::ArrayOfTables(n) => {
+                            if let Some(n) = n.get_mut(0) {
+                                n.decor_mut().set_prefix(c);
+                            }
+                        }
+                        _ => key.leaf_decor_mut().set_prefix(c),
+                    }
+                }
+                let at = t.keys().iter().position(|x| x == k)?;
+                t.like_mut().remove(k);
+                t.insert_at(at, key, new)?;
+            }
+            fix_up(t.slot(k)?, w, r_sub, cx)?;
         }
-        let r = right?;
+        let Some(r) = right else {
+            // Nothing to copy from: fine as long as nothing new was wanted.
+            return want
+                .iter()
+                .all(|(k, _)| hi.contains_key(k.as_str()))
+                .then_some(());
+        };
         let r_keys: Vec<&str> = r.t.iter().map(|(k, _)| k).collect();
-        let r_set: std::collections::HashSet<&str> = r_keys.iter().copied().collect();
-        let base_set: Option<std::collections::HashSet<&str>> =
+        let r_set: HashSet<&str> = r_keys.iter().copied().collect();
+        let base_set: Option<HashSet<&str>> =
             base.map(|b| b.iter().map(|(k, _)| k.as_str()).collect());
         for (k, w) in want {
             if hi.contains_key(k.as_str()) {
@@ -1101,11 +1209,15 @@ mod toml_files {
             let (r_key, r_item) = r.t.get_key_value(k)?;
             let keys = t.keys();
             let pos = r_keys.iter().position(|rk| rk == k)?;
-            let pred = r_keys[..pos]
-                .iter()
-                .rev()
-                .find_map(|p| keys.iter().position(|x| x == p));
-            let at = match pred {
+            let find = |names: &[&str], backwards: bool| {
+                let found = |p: &&str| keys.iter().position(|x| x == p);
+                if backwards {
+                    names.iter().rev().find_map(found)
+                } else {
+                    names.iter().find_map(found)
+                }
+            };
+            let at = match find(&r_keys[..pos], true) {
                 Some(p) => {
                     // Past the keys left added after the same predecessor: left's new lines
                     // first, then right's.
@@ -1115,6 +1227,7 @@ mod toml_files {
                     };
                     p + 1 + keys[p + 1..].iter().take_while(|x| left_added(x)).count()
                 }
+                None if !root => find(&r_keys[pos + 1..], false).unwrap_or(keys.len()),
                 None => keys.len(),
             };
             let mut key = r_key.clone();
@@ -1128,8 +1241,9 @@ mod toml_files {
             {
                 v.decor_mut().clear();
             }
+            drop_known_comments(&mut key, &mut item, cx);
             t.insert_at(at, key, item)?;
-            fix_up(t.slot(k)?, w, r_item_src(r, k))?;
+            fix_up(t.slot(k)?, w, r_item_src(r, k), cx)?;
         }
         Some(())
     }
@@ -1191,13 +1305,15 @@ mod toml_files {
 
     /// After copying right's item: if the wanted value is not right's whole item (only when
     /// applying some keys of a table), edit it down.
-    fn fix_up(slot: &mut Item, want: &TNode, right: Option<Src<'_>>) -> Option<()> {
+    fn fix_up(slot: &mut Item, want: &TNode, right: Option<Src<'_>>, cx: &Cx<'_>) -> Option<()> {
         let now = item_node(slot)?;
         if now == *want {
             return Some(());
         }
         match (&now, want) {
-            (Node::Map(nm), Node::Map(wm)) => patch(&mut tab_of(slot)?, nm, wm, right, None),
+            (Node::Map(nm), Node::Map(wm)) => {
+                patch(&mut tab_of(slot)?, nm, wm, right, None, cx, false)
+            }
             _ => None,
         }
     }
@@ -1739,6 +1855,17 @@ mod tests {
     // --- JSON ---
 
     #[test]
+    fn json_crlf_files_stay_crlf() {
+        let b = "{\r\n  \"a\": 1,\r\n  \"b\": 1\r\n}\r\n";
+        let l = b.replace("\"a\": 1", "\"a\": 2");
+        let r = b.replace("\"b\": 1", "\"b\": 3");
+        assert_eq!(
+            clean(merge("p.json", b, &l, &r)),
+            "{\r\n  \"a\": 2,\r\n  \"b\": 3\r\n}\r\n"
+        );
+    }
+
+    #[test]
     fn json_merges_key_by_key_recursively() {
         let b = r#"{"font":{"family":"a","size":12},"theme":"x","keep":true}"#;
         let l = r#"{"font":{"family":"b","size":12},"theme":"x","keep":true}"#;
@@ -1955,6 +2082,40 @@ bg = "black"
     }
 
     #[test]
+    fn toml_new_keys_placement_and_header_comment_written_once() {
+        let b = "# header\ntop = 1\n\n[t]\nk = 1\n";
+        // A new first key of a table goes before its successor.
+        let m = clean(merge(
+            "s.toml",
+            b,
+            &b.replace("top = 1", "top = 2"),
+            &b.replace("[t]\n", "[t]\nfirst = 0\n"),
+        ));
+        assert_eq!(m, "# header\ntop = 2\n\n[t]\nfirst = 0\nk = 1\n");
+        // A new first key of the file goes to the end of the top level: the header comment
+        // (which toml_edit attaches to the first key) stays first and is not copied again.
+        let r = b.replace("# header\n", "# header\nfirst = 0\n");
+        let m = clean(merge("s.toml", b, &b.replace("k = 1", "k = 2"), &r));
+        assert_eq!(m, "# header\ntop = 1\nfirst = 0\n\n[t]\nk = 2\n");
+    }
+
+    #[test]
+    fn toml_value_becoming_a_table_keeps_left_comments_once() {
+        let b = "# header\ntop = 1\n\n[t]\nk = 1\n";
+        let r = b.replace("top = 1\n", "[top]\ninner = 1\n");
+        let m = clean(merge("s.toml", b, &b.replace("k = 1", "k = 2"), &r));
+        assert_eq!(m, "# header\n[top]\ninner = 1\n\n[t]\nk = 2\n");
+    }
+
+    #[test]
+    fn toml_without_base_merges_what_each_side_added() {
+        let m = merge_file("s.toml", None, b"a = 1\nb = 2\n", b"a = 1\nc = 3\n");
+        assert_eq!(clean(m), "a = 1\nb = 2\nc = 3\n");
+        let (m, c) = partial(merge_file("s.toml", None, b"a = 1\n", b"a = 2\n"));
+        assert_eq!((m.as_str(), c), ("a = 1\n", keys(&["a"])));
+    }
+
+    #[test]
     fn toml_array_of_tables_is_one_value() {
         let b = "[[bind]]\nkey = \"a\"\n\n[[bind]]\nkey = \"b\"\n\n[x]\nv = 1\n";
         let l = b.replace("v = 1", "v = 2");
@@ -2119,6 +2280,18 @@ bg = "black"
             )),
             "a = 3\nb = 4"
         );
+    }
+
+    #[test]
+    fn large_unrelated_texts_merge_in_bounded_time() {
+        // Two 20 000-line files with nothing in common: O(N·M) without the diff budget.
+        let b: String = (0..20_000).map(|i| format!("b{i}\n")).collect();
+        let l: String = (0..20_000).map(|i| format!("l{i}\n")).collect();
+        let r: String = (0..20_000).map(|i| format!("r{i}\n")).collect();
+        let started = std::time::Instant::now();
+        let (m, c) = partial(merge("big.txt", &b, &l, &r));
+        assert_eq!((m, c), (l, keys(&["lines 1-20000"])));
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     // --- determinism ---
@@ -2347,6 +2520,22 @@ bg = "black"
         fn prop_lcs_is_longest(a in proptest::collection::vec(0u32..4, 0..30), b in proptest::collection::vec(0u32..4, 0..30)) {
             let m = diff::matches(&a, &b);
             prop_assert_eq!(m.len(), lcs_len_dp(&a, &b));
+            for w in m.windows(2) {
+                prop_assert!(w[0].0 < w[1].0 && w[0].1 < w[1].1);
+            }
+            for &(i, j) in &m {
+                prop_assert_eq!(a[i], b[j]);
+            }
+        }
+
+        #[test]
+        fn prop_diff_out_of_budget_is_still_a_common_subsequence(
+            a in proptest::collection::vec(0u32..4, 0..30),
+            b in proptest::collection::vec(0u32..4, 0..30),
+            budget in 0u64..200,
+        ) {
+            let m = diff::matches_within(&a, &b, budget);
+            prop_assert!(m.len() <= lcs_len_dp(&a, &b));
             for w in m.windows(2) {
                 prop_assert!(w[0].0 < w[1].0 && w[0].1 < w[1].1);
             }
