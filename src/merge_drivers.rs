@@ -16,10 +16,11 @@
 //! `left` wins every conflict, and nothing here depends on hash order or the clock, so two
 //! devices merging the same pair (each calling with the same `left`) compute the same bytes.
 //!
-//! Every structured driver works the same way: parse each side into a [`Node`] tree, merge the
+//! Every structured driver works the same way: parse each side into a `Node` tree, merge the
 //! trees (one function for all of them, `merge_maps`), then write the merged tree back in left's
-//! formatting and re-parse what was written: if it does not read back as the merged tree, the
-//! file is reported as a conflict rather than written wrong.
+//! formatting and parse what was written again: if it does not read back as the merged tree,
+//! the file is merged as text (key = value files) or reported as a conflict (TOML) rather than
+//! written wrong.
 
 use std::collections::HashMap;
 
@@ -33,7 +34,8 @@ pub enum FileMerge {
     Partial {
         /// The merged content.
         bytes: Vec<u8>,
-        /// The items changed on both sides, in the order they appear in the merged file.
+        /// The items changed on both sides, in the merged file's order (left's keys, then
+        /// keys only right has; lines top to bottom).
         conflicts: Vec<String>,
     },
     /// Cannot be merged (binary, unparsable on a side, structure changed): keep left's whole
@@ -46,7 +48,9 @@ pub enum FileMerge {
 ///
 /// `left` wins every conflict (the caller picks left deterministically, so two devices merging
 /// the same pair compute the same bytes). When only one side changed, the result is that side's
-/// bytes exactly, whatever the kind of file.
+/// bytes exactly, whatever the kind of file. Text that is neither JSON, TOML nor key = value is
+/// merged with diff3, and regions changed differently on both sides give `Partial` (left's
+/// lines kept, named `lines A-B`), not `Conflict`. The rules: `docs/merge-rules.md`.
 #[must_use]
 pub fn merge_file(path: &str, base: Option<&[u8]>, left: &[u8], right: &[u8]) -> FileMerge {
     if left == right || base == Some(right) {
@@ -362,7 +366,8 @@ mod diff {
         s.split_inclusive('\n').collect()
     }
 
-    /// Diagonal visits allowed per diff: about a second's work.
+    /// Steps allowed per diff (diagonals visited plus lines followed along them): about a
+    /// second's work.
     const BUDGET: u64 = 50_000_000;
 
     /// Each distinct line gets a number, so that the diff compares integers.
