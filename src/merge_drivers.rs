@@ -897,7 +897,7 @@ mod toml_files {
         }
     }
 
-    fn doc_map(d: &DocumentMut) -> Map<Scalar> {
+    pub(super) fn doc_map(d: &DocumentMut) -> Map<Scalar> {
         like_node(d.as_table())
     }
 
@@ -2489,6 +2489,48 @@ bg = "black"
         })
     }
 
+    fn json_object() -> impl Strategy<Value = String> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            (0i64..3).prop_map(Value::from),
+            Just(Value::Null),
+            "[a-b]{0,1}".prop_map(Value::from),
+        ];
+        let value = leaf.prop_recursive(3, 24, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                proptest::collection::btree_map("[a-c]", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        (
+            proptest::collection::btree_map("[a-d]", value, 0..5),
+            any::<bool>(),
+        )
+            .prop_map(|(m, pretty)| {
+                let v = Value::Object(m.into_iter().collect());
+                if pretty {
+                    serde_json::to_string_pretty(&v).expect("serializes")
+                } else {
+                    v.to_string()
+                }
+            })
+    }
+
+    fn at_path<'v>(v: &'v serde_json::Value, path: &[String]) -> Option<&'v serde_json::Value> {
+        path.iter().try_fold(v, |v, k| v.get(k))
+    }
+
+    fn node_at<'m, S>(m: &'m [(String, Node<S>)], path: &[String]) -> Option<&'m Node<S>> {
+        let (k, rest) = path.split_first()?;
+        let v = get(m, k)?;
+        if rest.is_empty() {
+            Some(v)
+        } else {
+            node_at(as_map(v)?, rest)
+        }
+    }
+
     const TOML_PARTS: usize = 14;
 
     /// A TOML file from a fixed set of statements, each present or not, with a value: dotted
@@ -2632,6 +2674,44 @@ bg = "black"
             if let FileMerge::Partial { bytes, conflicts } = &m {
                 let all = apply_keys("s.toml", bytes, r.as_bytes(), conflicts);
                 prop_assert!(all.is_some(), "apply_keys failed for {conflicts:?}");
+                let tree = |t: &[u8]| {
+                    let d: toml_edit::DocumentMut =
+                        std::str::from_utf8(t).expect("utf-8").parse().expect("valid TOML");
+                    toml_files::doc_map(&d)
+                };
+                let (merged, taken) = (tree(bytes), tree(&all.unwrap_or_default()));
+                let (left, right) = (tree(l.as_bytes()), tree(r.as_bytes()));
+                for c in conflicts {
+                    let path = parse_dotted(c).expect("a key path");
+                    prop_assert_eq!(node_at(&merged, &path), node_at(&left, &path));
+                    prop_assert_eq!(node_at(&taken, &path), node_at(&right, &path));
+                }
+            }
+        }
+
+        #[test]
+        fn prop_json_objects_always_merge_and_apply_keys_takes_right(
+            b in json_object(), l in json_object(), r in json_object(),
+        ) {
+            let m = merge("p.json", &b, &l, &r);
+            prop_assert!(m != FileMerge::Conflict);
+            prop_assert_eq!(&m, &merge("p.json", &b, &l, &r));
+            let bytes = match &m {
+                FileMerge::Clean(x) | FileMerge::Partial { bytes: x, .. } => x.clone(),
+                FileMerge::Conflict => unreachable!(),
+            };
+            let merged: serde_json::Value = serde_json::from_slice(&bytes).expect("valid JSON");
+            let right: serde_json::Value = serde_json::from_str(&r).expect("valid JSON");
+            let left: serde_json::Value = serde_json::from_str(&l).expect("valid JSON");
+            if let FileMerge::Partial { conflicts, .. } = &m {
+                let taken = apply_keys("p.json", &bytes, r.as_bytes(), conflicts).expect("applies");
+                let taken: serde_json::Value = serde_json::from_slice(&taken).expect("valid JSON");
+                for c in conflicts {
+                    let path = parse_dotted(c).expect("a key path");
+                    // Left's value in the merge, right's after apply_keys.
+                    prop_assert_eq!(at_path(&merged, &path), at_path(&left, &path));
+                    prop_assert_eq!(at_path(&taken, &path), at_path(&right, &path));
+                }
             }
         }
 
