@@ -2533,6 +2533,9 @@ bg = "black"
 
     const TOML_PARTS: usize = 14;
 
+    /// Per part, for left then right: 1 in 4 a new (present, value), else the base's.
+    type TomlEdit = (u8, bool, u8, u8, bool, u8);
+
     /// A TOML file from a fixed set of statements, each present or not, with a value: dotted
     /// keys, inline tables, arrays, tables, a sub-table and an array of tables.
     fn toml_text(parts: &[(bool, u8)]) -> String {
@@ -2658,7 +2661,7 @@ bg = "black"
         ) {
             // Both sides valid TOML: the result is always a merge (clean or with named keys),
             // never a refusal: the edited document always reads back as the merged tree.
-            let side = |pick: fn(&(u8, bool, u8, u8, bool, u8)) -> (u8, bool, u8)| -> Vec<(bool, u8)> {
+            let side = |pick: fn(&TomlEdit) -> (u8, bool, u8)| -> Vec<(bool, u8)> {
                 base.iter().zip(&edits).map(|(b, e)| {
                     let (roll, present, v) = pick(e);
                     if roll == 0 { (present, v) } else { *b }
