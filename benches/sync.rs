@@ -344,7 +344,10 @@ fn partial_vs_full(
         rounds + 2
     );
     println!("|---|---|---|---|");
-    for (kind, url) in [("dir", dir_remote.display().to_string()), ("git", git_url.to_owned())] {
+    for (kind, url) in [
+        ("dir", dir_remote.display().to_string()),
+        ("git", git_url.to_owned()),
+    ] {
         let mut row = Vec::new();
         for (i, strategy) in [Strategy::Full, Strategy::Partial].into_iter().enumerate() {
             let d = base.join(format!("new-{kind}-{i}"));

@@ -508,11 +508,12 @@ impl State {
         heads: &[(String, ObjectId)],
     ) -> Result<Vec<ObjectId>> {
         let tips: Vec<ObjectId> = heads.iter().map(|h| h.1).collect();
-        let shallow: BTreeSet<String> = std::fs::read_to_string(self.snapshots_dir().join("shallow"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| l.trim().to_owned())
-            .collect();
+        let shallow: BTreeSet<String> =
+            std::fs::read_to_string(self.snapshots_dir().join("shallow"))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| l.trim().to_owned())
+                .collect();
         let known = |id: &ObjectId| self.objects.has(id) && !shallow.contains(&id.to_hex());
         let remote_graph = r.snapshot_graph(&self.objects, &tips, &known)?;
         let parents = |id: &ObjectId| -> Vec<ObjectId> {

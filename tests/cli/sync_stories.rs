@@ -243,8 +243,79 @@ fn a_new_machine_adopts_the_other_head_without_an_empty_snapshot() {
         read(a.config().join("config.toml"))
     );
     let id = r["conflicts"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(r["conflicts"][0]["kind"], "keys", "{r}");
+    assert_eq!(
+        r["conflicts"][0]["keys"],
+        serde_json::json!(["font_size"]),
+        "{r}"
+    );
     c.ok(&["conflicts", "resolve", &id, "--theirs"]);
-    assert_eq!(read(c.config().join("config.toml")), "font_size = 99\n");
+    let cfg = read(c.config().join("config.toml"));
+    assert!(
+        cfg.contains("font_size = 99") && cfg.contains("JetBrains Mono"),
+        "{cfg}"
+    );
+}
+
+#[test]
+fn config_files_merge_key_by_key_with_sections_and_appended_lines() {
+    let (_t, url) = dir_remote();
+    let (a, b) = shared(&url);
+    let base = "# shelldone\n[font]\nfamily = \"Mono\"\nsize = 12\n\n[window]\nopacity = 1.0\n";
+    write(a.config().join("shelldone.toml"), base);
+    write(a.config().join("aliases.conf"), "ll = ls -l\n");
+    a.save("base");
+    a.ok(&["sync", "push"]);
+    b.ok(&["sync", "pull"]);
+    // A changes a key in [font] and appends a line; B changes [window] and appends another.
+    write(
+        a.config().join("shelldone.toml"),
+        &base.replace("size = 12", "size = 14"),
+    );
+    write(a.config().join("aliases.conf"), "ll = ls -l\nla = ls -a\n");
+    a.save("A");
+    write(
+        b.config().join("shelldone.toml"),
+        &base.replace("opacity = 1.0", "opacity = 0.9"),
+    );
+    write(
+        b.config().join("aliases.conf"),
+        "ll = ls -l\ngs = git status\n",
+    );
+    b.save("B");
+    a.ok(&["sync", "push"]);
+    let r = json(&b.ok(&["--json", "sync", "pull"]));
+    assert_eq!(r["conflicts"], serde_json::json!([]), "{r}");
+    let toml = read(b.config().join("shelldone.toml"));
+    assert!(
+        toml.contains("size = 14") && toml.contains("opacity = 0.9"),
+        "{toml}"
+    );
+    assert!(toml.starts_with("# shelldone\n"), "comments kept: {toml}");
+    let conf = read(b.config().join("aliases.conf"));
+    assert!(
+        conf.contains("la = ls -a") && conf.contains("gs = git status"),
+        "{conf}"
+    );
+    // The same key on both sides is a reported conflict, not a silent pick.
+    write(
+        a.config().join("shelldone.toml"),
+        &toml.replace("size = 14", "size = 15"),
+    );
+    a.ok(&["state", "save"]);
+    b.ok(&["sync", "push"]);
+    write(
+        b.config().join("shelldone.toml"),
+        &toml.replace("size = 14", "size = 16"),
+    );
+    b.ok(&["state", "save"]);
+    b.ok(&["sync", "push"]);
+    let r = json(&a.code(7, &["--json", "sync", "pull"]));
+    assert_eq!(
+        r["conflicts"][0]["keys"],
+        serde_json::json!(["font.size"]),
+        "{r}"
+    );
 }
 
 #[test]
