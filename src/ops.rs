@@ -193,14 +193,6 @@ impl Scope {
     }
 }
 
-/// A predicate selecting one session's paths (or everything).
-pub fn scope(session: Option<&str>) -> impl Fn(&[u8]) -> bool + Sync + '_ {
-    move |p: &[u8]| match session {
-        None => in_roots(p),
-        Some(id) => session_of(p).is_some_and(|s| s == id.as_bytes()),
-    }
-}
-
 fn sessions_digest(flat: &Flat) -> BTreeMap<Vec<u8>, blake3::Hash> {
     let mut hashers: BTreeMap<Vec<u8>, blake3::Hasher> = BTreeMap::new();
     for (p, l) in &flat.leaves {
@@ -247,7 +239,8 @@ impl State {
         let mut cache = StatCache::load(&self.statcache_path());
         let batch = self.objects.batch()?;
         let layout = self.layout();
-        let sel = scope(opts.session.as_deref());
+        let scope = Scope::of(opts.session.as_deref(), None);
+        let sel = |p: &[u8]| scope.contains(p);
         let live = read_live(&layout, &sel, &mut cache, Some(&batch))?;
         let head = self.head_state()?;
         let mut new_flat = live.flat;
@@ -298,7 +291,8 @@ impl State {
                     "the live state or the head".into(),
                 ));
             }
-            let keep = scope(Some(session));
+            let only = Scope::Session(session.clone());
+            let keep = |p: &[u8]| only.contains(p);
             let mut merged = hf.filtered(|p| !keep(p));
             merged.leaves.extend(new_flat.leaves);
             merged.dirs.extend(new_flat.dirs);
@@ -588,7 +582,7 @@ impl State {
     /// I/O errors.
     pub fn live_root(&self) -> Result<ObjectId> {
         let mut cache = StatCache::load(&self.statcache_path());
-        let live = read_live(&self.layout(), &scope(None), &mut cache, None)?;
+        let live = read_live(&self.layout(), &in_roots, &mut cache, None)?;
         write_trees(&live.flat, None)
     }
 
@@ -744,7 +738,7 @@ impl State {
         let intent_path = self.snap_dir.join("restore-intent");
         let snap = self.objects.read_snapshot(&snap_id)?;
         let sel = |p: &[u8]| scope.contains(p);
-        let target = flatten(&self.objects, &snap.root)?.filtered(&sel);
+        let target = flatten(&self.objects, &snap.root)?.filtered(sel);
         let layout = self.layout();
         let mut cache = StatCache::load(&self.statcache_path());
         let live = read_live(&layout, &sel, &mut cache, None)?;
@@ -818,7 +812,7 @@ impl State {
         let scope = self.checked_scope(opts, snap_id)?;
         let snap = self.objects.read_snapshot(&snap_id)?;
         let sel = |p: &[u8]| scope.contains(p);
-        let target = flatten(&self.objects, &snap.root)?.filtered(&sel);
+        let target = flatten(&self.objects, &snap.root)?.filtered(sel);
         let layout = Layout::under(dir);
         if !opts.dry_run {
             fs::create_dir_all(&layout.state)?;
