@@ -422,6 +422,9 @@ impl State {
             report.head = old_head.map(|h| h.to_hex());
             return Ok(report);
         }
+        if !opts.allow_unrelated {
+            self.refuse_unrelated(old_head, &heads)?;
+        }
         let old_open = self.open_conflicts_at(old_head)?;
         // Unsaved live changes become a snapshot first, so the merge sees them. A device with
         // no history and nothing live adopts instead (no empty snapshot of its own).
@@ -460,6 +463,52 @@ impl State {
             report.restored = true;
         }
         Ok(report)
+    }
+
+    /// Refuses, before anything changes, a device whose history shares no snapshot with this
+    /// store's — nor with another device's that does (it would become related once that one is
+    /// merged). A device with no history relates to the first device it adopts.
+    fn refuse_unrelated(
+        &self,
+        local: Option<ObjectId>,
+        heads: &[(String, ObjectId)],
+    ) -> Result<()> {
+        let others: Vec<&(String, ObjectId)> =
+            heads.iter().filter(|(d, _)| d != self.device()).collect();
+        let mut related: HashSet<ObjectId> = match (local, others.first()) {
+            (Some(l), _) => graph::ancestors(&self.objects, l)?,
+            (None, Some((_, first))) => graph::ancestors(&self.objects, *first)?,
+            (None, None) => return Ok(()),
+        };
+        let mut pending: Vec<(&String, HashSet<ObjectId>)> = Vec::new();
+        for (d, h) in others {
+            pending.push((d, graph::ancestors(&self.objects, *h)?));
+        }
+        loop {
+            let before = pending.len();
+            pending.retain(|(_, anc)| {
+                if anc.iter().any(|a| related.contains(a)) {
+                    related.extend(anc.iter().copied());
+                    false
+                } else {
+                    true
+                }
+            });
+            if pending.len() == before {
+                break;
+            }
+        }
+        match pending.first() {
+            None => Ok(()),
+            Some((d, _)) => Err(Error::UnrelatedHistory {
+                device: (*d).clone(),
+                snapshot: heads
+                    .iter()
+                    .find(|(x, _)| x == *d)
+                    .map(|(_, h)| h.to_hex())
+                    .unwrap_or_default(),
+            }),
+        }
     }
 
     /// True when the live dirs hold at least one file.
@@ -737,7 +786,7 @@ impl State {
             take.join(" "),
             their.0.short(12)
         );
-        let (id, _, _) = self.commit_snapshot(
+        self.commit_snapshot(
             batch,
             &flat,
             ours.2,
@@ -747,7 +796,6 @@ impl State {
             None,
             conflicts::carried(Some(ours.1), &[])?,
         )?;
-        let _ = id;
         report.sessions_updated.extend(take);
         Ok(())
     }
