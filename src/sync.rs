@@ -151,9 +151,8 @@ impl State {
     /// Unreadable config.
     pub fn remotes(&self) -> Result<Vec<RemoteConfig>> {
         match std::fs::read(remotes_path(self)) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                Error::Invalid(format!("{} is corrupt: {e}", remotes_path(self).display()))
-            }),
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::corrupt_file(remotes_path(self), e.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
