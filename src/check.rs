@@ -43,6 +43,10 @@ pub struct Problem {
     pub sessions: Vec<String>,
     /// Refs whose history is affected.
     pub refs: Vec<String>,
+    /// Store files involved: the file holding a damaged object (loose file or pack), the ref
+    /// files and reflog lines (`path:line`) that name a damaged snapshot, or the damaged store
+    /// file itself.
+    pub files: Vec<String>,
 }
 
 /// What `check` found.
@@ -70,7 +74,7 @@ impl State {
     /// Every snapshot named by a ref or a reflog entry.
     ///
     /// # Errors
-    /// I/O errors.
+    /// I/O errors, a damaged ref file or `packed-refs` ([`Error::CorruptFile`]).
     pub fn root_snapshots(&self) -> Result<(RefList, Vec<ObjectId>)> {
         let refs = self.refs.list("")?;
         let mut ids: Vec<ObjectId> = refs.iter().map(|r| r.1).collect();
@@ -80,12 +84,38 @@ impl State {
         Ok((refs, ids))
     }
 
-    /// Verifies every reachable object: hash, decode, kinds, tree structure, chunk sizes.
+    /// Verifies every reachable object: hash, decode, kinds, tree structure, chunk sizes; and
+    /// every store file that is not an object (refs, `packed-refs`, the reflog, `FORMAT`,
+    /// `device`, the stat cache, `restore-intent`, `shallow`, `remotes.json`, pack indexes).
+    /// Damaged refs and reflog lines do not stop it: what can still be read is checked.
     ///
     /// # Errors
-    /// I/O errors listing refs (object problems are reported, not returned).
+    /// I/O errors listing files (problems are reported, not returned).
     pub fn check(&self, opts: CheckOptions) -> Result<CheckReport> {
-        let (refs, roots) = self.root_snapshots()?;
+        let view = crate::repair::RefView::read(self)?;
+        let refs: RefList = view.values().into_iter().collect();
+        let mut roots: Vec<ObjectId> = refs.iter().map(|r| r.1).collect();
+        // Where each root is named: ref files and reflog lines.
+        let mut named: BTreeMap<ObjectId, BTreeSet<String>> = BTreeMap::new();
+        for (name, id) in &refs {
+            named
+                .entry(*id)
+                .or_default()
+                .insert(view.place(self, name).display().to_string());
+        }
+        for l in &view.reflog.lines {
+            for id in l.entry.old.iter().chain(&l.entry.new) {
+                roots.push(*id);
+                named.entry(*id).or_default().insert(format!(
+                    "{}:{}",
+                    view.reflog.path.display(),
+                    l.no
+                ));
+            }
+        }
+        roots.sort();
+        roots.dedup();
+        let (shallow_ids, _) = self.read_shallow();
         let mut w = Walker {
             st: self,
             opts,
@@ -118,7 +148,7 @@ impl State {
             };
             graph.insert(sid, snap.parents.iter().copied().collect());
             // A shallow snapshot (fetched with --strategy partial) has no parents here, by design.
-            let shallow = self.is_shallow(&sid);
+            let shallow = shallow_ids.contains(&sid);
             queue.extend(
                 snap.parents
                     .iter()
@@ -146,37 +176,30 @@ impl State {
                     .to_owned();
                 match crate::store::pack::hash_file(&path) {
                     Ok(h) if h.to_hex().as_str() == name => {}
-                    Ok(h) => report.problems.push(Problem {
-                        object: path.display().to_string(),
-                        kind: "pack",
-                        error: format!("pack file hashes to {}, its name says {name}", h.to_hex()),
-                        snapshots: Vec::new(),
-                        paths: Vec::new(),
-                        sessions: Vec::new(),
-                        refs: Vec::new(),
-                    }),
-                    Err(e) => report.problems.push(Problem {
-                        object: path.display().to_string(),
-                        kind: "pack",
-                        error: e.to_string(),
-                        snapshots: Vec::new(),
-                        paths: Vec::new(),
-                        sessions: Vec::new(),
-                        refs: Vec::new(),
-                    }),
+                    Ok(h) => report.problems.push(Problem::file(
+                        "pack",
+                        path.display().to_string(),
+                        format!("damaged: it hashes to {}, its name says {name}", h.to_hex()),
+                    )),
+                    Err(e) => report.problems.push(Problem::file(
+                        "pack",
+                        path.display().to_string(),
+                        format!("unreadable: {e}"),
+                    )),
                 }
             }
         }
         for (path, why) in self.objects.bad_pack_indexes() {
-            report.problems.push(Problem {
-                object: path.display().to_string(),
-                kind: "pack index",
-                error: why,
-                snapshots: Vec::new(),
-                paths: Vec::new(),
-                sessions: Vec::new(),
-                refs: Vec::new(),
-            });
+            report.problems.push(Problem::file(
+                "pack index",
+                path.display().to_string(),
+                format!("unusable: {why}"),
+            ));
+        }
+        for d in self.file_damage_in(&view)? {
+            report
+                .problems
+                .push(Problem::file(d.kind, d.place(), d.why));
         }
         for (id, (kind, err)) in errors {
             let (snaps, paths) = owners.remove(&id).unwrap_or_default();
@@ -191,6 +214,15 @@ impl State {
                     sessions.insert(String::from_utf8_lossy(s).into_owned());
                 }
             }
+            let mut files: Vec<String> = self
+                .objects
+                .location(&id)
+                .map(|p| p.display().to_string())
+                .into_iter()
+                .collect();
+            if kind == Kind::Snapshot {
+                files.extend(named.remove(&id).unwrap_or_default());
+            }
             report.problems.push(Problem {
                 object: id.to_hex(),
                 kind: kind.name(),
@@ -199,9 +231,26 @@ impl State {
                 paths: paths.into_iter().collect(),
                 sessions: sessions.into_iter().collect(),
                 refs: affected.into_iter().collect(),
+                files,
             });
         }
         Ok(report)
+    }
+}
+
+impl Problem {
+    /// A problem with a store file (not an object).
+    fn file(kind: &'static str, file: String, error: String) -> Problem {
+        Problem {
+            object: file.clone(),
+            kind,
+            error,
+            snapshots: Vec::new(),
+            paths: Vec::new(),
+            sessions: Vec::new(),
+            refs: Vec::new(),
+            files: vec![file],
+        }
     }
 }
 
@@ -240,7 +289,7 @@ impl Walker<'_> {
                     id,
                     (
                         kind,
-                        format!("is {have} bytes, but a reference to it says {want}"),
+                        format!("{have} bytes, but a reference to it says {want}"),
                     ),
                 );
                 return Rc::new(vec![(id, String::new())]);
@@ -267,7 +316,12 @@ impl Walker<'_> {
                         if e.kind == EntryKind::Symlink && e.size > 4096 {
                             self.errors.insert(
                                 id,
-                                (kind, format!("symlink {name} has a target over 4096 bytes")),
+                                (
+                                    kind,
+                                    format!(
+                                        "a tree whose symlink {name} has a target over 4096 bytes"
+                                    ),
+                                ),
                             );
                             bad.push((id, String::new()));
                         }
@@ -293,7 +347,7 @@ impl Walker<'_> {
                 }
                 Ok(Object::Tree(_)) => {
                     self.errors
-                        .insert(id, (kind, "tree nested deeper than 256".into()));
+                        .insert(id, (kind, "nested deeper than 256 trees".into()));
                     bad.push((id, String::new()));
                 }
                 Ok(Object::ChunkList(c)) => {
@@ -304,7 +358,7 @@ impl Walker<'_> {
                             (
                                 kind,
                                 format!(
-                                    "chunk list totals {} bytes, its tree entry says {}",
+                                    "{} bytes in total, but its tree entry says {}",
                                     c.total_size,
                                     size.unwrap_or(0)
                                 ),
@@ -327,10 +381,7 @@ impl Walker<'_> {
                     if let Some(want) = size.filter(|&n| n != have) {
                         self.errors.insert(
                             id,
-                            (
-                                kind,
-                                format!("blob is {have} bytes, its reference says {want}"),
-                            ),
+                            (kind, format!("{have} bytes, but its reference says {want}")),
                         );
                         bad.push((id, String::new()));
                     }
@@ -372,6 +423,9 @@ fn short_err(e: &Error) -> String {
     match e {
         Error::MissingObject { .. } => "missing".into(),
         Error::CorruptObject { why, .. } => format!("corrupt: {why}"),
+        Error::WrongKind {
+            expected, found, ..
+        } => format!("a {found}, not a {}", expected.name()),
         other => other.to_string(),
     }
 }

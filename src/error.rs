@@ -142,12 +142,33 @@ pub enum Error {
         /// Its head (hex).
         snapshot: String,
     },
+    /// A file of the store that is not an object (a ref, `packed-refs`, the reflog, `FORMAT`,
+    /// `device`, …) is damaged or missing. `state check` lists every such file and `state
+    /// recover` repairs it (docs/safety.md, "Damaged store files").
+    #[error(
+        "{} is corrupt: {why}; run 'shelldone state check' to see the damage and 'shelldone state recover' to repair it",
+        path.display()
+    )]
+    CorruptFile {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Anything else a user must fix (bad arguments, configuration).
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Error {
+    /// A [`Error::CorruptFile`] for `path`.
+    pub fn corrupt_file(path: impl Into<PathBuf>, why: impl Into<String>) -> Error {
+        Error::CorruptFile {
+            path: path.into(),
+            why: why.into(),
+        }
+    }
+
     /// Exit-code class for the CLI (see docs/cli.md).
     #[must_use]
     pub fn exit_code(&self) -> i32 {
@@ -162,7 +183,8 @@ impl Error {
             Error::MissingObject { .. }
             | Error::CorruptObject { .. }
             | Error::WrongKind { .. }
-            | Error::UnsafePath(_) => 3,
+            | Error::UnsafePath(_)
+            | Error::CorruptFile { .. } => 3,
             Error::Locked { .. } | Error::RefConflict { .. } => 4,
             Error::Remote { .. } | Error::DeviceIdInUse { .. } | Error::UnrelatedHistory { .. } => {
                 5

@@ -144,6 +144,13 @@ impl State {
         } else {
             base
         };
+        // A full id names its snapshot without reading any ref (so a damaged ref file or
+        // packed-refs cannot stand in the way of `restore <id> --to DIR`).
+        if base.len() == 64
+            && let Ok(id) = ObjectId::from_hex(base)
+        {
+            return self.full_id(id, base);
+        }
         if check_name(base).is_ok() {
             if let Some(id) = self.refs.get(base)? {
                 return Ok(id);
@@ -158,19 +165,23 @@ impl State {
                 return Ok(id);
             }
         }
-        if base.len() == 64
-            && let Ok(id) = ObjectId::from_hex(base)
-        {
-            // Only snapshots are revisions (a tree or blob id is not).
-            if self.objects.read_snapshot(&id).is_ok() {
-                return Ok(id);
-            }
-            return Err(Error::UnknownRevision(base.to_owned()));
-        }
         if base.len() >= 4 && base.bytes().all(|b| b.is_ascii_hexdigit()) {
             let prefix = base.to_ascii_lowercase();
             let fan = self.objects.root().join("objects").join(&prefix[..2]);
             let mut matches = Vec::new();
+            // Damaged objects the prefix names: reported when no sound snapshot matches, as
+            // "unknown revision" would send the user looking for a typo.
+            let mut damaged: Vec<Error> = Vec::new();
+            let mut consider =
+                |id: ObjectId, matches: &mut Vec<ObjectId>| match self.objects.read_snapshot(&id) {
+                    Ok(_) => {
+                        if !matches.contains(&id) {
+                            matches.push(id);
+                        }
+                    }
+                    Err(e @ Error::CorruptObject { .. }) => damaged.push(e),
+                    Err(_) => {}
+                };
             if let Ok(rd) = std::fs::read_dir(&fan) {
                 for e in rd.flatten() {
                     let name = e.file_name();
@@ -179,21 +190,19 @@ impl State {
                         && let Ok(id) = ObjectId::from_hex(&format!("{}{n}", &prefix[..2]))
                     {
                         // Only snapshots count as revisions.
-                        if self.objects.read_snapshot(&id).is_ok() {
-                            matches.push(id);
-                        }
+                        consider(id, &mut matches);
                     }
                 }
             }
             for (_, ids) in self.objects.pack_contents() {
                 for id in ids {
-                    if id.to_hex().starts_with(&prefix)
-                        && !matches.contains(&id)
-                        && self.objects.read_snapshot(&id).is_ok()
-                    {
-                        matches.push(id);
+                    if id.to_hex().starts_with(&prefix) && !matches.contains(&id) {
+                        consider(id, &mut matches);
                     }
                 }
+            }
+            if matches.is_empty() && damaged.len() == 1 {
+                return Err(damaged.remove(0));
             }
             return match matches.len() {
                 0 => Err(Error::UnknownRevision(base.to_owned())),
@@ -205,6 +214,33 @@ impl State {
             };
         }
         Err(Error::UnknownRevision(base.to_owned()))
+    }
+
+    /// A full id as a revision: its snapshot, or why it cannot be one. A damaged snapshot is
+    /// damage (exit 3), not an unknown revision; so is an id that may be in a pack whose index
+    /// does not load.
+    fn full_id(&self, id: ObjectId, base: &str) -> Result<ObjectId> {
+        match self.objects.read_snapshot(&id) {
+            Ok(_) => Ok(id),
+            Err(Error::MissingObject { .. }) => {
+                if let Some((idx, why)) = self.objects.bad_pack_indexes().into_iter().next() {
+                    return Err(Error::corrupt_file(
+                        idx,
+                        format!("{why} (snapshot {id} may be in its pack)"),
+                    ));
+                }
+                if let Some(pack) = self.packs_without_index()?.into_iter().next() {
+                    return Err(Error::corrupt_file(
+                        pack,
+                        format!("it has no index (snapshot {id} may be in it)"),
+                    ));
+                }
+                Err(Error::UnknownRevision(base.to_owned()))
+            }
+            // Only snapshots are revisions (a tree or blob id is not).
+            Err(Error::WrongKind { .. }) => Err(Error::UnknownRevision(base.to_owned())),
+            Err(e) => Err(e),
+        }
     }
 
     /// History newest first, from `rev` (default: the head; with `session`, that session's ref), following all
@@ -222,23 +258,31 @@ impl State {
         for (name, id) in self.refs.list("")? {
             refs_at.entry(id).or_default().push(name);
         }
-        let starts: Vec<ObjectId> = match rev {
-            Some(r) => vec![self.resolve(r)?],
-            None => match session {
-                Some(s) => self
-                    .refs
-                    .get(&session_ref(s.as_bytes()))?
+        // (id, the ref it came from)
+        let starts: Vec<(ObjectId, Option<String>)> = match rev {
+            Some(r) => vec![(self.resolve(r)?, None)],
+            None => {
+                let name = match session {
+                    Some(s) => session_ref(s.as_bytes()),
+                    None => HEAD.to_owned(),
+                };
+                self.refs
+                    .get(&name)?
                     .into_iter()
-                    .collect(),
-                None => self.refs.get(HEAD)?.into_iter().collect(),
-            },
+                    .map(|id| (id, Some(name.clone())))
+                    .collect()
+            }
         };
+        let (shallow_ids, _) = self.read_shallow();
         let mut heap = BinaryHeap::new();
         let mut seen = HashSet::new();
         let mut snaps: BTreeMap<ObjectId, Snapshot> = BTreeMap::new();
-        for s in starts {
+        for (s, name) in starts {
             if seen.insert(s) {
-                let snap = self.objects.read_snapshot(&s)?;
+                let snap = match &name {
+                    Some(n) => self.ref_snapshot(n, s)?,
+                    None => self.objects.read_snapshot(&s)?,
+                };
                 heap.push(ByTime(snap.time_ns, s));
                 snaps.insert(s, snap);
             }
@@ -251,7 +295,7 @@ impl State {
                 break;
             }
             let snap = snaps.remove(&id).expect("inserted with the heap entry");
-            let shallow = self.is_shallow(&id);
+            let shallow = shallow_ids.contains(&id);
             for p in snap
                 .parents
                 .iter()

@@ -17,6 +17,7 @@ pub mod merge_drivers;
 pub mod ops;
 pub mod recover;
 pub mod remote;
+pub mod repair;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
@@ -82,6 +83,10 @@ pub struct State {
     refs: Refs,
     device: String,
     read_only: bool,
+    /// Damaged store files found at open that make writing unsafe (`FORMAT` in repair mode, a
+    /// damaged `device` file in a store with history): [`State::lock`] refuses while any is
+    /// present; `state check` lists them and `state recover` repairs them.
+    damage: Vec<(PathBuf, String)>,
 }
 
 impl State {
@@ -89,29 +94,21 @@ impl State {
     /// process left (see [`State::recover`]); the report says what was done.
     ///
     /// # Errors
-    /// I/O errors, a store from a newer shelldone, or a failed recovery.
+    /// I/O errors, a store from a newer shelldone, a damaged `FORMAT` ([`Error::CorruptFile`]),
+    /// or a failed recovery.
     pub fn open(paths: Paths) -> Result<(State, RecoveryReport)> {
-        let snap_dir = paths.state_dir.join("snapshots");
-        fs::create_dir_all(&snap_dir)?;
-        let read_only = check_format(&snap_dir)?;
-        let device = device_id(&snap_dir)?;
-        let st = State {
-            objects: ObjectStore::new(snap_dir.clone()),
-            refs: Refs::new(&snap_dir),
-            snap_dir,
-            paths,
-            device,
-            read_only,
-        };
-        let mut report = if read_only {
+        let st = State::open_inner(paths, false)?;
+        let mut report = if st.read_only {
             RecoveryReport::default()
         } else {
             st.recover_leftovers()?
         };
         // A corrupt session descriptor (a torn write, a crash of the terminal) is quarantined
-        // and its last good version put back before anything else reads it.
-        if !read_only
-            && st.refs.get(store::refs::HEAD)?.is_some()
+        // and its last good version put back before anything else reads it. (A damaged head is
+        // left for `state recover`; commands that need it say so.)
+        if !st.read_only
+            && st.damage.is_empty()
+            && matches!(st.refs.get(store::refs::HEAD), Ok(Some(_)))
             && !st.corrupt_descriptors(true)?.is_empty()
         {
             match StoreLock::acquire(&st.snap_dir, "descriptor repair", std::time::Duration::ZERO) {
@@ -121,6 +118,66 @@ impl State {
             }
         }
         Ok((st, report))
+    }
+
+    /// Opens the store for `state check` and `state recover`: a damaged `FORMAT` or `device`
+    /// file is recorded instead of refused (see [`State::damage`]), and nothing is written —
+    /// no startup recovery, no descriptor repair — so that a damaged store can always be
+    /// examined and repaired.
+    ///
+    /// # Errors
+    /// I/O errors, a store from a newer shelldone.
+    pub fn open_for_repair(paths: Paths) -> Result<State> {
+        State::open_inner(paths, true)
+    }
+
+    fn open_inner(paths: Paths, repair: bool) -> Result<State> {
+        let snap_dir = paths.state_dir.join("snapshots");
+        fs::create_dir_all(&snap_dir)?;
+        let mut damage = Vec::new();
+        let read_only = match check_format(&snap_dir) {
+            Ok(ro) => ro,
+            Err(Error::CorruptFile { path, why }) if repair => {
+                damage.push((path, why));
+                false
+            }
+            Err(e) => return Err(e),
+        };
+        let mut st = State {
+            objects: ObjectStore::new(snap_dir.clone()),
+            refs: Refs::new(&snap_dir),
+            snap_dir,
+            paths,
+            device: String::new(),
+            read_only,
+            damage,
+        };
+        let (device, why) = st.device_id()?;
+        st.device = device;
+        if let Some(why) = why {
+            st.damage.push((st.snap_dir.join("device"), why));
+        } else if repair
+            && let Some(saved) = st.device_from_history()
+            && saved != st.device
+        {
+            // A valid id that is not the one this store saves under (a flipped or cut byte):
+            // found by check (it reads the reflog, which opening for other commands does not).
+            st.damage.push((
+                st.snap_dir.join("device"),
+                format!(
+                    "it says {}, but this store's newest local save was made as {saved}",
+                    st.device
+                ),
+            ));
+            st.device = saved;
+        }
+        Ok(st)
+    }
+
+    /// Damaged store files found at open that block writing: (path, what is wrong).
+    #[must_use]
+    pub fn damage(&self) -> &[(PathBuf, String)] {
+        &self.damage
     }
 
     /// The paths in use.
@@ -157,7 +214,34 @@ impl State {
     ///
     /// # Errors
     /// [`Error::Locked`] after `SHELLDONE_LOCK_TIMEOUT`; [`Error::ReadOnly`].
+    /// A damaged `FORMAT` or `device` file refuses every write with [`Error::CorruptFile`]
+    /// until `state recover` repaired it.
     pub fn lock(&self, what: &str) -> Result<StoreLock> {
+        if let Some((path, why)) = self.damage.first() {
+            return Err(Error::corrupt_file(path, why.clone()));
+        }
+        // A `device` file that still holds a valid id, but not this store's (a flipped or cut
+        // byte): writing under it would start another device's history on every remote.
+        if let Some(saved) = self.device_from_history()
+            && saved != self.device
+        {
+            return Err(Error::corrupt_file(
+                self.snap_dir.join("device"),
+                format!(
+                    "it says {}, but this store's newest local save was made as {saved}",
+                    self.device
+                ),
+            ));
+        }
+        self.lock_for_repair(what)
+    }
+
+    /// Takes the store lock even when [`State::damage`] lists damaged files (for `state
+    /// recover`, which repairs them).
+    ///
+    /// # Errors
+    /// [`Error::Locked`] after `SHELLDONE_LOCK_TIMEOUT`; [`Error::ReadOnly`].
+    pub fn lock_for_repair(&self, what: &str) -> Result<StoreLock> {
         if self.read_only {
             return Err(Error::ReadOnly(self.snap_dir.clone()));
         }
@@ -175,20 +259,49 @@ impl State {
     }
 }
 
+/// The contents of `FORMAT` this version writes.
+#[must_use]
+pub fn format_line() -> String {
+    format!("shelldone-store {}.{}\n", STORE_FORMAT.0, STORE_FORMAT.1)
+}
+
+/// Parses `FORMAT`: `shelldone-store <major>.<minor>`.
+fn parse_format(bytes: &[u8]) -> std::result::Result<(u32, u32), String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())?;
+    text.trim()
+        .strip_prefix("shelldone-store ")
+        .and_then(|v| v.split_once('.'))
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .ok_or_else(|| {
+            format!(
+                "not 'shelldone-store <major>.<minor>': {:?}",
+                text.chars().take(80).collect::<String>()
+            )
+        })
+}
+
+/// True when `snapshots/` holds anything a user could lose: objects, packs, refs or a reflog
+/// (a store with none of these is new, and its `FORMAT` and `device` are simply created).
+pub(crate) fn store_has_contents(dir: &Path) -> bool {
+    let non_empty = |p: PathBuf| match std::fs::read_dir(&p) {
+        Ok(mut d) => d.next().is_some(),
+        Err(_) => p.is_file(),
+    };
+    ["objects", "packs", "refs", "packed-refs", "logs"]
+        .iter()
+        .any(|n| non_empty(dir.join(n)))
+}
+
+/// Reads `FORMAT` (writing it in a new store): whether the store is read-only (a newer minor).
+///
+/// # Errors
+/// [`Error::CorruptFile`] when `FORMAT` is damaged, or missing from a store that holds data;
+/// [`Error::NewerStore`]; migration and I/O errors.
 fn check_format(dir: &Path) -> Result<bool> {
     let path = dir.join("FORMAT");
-    let want = format!("shelldone-store {}.{}\n", STORE_FORMAT.0, STORE_FORMAT.1);
-    match std::fs::read_to_string(&path) {
-        Ok(s) => {
-            let v = s.trim().strip_prefix("shelldone-store ").unwrap_or("");
-            let (maj, min) = v.split_once('.').unwrap_or(("", ""));
-            let (Ok(maj), Ok(min)) = (maj.parse::<u32>(), min.parse::<u32>()) else {
-                return Err(Error::Invalid(format!(
-                    "{} is corrupt: {:?}",
-                    path.display(),
-                    s
-                )));
-            };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let (maj, min) = parse_format(&bytes).map_err(|why| Error::corrupt_file(&path, why))?;
             if maj > STORE_FORMAT.0 {
                 return Err(Error::NewerStore {
                     path: dir.to_path_buf(),
@@ -211,21 +324,90 @@ fn check_format(dir: &Path) -> Result<bool> {
             Ok(maj == STORE_FORMAT.0 && min > STORE_FORMAT.1)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            store::durable::write_atomic(&path, want.as_bytes())?;
+            if store_has_contents(dir) {
+                // Which version wrote this data is unknown: guessing could let this version
+                // write into a newer store. `state recover` decides (docs/safety.md).
+                return Err(Error::corrupt_file(
+                    &path,
+                    "the file is missing, and the store holds objects or refs",
+                ));
+            }
+            store::durable::write_atomic(&path, format_line().as_bytes())?;
             Ok(false)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{e} (reading {})", path.display()),
+        ))),
     }
 }
 
-fn device_id(dir: &Path) -> Result<String> {
-    let path = dir.join("device");
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        let s = s.trim().to_owned();
-        if store::refs::check_name(&s).is_ok() && !s.contains('/') {
-            return Ok(s);
+impl State {
+    /// This device's id from `snapshots/device`, created in a new store. In a store with
+    /// history a missing or damaged file is not replaced by a new id (this device would start
+    /// writing under another name on every remote): the id is taken from the newest local save
+    /// the reflog records, and the damage is returned for [`State::lock`] to refuse writes
+    /// until `state recover` rewrites the file.
+    fn device_id(&self) -> Result<(String, Option<String>)> {
+        let path = self.snap_dir.join("device");
+        let why = match std::fs::read(&path) {
+            Ok(b) => match std::str::from_utf8(&b).map(str::trim) {
+                Ok(s) if valid_device(s) => return Ok((s.to_owned(), None)),
+                Ok("") => "empty".to_owned(),
+                Ok(s) => format!(
+                    "not a device id: {:?}",
+                    s.chars().take(80).collect::<String>()
+                ),
+                Err(_) => "not UTF-8".to_owned(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "the file is missing".to_owned(),
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (reading {})", path.display()),
+                )));
+            }
+        };
+        if store_has_contents(&self.snap_dir) {
+            if let Some(id) = self.device_from_history() {
+                return Ok((
+                    id.clone(),
+                    Some(format!("{why}; the reflog says this device is {id}")),
+                ));
+            }
+            if !self.damage.is_empty() || self.read_only {
+                return Ok((new_device_id(), Some(why)));
+            }
+            // History, but no local save to take the id from (only pulled snapshots): a new id
+            // loses nothing.
         }
+        if self.read_only {
+            return Ok((new_device_id(), None));
+        }
+        let id = new_device_id();
+        store::durable::write_atomic(&path, format!("{id}\n").as_bytes())?;
+        Ok((id, None))
     }
+
+    /// The device of the newest snapshot a local save made (a reflog line of `head` whose
+    /// message starts with `save`), if its snapshot reads.
+    pub(crate) fn device_from_history(&self) -> Option<String> {
+        let (_, e) = self
+            .refs
+            .find_last(|n, e| {
+                n == store::refs::HEAD && e.new.is_some() && e.message.starts_with("save")
+            })
+            .ok()??;
+        let s = self.objects.read_snapshot(&e.new?).ok()?;
+        valid_device(&s.device).then_some(s.device)
+    }
+}
+
+fn valid_device(s: &str) -> bool {
+    store::refs::check_name(s).is_ok() && !s.contains('/')
+}
+
+fn new_device_id() -> String {
     let host = rustix::system::uname()
         .nodename()
         .to_string_lossy()
@@ -240,7 +422,5 @@ fn device_id(dir: &Path) -> Result<String> {
     } else {
         host
     };
-    let id = format!("{host}-{:08x}", rand::random::<u32>());
-    store::durable::write_atomic(&path, format!("{id}\n").as_bytes())?;
-    Ok(id)
+    format!("{host}-{:08x}", rand::random::<u32>())
 }

@@ -17,6 +17,14 @@ use crate::store::refs::{HEAD, RefTxn};
 use crate::store::statcache::{Stat, StatCache};
 use crate::store::{Batch, BatchStats, durable, now_ns};
 
+/// True for errors that mean stored data is damaged (missing, corrupt or of the wrong kind).
+fn is_damage(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::MissingObject { .. } | Error::CorruptObject { .. } | Error::WrongKind { .. }
+    )
+}
+
 /// True when the file was modified less than [`DESCRIPTOR_SETTLE`] ago (or its age is unknown).
 fn is_young(path: &std::path::Path) -> bool {
     std::fs::symlink_metadata(path)
@@ -74,6 +82,9 @@ pub struct SaveOutcome {
     pub bytes_written: u64,
     /// Corrupt descriptors found and handled.
     pub quarantined: Vec<Quarantined>,
+    /// Things a person should know (e.g. the head's trees could not be read, so every file
+    /// was recorded as new).
+    pub warnings: Vec<String>,
 }
 
 /// What to restore.
@@ -222,8 +233,29 @@ impl State {
     fn head_state(&self) -> Result<Option<(ObjectId, Snapshot)>> {
         match self.refs.get(HEAD)? {
             None => Ok(None),
-            Some(id) => Ok(Some((id, self.objects.read_snapshot(&id)?))),
+            Some(id) => Ok(Some((id, self.ref_snapshot(HEAD, id)?))),
         }
+    }
+
+    /// Reads the snapshot a ref names; when it is missing, corrupt or not a snapshot the error
+    /// names the ref's file too ([`Error::CorruptFile`]): the ref may be the damaged part, and
+    /// `state recover` repairs either.
+    pub(crate) fn ref_snapshot(&self, name: &str, id: ObjectId) -> Result<Snapshot> {
+        self.objects.read_snapshot(&id).map_err(|e| {
+            if is_damage(&e) {
+                let place = if self.refs.loose_path(name).is_file() {
+                    self.refs.loose_path(name)
+                } else {
+                    self.refs.packed_path().to_path_buf()
+                };
+                Error::corrupt_file(
+                    place,
+                    format!("{name} names {id}, which cannot be read: {e}"),
+                )
+            } else {
+                e
+            }
+        })
     }
 
     /// Snapshots the live state (see [`SaveOptions`]).
@@ -318,9 +350,24 @@ impl State {
                 objects_written: 0,
                 bytes_written: 0,
                 quarantined,
+                warnings: Vec::new(),
             });
         }
-        let base = head_flat(self)?;
+        let mut warnings = Vec::new();
+        let base = match head_flat(self) {
+            Ok(b) => b,
+            // The head's trees are damaged (docs/safety.md, "Damaged store files"): the live
+            // state is still recorded, every file as new, so the save stores again whatever
+            // the live files still hold instead of refusing until the objects come back.
+            Err(e) if is_damage(&e) => {
+                warnings.push(format!(
+                    "the head snapshot's file list cannot be read ({e}); this snapshot records \
+                     every file as new"
+                ));
+                Flat::with_roots()
+            }
+            Err(e) => return Err(e),
+        };
         let (id, stats, sessions) = self.commit_snapshot(
             batch,
             &new_flat,
@@ -341,6 +388,7 @@ impl State {
             objects_written: stats.objects,
             bytes_written: stats.bytes,
             quarantined,
+            warnings,
         })
     }
 
@@ -681,7 +729,12 @@ impl State {
         // Record the restore as a snapshot on top of the head.
         let head = self.head_state()?;
         let base = match &head {
-            Some((_, s)) => flatten(&self.objects, &s.root)?,
+            Some((_, s)) => match flatten(&self.objects, &s.root) {
+                Ok(f) => f,
+                // Damaged head trees: as in a save, record the restored state in full.
+                Err(e) if is_damage(&e) && *scope == Scope::All => Flat::with_roots(),
+                Err(e) => return Err(e),
+            },
             None => Flat::with_roots(),
         };
         let new_flat = match scope {
@@ -832,30 +885,69 @@ impl State {
         })
     }
 
-    /// Reads a restore intent left by an interrupted restore.
-    pub(crate) fn pending_restore(&self) -> Result<Option<(ObjectId, Scope)>> {
+    /// Reads a restore intent left by an interrupted restore (without changing anything).
+    ///
+    /// # Errors
+    /// I/O errors reading the file.
+    pub(crate) fn pending_restore(&self) -> Result<Pending> {
         let p = self.snap_dir.join("restore-intent");
         match std::fs::read(&p) {
-            Ok(b) => match serde_json::from_slice::<Intent>(&b) {
-                Ok(i) if ObjectId::from_hex(&i.snapshot).is_ok() => Ok(Some((
-                    ObjectId::from_hex(&i.snapshot).expect("checked"),
-                    Scope::of(i.session.as_deref(), i.path.as_deref()),
-                ))),
-                Ok(i) if i.snapshot == "head" => match self.refs.get(HEAD)? {
-                    Some(h) => Ok(Some((h, Scope::All))),
-                    None => {
-                        fs::remove_file(&p)?;
-                        Ok(None)
-                    }
+            Ok(b) => match parse_intent(&b) {
+                Ok((IntentTarget::Snapshot(id), scope)) => Ok(Pending::Restore(id, scope)),
+                // Written by `sync pull` before it moves the head: whatever the head is now.
+                Ok((IntentTarget::Head, _)) => match self.refs.get(HEAD) {
+                    Ok(Some(h)) => Ok(Pending::Restore(h, Scope::All)),
+                    Ok(None) => Ok(Pending::Corrupt(
+                        "it asks for the head, and there is no head".into(),
+                    )),
+                    Err(e) => Ok(Pending::HeadUnreadable(e)),
                 },
-                // A torn intent means the restore had not started writing live files.
-                _ => {
-                    fs::remove_file(&p)?;
-                    Ok(None)
-                }
+                Err(why) => Ok(Pending::Corrupt(why)),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Pending::None),
+            Err(e) => Err(Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("{e} (reading {})", p.display()),
+            ))),
         }
     }
+}
+
+/// What `restore-intent` asks for.
+#[derive(Debug)]
+pub(crate) enum Pending {
+    /// No intent.
+    None,
+    /// Make this snapshot (or this part of it) live.
+    Restore(ObjectId, Scope),
+    /// The intent does not parse: why. (`write_atomic` wrote it, so a crash cannot tear it:
+    /// something else damaged it.)
+    Corrupt(String),
+    /// It asks for the head, which cannot be read now (damaged: left for `state recover`).
+    HeadUnreadable(Error),
+}
+
+/// The snapshot an intent names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IntentTarget {
+    /// A snapshot id.
+    Snapshot(ObjectId),
+    /// The word `head`.
+    Head,
+}
+
+/// Parses `restore-intent`: `{"snapshot": "<hex>" | "head", "session": null | "<id>"}`.
+pub(crate) fn parse_intent(bytes: &[u8]) -> std::result::Result<(IntentTarget, Scope), String> {
+    let i: Intent = serde_json::from_slice(bytes).map_err(|e| format!("not an intent: {e}"))?;
+    let target = if i.snapshot == "head" {
+        IntentTarget::Head
+    } else {
+        IntentTarget::Snapshot(ObjectId::from_hex(&i.snapshot).map_err(|_| {
+            format!(
+                "names {:?}, which is not a snapshot id",
+                i.snapshot.chars().take(80).collect::<String>()
+            )
+        })?)
+    };
+    Ok((target, Scope::of(i.session.as_deref(), i.path.as_deref())))
 }

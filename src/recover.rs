@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::State;
 use crate::error::{Error, Result};
-use crate::ops::Quarantined;
+use crate::ops::{Pending, Quarantined};
+use crate::repair::{Quarantine, Repair};
 use crate::snapshot::restore::remove_tmp_files;
 use crate::store::lock::StoreLock;
 
@@ -27,6 +28,8 @@ pub struct RecoveryReport {
     pub restore_abandoned: Option<String>,
     /// Whether recovery was skipped because another process holds the lock.
     pub skipped_busy: bool,
+    /// Damaged store files repaired (docs/safety.md, "Damaged store files").
+    pub repaired: Vec<Repair>,
 }
 
 impl RecoveryReport {
@@ -38,6 +41,7 @@ impl RecoveryReport {
             || self.restore_finished.is_some()
             || self.restore_abandoned.is_some()
             || !self.quarantined.is_empty()
+            || !self.repaired.is_empty()
     }
 }
 
@@ -67,7 +71,7 @@ impl State {
             return Ok(RecoveryReport::default());
         }
         match StoreLock::acquire(self.snapshots_dir(), "recovery", std::time::Duration::ZERO) {
-            Ok(_lock) => self.recover_locked(false),
+            Ok(_lock) => self.recover_locked(),
             Err(Error::Locked { .. }) => Ok(RecoveryReport {
                 skipped_busy: true,
                 ..RecoveryReport::default()
@@ -76,18 +80,39 @@ impl State {
         }
     }
 
-    /// `state recover`: finishes interrupted operations, removes leftovers, and checks every
-    /// session descriptor, quarantining corrupt ones and restoring their last good version.
+    /// `state recover`: repairs damaged store files (a damaged `FORMAT` first, and only when
+    /// the store's contents show which version wrote it), removes leftovers, finishes
+    /// interrupted operations, and checks every session descriptor, quarantining corrupt ones
+    /// and restoring their last good version. Works on a store opened with
+    /// [`State::open_for_repair`], whatever is damaged.
     ///
     /// # Errors
-    /// Lock, I/O or store errors.
+    /// Lock, I/O or store errors; a damaged `FORMAT` that cannot be rewritten.
     pub fn recover(&self) -> Result<RecoveryReport> {
-        let _lock = self.lock("state recover")?;
-        self.recover_locked(true)
+        let _lock = self.lock_for_repair("state recover")?;
+        let q = Quarantine::new(self);
+        let mut r = RecoveryReport::default();
+        self.repair_format(&q, &mut r.repaired)?;
+        self.remove_leftovers(&mut r)?;
+        self.repair_store(&q, &mut r.repaired)?;
+        self.finish_intent(&mut r, true)?;
+        r.quarantined = self.repair_descriptors(false)?;
+        Ok(r)
     }
 
-    fn recover_locked(&self, check_descriptors: bool) -> Result<RecoveryReport> {
+    /// Startup recovery, under the lock: leftovers, packs without an index, an interrupted
+    /// restore.
+    fn recover_locked(&self) -> Result<RecoveryReport> {
         let mut r = RecoveryReport::default();
+        self.remove_leftovers(&mut r)?;
+        self.repair_packs(None, &mut r.repaired)?;
+        self.finish_intent(&mut r, false)?;
+        Ok(r)
+    }
+
+    /// Staging dirs of unfinished batches and temp files next to refs, small files and live
+    /// files.
+    fn remove_leftovers(&self, r: &mut RecoveryReport) -> Result<()> {
         let staging = self.snapshots_dir().join("staging");
         if staging.exists() {
             for e in fs::read_dir(&staging)? {
@@ -100,15 +125,14 @@ impl State {
         for dir in [
             self.snapshots_dir().join("refs"),
             self.snapshots_dir().to_path_buf(),
+            self.objects.packs_dir(),
         ] {
             if !dir.exists() {
                 continue;
             }
-            for e in walkdir::WalkDir::new(&dir).max_depth(if dir == self.snapshots_dir() {
-                1
-            } else {
-                64
-            }) {
+            for e in
+                walkdir::WalkDir::new(&dir).max_depth(if dir.ends_with("refs") { 64 } else { 1 })
+            {
                 let Ok(e) = e else { continue };
                 if e.file_type().is_file()
                     && crate::store::durable::is_tmp_name(std::os::unix::ffi::OsStrExt::as_bytes(
@@ -121,39 +145,55 @@ impl State {
             }
         }
         r.tmp_files_removed += remove_tmp_files(&self.layout())?;
-        // A pack renamed into place whose index never followed is invisible: remove it.
-        let packs = self.objects.packs_dir();
-        if packs.exists() {
-            for e in fs::read_dir(&packs)? {
-                let p = e?.path();
-                if p.extension().is_some_and(|x| x == "pack") && !p.with_extension("idx").exists() {
-                    fs::remove_file(&p)?;
-                    r.tmp_files_removed += 1;
+        Ok(())
+    }
+
+    /// Rolls an interrupted restore forward, or gives it up. At startup (`full` false) an
+    /// intent that needs a damaged head is left for `state recover`, which repairs the head
+    /// first.
+    fn finish_intent(&self, r: &mut RecoveryReport, full: bool) -> Result<()> {
+        let intent = self.snapshots_dir().join("restore-intent");
+        match self.pending_restore()? {
+            Pending::None => {}
+            Pending::Corrupt(why) => {
+                fs::remove_file(&intent)?;
+                r.repaired.push(Repair {
+                    file: intent.display().to_string(),
+                    damage: why,
+                    action: "deleted: the restore it recorded cannot be finished (every live \
+                             file is its old or its new content); run that restore again if \
+                             one was interrupted"
+                        .into(),
+                });
+            }
+            Pending::HeadUnreadable(e) => {
+                if full {
+                    let _ = std::fs::remove_file(&intent);
+                    r.restore_abandoned = Some(format!("head: {e}"));
+                }
+            }
+            Pending::Restore(_, _) if !full && self.refs.get(crate::store::refs::HEAD).is_err() => {
+            }
+            Pending::Restore(snap, scope) => {
+                // Roll forward: the user asked for this snapshot; finish making it live. If that
+                // is impossible (its objects are damaged), give up on it rather than block every
+                // command. Whatever changed in the live dirs since the crash is saved first, so
+                // rolling forward never overwrites edits made after it.
+                let saved = self.save_locked(&crate::ops::SaveOptions {
+                    message: "auto-save before finishing an interrupted restore".into(),
+                    allow_empty: true,
+                    ..crate::ops::SaveOptions::default()
+                });
+                match saved.and_then(|_| self.restore_locked(snap, &scope, false)) {
+                    Ok(_) => r.restore_finished = Some(snap.to_hex()),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&intent);
+                        r.restore_abandoned = Some(format!("{}: {e}", snap.to_hex()));
+                    }
                 }
             }
         }
-        if let Some((snap, scope)) = self.pending_restore()? {
-            // Roll forward: the user asked for this snapshot; finish making it live. If that is
-            // impossible (its objects are damaged), give up on it rather than block every command.
-            // Whatever changed in the live dirs since the crash is saved first, so rolling
-            // forward never overwrites edits made after it.
-            let saved = self.save_locked(&crate::ops::SaveOptions {
-                message: "auto-save before finishing an interrupted restore".into(),
-                allow_empty: true,
-                ..crate::ops::SaveOptions::default()
-            });
-            match saved.and_then(|_| self.restore_locked(snap, &scope, false)) {
-                Ok(_) => r.restore_finished = Some(snap.to_hex()),
-                Err(e) => {
-                    let _ = std::fs::remove_file(self.snapshots_dir().join("restore-intent"));
-                    r.restore_abandoned = Some(format!("{}: {e}", snap.to_hex()));
-                }
-            }
-        }
-        if check_descriptors {
-            r.quarantined = self.repair_descriptors(false)?;
-        }
-        Ok(r)
+        Ok(())
     }
 
     /// Every object reachable from the given snapshots.
@@ -162,6 +202,7 @@ impl State {
     /// Missing or corrupt trees/snapshots/chunk lists (blobs are not read).
     pub fn reachable(&self, roots: &[ObjectId]) -> Result<HashSet<ObjectId>> {
         let mut seen = HashSet::new();
+        let (shallow_ids, _) = self.read_shallow();
         let mut stack: Vec<(ObjectId, Kind)> = roots.iter().map(|r| (*r, Kind::Snapshot)).collect();
         while let Some((id, kind)) = stack.pop() {
             if !seen.insert(id) {
@@ -173,7 +214,7 @@ impl State {
             match self.objects.read(&id, kind)? {
                 Object::Snapshot(s) => {
                     stack.push((s.root, Kind::Tree));
-                    let shallow = self.is_shallow(&id);
+                    let shallow = shallow_ids.contains(&id);
                     stack.extend(
                         s.parents
                             .iter()
@@ -209,7 +250,14 @@ impl State {
     /// As [`State::gc`].
     pub fn gc_with(&self, repack: bool) -> Result<GcReport> {
         let _lock = self.lock("state gc")?;
-        let (_, roots) = self.root_snapshots()?;
+        let (_, mut roots) = self.root_snapshots()?;
+        // Ids in reflog lines too damaged to parse: kept until `state recover` has set the
+        // lines aside, so gc never deletes what such a line may have named.
+        for id in self.reflog_salvage_ids()? {
+            if self.objects.read_snapshot(&id).is_ok() {
+                roots.push(id);
+            }
+        }
         let keep = self.reachable(&roots)?;
         let mut report = GcReport {
             reachable: keep.len(),

@@ -341,6 +341,9 @@ fn open_with_report(cli: &Cli) -> Result<(State, crate::RecoveryReport)> {
                 &s[..12]
             );
         }
+        for x in &rep.repaired {
+            let _ = writeln!(err, "recovered: {} ({}): {}", x.file, x.damage, x.action);
+        }
         if rep.staging_removed > 0 || rep.tmp_files_removed > 0 {
             let _ = writeln!(
                 err,
@@ -538,7 +541,15 @@ fn print_changes(changes: &[crate::history::Change]) {
 }
 
 fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
-    let (st, opened) = open_with_report(cli)?;
+    // `check` and `recover` must work on any damage: they open the store without refusing a
+    // damaged FORMAT or device file, and without writing anything at open.
+    let (st, opened) = match sc {
+        StateCmd::Check { .. } | StateCmd::Recover => (
+            State::open_for_repair(paths(cli)?)?,
+            crate::RecoveryReport::default(),
+        ),
+        _ => open_with_report(cli)?,
+    };
     match sc {
         StateCmd::Save {
             message,
@@ -554,11 +565,14 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
             for q in &o.quarantined {
                 let _ = writeln!(std::io::stderr(), "warning: {}", quarantine_line(q));
             }
+            for w in &o.warnings {
+                let _ = writeln!(std::io::stderr(), "warning: {w}");
+            }
             if cli.json {
                 out(json!({"id": o.id.map(|i| i.to_hex()), "created": o.created,
                     "changes": {"added": o.summary.added, "modified": o.summary.modified, "deleted": o.summary.deleted},
                     "sessions": o.sessions, "objects_written": o.objects_written, "bytes_written": o.bytes_written,
-                    "quarantined": o.quarantined}));
+                    "quarantined": o.quarantined, "warnings": o.warnings}));
             } else if o.created {
                 out(format!(
                     "saved: +{} ~{} -{} files, {} new objects ({}){}",
@@ -681,6 +695,9 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
                     if !p.refs.is_empty() {
                         out(format!("  refs: {}", p.refs.join(", ")));
                     }
+                    if !p.files.is_empty() && p.files != [p.object.clone()] {
+                        out(format!("  files: {}", p.files.join(", ")));
+                    }
                 }
                 out(format!(
                     "checked {} snapshots, {} objects{}: {}",
@@ -728,6 +745,9 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
             r.tmp_files_removed += opened.tmp_files_removed;
             r.restore_finished = r.restore_finished.or(opened.restore_finished.clone());
             r.restore_abandoned = r.restore_abandoned.or(opened.restore_abandoned.clone());
+            let mut rep = opened.repaired.clone();
+            rep.append(&mut r.repaired);
+            r.repaired = rep;
             if cli.json {
                 out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
             } else {
@@ -743,6 +763,9 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
                     "removed {} unfinished object batch(es), {} temp file(s)",
                     r.staging_removed, r.tmp_files_removed
                 ));
+                for x in &r.repaired {
+                    out(format!("repaired {} ({}): {}", x.file, x.damage, x.action));
+                }
                 for q in &r.quarantined {
                     out(format!(
                         "quarantined {} ({}) to {}; {}",

@@ -276,3 +276,160 @@ pub fn hash_file(path: &Path) -> Result<blake3::Hash> {
     h.update_reader(fs::File::open(path)?).map_err(Error::Io)?;
     Ok(h.finalize())
 }
+
+/// What [`scan`] found in a pack file.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Pack version from the magic (`None` when the magic is damaged).
+    pub version: Option<u8>,
+    /// Every object read and verified, with its place (as an index would record it).
+    pub entries: Vec<objects_format::pack::IndexEntry>,
+    /// Byte ranges that could not be read, with why.
+    pub damaged: Vec<String>,
+}
+
+/// Largest entry frame [`scan`] reads: an object entry holds one stored object (at most
+/// `MAX_OBJECT_SIZE` decompressed; zstd never expands data by more than a small margin).
+const SCAN_FRAME_MAX: u64 = objects_format::MAX_OBJECT_SIZE as u64 + (1 << 20);
+
+/// Walks a pack from its bytes alone (SPEC §7.2: "a pack can be indexed again from its bytes
+/// alone"), calling `each` with every object whose canonical bytes hash to their id. A damaged
+/// entry is skipped: the walk looks for the next entry header followed by a zstd frame, so the
+/// objects after the damage are found too. Used to index a pack again and to salvage the sound
+/// objects of a damaged one.
+///
+/// # Errors
+/// I/O errors, or an error from `each`.
+pub fn scan(
+    path: &Path,
+    mut each: impl FnMut(&objects_format::pack::IndexEntry, &[u8]) -> Result<()>,
+) -> Result<Scan> {
+    use objects_format::pack::{BLOCK_CODE, BLOCK_MAX, IndexEntry, PACK_MAGIC_V1};
+    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    let file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut out = Scan::default();
+    let mut magic = [0u8; 8];
+    if len < 8 || file.file().read_exact_at(&mut magic, 0).is_err() {
+        out.damaged.push("shorter than the pack magic".into());
+        return Ok(out);
+    }
+    out.version = match &magic {
+        m if m == PACK_MAGIC => Some(2),
+        m if m == PACK_MAGIC_V1 => Some(1),
+        _ => {
+            out.damaged.push("bytes 0..8: not a pack magic".into());
+            None
+        }
+    };
+    let header_ok = |h: &[u8; 9], at: u64| -> Option<u32> {
+        let code = h[0];
+        let n = u32::from_le_bytes(h[1..5].try_into().expect("4 bytes"));
+        let known = (1..=4).contains(&code) || code == BLOCK_CODE;
+        (known
+            && n >= 4
+            && u64::from(n) <= SCAN_FRAME_MAX
+            && at + ENTRY_HEADER + u64::from(n) <= len
+            && h[5..9] == ZSTD_MAGIC)
+            .then_some(n)
+    };
+    let read_header = |at: u64| -> Option<[u8; 9]> {
+        let mut h = [0u8; 9];
+        (at + 9 <= len && file.file().read_exact_at(&mut h, at).is_ok()).then_some(h)
+    };
+    // Resynchronise after damage: the next offset from `from` holding a plausible entry header
+    // and the start of a zstd frame, read a window at a time.
+    let find_next = |from: u64| -> u64 {
+        const STEP: u64 = 1 << 20;
+        let mut base = from;
+        while base < len {
+            let end = (base + STEP + 8).min(len);
+            let mut buf = vec![0u8; usize::try_from(end - base).expect("at most a window")];
+            if file.file().read_exact_at(&mut buf, base).is_err() {
+                return len;
+            }
+            for (i, w) in buf.windows(9).enumerate() {
+                let h: [u8; 9] = w.try_into().expect("9 bytes");
+                if header_ok(&h, base + i as u64).is_some() {
+                    return base + i as u64;
+                }
+            }
+            base += STEP;
+        }
+        len
+    };
+    let mut at = 8u64;
+    while at < len {
+        let entry = read_header(at).and_then(|h| header_ok(&h, at).map(|n| (h[0], n)));
+        let Some((code, n)) = entry else {
+            let from = at;
+            at = find_next(at + 1);
+            out.damaged
+                .push(format!("bytes {from}..{at}: not a pack entry"));
+            continue;
+        };
+        let offset = at + ENTRY_HEADER;
+        let mut frame = vec![0u8; n as usize];
+        file.file().read_exact_at(&mut frame, offset)?;
+        let next = offset + u64::from(n);
+        let mut found = Vec::new();
+        let res: std::result::Result<(), String> = (|| {
+            if code == BLOCK_CODE {
+                let block = crate::store::decompress_bounded(&frame, BLOCK_MAX)?;
+                for m in objects_format::pack::parse_block(&block)? {
+                    let c = objects_format::pack::block_member(&block, m)?;
+                    let (kind, _) =
+                        objects_format::encoding::split_header(c).map_err(|e| e.to_string())?;
+                    found.push((
+                        IndexEntry {
+                            id: ObjectId::compute(kind, c),
+                            kind,
+                            offset,
+                            len: n,
+                            member: Some(m),
+                        },
+                        c.to_vec(),
+                    ));
+                }
+            } else {
+                let c = crate::store::decompress(&frame)?;
+                let (kind, _) =
+                    objects_format::encoding::split_header(&c).map_err(|e| e.to_string())?;
+                if kind.code() != code {
+                    return Err(format!(
+                        "entry says kind {code}, object is a {}",
+                        kind.name()
+                    ));
+                }
+                found.push((
+                    IndexEntry {
+                        id: ObjectId::compute(kind, &c),
+                        kind,
+                        offset,
+                        len: n,
+                        member: None,
+                    },
+                    c,
+                ));
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) => {
+                for (e, c) in found {
+                    each(&e, &c)?;
+                    out.entries.push(e);
+                }
+                at = next;
+            }
+            Err(why) => {
+                out.damaged.push(format!("entry at byte {at}: {why}"));
+                // The length may be the damaged part: look for the next entry from here.
+                at = find_next(at + 1);
+            }
+        }
+    }
+    out.entries.sort_by_key(|e| e.id);
+    out.entries.dedup_by_key(|e| e.id);
+    Ok(out)
+}

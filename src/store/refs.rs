@@ -109,12 +109,15 @@ impl Refs {
     }
 
     /// The packed refs (empty when there is no `packed-refs`).
+    ///
+    /// # Errors
+    /// [`Error::CorruptFile`] naming `packed-refs` when it does not parse; I/O errors.
     fn packed(&self) -> Result<Arc<Packed>> {
         use std::io::Read;
         use std::os::unix::fs::MetadataExt;
         // Key and content from the same open file: a replacement between a stat and a read
         // cannot pair an old key with new content.
-        let mut f = match std::fs::File::open(&self.packed) {
+        let mut f = match fs::File::open(&self.packed) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Arc::new(Packed::new()));
@@ -134,24 +137,81 @@ impl Refs {
         {
             return Ok(p.clone());
         }
-        let mut text = String::new();
-        f.read_to_string(&mut text)?;
-        let corrupt =
-            |why: &str| Error::Invalid(format!("{} is corrupt: {why}", self.packed.display()));
-        let mut lines = text.lines();
-        if lines.next() != Some(PACKED_HEADER) {
-            return Err(corrupt("unknown header"));
-        }
-        let mut map = Packed::new();
-        for l in lines {
-            let (hex, name) = l.split_once(' ').ok_or_else(|| corrupt(l))?;
-            let id = ObjectId::from_hex(hex).map_err(|_| corrupt(l))?;
-            check_name(name).map_err(|_| corrupt(l))?;
-            map.insert(name.to_owned(), id);
-        }
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes)?;
+        let map =
+            parse_packed(&bytes).map_err(|(why, _)| Error::corrupt_file(&self.packed, why))?;
         let p = Arc::new(map);
         *cache = Some((key, p.clone()));
         Ok(p)
+    }
+
+    /// `packed-refs` as it is, without failing on damage: for `state check` and `state recover`.
+    ///
+    /// # Errors
+    /// I/O errors other than a missing file.
+    pub fn scan_packed(&self) -> Result<PackedScan> {
+        match std::fs::read(&self.packed) {
+            Ok(bytes) => Ok(match parse_packed(&bytes) {
+                Ok(map) => PackedScan::Sound(map),
+                Err((why, salvaged)) => PackedScan::Corrupt { why, salvaged },
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PackedScan::Absent),
+            Err(e) => Err(Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("{e} (reading {})", self.packed.display()),
+            ))),
+        }
+    }
+
+    /// The `packed-refs` path.
+    #[must_use]
+    pub fn packed_path(&self) -> &Path {
+        &self.packed
+    }
+
+    /// The reflog path (`logs/refs.log`).
+    #[must_use]
+    pub fn log_path(&self) -> PathBuf {
+        self.logs.join(LOG_FILE)
+    }
+
+    /// The path of a loose ref.
+    #[must_use]
+    pub fn loose_path(&self, name: &str) -> PathBuf {
+        self.path(name)
+    }
+
+    /// Every loose ref file with what it holds, damaged ones included (for check and recover):
+    /// (name, path, value or what is wrong). Temp files and foreign names are skipped.
+    ///
+    /// # Errors
+    /// I/O errors walking `refs/`.
+    pub fn scan_loose(&self) -> Result<Vec<LooseRef>> {
+        let mut out = Vec::new();
+        if !self.refs.exists() {
+            return Ok(out);
+        }
+        for e in walkdir::WalkDir::new(&self.refs).sort_by_file_name() {
+            let e = e.map_err(|e| Error::Io(e.into()))?;
+            if !e.file_type().is_file() {
+                continue;
+            }
+            let rel = e.path().strip_prefix(&self.refs).expect("under refs");
+            let Some(name) = rel.to_str().map(|s| s.replace('\\', "/")) else {
+                continue;
+            };
+            if check_name(&name).is_err() {
+                continue;
+            }
+            let v = match std::fs::read(e.path()) {
+                Ok(b) => parse_loose(&b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => Err(format!("unreadable: {e}")),
+            };
+            out.push((name, e.path().to_path_buf(), v));
+        }
+        Ok(out)
     }
 
     /// Replaces `packed-refs` atomically (temp, fsync, rename, fsync dir).
@@ -176,12 +236,50 @@ impl Refs {
     ///
     /// # Errors
     /// Bad name, unreadable or corrupt ref file.
+    /// A missing `head` while the reflog says the head was set is damage, not an empty store:
+    /// [`Error::CorruptFile`] (a save would otherwise start a new, parentless history).
     pub fn get(&self, name: &str) -> Result<Option<ObjectId>> {
+        let v = self.get_raw(name)?;
+        if v.is_none()
+            && name == HEAD
+            && let Some((id, no)) = self.last_logged(HEAD)?
+        {
+            return Err(Error::corrupt_file(
+                self.path(HEAD),
+                format!(
+                    "the file is missing, but {} line {no} says head was {id}",
+                    self.log_path().display()
+                ),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// Reads a ref as it is stored (a missing `head` is `None` whatever the reflog says).
+    ///
+    /// # Errors
+    /// Bad name, unreadable or corrupt ref file or `packed-refs`.
+    pub fn get_raw(&self, name: &str) -> Result<Option<ObjectId>> {
         check_name(name)?;
         match read_loose(&self.path(name))? {
             Some(id) => Ok(Some(id)),
             None => Ok(self.packed()?.get(name).copied()),
         }
+    }
+
+    /// The value the last reflog line for `name` set, with that line's number, when it set one
+    /// (`None` when no line names it or the last one deleted it).
+    ///
+    /// # Errors
+    /// I/O errors reading the reflog.
+    pub fn last_logged(&self, name: &str) -> Result<Option<(ObjectId, usize)>> {
+        Ok(self
+            .scan_reflog()?
+            .lines
+            .iter()
+            .rev()
+            .find(|l| l.name == name)
+            .and_then(|l| l.entry.new.map(|id| (id, l.no))))
     }
 
     /// Compare-and-swap: sets `name` to `new` (or deletes it when `None`) if it currently
@@ -490,32 +588,137 @@ impl Refs {
         Ok(())
     }
 
-    fn log_lines(&self) -> Result<Vec<(String, ReflogEntry)>> {
-        let text = match std::fs::read_to_string(self.logs.join(LOG_FILE)) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+    /// Reads the whole reflog, line by line, without failing on damage: lines that are not
+    /// UTF-8 or do not parse are listed in [`ReflogScan::damaged`] (and skipped by every reader);
+    /// a line whose only fault is bytes that are not UTF-8 is also read with those bytes
+    /// replaced, so the ids it records still count.
+    ///
+    /// # Errors
+    /// I/O errors other than a missing file.
+    pub fn scan_reflog(&self) -> Result<ReflogScan> {
+        let path = self.log_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (reading {})", path.display()),
+                )));
+            }
         };
-        Ok(text
-            .lines()
-            .filter_map(|l| {
-                let (name, rest) = l.split_once(' ')?;
-                Some((name.to_owned(), parse_reflog_line(rest)?))
-            })
-            .collect())
+        let mut scan = ReflogScan {
+            path,
+            lines: Vec::new(),
+            damaged: Vec::new(),
+        };
+        let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        if body.is_empty() && bytes.len() <= 1 {
+            if bytes.len() == 1 {
+                scan.damaged.push(DamagedLine {
+                    no: 1,
+                    raw: Vec::new(),
+                    why: "empty line".into(),
+                    readable: false,
+                });
+            }
+            return Ok(scan);
+        }
+        for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
+            let no = i + 1;
+            let (text, utf8) = match std::str::from_utf8(raw) {
+                Ok(t) => (std::borrow::Cow::Borrowed(t), true),
+                Err(_) => (String::from_utf8_lossy(raw), false),
+            };
+            let parsed = parse_reflog(&text);
+            match (&parsed, utf8) {
+                (Some(_), true) => {}
+                (Some(_), false) => scan.damaged.push(DamagedLine {
+                    no,
+                    raw: raw.to_vec(),
+                    why: "it holds bytes that are not UTF-8".into(),
+                    readable: true,
+                }),
+                (None, _) => scan.damaged.push(DamagedLine {
+                    no,
+                    raw: raw.to_vec(),
+                    why: if raw.is_empty() {
+                        "empty line".into()
+                    } else if utf8 {
+                        "not '<ref> <old id> <new id> <time> <message>'".into()
+                    } else {
+                        "not UTF-8, and not '<ref> <old id> <new id> <time> <message>'".into()
+                    },
+                    readable: false,
+                }),
+            }
+            if let Some((name, entry)) = parsed {
+                scan.lines.push(ReflogLine { no, name, entry });
+            }
+        }
+        Ok(scan)
     }
 
-    /// Reads a ref's reflog, oldest first. A torn last line (crash during append) is skipped.
+    /// The last reflog line (that parses) for which `pred` holds, reading the file from its
+    /// end: the last 64 KiB first, the whole file only when they hold no such line.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn find_last(
+        &self,
+        pred: impl Fn(&str, &ReflogEntry) -> bool,
+    ) -> Result<Option<(String, ReflogEntry)>> {
+        use std::io::{Read, Seek};
+        const TAIL: u64 = 64 << 10;
+        let path = self.log_path();
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (reading {})", path.display()),
+                )));
+            }
+        };
+        let len = f.metadata()?.len();
+        if len > TAIL {
+            f.seek(std::io::SeekFrom::Start(len - TAIL))?;
+            let mut tail = Vec::with_capacity(TAIL as usize);
+            f.read_to_end(&mut tail)?;
+            // The first (partial) line of the window is skipped.
+            let found = tail
+                .split(|b| *b == b'\n')
+                .skip(1)
+                .filter_map(|l| parse_reflog(&String::from_utf8_lossy(l)))
+                .filter(|(n, e)| pred(n, e))
+                .last();
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(self
+            .scan_reflog()?
+            .lines
+            .into_iter()
+            .rev()
+            .find(|l| pred(&l.name, &l.entry))
+            .map(|l| (l.name, l.entry)))
+    }
+
+    /// Reads a ref's reflog, oldest first. Lines that do not parse (a torn last line after a
+    /// crash, damage) are skipped; `state check` lists them.
     ///
     /// # Errors
     /// I/O errors.
     pub fn reflog(&self, name: &str) -> Result<Vec<ReflogEntry>> {
         check_name(name)?;
         Ok(self
-            .log_lines()?
+            .scan_reflog()?
+            .lines
             .into_iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, e)| e)
+            .filter(|l| l.name == name)
+            .map(|l| l.entry)
             .collect())
     }
 
@@ -525,20 +728,216 @@ impl Refs {
     /// I/O errors.
     pub fn all_reflog_ids(&self) -> Result<Vec<ObjectId>> {
         let mut out = Vec::new();
-        for (_, l) in self.log_lines()? {
-            out.extend(l.old);
-            out.extend(l.new);
+        for l in self.scan_reflog()?.lines {
+            out.extend(l.entry.old);
+            out.extend(l.entry.new);
         }
         Ok(out)
     }
+
+    /// Writes a ref during repair (caller holds the lock): a loose file (or none, for `None`),
+    /// whatever the ref holds now, and a reflog line from `old` (what it was read as, if
+    /// anything) with `message`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn repair_loose(
+        &self,
+        name: &str,
+        old: Option<ObjectId>,
+        new: Option<ObjectId>,
+        message: &str,
+    ) -> Result<()> {
+        check_name(name)?;
+        let path = self.path(name);
+        match new {
+            Some(id) => {
+                let dir = path.parent().expect("ref has a parent");
+                fs::create_dir_all(dir)?;
+                durable::write_atomic(&path, format!("{id}\n").as_bytes())?;
+            }
+            None => match std::fs::remove_file(&path) {
+                Ok(()) => durable::sync_dir(path.parent().expect("ref has a parent"))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+        self.append_log(&[(name, old, new)], message, true)
+    }
+
+    /// Appends reflog lines during repair (caller holds the lock).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn repair_log(
+        &self,
+        lines: &[(&str, Option<ObjectId>, Option<ObjectId>)],
+        message: &str,
+    ) -> Result<()> {
+        self.append_log(lines, message, true)
+    }
+
+    /// Replaces `packed-refs` with `packed` during repair (caller holds the lock). No reflog
+    /// line: the caller logs each ref whose value changed.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn repair_packed(&self, packed: &BTreeMap<String, ObjectId>) -> Result<()> {
+        self.write_packed(packed)
+    }
+
+    /// Replaces the reflog with `text` (caller holds the lock): temp file, fsync, rename.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn repair_reflog(&self, text: &[u8]) -> Result<()> {
+        fs::create_dir_all(&self.logs)?;
+        durable::write_atomic(&self.log_path(), text)?;
+        Ok(())
+    }
+}
+
+/// A loose ref file as [`Refs::scan_loose`] found it: name, path, value or what is wrong.
+pub type LooseRef = (String, PathBuf, std::result::Result<ObjectId, String>);
+
+/// What `packed-refs` holds, damaged or not.
+#[derive(Debug, Clone)]
+pub enum PackedScan {
+    /// There is no `packed-refs`.
+    Absent,
+    /// It parses.
+    Sound(BTreeMap<String, ObjectId>),
+    /// It does not parse: why, and the lines that still did.
+    Corrupt {
+        /// The first problem found.
+        why: String,
+        /// Refs read from the lines that parse.
+        salvaged: BTreeMap<String, ObjectId>,
+    },
+}
+
+/// One reflog line that parses.
+#[derive(Debug, Clone)]
+pub struct ReflogLine {
+    /// Line number, from 1.
+    pub no: usize,
+    /// The ref it is about.
+    pub name: String,
+    /// What it records.
+    pub entry: ReflogEntry,
+}
+
+/// One reflog line that is not as shelldone writes it.
+#[derive(Debug, Clone)]
+pub struct DamagedLine {
+    /// Line number, from 1.
+    pub no: usize,
+    /// Its bytes (without the newline).
+    pub raw: Vec<u8>,
+    /// What is wrong.
+    pub why: String,
+    /// True when it parses once its bytes that are not UTF-8 are replaced (it is then also in
+    /// [`ReflogScan::lines`]).
+    pub readable: bool,
+}
+
+/// The reflog as read by [`Refs::scan_reflog`].
+#[derive(Debug, Clone)]
+pub struct ReflogScan {
+    /// `logs/refs.log`.
+    pub path: PathBuf,
+    /// Lines that parse, in order.
+    pub lines: Vec<ReflogLine>,
+    /// Lines that are damaged, in order.
+    pub damaged: Vec<DamagedLine>,
+}
+
+/// Parses `packed-refs`; on damage, why (naming the first bad line) and the refs of the lines
+/// that still parse.
+fn parse_packed(bytes: &[u8]) -> std::result::Result<Packed, (String, Packed)> {
+    let mut map = Packed::new();
+    let mut first: Option<String> = None;
+    if bytes.is_empty() {
+        return Err(("empty (no header line)".into(), map));
+    }
+    let body = match bytes.strip_suffix(b"\n") {
+        Some(b) => b,
+        None => {
+            first = Some("truncated: the last line has no newline".into());
+            bytes
+        }
+    };
+    let mut lines = body.split(|b| *b == b'\n').enumerate();
+    match lines.next() {
+        Some((_, h)) if h == PACKED_HEADER.as_bytes() => {}
+        Some((_, h)) => {
+            first.get_or_insert_with(|| {
+                format!(
+                    "unknown header {:?}",
+                    String::from_utf8_lossy(h)
+                        .chars()
+                        .take(80)
+                        .collect::<String>()
+                )
+            });
+        }
+        None => {}
+    }
+    for (i, l) in lines {
+        let bad = |why: &str| format!("line {}: {why}", i + 1);
+        let Ok(l) = std::str::from_utf8(l) else {
+            first.get_or_insert_with(|| bad("not UTF-8"));
+            continue;
+        };
+        let parsed = l.split_once(' ').and_then(|(hex, name)| {
+            let id = ObjectId::from_hex(hex).ok()?;
+            check_name(name).ok()?;
+            Some((name, id))
+        });
+        match parsed {
+            Some((name, id)) => {
+                if map.insert(name.to_owned(), id).is_some() {
+                    first.get_or_insert_with(|| bad(&format!("ref {name} listed twice")));
+                }
+            }
+            None => {
+                first.get_or_insert_with(|| {
+                    bad(&format!(
+                        "not '<id> <ref>': {:?}",
+                        l.chars().take(80).collect::<String>()
+                    ))
+                });
+            }
+        }
+    }
+    match first {
+        None => Ok(map),
+        Some(why) => Err((why, map)),
+    }
+}
+
+/// Parses the bytes of a loose ref file.
+fn parse_loose(b: &[u8]) -> std::result::Result<ObjectId, String> {
+    if b.is_empty() {
+        return Err("empty".into());
+    }
+    let Ok(s) = std::str::from_utf8(b) else {
+        return Err("not UTF-8".into());
+    };
+    ObjectId::from_hex(s.trim()).map_err(|_| {
+        format!(
+            "not a snapshot id: {:?}",
+            s.chars().take(80).collect::<String>()
+        )
+    })
 }
 
 /// Reads a loose ref file: `None` when there is none (or the name is a directory of refs).
 fn read_loose(path: &Path) -> Result<Option<ObjectId>> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => ObjectId::from_hex(s.trim())
+    match std::fs::read(path) {
+        Ok(b) => parse_loose(&b)
             .map(Some)
-            .map_err(|_| Error::Invalid(format!("ref file {} is corrupt: {s:?}", path.display()))),
+            .map_err(|why| Error::corrupt_file(path, why)),
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
                 || e.kind() == std::io::ErrorKind::IsADirectory =>
@@ -551,6 +950,13 @@ fn read_loose(path: &Path) -> Result<Option<ObjectId>> {
 
 /// The reflog file under `logs/`.
 pub const LOG_FILE: &str = "refs.log";
+
+/// Parses one reflog line: `<ref> <old> <new> <time ns> <message>`.
+fn parse_reflog(l: &str) -> Option<(String, ReflogEntry)> {
+    let (name, rest) = l.split_once(' ')?;
+    check_name(name).ok()?;
+    Some((name.to_owned(), parse_reflog_line(rest)?))
+}
 
 fn parse_reflog_line(l: &str) -> Option<ReflogEntry> {
     let mut it = l.splitn(4, ' ');
@@ -660,5 +1066,69 @@ mod tests {
             refs.list("").is_err(),
             "an unknown version is not read as empty"
         );
+    }
+
+    #[test]
+    fn reflog_lines_that_are_not_utf8_or_do_not_parse_are_listed_and_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let refs = Refs::new(dir.path());
+        refs.update_many(&[txn(HEAD, Some(id(1)))], "save: café ☕")
+            .expect("update");
+        let path = refs.log_path();
+        let good = std::fs::read(&path).expect("read");
+        // The same line again, cut inside the ☕ (a torn append), then a line of garbage.
+        let mut bytes = good.clone();
+        bytes.extend_from_slice(&good[..good.len() - 2]);
+        bytes.extend_from_slice(b"\nnot a reflog line\n");
+        std::fs::write(&path, &bytes).expect("write");
+        let scan = refs.scan_reflog().expect("scan");
+        assert_eq!(scan.lines.len(), 2, "the cut line still records its ids");
+        assert_eq!(scan.damaged.len(), 2);
+        assert_eq!((scan.damaged[0].no, scan.damaged[0].readable), (2, true));
+        assert!(
+            scan.damaged[0].why.contains("UTF-8"),
+            "{}",
+            scan.damaged[0].why
+        );
+        assert_eq!((scan.damaged[1].no, scan.damaged[1].readable), (3, false));
+        assert_eq!(refs.reflog(HEAD).expect("reflog").len(), 2);
+        assert_eq!(refs.last_logged(HEAD).expect("last"), Some((id(1), 2)));
+        // A later append still starts on a line of its own.
+        refs.update_many(&[txn(HEAD, Some(id(2)))], "save")
+            .expect("update");
+        assert_eq!(refs.last_logged(HEAD).expect("last"), Some((id(2), 4)));
+    }
+
+    #[test]
+    fn a_missing_head_that_the_reflog_knows_is_damage_not_an_empty_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let refs = Refs::new(dir.path());
+        assert_eq!(refs.get(HEAD).expect("fresh store"), None);
+        refs.update_many(&[txn(HEAD, Some(id(1)))], "save")
+            .expect("update");
+        std::fs::remove_file(refs.loose_path(HEAD)).expect("rm");
+        let err = refs.get(HEAD).expect_err("missing head");
+        assert!(matches!(err, Error::CorruptFile { .. }), "{err}");
+        assert_eq!(err.exit_code(), 3);
+        assert_eq!(refs.get_raw(HEAD).expect("raw"), None);
+        // Bytes that are not UTF-8 in a ref file or packed-refs name the file, exit 3.
+        std::fs::write(refs.loose_path(HEAD), b"\xff\xfe\n").expect("write");
+        let err = refs.get(HEAD).expect_err("corrupt head");
+        assert!(
+            err.to_string().contains("refs/head is corrupt: not UTF-8"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.path().join("packed-refs"),
+            b"# shelldone packed-refs 1\n\xff\n",
+        )
+        .expect("write");
+        let err = refs.get("sessions/a").expect_err("corrupt packed-refs");
+        assert!(
+            err.to_string()
+                .contains("packed-refs is corrupt: line 2: not UTF-8"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), 3);
     }
 }

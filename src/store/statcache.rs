@@ -14,7 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use super::durable;
 
-const MAGIC: &[u8; 8] = b"SDSTAT\x00\x01";
+/// Version 2 ends with a BLAKE3 checksum of everything before it: without one, a flipped byte
+/// in an id would be trusted and a save would record another file's content. Version 1 (no
+/// checksum) is read as empty.
+const MAGIC: &[u8; 8] = b"SDSTAT\x00\x02";
+const OLD_MAGICS: [&[u8; 8]; 1] = [b"SDSTAT\x00\x01"];
+const CHECKSUM: usize = 32;
 /// Safety margin for coarse filesystem timestamps.
 pub const RACY_NS: i64 = 50_000_000;
 
@@ -80,15 +85,25 @@ impl StatCache {
         let Ok(bytes) = std::fs::read(path) else {
             return Self::default();
         };
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-            return Self::default();
-        }
-        match postcard::from_bytes::<Vec<(Vec<u8>, CachedEntry)>>(&bytes[MAGIC.len()..]) {
-            Ok(v) => StatCache {
-                entries: v.into_iter().collect(),
+        match parse(&bytes) {
+            Ok(Some(entries)) => StatCache {
+                entries,
                 dirty: false,
             },
-            Err(_) => Self::default(),
+            _ => Self::default(),
+        }
+    }
+
+    /// Whether the cache file is damaged (for `state check`): `Ok` when it is absent, of another
+    /// version (it is then only ignored) or sound; `Err(why)` otherwise.
+    ///
+    /// # Errors
+    /// What is wrong with the file.
+    pub fn validate(path: &Path) -> std::result::Result<(), String> {
+        match std::fs::read(path) {
+            Ok(bytes) => parse(&bytes).map(|_| ()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("unreadable: {e}")),
         }
     }
 
@@ -150,8 +165,76 @@ impl StatCache {
         v.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = MAGIC.to_vec();
         out.extend(postcard::to_allocvec(&v).map_err(std::io::Error::other)?);
+        let sum = blake3::hash(&out);
+        out.extend_from_slice(sum.as_bytes());
         durable::write_atomic(path, &out)?;
         self.dirty = false;
         Ok(())
+    }
+}
+
+/// Parses a cache file: `Ok(None)` for another (older) version, `Err(why)` for damage.
+fn parse(bytes: &[u8]) -> std::result::Result<Option<HashMap<Vec<u8>, CachedEntry>>, String> {
+    if bytes.is_empty() {
+        return Err("empty".into());
+    }
+    if bytes.len() >= MAGIC.len() && OLD_MAGICS.iter().any(|m| &bytes[..m.len()] == *m) {
+        return Ok(None);
+    }
+    if bytes.len() < MAGIC.len() + CHECKSUM || &bytes[..MAGIC.len()] != MAGIC {
+        return Err("not a stat cache (unknown header or too short)".into());
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - CHECKSUM);
+    if blake3::hash(body).as_bytes() != sum {
+        return Err("checksum mismatch".into());
+    }
+    postcard::from_bytes::<Vec<(Vec<u8>, CachedEntry)>>(&body[MAGIC.len()..])
+        .map(|v| Some(v.into_iter().collect()))
+        .map_err(|e| format!("does not decode: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_cache_is_never_trusted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("statcache");
+        let mut c = StatCache::default();
+        let stat = Stat {
+            size: 5,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            ino: 7,
+            dev: 1,
+        };
+        c.insert(
+            b"config/a".to_vec(),
+            stat,
+            EntryKind::File,
+            ObjectId([9; 32]),
+            1_000_000_000,
+        );
+        c.save(&path).expect("save");
+        assert!(StatCache::validate(&path).is_ok());
+        assert!(StatCache::load(&path).lookup(b"config/a", &stat).is_some());
+        // Any flipped byte (an id, a size) is caught by the checksum: the cache reads as empty.
+        let good = std::fs::read(&path).expect("read");
+        for i in [9, good.len() / 2, good.len() - 40, good.len() - 1] {
+            let mut b = good.clone();
+            b[i] ^= 0x01;
+            std::fs::write(&path, &b).expect("write");
+            assert!(StatCache::validate(&path).is_err(), "flip at {i}");
+            assert!(StatCache::load(&path).lookup(b"config/a", &stat).is_none());
+        }
+        // An older version is not damage: it is ignored.
+        std::fs::write(&path, b"SDSTAT\x00\x01anything").expect("write");
+        assert!(StatCache::validate(&path).is_ok());
+        std::fs::remove_file(&path).expect("rm");
+        assert!(
+            StatCache::validate(&path).is_ok(),
+            "a missing cache is normal"
+        );
     }
 }

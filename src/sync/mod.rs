@@ -138,25 +138,14 @@ fn remotes_path(st: &State) -> PathBuf {
 }
 
 impl State {
-    /// Snapshots whose parents were deliberately not fetched (`--strategy partial`).
-    #[must_use]
-    pub fn is_shallow(&self, id: &ObjectId) -> bool {
-        std::fs::read_to_string(self.snapshots_dir().join("shallow"))
-            .is_ok_and(|s| s.lines().any(|l| l.trim() == id.to_hex()))
-    }
-
     fn add_shallow(&self, ids: &[ObjectId]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let path = self.snapshots_dir().join("shallow");
-        let mut all: BTreeSet<String> = std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        all.extend(ids.iter().map(ObjectId::to_hex));
-        let text: String = all.into_iter().map(|l| l + "\n").collect();
+        let (mut all, _) = self.read_shallow();
+        all.extend(ids.iter().copied());
+        let text: String = all.iter().map(|id| id.to_hex() + "\n").collect();
         durable::write_atomic(&path, text.as_bytes())?;
         Ok(())
     }
@@ -167,9 +156,8 @@ impl State {
     /// Unreadable config.
     pub fn remotes(&self) -> Result<Vec<RemoteConfig>> {
         match std::fs::read(remotes_path(self)) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                Error::Invalid(format!("{} is corrupt: {e}", remotes_path(self).display()))
-            }),
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::corrupt_file(remotes_path(self), e.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }

@@ -4,6 +4,7 @@ mod support;
 
 mod compat;
 mod core;
+mod corruption;
 mod faults;
 mod recovery;
 mod sync;

@@ -14,6 +14,19 @@ impl Sandbox {
             dir: tempfile::tempdir().expect("tempdir"),
         }
     }
+    /// A sandbox on a memory filesystem (`/dev/shm`) when there is one: for tests that run
+    /// hundreds of commands whose fsyncs are not what they test.
+    pub fn in_memory() -> Self {
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm).or_else(|_| tempfile::tempdir())
+        } else {
+            tempfile::tempdir()
+        };
+        Sandbox {
+            dir: dir.expect("tempdir"),
+        }
+    }
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("config")
     }
