@@ -537,6 +537,7 @@ class Store:
                 self.load_pack(os.path.join(root, name[:-4]), m[1])
 
     def load_pack(self, base, h):
+        # §7.2 also says a reader ignores a .pack without its .idx: such packs are not read here.
         with open(base + ".idx", "rb") as f:
             idx = f.read()
         with open(base + ".pack", "rb") as f:  # §7.2: an index without its pack is an error here
@@ -572,6 +573,8 @@ class Store:
         at = {(off, start): oid for oid, (_, off, _, start, _) in index.items()}
         # Read the pack front to back: every object in it must be indexed exactly where it is.
         w = f"pack {base}.pack"
+        # SPEC §7.2 does not say that a pack and its index have the same version, nor that a
+        # reader checks the pack's magic (the Rust reader does not); the writer always pairs them.
         if pack[:7] != b"SDPACK\0" or pack[7] != ver:
             raise Bad(f"{w}: magic {pack[:8].hex()}, its index is version {ver}")
         pos, seen = 8, {}
@@ -608,6 +611,8 @@ class Store:
                     bpos += 4 + s
             else:
                 raise Bad(f"{ew}: entry code {code:#04x} in a version-{ver} pack")
+        # Also compares each index entry's kind with its object's kind byte: SPEC §7.2 does not
+        # say they must agree (the Rust reader ignores the index kind), but they always do.
         if seen != index:
             bad = sorted(set(seen.items()) ^ set(index.items()))[0][0]
             raise Bad(f"{base}.idx: index and pack disagree about object {bad} "
