@@ -14,6 +14,11 @@ verify:
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo test --workspace --locked
 
+# The independent Python decoder (objects-format/tools/README.md): every test vector and the
+# frozen store fixtures/store-v1, decoded and verified from objects-format/SPEC.md alone.
+spec:
+    python3 objects-format/tools/decode.py --vectors objects-format/tests/vectors.json --store fixtures/store-v1/state --compare-with fixtures/store-v1
+
 # verify + 200 SIGKILL fault-injection iterations + fuzzing each decoder for a while.
 verify-full: verify
     SHELLDONE_CRASH_ITERATIONS=200 cargo test --release --locked --test crash -- --nocapture
