@@ -395,13 +395,23 @@ impl State {
         let (_, e) = self
             .refs
             .find_last(|n, e| {
-                n == store::refs::HEAD && e.new.is_some() && e.message.starts_with("save")
+                n == store::refs::HEAD
+                    && e.new.is_some()
+                    && (e.message.starts_with("save") || e.message.starts_with(DEVICE_RENAME))
             })
             .ok()??;
+        // `device rename` records the new name in the reflog before it writes `device`.
+        if let Some(names) = e.message.strip_prefix(DEVICE_RENAME) {
+            let new = names.rsplit(" -> ").next()?.trim();
+            return valid_device(new).then(|| new.to_owned());
+        }
         let s = self.objects.read_snapshot(&e.new?).ok()?;
         valid_device(&s.device).then_some(s.device)
     }
 }
+
+/// The reflog message prefix of `device rename` (`device rename: OLD -> NEW`).
+pub(crate) const DEVICE_RENAME: &str = "device rename: ";
 
 fn valid_device(s: &str) -> bool {
     store::refs::check_name(s).is_ok() && !s.contains('/')

@@ -292,6 +292,13 @@ impl State {
             )));
         }
         let _lock = self.lock("device rename")?;
+        // The reflog first: it is what tells a renamed `device` file from a damaged one.
+        if let Some(h) = self.refs.get(HEAD)? {
+            self.refs.repair_log(
+                &[(HEAD, Some(h), Some(h))],
+                &format!("{}{} -> {new}", crate::DEVICE_RENAME, self.device()),
+            )?;
+        }
         durable::write_atomic(
             &self.snapshots_dir().join("device"),
             format!("{new}\n").as_bytes(),

@@ -54,7 +54,13 @@ fn base() -> Base {
     std::fs::write(sb.state().join("sessions/s002/scrollback"), "new\n").unwrap();
     let second = sb.save("café ☕");
     let remote = sb.dir.path().join("remote");
-    sb.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    sb.ok(&[
+        "remote",
+        "add",
+        "origin",
+        remote.to_str().unwrap(),
+        "--init",
+    ]);
     // A valid shallow list (the first snapshot has no parents, so it changes nothing).
     std::fs::write(sb.state().join("snapshots/shallow"), format!("{first}\n")).unwrap();
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
