@@ -61,7 +61,7 @@ pub fn merge_file(path: &str, base: Option<&[u8]>, left: &[u8], right: &[u8]) ->
     }
     let kind = kind_of(path);
     if kind == Kind::Journal {
-        return FileMerge::Clean(merge_journal(left, right));
+        return FileMerge::Clean(merge_journal3(base, left, right));
     }
     let (Some(l), Some(r)) = (as_text(left), as_text(right)) else {
         return FileMerge::Conflict;
@@ -147,6 +147,47 @@ fn outcome(bytes: Vec<u8>, conflicts: Vec<String>) -> FileMerge {
 /// Append-only logs: keep what both sides share once, then left's tail, then right's. The shared
 /// part is their common prefix cut back to a line end (at least the base when both extend it;
 /// without a base, e.g. after a shallow pull, the same rule avoids doubling the shared lines).
+/// Append-only logs against their base. When both sides extend the base (the usual case) this
+/// is [`merge_journal`]. When a side does not — an earlier merge put another device's lines
+/// before this one's, or a side rewrote the log — the lines merge as a multiset: each line as
+/// often as the base has it, plus what each side added, less what a side removed; in left's
+/// order, then right's additions in right's order. A line is never doubled nor lost.
+fn merge_journal3(base: Option<&[u8]>, left: &[u8], right: &[u8]) -> Vec<u8> {
+    let b = base.unwrap_or_default();
+    if left.starts_with(b) && right.starts_with(b) {
+        return merge_journal(left, right);
+    }
+    let lines = |x: &'_ [u8]| -> Vec<Vec<u8>> {
+        x.split(|&c| c == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    let (bl, ll, rl) = (lines(b), lines(left), lines(right));
+    let count = |v: &[Vec<u8>]| {
+        let mut m: std::collections::HashMap<Vec<u8>, i64> = std::collections::HashMap::new();
+        for l in v {
+            *m.entry(l.clone()).or_default() += 1;
+        }
+        m
+    };
+    let (cb, cl, cr) = (count(&bl), count(&ll), count(&rl));
+    let get =
+        |m: &std::collections::HashMap<Vec<u8>, i64>, l: &Vec<u8>| m.get(l).copied().unwrap_or(0);
+    let mut emitted: std::collections::HashMap<Vec<u8>, i64> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for l in ll.iter().chain(rl.iter()) {
+        let target = (get(&cl, l) + get(&cr, l) - get(&cb, l)).max(0);
+        let e = emitted.entry(l.clone()).or_default();
+        if *e < target {
+            *e += 1;
+            out.extend_from_slice(l);
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
 fn merge_journal(left: &[u8], right: &[u8]) -> Vec<u8> {
     let mut shared = left.iter().zip(right).take_while(|(x, y)| x == y).count();
     let diverged = shared < left.len() && shared < right.len();
@@ -1790,6 +1831,32 @@ mod tests {
         assert_eq!(
             merge_file(p, Some(base), &ours, &theirs),
             FileMerge::Clean(b"a\nb\no1\nt1\nt2\n".to_vec())
+        );
+    }
+
+    #[test]
+    fn journal_merge_of_a_merge_doubles_nothing() {
+        // A merged B's b1 after its own a1; B then appended b2 on top of its first save.
+        let base = b"base\nb1\n".as_slice();
+        let left = b"base\na1\nb1\n".as_slice();
+        let right = b"base\nb1\nb2\n".as_slice();
+        assert_eq!(
+            merge_journal3(Some(base), left, right),
+            b"base\na1\nb1\nb2\n"
+        );
+        assert_eq!(
+            merge_journal3(Some(base), right, left),
+            b"base\nb1\nb2\na1\n"
+        );
+        // A line one side removed stays removed; identical lines keep their multiplicity.
+        assert_eq!(
+            merge_journal3(Some(b"x\ny\nx\n"), b"y\nx\n", b"x\ny\nx\nz\n"),
+            b"y\nx\nz\n"
+        );
+        // Both extend the base: the usual append-only merge.
+        assert_eq!(
+            merge_journal3(Some(b"a\n"), b"a\nl\n", b"a\nr\n"),
+            b"a\nl\nr\n"
         );
     }
 

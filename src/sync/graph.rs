@@ -61,12 +61,13 @@ fn best_bases(
     (best, aa, bb)
 }
 
-/// The newest common ancestor of `a` and `b` in the local store (among several best ones, the
-/// newest by time then id, so every device picks the same).
+/// The best common ancestors of `a` and `b` in the local store, newest first (by time, then
+/// id, so every device orders them the same). Several after a criss-cross: two devices that
+/// merged each other's heads.
 ///
 /// # Errors
 /// Corrupt snapshots.
-pub fn merge_base(store: &ObjectStore, a: ObjectId, b: ObjectId) -> Result<Option<ObjectId>> {
+pub fn merge_bases(store: &ObjectStore, a: ObjectId, b: ObjectId) -> Result<Vec<ObjectId>> {
     let parents = |id: &ObjectId| {
         store
             .read_snapshot(id)
@@ -74,14 +75,20 @@ pub fn merge_base(store: &ObjectStore, a: ObjectId, b: ObjectId) -> Result<Optio
             .unwrap_or_default()
     };
     let (best, _, _) = best_bases(a, b, &parents);
-    let mut pick: Option<(i64, ObjectId)> = None;
+    let mut timed = Vec::new();
     for c in best {
-        let t = store.read_snapshot(&c)?.time_ns;
-        if pick.is_none_or(|p| (t, c) > p) {
-            pick = Some((t, c));
-        }
+        timed.push((store.read_snapshot(&c)?.time_ns, c));
     }
-    Ok(pick.map(|p| p.1))
+    timed.sort_by(|x, y| y.cmp(x));
+    Ok(timed.into_iter().map(|(_, c)| c).collect())
+}
+
+/// The newest of [`merge_bases`].
+///
+/// # Errors
+/// Corrupt snapshots.
+pub fn merge_base(store: &ObjectStore, a: ObjectId, b: ObjectId) -> Result<Option<ObjectId>> {
+    Ok(merge_bases(store, a, b)?.into_iter().next())
 }
 
 /// Every snapshot on a path from `a` or `b` down to one of their best common ancestors, the

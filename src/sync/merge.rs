@@ -67,7 +67,10 @@ pub fn read_leaf(store: &ObjectStore, l: Option<&Leaf>) -> Result<Option<Vec<u8>
     }
 }
 
-/// Merges `left` and `right` against `base`. Deterministic: the same inputs give the same content and conflicts.
+/// Merges `left` and `right` against `base`. Units in `ambiguous` have no trustworthy base (the
+/// best common ancestors disagree on them, after a criss-cross): for those, unless both sides
+/// agree, nothing is taken as "unchanged" — a session is a conflict, a file merges as if it had
+/// no base. Deterministic: the same inputs give the same content and conflicts.
 ///
 /// # Errors
 /// Missing or corrupt objects, I/O.
@@ -76,6 +79,7 @@ pub fn merge3(
     base: &Flat,
     left: Side<'_>,
     right: Side<'_>,
+    ambiguous: &BTreeSet<Vec<u8>>,
     batch: &Batch<'_>,
 ) -> Result<MergeOut> {
     let ub = units(base);
@@ -92,11 +96,12 @@ pub fn merge3(
         let b = ub.get(k).unwrap_or(&empty);
         let l = ul.get(k).unwrap_or(&empty);
         let r = ur.get(k).unwrap_or(&empty);
-        if r == b || r == l {
+        let known_base = !ambiguous.contains(k);
+        if r == l || (known_base && r == b) {
             take.push(l.clone());
             continue;
         }
-        if l == b {
+        if known_base && l == b {
             take.push(r.clone());
             continue;
         }
@@ -113,6 +118,7 @@ pub fn merge3(
         let pb = &k[b"file:".len()..];
         let path = String::from_utf8_lossy(pb).into_owned();
         let (bl, ll, rl) = (b.values().next(), l.values().next(), r.values().next());
+        let bl = bl.filter(|_| known_base);
         let (bb, lb, rb) = (
             read_leaf(store, bl)?,
             read_leaf(store, ll)?,

@@ -254,6 +254,12 @@ impl State {
                 ))
             })?;
         Ok(if rc.kind == "git" {
+            clear_stale_git_locks(
+                &self
+                    .snapshots_dir()
+                    .join("remotes")
+                    .join(format!("{}.git", rc.name)),
+            )?;
             Box::new(GitRemote::new(
                 &rc.name,
                 &rc.url,
@@ -628,7 +634,10 @@ impl State {
         let their_snap = self.objects.read_snapshot(&their)?;
         let our_flat = flatten(&self.objects, &our_snap.root)?;
         let their_flat = flatten(&self.objects, &their_snap.root)?;
-        if !opts.sessions.is_empty() {
+        // A device that had no history before this pull integrates the whole head, even with
+        // `--session`: nothing of its own is older than the synced state, and a partial first
+        // snapshot would make its history unrelated to everyone's.
+        if !opts.sessions.is_empty() && !fresh {
             return self.take_sessions(
                 dev,
                 (ours, &our_snap, &our_flat),
@@ -651,20 +660,36 @@ impl State {
                 .extend(changed_sessions(&our_flat, &their_flat));
             return Ok(());
         }
-        let base = graph::merge_base(&self.objects, ours, their)?;
-        if base.is_none() && !(opts.allow_unrelated || fresh) {
+        let bases = graph::merge_bases(&self.objects, ours, their)?;
+        if bases.is_empty() && !(opts.allow_unrelated || fresh) {
             return Err(Error::UnrelatedHistory {
                 device: dev.to_owned(),
                 snapshot: their.to_hex(),
             });
         }
-        let (base_flat, base_conflicts) = match base {
+        let (base_flat, base_conflicts) = match bases.first() {
             Some(b) => {
-                let s = self.objects.read_snapshot(&b)?;
+                let s = self.objects.read_snapshot(b)?;
                 (flatten(&self.objects, &s.root)?, conflicts::of(&s)?)
             }
             None => (Flat::with_roots(), Vec::new()),
         };
+        // After a criss-cross there are several best bases; where they disagree, no base is
+        // trusted (git merges them into a virtual base; here such a unit is merged as if it had
+        // none, so a deletion on one side is never silently undone by the other base).
+        let mut ambiguous = BTreeSet::new();
+        if bases.len() > 1 {
+            let first = merge::units(&base_flat);
+            for other in &bases[1..] {
+                let f = flatten(&self.objects, &self.objects.read_snapshot(other)?.root)?;
+                let u = merge::units(&f);
+                for k in first.keys().chain(u.keys()) {
+                    if first.get(k) != u.get(k) {
+                        ambiguous.insert(k.clone());
+                    }
+                }
+            }
+        }
         // The side that wins a conflict is chosen the same way on every device (the newer
         // snapshot; a new device's own files always lose), so two devices merging the same
         // pair write the same merge snapshot and sync converges instead of merging merges.
@@ -681,7 +706,7 @@ impl State {
             )
         };
         let batch = self.objects.batch()?;
-        let out = merge::merge3(&self.objects, &base_flat, left, right, &batch)?;
+        let out = merge::merge3(&self.objects, &base_flat, left, right, &ambiguous, &batch)?;
         let mut open = conflicts::merge(
             &base_conflicts,
             &conflicts::of(left.1)?,
@@ -773,6 +798,17 @@ impl State {
                 flat.dirs.insert(d.clone());
             }
         }
+        // A conflict in their head about a session taken here comes along: it may be this
+        // device's own version that their merge set aside, and this device must be told.
+        let mut open = conflicts::of(ours.1)?;
+        for c in conflicts::of(their.1)? {
+            if c.kind == conflicts::ConflictKind::Session
+                && take.iter().any(|t| c.path == format!("state/sessions/{t}"))
+                && !open.iter().any(|o| o.id == c.id)
+            {
+                open.push(c);
+            }
+        }
         let batch = self.objects.batch()?;
         let root = write_trees(&flat, Some(&batch))?;
         let msg = format!(
@@ -789,7 +825,7 @@ impl State {
             root,
             &msg,
             None,
-            conflicts::carried(Some(ours.1), &[])?,
+            conflicts::extra(open),
         )?;
         report.sessions_updated.extend(take);
         Ok(())
@@ -825,6 +861,8 @@ impl State {
     /// # Errors
     /// Transport errors.
     pub fn sync_status(&self, remote: &str) -> Result<Vec<DeviceStatus>> {
+        // Listing a git remote's refs fetches into its mirror: under the lock like every write.
+        let _lock = self.lock("sync status")?;
         let mut r = self.open_remote(remote)?;
         let refs = r.list_refs()?;
         let local = self.refs.get(HEAD)?;
@@ -863,6 +901,35 @@ impl State {
         }
         Ok(out)
     }
+}
+
+/// Removes the `*.lock` files a killed process left in a git mirror: gix and `git push` take
+/// them while they move the mirror's refs, and a kill leaves them behind, blocking every later
+/// sync. Only called under the store lock, which every process that touches the mirror holds,
+/// so a lock file found then is stale. Only the mirror's metadata is looked at (not objects/).
+fn clear_stale_git_locks(mirror: &std::path::Path) -> Result<()> {
+    if !mirror.is_dir() {
+        return Ok(());
+    }
+    let mut dirs = vec![mirror.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                if d == mirror && e.file_name() == "objects" {
+                    continue;
+                }
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "lock") {
+                fs::remove_file(&p)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn changed_sessions(a: &Flat, b: &Flat) -> Vec<String> {
