@@ -151,11 +151,21 @@ fn outcome(bytes: Vec<u8>, conflicts: Vec<String>) -> FileMerge {
 /// is [`merge_journal`]. When a side does not — an earlier merge put another device's lines
 /// before this one's, or a side rewrote the log — the lines merge as a multiset: each line as
 /// often as the base has it, plus what each side added, less what a side removed; in left's
-/// order, then right's additions in right's order. A line is never doubled nor lost.
+/// order, then right's additions in right's order. Without a base (none, or several that
+/// disagree) the lines merge as a union. A line is never doubled nor lost.
 fn merge_journal3(base: Option<&[u8]>, left: &[u8], right: &[u8]) -> Vec<u8> {
     let b = base.unwrap_or_default();
-    if left.starts_with(b) && right.starts_with(b) {
+    if base.is_some() && left.starts_with(b) && right.starts_with(b) {
         return merge_journal(left, right);
+    }
+    // Without a base, one side extending the other is the longer one (a line may be completed).
+    if base.is_none() && (left.starts_with(right) || right.starts_with(left)) {
+        return if left.len() >= right.len() {
+            left
+        } else {
+            right
+        }
+        .to_vec();
     }
     let lines = |x: &'_ [u8]| -> Vec<Vec<u8>> {
         x.split(|&c| c == b'\n')
@@ -172,12 +182,18 @@ fn merge_journal3(base: Option<&[u8]>, left: &[u8], right: &[u8]) -> Vec<u8> {
         m
     };
     let (cb, cl, cr) = (count(&bl), count(&ll), count(&rl));
+    // No base: a union, each line as often as the side that has it most.
+    let union = base.is_none();
     let get =
         |m: &std::collections::HashMap<Vec<u8>, i64>, l: &Vec<u8>| m.get(l).copied().unwrap_or(0);
     let mut emitted: std::collections::HashMap<Vec<u8>, i64> = std::collections::HashMap::new();
     let mut out = Vec::new();
     for l in ll.iter().chain(rl.iter()) {
-        let target = (get(&cl, l) + get(&cr, l) - get(&cb, l)).max(0);
+        let target = if union {
+            get(&cl, l).max(get(&cr, l))
+        } else {
+            (get(&cl, l) + get(&cr, l) - get(&cb, l)).max(0)
+        };
         let e = emitted.entry(l.clone()).or_default();
         if *e < target {
             *e += 1;

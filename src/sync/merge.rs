@@ -69,8 +69,8 @@ pub fn read_leaf(store: &ObjectStore, l: Option<&Leaf>) -> Result<Option<Vec<u8>
 
 /// Merges `left` and `right` against `base`. Units in `ambiguous` have no trustworthy base (the
 /// best common ancestors disagree on them, after a criss-cross): for those, unless both sides
-/// agree, nothing is taken as "unchanged" — a session is a conflict, a file merges as if it had
-/// no base. Deterministic: the same inputs give the same content and conflicts.
+/// agree, nothing is taken as "unchanged" — a session or file is a conflict, a journal merges as
+/// a union of lines. Deterministic: the same inputs give the same content and conflicts.
 ///
 /// # Errors
 /// Missing or corrupt objects, I/O.
@@ -118,6 +118,14 @@ pub fn merge3(
         let pb = &k[b"file:".len()..];
         let path = String::from_utf8_lossy(pb).into_owned();
         let (bl, ll, rl) = (b.values().next(), l.values().next(), r.values().next());
+        let journal = pb.starts_with(b"state/journal/");
+        if !known_base && !journal {
+            // Without a trustworthy base a key or line removed on one side would look added on
+            // the other: the file is a conflict rather than a silent guess.
+            conflicts.push(record(ConflictKind::File, &path, Vec::new()));
+            take.push(l.clone());
+            continue;
+        }
         let bl = bl.filter(|_| known_base);
         let (bb, lb, rb) = (
             read_leaf(store, bl)?,

@@ -675,8 +675,9 @@ impl State {
             None => (Flat::with_roots(), Vec::new()),
         };
         // After a criss-cross there are several best bases; where they disagree, no base is
-        // trusted (git merges them into a virtual base; here such a unit is merged as if it had
-        // none, so a deletion on one side is never silently undone by the other base).
+        // trusted (git merges them into a virtual base; here such a unit is a conflict unless
+        // both sides agree, and a journal a union of lines), so a deletion on one side is never
+        // silently undone by the other base.
         let mut ambiguous = BTreeSet::new();
         if bases.len() > 1 {
             let first = merge::units(&base_flat);
