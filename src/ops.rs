@@ -188,6 +188,7 @@ impl State {
         let layout = self.layout();
         let sel = scope(opts.session.as_deref());
         let live = read_live(&layout, &sel, &mut cache, Some(&batch))?;
+        self.note_skipped("not saved", &live.skipped);
         let head = self.head_state()?;
         let mut new_flat = live.flat;
         let mut quarantined = Vec::new();
@@ -550,6 +551,8 @@ impl State {
         let live = read_live(&layout, &sel, &mut cache, None)?;
         let mut live_flat = live.flat;
         let mut target = target;
+        // What the snapshot policy does not materialise stays as it is live.
+        let skipped = restore::apply_policy(&self.objects, &mut target, &mut live_flat)?;
         for (rel, _) in &live.corrupt {
             if is_young(&layout.abs(rel)) {
                 // Possibly being written by the terminal right now: neither rewrite nor delete it.
@@ -560,7 +563,9 @@ impl State {
                 live_flat.leaves.remove(rel);
             }
         }
-        let plan = restore::plan(&target, &live_flat);
+        let mut plan = restore::plan(&target, &live_flat);
+        self.note_skipped("not restored", &skipped);
+        plan.skipped = skipped;
         if dry_run {
             return Ok((plan, None));
         }
@@ -654,7 +659,11 @@ impl State {
         }
         let mut cache = StatCache::default();
         let live = read_live(&layout, &sel, &mut cache, None)?;
-        let plan = restore::plan(&target, &live.flat);
+        let (mut target, mut live_flat) = (target, live.flat);
+        let skipped = restore::apply_policy(&self.objects, &mut target, &mut live_flat)?;
+        let mut plan = restore::plan(&target, &live_flat);
+        self.note_skipped("not restored", &skipped);
+        plan.skipped = skipped;
         if !opts.dry_run {
             restore::apply(&self.objects, &layout, &target, &plan)?;
         }

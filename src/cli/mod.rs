@@ -414,7 +414,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::State(sc) => run_state(&cli, sc),
         Cmd::Remote(rc) => sync_cmd::run_remote(&open(&cli)?, cli.json, rc),
-        Cmd::Sync(sc) => sync_cmd::run_sync(&open(&cli)?, cli.json, sc),
+        Cmd::Sync(sc) => {
+            let st = open(&cli)?;
+            let r = sync_cmd::run_sync(&st, cli.json, sc);
+            print_skipped(&st, cli.json);
+            r
+        }
+    }
+}
+
+/// One warning per entry the snapshot policy left out (docs/safety.md, "What a snapshot may
+/// hold"), on stderr.
+fn print_skipped(st: &State, json: bool) {
+    let mut err = std::io::stderr();
+    for (what, s) in st.take_skipped() {
+        let _ = if json {
+            writeln!(
+                err,
+                "{}",
+                json!({"warning": what, "path": s.path, "why": s.why})
+            )
+        } else {
+            writeln!(err, "warning: {what}: {s}")
+        };
     }
 }
 
@@ -439,6 +461,17 @@ fn print_changes(changes: &[crate::history::Change]) {
 
 fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
     let (st, opened) = open_with_report(cli)?;
+    let r = run_state_on(cli, sc, &st, opened);
+    print_skipped(&st, cli.json);
+    r
+}
+
+fn run_state_on(
+    cli: &Cli,
+    sc: &StateCmd,
+    st: &State,
+    opened: crate::RecoveryReport,
+) -> Result<ExitCode> {
     match sc {
         StateCmd::Save { message, session } => {
             let o = st.save(&SaveOptions {

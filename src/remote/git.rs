@@ -631,16 +631,16 @@ impl Import<'_, '_, '_> {
         Ok((kind, id, size))
     }
 
-    fn link(&mut self, gid: GitId) -> Result<(ObjectId, u64, u64)> {
+    fn link(&mut self, gid: GitId) -> Result<(ObjectId, u64)> {
         if let Some(sid) = self.map.rev.get(&gid).copied()
-            && let Some(c) = self.checker.link_climb(&sid)
+            && self.checker.link_checked(&sid)
         {
             let size = self
                 .repo
                 .find_header(gid)
                 .map_err(|e| self.rerr(format!("blob {gid} is missing: {e}")))?
                 .size();
-            return Ok((sid, size, c));
+            return Ok((sid, size));
         }
         let (_, data) = self
             .read(
@@ -656,10 +656,10 @@ impl Import<'_, '_, '_> {
             })?;
         let c = encode_blob(&data);
         let id = ObjectId::compute(Kind::Blob, &c);
-        let climb = self.checker.check_link(id, &data)?;
+        self.checker.check_link(id, &data)?;
         self.put(Kind::Blob, id, &c)?;
         self.map.insert(id, gid);
-        Ok((id, data.len() as u64, climb))
+        Ok((id, data.len() as u64))
     }
 
     fn tree(&mut self, gid: GitId, depth: usize) -> Result<(ObjectId, TreeInfo)> {
@@ -708,8 +708,7 @@ impl Import<'_, '_, '_> {
                     )
                 }
                 Mode::Symlink => {
-                    let (id, size, climb) = self.link(ge.oid)?;
-                    info.add_symlink(climb);
+                    let (id, size) = self.link(ge.oid)?;
                     (EntryKind::Symlink, 0, size, id)
                 }
             };

@@ -3,6 +3,7 @@
 //! Paths are byte strings relative to the snapshot root, `/`-separated: `config/…`,
 //! `state/sessions/…`, `state/journal/…`. Only paths under [`ROOTS`] are ever read or written.
 
+pub mod policy;
 pub mod restore;
 pub mod save;
 

@@ -8,6 +8,7 @@ use objects_format::encoding::encode_blob;
 use objects_format::{ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, ObjectId};
 use rayon::prelude::*;
 
+use super::policy::{self, Skipped};
 use super::{Flat, Layout, Leaf, ROOTS};
 use crate::error::{Error, Result};
 use crate::store::Batch;
@@ -32,6 +33,8 @@ pub struct Scan {
     pub files: Vec<LiveFile>,
     /// Directories (snapshot paths).
     pub dirs: Vec<Vec<u8>>,
+    /// Entries the snapshot policy leaves out (too deep).
+    pub skipped: Vec<Skipped>,
 }
 
 /// Walks the live roots under `layout`, keeping paths for which `keep` is true.
@@ -79,6 +82,13 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
                 }
                 continue;
             }
+            if let Some(why) = policy::depth_verdict(&rel) {
+                if entry.file_type().is_dir() {
+                    it.skip_current_dir();
+                }
+                out.skipped.push(policy::skipped(&rel, why));
+                continue;
+            }
             let ft = entry.file_type();
             if ft.is_dir() {
                 out.dirs.push(rel);
@@ -117,6 +127,8 @@ pub enum Hashed {
     },
     /// A session descriptor (`*.json` under `state/sessions`) that does not parse.
     CorruptDescriptor(String),
+    /// Left out by the snapshot policy (a symlink leading out of its folder): why.
+    Skipped(String),
     /// Vanished between walk and read.
     Gone,
 }
@@ -205,6 +217,9 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
             }
         };
         let bytes = target.as_os_str().as_bytes();
+        if let Some(why) = policy::leaf_verdict(&f.rel, Some(bytes)) {
+            return Ok(Hashed::Skipped(why));
+        }
         let c = encode_blob(bytes);
         let id = ObjectId::compute(Kind::Blob, &c);
         if let Some(b) = batch {
@@ -286,6 +301,8 @@ pub struct LiveState {
     pub flat: Flat,
     /// Descriptors that failed validation: (path, why).
     pub corrupt: Vec<(Vec<u8>, String)>,
+    /// Entries the snapshot policy leaves out (a symlink leading out of its folder, too deep).
+    pub skipped: Vec<Skipped>,
 }
 
 /// Reads the live state under `layout` into a [`Flat`], storing new objects in `batch` when given
@@ -310,6 +327,7 @@ pub fn read_live(
     let mut out = LiveState {
         flat: Flat::with_roots(),
         corrupt: Vec::new(),
+        skipped: scan.skipped,
     };
     for d in scan.dirs {
         out.flat.dirs.insert(d);
@@ -323,6 +341,7 @@ pub fn read_live(
                 out.flat.leaves.insert(f.rel, leaf);
             }
             Hashed::CorruptDescriptor(why) => out.corrupt.push((f.rel, why)),
+            Hashed::Skipped(why) => out.skipped.push(policy::skipped(&f.rel, why)),
             Hashed::Gone => {}
         }
     }

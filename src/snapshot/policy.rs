@@ -1,0 +1,178 @@
+//! What a snapshot may hold: one rule, used by save, restore, transfer verification and the git
+//! mapping, so that what one device saves every other device can pull (docs/safety.md, "What a
+//! snapshot may hold").
+//!
+//! Three classes:
+//! * **Structural** problems are refused everywhere, as corrupt or hostile data: entry names that
+//!   are empty, `.`, `..`, longer than 255 bytes or contain `/` or NUL (the object format's own
+//!   rule, [`objects_format::validate_name`]); symlink targets that are empty, longer than
+//!   [`MAX_SYMLINK_TARGET`] or contain NUL. A filesystem cannot produce any of these, so a save
+//!   never meets them; a remote that sends one is refused.
+//! * **Escaping symlinks** — an absolute target, or a relative one that could lead out of the
+//!   root folder the link lives in (`config/`, `state/sessions/`, `state/journal/`) — and entries
+//!   nested deeper than [`MAX_DEPTH`] are machine-specific or unrestorable. `save` leaves them out
+//!   (with a warning naming the path; a live escaping link is not state, like a socket), and
+//!   `restore` never materialises one that older history holds (a warning naming the path; the
+//!   rest of the snapshot is restored). Transfer accepts them as data, so such history never
+//!   blocks a push or a pull.
+//! * Everything else is kept as is.
+
+use super::ROOTS;
+
+/// Longest symlink target (Linux's `PATH_MAX`; `state check` uses the same bound).
+pub const MAX_SYMLINK_TARGET: usize = 4096;
+
+/// Deepest path a snapshot holds, in components (`config/a` has 2). Trees nest at most 256
+/// levels below the root tree (the bound every reader of trees applies).
+pub const MAX_DEPTH: usize = 256;
+
+/// Why an entry is left out of a save or a restore (not an error: the rest goes on).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// Snapshot path (`config/…`, `state/…`).
+    pub path: String,
+    /// What is wrong with it, for a person.
+    pub why: String,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.why)
+    }
+}
+
+/// Checks an entry name (structural; refused everywhere).
+///
+/// # Errors
+/// A description of the broken rule.
+pub fn check_name(name: &[u8]) -> Result<(), String> {
+    objects_format::validate_name(name).map_err(|e| e.to_string())
+}
+
+/// Checks a symlink target (structural; refused everywhere): non-empty, at most
+/// [`MAX_SYMLINK_TARGET`] bytes, no NUL.
+///
+/// # Errors
+/// A description of the broken rule.
+pub fn check_link_target(target: &[u8]) -> Result<(), String> {
+    if target.is_empty() {
+        return Err("empty symlink target".into());
+    }
+    if target.len() > MAX_SYMLINK_TARGET {
+        return Err(format!(
+            "symlink target of {} bytes (limit {MAX_SYMLINK_TARGET})",
+            target.len()
+        ));
+    }
+    if target.contains(&0) {
+        return Err(format!(
+            "symlink target {:?} contains NUL",
+            String::from_utf8_lossy(target)
+        ));
+    }
+    Ok(())
+}
+
+/// The root folder (`config`, `state/sessions`, `state/journal`) holding `path`, and how many
+/// directories lie between it and `path`'s parent.
+fn root_and_depth(path: &[u8]) -> Option<(&'static str, usize)> {
+    ROOTS.iter().find_map(|r| {
+        let rest = path.strip_prefix(r.as_bytes())?.strip_prefix(b"/")?;
+        Some((*r, rest.iter().filter(|&&b| b == b'/').count()))
+    })
+}
+
+/// Why a symlink at snapshot path `path` pointing at `target` may not be materialised, if it
+/// may not: the target is absolute, or could lead out of the root folder the link lives in.
+///
+/// A relative target is contained when its `..` components all come first and number at most
+/// the link's depth below its root folder (`config/a/l -> ../x` is fine, `config/l -> ../x` is
+/// not), and none follows a name. `a/../..`-style targets are refused even when they look
+/// contained: `a` may itself be a symlink, and `..` after it would climb from wherever it points.
+#[must_use]
+pub fn link_escapes(path: &[u8], target: &[u8]) -> Option<String> {
+    let show = String::from_utf8_lossy(target);
+    let Some((root, depth)) = root_and_depth(path) else {
+        return Some(format!(
+            "symlink to {show:?} is outside the snapshotted folders"
+        ));
+    };
+    if target.first() == Some(&b'/') {
+        return Some(format!(
+            "symlink to the absolute path {show:?} (outside {root}/)"
+        ));
+    }
+    let mut ups = 0usize;
+    let mut named = false;
+    for c in target.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." if named => {
+                return Some(format!(
+                    "symlink to {show:?} climbs with '..' after a name, which may lead out of {root}/"
+                ));
+            }
+            b".." => ups += 1,
+            _ => named = true,
+        }
+    }
+    if ups > depth {
+        return Some(format!("symlink to {show:?} leads out of {root}/"));
+    }
+    None
+}
+
+/// The verdict on one leaf (file or symlink) at snapshot path `path`: `None` to keep it, or why
+/// it is left out. `link_target` is the target when the leaf is a symlink.
+#[must_use]
+pub fn leaf_verdict(path: &[u8], link_target: Option<&[u8]>) -> Option<String> {
+    if let Some(why) = depth_verdict(path) {
+        return Some(why);
+    }
+    let t = link_target?;
+    if let Err(why) = check_link_target(t) {
+        return Some(why);
+    }
+    link_escapes(path, t)
+}
+
+/// Why a path is too deep to keep, if it is.
+#[must_use]
+pub fn depth_verdict(path: &[u8]) -> Option<String> {
+    let n = path.iter().filter(|&&b| b == b'/').count() + 1;
+    (n > MAX_DEPTH).then(|| format!("nested {n} levels deep (limit {MAX_DEPTH})"))
+}
+
+/// A [`Skipped`] for `path`.
+#[must_use]
+pub fn skipped(path: &[u8], why: String) -> Skipped {
+    Skipped {
+        path: String::from_utf8_lossy(path).into_owned(),
+        why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links() {
+        assert!(link_escapes(b"config/x", b"/etc/passwd").is_some());
+        assert!(link_escapes(b"config/x", b"../x").is_some());
+        assert!(link_escapes(b"config/a/x", b"../x").is_none());
+        assert!(link_escapes(b"config/a/x", b"../../x").is_some());
+        assert!(link_escapes(b"config/x", b"theme/dark.toml").is_none());
+        assert!(link_escapes(b"config/x", b"./y").is_none());
+        assert!(link_escapes(b"config/a/y", b"x/..").is_some());
+        assert!(link_escapes(b"config/a/b/y", b"../x/../z").is_some());
+        assert!(link_escapes(b"state/sessions/s/l", b"../s2/f").is_none());
+        assert!(link_escapes(b"state/sessions/l", b"../journal/f").is_some());
+        assert!(link_escapes(b"state/other/l", b"x").is_some());
+        assert!(leaf_verdict(b"config/x", Some(b"")).is_some());
+        assert!(leaf_verdict(b"config/x", Some(b"a\0b")).is_some());
+        assert!(leaf_verdict(b"config/x", None).is_none());
+        let deep = format!("config{}", "/d".repeat(MAX_DEPTH));
+        assert!(leaf_verdict(deep.as_bytes(), None).is_some());
+    }
+}

@@ -1,0 +1,277 @@
+//! Issue #10, driving the real binary: a git remote cannot make a pull hold a huge object; one
+//! rule for what a snapshot may hold (escaping symlinks, `.git` folders) that save, push and
+//! pull agree on, across two devices; a killed push leaves no git process behind; the stat cache
+//! never decides what a restore writes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use objects_format::encoding::encode_blob;
+use objects_format::{ChangeSummary, EntryKind, Kind, Object, ObjectId, Snapshot};
+use shelldone::snapshot::{Leaf, flatten, write_trees};
+use shelldone::{Paths, State};
+
+/// One device: its own config and state dirs.
+struct Dev {
+    dir: tempfile::TempDir,
+}
+
+impl Dev {
+    fn new() -> Dev {
+        Dev {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn paths(&self) -> Paths {
+        Paths {
+            config_dir: self.config(),
+            state_dir: self.state(),
+        }
+    }
+    fn env(&self, c: &mut Command) {
+        c.env("SHELLDONE_STATE_DIR", self.state())
+            .env("SHELLDONE_CONFIG_DIR", self.config())
+            .env("SHELLDONE_LOCK_TIMEOUT", "20")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_CONFIG_HOME");
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_shelldone"));
+        self.env(&mut c);
+        c.args(args);
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("spawn shelldone")
+    }
+    /// Runs and expects success; returns stderr (where warnings go).
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "shelldone {args:?} failed ({:?}):\n{}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+    fn write(&self, rel: &str, content: &str) {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+    }
+    fn device(&self) -> String {
+        std::fs::read_to_string(self.state().join("snapshots/device"))
+            .expect("device id")
+            .trim()
+            .to_owned()
+    }
+    /// Every file (bytes), symlink (target) and directory of the snapshotted folders.
+    fn live(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        for (root, label) in [
+            (self.config(), "config"),
+            (self.state().join("sessions"), "state/sessions"),
+            (self.state().join("journal"), "state/journal"),
+        ] {
+            if !root.exists() {
+                continue;
+            }
+            for e in walkdir::WalkDir::new(&root)
+                .min_depth(1)
+                .sort_by_file_name()
+            {
+                let e = e.expect("walk");
+                let rel = e.path().strip_prefix(&root).expect("under root");
+                let v = if e.path_is_symlink() {
+                    format!(
+                        "link {}",
+                        std::fs::read_link(e.path()).expect("readlink").display()
+                    )
+                } else if e.file_type().is_dir() {
+                    "dir".to_owned()
+                } else {
+                    format!(
+                        "file {}",
+                        String::from_utf8_lossy(&std::fs::read(e.path()).expect("read"))
+                    )
+                };
+                m.insert(format!("{label}/{}", rel.display()), v);
+            }
+        }
+        m
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// Makes `dev`'s head a snapshot, as an older shelldone saved it, that also holds `links`
+/// (path, target): entries today's save leaves out.
+fn plant_old_history(dev: &Dev, links: &[(&str, &str)]) -> ObjectId {
+    let (st, _) = State::open(dev.paths()).expect("open");
+    let head = st.refs().get("head").expect("refs").expect("a head");
+    let snap = st.objects().read_snapshot(&head).expect("snapshot");
+    let mut flat = flatten(st.objects(), &snap.root).expect("flatten");
+    let batch = st.objects().batch().expect("batch");
+    for (path, target) in links {
+        let c = encode_blob(target.as_bytes());
+        let id = ObjectId::compute(Kind::Blob, &c);
+        batch.put_canonical(Kind::Blob, id, &c).expect("put");
+        flat.leaves.insert(
+            path.as_bytes().to_vec(),
+            Leaf {
+                kind: EntryKind::Symlink,
+                flags: 0,
+                size: target.len() as u64,
+                id,
+            },
+        );
+    }
+    let root = write_trees(&flat, Some(&batch)).expect("trees");
+    let id = batch
+        .put(&Object::Snapshot(Snapshot {
+            root,
+            parents: vec![head],
+            time_ns: snap.time_ns + 1,
+            device: st.device().to_owned(),
+            message: "saved by an older shelldone".into(),
+            session: None,
+            summary: ChangeSummary::default(),
+            extra: vec![],
+        }))
+        .expect("snapshot");
+    batch.commit().expect("commit");
+    st.refs()
+        .set("head", Some(id), "test: old history")
+        .expect("head");
+    id
+}
+
+/// Issue #10, item 5, on one kind of remote: device A's config holds a plugin checkout with a
+/// `.git` folder and, from an older shelldone, snapshots with an absolute and a climbing
+/// symlink. A pushes; B pulls and gets everything else with a warning naming each link; pushes
+/// and pulls keep working both ways afterwards.
+fn policy_across_devices(url: &str, git_repo: Option<&Path>) {
+    let a = Dev::new();
+    a.write("config/config.toml", "font = 1\n");
+    a.write("config/plugins/p/init.lua", "print('hi')\n");
+    a.write("config/plugins/p/.git/HEAD", "ref: refs/heads/main\n");
+    a.write("config/plugins/p/.git/config", "[core]\n\tbare = false\n");
+    a.write("config/plugins/p/.GIT/odd", "case variant\n");
+    a.write("state/sessions/s1.json", "{\"id\":\"s1\"}\n");
+    a.write("state/journal/0001.jsonl", "{\"n\":1}\n");
+    a.ok(&["state", "save", "-m", "first"]);
+    // The links live on A (a dotfile manager's), and an older shelldone saved them.
+    let outside = a.dir.path().join("outside");
+    std::os::unix::fs::symlink("/etc/passwd", a.config().join("x")).expect("symlink");
+    std::os::unix::fs::symlink("../outside", a.config().join("up")).expect("symlink");
+    plant_old_history(
+        &a,
+        &[("config/x", "/etc/passwd"), ("config/up", "../outside")],
+    );
+    a.ok(&["remote", "add", "origin", url]);
+    a.ok(&["sync", "push"]);
+
+    if let Some(repo) = git_repo {
+        // `.git` is escaped in the git mapping, so the remote is a valid repository.
+        let files = git(
+            repo,
+            &[
+                "ls-tree",
+                "-r",
+                "--name-only",
+                &format!("refs/heads/{}", a.device()),
+            ],
+        );
+        assert!(
+            files.contains("config/plugins/p/shelldone-escaped~.git/HEAD")
+                && files.contains("config/plugins/p/shelldone-escaped~.GIT/odd"),
+            "{files}"
+        );
+        assert!(
+            !files
+                .lines()
+                .any(|f| f.split('/').any(|c| c.eq_ignore_ascii_case(".git")))
+        );
+        git(repo, &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    let b = Dev::new();
+    b.ok(&["remote", "add", "origin", url]);
+    let err = b.ok(&["sync", "pull"]);
+    for p in ["config/x", "config/up"] {
+        assert!(
+            err.contains(&format!("warning: not restored: {p}: symlink")),
+            "no warning naming {p}: {err}"
+        );
+    }
+    let mut want = a.live();
+    want.remove("config/x");
+    want.remove("config/up");
+    assert_eq!(b.live(), want, "B has everything but the two links");
+    assert!(!b.dir.path().join("outside").exists());
+    assert!(!outside.exists());
+
+    // B changes something and pushes; A pulls it (its own links stay: they are not state).
+    b.write("config/config.toml", "font = 2\n");
+    b.ok(&["state", "save", "-m", "on b"]);
+    b.ok(&["sync", "push"]);
+    let err = a.ok(&["sync", "pull"]);
+    assert!(
+        err.contains("warning: not saved: config/x: symlink"),
+        "{err}"
+    );
+    let live = a.live();
+    assert_eq!(live["config/config.toml"], "file font = 2\n");
+    assert_eq!(live["config/x"], "link /etc/passwd");
+    assert_eq!(live["config/up"], "link ../outside");
+    assert_eq!(
+        live["config/plugins/p/.git/HEAD"],
+        "file ref: refs/heads/main\n"
+    );
+
+    // And back again.
+    a.write("state/journal/0001.jsonl", "{\"n\":1}\n{\"n\":2}\n");
+    a.ok(&["state", "save", "-m", "on a"]);
+    a.ok(&["sync", "push"]);
+    b.ok(&["sync", "pull"]);
+    let mut want = a.live();
+    want.remove("config/x");
+    want.remove("config/up");
+    assert_eq!(b.live(), want);
+    for d in [&a, &b] {
+        d.ok(&["state", "check"]);
+    }
+    if let Some(repo) = git_repo {
+        git(repo, &["fsck", "--strict", "--no-dangling"]);
+    }
+}
+
+#[test]
+fn escaping_links_and_dot_git_sync_through_a_directory_remote() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("remote");
+    policy_across_devices(dir.to_str().expect("utf8"), None);
+}
