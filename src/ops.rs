@@ -551,8 +551,11 @@ impl State {
         let live = read_live(&layout, &sel, &mut cache, None)?;
         let mut live_flat = live.flat;
         let mut target = target;
-        // What the snapshot policy does not materialise stays as it is live.
+        // What the snapshot policy does not materialise stays as it is live; what the stat cache
+        // vouches for is read again before the plan trusts it (the cache never decides what a
+        // restore writes).
         let skipped = restore::apply_policy(&self.objects, &mut target, &mut live_flat)?;
+        restore::confirm_vouched(&layout, &target, &mut live_flat, &live.vouched, &mut cache)?;
         for (rel, _) in &live.corrupt {
             if is_young(&layout.abs(rel)) {
                 // Possibly being written by the terminal right now: neither rewrite nor delete it.

@@ -64,6 +64,13 @@ impl Dev {
         );
         String::from_utf8_lossy(&o.stderr).into_owned()
     }
+    /// `state save -m msg`; the new head's id.
+    fn save(&self, msg: &str) -> String {
+        let o = self.run(&["state", "save", "-m", msg]);
+        assert!(o.status.success(), "{o:?}");
+        let out = String::from_utf8(o.stdout).expect("utf8");
+        out.lines().last().expect("a last line").trim().to_owned()
+    }
     fn write(&self, rel: &str, content: &str) {
         let p = self.dir.path().join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
@@ -274,4 +281,41 @@ fn escaping_links_and_dot_git_sync_through_a_directory_remote() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("remote");
     policy_across_devices(dir.to_str().expect("utf8"), None);
+}
+
+/// Issue #10, item 6: a hand-edited stat cache entry (matching stat, another id) must not make a
+/// restore leave wrong live files.
+#[test]
+fn a_lying_stat_cache_never_decides_a_restore() {
+    use shelldone::store::statcache::{Stat, StatCache};
+    let d = Dev::new();
+    d.write("config/a.toml", "AAAA\n");
+    d.write("state/sessions/s1.json", "{\"id\":\"s1\"}\n");
+    let one = d.save("one");
+    // Same size, other bytes.
+    d.write("config/a.toml", "BBBB\n");
+    d.save("two");
+    let id_of = |s: &str| -> ObjectId { ObjectId::compute(Kind::Blob, &encode_blob(s.as_bytes())) };
+    // The hand edit: a.toml's current stat, but the id of its first version.
+    let cache_path = d.state().join("snapshots/statcache");
+    let mut cache = StatCache::load(&cache_path);
+    let file = d.config().join("a.toml");
+    let stat = Stat::of(&std::fs::symlink_metadata(&file).expect("stat"));
+    cache.insert(
+        b"config/a.toml".to_vec(),
+        stat,
+        EntryKind::File,
+        id_of("AAAA\n"),
+        stat.mtime_ns + 10_000_000_000,
+    );
+    cache.save(&cache_path).expect("save cache");
+    assert_eq!(
+        StatCache::load(&cache_path).lookup(b"config/a.toml", &stat),
+        Some((EntryKind::File, id_of("AAAA\n"))),
+        "the lie is in place"
+    );
+    // Restore the first snapshot: a.toml must really be its first version afterwards.
+    d.ok(&["state", "restore", &one]);
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "AAAA\n");
+    d.ok(&["state", "check"]);
 }

@@ -11,10 +11,12 @@ use objects_format::EntryKind;
 use rayon::prelude::*;
 
 use super::policy::{self, Skipped};
+use super::save::{LiveFile, hash_file};
 use super::{Flat, Layout, Leaf, display};
 use crate::error::{Error, Result};
 use crate::store::ObjectStore;
 use crate::store::durable::{self, tmp_path};
+use crate::store::statcache::StatCache;
 
 /// What a restore changes, path by path.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -104,6 +106,61 @@ pub fn apply_policy(
         live.leaves.remove(s.path.as_bytes());
     }
     Ok(out)
+}
+
+/// Makes sure the stat cache decides nothing a restore writes: every live file whose id came
+/// from the stat cache (not read) and that the plan would leave alone because it already
+/// matches `target` is read and hashed again. A file whose content differs gets its real id in
+/// `live` (so the plan rewrites it) and a fresh cache entry. Returns how many files were read.
+///
+/// Files whose cached id already differs from the target need no read: they are rewritten
+/// whatever they hold.
+///
+/// # Errors
+/// I/O errors reading the files.
+pub fn confirm_vouched(
+    layout: &Layout,
+    target: &Flat,
+    live: &mut Flat,
+    vouched: &std::collections::BTreeSet<Vec<u8>>,
+    cache: &mut StatCache,
+) -> Result<usize> {
+    let check: Vec<LiveFile> = vouched
+        .iter()
+        .filter(|p| match (target.leaves.get(*p), live.leaves.get(*p)) {
+            (Some(t), Some(l)) => t.same_content(l),
+            _ => false,
+        })
+        .filter_map(|p| {
+            let abs = layout.abs(p);
+            let meta = std::fs::symlink_metadata(&abs).ok()?;
+            Some(LiveFile {
+                rel: p.clone(),
+                abs,
+                meta,
+            })
+        })
+        .collect();
+    let empty = StatCache::default();
+    let fresh: Vec<Result<super::save::Hashed>> = check
+        .par_iter()
+        .map(|f| hash_file(f, &empty, None))
+        .collect();
+    for (f, r) in check.iter().zip(fresh) {
+        match r? {
+            super::save::Hashed::Ok { leaf, fresh, .. } => {
+                if let Some((stat, at)) = fresh {
+                    cache.insert(f.rel.clone(), stat, leaf.kind, leaf.id, at);
+                }
+                live.leaves.insert(f.rel.clone(), leaf);
+            }
+            // Vanished or changed type meanwhile: let the plan write it.
+            _ => {
+                live.leaves.remove(&f.rel);
+            }
+        }
+    }
+    Ok(check.len())
 }
 
 /// The snapshot paths of the directories between `rel`'s root folder and `rel` (exclusive):

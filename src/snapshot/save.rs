@@ -124,6 +124,8 @@ pub enum Hashed {
         leaf: Leaf,
         /// Stat cache update (None for cache hits and symlinks).
         fresh: Option<(Stat, i64)>,
+        /// The id was taken from the stat cache, not read from the file.
+        cached: bool,
     },
     /// A session descriptor (`*.json` under `state/sessions`) that does not parse.
     CorruptDescriptor(String),
@@ -233,6 +235,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
                 id,
             },
             fresh: None,
+            cached: false,
         });
     }
     let flags = if f.meta.permissions().mode() & 0o100 != 0 {
@@ -253,6 +256,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
                     id,
                 },
                 fresh: None,
+                cached: true,
             });
         }
     }
@@ -291,6 +295,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
             id,
         },
         fresh,
+        cached: false,
     })
 }
 
@@ -303,6 +308,8 @@ pub struct LiveState {
     pub corrupt: Vec<(Vec<u8>, String)>,
     /// Entries the snapshot policy leaves out (a symlink leading out of its folder, too deep).
     pub skipped: Vec<Skipped>,
+    /// Files whose id came from the stat cache (not read).
+    pub vouched: std::collections::BTreeSet<Vec<u8>>,
 }
 
 /// Reads the live state under `layout` into a [`Flat`], storing new objects in `batch` when given
@@ -328,15 +335,23 @@ pub fn read_live(
         flat: Flat::with_roots(),
         corrupt: Vec::new(),
         skipped: scan.skipped,
+        vouched: std::collections::BTreeSet::new(),
     };
     for d in scan.dirs {
         out.flat.dirs.insert(d);
     }
     for (f, r) in scan.files.into_iter().zip(results) {
         match r? {
-            Hashed::Ok { leaf, fresh } => {
+            Hashed::Ok {
+                leaf,
+                fresh,
+                cached,
+            } => {
                 if let Some((stat, at)) = fresh {
                     cache.insert(f.rel.clone(), stat, leaf.kind, leaf.id, at);
+                }
+                if cached {
+                    out.vouched.insert(f.rel.clone());
                 }
                 out.flat.leaves.insert(f.rel, leaf);
             }
