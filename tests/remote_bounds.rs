@@ -12,6 +12,10 @@ use objects_format::{ChangeSummary, EntryKind, Kind, Object, ObjectId, Snapshot}
 use shelldone::snapshot::{Leaf, flatten, write_trees};
 use shelldone::{Paths, State};
 
+#[path = "common/git_daemon.rs"]
+mod git_daemon;
+use git_daemon::GitDaemon;
+
 /// One device: its own config and state dirs.
 struct Dev {
     dir: tempfile::TempDir,
@@ -281,6 +285,14 @@ fn escaping_links_and_dot_git_sync_through_a_directory_remote() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("remote");
     policy_across_devices(dir.to_str().expect("utf8"), None);
+}
+
+#[test]
+fn escaping_links_and_dot_git_sync_through_a_git_remote() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let daemon = GitDaemon::start(&tmp.path().join("srv"));
+    let (url, repo) = daemon.repo("policy.git");
+    policy_across_devices(&url, Some(&repo));
 }
 
 /// Issue #10, item 6: a hand-edited stat cache entry (matching stat, another id) must not make a

@@ -43,6 +43,7 @@ use super::gitmirror::{self, GitError, Mode, PushRejection, RejectKind};
 use super::verify::{self, Checker, Limits, TreeInfo};
 use super::{Progress, RefUpdate, Remote, TransferStats};
 use crate::error::{Error, Result};
+use crate::snapshot::policy;
 use crate::store::{Batch, ObjectStore};
 
 /// The commit-message trailer carrying the canonical snapshot.
@@ -457,7 +458,8 @@ impl Conv<'_> {
                 EntryKind::Symlink => (Mode::Symlink, self.blob(&e.id)?),
             };
             entries.push(gitmirror::TreeEntry {
-                name: e.name.clone(),
+                // `.git` and the other names git refuses, escaped (ADR 0002, reserved names).
+                name: policy::git_name(&e.name, e.kind).into_owned(),
                 mode,
                 oid,
             });
@@ -682,7 +684,14 @@ impl Import<'_, '_, '_> {
         let mut info = TreeInfo::default();
         let mut entries = Vec::with_capacity(gentries.len());
         for ge in gentries {
-            objects_format::validate_name(&ge.name).map_err(|e| {
+            let name_kind = match ge.mode {
+                Mode::Dir => EntryKind::Dir,
+                Mode::Symlink => EntryKind::Symlink,
+                Mode::File | Mode::Executable => EntryKind::File,
+            };
+            // Names git cannot hold were escaped by the pushing device (ADR 0002).
+            let name = policy::from_git_name(&ge.name, name_kind).to_vec();
+            policy::check_name(&name).map_err(|e| {
                 Error::UnsafePath(format!(
                     "git tree {gid} has an entry named {:?}: {e}",
                     String::from_utf8_lossy(&ge.name)
@@ -713,7 +722,7 @@ impl Import<'_, '_, '_> {
                 }
             };
             entries.push(TreeEntry {
-                name: ge.name,
+                name,
                 kind,
                 flags,
                 size,

@@ -221,11 +221,11 @@ pub fn write_blob(repo: &gix::Repository, data: &[u8]) -> Result<ObjectId> {
         .map_err(gix_err("writing blob"))
 }
 
-fn validate_entry_name(name: &[u8]) -> Result<()> {
+fn validate_entry_name(name: &[u8], mode: Mode) -> Result<()> {
     let bad = name.is_empty()
         || name == b"."
         || name == b".."
-        || name.eq_ignore_ascii_case(b".git")
+        || crate::snapshot::policy::git_reserved(name, mode == Mode::Symlink)
         || name.contains(&b'/')
         || name.contains(&0);
     if bad {
@@ -239,12 +239,13 @@ fn validate_entry_name(name: &[u8]) -> Result<()> {
 
 /// Write a tree. `entries` may be given in any order; they are sorted in git's canonical order
 /// (directories compare as if their name ended in `/`). Names must be unique, non-empty and must
-/// not contain `/` or NUL, nor be `.`, `..` or `.git`.
+/// not contain `/` or NUL, nor be `.`, `..` or a name git refuses (`.git` and its variants; see
+/// [`crate::snapshot::policy::git_reserved`]; callers escape those with `policy::git_name`).
 pub fn write_tree(repo: &gix::Repository, entries: &[TreeEntry]) -> Result<ObjectId> {
     let mut seen = std::collections::HashSet::with_capacity(entries.len());
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        validate_entry_name(&e.name)?;
+        validate_entry_name(&e.name, e.mode)?;
         if !seen.insert(e.name.as_slice()) {
             return Err(GitError::InvalidInput(format!(
                 "duplicate tree entry name {:?}",
