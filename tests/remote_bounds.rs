@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use objects_format::encoding::encode_blob;
 use objects_format::{ChangeSummary, EntryKind, Kind, Object, ObjectId, Snapshot};
@@ -136,6 +137,249 @@ fn git(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf8")
+}
+
+fn git_stdin(dir: &Path, args: &[&str], envs: &[(&str, &str)], input: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
+    let out = c.wait_with_output().expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// Runs `dev`'s shelldone with `args`; returns its output and peak RSS in KiB. Uses GNU time
+/// when installed (.ci/run installs it), otherwise polls the child's `VmHWM`.
+fn peak_rss(dev: &Dev, args: &[&str]) -> (Output, u64) {
+    let time = Path::new("/usr/bin/time");
+    if time.exists() {
+        let report = dev.dir.path().join("rss");
+        let mut c = Command::new(time);
+        dev.env(&mut c);
+        c.args(["-f", "%M", "-o"])
+            .arg(&report)
+            .arg(env!("CARGO_BIN_EXE_shelldone"))
+            .args(args);
+        let out = c.output().expect("spawn time");
+        let kb = std::fs::read_to_string(&report)
+            .expect("time report")
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .next_back()
+            .expect("a number of KiB");
+        return (out, kb);
+    }
+    let mut child = dev
+        .cmd(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status_file = PathBuf::from(format!("/proc/{}/status", child.id()));
+    let mut peak = 0;
+    let out_pipe = child.stdout.take().expect("stdout");
+    let err_pipe = child.stderr.take().expect("stderr");
+    let drain = |mut p: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = p.read_to_end(&mut v);
+            v
+        })
+    };
+    let (o, e) = (drain(Box::new(out_pipe)), drain(Box::new(err_pipe)));
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(&status_file)
+            && let Some(l) = s.lines().find(|l| l.starts_with("VmHWM:"))
+            && let Some(kb) = l.split_whitespace().nth(1).and_then(|v| v.parse().ok())
+        {
+            peak = peak.max(kb);
+        }
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let out = Output {
+        status,
+        stdout: o.join().expect("stdout"),
+        stderr: e.join().expect("stderr"),
+    };
+    (out, peak)
+}
+
+/// The bomb's size: 1 GiB by default (building a 3 GiB blob takes git about a minute here);
+/// `SHELLDONE_BOMB_BYTES` sets another.
+fn bomb_bytes() -> u64 {
+    std::env::var("SHELLDONE_BOMB_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30)
+}
+
+/// Issue #10, item 4: an all-zero blob of gigabytes (about a megabyte on the wire) in a session's
+/// tree, committed with the original message of a real shelldone commit. A pull on a fresh
+/// device must fail naming the remote, change nothing, and stay under 100 MB of RSS — both when
+/// the blob arrives in a pack (gix refuses it from its declared size) and when the mirror
+/// already holds it (the import refuses it from its header).
+#[test]
+fn git_bomb_is_refused_in_bounded_memory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let daemon = GitDaemon::start(&tmp.path().join("srv"));
+    let (url, repo) = daemon.repo("bomb.git");
+
+    let a = Dev::new();
+    a.write("config/config.toml", "font = 1\n");
+    a.write("state/sessions/s1.json", "{\"id\":\"s1\"}\n");
+    a.ok(&["state", "save", "-m", "first"]);
+    a.ok(&["remote", "add", "origin", &url]);
+    a.ok(&["sync", "push"]);
+    let dev = a.device();
+
+    // The bomb, in the remote, where the session descriptor was.
+    let size = bomb_bytes();
+    let zero = tmp.path().join("zero");
+    std::fs::File::create(&zero)
+        .and_then(|f| f.set_len(size))
+        .expect("sparse file");
+    let t0 = Instant::now();
+    let bomb = git(&repo, &["hash-object", "-w", zero.to_str().expect("utf8")])
+        .trim()
+        .to_owned();
+    eprintln!("built a {size}-byte zero blob {bomb} in {:?}", t0.elapsed());
+    std::fs::remove_file(&zero).expect("rm");
+    let head = git(&repo, &["rev-parse", &format!("refs/shelldone/{dev}/head")])
+        .trim()
+        .to_owned();
+    // Rebuild root → state → sessions with s1.json pointing at the bomb.
+    let swap = |tree: &str, name: &str, new: &str| -> String {
+        let listing = git(&repo, &["ls-tree", tree]);
+        let mut out = String::new();
+        for l in listing.lines() {
+            let (meta, n) = l.split_once('\t').expect("tab");
+            if n == name {
+                let mut f = meta.split(' ');
+                let (mode, kind) = (f.next().expect("mode"), f.next().expect("kind"));
+                out.push_str(&format!("{mode} {kind} {new}\t{n}\n"));
+            } else {
+                out.push_str(&format!("{l}\n"));
+            }
+        }
+        git_stdin(&repo, &["mktree"], &[], out.as_bytes())
+            .trim()
+            .to_owned()
+    };
+    let sessions = swap(&format!("{head}:state/sessions"), "s1.json", &bomb);
+    let state = swap(&format!("{head}:state"), "sessions", &sessions);
+    let root = swap(&format!("{head}^{{tree}}"), "state", &state);
+    let raw = git(&repo, &["cat-file", "commit", &head]);
+    let message = raw.split_once("\n\n").expect("message").1;
+    let field = |f: &str| -> String {
+        git(&repo, &["log", "-1", &format!("--format={f}"), &head])
+            .trim()
+            .to_owned()
+    };
+    let (name, email, date) = (field("%an"), field("%ae"), field("%ad"));
+    let env = [
+        ("GIT_AUTHOR_NAME", name.as_str()),
+        ("GIT_AUTHOR_EMAIL", email.as_str()),
+        ("GIT_AUTHOR_DATE", date.as_str()),
+        ("GIT_COMMITTER_NAME", name.as_str()),
+        ("GIT_COMMITTER_EMAIL", email.as_str()),
+        ("GIT_COMMITTER_DATE", date.as_str()),
+    ];
+    let evil = git_stdin(&repo, &["commit-tree", &root], &env, message.as_bytes())
+        .trim()
+        .to_owned();
+    git(
+        &repo,
+        &["update-ref", &format!("refs/shelldone/{dev}/head"), &evil],
+    );
+    git(&repo, &["update-ref", &format!("refs/heads/{dev}"), &evil]);
+
+    // 1. The blob arrives in a pack.
+    let b = Dev::new();
+    b.ok(&["remote", "add", "origin", &url]);
+    let before = b.live();
+    let t0 = Instant::now();
+    let (out, kb) = peak_rss(&b, &["sync", "pull"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "pull of the bomb in a pack: {:?}, {kb} KiB peak RSS, {:?}: {err}",
+        out.status,
+        t0.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("remote 'origin'") && err.contains("over the limit"),
+        "{err}"
+    );
+    assert!(kb <= 100 * 1024, "peak RSS {kb} KiB over 100 MB");
+    assert_eq!(b.live(), before, "a refused pull changes nothing live");
+    let log = b.run(&["log"]);
+    assert!(
+        String::from_utf8_lossy(&log.stdout).contains("no snapshots yet"),
+        "no snapshot: {log:?}"
+    );
+
+    // 2. The mirror already holds every object (fetched by another means, e.g. `git fetch` for
+    //    an http remote): the import reads the blob's header and refuses it without inflating.
+    let mirror = b.state().join("snapshots/remotes/origin.git");
+    let status = Command::new("cp")
+        .args(["-a"])
+        .arg(repo.join("objects/."))
+        .arg(mirror.join("objects"))
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let t0 = Instant::now();
+    let (out, kb) = peak_rss(&b, &["sync", "pull"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "pull with the bomb in the mirror: {:?}, {kb} KiB peak RSS, {:?}: {err}",
+        out.status,
+        t0.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("remote 'origin'")
+            && err.contains(&bomb)
+            && err.contains("state/sessions/s1.json")
+            && err.contains("over the limit"),
+        "{err}"
+    );
+    assert!(kb <= 100 * 1024, "peak RSS {kb} KiB over 100 MB");
+    assert_eq!(b.live(), before);
+    assert!(
+        walkdir::WalkDir::new(b.state().join("snapshots/objects"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .all(|e| !e.file_type().is_file()),
+        "no object was stored"
+    );
+    let packs = b.state().join("snapshots/packs");
+    assert!(
+        !packs.exists() || std::fs::read_dir(&packs).expect("packs").next().is_none(),
+        "no pack was stored"
+    );
+    let (st, _) = State::open(b.paths()).expect("open");
+    assert!(st.refs().list("").expect("refs").is_empty(), "no ref moved");
 }
 
 /// Makes `dev`'s head a snapshot, as an older shelldone saved it, that also holds `links`

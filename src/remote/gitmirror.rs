@@ -29,6 +29,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default wall-clock limit for a whole `git push` invocation.
 pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest allocation gix may make for one object of a mirror (`gitoxide.objects.allocLimit`):
+/// reading an object, and resolving one entry while a fetched pack is indexed. An object that
+/// would need more is refused from its declared size, before it is inflated.
+pub const ALLOC_LIMIT: usize = objects_format::MAX_OBJECT_SIZE;
 
 /// Name/email used for reflog entries when the user has no git identity configured.
 const FALLBACK_COMMITTER_NAME: &str = "shelldone";
@@ -146,17 +150,22 @@ pub fn open_or_init_bare(path: &Path) -> Result<gix::Repository> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(io_err(format!("reading directory {}", path.display()))(e)),
     };
-    let mut repo = if populated {
-        gix::open(path).map_err(gix_err(format!("opening repository at {}", path.display())))?
-    } else {
+    if !populated {
         // gix doesn't create missing parent directories.
         std::fs::create_dir_all(path)
             .map_err(io_err(format!("creating directory {}", path.display())))?;
         gix::init_bare(path).map_err(gix_err(format!(
             "initialising bare repository at {}",
             path.display()
-        )))?
-    };
+        )))?;
+    }
+    // Opened with a bound on what one object may allocate: a hostile remote's pack that inflates
+    // to gigabytes is refused from its declared sizes (as a command-line `-c` would, over any
+    // configuration file).
+    let opts = gix::open::Options::default()
+        .cli_overrides([format!("gitoxide.objects.allocLimit={ALLOC_LIMIT}")]);
+    let mut repo = gix::open_opts(path, opts)
+        .map_err(gix_err(format!("opening repository at {}", path.display())))?;
     if !repo.is_bare() {
         return Err(GitError::InvalidInput(format!(
             "{} is not a bare repository",
@@ -368,6 +377,23 @@ pub fn decode_commit(repo: &gix::Repository, oid: ObjectId, data: &[u8]) -> Resu
     ))
 }
 
+/// Read the commit `oid` and decode it, handing its raw message to `message` (no copy of the
+/// message is made): `(tree, parents, message(raw message))`.
+pub fn read_commit_with<T>(
+    repo: &gix::Repository,
+    oid: ObjectId,
+    message: impl FnOnce(&[u8]) -> T,
+) -> Result<(ObjectId, Vec<ObjectId>, T)> {
+    let data = read_expecting(repo, oid, Kind::Commit)?;
+    let commit = gix::objs::CommitRef::from_bytes(&data, repo.object_hash())
+        .map_err(gix_err(format!("decoding commit {oid}")))?;
+    Ok((
+        commit.tree(),
+        commit.parents().collect(),
+        message(commit.message),
+    ))
+}
+
 /// Read the commit `oid` and decode it.
 pub fn read_commit(repo: &gix::Repository, oid: ObjectId) -> Result<DecodedCommit> {
     let data = read_expecting(repo, oid, Kind::Commit)?;
@@ -458,6 +484,43 @@ pub fn fetch_with_timeout(
     refspecs: &[&str],
     io_timeout: Duration,
 ) -> Result<Vec<(String, ObjectId)>> {
+    fetch_bounded(repo, url, refspecs, io_timeout, u64::MAX)
+}
+
+/// Reads at most `left` bytes from `inner`, then fails: a remote cannot make one fetch receive
+/// more than the import budget.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 && !buf.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "the remote sent more than {} bytes, the limit of one fetch",
+                self.limit
+            )));
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
+/// [`fetch_with_timeout`], receiving at most `max_bytes` from a `git://` remote (other transports
+/// are bounded per object by [`ALLOC_LIMIT`] only).
+pub fn fetch_bounded(
+    repo: &gix::Repository,
+    url: &str,
+    refspecs: &[&str],
+    io_timeout: Duration,
+    max_bytes: u64,
+) -> Result<Vec<(String, ObjectId)>> {
     if refspecs.is_empty() {
         return Err(GitError::InvalidInput(
             "fetch needs at least one refspec".into(),
@@ -503,8 +566,13 @@ pub fn fetch_with_timeout(
         let write = stream
             .try_clone()
             .map_err(io_err("cloning socket handle"))?;
+        let read = Capped {
+            inner: stream,
+            left: max_bytes,
+            limit: max_bytes,
+        };
         let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
-            stream,
+            read,
             write,
             version,
             parsed.path.clone(),
@@ -532,6 +600,11 @@ fn fetch_with_git_binary(
         .arg(repo.git_dir())
         .args(["-c", "http.lowSpeedLimit=1", "-c"])
         .arg(format!("http.lowSpeedTime={}", io_timeout.as_secs().max(1)))
+        // The same bound as gix's: big blobs are streamed to disk by index-pack (never held),
+        // and no single allocation may exceed the per-object limit.
+        .arg("-c")
+        .arg(format!("core.bigFileThreshold={}", 16 << 20))
+        .env("GIT_ALLOC_LIMIT", ALLOC_LIMIT.to_string())
         .args([
             "fetch",
             "--quiet",
