@@ -539,6 +539,117 @@ fn escaping_links_and_dot_git_sync_through_a_git_remote() {
     policy_across_devices(&url, Some(&repo));
 }
 
+/// Pids of live processes whose environment holds `mark`.
+fn marked_processes(mark: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.filter_map(Result::ok) {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        // A zombie has an empty environment; it is dead already.
+        if env.split(|&b| b == 0).any(|v| v == mark.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Issue #10, item 6: a SIGKILLed `sync push` must not leave its `git push` (or anything git
+/// started) running under PID 1. The remote is a local repository whose pre-receive hook
+/// hangs, so the push is caught mid-way.
+#[test]
+fn a_killed_push_leaves_no_git_process() {
+    let a = Dev::new();
+    a.write("config/config.toml", "font = 1\n");
+    a.write("state/sessions/s1.json", "{\"id\":\"s1\"}\n");
+    a.ok(&["state", "save", "-m", "first"]);
+    let remote = a.dir.path().join("slow.git");
+    let status = Command::new("git")
+        .args(["init", "-q", "--bare"])
+        .arg(&remote)
+        .status()
+        .expect("git init");
+    assert!(status.success());
+    let started = a.dir.path().join("started");
+    let hook = remote.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\ntouch '{}'\nsleep 600\n", started.display()),
+    )
+    .expect("hook");
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    a.ok(&["remote", "add", "origin", remote.to_str().expect("utf8")]);
+
+    let mark = format!("SHELLDONE_ORPHAN_MARK={}", rand_mark());
+    let (k, v) = mark.split_once('=').expect("=");
+    let mut push = a
+        .cmd(&["sync", "push"])
+        .env(k, v)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn push");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the push never reached the remote's hook"
+        );
+        assert!(
+            push.try_wait().expect("wait").is_none(),
+            "the push ended early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let during = marked_processes(&mark);
+    assert!(
+        during.len() > 2,
+        "git, receive-pack and the hook run under the push: {during:?}"
+    );
+    push.kill().expect("SIGKILL shelldone");
+    push.wait().expect("reap");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = marked_processes(&mark);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        left = marked_processes(&mark);
+    }
+    if !left.is_empty() {
+        let names: Vec<String> = left
+            .iter()
+            .map(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                    .unwrap_or_default()
+            })
+            .collect();
+        for p in &left {
+            // Clean up what the test started (by pid, nothing else).
+            let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+        }
+        panic!("processes left after the push was killed: {names:?}");
+    }
+    assert!(
+        git(&remote, &["for-each-ref"]).trim().is_empty(),
+        "no ref moved on the remote"
+    );
+}
+
+fn rand_mark() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("{}-{t}", std::process::id())
+}
+
 /// Issue #10, item 6: a hand-edited stat cache entry (matching stat, another id) must not make a
 /// restore leave wrong live files.
 #[test]

@@ -595,7 +595,7 @@ fn fetch_with_git_binary(
     refspecs: &[&str],
     io_timeout: Duration,
 ) -> Result<Vec<(String, ObjectId)>> {
-    let mut cmd = Command::new("git");
+    let mut cmd = supervised_git();
     cmd.arg("--git-dir")
         .arg(repo.git_dir())
         .args(["-c", "http.lowSpeedLimit=1", "-c"])
@@ -617,7 +617,6 @@ fn fetch_with_git_binary(
         .args(refspecs)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("LC_ALL", "C")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let (status, _, stderr) = run_with_timeout(cmd, io_timeout * 2, &format!("git fetch {url}"))?;
@@ -743,7 +742,7 @@ pub fn push_with_options(
     if updates.is_empty() {
         return Ok(());
     }
-    let mut cmd = Command::new("git");
+    let mut cmd = supervised_git();
     cmd.arg("--git-dir")
         .arg(mirror_path)
         .args(["push", "--porcelain", "--no-verify"]);
@@ -769,7 +768,6 @@ pub fn push_with_options(
         .env("SSH_ASKPASS", "")
         .env("LC_ALL", "C")
         .env("LANGUAGE", "C")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
 
@@ -828,13 +826,64 @@ fn classify_rejection(summary: &str) -> RejectKind {
     }
 }
 
-/// Run `cmd` (stdout/stderr piped), killing it if it doesn't finish within `timeout`.
+/// The supervisor every `git` child runs under (POSIX `sh`, argv: `git …`). It starts git in
+/// the background, in the supervisor's own process group, and watches its stdin, a pipe whose
+/// only writer is this process: when that pipe reaches end-of-file — this process exited,
+/// however it died, `kill -9` included — it kills its whole process group (git and every
+/// helper git started: `pack-objects`, `ssh`, a local `receive-pack`). So no git process outlives
+/// shelldone, and no `unsafe` `pre_exec` is needed. When git exits first, the supervisor
+/// stops its watcher and exits with git's status.
+const SUPERVISOR: &str = r#"exec 3<&0 0</dev/null
+"$@" 3<&- &
+child=$!
+{ while read -r _ <&3; do :; done; kill -s KILL 0; } &
+watcher=$!
+wait "$child"
+status=$?
+kill "$watcher" 2>/dev/null
+exit "$status""#;
+
+/// A `git` command under [`SUPERVISOR`]; arguments added to it go to git. Run it with
+/// [`run_with_timeout`], which gives it its own process group and the watchdog pipe.
+fn supervised_git() -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", SUPERVISOR, "shelldone-git-supervisor", "git"]);
+    cmd
+}
+
+/// Kills the supervised process group of a child still running when dropped (an error or a
+/// timeout in this process), so that git never outlives the call.
+struct GroupGuard {
+    pid: Option<rustix::process::Pid>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            // The group may be gone already; nothing else to do then.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Run `cmd` (a [`supervised_git`] command, stdout/stderr piped) in a new process group whose
+/// stdin is the supervisor's watchdog pipe, killing the whole group if it doesn't finish within
+/// `timeout`.
 fn run_with_timeout(
     mut cmd: Command,
     timeout: Duration,
     what: &str,
 ) -> Result<(std::process::ExitStatus, String, String)> {
+    use std::os::unix::process::CommandExt;
+    // Its own group: the supervisor's `kill 0` must reach git and its helpers, never this
+    // process or its caller's group.
+    cmd.process_group(0).stdin(Stdio::piped());
     let mut child = cmd.spawn().map_err(io_err(format!("spawning {what}")))?;
+    let mut guard = GroupGuard {
+        pid: Some(rustix::process::Pid::from_child(&child)),
+    };
+    // Held open until the child is reaped; dropping it (or dying) tells the supervisor to kill.
+    let watchdog = child.stdin.take();
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -862,9 +911,10 @@ fn run_with_timeout(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
+                drop(guard); // kills the whole group, git's helpers included
                 let _ = child.wait();
-                // The readers finish once the pipes close; don't wait on grandchildren holding them.
+                drop(watchdog);
+                // The readers finish once the pipes close; don't wait on them.
                 return Err(GitError::Timeout {
                     what: what.to_owned(),
                     timeout,
@@ -872,12 +922,16 @@ fn run_with_timeout(
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
-                let _ = child.kill();
+                drop(guard);
                 let _ = child.wait();
                 return Err(io_err(format!("waiting for {what}"))(e));
             }
         }
     };
+    // The supervisor exits only after git did and after stopping its watcher, so the group is
+    // empty; once the leader is reaped its id may be reused, so it is not signalled again.
+    guard.pid = None;
+    drop(watchdog);
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     Ok((status, stdout, stderr))
