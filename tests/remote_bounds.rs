@@ -524,6 +524,49 @@ fn policy_across_devices(url: &str, git_repo: Option<&Path>) {
     }
 }
 
+/// A restore that skips an escaping link leaves whatever is live at its path as it is, a
+/// directory included, and never writes through a live symlink that stands where the target
+/// has a directory.
+#[test]
+fn a_skipped_link_leaves_the_live_path_alone_and_nothing_goes_through_a_link() {
+    let d = Dev::new();
+    d.write("config/config.toml", "font = 1\n");
+    d.write("config/sub/inner/file.txt", "inner\n");
+    d.ok(&["state", "save", "-m", "first"]);
+    let with_dir = d.save("second");
+    let old = plant_old_history(&d, &[("config/x", "/etc/passwd")]).to_hex();
+    // Live: a directory where the old snapshot has the escaping link.
+    d.write("config/x/keep.txt", "mine\n");
+    let err = d.ok(&["state", "restore", &old]);
+    assert!(
+        err.contains("warning: not restored: config/x: symlink"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.config().join("x/keep.txt")).expect("kept"),
+        "mine\n"
+    );
+    // Live: `config/sub` replaced by a symlink to a directory outside; restoring a snapshot
+    // with `config/sub/inner/file.txt` must replace the link, never write through it.
+    let outside = d.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::remove_dir_all(d.config().join("sub")).expect("rm");
+    std::os::unix::fs::symlink(&outside, d.config().join("sub")).expect("symlink");
+    d.ok(&["state", "restore", &with_dir]);
+    assert!(
+        std::fs::read_dir(&outside)
+            .expect("outside")
+            .next()
+            .is_none(),
+        "something was written outside through the link"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.config().join("sub/inner/file.txt")).expect("restored"),
+        "inner\n"
+    );
+    assert!(!d.config().join("sub").is_symlink());
+}
+
 #[test]
 fn escaping_links_and_dot_git_sync_through_a_directory_remote() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -79,8 +79,9 @@ pub fn plan(target: &Flat, live: &Flat) -> Plan {
 
 /// Applies the snapshot policy to a restore: every entry of `target` that may not be
 /// materialised (a symlink leading out of its folder, a path nested too deep; see
-/// [`policy`]) is dropped from `target`, and the live entry at its path, if any, from `live`, so
-/// the plan leaves that path as it is. Returns what was left out.
+/// [`policy`]) is dropped from `target`, and whatever is live at its path (a file, or a
+/// directory and everything under it) from `live`, so the plan leaves that path as it is.
+/// Returns what was left out.
 ///
 /// # Errors
 /// A symlink target that cannot be read from the store.
@@ -102,8 +103,12 @@ pub fn apply_policy(
         }
     }
     for s in &out {
-        target.leaves.remove(s.path.as_bytes());
-        live.leaves.remove(s.path.as_bytes());
+        let p = s.path.as_bytes();
+        target.leaves.remove(p);
+        // Whatever is live at that path stays, a directory and what it holds included.
+        let at_or_under = |k: &[u8]| k == p || (k.starts_with(p) && k.get(p.len()) == Some(&b'/'));
+        live.leaves.retain(|k, _| !at_or_under(k));
+        live.dirs.retain(|k| !at_or_under(k));
     }
     Ok(out)
 }
