@@ -87,6 +87,11 @@ pub struct State {
     /// damaged `device` file in a store with history): [`State::lock`] refuses while any is
     /// present; `state check` lists them and `state recover` repairs them.
     damage: Vec<(PathBuf, String)>,
+    /// Entries the snapshot policy left out since the last [`State::take_skipped`], by what was
+    /// done (`not saved`, `not restored`) and path: the CLI prints them as warnings.
+    skipped: std::sync::Mutex<
+        std::collections::BTreeMap<(&'static str, String), snapshot::policy::Skipped>,
+    >,
 }
 
 impl State {
@@ -151,6 +156,7 @@ impl State {
             device: String::new(),
             read_only,
             damage,
+            skipped: std::sync::Mutex::default(),
         };
         let (device, why) = st.device_id()?;
         st.device = device;
@@ -252,6 +258,33 @@ impl State {
     #[must_use]
     pub fn layout(&self) -> snapshot::Layout {
         snapshot::Layout::live(&self.paths.config_dir, &self.paths.state_dir)
+    }
+
+    /// Records entries the snapshot policy left out (`what`: `not saved`, `not restored`).
+    pub(crate) fn note_skipped(&self, what: &'static str, skipped: &[snapshot::policy::Skipped]) {
+        if skipped.is_empty() {
+            return;
+        }
+        let mut m = self
+            .skipped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in skipped {
+            m.insert((what, s.path.clone()), s.clone());
+        }
+    }
+
+    /// Entries the snapshot policy left out since the last call, each with what was done
+    /// (`not saved`, `not restored`), in path order; the list is emptied.
+    pub fn take_skipped(&self) -> Vec<(&'static str, snapshot::policy::Skipped)> {
+        let mut m = self
+            .skipped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut *m)
+            .into_iter()
+            .map(|((what, _), s)| (what, s))
+            .collect()
     }
 
     fn statcache_path(&self) -> PathBuf {

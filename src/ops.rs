@@ -274,6 +274,7 @@ impl State {
         let scope = Scope::of(opts.session.as_deref(), None);
         let sel = |p: &[u8]| scope.contains(p);
         let live = read_live(&layout, &sel, &mut cache, Some(&batch))?;
+        self.note_skipped("not saved", &live.skipped);
         let head = self.head_state()?;
         let mut new_flat = live.flat;
         let mut quarantined = Vec::new();
@@ -797,6 +798,11 @@ impl State {
         let live = read_live(&layout, &sel, &mut cache, None)?;
         let mut live_flat = live.flat;
         let mut target = target;
+        // What the snapshot policy does not materialise stays as it is live; what the stat cache
+        // vouches for is read again before the plan trusts it (the cache never decides what a
+        // restore writes).
+        let skipped = restore::apply_policy(&self.objects, &mut target, &mut live_flat)?;
+        restore::confirm_vouched(&layout, &target, &mut live_flat, &live.vouched, &mut cache)?;
         for (rel, _) in &live.corrupt {
             if is_young(&layout.abs(rel)) {
                 // Possibly being written by the terminal right now: neither rewrite nor delete it.
@@ -807,7 +813,9 @@ impl State {
                 live_flat.leaves.remove(rel);
             }
         }
-        let plan = restore::plan(&target, &live_flat);
+        let mut plan = restore::plan(&target, &live_flat);
+        self.note_skipped("not restored", &skipped);
+        plan.skipped = skipped;
         if dry_run {
             return Ok((plan, target));
         }
@@ -873,7 +881,11 @@ impl State {
         }
         let mut cache = StatCache::default();
         let live = read_live(&layout, &sel, &mut cache, None)?;
-        let plan = restore::plan(&target, &live.flat);
+        let (mut target, mut live_flat) = (target, live.flat);
+        let skipped = restore::apply_policy(&self.objects, &mut target, &mut live_flat)?;
+        let mut plan = restore::plan(&target, &live_flat);
+        self.note_skipped("not restored", &skipped);
+        plan.skipped = skipped;
         if !opts.dry_run {
             restore::apply(&self.objects, &layout, &target, &plan)?;
         }

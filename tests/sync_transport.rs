@@ -403,6 +403,32 @@ fn dir_tree(name: &[u8], sub: &ObjectId) -> Object {
     })
 }
 
+/// Restores `snap` (fetched into `dev`) into a new directory: no symlink may appear there, and
+/// the one at `skipped` (a link leading out of its folder) must be reported as not restored.
+fn assert_never_materialised(dev: &Dev, snap: ObjectId, skipped: Option<&str>) {
+    let to = tempfile::tempdir().unwrap();
+    let o = dev
+        .state
+        .restore(&shelldone::RestoreOptions {
+            rev: Some(snap.to_hex()),
+            to: Some(to.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+    let links: Vec<_> = walkdir::WalkDir::new(to.path())
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.path_is_symlink())
+        .map(|e| e.path().to_path_buf())
+        .collect();
+    assert!(links.is_empty(), "a restore made symlinks: {links:?}");
+    let names: Vec<&str> = o.plan.skipped.iter().map(|s| s.path.as_str()).collect();
+    match skipped {
+        Some(p) => assert_eq!(names, [p], "{:?}", o.plan.skipped),
+        None => assert!(names.is_empty(), "{:?}", o.plan.skipped),
+    }
+}
+
 /// Fetches `want` from a hostile remote into `b`: must fail, and `b` must gain no object.
 fn assert_refused(b: &Dev, r: &mut dyn Remote, want: ObjectId, expect: &str) -> String {
     let before = b.count();
@@ -457,11 +483,14 @@ fn dir_hostile_remotes() {
         assert_refused(&b, &mut r, snap, &tree.to_hex());
     }
 
-    // 3. A symlink climbing out of the snapshot root, at the root and one level down.
+    // 3. A symlink leading out of its folder (climbing, absolute), at the root and one level
+    //    down, is data (Issue #10: refusing it blocked every pull for good): the fetch takes it
+    //    and no restore ever materialises it. A target no filesystem could hold is refused.
     for (i, (target, nested)) in [
         (&b"../../etc/passwd"[..], true),
         (b"../x", false),
         (b"/etc/passwd", true),
+        (b"../x", true),
     ]
     .iter()
     .enumerate()
@@ -474,8 +503,22 @@ fn dir_hostile_remotes() {
             root = put_dir_obj(&d, &dir_tree(b"config", &root));
         }
         let snap = put_dir_obj(&d, &snapshot_of(root));
-        let mut r = DirRemote::new("symlink", &d);
-        assert_refused(&b, &mut r, snap, "symlink");
+        let got = Dev::empty();
+        got.fetch(&mut DirRemote::new("symlink", &d), &[snap])
+            .unwrap();
+        assert_never_materialised(&got, snap, nested.then_some("config/link"));
+    }
+    for (i, target) in [&b""[..], b"a\0b", &[b'a'; 4097]].iter().enumerate() {
+        let d = fresh(&format!("badlink{i}"));
+        let (blob, t) = link_tree(target);
+        put_dir_obj(&d, &blob);
+        let sub = put_dir_obj(&d, &t);
+        let snap = put_dir_obj(
+            &d,
+            &snapshot_of(put_dir_obj(&d, &dir_tree(b"config", &sub))),
+        );
+        let mut r = DirRemote::new("badlink", &d);
+        assert_refused(&b, &mut r, snap, "symlink target");
     }
     // …while a symlink that stays inside is fine.
     let d = fresh("symlink-ok");
@@ -988,7 +1031,8 @@ fn git_hostile_remotes() {
         assert_refused(&b, &mut r, sid, "entry named");
     }
 
-    // 3. A symlink `../../etc/passwd` one level down, with a snapshot that matches the tree.
+    // 3. A symlink `../../etc/passwd` one level down, with a snapshot that matches the tree: data
+    //    (Issue #10), fetched, and never materialised by a restore.
     let (url, path) = daemon.repo("symlink.git");
     let repo = gm::open_or_init_bare(&path).unwrap();
     let target = b"../../etc/passwd";
@@ -1018,9 +1062,11 @@ fn git_hostile_remotes() {
         .0;
     let (c, sid) = hostile_commit(&repo, groot, &snapshot_of(root));
     gm::set_ref(&repo, "refs/shelldone/evil/head", c).unwrap();
-    let mut r = git_remote(&b, "symlink", &url);
+    let got = Dev::empty();
+    let mut r = git_remote(&got, "symlink", &url);
     r.list_refs().unwrap();
-    assert_refused(&b, &mut r, sid, "climbs out");
+    got.fetch(&mut r, &[sid]).unwrap();
+    assert_never_materialised(&got, sid, Some("config/link"));
 
     // 4. A ref naming a commit whose tree the remote does not have.
     let (url, path) = daemon.repo("missing.git");

@@ -492,8 +492,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::State(sc) => run_state(&cli, sc),
         Cmd::Remote(rc) => sync_cmd::run_remote(&open(&cli)?, cli.json, rc),
-        Cmd::Sync(sc) => sync_cmd::run_sync(&open(&cli)?, cli.json, sc),
-        Cmd::Conflicts { cmd } => sync_cmd::run_conflicts(&open(&cli)?, cli.json, cmd.as_ref()),
+        Cmd::Sync(sc) => {
+            let st = open(&cli)?;
+            let r = sync_cmd::run_sync(&st, cli.json, sc);
+            print_skipped(&st, cli.json);
+            r
+        }
+        Cmd::Conflicts { cmd } => {
+            let st = open(&cli)?;
+            let r = sync_cmd::run_conflicts(&st, cli.json, cmd.as_ref());
+            print_skipped(&st, cli.json);
+            r
+        }
         Cmd::Device(dc) => {
             let mut st = open(&cli)?;
             match dc {
@@ -518,6 +528,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// One warning per entry the snapshot policy left out (docs/safety.md, "What a snapshot may
+/// hold"), on stderr.
+fn print_skipped(st: &State, json: bool) {
+    let mut err = std::io::stderr();
+    for (what, s) in st.take_skipped() {
+        let _ = if json {
+            writeln!(
+                err,
+                "{}",
+                json!({"warning": what, "path": s.path, "why": s.why})
+            )
+        } else {
+            writeln!(err, "warning: {what}: {s}")
+        };
     }
 }
 
@@ -550,6 +577,17 @@ fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
         ),
         _ => open_with_report(cli)?,
     };
+    let r = run_state_on(cli, sc, &st, opened);
+    print_skipped(&st, cli.json);
+    r
+}
+
+fn run_state_on(
+    cli: &Cli,
+    sc: &StateCmd,
+    st: &State,
+    opened: crate::RecoveryReport,
+) -> Result<ExitCode> {
     match sc {
         StateCmd::Save {
             message,

@@ -623,25 +623,19 @@ impl Fetch<'_, '_, '_> {
                         self.stage(Kind::ChunkList, e.id, &raw)?;
                     }
                 }
+                EntryKind::Symlink if self.checker.link_checked(&e.id) => {}
+                EntryKind::Symlink if self.store.has(&e.id) => {
+                    let t = self.store.read_blob(&e.id)?;
+                    self.checker.check_link(e.id, &t)?;
+                }
                 EntryKind::Symlink => {
-                    let climb = match self.checker.link_climb(&e.id) {
-                        Some(c) => c,
-                        None if self.store.has(&e.id) => {
-                            let t = self.store.read_blob(&e.id)?;
-                            self.checker.check_link(e.id, &t)?
-                        }
-                        None => {
-                            let (raw, obj) = self.get(&e.id, Kind::Blob)?;
-                            let Object::Blob(target) = &obj else {
-                                unreachable!("kind verified")
-                            };
-                            verify::check_entry_size(id, e, target.len() as u64)?;
-                            let c = self.checker.check_link(e.id, target)?;
-                            self.stage(Kind::Blob, e.id, &raw)?;
-                            c
-                        }
+                    let (raw, obj) = self.get(&e.id, Kind::Blob)?;
+                    let Object::Blob(target) = &obj else {
+                        unreachable!("kind verified")
                     };
-                    info.add_symlink(climb);
+                    verify::check_entry_size(id, e, target.len() as u64)?;
+                    self.checker.check_link(e.id, target)?;
+                    self.stage(Kind::Blob, e.id, &raw)?;
                 }
             }
         }

@@ -10,6 +10,14 @@
 //!   = the snapshot message (or `shelldone snapshot`) + `\n\nShelldone-Snapshot: <hex of the
 //!   canonical snapshot bytes>\n`.
 //!
+//! Entry names git refuses (`.git` and its variants; see [`crate::snapshot::policy::git_name`])
+//! are escaped reversibly, so the mapping takes every tree a snapshot may hold.
+//!
+//! Bounds: every git object is at most [`MAX_GIT_OBJECT`] bytes, checked from its header before
+//! it is inflated (and by gix's allocation limit while a fetched pack is indexed), so a small
+//! pack that inflates to gigabytes is refused without holding it; a push refuses a file over that
+//! size, which no puller would take. An import reads one object at a time.
+//!
 //! Import rebuilds every shelldone object from the git objects, checks the rebuilt root against
 //! the snapshot in the trailer, each parent commit against `snapshot.parents[i]` and the commit
 //! against the one this mapping would write, so the whole Merkle structure is verified before
@@ -43,6 +51,7 @@ use super::gitmirror::{self, GitError, Mode, PushRejection, RejectKind};
 use super::verify::{self, Checker, Limits, TreeInfo};
 use super::{Progress, RefUpdate, Remote, TransferStats};
 use crate::error::{Error, Result};
+use crate::snapshot::policy;
 use crate::store::{Batch, ObjectStore};
 
 /// The commit-message trailer carrying the canonical snapshot.
@@ -50,8 +59,11 @@ pub const TRAILER: &str = "Shelldone-Snapshot: ";
 /// File in the mirror caching the id mapping.
 pub const IDMAP_FILE: &str = "shelldone-idmap";
 const RECORD: usize = 32 + 20;
-/// Largest commit read (the trailer hex doubles a snapshot of up to 64 MiB).
-const MAX_COMMIT: u64 = 2 * objects_format::MAX_OBJECT_SIZE as u64 + (1 << 20);
+/// Largest git object read from or written to a git remote (blob, tree or commit), the format's
+/// own bound on an object. A file stored as one git blob is therefore at most 64 MiB on a git
+/// remote (a directory remote stores big files as chunks and has no such limit), and a commit's
+/// trailer carries a snapshot of up to about 32 MiB.
+pub const MAX_GIT_OBJECT: u64 = objects_format::MAX_OBJECT_SIZE as u64;
 
 /// A git remote.
 pub struct GitRemote {
@@ -184,11 +196,15 @@ pub fn ident(device: &str) -> (String, String) {
     (name, format!("{local}@shelldone.invalid"))
 }
 
-/// Extracts the canonical snapshot bytes from a commit message's trailer.
-fn parse_trailer(message: &str) -> Option<Vec<u8>> {
-    let at = message.rfind(&format!("\n\n{TRAILER}"))?;
-    let rest = &message[at + 2 + TRAILER.len()..];
-    let hex_part = rest.strip_suffix('\n')?;
+/// Extracts the canonical snapshot bytes from a commit message's trailer (read in place: the
+/// message is not copied).
+fn parse_trailer(message: &[u8]) -> Option<Vec<u8>> {
+    let needle = format!("\n\n{TRAILER}");
+    let at = message
+        .windows(needle.len())
+        .rposition(|w| w == needle.as_bytes())?;
+    let rest = &message[at + needle.len()..];
+    let hex_part = rest.strip_suffix(b"\n")?;
     hex::decode(hex_part).ok()
 }
 
@@ -279,7 +295,26 @@ impl GitRemote {
         let track = self.tracking_prefix();
         let spec = format!("+refs/shelldone/*:{track}*");
         let repo = self.repo.as_ref().expect("opened");
-        let fetched = gitmirror::fetch(repo, &self.url, &[&spec]).map_err(|e| self.git_err(&e))?;
+        let fetched = gitmirror::fetch_bounded(
+            repo,
+            &self.url,
+            &[&spec],
+            gitmirror::DEFAULT_IO_TIMEOUT,
+            self.limits.max_bytes,
+        )
+        .map_err(|e| {
+            let why = describe(&e);
+            if why.contains("too large to fit in memory") {
+                // gix refused from the declared sizes, before inflating anything.
+                self.err(format!(
+                    "fetch from {} refused: the remote sent an object (or a pack) over the limit of {} bytes per object; nothing was stored ({why})",
+                    self.url,
+                    gitmirror::ALLOC_LIMIT
+                ))
+            } else {
+                self.err(why)
+            }
+        })?;
         let present: HashSet<&str> = fetched.iter().map(|(l, _)| l.as_str()).collect();
         for (r, _) in gitmirror::list_refs(repo, &track).map_err(|e| self.git_err(&e))? {
             if !present.contains(r.as_str()) {
@@ -326,15 +361,15 @@ fn read_commit(repo: &gix::Repository, gid: GitId, remote: &str) -> Result<Commi
     if h.kind() != gix::objs::Kind::Commit {
         return Err(rerr(format!("{gid} is a {}, expected a commit", h.kind())));
     }
-    if h.size() > MAX_COMMIT {
+    if h.size() > MAX_GIT_OBJECT {
         return Err(rerr(format!(
-            "commit {gid} is {} bytes, over the limit",
+            "commit {gid} is {} bytes, over the limit of {MAX_GIT_OBJECT}",
             h.size()
         )));
     }
-    let (tree, parents, message) =
-        gitmirror::read_commit(repo, gid).map_err(|e| rerr(describe(&e)))?;
-    let canonical = parse_trailer(&message).ok_or_else(|| {
+    let (tree, parents, canonical) =
+        gitmirror::read_commit_with(repo, gid, parse_trailer).map_err(|e| rerr(describe(&e)))?;
+    let canonical = canonical.ok_or_else(|| {
         rerr(format!(
             "commit {gid} has no valid '{}' trailer; not written by shelldone",
             TRAILER.trim()
@@ -395,11 +430,22 @@ impl Conv<'_> {
         Ok(g)
     }
 
-    fn chunked(&mut self, sid: &ObjectId) -> Result<GitId> {
+    fn chunked(&mut self, sid: &ObjectId, path: &[u8]) -> Result<GitId> {
         if let Some(g) = self.known(sid) {
             return Ok(g);
         }
         let list = self.store.read_chunk_list(sid)?;
+        if list.total_size > MAX_GIT_OBJECT {
+            // Every puller would refuse the blob; refuse it here, before anything moves.
+            return Err(Error::Remote {
+                remote: self.remote.to_owned(),
+                why: format!(
+                    "file {} is {} bytes; a git remote takes files up to {MAX_GIT_OBJECT} bytes (a directory remote has no such limit)",
+                    crate::snapshot::display(path),
+                    list.total_size
+                ),
+            });
+        }
         let mut data = Vec::with_capacity(usize::try_from(list.total_size).unwrap_or(0));
         for c in &list.chunks {
             let b = self.store.read_blob(&c.id)?;
@@ -423,7 +469,7 @@ impl Conv<'_> {
         Ok(g)
     }
 
-    fn tree(&mut self, sid: &ObjectId, depth: usize) -> Result<GitId> {
+    fn tree(&mut self, sid: &ObjectId, depth: usize, path: &[u8]) -> Result<GitId> {
         if let Some(g) = self.known(sid) {
             return Ok(g);
         }
@@ -436,6 +482,11 @@ impl Conv<'_> {
         let t = self.store.read_tree(sid)?;
         let mut entries = Vec::with_capacity(t.entries.len());
         for e in &t.entries {
+            let mut sub = path.to_vec();
+            if !sub.is_empty() {
+                sub.push(b'/');
+            }
+            sub.extend_from_slice(&e.name);
             let (mode, oid) = match e.kind {
                 EntryKind::File => (
                     if e.executable() {
@@ -451,13 +502,14 @@ impl Conv<'_> {
                     } else {
                         Mode::File
                     },
-                    self.chunked(&e.id)?,
+                    self.chunked(&e.id, &sub)?,
                 ),
-                EntryKind::Dir => (Mode::Dir, self.tree(&e.id, depth + 1)?),
+                EntryKind::Dir => (Mode::Dir, self.tree(&e.id, depth + 1, &sub)?),
                 EntryKind::Symlink => (Mode::Symlink, self.blob(&e.id)?),
             };
             entries.push(gitmirror::TreeEntry {
-                name: e.name.clone(),
+                // `.git` and the other names git refuses, escaped (ADR 0002, reserved names).
+                name: policy::git_name(&e.name, e.kind).into_owned(),
                 mode,
                 oid,
             });
@@ -508,7 +560,23 @@ impl Conv<'_> {
                 stack.extend(missing);
                 continue;
             }
-            let tree = self.tree(&s.root, 0)?;
+            let tree = self.tree(&s.root, 0, b"").map_err(|e| match e {
+                Error::Remote { remote, why } => Error::Remote {
+                    remote,
+                    why: format!("cannot push snapshot {top}: {why}"),
+                },
+                other => other,
+            })?;
+            let message = commit_message(&s, &canonical);
+            if message.len() as u64 > MAX_GIT_OBJECT {
+                return Err(Error::Remote {
+                    remote: self.remote.to_owned(),
+                    why: format!(
+                        "cannot push snapshot {top}: its commit would be {} bytes, over the limit of {MAX_GIT_OBJECT}",
+                        message.len()
+                    ),
+                });
+            }
             let parents: Vec<GitId> = s
                 .parents
                 .iter()
@@ -519,7 +587,7 @@ impl Conv<'_> {
                 self.repo,
                 tree,
                 &parents,
-                &commit_message(&s, &canonical),
+                &message,
                 s.time_ns.div_euclid(1_000_000_000),
                 &name,
                 &email,
@@ -584,12 +652,19 @@ impl Import<'_, '_, '_> {
         Ok((h.size(), data))
     }
 
-    fn file(&mut self, gid: GitId) -> Result<(EntryKind, ObjectId, u64)> {
+    fn file(&mut self, gid: GitId, path: &[u8]) -> Result<(EntryKind, ObjectId, u64)> {
         let h = self
             .repo
             .find_header(gid)
             .map_err(|e| self.rerr(format!("blob {gid} is missing: {e}")))?;
         let size = h.size();
+        if size > MAX_GIT_OBJECT {
+            // Decided from the object's header: the content is never inflated.
+            return Err(self.rerr(format!(
+                "blob {gid} (file {}) is {size} bytes, over the limit of {MAX_GIT_OBJECT}; refused without reading it",
+                crate::snapshot::display(path)
+            )));
+        }
         let kind = if size > CHUNK_THRESHOLD {
             EntryKind::ChunkedFile
         } else {
@@ -600,7 +675,7 @@ impl Import<'_, '_, '_> {
         {
             return Ok((kind, sid, size));
         }
-        let (_, data) = self.read(gid, gix::objs::Kind::Blob, u64::MAX)?;
+        let (_, data) = self.read(gid, gix::objs::Kind::Blob, MAX_GIT_OBJECT)?;
         let id = if kind == EntryKind::File {
             let c = encode_blob(&data);
             let id = ObjectId::compute(Kind::Blob, &c);
@@ -631,16 +706,16 @@ impl Import<'_, '_, '_> {
         Ok((kind, id, size))
     }
 
-    fn link(&mut self, gid: GitId) -> Result<(ObjectId, u64, u64)> {
+    fn link(&mut self, gid: GitId) -> Result<(ObjectId, u64)> {
         if let Some(sid) = self.map.rev.get(&gid).copied()
-            && let Some(c) = self.checker.link_climb(&sid)
+            && self.checker.link_checked(&sid)
         {
             let size = self
                 .repo
                 .find_header(gid)
                 .map_err(|e| self.rerr(format!("blob {gid} is missing: {e}")))?
                 .size();
-            return Ok((sid, size, c));
+            return Ok((sid, size));
         }
         let (_, data) = self
             .read(
@@ -656,13 +731,13 @@ impl Import<'_, '_, '_> {
             })?;
         let c = encode_blob(&data);
         let id = ObjectId::compute(Kind::Blob, &c);
-        let climb = self.checker.check_link(id, &data)?;
+        self.checker.check_link(id, &data)?;
         self.put(Kind::Blob, id, &c)?;
         self.map.insert(id, gid);
-        Ok((id, data.len() as u64, climb))
+        Ok((id, data.len() as u64))
     }
 
-    fn tree(&mut self, gid: GitId, depth: usize) -> Result<(ObjectId, TreeInfo)> {
+    fn tree(&mut self, gid: GitId, depth: usize, path: &[u8]) -> Result<(ObjectId, TreeInfo)> {
         self.checker.check_depth(depth)?;
         if let Some(sid) = self.map.rev.get(&gid).copied() {
             if let Some(info) = self.checker.tree_info(&sid) {
@@ -672,30 +747,38 @@ impl Import<'_, '_, '_> {
                 return Ok((sid, self.checker.local_tree_info(self.store, &sid, depth)?));
             }
         }
-        let (_, data) = self.read(
-            gid,
-            gix::objs::Kind::Tree,
-            objects_format::MAX_OBJECT_SIZE as u64,
-        )?;
+        let (_, data) = self.read(gid, gix::objs::Kind::Tree, MAX_GIT_OBJECT)?;
         let gentries =
             gitmirror::decode_tree(self.repo, gid, &data).map_err(|e| self.rerr(describe(&e)))?;
         let mut info = TreeInfo::default();
         let mut entries = Vec::with_capacity(gentries.len());
         for ge in gentries {
-            objects_format::validate_name(&ge.name).map_err(|e| {
+            let name_kind = match ge.mode {
+                Mode::Dir => EntryKind::Dir,
+                Mode::Symlink => EntryKind::Symlink,
+                Mode::File | Mode::Executable => EntryKind::File,
+            };
+            // Names git cannot hold were escaped by the pushing device (ADR 0002).
+            let name = policy::from_git_name(&ge.name, name_kind).to_vec();
+            policy::check_name(&name).map_err(|e| {
                 Error::UnsafePath(format!(
                     "git tree {gid} has an entry named {:?}: {e}",
                     String::from_utf8_lossy(&ge.name)
                 ))
             })?;
+            let mut sub_path = path.to_vec();
+            if !sub_path.is_empty() {
+                sub_path.push(b'/');
+            }
+            sub_path.extend_from_slice(&name);
             let (kind, flags, size, id) = match ge.mode {
                 Mode::Dir => {
-                    let (id, sub) = self.tree(ge.oid, depth + 1)?;
+                    let (id, sub) = self.tree(ge.oid, depth + 1, &sub_path)?;
                     info.add_subdir(sub);
                     (EntryKind::Dir, 0, 0, id)
                 }
                 Mode::File | Mode::Executable => {
-                    let (k, id, size) = self.file(ge.oid)?;
+                    let (k, id, size) = self.file(ge.oid, &sub_path)?;
                     (
                         k,
                         if ge.mode == Mode::Executable {
@@ -708,13 +791,12 @@ impl Import<'_, '_, '_> {
                     )
                 }
                 Mode::Symlink => {
-                    let (id, size, climb) = self.link(ge.oid)?;
-                    info.add_symlink(climb);
+                    let (id, size) = self.link(ge.oid)?;
                     (EntryKind::Symlink, 0, size, id)
                 }
             };
             entries.push(TreeEntry {
-                name: ge.name,
+                name,
                 kind,
                 flags,
                 size,
@@ -782,7 +864,7 @@ impl Import<'_, '_, '_> {
             if self.map.rev.get(&gid) == Some(&c.sid) && self.batch.contains(&c.sid) {
                 continue;
             }
-            let (root, info) = self.tree(c.tree, 0)?;
+            let (root, info) = self.tree(c.tree, 0, b"")?;
             if root != c.snapshot.root {
                 return Err(self.rerr(format!(
                     "commit {gid}: its tree rebuilds to {root}, but its snapshot {} names root {}",

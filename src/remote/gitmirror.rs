@@ -29,6 +29,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default wall-clock limit for a whole `git push` invocation.
 pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest allocation gix may make for one object of a mirror (`gitoxide.objects.allocLimit`):
+/// reading an object, and resolving one entry while a fetched pack is indexed. An object that
+/// would need more is refused from its declared size, before it is inflated.
+pub const ALLOC_LIMIT: usize = objects_format::MAX_OBJECT_SIZE;
 
 /// Name/email used for reflog entries when the user has no git identity configured.
 const FALLBACK_COMMITTER_NAME: &str = "shelldone";
@@ -146,17 +150,22 @@ pub fn open_or_init_bare(path: &Path) -> Result<gix::Repository> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(io_err(format!("reading directory {}", path.display()))(e)),
     };
-    let mut repo = if populated {
-        gix::open(path).map_err(gix_err(format!("opening repository at {}", path.display())))?
-    } else {
+    if !populated {
         // gix doesn't create missing parent directories.
         std::fs::create_dir_all(path)
             .map_err(io_err(format!("creating directory {}", path.display())))?;
         gix::init_bare(path).map_err(gix_err(format!(
             "initialising bare repository at {}",
             path.display()
-        )))?
-    };
+        )))?;
+    }
+    // Opened with a bound on what one object may allocate: a hostile remote's pack that inflates
+    // to gigabytes is refused from its declared sizes (as a command-line `-c` would, over any
+    // configuration file).
+    let opts = gix::open::Options::default()
+        .cli_overrides([format!("gitoxide.objects.allocLimit={ALLOC_LIMIT}")]);
+    let mut repo = gix::open_opts(path, opts)
+        .map_err(gix_err(format!("opening repository at {}", path.display())))?;
     if !repo.is_bare() {
         return Err(GitError::InvalidInput(format!(
             "{} is not a bare repository",
@@ -221,11 +230,11 @@ pub fn write_blob(repo: &gix::Repository, data: &[u8]) -> Result<ObjectId> {
         .map_err(gix_err("writing blob"))
 }
 
-fn validate_entry_name(name: &[u8]) -> Result<()> {
+fn validate_entry_name(name: &[u8], mode: Mode) -> Result<()> {
     let bad = name.is_empty()
         || name == b"."
         || name == b".."
-        || name.eq_ignore_ascii_case(b".git")
+        || crate::snapshot::policy::git_reserved(name, mode == Mode::Symlink)
         || name.contains(&b'/')
         || name.contains(&0);
     if bad {
@@ -239,12 +248,13 @@ fn validate_entry_name(name: &[u8]) -> Result<()> {
 
 /// Write a tree. `entries` may be given in any order; they are sorted in git's canonical order
 /// (directories compare as if their name ended in `/`). Names must be unique, non-empty and must
-/// not contain `/` or NUL, nor be `.`, `..` or `.git`.
+/// not contain `/` or NUL, nor be `.`, `..` or a name git refuses (`.git` and its variants; see
+/// [`crate::snapshot::policy::git_reserved`]; callers escape those with `policy::git_name`).
 pub fn write_tree(repo: &gix::Repository, entries: &[TreeEntry]) -> Result<ObjectId> {
     let mut seen = std::collections::HashSet::with_capacity(entries.len());
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        validate_entry_name(&e.name)?;
+        validate_entry_name(&e.name, e.mode)?;
         if !seen.insert(e.name.as_slice()) {
             return Err(GitError::InvalidInput(format!(
                 "duplicate tree entry name {:?}",
@@ -367,6 +377,23 @@ pub fn decode_commit(repo: &gix::Repository, oid: ObjectId, data: &[u8]) -> Resu
     ))
 }
 
+/// Read the commit `oid` and decode it, handing its raw message to `message` (no copy of the
+/// message is made): `(tree, parents, message(raw message))`.
+pub fn read_commit_with<T>(
+    repo: &gix::Repository,
+    oid: ObjectId,
+    message: impl FnOnce(&[u8]) -> T,
+) -> Result<(ObjectId, Vec<ObjectId>, T)> {
+    let data = read_expecting(repo, oid, Kind::Commit)?;
+    let commit = gix::objs::CommitRef::from_bytes(&data, repo.object_hash())
+        .map_err(gix_err(format!("decoding commit {oid}")))?;
+    Ok((
+        commit.tree(),
+        commit.parents().collect(),
+        message(commit.message),
+    ))
+}
+
 /// Read the commit `oid` and decode it.
 pub fn read_commit(repo: &gix::Repository, oid: ObjectId) -> Result<DecodedCommit> {
     let data = read_expecting(repo, oid, Kind::Commit)?;
@@ -457,6 +484,43 @@ pub fn fetch_with_timeout(
     refspecs: &[&str],
     io_timeout: Duration,
 ) -> Result<Vec<(String, ObjectId)>> {
+    fetch_bounded(repo, url, refspecs, io_timeout, u64::MAX)
+}
+
+/// Reads at most `left` bytes from `inner`, then fails: a remote cannot make one fetch receive
+/// more than the import budget.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 && !buf.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "the remote sent more than {} bytes, the limit of one fetch",
+                self.limit
+            )));
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
+/// [`fetch_with_timeout`], receiving at most `max_bytes` from a `git://` remote (other transports
+/// are bounded per object by [`ALLOC_LIMIT`] only).
+pub fn fetch_bounded(
+    repo: &gix::Repository,
+    url: &str,
+    refspecs: &[&str],
+    io_timeout: Duration,
+    max_bytes: u64,
+) -> Result<Vec<(String, ObjectId)>> {
     if refspecs.is_empty() {
         return Err(GitError::InvalidInput(
             "fetch needs at least one refspec".into(),
@@ -502,8 +566,13 @@ pub fn fetch_with_timeout(
         let write = stream
             .try_clone()
             .map_err(io_err("cloning socket handle"))?;
+        let read = Capped {
+            inner: stream,
+            left: max_bytes,
+            limit: max_bytes,
+        };
         let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
-            stream,
+            read,
             write,
             version,
             parsed.path.clone(),
@@ -526,11 +595,16 @@ fn fetch_with_git_binary(
     refspecs: &[&str],
     io_timeout: Duration,
 ) -> Result<Vec<(String, ObjectId)>> {
-    let mut cmd = Command::new("git");
+    let mut cmd = supervised_git();
     cmd.arg("--git-dir")
         .arg(repo.git_dir())
         .args(["-c", "http.lowSpeedLimit=1", "-c"])
         .arg(format!("http.lowSpeedTime={}", io_timeout.as_secs().max(1)))
+        // The same bound as gix's: big blobs are streamed to disk by index-pack (never held),
+        // and no single allocation may exceed the per-object limit.
+        .arg("-c")
+        .arg(format!("core.bigFileThreshold={}", 16 << 20))
+        .env("GIT_ALLOC_LIMIT", ALLOC_LIMIT.to_string())
         .args([
             "fetch",
             "--quiet",
@@ -543,7 +617,6 @@ fn fetch_with_git_binary(
         .args(refspecs)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("LC_ALL", "C")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let (status, _, stderr) = run_with_timeout(cmd, io_timeout * 2, &format!("git fetch {url}"))?;
@@ -669,7 +742,7 @@ pub fn push_with_options(
     if updates.is_empty() {
         return Ok(());
     }
-    let mut cmd = Command::new("git");
+    let mut cmd = supervised_git();
     cmd.arg("--git-dir")
         .arg(mirror_path)
         .args(["push", "--porcelain", "--no-verify"]);
@@ -695,7 +768,6 @@ pub fn push_with_options(
         .env("SSH_ASKPASS", "")
         .env("LC_ALL", "C")
         .env("LANGUAGE", "C")
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
 
@@ -754,13 +826,64 @@ fn classify_rejection(summary: &str) -> RejectKind {
     }
 }
 
-/// Run `cmd` (stdout/stderr piped), killing it if it doesn't finish within `timeout`.
+/// The supervisor every `git` child runs under (POSIX `sh`, argv: `git …`). It starts git in
+/// the background, in the supervisor's own process group, and watches its stdin, a pipe whose
+/// only writer is this process: when that pipe reaches end-of-file — this process exited,
+/// however it died, `kill -9` included — it kills its whole process group (git and every
+/// helper git started: `pack-objects`, `ssh`, a local `receive-pack`). So no git process outlives
+/// shelldone, and no `unsafe` `pre_exec` is needed. When git exits first, the supervisor
+/// stops its watcher and exits with git's status.
+const SUPERVISOR: &str = r#"exec 3<&0 0</dev/null
+"$@" 3<&- &
+child=$!
+{ while read -r _ <&3; do :; done; kill -s KILL 0; } &
+watcher=$!
+wait "$child"
+status=$?
+kill "$watcher" 2>/dev/null
+exit "$status""#;
+
+/// A `git` command under [`SUPERVISOR`]; arguments added to it go to git. Run it with
+/// [`run_with_timeout`], which gives it its own process group and the watchdog pipe.
+fn supervised_git() -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", SUPERVISOR, "shelldone-git-supervisor", "git"]);
+    cmd
+}
+
+/// Kills the supervised process group of a child still running when dropped (an error or a
+/// timeout in this process), so that git never outlives the call.
+struct GroupGuard {
+    pid: Option<rustix::process::Pid>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            // The group may be gone already; nothing else to do then.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Run `cmd` (a [`supervised_git`] command, stdout/stderr piped) in a new process group whose
+/// stdin is the supervisor's watchdog pipe, killing the whole group if it doesn't finish within
+/// `timeout`.
 fn run_with_timeout(
     mut cmd: Command,
     timeout: Duration,
     what: &str,
 ) -> Result<(std::process::ExitStatus, String, String)> {
+    use std::os::unix::process::CommandExt;
+    // Its own group: the supervisor's `kill 0` must reach git and its helpers, never this
+    // process or its caller's group.
+    cmd.process_group(0).stdin(Stdio::piped());
     let mut child = cmd.spawn().map_err(io_err(format!("spawning {what}")))?;
+    let mut guard = GroupGuard {
+        pid: Some(rustix::process::Pid::from_child(&child)),
+    };
+    // Held open until the child is reaped; dropping it (or dying) tells the supervisor to kill.
+    let watchdog = child.stdin.take();
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -788,9 +911,10 @@ fn run_with_timeout(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
+                drop(guard); // kills the whole group, git's helpers included
                 let _ = child.wait();
-                // The readers finish once the pipes close; don't wait on grandchildren holding them.
+                drop(watchdog);
+                // The readers finish once the pipes close; don't wait on them.
                 return Err(GitError::Timeout {
                     what: what.to_owned(),
                     timeout,
@@ -798,12 +922,16 @@ fn run_with_timeout(
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
-                let _ = child.kill();
+                drop(guard);
                 let _ = child.wait();
                 return Err(io_err(format!("waiting for {what}"))(e));
             }
         }
     };
+    // The supervisor exits only after git did and after stopping its watcher, so the group is
+    // empty; once the leader is reaped its id may be reused, so it is not signalled again.
+    guard.pid = None;
+    drop(watchdog);
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     Ok((status, stdout, stderr))

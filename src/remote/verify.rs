@@ -6,22 +6,23 @@
 //! * an entry names an object of the kind the entry says, with the size the entry says (checked
 //!   for every object read from the remote; objects already in the local store were verified
 //!   when they were stored);
-//! * symlink targets are non-empty, at most [`MAX_SYMLINK_TARGET`] bytes, contain no NUL, are
-//!   relative (no leading `/`), and their `..` components never climb above the symlink's own
-//!   directory within the snapshot root (computed bottom-up per tree, see [`TreeInfo`]);
+//! * symlink targets pass the structural rule of [`crate::snapshot::policy`]: non-empty, at most
+//!   [`MAX_SYMLINK_TARGET`] bytes, no NUL. A target that leads out of its folder (absolute, or
+//!   climbing) is *data*, accepted here: restore never materialises it (the policy's rule), so
+//!   such history never blocks a pull;
 //! * trees nest at most [`Limits::max_depth`] levels;
 //! * a whole import reads at most [`Limits::max_objects`] objects and [`Limits::max_bytes`] bytes;
 //! * stored zstd frames must declare their size, at most 64 MiB ([`crate::store::decompress`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use objects_format::{EntryKind, Kind, Object, ObjectId, TreeEntry};
 
 use crate::error::{Error, Result};
 use crate::store::ObjectStore;
 
-/// Longest symlink target accepted (same bound as `state check`).
-pub const MAX_SYMLINK_TARGET: usize = 4096;
+/// Longest symlink target accepted (the policy's bound; `state check` uses the same).
+pub const MAX_SYMLINK_TARGET: usize = crate::snapshot::policy::MAX_SYMLINK_TARGET;
 
 /// Largest stored (compressed) object file read from a remote: a zstd frame of
 /// [`objects_format::MAX_OBJECT_SIZE`] incompressible bytes plus framing overhead.
@@ -53,64 +54,22 @@ impl Default for Limits {
 pub struct TreeInfo {
     /// Levels of directories below this tree (0: no subdirectories).
     pub height: usize,
-    /// The smallest depth (root = 0) at which this tree may sit so that no symlink below it
-    /// climbs out of the snapshot root.
-    pub need: u64,
 }
 
 impl TreeInfo {
     /// Accounts for a subdirectory.
     pub fn add_subdir(&mut self, sub: TreeInfo) {
         self.height = self.height.max(sub.height + 1);
-        self.need = self.need.max(sub.need.saturating_sub(1));
-    }
-
-    /// Accounts for a symlink in this directory whose target climbs `climb` levels.
-    pub fn add_symlink(&mut self, climb: u64) {
-        self.need = self.need.max(climb);
     }
 }
 
-/// How many levels above its own directory a relative symlink target climbs at most
-/// (`a/../../b` climbs 1, `../x` climbs 1, `x/..` climbs 0).
+/// Checks a symlink target read from a remote (the structural rule of
+/// [`crate::snapshot::policy`]).
 ///
 /// # Errors
-/// [`Error::UnsafePath`] for empty, over-long, NUL-containing or absolute targets.
-pub fn symlink_climb(target: &[u8]) -> Result<u64> {
-    let show = || String::from_utf8_lossy(target).into_owned();
-    if target.is_empty() {
-        return Err(Error::UnsafePath("empty symlink target".into()));
-    }
-    if target.len() > MAX_SYMLINK_TARGET {
-        return Err(Error::UnsafePath(format!(
-            "symlink target of {} bytes (limit {MAX_SYMLINK_TARGET})",
-            target.len()
-        )));
-    }
-    if target.contains(&0) {
-        return Err(Error::UnsafePath(format!(
-            "symlink target {:?} contains NUL",
-            show()
-        )));
-    }
-    if target[0] == b'/' {
-        return Err(Error::UnsafePath(format!(
-            "absolute symlink target {:?}",
-            show()
-        )));
-    }
-    let (mut level, mut max_climb) = (0i64, 0i64);
-    for c in target.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => {
-                level -= 1;
-                max_climb = max_climb.max(-level);
-            }
-            _ => level += 1,
-        }
-    }
-    Ok(u64::try_from(max_climb).unwrap_or(0))
+/// [`Error::UnsafePath`] for empty, over-long or NUL-containing targets.
+pub fn check_link_target(target: &[u8]) -> Result<()> {
+    crate::snapshot::policy::check_link_target(target).map_err(Error::UnsafePath)
 }
 
 /// Counts what an import reads and remembers what it has proven about trees.
@@ -121,7 +80,7 @@ pub struct Checker {
     objects: u64,
     bytes: u64,
     trees: HashMap<ObjectId, TreeInfo>,
-    links: HashMap<ObjectId, u64>,
+    links: HashSet<ObjectId>,
 }
 
 impl Checker {
@@ -134,7 +93,7 @@ impl Checker {
             objects: 0,
             bytes: 0,
             trees: HashMap::new(),
-            links: HashMap::new(),
+            links: HashSet::new(),
         }
     }
 
@@ -206,38 +165,32 @@ impl Checker {
         self.trees.insert(id, info);
     }
 
-    /// The climb recorded for a symlink target blob.
+    /// True when the symlink target blob `id` was checked already.
     #[must_use]
-    pub fn link_climb(&self, id: &ObjectId) -> Option<u64> {
-        self.links.get(id).copied()
+    pub fn link_checked(&self, id: &ObjectId) -> bool {
+        self.links.contains(id)
     }
 
-    /// Checks a symlink target and records its climb.
+    /// Checks a symlink target (structurally) and records it as checked.
     ///
     /// # Errors
-    /// As [`symlink_climb`].
-    pub fn check_link(&mut self, id: ObjectId, target: &[u8]) -> Result<u64> {
-        let c = symlink_climb(target)?;
-        self.links.insert(id, c);
-        Ok(c)
+    /// As [`check_link_target`], naming the blob.
+    pub fn check_link(&mut self, id: ObjectId, target: &[u8]) -> Result<()> {
+        check_link_target(target)
+            .map_err(|e| Error::UnsafePath(format!("symlink target {id}: {e}")))?;
+        self.links.insert(id);
+        Ok(())
     }
 
     /// Checks that a tree with `info` may sit at `depth`.
     ///
     /// # Errors
-    /// [`Error::UnsafePath`] when a symlink below climbs out of the snapshot root, or the
-    /// nesting is too deep.
+    /// [`Error::UnsafePath`] when the nesting is too deep.
     pub fn check_placement(&self, id: &ObjectId, info: TreeInfo, depth: usize) -> Result<()> {
         if depth + info.height > self.limits.max_depth {
             return Err(Error::UnsafePath(format!(
                 "tree {id} nests deeper than {} levels",
                 self.limits.max_depth
-            )));
-        }
-        if info.need > depth as u64 {
-            return Err(Error::UnsafePath(format!(
-                "a symlink under tree {id} climbs out of the snapshot root (needs depth {}, is at {depth})",
-                info.need
             )));
         }
         Ok(())
@@ -277,14 +230,10 @@ impl Checker {
             match e.kind {
                 EntryKind::Dir => info.add_subdir(self.local_tree_info(store, &e.id, depth + 1)?),
                 EntryKind::Symlink => {
-                    let c = match self.links.get(&e.id) {
-                        Some(c) => *c,
-                        None => {
-                            let t = store.read_blob(&e.id)?;
-                            self.check_link(e.id, &t)?
-                        }
-                    };
-                    info.add_symlink(c);
+                    if !self.links.contains(&e.id) {
+                        let t = store.read_blob(&e.id)?;
+                        self.check_link(e.id, &t)?;
+                    }
                 }
                 EntryKind::File | EntryKind::ChunkedFile => {}
             }
@@ -359,36 +308,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn climbs() {
-        assert_eq!(symlink_climb(b"x").unwrap(), 0);
-        assert_eq!(symlink_climb(b"../x").unwrap(), 1);
-        assert_eq!(symlink_climb(b"a/../../b").unwrap(), 1);
-        assert_eq!(symlink_climb(b"x/..").unwrap(), 0);
-        assert_eq!(symlink_climb(b"../../etc/passwd").unwrap(), 2);
-        assert_eq!(symlink_climb(b"./a/./b/../../..").unwrap(), 1);
-        assert!(symlink_climb(b"/etc/passwd").is_err());
-        assert!(symlink_climb(b"").is_err());
-        assert!(symlink_climb(b"a\0b").is_err());
+    fn link_targets() {
+        // Structure only: where a target leads is the restore's business (snapshot::policy).
+        assert!(check_link_target(b"x").is_ok());
+        assert!(check_link_target(b"../../etc/passwd").is_ok());
+        assert!(check_link_target(b"/etc/passwd").is_ok());
+        assert!(check_link_target(b"").is_err());
+        assert!(check_link_target(b"a\0b").is_err());
+        assert!(check_link_target(&[b'a'; MAX_SYMLINK_TARGET + 1]).is_err());
     }
 
     #[test]
     fn placement() {
         let c = Checker::new("r", Limits::default());
         let id = ObjectId([0; 32]);
-        let mut leaf = TreeInfo::default();
-        leaf.add_symlink(2); // "../../x" in a dir
         let mut mid = TreeInfo::default();
-        mid.add_subdir(leaf); // mid/sub/link
-        assert_eq!(mid.need, 1);
-        assert!(c.check_placement(&id, mid, 1).is_ok());
-        assert!(c.check_placement(&id, mid, 0).is_err());
-        let mut root = TreeInfo::default();
-        root.add_subdir(mid);
-        assert!(c.check_placement(&id, root, 0).is_ok());
-        let deep = TreeInfo {
-            height: 300,
-            need: 0,
-        };
+        mid.add_subdir(TreeInfo::default());
+        assert_eq!(mid.height, 1);
+        assert!(c.check_placement(&id, mid, 0).is_ok());
+        let deep = TreeInfo { height: 300 };
         assert!(c.check_placement(&id, deep, 0).is_err());
     }
 

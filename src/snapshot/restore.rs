@@ -10,10 +10,13 @@ use fs_err as fs;
 use objects_format::EntryKind;
 use rayon::prelude::*;
 
+use super::policy::{self, Skipped};
+use super::save::{LiveFile, hash_file};
 use super::{Flat, Layout, Leaf, display};
 use crate::error::{Error, Result};
 use crate::store::ObjectStore;
 use crate::store::durable::{self, tmp_path};
+use crate::store::statcache::StatCache;
 
 /// What a restore changes, path by path.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,6 +31,9 @@ pub struct Plan {
     pub mkdir: Vec<Vec<u8>>,
     /// Directories removed.
     pub rmdir: Vec<Vec<u8>>,
+    /// Entries of the snapshot that the policy does not materialise (a symlink leading out of
+    /// its folder), left as they are live.
+    pub skipped: Vec<Skipped>,
 }
 
 impl Plan {
@@ -69,6 +75,163 @@ pub fn plan(target: &Flat, live: &Flat) -> Plan {
         }
     }
     p
+}
+
+/// Applies the snapshot policy to a restore: every entry of `target` that may not be
+/// materialised (a symlink leading out of its folder, a path nested too deep; see
+/// [`policy`]) is dropped from `target`, and whatever is live at its path (a file, or a
+/// directory and everything under it) from `live`, so the plan leaves that path as it is.
+/// Returns what was left out.
+///
+/// # Errors
+/// A symlink target that cannot be read from the store.
+pub fn apply_policy(
+    store: &ObjectStore,
+    target: &mut Flat,
+    live: &mut Flat,
+) -> Result<Vec<Skipped>> {
+    let mut out = Vec::new();
+    for (path, leaf) in &target.leaves {
+        let why = if leaf.kind == EntryKind::Symlink {
+            let t = store.read_blob(&leaf.id)?;
+            policy::leaf_verdict(path, Some(&t))
+        } else {
+            policy::leaf_verdict(path, None)
+        };
+        if let Some(why) = why {
+            out.push(policy::skipped(path, why));
+        }
+    }
+    for s in &out {
+        let p = s.path.as_bytes();
+        target.leaves.remove(p);
+        // Whatever is live at that path stays, a directory and what it holds included.
+        let at_or_under = |k: &[u8]| k == p || (k.starts_with(p) && k.get(p.len()) == Some(&b'/'));
+        live.leaves.retain(|k, _| !at_or_under(k));
+        live.dirs.retain(|k| !at_or_under(k));
+    }
+    Ok(out)
+}
+
+/// Makes sure the stat cache decides nothing a restore writes: every live file whose id came
+/// from the stat cache (not read) and that the plan would leave alone because it already
+/// matches `target` is read and hashed again. A file whose content differs gets its real id in
+/// `live` (so the plan rewrites it) and a fresh cache entry. Returns how many files were read.
+///
+/// Files whose cached id already differs from the target need no read: they are rewritten
+/// whatever they hold.
+///
+/// # Errors
+/// I/O errors reading the files.
+pub fn confirm_vouched(
+    layout: &Layout,
+    target: &Flat,
+    live: &mut Flat,
+    vouched: &std::collections::BTreeSet<Vec<u8>>,
+    cache: &mut StatCache,
+) -> Result<usize> {
+    let check: Vec<LiveFile> = vouched
+        .iter()
+        .filter(|p| match (target.leaves.get(*p), live.leaves.get(*p)) {
+            (Some(t), Some(l)) => t.same_content(l),
+            _ => false,
+        })
+        .filter_map(|p| {
+            let abs = layout.abs(p);
+            let meta = std::fs::symlink_metadata(&abs).ok()?;
+            Some(LiveFile {
+                rel: p.clone(),
+                abs,
+                meta,
+            })
+        })
+        .collect();
+    let empty = StatCache::default();
+    let fresh: Vec<Result<super::save::Hashed>> = check
+        .par_iter()
+        .map(|f| hash_file(f, &empty, None))
+        .collect();
+    for (f, r) in check.iter().zip(fresh) {
+        match r? {
+            super::save::Hashed::Ok { leaf, fresh, .. } => {
+                if let Some((stat, at)) = fresh {
+                    cache.insert(f.rel.clone(), stat, leaf.kind, leaf.id, at);
+                }
+                live.leaves.insert(f.rel.clone(), leaf);
+            }
+            // Vanished or changed type meanwhile: let the plan write it.
+            _ => {
+                live.leaves.remove(&f.rel);
+            }
+        }
+    }
+    Ok(check.len())
+}
+
+/// The snapshot paths of the directories between `rel`'s root folder and `rel` (exclusive):
+/// for `config/a/b/f`, `config/a` and `config/a/b`.
+fn inner_ancestors(rel: &[u8]) -> Vec<&[u8]> {
+    let root_len = super::ROOTS
+        .iter()
+        .map(|r| r.as_bytes())
+        .find(|r| rel.starts_with(r) && rel.get(r.len()) == Some(&b'/'))
+        .map_or(0, <[u8]>::len);
+    let mut out = Vec::new();
+    for (i, &b) in rel.iter().enumerate() {
+        if b == b'/' && i > root_len {
+            out.push(&rel[..i]);
+        }
+    }
+    out
+}
+
+/// Whether every directory between `rel`'s root folder and `rel` is a real directory (not a
+/// symlink, not a file, present), so that a write at `rel` cannot go through a symlink. The root
+/// folders themselves are the user's choice and may be symlinks.
+struct RealDirs<'a> {
+    layout: &'a Layout,
+    memo: std::collections::HashMap<Vec<u8>, bool>,
+}
+
+impl RealDirs<'_> {
+    fn new(layout: &Layout) -> RealDirs<'_> {
+        RealDirs {
+            layout,
+            memo: std::collections::HashMap::new(),
+        }
+    }
+
+    /// True when every inner ancestor of `rel` is a real directory. Checked parent-first, so
+    /// each `lstat` resolves through real directories only.
+    fn chain_ok(&mut self, rel: &[u8]) -> bool {
+        for a in inner_ancestors(rel) {
+            let ok = match self.memo.get(a) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = std::fs::symlink_metadata(self.layout.abs(a))
+                        .is_ok_and(|m| m.file_type().is_dir());
+                    self.memo.insert(a.to_vec(), ok);
+                    ok
+                }
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Forgets what was learnt (directories changed).
+    fn reset(&mut self) {
+        self.memo.clear();
+    }
+}
+
+fn through_symlink(rel: &[u8]) -> Error {
+    Error::UnsafePath(format!(
+        "restore would write {} through a symlink or a file in its path; nothing is written there",
+        display(rel)
+    ))
 }
 
 /// Writes one file's verified content to `tmp`.
@@ -223,28 +386,39 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
     for r in super::ROOTS {
         fs::create_dir_all(layout.abs(r.as_bytes()))?;
     }
+    // Nothing is ever written through a symlink: every directory between a root folder and a
+    // path written, created or removed is checked to be a real directory first (`RealDirs`).
+    // A path below a symlink or a file that the target replaces by a directory waits for phase
+    // B, which clears the way parent-first and checks again.
+    let mut real = RealDirs::new(layout);
     // Phase A changes nothing a user had: it only creates missing directories and writes temp
     // files. Content is verified while it is written, so a missing or corrupt object ends the
     // restore here and everything done so far is undone.
     let mut created: Vec<PathBuf> = Vec::new();
     let mut blocked: Vec<&Vec<u8>> = Vec::new();
     for d in &plan.mkdir {
+        if !real.chain_ok(d) {
+            blocked.push(d);
+            continue;
+        }
         let abs = layout.abs(d);
         match std::fs::symlink_metadata(&abs) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => blocked.push(d),
             Err(_) => match std::fs::create_dir(&abs) {
-                Ok(()) => created.push(abs),
+                Ok(()) => {
+                    created.push(abs);
+                    real.memo.insert(d.clone(), true);
+                }
                 Err(_) => blocked.push(d), // a parent is blocked too
             },
         }
     }
     let writes: Vec<&Vec<u8>> = plan.create.iter().chain(&plan.update).collect();
     let is_real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
-    let (ready, deferred): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) = writes.iter().partition(|p| {
-        let abs = layout.abs(p);
-        abs.parent().is_some_and(is_real_dir) && !is_real_dir(&abs)
-    });
+    let (ready, deferred): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) = writes
+        .iter()
+        .partition(|p| real.chain_ok(p) && !is_real_dir(&layout.abs(p)));
     let per_file_sync = writes.len() <= BULK_FILES;
     let staged = match stage(store, layout, target, &ready, per_file_sync) {
         Ok(s) => s,
@@ -259,15 +433,30 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
     // the only removals before the renames — then the writes that waited on them are staged.
     let mut renames = staged;
     if !blocked.is_empty() || !deferred.is_empty() {
-        for d in &blocked {
-            let abs = layout.abs(d);
-            clear_non_dir(&abs)?;
-            fs::create_dir_all(&abs)?;
-        }
-        for p in &deferred {
-            clear_dir(&layout.abs(p))?;
-        }
-        match stage(store, layout, target, &deferred, per_file_sync) {
+        real.reset();
+        let res = (|| -> Result<()> {
+            for d in &blocked {
+                // Parents come first (`plan.mkdir` is sorted), so each was made real already.
+                if !real.chain_ok(d) {
+                    return Err(through_symlink(d));
+                }
+                let abs = layout.abs(d);
+                clear_non_dir(&abs)?;
+                if !is_real_dir(&abs) {
+                    fs::create_dir(&abs)?;
+                }
+                real.memo.insert((*d).clone(), true);
+            }
+            for p in &deferred {
+                if !real.chain_ok(p) {
+                    return Err(through_symlink(p));
+                }
+                clear_dir(&layout.abs(p))?;
+            }
+            Ok(())
+        })();
+        let res = res.and_then(|()| stage(store, layout, target, &deferred, per_file_sync));
+        match res {
             Ok(more) => renames.extend(more),
             Err(e) => {
                 for (tmp, _) in &renames {
@@ -286,8 +475,13 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
     for (tmp, abs) in &renames {
         fs::rename(tmp, abs)?;
     }
-    // 3. Files and folders the target does not have.
+    // 3. Files and folders the target does not have (never below a symlink: such a path was
+    //    not found by the walk, which does not follow links, and is not touched).
+    real.reset();
     for p in &plan.delete {
+        if !real.chain_ok(p) {
+            continue;
+        }
         let abs = layout.abs(p);
         match std::fs::symlink_metadata(&abs) {
             Ok(m) if m.is_dir() => {}
@@ -297,6 +491,9 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
         }
     }
     for d in &plan.rmdir {
+        if !real.chain_ok(d) {
+            continue;
+        }
         let abs = layout.abs(d);
         match std::fs::remove_dir(&abs) {
             Ok(()) => {}

@@ -8,6 +8,7 @@ use objects_format::encoding::encode_blob;
 use objects_format::{ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, ObjectId};
 use rayon::prelude::*;
 
+use super::policy::{self, Skipped};
 use super::{Flat, Layout, Leaf, ROOTS};
 use crate::error::{Error, Result};
 use crate::store::Batch;
@@ -32,6 +33,8 @@ pub struct Scan {
     pub files: Vec<LiveFile>,
     /// Directories (snapshot paths).
     pub dirs: Vec<Vec<u8>>,
+    /// Entries the snapshot policy leaves out (too deep).
+    pub skipped: Vec<Skipped>,
 }
 
 /// Walks the live roots under `layout`, keeping paths for which `keep` is true.
@@ -79,6 +82,13 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
                 }
                 continue;
             }
+            if let Some(why) = policy::depth_verdict(&rel) {
+                if entry.file_type().is_dir() {
+                    it.skip_current_dir();
+                }
+                out.skipped.push(policy::skipped(&rel, why));
+                continue;
+            }
             let ft = entry.file_type();
             if ft.is_dir() {
                 out.dirs.push(rel);
@@ -114,9 +124,13 @@ pub enum Hashed {
         leaf: Leaf,
         /// Stat cache update (None for cache hits and symlinks).
         fresh: Option<(Stat, i64)>,
+        /// The id was taken from the stat cache, not read from the file.
+        cached: bool,
     },
     /// A session descriptor (`*.json` under `state/sessions`) that does not parse.
     CorruptDescriptor(String),
+    /// Left out by the snapshot policy (a symlink leading out of its folder): why.
+    Skipped(String),
     /// Vanished between walk and read.
     Gone,
 }
@@ -205,6 +219,9 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
             }
         };
         let bytes = target.as_os_str().as_bytes();
+        if let Some(why) = policy::leaf_verdict(&f.rel, Some(bytes)) {
+            return Ok(Hashed::Skipped(why));
+        }
         let c = encode_blob(bytes);
         let id = ObjectId::compute(Kind::Blob, &c);
         if let Some(b) = batch {
@@ -218,6 +235,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
                 id,
             },
             fresh: None,
+            cached: false,
         });
     }
     let flags = if f.meta.permissions().mode() & 0o100 != 0 {
@@ -238,6 +256,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
                     id,
                 },
                 fresh: None,
+                cached: true,
             });
         }
     }
@@ -276,6 +295,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
             id,
         },
         fresh,
+        cached: false,
     })
 }
 
@@ -286,6 +306,10 @@ pub struct LiveState {
     pub flat: Flat,
     /// Descriptors that failed validation: (path, why).
     pub corrupt: Vec<(Vec<u8>, String)>,
+    /// Entries the snapshot policy leaves out (a symlink leading out of its folder, too deep).
+    pub skipped: Vec<Skipped>,
+    /// Files whose id came from the stat cache (not read).
+    pub vouched: std::collections::BTreeSet<Vec<u8>>,
 }
 
 /// Reads the live state under `layout` into a [`Flat`], storing new objects in `batch` when given
@@ -310,19 +334,29 @@ pub fn read_live(
     let mut out = LiveState {
         flat: Flat::with_roots(),
         corrupt: Vec::new(),
+        skipped: scan.skipped,
+        vouched: std::collections::BTreeSet::new(),
     };
     for d in scan.dirs {
         out.flat.dirs.insert(d);
     }
     for (f, r) in scan.files.into_iter().zip(results) {
         match r? {
-            Hashed::Ok { leaf, fresh } => {
+            Hashed::Ok {
+                leaf,
+                fresh,
+                cached,
+            } => {
                 if let Some((stat, at)) = fresh {
                     cache.insert(f.rel.clone(), stat, leaf.kind, leaf.id, at);
+                }
+                if cached {
+                    out.vouched.insert(f.rel.clone());
                 }
                 out.flat.leaves.insert(f.rel, leaf);
             }
             Hashed::CorruptDescriptor(why) => out.corrupt.push((f.rel, why)),
+            Hashed::Skipped(why) => out.skipped.push(policy::skipped(&f.rel, why)),
             Hashed::Gone => {}
         }
     }
