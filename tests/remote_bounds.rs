@@ -446,7 +446,7 @@ fn policy_across_devices(url: &str, git_repo: Option<&Path>) {
         &a,
         &[("config/x", "/etc/passwd"), ("config/up", "../outside")],
     );
-    a.ok(&["remote", "add", "origin", url]);
+    a.ok(&["remote", "add", "origin", url, "--init"]);
     a.ok(&["sync", "push"]);
 
     if let Some(repo) = git_repo {
@@ -628,7 +628,13 @@ fn a_killed_push_leaves_no_git_process() {
     .expect("hook");
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    a.ok(&["remote", "add", "origin", remote.to_str().expect("utf8")]);
+    a.ok(&[
+        "remote",
+        "add",
+        "origin",
+        remote.to_str().expect("utf8"),
+        "--init",
+    ]);
 
     let mark = format!("SHELLDONE_ORPHAN_MARK={}", rand_mark());
     let (k, v) = mark.split_once('=').expect("=");

@@ -189,6 +189,21 @@ impl Refs {
     /// I/O errors walking `refs/`.
     pub fn scan_loose(&self) -> Result<Vec<LooseRef>> {
         let mut out = Vec::new();
+        for (name, path) in self.loose_files("")? {
+            let v = match std::fs::read(&path) {
+                Ok(b) => parse_loose(&b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => Err(format!("unreadable: {e}")),
+            };
+            out.push((name, path, v));
+        }
+        Ok(out)
+    }
+
+    /// The loose ref files whose name starts with `prefix`, sorted by name; temp files and
+    /// foreign names are skipped.
+    fn loose_files(&self, prefix: &str) -> Result<Vec<(String, PathBuf)>> {
+        let mut out = Vec::new();
         if !self.refs.exists() {
             return Ok(out);
         }
@@ -201,15 +216,10 @@ impl Refs {
             let Some(name) = rel.to_str().map(|s| s.replace('\\', "/")) else {
                 continue;
             };
-            if check_name(&name).is_err() {
+            if check_name(&name).is_err() || !name.starts_with(prefix) {
                 continue;
             }
-            let v = match std::fs::read(e.path()) {
-                Ok(b) => parse_loose(&b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => Err(format!("unreadable: {e}")),
-            };
-            out.push((name, e.path().to_path_buf(), v));
+            out.push((name, e.path().to_path_buf()));
         }
         Ok(out)
     }
@@ -516,23 +526,10 @@ impl Refs {
         // it unlinks the loose refs the new values replace, so a reader without the lock never
         // pairs a missing loose ref with a packed value older than it.
         let mut out: BTreeMap<String, ObjectId> = BTreeMap::new();
-        if self.refs.exists() {
-            for e in walkdir::WalkDir::new(&self.refs).sort_by_file_name() {
-                let e = e.map_err(|e| Error::Io(e.into()))?;
-                if !e.file_type().is_file() {
-                    continue;
-                }
-                let rel = e.path().strip_prefix(&self.refs).expect("under refs");
-                let Some(name) = rel.to_str().map(|s| s.replace('\\', "/")) else {
-                    continue;
-                };
-                if check_name(&name).is_err() || !name.starts_with(prefix) {
-                    continue; // temp files and foreign names
-                }
-                // None: unlinked since the walk saw it; its value is in packed-refs now.
-                if let Some(id) = read_loose(e.path())? {
-                    out.insert(name, id);
-                }
+        for (name, path) in self.loose_files(prefix)? {
+            // None: unlinked since the walk saw it; its value is in packed-refs now.
+            if let Some(id) = read_loose(&path)? {
+                out.insert(name, id);
             }
         }
         for (n, id) in self
