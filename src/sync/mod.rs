@@ -133,6 +133,9 @@ pub struct DeviceStatus {
     pub sessions_differ: Vec<String>,
 }
 
+/// The message of the save a pull makes of unsaved live changes (then the remote's name).
+const FIRST_PULL_SAVE: &str = "auto-save before pull from ";
+
 fn remotes_path(st: &State) -> PathBuf {
     st.snapshots_dir().join("remotes.json")
 }
@@ -423,16 +426,24 @@ impl State {
             report.head = old_head.map(|h| h.to_hex());
             return Ok(report);
         }
+        // A device with no history of its own: none at all, or only the auto-save of a first
+        // pull that was interrupted before it integrated anything.
+        let fresh = match old_head {
+            None => true,
+            Some(h) => {
+                let s = self.objects.read_snapshot(&h)?;
+                s.parents.is_empty() && s.message.starts_with(FIRST_PULL_SAVE)
+            }
+        };
         if !opts.allow_unrelated {
-            self.refuse_unrelated(old_head, &heads)?;
+            self.refuse_unrelated(old_head.filter(|_| !fresh), &heads)?;
         }
         let old_open = self.open_conflicts_at(old_head)?;
         // Unsaved live changes become a snapshot first, so the merge sees them. A device with
         // no history and nothing live adopts instead (no empty snapshot of its own).
-        let fresh = old_head.is_none();
-        if !fresh || self.live_has_files()? {
+        if old_head.is_some() || self.live_has_files()? {
             self.save_locked(&crate::ops::SaveOptions {
-                message: format!("auto-save before pull from {remote}"),
+                message: format!("{FIRST_PULL_SAVE}{remote}"),
                 ..crate::ops::SaveOptions::default()
             })?;
         }

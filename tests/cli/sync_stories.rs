@@ -255,6 +255,14 @@ fn a_new_machine_adopts_the_other_head_without_an_empty_snapshot() {
         cfg.contains("font_size = 99") && cfg.contains("JetBrains Mono"),
         "{cfg}"
     );
+    // A first pull killed right after its auto-save leaves only that snapshot: the next pull
+    // is still a first pull, not an "unrelated history".
+    let d = Sandbox::new();
+    write(d.config().join("config.toml"), "font_size = 5\n");
+    d.ok(&["state", "save", "-m", "auto-save before pull from origin"]);
+    d.ok(&["remote", "add", "origin", &url]);
+    let r = json(&d.code(7, &["--json", "sync", "pull"]));
+    assert_eq!(r["conflicts"][0]["path"], "config/config.toml", "{r}");
 }
 
 #[test]
