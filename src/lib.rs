@@ -30,13 +30,16 @@ pub use error::{Error, Result};
 pub use objects_format::ObjectId;
 pub use ops::{RestoreOptions, RestoreOutcome, SaveOptions, SaveOutcome};
 pub use recover::RecoveryReport;
+pub use shelldone_migrations::StoreVersion;
 
+use shelldone_migrations::Access;
 use store::ObjectStore;
 use store::lock::StoreLock;
 use store::refs::Refs;
 
-/// On-disk store format (major, minor). A newer major is refused; a newer minor opens read-only.
-pub const STORE_FORMAT: (u32, u32) = (2, 0);
+/// On-disk store format this version writes. A newer major is refused; a newer minor opens
+/// read-only; an older major is migrated (see [`StoreVersion::access`]).
+pub const STORE_FORMAT: StoreVersion = StoreVersion::new(2, 0);
 
 /// Where the state lives.
 #[derive(Debug, Clone)]
@@ -292,27 +295,6 @@ impl State {
     }
 }
 
-/// The contents of `FORMAT` this version writes.
-#[must_use]
-pub fn format_line() -> String {
-    format!("shelldone-store {}.{}\n", STORE_FORMAT.0, STORE_FORMAT.1)
-}
-
-/// Parses `FORMAT`: `shelldone-store <major>.<minor>`.
-fn parse_format(bytes: &[u8]) -> std::result::Result<(u32, u32), String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())?;
-    text.trim()
-        .strip_prefix("shelldone-store ")
-        .and_then(|v| v.split_once('.'))
-        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-        .ok_or_else(|| {
-            format!(
-                "not 'shelldone-store <major>.<minor>': {:?}",
-                text.chars().take(80).collect::<String>()
-            )
-        })
-}
-
 /// True when `snapshots/` holds anything a user could lose: objects, packs, refs or a reflog
 /// (a store with none of these is new, and its `FORMAT` and `device` are simply created).
 pub(crate) fn store_has_contents(dir: &Path) -> bool {
@@ -334,27 +316,30 @@ fn check_format(dir: &Path) -> Result<bool> {
     let path = dir.join("FORMAT");
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let (maj, min) = parse_format(&bytes).map_err(|why| Error::corrupt_file(&path, why))?;
-            if maj > STORE_FORMAT.0 {
-                return Err(Error::NewerStore {
+            let found = StoreVersion::parse(&bytes)
+                .map_err(|e| Error::corrupt_file(&path, e.to_string()))?;
+            match STORE_FORMAT.access(found) {
+                Access::ReadWrite => Ok(false),
+                Access::ReadOnly => Ok(true),
+                Access::Refuse => Err(Error::NewerStore {
                     path: dir.to_path_buf(),
-                    found: format!("{maj}.{min}"),
-                    supported: format!("{}.{}", STORE_FORMAT.0, STORE_FORMAT.1),
-                });
-            }
-            if maj < STORE_FORMAT.0 {
-                // Under the store lock, so that no other process works on the store while its
-                // format changes; another process may have migrated it while we waited.
-                let _lock =
-                    StoreLock::acquire(dir, "store migration", store::lock::default_timeout())?;
-                let (now, _) = shelldone_migrations::read_format(dir)
-                    .map_err(|e| Error::Invalid(e.to_string()))?;
-                if now < STORE_FORMAT.0 {
-                    shelldone_migrations::migrate(dir, now, STORE_FORMAT.0)
+                    found: found.to_string(),
+                    supported: STORE_FORMAT.to_string(),
+                }),
+                Access::Migrate => {
+                    // Under the store lock, so that no other process works on the store while
+                    // its format changes; another process may have migrated it while we waited.
+                    let _lock =
+                        StoreLock::acquire(dir, "store migration", store::lock::default_timeout())?;
+                    let now = shelldone_migrations::read_format(dir)
                         .map_err(|e| Error::Invalid(e.to_string()))?;
+                    if now.major < STORE_FORMAT.major {
+                        shelldone_migrations::migrate(dir, now.major, STORE_FORMAT.major)
+                            .map_err(|e| Error::Invalid(e.to_string()))?;
+                    }
+                    Ok(false)
                 }
             }
-            Ok(maj == STORE_FORMAT.0 && min > STORE_FORMAT.1)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if store_has_contents(dir) {
@@ -365,7 +350,7 @@ fn check_format(dir: &Path) -> Result<bool> {
                     "the file is missing, and the store holds objects or refs",
                 ));
             }
-            store::durable::write_atomic(&path, format_line().as_bytes())?;
+            store::durable::write_atomic(&path, STORE_FORMAT.format_line().as_bytes())?;
             Ok(false)
         }
         Err(e) => Err(Error::Io(std::io::Error::new(

@@ -657,7 +657,7 @@ impl State {
         if path.exists() {
             action = format!("moved to {}; ", q.take(path)?.display());
         }
-        let line = crate::format_line();
+        let line = crate::STORE_FORMAT.format_line();
         durable::write_atomic(path, line.as_bytes())?;
         out.push(Repair {
             file: path.display().to_string(),

@@ -6,11 +6,21 @@
 //! `encode(decode(b)) == b` for every `b` that decodes.
 
 use crate::id::{ID_LEN, ObjectId};
+use crate::kind::Kind;
 use crate::kinds::{
-    ChangeSummary, ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, Snapshot, Tree,
+    ChangeSummary, ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Object, Snapshot, Tree,
     TreeEntry,
 };
-use crate::{FORMAT_VERSION, MAGIC, MAX_OBJECT_SIZE};
+
+/// First three bytes of every canonical object.
+pub const MAGIC: &[u8; 3] = b"SDO";
+/// The object format version written by this crate (byte 3 of every canonical object).
+pub const FORMAT_VERSION: u8 = 1;
+/// Largest canonical object accepted by the decoder (and so by every reader): 64 MiB.
+/// Blobs are at most [`crate::chunk::MAX_CHUNK`] or [`crate::chunk::CHUNK_THRESHOLD`] bytes,
+/// so only very large trees come near it; the limit bounds memory on hostile input
+/// (decompression bombs).
+pub const MAX_OBJECT_SIZE: usize = 64 * 1024 * 1024;
 
 /// Length of the canonical header: magic (3) + version (1) + kind (1).
 pub const HEADER_LEN: usize = 5;

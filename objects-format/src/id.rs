@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::kinds::Kind;
+use crate::kind::Kind;
 
 /// Length of an [`ObjectId`] in bytes.
 pub const ID_LEN: usize = 32;

@@ -4,28 +4,26 @@
 //! their canonical encoding, and their BLAKE3 ids. Pure: no I/O, no allocation behind the
 //! caller's back beyond the returned buffers. `SPEC.md` in this crate is the normative
 //! description; `tests/vectors.rs` pins ids so an accidental format change fails loudly.
+//!
+//! Modules import only downward, in this order (`tests/layering.rs` checks it): [`kind`] →
+//! [`id`] → [`kinds`] → [`chunk`] → [`encoding`] → [`pack`]; this root only re-exports them.
 
 pub mod chunk;
 pub mod encoding;
 pub mod id;
+pub mod kind;
 pub mod kinds;
 pub mod pack;
 
-pub use encoding::{DecodeError, decode, decode_as, encode, validate_name};
+pub use encoding::{
+    DecodeError, FORMAT_VERSION, MAGIC, MAX_OBJECT_SIZE, decode, decode_as, encode, validate_name,
+};
 pub use id::{ID_LEN, ObjectId, ParseIdError};
+pub use kind::Kind;
 pub use kinds::{
-    ChangeSummary, ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, Snapshot, Tree,
+    ChangeSummary, ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Object, Snapshot, Tree,
     TreeEntry,
 };
-
-/// First three bytes of every canonical object.
-pub const MAGIC: &[u8; 3] = b"SDO";
-/// The object format version written by this crate (byte 3 of every canonical object).
-pub const FORMAT_VERSION: u8 = 1;
-/// Largest canonical object accepted by the decoder (and so by every reader): 64 MiB.
-/// Blobs are at most [`chunk::MAX_CHUNK`] or [`chunk::CHUNK_THRESHOLD`] bytes, so only very
-/// large trees come near it; the limit bounds memory on hostile input (decompression bombs).
-pub const MAX_OBJECT_SIZE: usize = 64 * 1024 * 1024;
 
 /// Encodes `obj` and computes its id.
 ///

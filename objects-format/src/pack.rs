@@ -14,7 +14,7 @@
 //! the decompressed block, or both 0 for an object entry.
 
 use crate::id::ObjectId;
-use crate::kinds::Kind;
+use crate::kind::Kind;
 
 /// Pack file magic written today (version 2: object entries and blocks).
 pub const PACK_MAGIC: &[u8; 8] = b"SDPACK\x00\x02";

@@ -10,8 +10,93 @@
 //! |---|---|---|
 //! | 1 → 2 | packs and indexes may be version 2 (blocks: many small objects in one zstd frame, SPEC §7.2); refs may live in `snapshots/packed-refs`; a version-1 binary can read neither | rewrites `FORMAT`; version-1 packs, loose objects, loose refs and logs stay as they are (a version-2 reader reads them), so the step is one atomic file replace |
 
+use std::fmt;
 use std::io::Write;
 use std::path::Path;
+
+/// A store format version, `(major, minor)`: the one line of `snapshots/FORMAT`, shared by the
+/// code that opens a store and the migrations that upgrade it.
+///
+/// A binary that writes version `M.m` reads and writes stores `M.x` for `x <= m`, opens `M.x`
+/// for `x > m` read-only (a newer minor only adds what an older reader may ignore), refuses a
+/// newer major, and migrates an older major (see [`StoreVersion::access`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreVersion {
+    /// Changes that an older reader cannot read.
+    pub major: u32,
+    /// Changes that an older reader can read but must not write.
+    pub minor: u32,
+}
+
+/// What a binary may do with a store of another version (see [`StoreVersion::access`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Same major, same or older minor: read and write.
+    ReadWrite,
+    /// Same major, newer minor: read only.
+    ReadOnly,
+    /// Older major: [`migrate`] first.
+    Migrate,
+    /// Newer major: refuse the store.
+    Refuse,
+}
+
+/// `FORMAT` does not hold `shelldone-store <major>.<minor>`; the message says what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseVersionError(String);
+
+impl StoreVersion {
+    /// The version `major.minor`.
+    #[must_use]
+    pub const fn new(major: u32, minor: u32) -> Self {
+        StoreVersion { major, minor }
+    }
+
+    /// Parses the contents of `FORMAT`: `shelldone-store <major>.<minor>`, surrounding white
+    /// space allowed.
+    ///
+    /// # Errors
+    /// [`ParseVersionError`] for bytes that are not UTF-8 or not that line.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseVersionError> {
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| ParseVersionError("not UTF-8".to_owned()))?;
+        text.trim()
+            .strip_prefix("shelldone-store ")
+            .and_then(|v| v.split_once('.'))
+            .and_then(|(a, b)| Some(StoreVersion::new(a.parse().ok()?, b.parse().ok()?)))
+            .ok_or_else(|| {
+                ParseVersionError(format!(
+                    "not 'shelldone-store <major>.<minor>': {:?}",
+                    text.chars().take(80).collect::<String>()
+                ))
+            })
+    }
+
+    /// The contents of `FORMAT` for this version, newline included.
+    #[must_use]
+    pub fn format_line(self) -> String {
+        format!("shelldone-store {self}\n")
+    }
+
+    /// What a binary that writes version `self` may do with a store at version `found`.
+    #[must_use]
+    pub fn access(self, found: StoreVersion) -> Access {
+        match (found.major.cmp(&self.major), found.minor > self.minor) {
+            (std::cmp::Ordering::Greater, _) => Access::Refuse,
+            (std::cmp::Ordering::Less, _) => Access::Migrate,
+            (std::cmp::Ordering::Equal, true) => Access::ReadOnly,
+            (std::cmp::Ordering::Equal, false) => Access::ReadWrite,
+        }
+    }
+}
+
+impl fmt::Display for StoreVersion {
+    /// `major.minor`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
 
 /// A migration failed or is not possible.
 #[derive(Debug, thiserror::Error)]
@@ -79,24 +164,19 @@ pub fn migrate(dir: &Path, from: u32, to: u32) -> Result<(), MigrationError> {
     Ok(())
 }
 
-/// Reads the `(major, minor)` of `FORMAT` in `dir`.
+/// Reads the version in `FORMAT` in `dir`.
 ///
 /// # Errors
 /// I/O errors, or a `FORMAT` that is not `shelldone-store <major>.<minor>`.
-pub fn read_format(dir: &Path) -> Result<(u32, u32), MigrationError> {
+pub fn read_format(dir: &Path) -> Result<StoreVersion, MigrationError> {
     let path = dir.join("FORMAT");
-    let s = std::fs::read_to_string(&path).map_err(|source| MigrationError::Io {
+    let bytes = std::fs::read(&path).map_err(|source| MigrationError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    let parsed = s
-        .trim()
-        .strip_prefix("shelldone-store ")
-        .and_then(|v| v.split_once('.'))
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
-    parsed.ok_or_else(|| MigrationError::Unexpected {
+    StoreVersion::parse(&bytes).map_err(|e| MigrationError::Unexpected {
         path: path.display().to_string(),
-        why: format!("not a store version: {s:?}"),
+        why: e.to_string(),
     })
 }
 
@@ -104,7 +184,7 @@ pub fn read_format(dir: &Path) -> Result<(u32, u32), MigrationError> {
 ///
 /// # Errors
 /// I/O errors; `FORMAT` then still holds the old version.
-pub fn write_format(dir: &Path, major: u32, minor: u32) -> Result<(), MigrationError> {
+pub fn write_format(dir: &Path, version: StoreVersion) -> Result<(), MigrationError> {
     let path = dir.join("FORMAT");
     let io = |source| MigrationError::Io {
         path: path.display().to_string(),
@@ -114,7 +194,7 @@ pub fn write_format(dir: &Path, major: u32, minor: u32) -> Result<(), MigrationE
     let tmp = dir.join(format!(".shelldone-tmp.FORMAT.{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(format!("shelldone-store {major}.{minor}\n").as_bytes())?;
+        f.write_all(version.format_line().as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(dir)?.sync_all()
@@ -137,11 +217,11 @@ impl Step for V1ToV2 {
 
     fn run(&self, dir: &Path) -> Result<(), MigrationError> {
         match read_format(dir)? {
-            (1, _) => write_format(dir, 2, 0),
-            (2, _) => Ok(()), // already done (a crash after the rename)
-            (v, m) => Err(MigrationError::Unexpected {
+            StoreVersion { major: 1, .. } => write_format(dir, StoreVersion::new(2, 0)),
+            StoreVersion { major: 2, .. } => Ok(()), // already done (a crash after the rename)
+            found => Err(MigrationError::Unexpected {
                 path: dir.join("FORMAT").display().to_string(),
-                why: format!("expected version 1, found {v}.{m}"),
+                why: format!("expected version 1, found {found}"),
             }),
         }
     }
@@ -161,7 +241,10 @@ mod tests {
     fn v1_to_v2_rewrites_format_and_is_idempotent() {
         let d = store("shelldone-store 1.0\n");
         migrate(d.path(), 1, 2).expect("migrates");
-        assert_eq!(read_format(d.path()).expect("format"), (2, 0));
+        assert_eq!(
+            read_format(d.path()).expect("format"),
+            StoreVersion::new(2, 0)
+        );
         // Running the step again (a crash after the rename, then a restart) changes nothing.
         V1ToV2.run(d.path()).expect("idempotent");
         assert_eq!(
@@ -196,5 +279,48 @@ mod tests {
             "shelldone-store 0.9\n",
             "a failed migration leaves the store as it was"
         );
+    }
+
+    #[test]
+    fn format_line_parses_back_and_damage_is_named() {
+        let v = StoreVersion::new(2, 0);
+        assert_eq!(v.format_line(), "shelldone-store 2.0\n");
+        assert_eq!(StoreVersion::parse(v.format_line().as_bytes()), Ok(v));
+        assert_eq!(
+            StoreVersion::parse(b"  shelldone-store 10.3 \n"),
+            Ok(StoreVersion::new(10, 3))
+        );
+        assert_eq!(
+            StoreVersion::parse(b"shelldone-store \xff.0\n")
+                .expect_err("bytes")
+                .to_string(),
+            "not UTF-8"
+        );
+        for bad in [
+            "",
+            "shelldone-rtore 2.0",
+            "shelldone-store 2",
+            "shelldone-store 2.x",
+        ] {
+            let err = StoreVersion::parse(bad.as_bytes())
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                err.starts_with("not 'shelldone-store <major>.<minor>': "),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn newer_major_is_refused_newer_minor_read_only_older_major_migrated() {
+        let v = StoreVersion::new(2, 1);
+        assert_eq!(v.access(StoreVersion::new(3, 0)), Access::Refuse);
+        assert_eq!(v.access(StoreVersion::new(2, 2)), Access::ReadOnly);
+        assert_eq!(v.access(StoreVersion::new(2, 1)), Access::ReadWrite);
+        assert_eq!(v.access(StoreVersion::new(2, 0)), Access::ReadWrite);
+        assert_eq!(v.access(StoreVersion::new(1, 9)), Access::Migrate);
+        assert!(StoreVersion::new(1, 9) < StoreVersion::new(2, 0));
+        assert!(StoreVersion::new(2, 0) < StoreVersion::new(2, 1));
     }
 }
