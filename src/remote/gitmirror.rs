@@ -1008,3 +1008,53 @@ fn run_with_timeout(
 pub fn mirror_path(repo: &gix::Repository) -> PathBuf {
     repo.git_dir().to_path_buf()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A local port nothing listens on.
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    #[test]
+    fn a_remote_that_does_not_answer_is_transient_a_wrong_one_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = open_or_init_bare(&dir.path().join("m.git")).expect("init");
+        let spec = ["+refs/shelldone/*:refs/remotes/o/shelldone/*"];
+        // git:// (gix, our socket): connection refused.
+        let e = fetch(
+            &repo,
+            &format!("git://127.0.0.1:{}/r.git", closed_port()),
+            &spec,
+        )
+        .expect_err("nothing listens");
+        assert!(e.is_transient(), "{e:?}");
+        // http:// (the git binary): connection refused, told by curl's words.
+        let e = fetch(
+            &repo,
+            &format!("http://127.0.0.1:{}/r.git", closed_port()),
+            &spec,
+        )
+        .expect_err("nothing listens");
+        assert!(e.is_transient(), "{e:?}");
+        // A folder that is not a repository: trying again will not help.
+        let e = fetch(
+            &repo,
+            dir.path().join("nothing").to_str().expect("utf8"),
+            &spec,
+        )
+        .expect_err("not a repository");
+        assert!(!e.is_transient(), "{e:?}");
+        assert!(
+            GitError::Timeout {
+                what: "git push".into(),
+                timeout: Duration::from_secs(1)
+            }
+            .is_transient()
+        );
+        assert!(!GitError::InvalidInput("x".into()).is_transient());
+    }
+}
