@@ -107,6 +107,10 @@ pub enum Error {
         remote: String,
         /// What failed.
         why: String,
+        /// The remote could not be reached for now (a timeout, a refused or reset connection,
+        /// an unmounted directory remote): trying again later may succeed. False when the
+        /// remote answered and what it said is wrong (hostile or corrupt data, a limit).
+        transient: bool,
     },
     /// A save would record a whole root as deleted (see `SaveOptions::allow_empty`).
     #[error(
@@ -169,9 +173,18 @@ impl Error {
         }
     }
 
-    /// Exit-code class for the CLI (see docs/cli.md).
+    /// A [`Error::Remote`] that trying again later will not fix (see [`Error::retryable`]).
+    pub fn remote(remote: impl Into<String>, why: impl Into<String>) -> Error {
+        Error::Remote {
+            remote: remote.into(),
+            why: why.into(),
+            transient: false,
+        }
+    }
+
+    /// What kind of failure this is; the CLI maps kinds to exit codes (docs/cli.md).
     #[must_use]
-    pub fn exit_code(&self) -> i32 {
+    pub fn kind(&self) -> ErrorKind {
         match self {
             Error::UnknownRevision(_)
             | Error::AmbiguousPrefix { .. }
@@ -179,18 +192,70 @@ impl Error {
             | Error::BadRefName(_)
             | Error::UnknownSession(..)
             | Error::EmptiedRoot { .. }
-            | Error::Invalid(_) => 2,
+            | Error::Invalid(_) => ErrorKind::Usage,
             Error::MissingObject { .. }
             | Error::CorruptObject { .. }
             | Error::WrongKind { .. }
             | Error::UnsafePath(_)
-            | Error::CorruptFile { .. } => 3,
-            Error::Locked { .. } | Error::RefConflict { .. } => 4,
+            | Error::CorruptFile { .. } => ErrorKind::Data,
+            Error::Locked { .. } | Error::RefConflict { .. } => ErrorKind::Contention,
             Error::Remote { .. } | Error::DeviceIdInUse { .. } | Error::UnrelatedHistory { .. } => {
-                5
+                ErrorKind::Remote
             }
-            Error::NewerStore { .. } | Error::ReadOnly(_) => 6,
-            Error::Io(_) | Error::Encode(_) => 1,
+            Error::NewerStore { .. } | Error::ReadOnly(_) => ErrorKind::NewerStore,
+            Error::Io(_) | Error::Encode(_) => ErrorKind::Io,
         }
     }
+
+    /// True when the same operation, tried again later unchanged, may succeed: the store lock
+    /// was held, a ref moved under us, or a remote could not be reached (a timeout, a refused
+    /// or reset connection). False for everything a retry cannot fix: hostile or corrupt data,
+    /// usage errors, a newer store, a device id used by another store, an unrelated history.
+    #[must_use]
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Locked { .. } | Error::RefConflict { .. } => true,
+            Error::Remote { transient, .. } => *transient,
+            Error::Io(e) => io_transient(e),
+            _ => false,
+        }
+    }
+}
+
+/// The classes of [`Error`], each with its own exit code in the CLI (docs/cli.md, "Exit codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Bad arguments, revisions, configuration: the user must change the command.
+    Usage,
+    /// Missing or corrupt objects or store files.
+    Data,
+    /// The store lock or a ref was held or moved by another process.
+    Contention,
+    /// A remote failed or refused.
+    Remote,
+    /// The store was written by a newer shelldone.
+    NewerStore,
+    /// An I/O or encoding error.
+    Io,
+}
+
+/// True for the I/O errors of a network or a peer that may be gone for now (a timeout, a
+/// refused, reset or aborted connection, an unreachable host), never for local file errors.
+#[must_use]
+pub fn io_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::TimedOut
+            | K::WouldBlock
+            | K::Interrupted
+            | K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::NetworkDown
+    )
 }

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use objects_format::ObjectId;
 pub use ops::{RestoreOptions, RestoreOutcome, SaveOptions, SaveOutcome};
 pub use recover::RecoveryReport;

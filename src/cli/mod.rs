@@ -1,5 +1,6 @@
 //! The `shelldone` command line. Exit codes: see docs/cli.md.
 
+pub mod exit;
 mod output;
 mod sync_cmd;
 mod tour;
@@ -7,6 +8,7 @@ mod tour;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -255,9 +257,6 @@ enum DeviceCmd {
     },
 }
 
-/// Exit code of a command that finished but left conflicts for the user (see docs/cli.md).
-pub const EXIT_CONFLICTS: u8 = 7;
-
 #[derive(Debug, Args)]
 struct LogArgs {
     /// Start here (default: head).
@@ -276,18 +275,21 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
     match run(cli) {
+        // Standard output went away (`shelldone log | head -1`): quietly, as git does.
+        Ok(_) if STDOUT_CLOSED.load(Ordering::Relaxed) => ExitCode::from(exit::BROKEN_PIPE),
         Ok(code) => code,
         Err(e) => {
+            let code = exit::of(&e);
             if json {
                 let _ = writeln!(
                     std::io::stderr(),
                     "{}",
-                    json!({"error": e.to_string(), "exit_code": e.exit_code()})
+                    json!({"error": e.to_string(), "exit_code": code})
                 );
             } else {
                 let _ = writeln!(std::io::stderr(), "error: {e}");
             }
-            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+            ExitCode::from(code)
         }
     }
 }
@@ -376,8 +378,19 @@ fn quarantine_line(q: &crate::ops::Quarantined) -> String {
     )
 }
 
+/// Set once standard output is a closed pipe: nothing more is written, and the command exits
+/// with [`exit::BROKEN_PIPE`] when it is done.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
 fn out(s: impl std::fmt::Display) {
-    let _ = writeln!(std::io::stdout(), "{s}");
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = writeln!(std::io::stdout(), "{s}")
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
 }
 
 fn log_json(e: &LogEntry) -> serde_json::Value {
@@ -756,7 +769,7 @@ fn run_state_on(
             Ok(if r.ok() {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(3)
+                ExitCode::from(exit::DATA)
             })
         }
         StateCmd::Gc { repack } => {

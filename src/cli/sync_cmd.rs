@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{ConflictsCmd, EXIT_CONFLICTS, RemoteCmd, StrategyArg, SyncCmd, out, output};
+use super::{ConflictsCmd, RemoteCmd, StrategyArg, SyncCmd, exit, out, output};
 use crate::error::{Error, Result};
 use crate::sync::{PullOptions, Strategy};
 use crate::{SaveOptions, State};
@@ -170,7 +170,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                 }
             }
             if !r.conflicts.is_empty() || !r.skipped_sessions.is_empty() {
-                return Ok(ExitCode::from(EXIT_CONFLICTS));
+                return Ok(ExitCode::from(exit::CONFLICTS));
             }
         }
         SyncCmd::Status { remote } => {
@@ -233,6 +233,10 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
 /// Saves when the live state changed and then stayed quiet for `debounce` seconds; pushes at
 /// most every `push_interval` seconds when something new was saved. Checking for changes is a
 /// stat-cache walk (no file is read unless it changed), so an idle daemon writes nothing.
+///
+/// A push that fails with a [retryable](Error::retryable) error is tried again at the next
+/// interval; any other failure stops the pushing (saving goes on), and the daemon returns that
+/// error when it ends.
 fn daemon(
     st: &State,
     json: bool,
@@ -252,6 +256,8 @@ fn daemon(
         .checked_sub(push_every)
         .unwrap_or_else(Instant::now);
     let mut unpushed = false;
+    // The push failure a retry cannot fix, once there was one: no more pushes.
+    let mut stopped: Option<Error> = None;
     let say = |v: serde_json::Value, text: String| if json { out(v) } else { out(text) };
     say(
         json!({"event": "watching", "remote": remote}),
@@ -292,6 +298,7 @@ fn daemon(
         }
         if let Some(r) = remote
             && unpushed
+            && stopped.is_none()
             && last_push.elapsed() >= push_every
         {
             match st.sync_push(r, &|_, _| {}) {
@@ -303,14 +310,23 @@ fn daemon(
                         format!("pushed to {r}: {} objects", p.sent.objects),
                     );
                 }
-                Err(e) => say(
-                    json!({"event": "push-failed", "remote": r, "error": e.to_string()}),
+                Err(e) if e.retryable() => say(
+                    json!({"event": "push-failed", "remote": r, "error": e.to_string(), "retryable": true}),
                     format!("push to {r} failed (will retry): {e}"),
                 ),
+                Err(e) => {
+                    say(
+                        json!({"event": "push-failed", "remote": r, "error": e.to_string(), "retryable": false}),
+                        format!(
+                            "push to {r} failed and will not be retried (pushing stopped; saving goes on): {e}"
+                        ),
+                    );
+                    stopped = Some(e);
+                }
             }
         }
     }
-    Ok(())
+    stopped.map_or(Ok(()), Err)
 }
 
 /// One line for a conflict: what, which versions, how to settle it.

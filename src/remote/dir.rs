@@ -115,10 +115,7 @@ impl DirRemote {
     }
 
     fn err(&self, why: impl Into<String>) -> Error {
-        Error::Remote {
-            remote: self.name.clone(),
-            why: why.into(),
-        }
+        Error::remote(&self.name, why)
     }
 
     /// Path of an object's file on the remote.

@@ -208,6 +208,15 @@ fn parse_trailer(message: &[u8]) -> Option<Vec<u8>> {
     hex::decode(hex_part).ok()
 }
 
+/// A [`GitError`] as an [`Error::Remote`] of `remote`, transient when git could not reach it.
+fn git_error(remote: &str, e: &GitError) -> Error {
+    Error::Remote {
+        remote: remote.to_owned(),
+        why: describe(e),
+        transient: e.is_transient(),
+    }
+}
+
 fn describe(e: &GitError) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -264,14 +273,11 @@ impl GitRemote {
     }
 
     fn err(&self, why: impl Into<String>) -> Error {
-        Error::Remote {
-            remote: self.name.clone(),
-            why: why.into(),
-        }
+        Error::remote(&self.name, why)
     }
 
     fn git_err(&self, e: &GitError) -> Error {
-        self.err(describe(e))
+        git_error(&self.name, e)
     }
 
     fn ensure_repo(&mut self) -> Result<()> {
@@ -312,7 +318,7 @@ impl GitRemote {
                     gitmirror::ALLOC_LIMIT
                 ))
             } else {
-                self.err(why)
+                self.git_err(&e)
             }
         })?;
         let present: HashSet<&str> = fetched.iter().map(|(l, _)| l.as_str()).collect();
@@ -351,10 +357,7 @@ struct CommitInfo {
 }
 
 fn read_commit(repo: &gix::Repository, gid: GitId, remote: &str) -> Result<CommitInfo> {
-    let rerr = |why: String| Error::Remote {
-        remote: remote.to_owned(),
-        why,
-    };
+    let rerr = |why: String| Error::remote(remote, why);
     let h = repo
         .find_header(gid)
         .map_err(|e| rerr(format!("commit {gid} is missing: {e}")))?;
@@ -404,10 +407,7 @@ struct Conv<'a> {
 
 impl Conv<'_> {
     fn gerr(&self, e: &GitError) -> Error {
-        Error::Remote {
-            remote: self.remote.to_owned(),
-            why: describe(e),
-        }
+        git_error(self.remote, e)
     }
 
     fn known(&self, sid: &ObjectId) -> Option<GitId> {
@@ -437,14 +437,14 @@ impl Conv<'_> {
         let list = self.store.read_chunk_list(sid)?;
         if list.total_size > MAX_GIT_OBJECT {
             // Every puller would refuse the blob; refuse it here, before anything moves.
-            return Err(Error::Remote {
-                remote: self.remote.to_owned(),
-                why: format!(
+            return Err(Error::remote(
+                self.remote.to_owned(),
+                format!(
                     "file {} is {} bytes; a git remote takes files up to {MAX_GIT_OBJECT} bytes (a directory remote has no such limit)",
                     crate::snapshot::display(path),
                     list.total_size
                 ),
-            });
+            ));
         }
         let mut data = Vec::with_capacity(usize::try_from(list.total_size).unwrap_or(0));
         for c in &list.chunks {
@@ -514,9 +514,11 @@ impl Conv<'_> {
                 oid,
             });
         }
-        let g = gitmirror::write_tree(self.repo, &entries).map_err(|e| Error::Remote {
-            remote: self.remote.to_owned(),
-            why: format!("cannot map tree {sid} to git: {}", describe(&e)),
+        let g = gitmirror::write_tree(self.repo, &entries).map_err(|e| {
+            Error::remote(
+                self.remote.to_owned(),
+                format!("cannot map tree {sid} to git: {}", describe(&e)),
+            )
         })?;
         self.written += 1;
         self.map.insert(*sid, g);
@@ -550,32 +552,37 @@ impl Conv<'_> {
                     });
                 }
                 if !self.store.has(p) {
-                    return Err(Error::Remote {
-                        remote: self.remote.to_owned(),
-                        why: format!(
+                    return Err(Error::remote(
+                        self.remote.to_owned(),
+                        format!(
                             "cannot push snapshot {top}: its parent {p} is not in the local store (shallow history?)"
                         ),
-                    });
+                    ));
                 }
                 stack.extend(missing);
                 continue;
             }
             let tree = self.tree(&s.root, 0, b"").map_err(|e| match e {
-                Error::Remote { remote, why } => Error::Remote {
+                Error::Remote {
+                    remote,
+                    why,
+                    transient,
+                } => Error::Remote {
                     remote,
                     why: format!("cannot push snapshot {top}: {why}"),
+                    transient,
                 },
                 other => other,
             })?;
             let message = commit_message(&s, &canonical);
             if message.len() as u64 > MAX_GIT_OBJECT {
-                return Err(Error::Remote {
-                    remote: self.remote.to_owned(),
-                    why: format!(
+                return Err(Error::remote(
+                    self.remote.to_owned(),
+                    format!(
                         "cannot push snapshot {top}: its commit would be {} bytes, over the limit of {MAX_GIT_OBJECT}",
                         message.len()
                     ),
-                });
+                ));
             }
             let parents: Vec<GitId> = s
                 .parents
@@ -615,10 +622,7 @@ struct Import<'a, 'b, 'p> {
 
 impl Import<'_, '_, '_> {
     fn rerr(&self, why: String) -> Error {
-        Error::Remote {
-            remote: self.remote.to_owned(),
-            why,
-        }
+        Error::remote(self.remote, why)
     }
 
     fn put(&mut self, kind: Kind, id: ObjectId, canonical: &[u8]) -> Result<()> {
@@ -1122,20 +1126,20 @@ impl Remote for GitRemote {
                 continue;
             }
             if out.len() >= super::MAX_GRAPH_SNAPSHOTS {
-                return Err(Error::Remote {
-                    remote: self.name.clone(),
-                    why: format!(
+                return Err(Error::remote(
+                    self.name.clone(),
+                    format!(
                         "more than {} snapshots in the history; refusing to read more",
                         super::MAX_GRAPH_SNAPSHOTS
                     ),
-                });
+                ));
             }
             let c = read_commit(repo, gid, &self.name)?;
             if c.sid != expect || c.parents.len() != c.snapshot.parents.len() {
-                return Err(Error::Remote {
-                    remote: self.name.clone(),
-                    why: format!("commit {gid} does not hold snapshot {expect} with its parents"),
-                });
+                return Err(Error::remote(
+                    self.name.clone(),
+                    format!("commit {gid} does not hold snapshot {expect} with its parents"),
+                ));
             }
             stack.extend(
                 c.parents

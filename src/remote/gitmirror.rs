@@ -77,6 +77,13 @@ pub enum GitError {
         #[source]
         source: std::io::Error,
     },
+    /// The remote's host could not be resolved or connected to (a `git://` remote).
+    #[error("{context}")]
+    Unreachable {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid input: {0}")]
     InvalidInput(String),
     #[error("object {oid} is a {actual}, expected a {expected}")]
@@ -102,6 +109,8 @@ pub enum GitError {
         url: String,
         rejected: Vec<PushRejection>,
     },
+    #[error("git fetch {url} failed: {stderr}")]
+    FetchFailed { url: String, stderr: String },
     #[error("git push to {url} failed ({status}): {stderr}")]
     PushFailed {
         url: String,
@@ -118,6 +127,58 @@ impl GitError {
         matches!(self, GitError::PushRejected { rejected, .. }
             if rejected.iter().any(|r| r.kind == RejectKind::StaleLease))
     }
+
+    /// True when the remote could not be reached for now, so the same call may succeed later:
+    /// a timeout, a host that does not resolve or answer, a refused, reset or timed-out
+    /// connection. False when the remote answered (a refusal, hostile or corrupt data, a limit)
+    /// and for local failures.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GitError::Timeout { .. } | GitError::Unreachable { .. } => true,
+            GitError::Io { source, .. } => crate::error::io_transient(source),
+            GitError::Gix { source, .. } => {
+                let mut e: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+                while let Some(x) = e {
+                    if let Some(io) = x.downcast_ref::<std::io::Error>() {
+                        return crate::error::io_transient(io);
+                    }
+                    e = x.source();
+                }
+                false
+            }
+            GitError::FetchFailed { stderr, .. } | GitError::PushFailed { stderr, .. } => {
+                git_unreachable(stderr)
+            }
+            GitError::InvalidInput(_)
+            | GitError::UnexpectedKind { .. }
+            | GitError::UnsupportedMode { .. }
+            | GitError::FetchRejected { .. }
+            | GitError::PushRejected { .. } => false,
+        }
+    }
+}
+
+/// What git, curl and ssh print (run with `LC_ALL=C`) when a remote cannot be reached for now.
+/// The git binary is another process whose failures reach us only as text, so this list is the
+/// one place where failures are told apart by their words.
+const UNREACHABLE: &[&str] = &[
+    "Could not resolve host",
+    "Temporary failure in name resolution",
+    "Failed to connect to",
+    "Connection refused",
+    "Connection timed out",
+    "Connection reset",
+    "Operation timed out",
+    "Network is unreachable",
+    "No route to host",
+    "The requested URL returned error: 502",
+    "The requested URL returned error: 503",
+    "The requested URL returned error: 504",
+];
+
+/// True when `stderr` of a failed git fetch or push says the remote could not be reached.
+fn git_unreachable(stderr: &str) -> bool {
+    UNREACHABLE.iter().any(|m| stderr.contains(m))
 }
 
 fn gix_err<E>(context: impl Into<String>) -> impl FnOnce(E) -> GitError
@@ -134,6 +195,11 @@ where
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> GitError {
     let context = context.into();
     move |source| GitError::Io { context, source }
+}
+
+fn unreachable_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> GitError {
+    let context = context.into();
+    move |source| GitError::Unreachable { context, source }
 }
 
 // ---------------------------------------------------------------------------
@@ -554,11 +620,11 @@ pub fn fetch_bounded(
         let port = parsed.port;
         let addr = (host.as_str(), port.unwrap_or(9418))
             .to_socket_addrs()
-            .map_err(io_err(format!("resolving {host}")))?
+            .map_err(unreachable_err(format!("resolving {host}")))?
             .next()
             .ok_or_else(|| GitError::InvalidInput(format!("{host} resolved to no address")))?;
         let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-            .map_err(io_err(format!("connecting to {addr} for {url}")))?;
+            .map_err(unreachable_err(format!("connecting to {addr} for {url}")))?;
         stream
             .set_read_timeout(Some(io_timeout))
             .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
@@ -625,10 +691,10 @@ fn fetch_with_git_binary(
         if stderr.contains("couldn't find remote ref") || stderr.trim().is_empty() {
             return Ok(Vec::new());
         }
-        return Err(GitError::InvalidInput(format!(
-            "git fetch {url} failed: {}",
-            stderr.trim()
-        )));
+        return Err(GitError::FetchFailed {
+            url: url.to_owned(),
+            stderr: stderr.trim().to_owned(),
+        });
     }
     let mut out = Vec::new();
     for spec in refspecs {
@@ -941,4 +1007,54 @@ fn run_with_timeout(
 /// `gix::Repository` around and want to [`push`] from it).
 pub fn mirror_path(repo: &gix::Repository) -> PathBuf {
     repo.git_dir().to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A local port nothing listens on.
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    #[test]
+    fn a_remote_that_does_not_answer_is_transient_a_wrong_one_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = open_or_init_bare(&dir.path().join("m.git")).expect("init");
+        let spec = ["+refs/shelldone/*:refs/remotes/o/shelldone/*"];
+        // git:// (gix, our socket): connection refused.
+        let e = fetch(
+            &repo,
+            &format!("git://127.0.0.1:{}/r.git", closed_port()),
+            &spec,
+        )
+        .expect_err("nothing listens");
+        assert!(e.is_transient(), "{e:?}");
+        // http:// (the git binary): connection refused, told by curl's words.
+        let e = fetch(
+            &repo,
+            &format!("http://127.0.0.1:{}/r.git", closed_port()),
+            &spec,
+        )
+        .expect_err("nothing listens");
+        assert!(e.is_transient(), "{e:?}");
+        // A folder that is not a repository: trying again will not help.
+        let e = fetch(
+            &repo,
+            dir.path().join("nothing").to_str().expect("utf8"),
+            &spec,
+        )
+        .expect_err("not a repository");
+        assert!(!e.is_transient(), "{e:?}");
+        assert!(
+            GitError::Timeout {
+                what: "git push".into(),
+                timeout: Duration::from_secs(1)
+            }
+            .is_transient()
+        );
+        assert!(!GitError::InvalidInput("x".into()).is_transient());
+    }
 }

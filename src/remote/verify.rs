@@ -106,10 +106,7 @@ impl Checker {
     /// An error naming the remote.
     #[must_use]
     pub fn err(&self, why: impl Into<String>) -> Error {
-        Error::Remote {
-            remote: self.remote.clone(),
-            why: why.into(),
-        }
+        Error::remote(&self.remote, why)
     }
 
     /// Accounts for one object of `bytes` bytes read from the remote.

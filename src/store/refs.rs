@@ -1106,7 +1106,7 @@ mod tests {
         std::fs::remove_file(refs.loose_path(HEAD)).expect("rm");
         let err = refs.get(HEAD).expect_err("missing head");
         assert!(matches!(err, Error::CorruptFile { .. }), "{err}");
-        assert_eq!(err.exit_code(), 3);
+        assert_eq!(err.kind(), crate::ErrorKind::Data);
         assert_eq!(refs.get_raw(HEAD).expect("raw"), None);
         // Bytes that are not UTF-8 in a ref file or packed-refs name the file, exit 3.
         std::fs::write(refs.loose_path(HEAD), b"\xff\xfe\n").expect("write");
@@ -1126,6 +1126,6 @@ mod tests {
                 .contains("packed-refs is corrupt: line 2: not UTF-8"),
             "{err}"
         );
-        assert_eq!(err.exit_code(), 3);
+        assert_eq!(err.kind(), crate::ErrorKind::Data);
     }
 }

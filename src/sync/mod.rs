@@ -278,6 +278,8 @@ impl State {
                         "the directory remote at {} is missing or not initialised (an unmounted disk? a moved folder?); nothing was changed. If it really is gone: 'shelldone remote remove {}' then 'shelldone remote add {} PATH --init'",
                         rc.url, rc.name, rc.name
                     ),
+                    // An unmounted disk or an unreachable share may be back later.
+                    transient: true,
                 });
             }
             Box::new(d)

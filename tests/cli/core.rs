@@ -457,3 +457,20 @@ fn dry_run_to_dir_creates_nothing() {
     assert!(out.contains("would"), "{out}");
     assert!(!to.exists());
 }
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly_with_141() {
+    let sb = Sandbox::new();
+    sb.generate();
+    sb.save("one");
+    std::fs::write(sb.config().join("new.toml"), "k = 1\n").unwrap();
+    sb.save("two");
+    // `shelldone log | head -0`: the reader is gone before the first line is written.
+    for args in [&["log"][..], &["--json", "log"], &["show", "head"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = sb.cmd(args).stdout(writer).output().unwrap();
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {o:?}");
+        assert!(o.stderr.is_empty(), "{args:?}: {o:?}");
+    }
+}

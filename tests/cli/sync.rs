@@ -566,3 +566,89 @@ fn git_remote_over_smart_http() {
     assert_same(&b.live(), &a.live());
     fsck(&srv.join("state.git"));
 }
+
+/// Runs `sync daemon --remote origin` for `secs` seconds, changing the state once it watches;
+/// returns its exit code, stdout and stderr.
+fn daemon_pushing_one_change(sb: &Sandbox, secs: &str) -> (Option<i32>, String, String) {
+    let mut child = sb
+        .cmd(&[
+            "sync",
+            "daemon",
+            "--remote",
+            "origin",
+            "--poll",
+            "0.1",
+            "--debounce",
+            "0.1",
+            "--push-interval",
+            "1",
+            "--max-runtime",
+            secs,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.starts_with("watching"), "{first}");
+    std::fs::write(sb.config().join("config.toml"), "font_size = 31\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (child.wait().unwrap().code(), text, err)
+}
+
+#[test]
+fn daemon_retries_a_push_to_a_remote_that_is_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("remote");
+    let a = Sandbox::new();
+    a.generate();
+    a.save("base");
+    a.ok(&["remote", "add", "origin", url.to_str().unwrap(), "--init"]);
+    // The disk is unmounted: a retry may succeed once it is back.
+    std::fs::rename(&url, tmp.path().join("away")).unwrap();
+    let (code, text, err) = daemon_pushing_one_change(&a, "3.5");
+    assert_eq!(code, Some(0), "{text}\n{err}");
+    assert!(text.matches("failed (will retry)").count() >= 2, "{text}");
+    assert!(err.is_empty(), "{err}");
+}
+
+#[test]
+fn daemon_stops_pushing_after_a_failure_a_retry_cannot_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("remote");
+    let a = Sandbox::new();
+    a.generate();
+    a.save("base");
+    a.ok(&["remote", "add", "origin", url.to_str().unwrap(), "--init"]);
+    a.ok(&["sync", "push"]);
+    // A copy of A's state folder (the same device id) pushes first.
+    let copy = Sandbox::new();
+    for (from, to) in [(a.config(), copy.config()), (a.state(), copy.state())] {
+        let o = std::process::Command::new("cp")
+            .args(["-a", from.to_str().unwrap(), to.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(o.success());
+    }
+    std::fs::write(copy.config().join("config.toml"), "font_size = 9\n").unwrap();
+    copy.save("copy");
+    copy.ok(&["sync", "push"]);
+    let (code, text, err) = daemon_pushing_one_change(&a, "3.5");
+    assert_eq!(code, Some(5), "{text}\n{err}");
+    assert_eq!(
+        text.matches("will not be retried").count(),
+        1,
+        "one try, then no more pushes: {text}"
+    );
+    assert!(!text.contains("will retry"), "{text}");
+    assert!(text.contains("saved"), "saving goes on: {text}");
+    assert!(
+        err.starts_with("error: remote 'origin'") && err.contains("device rename"),
+        "{err}"
+    );
+}
