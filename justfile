@@ -19,10 +19,17 @@ verify:
 spec:
     python3 objects-format/tools/decode.py --vectors objects-format/tests/vectors.json --store fixtures/store-v1/state --compare-with fixtures/store-v1
 
-# verify + 200 SIGKILL fault-injection iterations + fuzzing each decoder for a while.
+# verify + 200 SIGKILL fault-injection iterations + the sync model (tests/sync_model.rs) for 2000
+# steps per remote + fuzzing each decoder for a while.
 verify-full: verify
     SHELLDONE_CRASH_ITERATIONS=200 cargo test --release --locked --test crash -- --nocapture
+    SHELLDONE_MODEL_STEPS=2000 cargo test --release --locked --test sync_model -- --nocapture
     just fuzz 60
+
+# The sync model alone: STEPS per remote (directory and git daemon), SEED (decimal or 0x-hex),
+# STRICT=0 to work around the bugs it found (fixed; for bisecting old binaries).
+sync-model STEPS="300" SEED="0x5EED0009" STRICT="1":
+    SHELLDONE_MODEL_STEPS={{STEPS}} SHELLDONE_MODEL_SEED={{SEED}} SHELLDONE_MODEL_STRICT={{STRICT}} cargo test --release --locked --test sync_model -- --nocapture
 
 # Run every fuzz target for SECONDS each (installs cargo-fuzz if missing). Uses nightly with
 # AddressSanitizer when a nightly toolchain is installed, else stable without a sanitizer.
