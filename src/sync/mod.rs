@@ -134,7 +134,7 @@ pub struct DeviceStatus {
 }
 
 /// The message of the save a pull makes of unsaved live changes (then the remote's name).
-const FIRST_PULL_SAVE: &str = "auto-save before pull from ";
+const PULL_AUTO_SAVE: &str = "auto-save before pull from ";
 
 fn remotes_path(st: &State) -> PathBuf {
     st.snapshots_dir().join("remotes.json")
@@ -434,7 +434,7 @@ impl State {
             None => true,
             Some(h) => {
                 let s = self.objects.read_snapshot(&h)?;
-                s.parents.is_empty() && s.message.starts_with(FIRST_PULL_SAVE)
+                s.parents.is_empty() && s.message.starts_with(PULL_AUTO_SAVE)
             }
         };
         if !opts.allow_unrelated {
@@ -445,7 +445,7 @@ impl State {
         // no history and nothing live adopts instead (no empty snapshot of its own).
         if old_head.is_some() || self.live_has_files()? {
             self.save_locked(&crate::ops::SaveOptions {
-                message: format!("{FIRST_PULL_SAVE}{remote}"),
+                message: format!("{PULL_AUTO_SAVE}{remote}"),
                 ..crate::ops::SaveOptions::default()
             })?;
         }
