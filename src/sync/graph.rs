@@ -139,3 +139,82 @@ pub fn between_bases(
         .filter_map(|(n, r)| r.then_some(n))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId([n; 32])
+    }
+
+    /// A graph from (child, parents) pairs.
+    fn graph(edges: &[(u8, &[u8])]) -> HashMap<ObjectId, Vec<ObjectId>> {
+        edges
+            .iter()
+            .map(|(c, ps)| (id(*c), ps.iter().map(|p| id(*p)).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn best_bases_table() {
+        // 1 ← 2 ← 3 (a line); 2 ← 4 (a fork); 3,4 ← 5 (a merge); 6 alone;
+        // criss-cross: 10 ← 11, 10 ← 12, {11,12} ← 13, {12,11} ← 14.
+        let g = graph(&[
+            (1, &[]),
+            (2, &[1]),
+            (3, &[2]),
+            (4, &[2]),
+            (5, &[3, 4]),
+            (6, &[]),
+            (10, &[]),
+            (11, &[10]),
+            (12, &[10]),
+            (13, &[11, 12]),
+            (14, &[12, 11]),
+        ]);
+        let parents = |x: &ObjectId| g.get(x).cloned().unwrap_or_default();
+        let table: &[(u8, u8, &[u8])] = &[
+            (3, 3, &[3]),        // the same snapshot
+            (3, 2, &[2]),        // an ancestor is the base
+            (3, 4, &[2]),        // a fork
+            (5, 4, &[4]),        // after a merge, the merged side
+            (5, 1, &[1]),        // far back
+            (3, 6, &[]),         // unrelated
+            (13, 14, &[11, 12]), // criss-cross: two best bases
+        ];
+        for (a, b, want) in table {
+            let (best, _, _) = best_bases(id(*a), id(*b), &parents);
+            let want: Vec<ObjectId> = want.iter().map(|n| id(*n)).collect();
+            assert_eq!(best, want, "bases of {a} and {b}");
+            let (best, _, _) = best_bases(id(*b), id(*a), &parents);
+            assert_eq!(best, want, "bases of {b} and {a} (symmetric)");
+        }
+    }
+
+    #[test]
+    fn between_bases_is_every_path_down_to_the_bases() {
+        // 1 ← 2 ← 3 ← 4 (A) and 2 ← 5 ← 6 (B): base 2; 1 is older and not needed.
+        let g = graph(&[
+            (1, &[]),
+            (2, &[1]),
+            (3, &[2]),
+            (4, &[3]),
+            (5, &[2]),
+            (6, &[5]),
+        ]);
+        let parents = |x: &ObjectId| g.get(x).cloned().unwrap_or_default();
+        let got = between_bases(id(4), id(6), &parents);
+        let want: BTreeSet<ObjectId> = [2, 3, 4, 5, 6].into_iter().map(id).collect();
+        assert_eq!(got, want);
+        // A missing parent (a partial pull's cut) ends the walk, it is no error.
+        let g = graph(&[(3, &[2]), (4, &[3]), (5, &[2]), (6, &[5])]);
+        let parents = |x: &ObjectId| g.get(x).cloned().unwrap_or_default();
+        assert!(between_bases(id(4), id(6), &parents).contains(&id(2)));
+        // Unrelated: nothing.
+        let g = graph(&[(1, &[]), (2, &[])]);
+        let parents = |x: &ObjectId| g.get(x).cloned().unwrap_or_default();
+        assert!(between_bases(id(1), id(2), &parents).is_empty());
+    }
+}
