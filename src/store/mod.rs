@@ -428,7 +428,8 @@ pub fn decompress(raw: &[u8]) -> std::result::Result<Vec<u8>, String> {
     decompress_bounded(raw, MAX_OBJECT_SIZE)
 }
 
-/// Decompresses one zstd frame that must declare its size, of at most `max` bytes.
+/// Decompresses one zstd frame that must declare its size, of at most `max` bytes, and must
+/// be all of `raw`.
 ///
 /// # Errors
 /// A description of what is wrong.
@@ -453,6 +454,18 @@ pub fn decompress_into(
     };
     if size > max as u64 {
         return Err(format!("declares {size} bytes, over the {max} byte limit"));
+    }
+    // Exactly one frame (SPEC §7): bytes after it — another frame, a skippable frame — would
+    // otherwise pass unnoticed by `state check`.
+    match zstd::zstd_safe::find_frame_compressed_size(raw) {
+        Ok(n) if n == raw.len() => {}
+        Ok(n) => {
+            return Err(format!(
+                "{} bytes follow the zstd frame",
+                raw.len().saturating_sub(n)
+            ));
+        }
+        Err(_) => return Err("not a complete zstd frame".into()),
     }
     let size = usize::try_from(size).expect("bounded by max");
     buf.clear();
@@ -894,6 +907,20 @@ impl Batch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_object_is_exactly_one_frame() {
+        let one = compress(b"hello").unwrap();
+        assert_eq!(decompress(&one).unwrap(), b"hello");
+        // A skippable frame, a second frame or garbage after it: refused, never ignored.
+        let skippable = [0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+        for tail in [&skippable[..], &compress(b"x").unwrap(), b"junk"] {
+            let raw = [one.as_slice(), tail].concat();
+            let e = decompress(&raw).unwrap_err();
+            assert!(e.contains("follow the zstd frame"), "{e}");
+        }
+        assert!(decompress(&one[..one.len() - 1]).is_err(), "truncated");
+    }
 
     /// Deterministic bytes that zstd cannot shrink much (so blocks fill at their target).
     fn noise(seed: u64, len: usize) -> Vec<u8> {
