@@ -239,6 +239,17 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Resu
     match leaf.kind {
         EntryKind::Symlink => {
             let target = store.read_blob(&leaf.id)?;
+            // SPEC §3.4: a symlink's size is its target's length.
+            if target.len() as u64 != leaf.size {
+                return Err(Error::CorruptObject {
+                    id: leaf.id,
+                    why: format!(
+                        "link target is {} bytes, its tree entry says {}",
+                        target.len(),
+                        leaf.size
+                    ),
+                });
+            }
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes_ext(&target), tmp).map_err(
                 |e| {
                     Error::Io(std::io::Error::new(
