@@ -521,7 +521,10 @@ impl World {
                 &["remote", "add", "origin", &url]
             };
             w.must(d, init, &[0]);
-            let name = w.must(d, &["device", "show"], &[0]).1.trim().to_owned();
+            // Fixed names: devices are integrated in name order, so random ids would make a
+            // replay take another path.
+            let name = format!("model-d{d}");
+            w.must(d, &["device", "rename", &name], &[0]);
             w.devs[d].name = name;
         }
         w
@@ -550,7 +553,7 @@ impl World {
             .map(|(i, d)| format!("d{i}={}", d.name))
             .collect();
         panic!(
-            "\n[{}] MODEL VIOLATION at step {} (seed {:#x}):\n{msg}\n\n--- step history ({} of {} shown; devices {}) ---\n{}\n\nreplay: SHELLDONE_MODEL_SEED={:#x} SHELLDONE_MODEL_STEPS={} cargo test --test sync_model {} -- --nocapture\n(kills use random delays: add SHELLDONE_MODEL_KILLS=0 for an exact replay if the failure does not involve one){kept}",
+            "\n[{}] MODEL VIOLATION at step {} (seed {:#x}):\n{msg}\n\n--- step history ({} of {} shown; devices {}) ---\n{}\n\nreplay: {}{}SHELLDONE_MODEL_SEED={:#x} SHELLDONE_MODEL_STEPS={} cargo test --test sync_model {} -- --nocapture\n(kills use random delays: add SHELLDONE_MODEL_KILLS=0 for an exact replay if the failure does not involve one){kept}",
             self.label,
             self.step,
             self.seed,
@@ -558,6 +561,16 @@ impl World {
             self.history.len(),
             names.join(" "),
             self.history[from..].join("\n"),
+            if self.strict {
+                "SHELLDONE_MODEL_STRICT=1 "
+            } else {
+                ""
+            },
+            if self.kills {
+                ""
+            } else {
+                "SHELLDONE_MODEL_KILLS=0 "
+            },
             self.seed,
             self.steps,
             self.test,
@@ -1711,6 +1724,12 @@ impl World {
             self.join(a, b);
         }
         self.stats.reported_only.extend(reported);
+        // The merge that made this state took the other version, rightly for a state merge:
+        // every device that gets this state through this one inherits that decision.
+        for v in &aba {
+            self.devs[d].know.dropped.insert(*v);
+            self.devs[d].saved.dropped.insert(*v);
+        }
         self.stats.aba.extend(aba);
         let k = &self.devs[d].know;
         for id in &k.lines {
@@ -2084,7 +2103,10 @@ mod regressions {
         }
     }
 
-    /// Found by the model (seeds 1, 2, 3 at 300 steps, both remotes; seed 2 at step 41). The
+    /// Found by the model on nearly every seed; exact replay (fails at step 45):
+    /// `SHELLDONE_MODEL_STRICT=1 SHELLDONE_MODEL_KILLS=0 SHELLDONE_MODEL_SEED=2
+    /// SHELLDONE_MODEL_STEPS=300 cargo test --test sync_model model_three_devices_directory_remote`.
+    /// The
     /// journal merge keeps the two sides' common prefix, then left's tail, then right's — without
     /// looking at the base. After a merge that put the other device's line after this device's
     /// own (A: `base a1 b1`), B's next merge of its own newer appends (`base b1 b2`) shares only
@@ -2124,7 +2146,9 @@ mod regressions {
         }
     }
 
-    /// Found by the model (seed 4 at 300 steps, step 60, both remotes): in a criss-cross (A
+    /// Found by the model; exact replay (fails at step 58, either remote):
+    /// `SHELLDONE_MODEL_STRICT=1 SHELLDONE_MODEL_KILLS=0 SHELLDONE_MODEL_SEED=14
+    /// SHELLDONE_MODEL_STEPS=300 cargo test --test sync_model`. In a criss-cross (A
     /// merged B's snapshot while B merged A's), a merge has two best common ancestors, and the
     /// newest by time is taken as the base. For a unit that is absent in that base but present in
     /// the other one, the side that deleted it looks unchanged and the side that still has it
@@ -2171,7 +2195,9 @@ mod regressions {
         );
     }
 
-    /// Found by the model (seed 12 at 300 steps, directory remote, step 237). A full pull of
+    /// Found by the model; exact replay (fails at step 237): `SHELLDONE_MODEL_STRICT=1
+    /// SHELLDONE_MODEL_KILLS=0 SHELLDONE_MODEL_SEED=5 SHELLDONE_MODEL_STEPS=300 cargo test --test
+    /// sync_model model_three_devices_directory_remote`. A full pull of
     /// the same merge fast-forwards and brings the conflict (exit 7); `pull --session s1` takes
     /// the other device's s1 (this device's is the base, unchanged since) but not the record that
     /// this device's version was set aside there: B's version is replaced, exit 0, no conflict.
@@ -2205,8 +2231,9 @@ mod regressions {
         );
     }
 
-    /// Found by the model over `git daemon` (seed 2 at 300 steps, step 120; any seed whose kill
-    /// lands while a pull updates the mirror): a `sync pull` SIGKILLed while gix moved the refs
+    /// Found by the model over `git daemon` (seeds 2 and 4 at 300 steps, steps 120 and 86, with
+    /// kills; any run whose kill lands while a pull updates the mirror — kill delays are random,
+    /// so it has no exact replay): a `sync pull` SIGKILLed while gix moved the refs
     /// of the local mirror (`$STATE/snapshots/remotes/<remote>.git`) leaves their `*.lock` files,
     /// and from then on every `sync pull`, `sync push` and `sync status` on that remote fails
     /// (exit 5: "The lockfile … might need manual deletion"). Recovery (at the next command, or
