@@ -318,19 +318,11 @@ impl Refs {
         }
         let path = self.path(name);
         match new {
-            Some(id) => {
-                let dir = path.parent().expect("ref has a parent");
-                fs::create_dir_all(dir)?;
-                durable::write_atomic(&path, format!("{id}\n").as_bytes())?;
-            }
+            Some(id) => write_loose(&path, id)?,
             None => {
                 // Packed value first: until the loose file goes, it still names the old value.
                 self.drop_packed(&[name])?;
-                match std::fs::remove_file(&path) {
-                    Ok(()) => durable::sync_dir(path.parent().expect("ref has a parent"))?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
+                remove_loose(&path)?
             }
         }
         self.append_log(&[(name, cur, new)], message, true)?;
@@ -748,16 +740,8 @@ impl Refs {
         check_name(name)?;
         let path = self.path(name);
         match new {
-            Some(id) => {
-                let dir = path.parent().expect("ref has a parent");
-                fs::create_dir_all(dir)?;
-                durable::write_atomic(&path, format!("{id}\n").as_bytes())?;
-            }
-            None => match std::fs::remove_file(&path) {
-                Ok(()) => durable::sync_dir(path.parent().expect("ref has a parent"))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            },
+            Some(id) => write_loose(&path, id)?,
+            None => remove_loose(&path)?,
         }
         self.append_log(&[(name, old, new)], message, true)
     }
@@ -930,6 +914,23 @@ fn parse_loose(b: &[u8]) -> std::result::Result<ObjectId, String> {
 }
 
 /// Reads a loose ref file: `None` when there is none (or the name is a directory of refs).
+/// Writes a loose ref file (temp, fsync, rename; its folder created first).
+fn write_loose(path: &Path, id: ObjectId) -> Result<()> {
+    fs::create_dir_all(path.parent().expect("ref has a parent"))?;
+    durable::write_atomic(path, format!("{id}\n").as_bytes())?;
+    Ok(())
+}
+
+/// Removes a loose ref file (an absent one is fine) and syncs its folder.
+fn remove_loose(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => durable::sync_dir(path.parent().expect("ref has a parent"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
 fn read_loose(path: &Path) -> Result<Option<ObjectId>> {
     match std::fs::read(path) {
         Ok(b) => parse_loose(&b)
