@@ -465,12 +465,12 @@ impl State {
         }
         let head = self.refs.get(HEAD)?;
         report.head = head.map(|h| h.to_hex());
-        report.conflicts = self
-            .open_conflicts_at(head)?
+        let open = self.open_conflicts_at(head)?;
+        report.open_conflicts = open.len();
+        report.conflicts = open
             .into_iter()
             .filter(|c| !old_open.iter().any(|o| o.id == c.id))
             .collect();
-        report.open_conflicts = self.open_conflicts_at(head)?.len();
         if let Some(h) = head {
             let (plan, _) = self.restore_locked(h, &crate::ops::Scope::All, false)?;
             report.files_changed = plan.create.len() + plan.update.len() + plan.delete.len();
