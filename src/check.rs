@@ -7,10 +7,10 @@ use objects_format::{EntryKind, Kind, Object, ObjectId};
 use rand::Rng;
 use serde::Serialize;
 
-use crate::State;
+use crate::context::Context;
 use crate::error::{Error, Result};
 
-/// Options for [`State::check`].
+/// Options for [`check`].
 #[derive(Debug, Clone, Copy)]
 pub struct CheckOptions {
     /// Share of data blobs (file contents, chunks) to read and verify, in percent (0–100).
@@ -70,172 +70,169 @@ impl CheckReport {
     }
 }
 
-impl State {
-    /// Every snapshot named by a ref or a reflog entry.
-    ///
-    /// # Errors
-    /// I/O errors, a damaged ref file or `packed-refs` ([`Error::CorruptFile`]).
-    pub fn root_snapshots(&self) -> Result<(RefList, Vec<ObjectId>)> {
-        let refs = self.refs.list("")?;
-        let mut ids: Vec<ObjectId> = refs.iter().map(|r| r.1).collect();
-        ids.extend(self.refs.all_reflog_ids()?);
-        ids.sort();
-        ids.dedup();
-        Ok((refs, ids))
-    }
+/// Every snapshot named by a ref or a reflog entry.
+///
+/// # Errors
+/// I/O errors, a damaged ref file or `packed-refs` ([`Error::CorruptFile`]).
+pub fn root_snapshots(cx: &Context) -> Result<(RefList, Vec<ObjectId>)> {
+    let refs = cx.refs.list("")?;
+    let mut ids: Vec<ObjectId> = refs.iter().map(|r| r.1).collect();
+    ids.extend(cx.refs.all_reflog_ids()?);
+    ids.sort();
+    ids.dedup();
+    Ok((refs, ids))
+}
 
-    /// Verifies every reachable object: hash, decode, kinds, tree structure, chunk sizes; and
-    /// every store file that is not an object (refs, `packed-refs`, the reflog, `FORMAT`,
-    /// `device`, the stat cache, `restore-intent`, `shallow`, `remotes.json`, pack indexes).
-    /// Damaged refs and reflog lines do not stop it: what can still be read is checked.
-    ///
-    /// # Errors
-    /// I/O errors listing files (problems are reported, not returned).
-    pub fn check(&self, opts: CheckOptions) -> Result<CheckReport> {
-        let view = crate::repair::RefView::read(self)?;
-        let refs: RefList = view.values().into_iter().collect();
-        let mut roots: Vec<ObjectId> = refs.iter().map(|r| r.1).collect();
-        // Where each root is named: ref files and reflog lines.
-        let mut named: BTreeMap<ObjectId, BTreeSet<String>> = BTreeMap::new();
-        for (name, id) in &refs {
-            named
-                .entry(*id)
-                .or_default()
-                .insert(view.place(self, name).display().to_string());
-        }
-        for l in &view.reflog.lines {
-            for id in l.entry.old.iter().chain(&l.entry.new) {
-                roots.push(*id);
-                named.entry(*id).or_default().insert(format!(
-                    "{}:{}",
-                    view.reflog.path.display(),
-                    l.no
-                ));
-            }
-        }
-        roots.sort();
-        roots.dedup();
-        let (shallow_ids, _) = self.read_shallow();
-        let mut w = Walker {
-            st: self,
-            opts,
-            memo: HashMap::new(),
-            sizes: HashMap::new(),
-            errors: BTreeMap::new(),
-            report: CheckReport::default(),
-            rng: rand::rng(),
-        };
-        let mut queue: Vec<ObjectId> = roots;
-        let mut seen_snaps = BTreeSet::new();
-        let mut graph: BTreeMap<ObjectId, BTreeSet<ObjectId>> = BTreeMap::new();
-        // bad object -> (snapshots, paths)
-        let mut owners: BTreeMap<ObjectId, (BTreeSet<ObjectId>, BTreeSet<String>)> =
-            BTreeMap::new();
-        while let Some(sid) = queue.pop() {
-            if !seen_snaps.insert(sid) {
-                continue;
-            }
-            w.report.snapshots += 1;
-            w.report.objects_checked += 1;
-            let snap = match self.objects.read(&sid, Kind::Snapshot) {
-                Ok(Object::Snapshot(s)) => s,
-                Ok(_) => unreachable!("kind checked"),
-                Err(e) => {
-                    w.errors.insert(sid, (Kind::Snapshot, short_err(&e)));
-                    owners.entry(sid).or_default().0.insert(sid);
-                    continue;
-                }
-            };
-            graph.insert(sid, snap.parents.iter().copied().collect());
-            // A shallow snapshot (fetched with --strategy partial) has no parents here, by design.
-            let shallow = shallow_ids.contains(&sid);
-            queue.extend(
-                snap.parents
-                    .iter()
-                    .copied()
-                    .filter(|p| !shallow || self.objects.has(p)),
-            );
-            for (bad, path) in w.visit(snap.root, Kind::Tree, None, 0).iter() {
-                let o = owners.entry(*bad).or_default();
-                o.0.insert(sid);
-                o.1.insert(path.clone());
-            }
-        }
-        let Walker {
-            errors, mut report, ..
-        } = w;
-        if self.opts_full(opts) {
-            // The pack's name is the hash of the whole file: this also covers bytes no object
-            // read touches (magic, entry headers).
-            for (path, _) in self.objects.pack_contents() {
-                let name = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .and_then(|s| s.strip_prefix("pack-"))
-                    .unwrap_or("")
-                    .to_owned();
-                match crate::store::pack::hash_file(&path) {
-                    Ok(h) if h.to_hex().as_str() == name => {}
-                    Ok(h) => report.problems.push(Problem::file(
-                        "pack",
-                        path.display().to_string(),
-                        format!("damaged: it hashes to {}, its name says {name}", h.to_hex()),
-                    )),
-                    Err(e) => report.problems.push(Problem::file(
-                        "pack",
-                        path.display().to_string(),
-                        format!("unreadable: {e}"),
-                    )),
-                }
-            }
-        }
-        for (path, why) in self.objects.bad_pack_indexes() {
-            report.problems.push(Problem::file(
-                "pack index",
-                path.display().to_string(),
-                format!("unusable: {why}"),
+/// Verifies every reachable object: hash, decode, kinds, tree structure, chunk sizes; and
+/// every store file that is not an object (refs, `packed-refs`, the reflog, `FORMAT`,
+/// `device`, the stat cache, `restore-intent`, `shallow`, `remotes.json`, pack indexes).
+/// Damaged refs and reflog lines do not stop it: what can still be read is checked.
+///
+/// # Errors
+/// I/O errors listing files (problems are reported, not returned).
+pub fn check(cx: &Context, opts: CheckOptions) -> Result<CheckReport> {
+    let view = crate::repair::RefView::read(cx)?;
+    let refs: RefList = view.values().into_iter().collect();
+    let mut roots: Vec<ObjectId> = refs.iter().map(|r| r.1).collect();
+    // Where each root is named: ref files and reflog lines.
+    let mut named: BTreeMap<ObjectId, BTreeSet<String>> = BTreeMap::new();
+    for (name, id) in &refs {
+        named
+            .entry(*id)
+            .or_default()
+            .insert(view.place(cx, name).display().to_string());
+    }
+    for l in &view.reflog.lines {
+        for id in l.entry.old.iter().chain(&l.entry.new) {
+            roots.push(*id);
+            named.entry(*id).or_default().insert(format!(
+                "{}:{}",
+                view.reflog.path.display(),
+                l.no
             ));
         }
-        for d in self.file_damage_in(&view)? {
-            report
-                .problems
-                .push(Problem::file(d.kind, d.place(), d.why));
-        }
-        for (id, (kind, err)) in errors {
-            let (snaps, paths) = owners.remove(&id).unwrap_or_default();
-            let affected: BTreeSet<String> = refs
-                .iter()
-                .filter(|(_, rid)| reaches(&graph, *rid, &snaps))
-                .map(|(n, _)| n.clone())
-                .collect();
-            let mut sessions: BTreeSet<String> = BTreeSet::new();
-            for p in &paths {
-                if let Some(s) = crate::snapshot::session_of(p.as_bytes()) {
-                    sessions.insert(String::from_utf8_lossy(s).into_owned());
-                }
-            }
-            let mut files: Vec<String> = self
-                .objects
-                .location(&id)
-                .map(|p| p.display().to_string())
-                .into_iter()
-                .collect();
-            if kind == Kind::Snapshot {
-                files.extend(named.remove(&id).unwrap_or_default());
-            }
-            report.problems.push(Problem {
-                object: id.to_hex(),
-                kind: kind.name(),
-                error: err,
-                snapshots: snaps.iter().map(ObjectId::to_hex).collect(),
-                paths: paths.into_iter().collect(),
-                sessions: sessions.into_iter().collect(),
-                refs: affected.into_iter().collect(),
-                files,
-            });
-        }
-        Ok(report)
     }
+    roots.sort();
+    roots.dedup();
+    let (shallow_ids, _) = crate::repair::read_shallow(cx);
+    let mut w = Walker {
+        st: cx,
+        opts,
+        memo: HashMap::new(),
+        sizes: HashMap::new(),
+        errors: BTreeMap::new(),
+        report: CheckReport::default(),
+        rng: rand::rng(),
+    };
+    let mut queue: Vec<ObjectId> = roots;
+    let mut seen_snaps = BTreeSet::new();
+    let mut graph: BTreeMap<ObjectId, BTreeSet<ObjectId>> = BTreeMap::new();
+    // bad object -> (snapshots, paths)
+    let mut owners: BTreeMap<ObjectId, (BTreeSet<ObjectId>, BTreeSet<String>)> = BTreeMap::new();
+    while let Some(sid) = queue.pop() {
+        if !seen_snaps.insert(sid) {
+            continue;
+        }
+        w.report.snapshots += 1;
+        w.report.objects_checked += 1;
+        let snap = match cx.objects.read(&sid, Kind::Snapshot) {
+            Ok(Object::Snapshot(s)) => s,
+            Ok(_) => unreachable!("kind checked"),
+            Err(e) => {
+                w.errors.insert(sid, (Kind::Snapshot, short_err(&e)));
+                owners.entry(sid).or_default().0.insert(sid);
+                continue;
+            }
+        };
+        graph.insert(sid, snap.parents.iter().copied().collect());
+        // A shallow snapshot (fetched with --strategy partial) has no parents here, by design.
+        let shallow = shallow_ids.contains(&sid);
+        queue.extend(
+            snap.parents
+                .iter()
+                .copied()
+                .filter(|p| !shallow || cx.objects.has(p)),
+        );
+        for (bad, path) in w.visit(snap.root, Kind::Tree, None, 0).iter() {
+            let o = owners.entry(*bad).or_default();
+            o.0.insert(sid);
+            o.1.insert(path.clone());
+        }
+    }
+    let Walker {
+        errors, mut report, ..
+    } = w;
+    if opts_full(opts) {
+        // The pack's name is the hash of the whole file: this also covers bytes no object
+        // read touches (magic, entry headers).
+        for (path, _) in cx.objects.pack_contents() {
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.strip_prefix("pack-"))
+                .unwrap_or("")
+                .to_owned();
+            match crate::store::pack::hash_file(&path) {
+                Ok(h) if h.to_hex().as_str() == name => {}
+                Ok(h) => report.problems.push(Problem::file(
+                    "pack",
+                    path.display().to_string(),
+                    format!("damaged: it hashes to {}, its name says {name}", h.to_hex()),
+                )),
+                Err(e) => report.problems.push(Problem::file(
+                    "pack",
+                    path.display().to_string(),
+                    format!("unreadable: {e}"),
+                )),
+            }
+        }
+    }
+    for (path, why) in cx.objects.bad_pack_indexes() {
+        report.problems.push(Problem::file(
+            "pack index",
+            path.display().to_string(),
+            format!("unusable: {why}"),
+        ));
+    }
+    for d in crate::repair::file_damage_in(cx, &view)? {
+        report
+            .problems
+            .push(Problem::file(d.kind, d.place(), d.why));
+    }
+    for (id, (kind, err)) in errors {
+        let (snaps, paths) = owners.remove(&id).unwrap_or_default();
+        let affected: BTreeSet<String> = refs
+            .iter()
+            .filter(|(_, rid)| reaches(&graph, *rid, &snaps))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut sessions: BTreeSet<String> = BTreeSet::new();
+        for p in &paths {
+            if let Some(s) = crate::snapshot::session_of(p.as_bytes()) {
+                sessions.insert(String::from_utf8_lossy(s).into_owned());
+            }
+        }
+        let mut files: Vec<String> = cx
+            .objects
+            .location(&id)
+            .map(|p| p.display().to_string())
+            .into_iter()
+            .collect();
+        if kind == Kind::Snapshot {
+            files.extend(named.remove(&id).unwrap_or_default());
+        }
+        report.problems.push(Problem {
+            object: id.to_hex(),
+            kind: kind.name(),
+            error: err,
+            snapshots: snaps.iter().map(ObjectId::to_hex).collect(),
+            paths: paths.into_iter().collect(),
+            sessions: sessions.into_iter().collect(),
+            refs: affected.into_iter().collect(),
+            files,
+        });
+    }
+    Ok(report)
 }
 
 impl Problem {
@@ -254,10 +251,8 @@ impl Problem {
     }
 }
 
-impl State {
-    fn opts_full(&self, opts: CheckOptions) -> bool {
-        opts.read_data_percent >= 100.0
-    }
+fn opts_full(opts: CheckOptions) -> bool {
+    opts.read_data_percent >= 100.0
 }
 
 type BadList = Rc<Vec<(ObjectId, String)>>;
@@ -266,7 +261,7 @@ type BadList = Rc<Vec<(ObjectId, String)>>;
 pub type RefList = Vec<(String, ObjectId)>;
 
 struct Walker<'a> {
-    st: &'a State,
+    st: &'a Context,
     opts: CheckOptions,
     memo: HashMap<ObjectId, BadList>,
     /// Actual content sizes of blobs and chunk lists read so far.

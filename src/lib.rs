@@ -4,12 +4,16 @@
 //! immutable BLAKE3-addressed, zstd-compressed objects (see `objects-format`), with refs per
 //! session, so that snapshots, backups and sync are all object transfers.
 //!
-//! Layers, each importing only downward: [`objects_format`] (pure format) → [`store`] (objects,
-//! refs, locks, stat cache) → [`snapshot`] (walk, hash, restore) → [`remote`] / [`sync`] →
-//! [`State`] (this API) → the `shelldone` CLI. Nothing in the library prints.
+//! [`State`] is a facade of one-line methods over the commands (`ops`, `sync`, `history`,
+//! `check`, `recover`, `repair`), which take a [`context::Context`] (paths, objects, refs, the
+//! store lock, the device id). Layers, each importing only downward — `cli` → [`State`] → the
+//! commands → `context` → `snapshot` / `remote` → `store` → [`objects_format`], with `error` a
+//! leaf — checked by `tests/layering.rs`; docs/architecture.md says where coming features go.
+//! Nothing in the library prints.
 
 pub mod check;
 pub mod cli;
+pub mod context;
 pub mod demo;
 pub mod error;
 pub mod history;
@@ -22,79 +26,37 @@ pub mod snapshot;
 pub mod store;
 pub mod sync;
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 
-use fs_err as fs;
-
+pub use context::{Paths, STORE_FORMAT};
 pub use error::{Error, ErrorKind, Result};
 pub use objects_format::ObjectId;
 pub use ops::{RestoreOptions, RestoreOutcome, SaveOptions, SaveOutcome};
 pub use recover::RecoveryReport;
 pub use shelldone_migrations::StoreVersion;
 
-use shelldone_migrations::Access;
+use check::RefList;
+use check::{CheckOptions, CheckReport};
+use context::Context;
+use history::{Change, LogEntry};
+use objects_format::Snapshot;
+use recover::GcReport;
+use remote::Progress;
+use repair::FileDamage;
+use snapshot::conflicts::Conflict;
 use store::ObjectStore;
-use store::lock::StoreLock;
 use store::refs::Refs;
-
-/// On-disk store format this version writes. A newer major is refused; a newer minor opens
-/// read-only; an older major is migrated (see [`StoreVersion::access`]).
-pub const STORE_FORMAT: StoreVersion = StoreVersion::new(2, 0);
-
-/// Where the state lives.
-#[derive(Debug, Clone)]
-pub struct Paths {
-    /// `$XDG_CONFIG_HOME/shelldone` or an override.
-    pub config_dir: PathBuf,
-    /// `$XDG_STATE_HOME/shelldone` or an override.
-    pub state_dir: PathBuf,
-}
-
-impl Paths {
-    /// The XDG defaults (`$XDG_CONFIG_HOME/shelldone`, `$XDG_STATE_HOME/shelldone`, falling back
-    /// to `~/.config` and `~/.local/state`).
-    ///
-    /// # Errors
-    /// When neither the XDG variable nor `HOME` is set.
-    pub fn xdg() -> Result<Paths> {
-        let home = || std::env::var_os("HOME").map(PathBuf::from);
-        let pick = |var: &str, fallback: &str| -> Result<PathBuf> {
-            match std::env::var_os(var).filter(|v| !v.is_empty()) {
-                Some(v) => Ok(PathBuf::from(v).join("shelldone")),
-                None => home()
-                    .map(|h| h.join(fallback).join("shelldone"))
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "neither {var} nor HOME is set; pass --state-dir/--config-dir"
-                        ))
-                    }),
-            }
-        };
-        Ok(Paths {
-            config_dir: pick("XDG_CONFIG_HOME", ".config")?,
-            state_dir: pick("XDG_STATE_HOME", ".local/state")?,
-        })
-    }
-}
+use sync::resolve::{ConflictFile, Resolution, Resolved};
+use sync::{DeviceStatus, PullOptions, PullReport, PushReport, RemoteConfig};
 
 /// An open state store. Cheap to keep open; every mutating call takes the store lock itself.
+///
+/// A facade: each method forwards to the command that implements it, with this store's
+/// [`Context`].
 #[derive(Debug)]
 pub struct State {
-    paths: Paths,
-    snap_dir: PathBuf,
-    objects: ObjectStore,
-    refs: Refs,
-    device: String,
-    read_only: bool,
-    /// Damaged store files found at open that make writing unsafe (`FORMAT` in repair mode, a
-    /// damaged `device` file in a store with history): [`State::lock`] refuses while any is
-    /// present; `state check` lists them and `state recover` repairs them.
-    damage: Vec<(PathBuf, String)>,
-    /// Entries the snapshot policy left out since the last [`State::take_skipped`], by what was
-    /// done (`not saved`, `not restored`) and path: the CLI prints them as warnings.
-    skipped: std::sync::Mutex<
-        std::collections::BTreeMap<(&'static str, String), snapshot::policy::Skipped>,
-    >,
+    cx: Context,
 }
 
 impl State {
@@ -102,353 +64,259 @@ impl State {
     /// process left (see [`State::recover`]); the report says what was done.
     ///
     /// # Errors
-    /// I/O errors, a store from a newer shelldone, a damaged `FORMAT` ([`Error::CorruptFile`]),
-    /// or a failed recovery.
+    /// See [`recover::open`].
     pub fn open(paths: Paths) -> Result<(State, RecoveryReport)> {
-        let st = State::open_inner(paths, false)?;
-        let mut report = if st.read_only {
-            RecoveryReport::default()
-        } else {
-            st.recover_leftovers()?
-        };
-        // A corrupt session descriptor (a torn write, a crash of the terminal) is quarantined
-        // and its last good version put back before anything else reads it. (A damaged head is
-        // left for `state recover`; commands that need it say so.)
-        if !st.read_only
-            && st.damage.is_empty()
-            && matches!(st.refs.get(store::refs::HEAD), Ok(Some(_)))
-            && !st.corrupt_descriptors(true)?.is_empty()
-        {
-            match StoreLock::acquire(&st.snap_dir, "descriptor repair", std::time::Duration::ZERO) {
-                Ok(_lock) => report.quarantined = st.repair_descriptors(true)?,
-                Err(Error::Locked { .. }) => report.skipped_busy = true,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok((st, report))
+        recover::open(paths).map(|(cx, report)| (State { cx }, report))
     }
 
-    /// Opens the store for `state check` and `state recover`: a damaged `FORMAT` or `device`
-    /// file is recorded instead of refused (see [`State::damage`]), and nothing is written —
-    /// no startup recovery, no descriptor repair — so that a damaged store can always be
-    /// examined and repaired.
+    /// Opens the store for `state check` and `state recover`, recording damaged `FORMAT` and
+    /// `device` files instead of refusing them (see [`Context::open_for_repair`]).
     ///
     /// # Errors
     /// I/O errors, a store from a newer shelldone.
     pub fn open_for_repair(paths: Paths) -> Result<State> {
-        State::open_inner(paths, true)
+        Context::open_for_repair(paths).map(|cx| State { cx })
     }
 
-    fn open_inner(paths: Paths, repair: bool) -> Result<State> {
-        let snap_dir = paths.state_dir.join("snapshots");
-        fs::create_dir_all(&snap_dir)?;
-        let mut damage = Vec::new();
-        let read_only = match check_format(&snap_dir) {
-            Ok(ro) => ro,
-            Err(Error::CorruptFile { path, why }) if repair => {
-                damage.push((path, why));
-                false
-            }
-            Err(e) => return Err(e),
-        };
-        let mut st = State {
-            objects: ObjectStore::new(snap_dir.clone()),
-            refs: Refs::new(&snap_dir),
-            snap_dir,
-            paths,
-            device: String::new(),
-            read_only,
-            damage,
-            skipped: std::sync::Mutex::default(),
-        };
-        let (device, why) = st.device_id()?;
-        st.device = device;
-        if let Some(why) = why {
-            st.damage.push((st.snap_dir.join("device"), why));
-        } else if repair
-            && let Some(saved) = st.device_from_history()
-            && saved != st.device
-        {
-            // A valid id that is not the one this store saves under (a flipped or cut byte):
-            // found by check (it reads the reflog, which opening for other commands does not).
-            st.damage.push((
-                st.snap_dir.join("device"),
-                format!(
-                    "it says {}, but this store's newest local save was made as {saved}",
-                    st.device
-                ),
-            ));
-            st.device = saved;
-        }
-        Ok(st)
+    /// The store context the commands work on.
+    #[must_use]
+    pub fn context(&self) -> &Context {
+        &self.cx
     }
 
     /// Damaged store files found at open that block writing: (path, what is wrong).
     #[must_use]
-    pub fn damage(&self) -> &[(PathBuf, String)] {
-        &self.damage
+    pub fn damage(&self) -> &[(std::path::PathBuf, String)] {
+        self.cx.damage()
     }
 
     /// The paths in use.
     #[must_use]
     pub fn paths(&self) -> &Paths {
-        &self.paths
+        self.cx.paths()
     }
 
     /// This device's id.
     #[must_use]
     pub fn device(&self) -> &str {
-        &self.device
+        self.cx.device()
     }
 
     /// The object store.
     #[must_use]
     pub fn objects(&self) -> &ObjectStore {
-        &self.objects
+        self.cx.objects()
     }
 
     /// The refs.
     #[must_use]
     pub fn refs(&self) -> &Refs {
-        &self.refs
+        self.cx.refs()
     }
 
     /// The `snapshots/` dir.
     #[must_use]
     pub fn snapshots_dir(&self) -> &Path {
-        &self.snap_dir
+        self.cx.snapshots_dir()
     }
 
-    /// Takes the store lock for a mutating operation.
-    ///
-    /// # Errors
-    /// [`Error::Locked`] after `SHELLDONE_LOCK_TIMEOUT`; [`Error::ReadOnly`].
-    /// A damaged `FORMAT` or `device` file refuses every write with [`Error::CorruptFile`]
-    /// until `state recover` repaired it.
-    pub fn lock(&self, what: &str) -> Result<StoreLock> {
-        if let Some((path, why)) = self.damage.first() {
-            return Err(Error::corrupt_file(path, why.clone()));
-        }
-        // A `device` file that still holds a valid id, but not this store's (a flipped or cut
-        // byte): writing under it would start another device's history on every remote.
-        if let Some(saved) = self.device_from_history()
-            && saved != self.device
-        {
-            return Err(Error::corrupt_file(
-                self.snap_dir.join("device"),
-                format!(
-                    "it says {}, but this store's newest local save was made as {saved}",
-                    self.device
-                ),
-            ));
-        }
-        self.lock_for_repair(what)
-    }
-
-    /// Takes the store lock even when [`State::damage`] lists damaged files (for `state
-    /// recover`, which repairs them).
-    ///
-    /// # Errors
-    /// [`Error::Locked`] after `SHELLDONE_LOCK_TIMEOUT`; [`Error::ReadOnly`].
-    pub fn lock_for_repair(&self, what: &str) -> Result<StoreLock> {
-        if self.read_only {
-            return Err(Error::ReadOnly(self.snap_dir.clone()));
-        }
-        StoreLock::acquire(&self.snap_dir, what, store::lock::default_timeout())
-    }
-
-    /// The live layout.
-    #[must_use]
-    pub fn layout(&self) -> snapshot::Layout {
-        snapshot::Layout::live(&self.paths.config_dir, &self.paths.state_dir)
-    }
-
-    /// Records entries the snapshot policy left out (`what`: `not saved`, `not restored`).
-    pub(crate) fn note_skipped(&self, what: &'static str, skipped: &[snapshot::policy::Skipped]) {
-        if skipped.is_empty() {
-            return;
-        }
-        let mut m = self
-            .skipped
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for s in skipped {
-            m.insert((what, s.path.clone()), s.clone());
-        }
-    }
-
-    /// Entries the snapshot policy left out since the last call, each with what was done
-    /// (`not saved`, `not restored`), in path order; the list is emptied.
+    /// Entries the snapshot policy left out since the last call (see
+    /// [`Context::take_skipped`]).
     pub fn take_skipped(&self) -> Vec<(&'static str, snapshot::policy::Skipped)> {
-        let mut m = self
-            .skipped
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::mem::take(&mut *m)
-            .into_iter()
-            .map(|((what, _), s)| (what, s))
-            .collect()
+        self.cx.take_skipped()
     }
 
-    fn statcache_path(&self) -> PathBuf {
-        self.snap_dir.join("statcache")
-    }
-}
-
-/// True when `snapshots/` holds anything a user could lose: objects, packs, refs or a reflog
-/// (a store with none of these is new, and its `FORMAT` and `device` are simply created).
-pub(crate) fn store_has_contents(dir: &Path) -> bool {
-    let non_empty = |p: PathBuf| match std::fs::read_dir(&p) {
-        Ok(mut d) => d.next().is_some(),
-        Err(_) => p.is_file(),
-    };
-    ["objects", "packs", "refs", "packed-refs", "logs"]
-        .iter()
-        .any(|n| non_empty(dir.join(n)))
-}
-
-/// Reads `FORMAT` (writing it in a new store): whether the store is read-only (a newer minor).
-///
-/// # Errors
-/// [`Error::CorruptFile`] when `FORMAT` is damaged, or missing from a store that holds data;
-/// [`Error::NewerStore`]; migration and I/O errors.
-fn check_format(dir: &Path) -> Result<bool> {
-    let path = dir.join("FORMAT");
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let found = StoreVersion::parse(&bytes)
-                .map_err(|e| Error::corrupt_file(&path, e.to_string()))?;
-            match STORE_FORMAT.access(found) {
-                Access::ReadWrite => Ok(false),
-                Access::ReadOnly => Ok(true),
-                Access::Refuse => Err(Error::NewerStore {
-                    path: dir.to_path_buf(),
-                    found: found.to_string(),
-                    supported: STORE_FORMAT.to_string(),
-                }),
-                Access::Migrate => {
-                    // Under the store lock, so that no other process works on the store while
-                    // its format changes; another process may have migrated it while we waited.
-                    let _lock =
-                        StoreLock::acquire(dir, "store migration", store::lock::default_timeout())?;
-                    let now = shelldone_migrations::read_format(dir)
-                        .map_err(|e| Error::Invalid(e.to_string()))?;
-                    if now.major < STORE_FORMAT.major {
-                        shelldone_migrations::migrate(dir, now.major, STORE_FORMAT.major)
-                            .map_err(|e| Error::Invalid(e.to_string()))?;
-                    }
-                    Ok(false)
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if store_has_contents(dir) {
-                // Which version wrote this data is unknown: guessing could let this version
-                // write into a newer store. `state recover` decides (docs/safety.md).
-                return Err(Error::corrupt_file(
-                    &path,
-                    "the file is missing, and the store holds objects or refs",
-                ));
-            }
-            store::durable::write_atomic(&path, STORE_FORMAT.format_line().as_bytes())?;
-            Ok(false)
-        }
-        Err(e) => Err(Error::Io(std::io::Error::new(
-            e.kind(),
-            format!("{e} (reading {})", path.display()),
-        ))),
-    }
-}
-
-impl State {
-    /// This device's id from `snapshots/device`, created in a new store. In a store with
-    /// history a missing or damaged file is not replaced by a new id (this device would start
-    /// writing under another name on every remote): the id is taken from the newest local save
-    /// the reflog records, and the damage is returned for [`State::lock`] to refuse writes
-    /// until `state recover` rewrites the file.
-    fn device_id(&self) -> Result<(String, Option<String>)> {
-        let path = self.snap_dir.join("device");
-        let why = match std::fs::read(&path) {
-            Ok(b) => match std::str::from_utf8(&b).map(str::trim) {
-                Ok(s) if valid_device(s) => return Ok((s.to_owned(), None)),
-                Ok("") => "empty".to_owned(),
-                Ok(s) => format!(
-                    "not a device id: {:?}",
-                    s.chars().take(80).collect::<String>()
-                ),
-                Err(_) => "not UTF-8".to_owned(),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "the file is missing".to_owned(),
-            Err(e) => {
-                return Err(Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("{e} (reading {})", path.display()),
-                )));
-            }
-        };
-        if store_has_contents(&self.snap_dir) {
-            if let Some(id) = self.device_from_history() {
-                return Ok((
-                    id.clone(),
-                    Some(format!("{why}; the reflog says this device is {id}")),
-                ));
-            }
-            if !self.damage.is_empty() || self.read_only {
-                return Ok((new_device_id(), Some(why)));
-            }
-            // History, but no local save to take the id from (only pulled snapshots): a new id
-            // loses nothing.
-        }
-        if self.read_only {
-            return Ok((new_device_id(), None));
-        }
-        let id = new_device_id();
-        store::durable::write_atomic(&path, format!("{id}\n").as_bytes())?;
-        Ok((id, None))
+    /// Snapshots the live state (see [`SaveOptions`]).
+    ///
+    /// See [`ops::save`].
+    pub fn save(&self, opts: &SaveOptions) -> Result<SaveOutcome> {
+        ops::save(&self.cx, opts)
     }
 
-    /// The device of the newest snapshot a local save made (a reflog line of `head` whose
-    /// message starts with `save`), if its snapshot reads.
-    pub(crate) fn device_from_history(&self) -> Option<String> {
-        let (_, e) = self
-            .refs
-            .find_last(|n, e| {
-                n == store::refs::HEAD
-                    && e.new.is_some()
-                    && (e.message.starts_with("save") || e.message.starts_with(DEVICE_RENAME))
-            })
-            .ok()??;
-        // `device rename` records the new name in the reflog before it writes `device`.
-        if let Some(names) = e.message.strip_prefix(DEVICE_RENAME) {
-            let new = names.rsplit(" -> ").next()?.trim();
-            return valid_device(new).then(|| new.to_owned());
-        }
-        let s = self.objects.read_snapshot(&e.new?).ok()?;
-        valid_device(&s.device).then_some(s.device)
+    /// The root tree id the live state would have if saved now (no object is written; unchanged
+    /// files are not read thanks to the stat cache). Used to detect changes cheaply.
+    ///
+    /// See [`ops::live_root`].
+    pub fn live_root(&self) -> Result<ObjectId> {
+        ops::live_root(&self.cx)
     }
-}
 
-/// The reflog message prefix of `device rename` (`device rename: OLD -> NEW`).
-pub(crate) const DEVICE_RENAME: &str = "device rename: ";
+    /// Restores a snapshot (see [`RestoreOptions`]). Unsaved live changes are saved first, so a
+    /// restore never loses anything; the restore itself is recorded as a new snapshot.
+    ///
+    /// See [`ops::restore`].
+    pub fn restore(&self, opts: &RestoreOptions) -> Result<RestoreOutcome> {
+        ops::restore(&self.cx, opts)
+    }
 
-fn valid_device(s: &str) -> bool {
-    store::refs::check_name(s).is_ok() && !s.contains('/')
-}
+    /// Configured remotes.
+    ///
+    /// See [`sync::remotes`].
+    pub fn remotes(&self) -> Result<Vec<RemoteConfig>> {
+        sync::remotes(&self.cx)
+    }
 
-fn new_device_id() -> String {
-    let host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    let host: String = host
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(32)
-        .collect();
-    let host = if host.is_empty() {
-        "device".to_owned()
-    } else {
-        host
-    };
-    format!("{host}-{:08x}", rand::random::<u32>())
+    /// Adds a remote. A URL git understands (or a path to a git repository, or ending in
+    /// `.git`) is a git remote; any other path a directory remote.
+    ///
+    /// See [`sync::remote_add`].
+    pub fn remote_add(&self, name: &str, url: &str, init: bool) -> Result<RemoteConfig> {
+        sync::remote_add(&self.cx, name, url, init)
+    }
+
+    /// Removes a remote (and its tracking refs and git mirror).
+    ///
+    /// See [`sync::remote_remove`].
+    pub fn remote_remove(&self, name: &str) -> Result<()> {
+        sync::remote_remove(&self.cx, name)
+    }
+
+    /// Renames this device (its refs on remotes are written under the new name from the next
+    /// push; the old name's refs become another device's, merged on the next pull).
+    ///
+    /// See [`sync::device_rename`].
+    pub fn device_rename(&mut self, new: &str) -> Result<()> {
+        sync::device_rename(&mut self.cx, new)
+    }
+
+    /// Sends local history to the remote and moves this device's refs there.
+    ///
+    /// See [`sync::sync_push`].
+    pub fn sync_push(&self, remote: &str, progress: Progress<'_>) -> Result<PushReport> {
+        sync::sync_push(&self.cx, remote, progress)
+    }
+
+    /// Fetches every device's history and integrates it (see the module docs).
+    ///
+    /// See [`sync::sync_pull`].
+    pub fn sync_pull(
+        &self,
+        remote: &str,
+        opts: &PullOptions,
+        progress: Progress<'_>,
+    ) -> Result<PullReport> {
+        sync::sync_pull(&self.cx, remote, opts, progress)
+    }
+
+    /// Ahead/behind per device and differing sessions, from the remote's refs.
+    ///
+    /// See [`sync::sync_status`].
+    pub fn sync_status(&self, remote: &str) -> Result<Vec<DeviceStatus>> {
+        sync::sync_status(&self.cx, remote)
+    }
+
+    /// The open conflicts the head carries.
+    ///
+    /// See [`sync::resolve::conflicts`].
+    pub fn conflicts(&self) -> Result<Vec<Conflict>> {
+        sync::resolve::conflicts(&self.cx)
+    }
+
+    /// Both sides of every file in a conflict's unit (files that are equal are left out).
+    ///
+    /// See [`sync::resolve::conflict_show`].
+    pub fn conflict_show(&self, id: &str) -> Result<(Conflict, Vec<ConflictFile>)> {
+        sync::resolve::conflict_show(&self.cx, id)
+    }
+
+    /// Resolves an open conflict and records the resolution as a snapshot (which also saves
+    /// any other unsaved live change, as every save does).
+    ///
+    /// See [`sync::resolve::conflict_resolve`].
+    pub fn conflict_resolve(&self, id: &str, how: Resolution) -> Result<Resolved> {
+        sync::resolve::conflict_resolve(&self.cx, id, how)
+    }
+
+    /// Resolves a revision: `head`, a ref name (`sessions/ID`, `remotes/…`), a full or unique
+    /// abbreviated snapshot id (≥ 4 hex chars), each optionally followed by `~N` (N first parents back).
+    ///
+    /// See [`history::resolve`].
+    pub fn resolve(&self, rev: &str) -> Result<ObjectId> {
+        history::resolve(&self.cx, rev)
+    }
+
+    /// History newest first, from `rev` (default: the head; with `session`, that session's ref), following all
+    /// parents; with `session`, only snapshots where that session changed.
+    ///
+    /// See [`history::log`].
+    pub fn log(
+        &self,
+        rev: Option<&str>,
+        limit: Option<usize>,
+        session: Option<&str>,
+    ) -> Result<Vec<LogEntry>> {
+        history::log(&self.cx, rev, limit, session)
+    }
+
+    /// Differences between two revisions.
+    ///
+    /// See [`history::diff`].
+    pub fn diff(&self, a: &str, b: &str) -> Result<Vec<Change>> {
+        history::diff(&self.cx, a, b)
+    }
+
+    /// A snapshot and its changes relative to its first parent.
+    ///
+    /// See [`history::show`].
+    pub fn show(&self, rev: &str) -> Result<(ObjectId, Snapshot, Vec<Change>)> {
+        history::show(&self.cx, rev)
+    }
+
+    /// Every snapshot named by a ref or a reflog entry.
+    ///
+    /// See [`check::root_snapshots`].
+    pub fn root_snapshots(&self) -> Result<(RefList, Vec<ObjectId>)> {
+        check::root_snapshots(&self.cx)
+    }
+
+    /// Verifies every reachable object: hash, decode, kinds, tree structure, chunk sizes; and
+    /// every store file that is not an object (refs, `packed-refs`, the reflog, `FORMAT`,
+    /// `device`, the stat cache, `restore-intent`, `shallow`, `remotes.json`, pack indexes).
+    /// Damaged refs and reflog lines do not stop it: what can still be read is checked.
+    ///
+    /// See [`check::check`].
+    pub fn check(&self, opts: CheckOptions) -> Result<CheckReport> {
+        check::check(&self.cx, opts)
+    }
+
+    /// `state recover`: repairs damaged store files (a damaged `FORMAT` first, and only when
+    /// the store's contents show which version wrote it), removes leftovers, finishes
+    /// interrupted operations, and checks every session descriptor, quarantining corrupt ones
+    /// and restoring their last good version. Works on a store opened with
+    /// [`Context::open_for_repair`], whatever is damaged.
+    ///
+    /// See [`recover::recover`].
+    pub fn recover(&self) -> Result<RecoveryReport> {
+        recover::recover(&self.cx)
+    }
+
+    /// Every object reachable from the given snapshots.
+    ///
+    /// See [`recover::reachable`].
+    pub fn reachable(&self, roots: &[ObjectId]) -> Result<HashSet<ObjectId>> {
+        recover::reachable(&self.cx, roots)
+    }
+
+    /// Deletes objects no ref or reflog entry reaches. Holds the store lock, so a concurrent save
+    /// (which also holds it from first object write to ref update) can never lose an object.
+    /// Refuses to run when a reachable tree is missing or corrupt (deleting then could lose data).
+    ///
+    /// See [`recover::gc`].
+    pub fn gc(&self) -> Result<GcReport> {
+        recover::gc(&self.cx)
+    }
+
+    /// [`State::gc`], then with `repack`, every reachable object recompressed into one pack.
+    ///
+    /// See [`recover::gc_with`].
+    pub fn gc_with(&self, repack: bool) -> Result<GcReport> {
+        recover::gc_with(&self.cx, repack)
+    }
+
+    /// Every damaged store file (objects aside): for `state check`. Reads only.
+    ///
+    /// See [`repair::file_damage`].
+    pub fn file_damage(&self) -> Result<Vec<FileDamage>> {
+        repair::file_damage(&self.cx)
+    }
 }

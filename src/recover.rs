@@ -6,7 +6,7 @@ use fs_err as fs;
 use objects_format::{Kind, Object, ObjectId};
 use serde::Serialize;
 
-use crate::State;
+use crate::context::{Context, Paths};
 use crate::error::{Error, Result};
 use crate::ops::{Pending, Quarantined};
 use crate::repair::{Quarantine, Repair};
@@ -61,324 +61,349 @@ pub struct GcReport {
 /// zstd level of `state gc --repack`.
 pub const REPACK_LEVEL: i32 = 12;
 
-impl State {
-    /// Cheap recovery run by [`State::open`]: only if the lock is free (a live holder is working).
-    pub(crate) fn recover_leftovers(&self) -> Result<RecoveryReport> {
-        let staging_busy = std::fs::read_dir(self.snapshots_dir().join("staging"))
-            .is_ok_and(|mut d| d.next().is_some());
-        let needs = staging_busy || self.snapshots_dir().join("restore-intent").exists();
-        if !needs {
-            return Ok(RecoveryReport::default());
-        }
-        match StoreLock::acquire(self.snapshots_dir(), "recovery", std::time::Duration::ZERO) {
-            Ok(_lock) => self.recover_locked(),
-            Err(Error::Locked { .. }) => Ok(RecoveryReport {
-                skipped_busy: true,
-                ..RecoveryReport::default()
-            }),
-            Err(e) => Err(e),
+/// Opens (creating if needed) the store, then finishes or rolls back whatever an interrupted
+/// process left (see [`recover`]); the report says what was done. A corrupt session descriptor
+/// (a torn write, a crash of the terminal) is quarantined and its last good version put back
+/// before anything else reads it (a damaged head is left for `state recover`; commands that
+/// need it say so).
+///
+/// # Errors
+/// I/O errors, a store from a newer shelldone, a damaged `FORMAT` ([`Error::CorruptFile`]),
+/// or a failed recovery.
+pub fn open(paths: Paths) -> Result<(Context, RecoveryReport)> {
+    let cx = Context::open_inner(paths, false)?;
+    let mut report = if cx.read_only {
+        RecoveryReport::default()
+    } else {
+        recover_leftovers(&cx)?
+    };
+    if !cx.read_only
+        && cx.damage.is_empty()
+        && matches!(cx.refs.get(crate::store::refs::HEAD), Ok(Some(_)))
+        && !crate::ops::corrupt_descriptors(&cx, true)?.is_empty()
+    {
+        match StoreLock::acquire(&cx.snap_dir, "descriptor repair", std::time::Duration::ZERO) {
+            Ok(_lock) => report.quarantined = crate::ops::repair_descriptors(&cx, true)?,
+            Err(Error::Locked { .. }) => report.skipped_busy = true,
+            Err(e) => return Err(e),
         }
     }
+    Ok((cx, report))
+}
 
-    /// `state recover`: repairs damaged store files (a damaged `FORMAT` first, and only when
-    /// the store's contents show which version wrote it), removes leftovers, finishes
-    /// interrupted operations, and checks every session descriptor, quarantining corrupt ones
-    /// and restoring their last good version. Works on a store opened with
-    /// [`State::open_for_repair`], whatever is damaged.
-    ///
-    /// # Errors
-    /// Lock, I/O or store errors; a damaged `FORMAT` that cannot be rewritten.
-    pub fn recover(&self) -> Result<RecoveryReport> {
-        let _lock = self.lock_for_repair("state recover")?;
-        let q = Quarantine::new(self);
-        let mut r = RecoveryReport::default();
-        self.repair_format(&q, &mut r.repaired)?;
-        self.remove_leftovers(&mut r)?;
-        self.repair_store(&q, &mut r.repaired)?;
-        self.finish_intent(&mut r, true)?;
-        r.quarantined = self.repair_descriptors(false)?;
-        Ok(r)
+/// Cheap recovery run by [`open`]: only if the lock is free (a live holder is working).
+pub(crate) fn recover_leftovers(cx: &Context) -> Result<RecoveryReport> {
+    let staging_busy =
+        std::fs::read_dir(cx.snapshots_dir().join("staging")).is_ok_and(|mut d| d.next().is_some());
+    let needs = staging_busy || cx.snapshots_dir().join("restore-intent").exists();
+    if !needs {
+        return Ok(RecoveryReport::default());
     }
-
-    /// Startup recovery, under the lock: leftovers, packs without an index, an interrupted
-    /// restore.
-    fn recover_locked(&self) -> Result<RecoveryReport> {
-        let mut r = RecoveryReport::default();
-        self.remove_leftovers(&mut r)?;
-        self.repair_packs(None, &mut r.repaired)?;
-        self.finish_intent(&mut r, false)?;
-        Ok(r)
+    match StoreLock::acquire(cx.snapshots_dir(), "recovery", std::time::Duration::ZERO) {
+        Ok(_lock) => recover_locked(cx),
+        Err(Error::Locked { .. }) => Ok(RecoveryReport {
+            skipped_busy: true,
+            ..RecoveryReport::default()
+        }),
+        Err(e) => Err(e),
     }
+}
 
-    /// Staging dirs of unfinished batches and temp files next to refs, small files and live
-    /// files.
-    fn remove_leftovers(&self, r: &mut RecoveryReport) -> Result<()> {
-        let staging = self.snapshots_dir().join("staging");
-        if staging.exists() {
-            for e in fs::read_dir(&staging)? {
-                let e = e?;
-                fs::remove_dir_all(e.path())?;
-                r.staging_removed += 1;
-            }
+/// `state recover`: repairs damaged store files (a damaged `FORMAT` first, and only when
+/// the store's contents show which version wrote it), removes leftovers, finishes
+/// interrupted operations, and checks every session descriptor, quarantining corrupt ones
+/// and restoring their last good version. Works on a store opened with
+/// [`Context::open_for_repair`], whatever is damaged.
+///
+/// # Errors
+/// Lock, I/O or store errors; a damaged `FORMAT` that cannot be rewritten.
+pub fn recover(cx: &Context) -> Result<RecoveryReport> {
+    let _lock = cx.lock_for_repair("state recover")?;
+    let q = Quarantine::new(cx);
+    let mut r = RecoveryReport::default();
+    crate::repair::repair_format(cx, &q, &mut r.repaired)?;
+    remove_leftovers(cx, &mut r)?;
+    crate::repair::repair_store(cx, &q, &mut r.repaired)?;
+    finish_intent(cx, &mut r, true)?;
+    r.quarantined = crate::ops::repair_descriptors(cx, false)?;
+    Ok(r)
+}
+
+/// Startup recovery, under the lock: leftovers, packs without an index, an interrupted
+/// restore.
+fn recover_locked(cx: &Context) -> Result<RecoveryReport> {
+    let mut r = RecoveryReport::default();
+    remove_leftovers(cx, &mut r)?;
+    crate::repair::repair_packs(cx, None, &mut r.repaired)?;
+    finish_intent(cx, &mut r, false)?;
+    Ok(r)
+}
+
+/// Staging dirs of unfinished batches and temp files next to refs, small files and live
+/// files.
+fn remove_leftovers(cx: &Context, r: &mut RecoveryReport) -> Result<()> {
+    let staging = cx.snapshots_dir().join("staging");
+    if staging.exists() {
+        for e in fs::read_dir(&staging)? {
+            let e = e?;
+            fs::remove_dir_all(e.path())?;
+            r.staging_removed += 1;
         }
-        // Temp files next to refs and small files.
-        for dir in [
-            self.snapshots_dir().join("refs"),
-            self.snapshots_dir().to_path_buf(),
-            self.objects.packs_dir(),
-        ] {
-            if !dir.exists() {
-                continue;
-            }
-            for e in
-                walkdir::WalkDir::new(&dir).max_depth(if dir.ends_with("refs") { 64 } else { 1 })
+    }
+    // Temp files next to refs and small files.
+    for dir in [
+        cx.snapshots_dir().join("refs"),
+        cx.snapshots_dir().to_path_buf(),
+        cx.objects.packs_dir(),
+    ] {
+        if !dir.exists() {
+            continue;
+        }
+        for e in walkdir::WalkDir::new(&dir).max_depth(if dir.ends_with("refs") { 64 } else { 1 }) {
+            let Ok(e) = e else { continue };
+            if e.file_type().is_file()
+                && crate::store::durable::is_tmp_name(std::os::unix::ffi::OsStrExt::as_bytes(
+                    e.file_name(),
+                ))
             {
-                let Ok(e) = e else { continue };
-                if e.file_type().is_file()
-                    && crate::store::durable::is_tmp_name(std::os::unix::ffi::OsStrExt::as_bytes(
-                        e.file_name(),
-                    ))
-                {
-                    fs::remove_file(e.path())?;
-                    r.tmp_files_removed += 1;
-                }
+                fs::remove_file(e.path())?;
+                r.tmp_files_removed += 1;
             }
         }
-        r.tmp_files_removed += remove_tmp_files(&self.layout())?;
-        Ok(())
     }
+    r.tmp_files_removed += remove_tmp_files(&cx.layout())?;
+    Ok(())
+}
 
-    /// Rolls an interrupted restore forward, or gives it up. At startup (`full` false) an
-    /// intent that needs a damaged head is left for `state recover`, which repairs the head
-    /// first.
-    fn finish_intent(&self, r: &mut RecoveryReport, full: bool) -> Result<()> {
-        let intent = self.snapshots_dir().join("restore-intent");
-        match self.pending_restore()? {
-            Pending::None => {}
-            Pending::Corrupt(why) => {
-                fs::remove_file(&intent)?;
-                r.repaired.push(Repair {
-                    file: intent.display().to_string(),
-                    damage: why,
-                    action: "deleted: the restore it recorded cannot be finished (every live \
-                             file is its old or its new content); run that restore again if \
-                             one was interrupted"
-                        .into(),
-                });
+/// Rolls an interrupted restore forward, or gives it up. At startup (`full` false) an
+/// intent that needs a damaged head is left for `state recover`, which repairs the head
+/// first.
+fn finish_intent(cx: &Context, r: &mut RecoveryReport, full: bool) -> Result<()> {
+    let intent = cx.snapshots_dir().join("restore-intent");
+    match crate::ops::pending_restore(cx)? {
+        Pending::None => {}
+        Pending::Corrupt(why) => {
+            fs::remove_file(&intent)?;
+            r.repaired.push(Repair {
+                file: intent.display().to_string(),
+                damage: why,
+                action: "deleted: the restore it recorded cannot be finished (every live \
+                         file is its old or its new content); run that restore again if \
+                         one was interrupted"
+                    .into(),
+            });
+        }
+        Pending::HeadUnreadable(e) => {
+            if full {
+                let _ = std::fs::remove_file(&intent);
+                r.restore_abandoned = Some(format!("head: {e}"));
             }
-            Pending::HeadUnreadable(e) => {
-                if full {
-                    let _ = std::fs::remove_file(&intent);
-                    r.restore_abandoned = Some(format!("head: {e}"));
-                }
-            }
-            Pending::Restore(_, _) if !full && self.refs.get(crate::store::refs::HEAD).is_err() => {
-            }
-            Pending::Restore(snap, scope) => {
-                // Roll forward: the user asked for this snapshot; finish making it live. If that
-                // is impossible (its objects are damaged), give up on it rather than block every
-                // command. Whatever changed in the live dirs since the crash is saved first, so
-                // rolling forward never overwrites edits made after it.
-                let saved = self.save_locked(&crate::ops::SaveOptions {
+        }
+        Pending::Restore(_, _) if !full && cx.refs.get(crate::store::refs::HEAD).is_err() => {}
+        Pending::Restore(snap, scope) => {
+            // Roll forward: the user asked for this snapshot; finish making it live. If that
+            // is impossible (its objects are damaged), give up on it rather than block every
+            // command. Whatever changed in the live dirs since the crash is saved first, so
+            // rolling forward never overwrites edits made after it.
+            let saved = crate::ops::save_locked(
+                cx,
+                &crate::ops::SaveOptions {
                     message: "auto-save before finishing an interrupted restore".into(),
                     allow_empty: true,
                     ..crate::ops::SaveOptions::default()
-                });
-                match saved.and_then(|_| self.restore_locked(snap, &scope, false)) {
-                    Ok(_) => r.restore_finished = Some(snap.to_hex()),
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&intent);
-                        r.restore_abandoned = Some(format!("{}: {e}", snap.to_hex()));
-                    }
+                },
+            );
+            match saved.and_then(|_| crate::ops::restore_locked(cx, snap, &scope, false)) {
+                Ok(_) => r.restore_finished = Some(snap.to_hex()),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&intent);
+                    r.restore_abandoned = Some(format!("{}: {e}", snap.to_hex()));
                 }
             }
         }
-        Ok(())
     }
+    Ok(())
+}
 
-    /// Every object reachable from the given snapshots.
-    ///
-    /// # Errors
-    /// Missing or corrupt trees/snapshots/chunk lists (blobs are not read).
-    pub fn reachable(&self, roots: &[ObjectId]) -> Result<HashSet<ObjectId>> {
-        let mut seen = HashSet::new();
-        let (shallow_ids, _) = self.read_shallow();
-        let mut stack: Vec<(ObjectId, Kind)> = roots.iter().map(|r| (*r, Kind::Snapshot)).collect();
-        while let Some((id, kind)) = stack.pop() {
-            if !seen.insert(id) {
-                continue;
-            }
-            if kind == Kind::Blob {
-                continue;
-            }
-            match self.objects.read(&id, kind)? {
-                Object::Snapshot(s) => {
-                    stack.push((s.root, Kind::Tree));
-                    let shallow = shallow_ids.contains(&id);
-                    stack.extend(
-                        s.parents
-                            .iter()
-                            .filter(|p| !shallow || self.objects.has(p))
-                            .map(|p| (*p, Kind::Snapshot)),
-                    );
-                }
-                Object::Tree(t) => {
-                    stack.extend(t.entries.iter().map(|e| (e.id, e.kind.target_kind())))
-                }
-                Object::ChunkList(c) => stack.extend(c.chunks.iter().map(|c| (c.id, Kind::Blob))),
-                Object::Blob(_) => {}
-            }
+/// Every object reachable from the given snapshots.
+///
+/// # Errors
+/// Missing or corrupt trees/snapshots/chunk lists (blobs are not read).
+pub fn reachable(cx: &Context, roots: &[ObjectId]) -> Result<HashSet<ObjectId>> {
+    let mut seen = HashSet::new();
+    let (shallow_ids, _) = crate::repair::read_shallow(cx);
+    let mut stack: Vec<(ObjectId, Kind)> = roots.iter().map(|r| (*r, Kind::Snapshot)).collect();
+    while let Some((id, kind)) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
         }
-        Ok(seen)
+        if kind == Kind::Blob {
+            continue;
+        }
+        match cx.objects.read(&id, kind)? {
+            Object::Snapshot(s) => {
+                stack.push((s.root, Kind::Tree));
+                let shallow = shallow_ids.contains(&id);
+                stack.extend(
+                    s.parents
+                        .iter()
+                        .filter(|p| !shallow || cx.objects.has(p))
+                        .map(|p| (*p, Kind::Snapshot)),
+                );
+            }
+            Object::Tree(t) => stack.extend(t.entries.iter().map(|e| (e.id, e.kind.target_kind()))),
+            Object::ChunkList(c) => stack.extend(c.chunks.iter().map(|c| (c.id, Kind::Blob))),
+            Object::Blob(_) => {}
+        }
     }
+    Ok(seen)
+}
 
-    /// Deletes objects no ref or reflog entry reaches. Holds the store lock, so a concurrent save
-    /// (which also holds it from first object write to ref update) can never lose an object.
-    /// Refuses to run when a reachable tree is missing or corrupt (deleting then could lose data).
-    ///
-    /// # Errors
-    /// Lock, I/O errors, or an unreadable reachable object.
-    pub fn gc(&self) -> Result<GcReport> {
-        self.gc_with(false)
+/// Deletes objects no ref or reflog entry reaches. Holds the store lock, so a concurrent save
+/// (which also holds it from first object write to ref update) can never lose an object.
+/// Refuses to run when a reachable tree is missing or corrupt (deleting then could lose data).
+///
+/// # Errors
+/// Lock, I/O errors, or an unreadable reachable object.
+pub fn gc(cx: &Context) -> Result<GcReport> {
+    gc_with(cx, false)
+}
+
+/// [`gc`], then with `repack`, every reachable object recompressed at zstd level
+/// [`REPACK_LEVEL`] into one pack (loose objects and old packs removed after the new pack
+/// is published). Saves stay fast at level 3; a repack trades CPU once for a smaller store.
+///
+/// # Errors
+/// As [`gc`].
+pub fn gc_with(cx: &Context, repack: bool) -> Result<GcReport> {
+    let _lock = cx.lock("state gc")?;
+    let (_, mut roots) = crate::check::root_snapshots(cx)?;
+    // Ids in reflog lines too damaged to parse: kept until `state recover` has set the
+    // lines aside, so gc never deletes what such a line may have named.
+    for id in crate::repair::reflog_salvage_ids(cx)? {
+        if cx.objects.read_snapshot(&id).is_ok() {
+            roots.push(id);
+        }
     }
-
-    /// [`State::gc`], then with `repack`, every reachable object recompressed at zstd level
-    /// [`REPACK_LEVEL`] into one pack (loose objects and old packs removed after the new pack
-    /// is published). Saves stay fast at level 3; a repack trades CPU once for a smaller store.
-    ///
-    /// # Errors
-    /// As [`State::gc`].
-    pub fn gc_with(&self, repack: bool) -> Result<GcReport> {
-        let _lock = self.lock("state gc")?;
-        let (_, mut roots) = self.root_snapshots()?;
-        // Ids in reflog lines too damaged to parse: kept until `state recover` has set the
-        // lines aside, so gc never deletes what such a line may have named.
-        for id in self.reflog_salvage_ids()? {
-            if self.objects.read_snapshot(&id).is_ok() {
-                roots.push(id);
+    let keep = reachable(cx, &roots)?;
+    let mut report = GcReport {
+        reachable: keep.len(),
+        ..GcReport::default()
+    };
+    let mut doomed: Vec<(u8, ObjectId)> = Vec::new();
+    for id in cx.objects.list_loose()? {
+        if !keep.contains(&id) {
+            // Parents before children, so "an object present ⇒ its children present" holds
+            // at every instant, even if gc is killed half-way.
+            let rank = match cx.objects.read_verified(&id).ok().map(|v| v.kind) {
+                Some(Kind::Snapshot) => 0,
+                Some(Kind::Tree) => 1,
+                Some(Kind::ChunkList) => 2,
+                _ => 3,
+            };
+            doomed.push((rank, id));
+        }
+    }
+    doomed.sort();
+    let mut dirs = std::collections::BTreeSet::new();
+    for (_, id) in doomed {
+        let p = cx.objects.object_path(&id);
+        let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(&p)?;
+        dirs.insert(p.parent().expect("fan-out dir").to_path_buf());
+        report.deleted += 1;
+        report.bytes_freed += len;
+    }
+    for d in dirs {
+        crate::store::durable::sync_dir(&d)?;
+    }
+    // Then packs, after the loose parents are gone: a pack with dead objects has its live ones re-stored (as a new pack or
+    // loose objects) before the old pack goes, so a live object is always stored somewhere.
+    for (pack_path, ids) in cx.objects.pack_contents() {
+        let dead = ids.iter().filter(|id| !keep.contains(id)).count();
+        if dead == 0 {
+            continue;
+        }
+        let mut live: Vec<ObjectId> = ids.iter().filter(|id| keep.contains(id)).copied().collect();
+        if !live.is_empty() {
+            cx.objects.sort_for_reading(&mut live);
+            let batch = cx.objects.batch_forced()?;
+            for id in &live {
+                // Verified, so a damaged object is never copied into the new pack.
+                let v = cx.objects.read_verified(id)?;
+                batch.put_canonical(v.kind, *id, &v.canonical)?;
             }
+            batch.commit()?;
         }
-        let keep = self.reachable(&roots)?;
-        let mut report = GcReport {
-            reachable: keep.len(),
-            ..GcReport::default()
-        };
-        let mut doomed: Vec<(u8, ObjectId)> = Vec::new();
-        for id in self.objects.list_loose()? {
-            if !keep.contains(&id) {
-                // Parents before children, so "an object present ⇒ its children present" holds
-                // at every instant, even if gc is killed half-way.
-                let rank = match self.objects.read_verified(&id).ok().map(|v| v.kind) {
-                    Some(Kind::Snapshot) => 0,
-                    Some(Kind::Tree) => 1,
-                    Some(Kind::ChunkList) => 2,
-                    _ => 3,
-                };
-                doomed.push((rank, id));
-            }
+        let len = std::fs::metadata(&pack_path).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(pack_path.with_extension("idx"))?;
+        fs::remove_file(&pack_path)?;
+        crate::store::durable::sync_dir(&cx.objects.packs_dir())?;
+        report.deleted += dead;
+        report.bytes_freed += len;
+    }
+    cx.objects.reload_packs();
+    // Small stores stay loose (a batch of up to LOOSE_MAX objects is written loose).
+    if repack && keep.len() > crate::store::LOOSE_MAX {
+        let old_packs: Vec<std::path::PathBuf> = cx
+            .objects
+            .pack_contents()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        let old_loose = cx.objects.list_loose()?;
+        let mut ids: Vec<ObjectId> = keep
+            .iter()
+            .copied()
+            .filter(|id| cx.objects.has(id))
+            .collect();
+        // In the order they are stored: each block is decompressed once, and neighbours
+        // (chunks of one file) land in the same new block.
+        cx.objects.sort_for_reading(&mut ids);
+        let batch = cx.objects.batch_forced()?.with_level(REPACK_LEVEL);
+        {
+            use rayon::prelude::*;
+            ids.par_iter().try_for_each(|id| -> Result<()> {
+                let v = cx.objects.read_verified(id)?;
+                batch.put_canonical(v.kind, *id, &v.canonical)?;
+                Ok(())
+            })?;
         }
-        doomed.sort();
-        let mut dirs = std::collections::BTreeSet::new();
-        for (_, id) in doomed {
-            let p = self.objects.object_path(&id);
-            let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(&p)?;
-            dirs.insert(p.parent().expect("fan-out dir").to_path_buf());
-            report.deleted += 1;
-            report.bytes_freed += len;
-        }
-        for d in dirs {
-            crate::store::durable::sync_dir(&d)?;
-        }
-        // Then packs, after the loose parents are gone: a pack with dead objects has its live ones re-stored (as a new pack or
-        // loose objects) before the old pack goes, so a live object is always stored somewhere.
-        for (pack_path, ids) in self.objects.pack_contents() {
-            let dead = ids.iter().filter(|id| !keep.contains(id)).count();
-            if dead == 0 {
-                continue;
-            }
-            let mut live: Vec<ObjectId> =
-                ids.iter().filter(|id| keep.contains(id)).copied().collect();
-            if !live.is_empty() {
-                self.objects.sort_for_reading(&mut live);
-                let batch = self.objects.batch_forced()?;
-                for id in &live {
-                    // Verified, so a damaged object is never copied into the new pack.
-                    let v = self.objects.read_verified(id)?;
-                    batch.put_canonical(v.kind, *id, &v.canonical)?;
-                }
-                batch.commit()?;
-            }
-            let len = std::fs::metadata(&pack_path).map(|m| m.len()).unwrap_or(0);
-            fs::remove_file(pack_path.with_extension("idx"))?;
-            fs::remove_file(&pack_path)?;
-            crate::store::durable::sync_dir(&self.objects.packs_dir())?;
-            report.deleted += dead;
-            report.bytes_freed += len;
-        }
-        self.objects.reload_packs();
-        // Small stores stay loose (a batch of up to LOOSE_MAX objects is written loose).
-        if repack && keep.len() > crate::store::LOOSE_MAX {
-            let old_packs: Vec<std::path::PathBuf> = self
-                .objects
+        let before_bytes: u64 = old_packs
+            .iter()
+            .chain(
+                old_loose
+                    .iter()
+                    .map(|id| cx.objects.object_path(id))
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
+            .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        let stats = batch.commit()?;
+        let now: Vec<std::path::PathBuf> =
+            crate::store::ObjectStore::new(cx.snapshots_dir().to_path_buf())
                 .pack_contents()
                 .into_iter()
                 .map(|(p, _)| p)
                 .collect();
-            let old_loose = self.objects.list_loose()?;
-            let mut ids: Vec<ObjectId> = keep
-                .iter()
-                .copied()
-                .filter(|id| self.objects.has(id))
-                .collect();
-            // In the order they are stored: each block is decompressed once, and neighbours
-            // (chunks of one file) land in the same new block.
-            self.objects.sort_for_reading(&mut ids);
-            let batch = self.objects.batch_forced()?.with_level(REPACK_LEVEL);
-            {
-                use rayon::prelude::*;
-                ids.par_iter().try_for_each(|id| -> Result<()> {
-                    let v = self.objects.read_verified(id)?;
-                    batch.put_canonical(v.kind, *id, &v.canonical)?;
-                    Ok(())
-                })?;
-            }
-            let before_bytes: u64 = old_packs
-                .iter()
-                .chain(
-                    old_loose
-                        .iter()
-                        .map(|id| self.objects.object_path(id))
-                        .collect::<Vec<_>>()
-                        .iter(),
-                )
-                .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-                .sum();
-            let stats = batch.commit()?;
-            let now: Vec<std::path::PathBuf> =
-                crate::store::ObjectStore::new(self.snapshots_dir().to_path_buf())
-                    .pack_contents()
-                    .into_iter()
-                    .map(|(p, _)| p)
-                    .collect();
-            if now.iter().all(|p| old_packs.contains(p)) {
-                // The new pack is byte-identical to one we have: nothing to replace.
-                report.repacked = Some(0);
-                return Ok(report);
-            }
-            // The new pack is published; the old copies can go (index first, then the pack).
-            for p in &old_packs {
-                fs::remove_file(p.with_extension("idx"))?;
-                fs::remove_file(p)?;
-            }
-            crate::store::durable::sync_dir(&self.objects.packs_dir())?;
-            for id in &old_loose {
-                fs::remove_file(self.objects.object_path(id))?;
-            }
-            self.objects.reload_packs();
-            report.repacked = Some(stats.objects);
-            report.bytes_freed += before_bytes.saturating_sub(stats.bytes);
+        if now.iter().all(|p| old_packs.contains(p)) {
+            // The new pack is byte-identical to one we have: nothing to replace.
+            report.repacked = Some(0);
+            return Ok(report);
         }
-        Ok(report)
+        // The new pack is published; the old copies can go (index first, then the pack).
+        for p in &old_packs {
+            fs::remove_file(p.with_extension("idx"))?;
+            fs::remove_file(p)?;
+        }
+        crate::store::durable::sync_dir(&cx.objects.packs_dir())?;
+        for id in &old_loose {
+            fs::remove_file(cx.objects.object_path(id))?;
+        }
+        cx.objects.reload_packs();
+        report.repacked = Some(stats.objects);
+        report.bytes_freed += before_bytes.saturating_sub(stats.bytes);
     }
+    Ok(report)
 }

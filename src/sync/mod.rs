@@ -18,7 +18,7 @@ use fs_err as fs;
 use objects_format::{ObjectId, Snapshot};
 use serde::{Deserialize, Serialize};
 
-use crate::State;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ops::session_ref;
 use crate::remote::dir::DirRemote;
@@ -136,785 +136,785 @@ pub struct DeviceStatus {
 /// The message of the save a pull makes of unsaved live changes (then the remote's name).
 const PULL_AUTO_SAVE: &str = "auto-save before pull from ";
 
-fn remotes_path(st: &State) -> PathBuf {
+fn remotes_path(st: &Context) -> PathBuf {
     st.snapshots_dir().join("remotes.json")
 }
 
-impl State {
-    fn add_shallow(&self, ids: &[ObjectId]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let path = self.snapshots_dir().join("shallow");
-        let (mut all, _) = self.read_shallow();
-        all.extend(ids.iter().copied());
-        let text: String = all.iter().map(|id| id.to_hex() + "\n").collect();
-        durable::write_atomic(&path, text.as_bytes())?;
-        Ok(())
+fn add_shallow(cx: &Context, ids: &[ObjectId]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
     }
+    let path = cx.snapshots_dir().join("shallow");
+    let (mut all, _) = crate::repair::read_shallow(cx);
+    all.extend(ids.iter().copied());
+    let text: String = all.iter().map(|id| id.to_hex() + "\n").collect();
+    durable::write_atomic(&path, text.as_bytes())?;
+    Ok(())
+}
 
-    /// Configured remotes.
-    ///
-    /// # Errors
-    /// Unreadable config.
-    pub fn remotes(&self) -> Result<Vec<RemoteConfig>> {
-        match std::fs::read(remotes_path(self)) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| Error::corrupt_file(remotes_path(self), e.to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e.into()),
+/// Configured remotes.
+///
+/// # Errors
+/// Unreadable config.
+pub fn remotes(cx: &Context) -> Result<Vec<RemoteConfig>> {
+    match std::fs::read(remotes_path(cx)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| Error::corrupt_file(remotes_path(cx), e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn write_remotes(cx: &Context, r: &[RemoteConfig]) -> Result<()> {
+    durable::write_atomic(
+        &remotes_path(cx),
+        &serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?,
+    )?;
+    Ok(())
+}
+
+/// Adds a remote. A URL git understands (or a path to a git repository, or ending in
+/// `.git`) is a git remote; any other path a directory remote.
+///
+/// # Errors
+/// Duplicate or invalid name.
+pub fn remote_add(cx: &Context, name: &str, url: &str, init: bool) -> Result<RemoteConfig> {
+    if !crate::remote::dir::ref_component_ok(name) || name.contains('%') {
+        return Err(Error::Invalid(format!(
+            "invalid remote name '{name}': use letters, digits, '.', '_', '-'"
+        )));
+    }
+    let _lock = cx.lock("remote add")?;
+    let mut all = remotes(cx)?;
+    if all.iter().any(|r| r.name == name) {
+        return Err(Error::Invalid(format!(
+            "remote '{name}' already exists; 'shelldone remote remove {name}' first"
+        )));
+    }
+    let url = if is_git_url(url) || url.contains("://") {
+        url.to_owned()
+    } else {
+        std::path::absolute(url).map_or_else(|_| url.to_owned(), |p| p.display().to_string())
+    };
+    let kind = if is_git_url(&url) { "git" } else { "dir" };
+    if kind == "dir" {
+        // A directory remote is created on purpose, so that a typo or an unmounted disk
+        // is an error rather than a new, empty remote.
+        let d = DirRemote::new(name.to_owned(), PathBuf::from(&url));
+        if init {
+            d.init()?;
+        } else if !d.exists()? {
+            return Err(Error::Invalid(format!(
+                "{url} is not a shelldone directory remote; to create one there: 'shelldone remote add {name} {url} --init'"
+            )));
         }
     }
+    let rc = RemoteConfig {
+        name: name.to_owned(),
+        url,
+        kind: kind.to_owned(),
+    };
+    all.push(rc.clone());
+    write_remotes(cx, &all)?;
+    Ok(rc)
+}
 
-    fn write_remotes(&self, r: &[RemoteConfig]) -> Result<()> {
-        durable::write_atomic(
-            &remotes_path(self),
-            &serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?,
+/// Removes a remote (and its tracking refs and git mirror).
+///
+/// # Errors
+/// Unknown remote.
+pub fn remote_remove(cx: &Context, name: &str) -> Result<()> {
+    let _lock = cx.lock("remote remove")?;
+    let mut all = remotes(cx)?;
+    let before = all.len();
+    all.retain(|r| r.name != name);
+    if all.len() == before {
+        return Err(Error::Invalid(format!("no remote named '{name}'")));
+    }
+    write_remotes(cx, &all)?;
+    for (r, _) in cx.refs.list(&format!("remotes/{name}/"))? {
+        cx.refs.set(&r, None, "remote removed")?;
+    }
+    let mirror = cx
+        .snapshots_dir()
+        .join("remotes")
+        .join(format!("{name}.git"));
+    if mirror.exists() {
+        fs::remove_dir_all(mirror)?;
+    }
+    Ok(())
+}
+
+fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
+    let rc = remotes(cx)?
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "no remote named '{name}'; add one with 'shelldone remote add {name} URL'"
+            ))
+        })?;
+    Ok(if rc.kind == "git" {
+        clear_stale_git_locks(
+            &cx.snapshots_dir()
+                .join("remotes")
+                .join(format!("{}.git", rc.name)),
         )?;
-        Ok(())
-    }
-
-    /// Adds a remote. A URL git understands (or a path to a git repository, or ending in
-    /// `.git`) is a git remote; any other path a directory remote.
-    ///
-    /// # Errors
-    /// Duplicate or invalid name.
-    pub fn remote_add(&self, name: &str, url: &str, init: bool) -> Result<RemoteConfig> {
-        if !crate::remote::dir::ref_component_ok(name) || name.contains('%') {
-            return Err(Error::Invalid(format!(
-                "invalid remote name '{name}': use letters, digits, '.', '_', '-'"
-            )));
-        }
-        let _lock = self.lock("remote add")?;
-        let mut all = self.remotes()?;
-        if all.iter().any(|r| r.name == name) {
-            return Err(Error::Invalid(format!(
-                "remote '{name}' already exists; 'shelldone remote remove {name}' first"
-            )));
-        }
-        let url = if is_git_url(url) || url.contains("://") {
-            url.to_owned()
-        } else {
-            std::path::absolute(url).map_or_else(|_| url.to_owned(), |p| p.display().to_string())
-        };
-        let kind = if is_git_url(&url) { "git" } else { "dir" };
-        if kind == "dir" {
-            // A directory remote is created on purpose, so that a typo or an unmounted disk
-            // is an error rather than a new, empty remote.
-            let d = DirRemote::new(name.to_owned(), PathBuf::from(&url));
-            if init {
-                d.init()?;
-            } else if !d.exists()? {
-                return Err(Error::Invalid(format!(
-                    "{url} is not a shelldone directory remote; to create one there: 'shelldone remote add {name} {url} --init'"
-                )));
-            }
-        }
-        let rc = RemoteConfig {
-            name: name.to_owned(),
-            url,
-            kind: kind.to_owned(),
-        };
-        all.push(rc.clone());
-        self.write_remotes(&all)?;
-        Ok(rc)
-    }
-
-    /// Removes a remote (and its tracking refs and git mirror).
-    ///
-    /// # Errors
-    /// Unknown remote.
-    pub fn remote_remove(&self, name: &str) -> Result<()> {
-        let _lock = self.lock("remote remove")?;
-        let mut all = self.remotes()?;
-        let before = all.len();
-        all.retain(|r| r.name != name);
-        if all.len() == before {
-            return Err(Error::Invalid(format!("no remote named '{name}'")));
-        }
-        self.write_remotes(&all)?;
-        for (r, _) in self.refs.list(&format!("remotes/{name}/"))? {
-            self.refs.set(&r, None, "remote removed")?;
-        }
-        let mirror = self
-            .snapshots_dir()
-            .join("remotes")
-            .join(format!("{name}.git"));
-        if mirror.exists() {
-            fs::remove_dir_all(mirror)?;
-        }
-        Ok(())
-    }
-
-    fn open_remote(&self, name: &str) -> Result<Box<dyn Remote>> {
-        let rc = self
-            .remotes()?
-            .into_iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "no remote named '{name}'; add one with 'shelldone remote add {name} URL'"
-                ))
-            })?;
-        Ok(if rc.kind == "git" {
-            clear_stale_git_locks(
-                &self
-                    .snapshots_dir()
-                    .join("remotes")
-                    .join(format!("{}.git", rc.name)),
-            )?;
-            Box::new(GitRemote::new(
-                &rc.name,
-                &rc.url,
-                self.snapshots_dir(),
-                self.device(),
-            )?)
-        } else {
-            let d = DirRemote::new(rc.name.clone(), PathBuf::from(&rc.url));
-            if !d.exists()? {
-                return Err(Error::Remote {
-                    remote: rc.name.clone(),
-                    why: format!(
-                        "the directory remote at {} is missing or not initialised (an unmounted disk? a moved folder?); nothing was changed. If it really is gone: 'shelldone remote remove {}' then 'shelldone remote add {} PATH --init'",
-                        rc.url, rc.name, rc.name
-                    ),
-                    // An unmounted disk or an unreachable share may be back later.
-                    transient: true,
-                });
-            }
-            Box::new(d)
-        })
-    }
-
-    /// Renames this device (its refs on remotes are written under the new name from the next
-    /// push; the old name's refs become another device's, merged on the next pull).
-    ///
-    /// # Errors
-    /// An invalid name, the current name, lock, I/O.
-    pub fn device_rename(&mut self, new: &str) -> Result<()> {
-        if !crate::remote::dir::ref_component_ok(new) || new.contains('%') || new.len() > 64 {
-            return Err(Error::Invalid(format!(
-                "invalid device name '{new}': use letters, digits, '.', '_', '-' (at most 64)"
-            )));
-        }
-        if new == self.device() {
-            return Err(Error::Invalid(format!(
-                "this device is already named '{new}'"
-            )));
-        }
-        let _lock = self.lock("device rename")?;
-        // The reflog first: it is what tells a renamed `device` file from a damaged one.
-        if let Some(h) = self.refs.get(HEAD)? {
-            self.refs.repair_log(
-                &[(HEAD, Some(h), Some(h))],
-                &format!("{}{} -> {new}", crate::DEVICE_RENAME, self.device()),
-            )?;
-        }
-        durable::write_atomic(
-            &self.snapshots_dir().join("device"),
-            format!("{new}\n").as_bytes(),
-        )?;
-        self.device = new.to_owned();
-        Ok(())
-    }
-
-    /// Sends local history to the remote and moves this device's refs there.
-    ///
-    /// # Errors
-    /// No snapshot yet, transport errors, a lost race ([`Error::RefConflict`]).
-    pub fn sync_push(&self, remote: &str, progress: Progress<'_>) -> Result<PushReport> {
-        let _lock = self.lock("sync push")?;
-        let mut r = self.open_remote(remote)?;
-        self.push_locked(remote, r.as_mut(), progress)
-    }
-
-    fn push_locked(
-        &self,
-        remote_name: &str,
-        r: &mut dyn Remote,
-        progress: Progress<'_>,
-    ) -> Result<PushReport> {
-        let head = self.refs.get(HEAD)?.ok_or(Error::NoSnapshot)?;
-        let current = r.list_refs()?;
-        self.check_identity(remote_name, &current)?;
-        let dev = self.device().to_owned();
-        let mut updates = vec![RefUpdate {
-            name: format!("{dev}/head"),
-            expected: current.get(&format!("{dev}/head")).copied(),
-            new: Some(head),
-        }];
-        for (name, id) in self.refs.list("sessions/")? {
-            let rname = format!("{dev}/{name}");
-            updates.push(RefUpdate {
-                expected: current.get(&rname).copied(),
-                name: rname,
-                new: Some(id),
+        Box::new(GitRemote::new(
+            &rc.name,
+            &rc.url,
+            cx.snapshots_dir(),
+            cx.device(),
+        )?)
+    } else {
+        let d = DirRemote::new(rc.name.clone(), PathBuf::from(&rc.url));
+        if !d.exists()? {
+            return Err(Error::Remote {
+                remote: rc.name.clone(),
+                why: format!(
+                    "the directory remote at {} is missing or not initialised (an unmounted disk? a moved folder?); nothing was changed. If it really is gone: 'shelldone remote remove {}' then 'shelldone remote add {} PATH --init'",
+                    rc.url, rc.name, rc.name
+                ),
+                // An unmounted disk or an unreachable share may be back later.
+                transient: true,
             });
         }
-        updates.retain(|u| u.expected != u.new);
-        let mut report = PushReport::default();
-        if !updates.is_empty() {
-            report.sent = r.push(&self.objects, &updates, progress)?;
-        }
-        for u in &updates {
-            self.refs
-                .set(&format!("remotes/{remote_name}/{}", u.name), u.new, "push")?;
-            report.refs_updated.push(u.name.clone());
-        }
-        Ok(report)
-    }
+        Box::new(d)
+    })
+}
 
-    /// Fetches every device's history and integrates it (see the module docs).
-    ///
-    /// # Errors
-    /// Transport errors, hostile or corrupt remote objects (nothing is integrated then), a
-    /// device id another store also uses, unrelated histories (without
-    /// [`PullOptions::allow_unrelated`]).
-    pub fn sync_pull(
-        &self,
-        remote: &str,
-        opts: &PullOptions,
-        progress: Progress<'_>,
-    ) -> Result<PullReport> {
-        let _lock = self.lock("sync pull")?;
-        let mut r = self.open_remote(remote)?;
-        let mut report = PullReport::default();
-        let refs = r.list_refs()?;
-        self.check_identity(remote, &refs)?;
-        let shallow = opts.strategy == Strategy::Partial;
-        let mut heads: Vec<(String, ObjectId)> = refs
-            .iter()
-            .filter_map(|(n, id)| n.strip_suffix("/head").map(|d| (d.to_owned(), *id)))
-            .collect();
-        heads.sort();
-        let wants: Vec<ObjectId> = if shallow {
-            self.partial_wants(r.as_mut(), &heads)?
-        } else {
-            refs.values()
-                .copied()
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect()
-        };
-        let batch = self.objects.batch()?;
-        report.received = r.fetch(&self.objects, &batch, &wants, shallow, progress)?;
-        batch.commit()?;
-        if shallow {
-            let mut cut = Vec::new();
-            for w in &wants {
-                let s = self.objects.read_snapshot(w)?;
-                if s.parents.iter().any(|p| !self.objects.has(p)) {
-                    cut.push(*w);
-                }
+/// Renames this device (its refs on remotes are written under the new name from the next
+/// push; the old name's refs become another device's, merged on the next pull).
+///
+/// # Errors
+/// An invalid name, the current name, lock, I/O.
+pub fn device_rename(cx: &mut Context, new: &str) -> Result<()> {
+    if !crate::remote::dir::ref_component_ok(new) || new.contains('%') || new.len() > 64 {
+        return Err(Error::Invalid(format!(
+            "invalid device name '{new}': use letters, digits, '.', '_', '-' (at most 64)"
+        )));
+    }
+    if new == cx.device() {
+        return Err(Error::Invalid(format!(
+            "this device is already named '{new}'"
+        )));
+    }
+    let _lock = cx.lock("device rename")?;
+    // The reflog first: it is what tells a renamed `device` file from a damaged one.
+    if let Some(h) = cx.refs.get(HEAD)? {
+        cx.refs.repair_log(
+            &[(HEAD, Some(h), Some(h))],
+            &format!("{}{} -> {new}", crate::context::DEVICE_RENAME, cx.device()),
+        )?;
+    }
+    durable::write_atomic(
+        &cx.snapshots_dir().join("device"),
+        format!("{new}\n").as_bytes(),
+    )?;
+    cx.device = new.to_owned();
+    Ok(())
+}
+
+/// Sends local history to the remote and moves this device's refs there.
+///
+/// # Errors
+/// No snapshot yet, transport errors, a lost race ([`Error::RefConflict`]).
+pub fn sync_push(cx: &Context, remote: &str, progress: Progress<'_>) -> Result<PushReport> {
+    let _lock = cx.lock("sync push")?;
+    let mut r = open_remote(cx, remote)?;
+    push_locked(cx, remote, r.as_mut(), progress)
+}
+
+fn push_locked(
+    cx: &Context,
+    remote_name: &str,
+    r: &mut dyn Remote,
+    progress: Progress<'_>,
+) -> Result<PushReport> {
+    let head = cx.refs.get(HEAD)?.ok_or(Error::NoSnapshot)?;
+    let current = r.list_refs()?;
+    check_identity(cx, remote_name, &current)?;
+    let dev = cx.device().to_owned();
+    let mut updates = vec![RefUpdate {
+        name: format!("{dev}/head"),
+        expected: current.get(&format!("{dev}/head")).copied(),
+        new: Some(head),
+    }];
+    for (name, id) in cx.refs.list("sessions/")? {
+        let rname = format!("{dev}/{name}");
+        updates.push(RefUpdate {
+            expected: current.get(&rname).copied(),
+            name: rname,
+            new: Some(id),
+        });
+    }
+    updates.retain(|u| u.expected != u.new);
+    let mut report = PushReport::default();
+    if !updates.is_empty() {
+        report.sent = r.push(&cx.objects, &updates, progress)?;
+    }
+    for u in &updates {
+        cx.refs
+            .set(&format!("remotes/{remote_name}/{}", u.name), u.new, "push")?;
+        report.refs_updated.push(u.name.clone());
+    }
+    Ok(report)
+}
+
+/// Fetches every device's history and integrates it (see the module docs).
+///
+/// # Errors
+/// Transport errors, hostile or corrupt remote objects (nothing is integrated then), a
+/// device id another store also uses, unrelated histories (without
+/// [`PullOptions::allow_unrelated`]).
+pub fn sync_pull(
+    cx: &Context,
+    remote: &str,
+    opts: &PullOptions,
+    progress: Progress<'_>,
+) -> Result<PullReport> {
+    let _lock = cx.lock("sync pull")?;
+    let mut r = open_remote(cx, remote)?;
+    let mut report = PullReport::default();
+    let refs = r.list_refs()?;
+    check_identity(cx, remote, &refs)?;
+    let shallow = opts.strategy == Strategy::Partial;
+    let mut heads: Vec<(String, ObjectId)> = refs
+        .iter()
+        .filter_map(|(n, id)| n.strip_suffix("/head").map(|d| (d.to_owned(), *id)))
+        .collect();
+    heads.sort();
+    let wants: Vec<ObjectId> = if shallow {
+        partial_wants(cx, r.as_mut(), &heads)?
+    } else {
+        refs.values()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let batch = cx.objects.batch()?;
+    report.received = r.fetch(&cx.objects, &batch, &wants, shallow, progress)?;
+    batch.commit()?;
+    if shallow {
+        let mut cut = Vec::new();
+        for w in &wants {
+            let s = cx.objects.read_snapshot(w)?;
+            if s.parents.iter().any(|p| !cx.objects.has(p)) {
+                cut.push(*w);
             }
-            self.add_shallow(&cut)?;
         }
-        // Remote-tracking refs mirror the remote exactly (stale ones pruned).
-        let prefix = format!("remotes/{remote}/");
-        for (name, _) in self.refs.list(&prefix)? {
-            if !refs.contains_key(&name[prefix.len()..]) {
-                self.refs.set(&name, None, "pull: pruned")?;
-            }
+        add_shallow(cx, &cut)?;
+    }
+    // Remote-tracking refs mirror the remote exactly (stale ones pruned).
+    let prefix = format!("remotes/{remote}/");
+    for (name, _) in cx.refs.list(&prefix)? {
+        if !refs.contains_key(&name[prefix.len()..]) {
+            cx.refs.set(&name, None, "pull: pruned")?;
         }
-        for (name, id) in &refs {
-            if self.objects.has(id) {
-                self.refs
-                    .set(&format!("{prefix}{name}"), Some(*id), "pull")?;
-            }
+    }
+    for (name, id) in &refs {
+        if cx.objects.has(id) {
+            cx.refs.set(&format!("{prefix}{name}"), Some(*id), "pull")?;
         }
-        report.devices = heads.iter().map(|h| h.0.clone()).collect();
-        let old_head = self.refs.get(HEAD)?;
-        if opts.no_restore {
-            report.head = old_head.map(|h| h.to_hex());
-            return Ok(report);
+    }
+    report.devices = heads.iter().map(|h| h.0.clone()).collect();
+    let old_head = cx.refs.get(HEAD)?;
+    if opts.no_restore {
+        report.head = old_head.map(|h| h.to_hex());
+        return Ok(report);
+    }
+    // A device with no history of its own: none at all, or only the auto-save of a first
+    // pull that was interrupted before it integrated anything.
+    let fresh = match old_head {
+        None => true,
+        Some(h) => {
+            let s = cx.objects.read_snapshot(&h)?;
+            s.parents.is_empty() && s.message.starts_with(PULL_AUTO_SAVE)
         }
-        // A device with no history of its own: none at all, or only the auto-save of a first
-        // pull that was interrupted before it integrated anything.
-        let fresh = match old_head {
-            None => true,
-            Some(h) => {
-                let s = self.objects.read_snapshot(&h)?;
-                s.parents.is_empty() && s.message.starts_with(PULL_AUTO_SAVE)
-            }
-        };
-        if !opts.allow_unrelated {
-            self.refuse_unrelated(old_head.filter(|_| !fresh), &heads)?;
-        }
-        let old_open = self.open_conflicts_at(old_head)?;
-        // Unsaved live changes become a snapshot first, so the merge sees them. A device with
-        // no history and nothing live adopts instead (no empty snapshot of its own).
-        if old_head.is_some() || self.live_has_files()? {
-            self.save_locked(&crate::ops::SaveOptions {
+    };
+    if !opts.allow_unrelated {
+        refuse_unrelated(cx, old_head.filter(|_| !fresh), &heads)?;
+    }
+    let old_open = open_conflicts_at(cx, old_head)?;
+    // Unsaved live changes become a snapshot first, so the merge sees them. A device with
+    // no history and nothing live adopts instead (no empty snapshot of its own).
+    if old_head.is_some() || live_has_files(cx)? {
+        crate::ops::save_locked(
+            cx,
+            &crate::ops::SaveOptions {
                 message: format!("{PULL_AUTO_SAVE}{remote}"),
                 ..crate::ops::SaveOptions::default()
-            })?;
-        }
-        // From here the head may move before the live files follow: if this process dies in
-        // between, recovery makes the live state equal to the head (nothing to do while they
-        // are still equal, right after the auto-save).
-        crate::ops::write_head_intent(self)?;
-        let mut first = fresh;
-        for (dev, their) in heads {
-            if dev == self.device() {
-                continue;
-            }
-            // A new device's own files (written before its first pull) never override the
-            // synced state: the first device's head wins, the local versions are set aside.
-            self.integrate(&dev, their, opts, first, &mut report)?;
-            first = false;
-        }
-        let head = self.refs.get(HEAD)?;
-        report.head = head.map(|h| h.to_hex());
-        let open = self.open_conflicts_at(head)?;
-        report.open_conflicts = open.len();
-        report.conflicts = open
-            .into_iter()
-            .filter(|c| !old_open.iter().any(|o| o.id == c.id))
-            .collect();
-        if let Some(h) = head {
-            let (plan, _) = self.restore_locked(h, &crate::ops::Scope::All, false)?;
-            report.files_changed = plan.create.len() + plan.update.len() + plan.delete.len();
-            report.restored = true;
-        }
-        Ok(report)
-    }
-
-    /// Refuses, before anything changes, a device whose history shares no snapshot with this
-    /// store's — nor with another device's that does (it would become related once that one is
-    /// merged). A device with no history relates to the first device it adopts.
-    fn refuse_unrelated(
-        &self,
-        local: Option<ObjectId>,
-        heads: &[(String, ObjectId)],
-    ) -> Result<()> {
-        let others: Vec<&(String, ObjectId)> =
-            heads.iter().filter(|(d, _)| d != self.device()).collect();
-        let mut related: HashSet<ObjectId> = match (local, others.first()) {
-            (Some(l), _) => graph::ancestors(&self.objects, l)?,
-            (None, Some((_, first))) => graph::ancestors(&self.objects, *first)?,
-            (None, None) => return Ok(()),
-        };
-        let mut pending: Vec<(&String, HashSet<ObjectId>)> = Vec::new();
-        for (d, h) in others {
-            pending.push((d, graph::ancestors(&self.objects, *h)?));
-        }
-        loop {
-            let before = pending.len();
-            pending.retain(|(_, anc)| {
-                if anc.iter().any(|a| related.contains(a)) {
-                    related.extend(anc.iter().copied());
-                    false
-                } else {
-                    true
-                }
-            });
-            if pending.len() == before {
-                break;
-            }
-        }
-        match pending.first() {
-            None => Ok(()),
-            Some((d, _)) => Err(Error::UnrelatedHistory {
-                device: (*d).clone(),
-                snapshot: heads
-                    .iter()
-                    .find(|(x, _)| x == *d)
-                    .map(|(_, h)| h.to_hex())
-                    .unwrap_or_default(),
-            }),
-        }
-    }
-
-    /// True when the live dirs hold at least one file.
-    fn live_has_files(&self) -> Result<bool> {
-        Ok(self.live_root()? != write_trees(&Flat::with_roots(), None)?)
-    }
-
-    /// The open conflicts a snapshot carries (none for no snapshot).
-    fn open_conflicts_at(&self, id: Option<ObjectId>) -> Result<Vec<conflicts::Conflict>> {
-        match id {
-            None => Ok(Vec::new()),
-            Some(id) => conflicts::of(&self.objects.read_snapshot(&id)?),
-        }
-    }
-
-    /// Refuses to sync when the remote's ref for this device was written by another store: a
-    /// copied state dir (or one restored from an older backup) shares the device id, and the
-    /// two would overwrite each other's refs and ignore each other's snapshots.
-    fn check_identity(&self, remote: &str, refs: &BTreeMap<String, ObjectId>) -> Result<()> {
-        let name = format!("{}/head", self.device());
-        let Some(theirs) = refs.get(&name) else {
-            return Ok(());
-        };
-        if self.refs.get(&format!("remotes/{remote}/{name}"))? == Some(*theirs) {
-            return Ok(());
-        }
-        if let Some(h) = self.refs.get(HEAD)?
-            && self.objects.has(theirs)
-            && graph::ancestors(&self.objects, h)?.contains(theirs)
-        {
-            return Ok(());
-        }
-        Err(Error::DeviceIdInUse {
-            remote: remote.to_owned(),
-            device: self.device().to_owned(),
-            found: theirs.to_hex(),
-        })
-    }
-
-    /// What a partial pull fetches: each device's head, and the history between the heads
-    /// (this device's included) and their merge bases — what integration needs, and nothing
-    /// older. The snapshot graph is read from the remote first (snapshot objects only).
-    fn partial_wants(
-        &self,
-        r: &mut dyn Remote,
-        heads: &[(String, ObjectId)],
-    ) -> Result<Vec<ObjectId>> {
-        let tips: Vec<ObjectId> = heads.iter().map(|h| h.1).collect();
-        let shallow: BTreeSet<String> =
-            std::fs::read_to_string(self.snapshots_dir().join("shallow"))
-                .unwrap_or_default()
-                .lines()
-                .map(|l| l.trim().to_owned())
-                .collect();
-        let known = |id: &ObjectId| self.objects.has(id) && !shallow.contains(&id.to_hex());
-        let remote_graph = r.snapshot_graph(&self.objects, &tips, &known)?;
-        let parents = |id: &ObjectId| -> Vec<ObjectId> {
-            if let Some(s) = remote_graph.get(id) {
-                return s.parents.clone();
-            }
-            self.objects
-                .read_snapshot(id)
-                .map(|s| s.parents)
-                .unwrap_or_default()
-        };
-        let mut points = tips.clone();
-        points.extend(self.refs.get(HEAD)?);
-        let mut need: BTreeSet<ObjectId> = tips.iter().copied().collect();
-        for (i, x) in points.iter().enumerate() {
-            for y in &points[i + 1..] {
-                need.extend(graph::between_bases(*x, *y, &parents));
-            }
-        }
-        // The versions that open conflicts set aside, so that they can be shown and taken.
-        for t in &tips {
-            if let Some(s) = remote_graph.get(t) {
-                for c in conflicts::of(s).unwrap_or_default() {
-                    if let Ok(o) = c.other()
-                        && remote_graph.contains_key(&o)
-                    {
-                        need.insert(o);
-                    }
-                }
-            }
-        }
-        Ok(need
-            .into_iter()
-            .filter(|id| !self.objects.has(id))
-            .collect())
-    }
-
-    /// Integrates one other device's head into the local head.
-    fn integrate(
-        &self,
-        dev: &str,
-        their: ObjectId,
-        opts: &PullOptions,
-        fresh: bool,
-        report: &mut PullReport,
-    ) -> Result<()> {
-        let Some(ours) = self.refs.get(HEAD)? else {
-            // A new machine with nothing of its own: their state becomes ours.
-            let snap = self.objects.read_snapshot(&their)?;
-            let theirs = flatten(&self.objects, &snap.root)?;
-            self.move_head(
-                None,
-                their,
-                &Flat::with_roots(),
-                &theirs,
-                &format!("pull: adopt {dev}"),
-            )?;
-            report.adopted = Some(dev.to_owned());
-            report
-                .sessions_updated
-                .extend(changed_sessions(&Flat::with_roots(), &theirs));
-            return Ok(());
-        };
-        if ours == their || graph::ancestors(&self.objects, ours)?.contains(&their) {
-            return Ok(());
-        }
-        let our_snap = self.objects.read_snapshot(&ours)?;
-        let their_snap = self.objects.read_snapshot(&their)?;
-        let our_flat = flatten(&self.objects, &our_snap.root)?;
-        let their_flat = flatten(&self.objects, &their_snap.root)?;
-        // A device that had no history before this pull integrates the whole head, even with
-        // `--session`: nothing of its own is older than the synced state, and a partial first
-        // snapshot would make its history unrelated to everyone's.
-        if !opts.sessions.is_empty() && !fresh {
-            return self.take_sessions(
-                dev,
-                (ours, &our_snap, &our_flat),
-                (their, &their_snap, &their_flat),
-                opts,
-                report,
-            );
-        }
-        if graph::ancestors(&self.objects, their)?.contains(&ours) {
-            self.move_head(
-                Some(ours),
-                their,
-                &our_flat,
-                &their_flat,
-                &format!("pull: fast-forward to {dev}"),
-            )?;
-            report.fast_forwarded.push(dev.to_owned());
-            report
-                .sessions_updated
-                .extend(changed_sessions(&our_flat, &their_flat));
-            return Ok(());
-        }
-        let bases = graph::merge_bases(&self.objects, ours, their)?;
-        if bases.is_empty() && !(opts.allow_unrelated || fresh) {
-            return Err(Error::UnrelatedHistory {
-                device: dev.to_owned(),
-                snapshot: their.to_hex(),
-            });
-        }
-        let (base_flat, base_conflicts) = match bases.first() {
-            Some(b) => {
-                let s = self.objects.read_snapshot(b)?;
-                (flatten(&self.objects, &s.root)?, conflicts::of(&s)?)
-            }
-            None => (Flat::with_roots(), Vec::new()),
-        };
-        // After a criss-cross there are several best bases; where they disagree, no base is
-        // trusted (git merges them into a virtual base; here such a unit is a conflict unless
-        // both sides agree, and a journal a union of lines), so a deletion on one side is never
-        // silently undone by the other base.
-        let mut ambiguous = BTreeSet::new();
-        if bases.len() > 1 {
-            let first = merge::units(&base_flat);
-            for other in &bases[1..] {
-                let f = flatten(&self.objects, &self.objects.read_snapshot(other)?.root)?;
-                let u = merge::units(&f);
-                for k in first.keys().chain(u.keys()) {
-                    if first.get(k) != u.get(k) {
-                        ambiguous.insert(k.clone());
-                    }
-                }
-            }
-        }
-        // The side that wins a conflict is chosen the same way on every device (the newer
-        // snapshot; a new device's own files always lose), so two devices merging the same
-        // pair write the same merge snapshot and sync converges instead of merging merges.
-        let ours_wins = !fresh && (our_snap.time_ns, ours) > (their_snap.time_ns, their);
-        let (left, right) = if ours_wins {
-            (
-                (ours, &our_snap, &our_flat),
-                (their, &their_snap, &their_flat),
-            )
-        } else {
-            (
-                (their, &their_snap, &their_flat),
-                (ours, &our_snap, &our_flat),
-            )
-        };
-        let batch = self.objects.batch()?;
-        let out = merge::merge3(&self.objects, &base_flat, left, right, &ambiguous, &batch)?;
-        let mut open = conflicts::merge(
-            &base_conflicts,
-            &conflicts::of(left.1)?,
-            &conflicts::of(right.1)?,
-        );
-        open.extend(out.conflicts);
-        let root = write_trees(&out.flat, Some(&batch))?;
-        let snap = Snapshot {
-            root,
-            parents: vec![left.0, right.0],
-            time_ns: left.1.time_ns.max(right.1.time_ns),
-            device: left.1.device.clone(),
-            message: format!("sync: merge {} into {}", right.1.device, left.1.device),
-            session: None,
-            summary: left.2.summary_to(&out.flat),
-            extra: conflicts::extra(open),
-        };
-        let id = batch.put(&objects_format::Object::Snapshot(snap))?;
-        batch.commit()?;
-        self.move_head(
-            Some(ours),
-            id,
-            &our_flat,
-            &out.flat,
-            &format!("pull: merge {dev}"),
+            },
         )?;
+    }
+    // From here the head may move before the live files follow: if this process dies in
+    // between, recovery makes the live state equal to the head (nothing to do while they
+    // are still equal, right after the auto-save).
+    crate::ops::write_head_intent(cx)?;
+    let mut first = fresh;
+    for (dev, their) in heads {
+        if dev == cx.device() {
+            continue;
+        }
+        // A new device's own files (written before its first pull) never override the
+        // synced state: the first device's head wins, the local versions are set aside.
+        integrate(cx, &dev, their, opts, first, &mut report)?;
+        first = false;
+    }
+    let head = cx.refs.get(HEAD)?;
+    report.head = head.map(|h| h.to_hex());
+    let open = open_conflicts_at(cx, head)?;
+    report.open_conflicts = open.len();
+    report.conflicts = open
+        .into_iter()
+        .filter(|c| !old_open.iter().any(|o| o.id == c.id))
+        .collect();
+    if let Some(h) = head {
+        let (plan, _) = crate::ops::restore_locked(cx, h, &crate::ops::Scope::All, false)?;
+        report.files_changed = plan.create.len() + plan.update.len() + plan.delete.len();
+        report.restored = true;
+    }
+    Ok(report)
+}
+
+/// Refuses, before anything changes, a device whose history shares no snapshot with this
+/// store's — nor with another device's that does (it would become related once that one is
+/// merged). A device with no history relates to the first device it adopts.
+fn refuse_unrelated(
+    cx: &Context,
+    local: Option<ObjectId>,
+    heads: &[(String, ObjectId)],
+) -> Result<()> {
+    let others: Vec<&(String, ObjectId)> = heads.iter().filter(|(d, _)| d != cx.device()).collect();
+    let mut related: HashSet<ObjectId> = match (local, others.first()) {
+        (Some(l), _) => graph::ancestors(&cx.objects, l)?,
+        (None, Some((_, first))) => graph::ancestors(&cx.objects, *first)?,
+        (None, None) => return Ok(()),
+    };
+    let mut pending: Vec<(&String, HashSet<ObjectId>)> = Vec::new();
+    for (d, h) in others {
+        pending.push((d, graph::ancestors(&cx.objects, *h)?));
+    }
+    loop {
+        let before = pending.len();
+        pending.retain(|(_, anc)| {
+            if anc.iter().any(|a| related.contains(a)) {
+                related.extend(anc.iter().copied());
+                false
+            } else {
+                true
+            }
+        });
+        if pending.len() == before {
+            break;
+        }
+    }
+    match pending.first() {
+        None => Ok(()),
+        Some((d, _)) => Err(Error::UnrelatedHistory {
+            device: (*d).clone(),
+            snapshot: heads
+                .iter()
+                .find(|(x, _)| x == *d)
+                .map(|(_, h)| h.to_hex())
+                .unwrap_or_default(),
+        }),
+    }
+}
+
+/// True when the live dirs hold at least one file.
+fn live_has_files(cx: &Context) -> Result<bool> {
+    Ok(crate::ops::live_root(cx)? != write_trees(&Flat::with_roots(), None)?)
+}
+
+/// The open conflicts a snapshot carries (none for no snapshot).
+fn open_conflicts_at(cx: &Context, id: Option<ObjectId>) -> Result<Vec<conflicts::Conflict>> {
+    match id {
+        None => Ok(Vec::new()),
+        Some(id) => conflicts::of(&cx.objects.read_snapshot(&id)?),
+    }
+}
+
+/// Refuses to sync when the remote's ref for this device was written by another store: a
+/// copied state dir (or one restored from an older backup) shares the device id, and the
+/// two would overwrite each other's refs and ignore each other's snapshots.
+fn check_identity(cx: &Context, remote: &str, refs: &BTreeMap<String, ObjectId>) -> Result<()> {
+    let name = format!("{}/head", cx.device());
+    let Some(theirs) = refs.get(&name) else {
+        return Ok(());
+    };
+    if cx.refs.get(&format!("remotes/{remote}/{name}"))? == Some(*theirs) {
+        return Ok(());
+    }
+    if let Some(h) = cx.refs.get(HEAD)?
+        && cx.objects.has(theirs)
+        && graph::ancestors(&cx.objects, h)?.contains(theirs)
+    {
+        return Ok(());
+    }
+    Err(Error::DeviceIdInUse {
+        remote: remote.to_owned(),
+        device: cx.device().to_owned(),
+        found: theirs.to_hex(),
+    })
+}
+
+/// What a partial pull fetches: each device's head, and the history between the heads
+/// (this device's included) and their merge bases — what integration needs, and nothing
+/// older. The snapshot graph is read from the remote first (snapshot objects only).
+fn partial_wants(
+    cx: &Context,
+    r: &mut dyn Remote,
+    heads: &[(String, ObjectId)],
+) -> Result<Vec<ObjectId>> {
+    let tips: Vec<ObjectId> = heads.iter().map(|h| h.1).collect();
+    let shallow: BTreeSet<String> = std::fs::read_to_string(cx.snapshots_dir().join("shallow"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect();
+    let known = |id: &ObjectId| cx.objects.has(id) && !shallow.contains(&id.to_hex());
+    let remote_graph = r.snapshot_graph(&cx.objects, &tips, &known)?;
+    let parents = |id: &ObjectId| -> Vec<ObjectId> {
+        if let Some(s) = remote_graph.get(id) {
+            return s.parents.clone();
+        }
+        cx.objects
+            .read_snapshot(id)
+            .map(|s| s.parents)
+            .unwrap_or_default()
+    };
+    let mut points = tips.clone();
+    points.extend(cx.refs.get(HEAD)?);
+    let mut need: BTreeSet<ObjectId> = tips.iter().copied().collect();
+    for (i, x) in points.iter().enumerate() {
+        for y in &points[i + 1..] {
+            need.extend(graph::between_bases(*x, *y, &parents));
+        }
+    }
+    // The versions that open conflicts set aside, so that they can be shown and taken.
+    for t in &tips {
+        if let Some(s) = remote_graph.get(t) {
+            for c in conflicts::of(s).unwrap_or_default() {
+                if let Ok(o) = c.other()
+                    && remote_graph.contains_key(&o)
+                {
+                    need.insert(o);
+                }
+            }
+        }
+    }
+    Ok(need.into_iter().filter(|id| !cx.objects.has(id)).collect())
+}
+
+/// Integrates one other device's head into the local head.
+fn integrate(
+    cx: &Context,
+    dev: &str,
+    their: ObjectId,
+    opts: &PullOptions,
+    fresh: bool,
+    report: &mut PullReport,
+) -> Result<()> {
+    let Some(ours) = cx.refs.get(HEAD)? else {
+        // A new machine with nothing of its own: their state becomes ours.
+        let snap = cx.objects.read_snapshot(&their)?;
+        let theirs = flatten(&cx.objects, &snap.root)?;
+        move_head(
+            cx,
+            None,
+            their,
+            &Flat::with_roots(),
+            &theirs,
+            &format!("pull: adopt {dev}"),
+        )?;
+        report.adopted = Some(dev.to_owned());
         report
             .sessions_updated
-            .extend(changed_sessions(&our_flat, &out.flat));
-        report.merged.push(dev.to_owned());
-        Ok(())
+            .extend(changed_sessions(&Flat::with_roots(), &theirs));
+        return Ok(());
+    };
+    if ours == their || graph::ancestors(&cx.objects, ours)?.contains(&their) {
+        return Ok(());
     }
-
-    /// `pull --session`: takes only the named sessions from `their` head, in a snapshot whose
-    /// only parent is the local head — it does not claim to have integrated the rest of their
-    /// head, so a later full pull still brings it. A session changed on both sides is not
-    /// taken (the full pull merges it and records the conflict); it is reported.
-    fn take_sessions(
-        &self,
-        dev: &str,
-        ours: (ObjectId, &Snapshot, &Flat),
-        their: (ObjectId, &Snapshot, &Flat),
-        opts: &PullOptions,
-        report: &mut PullReport,
-    ) -> Result<()> {
-        let base_flat = match graph::merge_base(&self.objects, ours.0, their.0)? {
-            Some(b) => flatten(&self.objects, &self.objects.read_snapshot(&b)?.root)?,
-            None => Flat::with_roots(),
-        };
-        let ub = merge::units(&base_flat);
-        let uo = merge::units(ours.2);
-        let ut = merge::units(their.2);
-        let empty = BTreeMap::new();
-        let mut take = Vec::new();
-        for sid in &opts.sessions {
-            let k = [b"session:".as_slice(), sid.as_bytes()].concat();
-            let (b, o, t) = (
-                ub.get(&k).unwrap_or(&empty),
-                uo.get(&k).unwrap_or(&empty),
-                ut.get(&k).unwrap_or(&empty),
-            );
-            if t == o || t == b {
-                continue;
-            }
-            if o == b {
-                take.push(sid.clone());
-            } else {
-                report.skipped_sessions.push(SkippedSession {
-                    device: dev.to_owned(),
-                    session: sid.clone(),
-                    why: "changed on both devices; a full 'sync pull' merges it and records the conflict".into(),
-                });
-            }
-        }
-        if take.is_empty() {
-            return Ok(());
-        }
-        let sel = |p: &[u8]| {
-            crate::snapshot::session_of(p).is_some_and(|s| take.iter().any(|t| t.as_bytes() == s))
-        };
-        let mut flat = ours.2.filtered(|p| !sel(p));
-        for (p, l) in &their.2.leaves {
-            if sel(p) {
-                flat.leaves.insert(p.clone(), *l);
-            }
-        }
-        for d in &their.2.dirs {
-            if sel(d) {
-                flat.dirs.insert(d.clone());
-            }
-        }
-        // A conflict in their head about a session taken here comes along: it may be this
-        // device's own version that their merge set aside, and this device must be told.
-        let mut open = conflicts::of(ours.1)?;
-        for c in conflicts::of(their.1)? {
-            if c.kind == conflicts::ConflictKind::Session
-                && take.iter().any(|t| c.path == format!("state/sessions/{t}"))
-                && !open.iter().any(|o| o.id == c.id)
-            {
-                open.push(c);
-            }
-        }
-        let batch = self.objects.batch()?;
-        let root = write_trees(&flat, Some(&batch))?;
-        let msg = format!(
-            "sync: take session{} {} from {dev} ({})",
-            if take.len() > 1 { "s" } else { "" },
-            take.join(" "),
-            their.0.short(12)
+    let our_snap = cx.objects.read_snapshot(&ours)?;
+    let their_snap = cx.objects.read_snapshot(&their)?;
+    let our_flat = flatten(&cx.objects, &our_snap.root)?;
+    let their_flat = flatten(&cx.objects, &their_snap.root)?;
+    // A device that had no history before this pull integrates the whole head, even with
+    // `--session`: nothing of its own is older than the synced state, and a partial first
+    // snapshot would make its history unrelated to everyone's.
+    if !opts.sessions.is_empty() && !fresh {
+        return take_sessions(
+            cx,
+            dev,
+            (ours, &our_snap, &our_flat),
+            (their, &their_snap, &their_flat),
+            opts,
+            report,
         );
-        self.commit_snapshot(
-            batch,
-            &flat,
-            ours.2,
-            Some(ours.0),
-            root,
-            &msg,
-            None,
-            conflicts::extra(open),
+    }
+    if graph::ancestors(&cx.objects, their)?.contains(&ours) {
+        move_head(
+            cx,
+            Some(ours),
+            their,
+            &our_flat,
+            &their_flat,
+            &format!("pull: fast-forward to {dev}"),
         )?;
-        report.sessions_updated.extend(take);
-        Ok(())
+        report.fast_forwarded.push(dev.to_owned());
+        report
+            .sessions_updated
+            .extend(changed_sessions(&our_flat, &their_flat));
+        return Ok(());
     }
-
-    /// Moves the head (CAS) and the refs of sessions that changed.
-    fn move_head(
-        &self,
-        old: Option<ObjectId>,
-        new: ObjectId,
-        old_flat: &Flat,
-        new_flat: &Flat,
-        msg: &str,
-    ) -> Result<()> {
-        let mut txn: Vec<crate::store::refs::RefTxn> = changed_sessions(old_flat, new_flat)
-            .into_iter()
-            .map(|s| crate::store::refs::RefTxn {
-                name: session_ref(s.as_bytes()),
-                expected: None,
-                new: Some(new),
-            })
-            .collect();
-        txn.push(crate::store::refs::RefTxn {
-            name: HEAD.to_owned(),
-            expected: Some(old),
-            new: Some(new),
+    let bases = graph::merge_bases(&cx.objects, ours, their)?;
+    if bases.is_empty() && !(opts.allow_unrelated || fresh) {
+        return Err(Error::UnrelatedHistory {
+            device: dev.to_owned(),
+            snapshot: their.to_hex(),
         });
-        self.refs.update_many(&txn, msg)
     }
+    let (base_flat, base_conflicts) = match bases.first() {
+        Some(b) => {
+            let s = cx.objects.read_snapshot(b)?;
+            (flatten(&cx.objects, &s.root)?, conflicts::of(&s)?)
+        }
+        None => (Flat::with_roots(), Vec::new()),
+    };
+    // After a criss-cross there are several best bases; where they disagree, no base is
+    // trusted (git merges them into a virtual base; here such a unit is a conflict unless
+    // both sides agree, and a journal a union of lines), so a deletion on one side is never
+    // silently undone by the other base.
+    let mut ambiguous = BTreeSet::new();
+    if bases.len() > 1 {
+        let first = merge::units(&base_flat);
+        for other in &bases[1..] {
+            let f = flatten(&cx.objects, &cx.objects.read_snapshot(other)?.root)?;
+            let u = merge::units(&f);
+            for k in first.keys().chain(u.keys()) {
+                if first.get(k) != u.get(k) {
+                    ambiguous.insert(k.clone());
+                }
+            }
+        }
+    }
+    // The side that wins a conflict is chosen the same way on every device (the newer
+    // snapshot; a new device's own files always lose), so two devices merging the same
+    // pair write the same merge snapshot and sync converges instead of merging merges.
+    let ours_wins = !fresh && (our_snap.time_ns, ours) > (their_snap.time_ns, their);
+    let (left, right) = if ours_wins {
+        (
+            (ours, &our_snap, &our_flat),
+            (their, &their_snap, &their_flat),
+        )
+    } else {
+        (
+            (their, &their_snap, &their_flat),
+            (ours, &our_snap, &our_flat),
+        )
+    };
+    let batch = cx.objects.batch()?;
+    let out = merge::merge3(&cx.objects, &base_flat, left, right, &ambiguous, &batch)?;
+    let mut open = conflicts::merge(
+        &base_conflicts,
+        &conflicts::of(left.1)?,
+        &conflicts::of(right.1)?,
+    );
+    open.extend(out.conflicts);
+    let root = write_trees(&out.flat, Some(&batch))?;
+    let snap = Snapshot {
+        root,
+        parents: vec![left.0, right.0],
+        time_ns: left.1.time_ns.max(right.1.time_ns),
+        device: left.1.device.clone(),
+        message: format!("sync: merge {} into {}", right.1.device, left.1.device),
+        session: None,
+        summary: left.2.summary_to(&out.flat),
+        extra: conflicts::extra(open),
+    };
+    let id = batch.put(&objects_format::Object::Snapshot(snap))?;
+    batch.commit()?;
+    move_head(
+        cx,
+        Some(ours),
+        id,
+        &our_flat,
+        &out.flat,
+        &format!("pull: merge {dev}"),
+    )?;
+    report
+        .sessions_updated
+        .extend(changed_sessions(&our_flat, &out.flat));
+    report.merged.push(dev.to_owned());
+    Ok(())
+}
 
-    /// Ahead/behind per device and differing sessions, from the remote's refs.
-    ///
-    /// # Errors
-    /// Transport errors.
-    pub fn sync_status(&self, remote: &str) -> Result<Vec<DeviceStatus>> {
-        // Listing a git remote's refs fetches into its mirror: under the lock like every write.
-        let _lock = self.lock("sync status")?;
-        let mut r = self.open_remote(remote)?;
-        let refs = r.list_refs()?;
-        let local = self.refs.get(HEAD)?;
-        let local_anc = match local {
-            Some(l) => graph::ancestors(&self.objects, l)?,
-            None => HashSet::new(),
-        };
-        let local_flat = match local {
-            Some(l) => flatten(&self.objects, &self.objects.read_snapshot(&l)?.root)?,
-            None => Flat::with_roots(),
-        };
-        let mut out = Vec::new();
-        for (name, id) in &refs {
-            let Some(dev) = name.strip_suffix("/head") else {
-                continue;
-            };
-            let (ahead, behind, differ) = if self.objects.has(id) {
-                let theirs = graph::ancestors(&self.objects, *id)?;
-                let tf = flatten(&self.objects, &self.objects.read_snapshot(id)?.root)?;
-                (
-                    Some(local_anc.difference(&theirs).count()),
-                    Some(theirs.difference(&local_anc).count()),
-                    changed_sessions(&local_flat, &tf),
-                )
-            } else {
-                (None, None, Vec::new())
-            };
-            out.push(DeviceStatus {
+/// `pull --session`: takes only the named sessions from `their` head, in a snapshot whose
+/// only parent is the local head — it does not claim to have integrated the rest of their
+/// head, so a later full pull still brings it. A session changed on both sides is not
+/// taken (the full pull merges it and records the conflict); it is reported.
+fn take_sessions(
+    cx: &Context,
+    dev: &str,
+    ours: (ObjectId, &Snapshot, &Flat),
+    their: (ObjectId, &Snapshot, &Flat),
+    opts: &PullOptions,
+    report: &mut PullReport,
+) -> Result<()> {
+    let base_flat = match graph::merge_base(&cx.objects, ours.0, their.0)? {
+        Some(b) => flatten(&cx.objects, &cx.objects.read_snapshot(&b)?.root)?,
+        None => Flat::with_roots(),
+    };
+    let ub = merge::units(&base_flat);
+    let uo = merge::units(ours.2);
+    let ut = merge::units(their.2);
+    let empty = BTreeMap::new();
+    let mut take = Vec::new();
+    for sid in &opts.sessions {
+        let k = [b"session:".as_slice(), sid.as_bytes()].concat();
+        let (b, o, t) = (
+            ub.get(&k).unwrap_or(&empty),
+            uo.get(&k).unwrap_or(&empty),
+            ut.get(&k).unwrap_or(&empty),
+        );
+        if t == o || t == b {
+            continue;
+        }
+        if o == b {
+            take.push(sid.clone());
+        } else {
+            report.skipped_sessions.push(SkippedSession {
                 device: dev.to_owned(),
-                is_self: dev == self.device(),
-                head: id.to_hex(),
-                ahead,
-                behind,
-                sessions_differ: differ,
+                session: sid.clone(),
+                why:
+                    "changed on both devices; a full 'sync pull' merges it and records the conflict"
+                        .into(),
             });
         }
-        Ok(out)
     }
+    if take.is_empty() {
+        return Ok(());
+    }
+    let sel = |p: &[u8]| {
+        crate::snapshot::session_of(p).is_some_and(|s| take.iter().any(|t| t.as_bytes() == s))
+    };
+    let mut flat = ours.2.filtered(|p| !sel(p));
+    for (p, l) in &their.2.leaves {
+        if sel(p) {
+            flat.leaves.insert(p.clone(), *l);
+        }
+    }
+    for d in &their.2.dirs {
+        if sel(d) {
+            flat.dirs.insert(d.clone());
+        }
+    }
+    // A conflict in their head about a session taken here comes along: it may be this
+    // device's own version that their merge set aside, and this device must be told.
+    let mut open = conflicts::of(ours.1)?;
+    for c in conflicts::of(their.1)? {
+        if c.kind == conflicts::ConflictKind::Session
+            && take.iter().any(|t| c.path == format!("state/sessions/{t}"))
+            && !open.iter().any(|o| o.id == c.id)
+        {
+            open.push(c);
+        }
+    }
+    let batch = cx.objects.batch()?;
+    let root = write_trees(&flat, Some(&batch))?;
+    let msg = format!(
+        "sync: take session{} {} from {dev} ({})",
+        if take.len() > 1 { "s" } else { "" },
+        take.join(" "),
+        their.0.short(12)
+    );
+    crate::ops::commit_snapshot(
+        cx,
+        batch,
+        &flat,
+        ours.2,
+        Some(ours.0),
+        root,
+        &msg,
+        None,
+        conflicts::extra(open),
+    )?;
+    report.sessions_updated.extend(take);
+    Ok(())
+}
+
+/// Moves the head (CAS) and the refs of sessions that changed.
+fn move_head(
+    cx: &Context,
+    old: Option<ObjectId>,
+    new: ObjectId,
+    old_flat: &Flat,
+    new_flat: &Flat,
+    msg: &str,
+) -> Result<()> {
+    let mut txn: Vec<crate::store::refs::RefTxn> = changed_sessions(old_flat, new_flat)
+        .into_iter()
+        .map(|s| crate::store::refs::RefTxn {
+            name: session_ref(s.as_bytes()),
+            expected: None,
+            new: Some(new),
+        })
+        .collect();
+    txn.push(crate::store::refs::RefTxn {
+        name: HEAD.to_owned(),
+        expected: Some(old),
+        new: Some(new),
+    });
+    cx.refs.update_many(&txn, msg)
+}
+
+/// Ahead/behind per device and differing sessions, from the remote's refs.
+///
+/// # Errors
+/// Transport errors.
+pub fn sync_status(cx: &Context, remote: &str) -> Result<Vec<DeviceStatus>> {
+    // Listing a git remote's refs fetches into its mirror: under the lock like every write.
+    let _lock = cx.lock("sync status")?;
+    let mut r = open_remote(cx, remote)?;
+    let refs = r.list_refs()?;
+    let local = cx.refs.get(HEAD)?;
+    let local_anc = match local {
+        Some(l) => graph::ancestors(&cx.objects, l)?,
+        None => HashSet::new(),
+    };
+    let local_flat = match local {
+        Some(l) => flatten(&cx.objects, &cx.objects.read_snapshot(&l)?.root)?,
+        None => Flat::with_roots(),
+    };
+    let mut out = Vec::new();
+    for (name, id) in &refs {
+        let Some(dev) = name.strip_suffix("/head") else {
+            continue;
+        };
+        let (ahead, behind, differ) = if cx.objects.has(id) {
+            let theirs = graph::ancestors(&cx.objects, *id)?;
+            let tf = flatten(&cx.objects, &cx.objects.read_snapshot(id)?.root)?;
+            (
+                Some(local_anc.difference(&theirs).count()),
+                Some(theirs.difference(&local_anc).count()),
+                changed_sessions(&local_flat, &tf),
+            )
+        } else {
+            (None, None, Vec::new())
+        };
+        out.push(DeviceStatus {
+            device: dev.to_owned(),
+            is_self: dev == cx.device(),
+            head: id.to_hex(),
+            ahead,
+            behind,
+            sessions_differ: differ,
+        });
+    }
+    Ok(out)
 }
 
 /// Removes the `*.lock` files a killed process left in a git mirror: gix and `git push` take

@@ -812,7 +812,7 @@ fn check_says_how_many_bytes_without_stuttering() {
     .0;
     {
         use objects_format::{EntryKind, Object, Snapshot, Tree, TreeEntry};
-        let _lock = st.lock("test").unwrap();
+        let _lock = st.context().lock("test").unwrap();
         let batch = st.objects().batch().unwrap();
         let blob = batch.put(&Object::Blob(b"hello".to_vec())).unwrap();
         let entry = |name: &str, size| TreeEntry {

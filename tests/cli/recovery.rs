@@ -144,7 +144,7 @@ fn a_pull_killed_after_moving_the_head_is_finished_by_recovery() {
             state_dir: b.state(),
         })
         .unwrap();
-        let _lock = st.lock("test").unwrap();
+        let _lock = st.context().lock("test").unwrap();
         let v2 = shelldone::ObjectId::from_hex(&v2).unwrap();
         st.refs()
             .set("head", Some(v2), "test: simulated pull")

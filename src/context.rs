@@ -1,0 +1,404 @@
+//! The store context every command takes: paths, objects, refs, the store lock, this device's
+//! id and the damage found at open (`FORMAT`, `device`). Below the commands (`save`,
+//! `restore`, `sync`, `history`, `check`, `recover`, `repair`) and above the store and snapshot
+//! layers; the [`crate::State`] facade holds one. See docs/architecture.md.
+
+use std::path::{Path, PathBuf};
+
+use fs_err as fs;
+use shelldone_migrations::{Access, StoreVersion};
+
+use crate::error::{Error, Result};
+use crate::snapshot;
+use crate::store;
+use crate::store::ObjectStore;
+use crate::store::lock::StoreLock;
+use crate::store::refs::Refs;
+
+/// On-disk store format this version writes. A newer major is refused; a newer minor opens
+/// read-only; an older major is migrated (see [`StoreVersion::access`]).
+pub const STORE_FORMAT: StoreVersion = StoreVersion::new(2, 0);
+
+/// Where the state lives.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `$XDG_CONFIG_HOME/shelldone` or an override.
+    pub config_dir: PathBuf,
+    /// `$XDG_STATE_HOME/shelldone` or an override.
+    pub state_dir: PathBuf,
+}
+
+impl Paths {
+    /// The XDG defaults (`$XDG_CONFIG_HOME/shelldone`, `$XDG_STATE_HOME/shelldone`, falling back
+    /// to `~/.config` and `~/.local/state`).
+    ///
+    /// # Errors
+    /// When neither the XDG variable nor `HOME` is set.
+    pub fn xdg() -> Result<Paths> {
+        let home = || std::env::var_os("HOME").map(PathBuf::from);
+        let pick = |var: &str, fallback: &str| -> Result<PathBuf> {
+            match std::env::var_os(var).filter(|v| !v.is_empty()) {
+                Some(v) => Ok(PathBuf::from(v).join("shelldone")),
+                None => home()
+                    .map(|h| h.join(fallback).join("shelldone"))
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "neither {var} nor HOME is set; pass --state-dir/--config-dir"
+                        ))
+                    }),
+            }
+        };
+        Ok(Paths {
+            config_dir: pick("XDG_CONFIG_HOME", ".config")?,
+            state_dir: pick("XDG_STATE_HOME", ".local/state")?,
+        })
+    }
+}
+
+/// What every command works on: the paths, the object store, the refs, the store lock, this
+/// device's id and the damage found at open. The [`crate::Context`] facade holds one; nothing
+/// below it names `Context`.
+#[derive(Debug)]
+pub struct Context {
+    pub(crate) paths: Paths,
+    pub(crate) snap_dir: PathBuf,
+    pub(crate) objects: ObjectStore,
+    pub(crate) refs: Refs,
+    pub(crate) device: String,
+    pub(crate) read_only: bool,
+    /// Damaged store files found at open that make writing unsafe (`FORMAT` in repair mode, a
+    /// damaged `device` file in a store with history): [`Context::lock`] refuses while any is
+    /// present; `state check` lists them and `state recover` repairs them.
+    pub(crate) damage: Vec<(PathBuf, String)>,
+    /// Entries the snapshot policy left out since the last [`Context::take_skipped`], by what was
+    /// done (`not saved`, `not restored`) and path: the CLI prints them as warnings.
+    pub(crate) skipped: std::sync::Mutex<
+        std::collections::BTreeMap<(&'static str, String), snapshot::policy::Skipped>,
+    >,
+}
+
+impl Context {
+    /// Opens the store for `state check` and `state recover`: a damaged `FORMAT` or `device`
+    /// file is recorded instead of refused (see [`Context::damage`]), and nothing is written —
+    /// no startup recovery, no descriptor repair — so that a damaged store can always be
+    /// examined and repaired.
+    ///
+    /// # Errors
+    /// I/O errors, a store from a newer shelldone.
+    pub fn open_for_repair(paths: Paths) -> Result<Context> {
+        Context::open_inner(paths, true)
+    }
+
+    pub(crate) fn open_inner(paths: Paths, repair: bool) -> Result<Context> {
+        let snap_dir = paths.state_dir.join("snapshots");
+        fs::create_dir_all(&snap_dir)?;
+        let mut damage = Vec::new();
+        let read_only = match check_format(&snap_dir) {
+            Ok(ro) => ro,
+            Err(Error::CorruptFile { path, why }) if repair => {
+                damage.push((path, why));
+                false
+            }
+            Err(e) => return Err(e),
+        };
+        let mut st = Context {
+            objects: ObjectStore::new(snap_dir.clone()),
+            refs: Refs::new(&snap_dir),
+            snap_dir,
+            paths,
+            device: String::new(),
+            read_only,
+            damage,
+            skipped: std::sync::Mutex::default(),
+        };
+        let (device, why) = st.device_id()?;
+        st.device = device;
+        if let Some(why) = why {
+            st.damage.push((st.snap_dir.join("device"), why));
+        } else if repair
+            && let Some(saved) = st.device_from_history()
+            && saved != st.device
+        {
+            // A valid id that is not the one this store saves under (a flipped or cut byte):
+            // found by check (it reads the reflog, which opening for other commands does not).
+            st.damage.push((
+                st.snap_dir.join("device"),
+                format!(
+                    "it says {}, but this store's newest local save was made as {saved}",
+                    st.device
+                ),
+            ));
+            st.device = saved;
+        }
+        Ok(st)
+    }
+
+    /// Damaged store files found at open that block writing: (path, what is wrong).
+    #[must_use]
+    pub fn damage(&self) -> &[(PathBuf, String)] {
+        &self.damage
+    }
+
+    /// The paths in use.
+    #[must_use]
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// This device's id.
+    #[must_use]
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// The object store.
+    #[must_use]
+    pub fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
+    /// The refs.
+    #[must_use]
+    pub fn refs(&self) -> &Refs {
+        &self.refs
+    }
+
+    /// The `snapshots/` dir.
+    #[must_use]
+    pub fn snapshots_dir(&self) -> &Path {
+        &self.snap_dir
+    }
+
+    /// Takes the store lock for a mutating operation.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] after `SHELLDONE_LOCK_TIMEOUT`; [`Error::ReadOnly`].
+    /// A damaged `FORMAT` or `device` file refuses every write with [`Error::CorruptFile`]
+    /// until `state recover` repaired it.
+    pub fn lock(&self, what: &str) -> Result<StoreLock> {
+        if let Some((path, why)) = self.damage.first() {
+            return Err(Error::corrupt_file(path, why.clone()));
+        }
+        // A `device` file that still holds a valid id, but not this store's (a flipped or cut
+        // byte): writing under it would start another device's history on every remote.
+        if let Some(saved) = self.device_from_history()
+            && saved != self.device
+        {
+            return Err(Error::corrupt_file(
+                self.snap_dir.join("device"),
+                format!(
+                    "it says {}, but this store's newest local save was made as {saved}",
+                    self.device
+                ),
+            ));
+        }
+        self.lock_for_repair(what)
+    }
+
+    /// Takes the store lock even when [`Context::damage`] lists damaged files (for `state
+    /// recover`, which repairs them).
+    ///
+    /// # Errors
+    /// [`Error::Locked`] after `SHELLDONE_LOCK_TIMEOUT`; [`Error::ReadOnly`].
+    pub fn lock_for_repair(&self, what: &str) -> Result<StoreLock> {
+        if self.read_only {
+            return Err(Error::ReadOnly(self.snap_dir.clone()));
+        }
+        StoreLock::acquire(&self.snap_dir, what, store::lock::default_timeout())
+    }
+
+    /// The live layout.
+    #[must_use]
+    pub fn layout(&self) -> snapshot::Layout {
+        snapshot::Layout::live(&self.paths.config_dir, &self.paths.state_dir)
+    }
+
+    /// Records entries the snapshot policy left out (`what`: `not saved`, `not restored`).
+    pub(crate) fn note_skipped(&self, what: &'static str, skipped: &[snapshot::policy::Skipped]) {
+        if skipped.is_empty() {
+            return;
+        }
+        let mut m = self
+            .skipped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in skipped {
+            m.insert((what, s.path.clone()), s.clone());
+        }
+    }
+
+    /// Entries the snapshot policy left out since the last call, each with what was done
+    /// (`not saved`, `not restored`), in path order; the list is emptied.
+    pub fn take_skipped(&self) -> Vec<(&'static str, snapshot::policy::Skipped)> {
+        let mut m = self
+            .skipped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut *m)
+            .into_iter()
+            .map(|((what, _), s)| (what, s))
+            .collect()
+    }
+
+    pub(crate) fn statcache_path(&self) -> PathBuf {
+        self.snap_dir.join("statcache")
+    }
+}
+
+/// True when `snapshots/` holds anything a user could lose: objects, packs, refs or a reflog
+/// (a store with none of these is new, and its `FORMAT` and `device` are simply created).
+pub(crate) fn store_has_contents(dir: &Path) -> bool {
+    let non_empty = |p: PathBuf| match std::fs::read_dir(&p) {
+        Ok(mut d) => d.next().is_some(),
+        Err(_) => p.is_file(),
+    };
+    ["objects", "packs", "refs", "packed-refs", "logs"]
+        .iter()
+        .any(|n| non_empty(dir.join(n)))
+}
+
+/// Reads `FORMAT` (writing it in a new store): whether the store is read-only (a newer minor).
+///
+/// # Errors
+/// [`Error::CorruptFile`] when `FORMAT` is damaged, or missing from a store that holds data;
+/// [`Error::NewerStore`]; migration and I/O errors.
+fn check_format(dir: &Path) -> Result<bool> {
+    let path = dir.join("FORMAT");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let found = StoreVersion::parse(&bytes)
+                .map_err(|e| Error::corrupt_file(&path, e.to_string()))?;
+            match STORE_FORMAT.access(found) {
+                Access::ReadWrite => Ok(false),
+                Access::ReadOnly => Ok(true),
+                Access::Refuse => Err(Error::NewerStore {
+                    path: dir.to_path_buf(),
+                    found: found.to_string(),
+                    supported: STORE_FORMAT.to_string(),
+                }),
+                Access::Migrate => {
+                    // Under the store lock, so that no other process works on the store while
+                    // its format changes; another process may have migrated it while we waited.
+                    let _lock =
+                        StoreLock::acquire(dir, "store migration", store::lock::default_timeout())?;
+                    let now = shelldone_migrations::read_format(dir)
+                        .map_err(|e| Error::Invalid(e.to_string()))?;
+                    if now.major < STORE_FORMAT.major {
+                        shelldone_migrations::migrate(dir, now.major, STORE_FORMAT.major)
+                            .map_err(|e| Error::Invalid(e.to_string()))?;
+                    }
+                    Ok(false)
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if store_has_contents(dir) {
+                // Which version wrote this data is unknown: guessing could let this version
+                // write into a newer store. `state recover` decides (docs/safety.md).
+                return Err(Error::corrupt_file(
+                    &path,
+                    "the file is missing, and the store holds objects or refs",
+                ));
+            }
+            store::durable::write_atomic(&path, STORE_FORMAT.format_line().as_bytes())?;
+            Ok(false)
+        }
+        Err(e) => Err(Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{e} (reading {})", path.display()),
+        ))),
+    }
+}
+
+impl Context {
+    /// This device's id from `snapshots/device`, created in a new store. In a store with
+    /// history a missing or damaged file is not replaced by a new id (this device would start
+    /// writing under another name on every remote): the id is taken from the newest local save
+    /// the reflog records, and the damage is returned for [`Context::lock`] to refuse writes
+    /// until `state recover` rewrites the file.
+    fn device_id(&self) -> Result<(String, Option<String>)> {
+        let path = self.snap_dir.join("device");
+        let why = match std::fs::read(&path) {
+            Ok(b) => match std::str::from_utf8(&b).map(str::trim) {
+                Ok(s) if valid_device(s) => return Ok((s.to_owned(), None)),
+                Ok("") => "empty".to_owned(),
+                Ok(s) => format!(
+                    "not a device id: {:?}",
+                    s.chars().take(80).collect::<String>()
+                ),
+                Err(_) => "not UTF-8".to_owned(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "the file is missing".to_owned(),
+            Err(e) => {
+                return Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e} (reading {})", path.display()),
+                )));
+            }
+        };
+        if store_has_contents(&self.snap_dir) {
+            if let Some(id) = self.device_from_history() {
+                return Ok((
+                    id.clone(),
+                    Some(format!("{why}; the reflog says this device is {id}")),
+                ));
+            }
+            if !self.damage.is_empty() || self.read_only {
+                return Ok((new_device_id(), Some(why)));
+            }
+            // History, but no local save to take the id from (only pulled snapshots): a new id
+            // loses nothing.
+        }
+        if self.read_only {
+            return Ok((new_device_id(), None));
+        }
+        let id = new_device_id();
+        store::durable::write_atomic(&path, format!("{id}\n").as_bytes())?;
+        Ok((id, None))
+    }
+
+    /// The device of the newest snapshot a local save made (a reflog line of `head` whose
+    /// message starts with `save`), if its snapshot reads.
+    pub(crate) fn device_from_history(&self) -> Option<String> {
+        let (_, e) = self
+            .refs
+            .find_last(|n, e| {
+                n == store::refs::HEAD
+                    && e.new.is_some()
+                    && (e.message.starts_with("save") || e.message.starts_with(DEVICE_RENAME))
+            })
+            .ok()??;
+        // `device rename` records the new name in the reflog before it writes `device`.
+        if let Some(names) = e.message.strip_prefix(DEVICE_RENAME) {
+            let new = names.rsplit(" -> ").next()?.trim();
+            return valid_device(new).then(|| new.to_owned());
+        }
+        let s = self.objects.read_snapshot(&e.new?).ok()?;
+        valid_device(&s.device).then_some(s.device)
+    }
+}
+
+/// The reflog message prefix of `device rename` (`device rename: OLD -> NEW`).
+pub(crate) const DEVICE_RENAME: &str = "device rename: ";
+
+fn valid_device(s: &str) -> bool {
+    store::refs::check_name(s).is_ok() && !s.contains('/')
+}
+
+fn new_device_id() -> String {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(32)
+        .collect();
+    let host = if host.is_empty() {
+        "device".to_owned()
+    } else {
+        host
+    };
+    format!("{host}-{:08x}", rand::random::<u32>())
+}
