@@ -114,7 +114,7 @@ pub fn check(cx: &Context, opts: CheckOptions) -> Result<CheckReport> {
     }
     roots.sort();
     roots.dedup();
-    let (shallow_ids, _) = crate::repair::read_shallow(cx);
+    let (shallow_ids, _) = cx.read_shallow();
     let mut w = Walker {
         st: cx,
         opts,

@@ -3,9 +3,11 @@
 //! `restore`, `sync`, `history`, `check`, `recover`, `repair`) and above the store and snapshot
 //! layers; the [`crate::State`] facade holds one. See docs/architecture.md.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use fs_err as fs;
+use objects_format::{ObjectId, Snapshot};
 use shelldone_migrations::{Access, StoreVersion};
 
 use crate::error::{Error, Result};
@@ -167,6 +169,88 @@ impl Context {
     #[must_use]
     pub fn snapshots_dir(&self) -> &Path {
         &self.snap_dir
+    }
+
+    /// Reads the snapshot a ref names; when it is missing, corrupt or not a snapshot the error
+    /// names the ref's file too ([`Error::CorruptFile`]): the ref may be the damaged part, and
+    /// `state recover` repairs either.
+    pub(crate) fn ref_snapshot(&self, name: &str, id: ObjectId) -> Result<Snapshot> {
+        self.objects.read_snapshot(&id).map_err(|e| {
+            if e.is_damage() {
+                let place = if self.refs.loose_path(name).is_file() {
+                    self.refs.loose_path(name)
+                } else {
+                    self.refs.packed_path().to_path_buf()
+                };
+                Error::corrupt_file(
+                    place,
+                    format!("{name} names {id}, which cannot be read: {e}"),
+                )
+            } else {
+                e
+            }
+        })
+    }
+
+    /// The snapshots listed in `shallow` (parents deliberately not fetched), and its damaged
+    /// lines: (line, why), or (None, why) for the whole file. Lines that are not UTF-8 are
+    /// read with those bytes replaced.
+    pub(crate) fn read_shallow(&self) -> (BTreeSet<ObjectId>, Vec<(Option<usize>, String)>) {
+        let mut ids = BTreeSet::new();
+        let mut bad = Vec::new();
+        let bytes = match std::fs::read(self.snap_dir.join("shallow")) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (ids, bad),
+            Err(e) => {
+                bad.push((None, format!("unreadable: {e}")));
+                return (ids, bad);
+            }
+        };
+        if bytes.is_empty() {
+            bad.push((None, "empty".into()));
+            return (ids, bad);
+        }
+        let body = match bytes.strip_suffix(b"\n") {
+            Some(b) => b,
+            None => {
+                bad.push((None, "truncated: the last line has no newline".into()));
+                &bytes[..]
+            }
+        };
+        for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
+            let text = String::from_utf8_lossy(raw);
+            match ObjectId::from_hex(text.trim()) {
+                Ok(id) if self.objects.has(&id) => {
+                    ids.insert(id);
+                }
+                Ok(id) => bad.push((
+                    Some(i + 1),
+                    format!("it names {id}, which is not in the store"),
+                )),
+                Err(_) => bad.push((
+                    Some(i + 1),
+                    format!("not a snapshot id: {:?}", crate::error::short(&text)),
+                )),
+            }
+        }
+        (ids, bad)
+    }
+
+    /// `packs/*.pack` files without their `.idx`.
+    pub(crate) fn packs_without_index(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.objects.packs_dir();
+        let mut out = Vec::new();
+        if !dir.is_dir() {
+            return Ok(out);
+        }
+        for e in fs::read_dir(&dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "pack") && !p.with_extension("idx").exists() {
+                out.push(p);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Takes the store lock for a mutating operation.

@@ -165,6 +165,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// True for errors that mean stored data is damaged (missing, corrupt or of the wrong kind).
+    #[must_use]
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::MissingObject { .. } | Error::CorruptObject { .. } | Error::WrongKind { .. }
+        )
+    }
+
     /// A [`Error::CorruptFile`] for `path`.
     pub fn corrupt_file(path: impl Into<PathBuf>, why: impl Into<String>) -> Error {
         Error::CorruptFile {
@@ -258,4 +267,13 @@ pub fn io_transient(e: &std::io::Error) -> bool {
             | K::NetworkUnreachable
             | K::NetworkDown
     )
+}
+
+/// The first 80 characters of `s` (with `…` when cut), for messages that quote damaged bytes.
+pub(crate) fn short(s: &str) -> String {
+    let mut t: String = s.chars().take(80).collect();
+    if t.len() < s.len() {
+        t.push('…');
+    }
+    t
 }

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::ops::session_ref;
 use crate::snapshot::{Flat, flatten, session_of};
+use crate::store::refs::session_ref;
 use crate::store::refs::{HEAD, check_name};
 
 /// One snapshot in `log`.
@@ -228,7 +228,7 @@ fn full_id(cx: &Context, id: ObjectId, base: &str) -> Result<ObjectId> {
                     format!("{why} (snapshot {id} may be in its pack)"),
                 ));
             }
-            if let Some(pack) = crate::repair::packs_without_index(cx)?.into_iter().next() {
+            if let Some(pack) = cx.packs_without_index()?.into_iter().next() {
                 return Err(Error::corrupt_file(
                     pack,
                     format!("it has no index (snapshot {id} may be in it)"),
@@ -272,14 +272,14 @@ pub fn log(
                 .collect()
         }
     };
-    let (shallow_ids, _) = crate::repair::read_shallow(cx);
+    let (shallow_ids, _) = cx.read_shallow();
     let mut heap = BinaryHeap::new();
     let mut seen = HashSet::new();
     let mut snaps: BTreeMap<ObjectId, Snapshot> = BTreeMap::new();
     for (s, name) in starts {
         if seen.insert(s) {
             let snap = match &name {
-                Some(n) => crate::ops::ref_snapshot(cx, n, s)?,
+                Some(n) => cx.ref_snapshot(n, s)?,
                 None => cx.objects.read_snapshot(&s)?,
             };
             heap.push(ByTime(snap.time_ns, s));

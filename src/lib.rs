@@ -4,7 +4,7 @@
 //! immutable BLAKE3-addressed, zstd-compressed objects (see `objects-format`), with refs per
 //! session, so that snapshots, backups and sync are all object transfers.
 //!
-//! [`State`] is a facade of one-line methods over the commands (`ops`, `sync`, `history`,
+//! [`State`] is a facade of one-line methods over the commands (`live`, `sync`, `history`,
 //! `check`, `recover`, `repair`), which take a [`context::Context`] (paths, objects, refs, the
 //! store lock, the device id). Layers, each importing only downward — `cli` → [`State`] → the
 //! commands → `context` → `snapshot` / `remote` → `store` → [`objects_format`], with `error` a
@@ -17,8 +17,8 @@ pub mod context;
 pub mod demo;
 pub mod error;
 pub mod history;
+pub mod live;
 pub mod merge_drivers;
-pub mod ops;
 pub mod recover;
 pub mod remote;
 pub mod repair;
@@ -31,8 +31,8 @@ use std::path::Path;
 
 pub use context::{Paths, STORE_FORMAT};
 pub use error::{Error, ErrorKind, Result};
+pub use live::{RestoreOptions, RestoreOutcome, SaveOptions, SaveOutcome};
 pub use objects_format::ObjectId;
-pub use ops::{RestoreOptions, RestoreOutcome, SaveOptions, SaveOutcome};
 pub use recover::RecoveryReport;
 pub use shelldone_migrations::StoreVersion;
 
@@ -128,25 +128,25 @@ impl State {
 
     /// Snapshots the live state (see [`SaveOptions`]).
     ///
-    /// See [`ops::save`].
+    /// See [`live::save::save`].
     pub fn save(&self, opts: &SaveOptions) -> Result<SaveOutcome> {
-        ops::save(&self.cx, opts)
+        live::save::save(&self.cx, opts)
     }
 
     /// The root tree id the live state would have if saved now (no object is written; unchanged
     /// files are not read thanks to the stat cache). Used to detect changes cheaply.
     ///
-    /// See [`ops::live_root`].
+    /// See [`live::save::live_root`].
     pub fn live_root(&self) -> Result<ObjectId> {
-        ops::live_root(&self.cx)
+        live::save::live_root(&self.cx)
     }
 
     /// Restores a snapshot (see [`RestoreOptions`]). Unsaved live changes are saved first, so a
     /// restore never loses anything; the restore itself is recorded as a new snapshot.
     ///
-    /// See [`ops::restore`].
+    /// See [`live::restore::restore`].
     pub fn restore(&self, opts: &RestoreOptions) -> Result<RestoreOutcome> {
-        ops::restore(&self.cx, opts)
+        live::restore::restore(&self.cx, opts)
     }
 
     /// Configured remotes.

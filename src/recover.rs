@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::context::{Context, Paths};
 use crate::error::{Error, Result};
-use crate::ops::{Pending, Quarantined};
+use crate::live::Quarantined;
+use crate::live::restore::Pending;
 use crate::repair::{Quarantine, Repair};
 use crate::snapshot::restore::remove_tmp_files;
 use crate::store::lock::StoreLock;
@@ -80,10 +81,12 @@ pub fn open(paths: Paths) -> Result<(Context, RecoveryReport)> {
     if !cx.read_only
         && cx.damage.is_empty()
         && matches!(cx.refs.get(crate::store::refs::HEAD), Ok(Some(_)))
-        && !crate::ops::corrupt_descriptors(&cx, true)?.is_empty()
+        && !crate::live::descriptors::corrupt_descriptors(&cx, true)?.is_empty()
     {
         match StoreLock::acquire(&cx.snap_dir, "descriptor repair", std::time::Duration::ZERO) {
-            Ok(_lock) => report.quarantined = crate::ops::repair_descriptors(&cx, true)?,
+            Ok(_lock) => {
+                report.quarantined = crate::live::descriptors::repair_descriptors(&cx, true)?
+            }
             Err(Error::Locked { .. }) => report.skipped_busy = true,
             Err(e) => return Err(e),
         }
@@ -125,7 +128,7 @@ pub fn recover(cx: &Context) -> Result<RecoveryReport> {
     remove_leftovers(cx, &mut r)?;
     crate::repair::repair_store(cx, &q, &mut r.repaired)?;
     finish_intent(cx, &mut r, true)?;
-    r.quarantined = crate::ops::repair_descriptors(cx, false)?;
+    r.quarantined = crate::live::descriptors::repair_descriptors(cx, false)?;
     Ok(r)
 }
 
@@ -180,7 +183,7 @@ fn remove_leftovers(cx: &Context, r: &mut RecoveryReport) -> Result<()> {
 /// first.
 fn finish_intent(cx: &Context, r: &mut RecoveryReport, full: bool) -> Result<()> {
     let intent = cx.snapshots_dir().join("restore-intent");
-    match crate::ops::pending_restore(cx)? {
+    match crate::live::restore::pending_restore(cx)? {
         Pending::None => {}
         Pending::Corrupt(why) => {
             fs::remove_file(&intent)?;
@@ -205,15 +208,16 @@ fn finish_intent(cx: &Context, r: &mut RecoveryReport, full: bool) -> Result<()>
             // is impossible (its objects are damaged), give up on it rather than block every
             // command. Whatever changed in the live dirs since the crash is saved first, so
             // rolling forward never overwrites edits made after it.
-            let saved = crate::ops::save_locked(
+            let saved = crate::live::save::save_locked(
                 cx,
-                &crate::ops::SaveOptions {
+                &crate::live::SaveOptions {
                     message: "auto-save before finishing an interrupted restore".into(),
                     allow_empty: true,
-                    ..crate::ops::SaveOptions::default()
+                    ..crate::live::SaveOptions::default()
                 },
             );
-            match saved.and_then(|_| crate::ops::restore_locked(cx, snap, &scope, false)) {
+            match saved.and_then(|_| crate::live::restore::restore_locked(cx, snap, &scope, false))
+            {
                 Ok(_) => r.restore_finished = Some(snap.to_hex()),
                 Err(e) => {
                     let _ = std::fs::remove_file(&intent);
@@ -231,7 +235,7 @@ fn finish_intent(cx: &Context, r: &mut RecoveryReport, full: bool) -> Result<()>
 /// Missing or corrupt trees/snapshots/chunk lists (blobs are not read).
 pub fn reachable(cx: &Context, roots: &[ObjectId]) -> Result<HashSet<ObjectId>> {
     let mut seen = HashSet::new();
-    let (shallow_ids, _) = crate::repair::read_shallow(cx);
+    let (shallow_ids, _) = cx.read_shallow();
     let mut stack: Vec<(ObjectId, Kind)> = roots.iter().map(|r| (*r, Kind::Snapshot)).collect();
     while let Some((id, kind)) = stack.pop() {
         if !seen.insert(id) {

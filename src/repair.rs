@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::ops::{IntentTarget, parse_intent};
+use crate::live::restore::{IntentTarget, parse_intent};
 use crate::store::durable;
 use crate::store::refs::{PackedScan, ReflogScan};
 
@@ -325,14 +325,6 @@ fn labelled(why: &str) -> String {
     }
 }
 
-fn short(s: &str) -> String {
-    let mut t: String = s.chars().take(80).collect();
-    if t.len() < s.len() {
-        t.push('…');
-    }
-    t
-}
-
 /// Every damaged store file (objects aside): for `state check`. Reads only.
 ///
 /// # Errors
@@ -446,7 +438,7 @@ pub(crate) fn file_damage_in(cx: &Context, view: &RefView) -> Result<Vec<FileDam
             why: labelled(&why),
         });
     }
-    let (_, bad) = read_shallow(cx);
+    let (_, bad) = cx.read_shallow();
     for (line, why) in bad {
         out.push(FileDamage {
             kind: "shallow list",
@@ -463,7 +455,7 @@ pub(crate) fn file_damage_in(cx: &Context, view: &RefView) -> Result<Vec<FileDam
             why: labelled(&why),
         });
     }
-    for pack in packs_without_index(cx)? {
+    for pack in cx.packs_without_index()? {
         out.push(FileDamage {
             kind: "pack",
             file: pack,
@@ -493,76 +485,15 @@ fn intent_damage(cx: &Context) -> Result<Option<String>> {
     })
 }
 
-/// The snapshots listed in `shallow` (parents deliberately not fetched), and its damaged
-/// lines: (line, why), or (None, why) for the whole file. Lines that are not UTF-8 are
-/// read with those bytes replaced.
-pub(crate) fn read_shallow(cx: &Context) -> (BTreeSet<ObjectId>, Vec<(Option<usize>, String)>) {
-    let mut ids = BTreeSet::new();
-    let mut bad = Vec::new();
-    let bytes = match std::fs::read(cx.snap_dir.join("shallow")) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (ids, bad),
-        Err(e) => {
-            bad.push((None, format!("unreadable: {e}")));
-            return (ids, bad);
-        }
-    };
-    if bytes.is_empty() {
-        bad.push((None, "empty".into()));
-        return (ids, bad);
-    }
-    let body = match bytes.strip_suffix(b"\n") {
-        Some(b) => b,
-        None => {
-            bad.push((None, "truncated: the last line has no newline".into()));
-            &bytes[..]
-        }
-    };
-    for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
-        let text = String::from_utf8_lossy(raw);
-        match ObjectId::from_hex(text.trim()) {
-            Ok(id) if cx.objects.has(&id) => {
-                ids.insert(id);
-            }
-            Ok(id) => bad.push((
-                Some(i + 1),
-                format!("it names {id}, which is not in the store"),
-            )),
-            Err(_) => bad.push((
-                Some(i + 1),
-                format!("not a snapshot id: {:?}", short(&text)),
-            )),
-        }
-    }
-    (ids, bad)
-}
-
 /// Why `remotes.json` does not parse, if it does not.
 fn remotes_damage(cx: &Context) -> Option<String> {
     match std::fs::read(cx.snap_dir.join("remotes.json")) {
-        Ok(b) => serde_json::from_slice::<Vec<crate::sync::RemoteConfig>>(&b)
+        Ok(b) => serde_json::from_slice::<Vec<crate::remote::RemoteConfig>>(&b)
             .err()
             .map(|e| format!("not a list of remotes: {e}")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => Some(format!("unreadable: {e}")),
     }
-}
-
-/// `packs/*.pack` files without their `.idx`.
-pub(crate) fn packs_without_index(cx: &Context) -> Result<Vec<PathBuf>> {
-    let dir = cx.objects.packs_dir();
-    let mut out = Vec::new();
-    if !dir.is_dir() {
-        return Ok(out);
-    }
-    for e in fs::read_dir(&dir)? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "pack") && !p.with_extension("idx").exists() {
-            out.push(p);
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Why the store's contents do not show that this version's format wrote them (the rule
@@ -656,7 +587,7 @@ pub(crate) fn repair_format(cx: &Context, q: &Quarantine, out: &mut Vec<Repair>)
     if path.exists() {
         action = format!("moved to {}; ", q.take(path)?.display());
     }
-    let line = crate::STORE_FORMAT.format_line();
+    let line = crate::context::STORE_FORMAT.format_line();
     durable::write_atomic(path, line.as_bytes())?;
     out.push(Repair {
         file: path.display().to_string(),
@@ -1226,7 +1157,7 @@ fn repair_small_files(cx: &Context, q: &Quarantine, out: &mut Vec<Repair>) -> Re
                 .into(),
         });
     }
-    let (mut ids, bad) = read_shallow(cx);
+    let (mut ids, bad) = cx.read_shallow();
     if !bad.is_empty() {
         let path = cx.snap_dir.join("shallow");
         // Snapshots pulled from another device whose parents are not here are the cuts a

@@ -361,7 +361,7 @@ fn open_with_report(cli: &Cli) -> Result<(State, crate::RecoveryReport)> {
 }
 
 /// One line saying what happened to a corrupt session descriptor.
-fn quarantine_line(q: &crate::ops::Quarantined) -> String {
+fn quarantine_line(q: &crate::live::Quarantined) -> String {
     format!(
         "session descriptor {} was corrupt ({}); moved to {}; {}",
         q.path,

@@ -14,12 +14,24 @@ pub mod verify;
 use std::collections::BTreeMap;
 
 use objects_format::ObjectId;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::store::{Batch, ObjectStore};
 
 /// At most this many snapshots are read by one [`Remote::snapshot_graph`] walk.
 pub const MAX_GRAPH_SNAPSHOTS: usize = 1_000_000;
+
+/// A configured remote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoteConfig {
+    /// Name (`origin`).
+    pub name: String,
+    /// URL or path.
+    pub url: String,
+    /// `git` or `dir`.
+    pub kind: String,
+}
 
 /// One ref update on the remote (compare-and-swap).
 #[derive(Debug, Clone, PartialEq, Eq)]

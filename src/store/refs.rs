@@ -71,6 +71,20 @@ pub struct ReflogEntry {
     pub message: String,
 }
 
+/// Encodes a session id for use as a ref name component.
+#[must_use]
+pub fn session_ref(session: &[u8]) -> String {
+    let mut s = String::from("sessions/");
+    for (i, &b) in session.iter().enumerate() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (b == b'.' && i > 0) {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
 /// Validates a ref name.
 ///
 /// # Errors
@@ -1107,7 +1121,7 @@ mod tests {
         std::fs::remove_file(refs.loose_path(HEAD)).expect("rm");
         let err = refs.get(HEAD).expect_err("missing head");
         assert!(matches!(err, Error::CorruptFile { .. }), "{err}");
-        assert_eq!(err.kind(), crate::ErrorKind::Data);
+        assert_eq!(err.kind(), crate::error::ErrorKind::Data);
         assert_eq!(refs.get_raw(HEAD).expect("raw"), None);
         // Bytes that are not UTF-8 in a ref file or packed-refs name the file, exit 3.
         std::fs::write(refs.loose_path(HEAD), b"\xff\xfe\n").expect("write");
@@ -1127,6 +1141,6 @@ mod tests {
                 .contains("packed-refs is corrupt: line 2: not UTF-8"),
             "{err}"
         );
-        assert_eq!(err.kind(), crate::ErrorKind::Data);
+        assert_eq!(err.kind(), crate::error::ErrorKind::Data);
     }
 }

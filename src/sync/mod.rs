@@ -16,11 +16,11 @@ use std::path::PathBuf;
 
 use fs_err as fs;
 use objects_format::{ObjectId, Snapshot};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::ops::session_ref;
+pub use crate::remote::RemoteConfig;
 use crate::remote::dir::DirRemote;
 use crate::remote::git::GitRemote;
 use crate::remote::{Progress, RefUpdate, Remote, TransferStats, is_git_url};
@@ -28,19 +28,9 @@ use crate::snapshot::conflicts;
 use crate::snapshot::{Flat, flatten, write_trees};
 use crate::store::durable;
 use crate::store::refs::HEAD;
+use crate::store::refs::session_ref;
 
 pub use crate::snapshot::conflicts::{Conflict, ConflictKind};
-
-/// A configured remote.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RemoteConfig {
-    /// Name (`origin`).
-    pub name: String,
-    /// URL or path.
-    pub url: String,
-    /// `git` or `dir`.
-    pub kind: String,
-}
 
 /// How much history to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -145,7 +135,7 @@ fn add_shallow(cx: &Context, ids: &[ObjectId]) -> Result<()> {
         return Ok(());
     }
     let path = cx.snapshots_dir().join("shallow");
-    let (mut all, _) = crate::repair::read_shallow(cx);
+    let (mut all, _) = cx.read_shallow();
     all.extend(ids.iter().copied());
     let text: String = all.iter().map(|id| id.to_hex() + "\n").collect();
     durable::write_atomic(&path, text.as_bytes())?;
@@ -440,18 +430,18 @@ pub fn sync_pull(
     // Unsaved live changes become a snapshot first, so the merge sees them. A device with
     // no history and nothing live adopts instead (no empty snapshot of its own).
     if old_head.is_some() || live_has_files(cx)? {
-        crate::ops::save_locked(
+        crate::live::save::save_locked(
             cx,
-            &crate::ops::SaveOptions {
+            &crate::live::SaveOptions {
                 message: format!("{PULL_AUTO_SAVE}{remote}"),
-                ..crate::ops::SaveOptions::default()
+                ..crate::live::SaveOptions::default()
             },
         )?;
     }
     // From here the head may move before the live files follow: if this process dies in
     // between, recovery makes the live state equal to the head (nothing to do while they
     // are still equal, right after the auto-save).
-    crate::ops::write_head_intent(cx)?;
+    crate::live::restore::write_head_intent(cx)?;
     let mut first = fresh;
     for (dev, their) in heads {
         if dev == cx.device() {
@@ -471,7 +461,8 @@ pub fn sync_pull(
         .filter(|c| !old_open.iter().any(|o| o.id == c.id))
         .collect();
     if let Some(h) = head {
-        let (plan, _) = crate::ops::restore_locked(cx, h, &crate::ops::Scope::All, false)?;
+        let (plan, _) =
+            crate::live::restore::restore_locked(cx, h, &crate::live::Scope::All, false)?;
         report.files_changed = plan.create.len() + plan.update.len() + plan.delete.len();
         report.restored = true;
     }
@@ -525,7 +516,7 @@ fn refuse_unrelated(
 
 /// True when the live dirs hold at least one file.
 fn live_has_files(cx: &Context) -> Result<bool> {
-    Ok(crate::ops::live_root(cx)? != write_trees(&Flat::with_roots(), None)?)
+    Ok(crate::live::save::live_root(cx)? != write_trees(&Flat::with_roots(), None)?)
 }
 
 /// The open conflicts a snapshot carries (none for no snapshot).
@@ -831,7 +822,7 @@ fn take_sessions(
         take.join(" "),
         their.0.short(12)
     );
-    crate::ops::commit_snapshot(
+    crate::live::save::commit_snapshot(
         cx,
         batch,
         &flat,

@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::live::{SaveOptions, Scope};
 use crate::merge_drivers::apply_keys;
-use crate::ops::{SaveOptions, Scope};
 use crate::snapshot::conflicts::{self, Conflict, ConflictKind};
 use crate::snapshot::{Flat, flatten};
 use crate::store::durable;
@@ -151,7 +151,7 @@ pub fn conflict_resolve(cx: &Context, id: &str, how: Resolution) -> Result<Resol
                 }
                 _ => Scope::Path(c.path.as_bytes().to_vec()),
             };
-            let plan = crate::ops::materialize(cx, c.other()?, &scope)?;
+            let plan = crate::live::restore::materialize(cx, c.other()?, &scope)?;
             written.extend(
                 plan.create
                     .iter()
@@ -194,7 +194,7 @@ pub fn conflict_resolve(cx: &Context, id: &str, how: Resolution) -> Result<Resol
             }
         }
     }
-    let saved = crate::ops::save_locked(
+    let saved = crate::live::save::save_locked(
         cx,
         &SaveOptions {
             message: format!("resolve conflict {} on {} ({how:?})", c.id, c.path).to_lowercase(),

@@ -1,0 +1,175 @@
+//! Torn session descriptors: found at startup, quarantined, and their last good version put
+//! back.
+
+use std::path::PathBuf;
+
+use fs_err as fs;
+use serde::Serialize;
+
+use super::save::head_state;
+use crate::context::Context;
+use crate::error::Result;
+use crate::snapshot::restore::{self, Plan};
+use crate::snapshot::{Flat, Layout, flatten};
+use crate::store::refs::HEAD;
+use crate::store::statcache::{Stat, StatCache};
+use crate::store::{durable, now_ns};
+
+/// True when the file was modified less than [`DESCRIPTOR_SETTLE`] ago (or its age is unknown).
+pub(super) fn is_young(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|m| m.elapsed().ok())
+        .is_none_or(|age| age < DESCRIPTOR_SETTLE)
+}
+
+/// How old a changed descriptor must be before it is judged corrupt at startup.
+pub const DESCRIPTOR_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A descriptor that was found corrupt and moved aside.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quarantined {
+    /// Snapshot path of the descriptor.
+    pub path: String,
+    /// What was wrong.
+    pub why: String,
+    /// Where the bad file now is.
+    pub moved_to: PathBuf,
+    /// Whether the last good version was put back.
+    pub restored_from: Option<String>,
+}
+
+/// Moves a corrupt descriptor to `state/quarantine/<time>/…` and puts back its last good
+/// version from the head snapshot when there is one.
+pub(super) fn quarantine(
+    cx: &Context,
+    layout: &Layout,
+    rel: &[u8],
+    why: &str,
+    good: Option<crate::snapshot::Leaf>,
+    cache: &mut StatCache,
+) -> Result<Quarantined> {
+    let src = layout.abs(rel);
+    let qdir = cx
+        .paths
+        .state_dir
+        .join("quarantine")
+        .join(format!("{}", now_ns()));
+    let dest = qdir.join(std::ffi::OsStr::new(&*String::from_utf8_lossy(
+        rel.strip_prefix(b"state/").unwrap_or(rel),
+    )));
+    fs::create_dir_all(dest.parent().expect("has parent"))?;
+    fs::rename(&src, &dest)?;
+    durable::sync_dir(src.parent().expect("has parent"))?;
+    let mut restored_from = None;
+    if let Some(leaf) = good {
+        let mut one = Flat::with_roots();
+        one.leaves.insert(rel.to_vec(), leaf);
+        let mut plan = Plan::default();
+        plan.create.push(rel.to_vec());
+        restore::apply(&cx.objects, layout, &one, &plan)?;
+        if let Ok(m) = std::fs::symlink_metadata(&src) {
+            cache.insert(rel.to_vec(), Stat::of(&m), leaf.kind, leaf.id, now_ns());
+        }
+        restored_from = cx.refs.get(HEAD)?.map(|h| h.to_hex());
+    }
+    Ok(Quarantined {
+        path: String::from_utf8_lossy(rel).into_owned(),
+        why: why.to_owned(),
+        moved_to: dest,
+        restored_from,
+    })
+}
+
+/// Validates every session descriptor that changed since it was last read (the stat cache
+/// vouches for the others); each corrupt one is moved to `state/quarantine/<time>/` and its
+/// last good version put back from the head snapshot. Writes no snapshot.
+///
+/// # Errors
+/// I/O or store errors.
+pub(crate) fn repair_descriptors(cx: &Context, settle: bool) -> Result<Vec<Quarantined>> {
+    let bad = corrupt_descriptors(cx, settle)?;
+    let mut out = Vec::new();
+    if bad.is_empty() {
+        return Ok(out);
+    }
+    let mut cache = StatCache::load(&cx.statcache_path());
+    let layout = cx.layout();
+    let head = match head_state(cx)? {
+        Some((_, s)) => flatten(&cx.objects, &s.root)?,
+        None => Flat::with_roots(),
+    };
+    for (rel, why) in bad {
+        out.push(quarantine(
+            cx,
+            &layout,
+            &rel,
+            &why,
+            head.leaves.get(&rel).copied(),
+            &mut cache,
+        )?);
+    }
+    cache.save(&cx.statcache_path())?;
+    Ok(out)
+}
+
+/// Session descriptors (`state/sessions/**.json`) that do not parse. Only descriptors whose
+/// stat changed since they were last read are read (a cached one was valid when saved), so
+/// this is a directory walk and a stat per descriptor in the common case.
+///
+/// # Errors
+/// I/O errors.
+pub(crate) fn corrupt_descriptors(cx: &Context, settle: bool) -> Result<Vec<(Vec<u8>, String)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let base = cx.paths.state_dir.join("sessions");
+    let mut out = Vec::new();
+    if !base.is_dir() {
+        return Ok(out);
+    }
+    let cache = StatCache::load(&cx.statcache_path());
+    for e in walkdir::WalkDir::new(&base)
+        .follow_links(false)
+        .min_depth(1)
+        .max_depth(2)
+    {
+        let Ok(e) = e else { continue };
+        let name = e.file_name().as_bytes();
+        if !e.file_type().is_file()
+            || !name.ends_with(b".json")
+            || crate::store::durable::is_tmp_name(name)
+        {
+            continue;
+        }
+        let mut rel = b"state/sessions/".to_vec();
+        rel.extend_from_slice(
+            e.path()
+                .strip_prefix(&base)
+                .expect("under base")
+                .as_os_str()
+                .as_bytes(),
+        );
+        let Ok(meta) = e.metadata() else { continue };
+        if cache.lookup(&rel, &Stat::of(&meta)).is_some() {
+            continue;
+        }
+        // A descriptor modified in the last moments may be mid-write by the terminal: leave
+        // it; it is checked again by the next command (and by every save).
+        if settle
+            && meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_none_or(|age| age < DESCRIPTOR_SETTLE)
+        {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        if let Err(why) = crate::snapshot::save::validate_descriptor(&bytes) {
+            out.push((rel, why));
+        }
+    }
+    Ok(out)
+}

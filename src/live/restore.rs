@@ -1,0 +1,409 @@
+//! `restore`: a snapshot (or one session or path of it) put back into the live files, behind
+//! an intent file that startup recovery finishes if the process dies half-way.
+
+use std::path::PathBuf;
+
+use fs_err as fs;
+use objects_format::ObjectId;
+use serde::{Deserialize, Serialize};
+
+use super::Scope;
+use super::descriptors::is_young;
+use super::save::{SaveOptions, commit_snapshot, head_state, save_locked};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::snapshot::conflicts;
+use crate::snapshot::restore::{self, Plan};
+use crate::snapshot::save::read_live;
+use crate::snapshot::{Flat, Layout, flatten, in_roots, session_of, write_trees};
+use crate::store::refs::HEAD;
+use crate::store::statcache::{Stat, StatCache};
+use crate::store::{durable, now_ns};
+
+/// What to restore.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Revision (default: head).
+    pub rev: Option<String>,
+    /// Only this session.
+    pub session: Option<String>,
+    /// Only this file or folder (a snapshot path such as `config/shelldone.toml`).
+    pub path: Option<String>,
+    /// Write into this dir (`DIR/config`, `DIR/state/…`) instead of the live dirs.
+    pub to: Option<PathBuf>,
+    /// Only compute the plan.
+    pub dry_run: bool,
+}
+
+/// What a restore did (or would do).
+#[derive(Debug, Clone)]
+pub struct RestoreOutcome {
+    /// The snapshot restored.
+    pub snapshot: ObjectId,
+    /// The changes.
+    pub plan: Plan,
+    /// Snapshot of the live state taken before restoring, if it had unsaved changes.
+    pub auto_saved: Option<ObjectId>,
+    /// New head recording the restore (None for `--to`, dry runs and no-ops).
+    pub new_head: Option<ObjectId>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Intent {
+    /// The snapshot to make live; the literal "head" means whatever the head is at recovery
+    /// (written by `sync pull` before it moves the head).
+    snapshot: String,
+    session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+}
+
+/// Records that the live state must be made equal to the head, whatever it becomes: written
+/// before an operation moves the head (sync pull), removed by the restore that follows. A crash
+/// in between is rolled forward by recovery.
+pub(crate) fn write_head_intent(st: &Context) -> Result<()> {
+    durable::write_atomic(
+        &st.snap_dir.join("restore-intent"),
+        &serde_json::to_vec(&Intent {
+            snapshot: "head".into(),
+            session: None,
+            path: None,
+        })
+        .map_err(std::io::Error::other)?,
+    )?;
+    Ok(())
+}
+
+/// Restores a snapshot (see [`RestoreOptions`]). Unsaved live changes are saved first, so a
+/// restore never loses anything; the restore itself is recorded as a new snapshot.
+///
+/// # Errors
+/// Unknown revision, missing/corrupt objects (nothing live is changed), lock or I/O errors.
+pub fn restore(cx: &Context, opts: &RestoreOptions) -> Result<RestoreOutcome> {
+    if let Some(dir) = &opts.to {
+        return restore_to(cx, opts, dir);
+    }
+    let _lock = cx.lock("state restore")?;
+    let snap_id = restore_target(cx, opts)?;
+    let scope = checked_scope(cx, opts, snap_id)?;
+    let auto_saved = if opts.dry_run {
+        None
+    } else {
+        // Whatever the restore overwrites is saved first; an emptied root is saved as it
+        // is (restoring is how a user repairs it).
+        let o = save_locked(
+            cx,
+            &SaveOptions {
+                message: format!("auto-save before restoring {}", snap_id.short(12)),
+                allow_empty: true,
+                ..SaveOptions::default()
+            },
+        )?;
+        if o.created { o.id } else { None }
+    };
+    let (plan, new_head) = restore_locked(cx, snap_id, &scope, opts.dry_run)?;
+    Ok(RestoreOutcome {
+        snapshot: snap_id,
+        plan,
+        auto_saved,
+        new_head,
+    })
+}
+
+/// The scope of a restore, checked against the snapshot: the session or path must exist
+/// there.
+fn checked_scope(cx: &Context, opts: &RestoreOptions, snap_id: ObjectId) -> Result<Scope> {
+    if opts.session.is_some() && opts.path.is_some() {
+        return Err(Error::Invalid(
+            "--session and --path cannot be used together".into(),
+        ));
+    }
+    let scope = Scope::of(opts.session.as_deref(), opts.path.as_deref());
+    if scope == Scope::All {
+        return Ok(scope);
+    }
+    if let Scope::Path(p) = &scope
+        && !in_roots(p)
+    {
+        return Err(Error::Invalid(format!(
+            "--path {}: a snapshot path starts with config/, state/sessions/ or state/journal/",
+            String::from_utf8_lossy(p)
+        )));
+    }
+    let t = flatten(&cx.objects, &cx.objects.read_snapshot(&snap_id)?.root)?;
+    let found = match &scope {
+        Scope::Session(s) => t
+            .leaves
+            .keys()
+            .chain(t.dirs.iter())
+            .any(|p| session_of(p) == Some(s.as_bytes())),
+        Scope::Path(x) => t.leaves.contains_key(x) || t.dirs.contains(x),
+        Scope::All => true,
+    };
+    if found {
+        return Ok(scope);
+    }
+    Err(match scope {
+        Scope::Session(s) => Error::UnknownSession(s, format!("snapshot {}", snap_id.short(12))),
+        Scope::Path(p) => Error::Invalid(format!(
+            "no file or folder '{}' in snapshot {}",
+            String::from_utf8_lossy(&p),
+            snap_id.short(12)
+        )),
+        Scope::All => unreachable!("returned above"),
+    })
+}
+
+/// The restore proper, under the lock: also used to roll an interrupted restore forward.
+pub(crate) fn restore_locked(
+    cx: &Context,
+    snap_id: ObjectId,
+    scope: &Scope,
+    dry_run: bool,
+) -> Result<(Plan, Option<ObjectId>)> {
+    let (plan, target) = apply_restore(cx, snap_id, scope, dry_run)?;
+    if dry_run {
+        return Ok((plan, None));
+    }
+    let intent_path = cx.snap_dir.join("restore-intent");
+    let sel = |p: &[u8]| scope.contains(p);
+    // Record the restore as a snapshot on top of the head.
+    let head = head_state(cx)?;
+    let base = match &head {
+        Some((_, s)) => match flatten(&cx.objects, &s.root) {
+            Ok(f) => f,
+            // Damaged head trees: as in a save, record the restored state in full.
+            Err(e) if e.is_damage() && *scope == Scope::All => Flat::with_roots(),
+            Err(e) => return Err(e),
+        },
+        None => Flat::with_roots(),
+    };
+    let new_flat = match scope {
+        Scope::All => target,
+        _ => {
+            let mut m = base.filtered(|p| !sel(p));
+            m.leaves.extend(target.leaves);
+            m.dirs.extend(target.dirs);
+            m
+        }
+    };
+    let root = write_trees(&new_flat, None)?;
+    let new_head = if head.as_ref().is_some_and(|(_, s)| s.root == root) {
+        None
+    } else {
+        let batch = cx.objects.batch()?;
+        let root = write_trees(&new_flat, Some(&batch))?;
+        let msg = match scope {
+            Scope::Session(s) => format!("restore session {s} from {}", snap_id.short(12)),
+            Scope::Path(p) => format!(
+                "restore {} from {}",
+                String::from_utf8_lossy(p),
+                snap_id.short(12)
+            ),
+            Scope::All => format!("restore {}", snap_id.short(12)),
+        };
+        Some(
+            commit_snapshot(
+                cx,
+                batch,
+                &new_flat,
+                &base,
+                head.as_ref().map(|h| h.0),
+                root,
+                &msg,
+                scope.session().map(str::to_owned),
+                conflicts::carried(head.as_ref().map(|h| &h.1), &[])?,
+            )?
+            .0,
+        )
+    };
+    fs::remove_file(&intent_path)?;
+    durable::sync_dir(&cx.snap_dir)?;
+    Ok((plan, new_head))
+}
+
+/// Makes the live files in `scope` equal to a snapshot, under a restore intent (a crash
+/// rolls it forward); records nothing. Returns the plan and the target content.
+fn apply_restore(
+    cx: &Context,
+    snap_id: ObjectId,
+    scope: &Scope,
+    dry_run: bool,
+) -> Result<(Plan, Flat)> {
+    let intent_path = cx.snap_dir.join("restore-intent");
+    let snap = cx.objects.read_snapshot(&snap_id)?;
+    let sel = |p: &[u8]| scope.contains(p);
+    let target = flatten(&cx.objects, &snap.root)?.filtered(sel);
+    let layout = cx.layout();
+    let mut cache = StatCache::load(&cx.statcache_path());
+    let live = read_live(&layout, &sel, &mut cache, None)?;
+    let mut live_flat = live.flat;
+    let mut target = target;
+    // What the snapshot policy does not materialise stays as it is live; what the stat cache
+    // vouches for is read again before the plan trusts it (the cache never decides what a
+    // restore writes).
+    let skipped = restore::apply_policy(&cx.objects, &mut target, &mut live_flat)?;
+    restore::confirm_vouched(&layout, &target, &mut live_flat, &live.vouched, &mut cache)?;
+    for (rel, _) in &live.corrupt {
+        if is_young(&layout.abs(rel)) {
+            // Possibly being written by the terminal right now: neither rewrite nor delete it.
+            target.leaves.remove(rel);
+            live_flat.leaves.remove(rel);
+        } else {
+            // A settled corrupt descriptor is never "already equal": force a rewrite.
+            live_flat.leaves.remove(rel);
+        }
+    }
+    let mut plan = restore::plan(&target, &live_flat);
+    cx.note_skipped("not restored", &skipped);
+    plan.skipped = skipped;
+    if dry_run {
+        return Ok((plan, target));
+    }
+    durable::write_atomic(
+        &intent_path,
+        &serde_json::to_vec(&Intent {
+            snapshot: snap_id.to_hex(),
+            session: scope.session().map(str::to_owned),
+            path: match scope {
+                Scope::Path(p) => Some(String::from_utf8_lossy(p).into_owned()),
+                _ => None,
+            },
+        })
+        .map_err(std::io::Error::other)?,
+    )?;
+    if let Err(e) = restore::apply(&cx.objects, &layout, &target, &plan) {
+        // Nothing was renamed if content failed verification; a later I/O error leaves
+        // each file old or new. Either way this restore is over: do not roll it forward.
+        let _ = std::fs::remove_file(&intent_path);
+        return Err(e);
+    }
+    let now = now_ns();
+    for p in plan.create.iter().chain(&plan.update) {
+        if let (Some(l), Ok(m)) = (
+            target.leaves.get(p),
+            std::fs::symlink_metadata(layout.abs(p)),
+        ) && m.is_file()
+        {
+            cache.insert(p.clone(), Stat::of(&m), l.kind, l.id, now);
+        }
+    }
+    cache.retain(in_roots);
+    cache.save(&cx.statcache_path())?;
+    Ok((plan, target))
+}
+
+/// Makes the live files in `scope` equal to a snapshot without recording a snapshot (the
+/// caller records what it did, e.g. a conflict resolution).
+pub(crate) fn materialize(cx: &Context, snap_id: ObjectId, scope: &Scope) -> Result<Plan> {
+    let (plan, _) = apply_restore(cx, snap_id, scope, false)?;
+    fs::remove_file(cx.snap_dir.join("restore-intent"))?;
+    Ok(plan)
+}
+
+/// The snapshot a restore is about: its revision, or the head.
+fn restore_target(cx: &Context, opts: &RestoreOptions) -> Result<ObjectId> {
+    match &opts.rev {
+        Some(r) => crate::history::resolve(cx, r),
+        None => cx.refs.get(HEAD)?.ok_or(Error::NoSnapshot),
+    }
+}
+
+fn restore_to(
+    cx: &Context,
+    opts: &RestoreOptions,
+    dir: &std::path::Path,
+) -> Result<RestoreOutcome> {
+    let snap_id = restore_target(cx, opts)?;
+    let scope = checked_scope(cx, opts, snap_id)?;
+    let snap = cx.objects.read_snapshot(&snap_id)?;
+    let sel = |p: &[u8]| scope.contains(p);
+    let target = flatten(&cx.objects, &snap.root)?.filtered(sel);
+    let layout = Layout::under(dir);
+    if !opts.dry_run {
+        fs::create_dir_all(&layout.state)?;
+        fs::create_dir_all(&layout.config)?;
+    }
+    let mut cache = StatCache::default();
+    let live = read_live(&layout, &sel, &mut cache, None)?;
+    let (mut target, mut live_flat) = (target, live.flat);
+    let skipped = restore::apply_policy(&cx.objects, &mut target, &mut live_flat)?;
+    let mut plan = restore::plan(&target, &live_flat);
+    cx.note_skipped("not restored", &skipped);
+    plan.skipped = skipped;
+    if !opts.dry_run {
+        restore::apply(&cx.objects, &layout, &target, &plan)?;
+    }
+    Ok(RestoreOutcome {
+        snapshot: snap_id,
+        plan,
+        auto_saved: None,
+        new_head: None,
+    })
+}
+
+/// Reads a restore intent left by an interrupted restore (without changing anything).
+///
+/// # Errors
+/// I/O errors reading the file.
+pub(crate) fn pending_restore(cx: &Context) -> Result<Pending> {
+    let p = cx.snap_dir.join("restore-intent");
+    match std::fs::read(&p) {
+        Ok(b) => match parse_intent(&b) {
+            Ok((IntentTarget::Snapshot(id), scope)) => Ok(Pending::Restore(id, scope)),
+            // Written by `sync pull` before it moves the head: whatever the head is now.
+            Ok((IntentTarget::Head, _)) => match cx.refs.get(HEAD) {
+                Ok(Some(h)) => Ok(Pending::Restore(h, Scope::All)),
+                Ok(None) => Ok(Pending::Corrupt(
+                    "it asks for the head, and there is no head".into(),
+                )),
+                Err(e) => Ok(Pending::HeadUnreadable(e)),
+            },
+            Err(why) => Ok(Pending::Corrupt(why)),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Pending::None),
+        Err(e) => Err(Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("{e} (reading {})", p.display()),
+        ))),
+    }
+}
+
+/// What `restore-intent` asks for.
+#[derive(Debug)]
+pub(crate) enum Pending {
+    /// No intent.
+    None,
+    /// Make this snapshot (or this part of it) live.
+    Restore(ObjectId, Scope),
+    /// The intent does not parse: why. (`write_atomic` wrote it, so a crash cannot tear it:
+    /// something else damaged it.)
+    Corrupt(String),
+    /// It asks for the head, which cannot be read now (damaged: left for `state recover`).
+    HeadUnreadable(Error),
+}
+
+/// The snapshot an intent names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IntentTarget {
+    /// A snapshot id.
+    Snapshot(ObjectId),
+    /// The word `head`.
+    Head,
+}
+
+/// Parses `restore-intent`: `{"snapshot": "<hex>" | "head", "session": null | "<id>"}`.
+pub(crate) fn parse_intent(bytes: &[u8]) -> std::result::Result<(IntentTarget, Scope), String> {
+    let i: Intent = serde_json::from_slice(bytes).map_err(|e| format!("not an intent: {e}"))?;
+    let target = if i.snapshot == "head" {
+        IntentTarget::Head
+    } else {
+        IntentTarget::Snapshot(ObjectId::from_hex(&i.snapshot).map_err(|_| {
+            format!(
+                "names {:?}, which is not a snapshot id",
+                i.snapshot.chars().take(80).collect::<String>()
+            )
+        })?)
+    };
+    Ok((target, Scope::of(i.session.as_deref(), i.path.as_deref())))
+}
