@@ -7,5 +7,6 @@ mod core;
 mod corruption;
 mod faults;
 mod recovery;
+mod revisions;
 mod sync;
 mod sync_stories;
