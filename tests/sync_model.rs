@@ -52,6 +52,10 @@
 //! `SHELLDONE_MODEL_STRICT=0` (work around the fixed bugs), `SHELLDONE_MODEL_KEEP=1` (keep the devices' folders of a failed
 //! run), `SHELLDONE_MODEL_VERBOSE=1` (print every step). A failure prints the seed, the replay
 //! command and the step history; `just sync-model STEPS SEED STRICT` runs it in release.
+#![expect(
+    clippy::print_stderr,
+    reason = "the model prints its seed and statistics, so a failure can be replayed"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

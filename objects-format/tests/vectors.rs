@@ -10,6 +10,10 @@
 //! ```text
 //! SHELLDONE_REGEN_VECTORS=1 cargo test -p objects-format --test vectors
 //! ```
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure: a panic is the test failing, with its message"
+)]
 
 use std::path::PathBuf;
 
