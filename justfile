@@ -20,6 +20,10 @@ verify:
 deny:
     bash .ci/deny
 
+# The fuzz targets build on stable (what CI checks; `just fuzz` runs them).
+fuzz-build:
+    cargo build --manifest-path fuzz/Cargo.toml --locked
+
 # The independent Python decoder (objects-format/tools/README.md): every test vector and the
 # frozen store fixtures/store-v1, decoded and verified from objects-format/SPEC.md alone.
 spec:
