@@ -14,14 +14,24 @@ verify:
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo test --workspace --locked
 
+# cargo-deny (deny.toml): bans, licenses, sources, and RustSec advisories when the database can be
+# fetched (loudly NOT CHECKED when it cannot; SHELLDONE_REQUIRE_ADVISORIES=1 makes that fail).
+# Installs the pinned cargo-deny when missing (about 5.5 min on 2 cores). CI runs it too.
+deny:
+    bash .ci/deny
+
+# The fuzz targets build on stable (what CI checks; `just fuzz` runs them).
+fuzz-build:
+    cargo build --manifest-path fuzz/Cargo.toml --locked
+
 # The independent Python decoder (objects-format/tools/README.md): every test vector and the
 # frozen store fixtures/store-v1, decoded and verified from objects-format/SPEC.md alone.
 spec:
     python3 objects-format/tools/decode.py --vectors objects-format/tests/vectors.json --store fixtures/store-v1/state --compare-with fixtures/store-v1
 
-# verify + 200 SIGKILL fault-injection iterations + the sync model (tests/sync_model.rs) for 2000
-# steps per remote + fuzzing each decoder for a while.
-verify-full: verify
+# verify + cargo-deny + 200 SIGKILL fault-injection iterations + the sync model
+# (tests/sync_model.rs) for 2000 steps per remote + fuzzing each decoder for a while.
+verify-full: verify deny
     SHELLDONE_CRASH_ITERATIONS=200 cargo test --release --locked --test crash -- --nocapture
     SHELLDONE_MODEL_STEPS=2000 cargo test --release --locked --test sync_model -- --nocapture
     just fuzz 60

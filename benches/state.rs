@@ -1,6 +1,7 @@
 //! `cargo bench --bench state` (or `just bench-inproc`): shelldone vs `git add -A && git commit` and
 //! `tar | zstd -3 -T2` on the same generated state (issue #2's workload: 48 sessions, 64.3 MB in 139 files).
 //! Prints a table of medians. Environment: `BENCH_RUNS` (default 5), `BENCH_SCALE` (default 1).
+#![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -486,7 +486,6 @@ mod diff {
     /// A point on an optimal edit path, found by searching from both ends until the paths meet.
     /// Only points inside the edit graph are ever stored (`NONE` marks an unreachable diagonal),
     /// so every index stays in bounds whatever the lengths.
-    #[allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
     fn middle_split(a: &[u32], b: &[u32], budget: &mut u64) -> Option<(usize, usize)> {
         const NONE: isize = -1;
         let (n, m) = (a.len() as isize, b.len() as isize);

@@ -16,6 +16,8 @@ use shelldone::{Paths, State};
 #[path = "common/git_daemon.rs"]
 mod git_daemon;
 use git_daemon::GitDaemon;
+#[path = "common/ci.rs"]
+mod ci;
 
 /// One device: its own config and state dirs.
 struct Dev {
@@ -166,9 +168,16 @@ fn git_stdin(dir: &Path, args: &[&str], envs: &[(&str, &str)], input: &[u8]) -> 
 }
 
 /// Runs `dev`'s shelldone with `args`; returns its output and peak RSS in KiB. Uses GNU time
-/// when installed (.ci/run installs it), otherwise polls the child's `VmHWM`.
+/// when installed (.ci/run installs it; CI fails without it), otherwise polls the child's
+/// `VmHWM`, which can miss a short peak.
 fn peak_rss(dev: &Dev, args: &[&str]) -> (Output, u64) {
     let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        ci::cannot_run(
+            "peak RSS by GNU time",
+            "/usr/bin/time is missing (Debian package time); polling VmHWM instead",
+        );
+    }
     if time.exists() {
         let report = dev.dir.path().join("rss");
         let mut c = Command::new(time);

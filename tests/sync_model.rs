@@ -52,6 +52,10 @@
 //! `SHELLDONE_MODEL_STRICT=0` (work around the fixed bugs), `SHELLDONE_MODEL_KEEP=1` (keep the devices' folders of a failed
 //! run), `SHELLDONE_MODEL_VERBOSE=1` (print every step). A failure prints the seed, the replay
 //! command and the step history; `just sync-model STEPS SEED STRICT` runs it in release.
+#![expect(
+    clippy::print_stderr,
+    reason = "the model prints its seed and statistics, so a failure can be replayed"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -60,6 +64,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "common/ci.rs"]
+mod ci;
 #[path = "common/git_daemon.rs"]
 mod git_daemon;
 use git_daemon::GitDaemon;
@@ -472,6 +478,15 @@ impl World {
         let kills = std::env::var("SHELLDONE_MODEL_KILLS").map_or(true, |v| v != "0");
         let verbose = std::env::var("SHELLDONE_MODEL_VERBOSE").is_ok_and(|v| v != "0");
         let strict = std::env::var("SHELLDONE_MODEL_STRICT").map_or(true, |v| v != "0");
+        if !strict {
+            ci::cannot_run(
+                test,
+                "SHELLDONE_MODEL_STRICT=0 works around the bugs the model found instead of failing",
+            );
+        }
+        if steps == 0 {
+            ci::cannot_run(test, "SHELLDONE_MODEL_STEPS=0 takes no step");
+        }
         let tmp = tempfile::tempdir().expect("tempdir");
         let url = url_for(tmp.path());
         let devs = (0..DEVICES)

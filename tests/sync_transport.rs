@@ -1,5 +1,9 @@
 //! Sync transports against real peers: a directory remote (incl. Syncthing-style copies merged
 //! back), a real `git daemon` on loopback, hostile remotes built here, and interrupted pushes.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure: a panic is the test failing, with its message"
+)]
 
 use std::collections::BTreeMap;
 use std::io::Write;

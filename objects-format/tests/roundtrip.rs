@@ -1,6 +1,10 @@
 //! Property tests of the canonical encoding (SPEC.md §3–§4):
 //! decode∘encode = id, encode∘decode = id on everything that decodes, stable ids, tamper
 //! detection, and a decoder that never panics.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure: a panic is the test failing, with its message"
+)]
 
 use objects_format::chunk::{self, MAX_CHUNK, MIN_CHUNK};
 use objects_format::{

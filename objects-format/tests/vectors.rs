@@ -10,6 +10,10 @@
 //! ```text
 //! SHELLDONE_REGEN_VECTORS=1 cargo test -p objects-format --test vectors
 //! ```
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers panic on failure: a panic is the test failing, with its message"
+)]
 
 use std::path::PathBuf;
 
@@ -20,6 +24,9 @@ use objects_format::{
     ObjectId, Snapshot, Tree, TreeEntry, decode, encode, encode_with_id, verify,
 };
 use serde_json::{Value, json};
+
+#[path = "../../tests/common/ci.rs"]
+mod ci;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -482,6 +489,11 @@ fn vectors_match_file() {
     let built = build();
     let path = vectors_path();
     if std::env::var_os("SHELLDONE_REGEN_VECTORS").is_some_and(|v| v == "1") {
+        // Regenerating compares nothing: never in CI.
+        ci::cannot_run(
+            "vectors_match_file",
+            "SHELLDONE_REGEN_VECTORS=1 rewrites the vectors instead of checking them",
+        );
         let mut s = serde_json::to_string_pretty(&built).unwrap();
         s.push('\n');
         std::fs::write(&path, s).unwrap();

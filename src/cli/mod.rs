@@ -1,4 +1,8 @@
 //! The `shelldone` command line. Exit codes: see docs/cli.md.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "the CLI is the one layer that writes to stdout and stderr (docs/style.md)"
+)]
 
 pub mod exit;
 mod output;

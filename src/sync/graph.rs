@@ -217,4 +217,230 @@ mod tests {
         let parents = |x: &ObjectId| g.get(x).cloned().unwrap_or_default();
         assert!(between_bases(id(1), id(2), &parents).is_empty());
     }
+
+    /// One small DAG, two heads and what their best common ancestors must be.
+    struct Case {
+        name: &'static str,
+        edges: &'static [(u8, &'static [u8])],
+        a: u8,
+        b: u8,
+        bases: &'static [u8],
+        /// What `between_bases` must return (every snapshot on a path down to a base).
+        between: &'static [u8],
+    }
+
+    const CASES: &[Case] = &[
+        Case {
+            name: "root only, both heads the root",
+            edges: &[(1, &[])],
+            a: 1,
+            b: 1,
+            bases: &[1],
+            between: &[1],
+        },
+        Case {
+            name: "equal heads on a line",
+            edges: &[(1, &[]), (2, &[1]), (3, &[2])],
+            a: 3,
+            b: 3,
+            bases: &[3],
+            between: &[3],
+        },
+        Case {
+            name: "linear: the older head is the base",
+            edges: &[(1, &[]), (2, &[1]), (3, &[2]), (4, &[3])],
+            a: 4,
+            b: 2,
+            bases: &[2],
+            between: &[2, 3, 4],
+        },
+        Case {
+            name: "linear: the root against the tip",
+            edges: &[(1, &[]), (2, &[1]), (3, &[2])],
+            a: 1,
+            b: 3,
+            bases: &[1],
+            between: &[1, 2, 3],
+        },
+        Case {
+            name: "fork at the root",
+            edges: &[(1, &[]), (2, &[1]), (3, &[1])],
+            a: 2,
+            b: 3,
+            bases: &[1],
+            between: &[1, 2, 3],
+        },
+        Case {
+            name: "fork after a shared line: older history is not needed",
+            edges: &[
+                (1, &[]),
+                (2, &[1]),
+                (3, &[2]),
+                (4, &[3]),
+                (5, &[3]),
+                (6, &[5]),
+            ],
+            a: 4,
+            b: 6,
+            bases: &[3],
+            between: &[3, 4, 5, 6],
+        },
+        Case {
+            name: "one side merged the other, then both went on",
+            // 1 ← 2 (A), 1 ← 3 (B); A merges B as 4, goes on to 5; B goes on to 6.
+            edges: &[
+                (1, &[]),
+                (2, &[1]),
+                (3, &[1]),
+                (4, &[2, 3]),
+                (5, &[4]),
+                (6, &[3]),
+            ],
+            a: 5,
+            b: 6,
+            bases: &[3],
+            between: &[3, 4, 5, 6],
+        },
+        Case {
+            name: "fast-forward after a merge: the merge is the base",
+            edges: &[(1, &[]), (2, &[1]), (3, &[1]), (4, &[2, 3]), (5, &[4])],
+            a: 4,
+            b: 5,
+            bases: &[4],
+            between: &[4, 5],
+        },
+        Case {
+            name: "criss-cross: two best bases",
+            // 1 ← 2 and 1 ← 3; each device merges the other's head: 4 = {2,3}, 5 = {3,2}.
+            edges: &[(1, &[]), (2, &[1]), (3, &[1]), (4, &[2, 3]), (5, &[3, 2])],
+            a: 4,
+            b: 5,
+            bases: &[2, 3],
+            between: &[2, 3, 4, 5],
+        },
+        Case {
+            name: "criss-cross with work after each merge",
+            edges: &[
+                (1, &[]),
+                (2, &[1]),
+                (3, &[1]),
+                (4, &[2, 3]),
+                (5, &[3, 2]),
+                (6, &[4]),
+                (7, &[5]),
+            ],
+            a: 6,
+            b: 7,
+            bases: &[2, 3],
+            between: &[2, 3, 4, 5, 6, 7],
+        },
+        Case {
+            name: "disjoint histories share nothing",
+            edges: &[(1, &[]), (2, &[1]), (3, &[]), (4, &[3])],
+            a: 2,
+            b: 4,
+            bases: &[],
+            between: &[],
+        },
+        Case {
+            name: "two roots joined by a merge (an --allow-unrelated pull)",
+            // 1 and 2 are roots; 3 merges them; 4 goes on from 1 alone.
+            edges: &[(1, &[]), (2, &[]), (3, &[1, 2]), (4, &[1])],
+            a: 3,
+            b: 4,
+            bases: &[1],
+            between: &[1, 3, 4],
+        },
+        Case {
+            name: "a cut parent (partial pull) is still a base; the walk ends there",
+            // 9 is not in the store: 2 and 3 both name it.
+            edges: &[(2, &[9]), (3, &[9])],
+            a: 2,
+            b: 3,
+            bases: &[9],
+            between: &[2, 3, 9],
+        },
+    ];
+
+    #[test]
+    fn best_bases_and_between_bases_over_small_dags() {
+        for c in CASES {
+            let g = graph(c.edges);
+            let parents = |x: &ObjectId| g.get(x).cloned().unwrap_or_default();
+            let want: Vec<ObjectId> = c.bases.iter().map(|n| id(*n)).collect();
+            let between: BTreeSet<ObjectId> = c.between.iter().map(|n| id(*n)).collect();
+            for (a, b) in [(c.a, c.b), (c.b, c.a)] {
+                let (best, _, _) = best_bases(id(a), id(b), &parents);
+                assert_eq!(best, want, "{}: best bases of {a} and {b}", c.name);
+                assert_eq!(
+                    between_bases(id(a), id(b), &parents),
+                    between,
+                    "{}: between {a} and {b}",
+                    c.name
+                );
+            }
+        }
+    }
+
+    /// `merge_bases` reads a real store: newest first (time, then id), the same on every device.
+    #[test]
+    fn merge_bases_in_a_store_are_newest_first() {
+        use objects_format::{ChangeSummary, Object, Snapshot};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectStore::new(dir.path().to_path_buf());
+        let batch = store.batch().expect("batch");
+        let mut ids: HashMap<u8, ObjectId> = HashMap::new();
+        // (name, parents, time): 1 ← 2 (t=20), 1 ← 3 (t=30); criss-cross 4 = {2,3}, 5 = {3,2};
+        // 6 a root of its own; a second criss-cross (11, 12) whose two bases 9 and 10 have the
+        // same time, so the id orders them.
+        let spec: &[(u8, &[u8], i64)] = &[
+            (1, &[], 10),
+            (2, &[1], 20),
+            (3, &[1], 30),
+            (4, &[2, 3], 40),
+            (5, &[3, 2], 50),
+            (6, &[], 60),
+            (7, &[1], 70),
+            (8, &[1], 70),
+            (9, &[7], 80),
+            (10, &[8], 80),
+            (11, &[9, 10], 90),
+            (12, &[10, 9], 90),
+        ];
+        for (n, ps, t) in spec {
+            let snap = Snapshot {
+                root: id(0),
+                parents: ps.iter().map(|p| ids[p]).collect(),
+                time_ns: *t,
+                device: "d".into(),
+                message: format!("s{n}"),
+                session: None,
+                summary: ChangeSummary::default(),
+                extra: Vec::new(),
+            };
+            ids.insert(*n, batch.put(&Object::Snapshot(snap)).expect("put"));
+        }
+        batch.commit().expect("commit");
+        let mut same_time = [ids[&9], ids[&10]];
+        same_time.sort_by(|x, y| y.cmp(x));
+        let table: &[(u8, u8, Vec<ObjectId>)] = &[
+            (1, 1, vec![ids[&1]]),
+            (2, 3, vec![ids[&1]]),
+            (4, 2, vec![ids[&2]]),
+            (4, 5, vec![ids[&3], ids[&2]]),
+            (4, 6, vec![]),
+            (11, 12, same_time.to_vec()),
+        ];
+        for (a, b, want) in table {
+            for (x, y) in [(a, b), (b, a)] {
+                let got = merge_bases(&store, ids[x], ids[y]).expect("merge bases");
+                assert_eq!(&got, want, "merge bases of s{x} and s{y}");
+                assert_eq!(
+                    merge_base(&store, ids[x], ids[y]).expect("merge base"),
+                    want.first().copied(),
+                    "merge base of s{x} and s{y}"
+                );
+            }
+        }
+    }
 }

@@ -1,28 +1,38 @@
 //! Issue #3: a full disk and a read-only store give a clear error and lose nothing.
-//! These need a small tmpfs, so they mount one (root only; otherwise they say so and return).
+//! These need a small tmpfs, so they mount one: root only. Elsewhere they say so and return; in
+//! CI (`SHELLDONE_CI=1`, run as root) not being able to mount fails them.
 
 use std::path::Path;
 use std::process::Command;
 
 use crate::support::Sandbox;
+use crate::support::ci::cannot_run;
 
 struct Mount(std::path::PathBuf);
 
 impl Mount {
-    fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
+    /// A `size` tmpfs at `at`, or `None` (after [`cannot_run`], which fails in CI) when this
+    /// machine will not mount one.
+    fn tmpfs(test: &str, at: &Path, size: &str) -> Option<Mount> {
         std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
+        let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            Some(Mount(at.to_path_buf()))
-        } else {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs here (needs root); the full-disk test did not run"
-            );
-            None
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Mount(at.to_path_buf())),
+            Ok(o) => {
+                let err = String::from_utf8_lossy(&o.stderr);
+                cannot_run(
+                    test,
+                    &format!("mount -t tmpfs failed (needs root): {}", err.trim()),
+                );
+                None
+            }
+            Err(e) => {
+                cannot_run(test, &format!("cannot run mount: {e}"));
+                None
+            }
         }
     }
     fn remount(&self, opt: &str) {
@@ -54,7 +64,11 @@ fn sandbox_with_state_on(m: &Path) -> Sandbox {
 #[test]
 fn full_disk_fails_clearly_and_publishes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(m) = Mount::tmpfs(&tmp.path().join("small"), "3m") else {
+    let Some(m) = Mount::tmpfs(
+        "full_disk_fails_clearly_and_publishes_nothing",
+        &tmp.path().join("small"),
+        "3m",
+    ) else {
         return;
     };
     let sb = sandbox_with_state_on(&m.0);
@@ -92,7 +106,11 @@ fn full_disk_fails_clearly_and_publishes_nothing() {
 #[test]
 fn read_only_store_fails_clearly_and_still_reads() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(m) = Mount::tmpfs(&tmp.path().join("ro"), "16m") else {
+    let Some(m) = Mount::tmpfs(
+        "read_only_store_fails_clearly_and_still_reads",
+        &tmp.path().join("ro"),
+        "16m",
+    ) else {
         return;
     };
     let sb = sandbox_with_state_on(&m.0);

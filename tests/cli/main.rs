@@ -1,4 +1,9 @@
 //! End-to-end tests driving the real `shelldone` binary in temp dirs.
+#![expect(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "test helpers panic on failure: a panic is the test failing, with its message"
+)]
 
 mod support;
 
@@ -7,5 +12,6 @@ mod core;
 mod corruption;
 mod faults;
 mod recovery;
+mod revisions;
 mod sync;
 mod sync_stories;

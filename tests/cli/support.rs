@@ -171,3 +171,6 @@ fn short(g: &Entry, w: &Entry) -> String {
 #[path = "../common/git_daemon.rs"]
 mod git_daemon;
 pub use git_daemon::GitDaemon;
+
+#[path = "../common/ci.rs"]
+pub mod ci;

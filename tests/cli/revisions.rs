@@ -1,0 +1,266 @@
+//! Issue #11 item 9: revision parsing as a table (docs/cli.md, "Revisions"), each row through
+//! `State::resolve` and through the binary (`log -n 1 REV`, exit 2 for a usage error).
+
+use objects_format::{Object, ObjectId};
+use shelldone::{Error, Paths, State};
+
+use crate::support::Sandbox;
+
+/// What a revision must resolve to.
+#[derive(Debug, Clone)]
+enum Want {
+    Id(ObjectId),
+    Unknown,
+    Ambiguous,
+}
+
+/// Device A with a line of three snapshots s1 ← s2 ← s3 (head), s001 changed in s2 only;
+/// device B pulled A's history (without restoring), so it has `remotes/origin/laptop/…`.
+struct World {
+    a: Sandbox,
+    b: Sandbox,
+    _remote: tempfile::TempDir,
+    s1: ObjectId,
+    s2: ObjectId,
+    s3: ObjectId,
+}
+
+fn id(hex: &str) -> ObjectId {
+    ObjectId::from_hex(hex).expect("a full id")
+}
+
+fn open(sb: &Sandbox) -> State {
+    State::open(Paths {
+        config_dir: sb.config(),
+        state_dir: sb.state(),
+    })
+    .expect("open the store")
+    .0
+}
+
+fn world() -> World {
+    let remote = tempfile::tempdir().expect("tempdir");
+    let url = remote.path().join("r");
+    let url = url.to_str().expect("utf-8 path");
+    let a = Sandbox::in_memory();
+    a.generate();
+    a.ok(&["device", "rename", "laptop"]);
+    let s1 = id(&a.save("one"));
+    std::fs::write(
+        a.state().join("sessions/s001/session.json"),
+        "{\"id\":\"s001\",\"v\":2}",
+    )
+    .expect("write");
+    let s2 = id(&a.save("two"));
+    std::fs::write(a.config().join("config.toml"), "font_size = 3\n").expect("write");
+    let s3 = id(&a.save("three"));
+    a.ok(&["remote", "add", "origin", url, "--init"]);
+    a.ok(&["sync", "push"]);
+    let b = Sandbox::in_memory();
+    b.ok(&["device", "rename", "desk"]);
+    b.ok(&["remote", "add", "origin", url, "--init"]);
+    b.ok(&["sync", "pull", "--no-restore"]);
+    World {
+        a,
+        b,
+        _remote: remote,
+        s1,
+        s2,
+        s3,
+    }
+}
+
+/// The shortest prefix (at least 4 characters) of `id` that no other of `all` shares.
+fn unique_prefix(id: &ObjectId, all: &[ObjectId]) -> String {
+    let hex = id.to_hex();
+    (4..=64)
+        .map(|n| hex[..n].to_owned())
+        .find(|p| {
+            all.iter()
+                .filter(|o| *o != id)
+                .all(|o| !o.to_hex().starts_with(p.as_str()))
+        })
+        .expect("ids differ")
+}
+
+/// A 4-character hex prefix that none of `all` starts with.
+fn unused_prefix(all: &[ObjectId]) -> String {
+    (0u32..0x10000)
+        .map(|n| format!("{n:04x}"))
+        .find(|p| all.iter().all(|o| !o.to_hex().starts_with(p.as_str())))
+        .expect("fewer than 65536 snapshots")
+}
+
+/// Checks `rev` against `want` through the library and through the binary.
+fn check(sb: &Sandbox, st: &State, rev: &str, want: &Want) {
+    let got = st.resolve(rev);
+    match (want, &got) {
+        (Want::Id(w), Ok(g)) => assert_eq!(g, w, "resolve({rev:?})"),
+        (Want::Unknown, Err(Error::UnknownRevision(_)))
+        | (Want::Ambiguous, Err(Error::AmbiguousPrefix { .. })) => {}
+        _ => panic!("resolve({rev:?}): want {want:?}, got {got:?}"),
+    }
+    let o = sb.run(&["--json", "log", "-n", "1", rev]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    match want {
+        Want::Id(w) => {
+            assert!(o.status.success(), "log {rev:?}: {stderr}");
+            let log: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+            assert_eq!(log[0]["id"], w.to_hex().as_str(), "log {rev:?}");
+        }
+        Want::Unknown | Want::Ambiguous => {
+            assert_eq!(o.status.code(), Some(2), "log {rev:?}: {stderr}");
+            let word = if matches!(want, Want::Unknown) {
+                "unknown revision"
+            } else {
+                "ambiguous id prefix"
+            };
+            assert!(stderr.contains(word), "log {rev:?}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn revisions_resolve_as_documented() {
+    let w = world();
+    let st = open(&w.a);
+    let (s1, s2, s3) = (w.s1, w.s2, w.s3);
+    let all = [s1, s2, s3];
+    let root = st.objects().read_snapshot(&s3).expect("s3").root;
+    let p3 = unique_prefix(&s3, &all);
+    let none = unused_prefix(&all);
+    let table: Vec<(String, Want)> = vec![
+        // The head, in any case, or empty.
+        ("head".into(), Want::Id(s3)),
+        ("HEAD".into(), Want::Id(s3)),
+        ("Head".into(), Want::Id(s3)),
+        (String::new(), Want::Id(s3)),
+        // First parents back: `~` alone is `~1`, `~0` is the revision itself.
+        ("head~".into(), Want::Id(s2)),
+        ("head~0".into(), Want::Id(s3)),
+        ("head~1".into(), Want::Id(s2)),
+        ("HEAD~2".into(), Want::Id(s1)),
+        ("~".into(), Want::Id(s2)),
+        ("~2".into(), Want::Id(s1)),
+        ("head~3".into(), Want::Unknown),
+        ("head~99999999999999999999999".into(), Want::Unknown),
+        ("head~x".into(), Want::Unknown),
+        ("head~-1".into(), Want::Unknown),
+        ("head~1~1".into(), Want::Unknown),
+        // `^` is git's, not ours.
+        ("head^".into(), Want::Unknown),
+        // Full ids, any case, with `~N`.
+        (s1.to_hex(), Want::Id(s1)),
+        (s2.to_hex().to_uppercase(), Want::Id(s2)),
+        (format!("{}~1", s3.to_hex()), Want::Id(s2)),
+        ("0".repeat(64), Want::Unknown),
+        // Only snapshots are revisions: a tree's id or prefix is not one.
+        (root.to_hex(), Want::Unknown),
+        (root.to_hex()[..12].to_owned(), Want::Unknown),
+        // Abbreviations: at least 4 hex characters naming one snapshot.
+        (p3.clone(), Want::Id(s3)),
+        (p3.to_uppercase(), Want::Id(s3)),
+        (format!("{p3}~2"), Want::Id(s1)),
+        (s3.to_hex()[..3].to_owned(), Want::Unknown),
+        (none.clone(), Want::Unknown),
+        (format!("{none}~1"), Want::Unknown),
+        (s3.to_hex()[..63].to_owned(), Want::Id(s3)),
+        (format!("{}0", s3.to_hex()), Want::Unknown),
+        // Session refs move only when their session changed: s001 in s2, s002 in s1.
+        ("sessions/s001".into(), Want::Id(s2)),
+        ("sessions/s001~1".into(), Want::Id(s1)),
+        ("sessions/s002".into(), Want::Id(s1)),
+        ("sessions/s002~".into(), Want::Unknown),
+        ("sessions/nope".into(), Want::Unknown),
+        ("s001".into(), Want::Unknown),
+        ("sessions/".into(), Want::Unknown),
+        // Not ref names at all.
+        ("../head".into(), Want::Unknown),
+        ("head.lock".into(), Want::Unknown),
+        ("has space".into(), Want::Unknown),
+        ("head\n".into(), Want::Unknown),
+        // A device name alone names nothing on its own device.
+        ("laptop".into(), Want::Unknown),
+    ];
+    for (rev, want) in &table {
+        check(&w.a, &st, rev, want);
+    }
+
+    // Device names: B knows A's head as a remote-tracking ref, with or without `remotes/`.
+    let stb = open(&w.b);
+    let table: Vec<(&str, Want)> = vec![
+        ("remotes/origin/laptop/head", Want::Id(s3)),
+        ("origin/laptop/head", Want::Id(s3)),
+        ("origin/laptop/head~2", Want::Id(s1)),
+        ("origin/laptop/sessions/s001", Want::Id(s2)),
+        ("remotes/origin/laptop/sessions/s002", Want::Id(s1)),
+        ("origin/laptop", Want::Unknown),
+        ("laptop/head", Want::Unknown),
+        ("origin/desk/head", Want::Unknown),
+        ("origin/nobody/head", Want::Unknown),
+        ("elsewhere/laptop/head", Want::Unknown),
+        // B pulled without restoring and saved nothing: it has no head of its own.
+        ("head", Want::Unknown),
+        ("desk", Want::Unknown),
+    ];
+    for (rev, want) in &table {
+        check(&w.b, &stb, rev, want);
+    }
+}
+
+/// Two snapshots whose ids share their first 4 hex characters (found by hashing candidates,
+/// then stored): the shared prefix is ambiguous, a longer one is not.
+#[test]
+fn an_abbreviation_two_snapshots_share_is_ambiguous() {
+    let sb = Sandbox::in_memory();
+    sb.generate();
+    let head = id(&sb.save("base"));
+    let st = open(&sb);
+    let base = st.objects().read_snapshot(&head).expect("head");
+    let mut by_prefix: std::collections::HashMap<String, objects_format::Snapshot> =
+        std::collections::HashMap::new();
+    // Two of n random ids share 16 bits after about 320 tries; 100 000 is a bound, not a hope.
+    let (one, two) = (0..100_000u32)
+        .find_map(|i| {
+            let mut s = base.clone();
+            s.parents = vec![head];
+            s.message = format!("twin {i}");
+            let (id, _) =
+                objects_format::encode_with_id(&Object::Snapshot(s.clone())).expect("encode");
+            let p = id.to_hex()[..4].to_owned();
+            if p == head.to_hex()[..4] {
+                return None; // a third snapshot with that prefix would make the count 3
+            }
+            match by_prefix.insert(p, s.clone()) {
+                Some(other) if other.message != s.message => Some((other, s)),
+                _ => None,
+            }
+        })
+        .expect("a shared 4-character prefix");
+    let batch = st.objects().batch().expect("batch");
+    let one = batch.put(&Object::Snapshot(one)).expect("put");
+    let two = batch.put(&Object::Snapshot(two)).expect("put");
+    batch.commit().expect("commit");
+    let shared = one.to_hex()[..4].to_owned();
+    assert_eq!(&two.to_hex()[..4], shared);
+    let all = [head, one, two];
+    let table: Vec<(String, Want)> = vec![
+        (shared.clone(), Want::Ambiguous),
+        (shared.to_uppercase(), Want::Ambiguous),
+        (format!("{shared}~1"), Want::Ambiguous),
+        (unique_prefix(&one, &all), Want::Id(one)),
+        (unique_prefix(&two, &all), Want::Id(two)),
+        (format!("{}~1", unique_prefix(&two, &all)), Want::Id(head)),
+        // A full id is never ambiguous.
+        (one.to_hex(), Want::Id(one)),
+    ];
+    for (rev, want) in &table {
+        check(&sb, &st, rev, want);
+    }
+    match st.resolve(&shared) {
+        Err(Error::AmbiguousPrefix { prefix, count }) => {
+            assert_eq!((prefix.as_str(), count), (shared.as_str(), 2));
+        }
+        other => panic!("{shared}: {other:?}"),
+    }
+}
