@@ -44,7 +44,7 @@ impl Paths {
                 None => home()
                     .map(|h| h.join(fallback).join("shelldone"))
                     .ok_or_else(|| {
-                        Error::Invalid(format!(
+                        Error::Usage(format!(
                             "neither {var} nor HOME is set; pass --state-dir/--config-dir"
                         ))
                     }),
@@ -365,11 +365,14 @@ fn check_format(dir: &Path) -> Result<bool> {
                     // its format changes; another process may have migrated it while we waited.
                     let _lock =
                         StoreLock::acquire(dir, "store migration", store::lock::default_timeout())?;
-                    let now = shelldone_migrations::read_format(dir)
-                        .map_err(|e| Error::Invalid(e.to_string()))?;
+                    let migration = |source| Error::Migration {
+                        path: dir.to_path_buf(),
+                        source,
+                    };
+                    let now = shelldone_migrations::read_format(dir).map_err(migration)?;
                     if now.major < STORE_FORMAT.major {
                         shelldone_migrations::migrate(dir, now.major, STORE_FORMAT.major)
-                            .map_err(|e| Error::Invalid(e.to_string()))?;
+                            .map_err(migration)?;
                     }
                     Ok(false)
                 }

@@ -105,12 +105,16 @@ pub enum Error {
     Remote {
         /// Remote name or URL.
         remote: String,
-        /// What failed.
+        /// What failed (with the messages of its sources, for people).
         why: String,
         /// The remote could not be reached for now (a timeout, a refused or reset connection,
         /// an unmounted directory remote): trying again later may succeed. False when the
         /// remote answered and what it said is wrong (hostile or corrupt data, a limit).
         transient: bool,
+        /// The typed error of the remote's layer (e.g. `remote::gitmirror::GitError`), kept
+        /// for programs: `std::error::Error::source` and downcasting reach it.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A save would record a whole root as deleted (see `SaveOptions::allow_empty`).
     #[error(
@@ -159,10 +163,63 @@ pub enum Error {
         /// What is wrong with it.
         why: String,
     },
-    /// Anything else a user must fix (bad arguments, configuration).
+    /// No remote of that name is configured.
+    #[error("no remote named '{0}'; 'shelldone remote list' shows them")]
+    UnknownRemote(String),
+    /// No open conflict has that id (or id prefix).
+    #[error("no open conflict '{0}'; 'shelldone conflicts' lists them")]
+    UnknownConflict(String),
+    /// A conflict id prefix matches several open conflicts.
+    #[error("'{prefix}' matches {} conflicts ({}); give more characters", candidates.len(), candidates.join(", "))]
+    AmbiguousConflict {
+        /// The prefix given.
+        prefix: String,
+        /// The ids it matches.
+        candidates: Vec<String>,
+    },
+    /// A snapshot path (`--path`) that the snapshot does not have.
+    #[error("no file or folder '{path}' in snapshot {snapshot}")]
+    UnknownPath {
+        /// The path given.
+        path: String,
+        /// The snapshot (short id).
+        snapshot: String,
+    },
+    /// A value over a limit of the format or of the store (an object over 4 GiB compressed).
+    #[error("{what} is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// What is too large.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A record a snapshot carries (its open conflicts) does not parse: the snapshot was
+    /// written by a broken or hostile writer.
     #[error("{0}")]
-    Invalid(String),
+    BadRecord(String),
+    /// Migrating the store to this version's format failed (nothing is lost: each step is
+    /// crash-safe and idempotent; see `shelldone_migrations`).
+    #[error("migrating the state store at {}: {source}", path.display())]
+    Migration {
+        /// The store dir.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: shelldone_migrations::MigrationError,
+    },
+    /// Anything else a user must fix in the command or its configuration (an argument, an
+    /// environment variable, a remote's URL or name).
+    #[error("{0}")]
+    Usage(String),
+    /// A broken invariant of shelldone itself (a bug): please report it.
+    #[error("internal error (a bug in shelldone; please report it): {0}")]
+    Internal(String),
 }
+
+/// A boxed error from a lower layer, kept as the source of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl Error {
     /// True for errors that mean stored data is damaged (missing, corrupt or of the wrong kind).
@@ -188,6 +245,22 @@ impl Error {
             remote: remote.into(),
             why: why.into(),
             transient: false,
+            source: None,
+        }
+    }
+
+    /// A [`Error::Remote`] caused by `source` (kept): its message, with the messages of its own
+    /// sources, is the `why`; `transient` says whether a later try may succeed.
+    pub fn remote_from(
+        remote: impl Into<String>,
+        transient: bool,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Remote {
+            remote: remote.into(),
+            why: chain(&source),
+            transient,
+            source: Some(Box::new(source)),
         }
     }
 
@@ -201,18 +274,26 @@ impl Error {
             | Error::BadRefName(_)
             | Error::UnknownSession(..)
             | Error::EmptiedRoot { .. }
-            | Error::Invalid(_) => ErrorKind::Usage,
+            | Error::UnknownRemote(_)
+            | Error::UnknownConflict(_)
+            | Error::AmbiguousConflict { .. }
+            | Error::UnknownPath { .. }
+            | Error::TooLarge { .. }
+            | Error::Usage(_) => ErrorKind::Usage,
             Error::MissingObject { .. }
             | Error::CorruptObject { .. }
             | Error::WrongKind { .. }
             | Error::UnsafePath(_)
-            | Error::CorruptFile { .. } => ErrorKind::Data,
+            | Error::CorruptFile { .. }
+            | Error::BadRecord(_)
+            | Error::Migration { .. } => ErrorKind::Data,
             Error::Locked { .. } | Error::RefConflict { .. } => ErrorKind::Contention,
             Error::Remote { .. } | Error::DeviceIdInUse { .. } | Error::UnrelatedHistory { .. } => {
                 ErrorKind::Remote
             }
             Error::NewerStore { .. } | Error::ReadOnly(_) => ErrorKind::NewerStore,
             Error::Io(_) | Error::Encode(_) => ErrorKind::Io,
+            Error::Internal(_) => ErrorKind::Internal,
         }
     }
 
@@ -246,6 +327,8 @@ pub enum ErrorKind {
     NewerStore,
     /// An I/O or encoding error.
     Io,
+    /// A bug in shelldone.
+    Internal,
 }
 
 /// True for the I/O errors of a network or a peer that may be gone for now (a timeout, a
@@ -276,4 +359,19 @@ pub(crate) fn short(s: &str) -> String {
         t.push('…');
     }
     t
+}
+
+/// `e`'s message followed by the messages of its sources (`a: b: c`).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        let m = x.to_string();
+        if !s.ends_with(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = x.source();
+    }
+    s
 }

@@ -20,6 +20,8 @@ pub const REMOTE: u8 = 5;
 pub const NEWER_STORE: u8 = 6;
 /// Not an error: a `sync pull` finished but left conflicts for the user.
 pub const CONFLICTS: u8 = 7;
+/// A bug in shelldone (a broken invariant): `EX_SOFTWARE` of sysexits.h.
+pub const INTERNAL: u8 = 70;
 /// Standard output was closed before everything was written (`shelldone log | head -1`): the
 /// code a shell reports for a process killed by `SIGPIPE` (128 + 13), as git does.
 pub const BROKEN_PIPE: u8 = 141;
@@ -34,6 +36,7 @@ pub const fn of_kind(kind: ErrorKind) -> u8 {
         ErrorKind::Contention => CONTENTION,
         ErrorKind::Remote => REMOTE,
         ErrorKind::NewerStore => NEWER_STORE,
+        ErrorKind::Internal => INTERNAL,
     }
 }
 
@@ -76,7 +79,15 @@ mod tests {
             Error::DeviceIdInUse { .. } => "DeviceIdInUse",
             Error::UnrelatedHistory { .. } => "UnrelatedHistory",
             Error::CorruptFile { .. } => "CorruptFile",
-            Error::Invalid(_) => "Invalid",
+            Error::UnknownRemote(_) => "UnknownRemote",
+            Error::UnknownConflict(_) => "UnknownConflict",
+            Error::AmbiguousConflict { .. } => "AmbiguousConflict",
+            Error::UnknownPath { .. } => "UnknownPath",
+            Error::TooLarge { .. } => "TooLarge",
+            Error::BadRecord(_) => "BadRecord",
+            Error::Migration { .. } => "Migration",
+            Error::Usage(_) => "Usage",
+            Error::Internal(_) => "Internal",
         }
     }
 
@@ -135,7 +146,28 @@ mod tests {
                 snapshot: s(),
             },
             Error::corrupt_file("x", "y"),
-            Error::Invalid(s()),
+            Error::UnknownRemote(s()),
+            Error::UnknownConflict(s()),
+            Error::AmbiguousConflict {
+                prefix: s(),
+                candidates: vec![s(), s()],
+            },
+            Error::UnknownPath {
+                path: s(),
+                snapshot: s(),
+            },
+            Error::TooLarge {
+                what: s(),
+                size: 1,
+                limit: 0,
+            },
+            Error::BadRecord(s()),
+            Error::Migration {
+                path: PathBuf::new(),
+                source: shelldone_migrations::MigrationError::NoPath { from: 1, to: 2 },
+            },
+            Error::Usage(s()),
+            Error::Internal(s()),
         ]
     }
 
@@ -187,6 +219,7 @@ mod tests {
             REMOTE,
             NEWER_STORE,
             CONFLICTS,
+            INTERNAL,
             BROKEN_PIPE,
         ]
         .into_iter()
@@ -208,12 +241,11 @@ mod tests {
             .map(name)
             .collect();
         assert_eq!(retry, BTreeSet::from(["Locked", "RefConflict"]));
-        let transient = Error::Remote {
-            remote: "r".into(),
-            why: "timed out".into(),
-            transient: true,
-        };
+        let transient = Error::remote_from("r", true, std::io::Error::from(std::io::ErrorKind::TimedOut));
         assert!(transient.retryable());
+        // The typed source is kept for programs (the daemon, a decorator).
+        let src = std::error::Error::source(&transient).expect("a source");
+        assert!(src.downcast_ref::<std::io::Error>().is_some());
         assert!(Error::Io(std::io::ErrorKind::ConnectionReset.into()).retryable());
         assert!(!Error::Io(std::io::ErrorKind::PermissionDenied.into()).retryable());
     }

@@ -718,7 +718,7 @@ fn run_state_on(
                     .ok()
                     .filter(|p| (0.0..=100.0).contains(p))
                     .ok_or_else(|| {
-                        Error::Invalid(format!(
+                        Error::Usage(format!(
                             "--read-data-subset takes a percentage like 10%, got '{s}'"
                         ))
                     })?,
@@ -727,7 +727,7 @@ fn run_state_on(
                 read_data_percent: pct,
             })?;
             if cli.json {
-                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+                out(serde_json::to_value(&r).map_err(|e| Error::Internal(e.to_string()))?);
             } else {
                 for p in &r.problems {
                     out(format!("error: {} {} is {}", p.kind, p.object, p.error));
@@ -779,7 +779,7 @@ fn run_state_on(
         StateCmd::Gc { repack } => {
             let r = st.gc_with(*repack)?;
             if cli.json {
-                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+                out(serde_json::to_value(&r).map_err(|e| Error::Internal(e.to_string()))?);
             } else {
                 out(format!(
                     "gc: {} objects reachable, {} deleted, {} freed",
@@ -804,7 +804,7 @@ fn run_state_on(
             rep.append(&mut r.repaired);
             r.repaired = rep;
             if cli.json {
-                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+                out(serde_json::to_value(&r).map_err(|e| Error::Internal(e.to_string()))?);
             } else {
                 if let Some(s) = &r.restore_finished {
                     out(format!("finished an interrupted restore of {}", &s[..12]));
@@ -844,7 +844,7 @@ fn run_state_on(
         StateCmd::Diff { a, b } => {
             let changes = st.diff(a, b)?;
             if cli.json {
-                out(serde_json::to_value(&changes).map_err(|e| Error::Invalid(e.to_string()))?);
+                out(serde_json::to_value(&changes).map_err(|e| Error::Internal(e.to_string()))?);
             } else {
                 print_changes(&changes);
                 out(format!("{} file(s) differ", changes.len()));

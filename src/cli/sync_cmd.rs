@@ -38,7 +38,7 @@ pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitC
         RemoteCmd::List => {
             let all = st.remotes()?;
             if json {
-                out(serde_json::to_value(&all).map_err(|e| Error::Invalid(e.to_string()))?);
+                out(serde_json::to_value(&all).map_err(|e| Error::Internal(e.to_string()))?);
             } else {
                 for r in all {
                     out(format!("{}\t{}\t{}", r.name, r.kind, r.url));
@@ -118,7 +118,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                 pb.finish_and_clear();
             }
             if json {
-                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+                out(serde_json::to_value(&r).map_err(|e| Error::Internal(e.to_string()))?);
             } else {
                 out(format!(
                     "pulled from {remote}: {} objects ({}), devices: {}",
@@ -176,7 +176,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
         SyncCmd::Status { remote } => {
             let s = st.sync_status(remote)?;
             if json {
-                out(serde_json::to_value(&s).map_err(|e| Error::Invalid(e.to_string()))?);
+                out(serde_json::to_value(&s).map_err(|e| Error::Internal(e.to_string()))?);
             } else {
                 for d in &s {
                     let ab = match (d.ahead, d.behind) {
@@ -359,7 +359,7 @@ pub(super) fn run_conflicts(
         ConflictsCmd::List => {
             let all = st.conflicts()?;
             if json {
-                out(serde_json::to_value(&all).map_err(|e| Error::Invalid(e.to_string()))?);
+                out(serde_json::to_value(&all).map_err(|e| Error::Internal(e.to_string()))?);
             } else if all.is_empty() {
                 out("no open conflicts");
             } else {
@@ -418,14 +418,14 @@ pub(super) fn run_conflicts(
                 (_, true, _) => Resolution::Theirs,
                 (_, _, true) => Resolution::Both,
                 _ => {
-                    return Err(Error::Invalid(
+                    return Err(Error::Usage(
                         "say how: --ours (keep the live version), --theirs (take the set-aside one) or --both".into(),
                     ));
                 }
             };
             let r = st.conflict_resolve(id, how)?;
             if json {
-                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+                out(serde_json::to_value(&r).map_err(|e| Error::Internal(e.to_string()))?);
             } else {
                 out(format!(
                     "resolved {} on {} ({}){}; recorded as {}",

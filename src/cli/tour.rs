@@ -139,7 +139,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
         tree_bytes(&paths.state_dir.join("journal"))?,
     );
     if before != after {
-        return Err(Error::Invalid(
+        return Err(Error::Internal(
             "tour: restored state differs from the first save".into(),
         ));
     }
@@ -152,7 +152,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
         c.problems.len()
     ));
     if !c.ok() {
-        return Err(Error::Invalid("tour: check found problems".into()));
+        return Err(Error::Internal("tour: check found problems".into()));
     }
     out(format!(
         "== done. Try: shelldone --state-dir {0}/state --config-dir {0}/config log",

@@ -114,7 +114,7 @@ pub fn restore(cx: &Context, opts: &RestoreOptions) -> Result<RestoreOutcome> {
 /// there.
 fn checked_scope(cx: &Context, opts: &RestoreOptions, snap_id: ObjectId) -> Result<Scope> {
     if opts.session.is_some() && opts.path.is_some() {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "--session and --path cannot be used together".into(),
         ));
     }
@@ -125,7 +125,7 @@ fn checked_scope(cx: &Context, opts: &RestoreOptions, snap_id: ObjectId) -> Resu
     if let Scope::Path(p) = &scope
         && !in_roots(p)
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "--path {}: a snapshot path starts with config/, state/sessions/ or state/journal/",
             String::from_utf8_lossy(p)
         )));
@@ -145,11 +145,10 @@ fn checked_scope(cx: &Context, opts: &RestoreOptions, snap_id: ObjectId) -> Resu
     }
     Err(match scope {
         Scope::Session(s) => Error::UnknownSession(s, format!("snapshot {}", snap_id.short(12))),
-        Scope::Path(p) => Error::Invalid(format!(
-            "no file or folder '{}' in snapshot {}",
-            String::from_utf8_lossy(&p),
-            snap_id.short(12)
-        )),
+        Scope::Path(p) => Error::UnknownPath {
+            path: String::from_utf8_lossy(&p).into_owned(),
+            snapshot: snap_id.short(12),
+        },
         Scope::All => unreachable!("returned above"),
     })
 }

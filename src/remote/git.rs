@@ -50,7 +50,7 @@ use super::dir::{check_remote_ref, ref_component_ok};
 use super::gitmirror::{self, GitError, Mode, PushRejection, RejectKind};
 use super::verify::{self, Checker, Limits, TreeInfo};
 use super::{Progress, RefUpdate, Remote, TransferStats};
-use crate::error::{Error, Result};
+use crate::error::{chain, Error, Result};
 use crate::snapshot::policy;
 use crate::store::{Batch, ObjectStore};
 
@@ -208,24 +208,22 @@ fn parse_trailer(message: &[u8]) -> Option<Vec<u8>> {
     hex::decode(hex_part).ok()
 }
 
-/// A [`GitError`] as an [`Error::Remote`] of `remote`, transient when git could not reach it.
-fn git_error(remote: &str, e: &GitError) -> Error {
-    Error::Remote {
-        remote: remote.to_owned(),
-        why: describe(e),
-        transient: e.is_transient(),
-    }
+/// A [`GitError`] as an [`Error::Remote`] of `remote` (kept as its source), transient when git
+/// could not reach it.
+fn git_error(remote: &str, e: GitError) -> Error {
+    let transient = e.is_transient();
+    Error::remote_from(remote, transient, e)
 }
 
-fn describe(e: &GitError) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
+/// A [`GitError`] as an [`Error::Remote`] of `remote` whose message starts with `context`.
+fn git_error_in(remote: &str, context: String, e: GitError) -> Error {
+    let transient = e.is_transient();
+    Error::Remote {
+        remote: remote.to_owned(),
+        why: format!("{context}: {}", chain(&e)),
+        transient,
+        source: Some(Box::new(e)),
     }
-    s
 }
 
 impl GitRemote {
@@ -236,7 +234,7 @@ impl GitRemote {
     /// An invalid remote name; I/O errors reading the id map.
     pub fn new(name: &str, url: &str, snapshots_dir: &Path, device: &str) -> Result<GitRemote> {
         if !ref_component_ok(name) {
-            return Err(Error::Invalid(format!("invalid remote name {name:?}")));
+            return Err(Error::Usage(format!("invalid remote name {name:?}")));
         }
         let mirror = snapshots_dir.join("remotes").join(format!("{name}.git"));
         let map = IdMap::load(mirror.join(IDMAP_FILE))?;
@@ -276,7 +274,7 @@ impl GitRemote {
         Error::remote(&self.name, why)
     }
 
-    fn git_err(&self, e: &GitError) -> Error {
+    fn git_err(&self, e: GitError) -> Error {
         git_error(&self.name, e)
     }
 
@@ -285,7 +283,7 @@ impl GitRemote {
             if let Some(p) = self.mirror.parent() {
                 fs::create_dir_all(p)?;
             }
-            let repo = gitmirror::open_or_init_bare(&self.mirror).map_err(|e| self.git_err(&e))?;
+            let repo = gitmirror::open_or_init_bare(&self.mirror).map_err(|e| self.git_err(e))?;
             self.repo = Some(repo);
         }
         Ok(())
@@ -309,7 +307,7 @@ impl GitRemote {
             self.limits.max_bytes,
         )
         .map_err(|e| {
-            let why = describe(&e);
+            let why = chain(&e);
             if why.contains("too large to fit in memory") {
                 // gix refused from the declared sizes, before inflating anything.
                 self.err(format!(
@@ -318,13 +316,13 @@ impl GitRemote {
                     gitmirror::ALLOC_LIMIT
                 ))
             } else {
-                self.git_err(&e)
+                self.git_err(e)
             }
         })?;
         let present: HashSet<&str> = fetched.iter().map(|(l, _)| l.as_str()).collect();
-        for (r, _) in gitmirror::list_refs(repo, &track).map_err(|e| self.git_err(&e))? {
+        for (r, _) in gitmirror::list_refs(repo, &track).map_err(|e| self.git_err(e))? {
             if !present.contains(r.as_str()) {
-                gitmirror::delete_ref(repo, &r).map_err(|e| self.git_err(&e))?;
+                gitmirror::delete_ref(repo, &r).map_err(|e| self.git_err(e))?;
             }
         }
         let mut tips = BTreeMap::new();
@@ -371,7 +369,7 @@ fn read_commit(repo: &gix::Repository, gid: GitId, remote: &str) -> Result<Commi
         )));
     }
     let (tree, parents, canonical) =
-        gitmirror::read_commit_with(repo, gid, parse_trailer).map_err(|e| rerr(describe(&e)))?;
+        gitmirror::read_commit_with(repo, gid, parse_trailer).map_err(|e| git_error(remote, e))?;
     let canonical = canonical.ok_or_else(|| {
         rerr(format!(
             "commit {gid} has no valid '{}' trailer; not written by shelldone",
@@ -406,7 +404,7 @@ struct Conv<'a> {
 }
 
 impl Conv<'_> {
-    fn gerr(&self, e: &GitError) -> Error {
+    fn gerr(&self, e: GitError) -> Error {
         git_error(self.remote, e)
     }
 
@@ -423,7 +421,7 @@ impl Conv<'_> {
             return Ok(g);
         }
         let data = self.store.read_blob(sid)?;
-        let g = gitmirror::write_blob(self.repo, &data).map_err(|e| self.gerr(&e))?;
+        let g = gitmirror::write_blob(self.repo, &data).map_err(|e| self.gerr(e))?;
         self.written += 1;
         self.bytes += data.len() as u64;
         self.map.insert(*sid, g);
@@ -462,7 +460,7 @@ impl Conv<'_> {
             }
             data.extend_from_slice(&b);
         }
-        let g = gitmirror::write_blob(self.repo, &data).map_err(|e| self.gerr(&e))?;
+        let g = gitmirror::write_blob(self.repo, &data).map_err(|e| self.gerr(e))?;
         self.written += 1;
         self.bytes += data.len() as u64;
         self.map.insert(*sid, g);
@@ -514,12 +512,8 @@ impl Conv<'_> {
                 oid,
             });
         }
-        let g = gitmirror::write_tree(self.repo, &entries).map_err(|e| {
-            Error::remote(
-                self.remote.to_owned(),
-                format!("cannot map tree {sid} to git: {}", describe(&e)),
-            )
-        })?;
+        let g = gitmirror::write_tree(self.repo, &entries)
+            .map_err(|e| git_error_in(self.remote, format!("cannot map tree {sid} to git"), e))?;
         self.written += 1;
         self.map.insert(*sid, g);
         Ok(g)
@@ -567,10 +561,12 @@ impl Conv<'_> {
                     remote,
                     why,
                     transient,
+                    source,
                 } => Error::Remote {
                     remote,
                     why: format!("cannot push snapshot {top}: {why}"),
                     transient,
+                    source,
                 },
                 other => other,
             })?;
@@ -599,7 +595,7 @@ impl Conv<'_> {
                 &name,
                 &email,
             )
-            .map_err(|e| self.gerr(&e))?;
+            .map_err(|e| self.gerr(e))?;
             self.written += 1;
             self.map.insert(top, g);
             stack.pop();
@@ -644,14 +640,21 @@ impl Import<'_, '_, '_> {
             return Err(self.rerr(format!("{gid} is a {}, expected a {kind}", h.kind())));
         }
         if h.size() > max {
-            return Err(self.rerr(format!(
-                "{kind} {gid} is {} bytes, over the limit of {max}",
-                h.size()
-            )));
+            let over = Error::TooLarge {
+                what: format!("{kind} {gid}"),
+                size: h.size(),
+                limit: max,
+            };
+            return Err(Error::Remote {
+                remote: self.remote.to_owned(),
+                why: over.to_string(),
+                transient: false,
+                source: Some(Box::new(over)),
+            });
         }
         self.checker.precheck(h.size())?;
         let (_, data) =
-            gitmirror::read_object(self.repo, gid).map_err(|e| self.rerr(describe(&e)))?;
+            gitmirror::read_object(self.repo, gid).map_err(|e| git_error(self.remote, e))?;
         self.checker.charge(data.len() as u64)?;
         Ok((h.size(), data))
     }
@@ -728,7 +731,11 @@ impl Import<'_, '_, '_> {
                 verify::MAX_SYMLINK_TARGET as u64,
             )
             .map_err(|e| match e {
-                Error::Remote { why, .. } if why.contains("over the limit") => {
+                Error::Remote {
+                    why,
+                    source: Some(s),
+                    ..
+                } if matches!(s.downcast_ref::<Error>(), Some(Error::TooLarge { .. })) => {
                     Error::UnsafePath(format!("symlink target {gid}: {why}"))
                 }
                 other => other,
@@ -753,7 +760,7 @@ impl Import<'_, '_, '_> {
         }
         let (_, data) = self.read(gid, gix::objs::Kind::Tree, MAX_GIT_OBJECT)?;
         let gentries =
-            gitmirror::decode_tree(self.repo, gid, &data).map_err(|e| self.rerr(describe(&e)))?;
+            gitmirror::decode_tree(self.repo, gid, &data).map_err(|e| git_error(self.remote, e))?;
         let mut info = TreeInfo::default();
         let mut entries = Vec::with_capacity(gentries.len());
         for ge in gentries {
@@ -886,7 +893,7 @@ impl Import<'_, '_, '_> {
                 &name,
                 &email,
             )
-            .map_err(|e| self.rerr(describe(&e)))?;
+            .map_err(|e| git_error(self.remote, e))?;
             if canon != gid {
                 return Err(self.rerr(format!(
                     "commit {gid} is not in shelldone's canonical form (expected {canon})"
@@ -932,7 +939,7 @@ impl Remote for GitRemote {
         for u in updates {
             check_remote_ref(&u.name)?;
             if !u.name.starts_with(&own) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Internal(format!(
                     "ref {} is outside this device's namespace {own}",
                     u.name
                 )));
@@ -1025,7 +1032,7 @@ impl Remote for GitRemote {
                     found: "a different value on the remote".into(),
                 });
             }
-            Err(e) => return Err(self.git_err(&e)),
+            Err(e) => return Err(self.git_err(e)),
         }
         let repo = self.repo.as_ref().expect("opened");
         for (u, (src, _, _)) in updates
@@ -1036,11 +1043,11 @@ impl Remote for GitRemote {
             match u.new {
                 Some(s) => {
                     let g = GitId::from_hex(src.as_bytes()).map_err(|e| self.err(e.to_string()))?;
-                    gitmirror::set_ref(repo, &local, g).map_err(|e| self.git_err(&e))?;
+                    gitmirror::set_ref(repo, &local, g).map_err(|e| self.git_err(e))?;
                     self.tips.insert(u.name.clone(), (g, s));
                 }
                 None => {
-                    gitmirror::delete_ref(repo, &local).map_err(|e| self.git_err(&e))?;
+                    gitmirror::delete_ref(repo, &local).map_err(|e| self.git_err(e))?;
                     self.tips.remove(&u.name);
                 }
             }

@@ -93,7 +93,7 @@ impl Conflict {
     /// A malformed id (the record is corrupt).
     pub fn other(&self) -> Result<ObjectId> {
         ObjectId::from_hex(&self.other_snapshot)
-            .map_err(|_| Error::Invalid(format!("conflict {}: bad snapshot id", self.id)))
+            .map_err(|_| Error::BadRecord(format!("conflict {}: bad snapshot id", self.id)))
     }
 
     /// True for snapshot paths inside this conflict's unit.
@@ -115,7 +115,7 @@ pub fn of(s: &Snapshot) -> Result<Vec<Conflict>> {
     match s.extra.iter().find(|(k, _)| k == KEY) {
         None => Ok(Vec::new()),
         Some((_, v)) => serde_json::from_slice(v).map_err(|e| {
-            Error::Invalid(format!(
+            Error::BadRecord(format!(
                 "the conflict list of snapshot by {} ({}) does not parse: {e}",
                 s.device, s.message
             ))
@@ -152,9 +152,7 @@ pub fn carried(head: Option<&Snapshot>, resolved: &[String]) -> Result<Vec<(Stri
     let list = of(h)?;
     for r in resolved {
         if !list.iter().any(|c| &c.id == r) {
-            return Err(Error::Invalid(format!(
-                "no open conflict '{r}'; 'shelldone conflicts' lists them"
-            )));
+            return Err(Error::UnknownConflict(r.clone()));
         }
     }
     Ok(extra(

@@ -267,8 +267,8 @@ pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
             .insert(name.to_vec(), Node::Leaf(*l))
             .is_some()
         {
-            return Err(Error::Invalid(format!(
-                "duplicate path {}",
+            return Err(Error::Internal(format!(
+                "duplicate path {} in a tree being written",
                 String::from_utf8_lossy(p)
             )));
         }

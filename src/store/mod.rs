@@ -605,8 +605,11 @@ impl Batch<'_> {
         z: &[u8],
         objects: &[(ObjectId, Kind, Option<pack::Member>)],
     ) -> Result<()> {
-        let len = u32::try_from(z.len())
-            .map_err(|_| Error::Invalid(format!("pack entry of {} bytes too large", z.len())))?;
+        let len = u32::try_from(z.len()).map_err(|_| Error::TooLarge {
+            what: "a pack entry".into(),
+            size: z.len() as u64,
+            limit: u64::from(u32::MAX),
+        })?;
         let mut guard = self.pack.lock().expect("no panics while held");
         let w = guard.as_mut().expect("batch not committed");
         let off = w.offset;
@@ -633,7 +636,7 @@ impl Batch<'_> {
         {
             if let Some(h) = es.1.take() {
                 h.join()
-                    .map_err(|_| Error::Invalid("background sync thread panicked".into()))??;
+                    .map_err(|_| Error::Internal("background sync thread panicked".into()))??;
             }
             es.0 = total;
             let f = self
@@ -651,7 +654,11 @@ impl Batch<'_> {
 
     fn append_object(&self, kind: Kind, id: ObjectId, z: &[u8]) -> Result<()> {
         let len =
-            u32::try_from(z.len()).map_err(|_| Error::Invalid(format!("object {id} too large")))?;
+            u32::try_from(z.len()).map_err(|_| Error::TooLarge {
+                what: format!("object {id} (compressed)"),
+                size: z.len() as u64,
+                limit: u64::from(u32::MAX),
+            })?;
         self.append(
             &objects_format::pack::entry_header(kind, len),
             z,
@@ -665,7 +672,11 @@ impl Batch<'_> {
             return Ok(());
         }
         let z = compress_level(&block.content, self.level)?;
-        let len = u32::try_from(z.len()).map_err(|_| Error::Invalid("block too large".into()))?;
+        let len = u32::try_from(z.len()).map_err(|_| Error::TooLarge {
+            what: "a pack block (compressed)".into(),
+            size: z.len() as u64,
+            limit: u64::from(u32::MAX),
+        })?;
         let members: Vec<(ObjectId, Kind, Option<pack::Member>)> = block
             .members
             .iter()
@@ -771,7 +782,7 @@ impl Batch<'_> {
             .take()
         {
             h.join()
-                .map_err(|_| Error::Invalid("background sync thread panicked".into()))??;
+                .map_err(|_| Error::Internal("background sync thread panicked".into()))??;
         }
         if loose {
             self.commit_loose(&w, open)

@@ -170,14 +170,14 @@ fn write_remotes(cx: &Context, r: &[RemoteConfig]) -> Result<()> {
 /// Duplicate or invalid name.
 pub fn remote_add(cx: &Context, name: &str, url: &str, init: bool) -> Result<RemoteConfig> {
     if !crate::remote::dir::ref_component_ok(name) || name.contains('%') {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "invalid remote name '{name}': use letters, digits, '.', '_', '-'"
         )));
     }
     let _lock = cx.lock("remote add")?;
     let mut all = remotes(cx)?;
     if all.iter().any(|r| r.name == name) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "remote '{name}' already exists; 'shelldone remote remove {name}' first"
         )));
     }
@@ -194,7 +194,7 @@ pub fn remote_add(cx: &Context, name: &str, url: &str, init: bool) -> Result<Rem
         if init {
             d.init()?;
         } else if !d.exists()? {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "{url} is not a shelldone directory remote; to create one there: 'shelldone remote add {name} {url} --init'"
             )));
         }
@@ -219,7 +219,7 @@ pub fn remote_remove(cx: &Context, name: &str) -> Result<()> {
     let before = all.len();
     all.retain(|r| r.name != name);
     if all.len() == before {
-        return Err(Error::Invalid(format!("no remote named '{name}'")));
+        return Err(Error::UnknownRemote(name.to_owned()));
     }
     write_remotes(cx, &all)?;
     for (r, _) in cx.refs.list(&format!("remotes/{name}/"))? {
@@ -239,11 +239,7 @@ fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
     let rc = remotes(cx)?
         .into_iter()
         .find(|r| r.name == name)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "no remote named '{name}'; add one with 'shelldone remote add {name} URL'"
-            ))
-        })?;
+        .ok_or_else(|| Error::UnknownRemote(name.to_owned()))?;
     Ok(if rc.kind == "git" {
         clear_stale_git_locks(
             &cx.snapshots_dir()
@@ -267,6 +263,7 @@ fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
                 ),
                 // An unmounted disk or an unreachable share may be back later.
                 transient: true,
+                source: None,
             });
         }
         Box::new(d)
@@ -280,12 +277,12 @@ fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
 /// An invalid name, the current name, lock, I/O.
 pub fn device_rename(cx: &mut Context, new: &str) -> Result<()> {
     if !crate::remote::dir::ref_component_ok(new) || new.contains('%') || new.len() > 64 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "invalid device name '{new}': use letters, digits, '.', '_', '-' (at most 64)"
         )));
     }
     if new == cx.device() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "this device is already named '{new}'"
         )));
     }

@@ -73,16 +73,11 @@ fn conflict(cx: &Context, id: &str) -> Result<(ObjectId, Conflict)> {
     let hits: Vec<Conflict> = all.into_iter().filter(|c| c.id.starts_with(id)).collect();
     match hits.len() {
         1 => Ok((head, hits.into_iter().next().expect("one"))),
-        0 => Err(Error::Invalid(format!(
-            "no open conflict '{id}'; 'shelldone conflicts' lists them"
-        ))),
-        n => Err(Error::Invalid(format!(
-            "'{id}' matches {n} conflicts ({}); give more characters",
-            hits.iter()
-                .map(|c| c.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        0 => Err(Error::UnknownConflict(id.to_owned())),
+        _ => Err(Error::AmbiguousConflict {
+            prefix: id.to_owned(),
+            candidates: hits.into_iter().map(|c| c.id).collect(),
+        }),
     }
 }
 
@@ -121,7 +116,7 @@ pub fn conflict_show(cx: &Context, id: &str) -> Result<(Conflict, Vec<ConflictFi
 fn other_flat(cx: &Context, c: &Conflict) -> Result<Flat> {
     let o = c.other()?;
     let s = cx.objects.read_snapshot(&o).map_err(|e| match e {
-        Error::MissingObject { .. } => Error::Invalid(format!(
+        Error::MissingObject { .. } => Error::Usage(format!(
             "the set-aside version of conflict {} (snapshot {}) is not in this store (a partial pull?); run 'shelldone sync pull' with the full strategy",
             c.id,
             o.short(12)
@@ -167,7 +162,7 @@ pub fn conflict_resolve(cx: &Context, id: &str, how: Resolution) -> Result<Resol
             let abs = layout.abs(c.path.as_bytes());
             let current = fs_err::read(&abs)?;
             let merged = apply_keys(&c.path, &current, &theirs, &c.keys).ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::Usage(format!(
                     "cannot set the keys of {} from the other version; resolve with --both and edit by hand",
                     c.path
                 ))
