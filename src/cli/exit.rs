@@ -241,7 +241,11 @@ mod tests {
             .map(name)
             .collect();
         assert_eq!(retry, BTreeSet::from(["Locked", "RefConflict"]));
-        let transient = Error::remote_from("r", true, std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let transient = Error::remote_from(
+            "r",
+            true,
+            std::io::Error::from(std::io::ErrorKind::TimedOut),
+        );
         assert!(transient.retryable());
         // The typed source is kept for programs (the daemon, a decorator).
         let src = std::error::Error::source(&transient).expect("a source");

@@ -258,7 +258,10 @@ fn refuse_emptied_roots(
 
 /// Writes a snapshot of `new_flat` (whose root is `root`) on top of `head`, moves the head and
 /// the refs of the sessions that changed.
-#[expect(clippy::too_many_arguments, reason = "the parts of one snapshot commit, all needed together")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one snapshot commit, all needed together"
+)]
 pub(crate) fn commit_snapshot(
     cx: &Context,
     batch: Batch<'_>,

@@ -50,7 +50,7 @@ use super::dir::{check_remote_ref, ref_component_ok};
 use super::gitmirror::{self, GitError, Mode, PushRejection, RejectKind};
 use super::verify::{self, Checker, Limits, TreeInfo};
 use super::{Progress, RefUpdate, Remote, TransferStats};
-use crate::error::{chain, Error, Result};
+use crate::error::{Error, Result, chain};
 use crate::snapshot::policy;
 use crate::store::{Batch, ObjectStore};
 
@@ -505,7 +505,7 @@ impl Conv<'_> {
                 EntryKind::Dir => (Mode::Dir, self.tree(&e.id, depth + 1, &sub)?),
                 EntryKind::Symlink => (Mode::Symlink, self.blob(&e.id)?),
             };
-            entries.push(gitmirror::TreeEntry {
+            entries.push(gitmirror::GitTreeEntry {
                 // `.git` and the other names git refuses, escaped (ADR 0002, reserved names).
                 name: policy::git_name(&e.name, e.kind).into_owned(),
                 mode,

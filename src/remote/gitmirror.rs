@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use gix::ObjectId;
+use gix::ObjectId as GitId;
 use gix::bstr::{BString, ByteSlice};
 use gix::objs::tree::EntryKind;
 use gix::refs::transaction::PreviousValue;
@@ -38,7 +38,7 @@ pub const ALLOC_LIMIT: usize = objects_format::MAX_OBJECT_SIZE;
 const FALLBACK_COMMITTER_NAME: &str = "shelldone";
 const FALLBACK_COMMITTER_EMAIL: &str = "shelldone@localhost";
 
-pub type Result<T, E = GitError> = std::result::Result<T, E>;
+pub type GitResult<T, E = GitError> = std::result::Result<T, E>;
 
 /// Why the remote refused to update one ref during a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,13 +88,13 @@ pub enum GitError {
     InvalidInput(String),
     #[error("object {oid} is a {actual}, expected a {expected}")]
     UnexpectedKind {
-        oid: ObjectId,
+        oid: GitId,
         expected: gix::objs::Kind,
         actual: gix::objs::Kind,
     },
     #[error("unsupported tree entry mode {mode:o} for {name:?} in tree {tree}")]
     UnsupportedMode {
-        tree: ObjectId,
+        tree: GitId,
         name: String,
         mode: u16,
     },
@@ -210,7 +210,7 @@ fn unreachable_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) ->
 ///
 /// A fallback committer identity is configured in-memory (not written to disk) so that ref edits
 /// never fail because no `user.name`/`user.email` is set.
-pub fn open_or_init_bare(path: &Path) -> Result<gix::Repository> {
+pub fn open_or_init_bare(path: &Path) -> GitResult<gix::Repository> {
     let populated = match std::fs::read_dir(path) {
         Ok(mut entries) => entries.next().is_some(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -278,25 +278,25 @@ impl Mode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TreeEntry {
+pub struct GitTreeEntry {
     pub name: Vec<u8>,
     pub mode: Mode,
-    pub oid: ObjectId,
+    pub oid: GitId,
 }
 
 /// Object kind, re-exported for callers.
-pub type Kind = gix::objs::Kind;
+pub type GitKind = gix::objs::Kind;
 
 /// Decoded commit: `(tree, parents, message)`.
-pub type DecodedCommit = (ObjectId, Vec<ObjectId>, String);
+pub type DecodedCommit = (GitId, Vec<GitId>, String);
 
-pub fn write_blob(repo: &gix::Repository, data: &[u8]) -> Result<ObjectId> {
+pub fn write_blob(repo: &gix::Repository, data: &[u8]) -> GitResult<GitId> {
     repo.write_blob(data)
         .map(|id| id.detach())
         .map_err(gix_err("writing blob"))
 }
 
-fn validate_entry_name(name: &[u8], mode: Mode) -> Result<()> {
+fn validate_entry_name(name: &[u8], mode: Mode) -> GitResult<()> {
     let bad = name.is_empty()
         || name == b"."
         || name == b".."
@@ -316,7 +316,7 @@ fn validate_entry_name(name: &[u8], mode: Mode) -> Result<()> {
 /// (directories compare as if their name ended in `/`). Names must be unique, non-empty and must
 /// not contain `/` or NUL, nor be `.`, `..` or a name git refuses (`.git` and its variants; see
 /// [`crate::snapshot::policy::git_reserved`]; callers escape those with `policy::git_name`).
-pub fn write_tree(repo: &gix::Repository, entries: &[TreeEntry]) -> Result<ObjectId> {
+pub fn write_tree(repo: &gix::Repository, entries: &[GitTreeEntry]) -> GitResult<GitId> {
     let mut seen = std::collections::HashSet::with_capacity(entries.len());
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
@@ -341,7 +341,7 @@ pub fn write_tree(repo: &gix::Repository, entries: &[TreeEntry]) -> Result<Objec
         .map_err(gix_err("writing tree"))
 }
 
-fn validate_ident(what: &str, value: &str) -> Result<()> {
+fn validate_ident(what: &str, value: &str) -> GitResult<()> {
     if value.contains(['<', '>', '\n', '\0']) {
         return Err(GitError::InvalidInput(format!(
             "{what} {value:?} must not contain '<', '>', newline or NUL"
@@ -354,13 +354,13 @@ fn validate_ident(what: &str, value: &str) -> Result<()> {
 /// timezone `+0000`; the result only depends on the arguments (no config, no clock).
 pub fn write_commit(
     repo: &gix::Repository,
-    tree: ObjectId,
-    parents: &[ObjectId],
+    tree: GitId,
+    parents: &[GitId],
     message: &str,
     time_unix_seconds: i64,
     author_name: &str,
     author_email: &str,
-) -> Result<ObjectId> {
+) -> GitResult<GitId> {
     validate_ident("author name", author_name)?;
     validate_ident("author email", author_email)?;
     let signature = gix::actor::Signature {
@@ -385,14 +385,14 @@ pub fn write_commit(
         .map_err(gix_err("writing commit"))
 }
 
-pub fn read_object(repo: &gix::Repository, oid: ObjectId) -> Result<(Kind, Vec<u8>)> {
+pub fn read_object(repo: &gix::Repository, oid: GitId) -> GitResult<(GitKind, Vec<u8>)> {
     let mut obj = repo
         .find_object(oid)
         .map_err(gix_err(format!("reading object {oid}")))?;
     Ok((obj.kind, std::mem::take(&mut obj.data)))
 }
 
-fn read_expecting(repo: &gix::Repository, oid: ObjectId, expected: Kind) -> Result<Vec<u8>> {
+fn read_expecting(repo: &gix::Repository, oid: GitId, expected: GitKind) -> GitResult<Vec<u8>> {
     let (kind, data) = read_object(repo, oid)?;
     if kind != expected {
         return Err(GitError::UnexpectedKind {
@@ -405,7 +405,11 @@ fn read_expecting(repo: &gix::Repository, oid: ObjectId, expected: Kind) -> Resu
 }
 
 /// Decode raw tree bytes (as returned by [`read_object`]) into entries, in stored order.
-pub fn decode_tree(repo: &gix::Repository, oid: ObjectId, data: &[u8]) -> Result<Vec<TreeEntry>> {
+pub fn decode_tree(
+    repo: &gix::Repository,
+    oid: GitId,
+    data: &[u8],
+) -> GitResult<Vec<GitTreeEntry>> {
     let tree = gix::objs::TreeRef::from_bytes(data, repo.object_hash())
         .map_err(gix_err(format!("decoding tree {oid}")))?;
     tree.entries
@@ -416,7 +420,7 @@ pub fn decode_tree(repo: &gix::Repository, oid: ObjectId, data: &[u8]) -> Result
                 name: e.filename.to_str_lossy().into_owned(),
                 mode: e.mode.value(),
             })?;
-            Ok(TreeEntry {
+            Ok(GitTreeEntry {
                 name: e.filename.to_vec(),
                 mode,
                 oid: e.oid.to_owned(),
@@ -426,14 +430,14 @@ pub fn decode_tree(repo: &gix::Repository, oid: ObjectId, data: &[u8]) -> Result
 }
 
 /// Read the tree `oid` and decode it.
-pub fn read_tree(repo: &gix::Repository, oid: ObjectId) -> Result<Vec<TreeEntry>> {
-    let data = read_expecting(repo, oid, Kind::Tree)?;
+pub fn read_tree(repo: &gix::Repository, oid: GitId) -> GitResult<Vec<GitTreeEntry>> {
+    let data = read_expecting(repo, oid, GitKind::Tree)?;
     decode_tree(repo, oid, &data)
 }
 
 /// Decode raw commit bytes into `(tree, parents, message)`. The message is returned verbatim
 /// (lossily converted to UTF-8 if it isn't).
-pub fn decode_commit(repo: &gix::Repository, oid: ObjectId, data: &[u8]) -> Result<DecodedCommit> {
+pub fn decode_commit(repo: &gix::Repository, oid: GitId, data: &[u8]) -> GitResult<DecodedCommit> {
     let commit = gix::objs::CommitRef::from_bytes(data, repo.object_hash())
         .map_err(gix_err(format!("decoding commit {oid}")))?;
     Ok((
@@ -447,10 +451,10 @@ pub fn decode_commit(repo: &gix::Repository, oid: ObjectId, data: &[u8]) -> Resu
 /// message is made): `(tree, parents, message(raw message))`.
 pub fn read_commit_with<T>(
     repo: &gix::Repository,
-    oid: ObjectId,
+    oid: GitId,
     message: impl FnOnce(&[u8]) -> T,
-) -> Result<(ObjectId, Vec<ObjectId>, T)> {
-    let data = read_expecting(repo, oid, Kind::Commit)?;
+) -> GitResult<(GitId, Vec<GitId>, T)> {
+    let data = read_expecting(repo, oid, GitKind::Commit)?;
     let commit = gix::objs::CommitRef::from_bytes(&data, repo.object_hash())
         .map_err(gix_err(format!("decoding commit {oid}")))?;
     Ok((
@@ -461,8 +465,8 @@ pub fn read_commit_with<T>(
 }
 
 /// Read the commit `oid` and decode it.
-pub fn read_commit(repo: &gix::Repository, oid: ObjectId) -> Result<DecodedCommit> {
-    let data = read_expecting(repo, oid, Kind::Commit)?;
+pub fn read_commit(repo: &gix::Repository, oid: GitId) -> GitResult<DecodedCommit> {
+    let data = read_expecting(repo, oid, GitKind::Commit)?;
     decode_commit(repo, oid, &data)
 }
 
@@ -470,7 +474,7 @@ pub fn read_commit(repo: &gix::Repository, oid: ObjectId) -> Result<DecodedCommi
 // Refs
 // ---------------------------------------------------------------------------
 
-fn validate_ref_name(name: &str) -> Result<()> {
+fn validate_ref_name(name: &str) -> GitResult<()> {
     if !name.starts_with("refs/") {
         return Err(GitError::InvalidInput(format!(
             "ref name {name:?} must be a full name starting with 'refs/'"
@@ -480,7 +484,7 @@ fn validate_ref_name(name: &str) -> Result<()> {
 }
 
 /// Point `name` (a full ref name like `refs/shelldone/main`) at `oid`, creating it if needed.
-pub fn set_ref(repo: &gix::Repository, name: &str, oid: ObjectId) -> Result<()> {
+pub fn set_ref(repo: &gix::Repository, name: &str, oid: GitId) -> GitResult<()> {
     validate_ref_name(name)?;
     repo.reference(name, oid, PreviousValue::Any, "shelldone: set ref")
         .map(|_| ())
@@ -489,7 +493,7 @@ pub fn set_ref(repo: &gix::Repository, name: &str, oid: ObjectId) -> Result<()> 
 
 /// List direct refs whose full name starts with `prefix` (e.g. `refs/shelldone/`), sorted by name.
 /// An empty prefix lists all refs. Symbolic refs are skipped.
-pub fn list_refs(repo: &gix::Repository, prefix: &str) -> Result<Vec<(String, ObjectId)>> {
+pub fn list_refs(repo: &gix::Repository, prefix: &str) -> GitResult<Vec<(String, GitId)>> {
     let platform = repo.references().map_err(gix_err("accessing refs"))?;
     let iter = if prefix.is_empty() {
         platform.all()
@@ -509,7 +513,7 @@ pub fn list_refs(repo: &gix::Repository, prefix: &str) -> Result<Vec<(String, Ob
 }
 
 /// Delete `name`. Deleting a ref that doesn't exist is not an error.
-pub fn delete_ref(repo: &gix::Repository, name: &str) -> Result<()> {
+pub fn delete_ref(repo: &gix::Repository, name: &str) -> GitResult<()> {
     validate_ref_name(name)?;
     let found = repo
         .try_find_reference(name)
@@ -529,7 +533,7 @@ pub fn fetch(
     repo: &gix::Repository,
     url: &str,
     refspecs: &[&str],
-) -> Result<Vec<(String, ObjectId)>> {
+) -> GitResult<Vec<(String, GitId)>> {
     fetch_with_timeout(repo, url, refspecs, DEFAULT_IO_TIMEOUT)
 }
 
@@ -549,7 +553,7 @@ pub fn fetch_with_timeout(
     url: &str,
     refspecs: &[&str],
     io_timeout: Duration,
-) -> Result<Vec<(String, ObjectId)>> {
+) -> GitResult<Vec<(String, GitId)>> {
     fetch_bounded(repo, url, refspecs, io_timeout, u64::MAX)
 }
 
@@ -586,7 +590,7 @@ pub fn fetch_bounded(
     refspecs: &[&str],
     io_timeout: Duration,
     max_bytes: u64,
-) -> Result<Vec<(String, ObjectId)>> {
+) -> GitResult<Vec<(String, GitId)>> {
     if refspecs.is_empty() {
         return Err(GitError::InvalidInput(
             "fetch needs at least one refspec".into(),
@@ -660,7 +664,7 @@ fn fetch_with_git_binary(
     url: &str,
     refspecs: &[&str],
     io_timeout: Duration,
-) -> Result<Vec<(String, ObjectId)>> {
+) -> GitResult<Vec<(String, GitId)>> {
     let mut cmd = supervised_git();
     cmd.arg("--git-dir")
         .arg(repo.git_dir())
@@ -715,7 +719,7 @@ fn fetch_with_git_binary(
 fn run_fetch<T>(
     connection: gix::remote::Connection<'_, '_, '_, T>,
     url: &str,
-) -> Result<Vec<(String, ObjectId)>>
+) -> GitResult<Vec<(String, GitId)>>
 where
     T: gix::protocol::transport::client::blocking_io::Transport,
 {
@@ -774,10 +778,10 @@ where
 
 /// One ref update for [`push`]: `(local ref or hex oid, remote ref, expected old remote value)`.
 /// An empty source deletes the remote ref. `None` as expected value means "must not exist".
-pub type PushUpdate<'a> = (&'a str, &'a str, Option<ObjectId>);
+pub type PushUpdate<'a> = (&'a str, &'a str, Option<GitId>);
 
 /// [`push_with_timeout`] with [`DEFAULT_PUSH_TIMEOUT`].
-pub fn push(mirror_path: &Path, url: &str, updates: &[PushUpdate<'_>]) -> Result<()> {
+pub fn push(mirror_path: &Path, url: &str, updates: &[PushUpdate<'_>]) -> GitResult<()> {
     push_with_timeout(mirror_path, url, updates, DEFAULT_PUSH_TIMEOUT)
 }
 
@@ -792,7 +796,7 @@ pub fn push_with_timeout(
     url: &str,
     updates: &[PushUpdate<'_>],
     timeout: Duration,
-) -> Result<()> {
+) -> GitResult<()> {
     push_with_options(mirror_path, url, updates, timeout, false)
 }
 
@@ -804,7 +808,7 @@ pub fn push_with_options(
     updates: &[PushUpdate<'_>],
     timeout: Duration,
     atomic: bool,
-) -> Result<()> {
+) -> GitResult<()> {
     if updates.is_empty() {
         return Ok(());
     }
@@ -939,7 +943,7 @@ fn run_with_timeout(
     mut cmd: Command,
     timeout: Duration,
     what: &str,
-) -> Result<(std::process::ExitStatus, String, String)> {
+) -> GitResult<(std::process::ExitStatus, String, String)> {
     use std::os::unix::process::CommandExt;
     // Its own group: the supervisor's `kill 0` must reach git and its helpers, never this
     // process or its caller's group.

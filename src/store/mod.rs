@@ -653,12 +653,11 @@ impl Batch<'_> {
     }
 
     fn append_object(&self, kind: Kind, id: ObjectId, z: &[u8]) -> Result<()> {
-        let len =
-            u32::try_from(z.len()).map_err(|_| Error::TooLarge {
-                what: format!("object {id} (compressed)"),
-                size: z.len() as u64,
-                limit: u64::from(u32::MAX),
-            })?;
+        let len = u32::try_from(z.len()).map_err(|_| Error::TooLarge {
+            what: format!("object {id} (compressed)"),
+            size: z.len() as u64,
+            limit: u64::from(u32::MAX),
+        })?;
         self.append(
             &objects_format::pack::entry_header(kind, len),
             z,
