@@ -960,7 +960,7 @@ fn hostile_commit(
 
 #[test]
 fn git_hostile_remotes() {
-    use shelldone::remote::gitmirror::{self as gm, Mode, GitTreeEntry as GEntry};
+    use shelldone::remote::gitmirror::{self as gm, GitTreeEntry as GEntry, Mode};
     let tmp = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&tmp.path().join("srv"));
     let b = Dev::empty();
