@@ -9,26 +9,29 @@
 //!
 //! Nothing here prints; all failures are reported as [`GitError`].
 
-use std::io::Read;
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+mod fetch;
+mod process;
+mod push;
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use fetch::{fetch, fetch_bounded, fetch_with_timeout};
 use gix::ObjectId as GitId;
 use gix::bstr::{BString, ByteSlice};
 use gix::objs::tree::EntryKind;
 use gix::refs::transaction::PreviousValue;
-use gix::remote::Direction;
-use gix::remote::fetch::refs::update::Mode as UpdateMode;
+pub use push::{PushUpdate, push, push_with_options, push_with_timeout};
 
 /// Timeout for establishing a TCP connection to a `git://` server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Default timeout for a single blocking read/write on a `git://` socket during fetch.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Default wall-clock limit for a whole `git push` invocation.
 pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Largest allocation gix may make for one object of a mirror (`gitoxide.objects.allocLimit`):
 /// reading an object, and resolving one entry while a fetched pack is indexed. An object that
 /// would need more is refused from its declared size, before it is inflated.
@@ -36,6 +39,7 @@ pub const ALLOC_LIMIT: usize = objects_format::MAX_OBJECT_SIZE;
 
 /// Name/email used for reflog entries when the user has no git identity configured.
 const FALLBACK_COMMITTER_NAME: &str = "shelldone";
+
 const FALLBACK_COMMITTER_EMAIL: &str = "shelldone@localhost";
 
 pub type GitResult<T, E = GitError> = std::result::Result<T, E>;
@@ -177,11 +181,11 @@ const UNREACHABLE: &[&str] = &[
 ];
 
 /// True when `stderr` of a failed git fetch or push says the remote could not be reached.
-fn git_unreachable(stderr: &str) -> bool {
+pub(super) fn git_unreachable(stderr: &str) -> bool {
     UNREACHABLE.iter().any(|m| stderr.contains(m))
 }
 
-fn gix_err<E>(context: impl Into<String>) -> impl FnOnce(E) -> GitError
+pub(super) fn gix_err<E>(context: impl Into<String>) -> impl FnOnce(E) -> GitError
 where
     E: std::error::Error + Send + Sync + 'static,
 {
@@ -192,12 +196,14 @@ where
     }
 }
 
-fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> GitError {
+pub(super) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> GitError {
     let context = context.into();
     move |source| GitError::Io { context, source }
 }
 
-fn unreachable_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> GitError {
+pub(super) fn unreachable_err(
+    context: impl Into<String>,
+) -> impl FnOnce(std::io::Error) -> GitError {
     let context = context.into();
     move |source| GitError::Unreachable { context, source }
 }
@@ -474,7 +480,7 @@ pub fn read_commit(repo: &gix::Repository, oid: GitId) -> GitResult<DecodedCommi
 // Refs
 // ---------------------------------------------------------------------------
 
-fn validate_ref_name(name: &str) -> GitResult<()> {
+pub(super) fn validate_ref_name(name: &str) -> GitResult<()> {
     if !name.starts_with("refs/") {
         return Err(GitError::InvalidInput(format!(
             "ref name {name:?} must be a full name starting with 'refs/'"
@@ -527,485 +533,6 @@ pub fn delete_ref(repo: &gix::Repository, name: &str) -> GitResult<()> {
 // ---------------------------------------------------------------------------
 // Fetch (gix blocking client)
 // ---------------------------------------------------------------------------
-
-/// [`fetch_with_timeout`] with [`DEFAULT_IO_TIMEOUT`].
-pub fn fetch(
-    repo: &gix::Repository,
-    url: &str,
-    refspecs: &[&str],
-) -> GitResult<Vec<(String, GitId)>> {
-    fetch_with_timeout(repo, url, refspecs, DEFAULT_IO_TIMEOUT)
-}
-
-/// Fetch `refspecs` (e.g. `+refs/shelldone/*:refs/remotes/origin/shelldone/*`) from `url`
-/// (`git://host:port/path`, `file://…` or a plain path) into `repo`. Tags are not fetched.
-///
-/// Returns `(local ref, remote object id)` for every remote ref that matched a refspec with a
-/// destination. A remote without (matching) refs yields an empty list.
-///
-/// Bounds: for `git://`, connecting is limited to [`CONNECT_TIMEOUT`] and each socket read/write
-/// to `io_timeout`. `file://` and paths run a local `git-upload-pack` and have no timeout.
-///
-/// Note: as with git, a refspec without `+` refuses non-fast-forward updates of its destination;
-/// this yields [`GitError::FetchRejected`] (other refs are still updated).
-pub fn fetch_with_timeout(
-    repo: &gix::Repository,
-    url: &str,
-    refspecs: &[&str],
-    io_timeout: Duration,
-) -> GitResult<Vec<(String, GitId)>> {
-    fetch_bounded(repo, url, refspecs, io_timeout, u64::MAX)
-}
-
-/// Reads at most `left` bytes from `inner`, then fails: a remote cannot make one fetch receive
-/// more than the import budget.
-struct Capped<R> {
-    inner: R,
-    left: u64,
-    limit: u64,
-}
-
-impl<R: Read> Read for Capped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 && !buf.is_empty() {
-            return Err(std::io::Error::other(format!(
-                "the remote sent more than {} bytes, the limit of one fetch",
-                self.limit
-            )));
-        }
-        let n = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let got = self.inner.read(&mut buf[..n])?;
-        self.left -= got as u64;
-        Ok(got)
-    }
-}
-
-/// [`fetch_with_timeout`], receiving at most `max_bytes` from a `git://` remote (other transports
-/// are bounded per object by [`ALLOC_LIMIT`] only).
-pub fn fetch_bounded(
-    repo: &gix::Repository,
-    url: &str,
-    refspecs: &[&str],
-    io_timeout: Duration,
-    max_bytes: u64,
-) -> GitResult<Vec<(String, GitId)>> {
-    if refspecs.is_empty() {
-        return Err(GitError::InvalidInput(
-            "fetch needs at least one refspec".into(),
-        ));
-    }
-    let remote = repo
-        .remote_at(url)
-        .map_err(gix_err(format!("parsing remote url {url:?}")))?
-        .with_refspecs(refspecs.iter().copied(), Direction::Fetch)
-        .map_err(gix_err(format!("parsing fetch refspecs {refspecs:?}")))?
-        .with_fetch_tags(gix::remote::fetch::Tags::None);
-    let (parsed, version) = remote
-        .sanitized_url_and_version(Direction::Fetch)
-        .map_err(gix_err(format!("preparing connection to {url}")))?;
-
-    if matches!(
-        parsed.scheme,
-        gix::url::Scheme::Http | gix::url::Scheme::Https
-    ) {
-        // This build keeps gix to the transports it links without an HTTP stack; http(s) fetches
-        // go through the `git` binary, as pushes do.
-        return fetch_with_git_binary(repo, url, refspecs, io_timeout);
-    }
-    if parsed.scheme == gix::url::Scheme::Git {
-        // Build the git:// transport ourselves so the socket gets read/write timeouts
-        // (gix only applies a connect timeout).
-        let host = parsed
-            .host()
-            .ok_or_else(|| GitError::InvalidInput(format!("url {url:?} has no host")))?
-            .to_owned();
-        let port = parsed.port;
-        let addr = (host.as_str(), port.unwrap_or(9418))
-            .to_socket_addrs()
-            .map_err(unreachable_err(format!("resolving {host}")))?
-            .next()
-            .ok_or_else(|| GitError::InvalidInput(format!("{host} resolved to no address")))?;
-        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-            .map_err(unreachable_err(format!("connecting to {addr} for {url}")))?;
-        stream
-            .set_read_timeout(Some(io_timeout))
-            .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
-            .map_err(io_err("setting socket timeouts"))?;
-        let write = stream
-            .try_clone()
-            .map_err(io_err("cloning socket handle"))?;
-        let read = Capped {
-            inner: stream,
-            left: max_bytes,
-            limit: max_bytes,
-        };
-        let transport = gix::protocol::transport::client::git::blocking_io::Connection::new(
-            read,
-            write,
-            version,
-            parsed.path.clone(),
-            Some((host, port)),
-            gix::protocol::transport::client::git::ConnectMode::Daemon,
-            false,
-        );
-        run_fetch(remote.to_connection_with_transport(transport), url)
-    } else {
-        let connection = remote
-            .connect(Direction::Fetch)
-            .map_err(gix_err(format!("connecting to {url}")))?;
-        run_fetch(connection, url)
-    }
-}
-
-fn fetch_with_git_binary(
-    repo: &gix::Repository,
-    url: &str,
-    refspecs: &[&str],
-    io_timeout: Duration,
-) -> GitResult<Vec<(String, GitId)>> {
-    let mut cmd = supervised_git();
-    cmd.arg("--git-dir")
-        .arg(repo.git_dir())
-        .args(["-c", "http.lowSpeedLimit=1", "-c"])
-        .arg(format!("http.lowSpeedTime={}", io_timeout.as_secs().max(1)))
-        // The same bound as gix's: big blobs are streamed to disk by index-pack (never held),
-        // and no single allocation may exceed the per-object limit.
-        .arg("-c")
-        .arg(format!("core.bigFileThreshold={}", 16 << 20))
-        .env("GIT_ALLOC_LIMIT", ALLOC_LIMIT.to_string())
-        .args([
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--prune",
-            "--no-write-fetch-head",
-            "--",
-            url,
-        ])
-        .args(refspecs)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let (status, _, stderr) = run_with_timeout(cmd, io_timeout * 2, &format!("git fetch {url}"))?;
-    if !status.success() {
-        // An empty remote is "nothing yet", as with the gix transports.
-        if stderr.contains("couldn't find remote ref") || stderr.trim().is_empty() {
-            return Ok(Vec::new());
-        }
-        return Err(GitError::FetchFailed {
-            url: url.to_owned(),
-            stderr: stderr.trim().to_owned(),
-        });
-    }
-    let mut out = Vec::new();
-    for spec in refspecs {
-        let dst = spec
-            .trim_start_matches('+')
-            .split_once(':')
-            .map_or("", |(_, d)| d);
-        let prefix = dst.trim_end_matches('*');
-        if !prefix.is_empty() {
-            out.extend(list_refs(repo, prefix)?);
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
-
-fn run_fetch<T>(
-    connection: gix::remote::Connection<'_, '_, '_, T>,
-    url: &str,
-) -> GitResult<Vec<(String, GitId)>>
-where
-    T: gix::protocol::transport::client::blocking_io::Transport,
-{
-    let prepare = connection
-        .prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(gix_err(format!("listing refs of {url}")))?;
-    // Empty remote, or nothing matches our refspecs: gix's `receive()` would report an error
-    // ("None of the refspec(s) … matched"), but for a sync transport that's simply "nothing yet".
-    if prepare.ref_map().mappings.is_empty() {
-        return Ok(Vec::new());
-    }
-    let interrupt = AtomicBool::new(false);
-    let outcome = prepare
-        .receive(gix::progress::Discard, &interrupt)
-        .map_err(gix_err(format!("fetching from {url}")))?;
-    let update_refs = match &outcome.status {
-        gix::remote::fetch::Status::NoPackReceived { update_refs, .. }
-        | gix::remote::fetch::Status::Change { update_refs, .. } => update_refs,
-    };
-    let map = &outcome.ref_map;
-    let mut fetched = Vec::new();
-    let mut rejected = Vec::new();
-    for (update, mapping, _spec, _edit) in
-        update_refs.iter_mapping_updates(&map.mappings, &map.refspecs, &map.extra_refspecs)
-    {
-        let Some(local) = mapping.local.as_ref() else {
-            continue;
-        };
-        let local = local.to_str_lossy().into_owned();
-        match &update.mode {
-            UpdateMode::NoChangeNeeded
-            | UpdateMode::FastForward
-            | UpdateMode::Forced
-            | UpdateMode::New
-            | UpdateMode::ImplicitTagNotSentByRemote => {
-                if let Some(id) = mapping.remote.as_id() {
-                    fetched.push((local, id.to_owned()));
-                }
-            }
-            rejected_mode => rejected.push((local, rejected_mode.to_string())),
-        }
-    }
-    if !rejected.is_empty() {
-        return Err(GitError::FetchRejected {
-            url: url.to_owned(),
-            rejected,
-        });
-    }
-    fetched.sort();
-    Ok(fetched)
-}
-
-// ---------------------------------------------------------------------------
-// Push (git binary)
-// ---------------------------------------------------------------------------
-
-/// One ref update for [`push`]: `(local ref or hex oid, remote ref, expected old remote value)`.
-/// An empty source deletes the remote ref. `None` as expected value means "must not exist".
-pub type PushUpdate<'a> = (&'a str, &'a str, Option<GitId>);
-
-/// [`push_with_timeout`] with [`DEFAULT_PUSH_TIMEOUT`].
-pub fn push(mirror_path: &Path, url: &str, updates: &[PushUpdate<'_>]) -> GitResult<()> {
-    push_with_timeout(mirror_path, url, updates, DEFAULT_PUSH_TIMEOUT)
-}
-
-/// Push from the bare mirror at `mirror_path` to `url` using `git push --porcelain` with one
-/// `--force-with-lease=<remote ref>:<expected>` per update (never a `+` refspec).
-///
-/// Per-ref refusals are returned as [`GitError::PushRejected`] (see [`RejectKind`]; other refs
-/// of the same push may have been updated); anything else (unreachable remote, bad input, …) as
-/// [`GitError::PushFailed`]. The `git` process is killed after `timeout`.
-pub fn push_with_timeout(
-    mirror_path: &Path,
-    url: &str,
-    updates: &[PushUpdate<'_>],
-    timeout: Duration,
-) -> GitResult<()> {
-    push_with_options(mirror_path, url, updates, timeout, false)
-}
-
-/// [`push_with_timeout`], with `atomic`: `git push --atomic`, so that one refused ref (a stale
-/// lease) leaves every ref on the remote unchanged.
-pub fn push_with_options(
-    mirror_path: &Path,
-    url: &str,
-    updates: &[PushUpdate<'_>],
-    timeout: Duration,
-    atomic: bool,
-) -> GitResult<()> {
-    if updates.is_empty() {
-        return Ok(());
-    }
-    let mut cmd = supervised_git();
-    cmd.arg("--git-dir")
-        .arg(mirror_path)
-        .args(["push", "--porcelain", "--no-verify"]);
-    if atomic {
-        cmd.arg("--atomic");
-    }
-    for (src, dst, expected) in updates {
-        validate_ref_name(dst)?;
-        if src.starts_with('+') || src.contains(':') || dst.contains(':') {
-            return Err(GitError::InvalidInput(format!(
-                "push source {src:?} / destination {dst:?} must not contain '+' or ':'"
-            )));
-        }
-        let expect = expected.map(|o| o.to_string()).unwrap_or_default();
-        cmd.arg(format!("--force-with-lease={dst}:{expect}"));
-    }
-    cmd.arg("--").arg(url);
-    for (src, dst, _) in updates {
-        cmd.arg(format!("{src}:{dst}"));
-    }
-    cmd.env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ASKPASS", "")
-        .env("SSH_ASKPASS", "")
-        .env("LC_ALL", "C")
-        .env("LANGUAGE", "C")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-
-    let (status, stdout, stderr) = run_with_timeout(cmd, timeout, "git push")?;
-
-    let mut seen: Vec<&str> = Vec::new();
-    let mut rejected = Vec::new();
-    for line in stdout.lines() {
-        // Porcelain: "<flag>\t<from>:<to>\t<summary>" (+ "To <url>" and "Done" lines).
-        let mut fields = line.splitn(3, '\t');
-        let (Some(flag), Some(refs), Some(summary)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let Some((_, to)) = refs.rsplit_once(':') else {
-            continue;
-        };
-        seen.push(to);
-        if flag == "!" {
-            rejected.push(PushRejection {
-                remote_ref: to.to_owned(),
-                kind: classify_rejection(summary),
-                detail: summary.to_owned(),
-            });
-        }
-    }
-    if !rejected.is_empty() {
-        return Err(GitError::PushRejected {
-            url: url.to_owned(),
-            rejected,
-        });
-    }
-    let all_reported = updates.iter().all(|(_, dst, _)| seen.contains(dst));
-    if !status.success() || !all_reported {
-        return Err(GitError::PushFailed {
-            url: url.to_owned(),
-            status: status.to_string(),
-            stderr: stderr.trim().to_owned(),
-        });
-    }
-    Ok(())
-}
-
-fn classify_rejection(summary: &str) -> RejectKind {
-    if summary.contains("[remote rejected]") {
-        RejectKind::RemoteRejected
-    } else if summary.contains("stale info") {
-        RejectKind::StaleLease
-    } else if summary.contains("non-fast-forward")
-        || summary.contains("fetch first")
-        || summary.contains("already exists")
-    {
-        RejectKind::NonFastForward
-    } else {
-        RejectKind::Other
-    }
-}
-
-/// The supervisor every `git` child runs under (POSIX `sh`, argv: `git …`). It starts git in
-/// the background, in the supervisor's own process group, and watches its stdin, a pipe whose
-/// only writer is this process: when that pipe reaches end-of-file — this process exited,
-/// however it died, `kill -9` included — it kills its whole process group (git and every
-/// helper git started: `pack-objects`, `ssh`, a local `receive-pack`). So no git process outlives
-/// shelldone, and no `unsafe` `pre_exec` is needed. When git exits first, the supervisor
-/// stops its watcher and exits with git's status.
-const SUPERVISOR: &str = r#"exec 3<&0 0</dev/null
-"$@" 3<&- &
-child=$!
-{ while read -r _ <&3; do :; done; kill -s KILL 0; } &
-watcher=$!
-wait "$child"
-status=$?
-kill "$watcher" 2>/dev/null
-exit "$status""#;
-
-/// A `git` command under [`SUPERVISOR`]; arguments added to it go to git. Run it with
-/// [`run_with_timeout`], which gives it its own process group and the watchdog pipe.
-fn supervised_git() -> Command {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.args(["-c", SUPERVISOR, "shelldone-git-supervisor", "git"]);
-    cmd
-}
-
-/// Kills the supervised process group of a child still running when dropped (an error or a
-/// timeout in this process), so that git never outlives the call.
-struct GroupGuard {
-    pid: Option<rustix::process::Pid>,
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pid) = self.pid.take() {
-            // The group may be gone already; nothing else to do then.
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
-
-/// Run `cmd` (a [`supervised_git`] command, stdout/stderr piped) in a new process group whose
-/// stdin is the supervisor's watchdog pipe, killing the whole group if it doesn't finish within
-/// `timeout`.
-fn run_with_timeout(
-    mut cmd: Command,
-    timeout: Duration,
-    what: &str,
-) -> GitResult<(std::process::ExitStatus, String, String)> {
-    use std::os::unix::process::CommandExt;
-    // Its own group: the supervisor's `kill 0` must reach git and its helpers, never this
-    // process or its caller's group.
-    cmd.process_group(0).stdin(Stdio::piped());
-    let mut child = cmd.spawn().map_err(io_err(format!("spawning {what}")))?;
-    let mut guard = GroupGuard {
-        pid: Some(rustix::process::Pid::from_child(&child)),
-    };
-    // Held open until the child is reaped; dropping it (or dying) tells the supervisor to kill.
-    let watchdog = child.stdin.take();
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                // A read error just truncates the captured output.
-                let _ = p.read_to_end(&mut buf);
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                drop(guard); // kills the whole group, git's helpers included
-                let _ = child.wait();
-                drop(watchdog);
-                // The readers finish once the pipes close; don't wait on them.
-                return Err(GitError::Timeout {
-                    what: what.to_owned(),
-                    timeout,
-                });
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                drop(guard);
-                let _ = child.wait();
-                return Err(io_err(format!("waiting for {what}"))(e));
-            }
-        }
-    };
-    // The supervisor exits only after git did and after stopping its watcher, so the group is
-    // empty; once the leader is reaped its id may be reused, so it is not signalled again.
-    guard.pid = None;
-    drop(watchdog);
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    Ok((status, stdout, stderr))
-}
 
 /// Path helper: the mirror directory of a repository as a `PathBuf` (for callers that keep a
 /// `gix::Repository` around and want to [`push`] from it).
