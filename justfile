@@ -24,10 +24,11 @@ deny:
 fuzz-build:
     cargo build --manifest-path fuzz/Cargo.toml --locked
 
-# The independent Python decoder (objects-format/tools/README.md): every test vector and the
-# frozen store fixtures/store-v1, decoded and verified from objects-format/SPEC.md alone.
+# The independent Python decoder (objects-format/tools/README.md): every test vector, every store
+# layout vector and the frozen store fixtures/store-v1 (objects and layout: FORMAT, device, refs,
+# reflog, session refs), decoded and verified from objects-format/SPEC.md alone.
 spec:
-    python3 objects-format/tools/decode.py --vectors objects-format/tests/vectors.json --store fixtures/store-v1/state --compare-with fixtures/store-v1
+    python3 objects-format/tools/decode.py --vectors objects-format/tests/vectors.json --layout-vectors objects-format/tests/store-layout.json --store fixtures/store-v1/state --compare-with fixtures/store-v1
 
 # verify + cargo-deny + 200 SIGKILL fault-injection iterations + the sync model
 # (tests/sync_model.rs) for 2000 steps per remote + fuzzing each decoder for a while.

@@ -4,12 +4,17 @@
 Python 3.11 standard library only; zstd frames are decompressed by the `zstd` command-line tool.
 
     decode.py --vectors objects-format/tests/vectors.json
+    decode.py --layout-vectors objects-format/tests/store-layout.json
     decode.py --store fixtures/store-v1/state --compare-with fixtures/store-v1 [--extract DIR]
 
 --vectors  decodes, re-encodes and re-hashes every vector (SPEC §9), rejects every negative one
            for its stated reason, rebuilds the gear table and the chunking vector (§5).
+--layout-vectors  reproduces every store layout vector (§11.15): ref names, sessions and their
+           refs, FORMAT, device, loose refs, packed-refs, the reflog, the stat cache.
 --store    a state directory (or its `snapshots/`): verifies every stored copy of every object
-           (loose §7.1, packs and indexes v1/v2 §7.2), then walks every ref through snapshots,
+           (loose §7.1, packs and indexes v1/v2 §7.2), reads the store layout (§11: FORMAT,
+           device, refs loose and packed, the reflog, session refs, shallow, remotes.json,
+           restore-intent, statcache) and checks it, then walks every ref through snapshots,
            trees, chunk lists and blobs (§6) and prints a summary.
 --extract  writes the files of the head snapshot's root tree to DIR.
 --compare-with ROOT  checks that those files (and symlinks) equal ROOT's `config/` and `state/`
@@ -492,11 +497,15 @@ class Store:
                 break
         else:
             raise Bad(f"{path}: no snapshots/FORMAT: not a shelldone state directory")
-        with open(os.path.join(self.dir, "FORMAT"), encoding="utf-8") as f:
-            self.format = f.read().strip()
-        m = re.fullmatch(r"shelldone-store (\d+)\.(\d+)", self.format)
-        if not m or int(m[1]) not in (1, 2):
-            raise Bad(f"{self.dir}/FORMAT: {self.format!r}, this decoder reads store formats 1, 2")
+        with open(os.path.join(self.dir, "FORMAT"), "rb") as f:
+            raw = f.read()
+        try:
+            major, minor = parse_format(raw)  # §11.3; check_layout checks the rest
+        except Damaged as e:
+            raise Bad(f"{self.dir}: {e}") from None
+        if major not in (1, 2):
+            raise Bad(f"{self.dir}/FORMAT: {raw!r}, this decoder reads store formats 1, 2")
+        self.format = f"{major}.{minor}"
         self.objects = {}  # id -> canonical bytes, each verified (§2) and canonical
         self.kinds = {}
         self.copies = {"loose": 0, "packed": 0}
@@ -631,41 +640,9 @@ class Store:
             raise Bad(f"{where}: object {oid} is a {self.kinds[oid]}, expected a {kind}")
         return decode(self.objects[oid])[1]
 
-    def refs(self):
-        """Ref name -> id: loose `refs/<name>` files override `packed-refs` (docs/safety.md)."""
-        ok = re.compile(r"(?!\.)[A-Za-z0-9._%-]+(?<!\.lock)")
-        out = {}
-        packed = os.path.join(self.dir, "packed-refs")
-        if os.path.exists(packed):
-            with open(packed, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-            if not lines or lines[0] != "# shelldone packed-refs 1":
-                raise Bad(f"{packed}: unknown header")
-            for line in lines[1:]:
-                hexid, _, name = line.partition(" ")
-                if not HEX64.fullmatch(hexid) or not all(ok.fullmatch(c) for c in name.split("/")):
-                    raise Bad(f"{packed}: bad line {line!r}")
-                out[name] = hexid
-        root = os.path.join(self.dir, "refs")
-        for d, _, files in os.walk(root):
-            for fn in files:
-                name = os.path.relpath(os.path.join(d, fn), root)
-                if not all(ok.fullmatch(c) for c in name.split("/")):
-                    continue  # temp files
-                with open(os.path.join(d, fn), encoding="utf-8") as f:
-                    hexid = f.read().strip().lower()
-                if not HEX64.fullmatch(hexid):
-                    raise Bad(f"ref file {os.path.join(d, fn)}: not a 64-hex id: {hexid!r}")
-                out[name] = hexid
-        return dict(sorted(out.items()))
-
-    def walk(self, refs):
-        """Checks everything reachable from the refs (§6); returns the reachable ids."""
-        shallow = set()
-        sp = os.path.join(self.dir, "shallow")
-        if os.path.exists(sp):
-            with open(sp, encoding="utf-8") as f:
-                shallow = {line.strip() for line in f if line.strip()}
+    def walk(self, refs, shallow):
+        """Checks everything reachable from the refs (§6), not past the parents of `shallow`
+        snapshots (§11.10); returns the reachable ids."""
         seen, todo = set(), [(oid, "snapshot", f"ref {name}") for name, oid in refs.items()]
         while todo:
             oid, kind, where = todo.pop()
@@ -733,6 +710,588 @@ class Store:
         return n
 
 
+# ---------------------------------------------------------------------------------------------
+# Store layout (§11): FORMAT, device, refs, packed-refs, the reflog, sessions and the small files.
+
+# §11 intro: "white space" is Unicode White_Space (what Rust's str::trim strips). Python's
+# str.strip() alone would also strip U+001C..U+001F, which are not White_Space.
+WHITE_SPACE = "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) \
+    + "\u2028\u2029\u202f\u205f\u3000"
+ANY_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+ZERO_ID = "0" * 64
+REF_COMPONENT = re.compile(r"[A-Za-z0-9._%-]+")
+KNOWN_NAMES = {"FORMAT", "device", "objects", "packs", "refs", "packed-refs", "logs", "shallow",
+               "remotes.json", "remotes", "restore-intent", "statcache", "staging", "lock",
+               "lock.owner"}
+TMP_PREFIX = ".shelldone-tmp."
+PACKED_HEADER = b"# shelldone packed-refs 1"
+
+
+class Damaged(Exception):
+    """A store file breaks a MUST of §11: what `state check` reports as damage."""
+
+
+def trim(s):
+    return s.strip(WHITE_SPACE)
+
+
+def utf8_text(b, where):
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Damaged(f"{where}: not UTF-8") from None
+
+
+def parse_id(s):
+    """§2: 64 hex digits, upper case accepted; the id in lower case, or None."""
+    return s.lower() if ANY_HEX64.fullmatch(s) else None
+
+
+def ref_name_ok(name):  # §11.6
+    return 0 < len(name.encode("utf-8", "surrogateescape")) <= 1024 and all(
+        REF_COMPONENT.fullmatch(c) and not c.startswith(".") and not c.endswith(".lock")
+        for c in name.split("/"))
+
+
+def parse_format(b):  # §11.3
+    m = re.fullmatch(r"shelldone-store ([0-9]+)\.([0-9]+)", trim(utf8_text(b, "FORMAT")))
+    if not m or int(m[1]) >= 1 << 32 or int(m[2]) >= 1 << 32:
+        raise Damaged(f"FORMAT: not 'shelldone-store <major>.<minor>': {b[:80]!r}")
+    return int(m[1]), int(m[2])
+
+
+def format_access(writer, found):  # §11.3, the table
+    if found[0] != writer[0]:
+        return "refuse" if found[0] > writer[0] else "migrate"
+    return "read-only" if found[1] > writer[1] else "read-write"
+
+
+def parse_device(b):  # §11.4: the id, or None when the file does not hold a valid one
+    try:
+        s = trim(b.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+    return s if "/" not in s and ref_name_ok(s) else None
+
+
+SESSIONS = b"state/sessions/"
+KEPT = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def session_of(path):  # §11.7: the session a snapshot path belongs to, or None
+    if not path.startswith(SESSIONS):
+        return None
+    first = path[len(SESSIONS):].split(b"/")[0]
+    dot = first.find(b".", 1)
+    return first if dot < 0 else first[:dot]
+
+
+def session_ref(sid):  # §11.7: enc()
+    return "sessions/" + "".join(
+        chr(b) if b in KEPT or (b == 0x2E and i > 0) else f"%{b:02X}" for i, b in enumerate(sid))
+
+
+def session_of_ref(name):
+    """The session id a ref `sessions/<enc(s)>` names, or None when the name is not enc() of one."""
+    comp = name[len("sessions/"):]
+    if not name.startswith("sessions/") or \
+            not re.fullmatch(r"(?:[A-Za-z0-9_.-]|%[0-9A-F]{2})+", comp):
+        return None
+    sid = bytes(int(t[1:], 16) if t[0] == "%" else ord(t)
+                for t in re.findall(r"%[0-9A-F]{2}|[A-Za-z0-9_.-]", comp))
+    return sid if session_ref(sid) == name else None  # canonical: nothing escaped that is kept
+
+
+def parse_loose_ref(b, where):  # §11.5
+    s = trim(utf8_text(b, where))
+    oid = parse_id(s)
+    if oid is None:
+        raise Damaged(f"{where}: not a snapshot id: {s[:80]!r}")
+    return oid
+
+
+def parse_packed(b, where):  # §11.8
+    if not b:
+        raise Damaged(f"{where}: empty (no header line)")
+    if not b.endswith(b"\n"):
+        raise Damaged(f"{where}: truncated: the last line has no LF")
+    lines = b[:-1].split(b"\n")
+    if lines[0] != PACKED_HEADER:
+        raise Damaged(f"{where}: unknown header {lines[0][:80]!r}")
+    out = {}
+    for no, raw in enumerate(lines[1:], 2):
+        hexid, sp, name = utf8_text(raw, f"{where} line {no}").partition(" ")
+        oid = parse_id(hexid)
+        if not sp or oid is None or not ref_name_ok(name):
+            raise Damaged(f"{where} line {no}: not '<id> <ref>': {raw[:80]!r}")
+        if name in out:
+            raise Damaged(f"{where} line {no}: ref {name} listed twice")
+        out[name] = oid
+    return out
+
+
+def read_file(path):
+    """The bytes of a regular file, or None when there is none (absent, a directory)."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_packed(snap):
+    b = read_file(os.path.join(snap, "packed-refs"))
+    return {} if b is None else parse_packed(b, f"packed-refs {os.path.join(snap, 'packed-refs')}")
+
+
+def loose_ref_files(snap):
+    """name -> path of every file under refs/ whose relative path is a valid ref name."""
+    out, root = {}, os.path.join(snap, "refs")
+    for d, _, files in os.walk(root):
+        for fn in files:
+            path = os.path.join(d, fn)
+            name = "/".join(os.path.relpath(path, root).split(os.sep))
+            if ref_name_ok(name) and not os.path.islink(path):  # else temp or foreign: ignored
+                out[name] = path
+    return out
+
+
+def resolve_ref(snap, name):
+    """§11.8 resolution: the loose file when there is one, else packed-refs, else None."""
+    if not ref_name_ok(name):
+        raise Damaged(f"{name!r}: not a valid ref name")
+    path = os.path.join(snap, "refs", *name.split("/"))
+    b = read_file(path)
+    if b is not None:
+        return parse_loose_ref(b, f"ref file {path}")
+    return read_packed(snap).get(name)
+
+
+def list_refs(snap):
+    """Every ref (name -> id), loose over packed; raises Damaged if any ref file is damaged."""
+    out = {name: parse_loose_ref(read_file(p), f"ref file {p}")
+           for name, p in loose_ref_files(snap).items()}
+    for name, oid in read_packed(snap).items():
+        out.setdefault(name, oid)
+    return dict(sorted(out.items()))
+
+
+def parse_reflog_line(t):
+    """§11.9: (ref, old, new, time_ns, message) with None for a 64-zero id, or None."""
+    name, sp, rest = t.partition(" ")
+    if not sp or not ref_name_ok(name):
+        return None
+    parts = rest.split(" ", 3)
+    if len(parts) < 3:
+        return None
+    ids = [None if s == ZERO_ID else parse_id(s) or "bad" for s in parts[:2]]
+    # A decimal i64. (Rust's i64 parser also takes a leading '+'; writers never write one.)
+    if "bad" in ids or not re.fullmatch(r"-?[0-9]+", parts[2]) or \
+            not -(1 << 63) <= int(parts[2]) < 1 << 63:
+        return None
+    return name, ids[0], ids[1], int(parts[2]), parts[3] if len(parts) == 4 else ""
+
+
+def scan_reflog(b):
+    """(lines, damaged): lines (no, ref, old, new, time_ns, message) that parse, and (no,
+    readable) of the damaged ones; a line that parses only with U+FFFD for its bytes that are not
+    UTF-8 is in both. A last line without LF is parsed like any other (§11.9)."""
+    lines, damaged = [], []
+    body = b[:-1] if b.endswith(b"\n") else b
+    if not body:
+        return lines, ([(1, False)] if b else [])
+    for no, raw in enumerate(body.split(b"\n"), 1):
+        try:
+            t, utf8 = raw.decode("utf-8"), True
+        except UnicodeDecodeError:
+            t, utf8 = raw.decode("utf-8", "replace"), False
+        p = parse_reflog_line(t)
+        if p is None:
+            damaged.append((no, False))
+            continue
+        lines.append((no, *p))
+        if not utf8:
+            damaged.append((no, True))
+    return lines, damaged
+
+
+def varint(b, pos, where, limit=1 << 64):
+    n = shift = 0
+    while True:
+        if pos >= len(b) or shift > 63:
+            raise Damaged(f"{where}: does not decode (varint at {pos})")
+        n |= (b[pos] & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not b[pos - 1] & 0x80:
+            break
+    if n >= limit:
+        raise Damaged(f"{where}: does not decode (varint {n} too large)")
+    return n, pos
+
+
+def unzigzag(v):
+    return (v >> 1) ^ -(v & 1)
+
+
+def zigzag_bytes(v):
+    return varint_bytes(((v << 1) ^ (v >> 63)) & ((1 << 64) - 1))
+
+
+def varint_bytes(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+STAT_FIELDS = ("size", "mtime_ns", "ctime_ns", "ino", "dev")
+
+
+def parse_statcache(b, where="statcache"):
+    """§11.13: the entries, None for an older version (ignored); raises Damaged."""
+    if not b:
+        raise Damaged(f"{where}: empty")
+    if b[:8] == b"SDSTAT\x00\x01":
+        return None
+    if len(b) < 40 or b[:8] != b"SDSTAT\x00\x02":
+        raise Damaged(f"{where}: not a stat cache (unknown header or too short)")
+    body = b[:-32]
+    if blake3(body) != b[-32:]:
+        raise Damaged(f"{where}: checksum mismatch")
+    count, pos = varint(body, 8, where)
+    entries = []
+    for _ in range(count):
+        n, pos = varint(body, pos, where)
+        if pos + n > len(body):
+            raise Damaged(f"{where}: does not decode (truncated path)")
+        e = {"path_hex": body[pos : pos + n].hex()}
+        pos += n
+        for field in STAT_FIELDS:
+            v, pos = varint(body, pos, where)
+            e[field] = unzigzag(v) if field.endswith("_ns") else v
+        if pos + 33 > len(body):
+            raise Damaged(f"{where}: does not decode (truncated entry)")
+        e["kind"], e["id"] = body[pos], body[pos + 1 : pos + 33].hex()
+        v, pos = varint(body, pos + 33, where)
+        e["hashed_at_ns"] = unzigzag(v)
+        entries.append(e)
+    return entries  # §11.13: bytes after the last entry are ignored (writers write none)
+
+
+def encode_statcache(entries):
+    body = bytearray(b"SDSTAT\x00\x02" + varint_bytes(len(entries)))
+    for e in sorted(entries, key=lambda e: bytes.fromhex(e["path_hex"])):
+        p = bytes.fromhex(e["path_hex"])
+        body += varint_bytes(len(p)) + p
+        for field in STAT_FIELDS:
+            body += zigzag_bytes(e[field]) if field.endswith("_ns") else varint_bytes(e[field])
+        body += bytes([e["kind"]]) + bytes.fromhex(e["id"]) + zigzag_bytes(e["hashed_at_ns"])
+    return bytes(body) + blake3(bytes(body))
+
+
+def vector_bytes(v):
+    return bytes.fromhex(v["hex"]) if "hex" in v else v["text"].encode("utf-8")
+
+
+def check_layout_vectors(path):
+    """Reproduces every vector of tests/store-layout.json (§11.15) from §11 alone."""
+    with open(path, encoding="utf-8") as f:
+        vec = json.load(f)
+    n = 0
+
+    def want(ok, what):
+        nonlocal n
+        n += 1
+        if not ok:
+            raise Bad(f"layout vector {what}")
+
+    for name in vec["ref_names"]["valid"]:
+        want(ref_name_ok(name), f"ref_names: {name[:40]!r} is valid")
+    for name in vec["ref_names"]["invalid"]:
+        want(not ref_name_ok(name), f"ref_names: {name[:40]!r} is invalid")
+    for v in vec["session_of"]:
+        got = session_of(bytes.fromhex(v["path_hex"]))
+        want((got.hex() if got is not None else None) == v["session_hex"],
+             f"session_of {v['note']!r}: got {got!r}")
+    for v in vec["session_refs"]:
+        sid = bytes.fromhex(v["session_hex"])
+        got = session_ref(sid)
+        want(got == v["ref"] and ref_name_ok(got) == v["ref_valid"] and session_of_ref(got) == sid,
+             f"session_refs {v['note']!r}: got {got!r}")
+    writer = tuple(map(int, vec["format"]["writer"].split(".")))
+    want(vector_bytes(vec["format"]["current"]) == f"shelldone-store {writer[0]}.{writer[1]}\n"
+         .encode(), "format: current is the writer's line")
+    for v in vec["format"]["cases"]:
+        try:
+            got = parse_format(vector_bytes(v))
+            got = (f"{got[0]}.{got[1]}", format_access(writer, got))
+        except Damaged:
+            got = (None, None)
+        want(got == (v["version"], v["access"]), f"format {vector_bytes(v)!r}: got {got}")
+    for v in vec["device"]:
+        got = parse_device(vector_bytes(v))
+        want(got == v["device"], f"device {vector_bytes(v)!r}: got {got!r}")
+    for v in vec["loose_refs"]:
+        try:
+            got = parse_loose_ref(vector_bytes(v), "ref")
+        except Damaged:
+            got = None
+        want(got == v["id"], f"loose_refs {vector_bytes(v)[:70]!r}: got {got}")
+    for v in vec["packed_refs"]:
+        with tempfile.TemporaryDirectory() as snap:
+            for rel, content in v["files"].items():
+                p = os.path.join(snap, *rel.split("/"))
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                with open(p, "wb") as f:
+                    f.write(vector_bytes(content))
+            for name, expect in v["resolves"].items():
+                try:
+                    got = resolve_ref(snap, name)
+                except Damaged:
+                    got = "damaged"
+                want(got == expect, f"packed_refs {v['name']!r}: {name} resolves to {got}")
+            try:
+                got = [list(x) for x in list_refs(snap).items()]
+            except Damaged:
+                got = "damaged"
+            want(got == v["list"], f"packed_refs {v['name']!r}: list is {got}")
+    for v in vec["reflog"]:
+        lines, damaged = scan_reflog(vector_bytes(v))
+        keys = ("no", "ref", "old", "new", "time_ns", "message")
+        want([dict(zip(keys, x)) for x in lines] == v["lines"],
+             f"reflog {v['name']!r}: lines {lines}")
+        want([{"no": a, "readable": b} for a, b in damaged] == v["damaged"],
+             f"reflog {v['name']!r}: damaged {damaged}")
+    sc = vec["statcache"]
+    for v in sc["caches"]:
+        b = bytes.fromhex(v["hex"])
+        want(encode_statcache(v["entries"]) == b, f"statcache {v['name']!r}: encoding differs")
+        got = parse_statcache(b)
+        want(got == sorted(v["entries"], key=lambda e: bytes.fromhex(e["path_hex"])),
+             f"statcache {v['name']!r}: decodes to {got}")
+    for v in sc["ignored"]:
+        want(parse_statcache(bytes.fromhex(v["hex"])) is None, f"statcache {v['name']!r}: ignored")
+    for v in sc["damaged"]:
+        try:
+            parse_statcache(bytes.fromhex(v["hex"]))
+            ok = False
+        except Damaged:
+            ok = True
+        want(ok, f"statcache {v['name']!r}: damaged")
+    return f"{n} checks ({len(vec['session_refs'])} session refs, {len(vec['format']['cases'])} " \
+        f"FORMAT, {len(vec['packed_refs'])} ref stores, {len(vec['reflog'])} reflogs, " \
+        f"{len(sc['caches']) + len(sc['ignored']) + len(sc['damaged'])} stat caches)"
+
+
+def session_contents(st, snap_id, where):
+    """§11.7: session id -> its content, as the entries of `state/sessions/` that belong to it
+    (name, kind, flags, id): a directory's id covers everything under it."""
+    tree = st.get(snap_id, "snapshot", where)["root"]
+    for comp in (b"state", b"sessions"):
+        e = next((e for e in st.get(tree, "tree", where)["entries"]
+                  if bytes.fromhex(e["name_hex"]) == comp), None)
+        if e is None or e["kind"] != "dir":
+            return {}
+        tree = e["id"]
+    out = {}
+    for e in st.get(tree, "tree", where)["entries"]:
+        name = bytes.fromhex(e["name_hex"])
+        out.setdefault(session_of(SESSIONS + name), []).append(
+            (name, e["kind"], e["flags"], e["id"]))
+    return {s: tuple(v) for s, v in out.items()}
+
+
+def check_layout(st):
+    """§11 on a store whose objects are loaded: returns (refs, shallow ids, report lines).
+    Stricter than a reader must be: every file must be exactly as writers write it, and a
+    damaged reflog line (which readers skip) is a failure, as `state check` reports it."""
+    snap, report, absent = st.dir, [], []
+
+    def damaged(f):
+        try:
+            return f()
+        except Damaged as e:
+            raise Bad(f"{snap}: {e}") from None
+
+    # §11.1: names in snapshots/.
+    names = sorted(os.listdir(snap))
+    unknown = [n for n in names if n not in KNOWN_NAMES and not n.startswith(TMP_PREFIX)]
+    if unknown:
+        report.append(f"names this version does not write (ignored, §11.1): {unknown}")
+    staging = os.path.join(snap, "staging")
+    if os.path.isdir(staging) and os.listdir(staging):
+        report.append(f"staging/ holds unfinished batches (ignored, §11.2): {os.listdir(staging)}")
+    # §11.3 FORMAT: the version, and exactly the writer's line.
+    raw = read_file(os.path.join(snap, "FORMAT"))
+    version = damaged(lambda: parse_format(raw))
+    if raw != f"shelldone-store {version[0]}.{version[1]}\n".encode():
+        raise Bad(f"{snap}/FORMAT: {raw!r} is not exactly what a writer writes")
+    if version[0] not in (1, 2):
+        raise Bad(f"{snap}/FORMAT: store format {version[0]}.{version[1]}: this decoder reads "
+                  f"majors 1 and 2 (§11.3: a newer major is refused)")
+    if version[0] == 1:
+        v2 = [name for name, v, _ in st.packs if v != 1]
+        if os.path.exists(os.path.join(snap, "packed-refs")) or v2:
+            raise Bad(f"{snap}: store format 1.x holds packed-refs or version-2 packs {v2} "
+                      f"(§11.3)")
+    # §11.5, §11.8: refs, each a stored snapshot.
+    loose = loose_ref_files(snap)
+    for name, path in loose.items():
+        b = read_file(path)
+        oid = damaged(lambda: parse_loose_ref(b, f"ref file {path}"))
+        if b != f"{oid}\n".encode():
+            raise Bad(f"ref file {path}: {b!r} is not exactly '<64 lower-case hex>\\n'")
+    packed_path = os.path.join(snap, "packed-refs")
+    packed = damaged(lambda: read_packed(snap))
+    if os.path.exists(packed_path):
+        if list(packed) != sorted(packed) or "head" in packed:
+            raise Bad(f"{packed_path}: lines not sorted by name, or holds head (§11.8)")
+    else:
+        absent.append("packed-refs")
+    refs = damaged(lambda: list_refs(snap))
+    for name, oid in refs.items():
+        if damaged(lambda: resolve_ref(snap, name)) != oid:
+            raise Bad(f"ref {name}: resolves differently from the listing")
+        st.get(oid, "snapshot", f"ref {name}")
+    shadowed = sorted(set(loose) & set(packed))
+    spaces = {}  # §11.6 namespaces
+    for name in refs:
+        space = name.split("/")[0] if name.split("/")[0] in ("head", "sessions", "remotes") \
+            else "other"
+        spaces[space] = spaces.get(space, 0) + 1
+    shadow = f", {len(shadowed)} shadowed by loose" if shadowed else ""
+    report.append(f"FORMAT {version[0]}.{version[1]}; {len(refs)} refs ({len(loose)} loose, "
+                  f"{len(packed)} packed{shadow}: "
+                  f"{', '.join(f'{n} {k}' for k, n in sorted(spaces.items()))}), "
+                  f"each a stored snapshot")
+    # §11.9: the reflog, exactly as written, and consistent with the refs.
+    log_path = os.path.join(snap, "logs", "refs.log")
+    raw = read_file(log_path)
+    lines, bad = scan_reflog(raw or b"")
+    if bad:
+        raise Bad(f"reflog {log_path}: damaged lines {bad} (§11.9: readers skip them)")
+    if raw and not raw.endswith(b"\n"):
+        raise Bad(f"reflog {log_path}: a torn last line")
+    rebuilt = "".join(f"{r} {o or ZERO_ID} {n or ZERO_ID} {t} {m}\n" for _, r, o, n, t, m in lines)
+    if raw is not None and rebuilt.encode() != raw:
+        raise Bad(f"reflog {log_path}: not exactly as a writer writes it")
+    last = {}
+    for no, name, old, new, _, _ in lines:
+        if old != last.get(name, (None,))[0]:
+            raise Bad(f"reflog {log_path}:{no}: {name}'s old value {old} is not the previous "
+                      f"line's new value {last.get(name, (None,))[0]}")
+        for oid in (old, new):
+            if oid is not None:
+                st.get(oid, "snapshot", f"reflog {log_path}:{no}")
+        last[name] = (new, no)
+    for name, oid in refs.items():
+        if last.get(name, (None,))[0] != oid:
+            raise Bad(f"reflog {log_path}: incomplete: no last line records {name} = {oid}")
+    for name, (new, no) in last.items():
+        if new is not None and name not in refs:
+            raise Bad(f"ref {name} is missing: {log_path}:{no} says it is {new}")
+    if "head" not in refs and (refs or st.objects):
+        raise Bad(f"{snap}: objects or refs but no head")
+    report.append(f"reflog: {len(lines)} lines, none damaged or torn; the last line of each ref "
+                  f"gives its value, each line's old value is the previous one's new, every id "
+                  f"is a stored snapshot")
+    # §11.4 device, and the device of the newest local save.
+    raw = read_file(os.path.join(snap, "device"))
+    device = parse_device(raw) if raw is not None else None
+    if device is None or raw != f"{device}\n".encode() or \
+            not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", device):
+        raise Bad(f"{snap}/device: {raw!r}: not '<id>\\n' with an id a writer writes (§11.4)")
+    newest = next(((m, n) for _, r, _, n, _, m in reversed(lines) if r == "head" and n
+                   and (m.startswith("save") or m.startswith("device rename: "))), None)
+    if newest:
+        m, n = newest
+        saved = m.rsplit(" -> ", 1)[-1].strip(WHITE_SPACE) if m.startswith("device rename: ") \
+            else st.get(n, "snapshot", "the newest local save")["device"]
+        if saved != device:
+            raise Bad(f"{snap}/device: says {device}, the newest local save was made as {saved}")
+    report.append(f"device {device}" + (", the device of the newest local save" if newest else
+                                        " (no local save recorded)"))
+    # §11.7: session refs are the encoding of the head's sessions and have the head's content.
+    head_sessions = session_contents(st, refs["head"], "ref head") if "head" in refs else {}
+    deleted = []
+    for name in (n for n in refs if n.startswith("sessions/")):
+        sid = session_of_ref(name)
+        if sid is None:
+            raise Bad(f"ref {name}: not sessions/<enc(s)> of any session id (§11.7)")
+        if sid not in head_sessions:
+            deleted.append(name)
+    for sid, content in head_sessions.items():
+        name = session_ref(sid)
+        if name not in refs:
+            raise Bad(f"session {sid!r} of the head has no ref {name}")
+        theirs = session_contents(st, refs[name], f"ref {name}").get(sid)
+        if theirs != content:
+            raise Bad(f"ref {name}: names {refs[name]}, whose session {sid!r} differs from the "
+                      f"head's")
+    report.append(f"sessions of the head: {len(head_sessions)} "
+                  f"({', '.join(s.decode(errors='backslashreplace') for s in head_sessions)}); "
+                  f"each has its ref sessions/<enc(s)>, naming a snapshot with the head's content"
+                  + (f"; refs of sessions not in the head: {deleted}" if deleted else ""))
+    # §11.10 – §11.13: the other files, when present.
+    shallow = set()
+    raw = read_file(os.path.join(snap, "shallow"))
+    if raw is None:
+        absent.append("shallow")
+    else:
+        if not raw.endswith(b"\n"):
+            raise Bad(f"{snap}/shallow: empty, or the last line has no LF")
+        for no, line in enumerate(raw[:-1].split(b"\n"), 1):
+            oid = parse_id(trim(line.decode("utf-8", "replace")))
+            if oid is None or oid not in st.objects:
+                raise Bad(f"{snap}/shallow:{no}: not the id of a stored object: {line[:80]!r}")
+            shallow.add(oid)
+        report.append(f"shallow: {len(shallow)} snapshots whose parents are not followed")
+    raw = read_file(os.path.join(snap, "remotes.json"))
+    if raw is None:
+        absent.append("remotes.json")
+    else:
+        try:
+            remotes = json.loads(raw)
+            ok = isinstance(remotes, list) and all(
+                isinstance(r, dict) and all(isinstance(r.get(k), str)
+                                            for k in ("name", "url", "kind"))
+                for r in remotes)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise Bad(f"{snap}/remotes.json: not a list of remotes (§11.11)")
+        report.append(f"remotes.json: {[r['name'] for r in remotes]}")
+    raw = read_file(os.path.join(snap, "restore-intent"))
+    if raw is None:
+        absent.append("restore-intent")
+    else:
+        try:
+            intent = json.loads(raw)
+            target = intent["snapshot"]
+            ok = isinstance(intent, dict) and (target == "head" or parse_id(target) is not None) \
+                and isinstance(intent.get("session"), (str, type(None))) \
+                and isinstance(intent.get("path"), (str, type(None)))
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise Bad(f"{snap}/restore-intent: not a restore intent (§11.12)")
+        report.append(f"restore-intent: an unfinished restore of {target} (a writer finishes it)")
+    raw = read_file(os.path.join(snap, "statcache"))
+    if raw is None:
+        absent.append("statcache")
+    else:
+        entries = damaged(lambda: parse_statcache(raw, f"{snap}/statcache"))
+        report.append("statcache: an older version (ignored)" if entries is None else
+                      f"statcache: {len(entries)} entries (a cache: not used here)")
+    if absent:
+        report.append(f"absent (nothing to check): {', '.join(absent)}")
+    return refs, shallow, report
+
+
+# ---------------------------------------------------------------------------------------------
+# The head snapshot's files against a live directory.
+
+
 def listing(root, skip=()):
     """Relative path -> ('l', target) | ('f', owner-executable, bytes) of files and symlinks."""
     out = {}
@@ -766,14 +1325,16 @@ def check_store(path, extract_dir, compare_with):
     st = Store(path)
     st.load_packs()
     st.load_loose()
-    refs = st.refs()
-    reachable = st.walk(refs)
+    refs, shallow, layout = check_layout(st)
+    reachable = st.walk(refs, shallow)
     by_kind = {k: sum(1 for o in st.kinds.values() if o == k) for k in KINDS.values()}
     packs = ", ".join(f"{name[:17]}… (v{v}, {n} objects)" for name, v, n in st.packs)
-    print(f"store {st.dir}: {st.format!r}, {len(st.packs)} pack(s) {packs}")
+    print(f"store {st.dir}: format {st.format}, {len(st.packs)} pack(s) {packs}")
     print(f"  {st.copies['loose']} loose + {st.copies['packed']} packed copies of "
           f"{len(st.objects)} objects ({', '.join(f'{n} {k}' for k, n in by_kind.items())}): "
           f"every id verified, every object canonical")
+    for line in layout:
+        print(f"  layout (§11): {line}")
     for name, oid in refs.items():
         s = st.get(oid, "snapshot", f"ref {name}")
         print(f"  ref {name:<24} {oid[:16]}  {s['message']!r}")
@@ -798,12 +1359,13 @@ def check_store(path, extract_dir, compare_with):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vectors", help="objects-format/tests/vectors.json")
+    ap.add_argument("--layout-vectors", help="objects-format/tests/store-layout.json (§11.15)")
     ap.add_argument("--store", action="append", default=[], help="a state directory")
     ap.add_argument("--extract", metavar="DIR", help="write the head snapshot's files to DIR")
     ap.add_argument("--compare-with", metavar="ROOT", help="directory holding config/ and state/")
     a = ap.parse_args()
-    if not a.vectors and not a.store:
-        ap.error("nothing to do: give --vectors and/or --store")
+    if not a.vectors and not a.layout_vectors and not a.store:
+        ap.error("nothing to do: give --vectors, --layout-vectors and/or --store")
     if (a.extract or a.compare_with) and len(a.store) != 1:
         ap.error("--extract and --compare-with need exactly one --store")
     try:
@@ -813,6 +1375,9 @@ def main():
         if a.vectors:
             print(f"vectors {a.vectors}: {check_vectors(a.vectors)}: all OK "
                   f"({time.monotonic() - t:.1f} s)")
+        if a.layout_vectors:
+            print(f"layout vectors {a.layout_vectors}: {check_layout_vectors(a.layout_vectors)}: "
+                  f"all OK")
         for s in a.store:
             check_store(s, a.extract, a.compare_with)
     except Bad as e:
