@@ -843,10 +843,10 @@ fn move_head(
     new_flat: &Flat,
     msg: &str,
 ) -> Result<()> {
-    let mut txn: Vec<crate::store::refs::RefTxn> = changed_sessions(old_flat, new_flat)
+    let mut txn: Vec<crate::store::refs::RefTxn> = changed_session_ids(old_flat, new_flat)
         .into_iter()
         .map(|s| crate::store::refs::RefTxn {
-            name: session_ref(s.as_bytes()),
+            name: session_ref(&s),
             expected: None,
             new: Some(new),
         })
@@ -935,6 +935,17 @@ fn clear_stale_git_locks(mirror: &std::path::Path) -> Result<()> {
 }
 
 fn changed_sessions(a: &Flat, b: &Flat) -> Vec<String> {
+    changed_session_ids(a, b)
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// The ids of the sessions that differ between `a` and `b`, as the bytes of their file names:
+/// a session ref is named from these ([`session_ref`]), as a save names it, so an id that is
+/// not UTF-8 gets the same ref on every path (a lossy string would give `%EF%BF%BD` and make
+/// different ids share one ref).
+fn changed_session_ids(a: &Flat, b: &Flat) -> Vec<Vec<u8>> {
     let ua = merge::units(a);
     let ub = merge::units(b);
     let mut out = Vec::new();
@@ -942,7 +953,7 @@ fn changed_sessions(a: &Flat, b: &Flat) -> Vec<String> {
         if let Some(s) = k.strip_prefix(b"session:")
             && ua.get(k) != ub.get(k)
         {
-            out.push(String::from_utf8_lossy(s).into_owned());
+            out.push(s.to_vec());
         }
     }
     out

@@ -469,3 +469,28 @@ fn a_copied_device_id_is_detected_and_rename_keeps_both_histories() {
     copy.ok(&["sync", "pull"]);
     assert_same(&copy.live(), &a.live());
 }
+
+/// A session whose id is not UTF-8 gets the same ref on the device that pulls it as on the one
+/// that saved it (`sessions/%FF`), not the ref of a lossy string (`sessions/%EF%BF%BD`, which
+/// different ids would share). Found by the independent decoder (objects-format SPEC §11.7).
+#[test]
+fn a_session_id_that_is_not_utf8_has_the_same_ref_after_a_pull() {
+    use std::os::unix::ffi::OsStrExt;
+    let (_t, url) = dir_remote();
+    let (a, b) = shared(&url);
+    let name = std::ffi::OsStr::from_bytes(b"\xff.json");
+    std::fs::write(a.state().join("sessions").join(name), b"{\"by\":\"A\"}").unwrap();
+    a.save("A: a session named by a non-UTF-8 byte");
+    a.ok(&["sync", "push"]);
+    b.ok(&["sync", "pull"]);
+    for sb in [&a, &b] {
+        let refs = sb.state().join("snapshots/refs/sessions");
+        assert!(
+            refs.join("%FF").is_file(),
+            "sessions/%FF in {}",
+            refs.display()
+        );
+        assert!(!refs.join("%EF%BF%BD").exists(), "no lossy ref");
+    }
+    assert_same(&b.live(), &a.live());
+}
