@@ -4,6 +4,7 @@
     reason = "the CLI is the one layer that writes to stdout and stderr (docs/style.md)"
 )]
 
+mod documents;
 pub mod exit;
 mod output;
 mod sync_cmd;
@@ -15,10 +16,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
 
 use crate::check::CheckOptions;
-use crate::history::LogEntry;
 use crate::{Error, Paths, RestoreOptions, Result, SaveOptions, State};
 
 /// Shelldone state: snapshots, restore, history and sync of terminal sessions and preferences.
@@ -285,11 +284,12 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let code = exit::of(&e);
             if json {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "{}",
-                    json!({"error": e.to_string(), "exit_code": code})
-                );
+                let doc = documents::ErrorDoc {
+                    error: e.to_string(),
+                    exit_code: code,
+                };
+                let line = documents::to_line(&doc).expect("a message and a number serialize");
+                let _ = writeln!(std::io::stderr(), "{line}");
             } else {
                 let _ = writeln!(std::io::stderr(), "error: {e}");
             }
@@ -397,16 +397,6 @@ fn out(s: impl std::fmt::Display) {
     }
 }
 
-fn log_json(e: &LogEntry) -> serde_json::Value {
-    json!({
-        "id": e.id.to_hex(), "time_ns": e.time_ns, "time": output::time(e.time_ns), "device": e.device,
-        "message": e.message, "session": e.session,
-        "parents": e.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
-        "changes": {"added": e.added, "modified": e.modified, "deleted": e.deleted},
-        "refs": e.refs,
-    })
-}
-
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.cmd {
         Cmd::Tour { dir } => tour::run(dir.clone()).map(|()| ExitCode::SUCCESS),
@@ -434,9 +424,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let st = open(&cli)?;
             let entries = st.log(a.rev.as_deref(), a.max_count, a.session.as_deref())?;
             if cli.json {
-                out(serde_json::Value::Array(
-                    entries.iter().map(log_json).collect(),
-                ));
+                let docs: Vec<documents::Logged<'_>> = entries.iter().map(Into::into).collect();
+                documents::print(&docs)?;
             } else if entries.is_empty() {
                 out("no snapshots yet; run 'shelldone state save'");
             } else {
@@ -485,11 +474,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let st = open(&cli)?;
             let (id, s, changes) = st.show(rev)?;
             if cli.json {
-                out(
-                    json!({"id": id.to_hex(), "root": s.root.to_hex(), "time": output::time(s.time_ns), "device": s.device,
-                    "message": s.message, "session": s.session, "parents": s.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
-                    "changes": changes}),
-                );
+                documents::print(&documents::Shown::new(&id, &s, &changes))?;
             } else {
                 out(format!(
                     "snapshot {id}\n  time    {}\n  device  {}\n  tree    {}",
@@ -526,7 +511,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match dc {
                 DeviceCmd::Show => {
                     if cli.json {
-                        out(json!({"device": st.device()}));
+                        documents::print(&documents::Device {
+                            device: st.device(),
+                        })?;
                     } else {
                         out(st.device());
                     }
@@ -535,7 +522,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let old = st.device().to_owned();
                     st.device_rename(name)?;
                     if cli.json {
-                        out(json!({"old": old, "new": name}));
+                        documents::print(&documents::Renamed {
+                            old: &old,
+                            new: name,
+                        })?;
                     } else {
                         out(format!(
                             "renamed this device '{old}' → '{name}'; the next push writes under the new name, and the next pull merges what '{old}' holds on the remote"
@@ -554,11 +544,13 @@ fn print_skipped(st: &State, json: bool) {
     let mut err = std::io::stderr();
     for (what, s) in st.take_skipped() {
         let _ = if json {
-            writeln!(
-                err,
-                "{}",
-                json!({"warning": what, "path": s.path, "why": s.why})
-            )
+            let doc = documents::Warning {
+                warning: what,
+                path: &s.path,
+                why: &s.why,
+            };
+            let line = documents::to_line(&doc).expect("strings serialize");
+            writeln!(err, "{line}")
         } else {
             writeln!(err, "warning: {what}: {s}")
         };
@@ -624,10 +616,7 @@ fn run_state_on(
                 let _ = writeln!(std::io::stderr(), "warning: {w}");
             }
             if cli.json {
-                out(json!({"id": o.id.map(|i| i.to_hex()), "created": o.created,
-                    "changes": {"added": o.summary.added, "modified": o.summary.modified, "deleted": o.summary.deleted},
-                    "sessions": o.sessions, "objects_written": o.objects_written, "bytes_written": o.bytes_written,
-                    "quarantined": o.quarantined, "warnings": o.warnings}));
+                documents::print(&documents::Saved::from(&o))?;
             } else if o.created {
                 out(format!(
                     "saved: +{} ~{} -{} files, {} new objects ({}){}",
@@ -664,17 +653,8 @@ fn run_state_on(
                 dry_run: *dry_run,
             })?;
             let p = &o.plan;
-            let show = |v: &Vec<Vec<u8>>| {
-                v.iter()
-                    .map(|x| String::from_utf8_lossy(x).into_owned())
-                    .collect::<Vec<_>>()
-            };
             if cli.json {
-                out(
-                    json!({"snapshot": o.snapshot.to_hex(), "dry_run": dry_run, "create": show(&p.create), "update": show(&p.update),
-                    "delete": show(&p.delete), "mkdir": show(&p.mkdir), "rmdir": show(&p.rmdir),
-                    "auto_saved": o.auto_saved.map(|i| i.to_hex()), "new_head": o.new_head.map(|i| i.to_hex())}),
-                );
+                documents::print(&documents::Restored::new(&o, *dry_run))?;
             } else {
                 if let Some(a) = o.auto_saved {
                     out(format!(
@@ -688,7 +668,7 @@ fn run_state_on(
                     ("update", &p.update),
                     ("delete", &p.delete),
                 ] {
-                    for x in show(v) {
+                    for x in documents::paths(v) {
                         if *dry_run {
                             out(format!("{label} {x}"));
                         }
@@ -727,7 +707,7 @@ fn run_state_on(
                 read_data_percent: pct,
             })?;
             if cli.json {
-                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+                documents::print(&r)?;
             } else {
                 for p in &r.problems {
                     out(format!("error: {} {} is {}", p.kind, p.object, p.error));
@@ -779,7 +759,7 @@ fn run_state_on(
         StateCmd::Gc { repack } => {
             let r = st.gc_with(*repack)?;
             if cli.json {
-                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+                documents::print(&r)?;
             } else {
                 out(format!(
                     "gc: {} objects reachable, {} deleted, {} freed",
@@ -804,7 +784,7 @@ fn run_state_on(
             rep.append(&mut r.repaired);
             r.repaired = rep;
             if cli.json {
-                out(serde_json::to_value(&r).map_err(|e| Error::Invalid(e.to_string()))?);
+                documents::print(&r)?;
             } else {
                 if let Some(s) = &r.restore_finished {
                     out(format!("finished an interrupted restore of {}", &s[..12]));
@@ -844,7 +824,7 @@ fn run_state_on(
         StateCmd::Diff { a, b } => {
             let changes = st.diff(a, b)?;
             if cli.json {
-                out(serde_json::to_value(&changes).map_err(|e| Error::Invalid(e.to_string()))?);
+                documents::print(&changes)?;
             } else {
                 print_changes(&changes);
                 out(format!("{} file(s) differ", changes.len()));
