@@ -5,8 +5,7 @@
 //! here are the documents the CLI assembles itself.
 //!
 //! Field names are the document's keys. The order of the fields does not matter: [`print`]
-//! writes keys in alphabetical order, as every document has been written since the first
-//! release.
+//! writes keys in alphabetical order, as the documents were written before they had types.
 
 use serde::Serialize;
 
@@ -19,8 +18,9 @@ use crate::{Error, ObjectId, RestoreOutcome, Result, SaveOutcome};
 
 /// Prints one document on one line of stdout.
 ///
-/// Through [`serde_json::Value`], whose objects keep their keys sorted: the bytes do not depend
-/// on the order of a type's fields (a library report's included).
+/// Through [`serde_json::Value`], whose objects keep their keys sorted (serde_json without its
+/// `preserve_order` feature; should a dependency turn it on, the output snapshots would show
+/// it): the bytes do not depend on the order of a type's fields, a library report's included.
 ///
 /// # Errors
 /// [`Error::Invalid`] when the document cannot be serialized (a path that is not UTF-8).
