@@ -1,4 +1,29 @@
-//! Human and JSON output helpers. The CLI is the only place that prints.
+//! Writing to standard output, and the formats human output shares (times, sizes). The CLI is
+//! the only place that prints; JSON documents are in `documents`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once standard output is a closed pipe: nothing more is written, and the command exits
+/// with [`super::exit::BROKEN_PIPE`] when it is done.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Prints one line on stdout, unless stdout was found closed.
+pub(super) fn out(s: impl std::fmt::Display) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = writeln!(std::io::stdout(), "{s}")
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether a write found standard output closed (`shelldone log | head -1`).
+pub(super) fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
 
 /// Formats ns since epoch as `YYYY-MM-DD HH:MM:SS` UTC.
 #[must_use]

@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
+use super::documents::{self, DaemonEvent};
 use super::{ConflictsCmd, RemoteCmd, StrategyArg, SyncCmd, exit, out, output};
 use crate::error::{Error, Result};
 use crate::sync::{PullOptions, Strategy};
@@ -30,7 +29,7 @@ pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitC
         RemoteCmd::Add { name, url, init } => {
             let r = st.remote_add(name, url, *init)?;
             if json {
-                out(json!({"name": r.name, "url": r.url, "kind": r.kind}));
+                documents::print(&r)?;
             } else {
                 out(format!("added {} remote '{}' → {}", r.kind, r.name, r.url));
             }
@@ -38,7 +37,7 @@ pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitC
         RemoteCmd::List => {
             let all = st.remotes()?;
             if json {
-                out(serde_json::to_value(&all).map_err(|e| Error::Internal(e.to_string()))?);
+                documents::print(&all)?;
             } else {
                 for r in all {
                     out(format!("{}\t{}\t{}", r.name, r.kind, r.url));
@@ -50,7 +49,7 @@ pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitC
             if !json {
                 out(format!("removed remote '{name}'"));
             } else {
-                out(json!({"removed": name}));
+                documents::print(&documents::RemoteRemoved { removed: name })?;
             }
         }
     }
@@ -74,9 +73,12 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                 pb.finish_and_clear();
             }
             if json {
-                out(
-                    json!({"remote": remote, "objects_sent": r.sent.objects, "bytes_sent": r.sent.bytes, "refs_updated": r.refs_updated}),
-                );
+                documents::print(&documents::Pushed {
+                    remote,
+                    objects_sent: r.sent.objects,
+                    bytes_sent: r.sent.bytes,
+                    refs_updated: &r.refs_updated,
+                })?;
             } else if r.refs_updated.is_empty() {
                 out(format!("{remote} is up to date"));
             } else {
@@ -118,7 +120,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                 pb.finish_and_clear();
             }
             if json {
-                out(serde_json::to_value(&r).map_err(|e| Error::Internal(e.to_string()))?);
+                documents::print(&r)?;
             } else {
                 out(format!(
                     "pulled from {remote}: {} objects ({}), devices: {}",
@@ -176,7 +178,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
         SyncCmd::Status { remote } => {
             let s = st.sync_status(remote)?;
             if json {
-                out(serde_json::to_value(&s).map_err(|e| Error::Internal(e.to_string()))?);
+                documents::print(&s)?;
             } else {
                 for d in &s {
                     let ab = match (d.ahead, d.behind) {
@@ -258,15 +260,22 @@ fn daemon(
     let mut unpushed = false;
     // The push failure a retry cannot fix, once there was one: no more pushes.
     let mut stopped: Option<Error> = None;
-    let say = |v: serde_json::Value, text: String| if json { out(v) } else { out(text) };
+    let say = |event: DaemonEvent<'_>, text: String| {
+        if json {
+            documents::print(&event)
+        } else {
+            out(text);
+            Ok(())
+        }
+    };
     say(
-        json!({"event": "watching", "remote": remote}),
+        DaemonEvent::Watching { remote },
         format!(
             "watching {} and {} for changes",
             st.paths().config_dir.display(),
             st.paths().state_dir.display()
         ),
-    );
+    )?;
     loop {
         if max_runtime.is_some_and(|m| start.elapsed().as_secs_f64() >= m) {
             break;
@@ -290,10 +299,8 @@ fn daemon(
             if o.created {
                 unpushed = true;
                 let id = o.id.map(|i| i.to_hex()).unwrap_or_default();
-                say(
-                    json!({"event": "saved", "id": id}),
-                    format!("saved {}", &id[..12.min(id.len())]),
-                );
+                let short = id[..12.min(id.len())].to_owned();
+                say(DaemonEvent::Saved { id }, format!("saved {short}"))?;
             }
         }
         if let Some(r) = remote
@@ -306,21 +313,32 @@ fn daemon(
                     unpushed = false;
                     last_push = Instant::now();
                     say(
-                        json!({"event": "pushed", "remote": r, "objects": p.sent.objects}),
+                        DaemonEvent::Pushed {
+                            remote: r,
+                            objects: p.sent.objects,
+                        },
                         format!("pushed to {r}: {} objects", p.sent.objects),
-                    );
+                    )?;
                 }
                 Err(e) if e.retryable() => say(
-                    json!({"event": "push-failed", "remote": r, "error": e.to_string(), "retryable": true}),
+                    DaemonEvent::PushFailed {
+                        remote: r,
+                        error: e.to_string(),
+                        retryable: true,
+                    },
                     format!("push to {r} failed (will retry): {e}"),
-                ),
+                )?,
                 Err(e) => {
                     say(
-                        json!({"event": "push-failed", "remote": r, "error": e.to_string(), "retryable": false}),
+                        DaemonEvent::PushFailed {
+                            remote: r,
+                            error: e.to_string(),
+                            retryable: false,
+                        },
                         format!(
                             "push to {r} failed and will not be retried (pushing stopped; saving goes on): {e}"
                         ),
-                    );
+                    )?;
                     stopped = Some(e);
                 }
             }
@@ -359,7 +377,7 @@ pub(super) fn run_conflicts(
         ConflictsCmd::List => {
             let all = st.conflicts()?;
             if json {
-                out(serde_json::to_value(&all).map_err(|e| Error::Internal(e.to_string()))?);
+                documents::print(&all)?;
             } else if all.is_empty() {
                 out("no open conflicts");
             } else {
@@ -371,17 +389,7 @@ pub(super) fn run_conflicts(
         ConflictsCmd::Show { id } => {
             let (c, files) = st.conflict_show(id)?;
             if json {
-                let files: Vec<serde_json::Value> = files
-                    .iter()
-                    .map(|f| {
-                        let text = |b: &Option<Vec<u8>>| {
-                            b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned())
-                        };
-                        json!({"path": f.path, "kept": text(&f.kept), "other": text(&f.other),
-                            "kept_size": f.sizes.0, "other_size": f.sizes.1})
-                    })
-                    .collect();
-                out(json!({"conflict": c, "files": files}));
+                documents::print(&documents::ConflictShown::new(&c, &files))?;
             } else {
                 out(conflict_line(&c));
                 for f in &files {
@@ -425,7 +433,7 @@ pub(super) fn run_conflicts(
             };
             let r = st.conflict_resolve(id, how)?;
             if json {
-                out(serde_json::to_value(&r).map_err(|e| Error::Internal(e.to_string()))?);
+                documents::print(&r)?;
             } else {
                 out(format!(
                     "resolved {} on {} ({}){}; recorded as {}",

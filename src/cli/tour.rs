@@ -1,7 +1,9 @@
-//! `shelldone tour`: the product end to end on a state it makes itself.
+//! `shelldone tour`: the product end to end on a state it makes itself; and the hidden
+//! `shelldone generate`, which makes such a state for benchmarks and tests.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use fs_err as fs;
@@ -159,4 +161,26 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
         base.display()
     ));
     Ok(())
+}
+
+/// `generate DIR [--scale N] [--small-change N]`: a synthetic state in `DIR/config` and
+/// `DIR/state`; prints the number of content bytes written.
+///
+/// # Errors
+/// I/O errors.
+pub(super) fn generate(dir: &Path, scale: usize, small_change: Option<u64>) -> Result<ExitCode> {
+    let n = match small_change {
+        Some(r) => demo::small_change(&dir.join("config"), &dir.join("state"), r)?,
+        None => {
+            let d = DemoSpec::default();
+            let spec = DemoSpec {
+                sessions: d.sessions * scale,
+                journals: d.journals * scale,
+                ..d
+            };
+            demo::generate(&dir.join("config"), &dir.join("state"), &spec)?
+        }
+    };
+    out(n);
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,257 @@
+//! The command line's arguments (clap): every command, subcommand and option.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Shelldone state: snapshots, restore, history and sync of terminal sessions and preferences.
+#[derive(Debug, Parser)]
+#[command(name = "shelldone", version, about, propagate_version = true)]
+pub struct Cli {
+    /// State store (default: $XDG_STATE_HOME/shelldone).
+    #[arg(long, global = true, env = "SHELLDONE_STATE_DIR", value_name = "DIR")]
+    pub(super) state_dir: Option<PathBuf>,
+    /// Config store (default: $XDG_CONFIG_HOME/shelldone).
+    #[arg(long, global = true, env = "SHELLDONE_CONFIG_DIR", value_name = "DIR")]
+    pub(super) config_dir: Option<PathBuf>,
+    /// Machine-readable output (one JSON document on stdout; errors as JSON on stderr).
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+    #[command(subcommand)]
+    pub(super) cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum Cmd {
+    /// Save, restore and maintain the local state.
+    #[command(subcommand)]
+    State(StateCmd),
+    /// Browse history, newest first.
+    Log(LogArgs),
+    /// Show one snapshot and what it changed.
+    Show {
+        /// Revision (ref, id, id prefix, REF~N).
+        rev: String,
+    },
+    /// Manage sync remotes.
+    #[command(subcommand)]
+    Remote(RemoteCmd),
+    /// Sync with a remote: push, pull, status, daemon.
+    #[command(subcommand)]
+    Sync(SyncCmd),
+    /// List, show and resolve the conflicts sync set aside (they travel with sync, so every
+    /// device sees them).
+    Conflicts {
+        #[command(subcommand)]
+        cmd: Option<ConflictsCmd>,
+    },
+    /// This device's name on remotes.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Generate a synthetic state (benchmarks): DIR/config and DIR/state.
+    #[command(hide = true)]
+    Generate {
+        /// Target dir.
+        dir: PathBuf,
+        /// Size multiplier (1 = 48 sessions and 40 journal files: 64.3 MB in 139 files).
+        #[arg(long, default_value_t = 1)]
+        scale: usize,
+        /// Apply the "small change" number N instead of generating.
+        #[arg(long)]
+        small_change: Option<u64>,
+    },
+    /// A guided demo on a temporary state: save, change, log, restore, verify.
+    Tour {
+        /// Keep the demo state in DIR instead of a temp dir.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum StateCmd {
+    /// Snapshot the live state (config, sessions, journal).
+    Save {
+        /// Message.
+        #[arg(short, long, default_value = "")]
+        message: String,
+        /// Save only this session (the rest is taken from the current head).
+        #[arg(long)]
+        session: Option<String>,
+        /// Save even if config/, state/sessions/ or state/journal/ held files in the last
+        /// snapshot and is now missing or empty (otherwise refused: a typo'd --config-dir
+        /// would record deleting everything).
+        #[arg(long)]
+        allow_empty: bool,
+    },
+    /// Make the live state equal to a snapshot (default: head).
+    Restore {
+        /// Revision (ref, id, id prefix, REF~N).
+        rev: Option<String>,
+        /// Restore only this session.
+        #[arg(long, conflicts_with = "path")]
+        session: Option<String>,
+        /// Restore only this file or folder (snapshot path: config/…, state/sessions/…,
+        /// state/journal/…).
+        #[arg(long, value_name = "PATH")]
+        path: Option<String>,
+        /// Write into DIR/config and DIR/state instead of the live dirs.
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// List what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Verify every reachable object.
+    Check {
+        /// Read and verify all data (the default; kept for scripts written for restic).
+        #[arg(long)]
+        read_data: bool,
+        /// Read only this share of the data blobs, e.g. 10%.
+        #[arg(long, value_name = "P%")]
+        read_data_subset: Option<String>,
+    },
+    /// Remove objects no ref or reflog reaches.
+    Gc {
+        /// Also recompress everything kept into one pack at a higher zstd level (smaller store).
+        #[arg(long)]
+        repack: bool,
+    },
+    /// Finish interrupted operations and repair corrupt session descriptors.
+    Recover,
+    /// List files that differ between two snapshots.
+    Diff {
+        /// From.
+        a: String,
+        /// To.
+        b: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum RemoteCmd {
+    /// Add a remote: a git URL (git://, ssh://, http(s)://, file://, *.git, an existing repo) or a directory.
+    Add {
+        /// Name, e.g. origin.
+        name: String,
+        /// URL or path.
+        url: String,
+        /// Create the directory remote (a directory remote is never created implicitly).
+        #[arg(long)]
+        init: bool,
+    },
+    /// List remotes.
+    List,
+    /// Remove a remote (its tracking refs and local mirror).
+    Remove {
+        /// Name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(super) enum StrategyArg {
+    Full,
+    Partial,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum SyncCmd {
+    /// Send local history and move this device's refs on the remote.
+    Push {
+        /// Remote name.
+        #[arg(default_value = "origin")]
+        remote: String,
+    },
+    /// Fetch every device's history and integrate it into the live state.
+    Pull {
+        /// Remote name.
+        #[arg(default_value = "origin")]
+        remote: String,
+        /// Only fetch; do not merge or touch live files.
+        #[arg(long)]
+        no_restore: bool,
+        /// full: all history; partial: only each device's newest snapshot.
+        #[arg(long, value_enum, default_value = "full")]
+        strategy: StrategyArg,
+        /// Integrate only these sessions (the rest of the other devices' heads stays
+        /// unintegrated until a full pull).
+        #[arg(long = "session")]
+        sessions: Vec<String>,
+        /// Merge a device whose history shares nothing with this store's.
+        #[arg(long)]
+        allow_unrelated: bool,
+    },
+    /// Ahead/behind per device and differing sessions.
+    Status {
+        /// Remote name.
+        #[arg(default_value = "origin")]
+        remote: String,
+    },
+    /// Save on change (debounced) and push on an interval, until stopped.
+    Daemon {
+        /// Remote to push to (none: only save).
+        #[arg(long)]
+        remote: Option<String>,
+        /// Seconds between checks for changes.
+        #[arg(long, default_value_t = 2.0)]
+        poll: f64,
+        /// Seconds the state must stay unchanged before a save.
+        #[arg(long, default_value_t = 3.0)]
+        debounce: f64,
+        /// Seconds between pushes (only when something new was saved).
+        #[arg(long, default_value_t = 300.0)]
+        push_interval: f64,
+        /// Stop after this many seconds (for tests and timers); default: run until killed.
+        #[arg(long)]
+        max_runtime: Option<f64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum ConflictsCmd {
+    /// List the open conflicts (the default).
+    List,
+    /// Show both versions of a conflict's files.
+    Show {
+        /// Conflict id (or a unique prefix).
+        id: String,
+    },
+    /// Resolve a conflict and record the resolution as a snapshot.
+    Resolve {
+        /// Conflict id (or a unique prefix).
+        id: String,
+        /// Keep the live version.
+        #[arg(long, group = "how")]
+        ours: bool,
+        /// Take the set-aside version (for keys: its values of those keys).
+        #[arg(long, group = "how")]
+        theirs: bool,
+        /// Keep both: the set-aside session as <id>-<device>, a file as <name>.conflict-<device>.<ext>.
+        #[arg(long, group = "how")]
+        both: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DeviceCmd {
+    /// Print this device's name.
+    Show,
+    /// Rename this device (e.g. after copying a state folder to another machine).
+    Rename {
+        /// The new name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(super) struct LogArgs {
+    /// Start here (default: head).
+    pub(super) rev: Option<String>,
+    /// At most N entries.
+    #[arg(short = 'n', long)]
+    pub(super) max_count: Option<usize>,
+    /// Only snapshots where this session changed.
+    #[arg(long)]
+    pub(super) session: Option<String>,
+}

@@ -1,0 +1,270 @@
+//! `shelldone state …`: save, restore, check, gc, recover and diff of the local state.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use super::args::{Cli, StateCmd};
+use super::history_cmd::print_changes;
+use super::open::{open_with_report, paths, print_skipped, quarantine_line};
+use super::{documents, exit, out, output};
+use crate::check::CheckOptions;
+use crate::{Error, RestoreOptions, Result, SaveOptions, State};
+
+/// `state …`.
+pub(super) fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
+    // `check` and `recover` must work on any damage: they open the store without refusing a
+    // damaged FORMAT or device file, and without writing anything at open.
+    let (st, opened) = match sc {
+        StateCmd::Check { .. } | StateCmd::Recover => (
+            State::open_for_repair(paths(cli)?)?,
+            crate::RecoveryReport::default(),
+        ),
+        _ => open_with_report(cli)?,
+    };
+    let r = run_state_on(cli, sc, &st, opened);
+    print_skipped(&st, cli.json);
+    r
+}
+
+fn run_state_on(
+    cli: &Cli,
+    sc: &StateCmd,
+    st: &State,
+    opened: crate::RecoveryReport,
+) -> Result<ExitCode> {
+    match sc {
+        StateCmd::Save {
+            message,
+            session,
+            allow_empty,
+        } => {
+            let o = st.save(&SaveOptions {
+                message: message.clone(),
+                session: session.clone(),
+                allow_empty: *allow_empty,
+                ..SaveOptions::default()
+            })?;
+            for q in &o.quarantined {
+                let _ = writeln!(std::io::stderr(), "warning: {}", quarantine_line(q));
+            }
+            for w in &o.warnings {
+                let _ = writeln!(std::io::stderr(), "warning: {w}");
+            }
+            if cli.json {
+                documents::print(&documents::Saved::from(&o))?;
+            } else if o.created {
+                out(format!(
+                    "saved: +{} ~{} -{} files, {} new objects ({}){}",
+                    o.summary.added,
+                    o.summary.modified,
+                    o.summary.deleted,
+                    o.objects_written,
+                    output::bytes(o.bytes_written),
+                    if o.sessions.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", sessions: {}", o.sessions.join(" "))
+                    }
+                ));
+                out(o.id.map(|i| i.to_hex()).unwrap_or_default());
+            } else {
+                out("nothing changed since the last snapshot; no new snapshot written");
+                out(o.id.map(|i| i.to_hex()).unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCmd::Restore {
+            rev,
+            session,
+            path,
+            to,
+            dry_run,
+        } => {
+            let o = st.restore(&RestoreOptions {
+                rev: rev.clone(),
+                session: session.clone(),
+                path: path.clone(),
+                to: to.clone(),
+                dry_run: *dry_run,
+            })?;
+            let p = &o.plan;
+            if cli.json {
+                documents::print(&documents::Restored::new(&o, *dry_run))?;
+            } else {
+                if let Some(a) = o.auto_saved {
+                    out(format!(
+                        "unsaved changes were saved first as {}",
+                        a.short(12)
+                    ));
+                }
+                let verb = if *dry_run { "would" } else { "did" };
+                for (label, v) in [
+                    ("create", &p.create),
+                    ("update", &p.update),
+                    ("delete", &p.delete),
+                ] {
+                    for x in documents::paths(v) {
+                        if *dry_run {
+                            out(format!("{label} {x}"));
+                        }
+                    }
+                }
+                out(format!(
+                    "restore of {} {verb}: {} created, {} updated, {} deleted, {} dirs created, {} dirs removed",
+                    o.snapshot.short(12),
+                    p.create.len(),
+                    p.update.len(),
+                    p.delete.len(),
+                    p.mkdir.len(),
+                    p.rmdir.len()
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCmd::Check {
+            read_data: _,
+            read_data_subset,
+        } => {
+            let pct = match read_data_subset {
+                None => 100.0,
+                Some(s) => s
+                    .trim_end_matches('%')
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| (0.0..=100.0).contains(p))
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "--read-data-subset takes a percentage like 10%, got '{s}'"
+                        ))
+                    })?,
+            };
+            let r = st.check(CheckOptions {
+                read_data_percent: pct,
+            })?;
+            if cli.json {
+                documents::print(&r)?;
+            } else {
+                for p in &r.problems {
+                    out(format!("error: {} {} is {}", p.kind, p.object, p.error));
+                    if !p.paths.is_empty() {
+                        out(format!("  used by: {}", p.paths.join(", ")));
+                    }
+                    if !p.sessions.is_empty() {
+                        out(format!("  sessions: {}", p.sessions.join(", ")));
+                    }
+                    if !p.snapshots.is_empty() {
+                        out(format!(
+                            "  snapshots: {}",
+                            p.snapshots
+                                .iter()
+                                .map(|s| &s[..12])
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        ));
+                    }
+                    if !p.refs.is_empty() {
+                        out(format!("  refs: {}", p.refs.join(", ")));
+                    }
+                    if !p.files.is_empty() && p.files != [p.object.clone()] {
+                        out(format!("  files: {}", p.files.join(", ")));
+                    }
+                }
+                out(format!(
+                    "checked {} snapshots, {} objects{}: {}",
+                    r.snapshots,
+                    r.objects_checked,
+                    if r.blobs_skipped > 0 {
+                        format!(" ({} data blobs not read)", r.blobs_skipped)
+                    } else {
+                        String::new()
+                    },
+                    if r.ok() {
+                        "no problems".to_owned()
+                    } else {
+                        format!("{} problem(s)", r.problems.len())
+                    }
+                ));
+            }
+            Ok(if r.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(exit::DATA)
+            })
+        }
+        StateCmd::Gc { repack } => {
+            let r = st.gc_with(*repack)?;
+            if cli.json {
+                documents::print(&r)?;
+            } else {
+                out(format!(
+                    "gc: {} objects reachable, {} deleted, {} freed",
+                    r.reachable,
+                    r.deleted,
+                    output::bytes(r.bytes_freed)
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCmd::Recover => {
+            let mut r = st.recover()?;
+            // Opening the store already did the startup part of recovery: report it too.
+            let mut q = opened.quarantined.clone();
+            q.append(&mut r.quarantined);
+            r.quarantined = q;
+            r.staging_removed += opened.staging_removed;
+            r.tmp_files_removed += opened.tmp_files_removed;
+            r.restore_finished = r.restore_finished.or(opened.restore_finished.clone());
+            r.restore_abandoned = r.restore_abandoned.or(opened.restore_abandoned.clone());
+            let mut rep = opened.repaired.clone();
+            rep.append(&mut r.repaired);
+            r.repaired = rep;
+            if cli.json {
+                documents::print(&r)?;
+            } else {
+                if let Some(s) = &r.restore_finished {
+                    out(format!("finished an interrupted restore of {}", &s[..12]));
+                }
+                if let Some(why) = &r.restore_abandoned {
+                    out(format!(
+                        "abandoned an interrupted restore that could not be finished: {why}"
+                    ));
+                }
+                out(format!(
+                    "removed {} unfinished object batch(es), {} temp file(s)",
+                    r.staging_removed, r.tmp_files_removed
+                ));
+                for x in &r.repaired {
+                    out(format!("repaired {} ({}): {}", x.file, x.damage, x.action));
+                }
+                for q in &r.quarantined {
+                    out(format!(
+                        "quarantined {} ({}) to {}; {}",
+                        q.path,
+                        q.why,
+                        q.moved_to.display(),
+                        match &q.restored_from {
+                            Some(s) => format!("restored the last good version from {}", &s[..12]),
+                            None =>
+                                "no good version in any snapshot; session left without descriptor"
+                                    .into(),
+                        }
+                    ));
+                }
+                if !r.did_something() {
+                    out("nothing to recover: the store and every session descriptor are sound");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCmd::Diff { a, b } => {
+            let changes = st.diff(a, b)?;
+            if cli.json {
+                documents::print(&changes)?;
+            } else {
+                print_changes(&changes);
+                out(format!("{} file(s) differ", changes.len()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
