@@ -164,7 +164,7 @@ pub enum Error {
         why: String,
     },
     /// No remote of that name is configured.
-    #[error("no remote named '{0}'; 'shelldone remote list' shows them")]
+    #[error("no remote named '{0}'; add one with 'shelldone remote add {0} URL'")]
     UnknownRemote(String),
     /// No open conflict has that id (or id prefix).
     #[error("no open conflict '{0}'; 'shelldone conflicts' lists them")]

@@ -281,6 +281,8 @@ pub(super) enum DaemonEvent<'a> {
     Saved { id: String },
     /// A push went through.
     Pushed { remote: &'a str, objects: u64 },
+    /// A save failed (e.g. it would record an emptied root): tried again at the next change.
+    SaveFailed { error: String },
     /// A push failed; `retryable` says whether it will be tried again.
     PushFailed {
         remote: &'a str,

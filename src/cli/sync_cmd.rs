@@ -291,11 +291,25 @@ fn daemon(
             && t.elapsed() >= debounce
         {
             changed_at = None;
-            let o = st.save(&SaveOptions {
+            let saved = st.save(&SaveOptions {
                 message: "daemon: saved on change".into(),
                 session: None,
                 ..Default::default()
-            })?;
+            });
+            let o = match saved {
+                Ok(o) => o,
+                // Reported, and tried again at the next change (docs/sync.md, "Daemon"): a
+                // refused save (an emptied root) must not stop the pushes of what was saved.
+                Err(e) => {
+                    say(
+                        DaemonEvent::SaveFailed {
+                            error: e.to_string(),
+                        },
+                        format!("save failed (will retry at the next change): {e}"),
+                    )?;
+                    continue;
+                }
+            };
             if o.created {
                 unpushed = true;
                 let id = o.id.map(|i| i.to_hex()).unwrap_or_default();
@@ -320,14 +334,18 @@ fn daemon(
                         format!("pushed to {r}: {} objects", p.sent.objects),
                     )?;
                 }
-                Err(e) if e.retryable() => say(
-                    DaemonEvent::PushFailed {
-                        remote: r,
-                        error: e.to_string(),
-                        retryable: true,
-                    },
-                    format!("push to {r} failed (will retry): {e}"),
-                )?,
+                Err(e) if e.retryable() => {
+                    // Tried again after `push_interval`, not at every poll.
+                    last_push = Instant::now();
+                    say(
+                        DaemonEvent::PushFailed {
+                            remote: r,
+                            error: e.to_string(),
+                            retryable: true,
+                        },
+                        format!("push to {r} failed (will retry): {e}"),
+                    )?;
+                }
                 Err(e) => {
                     say(
                         DaemonEvent::PushFailed {

@@ -832,3 +832,27 @@ fn daemon_stops_pushing_after_a_failure_a_retry_cannot_fix() {
         "{err}"
     );
 }
+
+/// A save the daemon cannot make (the config folder emptied: a save would record deleting it
+/// everywhere) is reported and tried again at the next change; the daemon goes on and saves
+/// once the folder has files again (docs/sync.md, "Daemon").
+#[test]
+fn daemon_reports_a_refused_save_and_goes_on() {
+    let a = Sandbox::new();
+    a.generate();
+    a.save("base");
+    let mut d = Daemon::start(&a, &["--debounce", "0.1"]);
+    let cfg = a.config();
+    let kept = tempfile::tempdir().unwrap();
+    std::fs::rename(&cfg, kept.path().join("config")).unwrap();
+    std::fs::create_dir(&cfg).unwrap();
+    let failed = d.wait_for("a refused save", |l| l.starts_with("save failed"));
+    assert!(failed.contains("--allow-empty"), "{failed}");
+    std::fs::write(cfg.join("config.toml"), "font_size = 32\n").unwrap();
+    d.wait_for("the save after the fix", |l| l.starts_with("saved "));
+    let err = d.stop_by_sigterm();
+    assert!(err.is_empty(), "{err}");
+    let log: serde_json::Value =
+        serde_json::from_str(&a.ok(&["--json", "log", "-n", "1"])).unwrap();
+    assert_eq!(log[0]["message"], "daemon: saved on change");
+}
