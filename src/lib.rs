@@ -7,9 +7,9 @@
 //! [`State`] is a facade of one-line methods over the commands (`live`, `sync`, `history`,
 //! `check`, `recover`, `repair`), which take a [`context::Context`] (paths, objects, refs, the
 //! store lock, the device id). Layers, each importing only downward — `cli` → [`State`] → the
-//! commands → `context` → `snapshot` / `remote` → `store` → [`objects_format`], with `error` a
-//! leaf — checked by `tests/layering.rs`; docs/architecture.md says where coming features go.
-//! Nothing in the library prints.
+//! commands → `context` → `transfer` → `snapshot` / `remote` → `store` → [`objects_format`],
+//! with `error` a leaf — checked by `tests/layering.rs`; docs/architecture.md says where coming
+//! features go. Nothing in the library prints.
 
 pub mod check;
 pub mod cli;
@@ -25,6 +25,7 @@ pub mod repair;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
+pub mod transfer;
 
 use std::collections::HashSet;
 use std::path::Path;

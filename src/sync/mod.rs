@@ -29,6 +29,7 @@ use crate::snapshot::{Flat, flatten, write_trees};
 use crate::store::durable;
 use crate::store::refs::HEAD;
 use crate::store::refs::session_ref;
+use crate::transfer::PlainRemote;
 
 pub use crate::snapshot::conflicts::{Conflict, ConflictKind};
 
@@ -235,15 +236,21 @@ pub fn remote_remove(cx: &Context, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
-    let rc = remotes(cx)?
+fn remote_config(cx: &Context, name: &str) -> Result<RemoteConfig> {
+    remotes(cx)?
         .into_iter()
         .find(|r| r.name == name)
         .ok_or_else(|| {
             Error::Invalid(format!(
                 "no remote named '{name}'; add one with 'shelldone remote add {name} URL'"
             ))
-        })?;
+        })
+}
+
+/// Opens a configured remote: git is a graph-shaped target of its own; a directory is a plain
+/// backend, which the transfer module drives.
+fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
+    let rc = remote_config(cx, name)?;
     Ok(if rc.kind == "git" {
         clear_stale_git_locks(
             &cx.snapshots_dir()
@@ -257,20 +264,25 @@ fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
             cx.device(),
         )?)
     } else {
-        let d = DirRemote::new(rc.name.clone(), PathBuf::from(&rc.url));
-        if !d.exists()? {
-            return Err(Error::Remote {
-                remote: rc.name.clone(),
-                why: format!(
-                    "the directory remote at {} is missing or not initialised (an unmounted disk? a moved folder?); nothing was changed. If it really is gone: 'shelldone remote remove {}' then 'shelldone remote add {} PATH --init'",
-                    rc.url, rc.name, rc.name
-                ),
-                // An unmounted disk or an unreachable share may be back later.
-                transient: true,
-            });
-        }
-        Box::new(d)
+        Box::new(PlainRemote::new(open_dir(&rc)?))
     })
+}
+
+/// A directory remote's backend; it must exist already.
+fn open_dir(rc: &RemoteConfig) -> Result<DirRemote> {
+    let d = DirRemote::new(rc.name.clone(), PathBuf::from(&rc.url));
+    if !d.exists()? {
+        return Err(Error::Remote {
+            remote: rc.name.clone(),
+            why: format!(
+                "the directory remote at {} is missing or not initialised (an unmounted disk? a moved folder?); nothing was changed. If it really is gone: 'shelldone remote remove {}' then 'shelldone remote add {} PATH --init'",
+                rc.url, rc.name, rc.name
+            ),
+            // An unmounted disk or an unreachable share may be back later.
+            transient: true,
+        });
+    }
+    Ok(d)
 }
 
 /// Renames this device (its refs on remotes are written under the new name from the next
@@ -312,15 +324,22 @@ pub fn device_rename(cx: &mut Context, new: &str) -> Result<()> {
 pub fn sync_push(cx: &Context, remote: &str, progress: Progress<'_>) -> Result<PushReport> {
     let _lock = cx.lock("sync push")?;
     let mut r = open_remote(cx, remote)?;
-    push_locked(cx, remote, r.as_mut(), progress)
+    let (report, updates) = push_to(cx, remote, r.as_mut(), progress)?;
+    for u in &updates {
+        cx.refs
+            .set(&format!("remotes/{remote}/{}", u.name), u.new, "push")?;
+    }
+    Ok(report)
 }
 
-fn push_locked(
+/// Pushes this device's head and session refs to `r`; returns the report and the updates
+/// made (for the remote-tracking refs).
+fn push_to(
     cx: &Context,
     remote_name: &str,
     r: &mut dyn Remote,
     progress: Progress<'_>,
-) -> Result<PushReport> {
+) -> Result<(PushReport, Vec<RefUpdate>)> {
     let head = cx.refs.get(HEAD)?.ok_or(Error::NoSnapshot)?;
     let current = r.list_refs()?;
     check_identity(cx, remote_name, &current)?;
@@ -343,12 +362,8 @@ fn push_locked(
     if !updates.is_empty() {
         report.sent = r.push(&cx.objects, &updates, progress)?;
     }
-    for u in &updates {
-        cx.refs
-            .set(&format!("remotes/{remote_name}/{}", u.name), u.new, "push")?;
-        report.refs_updated.push(u.name.clone());
-    }
-    Ok(report)
+    report.refs_updated = updates.iter().map(|u| u.name.clone()).collect();
+    Ok((report, updates))
 }
 
 /// Fetches every device's history and integrates it (see the module docs).
