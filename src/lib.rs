@@ -49,7 +49,7 @@ use snapshot::conflicts::Conflict;
 use store::ObjectStore;
 use store::refs::Refs;
 use sync::resolve::{ConflictFile, Resolution, Resolved};
-use sync::{DeviceStatus, PullOptions, PullReport, PushReport, RemoteConfig};
+use sync::{DeviceStatus, DryRunReport, PullOptions, PullReport, PushReport, RemoteConfig};
 
 /// An open state store. Cheap to keep open; every mutating call takes the store lock itself.
 ///
@@ -185,6 +185,13 @@ impl State {
     /// See [`sync::sync_push`].
     pub fn sync_push(&self, remote: &str, progress: Progress<'_>) -> Result<PushReport> {
         sync::sync_push(&self.cx, remote, progress)
+    }
+
+    /// What [`State::sync_push`] would send and which refs it would move; changes nothing.
+    ///
+    /// See [`sync::sync_push_dry_run`].
+    pub fn sync_push_dry_run(&self, remote: &str, progress: Progress<'_>) -> Result<DryRunReport> {
+        sync::sync_push_dry_run(&self.cx, remote, progress)
     }
 
     /// Fetches every device's history and integrates it (see the module docs).

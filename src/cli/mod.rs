@@ -179,6 +179,9 @@ enum SyncCmd {
         /// Remote name.
         #[arg(default_value = "origin")]
         remote: String,
+        /// Say what would be sent (objects, bytes) and which refs would move; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Fetch every device's history and integrate it into the live state.
     Pull {

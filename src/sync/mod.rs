@@ -22,6 +22,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 pub use crate::remote::RemoteConfig;
 use crate::remote::dir::DirRemote;
+use crate::remote::dryrun::DryRun;
 use crate::remote::git::GitRemote;
 use crate::remote::{Progress, RefUpdate, Remote, TransferStats, is_git_url};
 use crate::snapshot::conflicts;
@@ -105,6 +106,26 @@ pub struct PushReport {
     pub sent: TransferStats,
     /// Refs updated on the remote.
     pub refs_updated: Vec<String>,
+}
+
+/// One ref a push would move on the remote.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RefMove {
+    /// Remote ref name, `<device>/head` or `<device>/sessions/<id>`.
+    pub name: String,
+    /// Its value on the remote now (hex; None: absent).
+    pub from: Option<String>,
+    /// The value the push would give it (hex; None: deleted).
+    pub to: Option<String>,
+}
+
+/// What `sync push --dry-run` found: what a push would send and move. Nothing was changed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DryRunReport {
+    /// Objects and bytes (stored, compressed) the push would send.
+    pub would_send: TransferStats,
+    /// Refs the push would move, in order.
+    pub refs: Vec<RefMove>,
 }
 
 /// Ahead/behind of one device relative to the local head.
@@ -330,6 +351,43 @@ pub fn sync_push(cx: &Context, remote: &str, progress: Progress<'_>) -> Result<P
             .set(&format!("remotes/{remote}/{}", u.name), u.new, "push")?;
     }
     Ok(report)
+}
+
+/// What [`sync_push`] would send and which refs it would move, found by the same push through
+/// a [`DryRun`] backend (reads pass through, writes are recorded): nothing changes on the
+/// remote or here (no remote-tracking ref moves; the store lock is not taken, as for any
+/// command that only reads). A git remote is refused: its push converts snapshots into the
+/// local git mirror as it goes, which no wrapper can hold back yet.
+///
+/// # Errors
+/// A git remote ([`Error::Invalid`]), no snapshot yet, transport errors, a ref that moved on
+/// the remote since this store last saw it ([`Error::RefConflict`], as the push would meet).
+pub fn sync_push_dry_run(
+    cx: &Context,
+    remote: &str,
+    progress: Progress<'_>,
+) -> Result<DryRunReport> {
+    let rc = remote_config(cx, remote)?;
+    if rc.kind == "git" {
+        return Err(Error::Invalid(format!(
+            "'sync push --dry-run' works with directory remotes only; '{remote}' is a git remote, whose push converts snapshots into its local git mirror as it goes (nothing was changed)"
+        )));
+    }
+    let mut r = PlainRemote::new(DryRun::new(open_dir(&rc)?));
+    push_to(cx, remote, &mut r, progress)?;
+    let recorded = r.backend().recorded();
+    Ok(DryRunReport {
+        would_send: recorded.sent,
+        refs: recorded
+            .refs
+            .iter()
+            .map(|u| RefMove {
+                name: u.name.clone(),
+                from: u.expected.map(|id| id.to_hex()),
+                to: u.new.map(|id| id.to_hex()),
+            })
+            .collect(),
+    })
 }
 
 /// Pushes this device's head and session refs to `r`; returns the report and the updates

@@ -10,6 +10,7 @@ mod support;
 mod compat;
 mod core;
 mod corruption;
+mod dry_run;
 mod faults;
 mod recovery;
 mod revisions;
