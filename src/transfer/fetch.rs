@@ -186,13 +186,14 @@ fn is_symlink(node: &Node<'_>) -> bool {
 
 impl<B: Backend + ?Sized> Visitor<Layered<'_, B>> for Stage<'_, '_, '_> {
     fn enter(&mut self, src: &mut Layered<'_, B>, node: &Node<'_>) -> Result<Enter> {
-        let here = self.batch.contains(&node.id);
+        // Stored, or staged by this fetch already.
+        let here = |s: &Self| s.batch.contains(&node.id);
         Ok(match node.kind {
             Kind::Snapshot if self.shallow && node.link.is_some_and(|l| l.is_history()) => {
                 Enter::Ignore
             }
             // Already here: read (locally) only to walk on for history this store lacks.
-            Kind::Snapshot if here => {
+            Kind::Snapshot if here(self) => {
                 if !self.shallow && self.store.has(&node.id) {
                     src.from_store = Some(node.id);
                     Enter::Read
@@ -222,7 +223,7 @@ impl<B: Backend + ?Sized> Visitor<Layered<'_, B>> for Stage<'_, '_, '_> {
                     Enter::Read
                 }
             }
-            Kind::Blob | Kind::ChunkList if here => Enter::Skip,
+            Kind::Blob | Kind::ChunkList if here(self) => Enter::Skip,
             Kind::Blob | Kind::ChunkList => Enter::Read,
         })
     }
