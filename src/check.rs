@@ -3,12 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
-use objects_format::{EntryKind, Kind, Object, ObjectId};
+use objects_format::{EntryKind, Kind, Link, Object, ObjectId};
 use rand::Rng;
 use serde::Serialize;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::store::ObjectStore;
+use crate::store::walk::{self, Descend, Enter, Node};
 
 /// Options for [`check`].
 #[derive(Debug, Clone, Copy)]
@@ -114,53 +116,28 @@ pub fn check(cx: &Context, opts: CheckOptions) -> Result<CheckReport> {
     }
     roots.sort();
     roots.dedup();
-    let (shallow_ids, _) = cx.read_shallow();
+    let (shallow, _) = cx.read_shallow();
     let mut w = Walker {
         st: cx,
         opts,
+        shallow: &shallow,
         memo: HashMap::new(),
         sizes: HashMap::new(),
         errors: BTreeMap::new(),
         report: CheckReport::default(),
         rng: rand::rng(),
+        open: Vec::new(),
+        graph: BTreeMap::new(),
+        owners: BTreeMap::new(),
     };
-    let mut queue: Vec<ObjectId> = roots;
-    let mut seen_snaps = BTreeSet::new();
-    let mut graph: BTreeMap<ObjectId, BTreeSet<ObjectId>> = BTreeMap::new();
-    // bad object -> (snapshots, paths)
-    let mut owners: BTreeMap<ObjectId, (BTreeSet<ObjectId>, BTreeSet<String>)> = BTreeMap::new();
-    while let Some(sid) = queue.pop() {
-        if !seen_snaps.insert(sid) {
-            continue;
-        }
-        w.report.snapshots += 1;
-        w.report.objects_checked += 1;
-        let snap = match cx.objects.read(&sid, Kind::Snapshot) {
-            Ok(Object::Snapshot(s)) => s,
-            Ok(_) => unreachable!("kind checked"),
-            Err(e) => {
-                w.errors.insert(sid, (Kind::Snapshot, short_err(&e)));
-                owners.entry(sid).or_default().0.insert(sid);
-                continue;
-            }
-        };
-        graph.insert(sid, snap.parents.iter().copied().collect());
-        // A shallow snapshot (fetched with --strategy partial) has no parents here, by design.
-        let shallow = shallow_ids.contains(&sid);
-        queue.extend(
-            snap.parents
-                .iter()
-                .copied()
-                .filter(|p| !shallow || cx.objects.has(p)),
-        );
-        for (bad, path) in w.visit(snap.root, Kind::Tree, None, 0).iter() {
-            let o = owners.entry(*bad).or_default();
-            o.0.insert(sid);
-            o.1.insert(path.clone());
-        }
-    }
+    let roots: Vec<(ObjectId, Kind)> = roots.iter().map(|r| (*r, Kind::Snapshot)).collect();
+    walk::walk(&mut &cx.objects, &roots, &mut w)?;
     let Walker {
-        errors, mut report, ..
+        errors,
+        mut report,
+        graph,
+        mut owners,
+        ..
     } = w;
     if opts_full(opts) {
         // The pack's name is the hash of the whole file: this also covers bytes no object
@@ -260,137 +237,196 @@ type BadList = Rc<Vec<(ObjectId, String)>>;
 /// Refs as (name, id).
 pub type RefList = Vec<(String, ObjectId)>;
 
+/// `state check`'s visitor: verifies every object once and records, for each damaged one,
+/// the snapshots and paths that reach it.
 struct Walker<'a> {
     st: &'a Context,
     opts: CheckOptions,
+    shallow: &'a BTreeSet<ObjectId>,
+    /// The damaged objects under each object finished so far, with their paths relative to it.
     memo: HashMap<ObjectId, BadList>,
     /// Actual content sizes of blobs and chunk lists read so far.
     sizes: HashMap<ObjectId, u64>,
     errors: BTreeMap<ObjectId, (Kind, String)>,
     report: CheckReport,
     rng: rand::rngs::ThreadRng,
+    /// For each object read and not yet left (the walk's open frames), the damaged objects
+    /// found under it so far.
+    open: Vec<Vec<(ObjectId, String)>>,
+    /// Each snapshot's parents.
+    graph: BTreeMap<ObjectId, BTreeSet<ObjectId>>,
+    /// Damaged object -> (snapshots, paths) reaching it.
+    owners: BTreeMap<ObjectId, (BTreeSet<ObjectId>, BTreeSet<String>)>,
 }
 
 impl Walker<'_> {
-    /// Verifies `id` and everything under it once; returns the bad objects beneath it with their
-    /// paths relative to it.
-    fn visit(&mut self, id: ObjectId, kind: Kind, size: Option<u64>, depth: usize) -> BadList {
-        if let Some(m) = self.memo.get(&id) {
-            // Seen before, maybe through an entry that gave another size.
-            if let (Some(want), Some(&have)) = (size, self.sizes.get(&id))
-                && want != have
-            {
-                self.errors.insert(
-                    id,
-                    (
-                        kind,
-                        format!("{have} bytes, but a reference to it says {want}"),
-                    ),
-                );
-                return Rc::new(vec![(id, String::new())]);
-            }
-            return m.clone();
+    /// Hands what was found under `node` to the object that links to it: a tree prefixes its
+    /// entry's name; a snapshot records itself and the paths as owners.
+    fn deliver(&mut self, node: &Node<'_>, bad: &BadList) {
+        if bad.is_empty() {
+            return;
         }
-        let mut bad: Vec<(ObjectId, String)> = Vec::new();
-        let skip = kind == Kind::Blob
+        match node.link {
+            Some(Link::Root) => {
+                let sid = node.from.expect("a root tree is linked from its snapshot");
+                for (b, p) in bad.iter() {
+                    let o = self.owners.entry(*b).or_default();
+                    o.0.insert(sid);
+                    o.1.insert(p.clone());
+                }
+            }
+            Some(Link::Entry(e)) => {
+                let name = String::from_utf8_lossy(&e.name);
+                let into = self.open.last_mut().expect("the tree is open");
+                for (b, p) in bad.iter() {
+                    into.push((
+                        *b,
+                        if p.is_empty() {
+                            name.to_string()
+                        } else {
+                            format!("{name}/{p}")
+                        },
+                    ));
+                }
+            }
+            Some(Link::Chunk(_)) => {
+                let into = self.open.last_mut().expect("the chunk list is open");
+                into.extend(bad.iter().cloned());
+            }
+            Some(Link::Parent) | None => {}
+        }
+    }
+
+    /// Records `why` against `id` and makes it the only damaged object of this link.
+    fn bad(&mut self, node: &Node<'_>, why: String) -> BadList {
+        self.errors.insert(node.id, (node.kind, why));
+        Rc::new(vec![(node.id, String::new())])
+    }
+}
+
+impl<'s> walk::Visitor<&'s ObjectStore> for Walker<'_> {
+    fn enter(&mut self, _: &mut &'s ObjectStore, node: &Node<'_>) -> Result<Enter> {
+        if node.kind == Kind::Snapshot {
+            // A shallow snapshot (fetched with --strategy partial) has no parents here, by design.
+            if let Some(s) = node.from
+                && self.shallow.contains(&s)
+                && !self.st.objects.has(&node.id)
+            {
+                return Ok(Enter::Ignore);
+            }
+            self.report.snapshots += 1;
+            self.report.objects_checked += 1;
+            return Ok(Enter::Read);
+        }
+        let skip = node.kind == Kind::Blob
             && self.opts.read_data_percent < 100.0
             && self.rng.random_range(0.0..100.0) >= self.opts.read_data_percent;
-        if skip {
-            if self.st.objects.has(&id) {
-                self.report.blobs_skipped += 1;
-            } else {
-                self.errors.insert(id, (kind, "missing".into()));
-                bad.push((id, String::new()));
-            }
-        } else {
+        if !skip {
             self.report.objects_checked += 1;
-            match self.st.objects.read(&id, kind) {
-                Ok(Object::Tree(t)) if depth < 256 => {
-                    for e in &t.entries {
-                        let name = String::from_utf8_lossy(&e.name).into_owned();
-                        if e.kind == EntryKind::Symlink && e.size > 4096 {
-                            self.errors.insert(
-                                id,
-                                (
-                                    kind,
-                                    format!(
-                                        "a tree whose symlink {name} has a target over 4096 bytes"
-                                    ),
-                                ),
-                            );
-                            bad.push((id, String::new()));
-                        }
-                        for (b, p) in self
-                            .visit(
-                                e.id,
-                                e.kind.target_kind(),
-                                (e.kind != EntryKind::Dir).then_some(e.size),
-                                depth + 1,
-                            )
-                            .iter()
-                        {
-                            bad.push((
-                                *b,
-                                if p.is_empty() {
-                                    name.clone()
-                                } else {
-                                    format!("{name}/{p}")
-                                },
-                            ));
-                        }
-                    }
-                }
-                Ok(Object::Tree(_)) => {
-                    self.errors
-                        .insert(id, (kind, "nested deeper than 256 trees".into()));
-                    bad.push((id, String::new()));
-                }
-                Ok(Object::ChunkList(c)) => {
-                    self.sizes.insert(id, c.total_size);
-                    if size.is_some_and(|n| n != c.total_size) {
-                        self.errors.insert(
-                            id,
-                            (
-                                kind,
-                                format!(
-                                    "{} bytes in total, but its tree entry says {}",
-                                    c.total_size,
-                                    size.unwrap_or(0)
-                                ),
-                            ),
-                        );
-                        bad.push((id, String::new()));
-                    }
-                    for ch in &c.chunks {
-                        for (b, p) in self
-                            .visit(ch.id, Kind::Blob, Some(u64::from(ch.len)), depth + 1)
-                            .iter()
-                        {
-                            bad.push((*b, p.clone()));
-                        }
-                    }
-                }
-                Ok(Object::Blob(b)) => {
-                    let have = b.len() as u64;
-                    self.sizes.insert(id, have);
-                    if let Some(want) = size.filter(|&n| n != have) {
-                        self.errors.insert(
-                            id,
-                            (kind, format!("{have} bytes, but its reference says {want}")),
-                        );
-                        bad.push((id, String::new()));
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.errors.insert(id, (kind, short_err(&e)));
-                    bad.push((id, String::new()));
-                }
-            }
+            return Ok(Enter::Read);
         }
-        let rc = Rc::new(bad);
-        self.memo.insert(id, rc.clone());
-        rc
+        let bad = if self.st.objects.has(&node.id) {
+            self.report.blobs_skipped += 1;
+            Rc::new(Vec::new())
+        } else {
+            self.bad(node, "missing".into())
+        };
+        self.memo.insert(node.id, bad.clone());
+        self.deliver(node, &bad);
+        Ok(Enter::Skip)
+    }
+
+    fn again(&mut self, _: &mut &'s ObjectStore, node: &Node<'_>) -> Result<()> {
+        // Seen before, maybe through a link that gave another size.
+        let bad = match (node.size(), self.sizes.get(&node.id)) {
+            (Some(want), Some(&have)) if want != have => self.bad(
+                node,
+                format!("{have} bytes, but a reference to it says {want}"),
+            ),
+            _ => match self.memo.get(&node.id) {
+                Some(m) => m.clone(),
+                None => return Ok(()),
+            },
+        };
+        self.deliver(node, &bad);
+        Ok(())
+    }
+
+    fn read(
+        &mut self,
+        _: &mut &'s ObjectStore,
+        node: &Node<'_>,
+        obj: &Object,
+        (): &(),
+    ) -> Result<Descend> {
+        let mut why = Vec::new();
+        let descend = match obj {
+            Object::Snapshot(s) => {
+                self.graph
+                    .insert(node.id, s.parents.iter().copied().collect());
+                Descend::All
+            }
+            Object::Tree(t) if node.depth < 256 => {
+                for e in &t.entries {
+                    if e.kind == EntryKind::Symlink && e.size > 4096 {
+                        let name = String::from_utf8_lossy(&e.name);
+                        why.push(format!(
+                            "a tree whose symlink {name} has a target over 4096 bytes"
+                        ));
+                    }
+                }
+                Descend::All
+            }
+            Object::Tree(_) => {
+                why.push("nested deeper than 256 trees".into());
+                Descend::Nothing
+            }
+            Object::ChunkList(c) => {
+                self.sizes.insert(node.id, c.total_size);
+                if let Some(want) = node.size().filter(|&n| n != c.total_size) {
+                    why.push(format!(
+                        "{} bytes in total, but its tree entry says {want}",
+                        c.total_size
+                    ));
+                }
+                Descend::All
+            }
+            Object::Blob(b) => {
+                let have = b.len() as u64;
+                self.sizes.insert(node.id, have);
+                if let Some(want) = node.size().filter(|&n| n != have) {
+                    why.push(format!("{have} bytes, but its reference says {want}"));
+                }
+                Descend::Nothing
+            }
+        };
+        let mut found = Vec::with_capacity(why.len());
+        for w in why {
+            self.errors.insert(node.id, (node.kind, w));
+            found.push((node.id, String::new()));
+        }
+        self.open.push(found);
+        Ok(descend)
+    }
+
+    fn leave(&mut self, _: &mut &'s ObjectStore, node: &Node<'_>, _: Object, (): ()) -> Result<()> {
+        let bad = Rc::new(self.open.pop().expect("opened by read"));
+        if node.kind != Kind::Snapshot {
+            self.memo.insert(node.id, bad.clone());
+        }
+        self.deliver(node, &bad);
+        Ok(())
+    }
+
+    fn failed(&mut self, _: &mut &'s ObjectStore, node: &Node<'_>, err: Error) -> Result<()> {
+        let bad = self.bad(node, short_err(&err));
+        if node.kind == Kind::Snapshot {
+            self.owners.entry(node.id).or_default().0.insert(node.id);
+        } else {
+            self.memo.insert(node.id, bad.clone());
+            self.deliver(node, &bad);
+        }
+        Ok(())
     }
 }
 

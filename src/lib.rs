@@ -7,9 +7,9 @@
 //! [`State`] is a facade of one-line methods over the commands (`live`, `sync`, `history`,
 //! `check`, `recover`, `repair`), which take a [`context::Context`] (paths, objects, refs, the
 //! store lock, the device id). Layers, each importing only downward — `cli` → [`State`] → the
-//! commands → `context` → `snapshot` / `remote` → `store` → [`objects_format`], with `error` a
-//! leaf — checked by `tests/layering.rs`; docs/architecture.md says where coming features go.
-//! Nothing in the library prints.
+//! commands → `context` → `transfer` → `snapshot` / `remote` → `store` → [`objects_format`],
+//! with `error` a leaf — checked by `tests/layering.rs`; docs/architecture.md says where coming
+//! features go. Nothing in the library prints.
 
 pub mod check;
 pub mod cli;
@@ -25,6 +25,7 @@ pub mod repair;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
+pub mod transfer;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -48,7 +49,7 @@ use snapshot::conflicts::Conflict;
 use store::ObjectStore;
 use store::refs::Refs;
 use sync::resolve::{ConflictFile, Resolution, Resolved};
-use sync::{DeviceStatus, PullOptions, PullReport, PushReport, RemoteConfig};
+use sync::{DeviceStatus, DryRunReport, PullOptions, PullReport, PushReport, RemoteConfig};
 
 /// An open state store. Cheap to keep open; every mutating call takes the store lock itself.
 ///
@@ -184,6 +185,13 @@ impl State {
     /// See [`sync::sync_push`].
     pub fn sync_push(&self, remote: &str, progress: Progress<'_>) -> Result<PushReport> {
         sync::sync_push(&self.cx, remote, progress)
+    }
+
+    /// What [`State::sync_push`] would send and which refs it would move; changes nothing.
+    ///
+    /// See [`sync::sync_push_dry_run`].
+    pub fn sync_push_dry_run(&self, remote: &str, progress: Progress<'_>) -> Result<DryRunReport> {
+        sync::sync_push_dry_run(&self.cx, remote, progress)
     }
 
     /// Fetches every device's history and integrates it (see the module docs).

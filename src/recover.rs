@@ -1,9 +1,9 @@
 //! Startup recovery and garbage collection.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use fs_err as fs;
-use objects_format::{Kind, Object, ObjectId};
+use objects_format::{Kind, ObjectId};
 use serde::Serialize;
 
 use crate::context::{Context, Paths};
@@ -12,7 +12,9 @@ use crate::live::Quarantined;
 use crate::live::restore::Pending;
 use crate::repair::{Quarantine, Repair};
 use crate::snapshot::restore::remove_tmp_files;
+use crate::store::ObjectStore;
 use crate::store::lock::StoreLock;
+use crate::store::walk;
 
 /// What recovery did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -234,33 +236,40 @@ fn finish_intent(cx: &Context, r: &mut RecoveryReport, full: bool) -> Result<()>
 /// # Errors
 /// Missing or corrupt trees/snapshots/chunk lists (blobs are not read).
 pub fn reachable(cx: &Context, roots: &[ObjectId]) -> Result<HashSet<ObjectId>> {
-    let mut seen = HashSet::new();
-    let (shallow_ids, _) = cx.read_shallow();
-    let mut stack: Vec<(ObjectId, Kind)> = roots.iter().map(|r| (*r, Kind::Snapshot)).collect();
-    while let Some((id, kind)) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        if kind == Kind::Blob {
-            continue;
-        }
-        match cx.objects.read(&id, kind)? {
-            Object::Snapshot(s) => {
-                stack.push((s.root, Kind::Tree));
-                let shallow = shallow_ids.contains(&id);
-                stack.extend(
-                    s.parents
-                        .iter()
-                        .filter(|p| !shallow || cx.objects.has(p))
-                        .map(|p| (*p, Kind::Snapshot)),
-                );
+    let (shallow, _) = cx.read_shallow();
+    let roots: Vec<(ObjectId, Kind)> = roots.iter().map(|r| (*r, Kind::Snapshot)).collect();
+    let seen = walk::walk(
+        &mut &cx.objects,
+        &roots,
+        &mut Reachable {
+            cx,
+            shallow: &shallow,
+        },
+    )?;
+    Ok(seen.into_iter().map(|(id, _)| id).collect())
+}
+
+/// gc's walk: reads everything but blobs; a shallow snapshot's parents this store lacks are
+/// not part of its history.
+struct Reachable<'a> {
+    cx: &'a Context,
+    shallow: &'a BTreeSet<ObjectId>,
+}
+
+impl<'s> walk::Visitor<&'s ObjectStore> for Reachable<'_> {
+    fn enter(&mut self, _: &mut &'s ObjectStore, node: &walk::Node<'_>) -> Result<walk::Enter> {
+        Ok(match node.from {
+            Some(s)
+                if node.link.is_some_and(|l| l.is_history())
+                    && self.shallow.contains(&s)
+                    && !self.cx.objects.has(&node.id) =>
+            {
+                walk::Enter::Ignore
             }
-            Object::Tree(t) => stack.extend(t.entries.iter().map(|e| (e.id, e.kind.target_kind()))),
-            Object::ChunkList(c) => stack.extend(c.chunks.iter().map(|c| (c.id, Kind::Blob))),
-            Object::Blob(_) => {}
-        }
+            _ if node.kind == Kind::Blob => walk::Enter::Skip,
+            _ => walk::Enter::Read,
+        })
     }
-    Ok(seen)
 }
 
 /// Deletes objects no ref or reflog entry reaches. Holds the store lock, so a concurrent save

@@ -11,6 +11,7 @@ const ORDER: &[(&str, &[&str])] = &[
     ("store", &["store"]),
     ("snapshot", &["snapshot"]),
     ("remote backends", &["remote"]),
+    ("transfer", &["transfer"]),
     ("store context", &["context"]),
     (
         "commands",

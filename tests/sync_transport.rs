@@ -12,10 +12,24 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use objects_format::{ChangeSummary, EntryKind, Kind, Object, ObjectId, Snapshot, Tree, TreeEntry};
-use shelldone::remote::dir::DirRemote;
+use shelldone::remote::dir::DirRemote as DirBackend;
 use shelldone::remote::git::GitRemote;
 use shelldone::remote::{RefUpdate, Remote, TransferStats};
+use shelldone::transfer::PlainRemote;
 use shelldone::{Error, Paths, SaveOptions, State};
+
+/// A directory remote as `sync` drives it: the directory backend under the transfer module.
+struct DirRemote;
+
+impl DirRemote {
+    #[expect(
+        clippy::new_ret_no_self,
+        reason = "the tests name a directory remote as they did before it became a backend"
+    )]
+    fn new(name: &str, dir: impl Into<std::path::PathBuf>) -> PlainRemote<DirBackend> {
+        PlainRemote::new(DirBackend::new(name, dir))
+    }
+}
 
 fn quiet(_: u64, _: Option<u64>) {}
 
@@ -468,7 +482,7 @@ fn dir_hostile_remotes() {
         .unwrap();
     let head = a.own_refs()[&format!("{}/head", a.device())];
     let root = a.state.objects().read_snapshot(&head).unwrap().root;
-    let rp = r.object_path(&root);
+    let rp = r.backend().object_path(&root);
     let mut bytes = std::fs::read(&rp).unwrap();
     let n = bytes.len();
     bytes[n / 2] ^= 0x40;

@@ -6,8 +6,10 @@
 //! description; `tests/vectors.rs` pins ids so an accidental format change fails loudly.
 //!
 //! Modules import only downward, in this order (`tests/layering.rs` checks it): [`kind`] →
-//! [`id`] → [`kinds`] → [`chunk`] → [`encoding`] → [`pack`]; this root only re-exports them.
+//! [`id`] → [`kinds`] → [`children`] → [`chunk`] → [`encoding`] → [`pack`]; this root only
+//! re-exports them.
 
+pub mod children;
 pub mod chunk;
 pub mod encoding;
 pub mod id;
@@ -15,6 +17,7 @@ pub mod kind;
 pub mod kinds;
 pub mod pack;
 
+pub use children::{Child, Children, Link, children};
 pub use encoding::{
     DecodeError, FORMAT_VERSION, MAGIC, MAX_OBJECT_SIZE, decode, decode_as, encode, validate_name,
 };

@@ -162,6 +162,9 @@ pub(super) enum SyncCmd {
         /// Remote name.
         #[arg(default_value = "origin")]
         remote: String,
+        /// Say what would be sent (objects, bytes) and which refs would move; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Fetch every device's history and integrate it into the live state.
     Pull {

@@ -234,6 +234,16 @@ pub(super) struct Pushed<'a> {
     pub refs_updated: &'a [String],
 }
 
+/// `sync push --dry-run`: what a push would send and which refs it would move.
+#[derive(Debug, Serialize)]
+pub(super) struct PushDryRun<'a> {
+    pub remote: &'a str,
+    pub dry_run: bool,
+    pub objects: u64,
+    pub bytes: u64,
+    pub refs: &'a [crate::sync::RefMove],
+}
+
 /// `conflicts show`: the conflict and both versions of each file that differs.
 #[derive(Debug, Serialize)]
 pub(super) struct ConflictShown<'a> {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::documents::{self, DaemonEvent};
 use super::{ConflictsCmd, RemoteCmd, StrategyArg, SyncCmd, exit, out, output};
 use crate::error::{Error, Result};
-use crate::sync::{PullOptions, Strategy};
+use crate::sync::{DryRunReport, PullOptions, Strategy};
 use crate::{SaveOptions, State};
 
 fn progress_bar(json: bool, what: &str) -> Option<indicatif::ProgressBar> {
@@ -56,9 +56,50 @@ pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sync push --dry-run`: what would be sent and which refs would move.
+fn print_dry_run(json: bool, remote: &str, r: &DryRunReport) -> Result<()> {
+    if json {
+        return documents::print(&documents::PushDryRun {
+            remote,
+            dry_run: true,
+            objects: r.would_send.objects,
+            bytes: r.would_send.bytes,
+            refs: &r.refs,
+        });
+    }
+    if r.refs.is_empty() {
+        out(format!(
+            "dry run: {remote} is up to date; a push would send nothing"
+        ));
+        return Ok(());
+    }
+    out(format!(
+        "dry run: a push to {remote} would send {} objects ({}) and move {} refs:",
+        r.would_send.objects,
+        output::bytes(r.would_send.bytes),
+        r.refs.len()
+    ));
+    let short = |v: &Option<String>| {
+        v.as_deref().map_or_else(
+            || "(absent)".to_owned(),
+            |h| h[..h.len().min(12)].to_owned(),
+        )
+    };
+    for m in &r.refs {
+        out(format!(
+            "  {}  {} -> {}",
+            m.name,
+            short(&m.from),
+            short(&m.to)
+        ));
+    }
+    out("nothing was changed");
+    Ok(())
+}
+
 pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode> {
     match sc {
-        SyncCmd::Push { remote } => {
+        SyncCmd::Push { remote, dry_run } => {
             let pb = progress_bar(json, &format!("push {remote}"));
             let cb = |done: u64, total: Option<u64>| {
                 if let Some(pb) = &pb {
@@ -68,6 +109,14 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                     pb.set_position(done);
                 }
             };
+            if *dry_run {
+                let r = st.sync_push_dry_run(remote, &cb)?;
+                if let Some(pb) = pb {
+                    pb.finish_and_clear();
+                }
+                print_dry_run(json, remote, &r)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let r = st.sync_push(remote, &cb)?;
             if let Some(pb) = pb {
                 pb.finish_and_clear();

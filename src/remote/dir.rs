@@ -9,18 +9,20 @@
 //! Lock-free: objects are content-addressed (writing one twice is harmless) and a device only
 //! writes refs under its own `refs/<device>/`, so concurrent writers and file-syncing tools
 //! cannot lose data. Files that are not ours (Syncthing conflict copies, temp files) are ignored.
+//!
+//! A plain [`Backend`]: the transfer module (`crate::transfer`) walks, verifies and stages; this
+//! file only reads and writes the folder.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use fs_err as fs;
-use objects_format::{EntryKind, Kind, Object, ObjectId};
+use objects_format::ObjectId;
 
-use super::verify::{self, Checker, Limits, TreeInfo};
-use super::{Progress, RefUpdate, Remote, TransferStats};
+use super::{Backend, Outgoing, RefUpdate, ref_conflict, verify};
 use crate::error::{Error, Result};
-use crate::store::{Batch, ObjectStore, durable};
+use crate::store::durable;
 
 /// Name of the marker file.
 pub const MARKER: &str = "shelldone-remote";
@@ -32,7 +34,9 @@ pub const MARKER_LINE: &str = "shelldone-dir-remote 1";
 pub struct DirRemote {
     name: String,
     dir: PathBuf,
-    limits: Limits,
+    /// The marker was found (or written) by this handle: objects can be read without asking
+    /// again for each one.
+    opened: bool,
 }
 
 /// True for a ref path component this remote reads or writes: `[A-Za-z0-9._%-]+`, not starting
@@ -80,15 +84,8 @@ impl DirRemote {
         DirRemote {
             name: name.into(),
             dir: dir.into(),
-            limits: Limits::default(),
+            opened: false,
         }
-    }
-
-    /// Replaces the import limits.
-    #[must_use]
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
     }
 
     /// The directory.
@@ -216,14 +213,12 @@ impl DirRemote {
             .ok_or_else(|| self.err(format!("ref {name} ({}) is malformed", p.display())))
     }
 
-    /// Reads a stored object from the remote (bounded, regular files only).
-    fn read_object_file(&self, id: &ObjectId, kind: Kind) -> Result<Vec<u8>> {
+    /// Reads a stored object from the remote (bounded, regular files only); None when absent.
+    fn read_object_file(&self, id: &ObjectId) -> Result<Option<Vec<u8>>> {
         let p = self.object_path(id);
         let meta = match std::fs::symlink_metadata(&p) {
             Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.err(format!("{} {id} is missing on the remote", kind.name())));
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
                 return Err(Error::Io(std::io::Error::new(
                     e.kind(),
@@ -247,11 +242,19 @@ impl DirRemote {
         fs::File::open(&p)?
             .take(verify::MAX_RAW_OBJECT + 1)
             .read_to_end(&mut buf)?;
-        Ok(buf)
+        Ok(Some(buf))
+    }
+
+    /// Checks the marker once per handle, creating the remote with `create`.
+    fn ensure_open(&mut self, create: bool) -> Result<bool> {
+        if !self.opened {
+            self.opened = self.open(create)?;
+        }
+        Ok(self.opened)
     }
 }
 
-impl Remote for DirRemote {
+impl Backend for DirRemote {
     fn name(&self) -> &str {
         &self.name
     }
@@ -297,75 +300,36 @@ impl Remote for DirRemote {
         Ok(out)
     }
 
-    fn push(
-        &mut self,
-        store: &ObjectStore,
-        updates: &[RefUpdate],
-        progress: Progress<'_>,
-    ) -> Result<TransferStats> {
-        for u in updates {
-            check_remote_ref(&u.name)?;
-        }
-        self.open(true)?;
+    /// Each object's file is checked: a synced copy of the folder may hold a tree without its
+    /// children.
+    fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        Ok(ids.iter().map(|id| self.has_object(id)).collect())
+    }
 
-        // 1. Everything reachable from the new ids that the remote lacks. Each object's file is
-        //    checked: a synced copy of the folder may hold a tree without its children.
-        let mut seen = HashSet::new();
-        let mut send: Vec<(Kind, ObjectId)> = Vec::new();
-        let mut stack: Vec<(ObjectId, Kind)> = updates
-            .iter()
-            .filter_map(|u| u.new.map(|id| (id, Kind::Snapshot)))
-            .collect();
-        let tips: HashSet<ObjectId> = stack.iter().map(|(id, _)| *id).collect();
-        while let Some((id, kind)) = stack.pop() {
-            if !seen.insert(id) {
-                continue;
-            }
-            let on_remote = self.has_object(&id);
-            match kind {
-                Kind::Snapshot => {
-                    // A parent missing locally (history fetched shallow) is left out.
-                    if !tips.contains(&id) && !store.has(&id) {
-                        continue;
-                    }
-                    let s = store.read_snapshot(&id)?;
-                    stack.push((s.root, Kind::Tree));
-                    stack.extend(s.parents.iter().map(|p| (*p, Kind::Snapshot)));
-                }
-                Kind::Tree => {
-                    let t = store.read_tree(&id)?;
-                    stack.extend(t.entries.iter().map(|e| (e.id, e.kind.target_kind())));
-                }
-                Kind::ChunkList => {
-                    let c = store.read_chunk_list(&id)?;
-                    stack.extend(c.chunks.iter().map(|c| (c.id, Kind::Blob)));
-                }
-                Kind::Blob => {}
-            }
-            if !on_remote {
-                send.push((kind, id));
-            }
+    fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
+        if !self.ensure_open(false)? {
+            return Err(self.err(format!(
+                "{} is not a shelldone directory remote yet (nothing pushed)",
+                self.dir.display()
+            )));
+        }
+        ids.iter().map(|id| self.read_object_file(id)).collect()
+    }
 
-        // 2. Objects: temp files (verified local bytes), each fsynced, renames
-        //    children-first, renames made durable. Only then refs.
-        // Children first; within a kind, in the order the bytes lie in the store, so each pack
-        // block is decompressed once.
-        let rank: std::collections::HashMap<ObjectId, usize> = {
-            let mut ids: Vec<ObjectId> = send.iter().map(|(_, id)| *id).collect();
-            store.sort_for_reading(&mut ids);
-            ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect()
-        };
-        send.sort_by_key(|(k, id)| (k.code(), rank[id]));
-        let total = send.len() as u64;
-        let mut stats = TransferStats::default();
-        let mut temps: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(send.len());
+    /// Temp files (the sender's verified bytes) in their fan-out dirs, each fsynced (in
+    /// parallel), then renamed in the order given (children first), then the fan-out dirs
+    /// made durable.
+    fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
+        self.ensure_open(true)?;
+        let mut temps: Vec<(PathBuf, PathBuf)> = Vec::new();
         let mut fans: HashSet<PathBuf> = HashSet::new();
         let res = (|| -> Result<()> {
-            for (kind, id) in &send {
-                let raw = store.read_raw(id)?;
-                verify::verify_raw(id, *kind, &raw)?;
-                let target = self.object_path(id);
+            for o in objects {
+                let o = o?;
+                let target = self.object_path(&o.id);
                 let fan = target.parent().expect("fan-out dir").to_path_buf();
                 if fans.insert(fan.clone()) {
                     fs::create_dir_all(&fan)?;
@@ -373,10 +337,7 @@ impl Remote for DirRemote {
                 let tmp = durable::tmp_path(&fan);
                 temps.push((tmp.clone(), target));
                 let mut f = fs::File::create(&tmp)?;
-                f.write_all(&raw)?;
-                stats.objects += 1;
-                stats.bytes += raw.len() as u64;
-                progress(stats.objects, Some(total));
+                f.write_all(&o.raw)?;
             }
             if !temps.is_empty() {
                 // fsync each file (in parallel) rather than syncfs: syncfs would also flush every
@@ -398,18 +359,21 @@ impl Remote for DirRemote {
             }
             return Err(e);
         }
+        Ok(())
+    }
 
-        // 3. Refs: compare every expected value first, then write every new value to a temp
-        //    file beside its ref, and only when all are durable rename them into place. A
-        //    failure before the renames leaves every ref unchanged.
+    /// Compares every expected value first, then writes every new value to a temp file beside
+    /// its ref, and only when all are durable renames them into place. A failure before the
+    /// renames leaves every ref unchanged.
+    fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
+        for u in updates {
+            check_remote_ref(&u.name)?;
+        }
+        self.ensure_open(true)?;
         for u in updates {
             let found = self.read_ref(&u.name)?;
             if found != u.expected {
-                return Err(Error::RefConflict {
-                    name: u.name.clone(),
-                    expected: u.expected.map_or_else(|| "absent".into(), |i| i.to_hex()),
-                    found: found.map_or_else(|| "absent".into(), |i| i.to_hex()),
-                });
+                return Err(ref_conflict(u, found));
             }
         }
         let mut prepared: Vec<(Option<PathBuf>, PathBuf)> = Vec::new();
@@ -454,201 +418,6 @@ impl Remote for DirRemote {
         for d in &dirs {
             durable::sync_dir(d)?;
         }
-        Ok(stats)
-    }
-
-    fn fetch(
-        &mut self,
-        store: &ObjectStore,
-        batch: &Batch<'_>,
-        wants: &[ObjectId],
-        shallow: bool,
-        progress: Progress<'_>,
-    ) -> Result<TransferStats> {
-        if !self.open(false)? && !wants.is_empty() {
-            return Err(self.err(format!(
-                "{} is not a shelldone directory remote yet (nothing pushed)",
-                self.dir.display()
-            )));
-        }
-        let mut f = Fetch {
-            remote: self,
-            store,
-            batch,
-            checker: Checker::new(&self.name, self.limits),
-            stats: TransferStats::default(),
-            progress,
-        };
-        let mut seen = HashSet::new();
-        let mut stack: Vec<ObjectId> = wants.to_vec();
-        while let Some(sid) = stack.pop() {
-            if !seen.insert(sid) {
-                continue;
-            }
-            if batch.contains(&sid) {
-                // Already here: only walk on for history this store lacks.
-                if !shallow && store.has(&sid) {
-                    stack.extend(store.read_snapshot(&sid)?.parents);
-                }
-                continue;
-            }
-            let (raw, obj) = f.get(&sid, Kind::Snapshot)?;
-            let Object::Snapshot(s) = obj else {
-                unreachable!("kind verified")
-            };
-            let info = f.tree(&s.root, 0)?;
-            f.checker.check_placement(&s.root, info, 0)?;
-            f.stage(Kind::Snapshot, sid, &raw)?;
-            if !shallow {
-                stack.extend(s.parents.iter().copied());
-            }
-        }
-        Ok(f.stats)
-    }
-
-    fn snapshot_graph(
-        &mut self,
-        store: &ObjectStore,
-        wants: &[ObjectId],
-        known: &dyn Fn(&ObjectId) -> bool,
-    ) -> Result<BTreeMap<ObjectId, objects_format::Snapshot>> {
-        let _ = store;
-        let mut out = BTreeMap::new();
-        if !self.open(false)? {
-            return Ok(out);
-        }
-        let mut checker = Checker::new(&self.name, self.limits);
-        let mut stack: Vec<ObjectId> = wants.to_vec();
-        while let Some(id) = stack.pop() {
-            if out.contains_key(&id) || known(&id) {
-                continue;
-            }
-            if out.len() >= super::MAX_GRAPH_SNAPSHOTS {
-                return Err(self.err(format!(
-                    "more than {} snapshots in the history; refusing to read more",
-                    super::MAX_GRAPH_SNAPSHOTS
-                )));
-            }
-            let raw = self.read_object_file(&id, Kind::Snapshot)?;
-            checker.precheck(raw.len() as u64)?;
-            let (canonical, obj) = verify::verify_raw(&id, Kind::Snapshot, &raw)?;
-            checker.charge(raw.len().max(canonical.len()) as u64)?;
-            let Object::Snapshot(snap) = obj else {
-                unreachable!("kind verified")
-            };
-            stack.extend(snap.parents.iter().copied());
-            out.insert(id, snap);
-        }
-        Ok(out)
-    }
-}
-
-/// One fetch from a directory remote: depth-first, children verified and staged before the
-/// object that names them.
-struct Fetch<'a, 'b, 'p> {
-    remote: &'a DirRemote,
-    store: &'a ObjectStore,
-    batch: &'a Batch<'b>,
-    checker: Checker,
-    stats: TransferStats,
-    progress: Progress<'p>,
-}
-
-impl Fetch<'_, '_, '_> {
-    /// Reads, bounds, decompresses and verifies one object of the remote.
-    fn get(&mut self, id: &ObjectId, kind: Kind) -> Result<(Vec<u8>, Object)> {
-        let raw = self.remote.read_object_file(id, kind)?;
-        self.checker.precheck(raw.len() as u64)?;
-        let (canonical, obj) = verify::verify_raw(id, kind, &raw)?;
-        self.checker.charge(raw.len().max(canonical.len()) as u64)?;
-        Ok((raw, obj))
-    }
-
-    fn stage(&mut self, kind: Kind, id: ObjectId, raw: &[u8]) -> Result<()> {
-        if self.batch.put_raw(kind, id, raw)? {
-            self.stats.objects += 1;
-            self.stats.bytes += raw.len() as u64;
-            (self.progress)(self.stats.objects, None);
-        }
         Ok(())
-    }
-
-    fn tree(&mut self, id: &ObjectId, depth: usize) -> Result<TreeInfo> {
-        self.checker.check_depth(depth)?;
-        if let Some(info) = self.checker.tree_info(id) {
-            return Ok(info);
-        }
-        if self.store.has(id) {
-            return self.checker.local_tree_info(self.store, id, depth);
-        }
-        let (raw, obj) = self.get(id, Kind::Tree)?;
-        let Object::Tree(t) = obj else {
-            unreachable!("kind verified")
-        };
-        let mut info = TreeInfo::default();
-        for e in &t.entries {
-            match e.kind {
-                EntryKind::Dir => {
-                    let sub = self.tree(&e.id, depth + 1)?;
-                    info.add_subdir(sub);
-                }
-                EntryKind::File => {
-                    if let Some(size) = self.blob(&e.id)? {
-                        verify::check_entry_size(id, e, size)?;
-                    }
-                }
-                EntryKind::ChunkedFile => {
-                    if !self.batch.contains(&e.id) {
-                        let (raw, obj) = self.get(&e.id, Kind::ChunkList)?;
-                        let Object::ChunkList(c) = &obj else {
-                            unreachable!("kind verified")
-                        };
-                        verify::check_entry_size(id, e, c.total_size)?;
-                        for ch in &c.chunks {
-                            if let Some(size) = self.blob(&ch.id)?
-                                && size != u64::from(ch.len)
-                            {
-                                return Err(Error::CorruptObject {
-                                    id: e.id,
-                                    why: format!(
-                                        "chunk {} says {} bytes, holds {size}",
-                                        ch.id, ch.len
-                                    ),
-                                });
-                            }
-                        }
-                        self.stage(Kind::ChunkList, e.id, &raw)?;
-                    }
-                }
-                EntryKind::Symlink if self.checker.link_checked(&e.id) => {}
-                EntryKind::Symlink if self.store.has(&e.id) => {
-                    let t = self.store.read_blob(&e.id)?;
-                    self.checker.check_link(e.id, &t)?;
-                }
-                EntryKind::Symlink => {
-                    let (raw, obj) = self.get(&e.id, Kind::Blob)?;
-                    let Object::Blob(target) = &obj else {
-                        unreachable!("kind verified")
-                    };
-                    verify::check_entry_size(id, e, target.len() as u64)?;
-                    self.checker.check_link(e.id, target)?;
-                    self.stage(Kind::Blob, e.id, &raw)?;
-                }
-            }
-        }
-        self.checker.set_tree_info(*id, info);
-        self.stage(Kind::Tree, *id, &raw)?;
-        Ok(info)
-    }
-
-    /// Fetches a blob unless present; returns its length when it was read from the remote.
-    fn blob(&mut self, id: &ObjectId) -> Result<Option<u64>> {
-        if self.batch.contains(id) {
-            return Ok(None);
-        }
-        let (raw, obj) = self.get(id, Kind::Blob)?;
-        let size = verify::object_size(&obj);
-        self.stage(Kind::Blob, *id, &raw)?;
-        Ok(Some(size))
     }
 }

@@ -1,19 +1,28 @@
-//! Remotes: where objects and refs go for sync. One small trait, two implementations
-//! ([`dir::DirRemote`], [`git::GitRemote`]); encryption and signing will wrap a remote as
-//! decorators, so nothing here branches on them.
+//! Remotes: where objects and refs go for sync.
+//!
+//! Two shapes. A plain object store is a [`Backend`]: refs with compare-and-swap, and stored
+//! objects by id (has, get, put, in batches); it knows nothing of the graph. The transfer
+//! module (`crate::transfer`) walks, verifies and stages over any backend, written once, and
+//! presents it as a [`Remote`]. Implementations: [`dir::DirRemote`] (a plain directory) and
+//! [`memory::MemoryBackend`] (in memory, for tests); decorators wrap a backend without the
+//! transfer knowing: [`dryrun::DryRun`] (`sync push --dry-run`), and later encryption and
+//! signing. Git, whose mapping is graph-shaped (ADR 0002: a chunk list and its chunks become
+//! one git blob), is a [`Remote`] of its own beside them ([`git::GitRemote`]).
 //!
 //! Ref names on a remote are `<device>/head` and `<device>/sessions/<session-ref-component>`;
 //! a device only ever writes refs under its own `<device>/` namespace, so two devices never race
 //! for one ref (and a directory remote synced by Syncthing/NFS needs no lock files).
 
 pub mod dir;
+pub mod dryrun;
 pub mod git;
 pub mod gitmirror;
+pub mod memory;
 pub mod verify;
 
 use std::collections::BTreeMap;
 
-use objects_format::ObjectId;
+use objects_format::{Kind, ObjectId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -56,7 +65,87 @@ pub struct TransferStats {
 /// Progress callback: (objects done, objects total if known).
 pub type Progress<'a> = &'a (dyn Fn(u64, Option<u64>) + Sync);
 
-/// A place to sync with.
+/// One stored object on its way to a backend: a zstd frame of its canonical bytes (SPEC §7),
+/// the bytes a directory remote keeps in `objects/ab/cdef…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Its kind (a backend may keep kinds apart; the directory remote does not).
+    pub kind: Kind,
+    /// Its id.
+    pub id: ObjectId,
+    /// The stored frame, verified against `id` by the sender.
+    pub raw: Vec<u8>,
+}
+
+/// A plain object backend: refs, and stored objects by id. It does not know the object
+/// graph, and it does not verify what it hands out: the transfer module walks, verifies and
+/// stages (see the module docs). A backend may be hostile (a tampered folder, a test's).
+pub trait Backend {
+    /// Display name (remote name) for messages.
+    fn name(&self) -> &str;
+
+    /// Every ref, by remote ref name (`<device>/head`, `<device>/sessions/<x>`).
+    ///
+    /// # Errors
+    /// Unreachable backend, malformed refs.
+    fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>>;
+
+    /// For each id, whether the backend holds that object.
+    ///
+    /// # Errors
+    /// Unreachable backend.
+    fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>>;
+
+    /// For each id, the stored frame, or `None` when the backend does not hold it. A frame
+    /// over [`verify::MAX_RAW_OBJECT`] bytes is refused (not read) by a backend that can see
+    /// its size first; the transfer refuses it anyway.
+    ///
+    /// # Errors
+    /// Unreachable backend, I/O.
+    fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// Stores every object the iterator yields, in that order (children before the objects
+    /// that name them); all of them are durable when this returns. An error from the iterator
+    /// is returned as it is. Objects are content-addressed, so a put interrupted half-way
+    /// leaves only harmless extra objects, never a damaged one.
+    ///
+    /// # Errors
+    /// The iterator's errors, I/O.
+    fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()>;
+
+    /// Applies `updates` with compare-and-swap: when any ref's current value is not its
+    /// `expected`, nothing moves ([`crate::error::Error::RefConflict`]). The transfer calls it
+    /// only once every object the new values reach is stored.
+    ///
+    /// # Errors
+    /// A lost race, a bad ref name, I/O.
+    fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()>;
+}
+
+/// A borrowed backend is a backend (a test keeps its in-memory backend between transfers).
+impl<B: Backend + ?Sized> Backend for &mut B {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
+        (**self).list_refs()
+    }
+    fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        (**self).has(ids)
+    }
+    fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
+        (**self).get(ids)
+    }
+    fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
+        (**self).put(objects)
+    }
+    fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
+        (**self).update_refs(updates)
+    }
+}
+
+/// A place to sync with, seen as a graph: what `sync` drives. A plain [`Backend`] becomes one
+/// through the transfer module; git implements it directly.
 pub trait Remote {
     /// Display name (remote name or URL) for messages.
     fn name(&self) -> &str;
@@ -133,4 +222,16 @@ pub fn is_git_url(url: &str) -> bool {
     }
     let p = std::path::Path::new(url);
     p.join("HEAD").is_file() && p.join("objects").is_dir() || p.join(".git").exists()
+}
+
+/// The error of a compare-and-swap that found `found` where `update` expected otherwise.
+#[must_use]
+pub fn ref_conflict(update: &RefUpdate, found: Option<ObjectId>) -> crate::error::Error {
+    crate::error::Error::RefConflict {
+        name: update.name.clone(),
+        expected: update
+            .expected
+            .map_or_else(|| "absent".into(), |i| i.to_hex()),
+        found: found.map_or_else(|| "absent".into(), |i| i.to_hex()),
+    }
 }

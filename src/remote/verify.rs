@@ -16,10 +16,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use objects_format::{EntryKind, Kind, Object, ObjectId, TreeEntry};
+use objects_format::{EntryKind, Kind, Link, Object, ObjectId, TreeEntry};
 
 use crate::error::{Error, Result};
 use crate::store::ObjectStore;
+use crate::store::walk;
 
 /// Longest symlink target accepted (the policy's bound; `state check` uses the same).
 pub const MAX_SYMLINK_TARGET: usize = crate::snapshot::policy::MAX_SYMLINK_TARGET;
@@ -207,7 +208,8 @@ impl Checker {
         Ok(())
     }
 
-    /// Computes (and memoizes) the info of a tree already in the local store.
+    /// Computes (and memoizes) the info of a tree already in the local store: its height and,
+    /// on the way, every symlink target under it.
     ///
     /// # Errors
     /// Store errors, or an unsafe symlink.
@@ -220,23 +222,73 @@ impl Checker {
         if let Some(i) = self.trees.get(id) {
             return Ok(*i);
         }
-        self.check_depth(depth)?;
-        let tree = store.read_tree(id)?;
-        let mut info = TreeInfo::default();
-        for e in &tree.entries {
-            match e.kind {
-                EntryKind::Dir => info.add_subdir(self.local_tree_info(store, &e.id, depth + 1)?),
-                EntryKind::Symlink => {
-                    if !self.links.contains(&e.id) {
-                        let t = store.read_blob(&e.id)?;
-                        self.check_link(e.id, &t)?;
-                    }
+        walk::walk(
+            &mut &*store,
+            &[(*id, Kind::Tree)],
+            &mut LocalTrees {
+                checker: self,
+                depth,
+            },
+        )?;
+        Ok(self.trees.get(id).copied().unwrap_or_default())
+    }
+}
+
+/// The walk of [`Checker::local_tree_info`]: trees and symlink targets, not file contents (a
+/// local object was verified when it was stored).
+struct LocalTrees<'c> {
+    checker: &'c mut Checker,
+    /// Depth of the walk's root tree.
+    depth: usize,
+}
+
+impl<'s> walk::Visitor<&'s ObjectStore> for LocalTrees<'_> {
+    fn enter(&mut self, _: &mut &'s ObjectStore, node: &walk::Node<'_>) -> Result<walk::Enter> {
+        Ok(match node.link {
+            Some(Link::Entry(e)) if e.kind == EntryKind::Symlink => {
+                if self.checker.links.contains(&node.id) {
+                    walk::Enter::Ignore
+                } else {
+                    walk::Enter::Read
                 }
-                EntryKind::File | EntryKind::ChunkedFile => {}
             }
+            Some(Link::Entry(e)) if e.kind.is_file() => walk::Enter::Ignore,
+            _ if self.checker.trees.contains_key(&node.id) => walk::Enter::Skip,
+            _ => {
+                self.checker.check_depth(self.depth + node.depth)?;
+                walk::Enter::Read
+            }
+        })
+    }
+
+    fn read(
+        &mut self,
+        _: &mut &'s ObjectStore,
+        node: &walk::Node<'_>,
+        obj: &Object,
+        (): &(),
+    ) -> Result<walk::Descend> {
+        if let Object::Blob(target) = obj {
+            self.checker.check_link(node.id, target)?;
         }
-        self.trees.insert(*id, info);
-        Ok(info)
+        Ok(walk::Descend::All)
+    }
+
+    fn leave(
+        &mut self,
+        _: &mut &'s ObjectStore,
+        node: &walk::Node<'_>,
+        obj: Object,
+        (): (),
+    ) -> Result<()> {
+        if let Object::Tree(t) = obj {
+            let mut info = TreeInfo::default();
+            for e in t.entries.iter().filter(|e| e.kind == EntryKind::Dir) {
+                info.add_subdir(self.checker.trees.get(&e.id).copied().unwrap_or_default());
+            }
+            self.checker.trees.insert(node.id, info);
+        }
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod pack;
 pub mod refs;
 pub mod statcache;
+pub mod walk;
 
 use std::collections::HashSet;
 use std::io::Write;

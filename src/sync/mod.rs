@@ -22,6 +22,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 pub use crate::remote::RemoteConfig;
 use crate::remote::dir::DirRemote;
+use crate::remote::dryrun::DryRun;
 use crate::remote::git::GitRemote;
 use crate::remote::{Progress, RefUpdate, Remote, TransferStats, is_git_url};
 use crate::snapshot::conflicts;
@@ -29,6 +30,7 @@ use crate::snapshot::{Flat, flatten, write_trees};
 use crate::store::durable;
 use crate::store::refs::HEAD;
 use crate::store::refs::session_ref;
+use crate::transfer::PlainRemote;
 
 pub use crate::snapshot::conflicts::{Conflict, ConflictKind};
 
@@ -104,6 +106,26 @@ pub struct PushReport {
     pub sent: TransferStats,
     /// Refs updated on the remote.
     pub refs_updated: Vec<String>,
+}
+
+/// One ref a push would move on the remote.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RefMove {
+    /// Remote ref name, `<device>/head` or `<device>/sessions/<id>`.
+    pub name: String,
+    /// Its value on the remote now (hex; None: absent).
+    pub from: Option<String>,
+    /// The value the push would give it (hex; None: deleted).
+    pub to: Option<String>,
+}
+
+/// What `sync push --dry-run` found: what a push would send and move. Nothing was changed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DryRunReport {
+    /// Objects and bytes (stored, compressed) the push would send.
+    pub would_send: TransferStats,
+    /// Refs the push would move, in order.
+    pub refs: Vec<RefMove>,
 }
 
 /// Ahead/behind of one device relative to the local head.
@@ -235,11 +257,17 @@ pub fn remote_remove(cx: &Context, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
-    let rc = remotes(cx)?
+fn remote_config(cx: &Context, name: &str) -> Result<RemoteConfig> {
+    remotes(cx)?
         .into_iter()
         .find(|r| r.name == name)
-        .ok_or_else(|| Error::UnknownRemote(name.to_owned()))?;
+        .ok_or_else(|| Error::UnknownRemote(name.to_owned()))
+}
+
+/// Opens a configured remote: git is a graph-shaped target of its own; a directory is a plain
+/// backend, which the transfer module drives.
+fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
+    let rc = remote_config(cx, name)?;
     Ok(if rc.kind == "git" {
         clear_stale_git_locks(
             &cx.snapshots_dir()
@@ -253,21 +281,26 @@ fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
             cx.device(),
         )?)
     } else {
-        let d = DirRemote::new(rc.name.clone(), PathBuf::from(&rc.url));
-        if !d.exists()? {
-            return Err(Error::Remote {
-                remote: rc.name.clone(),
-                why: format!(
-                    "the directory remote at {} is missing or not initialised (an unmounted disk? a moved folder?); nothing was changed. If it really is gone: 'shelldone remote remove {}' then 'shelldone remote add {} PATH --init'",
-                    rc.url, rc.name, rc.name
-                ),
-                // An unmounted disk or an unreachable share may be back later.
-                transient: true,
-                source: None,
-            });
-        }
-        Box::new(d)
+        Box::new(PlainRemote::new(open_dir(&rc)?))
     })
+}
+
+/// A directory remote's backend; it must exist already.
+fn open_dir(rc: &RemoteConfig) -> Result<DirRemote> {
+    let d = DirRemote::new(rc.name.clone(), PathBuf::from(&rc.url));
+    if !d.exists()? {
+        return Err(Error::Remote {
+            remote: rc.name.clone(),
+            why: format!(
+                "the directory remote at {} is missing or not initialised (an unmounted disk? a moved folder?); nothing was changed. If it really is gone: 'shelldone remote remove {}' then 'shelldone remote add {} PATH --init'",
+                rc.url, rc.name, rc.name
+            ),
+            // An unmounted disk or an unreachable share may be back later.
+            transient: true,
+            source: None,
+        });
+    }
+    Ok(d)
 }
 
 /// Renames this device (its refs on remotes are written under the new name from the next
@@ -309,15 +342,59 @@ pub fn device_rename(cx: &mut Context, new: &str) -> Result<()> {
 pub fn sync_push(cx: &Context, remote: &str, progress: Progress<'_>) -> Result<PushReport> {
     let _lock = cx.lock("sync push")?;
     let mut r = open_remote(cx, remote)?;
-    push_locked(cx, remote, r.as_mut(), progress)
+    let (report, updates) = push_to(cx, remote, r.as_mut(), progress)?;
+    for u in &updates {
+        cx.refs
+            .set(&format!("remotes/{remote}/{}", u.name), u.new, "push")?;
+    }
+    Ok(report)
 }
 
-fn push_locked(
+/// What [`sync_push`] would send and which refs it would move, found by the same push through
+/// a [`DryRun`] backend (reads pass through, writes are recorded): nothing changes on the
+/// remote or here (no remote-tracking ref moves; the store lock is not taken, as for any
+/// command that only reads). A git remote is refused: its push converts snapshots into the
+/// local git mirror as it goes, which no wrapper can hold back yet.
+///
+/// # Errors
+/// A git remote ([`Error::Invalid`]), no snapshot yet, transport errors, a ref that moved on
+/// the remote since this store last saw it ([`Error::RefConflict`], as the push would meet).
+pub fn sync_push_dry_run(
+    cx: &Context,
+    remote: &str,
+    progress: Progress<'_>,
+) -> Result<DryRunReport> {
+    let rc = remote_config(cx, remote)?;
+    if rc.kind == "git" {
+        return Err(Error::Usage(format!(
+            "'sync push --dry-run' works with directory remotes only; '{remote}' is a git remote, whose push converts snapshots into its local git mirror as it goes (nothing was changed)"
+        )));
+    }
+    let mut r = PlainRemote::new(DryRun::new(open_dir(&rc)?));
+    push_to(cx, remote, &mut r, progress)?;
+    let recorded = r.backend().recorded();
+    Ok(DryRunReport {
+        would_send: recorded.sent,
+        refs: recorded
+            .refs
+            .iter()
+            .map(|u| RefMove {
+                name: u.name.clone(),
+                from: u.expected.map(|id| id.to_hex()),
+                to: u.new.map(|id| id.to_hex()),
+            })
+            .collect(),
+    })
+}
+
+/// Pushes this device's head and session refs to `r`; returns the report and the updates
+/// made (for the remote-tracking refs).
+fn push_to(
     cx: &Context,
     remote_name: &str,
     r: &mut dyn Remote,
     progress: Progress<'_>,
-) -> Result<PushReport> {
+) -> Result<(PushReport, Vec<RefUpdate>)> {
     let head = cx.refs.get(HEAD)?.ok_or(Error::NoSnapshot)?;
     let current = r.list_refs()?;
     check_identity(cx, remote_name, &current)?;
@@ -340,12 +417,8 @@ fn push_locked(
     if !updates.is_empty() {
         report.sent = r.push(&cx.objects, &updates, progress)?;
     }
-    for u in &updates {
-        cx.refs
-            .set(&format!("remotes/{remote_name}/{}", u.name), u.new, "push")?;
-        report.refs_updated.push(u.name.clone());
-    }
-    Ok(report)
+    report.refs_updated = updates.iter().map(|u| u.name.clone()).collect();
+    Ok((report, updates))
 }
 
 /// Fetches every device's history and integrates it (see the module docs).

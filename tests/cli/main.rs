@@ -11,6 +11,7 @@ mod compat;
 mod core;
 mod corruption;
 mod documented;
+mod dry_run;
 mod faults;
 mod outputs;
 mod recovery;

@@ -520,6 +520,14 @@ fn sync_remote_push_pull_status_conflicts() {
     sa.run("sync_push_up_to_date", &a, 0, &["sync", "push"]);
     write(a.config().join("config.toml"), "font_size = 12\n");
     a.save("A: font");
+    sa.run("sync_push_dry_run", &a, 0, &["sync", "push", "--dry-run"]);
+    sa.json(
+        "json_sync_push_dry-run",
+        "sync push dry-run",
+        &a,
+        0,
+        &["--json", "sync", "push", "--dry-run"],
+    );
     sa.json(
         "json_sync_push",
         "sync push",
