@@ -1,0 +1,220 @@
+//! The configured remotes (`remotes.json`), opening one (git, or a directory through the
+//! transfer), and renaming this device.
+
+use std::path::PathBuf;
+
+use fs_err as fs;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::remote::RemoteConfig;
+use crate::remote::dir::DirRemote;
+use crate::remote::git::GitRemote;
+use crate::remote::{Remote, is_git_url};
+use crate::store::durable;
+use crate::store::refs::HEAD;
+use crate::transfer::PlainRemote;
+
+pub(super) fn remotes_path(st: &Context) -> PathBuf {
+    st.snapshots_dir().join("remotes.json")
+}
+
+/// Configured remotes.
+///
+/// # Errors
+/// Unreadable config.
+pub fn remotes(cx: &Context) -> Result<Vec<RemoteConfig>> {
+    match std::fs::read(remotes_path(cx)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| Error::corrupt_file(remotes_path(cx), e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn write_remotes(cx: &Context, r: &[RemoteConfig]) -> Result<()> {
+    durable::write_atomic(
+        &remotes_path(cx),
+        &serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?,
+    )?;
+    Ok(())
+}
+
+/// Adds a remote. A URL git understands (or a path to a git repository, or ending in
+/// `.git`) is a git remote; any other path a directory remote.
+///
+/// # Errors
+/// Duplicate or invalid name.
+pub fn remote_add(cx: &Context, name: &str, url: &str, init: bool) -> Result<RemoteConfig> {
+    if !crate::remote::dir::ref_component_ok(name) || name.contains('%') {
+        return Err(Error::Usage(format!(
+            "invalid remote name '{name}': use letters, digits, '.', '_', '-'"
+        )));
+    }
+    let _lock = cx.lock("remote add")?;
+    let mut all = remotes(cx)?;
+    if all.iter().any(|r| r.name == name) {
+        return Err(Error::Usage(format!(
+            "remote '{name}' already exists; 'shelldone remote remove {name}' first"
+        )));
+    }
+    let url = if is_git_url(url) || url.contains("://") {
+        url.to_owned()
+    } else {
+        std::path::absolute(url).map_or_else(|_| url.to_owned(), |p| p.display().to_string())
+    };
+    let kind = if is_git_url(&url) { "git" } else { "dir" };
+    if kind == "dir" {
+        // A directory remote is created on purpose, so that a typo or an unmounted disk
+        // is an error rather than a new, empty remote.
+        let d = DirRemote::new(name.to_owned(), PathBuf::from(&url));
+        if init {
+            d.init()?;
+        } else if !d.exists()? {
+            return Err(Error::Usage(format!(
+                "{url} is not a shelldone directory remote; to create one there: 'shelldone remote add {name} {url} --init'"
+            )));
+        }
+    }
+    let rc = RemoteConfig {
+        name: name.to_owned(),
+        url,
+        kind: kind.to_owned(),
+    };
+    all.push(rc.clone());
+    write_remotes(cx, &all)?;
+    Ok(rc)
+}
+
+/// Removes a remote (and its tracking refs and git mirror).
+///
+/// # Errors
+/// Unknown remote.
+pub fn remote_remove(cx: &Context, name: &str) -> Result<()> {
+    let _lock = cx.lock("remote remove")?;
+    let mut all = remotes(cx)?;
+    let before = all.len();
+    all.retain(|r| r.name != name);
+    if all.len() == before {
+        return Err(Error::UnknownRemote(name.to_owned()));
+    }
+    write_remotes(cx, &all)?;
+    for (r, _) in cx.refs.list(&format!("remotes/{name}/"))? {
+        cx.refs.set(&r, None, "remote removed")?;
+    }
+    let mirror = cx
+        .snapshots_dir()
+        .join("remotes")
+        .join(format!("{name}.git"));
+    if mirror.exists() {
+        fs::remove_dir_all(mirror)?;
+    }
+    Ok(())
+}
+
+pub(super) fn remote_config(cx: &Context, name: &str) -> Result<RemoteConfig> {
+    remotes(cx)?
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| Error::UnknownRemote(name.to_owned()))
+}
+
+/// Opens a configured remote: git is a graph-shaped target of its own; a directory is a plain
+/// backend, which the transfer module drives.
+pub(super) fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
+    let rc = remote_config(cx, name)?;
+    Ok(if rc.kind == "git" {
+        clear_stale_git_locks(
+            &cx.snapshots_dir()
+                .join("remotes")
+                .join(format!("{}.git", rc.name)),
+        )?;
+        Box::new(GitRemote::new(
+            &rc.name,
+            &rc.url,
+            cx.snapshots_dir(),
+            cx.device(),
+        )?)
+    } else {
+        Box::new(PlainRemote::new(open_dir(&rc)?))
+    })
+}
+
+/// A directory remote's backend; it must exist already.
+pub(super) fn open_dir(rc: &RemoteConfig) -> Result<DirRemote> {
+    let d = DirRemote::new(rc.name.clone(), PathBuf::from(&rc.url));
+    if !d.exists()? {
+        return Err(Error::Remote {
+            remote: rc.name.clone(),
+            why: format!(
+                "the directory remote at {} is missing or not initialised (an unmounted disk? a moved folder?); nothing was changed. If it really is gone: 'shelldone remote remove {}' then 'shelldone remote add {} PATH --init'",
+                rc.url, rc.name, rc.name
+            ),
+            // An unmounted disk or an unreachable share may be back later.
+            transient: true,
+            source: None,
+        });
+    }
+    Ok(d)
+}
+
+/// Renames this device (its refs on remotes are written under the new name from the next
+/// push; the old name's refs become another device's, merged on the next pull).
+///
+/// # Errors
+/// An invalid name, the current name, lock, I/O.
+pub fn device_rename(cx: &mut Context, new: &str) -> Result<()> {
+    if !crate::remote::dir::ref_component_ok(new) || new.contains('%') || new.len() > 64 {
+        return Err(Error::Usage(format!(
+            "invalid device name '{new}': use letters, digits, '.', '_', '-' (at most 64)"
+        )));
+    }
+    if new == cx.device() {
+        return Err(Error::Usage(format!(
+            "this device is already named '{new}'"
+        )));
+    }
+    let _lock = cx.lock("device rename")?;
+    // The reflog first: it is what tells a renamed `device` file from a damaged one.
+    if let Some(h) = cx.refs.get(HEAD)? {
+        cx.refs.repair_log(
+            &[(HEAD, Some(h), Some(h))],
+            &format!("{}{} -> {new}", crate::context::DEVICE_RENAME, cx.device()),
+        )?;
+    }
+    durable::write_atomic(
+        &cx.snapshots_dir().join("device"),
+        format!("{new}\n").as_bytes(),
+    )?;
+    cx.device = new.to_owned();
+    Ok(())
+}
+
+/// Removes the `*.lock` files a killed process left in a git mirror: gix and `git push` take
+/// them while they move the mirror's refs, and a kill leaves them behind, blocking every later
+/// sync. Only called under the store lock, which every process that touches the mirror holds,
+/// so a lock file found then is stale. Only the mirror's metadata is looked at (not objects/).
+pub(super) fn clear_stale_git_locks(mirror: &std::path::Path) -> Result<()> {
+    if !mirror.is_dir() {
+        return Ok(());
+    }
+    let mut dirs = vec![mirror.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                if d == mirror && e.file_name() == "objects" {
+                    continue;
+                }
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "lock") {
+                fs::remove_file(&p)?;
+            }
+        }
+    }
+    Ok(())
+}
