@@ -6,7 +6,7 @@
 //! description; `tests/vectors.rs` pins ids so an accidental format change fails loudly.
 //!
 //! Modules import only downward, in this order (`tests/layering.rs` checks it): [`kind`] →
-//! [`id`] → [`kinds`] → [`children`] → [`chunk`] → [`encoding`] → [`pack`]; this root only
+//! [`id`] → [`kinds`] → [`children`](mod@children) → [`chunk`] → [`encoding`] → [`pack`]; this root only
 //! re-exports them.
 
 pub mod children;

@@ -7,8 +7,8 @@
 //! `len u32 LE | canonical bytes`, so that zstd sees megabytes of context instead of one chunk.
 //! Ids are not repeated: an object's id is the hash of its canonical bytes.
 //!
-//! Index: magic `SDPIDX\0` + version, `count u32 LE`, the pack's BLAKE3 [32], then `count`
-//! entries sorted by id (strictly ascending), then BLAKE3 of everything before it [32].
+//! Index: magic `SDPIDX\0` + version, `count u32 LE`, the pack's BLAKE3 (32 bytes), then `count`
+//! entries sorted by id (strictly ascending), then BLAKE3 of everything before it (32 bytes).
 //! Version 1 entry: `id [32] | kind u8 | offset u64 LE (of the frame) | len u32 LE`.
 //! Version 2 adds `start u32 LE | size u32 LE`: where the object's canonical bytes lie inside
 //! the decompressed block, or both 0 for an object entry.

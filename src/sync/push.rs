@@ -63,7 +63,7 @@ pub fn sync_push(cx: &Context, remote: &str, progress: Progress<'_>) -> Result<P
 /// local git mirror as it goes, which no wrapper can hold back yet.
 ///
 /// # Errors
-/// A git remote ([`Error::Invalid`]), no snapshot yet, transport errors, a ref that moved on
+/// A git remote ([`Error::Usage`]), no snapshot yet, transport errors, a ref that moved on
 /// the remote since this store last saw it ([`Error::RefConflict`], as the push would meet).
 pub fn sync_push_dry_run(
     cx: &Context,
