@@ -1,0 +1,495 @@
+//! A simulated power cut (test only; the `power-loss-sim` feature). Modelled on redb's crash
+//! test backend: the durable image is kept apart from the live one, I/O fails after a
+//! countdown, and what the image holds is all that survives.
+//!
+//! # The model
+//!
+//! A [`PowerLossSim`] is installed over one directory, its *root* (a test's temp dir holding
+//! the state and config dirs). Inside it, the simulator keeps what a power cut would leave:
+//!
+//! - **File data**, per inode: the content the file had at its last [`super::sync_data`] or
+//!   [`super::sync_all`] (or [`super::sync_filesystem`]). A file never synced has no durable
+//!   data: it survives (if its name does) as an **empty** file. Data written after the last
+//!   sync is lost, whatever it was (an append, an overwrite). There is no difference between
+//!   `fdatasync` and `fsync`.
+//! - **Directory entries**, per directory inode: the names it held, and which inode (or symlink
+//!   target) each named, at its last [`super::sync_dir`] (or `sync_filesystem`). A directory
+//!   never synced has no durable entries: it survives (if its name does) **empty**. Every
+//!   create, rename, unlink, mkdir and rmdir after the directory's last sync is lost: a new
+//!   file is gone, an unlinked one is back, a renamed one is back under its old name — and
+//!   under its new name too when only the target directory was synced. A rename of a file
+//!   whose data was never synced that is made durable by a directory sync leaves an empty file.
+//! - **`sync_filesystem`** makes everything under the root durable, data and entries.
+//! - Nothing else is durable: there is no journal that commits other metadata in order, no
+//!   `auto_da_alloc` that flushes a file replaced by a rename, no sync of a file that also
+//!   commits its directory entry (ext4 does all three; other filesystems need not). Each sync
+//!   makes exactly its object durable, so a missing sync is never covered by a later one of
+//!   another file or directory. This is the most a power cut may take on a POSIX filesystem
+//!   (ext4 with `data=ordered` or `data=writeback` takes less): states in which some unsynced
+//!   changes survive and others do not are not produced (the surviving state is always the
+//!   strictest one, "every write not yet synced is forgotten").
+//! - File modes are taken as they are at the cut (they are not part of the model); hard links
+//!   come back as separate files; anything but regular files, directories and symlinks is
+//!   dropped.
+//!
+//! Inodes are identified by number; the simulator keeps every inode it has recorded open, so a
+//! number cannot be reused for another file while its record lives.
+//!
+//! Only syncs change the durable image, so a cut anywhere between two syncs leaves the same
+//! state as a cut just before the second: the syncs are the cut points. [`PowerLossSim::cut_at`]
+//! arms one: that sync fails (an I/O error, "simulated power cut") instead of happening, and
+//! from then on every durable operation of [`super`] on a path inside the root fails too, so the
+//! operation in progress stops as if the machine had died there (its error paths run, but
+//! nothing they do can become durable). [`PowerLossSim::power_cut`] then rewrites the root on
+//! the real filesystem to exactly the durable image, and the simulator starts again from it.
+//!
+//! Writes made with plain `std::fs` calls (outside this module) are seen only through the syncs
+//! that follow them: a directory sync records the directory as it is, whoever changed it.
+//!
+//! The real syncs are not issued for paths inside the root (the image stands in for them), so
+//! a simulated run is faster than a real one. Linux only (`/proc/self/fd` is used to read the
+//! file being synced).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// True while at least one simulator is installed (the fast path of every durable call).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Installed simulators.
+static SIMS: Mutex<Vec<Arc<Inner>>> = Mutex::new(Vec::new());
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    st: Mutex<St>,
+}
+
+/// One directory entry as the durable image holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    File(u64),
+    Dir(u64),
+    Link(PathBuf),
+}
+
+#[derive(Debug, Default)]
+struct St {
+    /// Durable data by inode.
+    files: HashMap<u64, Vec<u8>>,
+    /// Durable entries by directory inode.
+    dirs: HashMap<u64, BTreeMap<OsString, Entry>>,
+    /// Every inode recorded, kept open so that its number is not reused.
+    pins: HashMap<u64, std::fs::File>,
+    root_ino: u64,
+    /// Syncs inside the root so far.
+    syncs: u64,
+    /// The sync (by number, from 1) that cuts the power.
+    fail_at: Option<u64>,
+    /// The power is out: every durable operation fails until [`PowerLossSim::power_cut`].
+    cut: bool,
+}
+
+fn cut_error(path: &Path) -> std::io::Error {
+    std::io::Error::other(format!("simulated power cut ({})", path.display()))
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The simulator whose root holds `path`, if any.
+fn find(path: &Path) -> Option<Arc<Inner>> {
+    if !ACTIVE.load(Ordering::Relaxed) {
+        return None;
+    }
+    let p = absolute(path);
+    SIMS.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .find(|s| p.starts_with(&s.root))
+        .cloned()
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, St> {
+        self.st
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// `Err` when `path` is inside a root whose power is out.
+pub(super) fn alive(path: &Path) -> std::io::Result<()> {
+    match find(path) {
+        Some(s) if s.lock().cut => Err(cut_error(path)),
+        _ => Ok(()),
+    }
+}
+
+/// Counts a sync inside the root; `Err` when it is the one that cuts the power (or the power
+/// is already out).
+fn count(st: &mut St, path: &Path) -> std::io::Result<()> {
+    if st.cut {
+        return Err(cut_error(path));
+    }
+    st.syncs += 1;
+    if st.fail_at == Some(st.syncs) {
+        st.cut = true;
+        return Err(cut_error(path));
+    }
+    Ok(())
+}
+
+/// `sync_data`/`sync_all` of a file inside a root: records its current content as durable.
+pub(super) fn sync_file(file: &std::fs::File, path: &Path) -> Option<std::io::Result<()>> {
+    let s = find(path)?;
+    let mut st = s.lock();
+    Some(count(&mut st, path).and_then(|()| {
+        let ino = file.metadata()?.ino();
+        if let std::collections::hash_map::Entry::Vacant(e) = st.pins.entry(ino) {
+            e.insert(reopen(file, path)?);
+        }
+        let data = read_all(&st.pins[&ino])?;
+        st.files.insert(ino, data);
+        Ok(())
+    }))
+}
+
+/// `sync_dir` of a directory inside a root: records its current entries as durable.
+pub(super) fn sync_dir(dir_file: &std::fs::File, dir: &Path) -> Option<std::io::Result<()>> {
+    let s = find(dir)?;
+    let mut st = s.lock();
+    Some(count(&mut st, dir).and_then(|()| {
+        let ino = dir_file.metadata()?.ino();
+        record_dir(&mut st, dir, ino)
+    }))
+}
+
+/// `sync_filesystem` of a path inside a root: everything under the root becomes durable.
+pub(super) fn sync_filesystem(path: &Path) -> Option<std::io::Result<()>> {
+    let s = find(path)?;
+    let mut st = s.lock();
+    Some(count(&mut st, path).and_then(|()| record_all(&mut st, &s.root)))
+}
+
+/// Opens the inode behind `file` for reading (through `/proc/self/fd`, so that a write-only
+/// handle or a renamed file is no obstacle).
+fn reopen(file: &std::fs::File, path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let ino = file.metadata()?.ino();
+    let f = std::fs::File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .or_else(|_| std::fs::File::open(path))?;
+    if f.metadata()?.ino() != ino {
+        return Err(std::io::Error::other(format!(
+            "power-loss simulator: {} changed while it was synced",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+fn read_all(f: &std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = f.read_at(&mut buf, out.len() as u64)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Keeps inode `ino`, found at `path`, open. False when `path` no longer names it.
+fn pin(st: &mut St, ino: u64, path: &Path) -> std::io::Result<bool> {
+    if st.pins.contains_key(&ino) {
+        return Ok(true);
+    }
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if f.metadata()?.ino() != ino {
+        return Ok(false);
+    }
+    st.pins.insert(ino, f);
+    Ok(true)
+}
+
+/// Records the entries of `dir` (inode `ino`) as durable.
+fn record_dir(st: &mut St, dir: &Path, ino: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::DirEntryExt;
+    pin(st, ino, dir)?;
+    let mut entries = BTreeMap::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        let entry = if ft.is_dir() {
+            Entry::Dir(e.ino())
+        } else if ft.is_file() {
+            Entry::File(e.ino())
+        } else if ft.is_symlink() {
+            match std::fs::read_link(e.path()) {
+                Ok(t) => Entry::Link(t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        } else {
+            continue;
+        };
+        if let Entry::Dir(i) | Entry::File(i) = entry
+            && !pin(st, i, &e.path())?
+        {
+            continue; // gone since the listing
+        }
+        entries.insert(e.file_name(), entry);
+    }
+    st.dirs.insert(ino, entries);
+    Ok(())
+}
+
+/// Records everything under `root` as durable: every directory's entries, every file's data.
+fn record_all(st: &mut St, root: &Path) -> std::io::Result<()> {
+    for e in walkdir::WalkDir::new(root).follow_links(false) {
+        let e = e.map_err(std::io::Error::from)?;
+        let ino = e.metadata().map_err(std::io::Error::from)?.ino();
+        if e.file_type().is_dir() {
+            record_dir(st, e.path(), ino)?;
+        } else if e.file_type().is_file() && pin(st, ino, e.path())? {
+            let data = read_all(&st.pins[&ino])?;
+            st.files.insert(ino, data);
+        }
+    }
+    Ok(())
+}
+
+/// What survives, as a tree.
+#[derive(Debug)]
+enum Node {
+    File(Vec<u8>, u32),
+    Dir(BTreeMap<OsString, Node>, u32),
+    Link(PathBuf),
+}
+
+/// The durable content of directory `ino`; `up` holds its ancestors (a cycle, which records
+/// taken at different times could form if directories moved, is cut).
+fn image(st: &St, ino: u64, up: &mut Vec<u64>) -> BTreeMap<OsString, Node> {
+    let mode = |i: &u64, default: u32| {
+        st.pins
+            .get(i)
+            .and_then(|f| f.metadata().ok())
+            .map_or(default, |m| m.permissions().mode() & 0o7777)
+    };
+    let mut out = BTreeMap::new();
+    let Some(entries) = st.dirs.get(&ino) else {
+        return out;
+    };
+    up.push(ino);
+    for (name, e) in entries {
+        let node = match e {
+            Entry::File(i) => {
+                Node::File(st.files.get(i).cloned().unwrap_or_default(), mode(i, 0o600))
+            }
+            Entry::Dir(i) if up.contains(i) => continue,
+            Entry::Dir(i) => Node::Dir(image(st, *i, up), mode(i, 0o700)),
+            Entry::Link(t) => Node::Link(t.clone()),
+        };
+        out.insert(name.clone(), node);
+    }
+    up.pop();
+    out
+}
+
+fn write_image(dir: &Path, tree: &BTreeMap<OsString, Node>) -> std::io::Result<()> {
+    for (name, node) in tree {
+        let p = dir.join(name);
+        match node {
+            Node::File(data, mode) => {
+                std::fs::write(&p, data)?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
+            }
+            Node::Dir(sub, mode) => {
+                std::fs::create_dir(&p)?;
+                write_image(&p, sub)?;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
+            }
+            Node::Link(t) => std::os::unix::fs::symlink(t, &p)?,
+        }
+    }
+    Ok(())
+}
+
+/// Every path under `root` (relative) with what it is: a file's content, a directory, a link.
+fn listing(root: &Path) -> std::io::Result<BTreeMap<PathBuf, Option<Vec<u8>>>> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+        let e = e.map_err(std::io::Error::from)?;
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .expect("under the root")
+            .to_path_buf();
+        let v = if e.file_type().is_file() {
+            Some(std::fs::read(e.path())?)
+        } else if e.file_type().is_symlink() {
+            Some(
+                std::fs::read_link(e.path())?
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            )
+        } else {
+            None
+        };
+        out.insert(rel, v);
+    }
+    Ok(out)
+}
+
+/// What a power cut changed, relative to the root.
+#[derive(Debug, Clone, Default)]
+pub struct CutReport {
+    /// Paths that existed before the cut and are gone.
+    pub lost: Vec<PathBuf>,
+    /// Files whose content changed (reverted to older content, or emptied).
+    pub reverted: Vec<PathBuf>,
+    /// Paths that are back (unlinked or renamed away before the cut, without a sync).
+    pub back: Vec<PathBuf>,
+}
+
+/// A simulated power-loss backend over one directory; removed on drop. See the module docs.
+#[derive(Debug)]
+pub struct PowerLossSim {
+    inner: Arc<Inner>,
+}
+
+impl PowerLossSim {
+    /// Installs a simulator over `root` (an existing directory, not inside another simulator's
+    /// root); everything in it now is durable.
+    ///
+    /// # Errors
+    /// I/O errors reading `root`; a root that overlaps an installed one.
+    pub fn install(root: &Path) -> std::io::Result<PowerLossSim> {
+        let root = std::fs::canonicalize(root)?;
+        let mut st = St {
+            root_ino: std::fs::metadata(&root)?.ino(),
+            ..St::default()
+        };
+        record_all(&mut st, &root)?;
+        let inner = Arc::new(Inner {
+            root: root.clone(),
+            st: Mutex::new(st),
+        });
+        let mut sims = SIMS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if sims
+            .iter()
+            .any(|s| s.root.starts_with(&root) || root.starts_with(&s.root))
+        {
+            return Err(std::io::Error::other(format!(
+                "a power-loss simulator already covers {}",
+                root.display()
+            )));
+        }
+        sims.push(inner.clone());
+        ACTIVE.store(true, Ordering::Relaxed);
+        Ok(PowerLossSim { inner })
+    }
+
+    /// The root (canonical).
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Syncs inside the root so far (the cut points passed).
+    #[must_use]
+    pub fn syncs(&self) -> u64 {
+        self.inner.lock().syncs
+    }
+
+    /// Arms a power cut at sync number `n` (counted as [`Self::syncs`] counts, from 1), or
+    /// disarms it.
+    pub fn cut_at(&self, n: Option<u64>) {
+        self.inner.lock().fail_at = n;
+    }
+
+    /// True once the armed cut happened (and until [`Self::power_cut`]).
+    #[must_use]
+    pub fn is_cut(&self) -> bool {
+        self.inner.lock().cut
+    }
+
+    /// Makes everything under the root durable, as a `syncfs` would, without counting a sync:
+    /// for the test's own writes (a user's editor that saved its file).
+    ///
+    /// # Errors
+    /// I/O errors reading the root.
+    pub fn settle(&self) -> std::io::Result<()> {
+        let mut st = self.inner.lock();
+        st.files.clear();
+        st.dirs.clear();
+        st.pins.clear();
+        record_all(&mut st, &self.inner.root)
+    }
+
+    /// The power goes out now (whether or not an armed cut happened): the root is rewritten to
+    /// exactly its durable image, and the simulator starts again from it (everything is
+    /// durable, no cut armed). Nothing may be writing inside the root meanwhile.
+    ///
+    /// # Errors
+    /// I/O errors rewriting the root.
+    pub fn power_cut(&self) -> std::io::Result<CutReport> {
+        let root = &self.inner.root;
+        let mut st = self.inner.lock();
+        let before = listing(root)?;
+        let tree = image(&st, st.root_ino, &mut Vec::new());
+        for e in std::fs::read_dir(root)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                std::fs::remove_dir_all(e.path())?;
+            } else {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+        write_image(root, &tree)?;
+        let after = listing(root)?;
+        let mut report = CutReport::default();
+        for (p, v) in &before {
+            match after.get(p) {
+                None => report.lost.push(p.clone()),
+                Some(a) if a != v => report.reverted.push(p.clone()),
+                Some(_) => {}
+            }
+        }
+        report.back = after
+            .keys()
+            .filter(|p| !before.contains_key(*p))
+            .cloned()
+            .collect();
+        let syncs = st.syncs;
+        *st = St {
+            root_ino: std::fs::metadata(root)?.ino(),
+            syncs,
+            ..St::default()
+        };
+        record_all(&mut st, root)?;
+        Ok(report)
+    }
+}
+
+impl Drop for PowerLossSim {
+    fn drop(&mut self) {
+        let mut sims = SIMS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sims.retain(|s| !Arc::ptr_eq(s, &self.inner));
+        ACTIVE.store(!sims.is_empty(), Ordering::Relaxed);
+    }
+}
