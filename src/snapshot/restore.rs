@@ -387,7 +387,7 @@ fn stage(
 /// Missing/corrupt objects (nothing live changed), I/O errors.
 pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -> Result<()> {
     for r in super::ROOTS {
-        durable::create_dir_all(&layout.abs(r.as_bytes()))?;
+        durable::create_dir_all_durable(&layout.abs(r.as_bytes()))?;
     }
     // Nothing is ever written through a symlink: every directory between a root folder and a
     // path written, created or removed is checked to be a real directory first (`RealDirs`).

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | create and write a file | [`create`], [`create_new_rw`], [`open_append`], [`symlink`] |
 //! | make a file's data durable | [`sync_data`], [`sync_all`] |
-//! | change a directory | [`rename`], [`remove_file`], [`remove_dir`], [`remove_dir_all`], [`create_dir`], [`create_dir_all`] |
+//! | change a directory | [`rename`], [`remove_file`], [`remove_dir`], [`remove_dir_all`], [`create_dir`], [`create_dir_all`], [`create_dir_all_durable`] |
 //! | make a directory's entries durable | [`sync_dir`] |
 //! | make everything on a filesystem durable | [`sync_filesystem`] |
 //! | all of the above for one small file | [`write_atomic`] |
@@ -202,6 +202,41 @@ pub fn create_dir(path: &Path) -> std::io::Result<()> {
 pub fn create_dir_all(path: &Path) -> std::io::Result<()> {
     alive(path)?;
     fs::create_dir_all(path)
+}
+
+/// Creates a directory and its missing parents, and makes each one it created durable in its
+/// parent (the parent is synced). Costs nothing when the directory exists: for the store's
+/// folders (`objects/`, `packs/`, `refs/…`, `logs/`), created once, whose loss would take every
+/// file later written and synced inside them.
+///
+/// # Errors
+/// I/O errors (with the path).
+pub fn create_dir_all_durable(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut p = path;
+    while !p.as_os_str().is_empty() && !p.is_dir() {
+        missing.push(p);
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        match create_dir(d) {
+            Ok(()) => sync_dir(
+                d.parent()
+                    .filter(|q| !q.as_os_str().is_empty())
+                    .unwrap_or(Path::new(".")),
+            )?,
+            // Created meanwhile by another thread or process (its creator syncs it).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// fsyncs a directory so that renames, creations and unlinks inside it are durable.

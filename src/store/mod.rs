@@ -810,10 +810,15 @@ impl Batch<'_> {
             })
             .collect::<Result<_>>()?;
         let mut fan_dirs: Vec<PathBuf> = Vec::new();
+        if !objs.is_empty() {
+            // Once, in a new store: `objects/` itself durable in `snapshots/`.
+            durable::create_dir_all_durable(&self.store.root.join("objects"))?;
+        }
         for ((id, ..), (t, _)) in objs.iter().zip(&written) {
             let target = self.store.object_path(id);
             let fan = target.parent().expect("fan-out dir");
             if !fan_dirs.iter().any(|d| d == fan) {
+                // A new fan-out dir is made durable by the sync of `objects/` below.
                 durable::create_dir_all(fan)?;
                 fan_dirs.push(fan.to_path_buf());
             }
@@ -871,7 +876,7 @@ impl Batch<'_> {
             durable::sync_data(f.file(), &idx_tmp)?;
         }
         let dir = self.store.packs_dir();
-        durable::create_dir_all(&dir)?;
+        durable::create_dir_all_durable(&dir)?;
         let pack_path = dir.join(format!("{name}.pack"));
         let idx_path = dir.join(format!("{name}.idx"));
         // The name is the hash of the content: an existing pack of that name holds exactly

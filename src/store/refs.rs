@@ -386,7 +386,7 @@ impl Refs {
                 if let Some(id) = u.new {
                     let dir = self.refs.join(&u.name);
                     let dir = dir.parent().expect("ref has a parent");
-                    durable::create_dir_all(dir)?;
+                    durable::create_dir_all_durable(dir)?;
                     let tmp = durable::tmp_path(dir);
                     temps.push(tmp.clone());
                     let mut f = durable::create(&tmp)?;
@@ -488,7 +488,7 @@ impl Refs {
             let path = self.path(HEAD);
             match new {
                 Some(id) => {
-                    durable::create_dir_all(&self.refs)?;
+                    durable::create_dir_all_durable(&self.refs)?;
                     durable::write_atomic(&path, format!("{id}\n").as_bytes())?;
                 }
                 None => {
@@ -542,7 +542,7 @@ impl Refs {
         message: &str,
         sync: bool,
     ) -> Result<()> {
-        durable::create_dir_all(&self.logs)?;
+        durable::create_dir_all_durable(&self.logs)?;
         let msg: String = message
             .chars()
             .map(|c| if c == '\n' { ' ' } else { c })
@@ -557,7 +557,7 @@ impl Refs {
             ));
         }
         let path = self.logs.join(LOG_FILE);
-        let (mut f, _) = durable::open_append(&path)?;
+        let (mut f, created) = durable::open_append(&path)?;
         // A line torn by a crash is closed first, so the next entry starts on a line of its own.
         let len = f.metadata()?.len();
         if len > 0 {
@@ -570,6 +570,11 @@ impl Refs {
         std::io::Write::write_all(&mut f, text.as_bytes())?;
         if sync {
             durable::sync_data(f.file(), &path)?;
+            if created || len == 0 {
+                // A new reflog (a new store, or one whose first append failed): its name
+                // durable too, or the lines just synced could vanish with it.
+                durable::sync_dir(&self.logs)?;
+            }
         }
         Ok(())
     }
@@ -769,7 +774,7 @@ impl Refs {
     /// # Errors
     /// I/O errors.
     pub fn repair_reflog(&self, text: &[u8]) -> Result<()> {
-        durable::create_dir_all(&self.logs)?;
+        durable::create_dir_all_durable(&self.logs)?;
         durable::write_atomic(&self.log_path(), text)?;
         Ok(())
     }
@@ -913,7 +918,7 @@ fn parse_loose(b: &[u8]) -> std::result::Result<ObjectId, String> {
 /// Reads a loose ref file: `None` when there is none (or the name is a directory of refs).
 /// Writes a loose ref file (temp, fsync, rename; its folder created first).
 fn write_loose(path: &Path, id: ObjectId) -> Result<()> {
-    durable::create_dir_all(path.parent().expect("ref has a parent"))?;
+    durable::create_dir_all_durable(path.parent().expect("ref has a parent"))?;
     durable::write_atomic(path, format!("{id}\n").as_bytes())?;
     Ok(())
 }
