@@ -49,6 +49,24 @@ pub fn tmp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TMP_PREFIX}{}.{n}", std::process::id()))
 }
 
+/// Where a sync was called from: with the simulator, the call site (the simulator counts syncs
+/// by site and can leave one site out, to show what that sync guards); otherwise nothing.
+#[cfg(feature = "power-loss-sim")]
+type Site = &'static std::panic::Location<'static>;
+#[cfg(not(feature = "power-loss-sim"))]
+#[derive(Clone, Copy)]
+struct Site;
+
+/// The caller's call site (through every `#[track_caller]` function above it).
+#[inline]
+#[cfg_attr(feature = "power-loss-sim", track_caller)]
+fn site() -> Site {
+    #[cfg(feature = "power-loss-sim")]
+    return std::panic::Location::caller();
+    #[cfg(not(feature = "power-loss-sim"))]
+    Site
+}
+
 /// With the simulator: `Err` once the simulated power of the directory holding `path` is out.
 #[inline]
 fn alive(path: &Path) -> std::io::Result<()> {
@@ -123,12 +141,9 @@ pub fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
 /// # Errors
 /// I/O errors.
 #[inline]
+#[cfg_attr(feature = "power-loss-sim", track_caller)]
 pub fn sync_data(file: &std::fs::File, path: &Path) -> std::io::Result<()> {
-    #[cfg(feature = "power-loss-sim")]
-    if let Some(r) = sim::sync_file(file, path) {
-        return r;
-    }
-    file.sync_data().map_err(|e| with_path(e, path))
+    sync_file_at(file, path, false, site())
 }
 
 /// Makes a file's data and metadata durable (`fsync`).
@@ -136,12 +151,24 @@ pub fn sync_data(file: &std::fs::File, path: &Path) -> std::io::Result<()> {
 /// # Errors
 /// I/O errors.
 #[inline]
+#[cfg_attr(feature = "power-loss-sim", track_caller)]
 pub fn sync_all(file: &std::fs::File, path: &Path) -> std::io::Result<()> {
+    sync_file_at(file, path, true, site())
+}
+
+#[inline]
+fn sync_file_at(file: &std::fs::File, path: &Path, all: bool, site: Site) -> std::io::Result<()> {
     #[cfg(feature = "power-loss-sim")]
-    if let Some(r) = sim::sync_file(file, path) {
+    if let Some(r) = sim::sync_file(file, path, site) {
         return r;
     }
-    file.sync_all().map_err(|e| with_path(e, path))
+    let _ = site;
+    if all {
+        file.sync_all()
+    } else {
+        file.sync_data()
+    }
+    .map_err(|e| with_path(e, path))
 }
 
 fn with_path(e: std::io::Error, path: &Path) -> std::io::Error {
@@ -211,10 +238,12 @@ pub fn create_dir_all(path: &Path) -> std::io::Result<()> {
 ///
 /// # Errors
 /// I/O errors (with the path).
+#[cfg_attr(feature = "power-loss-sim", track_caller)]
 pub fn create_dir_all_durable(path: &Path) -> std::io::Result<()> {
     if path.is_dir() {
         return Ok(());
     }
+    let site = site();
     let mut missing = Vec::new();
     let mut p = path;
     while !p.as_os_str().is_empty() && !p.is_dir() {
@@ -226,10 +255,11 @@ pub fn create_dir_all_durable(path: &Path) -> std::io::Result<()> {
     }
     for d in missing.iter().rev() {
         match create_dir(d) {
-            Ok(()) => sync_dir(
+            Ok(()) => sync_dir_at(
                 d.parent()
                     .filter(|q| !q.as_os_str().is_empty())
                     .unwrap_or(Path::new(".")),
+                site,
             )?,
             // Created meanwhile by another thread or process (its creator syncs it).
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
@@ -244,12 +274,19 @@ pub fn create_dir_all_durable(path: &Path) -> std::io::Result<()> {
 /// # Errors
 /// I/O errors (with the path).
 #[inline]
+#[cfg_attr(feature = "power-loss-sim", track_caller)]
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    sync_dir_at(dir, site())
+}
+
+#[inline]
+fn sync_dir_at(dir: &Path, site: Site) -> std::io::Result<()> {
     let f = fs::File::open(dir)?;
     #[cfg(feature = "power-loss-sim")]
-    if let Some(r) = sim::sync_dir(f.file(), dir) {
+    if let Some(r) = sim::sync_dir(f.file(), dir, site) {
         return r;
     }
+    let _ = site;
     f.sync_all()
 }
 
@@ -261,10 +298,11 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 ///
 /// # Errors
 /// I/O errors.
+#[cfg_attr(feature = "power-loss-sim", track_caller)]
 pub fn sync_filesystem(path: &Path) -> std::io::Result<()> {
     let f = fs::File::open(path)?;
     #[cfg(feature = "power-loss-sim")]
-    if let Some(r) = sim::sync_filesystem(path) {
+    if let Some(r) = sim::sync_filesystem(path, site()) {
         return r;
     }
     syncfs(f.file())
@@ -286,16 +324,18 @@ fn syncfs(_f: &std::fs::File) -> std::io::Result<()> {
 ///
 /// # Errors
 /// I/O errors; on error the target is untouched and the temp file removed.
+#[cfg_attr(feature = "power-loss-sim", track_caller)]
 pub fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
+    let site = site();
     let dir = target.parent().unwrap_or(Path::new("."));
     let tmp = tmp_path(dir);
     let res = (|| {
         let mut f = create(&tmp)?;
         f.write_all(data)?;
-        sync_all(f.file(), &tmp)?;
+        sync_file_at(f.file(), &tmp, true, site)?;
         drop(f);
         rename(&tmp, target)?;
-        sync_dir(dir)
+        sync_dir_at(dir, site)
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -46,6 +46,11 @@
 //! Writes made with plain `std::fs` calls (outside this module) are seen only through the syncs
 //! that follow them: a directory sync records the directory as it is, whoever changed it.
 //!
+//! Every sync is identified by its call site (the functions of [`super`] are `#[track_caller]`
+//! in this build): [`sync_sites`] counts them, and `SHELLDONE_POWER_SKIP_SYNC=dir@src/x.rs:12`
+//! (or `file@…`, `fs@…`) makes the simulator act as if that one call were not in the code,
+//! to check that the test notices (docs/safety.md, "Power-loss test").
+//!
 //! The real syncs are not issued for paths inside the root (the image stands in for them), so
 //! a simulated run is faster than a real one. Linux only (`/proc/self/fd` is used to read the
 //! file being synced).
@@ -144,10 +149,52 @@ fn count(st: &mut St, path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A call site of a sync.
+type Site = &'static std::panic::Location<'static>;
+
+/// Syncs made inside a root, by call site (`file@src/store/mod.rs:812`: a file sync there;
+/// `dir@…`, `fs@…`: a directory sync, a filesystem sync). A `write_atomic` or
+/// `create_dir_all_durable` counts at its caller.
+static SITES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+/// The syncs made inside installed roots so far, by call site (see [`SITES`]).
+#[must_use]
+pub fn sync_sites() -> BTreeMap<String, u64> {
+    SITES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// Counts a sync at its site; true when the environment variable `SHELLDONE_POWER_SKIP_SYNC`
+/// names that site: the simulator then acts as if the call were not in the code (nothing is
+/// made durable, no cut point passes), to show what the sync guards.
+fn skip(kind: &str, site: Site) -> bool {
+    static SKIP: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let key = format!("{kind}@{}:{}", site.file(), site.line());
+    let skip = SKIP
+        .get_or_init(|| std::env::var("SHELLDONE_POWER_SKIP_SYNC").ok())
+        .as_deref()
+        == Some(key.as_str());
+    *SITES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(key)
+        .or_default() += 1;
+    skip
+}
+
 /// `sync_data`/`sync_all` of a file inside a root: records its current content as durable.
-pub(super) fn sync_file(file: &std::fs::File, path: &Path) -> Option<std::io::Result<()>> {
+pub(super) fn sync_file(
+    file: &std::fs::File,
+    path: &Path,
+    site: Site,
+) -> Option<std::io::Result<()>> {
     let s = find(path)?;
     let mut st = s.lock();
+    if !st.cut && skip("file", site) {
+        return Some(Ok(()));
+    }
     Some(count(&mut st, path).and_then(|()| {
         let ino = file.metadata()?.ino();
         if let std::collections::hash_map::Entry::Vacant(e) = st.pins.entry(ino) {
@@ -160,9 +207,16 @@ pub(super) fn sync_file(file: &std::fs::File, path: &Path) -> Option<std::io::Re
 }
 
 /// `sync_dir` of a directory inside a root: records its current entries as durable.
-pub(super) fn sync_dir(dir_file: &std::fs::File, dir: &Path) -> Option<std::io::Result<()>> {
+pub(super) fn sync_dir(
+    dir_file: &std::fs::File,
+    dir: &Path,
+    site: Site,
+) -> Option<std::io::Result<()>> {
     let s = find(dir)?;
     let mut st = s.lock();
+    if !st.cut && skip("dir", site) {
+        return Some(Ok(()));
+    }
     Some(count(&mut st, dir).and_then(|()| {
         let ino = dir_file.metadata()?.ino();
         record_dir(&mut st, dir, ino)
@@ -170,9 +224,12 @@ pub(super) fn sync_dir(dir_file: &std::fs::File, dir: &Path) -> Option<std::io::
 }
 
 /// `sync_filesystem` of a path inside a root: everything under the root becomes durable.
-pub(super) fn sync_filesystem(path: &Path) -> Option<std::io::Result<()>> {
+pub(super) fn sync_filesystem(path: &Path, site: Site) -> Option<std::io::Result<()>> {
     let s = find(path)?;
     let mut st = s.lock();
+    if !st.cut && skip("fs", site) {
+        return Some(Ok(()));
+    }
     Some(count(&mut st, path).and_then(|()| record_all(&mut st, &s.root)))
 }
 
@@ -426,17 +483,15 @@ impl PowerLossSim {
         self.inner.lock().cut
     }
 
-    /// Makes everything under the root durable, as a `syncfs` would, without counting a sync:
-    /// for the test's own writes (a user's editor that saved its file).
+    /// Makes everything under `dir` (inside the root) durable — the entries of every directory,
+    /// the data of every file — without counting a sync: for the test's own writes (a user's
+    /// editor that synced what it saved).
     ///
     /// # Errors
-    /// I/O errors reading the root.
-    pub fn settle(&self) -> std::io::Result<()> {
+    /// I/O errors reading `dir`.
+    pub fn settle(&self, dir: &Path) -> std::io::Result<()> {
         let mut st = self.inner.lock();
-        st.files.clear();
-        st.dirs.clear();
-        st.pins.clear();
-        record_all(&mut st, &self.inner.root)
+        record_all(&mut st, dir)
     }
 
     /// The power goes out now (whether or not an armed cut happened): the root is rewritten to
