@@ -1,11 +1,10 @@
-//! Issue #11, item 8: power loss. Random sequences of saves (whole state and one session, after
-//! random edits of the live files), restores (whole state and one session, some with unsaved
-//! edits that the restore auto-saves), ref updates (a remote-tracking ref set and deleted), gc
-//! and gc --repack (some after planting unreachable objects: a pack of blobs and loose trees and
-//! snapshots above them) run on a store under the power-loss simulator
-//! (`shelldone::store::durable::sim`, which forgets every write not yet synced). Before about
-//! half of the operations a power cut is armed at a random sync; the operation fails there, the
-//! state dir is rewritten to what survives, and then:
+//! Issue #11, item 8: power loss. Saves (whole state, one session, every session at once, after
+//! edits of the live files), restores (whole state, one session; some auto-saving unsaved
+//! edits), ref updates (a remote-tracking ref set and deleted), gc and gc --repack (some after
+//! planting unreachable objects: a pack of blobs and loose trees and snapshots above them) run
+//! on a store under the power-loss simulator (`shelldone::store::durable::sim`, which forgets
+//! every write not yet synced). A power cut stops an operation at one of its syncs, the state
+//! dir is rewritten to what survives, and then:
 //!
 //! - `State::open` (startup recovery) succeeds, sometimes after a second cut during recovery;
 //! - `State::check` finds no problem — but for one kind after a cut inside an operation: refs
@@ -19,16 +18,19 @@
 //! - no session ref is behind the head (it names the snapshot holding the head's version of
 //!   that session, or a newer one the cut kept from becoming the head);
 //! - every object in the store reads, and its children are present (but for the two cases
-//!   invariant 1 of docs/safety.md excepts: see [`Case::check_objects`]);
+//!   invariant 1 of docs/safety.md excepts: see `Case::check_objects`);
 //! - the live files are what the user last had, except that an interrupted restore leaves
 //!   either all the old content or all the new content.
 //!
-//! Then the sequence goes on from the recovered store.
+//! Two tests: random sequences with a cut at a random sync of about half of the operations,
+//! each sequence going on from the recovered store; and one scripted history in which every
+//! operation is run again from the same state with a cut at each of its syncs in turn.
 //!
-//! `SHELLDONE_POWER_SEED` (default: time), `SHELLDONE_POWER_CASES` (default 40) and
-//! `SHELLDONE_POWER_STEPS` (operations per case, default 14) set the run; the seed is printed
-//! so that a failure reproduces. Operations run on one rayon thread, so a seed replays the same
-//! syncs in the same order.
+//! `SHELLDONE_POWER_SEED` (default: time), `SHELLDONE_POWER_CASES` (default 30) and
+//! `SHELLDONE_POWER_STEPS` (operations per case, default 14) set the random run; the seed is
+//! printed so that a failure reproduces. Operations run on one rayon thread, so a seed replays
+//! the same syncs in the same order. `SHELLDONE_POWER_SKIP_SYNC` leaves one sync out (see the
+//! simulator).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -47,41 +49,80 @@ const REMOTE_REFS: [&str; 2] = [
     "remotes/origin/laptop/sessions/s001",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Save,
-    SaveSession,
-    SaveAllSessions,
-    Restore,
-    RestoreSession,
-    SetRef,
-    Gc,
-    Repack,
+/// An operation, with every choice made.
+#[derive(Debug, Clone)]
+enum Plan {
+    Save {
+        session: Option<String>,
+    },
+    Restore {
+        target: ObjectId,
+        session: Option<String>,
+    },
+    SetRef {
+        name: &'static str,
+        new: Option<ObjectId>,
+    },
+    Gc {
+        repack: bool,
+    },
 }
 
-impl Op {
-    fn pick(rng: &mut Rng) -> Op {
-        match rng.range(0, 100) {
-            0..30 => Op::Save,
-            30..40 => Op::SaveSession,
-            40..46 => Op::SaveAllSessions,
-            46..60 => Op::Restore,
-            60..70 => Op::RestoreSession,
-            70..80 => Op::SetRef,
-            80..90 => Op::Gc,
-            _ => Op::Repack,
+impl Plan {
+    fn kind(&self) -> &'static str {
+        match self {
+            Plan::Save { .. } => "save",
+            Plan::Restore { .. } => "restore",
+            Plan::SetRef { .. } => "set ref",
+            Plan::Gc { .. } => "gc",
         }
     }
 }
 
 /// What the operation in progress at a cut may leave.
 enum Inflight {
-    /// Nothing visible may change (a save, gc, or a ref update whose ref is listed).
+    /// Nothing visible may change (a save, gc, or a finished operation).
     Quiet,
     /// A ref update: the ref is its old value or its new one.
     Ref(&'static str, Option<ObjectId>, Option<ObjectId>),
     /// A restore: the live files are all old or all new.
     Restore { old: Files, new: Files },
+}
+
+/// What the user and the store should have: the test's model.
+#[derive(Debug, Clone, Default)]
+struct Model {
+    /// The live files as the user left them.
+    live: Files,
+    /// Snapshots acknowledged (or made visible as the head by recovery) and their content.
+    known: BTreeMap<ObjectId, Files>,
+    /// Remote-tracking refs as the last acknowledged update left them.
+    refs: BTreeMap<&'static str, Option<ObjectId>>,
+    /// Objects found without a child after a cut, in the two ways the code allows today (they
+    /// stay so until gc deletes them).
+    orphans: HashSet<ObjectId>,
+    next_session: usize,
+    round: u64,
+}
+
+/// Counts over a run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    cuts: usize,
+    /// Cuts after which check found the reflog behind the refs.
+    reflog_gaps: usize,
+    /// Objects without a child: written by an interrupted loose batch; left by a cut gc.
+    orphans_written: usize,
+    orphans_gc: usize,
+}
+
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.cuts += o.cuts;
+        self.reflog_gaps += o.reflog_gaps;
+        self.orphans_written += o.orphans_written;
+        self.orphans_gc += o.orphans_gc;
+    }
 }
 
 struct Case {
@@ -91,31 +132,17 @@ struct Case {
     sim: PowerLossSim,
     paths: Paths,
     st: Option<State>,
-    /// The live files as the user left them.
-    live: Files,
-    /// Snapshots acknowledged (or made visible as the head by recovery) and their content.
-    known: BTreeMap<ObjectId, Files>,
-    /// Remote-tracking refs as the last acknowledged update left them.
-    refs: BTreeMap<&'static str, Option<ObjectId>>,
-    /// The most syncs an operation of each kind made, to place cuts.
-    span: HashMap<String, u64>,
-    next_session: usize,
-    round: u64,
-    cuts: usize,
-    /// Cuts after which check found the reflog behind the refs.
-    reflog_gaps: usize,
+    m: Model,
+    stats: Stats,
     /// Objects stored before the operation in progress began, and those of them stored loose.
     stored_before: HashSet<ObjectId>,
     loose_before: HashSet<ObjectId>,
     /// The operation in progress.
-    op: Option<Op>,
+    op: Option<Plan>,
     /// The cut stopped an operation (or recovery) half-way.
     interrupted: bool,
-    /// Objects found without a child after a cut, in the two ways the code allows today (kept:
-    /// they stay so until gc deletes them), and how many of each way.
-    orphans: HashSet<ObjectId>,
-    orphans_written: usize,
-    orphans_gc: usize,
+    /// The most syncs an operation of each kind made, to place random cuts.
+    span: HashMap<&'static str, u64>,
     log: Vec<String>,
 }
 
@@ -291,9 +318,38 @@ fn scratch_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).expect("tempdir")
 }
 
+/// Copies the tree at `from` into the existing folder `to` (files keep their mode).
+fn copy_tree(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from).min_depth(1) {
+        let e = e.expect("walk");
+        let dest = to.join(e.path().strip_prefix(from).expect("under"));
+        if e.file_type().is_dir() {
+            std::fs::create_dir(&dest).expect("mkdir");
+        } else if e.file_type().is_symlink() {
+            let t = std::fs::read_link(e.path()).expect("link");
+            std::os::unix::fs::symlink(t, &dest).expect("symlink");
+        } else {
+            std::fs::copy(e.path(), &dest).expect("copy");
+        }
+    }
+}
+
+/// Removes everything inside `dir`.
+fn empty_dir(dir: &Path) {
+    for e in std::fs::read_dir(dir).expect("read") {
+        let e = e.expect("entry");
+        if e.file_type().expect("type").is_dir() {
+            std::fs::remove_dir_all(e.path()).expect("rm");
+        } else {
+            std::fs::remove_file(e.path()).expect("rm");
+        }
+    }
+}
+
 impl Case {
-    fn new(seed: u64) -> Case {
-        let mut rng = Rng::new(seed);
+    /// A new store over `sessions` sessions (more than `PACK_BATCH` makes saves that move
+    /// every session ref go through `packed-refs`).
+    fn new(seed: u64, sessions: usize) -> Case {
         let dir = scratch_dir();
         let root = std::fs::canonicalize(dir.path()).expect("canonical");
         let paths = Paths {
@@ -303,45 +359,35 @@ impl Case {
         std::fs::create_dir_all(&paths.config_dir).expect("mkdir");
         std::fs::create_dir_all(paths.state_dir.join("sessions")).expect("mkdir");
         std::fs::create_dir_all(paths.state_dir.join("journal")).expect("mkdir");
-        // More sessions than `PACK_BATCH` sometimes, so that saves moving every session ref go
-        // through `packed-refs`.
-        let n = if rng.range(0, 3) == 0 { 36 } else { 5 };
+        let mut case = Case {
+            seed,
+            rng: Rng::new(seed),
+            _dir: dir,
+            sim: PowerLossSim::install(&root).expect("install the simulator"),
+            paths,
+            st: None,
+            m: Model {
+                refs: REMOTE_REFS.iter().map(|r| (*r, None)).collect(),
+                ..Model::default()
+            },
+            stats: Stats::default(),
+            stored_before: HashSet::new(),
+            loose_before: HashSet::new(),
+            op: None,
+            interrupted: false,
+            span: HashMap::new(),
+            log: Vec::new(),
+        };
         let mut live = Files::new();
         live.insert(
             "config/config.toml".into(),
             b"font = \"JetBrains Mono\"\n".to_vec(),
         );
         live.insert("state/journal/0000.jsonl".into(), b"{\"i\":0}\n".to_vec());
-        let mut case = Case {
-            seed,
-            rng,
-            _dir: dir,
-            sim: PowerLossSim::install(&root).expect("install the simulator"),
-            paths,
-            st: None,
-            live: Files::new(),
-            known: BTreeMap::new(),
-            refs: REMOTE_REFS.iter().map(|r| (*r, None)).collect(),
-            span: HashMap::new(),
-            next_session: 0,
-            round: 0,
-            cuts: 0,
-            reflog_gaps: 0,
-            stored_before: HashSet::new(),
-            loose_before: HashSet::new(),
-            op: None,
-            interrupted: false,
-            orphans: HashSet::new(),
-            orphans_written: 0,
-            orphans_gc: 0,
-            log: Vec::new(),
-        };
-        for _ in 0..n {
+        for _ in 0..sessions {
             case.add_session(&mut live);
         }
-        write_live(&case.paths, &Files::new(), &live);
-        case.live = live;
-        case.settle_live();
+        case.apply_live(live);
         let (st, _) = State::open(case.paths.clone()).expect("open");
         // `State::open` creates `snapshots/` with a plain `create_dir_all` (src/lib.rs), not
         // made durable in the state dir: a power cut before anything else syncs the state dir
@@ -356,9 +402,13 @@ impl Case {
         self.st.as_ref().expect("open")
     }
 
+    fn trail(&self) -> String {
+        self.log.join("\n")
+    }
+
     fn add_session(&mut self, live: &mut Files) {
-        let s = format!("s{:03}", self.next_session);
-        self.next_session += 1;
+        let s = format!("s{:03}", self.m.next_session);
+        self.m.next_session += 1;
         live.insert(
             format!("state/sessions/{s}/session.json"),
             format!("{{\"id\":\"{s}\",\"v\":0}}\n").into_bytes(),
@@ -372,8 +422,8 @@ impl Case {
 
     /// One random edit of `live`, confined to session `only` when given.
     fn edit_once(&mut self, live: &mut Files, only: Option<&str>) {
-        self.round += 1;
-        let round = self.round;
+        self.m.round += 1;
+        let round = self.m.round;
         let all = sessions(live);
         let pick = |rng: &mut Rng| {
             let v: Vec<&String> = all.iter().collect();
@@ -430,9 +480,9 @@ impl Case {
         }
     }
 
-    /// Applies 1–3 random edits to the live files (durable: the user's editor synced them).
+    /// Applies 1–3 random edits to the live files.
     fn edit(&mut self, only: Option<&str>) {
-        let mut live = self.live.clone();
+        let mut live = self.m.live.clone();
         for _ in 0..self.rng.range(1, 4) {
             self.edit_once(&mut live, only);
         }
@@ -441,24 +491,34 @@ impl Case {
 
     /// Every session changes: the next save moves every session ref at once.
     fn edit_all_sessions(&mut self) {
-        let mut live = self.live.clone();
-        self.round += 1;
-        for (p, v) in live.iter_mut() {
+        let mut live = self.m.live.clone();
+        self.m.round += 1;
+        for (p, v) in &mut live {
             if p.ends_with("/scrollback.bin") {
-                v.extend(format!("round {}\r\n", self.round).as_bytes());
+                v.extend(format!("round {}\r\n", self.m.round).as_bytes());
             }
         }
         self.apply_live(live);
     }
 
-    fn apply_live(&mut self, live: Files) {
-        write_live(&self.paths, &self.live, &live);
-        self.live = live;
-        self.settle_live();
+    /// More than `BULK_FILES` (512) files in as many folders, all at version `v`: a restore
+    /// that changes them all syncs the filesystem instead of each file and folder.
+    fn edit_bulk(&mut self, v: u32) {
+        let mut live = self.m.live.clone();
+        for i in 0..514 {
+            live.insert(
+                format!("config/bulk/d{i:03}/f"),
+                format!("{v} {i}\n").into_bytes(),
+            );
+        }
+        self.apply_live(live);
     }
 
-    /// The user's editor synced what it saved: the live folders are durable (not the store).
-    fn settle_live(&self) {
+    /// Writes the live files and makes them durable, as the user's editor would (the live
+    /// folders only: a settle of the store would hide a sync missing there).
+    fn apply_live(&mut self, live: Files) {
+        write_live(&self.paths, &self.m.live, &live);
+        self.m.live = live;
         for d in [
             self.paths.config_dir.clone(),
             self.paths.state_dir.join("sessions"),
@@ -477,7 +537,7 @@ impl Case {
 
     fn head_files(&self) -> Files {
         self.head()
-            .map(|h| self.known.get(&h).cloned().expect("the head is known"))
+            .map(|h| self.m.known.get(&h).cloned().expect("the head is known"))
             .unwrap_or_default()
     }
 
@@ -491,19 +551,20 @@ impl Case {
             "seed {}: {what} {id} does not hold what was saved",
             self.seed
         );
-        self.known.insert(id, files);
+        self.m.known.insert(id, files);
     }
 
-    /// Plants unreachable objects for gc: a pack of blobs, and loose trees and snapshots above
+    /// Plants unreachable objects for gc: a pack of blobs, and a loose tree and snapshot above
     /// some of them (gc must delete the loose parents before the packed children).
     fn plant_garbage(&mut self) {
         let st = self.st.as_ref().expect("open");
         let _lock = st.lock("test: plant garbage").expect("lock");
+        let round = self.m.round;
         let blobs: Vec<(ObjectId, usize)> = {
             let b = st.objects().batch().expect("batch");
             let v = (0..70)
                 .map(|i| {
-                    let data = format!("garbage {} {i}\n", self.round).into_bytes();
+                    let data = format!("garbage {round} {i}\n").into_bytes();
                     (b.put(&Object::Blob(data.clone())).expect("put"), data.len())
                 })
                 .collect();
@@ -527,7 +588,7 @@ impl Case {
         b.put(&Object::Snapshot(Snapshot {
             root: tree,
             parents: Vec::new(),
-            time_ns: i64::try_from(self.round).expect("small"),
+            time_ns: i64::try_from(round).expect("small"),
             device: "garbage".into(),
             message: "unreachable".into(),
             session: None,
@@ -538,80 +599,119 @@ impl Case {
         b.commit().expect("commit");
     }
 
-    /// Runs one operation, with a cut armed at a random sync of it about half of the time.
-    fn step(&mut self, i: usize) {
-        let op = Op::pick(&mut self.rng);
-        let name = format!("{op:?}");
-        let arm = self.rng.range(0, 2) == 0;
-        // Preparations (edits, garbage) are not cut.
-        let mut session = None;
-        match op {
-            Op::Save => self.edit(None),
-            Op::SaveSession => {
-                let all: Vec<String> = sessions(&self.live).into_iter().collect();
+    /// Prepares a random operation (edits, garbage; never cut) and plans it.
+    fn random_plan(&mut self) -> Option<Plan> {
+        let known: Vec<ObjectId> = self.m.known.keys().copied().collect();
+        let pick = |rng: &mut Rng, v: &[ObjectId]| v[rng.range(0, v.len())];
+        Some(match self.rng.range(0, 100) {
+            0..30 => {
+                self.edit(None);
+                Plan::Save { session: None }
+            }
+            30..40 => {
+                let all: Vec<String> = sessions(&self.m.live).into_iter().collect();
                 let s = all[self.rng.range(0, all.len())].clone();
                 self.edit(Some(&s));
-                session = Some(s);
+                Plan::Save { session: Some(s) }
             }
-            Op::SaveAllSessions => self.edit_all_sessions(),
-            Op::Restore | Op::RestoreSession if self.rng.range(0, 3) == 0 => self.edit(None),
-            Op::Gc | Op::Repack if self.rng.range(0, 2) == 0 => self.plant_garbage(),
-            _ => {}
-        }
-        let before = self.live.clone();
-        self.stored_before = self
-            .st()
-            .objects()
-            .list()
-            .expect("list")
-            .into_iter()
-            .collect();
-        self.loose_before = self
-            .st()
-            .objects()
-            .list_loose()
-            .expect("list")
-            .into_iter()
-            .collect();
-        self.op = Some(op);
+            40..46 => {
+                self.edit_all_sessions();
+                Plan::Save { session: None }
+            }
+            n @ 46..70 => {
+                if known.is_empty() {
+                    return None;
+                }
+                if self.rng.range(0, 3) == 0 {
+                    self.edit(None);
+                }
+                let target = pick(&mut self.rng, &known);
+                let session = if n >= 60 {
+                    let all: Vec<String> = sessions(&self.m.known[&target]).into_iter().collect();
+                    if all.is_empty() {
+                        return None;
+                    }
+                    Some(all[self.rng.range(0, all.len())].clone())
+                } else {
+                    None
+                };
+                Plan::Restore { target, session }
+            }
+            70..80 => {
+                let name = REMOTE_REFS[self.rng.range(0, REMOTE_REFS.len())];
+                let new = if self.m.refs[name].is_some()
+                    && (known.is_empty() || self.rng.range(0, 3) == 0)
+                {
+                    None
+                } else if known.is_empty() {
+                    return None;
+                } else {
+                    Some(pick(&mut self.rng, &known))
+                };
+                Plan::SetRef { name, new }
+            }
+            n => {
+                if self.rng.range(0, 2) == 0 {
+                    self.plant_garbage();
+                }
+                Plan::Gc { repack: n >= 90 }
+            }
+        })
+    }
+
+    /// A random operation, with a cut armed at a random sync of it about half of the time.
+    fn random_step(&mut self, i: usize) {
+        let Some(plan) = self.random_plan() else {
+            return;
+        };
+        let arm = self.rng.range(0, 2) == 0;
+        let span = *self.span.get(plan.kind()).unwrap_or(&40);
+        let cut = arm.then(|| 1 + self.rng.range(0, span as usize + 1) as u64);
+        self.log
+            .push(format!("{i}: {plan:?} (cut at its sync {cut:?})"));
         let start = self.sim.syncs();
-        let span = *self.span.get(&name).unwrap_or(&40);
-        let cut_at = arm.then(|| start + 1 + self.rng.range(0, span as usize + 1) as u64);
-        self.sim.cut_at(cut_at);
-        self.log.push(format!(
-            "{i}: {op:?}{} (syncs from {start}, cut at {cut_at:?})",
-            session.as_ref().map_or(String::new(), |s| format!(" {s}"))
-        ));
-        let inflight = self.run(op, session.as_deref(), &before);
-        self.interrupted = self.sim.is_cut();
+        let inflight = self.execute(&plan, cut);
         let used = self.sim.syncs() - start;
-        let span = self.span.entry(name).or_insert(0);
+        let span = self.span.entry(plan.kind()).or_insert(0);
         *span = (*span).max(used);
-        self.sim.cut_at(None);
         if arm {
             self.cut(&inflight);
         }
     }
 
-    /// Runs `op`; what a cut during it may leave.
-    fn run(&mut self, op: Op, session: Option<&str>, before: &Files) -> Inflight {
+    /// Runs `plan` with a power cut armed at its `cut`-th sync (from 1); what a cut may leave.
+    fn execute(&mut self, plan: &Plan, cut: Option<u64>) -> Inflight {
+        let o = self.st.as_ref().expect("open").objects();
+        let (stored, loose) = (o.list().expect("list"), o.list_loose().expect("list"));
+        self.stored_before = stored.into_iter().collect();
+        self.loose_before = loose.into_iter().collect();
+        self.op = Some(plan.clone());
+        self.sim.cut_at(cut.map(|k| self.sim.syncs() + k));
+        let inflight = self.run(plan);
+        self.interrupted = self.sim.is_cut();
+        self.sim.cut_at(None);
+        inflight
+    }
+
+    fn run(&mut self, plan: &Plan) -> Inflight {
         let seed = self.seed;
         let failed = |e: &dyn std::fmt::Display, sim: &PowerLossSim| {
             assert!(
                 sim.is_cut(),
-                "seed {seed}: {op:?} failed without a power cut: {e}"
+                "seed {seed}: {plan:?} failed without a power cut: {e}"
             );
         };
-        match op {
-            Op::Save | Op::SaveAllSessions | Op::SaveSession => {
+        let before = self.m.live.clone();
+        match plan {
+            Plan::Save { session } => {
                 let head = self.head_files();
                 let expected = match session {
-                    Some(s) => with_session(&head, &self.live, s),
-                    None => self.live.clone(),
+                    Some(s) => with_session(&head, &before, s),
+                    None => before.clone(),
                 };
                 let r = self.st().save(&SaveOptions {
-                    message: format!("{op:?}"),
-                    session: session.map(str::to_owned),
+                    message: format!("{plan:?}"),
+                    session: session.clone(),
                     ..SaveOptions::default()
                 });
                 match r {
@@ -623,35 +723,21 @@ impl Case {
                 }
                 Inflight::Quiet
             }
-            Op::Restore | Op::RestoreSession => {
-                let ids: Vec<ObjectId> = self.known.keys().copied().collect();
-                if ids.is_empty() {
-                    return Inflight::Quiet;
-                }
-                let target = ids[self.rng.range(0, ids.len())];
-                let t_files = self.known[&target].clone();
-                let s = if op == Op::RestoreSession {
-                    let all: Vec<String> = sessions(&t_files).into_iter().collect();
-                    if all.is_empty() {
-                        return Inflight::Quiet;
-                    }
-                    Some(all[self.rng.range(0, all.len())].clone())
-                } else {
-                    None
-                };
-                let new_live = match &s {
-                    Some(s) => with_session(before, &t_files, s),
+            Plan::Restore { target, session } => {
+                let t_files = self.m.known[target].clone();
+                let new_live = match session {
+                    Some(s) => with_session(&before, &t_files, s),
                     None => t_files.clone(),
                 };
                 let r = self.st().restore(&RestoreOptions {
                     rev: Some(target.to_hex()),
-                    session: s.clone(),
+                    session: session.clone(),
                     ..RestoreOptions::default()
                 });
                 match r {
                     Ok(o) => {
                         if let Some(a) = o.auto_saved {
-                            self.acknowledge(a, before.clone(), "auto-saved snapshot");
+                            self.acknowledge(a, before, "auto-saved snapshot");
                         }
                         // Recorded on top of the head, which (auto-saved if need be) held the
                         // live files.
@@ -663,46 +749,37 @@ impl Case {
                             live == new_live,
                             "seed {seed}: restore did not reach the target"
                         );
-                        self.live = new_live;
+                        self.m.live = new_live;
                         Inflight::Quiet
                     }
                     Err(e) => {
                         failed(&e, &self.sim);
                         Inflight::Restore {
-                            old: before.clone(),
+                            old: before,
                             new: new_live,
                         }
                     }
                 }
             }
-            Op::SetRef => {
-                let name = REMOTE_REFS[self.rng.range(0, REMOTE_REFS.len())];
-                let old = self.refs[name];
-                let ids: Vec<ObjectId> = self.known.keys().copied().collect();
-                let new = if old.is_some() && (ids.is_empty() || self.rng.range(0, 3) == 0) {
-                    None
-                } else if ids.is_empty() {
-                    return Inflight::Quiet;
-                } else {
-                    Some(ids[self.rng.range(0, ids.len())])
-                };
+            Plan::SetRef { name, new } => {
+                let old = self.m.refs[name];
                 let r = self
                     .st()
                     .lock("test: set ref")
-                    .and_then(|_lock| self.st().refs().set(name, new, "test: set ref"));
+                    .and_then(|_lock| self.st().refs().set(name, *new, "test: set ref"));
                 match r {
                     Ok(()) => {
-                        self.refs.insert(name, new);
+                        self.m.refs.insert(name, *new);
                         Inflight::Quiet
                     }
                     Err(e) => {
                         failed(&e, &self.sim);
-                        Inflight::Ref(name, old, new)
+                        Inflight::Ref(name, old, *new)
                     }
                 }
             }
-            Op::Gc | Op::Repack => {
-                if let Err(e) = self.st().gc_with(op == Op::Repack) {
+            Plan::Gc { repack } => {
+                if let Err(e) = self.st().gc_with(*repack) {
                     failed(&e, &self.sim);
                 }
                 Inflight::Quiet
@@ -710,10 +787,39 @@ impl Case {
         }
     }
 
+    /// Runs `plan` again and again from the state it starts from, with a cut at each of its
+    /// syncs in turn (the last run is the one that finished: a cut right after it).
+    fn at_every_sync(&mut self, plan: &Plan) {
+        let t = std::time::Instant::now();
+        let stash = scratch_dir();
+        copy_tree(self.sim.root(), stash.path());
+        let model = self.m.clone();
+        for k in 1.. {
+            if k > 1 {
+                self.st = None;
+                empty_dir(self.sim.root());
+                copy_tree(stash.path(), self.sim.root());
+                self.sim.reset().expect("reset");
+                self.m = model.clone();
+                self.st = Some(State::open(self.paths.clone()).expect("open").0);
+            }
+            self.log.push(format!("{plan:?} (cut at its sync {k})"));
+            let inflight = self.execute(plan, Some(k));
+            let finished = !self.interrupted;
+            self.cut(&inflight);
+            self.log.pop();
+            if finished {
+                eprintln!("{} syncs in {:?}: {plan:?}", k, t.elapsed());
+                break;
+            }
+            assert!(k < 2000, "{plan:?} never finishes");
+        }
+    }
+
     /// The power goes out; then the store is opened, checked and compared with the model.
     fn cut(&mut self, inflight: &Inflight) {
         let seed = self.seed;
-        self.cuts += 1;
+        self.stats.cuts += 1;
         self.st = None;
         let report = self.sim.power_cut().expect("power cut");
         self.log.push(format!(
@@ -729,18 +835,17 @@ impl Case {
             if tries == 1 && self.rng.range(0, 4) == 0 {
                 let n = self.sim.syncs() + 1 + self.rng.range(0, 12) as u64;
                 self.sim.cut_at(Some(n));
-            } else {
-                self.sim.cut_at(None);
             }
             let r = State::open(self.paths.clone());
-            if self.sim.is_cut() {
+            let cut = self.sim.is_cut();
+            self.sim.cut_at(None);
+            if cut {
                 drop(r);
                 self.log.push("   cut again during recovery".into());
                 self.interrupted = true;
                 self.sim.power_cut().expect("power cut");
                 continue;
             }
-            self.sim.cut_at(None);
             match r {
                 Ok((st, _)) => break st,
                 Err(e) => panic!(
@@ -753,10 +858,6 @@ impl Case {
         self.verify(inflight);
     }
 
-    fn trail(&self) -> String {
-        self.log.join("\n")
-    }
-
     fn verify(&mut self, inflight: &Inflight) {
         let seed = self.seed;
         let st = self.st.as_ref().expect("open");
@@ -765,7 +866,7 @@ impl Case {
             // A cut after refs moved and before their reflog lines were durable: startup
             // recovery does not complete the reflog (only `state recover` does; see
             // docs/safety.md, "Power-loss test"). Everything else must be clean already.
-            self.reflog_gaps += 1;
+            self.stats.reflog_gaps += 1;
             self.log
                 .push("   reflog behind the refs: state recover".into());
             st.recover().expect("recover");
@@ -788,7 +889,7 @@ impl Case {
         let (_, roots) = st.root_snapshots().expect("roots");
         let reachable = st.reachable(&roots).expect("reachable");
         let mut cache = HashMap::new();
-        for (id, files) in &self.known {
+        for (id, files) in &self.m.known {
             assert!(
                 reachable.contains(id),
                 "seed {seed}: acknowledged snapshot {id} is no longer reachable\n{}",
@@ -807,10 +908,11 @@ impl Case {
             }
         }
         // Ref updates that returned Ok stayed.
-        for (name, want) in &self.refs {
+        for (name, want) in &self.m.refs {
             let got = st.refs().get(name).expect("ref");
             let ok = got == *want
-                || matches!(inflight, Inflight::Ref(n, old, new) if n == name && (got == *old || got == *new));
+                || matches!(inflight, Inflight::Ref(n, old, new)
+                    if n == name && (got == *old || got == *new));
             assert!(
                 ok,
                 "seed {seed}: {name} is {got:?}, the last update set {want:?}\n{}",
@@ -819,38 +921,38 @@ impl Case {
         }
         if let Inflight::Ref(n, _, _) = inflight {
             let got = st.refs().get(n).expect("ref");
-            self.refs.insert(n, got);
+            self.m.refs.insert(n, got);
         }
         // The head: acknowledged, or made by the interrupted operation (or by the recovery
         // that finished it), which then counts as visible from now on.
         let head = st.refs().get(shelldone::store::refs::HEAD).expect("head");
         if let Some(h) = head
-            && !self.known.contains_key(&h)
+            && !self.m.known.contains_key(&h)
         {
             let files = snapshot_files(st, &h, &mut cache)
                 .unwrap_or_else(|e| panic!("seed {seed}: the head {h} does not read: {e}"));
-            self.known.insert(h, files);
+            self.m.known.insert(h, files);
         }
         self.check_session_refs();
         self.check_objects();
         // Live files.
         let live = read_live(&self.paths);
         match inflight {
-            Inflight::Restore { old, new } => {
-                assert!(
-                    live == *old || live == *new,
-                    "seed {seed}: after a cut during a restore the live files are neither all \
-                     old nor all new\n{}",
-                    self.trail()
-                );
-            }
+            Inflight::Restore { old, new } => assert!(
+                live == *old || live == *new,
+                "seed {seed}: after a cut during a restore the live files are neither all old \
+                 nor all new\n{}",
+                self.trail()
+            ),
             _ => assert!(
-                live == self.live,
+                live == self.m.live,
                 "seed {seed}: the live files changed\n{}",
                 self.trail()
             ),
         }
-        self.live = live;
+        self.m.live = live;
+        self.op = None;
+        self.interrupted = false;
     }
 
     /// No session ref is behind the head: each session in the head has a ref, naming a snapshot
@@ -859,7 +961,7 @@ impl Case {
     fn check_session_refs(&self) {
         let st = self.st();
         let Some(head) = self.head() else { return };
-        let head_files = &self.known[&head];
+        let head_files = &self.m.known[&head];
         let mut ancestors = HashSet::new();
         let mut stack = vec![head];
         while let Some(id) = stack.pop() {
@@ -924,13 +1026,12 @@ impl Case {
                     Object::Blob(_) => Vec::new(),
                 };
             for c in children {
-                if o.has(&c) || self.orphans.contains(&id) {
+                if o.has(&c) || self.m.orphans.contains(&id) {
                     continue;
                 }
                 if !self.stored_before.contains(&id) {
                     written.push(id);
-                } else if matches!(self.op, Some(Op::Gc | Op::Repack))
-                    && self.loose_before.contains(&c)
+                } else if matches!(self.op, Some(Plan::Gc { .. })) && self.loose_before.contains(&c)
                 {
                     gc.push(id);
                 } else {
@@ -943,66 +1044,136 @@ impl Case {
                 }
             }
         }
-        self.orphans_written += written.len();
-        self.orphans_gc += gc.len();
-        self.orphans.extend(written.into_iter().chain(gc));
+        self.stats.orphans_written += written.len();
+        self.stats.orphans_gc += gc.len();
+        self.m.orphans.extend(written.into_iter().chain(gc));
     }
 }
 
-#[test]
-fn power_cuts_never_lose_an_acknowledged_snapshot() {
+fn report(what: &str, stats: Stats, t: std::time::Instant) {
+    eprintln!(
+        "power-loss test ({what}): {} power cuts ({} left the reflog behind the refs; objects \
+         without a child: {} from an interrupted batch, {} from an interrupted gc), in {:?}",
+        stats.cuts,
+        stats.reflog_gaps,
+        stats.orphans_written,
+        stats.orphans_gc,
+        t.elapsed()
+    );
+}
+
+fn one_thread() {
     // One worker thread: a seed then replays the same syncs in the same order.
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build_global();
-    let cases: u64 = std::env::var("SHELLDONE_POWER_CASES")
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
-    let steps: usize = std::env::var("SHELLDONE_POWER_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(14);
-    let seed: u64 = std::env::var("SHELLDONE_POWER_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_nanos() as u64
-        });
+        .unwrap_or(default)
+}
+
+#[test]
+fn power_cuts_never_lose_an_acknowledged_snapshot() {
+    one_thread();
+    let cases = env_or("SHELLDONE_POWER_CASES", 30);
+    let steps = env_or("SHELLDONE_POWER_STEPS", 14);
+    let seed = env_or(
+        "SHELLDONE_POWER_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos() as u64,
+    );
     eprintln!(
         "power-loss test: seed {seed}, {cases} cases of {steps} steps; reproduce with \
          SHELLDONE_POWER_SEED={seed}"
     );
     let t = std::time::Instant::now();
-    let (mut cuts, mut snapshots, mut gaps, mut orphans) = (0, 0, 0, (0, 0));
+    let mut stats = Stats::default();
     for c in 0..cases {
         let case_seed = seed.wrapping_add(c.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut case = Case::new(case_seed);
+        let mut rng = Rng::new(case_seed);
+        let sessions = if rng.range(0, 3) == 0 { 36 } else { 5 };
+        let mut case = Case::new(case_seed, sessions);
         for i in 0..steps {
-            case.step(i);
+            case.random_step(i as usize);
         }
         // A last cut after everything was acknowledged.
-        case.op = None;
-        case.interrupted = false;
         case.cut(&Inflight::Quiet);
-        cuts += case.cuts;
-        gaps += case.reflog_gaps;
-        orphans.0 += case.orphans_written;
-        orphans.1 += case.orphans_gc;
-        snapshots += case.known.len();
+        stats += case.stats;
     }
-    for (site, n) in shelldone::store::durable::sim::sync_sites() {
-        eprintln!("power-loss test: {n:6} syncs at {site}");
-    }
-    eprintln!(
-        "power-loss test: {cuts} power cuts ({gaps} left the reflog behind the refs; objects \
-         without a child: {} from an interrupted batch, {} from an interrupted gc), {snapshots} \
-         snapshots checked, in {:?}",
-        orphans.0,
-        orphans.1,
-        t.elapsed()
-    );
+    report("random", stats, t);
+}
+
+#[test]
+fn a_cut_at_every_sync_of_a_scripted_history() {
+    one_thread();
+    let t = std::time::Instant::now();
+    let mut stats = Stats::default();
+    // More sessions than `PACK_BATCH`: saves that move every session ref use `packed-refs`.
+    let mut c = Case::new(7, 36);
+    // A first save: a pack, and every session ref into `packed-refs`.
+    c.at_every_sync(&Plan::Save { session: None });
+    // A small save: loose objects, a loose session ref shadowing its packed value.
+    c.edit(Some("s001"));
+    c.at_every_sync(&Plan::Save { session: None });
+    let second = c.head().expect("saved");
+    c.edit(Some("s002"));
+    c.at_every_sync(&Plan::Save {
+        session: Some("s002".into()),
+    });
+    let third = c.head().expect("saved");
+    // Every session at once: `packed-refs` again, and the loose refs that shadow it removed.
+    c.edit_all_sessions();
+    c.at_every_sync(&Plan::Save { session: None });
+    // A remote-tracking ref in new folders, then deleted.
+    c.at_every_sync(&Plan::SetRef {
+        name: REMOTE_REFS[1],
+        new: Some(second),
+    });
+    c.at_every_sync(&Plan::SetRef {
+        name: REMOTE_REFS[1],
+        new: None,
+    });
+    c.at_every_sync(&Plan::Restore {
+        target: third,
+        session: Some("s002".into()),
+    });
+    // Garbage (a pack of blobs under a loose tree and snapshot), gc, and a repack (more than
+    // `LOOSE_MAX` objects are reachable).
+    c.plant_garbage();
+    c.at_every_sync(&Plan::Gc { repack: false });
+    c.at_every_sync(&Plan::Gc { repack: true });
+    stats += c.stats;
+
+    // A restore of the whole state over unsaved edits (auto-saved first).
+    let mut c = Case::new(8, 5);
+    c.execute(&Plan::Save { session: None }, None);
+    let first = c.head().expect("saved");
+    c.edit(None);
+    c.execute(&Plan::Save { session: None }, None);
+    c.edit(None);
+    c.at_every_sync(&Plan::Restore {
+        target: first,
+        session: None,
+    });
+    stats += c.stats;
+
+    // A restore of more than 512 files in more than 512 folders: syncfs instead of fsyncs.
+    let mut c = Case::new(9, 3);
+    c.edit_bulk(1);
+    c.execute(&Plan::Save { session: None }, None);
+    let bulk = c.head().expect("saved");
+    c.edit_bulk(2);
+    c.execute(&Plan::Save { session: None }, None);
+    c.at_every_sync(&Plan::Restore {
+        target: bulk,
+        session: None,
+    });
+    stats += c.stats;
+    report("scripted", stats, t);
 }

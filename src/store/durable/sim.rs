@@ -89,6 +89,8 @@ struct St {
     dirs: HashMap<u64, BTreeMap<OsString, Entry>>,
     /// Every inode recorded, kept open so that its number is not reused.
     pins: HashMap<u64, std::fs::File>,
+    /// (length, ctime) of a file when [`record_all`] read its data.
+    stamps: HashMap<u64, (u64, i64, i64)>,
     root_ino: u64,
     /// Syncs inside the root so far.
     syncs: u64,
@@ -315,15 +317,31 @@ fn record_dir(st: &mut St, dir: &Path, ino: u64) -> std::io::Result<()> {
 fn record_all(st: &mut St, root: &Path) -> std::io::Result<()> {
     for e in walkdir::WalkDir::new(root).follow_links(false) {
         let e = e.map_err(std::io::Error::from)?;
-        let ino = e.metadata().map_err(std::io::Error::from)?.ino();
+        let meta = e.metadata().map_err(std::io::Error::from)?;
+        let ino = meta.ino();
         if e.file_type().is_dir() {
             record_dir(st, e.path(), ino)?;
         } else if e.file_type().is_file() && pin(st, ino, e.path())? {
-            let data = read_all(&st.pins[&ino])?;
-            st.files.insert(ino, data);
+            // Unchanged since its data was last recorded: nothing to read again.
+            let stamp = (meta.len(), meta.ctime(), meta.ctime_nsec());
+            if st.stamps.get(&ino) != Some(&stamp) || !st.files.contains_key(&ino) {
+                let data = read_all(&st.pins[&ino])?;
+                st.files.insert(ino, data);
+                st.stamps.insert(ino, stamp);
+            }
         }
     }
     Ok(())
+}
+
+/// Starts again from what `root` holds now, all of it durable (the sync count goes on).
+fn restart(st: &mut St, root: &Path) -> std::io::Result<()> {
+    *st = St {
+        root_ino: std::fs::metadata(root)?.ino(),
+        syncs: st.syncs,
+        ..St::default()
+    };
+    record_all(st, root)
 }
 
 /// What survives, as a tree.
@@ -382,30 +400,45 @@ fn write_image(dir: &Path, tree: &BTreeMap<OsString, Node>) -> std::io::Result<(
     Ok(())
 }
 
-/// Every path under `root` (relative) with what it is: a file's content, a directory, a link.
-fn listing(root: &Path) -> std::io::Result<BTreeMap<PathBuf, Option<Vec<u8>>>> {
+/// Every path under `root` (relative), with a file's length.
+fn listing(root: &Path) -> std::io::Result<BTreeMap<PathBuf, Option<u64>>> {
     let mut out = BTreeMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
         let e = e.map_err(std::io::Error::from)?;
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .expect("under the root")
-            .to_path_buf();
-        let v = if e.file_type().is_file() {
-            Some(std::fs::read(e.path())?)
-        } else if e.file_type().is_symlink() {
-            Some(
-                std::fs::read_link(e.path())?
-                    .into_os_string()
-                    .into_encoded_bytes(),
-            )
-        } else {
-            None
-        };
-        out.insert(rel, v);
+        let rel = e.path().strip_prefix(root).expect("under the root");
+        let len = e
+            .file_type()
+            .is_file()
+            .then(|| e.metadata().map(|m| m.len()));
+        out.insert(
+            rel.to_path_buf(),
+            len.transpose().map_err(std::io::Error::from)?,
+        );
     }
     Ok(out)
+}
+
+/// The paths of an image (relative), with a file's length.
+fn image_listing(
+    tree: &BTreeMap<OsString, Node>,
+    at: &Path,
+    out: &mut BTreeMap<PathBuf, Option<u64>>,
+) {
+    for (name, node) in tree {
+        let p = at.join(name);
+        match node {
+            Node::File(data, _) => {
+                out.insert(p, Some(data.len() as u64));
+            }
+            Node::Dir(sub, _) => {
+                image_listing(sub, &p, out);
+                out.insert(p, None);
+            }
+            Node::Link(_) => {
+                out.insert(p, None);
+            }
+        }
+    }
 }
 
 /// What a power cut changed, relative to the root.
@@ -413,7 +446,7 @@ fn listing(root: &Path) -> std::io::Result<BTreeMap<PathBuf, Option<Vec<u8>>>> {
 pub struct CutReport {
     /// Paths that existed before the cut and are gone.
     pub lost: Vec<PathBuf>,
-    /// Files whose content changed (reverted to older content, or emptied).
+    /// Files whose length changed (reverted to older content, or emptied).
     pub reverted: Vec<PathBuf>,
     /// Paths that are back (unlinked or renamed away before the cut, without a sync).
     pub back: Vec<PathBuf>,
@@ -494,6 +527,15 @@ impl PowerLossSim {
         record_all(&mut st, dir)
     }
 
+    /// Everything under the root now is durable (as after [`Self::power_cut`]); no cut armed.
+    /// For a test that rewrote the root itself (a copy of an earlier state put back).
+    ///
+    /// # Errors
+    /// I/O errors reading the root.
+    pub fn reset(&self) -> std::io::Result<()> {
+        restart(&mut self.inner.lock(), &self.inner.root)
+    }
+
     /// The power goes out now (whether or not an armed cut happened): the root is rewritten to
     /// exactly its durable image, and the simulator starts again from it (everything is
     /// durable, no cut armed). Nothing may be writing inside the root meanwhile.
@@ -514,7 +556,8 @@ impl PowerLossSim {
             }
         }
         write_image(root, &tree)?;
-        let after = listing(root)?;
+        let mut after = BTreeMap::new();
+        image_listing(&tree, Path::new(""), &mut after);
         let mut report = CutReport::default();
         for (p, v) in &before {
             match after.get(p) {
@@ -528,13 +571,7 @@ impl PowerLossSim {
             .filter(|p| !before.contains_key(*p))
             .cloned()
             .collect();
-        let syncs = st.syncs;
-        *st = St {
-            root_ino: std::fs::metadata(root)?.ino(),
-            syncs,
-            ..St::default()
-        };
-        record_all(&mut st, root)?;
+        restart(&mut st, root)?;
         Ok(report)
     }
 }
