@@ -19,7 +19,15 @@
 //!   file is gone, an unlinked one is back, a renamed one is back under its old name — and
 //!   under its new name too when only the target directory was synced. A rename of a file
 //!   whose data was never synced that is made durable by a directory sync leaves an empty file.
-//! - **`sync_filesystem`** makes everything under the root durable, data and entries.
+//! - **`sync_filesystem`** makes everything under the root durable, data and entries — or,
+//!   for a path inside a folder declared a filesystem of its own
+//!   ([`PowerLossSim::separate_filesystem`]), everything in that folder only.
+//! - [`PowerLossSim::power_cut_keeping`] also lets chosen directories keep every change
+//!   made to their entries since their last sync (as a journal may commit them unasked),
+//!   each such directory wholly, as it was at the instant of the cut: a file renamed into
+//!   place then survives under its new name, with its data only if that was synced (else
+//!   empty). This is how a missing sync of data before a rename shows when a later sync would
+//!   have covered the data.
 //! - Nothing else is durable: there is no journal that commits other metadata in order, no
 //!   `auto_da_alloc` that flushes a file replaced by a rename, no sync of a file that also
 //!   commits its directory entry (ext4 does all three; other filesystems need not). Each sync
@@ -73,6 +81,11 @@ struct Inner {
     st: Mutex<St>,
 }
 
+/// Directory entries by directory inode.
+type Dirs = HashMap<u64, BTreeMap<OsString, Entry>>;
+
+static NO_ENTRIES: BTreeMap<OsString, Entry> = BTreeMap::new();
+
 /// One directory entry as the durable image holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
@@ -86,9 +99,11 @@ struct St {
     /// Durable data by inode.
     files: HashMap<u64, Vec<u8>>,
     /// Durable entries by directory inode.
-    dirs: HashMap<u64, BTreeMap<OsString, Entry>>,
+    dirs: Dirs,
     /// Every inode recorded, kept open so that its number is not reused.
     pins: HashMap<u64, std::fs::File>,
+    /// Folders inside the root that are separate filesystems (for `sync_filesystem`).
+    filesystems: Vec<PathBuf>,
     /// (length, ctime) of a file when [`record_all`] read its data.
     stamps: HashMap<u64, (u64, i64, i64)>,
     root_ino: u64,
@@ -98,6 +113,8 @@ struct St {
     fail_at: Option<u64>,
     /// The power is out: every durable operation fails until [`PowerLossSim::power_cut`].
     cut: bool,
+    /// The entries of every directory when the armed cut happened.
+    at_cut: Option<Dirs>,
 }
 
 fn cut_error(path: &Path) -> std::io::Error {
@@ -137,15 +154,18 @@ pub(super) fn alive(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Counts a sync inside the root; `Err` when it is the one that cuts the power (or the power
+/// Counts a sync inside `root`; `Err` when it is the one that cuts the power (or the power
 /// is already out).
-fn count(st: &mut St, path: &Path) -> std::io::Result<()> {
+fn count(st: &mut St, root: &Path, path: &Path) -> std::io::Result<()> {
     if st.cut {
         return Err(cut_error(path));
     }
     st.syncs += 1;
     if st.fail_at == Some(st.syncs) {
         st.cut = true;
+        // What the directories hold at this instant, for a cut that keeps unsynced changes:
+        // what the operation's error paths do afterwards never happened on a dead machine.
+        st.at_cut = Some(current_dirs(st, root)?);
         return Err(cut_error(path));
     }
     Ok(())
@@ -197,7 +217,7 @@ pub(super) fn sync_file(
     if !st.cut && skip("file", site) {
         return Some(Ok(()));
     }
-    Some(count(&mut st, path).and_then(|()| {
+    Some(count(&mut st, &s.root, path).and_then(|()| {
         let ino = file.metadata()?.ino();
         if let std::collections::hash_map::Entry::Vacant(e) = st.pins.entry(ino) {
             e.insert(reopen(file, path)?);
@@ -219,7 +239,7 @@ pub(super) fn sync_dir(
     if !st.cut && skip("dir", site) {
         return Some(Ok(()));
     }
-    Some(count(&mut st, dir).and_then(|()| {
+    Some(count(&mut st, &s.root, dir).and_then(|()| {
         let ino = dir_file.metadata()?.ino();
         record_dir(&mut st, dir, ino)
     }))
@@ -232,7 +252,24 @@ pub(super) fn sync_filesystem(path: &Path, site: Site) -> Option<std::io::Result
     if !st.cut && skip("fs", site) {
         return Some(Ok(()));
     }
-    Some(count(&mut st, path).and_then(|()| record_all(&mut st, &s.root)))
+    Some(count(&mut st, &s.root, path).and_then(|()| {
+        // The filesystem holding `path`: the innermost separate one, or the root's.
+        let p = absolute(path);
+        let fs_root = st
+            .filesystems
+            .iter()
+            .filter(|f| p.starts_with(f))
+            .max_by_key(|f| f.as_os_str().len())
+            .cloned()
+            .unwrap_or_else(|| s.root.clone());
+        let others: Vec<PathBuf> = st
+            .filesystems
+            .iter()
+            .filter(|f| **f != fs_root && f.starts_with(&fs_root))
+            .cloned()
+            .collect();
+        record_tree(&mut st, &fs_root, &others)
+    }))
 }
 
 /// Opens the inode behind `file` for reading (through `/proc/self/fd`, so that a write-only
@@ -283,6 +320,13 @@ fn pin(st: &mut St, ino: u64, path: &Path) -> std::io::Result<bool> {
 
 /// Records the entries of `dir` (inode `ino`) as durable.
 fn record_dir(st: &mut St, dir: &Path, ino: u64) -> std::io::Result<()> {
+    let entries = list_dir(st, dir, ino)?;
+    st.dirs.insert(ino, entries);
+    Ok(())
+}
+
+/// The entries `dir` (inode `ino`) holds now; it and they are pinned.
+fn list_dir(st: &mut St, dir: &Path, ino: u64) -> std::io::Result<BTreeMap<OsString, Entry>> {
     use std::os::unix::fs::DirEntryExt;
     pin(st, ino, dir)?;
     let mut entries = BTreeMap::new();
@@ -309,13 +353,34 @@ fn record_dir(st: &mut St, dir: &Path, ino: u64) -> std::io::Result<()> {
         }
         entries.insert(e.file_name(), entry);
     }
-    st.dirs.insert(ino, entries);
-    Ok(())
+    Ok(entries)
+}
+
+/// The entries of every directory under `root` now, by inode.
+fn current_dirs(st: &mut St, root: &Path) -> std::io::Result<Dirs> {
+    let mut out = Dirs::new();
+    for e in walkdir::WalkDir::new(root).follow_links(false) {
+        let e = e.map_err(std::io::Error::from)?;
+        if e.file_type().is_dir() {
+            let ino = e.metadata().map_err(std::io::Error::from)?.ino();
+            out.insert(ino, list_dir(st, e.path(), ino)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Records everything under `root` as durable: every directory's entries, every file's data.
 fn record_all(st: &mut St, root: &Path) -> std::io::Result<()> {
-    for e in walkdir::WalkDir::new(root).follow_links(false) {
+    record_tree(st, root, &[])
+}
+
+/// Records everything under `root` but the subtrees `exclude` as durable.
+fn record_tree(st: &mut St, root: &Path, exclude: &[PathBuf]) -> std::io::Result<()> {
+    let walk = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| !exclude.iter().any(|x| x == e.path()));
+    for e in walk {
         let e = e.map_err(std::io::Error::from)?;
         let meta = e.metadata().map_err(std::io::Error::from)?;
         let ino = meta.ino();
@@ -339,6 +404,7 @@ fn restart(st: &mut St, root: &Path) -> std::io::Result<()> {
     *st = St {
         root_ino: std::fs::metadata(root)?.ino(),
         syncs: st.syncs,
+        filesystems: std::mem::take(&mut st.filesystems),
         ..St::default()
     };
     record_all(st, root)
@@ -352,9 +418,17 @@ enum Node {
     Link(PathBuf),
 }
 
-/// The durable content of directory `ino`; `up` holds its ancestors (a cycle, which records
-/// taken at different times could form if directories moved, is cut).
-fn image(st: &St, ino: u64, up: &mut Vec<u64>) -> BTreeMap<OsString, Node> {
+/// What survives of directory `ino`, at `rel` under the root: its durable entries, or when
+/// `keep` says so, the entries it holds now (from `now`); `up` holds its ancestors (a cycle,
+/// which records taken at different times could form if directories moved, is cut).
+fn image(
+    st: &St,
+    ino: u64,
+    rel: &Path,
+    now: Option<&Dirs>,
+    keep: &mut dyn FnMut(&Path) -> bool,
+    up: &mut Vec<u64>,
+) -> BTreeMap<OsString, Node> {
     let mode = |i: &u64, default: u32| {
         st.pins
             .get(i)
@@ -362,9 +436,13 @@ fn image(st: &St, ino: u64, up: &mut Vec<u64>) -> BTreeMap<OsString, Node> {
             .map_or(default, |m| m.permissions().mode() & 0o7777)
     };
     let mut out = BTreeMap::new();
-    let Some(entries) = st.dirs.get(&ino) else {
-        return out;
-    };
+    let kept = now.is_some() && keep(rel);
+    let entries = match now {
+        Some(now) if kept => now.get(&ino),
+        _ => st.dirs.get(&ino),
+    }
+    .unwrap_or(&NO_ENTRIES);
+
     up.push(ino);
     for (name, e) in entries {
         let node = match e {
@@ -372,7 +450,10 @@ fn image(st: &St, ino: u64, up: &mut Vec<u64>) -> BTreeMap<OsString, Node> {
                 Node::File(st.files.get(i).cloned().unwrap_or_default(), mode(i, 0o600))
             }
             Entry::Dir(i) if up.contains(i) => continue,
-            Entry::Dir(i) => Node::Dir(image(st, *i, up), mode(i, 0o700)),
+            Entry::Dir(i) => Node::Dir(
+                image(st, *i, &rel.join(name), now, keep, up),
+                mode(i, 0o700),
+            ),
             Entry::Link(t) => Node::Link(t.clone()),
         };
         out.insert(name.clone(), node);
@@ -492,6 +573,25 @@ impl PowerLossSim {
         Ok(PowerLossSim { inner })
     }
 
+    /// Makes `dir`, a folder inside the root, a filesystem of its own: a `sync_filesystem` of
+    /// a path inside it makes only it durable, and one of a path outside it does not reach it
+    /// (the state and the config dirs may be on two filesystems, and restore syncs each).
+    ///
+    /// # Errors
+    /// `dir` does not exist or is not inside the root.
+    pub fn separate_filesystem(&self, dir: &Path) -> std::io::Result<()> {
+        let dir = std::fs::canonicalize(dir)?;
+        if !dir.starts_with(&self.inner.root) {
+            return Err(std::io::Error::other(format!(
+                "{} is not inside {}",
+                dir.display(),
+                self.inner.root.display()
+            )));
+        }
+        self.inner.lock().filesystems.push(dir);
+        Ok(())
+    }
+
     /// The root (canonical).
     #[must_use]
     pub fn root(&self) -> &Path {
@@ -543,10 +643,47 @@ impl PowerLossSim {
     /// # Errors
     /// I/O errors rewriting the root.
     pub fn power_cut(&self) -> std::io::Result<CutReport> {
+        self.cut(false, &mut |_| false)
+    }
+
+    /// As [`Self::power_cut`], except that each directory for which `keep` (given its path
+    /// under the root) says so keeps every change made to its entries since its last sync —
+    /// the creates, renames and unlinks a journal may commit without being asked to — as they
+    /// were at the instant of the cut (the armed sync; now, when none fired): what the
+    /// interrupted operation's error paths did afterwards never happened. File data not
+    /// synced is lost all the same: a file renamed into place without a sync of its data
+    /// survives empty.
+    ///
+    /// # Errors
+    /// I/O errors rewriting the root.
+    pub fn power_cut_keeping(
+        &self,
+        keep: &mut dyn FnMut(&Path) -> bool,
+    ) -> std::io::Result<CutReport> {
+        self.cut(true, keep)
+    }
+
+    fn cut(
+        &self,
+        keeping: bool,
+        keep: &mut dyn FnMut(&Path) -> bool,
+    ) -> std::io::Result<CutReport> {
         let root = &self.inner.root;
         let mut st = self.inner.lock();
         let before = listing(root)?;
-        let tree = image(&st, st.root_ino, &mut Vec::new());
+        let now = match (keeping, st.at_cut.take()) {
+            (false, _) => None,
+            (true, Some(at_cut)) => Some(at_cut),
+            (true, None) => Some(current_dirs(&mut st, root)?),
+        };
+        let tree = image(
+            &st,
+            st.root_ino,
+            Path::new(""),
+            now.as_ref(),
+            keep,
+            &mut Vec::new(),
+        );
         for e in std::fs::read_dir(root)? {
             let e = e?;
             if e.file_type()?.is_dir() {
