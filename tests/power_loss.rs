@@ -195,6 +195,12 @@ fn noise(rng: &mut Rng, len: usize) -> Vec<u8> {
 
 /// Reads the live files (and fails on a leftover temp file: recovery removes them).
 fn read_live(paths: &Paths) -> Files {
+    read_live_files(paths, false)
+}
+
+/// Reads the live files; temp files are skipped when `temps` says they may be there (before
+/// recovery), else they fail the test.
+fn read_live_files(paths: &Paths, temps: bool) -> Files {
     let mut out = Files::new();
     for (base, label) in [
         (paths.config_dir.clone(), "config"),
@@ -207,6 +213,9 @@ fn read_live(paths: &Paths) -> Files {
         for e in walkdir::WalkDir::new(&base).min_depth(1) {
             let e = e.expect("walk");
             let name = e.file_name().to_string_lossy();
+            if temps && name.starts_with(".shelldone-tmp.") {
+                continue;
+            }
             assert!(
                 !name.starts_with(".shelldone-tmp."),
                 "a temp file survived recovery: {}",
@@ -879,6 +888,7 @@ impl Case {
             report.reverted.len(),
             report.back.len()
         ));
+        self.check_not_torn(inflight);
         // Sometimes the power goes out again during recovery.
         let mut tries = 0;
         let st = loop {
@@ -895,6 +905,7 @@ impl Case {
                 self.log.push("   cut again during recovery".into());
                 self.interrupted = true;
                 self.sim.power_cut().expect("power cut");
+                self.check_not_torn(inflight);
                 continue;
             }
             match r {
@@ -1004,6 +1015,28 @@ impl Case {
         self.m.live = live;
         self.op = None;
         self.interrupted = false;
+    }
+
+    /// Right after a cut, before any recovery (the terminal may read its files then): every
+    /// live file is the user's, or during a restore its old or its new content — never empty
+    /// or half-written where it had content (docs/safety.md, invariant 4).
+    fn check_not_torn(&self, inflight: &Inflight) {
+        let now = read_live_files(&self.paths, true);
+        let (old, new) = match inflight {
+            Inflight::Restore { old, new } => (old, new),
+            _ => (&self.m.live, &self.m.live),
+        };
+        for p in now.keys().chain(old.keys()).chain(new.keys()) {
+            let got = now.get(p);
+            assert!(
+                got == old.get(p) || got == new.get(p),
+                "seed {}: right after the cut, {p} is neither its old nor its new content \
+                 ({} bytes)\n{}",
+                self.seed,
+                got.map_or(0, Vec::len),
+                self.trail()
+            );
+        }
     }
 
     /// No session ref is behind the head: each session in the head has a ref, naming a snapshot
