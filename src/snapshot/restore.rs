@@ -6,7 +6,6 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use fs_err as fs;
 use objects_format::EntryKind;
 use rayon::prelude::*;
 
@@ -250,17 +249,10 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Resu
                     ),
                 });
             }
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes_ext(&target), tmp).map_err(
-                |e| {
-                    Error::Io(std::io::Error::new(
-                        e.kind(),
-                        format!("{e} (creating link {})", tmp.display()),
-                    ))
-                },
-            )?;
+            durable::symlink(Path::new(std::ffi::OsStr::from_bytes_ext(&target)), tmp)?;
         }
         EntryKind::File | EntryKind::ChunkedFile => {
-            let mut f = fs::File::create(tmp)?;
+            let mut f = durable::create(tmp)?;
             if leaf.kind == EntryKind::File {
                 let data = store.read_blob(&leaf.id)?;
                 if data.len() as u64 != leaf.size {
@@ -305,7 +297,7 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Resu
             // Content durable before the rename makes it the live file (never a zero-length
             // file after a power cut). Large restores sync the whole filesystem once instead.
             if sync {
-                f.sync_data()?;
+                durable::sync_data(f.file(), tmp)?;
             }
         }
         EntryKind::Dir => unreachable!("leaves are never directories"),
@@ -326,7 +318,7 @@ impl FromBytesExt for std::ffi::OsStr {
 fn clear_non_dir(p: &Path) -> Result<()> {
     match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Ok(fs::remove_file(p)?),
+        Ok(_) => Ok(durable::remove_file(p)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -335,7 +327,7 @@ fn clear_non_dir(p: &Path) -> Result<()> {
 /// Removes whatever is at `p` if it is a directory (a file is about to take its place).
 fn clear_dir(p: &Path) -> Result<()> {
     match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => Ok(fs::remove_dir_all(p)?),
+        Ok(m) if m.is_dir() => Ok(durable::remove_dir_all(p)?),
         _ => Ok(()),
     }
 }
@@ -363,7 +355,7 @@ fn stage(
             match materialize(store, leaf, &tmp, sync) {
                 Ok(()) => Ok((tmp, abs)),
                 Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
+                    let _ = durable::remove_file(&tmp);
                     Err(e)
                 }
             }
@@ -381,7 +373,7 @@ fn stage(
     }
     if let Some(e) = first_err {
         for (tmp, _) in &ok {
-            let _ = std::fs::remove_file(tmp);
+            let _ = durable::remove_file(tmp);
         }
         return Err(e);
     }
@@ -395,7 +387,7 @@ fn stage(
 /// Missing/corrupt objects (nothing live changed), I/O errors.
 pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -> Result<()> {
     for r in super::ROOTS {
-        fs::create_dir_all(layout.abs(r.as_bytes()))?;
+        durable::create_dir_all_durable(&layout.abs(r.as_bytes()))?;
     }
     // Nothing is ever written through a symlink: every directory between a root folder and a
     // path written, created or removed is checked to be a real directory first (`RealDirs`).
@@ -416,7 +408,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
         match std::fs::symlink_metadata(&abs) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => blocked.push(d),
-            Err(_) => match std::fs::create_dir(&abs) {
+            Err(_) => match durable::create_dir(&abs) {
                 Ok(()) => {
                     created.push(abs);
                     real.memo.insert(d.clone(), true);
@@ -435,7 +427,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
         Ok(s) => s,
         Err(e) => {
             for d in created.iter().rev() {
-                let _ = std::fs::remove_dir(d);
+                let _ = durable::remove_dir(d);
             }
             return Err(e);
         }
@@ -454,7 +446,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
                 let abs = layout.abs(d);
                 clear_non_dir(&abs)?;
                 if !is_real_dir(&abs) {
-                    fs::create_dir(&abs)?;
+                    durable::create_dir(&abs)?;
                 }
                 real.memo.insert((*d).clone(), true);
             }
@@ -471,7 +463,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
             Ok(more) => renames.extend(more),
             Err(e) => {
                 for (tmp, _) in &renames {
-                    let _ = std::fs::remove_file(tmp);
+                    let _ = durable::remove_file(tmp);
                 }
                 return Err(e);
             }
@@ -484,7 +476,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
     }
     // 2. Atomic replacement, file by file (content was fsynced when written).
     for (tmp, abs) in &renames {
-        fs::rename(tmp, abs)?;
+        durable::rename(tmp, abs)?;
     }
     // 3. Files and folders the target does not have (never below a symlink: such a path was
     //    not found by the walk, which does not follow links, and is not touched).
@@ -496,7 +488,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
         let abs = layout.abs(p);
         match std::fs::symlink_metadata(&abs) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => fs::remove_file(&abs)?,
+            Ok(_) => durable::remove_file(&abs)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
@@ -506,7 +498,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
             continue;
         }
         let abs = layout.abs(d);
-        match std::fs::remove_dir(&abs) {
+        match durable::remove_dir(&abs) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -554,7 +546,7 @@ pub fn remove_tmp_files(layout: &Layout) -> Result<usize> {
             if durable::is_tmp_name(std::os::unix::ffi::OsStrExt::as_bytes(e.file_name()))
                 && !e.file_type().is_dir()
             {
-                fs::remove_file(e.path())?;
+                durable::remove_file(e.path())?;
                 n += 1;
             }
         }

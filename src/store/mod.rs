@@ -388,15 +388,9 @@ impl ObjectStore {
             self.root
                 .join("staging")
                 .join(format!("{}-{}", std::process::id(), now_ns()));
-        fs::create_dir_all(&staging)?;
+        durable::create_dir_all(&staging)?;
         let path = staging.join("objects.pack");
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?
-            .into_parts()
-            .0;
+        let mut file = durable::create_new_rw(&path)?.into_parts().0;
         std::io::Write::write_all(&mut file, pack::PACK_MAGIC)?;
         Ok(Batch {
             store: self,
@@ -581,7 +575,7 @@ impl Drop for Batch<'_> {
     /// A batch dropped without commit (an error, a full disk) removes its staging dir at once,
     /// so a failed save leaves nothing behind (recovery would remove it otherwise).
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.staging);
+        let _ = durable::remove_dir_all(&self.staging);
     }
 }
 
@@ -640,15 +634,12 @@ impl Batch<'_> {
                     .map_err(|_| Error::Internal("background sync thread panicked".into()))??;
             }
             es.0 = total;
-            let f = self
-                .pack
-                .lock()
-                .expect("no panics while held")
-                .as_ref()
-                .expect("batch not committed")
-                .file
-                .try_clone()?;
-            es.1 = Some(std::thread::spawn(move || f.sync_data()));
+            let (f, path) = {
+                let g = self.pack.lock().expect("no panics while held");
+                let w = g.as_ref().expect("batch not committed");
+                (w.file.try_clone()?, w.path.clone())
+            };
+            es.1 = Some(std::thread::spawn(move || durable::sync_data(&f, &path)));
         }
         Ok(())
     }
@@ -823,21 +814,26 @@ impl Batch<'_> {
                     Src::Canonical(c) => compress_level(c, self.level)?,
                 };
                 let t = self.staging.join(id.to_hex());
-                let mut f = fs::File::create(&t)?;
+                let mut f = durable::create(&t)?;
                 f.write_all(&buf)?;
-                f.sync_data()?;
+                durable::sync_data(f.file(), &t)?;
                 Ok((t, buf.len() as u64))
             })
             .collect::<Result<_>>()?;
         let mut fan_dirs: Vec<PathBuf> = Vec::new();
+        if !objs.is_empty() {
+            // Once, in a new store: `objects/` itself durable in `snapshots/`.
+            durable::create_dir_all_durable(&self.store.root.join("objects"))?;
+        }
         for ((id, ..), (t, _)) in objs.iter().zip(&written) {
             let target = self.store.object_path(id);
             let fan = target.parent().expect("fan-out dir");
             if !fan_dirs.iter().any(|d| d == fan) {
-                fs::create_dir_all(fan)?;
+                // A new fan-out dir is made durable by the sync of `objects/` below.
+                durable::create_dir_all(fan)?;
                 fan_dirs.push(fan.to_path_buf());
             }
-            fs::rename(t, &target)?;
+            durable::rename(t, &target)?;
         }
         if !objs.is_empty() {
             fan_dirs.par_iter().try_for_each(|d| durable::sync_dir(d))?;
@@ -853,9 +849,9 @@ impl Batch<'_> {
     /// Removes this batch's staging dir, and `staging/` itself when no other batch uses it (only
     /// the lock holder makes batches, so none is being created meanwhile).
     fn remove_staging(&self) -> Result<()> {
-        fs::remove_dir_all(&self.staging)?;
+        durable::remove_dir_all(&self.staging)?;
         if let Some(parent) = self.staging.parent() {
-            let _ = std::fs::remove_dir(parent);
+            let _ = durable::remove_dir(parent);
         }
         Ok(())
     }
@@ -866,7 +862,7 @@ impl Batch<'_> {
             objects: w.entries.len() as u64,
             bytes: self.bytes.load(Ordering::Relaxed),
         };
-        w.file.sync_data()?;
+        durable::sync_data(&w.file, &w.path)?;
         drop(w.file);
         let hash = pack::hash_file(&w.path)?;
         let name = format!("pack-{}", hash.to_hex());
@@ -886,12 +882,12 @@ impl Batch<'_> {
         let idx = objects_format::pack::build_index(hash.as_bytes(), &mut index);
         let idx_tmp = self.staging.join("objects.idx");
         {
-            let mut f = fs::File::create(&idx_tmp)?;
+            let mut f = durable::create(&idx_tmp)?;
             f.write_all(&idx)?;
-            f.sync_data()?;
+            durable::sync_data(f.file(), &idx_tmp)?;
         }
         let dir = self.store.packs_dir();
-        fs::create_dir_all(&dir)?;
+        durable::create_dir_all_durable(&dir)?;
         let pack_path = dir.join(format!("{name}.pack"));
         let idx_path = dir.join(format!("{name}.idx"));
         // The name is the hash of the content: an existing pack of that name holds exactly
@@ -899,12 +895,12 @@ impl Batch<'_> {
         let existed = pack_path.exists();
         if !(existed && idx_path.exists()) {
             if !existed {
-                fs::rename(&w.path, &pack_path)?;
+                durable::rename(&w.path, &pack_path)?;
             }
-            if let Err(e) = fs::rename(&idx_tmp, &idx_path) {
+            if let Err(e) = durable::rename(&idx_tmp, &idx_path) {
                 if !existed {
                     // Without its index the pack is invisible; do not leave it behind.
-                    let _ = std::fs::remove_file(&pack_path);
+                    let _ = durable::remove_file(&pack_path);
                 }
                 return Err(e.into());
             }

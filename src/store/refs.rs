@@ -400,19 +400,19 @@ impl Refs {
                 if let Some(id) = u.new {
                     let dir = self.refs.join(&u.name);
                     let dir = dir.parent().expect("ref has a parent");
-                    fs::create_dir_all(dir)?;
+                    durable::create_dir_all_durable(dir)?;
                     let tmp = durable::tmp_path(dir);
                     temps.push(tmp.clone());
-                    let mut f = fs::File::create(&tmp)?;
+                    let mut f = durable::create(&tmp)?;
                     std::io::Write::write_all(&mut f, format!("{id}\n").as_bytes())?;
-                    f.sync_data()?;
+                    durable::sync_data(f.file(), &tmp)?;
                 }
             }
             Ok(())
         })();
         if let Err(e) = res.and_then(|()| self.unpack_deleted(plan)) {
             for t in &temps {
-                let _ = std::fs::remove_file(t);
+                let _ = durable::remove_file(t);
             }
             return Err(e);
         }
@@ -427,9 +427,9 @@ impl Refs {
                 }
             }
             if u.new.is_some() {
-                fs::rename(temps.next().expect("one temp per new value"), &path)?;
+                durable::rename(&temps.next().expect("one temp per new value"), &path)?;
             } else {
-                match std::fs::remove_file(&path) {
+                match durable::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e.into()),
@@ -492,7 +492,7 @@ impl Refs {
         self.write_packed(&p)?;
         let mut dirs: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
         for path in shadowing {
-            fs::remove_file(&path)?;
+            durable::remove_file(&path)?;
             dirs.insert(path.parent().expect("ref has a parent").to_path_buf());
         }
         for d in dirs {
@@ -502,11 +502,11 @@ impl Refs {
             let path = self.path(HEAD);
             match new {
                 Some(id) => {
-                    fs::create_dir_all(&self.refs)?;
+                    durable::create_dir_all_durable(&self.refs)?;
                     durable::write_atomic(&path, format!("{id}\n").as_bytes())?;
                 }
                 None => {
-                    fs::remove_file(&path)?;
+                    durable::remove_file(&path)?;
                     durable::sync_dir(&self.refs)?;
                 }
             }
@@ -556,7 +556,7 @@ impl Refs {
         message: &str,
         sync: bool,
     ) -> Result<()> {
-        fs::create_dir_all(&self.logs)?;
+        durable::create_dir_all_durable(&self.logs)?;
         let msg: String = message
             .chars()
             .map(|c| if c == '\n' { ' ' } else { c })
@@ -570,11 +570,8 @@ impl Refs {
                 fmt_opt(new.as_ref())
             ));
         }
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(self.logs.join(LOG_FILE))?;
+        let path = self.logs.join(LOG_FILE);
+        let (mut f, created) = durable::open_append(&path)?;
         // A line torn by a crash is closed first, so the next entry starts on a line of its own.
         let len = f.metadata()?.len();
         if len > 0 {
@@ -586,7 +583,12 @@ impl Refs {
         }
         std::io::Write::write_all(&mut f, text.as_bytes())?;
         if sync {
-            f.sync_data()?;
+            durable::sync_data(f.file(), &path)?;
+            if created || len == 0 {
+                // A new reflog (a new store, or one whose first append failed): its name
+                // durable too, or the lines just synced could vanish with it.
+                durable::sync_dir(&self.logs)?;
+            }
         }
         Ok(())
     }
@@ -786,7 +788,7 @@ impl Refs {
     /// # Errors
     /// I/O errors.
     pub fn repair_reflog(&self, text: &[u8]) -> Result<()> {
-        fs::create_dir_all(&self.logs)?;
+        durable::create_dir_all_durable(&self.logs)?;
         durable::write_atomic(&self.log_path(), text)?;
         Ok(())
     }
@@ -930,14 +932,14 @@ fn parse_loose(b: &[u8]) -> std::result::Result<ObjectId, String> {
 /// Reads a loose ref file: `None` when there is none (or the name is a directory of refs).
 /// Writes a loose ref file (temp, fsync, rename; its folder created first).
 fn write_loose(path: &Path, id: ObjectId) -> Result<()> {
-    fs::create_dir_all(path.parent().expect("ref has a parent"))?;
+    durable::create_dir_all_durable(path.parent().expect("ref has a parent"))?;
     durable::write_atomic(path, format!("{id}\n").as_bytes())?;
     Ok(())
 }
 
 /// Removes a loose ref file (an absent one is fine) and syncs its folder.
 fn remove_loose(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
+    match durable::remove_file(path) {
         Ok(()) => durable::sync_dir(path.parent().expect("ref has a parent"))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
