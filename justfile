@@ -30,10 +30,11 @@ fuzz-build:
 spec:
     python3 objects-format/tools/decode.py --vectors objects-format/tests/vectors.json --layout-vectors objects-format/tests/store-layout.json --store fixtures/store-v1/state --compare-with fixtures/store-v1
 
-# verify + cargo-deny + 200 SIGKILL fault-injection iterations + the sync model
-# (tests/sync_model.rs) for 2000 steps per remote + fuzzing each decoder for a while.
+# verify + cargo-deny + 200 SIGKILL fault-injection iterations + 300 cases of simulated power cuts
+# + the sync model (tests/sync_model.rs) for 2000 steps per remote + fuzzing each decoder.
 verify-full: verify deny
     SHELLDONE_CRASH_ITERATIONS=200 cargo test --release --locked --test crash -- --nocapture
+    SHELLDONE_POWER_CASES=300 cargo test --release --locked --test power_loss -- --nocapture
     SHELLDONE_MODEL_STEPS=2000 cargo test --release --locked --test sync_model -- --nocapture
     just fuzz 60
 
@@ -41,6 +42,27 @@ verify-full: verify deny
 # STRICT=0 to work around the bugs it found (fixed; for bisecting old binaries).
 sync-model STEPS="300" SEED="0x5EED0009" STRICT="1":
     SHELLDONE_MODEL_STEPS={{STEPS}} SHELLDONE_MODEL_SEED={{SEED}} SHELLDONE_MODEL_STRICT={{STRICT}} cargo test --release --locked --test sync_model -- --nocapture
+
+# The power-loss test with each sync left out in turn (docs/safety.md, "Power-loss test"): prints,
+# per call site, whether the test notices. Tens of minutes.
+power-loss-sites:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    bin=$(cargo test --locked --test power_loss --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p')
+    sites=$(SHELLDONE_POWER_SEED=1 "$bin" --nocapture 2>&1 | sed -n 's/.*syncs at //p' | grep -v '@tests/' | sort -u)
+    for site in $sites; do
+        verdict="not caught"
+        if ! SHELLDONE_POWER_SKIP_SYNC="$site" "$bin" --test-threads 1 scripted >/dev/null 2>&1; then
+            verdict="caught (scripted)"
+        else
+            for seed in 11 12 13; do
+                if ! SHELLDONE_POWER_SKIP_SYNC="$site" SHELLDONE_POWER_SEED=$seed "$bin" --test-threads 1 power_cuts >/dev/null 2>&1; then
+                    verdict="caught (random, seed $seed)"; break
+                fi
+            done
+        fi
+        echo "$site: $verdict"
+    done
 
 # Run every fuzz target for SECONDS each (installs cargo-fuzz if missing). Uses nightly with
 # AddressSanitizer when a nightly toolchain is installed, else stable without a sanitizer.

@@ -17,15 +17,17 @@
 //! In a normal build every function is the plain system call (through `fs-err`, so that errors
 //! name their path): nothing is added to the I/O path. Built with the `power-loss-sim` feature
 //! (only the integration tests enable it), a test may install a simulated backend over a
-//! directory ([`sim::PowerLossSim`]): it keeps the image that would survive a power cut, can
-//! fail the n-th sync as if the power went out there, and can then rewrite the directory to what
-//! survives. Everything outside an installed directory still goes to the plain calls.
+//! directory (`sim::PowerLossSim`, in `src/store/durable/sim.rs`): it keeps the image that
+//! would survive a power cut, can fail the n-th sync as if the power went out there, and can
+//! then rewrite the directory to what survives. Everything outside an installed directory still
+//! goes to the plain calls. In that build the sync functions are `#[track_caller]`, so that the
+//! simulator knows each call site (and can leave one out).
 //!
 //! Why these and not everything: reads never need to be durable, and the lock file and
 //! `lock.owner` (src/store/lock.rs) hold nothing that must survive (the lock is an `flock`, the
 //! owner line is informational). Startup recovery and repair in other modules still unlink and
 //! rename some files with plain calls; their syncs come here, which is what decides what
-//! survives (see [`sim`]).
+//! survives (see `sim`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

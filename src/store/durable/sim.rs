@@ -32,19 +32,21 @@
 //!   `auto_da_alloc` that flushes a file replaced by a rename, no sync of a file that also
 //!   commits its directory entry (ext4 does all three; other filesystems need not). Each sync
 //!   makes exactly its object durable, so a missing sync is never covered by a later one of
-//!   another file or directory. This is the most a power cut may take on a POSIX filesystem
-//!   (ext4 with `data=ordered` or `data=writeback` takes less): states in which some unsynced
-//!   changes survive and others do not are not produced (the surviving state is always the
-//!   strictest one, "every write not yet synced is forgotten").
-//! - File modes are taken as they are at the cut (they are not part of the model); hard links
-//!   come back as separate files; anything but regular files, directories and symlinks is
-//!   dropped.
+//!   another file or directory. A strict cut ([`PowerLossSim::power_cut`]) keeps exactly the
+//!   durable image, "every write not yet synced is forgotten": the most a power cut may take
+//!   on a POSIX filesystem (ext4 with `data=ordered` or `data=writeback` takes less).
+//! - Not modelled: an unsynced append or overwrite is lost whole (a torn or zero-filled tail,
+//!   which ext4 with `data=writeback` may leave, is not produced); file modes are taken as
+//!   they are at the cut; hard links come back as separate files; anything but regular files,
+//!   directories and symlinks is dropped.
 //!
 //! Inodes are identified by number; the simulator keeps every inode it has recorded open, so a
 //! number cannot be reused for another file while its record lives.
 //!
 //! Only syncs change the durable image, so a cut anywhere between two syncs leaves the same
-//! state as a cut just before the second: the syncs are the cut points. [`PowerLossSim::cut_at`]
+//! state as a cut just before the second: the syncs are the cut points. (For a keeping cut a
+//! point between two syncs is approximated by the next sync: each directory keeps all of the
+//! changes made to it until then, or none.) [`PowerLossSim::cut_at`]
 //! arms one: that sync fails (an I/O error, "simulated power cut") instead of happening, and
 //! from then on every durable operation of [`super`] on a path inside the root fails too, so the
 //! operation in progress stops as if the machine had died there (its error paths run, but
@@ -179,7 +181,9 @@ type Site = &'static std::panic::Location<'static>;
 /// `create_dir_all_durable` counts at its caller.
 static SITES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 
-/// The syncs made inside installed roots so far, by call site (see [`SITES`]).
+/// The syncs made inside installed roots so far, by call site: `file@src/store/mod.rs:812`
+/// (a file sync there), `dir@…`, `fs@…` (a directory sync, a filesystem sync); a
+/// `write_atomic` or `create_dir_all_durable` counts at its caller.
 #[must_use]
 pub fn sync_sites() -> BTreeMap<String, u64> {
     SITES
