@@ -93,7 +93,7 @@ impl Context {
 
     pub(crate) fn open_inner(paths: Paths, repair: bool) -> Result<Context> {
         let snap_dir = paths.state_dir.join("snapshots");
-        fs::create_dir_all(&snap_dir)?;
+        store::durable::create_dir_all_durable(&snap_dir)?;
         let mut damage = Vec::new();
         let read_only = match check_format(&snap_dir) {
             Ok(ro) => ro,

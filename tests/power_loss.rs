@@ -421,12 +421,9 @@ impl Case {
             case.add_session(&mut live);
         }
         case.apply_live(live);
+        // `State::open` creates `snapshots/` durably in the state dir (it was a plain
+        // `create_dir_all`, which a power cut could take with the whole store).
         let (st, _) = State::open(case.paths.clone()).expect("open");
-        // `State::open` creates `snapshots/` with a plain `create_dir_all` (src/lib.rs), not
-        // made durable in the state dir: a power cut before anything else syncs the state dir
-        // takes the whole store with it. Until that is fixed the test does it here (see
-        // docs/safety.md, "Power-loss test").
-        shelldone::store::durable::sync_dir(&case.paths.state_dir).expect("sync");
         case.st = Some(st);
         case
     }
