@@ -1,7 +1,9 @@
-"""A/B of two shelldone binaries (e.g. before and after a refactor), same generated state (scale 1),
-nUsage: python3 bench/ab.py BEFORE_BIN AFTER_BIN [ROUNDS]  (standard library only; see bench/README.md)
-alternating, median of N rounds: cold save, no-change save, small-change save, restore --to,
-state check, gc."""
+"""A/B of two shelldone binaries (e.g. before and after a refactor) on the same generated state
+(scale 1), alternating which runs first, median of ROUNDS rounds: cold save, no-change save,
+small-change save, restore --to, state check, state gc.
+
+Usage: python3 bench/ab.py BEFORE_BIN AFTER_BIN [ROUNDS]   (standard library only)
+"""
 import os, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
