@@ -57,6 +57,16 @@ impl Paths {
     }
 }
 
+/// What the config file and the environment set for a store context (see [`Context::apply`]).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The config's exclude patterns (`state.exclude`).
+    pub excludes: snapshot::exclude::Excludes,
+    /// How long a mutating command waits for the store lock (default:
+    /// `SHELLDONE_LOCK_TIMEOUT`, else 60 s).
+    pub lock_timeout: Option<std::time::Duration>,
+}
+
 /// What every command works on: the paths, the object store, the refs, the store lock, this
 /// device's id and the damage found at open. The [`crate::Context`] facade holds one; nothing
 /// below it names `Context`.
@@ -77,6 +87,10 @@ pub struct Context {
     pub(crate) skipped: std::sync::Mutex<
         std::collections::BTreeMap<(&'static str, String), snapshot::policy::Skipped>,
     >,
+    /// The user's excludes (config file; `.shelldoneignore` files are read by the walk).
+    pub(crate) excludes: std::sync::Arc<snapshot::exclude::Excludes>,
+    /// How long a mutating command waits for the store lock.
+    pub(crate) lock_timeout: std::time::Duration,
 }
 
 impl Context {
@@ -112,6 +126,8 @@ impl Context {
             read_only,
             damage,
             skipped: std::sync::Mutex::default(),
+            excludes: std::sync::Arc::default(),
+            lock_timeout: store::lock::default_timeout(),
         };
         let (device, why) = st.device_id()?;
         st.device = device;
@@ -253,6 +269,14 @@ impl Context {
         Ok(out)
     }
 
+    /// Applies the config file's and the environment's settings.
+    pub fn apply(&mut self, s: Settings) {
+        self.excludes = std::sync::Arc::new(s.excludes);
+        if let Some(t) = s.lock_timeout {
+            self.lock_timeout = t;
+        }
+    }
+
     /// Takes the store lock for a mutating operation.
     ///
     /// # Errors
@@ -288,13 +312,15 @@ impl Context {
         if self.read_only {
             return Err(Error::ReadOnly(self.snap_dir.clone()));
         }
-        StoreLock::acquire(&self.snap_dir, what, store::lock::default_timeout())
+        StoreLock::acquire(&self.snap_dir, what, self.lock_timeout)
     }
 
     /// The live layout.
     #[must_use]
     pub fn layout(&self) -> snapshot::Layout {
-        snapshot::Layout::live(&self.paths.config_dir, &self.paths.state_dir)
+        let mut l = snapshot::Layout::live(&self.paths.config_dir, &self.paths.state_dir);
+        l.excludes = Some(self.excludes.clone());
+        l
     }
 
     /// Records entries the snapshot policy left out (`what`: `not saved`, `not restored`).

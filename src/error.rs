@@ -69,12 +69,12 @@ pub enum Error {
     BadRefName(String),
     /// The store lock could not be taken in time.
     #[error(
-        "the state store at {path} is locked by another shelldone process{holder}; waited {waited_s} s (set SHELLDONE_LOCK_TIMEOUT to wait longer)"
+        "the state store at {path} is locked by {holder}; waited {waited_s} s (set SHELLDONE_LOCK_TIMEOUT or state.lock_timeout to wait longer)"
     )]
     Locked {
         /// Lock file.
         path: PathBuf,
-        /// Description of the holder, e.g. " (pid 123)".
+        /// Who holds it, e.g. "another shelldone process (pid 123 running state save)".
         holder: String,
         /// Seconds waited.
         waited_s: u64,
@@ -209,6 +209,16 @@ pub enum Error {
         #[source]
         source: shelldone_migrations::MigrationError,
     },
+    /// The config file (`shelldone.toml`) cannot be read or has an unknown key or a bad value.
+    #[error("{}{}: {why}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Config {
+        /// The file.
+        file: PathBuf,
+        /// The line (1-based), when the problem has one.
+        line: Option<usize>,
+        /// What is wrong, and what would be right.
+        why: String,
+    },
     /// Anything else a user must fix in the command or its configuration (an argument, an
     /// environment variable, a remote's URL or name).
     #[error("{0}")]
@@ -279,6 +289,7 @@ impl Error {
             | Error::AmbiguousConflict { .. }
             | Error::UnknownPath { .. }
             | Error::TooLarge { .. }
+            | Error::Config { .. }
             | Error::Usage(_) => ErrorKind::Usage,
             Error::MissingObject { .. }
             | Error::CorruptObject { .. }

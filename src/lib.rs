@@ -13,6 +13,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod config;
 pub mod context;
 pub mod demo;
 pub mod error;
@@ -30,7 +31,7 @@ pub mod transfer;
 use std::collections::HashSet;
 use std::path::Path;
 
-pub use context::{Paths, STORE_FORMAT};
+pub use context::{Paths, STORE_FORMAT, Settings};
 pub use error::{Error, ErrorKind, Result};
 pub use live::{RestoreOptions, RestoreOutcome, SaveOptions, SaveOutcome};
 pub use objects_format::ObjectId;
@@ -125,6 +126,19 @@ impl State {
     /// [`Context::take_skipped`]).
     pub fn take_skipped(&self) -> Vec<(&'static str, snapshot::policy::Skipped)> {
         self.cx.take_skipped()
+    }
+
+    /// Applies the config file's and the environment's settings (see [`Context::apply`]).
+    pub fn apply(&mut self, s: context::Settings) {
+        self.cx.apply(s);
+    }
+
+    /// What a save would record and leave out; writes nothing (see [`live::save::plan`]).
+    ///
+    /// # Errors
+    /// See [`live::save::plan`].
+    pub fn save_plan(&self, opts: &SaveOptions) -> Result<live::save::SavePlan> {
+        live::save::plan(&self.cx, opts)
     }
 
     /// Snapshots the live state (see [`SaveOptions`]).

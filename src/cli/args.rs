@@ -17,8 +17,57 @@ pub struct Cli {
     /// Machine-readable output (one JSON document on stdout; errors as JSON on stderr).
     #[arg(long, global = true)]
     pub(super) json: bool,
+    /// Say less: no progress, no notes, no summary of what a command did (errors, warnings and
+    /// what a command is asked to show are still printed).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(super) quiet: bool,
+    /// Say more: the config file read, each file a save or restore changed (-vv: timings).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(super) verbose: u8,
+    /// Colour: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    pub(super) color: ColorArg,
+    /// Do not page `log` and `show` on a terminal.
+    #[arg(long, global = true)]
+    pub(super) no_pager: bool,
+    /// Progress on stderr: auto (on a terminal; NDJSON events with --json), always, never.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "WHEN"
+    )]
+    pub(super) progress: ColorArg,
     #[command(subcommand)]
     pub(super) cmd: Cmd,
+}
+
+/// `--color` and `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum ColorArg {
+    /// When stdout (stderr for progress) is a terminal.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// `completions SHELL`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(super) enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +109,20 @@ pub(super) enum Cmd {
         #[arg(long)]
         small_change: Option<u64>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_long_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: ShellArg,
+    },
+    /// Print the man page (roff), or write one page per command into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Write shelldone.1, shelldone-state.1, … into DIR instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// A guided demo on a temporary state: save, change, log, restore, verify.
     Tour {
         /// Keep the demo state in DIR instead of a temp dir.
@@ -83,6 +146,10 @@ pub(super) enum StateCmd {
         /// would record deleting everything).
         #[arg(long)]
         allow_empty: bool,
+        /// List what a save would record (added, modified, deleted files) and what the excludes
+        /// leave out; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Make the live state equal to a snapshot (default: head).
     Restore {
@@ -159,18 +226,16 @@ pub(super) enum StrategyArg {
 pub(super) enum SyncCmd {
     /// Send local history and move this device's refs on the remote.
     Push {
-        /// Remote name.
-        #[arg(default_value = "origin")]
-        remote: String,
+        /// Remote name (default: `sync.remote` in the config file, else origin).
+        remote: Option<String>,
         /// Say what would be sent (objects, bytes) and which refs would move; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// Fetch every device's history and integrate it into the live state.
     Pull {
-        /// Remote name.
-        #[arg(default_value = "origin")]
-        remote: String,
+        /// Remote name (default: `sync.remote` in the config file, else origin).
+        remote: Option<String>,
         /// Only fetch; do not merge or touch live files.
         #[arg(long)]
         no_restore: bool,
@@ -187,9 +252,8 @@ pub(super) enum SyncCmd {
     },
     /// Ahead/behind per device and differing sessions.
     Status {
-        /// Remote name.
-        #[arg(default_value = "origin")]
-        remote: String,
+        /// Remote name (default: `sync.remote` in the config file, else origin).
+        remote: Option<String>,
     },
     /// Save on change (debounced) and push on an interval, until stopped.
     Daemon {
@@ -258,3 +322,13 @@ pub(super) struct LogArgs {
     #[arg(long)]
     pub(super) session: Option<String>,
 }
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  # bash: load now, and in every new shell
+  source <(shelldone completions bash)
+  shelldone completions bash > ~/.local/share/bash-completion/completions/shelldone
+  # zsh: a file named _shelldone in a folder of $fpath
+  shelldone completions zsh > ~/.zfunc/_shelldone
+  # fish
+  shelldone completions fish > ~/.config/fish/completions/shelldone.fish";

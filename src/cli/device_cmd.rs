@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use super::args::{Cli, DeviceCmd};
 use super::open::open;
+use super::output::say;
 use super::{documents, out};
 use crate::Result;
 
@@ -29,7 +30,7 @@ pub(super) fn run(cli: &Cli, dc: &DeviceCmd) -> Result<ExitCode> {
                     new: name,
                 })?;
             } else {
-                out(format!(
+                say(format!(
                     "renamed this device '{old}' → '{name}'; the next push writes under the new name, and the next pull merges what '{old}' holds on the remote"
                 ));
             }

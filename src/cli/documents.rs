@@ -100,6 +100,39 @@ impl<'a> From<&'a SaveOutcome> for Saved<'a> {
     }
 }
 
+/// `state save --dry-run`.
+#[derive(Debug, Serialize)]
+pub(super) struct SavePlanned<'a> {
+    pub dry_run: bool,
+    pub changes: &'a [Change],
+    pub excluded: &'a [String],
+    pub exclude_patterns: &'a [String],
+    pub not_saved: Vec<PathWhy<'a>>,
+}
+
+/// A path and why it was left out.
+#[derive(Debug, Serialize)]
+pub(super) struct PathWhy<'a> {
+    pub path: &'a str,
+    pub why: &'a str,
+}
+
+impl<'a> From<&'a crate::live::save::SavePlan> for SavePlanned<'a> {
+    fn from(p: &'a crate::live::save::SavePlan) -> Self {
+        SavePlanned {
+            dry_run: true,
+            changes: &p.changes,
+            excluded: &p.excluded,
+            exclude_patterns: &p.patterns,
+            not_saved: p
+                .skipped
+                .iter()
+                .map(|(path, why)| PathWhy { path, why })
+                .collect(),
+        }
+    }
+}
+
 /// `state restore`: the plan (snapshot paths) and what became of `head`.
 #[derive(Debug, Serialize)]
 pub(super) struct Restored {

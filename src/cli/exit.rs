@@ -166,6 +166,11 @@ mod tests {
                 path: PathBuf::new(),
                 source: shelldone_migrations::MigrationError::NoPath { from: 1, to: 2 },
             },
+            Error::Config {
+                file: PathBuf::new(),
+                line: Some(1),
+                why: s(),
+            },
             Error::Usage(s()),
             Error::Internal(s()),
         ]

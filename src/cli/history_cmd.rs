@@ -100,6 +100,15 @@ pub(super) fn print_changes(changes: &[Change]) {
             ),
             ChangeKind::Deleted => ("D", output::bytes(c.old_size.unwrap_or(0))),
         };
-        out(format!("{m} {}  ({sz})", c.path));
+        let m = match c.kind {
+            ChangeKind::Added => output::paint(output::Style::Added, m),
+            ChangeKind::Deleted => output::paint(output::Style::Deleted, m),
+            ChangeKind::Modified => m.to_owned(),
+        };
+        out(format!(
+            "{m} {}  ({})",
+            c.path,
+            output::paint(output::Style::Dim, sz)
+        ));
     }
 }

@@ -14,6 +14,7 @@ mod args;
 mod device_cmd;
 mod documents;
 pub mod exit;
+mod generated;
 mod history_cmd;
 mod open;
 mod output;
@@ -38,7 +39,10 @@ use crate::Result;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    match run(&cli) {
+    output::init(&cli);
+    let res = run(&cli);
+    output::end_pager();
+    match res {
         // Standard output went away (`shelldone log | head -1`): quietly, as git does.
         Ok(_) if output::stdout_closed() => ExitCode::from(exit::BROKEN_PIPE),
         Ok(code) => code,
@@ -52,7 +56,11 @@ pub fn main() -> ExitCode {
                 let line = documents::to_line(&doc).expect("a message and a number serialize");
                 let _ = writeln!(std::io::stderr(), "{line}");
             } else {
-                let _ = writeln!(std::io::stderr(), "error: {e}");
+                let _ = writeln!(
+                    anstream::stderr(),
+                    "{}: {e}",
+                    output::paint(output::Style::Error, "error")
+                );
             }
             ExitCode::from(code)
         }
@@ -69,8 +77,19 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             scale,
             small_change,
         } => tour::generate(dir, *scale, *small_change),
-        Cmd::Log(a) => history_cmd::log(cli, a),
-        Cmd::Show { rev } => history_cmd::show(cli, rev),
+        Cmd::Completions { shell } => {
+            generated::completions(*shell);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man { dir } => generated::man(dir.as_deref()).map(|()| ExitCode::SUCCESS),
+        Cmd::Log(a) => {
+            output::start_pager(cli);
+            history_cmd::log(cli, a)
+        }
+        Cmd::Show { rev } => {
+            output::start_pager(cli);
+            history_cmd::show(cli, rev)
+        }
         Cmd::State(sc) => state_cmd::run_state(cli, sc),
         Cmd::Remote(rc) => sync_cmd::run_remote(&open(cli)?, cli.json, rc),
         Cmd::Sync(sc) => {

@@ -6,7 +6,9 @@ use std::io::Write;
 
 use super::args::Cli;
 use super::documents;
-use crate::{Paths, Result, State};
+use crate::config::{self, Config};
+use crate::snapshot::exclude::Excludes;
+use crate::{Paths, Result, Settings, State};
 
 /// The store's paths: `--state-dir` and `--config-dir` (or their variables), else the XDG
 /// defaults.
@@ -32,19 +34,139 @@ pub(super) fn open(cli: &Cli) -> Result<State> {
     open_with_report(cli).map(|(st, _)| st)
 }
 
+/// The config file of `paths` and the settings it and the environment give a store.
+///
+/// A bad `SHELLDONE_*` variable is always an error. A bad config file is an error for commands
+/// that write (their excludes and timeouts must be the user's), and a warning for those that
+/// only read — and for restoring the config file itself, so that a broken file can be put back.
+pub(super) fn settings(cli: &Cli, paths: &Paths) -> Result<(Config, Settings)> {
+    let lock_timeout = config::env_seconds("SHELLDONE_LOCK_TIMEOUT")?;
+    let cfg = match Config::load(&paths.config_dir) {
+        Ok(c) => c,
+        Err(e) if reads_only(cli) => {
+            let file = paths.config_dir.join(config::FILE_NAME);
+            super::output::warn(
+                cli,
+                "config",
+                &file.to_string_lossy(),
+                &format!("{e}; this command goes on without the config file"),
+            );
+            Config::default()
+        }
+        Err(e) => return Err(e),
+    };
+    let excludes = Excludes::new(&cfg.exclude)?;
+    if super::output::verbose() {
+        match &cfg.file {
+            Some(f) => super::output::note(
+                cli,
+                &format!(
+                    "config: {} ({} exclude pattern(s))",
+                    f.display(),
+                    cfg.exclude.len()
+                ),
+            ),
+            None => super::output::note(
+                cli,
+                &format!(
+                    "config: none ({} does not exist)",
+                    paths.config_dir.join(config::FILE_NAME).display()
+                ),
+            ),
+        }
+    }
+    let _ = CONFIG.set(cfg.clone());
+    let s = Settings {
+        excludes,
+        lock_timeout: lock_timeout.or(cfg.lock_timeout),
+    };
+    Ok((cfg, s))
+}
+
+/// The config file this process read (one command per process).
+static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+
+/// The remote a sync command uses when none is named: `sync.remote` (for the daemon,
+/// `sync.daemon.remote` first), else `origin`.
+pub(super) fn remote_or_default(named: Option<&str>) -> String {
+    named
+        .map(str::to_owned)
+        .or_else(|| CONFIG.get().and_then(|c| c.remote.clone()))
+        .unwrap_or_else(|| "origin".to_owned())
+}
+
+/// The config file read by [`settings`] (the default when none was read yet).
+pub(super) fn config() -> Config {
+    CONFIG.get().cloned().unwrap_or_default()
+}
+
+/// Commands that do not write live files or refs from the config's settings.
+fn reads_only(cli: &Cli) -> bool {
+    use super::args::{Cmd, ConflictsCmd, DeviceCmd, RemoteCmd, StateCmd, SyncCmd};
+    match &cli.cmd {
+        Cmd::Log(_) | Cmd::Show { .. } => true,
+        Cmd::State(StateCmd::Diff { .. } | StateCmd::Check { .. }) => true,
+        Cmd::State(StateCmd::Save { dry_run, .. }) => *dry_run,
+        Cmd::State(StateCmd::Restore { path, dry_run, .. }) => {
+            *dry_run
+                || path
+                    .as_deref()
+                    .is_some_and(|p| p.trim_end_matches('/') == CONFIG_FILE_PATH)
+        }
+        Cmd::Sync(SyncCmd::Status { .. } | SyncCmd::Push { dry_run: true, .. }) => true,
+        Cmd::Conflicts { cmd } => matches!(
+            cmd,
+            None | Some(ConflictsCmd::List | ConflictsCmd::Show { .. })
+        ),
+        Cmd::Device(DeviceCmd::Show) | Cmd::Remote(RemoteCmd::List) => true,
+        _ => false,
+    }
+}
+
+/// The config file's snapshot path.
+const CONFIG_FILE_PATH: &str = "config/shelldone.toml";
+
 /// Opens the store, which runs leftover recovery (docs/cli.md), and says on stderr (unless
 /// `--json`) that a store was created and what recovery did; returns the recovery report too.
 pub(super) fn open_with_report(cli: &Cli) -> Result<(State, crate::RecoveryReport)> {
     let p = paths(cli)?;
+    let (cfg, settings) = settings(cli, &p)?;
     let new_store = !p.state_dir.join("snapshots").exists();
-    let (st, rep) = State::open(p)?;
-    if new_store && !cli.json {
+    let (mut st, rep) = State::open(p)?;
+    st.apply(settings);
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if let Some(name) = cfg.device_name_for(&host)
+        && name != st.device()
+    {
+        if new_store {
+            // A new store takes the name the config gives this host.
+            st.device_rename(name)?;
+        } else {
+            super::output::note(
+                cli,
+                &format!(
+                    "{} names this host ('{host}') '{name}', but this store's device is '{}'; run 'shelldone device rename {name}' to use it",
+                    cfg.file
+                        .as_deref()
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_default(),
+                    st.device()
+                ),
+            );
+        }
+    }
+    if new_store {
         // A typo'd --state-dir must not go unnoticed.
-        let _ = writeln!(
-            std::io::stderr(),
-            "note: created a new state store in {} (device {})",
-            st.paths().state_dir.display(),
-            st.device()
+        super::output::note(
+            cli,
+            &format!(
+                "created a new state store in {} (device {})",
+                st.paths().state_dir.display(),
+                st.device()
+            ),
         );
     }
     if rep.did_something() && !cli.json {

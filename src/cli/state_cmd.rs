@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use super::args::{Cli, StateCmd};
 use super::history_cmd::print_changes;
 use super::open::{open_with_report, paths, print_skipped, quarantine_line};
+use super::output::say;
 use super::{documents, exit, out, output};
 use crate::check::CheckOptions;
 use crate::{Error, RestoreOptions, Result, SaveOptions, State};
@@ -37,13 +38,26 @@ fn run_state_on(
             message,
             session,
             allow_empty,
+            dry_run,
         } => {
-            let o = st.save(&SaveOptions {
+            let opts = SaveOptions {
                 message: message.clone(),
                 session: session.clone(),
                 allow_empty: *allow_empty,
                 ..SaveOptions::default()
-            })?;
+            };
+            if *dry_run {
+                let plan = st.save_plan(&opts)?;
+                print_save_plan(cli, &plan)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            // -v lists the files; the plan is cheap (the stat cache spares reading).
+            let plan = if output::verbose() && !cli.json {
+                Some(st.save_plan(&opts)?)
+            } else {
+                None
+            };
+            let o = st.save(&opts)?;
             for q in &o.quarantined {
                 let _ = writeln!(std::io::stderr(), "warning: {}", quarantine_line(q));
             }
@@ -53,7 +67,10 @@ fn run_state_on(
             if cli.json {
                 documents::print(&documents::Saved::from(&o))?;
             } else if o.created {
-                out(format!(
+                if let Some(p) = &plan {
+                    super::history_cmd::print_changes(&p.changes);
+                }
+                say(format!(
                     "saved: +{} ~{} -{} files, {} new objects ({}){}",
                     o.summary.added,
                     o.summary.modified,
@@ -66,10 +83,10 @@ fn run_state_on(
                         format!(", sessions: {}", o.sessions.join(" "))
                     }
                 ));
-                out(o.id.map(|i| i.to_hex()).unwrap_or_default());
+                say(o.id.map(|i| i.to_hex()).unwrap_or_default());
             } else {
-                out("nothing changed since the last snapshot; no new snapshot written");
-                out(o.id.map(|i| i.to_hex()).unwrap_or_default());
+                say("nothing changed since the last snapshot; no new snapshot written");
+                say(o.id.map(|i| i.to_hex()).unwrap_or_default());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -92,7 +109,7 @@ fn run_state_on(
                 documents::print(&documents::Restored::new(&o, *dry_run))?;
             } else {
                 if let Some(a) = o.auto_saved {
-                    out(format!(
+                    say(format!(
                         "unsaved changes were saved first as {}",
                         a.short(12)
                     ));
@@ -109,7 +126,7 @@ fn run_state_on(
                         }
                     }
                 }
-                out(format!(
+                say(format!(
                     "restore of {} {verb}: {} created, {} updated, {} deleted, {} dirs created, {} dirs removed",
                     o.snapshot.short(12),
                     p.create.len(),
@@ -196,7 +213,7 @@ fn run_state_on(
             if cli.json {
                 documents::print(&r)?;
             } else {
-                out(format!(
+                say(format!(
                     "gc: {} objects reachable, {} deleted, {} freed",
                     r.reachable,
                     r.deleted,
@@ -222,22 +239,22 @@ fn run_state_on(
                 documents::print(&r)?;
             } else {
                 if let Some(s) = &r.restore_finished {
-                    out(format!("finished an interrupted restore of {}", &s[..12]));
+                    say(format!("finished an interrupted restore of {}", &s[..12]));
                 }
                 if let Some(why) = &r.restore_abandoned {
-                    out(format!(
+                    say(format!(
                         "abandoned an interrupted restore that could not be finished: {why}"
                     ));
                 }
-                out(format!(
+                say(format!(
                     "removed {} unfinished object batch(es), {} temp file(s)",
                     r.staging_removed, r.tmp_files_removed
                 ));
                 for x in &r.repaired {
-                    out(format!("repaired {} ({}): {}", x.file, x.damage, x.action));
+                    say(format!("repaired {} ({}): {}", x.file, x.damage, x.action));
                 }
                 for q in &r.quarantined {
-                    out(format!(
+                    say(format!(
                         "quarantined {} ({}) to {}; {}",
                         q.path,
                         q.why,
@@ -251,7 +268,7 @@ fn run_state_on(
                     ));
                 }
                 if !r.did_something() {
-                    out("nothing to recover: the store and every session descriptor are sound");
+                    say("nothing to recover: the store and every session descriptor are sound");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -267,4 +284,27 @@ fn run_state_on(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `state save --dry-run`: what a save would record and what the excludes leave out.
+fn print_save_plan(cli: &Cli, plan: &crate::live::save::SavePlan) -> Result<()> {
+    if cli.json {
+        return documents::print(&documents::SavePlanned::from(plan));
+    }
+    if plan.changes.is_empty() {
+        out("nothing to save: the live state is the head snapshot");
+    } else {
+        super::history_cmd::print_changes(&plan.changes);
+        out(format!(
+            "would save: {} changed file(s)",
+            plan.changes.len()
+        ));
+    }
+    for p in &plan.excluded {
+        out(format!("excluded: {p}"));
+    }
+    for (p, why) in &plan.skipped {
+        out(format!("not saved: {p}: {why}"));
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::documents::{self, DaemonEvent};
+use super::output::say;
 use super::{ConflictsCmd, RemoteCmd, StrategyArg, SyncCmd, exit, out, output};
 use crate::error::{Error, Result};
 use crate::sync::{DryRunReport, PullOptions, Strategy};
@@ -31,7 +32,7 @@ pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitC
             if json {
                 documents::print(&r)?;
             } else {
-                out(format!("added {} remote '{}' → {}", r.kind, r.name, r.url));
+                say(format!("added {} remote '{}' → {}", r.kind, r.name, r.url));
             }
         }
         RemoteCmd::List => {
@@ -47,7 +48,7 @@ pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitC
         RemoteCmd::Remove { name } => {
             st.remote_remove(name)?;
             if !json {
-                out(format!("removed remote '{name}'"));
+                say(format!("removed remote '{name}'"));
             } else {
                 documents::print(&documents::RemoteRemoved { removed: name })?;
             }
@@ -100,6 +101,7 @@ fn print_dry_run(json: bool, remote: &str, r: &DryRunReport) -> Result<()> {
 pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode> {
     match sc {
         SyncCmd::Push { remote, dry_run } => {
+            let remote = &super::open::remote_or_default(remote.as_deref());
             let pb = progress_bar(json, &format!("push {remote}"));
             let cb = |done: u64, total: Option<u64>| {
                 if let Some(pb) = &pb {
@@ -129,9 +131,9 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                     refs_updated: &r.refs_updated,
                 })?;
             } else if r.refs_updated.is_empty() {
-                out(format!("{remote} is up to date"));
+                say(format!("{remote} is up to date"));
             } else {
-                out(format!(
+                say(format!(
                     "pushed to {remote}: {} objects ({}), {} refs updated",
                     r.sent.objects,
                     output::bytes(r.sent.bytes),
@@ -146,6 +148,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
             sessions,
             allow_unrelated,
         } => {
+            let remote = &super::open::remote_or_default(remote.as_deref());
             let pb = progress_bar(json, &format!("pull {remote}"));
             let cb = |done: u64, total: Option<u64>| {
                 if let Some(pb) = &pb {
@@ -171,7 +174,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
             if json {
                 documents::print(&r)?;
             } else {
-                out(format!(
+                say(format!(
                     "pulled from {remote}: {} objects ({}), devices: {}",
                     r.received.objects,
                     output::bytes(r.received.bytes),
@@ -182,18 +185,18 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                     }
                 ));
                 if let Some(d) = &r.adopted {
-                    out(format!(
+                    say(format!(
                         "  adopted {d}'s state (this device had no history)"
                     ));
                 }
                 for d in &r.fast_forwarded {
-                    out(format!("  fast-forwarded to {d}"));
+                    say(format!("  fast-forwarded to {d}"));
                 }
                 for d in &r.merged {
-                    out(format!("  merged {d}"));
+                    say(format!("  merged {d}"));
                 }
                 if !r.sessions_updated.is_empty() {
-                    out(format!(
+                    say(format!(
                         "  sessions updated: {}",
                         r.sessions_updated.join(" ")
                     ));
@@ -214,7 +217,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                     ));
                 }
                 if r.open_conflicts > 0 {
-                    out(format!(
+                    say(format!(
                         "{} open conflict(s): 'shelldone conflicts' lists them, 'shelldone conflicts resolve ID --ours|--theirs|--both' settles one",
                         r.open_conflicts
                     ));
@@ -225,6 +228,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
             }
         }
         SyncCmd::Status { remote } => {
+            let remote = &super::open::remote_or_default(remote.as_deref());
             let s = st.sync_status(remote)?;
             if json {
                 documents::print(&s)?;

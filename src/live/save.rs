@@ -334,3 +334,49 @@ pub fn live_root(cx: &Context) -> Result<ObjectId> {
     let live = read_live(&cx.layout(), &in_roots, &mut cache, None)?;
     write_trees(&live.flat, None)
 }
+
+/// What `state save --dry-run` reports: what a save would record, and what the excludes and
+/// the snapshot policy leave out. Nothing is written (not even the stat cache).
+#[derive(Debug, Clone, Default)]
+pub struct SavePlan {
+    /// Files a save would add, modify or delete, relative to the head.
+    pub changes: Vec<crate::history::Change>,
+    /// Snapshot paths the excludes leave out (a folder ends with `/`; what is under it is not
+    /// walked).
+    pub excluded: Vec<String>,
+    /// The config's exclude patterns in force.
+    pub patterns: Vec<String>,
+    /// Entries the snapshot policy leaves out, with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Computes a [`SavePlan`] for `opts` (the session, when given, limits it to that session).
+///
+/// # Errors
+/// I/O errors; a damaged head.
+pub fn plan(cx: &Context, opts: &SaveOptions) -> Result<SavePlan> {
+    let mut cache = StatCache::load(&cx.statcache_path());
+    let layout = cx.layout();
+    let scope = Scope::of(opts.session.as_deref(), None);
+    let sel = |p: &[u8]| scope.contains(p);
+    let live = read_live(&layout, &sel, &mut cache, None)?;
+    let head = match head_state(cx)? {
+        Some((_, s)) => flatten(&cx.objects, &s.root)?,
+        None => Flat::with_roots(),
+    };
+    let base = head.filtered(|p| sel(p));
+    Ok(SavePlan {
+        changes: crate::history::diff_flat(&base, &live.flat),
+        excluded: live
+            .excluded
+            .iter()
+            .map(|p| crate::snapshot::display(p))
+            .collect(),
+        patterns: cx.excludes.patterns().to_vec(),
+        skipped: live
+            .skipped
+            .iter()
+            .map(|s| (s.path.clone(), s.why.clone()))
+            .collect(),
+    })
+}

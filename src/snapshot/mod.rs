@@ -4,6 +4,7 @@
 //! `state/sessions/…`, `state/journal/…`. Only paths under [`ROOTS`] are ever read or written.
 
 pub mod conflicts;
+pub mod exclude;
 pub mod policy;
 pub mod restore;
 pub mod save;
@@ -150,6 +151,9 @@ pub struct Layout {
     pub config: PathBuf,
     /// Where `state/` lives.
     pub state: PathBuf,
+    /// The user's excludes, for the live layout (`None`: every file counts, as under a
+    /// `restore --to` folder).
+    pub excludes: Option<std::sync::Arc<exclude::Excludes>>,
 }
 
 impl Layout {
@@ -159,6 +163,7 @@ impl Layout {
         Layout {
             config: config.to_path_buf(),
             state: state.to_path_buf(),
+            excludes: None,
         }
     }
 
@@ -168,6 +173,7 @@ impl Layout {
         Layout {
             config: dir.join("config"),
             state: dir.join("state"),
+            excludes: None,
         }
     }
 

@@ -8,6 +8,7 @@ use objects_format::encoding::encode_blob;
 use objects_format::{ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, ObjectId};
 use rayon::prelude::*;
 
+use super::exclude::Frames;
 use super::policy::{self, Skipped};
 use super::{Flat, Layout, Leaf, ROOTS};
 use crate::error::{Error, Result};
@@ -35,6 +36,8 @@ pub struct Scan {
     pub dirs: Vec<Vec<u8>>,
     /// Entries the snapshot policy leaves out (too deep).
     pub skipped: Vec<Skipped>,
+    /// Entries the user's excludes leave out (snapshot paths; a folder ends with `/`).
+    pub excluded: Vec<Vec<u8>>,
 }
 
 /// Walks the live roots under `layout`, keeping paths for which `keep` is true.
@@ -52,6 +55,10 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
             .follow_links(false)
             .sort_by_file_name()
             .min_depth(1);
+        let mut frames = Frames::default();
+        if layout.excludes.is_some() {
+            frames.enter(&base, 0)?;
+        }
         let mut it = walker.into_iter();
         while let Some(entry) = it.next() {
             let entry = match entry {
@@ -90,6 +97,20 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
                 continue;
             }
             let ft = entry.file_type();
+            if let Some(ex) = &layout.excludes {
+                frames.leave_to(entry.depth());
+                if frames.excluded(ex, entry.path(), &rel, ft.is_dir()) {
+                    if ft.is_dir() {
+                        it.skip_current_dir();
+                        rel.push(b'/');
+                    }
+                    out.excluded.push(rel);
+                    continue;
+                }
+                if ft.is_dir() {
+                    frames.enter(entry.path(), entry.depth())?;
+                }
+            }
             if ft.is_dir() {
                 out.dirs.push(rel);
             } else if ft.is_file() || ft.is_symlink() {
@@ -310,6 +331,8 @@ pub struct LiveState {
     pub skipped: Vec<Skipped>,
     /// Files whose id came from the stat cache (not read).
     pub vouched: std::collections::BTreeSet<Vec<u8>>,
+    /// Entries the user's excludes leave out (snapshot paths; a folder ends with `/`).
+    pub excluded: Vec<Vec<u8>>,
 }
 
 /// Reads the live state under `layout` into a [`Flat`], storing new objects in `batch` when given
@@ -336,6 +359,7 @@ pub fn read_live(
         corrupt: Vec::new(),
         skipped: scan.skipped,
         vouched: std::collections::BTreeSet::new(),
+        excluded: scan.excluded,
     };
     for d in scan.dirs {
         out.flat.dirs.insert(d);

@@ -8,6 +8,7 @@
 mod support;
 
 mod compat;
+mod config;
 mod core;
 mod corruption;
 mod documented;
