@@ -10,6 +10,7 @@ mod support;
 mod compat;
 mod core;
 mod corruption;
+mod daemon;
 mod documented;
 mod dry_run;
 mod faults;
