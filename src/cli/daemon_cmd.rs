@@ -229,7 +229,10 @@ pub(super) fn run_with(st: &State, json: bool, s: &DaemonSettings) -> Result<Exi
         }
         // In slices, so a stop signal is seen within 50 ms (a sleep is resumed after the
         // signal handler returns, not cut short).
-        let wake = Instant::now() + s.poll.max(Duration::from_millis(50));
+        let mut wake = Instant::now() + s.poll.max(Duration::from_millis(50));
+        if let Some(m) = s.max_runtime {
+            wake = wake.min(started + m);
+        }
         while signals.stop_reason().is_none()
             && let Some(left) = wake.checked_duration_since(Instant::now())
         {
@@ -238,7 +241,7 @@ pub(super) fn run_with(st: &State, json: bool, s: &DaemonSettings) -> Result<Exi
         if signals.stop_reason().is_some() {
             continue;
         }
-        d.step()?;
+        d.step(&signals)?;
     };
     d.finish(reason)
 }
@@ -273,8 +276,9 @@ impl Daemon<'_> {
         Ok(())
     }
 
-    /// One poll: notice a change, save after the debounce, pull and push when due.
-    fn step(&mut self) -> Result<()> {
+    /// One poll: notice a change, save after the debounce, pull and push when due. A stop
+    /// asked for during the save skips the rest: the stop pushes what is left.
+    fn step(&mut self, signals: &Signals) -> Result<()> {
         let root = self.st.live_root()?;
         if root != self.last_root {
             self.last_root = root;
@@ -285,6 +289,9 @@ impl Daemon<'_> {
             .is_some_and(|t| t.elapsed() >= self.s.debounce)
         {
             self.save("daemon: saved on change")?;
+        }
+        if signals.stop_reason().is_some() {
+            return Ok(());
         }
         if let (Some(r), Some(every)) = (self.s.remote.as_deref(), self.s.pull_interval)
             && self.pull.due(every)
