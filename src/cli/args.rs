@@ -255,24 +255,35 @@ pub(super) enum SyncCmd {
         /// Remote name (default: `sync.remote` in the config file, else origin).
         remote: Option<String>,
     },
-    /// Save on change (debounced) and push on an interval, until stopped.
-    Daemon {
-        /// Remote to push to (none: only save).
-        #[arg(long)]
-        remote: Option<String>,
-        /// Seconds between checks for changes.
-        #[arg(long, default_value_t = 2.0)]
-        poll: f64,
-        /// Seconds the state must stay unchanged before a save.
-        #[arg(long, default_value_t = 3.0)]
-        debounce: f64,
-        /// Seconds between pushes (only when something new was saved).
-        #[arg(long, default_value_t = 300.0)]
-        push_interval: f64,
-        /// Stop after this many seconds (for tests and timers); default: run until killed.
-        #[arg(long)]
-        max_runtime: Option<f64>,
-    },
+    /// Save on change (debounced), push and pull on an interval, until stopped (SIGTERM or
+    /// SIGINT: it finishes the step under way, saves and pushes what is left, and exits).
+    Daemon(DaemonArgs),
+}
+
+/// `sync daemon`'s options. None has a clap default: an option not given keeps the value of
+/// the settings it is applied to (`DaemonSettings::default()`, later the config file), so the
+/// defaults are written once, in `daemon_cmd`.
+#[derive(Debug, Args)]
+pub(super) struct DaemonArgs {
+    /// Remote to push to and pull from (none: only save).
+    #[arg(long)]
+    pub(super) remote: Option<String>,
+    /// Seconds between checks for changes [default: 2].
+    #[arg(long, value_name = "S")]
+    pub(super) poll: Option<f64>,
+    /// Seconds the state must stay unchanged before a save [default: 3].
+    #[arg(long, value_name = "S")]
+    pub(super) debounce: Option<f64>,
+    /// Seconds between pushes (only when something new was saved) [default: 300].
+    #[arg(long, value_name = "S")]
+    pub(super) push_interval: Option<f64>,
+    /// Seconds between pulls from the remote; 0 disables pulling [default: 300].
+    #[arg(long, value_name = "S")]
+    pub(super) pull_interval: Option<f64>,
+    /// Stop after this many seconds, as on SIGTERM (for tests and timers); default: run until
+    /// stopped.
+    #[arg(long, value_name = "S")]
+    pub(super) max_runtime: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]

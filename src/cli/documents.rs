@@ -314,16 +314,37 @@ impl<'a> ConflictShown<'a> {
     }
 }
 
-/// One line of `sync daemon --json`.
+/// One line of `sync daemon --json`: an event and when it happened.
+#[derive(Debug, Serialize)]
+pub(super) struct DaemonLine<'a> {
+    /// RFC 3339, UTC, to the second (`2026-11-30T21:40:02Z`).
+    pub time: String,
+    #[serde(flatten)]
+    pub event: DaemonEvent<'a>,
+}
+
+/// What happened, in a line of `sync daemon --json`.
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub(super) enum DaemonEvent<'a> {
-    /// Started: the remote it pushes to, if any.
+    /// Started: the remote it pushes to and pulls from, if any.
     Watching { remote: Option<&'a str> },
     /// A snapshot was saved.
     Saved { id: String },
     /// A push went through.
     Pushed { remote: &'a str, objects: u64 },
+    /// A pull brought something and integrated it.
+    Pulled {
+        remote: &'a str,
+        objects: u64,
+        adopted: Option<&'a str>,
+        fast_forwarded: &'a [String],
+        merged: &'a [String],
+        sessions_updated: &'a [String],
+        files_changed: usize,
+        conflicts: usize,
+        open_conflicts: usize,
+    },
     /// A save failed (e.g. it would record an emptied root): tried again at the next change.
     SaveFailed { error: String },
     /// A push failed; `retryable` says whether it will be tried again.
@@ -332,4 +353,12 @@ pub(super) enum DaemonEvent<'a> {
         error: String,
         retryable: bool,
     },
+    /// A pull failed; `retryable` says whether it will be tried again.
+    PullFailed {
+        remote: &'a str,
+        error: String,
+        retryable: bool,
+    },
+    /// The daemon stopped: why (`sigterm`, `sigint`, `max-runtime`) and its exit code.
+    Stopped { reason: &'a str, exit_code: u8 },
 }

@@ -1,7 +1,7 @@
 //! The `shelldone` command line. Exit codes: see docs/cli.md.
 //!
 //! `args` (clap) parses; `run` hands each command to its module (`state_cmd`, `history_cmd`,
-//! `sync_cmd` for remotes, sync and conflicts, `device_cmd`, `tour`), which calls the
+//! `sync_cmd` for remotes, sync and conflicts, `daemon_cmd` for `sync daemon`, `device_cmd`, `tour`), which calls the
 //! [`State`](crate::State) facade and prints the report it gets back: as text through
 //! `output`, or with `--json` as one of the `documents`. `open` opens the store and reports on
 //! stderr what opening did.
@@ -11,6 +11,7 @@
 )]
 
 mod args;
+mod daemon_cmd;
 mod device_cmd;
 mod documents;
 pub mod exit;

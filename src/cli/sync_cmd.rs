@@ -1,14 +1,13 @@
-//! `shelldone remote …` and `shelldone sync …`.
+//! `shelldone remote …` and `shelldone sync …` (the daemon is in `daemon_cmd`).
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use super::documents::{self, DaemonEvent};
+use super::documents;
 use super::output::say;
 use super::{ConflictsCmd, RemoteCmd, StrategyArg, SyncCmd, exit, out, output};
+use crate::State;
 use crate::error::{Error, Result};
 use crate::sync::{DryRunReport, PullOptions, Strategy};
-use crate::{SaveOptions, State};
 
 fn progress_bar(json: bool, what: &str) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
@@ -264,158 +263,9 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                 }
             }
         }
-        SyncCmd::Daemon {
-            remote,
-            poll,
-            debounce,
-            push_interval,
-            max_runtime,
-        } => {
-            daemon(
-                st,
-                json,
-                remote.as_deref(),
-                *poll,
-                *debounce,
-                *push_interval,
-                *max_runtime,
-            )?;
-        }
+        SyncCmd::Daemon(args) => return super::daemon_cmd::run(st, json, args),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Saves when the live state changed and then stayed quiet for `debounce` seconds; pushes at
-/// most every `push_interval` seconds when something new was saved. Checking for changes is a
-/// stat-cache walk (no file is read unless it changed), so an idle daemon writes nothing.
-///
-/// A push that fails with a [retryable](Error::retryable) error is tried again at the next
-/// interval; any other failure stops the pushing (saving goes on), and the daemon returns that
-/// error when it ends.
-fn daemon(
-    st: &State,
-    json: bool,
-    remote: Option<&str>,
-    poll: f64,
-    debounce: f64,
-    push_interval: f64,
-    max_runtime: Option<f64>,
-) -> Result<()> {
-    let start = Instant::now();
-    let poll = Duration::from_secs_f64(poll.max(0.05));
-    let debounce = Duration::from_secs_f64(debounce.max(0.0));
-    let push_every = Duration::from_secs_f64(push_interval.max(1.0));
-    let mut last_root = st.live_root()?;
-    let mut changed_at: Option<Instant> = None;
-    let mut last_push = Instant::now()
-        .checked_sub(push_every)
-        .unwrap_or_else(Instant::now);
-    let mut unpushed = false;
-    // The push failure a retry cannot fix, once there was one: no more pushes.
-    let mut stopped: Option<Error> = None;
-    let say = |event: DaemonEvent<'_>, text: String| {
-        if json {
-            documents::print(&event)
-        } else {
-            out(text);
-            Ok(())
-        }
-    };
-    say(
-        DaemonEvent::Watching { remote },
-        format!(
-            "watching {} and {} for changes",
-            st.paths().config_dir.display(),
-            st.paths().state_dir.display()
-        ),
-    )?;
-    loop {
-        if max_runtime.is_some_and(|m| start.elapsed().as_secs_f64() >= m) {
-            break;
-        }
-        std::thread::sleep(poll);
-        let root = st.live_root()?;
-        if root != last_root {
-            last_root = root;
-            changed_at = Some(Instant::now());
-            continue;
-        }
-        if let Some(t) = changed_at
-            && t.elapsed() >= debounce
-        {
-            changed_at = None;
-            let saved = st.save(&SaveOptions {
-                message: "daemon: saved on change".into(),
-                session: None,
-                ..Default::default()
-            });
-            let o = match saved {
-                Ok(o) => o,
-                // Reported, and tried again at the next change (docs/sync.md, "Daemon"): a
-                // refused save (an emptied root) must not stop the pushes of what was saved.
-                Err(e) => {
-                    say(
-                        DaemonEvent::SaveFailed {
-                            error: e.to_string(),
-                        },
-                        format!("save failed (will retry at the next change): {e}"),
-                    )?;
-                    continue;
-                }
-            };
-            if o.created {
-                unpushed = true;
-                let id = o.id.map(|i| i.to_hex()).unwrap_or_default();
-                let short = id[..12.min(id.len())].to_owned();
-                say(DaemonEvent::Saved { id }, format!("saved {short}"))?;
-            }
-        }
-        if let Some(r) = remote
-            && unpushed
-            && stopped.is_none()
-            && last_push.elapsed() >= push_every
-        {
-            match st.sync_push(r, &|_, _| {}) {
-                Ok(p) => {
-                    unpushed = false;
-                    last_push = Instant::now();
-                    say(
-                        DaemonEvent::Pushed {
-                            remote: r,
-                            objects: p.sent.objects,
-                        },
-                        format!("pushed to {r}: {} objects", p.sent.objects),
-                    )?;
-                }
-                Err(e) if e.retryable() => {
-                    // Tried again after `push_interval`, not at every poll.
-                    last_push = Instant::now();
-                    say(
-                        DaemonEvent::PushFailed {
-                            remote: r,
-                            error: e.to_string(),
-                            retryable: true,
-                        },
-                        format!("push to {r} failed (will retry): {e}"),
-                    )?;
-                }
-                Err(e) => {
-                    say(
-                        DaemonEvent::PushFailed {
-                            remote: r,
-                            error: e.to_string(),
-                            retryable: false,
-                        },
-                        format!(
-                            "push to {r} failed and will not be retried (pushing stopped; saving goes on): {e}"
-                        ),
-                    )?;
-                    stopped = Some(e);
-                }
-            }
-        }
-    }
-    stopped.map_or(Ok(()), Err)
 }
 
 /// One line for a conflict: what, which versions, how to settle it.

@@ -11,6 +11,7 @@ mod compat;
 mod config;
 mod core;
 mod corruption;
+mod daemon;
 mod documented;
 mod dry_run;
 mod faults;
