@@ -70,7 +70,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             small_change,
         } => tour::generate(dir, *scale, *small_change),
         Cmd::Log(a) => history_cmd::log(cli, a),
-        Cmd::Show { rev } => history_cmd::show(cli, rev),
+        Cmd::Show { rev, full } => history_cmd::show(cli, rev, *full),
         Cmd::State(sc) => state_cmd::run_state(cli, sc),
         Cmd::Remote(rc) => sync_cmd::run_remote(&open(cli)?, cli.json, rc),
         Cmd::Sync(sc) => {
