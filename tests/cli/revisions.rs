@@ -452,3 +452,27 @@ fn an_abbreviation_two_snapshots_share_is_ambiguous() {
         other => panic!("{shared}: {other:?}"),
     }
 }
+
+/// Issue #12: `log --help` and `show --help` end with examples of revisions (clap's long help);
+/// `-h` stays short.
+#[test]
+fn long_help_shows_revision_examples() {
+    let sb = Sandbox::in_memory();
+    for cmd in ["log", "show"] {
+        let long = sb.ok(&[cmd, "--help"]);
+        for line in [
+            "EXAMPLES:\n",
+            "REVISIONS:\n",
+            "  head^2 ",
+            "  head@{1} ",
+            "  laptop ",
+            "  s001 ",
+        ] {
+            assert!(long.contains(line), "{cmd} --help lacks {line:?}:\n{long}");
+        }
+        assert!(long.contains(&format!("  shelldone {cmd} ")), "{long}");
+        let short = sb.ok(&[cmd, "-h"]);
+        assert!(!short.contains("EXAMPLES:"), "{cmd} -h:\n{short}");
+    }
+    assert!(sb.ok(&["log", "--help"]).contains("--oneline"));
+}
