@@ -256,38 +256,42 @@ pub(super) enum DeviceCmd {
 /// macro, so that `concat!` can join it to each command's own examples.
 macro_rules! revision_examples {
     () => {
-        "\
-  head            this device's newest snapshot (also: HEAD, or nothing)
-  head~2          two first parents back (head~ is head~1)
-  head^2          the second parent of a merge (head^ is head^1, like head~1)
-  head~2^2        combined: the second parent of head~2
-  head@{1}        what head was before its last move (from the reflog)
-  3fa2c1d0        a snapshot id, or a unique prefix of one (at least 4 hex characters)
-  s001            a session id, or a unique prefix of one: the last snapshot that changed it
-  sessions/s001@{2}  a session's ref, two moves ago
-  laptop          a device's head as the last pull fetched it (remotes/<remote>/laptop/head)
+        "  head                  this device's newest snapshot (also HEAD, or nothing)
+  head~2                two first parents back (head~ is head~1)
+  head^2                the second parent of a merge (head^ is head^1, like head~1)
+  head~2^2              combined: the second parent of head~2
+  head@{1}              what head was before its last move (from the reflog)
+  3fa2c1d0              a snapshot id, or a unique prefix of one (4 hex characters or more)
+  s001                  a session id, or a unique prefix of one: the last snapshot that
+                        changed that session (sessions/s001)
+  sessions/s001@{2}     a session's ref, two moves ago
+  laptop                a device's head as the last pull fetched it
+                        (remotes/<remote>/laptop/head)
   origin/laptop/head~1  a remote-tracking ref (remotes/ may be left out)
 
-A name matching several things (a prefix of a snapshot id and of a session id, a device on
-two remotes) is an error listing them, exit 2; so is a name matching nothing.\n"
+Names are tried in this order: head; a full 64-hex id; with a '/', a ref name; else device
+names, session ids and snapshot id prefixes together. A name matching several things (an id
+prefix that also begins a session id, a device on two remotes) is an error that lists them,
+exit 2; so is a name matching nothing (docs/cli.md, \"Revisions\").
+"
     };
 }
 
 const LOG_EXAMPLES: &str = concat!(
     "EXAMPLES:\n",
-    "  shelldone log --oneline -n 5      the last five snapshots, one line each\n",
-    "  shelldone log laptop              the history of device laptop's head\n",
-    "  shelldone log --session s001      the snapshots in which session s001 changed\n",
-    "  shelldone log --full head@{1}     from head's previous value, with full ids\n",
+    "  shelldone log --oneline -n 5     the last five snapshots, one line each\n",
+    "  shelldone log laptop             the history of device laptop's head\n",
+    "  shelldone log --session s001     the snapshots in which session s001 changed\n",
+    "  shelldone log --full head@{1}    from head's previous value, with full ids\n",
     "\nREVISIONS:\n",
     revision_examples!(),
 );
 
 const SHOW_EXAMPLES: &str = concat!(
     "EXAMPLES:\n",
-    "  shelldone show head^2             the other side of the last merge\n",
-    "  shelldone show s001               the snapshot where session s001 last changed\n",
-    "  shelldone show --full head@{1}    head's previous value, with full ids\n",
+    "  shelldone show head^2            the other side of the last merge\n",
+    "  shelldone show s001              the snapshot where session s001 last changed\n",
+    "  shelldone show --full head@{1}   head's previous value, with full ids\n",
     "\nREVISIONS:\n",
     revision_examples!(),
 );

@@ -463,10 +463,11 @@ fn long_help_shows_revision_examples() {
         for line in [
             "EXAMPLES:\n",
             "REVISIONS:\n",
-            "  head^2 ",
-            "  head@{1} ",
-            "  laptop ",
-            "  s001 ",
+            "REVISIONS:\n  head ",
+            "\n  head^2 ",
+            "\n  head@{1} ",
+            "\n  laptop ",
+            "\n  s001 ",
         ] {
             assert!(long.contains(line), "{cmd} --help lacks {line:?}:\n{long}");
         }
