@@ -477,3 +477,48 @@ fn long_help_shows_revision_examples() {
     }
     assert!(sb.ok(&["log", "--help"]).contains("--oneline"));
 }
+
+/// Issue #12: `log --session ID` exits 2 for a session that no snapshot from the start
+/// revision holds and that is not live; a live session never saved lists nothing (exit 0);
+/// a session deleted since keeps its history.
+#[test]
+fn log_session_unknown_exits_2() {
+    let w = world();
+    let a = &w.a;
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["--json", "log"];
+        all.extend_from_slice(args);
+        let v: serde_json::Value = serde_json::from_str(&a.ok(&all)).expect("json");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|e| e["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids(&["--session", "s001"]),
+        [w.s2.to_hex(), w.s1.to_hex()]
+    );
+    assert_eq!(ids(&["--session", "s001", &w.s1.to_hex()]), [w.s1.to_hex()]);
+    let o = a.run(&["log", "--session", "nope"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("error: no session 'nope' in the history of head or the live state"),
+        "{o:?}"
+    );
+    // Live, never saved: nothing to list, and not an error.
+    let fresh = a.state().join("sessions/fresh");
+    std::fs::create_dir_all(&fresh).expect("mkdir");
+    std::fs::write(fresh.join("session.json"), "{\"id\":\"fresh\"}").expect("write");
+    assert!(ids(&["--session", "fresh"]).is_empty());
+    // Saved, then gone from the live state: known from its own ref, unknown from s3.
+    let s4 = a.save("fresh");
+    std::fs::remove_dir_all(&fresh).expect("rm");
+    assert_eq!(ids(&["--session", "fresh"]), [s4.clone()]);
+    let o = a.run(&["log", "--session", "fresh", &w.s3.to_hex()]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    // Deleted by a save: from head, the deletion and the save before it are listed.
+    let s5 = a.save("gone");
+    assert_eq!(ids(&["--session", "fresh", "head"]), [s5, s4]);
+}
