@@ -255,7 +255,13 @@ fn revisions_resolve_as_documented() {
     // A device on two remotes: its name is ambiguous, and the error lists both refs.
     let second = tempfile::tempdir().expect("tempdir");
     let url = second.path().join("r");
-    w.a.ok(&["remote", "add", "backup", url.to_str().expect("utf-8"), "--init"]);
+    w.a.ok(&[
+        "remote",
+        "add",
+        "backup",
+        url.to_str().expect("utf-8"),
+        "--init",
+    ]);
     w.a.ok(&["sync", "push", "backup"]);
     check(&w.a, &st, "laptop", &Want::Ambiguous);
     check(&w.a, &st, "origin/laptop/head", &Want::Id(s3));
@@ -333,7 +339,10 @@ fn a_name_of_two_kinds_is_ambiguous_and_lists_both() {
     ] {
         assert!(stderr.contains(&line), "{line:?} in {stderr}");
     }
-    assert!(stderr.contains("  one\n") && stderr.contains("  four\n"), "{stderr}");
+    assert!(
+        stderr.contains("  one\n") && stderr.contains("  four\n"),
+        "{stderr}"
+    );
     // The full names are not ambiguous.
     for (rev, want) in [
         (session.clone(), Want::Id(s4)),
@@ -495,10 +504,7 @@ fn log_session_unknown_exits_2() {
             .map(|e| e["id"].as_str().expect("id").to_owned())
             .collect()
     };
-    assert_eq!(
-        ids(&["--session", "s001"]),
-        [w.s2.to_hex(), w.s1.to_hex()]
-    );
+    assert_eq!(ids(&["--session", "s001"]), [w.s2.to_hex(), w.s1.to_hex()]);
     assert_eq!(ids(&["--session", "s001", &w.s1.to_hex()]), [w.s1.to_hex()]);
     let o = a.run(&["log", "--session", "nope"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
@@ -515,7 +521,7 @@ fn log_session_unknown_exits_2() {
     // Saved, then gone from the live state: known from its own ref, unknown from s3.
     let s4 = a.save("fresh");
     std::fs::remove_dir_all(&fresh).expect("rm");
-    assert_eq!(ids(&["--session", "fresh"]), [s4.clone()]);
+    assert_eq!(ids(&["--session", "fresh"]), std::slice::from_ref(&s4));
     let o = a.run(&["log", "--session", "fresh", &w.s3.to_hex()]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     // Deleted by a save: from head, the deletion and the save before it are listed.
