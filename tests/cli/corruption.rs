@@ -715,7 +715,10 @@ fn a_deleted_head_is_named_a_save_refuses_to_detach_history_and_recover_restores
     assert!(out.contains(&format!("set to {two}")), "{out}");
     assert_eq!(std::fs::read_to_string(&head).unwrap().trim(), two);
     let three = sb.save("three");
-    assert!(sb.ok(&["show", "--full", &three]).contains(&format!("parent  {two}")));
+    assert!(
+        sb.ok(&["show", "--full", &three])
+            .contains(&format!("parent  {two}"))
+    );
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
 }
 
@@ -762,7 +765,10 @@ fn a_head_naming_a_missing_snapshot_is_reset_to_the_newest_complete_one() {
     );
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
     let three = sb.save("three");
-    assert!(sb.ok(&["show", "--full", &three]).contains(&format!("parent  {two}")));
+    assert!(
+        sb.ok(&["show", "--full", &three])
+            .contains(&format!("parent  {two}"))
+    );
 }
 
 #[test]
