@@ -232,7 +232,8 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     /// `snapshot` (an id prefix), `session` (a session id or prefix), `device` (a device's
-    /// remote-tracking head).
+    /// remote-tracking head), `ref` (a name with a `/` that is a ref both as given and under
+    /// `remotes/`).
     pub kind: &'static str,
     /// The unambiguous name: the full id of a snapshot, else the ref (`sessions/<id>`,
     /// `remotes/<remote>/<device>/head`).

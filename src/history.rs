@@ -131,7 +131,8 @@ pub fn resolve(cx: &Context, rev: &str) -> Result<ObjectId> {
     };
     let (base, ops) = parse_rev(rev).map_err(unknown)?;
     let (mut id, name) = resolve_name(cx, rev, base)?;
-    let mut done = base.to_owned();
+    // The part applied so far, for messages (`head~2 (3fa2…) has no parent`).
+    let mut done = if base.is_empty() { HEAD } else { base }.to_owned();
     for op in ops {
         match op {
             Op::Reflog(n) => {
