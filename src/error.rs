@@ -40,16 +40,26 @@ pub enum Error {
     /// Encoding failed (a bug or an invalid file name).
     #[error("cannot encode object: {0}")]
     Encode(#[from] DecodeError),
-    /// A reference name or revision expression could not be resolved.
-    #[error("unknown revision '{0}'; try 'shelldone log' to list snapshots")]
-    UnknownRevision(String),
-    /// An abbreviated id matches several objects.
-    #[error("ambiguous id prefix '{prefix}' matches {count} snapshots; give more characters")]
+    /// A revision names nothing (docs/cli.md, "Revisions"); `why` says what was looked for.
+    #[error("unknown revision '{rev}': {why}")]
+    UnknownRevision {
+        /// The revision as given.
+        rev: String,
+        /// Why it names nothing (outside the quotes, so the name is shown as typed).
+        why: String,
+    },
+    /// A name that several things answer to: a snapshot id prefix, a session id (prefix), a
+    /// device present on several remotes (docs/cli.md, "Revisions").
+    #[error(
+        "ambiguous revision '{prefix}': it matches {} names; give more characters or a full name:{}",
+        candidates.len(),
+        list_candidates(candidates)
+    )]
     AmbiguousPrefix {
-        /// The prefix given.
+        /// The name given.
         prefix: String,
-        /// How many matched.
-        count: usize,
+        /// Everything it matches (at least two).
+        candidates: Vec<Candidate>,
     },
     /// There is no snapshot yet.
     #[error("no snapshot yet; run 'shelldone state save' first")]
@@ -228,6 +238,46 @@ pub enum Error {
     Internal(String),
 }
 
+/// One of the things an ambiguous revision matches ([`Error::AmbiguousPrefix`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// `snapshot` (an id prefix), `session` (a session id or prefix), `device` (a device's
+    /// remote-tracking head), `ref` (a name with a `/` that is a ref both as given and under
+    /// `remotes/`).
+    pub kind: &'static str,
+    /// The unambiguous name: the full id of a snapshot, else the ref (`sessions/<id>`,
+    /// `remotes/<remote>/<device>/head`).
+    pub name: String,
+    /// The snapshot it names.
+    pub snapshot: ObjectId,
+    /// That snapshot's time (UTC, `YYYY-MM-DD HH:MM:SS`).
+    pub time: String,
+    /// That snapshot's message.
+    pub message: String,
+}
+
+impl std::fmt::Display for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = self.snapshot.short(12);
+        if self.kind == "snapshot" {
+            write!(f, "snapshot {id}")?;
+        } else {
+            write!(f, "{:<8} {} -> {id}", self.kind, self.name)?;
+        }
+        write!(f, "  {}  {}", self.time, short(&self.message))
+    }
+}
+
+/// The lines of [`Error::AmbiguousPrefix`]: the first 10 candidates, then how many more.
+fn list_candidates(c: &[Candidate]) -> String {
+    const SHOWN: usize = 10;
+    let mut s: String = c.iter().take(SHOWN).map(|c| format!("\n  {c}")).collect();
+    if c.len() > SHOWN {
+        s.push_str(&format!("\n  and {} more", c.len() - SHOWN));
+    }
+    s
+}
+
 /// A boxed error from a lower layer, kept as the source of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -278,7 +328,7 @@ impl Error {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::UnknownRevision(_)
+            Error::UnknownRevision { .. }
             | Error::AmbiguousPrefix { .. }
             | Error::NoSnapshot
             | Error::BadRefName(_)

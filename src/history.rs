@@ -6,7 +6,7 @@ use objects_format::{ObjectId, Snapshot};
 use serde::Serialize;
 
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{Candidate, Error, Result};
 use crate::snapshot::{Flat, flatten, session_of};
 use crate::store::refs::session_ref;
 use crate::store::refs::{HEAD, check_name};
@@ -109,116 +109,352 @@ impl PartialOrd for ByTime {
     }
 }
 
-/// Resolves a revision: `head`, a ref name (`sessions/ID`, `remotes/…`), a full or unique
-/// abbreviated snapshot id (≥ 4 hex chars), each optionally followed by `~N` (N first parents back).
+/// Resolves a revision (docs/cli.md, "Revisions", is the reference): a name, then `@{N}` (the
+/// Nth previous value of the ref it names, from the reflog), then any number of `~N` (N first
+/// parents back) and `^N` (the Nth parent; `^` is `^1`, `^0` the snapshot itself).
+///
+/// The name is tried in this order, and the first rule that applies decides:
+/// 1. empty or `head` (any case): this device's head;
+/// 2. 64 hex characters: that snapshot, without reading any ref;
+/// 3. a name with a `/`: the ref of that name, or `remotes/<name>`;
+/// 4. anything else is looked up as a device name (`remotes/<remote>/<name>/head`), a session
+///    id or a unique prefix of one (`sessions/<id>`; an exact id wins over longer ids it
+///    begins), and, with at least 4 hex characters, a snapshot id prefix, all at once: one match
+///    is the answer, several are [`Error::AmbiguousPrefix`] listing them all.
 ///
 /// # Errors
-/// [`Error::UnknownRevision`], [`Error::AmbiguousPrefix`].
+/// [`Error::UnknownRevision`] (saying why), [`Error::AmbiguousPrefix`].
 pub fn resolve(cx: &Context, rev: &str) -> Result<ObjectId> {
-    let (base, back) = match rev.rsplit_once('~') {
-        Some((b, n)) => (
-            b,
-            if n.is_empty() {
-                1
-            } else {
-                n.parse::<usize>()
-                    .map_err(|_| Error::UnknownRevision(rev.to_owned()))?
-            },
-        ),
-        None => (rev, 0),
+    let unknown = |why: String| Error::UnknownRevision {
+        rev: rev.to_owned(),
+        why,
     };
-    let mut id = resolve_base(cx, base)?;
-    for _ in 0..back {
-        let s = cx.objects.read_snapshot(&id)?;
-        id = *s.parents.first().ok_or_else(|| {
-            Error::UnknownRevision(format!("{rev} (history has fewer than {back} parents)"))
-        })?;
+    let (base, ops) = parse_rev(rev).map_err(unknown)?;
+    let (mut id, name) = resolve_name(cx, rev, base)?;
+    // The part applied so far, for messages (`head~2 (3fa2…) has no parent`).
+    let mut done = if base.is_empty() { HEAD } else { base }.to_owned();
+    for op in ops {
+        match op {
+            Op::Reflog(n) => {
+                let Some(name) = &name else {
+                    return Err(unknown(format!(
+                        "'@{{{n}}}' reads the reflog of a ref (head, sessions/<id>, a device or session name), and '{base}' is a snapshot id"
+                    )));
+                };
+                let values: Vec<ObjectId> = cx
+                    .refs
+                    .reflog(name)?
+                    .into_iter()
+                    .rev()
+                    .filter_map(|e| e.new)
+                    .collect();
+                id = *values.get(n).ok_or_else(|| {
+                    unknown(format!(
+                        "the reflog of {name} holds {} value{}",
+                        values.len(),
+                        if values.len() == 1 { "" } else { "s" }
+                    ))
+                })?;
+                done.push_str(&format!("@{{{n}}}"));
+            }
+            Op::Back(n) => {
+                for i in 0..n {
+                    let s = cx.objects.read_snapshot(&id)?;
+                    id = *s.parents.first().ok_or_else(|| {
+                        unknown(format!("{done}~{i} ({}) has no parent", id.short(SHORT_ID)))
+                    })?;
+                }
+                done.push_str(&format!("~{n}"));
+            }
+            Op::Parent(0) => done.push_str("^0"),
+            Op::Parent(n) => {
+                let s = cx.objects.read_snapshot(&id)?;
+                let k = s.parents.len();
+                id = *s.parents.get(n - 1).ok_or_else(|| {
+                    unknown(format!(
+                        "{done} ({}) has {k} parent{}",
+                        id.short(SHORT_ID),
+                        if k == 1 { "" } else { "s" }
+                    ))
+                })?;
+                done.push_str(&format!("^{n}"));
+            }
+        }
     }
     Ok(id)
 }
 
-fn resolve_base(cx: &Context, base: &str) -> Result<ObjectId> {
-    let base = if base.eq_ignore_ascii_case("HEAD") || base.is_empty() {
-        HEAD
-    } else {
-        base
+/// Hex characters of an id in human output (`--full` shows all 64).
+pub const SHORT_ID: usize = 12;
+
+/// What follows the name of a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `@{N}`: the Nth previous value of the ref, from the reflog.
+    Reflog(usize),
+    /// `~N`: N first parents back.
+    Back(usize),
+    /// `^N`: the Nth parent (0: itself).
+    Parent(usize),
+}
+
+/// Splits a revision into its name and its suffixes; the error says what is wrong with them.
+/// Ref names hold none of `~^@{}` (`check_name`), so the name ends at the first of them.
+fn parse_rev(rev: &str) -> std::result::Result<(&str, Vec<Op>), String> {
+    let end = rev.find(['~', '^', '@']).unwrap_or(rev.len());
+    let (base, mut rest) = rev.split_at(end);
+    let mut ops = Vec::new();
+    let number = |s: &str, what: &str| -> std::result::Result<(usize, usize), String> {
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Ok((1, 0));
+        }
+        s[..digits]
+            .parse::<usize>()
+            .map(|n| (n, digits))
+            .map_err(|_| format!("'{what}{}' is too large a number", &s[..digits]))
     };
-    // A full id names its snapshot without reading any ref (so a damaged ref file or
+    while let Some(c) = rest.chars().next() {
+        let after = &rest[1..];
+        match c {
+            '~' | '^' => {
+                let (n, len) = number(after, if c == '~' { "~" } else { "^" })?;
+                ops.push(if c == '~' { Op::Back(n) } else { Op::Parent(n) });
+                rest = &after[len..];
+            }
+            '@' => {
+                if !ops.is_empty() {
+                    return Err(
+                        "'@{N}' must follow the name directly (head@{1}~2, not head~2@{1})".into(),
+                    );
+                }
+                let inner = after
+                    .strip_prefix('{')
+                    .and_then(|a| a.split_once('}'))
+                    .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                let Some((n, tail)) = inner else {
+                    return Err(
+                        "'@' must be followed by '{N}', N a number of reflog entries back".into(),
+                    );
+                };
+                let n = n
+                    .parse::<usize>()
+                    .map_err(|_| format!("'@{{{n}}}' is too large a number"))?;
+                ops.push(Op::Reflog(n));
+                rest = tail;
+            }
+            _ => {
+                return Err(format!(
+                    "'{rest}' is not a suffix: after a name come '@{{N}}', '~N' and '^N'"
+                ));
+            }
+        }
+    }
+    Ok((base, ops))
+}
+
+/// The snapshot a revision's name (without suffixes) names, and the ref it came from (for
+/// `@{N}`); see [`resolve`] for the order of the rules.
+fn resolve_name(cx: &Context, rev: &str, base: &str) -> Result<(ObjectId, Option<String>)> {
+    let unknown = |why: String| Error::UnknownRevision {
+        rev: rev.to_owned(),
+        why,
+    };
+    // 1. The head.
+    if base.is_empty() || base.eq_ignore_ascii_case(HEAD) {
+        return match cx.refs.get(HEAD)? {
+            Some(id) => Ok((id, Some(HEAD.to_owned()))),
+            None => Err(unknown(
+                "there is no head yet: nothing was saved or restored on this device".into(),
+            )),
+        };
+    }
+    // 2. A full id names its snapshot without reading any ref (so a damaged ref file or
     // packed-refs cannot stand in the way of `restore <id> --to DIR`).
     if base.len() == 64
         && let Ok(id) = ObjectId::from_hex(base)
     {
-        return full_id(cx, id, base);
+        return full_id(cx, id, rev).map(|id| (id, None));
     }
-    if check_name(base).is_ok() {
-        if let Some(id) = cx.refs.get(base)? {
-            return Ok(id);
-        }
-        if let Some(id) = cx.refs.get(&session_ref(
-            base.strip_prefix("sessions/").unwrap_or(base).as_bytes(),
-        ))? && base.starts_with("sessions/")
+    // 3. Ref names: local (`sessions/<id>`, raw or encoded) or remote-tracking.
+    if base.contains('/') {
+        let mut names = vec![base.to_owned()];
+        if let Some(s) = base.strip_prefix("sessions/")
+            && !s.is_empty()
         {
-            return Ok(id);
+            names.push(session_ref(s.as_bytes()));
         }
-        if let Some(id) = cx.refs.get(&format!("remotes/{base}"))? {
-            return Ok(id);
-        }
-    }
-    if base.len() >= 4 && base.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let prefix = base.to_ascii_lowercase();
-        let fan = cx.objects.root().join("objects").join(&prefix[..2]);
-        let mut matches = Vec::new();
-        // Damaged objects the prefix names: reported when no sound snapshot matches, as
-        // "unknown revision" would send the user looking for a typo.
-        let mut damaged: Vec<Error> = Vec::new();
-        let mut consider =
-            |id: ObjectId, matches: &mut Vec<ObjectId>| match cx.objects.read_snapshot(&id) {
-                Ok(_) => {
-                    if !matches.contains(&id) {
-                        matches.push(id);
-                    }
-                }
-                Err(e @ Error::CorruptObject { .. }) => damaged.push(e),
-                Err(_) => {}
-            };
-        if let Ok(rd) = std::fs::read_dir(&fan) {
-            for e in rd.flatten() {
-                let name = e.file_name();
-                let Some(n) = name.to_str() else { continue };
-                if n.starts_with(&prefix[2..])
-                    && let Ok(id) = ObjectId::from_hex(&format!("{}{n}", &prefix[..2]))
-                {
-                    // Only snapshots count as revisions.
-                    consider(id, &mut matches);
-                }
+        names.push(format!("remotes/{base}"));
+        let mut found: Vec<(String, ObjectId)> = Vec::new();
+        for n in names {
+            if check_name(&n).is_ok()
+                && !found.iter().any(|(f, _)| *f == n)
+                && let Some(id) = cx.refs.get(&n)?
+            {
+                found.push((n, id));
             }
         }
-        for (_, ids) in cx.objects.pack_contents() {
-            for id in ids {
-                if id.to_hex().starts_with(&prefix) && !matches.contains(&id) {
-                    consider(id, &mut matches);
-                }
+        return match found.len() {
+            0 => Err(unknown(format!("no ref '{base}' or 'remotes/{base}'"))),
+            1 => {
+                let (n, id) = found.remove(0);
+                Ok((id, Some(n)))
             }
-        }
-        if matches.is_empty() && damaged.len() == 1 {
-            return Err(damaged.remove(0));
-        }
-        return match matches.len() {
-            0 => Err(Error::UnknownRevision(base.to_owned())),
-            1 => Ok(matches[0]),
-            n => Err(Error::AmbiguousPrefix {
-                prefix: base.to_owned(),
-                count: n,
-            }),
+            _ => Err(ambiguous(
+                cx,
+                base,
+                found.into_iter().map(|(n, id)| ("ref", n, id)),
+            )?),
         };
     }
-    Err(Error::UnknownRevision(base.to_owned()))
+    // 4. Devices, sessions and snapshot id prefixes, together.
+    let mut refs_failed = None;
+    let mut named: Vec<(&'static str, String, ObjectId)> = Vec::new();
+    match cx.refs.list("remotes/") {
+        Ok(list) => {
+            for (n, id) in list {
+                let parts: Vec<&str> = n.split('/').collect();
+                if parts.len() == 4 && parts[2] == base && parts[3] == HEAD {
+                    named.push(("device", n, id));
+                }
+            }
+        }
+        Err(e) => refs_failed = Some(e),
+    }
+    match cx.refs.list("sessions/") {
+        Ok(list) => {
+            let enc = session_ref(base.as_bytes());
+            let mut sessions: Vec<(String, ObjectId)> = list
+                .into_iter()
+                .filter(|(n, _)| n.starts_with(&enc))
+                .collect();
+            if let Some(exact) = sessions.iter().position(|(n, _)| *n == enc) {
+                sessions = vec![sessions.swap_remove(exact)];
+            }
+            named.extend(sessions.into_iter().map(|(n, id)| ("session", n, id)));
+        }
+        Err(e) => refs_failed = refs_failed.or(Some(e)),
+    }
+    let is_hex = base.bytes().all(|b| b.is_ascii_hexdigit());
+    let mut damaged: Vec<Error> = Vec::new();
+    if is_hex && base.len() >= 4 {
+        for id in id_prefix(cx, base, &mut damaged) {
+            named.push(("snapshot", id.to_hex(), id));
+        }
+    }
+    match named.len() {
+        1 => {
+            let (kind, n, id) = named.remove(0);
+            Ok((id, (kind != "snapshot").then_some(n)))
+        }
+        0 => {
+            if damaged.len() == 1 {
+                return Err(damaged.remove(0));
+            }
+            if let Some(e) = refs_failed {
+                return Err(e);
+            }
+            Err(unknown(if is_hex && base.len() < 4 {
+                "no ref, device or session matches, and a snapshot id prefix needs at least 4 hex characters".into()
+            } else {
+                "no ref, device, session or snapshot id matches".into()
+            }))
+        }
+        _ => Err(ambiguous(cx, base, named.into_iter())?),
+    }
+}
+
+/// The snapshots whose id begins with `prefix` (≥ 4 hex), loose or packed; damaged objects the
+/// prefix names go to `damaged` (reported when no sound snapshot matches, as "unknown
+/// revision" would send the user looking for a typo).
+fn id_prefix(cx: &Context, prefix: &str, damaged: &mut Vec<Error>) -> Vec<ObjectId> {
+    let prefix = prefix.to_ascii_lowercase();
+    let fan = cx.objects.root().join("objects").join(&prefix[..2]);
+    let mut matches = Vec::new();
+    let mut consider =
+        |id: ObjectId, matches: &mut Vec<ObjectId>| match cx.objects.read_snapshot(&id) {
+            Ok(_) => {
+                if !matches.contains(&id) {
+                    matches.push(id);
+                }
+            }
+            Err(e @ Error::CorruptObject { .. }) => damaged.push(e),
+            Err(_) => {}
+        };
+    if let Ok(rd) = std::fs::read_dir(&fan) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(n) = name.to_str() else { continue };
+            if n.starts_with(&prefix[2..])
+                && let Ok(id) = ObjectId::from_hex(&format!("{}{n}", &prefix[..2]))
+            {
+                // Only snapshots count as revisions.
+                consider(id, &mut matches);
+            }
+        }
+    }
+    for (_, ids) in cx.objects.pack_contents() {
+        for id in ids {
+            if id.to_hex().starts_with(&prefix) && !matches.contains(&id) {
+                consider(id, &mut matches);
+            }
+        }
+    }
+    matches
+}
+
+/// [`Error::AmbiguousPrefix`] for `base`, each candidate with its snapshot's time and message.
+fn ambiguous(
+    cx: &Context,
+    base: &str,
+    named: impl Iterator<Item = (&'static str, String, ObjectId)>,
+) -> Result<Error> {
+    let mut candidates = Vec::new();
+    for (kind, name, id) in named {
+        let s = cx.objects.read_snapshot(&id)?;
+        candidates.push(Candidate {
+            kind,
+            name,
+            snapshot: id,
+            time: utc(s.time_ns),
+            message: s.message,
+        });
+    }
+    Ok(Error::AmbiguousPrefix {
+        prefix: base.to_owned(),
+        candidates,
+    })
+}
+
+/// Formats ns since epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+#[must_use]
+pub fn utc(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// A full id as a revision: its snapshot, or why it cannot be one. A damaged snapshot is
 /// damage (exit 3), not an unknown revision; so is an id that may be in a pack whose index
 /// does not load.
-fn full_id(cx: &Context, id: ObjectId, base: &str) -> Result<ObjectId> {
+fn full_id(cx: &Context, id: ObjectId, rev: &str) -> Result<ObjectId> {
     match cx.objects.read_snapshot(&id) {
         Ok(_) => Ok(id),
         Err(Error::MissingObject { .. }) => {
@@ -234,10 +470,16 @@ fn full_id(cx: &Context, id: ObjectId, base: &str) -> Result<ObjectId> {
                     format!("it has no index (snapshot {id} may be in it)"),
                 ));
             }
-            Err(Error::UnknownRevision(base.to_owned()))
+            Err(Error::UnknownRevision {
+                rev: rev.to_owned(),
+                why: "no snapshot has this id".into(),
+            })
         }
         // Only snapshots are revisions (a tree or blob id is not).
-        Err(Error::WrongKind { .. }) => Err(Error::UnknownRevision(base.to_owned())),
+        Err(Error::WrongKind { found, .. }) => Err(Error::UnknownRevision {
+            rev: rev.to_owned(),
+            why: format!("this id names a {found}, not a snapshot"),
+        }),
         Err(e) => Err(e),
     }
 }
@@ -258,18 +500,24 @@ pub fn log(
         refs_at.entry(id).or_default().push(name);
     }
     // (id, the ref it came from)
-    let starts: Vec<(ObjectId, Option<String>)> = match rev {
-        Some(r) => vec![(resolve(cx, r)?, None)],
+    let (starts, from): (Vec<(ObjectId, Option<String>)>, String) = match rev {
+        Some(r) => (vec![(resolve(cx, r)?, None)], r.to_owned()),
         None => {
-            let name = match session {
-                Some(s) => session_ref(s.as_bytes()),
-                None => HEAD.to_owned(),
-            };
-            cx.refs
+            // A session's own ref, else the head (a session deleted since keeps its history).
+            let mut name = HEAD.to_owned();
+            if let Some(s) = session {
+                let own = session_ref(s.as_bytes());
+                if cx.refs.get(&own)?.is_some() {
+                    name = own;
+                }
+            }
+            let starts = cx
+                .refs
                 .get(&name)?
                 .into_iter()
                 .map(|id| (id, Some(name.clone())))
-                .collect()
+                .collect();
+            (starts, name)
         }
     };
     let (shallow_ids, _) = cx.read_shallow();
@@ -346,7 +594,32 @@ pub fn log(
             refs: refs_at.get(&id).cloned().unwrap_or_default(),
         });
     }
+    // A session no snapshot of this history holds (the filter keeps the one each session
+    // appears in first) and that is not live either is a typo, not an empty history.
+    if let Some(s) = session
+        && out.is_empty()
+        && limit > 0
+        && !session_is_live(cx, s)
+    {
+        return Err(Error::UnknownSession(
+            s.to_owned(),
+            format!("the history of {from} or the live state"),
+        ));
+    }
     Ok(out)
+}
+
+/// Whether `state/sessions/` holds a file or folder of session `session`.
+fn session_is_live(cx: &Context, session: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rd) = std::fs::read_dir(cx.layout().state.join("sessions")) else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        let mut p = b"state/sessions/".to_vec();
+        p.extend_from_slice(e.file_name().as_bytes());
+        session_of(&p) == Some(session.as_bytes())
+    })
 }
 
 /// Differences between two revisions.

@@ -249,8 +249,8 @@ impl State {
         sync::resolve::conflict_resolve(&self.cx, id, how)
     }
 
-    /// Resolves a revision: `head`, a ref name (`sessions/ID`, `remotes/…`), a full or unique
-    /// abbreviated snapshot id (≥ 4 hex chars), each optionally followed by `~N` (N first parents back).
+    /// Resolves a revision (docs/cli.md, "Revisions"): a name (`head`, a full id, a ref name,
+    /// a device name, a session id or prefix, a snapshot id prefix), then `@{N}`, `~N`, `^N`.
     ///
     /// See [`history::resolve`].
     pub fn resolve(&self, rev: &str) -> Result<ObjectId> {

@@ -78,9 +78,14 @@ pub(super) enum Cmd {
     /// Browse history, newest first.
     Log(LogArgs),
     /// Show one snapshot and what it changed.
+    #[command(after_long_help = SHOW_EXAMPLES)]
     Show {
-        /// Revision (ref, id, id prefix, REF~N).
+        /// Revision: head, an id or a prefix of one, a session id, a device name, a ref;
+        /// then @{N}, ~N, ^N (see EXAMPLES).
         rev: String,
+        /// Full 64-hex ids (default: 12).
+        #[arg(long)]
+        full: bool,
     },
     /// Manage sync remotes.
     #[command(subcommand)]
@@ -322,16 +327,68 @@ pub(super) enum DeviceCmd {
     },
 }
 
+/// Revision examples shared by `log --help` and `show --help` (docs/cli.md, "Revisions"): a
+/// macro, so that `concat!` can join it to each command's own examples.
+macro_rules! revision_examples {
+    () => {
+        "  head                  this device's newest snapshot (also HEAD, or nothing)
+  head~2                two first parents back (head~ is head~1)
+  head^2                the second parent of a merge (head^ is head^1, like head~1)
+  head~2^2              combined: the second parent of head~2
+  head@{1}              what head was before its last move (from the reflog)
+  3fa2c1d0              a snapshot id, or a unique prefix of one (4 hex characters or more)
+  s001                  a session id, or a unique prefix of one: the last snapshot that
+                        changed that session (sessions/s001)
+  sessions/s001@{2}     a session's ref, two moves ago
+  laptop                a device's head as the last pull fetched it
+                        (remotes/<remote>/laptop/head)
+  origin/laptop/head~1  a remote-tracking ref (remotes/ may be left out)
+
+Names are tried in this order: head; a full 64-hex id; with a '/', a ref name; else device
+names, session ids and snapshot id prefixes together. A name matching several things (an id
+prefix that also begins a session id, a device on two remotes) is an error that lists them,
+exit 2; so is a name matching nothing (docs/cli.md, \"Revisions\").
+"
+    };
+}
+
+const LOG_EXAMPLES: &str = concat!(
+    "EXAMPLES:\n",
+    "  shelldone log --oneline -n 5     the last five snapshots, one line each\n",
+    "  shelldone log laptop             the history of device laptop's head\n",
+    "  shelldone log --session s001     the snapshots in which session s001 changed\n",
+    "  shelldone log --full head@{1}    from head's previous value, with full ids\n",
+    "\nREVISIONS:\n",
+    revision_examples!(),
+);
+
+const SHOW_EXAMPLES: &str = concat!(
+    "EXAMPLES:\n",
+    "  shelldone show head^2            the other side of the last merge\n",
+    "  shelldone show s001              the snapshot where session s001 last changed\n",
+    "  shelldone show --full head@{1}   head's previous value, with full ids\n",
+    "\nREVISIONS:\n",
+    revision_examples!(),
+);
+
 #[derive(Debug, Args)]
+#[command(after_long_help = LOG_EXAMPLES)]
 pub(super) struct LogArgs {
-    /// Start here (default: head).
+    /// Start here (default: head; with --session, that session's ref). See EXAMPLES.
     pub(super) rev: Option<String>,
     /// At most N entries.
     #[arg(short = 'n', long)]
     pub(super) max_count: Option<usize>,
-    /// Only snapshots where this session changed.
+    /// Only snapshots where this session changed (exit 2 when no snapshot from the start holds
+    /// it and it is not live).
     #[arg(long)]
     pub(super) session: Option<String>,
+    /// One line per snapshot: short id, time, device, refs, message.
+    #[arg(long)]
+    pub(super) oneline: bool,
+    /// Full 64-hex ids (default: 12).
+    #[arg(long)]
+    pub(super) full: bool,
 }
 
 const COMPLETIONS_EXAMPLES: &str = "\

@@ -64,7 +64,7 @@ mod tests {
             Error::CorruptObject { .. } => "CorruptObject",
             Error::WrongKind { .. } => "WrongKind",
             Error::Encode(_) => "Encode",
-            Error::UnknownRevision(_) => "UnknownRevision",
+            Error::UnknownRevision { .. } => "UnknownRevision",
             Error::AmbiguousPrefix { .. } => "AmbiguousPrefix",
             Error::NoSnapshot => "NoSnapshot",
             Error::RefConflict { .. } => "RefConflict",
@@ -105,10 +105,10 @@ mod tests {
                 found: "blob",
             },
             Error::Encode(objects_format::DecodeError::BadMagic),
-            Error::UnknownRevision(s()),
+            Error::UnknownRevision { rev: s(), why: s() },
             Error::AmbiguousPrefix {
                 prefix: s(),
-                count: 2,
+                candidates: Vec::new(),
             },
             Error::NoSnapshot,
             Error::RefConflict {

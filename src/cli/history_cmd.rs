@@ -5,8 +5,18 @@ use std::process::ExitCode;
 use super::args::{Cli, LogArgs};
 use super::open::open;
 use super::{documents, out, output};
+use crate::ObjectId;
 use crate::Result;
-use crate::history::{Change, ChangeKind};
+use crate::history::{Change, ChangeKind, SHORT_ID};
+
+/// An id as human output shows it: 12 hex characters, or all 64 with `--full`.
+fn id_text(id: &ObjectId, full: bool) -> String {
+    if full {
+        id.to_hex()
+    } else {
+        id.short(SHORT_ID)
+    }
+}
 
 /// `log`.
 pub(super) fn log(cli: &Cli, a: &LogArgs) -> Result<ExitCode> {
@@ -24,13 +34,24 @@ pub(super) fn log(cli: &Cli, a: &LogArgs) -> Result<ExitCode> {
             } else {
                 let shown: Vec<&str> = e.refs.iter().take(6).map(String::as_str).collect();
                 let more = e.refs.len().saturating_sub(shown.len());
-                if more > 0 {
-                    format!(" ({}, and {more} more refs)", shown.join(", "))
+                let text = if more > 0 {
+                    format!("({}, and {more} more refs)", shown.join(", "))
                 } else {
-                    format!(" ({})", shown.join(", "))
-                }
+                    format!("({})", shown.join(", "))
+                };
+                format!(" {}", output::paint(output::Style::Refs, text))
             };
-            out(format!("snapshot {}{refs}", e.id));
+            let id = output::paint(output::Style::Id, id_text(&e.id, a.full));
+            if a.oneline {
+                // git's order: id, decorations, subject; with the time and device of ours.
+                let msg = e.message.lines().next().unwrap_or("");
+                out(
+                    format!("{id} {} {}{refs} {msg}", output::time(e.time_ns), e.device,)
+                        .trim_end(),
+                );
+                continue;
+            }
+            out(format!("snapshot {id}{refs}"));
             out(format!(
                 "  {}  {}  +{} ~{} -{}",
                 output::time(e.time_ns),
@@ -50,7 +71,7 @@ pub(super) fn log(cli: &Cli, a: &LogArgs) -> Result<ExitCode> {
                     "  merge of {}",
                     e.parents
                         .iter()
-                        .map(|p| p.short(12))
+                        .map(|p| id_text(p, a.full))
                         .collect::<Vec<_>>()
                         .join(" ")
                 ));
@@ -61,20 +82,21 @@ pub(super) fn log(cli: &Cli, a: &LogArgs) -> Result<ExitCode> {
 }
 
 /// `show REV`.
-pub(super) fn show(cli: &Cli, rev: &str) -> Result<ExitCode> {
+pub(super) fn show(cli: &Cli, rev: &str, full: bool) -> Result<ExitCode> {
     let st = open(cli)?;
     let (id, s, changes) = st.show(rev)?;
     if cli.json {
         documents::print(&documents::Shown::new(&id, &s, &changes))?;
     } else {
         out(format!(
-            "snapshot {id}\n  time    {}\n  device  {}\n  tree    {}",
+            "snapshot {}\n  time    {}\n  device  {}\n  tree    {}",
+            output::paint(output::Style::Id, id_text(&id, full)),
             output::time(s.time_ns),
             s.device,
-            s.root
+            id_text(&s.root, full)
         ));
         for p in &s.parents {
-            out(format!("  parent  {p}"));
+            out(format!("  parent  {}", id_text(p, full)));
         }
         if !s.message.is_empty() {
             out(format!("  message {}", s.message));

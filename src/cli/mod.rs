@@ -87,9 +87,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             output::start_pager(cli);
             history_cmd::log(cli, a)
         }
-        Cmd::Show { rev } => {
+        Cmd::Show { rev, full } => {
             output::start_pager(cli);
-            history_cmd::show(cli, rev)
+            history_cmd::show(cli, rev, *full)
         }
         Cmd::State(sc) => state_cmd::run_state(cli, sc),
         Cmd::Remote(rc) => sync_cmd::run_remote(&open(cli)?, cli.json, rc),

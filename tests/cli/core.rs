@@ -67,7 +67,7 @@ fn save_change_save_log_restore_is_byte_identical() {
     );
     assert!(log[0]["changes"]["deleted"].as_u64().unwrap() >= 1);
     assert!(log[0]["changes"]["added"].as_u64().unwrap() >= 1);
-    let human = sb.ok(&["log", "-n", "1"]);
+    let human = sb.ok(&["log", "-n", "1", "--full"]);
     assert!(human.contains(&b) && !human.contains(&a), "{human}");
 
     // Caches and logs are not snapshotted and must survive a restore untouched.
@@ -281,7 +281,7 @@ fn show_and_diff_list_changes_and_bad_revisions_fail_clearly() {
     let b = sb.save("b");
     let diff = sb.ok(&["state", "diff", &a, &b]);
     assert!(diff.contains("A config/new.toml"), "{diff}");
-    let show = sb.ok(&["show", "head"]);
+    let show = sb.ok(&["show", "--full", "head"]);
     assert!(
         show.contains(&b) && show.contains("A config/new.toml"),
         "{show}"

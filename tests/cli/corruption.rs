@@ -296,7 +296,7 @@ fn run(base: &Base, cases: Vec<Case>) {
         } else {
             assert!(o.status.success(), "{label}: check after recover:\n{out}");
             // History is intact: every snapshot is still reachable from the refs and reflog.
-            let log = sb.ok(&["log"]);
+            let log = sb.ok(&["log", "--full"]);
             for (id, _) in &base.snaps {
                 assert!(
                     log.contains(id.as_str()),
@@ -615,7 +615,7 @@ fn a_reflog_line_cut_inside_a_multibyte_character_is_skipped_named_and_set_aside
         "{out}"
     );
     // Readers skip it; gc keeps working.
-    assert!(sb.ok(&["log"]).contains(&two));
+    assert!(sb.ok(&["log", "--full"]).contains(&two));
     sb.ok(&["state", "gc"]);
     let out = sb.ok(&["state", "recover"]);
     assert!(out.contains("refs.log"), "{out}");
@@ -679,7 +679,7 @@ fn bytes_that_are_not_utf8_in_packed_refs_or_format_name_the_file_with_exit_3() 
             "{out}"
         );
         assert!(sb.ok(&["state", "check"]).contains("no problems"), "{file}");
-        assert!(sb.ok(&["log"]).contains(&one), "{file}");
+        assert!(sb.ok(&["log", "--full"]).contains(&one), "{file}");
     }
 }
 
@@ -715,7 +715,10 @@ fn a_deleted_head_is_named_a_save_refuses_to_detach_history_and_recover_restores
     assert!(out.contains(&format!("set to {two}")), "{out}");
     assert_eq!(std::fs::read_to_string(&head).unwrap().trim(), two);
     let three = sb.save("three");
-    assert!(sb.ok(&["show", &three]).contains(&format!("parent  {two}")));
+    assert!(
+        sb.ok(&["show", "--full", &three])
+            .contains(&format!("parent  {two}"))
+    );
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
 }
 
@@ -762,7 +765,10 @@ fn a_head_naming_a_missing_snapshot_is_reset_to_the_newest_complete_one() {
     );
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
     let three = sb.save("three");
-    assert!(sb.ok(&["show", &three]).contains(&format!("parent  {two}")));
+    assert!(
+        sb.ok(&["show", "--full", &three])
+            .contains(&format!("parent  {two}"))
+    );
 }
 
 #[test]

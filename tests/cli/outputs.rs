@@ -269,6 +269,19 @@ fn local_state_save_log_show_diff_restore_check_gc_recover() {
         0,
         &["log", "--session", "s001", "-n", "1"],
     );
+    // Issue #12: one line per snapshot, short ids by default, full ones on request.
+    shots.run("log_oneline", &sb, 0, &["log", "--oneline"]);
+    shots.run("log_oneline_n", &sb, 0, &["log", "--oneline", "-n", "1"]);
+    shots.run("log_full", &sb, 0, &["log", "--full", "-n", "1"]);
+    shots.run("show_full", &sb, 0, &["show", "--full", "head~1"]);
+    // A session-id prefix several sessions share: each listed with its snapshot.
+    shots.run("error_ambiguous_revision", &sb, 2, &["show", "s00"]);
+    shots.run(
+        "error_unknown_session",
+        &sb,
+        2,
+        &["log", "--session", "nope"],
+    );
     shots.run("show", &sb, 0, &["show", "head"]);
     shots.json("json_show", "show", &sb, 0, &["--json", "show", "head"]);
     shots.run("state_diff", &sb, 0, &["state", "diff", &first, "head"]);
