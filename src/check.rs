@@ -118,6 +118,8 @@ pub fn check(cx: &Context, opts: CheckOptions) -> Result<CheckReport> {
     roots.dedup();
     let (shallow, _) = cx.read_shallow();
     let mut w = Walker {
+        // The number of objects a walk reaches is not known before it: no total.
+        phase: crate::progress::Phase::begin(&*cx.progress, "check", None, None),
         st: cx,
         opts,
         shallow: &shallow,
@@ -240,6 +242,7 @@ pub type RefList = Vec<(String, ObjectId)>;
 /// `state check`'s visitor: verifies every object once and records, for each damaged one,
 /// the snapshots and paths that reach it.
 struct Walker<'a> {
+    phase: crate::progress::Phase<'a>,
     st: &'a Context,
     opts: CheckOptions,
     shallow: &'a BTreeSet<ObjectId>,
@@ -359,6 +362,11 @@ impl<'s> walk::Visitor<&'s ObjectStore> for Walker<'_> {
         obj: &Object,
         (): &(),
     ) -> Result<Descend> {
+        let size = match obj {
+            Object::Blob(b) => b.len() as u64,
+            _ => 0,
+        };
+        self.phase.advance(1, size);
         let mut why = Vec::new();
         let descend = match obj {
             Object::Snapshot(s) => {

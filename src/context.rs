@@ -91,6 +91,8 @@ pub struct Context {
     pub(crate) excludes: std::sync::Arc<snapshot::exclude::Excludes>,
     /// How long a mutating command waits for the store lock.
     pub(crate) lock_timeout: std::time::Duration,
+    /// Where long operations report their progress.
+    pub(crate) progress: std::sync::Arc<dyn crate::progress::Progress>,
 }
 
 impl Context {
@@ -128,6 +130,7 @@ impl Context {
             skipped: std::sync::Mutex::default(),
             excludes: std::sync::Arc::default(),
             lock_timeout: store::lock::default_timeout(),
+            progress: std::sync::Arc::new(crate::progress::Silent),
         };
         let (device, why) = st.device_id()?;
         st.device = device;

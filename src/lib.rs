@@ -20,6 +20,7 @@ pub mod error;
 pub mod history;
 pub mod live;
 pub mod merge_drivers;
+pub mod progress;
 pub mod recover;
 pub mod remote;
 pub mod repair;
@@ -131,6 +132,11 @@ impl State {
     /// Applies the config file's and the environment's settings (see [`Context::apply`]).
     pub fn apply(&mut self, s: context::Settings) {
         self.cx.apply(s);
+    }
+
+    /// Where long operations report their progress (default: nowhere).
+    pub fn set_progress(&mut self, p: std::sync::Arc<dyn progress::Progress>) {
+        self.cx.progress = p;
     }
 
     /// What a save would record and leave out; writes nothing (see [`live::save::plan`]).

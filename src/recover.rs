@@ -319,6 +319,7 @@ pub fn gc_with(cx: &Context, repack: bool) -> Result<GcReport> {
     }
     doomed.sort();
     let mut dirs = std::collections::BTreeSet::new();
+    let phase = crate::progress::Phase::begin(&*cx.progress, "gc", Some(doomed.len() as u64), None);
     for (_, id) in doomed {
         let p = cx.objects.object_path(&id);
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
@@ -326,6 +327,7 @@ pub fn gc_with(cx: &Context, repack: bool) -> Result<GcReport> {
         dirs.insert(p.parent().expect("fan-out dir").to_path_buf());
         report.deleted += 1;
         report.bytes_freed += len;
+        phase.advance(1, len);
     }
     for d in dirs {
         crate::store::durable::sync_dir(&d)?;

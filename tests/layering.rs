@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// The top-level modules of `src/`, lowest first, by layer. Each may name only the modules
 /// listed before it (a leaf names nothing of the crate).
 const ORDER: &[(&str, &[&str])] = &[
-    ("leaves", &["error", "config", "merge_drivers"]),
+    ("leaves", &["error", "config", "progress", "merge_drivers"]),
     ("store", &["store"]),
     ("snapshot", &["snapshot"]),
     ("remote backends", &["remote"]),

@@ -100,6 +100,15 @@ impl<'a> From<&'a SaveOutcome> for Saved<'a> {
     }
 }
 
+/// `tour`: each step's line, where the demo state was, whether it was kept (`--dir`).
+#[derive(Debug, Serialize)]
+pub(super) struct Toured<'a> {
+    pub dir: &'a str,
+    pub kept: bool,
+    pub ok: bool,
+    pub steps: &'a [String],
+}
+
 /// `state save --dry-run`.
 #[derive(Debug, Serialize)]
 pub(super) struct SavePlanned<'a> {

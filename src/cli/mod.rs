@@ -19,6 +19,7 @@ mod generated;
 mod history_cmd;
 mod open;
 mod output;
+mod progress;
 mod state_cmd;
 mod sync_cmd;
 mod tour;
@@ -72,7 +73,7 @@ pub fn main() -> ExitCode {
 /// found problems and `sync pull` that brought conflicts do not fail).
 fn run(cli: &Cli) -> Result<ExitCode> {
     match &cli.cmd {
-        Cmd::Tour { dir } => tour::run(dir.clone()).map(|()| ExitCode::SUCCESS),
+        Cmd::Tour { dir } => tour::run(dir.clone(), cli.json).map(|()| ExitCode::SUCCESS),
         Cmd::Generate {
             dir,
             scale,

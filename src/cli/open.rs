@@ -105,7 +105,8 @@ fn reads_only(cli: &Cli) -> bool {
     use super::args::{Cmd, ConflictsCmd, DeviceCmd, RemoteCmd, StateCmd, SyncCmd};
     match &cli.cmd {
         Cmd::Log(_) | Cmd::Show { .. } => true,
-        Cmd::State(StateCmd::Diff { .. } | StateCmd::Check { .. }) => true,
+        // `recover` repairs the store: a broken config file must not stand in its way.
+        Cmd::State(StateCmd::Diff { .. } | StateCmd::Check { .. } | StateCmd::Recover) => true,
         Cmd::State(StateCmd::Save { dry_run, .. }) => *dry_run,
         Cmd::State(StateCmd::Restore { path, dry_run, .. }) => {
             *dry_run
@@ -134,6 +135,7 @@ pub(super) fn open_with_report(cli: &Cli) -> Result<(State, crate::RecoveryRepor
     let new_store = !p.state_dir.join("snapshots").exists();
     let (mut st, rep) = State::open(p)?;
     st.apply(settings);
+    super::progress::install(cli, &mut st)?;
     let host = rustix::system::uname()
         .nodename()
         .to_string_lossy()

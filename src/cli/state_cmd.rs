@@ -16,10 +16,14 @@ pub(super) fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
     // `check` and `recover` must work on any damage: they open the store without refusing a
     // damaged FORMAT or device file, and without writing anything at open.
     let (st, opened) = match sc {
-        StateCmd::Check { .. } | StateCmd::Recover => (
-            State::open_for_repair(paths(cli)?)?,
-            crate::RecoveryReport::default(),
-        ),
+        StateCmd::Check { .. } | StateCmd::Recover => {
+            let p = paths(cli)?;
+            let (_, settings) = super::open::settings(cli, &p)?;
+            let mut st = State::open_for_repair(p)?;
+            st.apply(settings);
+            super::progress::install(cli, &mut st)?;
+            (st, crate::RecoveryReport::default())
+        }
         _ => open_with_report(cli)?,
     };
     let r = run_state_on(cli, sc, &st, opened);

@@ -9,21 +9,6 @@ use crate::State;
 use crate::error::{Error, Result};
 use crate::sync::{DryRunReport, PullOptions, Strategy};
 
-fn progress_bar(json: bool, what: &str) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if json || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let pb = indicatif::ProgressBar::new(0);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} objects ({elapsed})")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_owned());
-    Some(pb)
-}
-
 pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitCode> {
     match rc {
         RemoteCmd::Add { name, url, init } => {
@@ -101,27 +86,16 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
     match sc {
         SyncCmd::Push { remote, dry_run } => {
             let remote = &super::open::remote_or_default(remote.as_deref());
-            let pb = progress_bar(json, &format!("push {remote}"));
-            let cb = |done: u64, total: Option<u64>| {
-                if let Some(pb) = &pb {
-                    if let Some(t) = total {
-                        pb.set_length(t);
-                    }
-                    pb.set_position(done);
-                }
-            };
+            let t = super::progress::Transfer::new("push");
+            let cb = |done: u64, total: Option<u64>| t.report(done, total);
             if *dry_run {
                 let r = st.sync_push_dry_run(remote, &cb)?;
-                if let Some(pb) = pb {
-                    pb.finish_and_clear();
-                }
+                drop(t);
                 print_dry_run(json, remote, &r)?;
                 return Ok(ExitCode::SUCCESS);
             }
             let r = st.sync_push(remote, &cb)?;
-            if let Some(pb) = pb {
-                pb.finish_and_clear();
-            }
+            drop(t);
             if json {
                 documents::print(&documents::Pushed {
                     remote,
@@ -148,15 +122,8 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
             allow_unrelated,
         } => {
             let remote = &super::open::remote_or_default(remote.as_deref());
-            let pb = progress_bar(json, &format!("pull {remote}"));
-            let cb = |done: u64, total: Option<u64>| {
-                if let Some(pb) = &pb {
-                    if let Some(t) = total {
-                        pb.set_length(t);
-                    }
-                    pb.set_position(done);
-                }
-            };
+            let t = super::progress::Transfer::new("pull");
+            let cb = |done: u64, total: Option<u64>| t.report(done, total);
             let opts = PullOptions {
                 no_restore: *no_restore,
                 strategy: match strategy {
@@ -167,9 +134,7 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                 allow_unrelated: *allow_unrelated,
             };
             let r = st.sync_pull(remote, &opts, &cb)?;
-            if let Some(pb) = pb {
-                pb.finish_and_clear();
-            }
+            drop(t);
             if json {
                 documents::print(&r)?;
             } else {

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use fs_err as fs;
 
-use super::out;
 use crate::demo::{self, DemoSpec};
 use crate::error::{Error, Result};
 use crate::{Paths, RestoreOptions, SaveOptions, State};
@@ -34,17 +33,43 @@ fn tree_bytes(root: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>> {
 ///
 /// # Errors
 /// Any failure of the demonstrated operations.
-pub fn run(dir: Option<PathBuf>) -> Result<()> {
-    let base = match dir {
-        Some(d) => d,
-        None => {
-            // Kept after the tour, so the hint printed at the end works.
+pub fn run(dir: Option<PathBuf>, json: bool) -> Result<()> {
+    // Without --dir the demo state lives in a temp dir removed at the end (also on failure).
+    let temp = match dir {
+        Some(_) => None,
+        None => Some(
             tempfile::Builder::new()
                 .prefix("shelldone-tour-")
-                .tempdir()?
-                .keep()
-        }
+                .tempdir()?,
+        ),
     };
+    let kept = temp.is_none();
+    let base = match (&dir, &temp) {
+        (Some(d), _) => d.clone(),
+        (None, Some(t)) => t.path().to_path_buf(),
+        (None, None) => unreachable!("a temp dir is made when no --dir is given"),
+    };
+    let mut steps: Vec<String> = Vec::new();
+    let mut out = |line: String| {
+        if !json {
+            super::out(&line);
+        }
+        steps.push(line);
+    };
+    let result = tour(&base, kept, &mut out);
+    if json {
+        super::documents::print(&super::documents::Toured {
+            dir: &base.to_string_lossy(),
+            kept,
+            ok: result.is_ok(),
+            steps: &steps,
+        })?;
+    }
+    drop(temp);
+    result
+}
+
+fn tour(base: &Path, kept: bool, out: &mut impl FnMut(String)) -> Result<()> {
     let paths = Paths {
         config_dir: base.join("config"),
         state_dir: base.join("state"),
@@ -110,7 +135,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
         b.bytes_written,
         t.elapsed().as_secs_f64() * 1e3
     ));
-    out("5. shelldone log:");
+    out("5. shelldone log:".into());
     for e in st.log(None, None, None)? {
         out(format!(
             "     {}  {}  +{} ~{} -{}  {}",
@@ -145,7 +170,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
             "tour: restored state differs from the first save".into(),
         ));
     }
-    out("7. the live state is byte-identical to the first save");
+    out("7. the live state is byte-identical to the first save".into());
     let c = st.check(crate::check::CheckOptions::default())?;
     out(format!(
         "8. state check: {} snapshots, {} objects, {} problems",
@@ -156,10 +181,14 @@ pub fn run(dir: Option<PathBuf>) -> Result<()> {
     if !c.ok() {
         return Err(Error::Internal("tour: check found problems".into()));
     }
-    out(format!(
-        "== done. Try: shelldone --state-dir {0}/state --config-dir {0}/config log",
-        base.display()
-    ));
+    if kept {
+        out(format!(
+            "== done. Try: shelldone --state-dir {0}/state --config-dir {0}/config log",
+            base.display()
+        ));
+    } else {
+        out("== done; the demo state was removed (keep it with: shelldone tour --dir DIR)".into());
+    }
     Ok(())
 }
 
@@ -181,6 +210,6 @@ pub(super) fn generate(dir: &Path, scale: usize, small_change: Option<u64>) -> R
             demo::generate(&dir.join("config"), &dir.join("state"), &spec)?
         }
     };
-    out(n);
+    super::out(n);
     Ok(ExitCode::SUCCESS)
 }

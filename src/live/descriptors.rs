@@ -68,7 +68,7 @@ pub(super) fn quarantine(
         one.leaves.insert(rel.to_vec(), leaf);
         let mut plan = Plan::default();
         plan.create.push(rel.to_vec());
-        restore::apply(&cx.objects, layout, &one, &plan)?;
+        restore::apply(&cx.objects, layout, &one, &plan, &crate::progress::Silent)?;
         if let Ok(m) = std::fs::symlink_metadata(&src) {
             cache.insert(rel.to_vec(), Stat::of(&m), leaf.kind, leaf.id, now_ns());
         }

@@ -235,7 +235,7 @@ fn apply_restore(
     let target = flatten(&cx.objects, &snap.root)?.filtered(sel);
     let layout = cx.layout();
     let mut cache = StatCache::load(&cx.statcache_path());
-    let live = read_live(&layout, &sel, &mut cache, None)?;
+    let live = read_live(&layout, &sel, &mut cache, None, &crate::progress::Silent)?;
     let mut live_flat = live.flat;
     let mut target = target;
     // What the snapshot policy does not materialise stays as it is live; what the stat cache
@@ -271,7 +271,7 @@ fn apply_restore(
         })
         .map_err(std::io::Error::other)?,
     )?;
-    if let Err(e) = restore::apply(&cx.objects, &layout, &target, &plan) {
+    if let Err(e) = restore::apply(&cx.objects, &layout, &target, &plan, &*cx.progress) {
         // Nothing was renamed if content failed verification; a later I/O error leaves
         // each file old or new. Either way this restore is over: do not roll it forward.
         let _ = std::fs::remove_file(&intent_path);
@@ -324,14 +324,14 @@ fn restore_to(
         fs::create_dir_all(&layout.config)?;
     }
     let mut cache = StatCache::default();
-    let live = read_live(&layout, &sel, &mut cache, None)?;
+    let live = read_live(&layout, &sel, &mut cache, None, &crate::progress::Silent)?;
     let (mut target, mut live_flat) = (target, live.flat);
     let skipped = restore::apply_policy(&cx.objects, &mut target, &mut live_flat)?;
     let mut plan = restore::plan(&target, &live_flat);
     cx.note_skipped("not restored", &skipped);
     plan.skipped = skipped;
     if !opts.dry_run {
-        restore::apply(&cx.objects, &layout, &target, &plan)?;
+        restore::apply(&cx.objects, &layout, &target, &plan, &*cx.progress)?;
     }
     Ok(RestoreOutcome {
         snapshot: snap_id,

@@ -101,7 +101,7 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
     let layout = cx.layout();
     let scope = Scope::of(opts.session.as_deref(), None);
     let sel = |p: &[u8]| scope.contains(p);
-    let live = read_live(&layout, &sel, &mut cache, Some(&batch))?;
+    let live = read_live(&layout, &sel, &mut cache, Some(&batch), &*cx.progress)?;
     cx.note_skipped("not saved", &live.skipped);
     let head = head_state(cx)?;
     let mut new_flat = live.flat;
@@ -331,7 +331,13 @@ pub(crate) fn commit_snapshot(
 /// I/O errors.
 pub fn live_root(cx: &Context) -> Result<ObjectId> {
     let mut cache = StatCache::load(&cx.statcache_path());
-    let live = read_live(&cx.layout(), &in_roots, &mut cache, None)?;
+    let live = read_live(
+        &cx.layout(),
+        &in_roots,
+        &mut cache,
+        None,
+        &crate::progress::Silent,
+    )?;
     write_trees(&live.flat, None)
 }
 
@@ -359,7 +365,7 @@ pub fn plan(cx: &Context, opts: &SaveOptions) -> Result<SavePlan> {
     let layout = cx.layout();
     let scope = Scope::of(opts.session.as_deref(), None);
     let sel = |p: &[u8]| scope.contains(p);
-    let live = read_live(&layout, &sel, &mut cache, None)?;
+    let live = read_live(&layout, &sel, &mut cache, None, &crate::progress::Silent)?;
     let head = match head_state(cx)? {
         Some((_, s)) => flatten(&cx.objects, &s.root)?,
         None => Flat::with_roots(),

@@ -2,6 +2,7 @@
 //! temp → fdatasync (or one syncfs for large restores) → rename, so every live file is at every instant either its old
 //! or its new content. See docs/safety.md.
 
+use crate::progress::{Phase, Progress};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -344,6 +345,7 @@ fn stage(
     target: &Flat,
     paths: &[&Vec<u8>],
     sync: bool,
+    phase: &Phase<'_>,
 ) -> Result<Vec<(PathBuf, PathBuf)>> {
     let staged: Vec<Result<(PathBuf, PathBuf)>> = paths
         .par_iter()
@@ -352,7 +354,9 @@ fn stage(
             let dir = abs.parent().expect("file has a parent").to_path_buf();
             let tmp = tmp_path(&dir);
             let leaf = target.leaves.get(*p).expect("planned from target");
-            match materialize(store, leaf, &tmp, sync) {
+            let res = materialize(store, leaf, &tmp, sync);
+            phase.advance(1, leaf.size);
+            match res {
                 Ok(()) => Ok((tmp, abs)),
                 Err(e) => {
                     let _ = durable::remove_file(&tmp);
@@ -385,7 +389,25 @@ fn stage(
 ///
 /// # Errors
 /// Missing/corrupt objects (nothing live changed), I/O errors.
-pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -> Result<()> {
+pub fn apply(
+    store: &ObjectStore,
+    layout: &Layout,
+    target: &Flat,
+    plan: &Plan,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let writes = || plan.create.iter().chain(&plan.update);
+    let phase = Phase::begin(
+        progress,
+        "restore",
+        Some(writes().count() as u64),
+        Some(
+            writes()
+                .filter_map(|p| target.leaves.get(p))
+                .map(|l| l.size)
+                .sum(),
+        ),
+    );
     for r in super::ROOTS {
         durable::create_dir_all_durable(&layout.abs(r.as_bytes()))?;
     }
@@ -423,7 +445,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
         .iter()
         .partition(|p| real.chain_ok(p) && !is_real_dir(&layout.abs(p)));
     let per_file_sync = writes.len() <= BULK_FILES;
-    let staged = match stage(store, layout, target, &ready, per_file_sync) {
+    let staged = match stage(store, layout, target, &ready, per_file_sync, &phase) {
         Ok(s) => s,
         Err(e) => {
             for d in created.iter().rev() {
@@ -458,7 +480,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
             }
             Ok(())
         })();
-        let res = res.and_then(|()| stage(store, layout, target, &deferred, per_file_sync));
+        let res = res.and_then(|()| stage(store, layout, target, &deferred, per_file_sync, &phase));
         match res {
             Ok(more) => renames.extend(more),
             Err(e) => {

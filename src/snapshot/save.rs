@@ -12,6 +12,7 @@ use super::exclude::Frames;
 use super::policy::{self, Skipped};
 use super::{Flat, Layout, Leaf, ROOTS};
 use crate::error::{Error, Result};
+use crate::progress::{Phase, Progress};
 use crate::store::Batch;
 use crate::store::durable::is_tmp_name;
 use crate::store::statcache::{Stat, StatCache};
@@ -336,7 +337,7 @@ pub struct LiveState {
 }
 
 /// Reads the live state under `layout` into a [`Flat`], storing new objects in `batch` when given
-/// and updating `cache`.
+/// and updating `cache`; reports the files read to `progress` (phase `save`).
 ///
 /// # Errors
 /// I/O or encoding errors.
@@ -345,13 +346,24 @@ pub fn read_live(
     keep: &(dyn Fn(&[u8]) -> bool + Sync),
     cache: &mut StatCache,
     batch: Option<&Batch<'_>>,
+    progress: &dyn Progress,
 ) -> Result<LiveState> {
     let scan = scan(layout, keep)?;
     let results: Vec<Result<Hashed>> = {
         let cache_ref = &*cache;
+        let phase = Phase::begin(
+            progress,
+            "save",
+            Some(scan.files.len() as u64),
+            Some(scan.files.iter().map(|f| f.meta.len()).sum()),
+        );
         scan.files
             .par_iter()
-            .map(|f| hash_file(f, cache_ref, batch))
+            .map(|f| {
+                let r = hash_file(f, cache_ref, batch);
+                phase.advance(1, f.meta.len());
+                r
+            })
             .collect()
     };
     let mut out = LiveState {

@@ -389,3 +389,141 @@ fn the_man_page_renders() {
     assert!(dir.join("shelldone-state-save.1").is_file());
     assert!(dir.join("shelldone-sync-push.1").is_file());
 }
+
+fn events(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("progress").is_some())
+        .collect()
+}
+
+#[test]
+fn progress_events_with_json_tell_the_truth() {
+    let sb = Sandbox::new();
+    sb.generate();
+    let remote = sb.dir.path().join("remote");
+    sb.ok(&[
+        "remote",
+        "add",
+        "origin",
+        remote.to_str().unwrap(),
+        "--init",
+    ]);
+    for args in [
+        &["--json", "--progress", "always", "state", "save"][..],
+        &["--json", "--progress", "always", "state", "check"],
+        &["--json", "--progress", "always", "sync", "push"],
+    ] {
+        let o = sb
+            .cmd(args)
+            .env("SHELLDONE_PROGRESS_INTERVAL", "0")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        // stdout stays one document.
+        let _: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let ev = events(&stderr(&o));
+        assert!(ev.len() >= 2, "{args:?}: {}", stderr(&o));
+        let keys: std::collections::BTreeSet<&str> = ev[0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "bytes",
+                "bytes_per_second",
+                "bytes_total",
+                "done",
+                "elapsed_ms",
+                "eta_ms",
+                "objects",
+                "objects_total",
+                "progress"
+            ]
+            .into(),
+        );
+        let mut last_objects = 0;
+        for e in &ev {
+            let n = e["objects"].as_u64().unwrap();
+            assert!(n >= last_objects, "counts only grow: {ev:?}");
+            last_objects = n;
+            // Never `148/0`: a total is either unknown (null) or at least what was done.
+            if let Some(t) = e["objects_total"].as_u64() {
+                assert!(t >= n && t > 0, "{e}");
+            }
+            if let Some(t) = e["bytes_total"].as_u64() {
+                assert!(t >= e["bytes"].as_u64().unwrap(), "{e}");
+            }
+        }
+        let end = ev.last().unwrap();
+        assert_eq!(end["done"], true, "{args:?}: {ev:?}");
+        if let Some(t) = end["objects_total"].as_u64() {
+            assert_eq!(
+                end["objects"].as_u64(),
+                Some(t),
+                "a finished phase did it all: {end}"
+            );
+        }
+    }
+    // A quick command with --json and the default --progress auto prints no event, and -q
+    // none ever.
+    let o = sb.run(&["--json", "state", "save"]);
+    assert!(events(&stderr(&o)).is_empty(), "{}", stderr(&o));
+    std::fs::write(sb.config().join("p.toml"), "p = 1").unwrap();
+    let o = sb
+        .cmd(&["-q", "--json", "--progress", "always", "state", "save"])
+        .output()
+        .unwrap();
+    assert!(events(&stderr(&o)).is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn tour_honours_json_and_removes_its_temp_dir() {
+    let sb = Sandbox::new();
+    let tmp = sb.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let o = sb
+        .cmd(&["tour", "--json"])
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["kept"], false);
+    assert!(doc["steps"].as_array().unwrap().len() >= 8, "{doc}");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the temp dir is removed"
+    );
+    let kept = sb.dir.path().join("kept");
+    let out = sb.ok(&["tour", "--dir", kept.to_str().unwrap()]);
+    assert!(out.contains("Try: shelldone"), "{out}");
+    assert!(kept.join("state/snapshots").is_dir());
+}
+
+#[test]
+fn the_daemon_takes_its_settings_from_the_config() {
+    let sb = Sandbox::new();
+    sb.generate();
+    let remote = sb.dir.path().join("remote");
+    sb.ok(&["remote", "add", "home", remote.to_str().unwrap(), "--init"]);
+    write_config(
+        &sb,
+        "[sync]\nremote = \"home\"\n[sync.daemon]\npoll = 0.1\ndebounce = 0\npull_interval = 0\n",
+    );
+    let o = sb
+        .cmd(&["--json", "sync", "daemon", "--max-runtime", "2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("\"remote\":\"home\""), "{out}");
+    assert!(out.contains("\"event\":\"pushed\""), "{out}");
+    assert!(!out.contains("\"event\":\"pulled\""), "{out}");
+}
