@@ -93,3 +93,20 @@ bench-inproc:
     command -v rsync >/dev/null || (apt-get update -qq && apt-get install -y -qq rsync)
     cargo bench --bench state --locked
     cargo bench --bench sync --locked
+
+# Shell completion scripts (bash, zsh, fish, elvish, powershell) into target/completions/.
+completions:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release --locked --quiet
+    mkdir -p target/completions
+    for sh in bash zsh fish elvish powershell; do
+        target/release/shelldone completions "$sh" > "target/completions/shelldone.$sh"
+    done
+    ls target/completions
+
+# Man pages (shelldone.1 and one per command) into target/man/; `man -l target/man/shelldone.1`.
+man:
+    cargo build --release --locked --quiet
+    target/release/shelldone man --dir target/man
+    ls target/man

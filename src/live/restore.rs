@@ -221,6 +221,36 @@ pub(crate) fn restore_locked(
     Ok((plan, new_head))
 }
 
+/// The live layout for restoring `target`: the excludes in force, plus those of the target's
+/// own config file (`state.exclude`), so that a restore that also puts back another version of
+/// the config file deletes nothing that either version excludes (docs/config.md, "Excludes").
+fn layout_for(cx: &Context, target: &Flat) -> crate::snapshot::Layout {
+    let mut layout = cx.layout();
+    let path = format!("config/{}", crate::config::FILE_NAME);
+    let Some(leaf) = target.leaves.get(path.as_bytes()) else {
+        return layout;
+    };
+    if leaf.kind != objects_format::EntryKind::File || leaf.size > 1 << 20 {
+        return layout;
+    }
+    let theirs = cx
+        .objects
+        .read_blob(&leaf.id)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| crate::config::Config::parse(std::path::Path::new(&path), &t).ok());
+    if let Some(c) = theirs
+        && !c.exclude.is_empty()
+    {
+        let mut patterns = cx.excludes.patterns().to_vec();
+        patterns.extend(c.exclude);
+        if let Ok(ex) = crate::snapshot::exclude::Excludes::new(&patterns) {
+            layout.excludes = Some(std::sync::Arc::new(ex));
+        }
+    }
+    layout
+}
+
 /// Makes the live files in `scope` equal to a snapshot, under a restore intent (a crash
 /// rolls it forward); records nothing. Returns the plan and the target content.
 fn apply_restore(
@@ -233,7 +263,7 @@ fn apply_restore(
     let snap = cx.objects.read_snapshot(&snap_id)?;
     let sel = |p: &[u8]| scope.contains(p);
     let target = flatten(&cx.objects, &snap.root)?.filtered(sel);
-    let layout = cx.layout();
+    let layout = layout_for(cx, &target);
     let mut cache = StatCache::load(&cx.statcache_path());
     let live = read_live(&layout, &sel, &mut cache, None, &crate::progress::Silent)?;
     let mut live_flat = live.flat;

@@ -459,6 +459,9 @@ fn progress_events_with_json_tell_the_truth() {
                 assert!(t >= e["bytes"].as_u64().unwrap(), "{e}");
             }
         }
+        for e in &ev {
+            crate::documented::check("progress", e).unwrap_or_else(|err| panic!("{err}"));
+        }
         let end = ev.last().unwrap();
         assert_eq!(end["done"], true, "{args:?}: {ev:?}");
         if let Some(t) = end["objects_total"].as_u64() {
@@ -493,6 +496,7 @@ fn tour_honours_json_and_removes_its_temp_dir() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    crate::documented::check("tour", &doc).unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(doc["ok"], true);
     assert_eq!(doc["kept"], false);
     assert!(doc["steps"].as_array().unwrap().len() >= 8, "{doc}");
@@ -526,4 +530,28 @@ fn the_daemon_takes_its_settings_from_the_config() {
     assert!(out.contains("\"remote\":\"home\""), "{out}");
     assert!(out.contains("\"event\":\"pushed\""), "{out}");
     assert!(!out.contains("\"event\":\"pulled\""), "{out}");
+}
+
+#[test]
+fn restoring_across_versions_of_the_config_file_deletes_nothing_either_excludes() {
+    let sb = Sandbox::new();
+    sb.generate();
+    let before = sb.save("no config file yet");
+    write_config(&sb, "[state]\nexclude = [\"*.local\"]\n");
+    std::fs::write(sb.config().join("secrets.local"), "mine").unwrap();
+    let with = sb.save("config with excludes");
+    // To a snapshot without the config file: the file goes, what it excluded stays.
+    sb.ok(&["state", "restore", &before]);
+    assert!(!sb.config().join("shelldone.toml").exists());
+    assert_eq!(
+        std::fs::read_to_string(sb.config().join("secrets.local")).unwrap(),
+        "mine"
+    );
+    // And back, while no config file is live: the target's own excludes protect it.
+    sb.ok(&["state", "restore", &with]);
+    assert_eq!(
+        std::fs::read_to_string(sb.config().join("secrets.local")).unwrap(),
+        "mine"
+    );
+    assert!(sb.config().join("shelldone.toml").exists());
 }

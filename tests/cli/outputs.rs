@@ -153,6 +153,8 @@ fn json_stderr(o: &Output) -> Vec<Value> {
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         let label = if v.get("error").is_some() {
             "error"
+        } else if v.get("progress").is_some() {
+            "progress"
         } else {
             "warning"
         };
@@ -249,6 +251,27 @@ fn local_state_save_log_show_diff_restore_check_gc_recover() {
             &format!("echo {i}\n"),
         );
     }
+    // What a save would record, and what the excludes leave out.
+    write(
+        sb.config().join("shelldone.toml"),
+        "[state]\nexclude = [\"*.bak\"]\n",
+    );
+    write(sb.config().join("themes/old.bak"), "x");
+    write(sb.state().join("journal/.shelldoneignore"), "scratch/\n");
+    write(sb.state().join("journal/scratch/a"), "a");
+    shots.run(
+        "state_save_dry_run",
+        &sb,
+        0,
+        &["state", "save", "--dry-run"],
+    );
+    shots.json(
+        "json_state_save_dry-run",
+        "state save dry-run",
+        &sb,
+        0,
+        &["--json", "state", "save", "--dry-run"],
+    );
     let v = shots.json(
         "json_state_save_created",
         "state save",
@@ -756,4 +779,44 @@ fn sync_daemon_events() {
         "{text}"
     );
     shots.snap("json_sync_daemon_push_failed", &args, &o);
+}
+
+#[test]
+fn progress_events_and_the_tour_document() {
+    let sb = Sandbox::new();
+    let mut shots = Shots::new();
+    shots.path(sb.dir.path(), "[SANDBOX]");
+    sb.generate();
+    sb.ok(&["state", "save"]);
+    shots.device(&sb, "[DEVICE]");
+    shots
+        .settings
+        .add_filter(r#""(\w*_ms)":\d+"#, r#""$1":[MS]"#);
+    shots
+        .settings
+        .add_filter(r"shelldone-tour-\w+", "shelldone-tour-[RANDOM]");
+    shots.settings.add_filter(r"\d+\.\d ms", "[DURATION]");
+    shots.settings.add_filter(r"\d+ bytes", "[N] bytes");
+    shots.volatile();
+    // An interval longer than the check: its first and last event only.
+    let args = ["--json", "--progress", "always", "state", "check"];
+    let o = sb
+        .cmd(&args)
+        .env("SHELLDONE_PROGRESS_INTERVAL", "1000")
+        .output()
+        .expect("run");
+    expect_code(&o, 0, &args);
+    shots.snap("json_progress_check", &args, &o);
+    let events = json_stderr(&o);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["done"], true);
+
+    let tmp = sb.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("mkdir");
+    let args = ["--json", "tour"];
+    let o = sb.cmd(&args).env("TMPDIR", &tmp).output().expect("run");
+    expect_code(&o, 0, &args);
+    shots.snap("json_tour", &args, &o);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one document");
+    documented::check("tour", &v).unwrap_or_else(|e| panic!("{e}"));
 }
