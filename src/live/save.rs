@@ -103,6 +103,12 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
     let sel = |p: &[u8]| scope.contains(p);
     let live = read_live(&layout, &sel, &mut cache, Some(&batch))?;
     cx.note_skipped("not saved", &live.skipped);
+    // Read twice and changed both times: what was read last is saved, and the user told.
+    let mut warnings: Vec<String> = live
+        .changed
+        .iter()
+        .map(|p| format!("file changed while it was saved: {}", p.display()))
+        .collect();
     let head = head_state(cx)?;
     let mut new_flat = live.flat;
     let mut quarantined = Vec::new();
@@ -180,10 +186,9 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
             objects_written: 0,
             bytes_written: 0,
             quarantined,
-            warnings: Vec::new(),
+            warnings,
         });
     }
-    let mut warnings = Vec::new();
     let base = match head_flat(cx) {
         Ok(b) => b,
         // The head's trees are damaged (docs/safety.md, "Damaged store files"): the live

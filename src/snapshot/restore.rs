@@ -2,7 +2,6 @@
 //! temp → fdatasync (or one syncfs for large restores) → rename, so every live file is at every instant either its old
 //! or its new content. See docs/safety.md.
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -234,7 +233,15 @@ fn through_symlink(rel: &[u8]) -> Error {
 }
 
 /// Writes one file's verified content to `tmp`.
-fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Result<()> {
+/// `shown` is the file the temp file will become, named in error messages.
+fn materialize(
+    store: &ObjectStore,
+    leaf: &Leaf,
+    tmp: &Path,
+    shown: &Path,
+    sync: bool,
+) -> Result<()> {
+    let fail = |op: &'static str| move |e: std::io::Error| Error::file(e, op, shown, "restore");
     match leaf.kind {
         EntryKind::Symlink => {
             let target = store.read_blob(&leaf.id)?;
@@ -249,10 +256,12 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Resu
                     ),
                 });
             }
-            durable::symlink(Path::new(std::ffi::OsStr::from_bytes_ext(&target)), tmp)?;
+            durable::symlink(Path::new(std::ffi::OsStr::from_bytes_ext(&target)), tmp)
+                .map_err(fail("creating the link"))?;
         }
         EntryKind::File | EntryKind::ChunkedFile => {
-            let mut f = durable::create(tmp)?;
+            let f = durable::create(tmp).map_err(fail("creating"))?;
+            let mut sparse = Sparse::new(shown);
             if leaf.kind == EntryKind::File {
                 let data = store.read_blob(&leaf.id)?;
                 if data.len() as u64 != leaf.size {
@@ -265,7 +274,7 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Resu
                         ),
                     });
                 }
-                f.write_all(&data)?;
+                sparse.write(f.file(), &data)?;
             } else {
                 let list = store.read_chunk_list(&leaf.id)?;
                 if list.total_size != leaf.size {
@@ -285,24 +294,80 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Resu
                             why: format!("chunk is {} bytes, list says {}", data.len(), c.len),
                         });
                     }
-                    f.write_all(&data)?;
+                    sparse.write(f.file(), &data)?;
                 }
             }
+            sparse.finish(f.file())?;
             let mode = if leaf.flags & objects_format::FLAG_EXECUTABLE != 0 {
                 0o700
             } else {
                 0o600
             };
-            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            f.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(fail("setting the mode of"))?;
             // Content durable before the rename makes it the live file (never a zero-length
             // file after a power cut). Large restores sync the whole filesystem once instead.
             if sync {
-                durable::sync_data(f.file(), tmp)?;
+                durable::sync_data(f.file(), tmp).map_err(fail("syncing"))?;
             }
         }
         EntryKind::Dir => unreachable!("leaves are never directories"),
     }
     Ok(())
+}
+
+/// The block a run of zero bytes must cover to become a hole: the usual filesystem block.
+pub const HOLE_BLOCK: u64 = 4096;
+
+/// Writes a file's content in order, leaving every 4 KiB-aligned block of zero bytes as a hole
+/// (not written) so that a sparse file comes back sparse; [`Sparse::finish`] sets the length,
+/// which covers trailing holes. Only for a file created empty: a hole reads as zeros.
+struct Sparse<'a> {
+    path: &'a Path,
+    pos: u64,
+}
+
+impl<'a> Sparse<'a> {
+    fn new(path: &'a Path) -> Self {
+        Sparse { path, pos: 0 }
+    }
+
+    /// Appends `data` at the current position.
+    fn write(&mut self, f: &std::fs::File, data: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let start = self.pos;
+        // Runs of non-zero blocks, written with one positioned write each.
+        let mut run: Option<usize> = None;
+        let mut i = 0usize;
+        while i < data.len() {
+            let abs = start + i as u64;
+            let block_end = (abs / HOLE_BLOCK + 1) * HOLE_BLOCK;
+            let end = usize::try_from(block_end - start).map_or(data.len(), |e| e.min(data.len()));
+            let zero = data[i..end].iter().all(|&b| b == 0);
+            match (zero, run) {
+                (true, Some(r)) => {
+                    f.write_all_at(&data[r..i], start + r as u64)
+                        .map_err(|e| Error::file(e, "writing", self.path, "restore"))?;
+                    run = None;
+                }
+                (false, None) => run = Some(i),
+                _ => {}
+            }
+            i = end;
+        }
+        if let Some(r) = run {
+            f.write_all_at(&data[r..], start + r as u64)
+                .map_err(|e| Error::file(e, "writing", self.path, "restore"))?;
+        }
+        self.pos = start + data.len() as u64;
+        Ok(())
+    }
+
+    /// Sets the file's length to everything written, holes included.
+    fn finish(&self, f: &std::fs::File) -> Result<()> {
+        f.set_len(self.pos)
+            .map_err(|e| Error::file(e, "setting the length of", self.path, "restore"))
+    }
 }
 
 trait FromBytesExt {
@@ -352,7 +417,7 @@ fn stage(
             let dir = abs.parent().expect("file has a parent").to_path_buf();
             let tmp = tmp_path(&dir);
             let leaf = target.leaves.get(*p).expect("planned from target");
-            match materialize(store, leaf, &tmp, sync) {
+            match materialize(store, leaf, &tmp, &abs, sync) {
                 Ok(()) => Ok((tmp, abs)),
                 Err(e) => {
                     let _ = durable::remove_file(&tmp);

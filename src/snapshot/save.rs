@@ -62,7 +62,7 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
                     {
                         continue; // vanished while walking
                     }
-                    return Err(Error::Io(e.into()));
+                    return Err(walk_error(e, &base));
                 }
             };
             let name = entry.file_name().as_bytes();
@@ -101,7 +101,7 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
                     {
                         continue;
                     }
-                    Err(e) => return Err(Error::Io(e.into())),
+                    Err(e) => return Err(walk_error(e, &base)),
                 };
                 out.files.push(LiveFile {
                     rel,
@@ -115,6 +115,12 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
     Ok(out)
 }
 
+/// A walk error as an [`Error::File`] naming the path it happened at.
+fn walk_error(e: walkdir::Error, base: &Path) -> Error {
+    let path = e.path().unwrap_or(base).to_path_buf();
+    Error::file(e.into(), "reading the folder", path, "save")
+}
+
 /// The outcome for one file.
 #[derive(Debug)]
 pub enum Hashed {
@@ -126,6 +132,8 @@ pub enum Hashed {
         fresh: Option<(Stat, i64)>,
         /// The id was taken from the stat cache, not read from the file.
         cached: bool,
+        /// The file changed while it was read, twice: what was read last is recorded.
+        changed: bool,
     },
     /// A session descriptor (`*.json` under `state/sessions`) that does not parse.
     CorruptDescriptor(String),
@@ -211,12 +219,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
         let target = match std::fs::read_link(&f.abs) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Hashed::Gone),
-            Err(e) => {
-                return Err(Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("{e} (reading link {})", f.abs.display()),
-                )));
-            }
+            Err(e) => return Err(Error::file(e, "reading the link", &f.abs, "save")),
         };
         let bytes = target.as_os_str().as_bytes();
         if let Some(why) = policy::leaf_verdict(&f.rel, Some(bytes)) {
@@ -236,6 +239,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
             },
             fresh: None,
             cached: false,
+            changed: false,
         });
     }
     let flags = if f.meta.permissions().mode() & 0o100 != 0 {
@@ -257,36 +261,37 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
                 },
                 fresh: None,
                 cached: true,
+                changed: false,
             });
         }
     }
-    let hashed_at = crate::store::now_ns();
-    let data = match std::fs::read(&f.abs) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Hashed::Gone),
-        Err(e) => {
-            return Err(Error::Io(std::io::Error::new(
-                e.kind(),
-                format!("{e} (reading {})", f.abs.display()),
-            )));
-        }
+    let mut hashed_at = crate::store::now_ns();
+    let Some(mut data) = read_file(&f.abs)? else {
+        return Ok(Hashed::Gone);
     };
+    // The file may have changed between stat and read; stat again so the cache never pairs an
+    // old stat with new content.
+    let mut before = stat;
+    let mut after = stat_now(&f.abs, before);
+    let mut steady = after == before && before.size == data.len() as u64;
+    if !steady {
+        // Changed while it was read (as borg does): read it once more, between two stats.
+        before = after;
+        hashed_at = crate::store::now_ns();
+        let Some(again) = read_file(&f.abs)? else {
+            return Ok(Hashed::Gone);
+        };
+        data = again;
+        after = stat_now(&f.abs, before);
+        steady = after == before && before.size == data.len() as u64;
+    }
     if is_descriptor(&f.rel)
         && let Err(why) = validate_descriptor(&data)
     {
         return Ok(Hashed::CorruptDescriptor(why));
     }
-    // The file may have changed between stat and read; stat again so the cache never pairs an
-    // old stat with new content.
-    let stat_after = std::fs::symlink_metadata(&f.abs)
-        .map(|m| Stat::of(&m))
-        .unwrap_or(stat);
     let (kind, id) = content_objects(&data, batch)?;
-    let fresh = if stat_after == stat && stat.size == data.len() as u64 {
-        Some((stat, hashed_at))
-    } else {
-        None
-    };
+    let fresh = steady.then_some((before, hashed_at));
     Ok(Hashed::Ok {
         leaf: Leaf {
             kind,
@@ -296,7 +301,24 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
         },
         fresh,
         cached: false,
+        changed: !steady,
     })
+}
+
+/// A file's bytes, or `None` when it is gone.
+fn read_file(abs: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(abs) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::file(e, "reading", abs, "save")),
+    }
+}
+
+/// The file's stat now (`or` when it cannot be taken: the caller then compares with itself).
+fn stat_now(abs: &Path, or: Stat) -> Stat {
+    std::fs::symlink_metadata(abs)
+        .map(|m| Stat::of(&m))
+        .unwrap_or(or)
 }
 
 /// Result of reading the live state.
@@ -310,6 +332,9 @@ pub struct LiveState {
     pub skipped: Vec<Skipped>,
     /// Files whose id came from the stat cache (not read).
     pub vouched: std::collections::BTreeSet<Vec<u8>>,
+    /// Files that changed while they were read, and again when read a second time: their
+    /// filesystem paths (the content recorded is the second read's).
+    pub changed: Vec<std::path::PathBuf>,
 }
 
 /// Reads the live state under `layout` into a [`Flat`], storing new objects in `batch` when given
@@ -336,6 +361,7 @@ pub fn read_live(
         corrupt: Vec::new(),
         skipped: scan.skipped,
         vouched: std::collections::BTreeSet::new(),
+        changed: Vec::new(),
     };
     for d in scan.dirs {
         out.flat.dirs.insert(d);
@@ -346,7 +372,11 @@ pub fn read_live(
                 leaf,
                 fresh,
                 cached,
+                changed,
             } => {
+                if changed {
+                    out.changed.push(f.abs.clone());
+                }
                 if let Some((stat, at)) = fresh {
                     cache.insert(f.rel.clone(), stat, leaf.kind, leaf.id, at);
                 }

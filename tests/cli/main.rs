@@ -12,6 +12,7 @@ mod core;
 mod corruption;
 mod documented;
 mod dry_run;
+mod edges;
 mod faults;
 mod outputs;
 mod recovery;

@@ -1,0 +1,139 @@
+//! Issue #12, "honest edges": a file that changes while it is saved, sparse files, file modes,
+//! and I/O errors that name the path and the operation.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::support::Sandbox;
+
+const MIB: u64 = 1 << 20;
+
+/// A file appended to for the whole save: read twice, changed both times, it is reported, and
+/// the snapshot holds the bytes of one read (a prefix of the file, as only appends happen) with
+/// the matching size.
+#[test]
+fn a_file_appended_during_the_save_is_reported_and_saved_consistently() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.config()).unwrap();
+    std::fs::write(sb.config().join("small.toml"), "k = 1\n").unwrap();
+    let big = sb.config().join("growing.log");
+    // Non-zero, varied bytes, large enough that reading it takes a while.
+    let mut rng = shelldone::demo::Rng::new(7);
+    let start: Vec<u8> = (0..6 * MIB)
+        .flat_map(|_| rng.next_u64().to_le_bytes())
+        .collect();
+    std::fs::write(&big, &start).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let big = big.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&big).unwrap();
+            let line = [b'x'; 4096];
+            // Bounded: at most 100 000 appends (400 MB), ~4 KiB every 200 µs.
+            for _ in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                f.write_all(&line).unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    // The writer is running before the save starts.
+    while std::fs::metadata(&big).unwrap().len() == start.len() as u64 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let o = sb.run(&["--json", "state", "save", "-m", "while growing"]);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let want = format!("file changed while it was saved: {}", big.display());
+    assert_eq!(doc["warnings"], serde_json::json!([want]), "{err}");
+    assert!(err.contains(&format!("warning: {want}")), "{err}");
+    let id = doc["id"].as_str().unwrap();
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    // What was saved is one read: a prefix of the final file, at least the starting content.
+    let out = tempfile::tempdir().unwrap();
+    sb.ok(&["state", "restore", id, "--to", out.path().to_str().unwrap()]);
+    let saved = std::fs::read(out.path().join("config/growing.log")).unwrap();
+    let now = std::fs::read(&big).unwrap();
+    assert!(saved.len() > start.len(), "the appends were being read");
+    assert!(saved.len() < now.len(), "the save ended before the writer");
+    assert!(now.starts_with(&saved), "the saved bytes are one read's");
+    assert_eq!(
+        std::fs::read(out.path().join("config/small.toml")).unwrap(),
+        b"k = 1\n"
+    );
+    // Once the file is still, the next save reads it once, reports nothing and records it.
+    let o = sb.run(&["--json", "state", "save"]);
+    assert!(o.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["warnings"], serde_json::json!([]));
+    assert_eq!(doc["changes"]["modified"], 1);
+}
+
+/// Allocated bytes of a file (`st_blocks` counts 512-byte units).
+fn allocated(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).unwrap().blocks() * 512
+}
+
+/// A sparse 64 MiB file with a few bytes of data comes back sparse, live and with `--to`.
+#[test]
+fn a_sparse_file_stays_sparse_on_restore() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.config()).unwrap();
+    let p = sb.config().join("sparse.img");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(64 * MIB).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"middle", 10 * MIB + 5).unwrap();
+        f.write_all_at(&[7u8; 9000], 40 * MIB - 3).unwrap();
+    }
+    drop(f);
+    let want = std::fs::read(&p).unwrap();
+    assert!(
+        allocated(&p) < MIB,
+        "the filesystem under the temp dir keeps holes"
+    );
+    let id = sb.save("sparse");
+    std::fs::remove_file(&p).unwrap();
+    sb.ok(&["state", "restore", &id]);
+    assert_eq!(std::fs::read(&p).unwrap(), want);
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 64 * MIB);
+    assert!(
+        allocated(&p) < MIB,
+        "restored sparse: {} bytes",
+        allocated(&p)
+    );
+    let out = tempfile::tempdir().unwrap();
+    sb.ok(&[
+        "state",
+        "restore",
+        &id,
+        "--to",
+        out.path().to_str().unwrap(),
+    ]);
+    let q = out.path().join("config/sparse.img");
+    assert_eq!(std::fs::read(&q).unwrap(), want);
+    assert!(
+        allocated(&q) < MIB,
+        "restored sparse: {} bytes",
+        allocated(&q)
+    );
+    // A file ending in data and one that is all zeros (a hole only) are right too.
+    std::fs::write(sb.config().join("zeros.bin"), vec![0u8; 3 * 4096 + 17]).unwrap();
+    let id = sb.save("zeros");
+    std::fs::remove_file(sb.config().join("zeros.bin")).unwrap();
+    sb.ok(&["state", "restore", &id]);
+    assert_eq!(
+        std::fs::read(sb.config().join("zeros.bin")).unwrap(),
+        vec![0u8; 3 * 4096 + 17]
+    );
+}
