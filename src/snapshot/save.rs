@@ -3,7 +3,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use objects_format::chunk::{CHUNK_THRESHOLD, chunk_lengths};
+use objects_format::chunk::{CHUNK_THRESHOLD, MAX_CHUNK, chunk_lengths, next_boundary};
 use objects_format::encoding::encode_blob;
 use objects_format::{ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, ObjectId};
 use rayon::prelude::*;
@@ -186,17 +186,7 @@ pub fn content_objects(data: &[u8], batch: Option<&Batch<'_>>) -> Result<(EntryK
     }
     let chunks: Vec<ChunkRef> = offsets
         .par_iter()
-        .map(|&(off, len)| -> Result<ChunkRef> {
-            let c = encode_blob(&data[off..off + len]);
-            let id = ObjectId::compute(Kind::Blob, &c);
-            if let Some(b) = batch {
-                b.put_canonical(Kind::Blob, id, &c)?;
-            }
-            Ok(ChunkRef {
-                id,
-                len: u32::try_from(len).expect("chunks are at most MAX_CHUNK"),
-            })
-        })
+        .map(|&(off, len)| store_chunk(&data[off..off + len], batch))
         .collect::<Result<_>>()?;
     let list = Object::ChunkList(ChunkList {
         total_size: data.len() as u64,
@@ -266,37 +256,35 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
         }
     }
     let mut hashed_at = crate::store::now_ns();
-    let Some(mut data) = read_file(&f.abs)? else {
+    let Some(mut got) = read_content(f, batch)? else {
         return Ok(Hashed::Gone);
     };
     // The file may have changed between stat and read; stat again so the cache never pairs an
     // old stat with new content.
     let mut before = stat;
     let mut after = stat_now(&f.abs, before);
-    let mut steady = after == before && before.size == data.len() as u64;
+    let mut steady = after == before && before.size == got.len;
     if !steady {
         // Changed while it was read (as borg does): read it once more, between two stats.
         before = after;
         hashed_at = crate::store::now_ns();
-        let Some(again) = read_file(&f.abs)? else {
+        let Some(again) = read_content(f, batch)? else {
             return Ok(Hashed::Gone);
         };
-        data = again;
+        got = again;
         after = stat_now(&f.abs, before);
-        steady = after == before && before.size == data.len() as u64;
+        steady = after == before && before.size == got.len;
     }
-    if is_descriptor(&f.rel)
-        && let Err(why) = validate_descriptor(&data)
-    {
-        return Ok(Hashed::CorruptDescriptor(why));
-    }
-    let (kind, id) = content_objects(&data, batch)?;
+    let (kind, id) = match got.stored {
+        Ok(stored) => stored,
+        Err(why) => return Ok(Hashed::CorruptDescriptor(why)),
+    };
     let fresh = steady.then_some((before, hashed_at));
     Ok(Hashed::Ok {
         leaf: Leaf {
             kind,
             flags,
-            size: data.len() as u64,
+            size: got.len,
             id,
         },
         fresh,
@@ -305,13 +293,117 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
     })
 }
 
-/// A file's bytes, or `None` when it is gone.
-fn read_file(abs: &Path) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(abs) {
-        Ok(d) => Ok(Some(d)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::file(e, "reading", abs, "save")),
+/// What one read of a file gave.
+struct Content {
+    /// Bytes read.
+    len: u64,
+    /// The entry kind and id stored, or why a session descriptor does not parse (then nothing
+    /// was stored).
+    stored: std::result::Result<(EntryKind, ObjectId), String>,
+}
+
+/// How much of a large file is held in memory at once while it is chunked.
+const WINDOW: usize = 16 << 20;
+
+/// Reads one file and stores its content (with `batch`); `None` when it is gone. A large file
+/// is read and chunked a window at a time, so memory does not grow with its size; a small file
+/// and a session descriptor (which must parse whole) are read whole.
+fn read_content(f: &LiveFile, batch: Option<&Batch<'_>>) -> Result<Option<Content>> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| Error::file(e, "reading", &f.abs, "save");
+    let mut file = match std::fs::File::open(&f.abs) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail(e)),
+    };
+    let mut buf = Vec::new();
+    (&mut file)
+        .take(CHUNK_THRESHOLD + 1)
+        .read_to_end(&mut buf)
+        .map_err(fail)?;
+    let descriptor = is_descriptor(&f.rel);
+    if descriptor {
+        file.read_to_end(&mut buf).map_err(fail)?;
     }
+    if buf.len() as u64 <= CHUNK_THRESHOLD || descriptor {
+        if descriptor && let Err(why) = validate_descriptor(&buf) {
+            return Ok(Some(Content {
+                len: buf.len() as u64,
+                stored: Err(why),
+            }));
+        }
+        return Ok(Some(Content {
+            len: buf.len() as u64,
+            stored: Ok(content_objects(&buf, batch)?),
+        }));
+    }
+    let mut chunks = Vec::new();
+    let mut len = 0u64;
+    let mut eof = false;
+    loop {
+        if !eof {
+            let want = WINDOW - buf.len();
+            let n = (&mut file)
+                .take(want as u64)
+                .read_to_end(&mut buf)
+                .map_err(fail)?;
+            eof = n < want;
+        }
+        // Cut where the whole file would be cut (SPEC §5): a chunk is decided by at most
+        // MAX_CHUNK bytes from its start, so only cut while that many are held or at the end.
+        let mut ranges = Vec::new();
+        let mut pos = 0;
+        while pos < buf.len() && (eof || buf.len() - pos >= MAX_CHUNK) {
+            let n = next_boundary(&buf[pos..]);
+            ranges.push((pos, n));
+            pos += n;
+        }
+        let window = &buf;
+        let stored: Vec<ChunkRef> = ranges
+            .par_iter()
+            .map(|&(off, n)| store_chunk(&window[off..off + n], batch))
+            .collect::<Result<_>>()?;
+        chunks.extend(stored);
+        len += pos as u64;
+        buf.drain(..pos);
+        if eof && buf.is_empty() {
+            break;
+        }
+    }
+    let list = Object::ChunkList(ChunkList {
+        total_size: len,
+        chunks,
+    });
+    let id = match batch {
+        Some(b) => b.put(&list)?,
+        None => objects_format::encode_with_id(&list)?.0,
+    };
+    Ok(Some(Content {
+        len,
+        stored: Ok((EntryKind::ChunkedFile, id)),
+    }))
+}
+
+/// Stores one chunk as a blob. A chunk of MAX_CHUNK zero bytes (a sparse file's holes) is
+/// encoded and hashed once per process.
+fn store_chunk(data: &[u8], batch: Option<&Batch<'_>>) -> Result<ChunkRef> {
+    static ZEROS: std::sync::OnceLock<(ObjectId, Vec<u8>)> = std::sync::OnceLock::new();
+    let len = u32::try_from(data.len()).expect("chunks are at most MAX_CHUNK");
+    let fresh;
+    let (id, c) = if data.len() == MAX_CHUNK && data.iter().all(|&b| b == 0) {
+        let (id, c) = ZEROS.get_or_init(|| {
+            let c = encode_blob(data);
+            (ObjectId::compute(Kind::Blob, &c), c)
+        });
+        (*id, c.as_slice())
+    } else {
+        fresh = encode_blob(data);
+        (ObjectId::compute(Kind::Blob, &fresh), fresh.as_slice())
+    };
+    if let Some(b) = batch {
+        b.put_canonical(Kind::Blob, id, c)?;
+    }
+    Ok(ChunkRef { id, len })
 }
 
 /// The file's stat now (`or` when it cannot be taken: the caller then compares with itself).
@@ -397,4 +489,40 @@ pub fn read_live(
 #[must_use]
 pub fn show(p: &Path) -> String {
     p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reading a large file a window at a time cuts it where the whole file is cut (SPEC §5):
+    /// the same chunk list id, across several windows, with runs of zeros and of data.
+    #[test]
+    fn windowed_read_equals_whole_file_chunking() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut data = Vec::with_capacity(2 * WINDOW + 12_345);
+        while data.len() < 2 * WINDOW + 12_345 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Stretches of zeros (holes) between stretches of data.
+            if (x >> 60) < 3 {
+                data.resize(data.len() + 300_000, 0);
+            } else {
+                data.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        data.truncate(2 * WINDOW + 12_345);
+        let abs = dir.path().join("big");
+        std::fs::write(&abs, &data).unwrap();
+        let f = LiveFile {
+            rel: b"config/big".to_vec(),
+            meta: std::fs::symlink_metadata(&abs).unwrap(),
+            abs,
+        };
+        let got = read_content(&f, None).unwrap().unwrap();
+        assert_eq!(got.len, data.len() as u64);
+        assert_eq!(got.stored.unwrap(), content_objects(&data, None).unwrap());
+    }
 }
