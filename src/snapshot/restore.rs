@@ -298,11 +298,13 @@ fn materialize(
                 }
             }
             sparse.finish(f.file())?;
-            let mode = if leaf.flags & objects_format::FLAG_EXECUTABLE != 0 {
-                0o700
-            } else {
-                0o600
-            };
+            // The recorded permission bits (SPEC §6.1), never setuid, setgid or sticky; without
+            // a record, owner-only.
+            let exec = leaf.flags & objects_format::FLAG_EXECUTABLE != 0;
+            let mode = u32::from(match leaf.mode & objects_format::modes::PERMISSION_BITS {
+                0 => objects_format::modes::legacy(exec),
+                m => m,
+            });
             f.set_permissions(std::fs::Permissions::from_mode(mode))
                 .map_err(fail("setting the mode of"))?;
             // Content durable before the rename makes it the live file (never a zero-length

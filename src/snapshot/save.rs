@@ -224,6 +224,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
             leaf: Leaf {
                 kind: EntryKind::Symlink,
                 flags: 0,
+                mode: 0,
                 size: bytes.len() as u64,
                 id,
             },
@@ -232,11 +233,13 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
             changed: false,
         });
     }
-    let flags = if f.meta.permissions().mode() & 0o100 != 0 {
+    let st_mode = f.meta.permissions().mode();
+    let flags = if st_mode & 0o100 != 0 {
         FLAG_EXECUTABLE
     } else {
         0
     };
+    let mode = objects_format::modes::recorded(st_mode);
     let stat = Stat::of(&f.meta);
     if let Some((kind, id)) = cache.lookup(&f.rel, &stat) {
         // Trust the cache only while the object is still stored (gc or a lost object would
@@ -246,6 +249,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
                 leaf: Leaf {
                     kind,
                     flags,
+                    mode,
                     size: stat.size,
                     id,
                 },
@@ -284,6 +288,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
         leaf: Leaf {
             kind,
             flags,
+            mode,
             size: got.len,
             id,
         },

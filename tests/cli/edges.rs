@@ -137,3 +137,87 @@ fn a_sparse_file_stays_sparse_on_restore() {
         vec![0u8; 3 * 4096 + 17]
     );
 }
+
+fn mode_of(p: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+fn chmod(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// File modes come back as they were saved (SPEC §6.1, ADR 0006): 0644, 0755, 0600, 0640,
+/// restored live and with `--to`; setuid is never restored; a chmod alone is a change.
+#[test]
+fn file_modes_are_recorded_and_restored() {
+    let sb = Sandbox::new();
+    let files = [
+        ("config/shelldone.toml", 0o644),
+        ("config/hooks/run.sh", 0o755),
+        ("config/secret.key", 0o600),
+        ("config/group.toml", 0o640),
+        ("state/sessions/s1.json", 0o644),
+        ("state/journal/2026.log", 0o600),
+    ];
+    let abs = |rel: &str| match rel.strip_prefix("config/") {
+        Some(r) => sb.config().join(r),
+        None => sb.state().join(rel.strip_prefix("state/").unwrap()),
+    };
+    for (rel, mode) in files {
+        let p = abs(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("{{\"path\": \"{rel}\"}}\n")).unwrap();
+        chmod(&p, mode);
+    }
+    let setuid = sb.config().join("setuid.sh");
+    std::fs::write(&setuid, "#!/bin/sh\n").unwrap();
+    chmod(&setuid, 0o4755);
+    let id = sb.save("modes");
+    for (rel, _) in files {
+        std::fs::remove_file(abs(rel)).unwrap();
+    }
+    std::fs::remove_file(&setuid).unwrap();
+    sb.ok(&["state", "restore", &id]);
+    for (rel, mode) in files {
+        assert_eq!(mode_of(&abs(rel)), mode, "{rel} restored live");
+    }
+    assert_eq!(mode_of(&setuid), 0o755, "setuid is never restored");
+    let out = tempfile::tempdir().unwrap();
+    sb.ok(&["state", "restore", &id, "--to", out.path().to_str().unwrap()]);
+    for (rel, mode) in files {
+        assert_eq!(mode_of(&out.path().join(rel)), mode, "{rel} restored --to");
+    }
+    // A chmod alone is a change: saved, and undone by a restore of the earlier snapshot.
+    chmod(&abs("config/secret.key"), 0o644);
+    let o = sb.ok(&["--json", "state", "save"]);
+    let doc: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(doc["created"], true, "{o}");
+    assert_eq!(doc["changes"]["modified"], 1, "{o}");
+    sb.ok(&["state", "restore", &id]);
+    assert_eq!(mode_of(&abs("config/secret.key")), 0o600);
+    // And an unchanged state saves nothing.
+    let o = sb.ok(&["--json", "state", "save"]);
+    let doc: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(doc["created"], false, "{o}");
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+}
+
+/// A snapshot written before modes were recorded (the frozen version-1 store) restores as it
+/// always did: files owner-only, 0600 or 0700 by the executable flag.
+#[test]
+fn an_old_snapshot_restores_owner_only_modes() {
+    let sb = crate::compat::fixture("store-v1");
+    let out = tempfile::tempdir().unwrap();
+    sb.ok(&["state", "restore", "--to", out.path().to_str().unwrap()]);
+    let mut seen = 0;
+    for e in walkdir::WalkDir::new(out.path()) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            let m = mode_of(e.path());
+            assert!(m == 0o600 || m == 0o700, "{}: {m:o}", e.path().display());
+            seen += 1;
+        }
+    }
+    assert!(seen > 3, "the fixture has files ({seen})");
+}
