@@ -260,6 +260,15 @@ impl Error {
         }
     }
 
+    /// For `map_err`: an I/O error doing `op` to `path` during `during` as an [`Error::File`].
+    pub fn at<'a>(
+        op: &'static str,
+        path: &'a std::path::Path,
+        during: &'static str,
+    ) -> impl FnOnce(std::io::Error) -> Error + 'a {
+        move |e| Error::file(e, op, path, during)
+    }
+
     /// A [`Error::CorruptFile`] for `path`.
     pub fn corrupt_file(path: impl Into<PathBuf>, why: impl Into<String>) -> Error {
         Error::CorruptFile {
@@ -382,16 +391,18 @@ pub fn io_transient(e: &std::io::Error) -> bool {
 }
 
 /// The system's error without the path `fs-err` adds to its message (the caller names the path
-/// itself): `No space left on device (os error 28)`.
+/// itself): `No space left on device (os error 28)`. `fs-err` keeps the original error private
+/// (it exposes it only with a feature that drops it from the message everywhere else), so the
+/// OS error code is read back from the end of the message.
 fn bare(e: std::io::Error) -> std::io::Error {
     if e.raw_os_error().is_some() || e.get_ref().is_none() {
         return e;
     }
-    let code = e
-        .get_ref()
-        .and_then(|inner| inner.source())
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .and_then(std::io::Error::raw_os_error);
+    let msg = e.to_string();
+    let code = msg
+        .strip_suffix(')')
+        .and_then(|m| m.rsplit_once("(os error "))
+        .and_then(|(_, n)| n.parse::<i32>().ok());
     match code {
         Some(c) => std::io::Error::from_raw_os_error(c),
         None => e,

@@ -58,6 +58,11 @@ struct Intent {
     path: Option<String>,
 }
 
+/// Writes `restore-intent` (an `Error::File` naming it on failure).
+fn write_intent(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    durable::write_atomic(path, bytes).map_err(Error::at("writing", path, "restore"))
+}
+
 /// Records that the live state must be made equal to the head, whatever it becomes: written
 /// before an operation moves the head (sync pull), removed by the restore that follows. A crash
 /// in between is rolled forward by recovery.
@@ -219,8 +224,8 @@ pub(crate) fn restore_locked(
             .0,
         )
     };
-    fs::remove_file(&intent_path)?;
-    durable::sync_dir(&cx.snap_dir)?;
+    fs::remove_file(&intent_path).map_err(Error::at("removing", &intent_path, "restore"))?;
+    durable::sync_dir(&cx.snap_dir).map_err(Error::at("syncing", &cx.snap_dir, "restore"))?;
     Ok((plan, new_head))
 }
 
@@ -262,7 +267,7 @@ fn apply_restore(
     if dry_run {
         return Ok((plan, target));
     }
-    durable::write_atomic(
+    write_intent(
         &intent_path,
         &serde_json::to_vec(&Intent {
             snapshot: snap_id.to_hex(),
@@ -291,7 +296,10 @@ fn apply_restore(
         }
     }
     cache.retain(in_roots);
-    cache.save(&cx.statcache_path())?;
+    let cache_path = cx.statcache_path();
+    cache
+        .save(&cache_path)
+        .map_err(Error::at("writing", &cache_path, "restore"))?;
     Ok((plan, target))
 }
 

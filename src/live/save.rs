@@ -182,7 +182,10 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
     {
         batch.commit()?;
         cache.retain(in_roots);
-        cache.save(&cx.statcache_path())?;
+        let cache_path = cx.statcache_path();
+        cache
+            .save(&cache_path)
+            .map_err(Error::at("writing", &cache_path, "save"))?;
         return Ok(SaveOutcome {
             id: Some(*hid),
             created: false,
@@ -220,7 +223,10 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
         extra,
     )?;
     cache.retain(in_roots);
-    cache.save(&cx.statcache_path())?;
+    let cache_path = cx.statcache_path();
+    cache
+        .save(&cache_path)
+        .map_err(Error::at("writing", &cache_path, "save"))?;
     Ok(SaveOutcome {
         id: Some(id),
         created: true,

@@ -241,7 +241,7 @@ fn materialize(
     shown: &Path,
     sync: bool,
 ) -> Result<()> {
-    let fail = |op: &'static str| move |e: std::io::Error| Error::file(e, op, shown, "restore");
+    let fail = |op: &'static str| move |e: std::io::Error| Error::file(e, op, shown, RESTORE);
     match leaf.kind {
         EntryKind::Symlink => {
             let target = store.read_blob(&leaf.id)?;
@@ -349,7 +349,7 @@ impl<'a> Sparse<'a> {
             match (zero, run) {
                 (true, Some(r)) => {
                     f.write_all_at(&data[r..i], start + r as u64)
-                        .map_err(|e| Error::file(e, "writing", self.path, "restore"))?;
+                        .map_err(|e| Error::file(e, "writing", self.path, RESTORE))?;
                     run = None;
                 }
                 (false, None) => run = Some(i),
@@ -359,7 +359,7 @@ impl<'a> Sparse<'a> {
         }
         if let Some(r) = run {
             f.write_all_at(&data[r..], start + r as u64)
-                .map_err(|e| Error::file(e, "writing", self.path, "restore"))?;
+                .map_err(|e| Error::file(e, "writing", self.path, RESTORE))?;
         }
         self.pos = start + data.len() as u64;
         Ok(())
@@ -368,7 +368,7 @@ impl<'a> Sparse<'a> {
     /// Sets the file's length to everything written, holes included.
     fn finish(&self, f: &std::fs::File) -> Result<()> {
         f.set_len(self.pos)
-            .map_err(|e| Error::file(e, "setting the length of", self.path, "restore"))
+            .map_err(|e| Error::file(e, "setting the length of", self.path, RESTORE))
     }
 }
 
@@ -385,7 +385,7 @@ impl FromBytesExt for std::ffi::OsStr {
 fn clear_non_dir(p: &Path) -> Result<()> {
     match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Ok(durable::remove_file(p)?),
+        Ok(_) => durable::remove_file(p).map_err(Error::at("removing", p, RESTORE)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -394,9 +394,22 @@ fn clear_non_dir(p: &Path) -> Result<()> {
 /// Removes whatever is at `p` if it is a directory (a file is about to take its place).
 fn clear_dir(p: &Path) -> Result<()> {
     match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => Ok(durable::remove_dir_all(p)?),
+        Ok(m) if m.is_dir() => {
+            durable::remove_dir_all(p).map_err(Error::at("removing", p, RESTORE))
+        }
         _ => Ok(()),
     }
+}
+
+/// What a restore is doing, in its I/O errors (`Error::File`).
+const RESTORE: &str = "restore";
+
+/// One `syncfs` for the filesystem of each root folder.
+fn sync_roots(layout: &Layout) -> Result<()> {
+    for root in [&layout.state, &layout.config] {
+        durable::sync_filesystem(root).map_err(Error::at("syncing", root, RESTORE))?;
+    }
+    Ok(())
 }
 
 /// Restores writing more files than this use one `syncfs` per root between writing the temp
@@ -454,7 +467,8 @@ fn stage(
 /// Missing/corrupt objects (nothing live changed), I/O errors.
 pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -> Result<()> {
     for r in super::ROOTS {
-        durable::create_dir_all_durable(&layout.abs(r.as_bytes()))?;
+        let root = layout.abs(r.as_bytes());
+        durable::create_dir_all_durable(&root).map_err(Error::at("creating", &root, RESTORE))?;
     }
     // Nothing is ever written through a symlink: every directory between a root folder and a
     // path written, created or removed is checked to be a real directory first (`RealDirs`).
@@ -513,7 +527,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
                 let abs = layout.abs(d);
                 clear_non_dir(&abs)?;
                 if !is_real_dir(&abs) {
-                    durable::create_dir(&abs)?;
+                    durable::create_dir(&abs).map_err(Error::at("creating", &abs, RESTORE))?;
                 }
                 real.memo.insert((*d).clone(), true);
             }
@@ -538,12 +552,11 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
     }
     if !per_file_sync {
         // Thousands of files: one filesystem sync (per root) costs less than one fsync each.
-        durable::sync_filesystem(&layout.state)?;
-        durable::sync_filesystem(&layout.config)?;
+        sync_roots(layout)?;
     }
     // 2. Atomic replacement, file by file (content was fsynced when written).
     for (tmp, abs) in &renames {
-        durable::rename(tmp, abs)?;
+        durable::rename(tmp, abs).map_err(Error::at("replacing", abs, RESTORE))?;
     }
     // 3. Files and folders the target does not have (never below a symlink: such a path was
     //    not found by the walk, which does not follow links, and is not touched).
@@ -555,9 +568,9 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
         let abs = layout.abs(p);
         match std::fs::symlink_metadata(&abs) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => durable::remove_file(&abs)?,
+            Ok(_) => durable::remove_file(&abs).map_err(Error::at("removing", &abs, RESTORE))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Error::file(e, "reading", abs, RESTORE)),
         }
     }
     for d in &plan.rmdir {
@@ -568,12 +581,7 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
         match durable::remove_dir(&abs) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("{e} (removing folder {}: {})", abs.display(), display(d)),
-                )));
-            }
+            Err(e) => return Err(Error::file(e, "removing the folder", abs, RESTORE)),
         }
     }
     // 5. Renames and unlinks durable: fsync every directory that changed.
@@ -587,12 +595,11 @@ pub fn apply(store: &ObjectStore, layout: &Layout, target: &Flat, plan: &Plan) -
         }
     }
     if dirs.len() > BULK_FILES {
-        durable::sync_filesystem(&layout.state)?;
-        durable::sync_filesystem(&layout.config)?;
+        sync_roots(layout)?;
     } else {
         dirs.par_iter()
             .filter(|d| d.is_dir())
-            .try_for_each(|d| durable::sync_dir(d))?;
+            .try_for_each(|d| durable::sync_dir(d).map_err(Error::at("syncing", d, RESTORE)))?;
     }
     Ok(())
 }

@@ -184,7 +184,13 @@ fn file_modes_are_recorded_and_restored() {
     }
     assert_eq!(mode_of(&setuid), 0o755, "setuid is never restored");
     let out = tempfile::tempdir().unwrap();
-    sb.ok(&["state", "restore", &id, "--to", out.path().to_str().unwrap()]);
+    sb.ok(&[
+        "state",
+        "restore",
+        &id,
+        "--to",
+        out.path().to_str().unwrap(),
+    ]);
     for (rel, mode) in files {
         assert_eq!(mode_of(&out.path().join(rel)), mode, "{rel} restored --to");
     }
@@ -220,4 +226,172 @@ fn an_old_snapshot_restores_owner_only_modes() {
         }
     }
     assert!(seen > 3, "the fixture has files ({seen})");
+}
+
+/// Fills the filesystem holding `dir` with a file `dir/filler` until it is full.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("filler");
+    let mut f = std::fs::File::create(&p).unwrap();
+    let block = vec![0x5a_u8; 64 * 1024];
+    // Bounded: a tmpfs of a few MiB is full long before 4 GiB.
+    for _ in 0..65_536 {
+        if f.write_all(&block).is_err() {
+            break;
+        }
+    }
+    // Fill the last partial block too.
+    for _ in 0..65_536 {
+        if f.write_all(&[0x5a]).is_err() {
+            break;
+        }
+    }
+    let _ = f.sync_all();
+    p
+}
+
+/// The one line of a failed command's stderr, checked to name a path under `under`, the
+/// operation and "No space left on device".
+fn assert_names_path_and_operation(o: &std::process::Output, under: &std::path::Path) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one line a person can act on: {err}"
+    );
+    assert!(
+        err.trim_end()
+            .ends_with("): No space left on device (os error 28)"),
+        "the system's error once, after the path and the command: {err}"
+    );
+    let line = err.trim_end();
+    let rest = line.strip_prefix("error: ").expect("an error line");
+    let ops = [
+        "writing ",
+        "creating ",
+        "syncing ",
+        "renaming into ",
+        "replacing ",
+    ];
+    let op = ops.iter().find(|op| rest.starts_with(**op));
+    assert!(op.is_some(), "the operation comes first: {err}");
+    let path = &rest[op.unwrap().len()..];
+    assert!(
+        path.starts_with(under.to_str().unwrap()),
+        "the path is named: {err}"
+    );
+    assert!(
+        !path.contains(".shelldone-tmp"),
+        "the file meant, not its temp file: {err}"
+    );
+    err
+}
+
+/// A full disk under the state dir: save and restore fail naming the file and the operation,
+/// and change nothing (the store checks clean, the live files are as they were).
+#[test]
+fn a_full_disk_names_the_file_and_the_operation_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(m) = crate::faults::Mount::tmpfs(
+        "a_full_disk_names_the_file_and_the_operation_and_changes_nothing",
+        &tmp.path().join("small"),
+        "4m",
+    ) else {
+        return;
+    };
+    let sb = crate::faults::sandbox_with_state_on(&m.0);
+    std::fs::create_dir_all(sb.config()).unwrap();
+    std::fs::create_dir_all(sb.state().join("sessions")).unwrap();
+    let noise = |seed: u64, n: usize| -> Vec<u8> {
+        let mut rng = shelldone::demo::Rng::new(seed);
+        (0..n.div_ceil(8))
+            .flat_map(|_| rng.next_u64().to_le_bytes())
+            .take(n)
+            .collect()
+    };
+    let session = sb.state().join("sessions/s1.json");
+    // The session held 600 KB of scrollback-like data, then was cleared (the head).
+    let big = format!(r#"{{"v": 1, "scrollback": "{}"}}"#, "x".repeat(600_000));
+    std::fs::write(&session, &big).unwrap();
+    std::fs::write(sb.config().join("a.toml"), "a = 1\n").unwrap();
+    let first = sb.save("first");
+    std::fs::write(&session, br#"{"v": 2}"#).unwrap();
+    let second = sb.save("second");
+    let filler = fill(&m.0);
+    // Nearly full: room for a small file (a batch's first page, the stat cache, the restore
+    // intent), none for the content below.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap();
+    f.set_len(f.metadata().unwrap().len() - 128 * 1024).unwrap();
+    drop(f);
+
+    // Save: new incompressible content in config/ (not on the small disk) cannot be stored.
+    std::fs::write(sb.config().join("noise.bin"), noise(3, 400_000)).unwrap();
+    let o = sb.run(&["state", "save"]);
+    let err = assert_names_path_and_operation(&o, &sb.state());
+    assert!(err.contains("(storing objects)"), "{err}");
+    std::fs::remove_file(sb.config().join("noise.bin")).unwrap();
+
+    // Restore of the first snapshot: the session's 600 KB must be written next to it.
+    let before = sb.live();
+    let o = sb.run(&["state", "restore", &first]);
+    let err = assert_names_path_and_operation(&o, &sb.state());
+    assert!(
+        err.contains(&format!("{} (restore)", session.display())),
+        "{err}"
+    );
+    assert_eq!(sb.live(), before, "the live files are as they were");
+    std::fs::remove_file(&filler).unwrap();
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    let log: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "log"])).unwrap();
+    assert_eq!(log[0]["id"], second.as_str(), "nothing was recorded");
+    // With room again, the same restore works.
+    sb.ok(&["state", "restore", &first]);
+    assert_eq!(std::fs::read(&session).unwrap(), big.as_bytes());
+}
+
+/// `restore --to` a full disk names the file it was restoring.
+#[test]
+fn restore_to_a_full_disk_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(m) = crate::faults::Mount::tmpfs(
+        "restore_to_a_full_disk_names_the_file",
+        &tmp.path().join("target"),
+        "2m",
+    ) else {
+        return;
+    };
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.config()).unwrap();
+    let mut rng = shelldone::demo::Rng::new(5);
+    let data: Vec<u8> = (0..400_000)
+        .flat_map(|_| rng.next_u64().to_le_bytes())
+        .collect();
+    std::fs::write(sb.config().join("big.bin"), &data).unwrap();
+    let id = sb.save("big");
+    let out = m.0.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    fill(&m.0);
+    let o = sb.run(&["state", "restore", &id, "--to", out.to_str().unwrap()]);
+    let err = assert_names_path_and_operation(&o, &out);
+    assert!(
+        err.contains(&format!(
+            "{} (restore)",
+            out.join("config/big.bin").display()
+        )),
+        "{err}"
+    );
+    let left: Vec<_> = walkdir::WalkDir::new(&out)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".shelldone-tmp")
+        })
+        .collect();
+    assert!(left.is_empty(), "temp files removed: {left:?}");
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
 }
