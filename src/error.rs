@@ -13,6 +13,20 @@ pub enum Error {
     /// An I/O error; fs-err messages name the path.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// An I/O error on one file, with what shelldone was doing to it: `writing /…/x.json
+    /// (restore): No space left on device (os error 28)`.
+    #[error("{op} {} ({during}): {source}", path.display())]
+    File {
+        /// The operation: `reading`, `writing`, `syncing`, `renaming`, …
+        op: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The command it happened in: `save`, `restore`, `gc`, `store write`, …
+        during: &'static str,
+        /// The error of the system call, kept for programs.
+        #[source]
+        source: std::io::Error,
+    },
     /// An object is not in the store.
     #[error("object {id} is missing from the store; run 'shelldone state check'")]
     MissingObject {
@@ -291,6 +305,30 @@ impl Error {
         )
     }
 
+    /// An [`Error::File`]: `source` happened while doing `op` to `path` during `during`.
+    pub fn file(
+        source: std::io::Error,
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        during: &'static str,
+    ) -> Error {
+        Error::File {
+            op,
+            path: path.into(),
+            during,
+            source: bare(source),
+        }
+    }
+
+    /// For `map_err`: an I/O error doing `op` to `path` during `during` as an [`Error::File`].
+    pub fn at<'a>(
+        op: &'static str,
+        path: &'a std::path::Path,
+        during: &'static str,
+    ) -> impl FnOnce(std::io::Error) -> Error + 'a {
+        move |e| Error::file(e, op, path, during)
+    }
+
     /// A [`Error::CorruptFile`] for `path`.
     pub fn corrupt_file(path: impl Into<PathBuf>, why: impl Into<String>) -> Error {
         Error::CorruptFile {
@@ -353,7 +391,7 @@ impl Error {
                 ErrorKind::Remote
             }
             Error::NewerStore { .. } | Error::ReadOnly(_) => ErrorKind::NewerStore,
-            Error::Io(_) | Error::Encode(_) => ErrorKind::Io,
+            Error::Io(_) | Error::File { .. } | Error::Encode(_) => ErrorKind::Io,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -367,7 +405,7 @@ impl Error {
         match self {
             Error::Locked { .. } | Error::RefConflict { .. } => true,
             Error::Remote { transient, .. } => *transient,
-            Error::Io(e) => io_transient(e),
+            Error::Io(e) | Error::File { source: e, .. } => io_transient(e),
             _ => false,
         }
     }
@@ -411,6 +449,25 @@ pub fn io_transient(e: &std::io::Error) -> bool {
             | K::NetworkUnreachable
             | K::NetworkDown
     )
+}
+
+/// The system's error without the path `fs-err` adds to its message (the caller names the path
+/// itself): `No space left on device (os error 28)`. `fs-err` keeps the original error private
+/// (it exposes it only with a feature that drops it from the message everywhere else), so the
+/// OS error code is read back from the end of the message.
+fn bare(e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error().is_some() || e.get_ref().is_none() {
+        return e;
+    }
+    let msg = e.to_string();
+    let code = msg
+        .strip_suffix(')')
+        .and_then(|m| m.rsplit_once("(os error "))
+        .and_then(|(_, n)| n.parse::<i32>().ok());
+    match code {
+        Some(c) => std::io::Error::from_raw_os_error(c),
+        None => e,
+    }
 }
 
 /// The first 80 characters of `s` (with `…` when cut), for messages that quote damaged bytes.

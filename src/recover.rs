@@ -16,6 +16,9 @@ use crate::store::ObjectStore;
 use crate::store::lock::StoreLock;
 use crate::store::walk;
 
+/// What gc is doing, in its I/O errors (`Error::File`).
+const GC: &str = "gc";
+
 /// What recovery did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RecoveryReport {
@@ -323,14 +326,14 @@ pub fn gc_with(cx: &Context, repack: bool) -> Result<GcReport> {
     for (_, id) in doomed {
         let p = cx.objects.object_path(&id);
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(&p)?;
+        fs::remove_file(&p).map_err(Error::at("removing", &p, GC))?;
         dirs.insert(p.parent().expect("fan-out dir").to_path_buf());
         report.deleted += 1;
         report.bytes_freed += len;
         phase.advance(1, len);
     }
     for d in dirs {
-        crate::store::durable::sync_dir(&d)?;
+        crate::store::durable::sync_dir(&d).map_err(Error::at("syncing", &d, GC))?;
     }
     // Then packs, after the loose parents are gone: a pack with dead objects has its live ones re-stored (as a new pack or
     // loose objects) before the old pack goes, so a live object is always stored somewhere.
@@ -351,9 +354,11 @@ pub fn gc_with(cx: &Context, repack: bool) -> Result<GcReport> {
             batch.commit()?;
         }
         let len = std::fs::metadata(&pack_path).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(pack_path.with_extension("idx"))?;
-        fs::remove_file(&pack_path)?;
-        crate::store::durable::sync_dir(&cx.objects.packs_dir())?;
+        let idx = pack_path.with_extension("idx");
+        fs::remove_file(&idx).map_err(Error::at("removing", &idx, GC))?;
+        fs::remove_file(&pack_path).map_err(Error::at("removing", &pack_path, GC))?;
+        let packs = cx.objects.packs_dir();
+        crate::store::durable::sync_dir(&packs).map_err(Error::at("syncing", &packs, GC))?;
         report.deleted += dead;
         report.bytes_freed += len;
     }

@@ -408,6 +408,7 @@ fn plant_old_history(dev: &Dev, links: &[(&str, &str)]) -> ObjectId {
             Leaf {
                 kind: EntryKind::Symlink,
                 flags: 0,
+                mode: 0,
                 size: target.len() as u64,
                 id,
             },

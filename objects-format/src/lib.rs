@@ -6,7 +6,8 @@
 //! description; `tests/vectors.rs` pins ids so an accidental format change fails loudly.
 //!
 //! Modules import only downward, in this order (`tests/layering.rs` checks it): [`kind`] →
-//! [`id`] → [`kinds`] → [`children`](mod@children) → [`chunk`] → [`encoding`] → [`pack`]; this root only
+//! [`id`] → [`kinds`] → [`children`](mod@children) → [`chunk`] → [`encoding`] → [`pack`] →
+//! [`modes`]; this root only
 //! re-exports them.
 
 pub mod children;
@@ -15,6 +16,7 @@ pub mod encoding;
 pub mod id;
 pub mod kind;
 pub mod kinds;
+pub mod modes;
 pub mod pack;
 
 pub use children::{Child, Children, Link, children};

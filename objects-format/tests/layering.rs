@@ -3,7 +3,7 @@
 
 /// Every module of `src/` but `lib.rs`, lowest first: each may name only modules before it.
 const ORDER: &[&str] = &[
-    "kind", "id", "kinds", "children", "chunk", "encoding", "pack",
+    "kind", "id", "kinds", "children", "chunk", "encoding", "pack", "modes",
 ];
 
 #[test]

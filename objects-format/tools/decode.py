@@ -689,25 +689,67 @@ class Store:
             raise Bad(f"{where}: content is {len(data)} bytes, the entry says {e['size']}")
         return data
 
-    def extract(self, tree_id, dest, where="root tree"):
-        """Writes a tree to dest; returns the number of files and symlinks written."""
+    def extract(self, tree_id, dest, where="root tree", modes=None, prefix=b""):
+        """Writes a tree to dest; returns the number of files and symlinks written. modes is a
+        snapshot's decoded `modes` table (§6.1) or None."""
         n = 0
         os.makedirs(dest, exist_ok=True)
         for e in self.get(tree_id, "tree", where)["entries"]:
             name = bytes.fromhex(e["name_hex"])
             path = os.path.join(os.fsencode(dest), name)
+            snap_path = prefix + b"/" + name if prefix else name
             ew = f"entry {name!r} of tree {tree_id}"
             if e["kind"] == "dir":
-                n += self.extract(e["id"], path, ew)
+                n += self.extract(e["id"], path, ew, modes, snap_path)
             elif e["kind"] == "symlink":
                 os.symlink(self.content(e, ew), path)
                 n += 1
             else:
                 with open(path, "wb") as f:
                     f.write(self.content(e, ew))
-                os.chmod(path, 0o700 if e["flags"] & 1 else 0o600)
+                os.chmod(path, file_mode(modes, snap_path, bool(e["flags"] & 1)))
                 n += 1
         return n
+
+
+def decode_modes(value):
+    """§6.1: a `modes` extra value as (plain, exec, {path: mode}), or None when this reader
+    does not accept it (the snapshot then restores as if it had no table)."""
+    r, at = value, 0
+
+    def take(n):
+        nonlocal at
+        if at + n > len(r):
+            raise ValueError("truncated")
+        at += n
+        return r[at - n:at]
+    try:
+        if take(1) != b"\x01":
+            return None
+        plain, exec_ = struct.unpack("<HH", take(4))
+        (count,) = struct.unpack("<I", take(4))
+        paths, prev = {}, None
+        for _ in range(count):
+            (n,) = struct.unpack("<I", take(4))
+            p = take(n)
+            (m,) = struct.unpack("<H", take(2))
+            if not p or (prev is not None and prev >= p) or m > 0o777:
+                return None
+            paths[p], prev = m, p
+    except ValueError:
+        return None
+    if at != len(r) or plain > 0o777 or exec_ > 0o777:
+        return None
+    return plain, exec_, paths
+
+
+def file_mode(modes, path, executable):
+    """§6 "Mode" and §6.1: the mode a file is restored with."""
+    if modes is None:
+        return 0o700 if executable else 0o600
+    plain, exec_, paths = modes
+    m = paths.get(path, exec_ if executable else plain)
+    return (m & 0o677) | (0o100 if executable else 0) | 0o400
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1343,12 +1385,15 @@ def check_store(path, extract_dir, compare_with):
     if extract_dir or compare_with:
         if "head" not in refs:
             raise Bad(f"{st.dir}: no head ref to extract")
-        root = st.get(refs["head"], "snapshot", "ref head")["root"]
+        head = st.get(refs["head"], "snapshot", "ref head")
+        root = head["root"]
+        modes = next((decode_modes(bytes.fromhex(x["value_hex"])) for x in head["extra"]
+                      if x["key"] == "modes"), None)
         with tempfile.TemporaryDirectory() as tmp:
             dest = extract_dir or tmp
             if os.path.exists(dest) and os.listdir(dest):
                 raise Bad(f"--extract {dest}: not empty")
-            n = st.extract(root, dest)
+            n = st.extract(root, dest, modes=modes)
             print(f"  head {refs['head'][:16]}: {n} files extracted to {dest}")
             if compare_with:
                 compare(dest, compare_with)

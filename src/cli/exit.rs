@@ -60,6 +60,7 @@ mod tests {
     fn name(e: &Error) -> &'static str {
         match e {
             Error::Io(_) => "Io",
+            Error::File { .. } => "File",
             Error::MissingObject { .. } => "MissingObject",
             Error::CorruptObject { .. } => "CorruptObject",
             Error::WrongKind { .. } => "WrongKind",
@@ -97,6 +98,7 @@ mod tests {
         let s = String::new;
         vec![
             Error::Io(std::io::Error::other("x")),
+            Error::file(std::io::Error::other("x"), "writing", "x", "save"),
             Error::MissingObject { id },
             Error::CorruptObject { id, why: s() },
             Error::WrongKind {

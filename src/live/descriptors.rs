@@ -10,7 +10,7 @@ use super::save::head_state;
 use crate::context::Context;
 use crate::error::Result;
 use crate::snapshot::restore::{self, Plan};
-use crate::snapshot::{Flat, Layout, flatten};
+use crate::snapshot::{Flat, Layout, flatten_snapshot};
 use crate::store::refs::HEAD;
 use crate::store::statcache::{Stat, StatCache};
 use crate::store::{durable, now_ns};
@@ -97,7 +97,7 @@ pub(crate) fn repair_descriptors(cx: &Context, settle: bool) -> Result<Vec<Quara
     let mut cache = StatCache::load(&cx.statcache_path());
     let layout = cx.layout();
     let head = match head_state(cx)? {
-        Some((_, s)) => flatten(&cx.objects, &s.root)?,
+        Some((_, s)) => flatten_snapshot(&cx.objects, &s)?,
         None => Flat::with_roots(),
     };
     for (rel, why) in bad {

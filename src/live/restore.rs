@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use super::Scope;
 use super::descriptors::is_young;
-use super::save::{SaveOptions, commit_snapshot, head_state, save_locked};
+use super::save::{SaveOptions, commit_snapshot, head_state, same_modes, save_locked};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::snapshot::conflicts;
 use crate::snapshot::restore::{self, Plan};
 use crate::snapshot::save::read_live;
-use crate::snapshot::{Flat, Layout, flatten, in_roots, session_of, write_trees};
+use crate::snapshot::{Flat, Layout, flatten, flatten_snapshot, in_roots, session_of, write_trees};
 use crate::store::refs::HEAD;
 use crate::store::statcache::{Stat, StatCache};
 use crate::store::{durable, now_ns};
@@ -56,6 +56,11 @@ struct Intent {
     session: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     path: Option<String>,
+}
+
+/// Writes `restore-intent` (an `Error::File` naming it on failure).
+fn write_intent(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    durable::write_atomic(path, bytes).map_err(Error::at("writing", path, "restore"))
 }
 
 /// Records that the live state must be made equal to the head, whatever it becomes: written
@@ -169,7 +174,7 @@ pub(crate) fn restore_locked(
     // Record the restore as a snapshot on top of the head.
     let head = head_state(cx)?;
     let base = match &head {
-        Some((_, s)) => match flatten(&cx.objects, &s.root) {
+        Some((_, s)) => match flatten_snapshot(&cx.objects, s) {
             Ok(f) => f,
             // Damaged head trees: as in a save, record the restored state in full.
             Err(e) if e.is_damage() && *scope == Scope::All => Flat::with_roots(),
@@ -187,7 +192,10 @@ pub(crate) fn restore_locked(
         }
     };
     let root = write_trees(&new_flat, None)?;
-    let new_head = if head.as_ref().is_some_and(|(_, s)| s.root == root) {
+    let new_head = if head
+        .as_ref()
+        .is_some_and(|(_, s)| s.root == root && same_modes(s, &new_flat))
+    {
         None
     } else {
         let batch = cx.objects.batch()?;
@@ -216,8 +224,8 @@ pub(crate) fn restore_locked(
             .0,
         )
     };
-    fs::remove_file(&intent_path)?;
-    durable::sync_dir(&cx.snap_dir)?;
+    fs::remove_file(&intent_path).map_err(Error::at("removing", &intent_path, "restore"))?;
+    durable::sync_dir(&cx.snap_dir).map_err(Error::at("syncing", &cx.snap_dir, "restore"))?;
     Ok((plan, new_head))
 }
 
@@ -262,7 +270,7 @@ fn apply_restore(
     let intent_path = cx.snap_dir.join("restore-intent");
     let snap = cx.objects.read_snapshot(&snap_id)?;
     let sel = |p: &[u8]| scope.contains(p);
-    let target = flatten(&cx.objects, &snap.root)?.filtered(sel);
+    let target = flatten_snapshot(&cx.objects, &snap)?.filtered(sel);
     let layout = layout_for(cx, &target);
     let mut cache = StatCache::load(&cx.statcache_path());
     let live = read_live(&layout, &sel, &mut cache, None, &crate::progress::Silent)?;
@@ -289,7 +297,7 @@ fn apply_restore(
     if dry_run {
         return Ok((plan, target));
     }
-    durable::write_atomic(
+    write_intent(
         &intent_path,
         &serde_json::to_vec(&Intent {
             snapshot: snap_id.to_hex(),
@@ -318,7 +326,10 @@ fn apply_restore(
         }
     }
     cache.retain(in_roots);
-    cache.save(&cx.statcache_path())?;
+    let cache_path = cx.statcache_path();
+    cache
+        .save(&cache_path)
+        .map_err(Error::at("writing", &cache_path, "restore"))?;
     Ok((plan, target))
 }
 
@@ -347,7 +358,7 @@ fn restore_to(
     let scope = checked_scope(cx, opts, snap_id)?;
     let snap = cx.objects.read_snapshot(&snap_id)?;
     let sel = |p: &[u8]| scope.contains(p);
-    let target = flatten(&cx.objects, &snap.root)?.filtered(sel);
+    let target = flatten_snapshot(&cx.objects, &snap)?.filtered(sel);
     let layout = Layout::under(dir);
     if !opts.dry_run {
         fs::create_dir_all(&layout.state)?;

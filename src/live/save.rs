@@ -11,7 +11,9 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::snapshot::conflicts;
 use crate::snapshot::save::read_live;
-use crate::snapshot::{Flat, flatten, in_roots, session_of, write_trees};
+use crate::snapshot::{
+    Flat, flatten_snapshot, in_roots, modes_extra, session_of, with_modes, write_trees,
+};
 use crate::store::refs::session_ref;
 use crate::store::refs::{HEAD, RefTxn};
 use crate::store::statcache::StatCache;
@@ -62,6 +64,7 @@ fn sessions_digest(flat: &Flat) -> BTreeMap<Vec<u8>, blake3::Hash> {
             h.update(&(p.len() as u64).to_le_bytes());
             h.update(p);
             h.update(&[l.kind.code(), l.flags]);
+            h.update(&l.mode.to_le_bytes());
             h.update(&l.id.0);
         }
     }
@@ -103,6 +106,12 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
     let sel = |p: &[u8]| scope.contains(p);
     let live = read_live(&layout, &sel, &mut cache, Some(&batch), &*cx.progress)?;
     cx.note_skipped("not saved", &live.skipped);
+    // Read twice and changed both times: what was read last is saved, and the user told.
+    let mut warnings: Vec<String> = live
+        .changed
+        .iter()
+        .map(|p| format!("file changed while it was saved: {}", p.display()))
+        .collect();
     let head = head_state(cx)?;
     let mut new_flat = live.flat;
     let mut quarantined = Vec::new();
@@ -110,7 +119,7 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
     let mut head_flat = |st: &Context| -> Result<Flat> {
         if head_flat_cache.is_none() {
             head_flat_cache = Some(match &head {
-                Some((_, s)) => flatten(&st.objects, &s.root)?,
+                Some((_, s)) => flatten_snapshot(&st.objects, s)?,
                 None => Flat::with_roots(),
             });
         }
@@ -165,13 +174,18 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
     }
     let extra = conflicts::carried(head.as_ref().map(|h| &h.1), &opts.resolved)?;
     let root = write_trees(&new_flat, Some(&batch))?;
+    // Unchanged: the same files, the same modes and the same open conflicts.
     if let Some((hid, hs)) = &head
         && hs.root == root
+        && same_modes(hs, &new_flat)
         && conflicts::carried(Some(hs), &[])? == extra
     {
         batch.commit()?;
         cache.retain(in_roots);
-        cache.save(&cx.statcache_path())?;
+        let cache_path = cx.statcache_path();
+        cache
+            .save(&cache_path)
+            .map_err(Error::at("writing", &cache_path, "save"))?;
         return Ok(SaveOutcome {
             id: Some(*hid),
             created: false,
@@ -180,10 +194,9 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
             objects_written: 0,
             bytes_written: 0,
             quarantined,
-            warnings: Vec::new(),
+            warnings,
         });
     }
-    let mut warnings = Vec::new();
     let base = match head_flat(cx) {
         Ok(b) => b,
         // The head's trees are damaged (docs/safety.md, "Damaged store files"): the live
@@ -210,7 +223,10 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
         extra,
     )?;
     cache.retain(in_roots);
-    cache.save(&cx.statcache_path())?;
+    let cache_path = cx.statcache_path();
+    cache
+        .save(&cache_path)
+        .map_err(Error::at("writing", &cache_path, "save"))?;
     Ok(SaveOutcome {
         id: Some(id),
         created: true,
@@ -221,6 +237,19 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
         quarantined,
         warnings,
     })
+}
+
+/// True when `snap` records the modes `flat` has (both with the same `modes` entry, or
+/// neither).
+pub(crate) fn same_modes(snap: &Snapshot, flat: &Flat) -> bool {
+    let recorded = snap
+        .extra
+        .iter()
+        .find(|(k, _)| k == objects_format::modes::KEY);
+    recorded.map(|(k, v)| (k.as_str(), v.as_slice()))
+        == modes_extra(flat)
+            .as_ref()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
 }
 
 /// Refuses a save that would record a root (`config/`, `state/sessions/`, `state/journal/`)
@@ -281,7 +310,7 @@ pub(crate) fn commit_snapshot(
         message: message.to_owned(),
         session,
         summary: base.summary_to(new_flat),
-        extra,
+        extra: with_modes(extra, new_flat),
     };
     let id = batch.put(&Object::Snapshot(snap))?;
     let stats = batch.commit()?;
@@ -367,7 +396,7 @@ pub fn plan(cx: &Context, opts: &SaveOptions) -> Result<SavePlan> {
     let sel = |p: &[u8]| scope.contains(p);
     let live = read_live(&layout, &sel, &mut cache, None, &crate::progress::Silent)?;
     let head = match head_state(cx)? {
-        Some((_, s)) => flatten(&cx.objects, &s.root)?,
+        Some((_, s)) => flatten_snapshot(&cx.objects, &s)?,
         None => Flat::with_roots(),
     };
     let base = head.filtered(|p| sel(p));

@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use objects_format::{EntryKind, Object, ObjectId, Tree, TreeEntry};
+use objects_format::modes::{self, Modes};
+use objects_format::{EntryKind, FLAG_EXECUTABLE, Object, ObjectId, Snapshot, Tree, TreeEntry};
 
 use crate::error::{Error, Result};
 use crate::store::Batch;
@@ -30,6 +31,10 @@ pub struct Leaf {
     pub kind: EntryKind,
     /// Entry flags (executable).
     pub flags: u8,
+    /// Permission bits (`objects_format::modes`): of the live file, or from the snapshot's
+    /// `modes` table. 0 when not recorded (a symlink, or a snapshot without a table): a restore
+    /// then creates the file with the legacy mode and leaves the mode of a live file alone.
+    pub mode: u16,
     /// Size in bytes.
     pub size: u64,
     /// Content id.
@@ -37,11 +42,12 @@ pub struct Leaf {
 }
 
 impl Leaf {
-    /// Same content and mode (what restore compares).
+    /// Same content and mode (what restore compares); a mode not recorded matches any.
     #[must_use]
     pub fn same_content(&self, other: &Leaf) -> bool {
         self.id == other.id
             && self.flags == other.flags
+            && (self.mode == other.mode || self.mode == 0 || other.mode == 0)
             && (self.kind == EntryKind::Symlink) == (other.kind == EntryKind::Symlink)
     }
 }
@@ -104,7 +110,7 @@ impl Flat {
         for (p, l) in &new.leaves {
             match self.leaves.get(p) {
                 None => s.added += 1,
-                Some(o) if o != l => s.modified += 1,
+                Some(o) if !o.same_content(l) => s.modified += 1,
                 Some(_) => {}
             }
         }
@@ -282,7 +288,60 @@ pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
     store(&root, batch)
 }
 
-/// Reads a root tree back into a [`Flat`], keeping only paths in [`ROOTS`].
+/// Reads a snapshot back into a [`Flat`] (see [`flatten`]), with the file modes its `modes`
+/// table records (SPEC §6.1).
+///
+/// # Errors
+/// Missing or corrupt objects.
+pub fn flatten_snapshot(store: &ObjectStore, snap: &Snapshot) -> Result<Flat> {
+    let mut f = flatten(store, &snap.root)?;
+    if let Some(table) = snap
+        .extra
+        .iter()
+        .find(|(k, _)| k == modes::KEY)
+        .and_then(|(_, v)| Modes::decode(v))
+    {
+        for (p, l) in &mut f.leaves {
+            if l.kind != EntryKind::Symlink {
+                l.mode = table.mode(p, l.flags & FLAG_EXECUTABLE != 0);
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// The `modes` entry of a snapshot's `extra` for `flat`'s files, or `None` when the legacy rule
+/// says the same (SPEC §6.1).
+#[must_use]
+pub fn modes_extra(flat: &Flat) -> Option<(String, Vec<u8>)> {
+    let table = Modes::of(
+        flat.leaves
+            .iter()
+            .filter(|(_, l)| l.kind != EntryKind::Symlink)
+            .map(|(p, l)| {
+                let exec = l.flags & FLAG_EXECUTABLE != 0;
+                let mode = if l.mode == 0 {
+                    modes::legacy(exec)
+                } else {
+                    l.mode
+                };
+                (p.as_slice(), exec, mode)
+            }),
+    );
+    (!table.is_legacy()).then(|| (modes::KEY.to_owned(), table.encode()))
+}
+
+/// `extra` with its `modes` entry replaced by `flat`'s (sorted by key, as the format wants).
+#[must_use]
+pub fn with_modes(mut extra: Vec<(String, Vec<u8>)>, flat: &Flat) -> Vec<(String, Vec<u8>)> {
+    extra.retain(|(k, _)| k != modes::KEY);
+    extra.extend(modes_extra(flat));
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
+    extra
+}
+
+/// Reads a root tree back into a [`Flat`], keeping only paths in [`ROOTS`]. Modes are not
+/// recorded in trees (0; [`flatten_snapshot`] applies a snapshot's).
 ///
 /// # Errors
 /// Missing or corrupt objects.
@@ -327,6 +386,7 @@ pub fn flatten(store: &ObjectStore, root: &ObjectId) -> Result<Flat> {
                         Leaf {
                             kind: e.kind,
                             flags: e.flags,
+                            mode: 0,
                             size: e.size,
                             id: e.id,
                         },

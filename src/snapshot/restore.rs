@@ -3,7 +3,6 @@
 //! or its new content. See docs/safety.md.
 
 use crate::progress::{Phase, Progress};
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -235,7 +234,15 @@ fn through_symlink(rel: &[u8]) -> Error {
 }
 
 /// Writes one file's verified content to `tmp`.
-fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Result<()> {
+/// `shown` is the file the temp file will become, named in error messages.
+fn materialize(
+    store: &ObjectStore,
+    leaf: &Leaf,
+    tmp: &Path,
+    shown: &Path,
+    sync: bool,
+) -> Result<()> {
+    let fail = |op: &'static str| move |e: std::io::Error| Error::file(e, op, shown, RESTORE);
     match leaf.kind {
         EntryKind::Symlink => {
             let target = store.read_blob(&leaf.id)?;
@@ -250,10 +257,12 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Resu
                     ),
                 });
             }
-            durable::symlink(Path::new(std::ffi::OsStr::from_bytes_ext(&target)), tmp)?;
+            durable::symlink(Path::new(std::ffi::OsStr::from_bytes_ext(&target)), tmp)
+                .map_err(fail("creating the link"))?;
         }
         EntryKind::File | EntryKind::ChunkedFile => {
-            let mut f = durable::create(tmp)?;
+            let f = durable::create(tmp).map_err(fail("creating"))?;
+            let mut sparse = Sparse::new(shown);
             if leaf.kind == EntryKind::File {
                 let data = store.read_blob(&leaf.id)?;
                 if data.len() as u64 != leaf.size {
@@ -266,7 +275,7 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Resu
                         ),
                     });
                 }
-                f.write_all(&data)?;
+                sparse.write(f.file(), &data)?;
             } else {
                 let list = store.read_chunk_list(&leaf.id)?;
                 if list.total_size != leaf.size {
@@ -286,24 +295,82 @@ fn materialize(store: &ObjectStore, leaf: &Leaf, tmp: &Path, sync: bool) -> Resu
                             why: format!("chunk is {} bytes, list says {}", data.len(), c.len),
                         });
                     }
-                    f.write_all(&data)?;
+                    sparse.write(f.file(), &data)?;
                 }
             }
-            let mode = if leaf.flags & objects_format::FLAG_EXECUTABLE != 0 {
-                0o700
-            } else {
-                0o600
-            };
-            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            sparse.finish(f.file())?;
+            // The recorded permission bits (SPEC §6.1), never setuid, setgid or sticky; without
+            // a record, owner-only.
+            let exec = leaf.flags & objects_format::FLAG_EXECUTABLE != 0;
+            let mode = u32::from(match leaf.mode & objects_format::modes::PERMISSION_BITS {
+                0 => objects_format::modes::legacy(exec),
+                m => m,
+            });
+            f.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(fail("setting the mode of"))?;
             // Content durable before the rename makes it the live file (never a zero-length
             // file after a power cut). Large restores sync the whole filesystem once instead.
             if sync {
-                durable::sync_data(f.file(), tmp)?;
+                durable::sync_data(f.file(), tmp).map_err(fail("syncing"))?;
             }
         }
         EntryKind::Dir => unreachable!("leaves are never directories"),
     }
     Ok(())
+}
+
+/// The block a run of zero bytes must cover to become a hole: the usual filesystem block.
+pub const HOLE_BLOCK: u64 = 4096;
+
+/// Writes a file's content in order, leaving every 4 KiB-aligned block of zero bytes as a hole
+/// (not written) so that a sparse file comes back sparse; [`Sparse::finish`] sets the length,
+/// which covers trailing holes. Only for a file created empty: a hole reads as zeros.
+struct Sparse<'a> {
+    path: &'a Path,
+    pos: u64,
+}
+
+impl<'a> Sparse<'a> {
+    fn new(path: &'a Path) -> Self {
+        Sparse { path, pos: 0 }
+    }
+
+    /// Appends `data` at the current position.
+    fn write(&mut self, f: &std::fs::File, data: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let start = self.pos;
+        // Runs of non-zero blocks, written with one positioned write each.
+        let mut run: Option<usize> = None;
+        let mut i = 0usize;
+        while i < data.len() {
+            let abs = start + i as u64;
+            let block_end = (abs / HOLE_BLOCK + 1) * HOLE_BLOCK;
+            let end = usize::try_from(block_end - start).map_or(data.len(), |e| e.min(data.len()));
+            let zero = data[i..end].iter().all(|&b| b == 0);
+            match (zero, run) {
+                (true, Some(r)) => {
+                    f.write_all_at(&data[r..i], start + r as u64)
+                        .map_err(|e| Error::file(e, "writing", self.path, RESTORE))?;
+                    run = None;
+                }
+                (false, None) => run = Some(i),
+                _ => {}
+            }
+            i = end;
+        }
+        if let Some(r) = run {
+            f.write_all_at(&data[r..], start + r as u64)
+                .map_err(|e| Error::file(e, "writing", self.path, RESTORE))?;
+        }
+        self.pos = start + data.len() as u64;
+        Ok(())
+    }
+
+    /// Sets the file's length to everything written, holes included.
+    fn finish(&self, f: &std::fs::File) -> Result<()> {
+        f.set_len(self.pos)
+            .map_err(|e| Error::file(e, "setting the length of", self.path, RESTORE))
+    }
 }
 
 trait FromBytesExt {
@@ -319,7 +386,7 @@ impl FromBytesExt for std::ffi::OsStr {
 fn clear_non_dir(p: &Path) -> Result<()> {
     match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Ok(durable::remove_file(p)?),
+        Ok(_) => durable::remove_file(p).map_err(Error::at("removing", p, RESTORE)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -328,9 +395,22 @@ fn clear_non_dir(p: &Path) -> Result<()> {
 /// Removes whatever is at `p` if it is a directory (a file is about to take its place).
 fn clear_dir(p: &Path) -> Result<()> {
     match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => Ok(durable::remove_dir_all(p)?),
+        Ok(m) if m.is_dir() => {
+            durable::remove_dir_all(p).map_err(Error::at("removing", p, RESTORE))
+        }
         _ => Ok(()),
     }
+}
+
+/// What a restore is doing, in its I/O errors (`Error::File`).
+const RESTORE: &str = "restore";
+
+/// One `syncfs` for the filesystem of each root folder.
+fn sync_roots(layout: &Layout) -> Result<()> {
+    for root in [&layout.state, &layout.config] {
+        durable::sync_filesystem(root).map_err(Error::at("syncing", root, RESTORE))?;
+    }
+    Ok(())
 }
 
 /// Restores writing more files than this use one `syncfs` per root between writing the temp
@@ -354,7 +434,7 @@ fn stage(
             let dir = abs.parent().expect("file has a parent").to_path_buf();
             let tmp = tmp_path(&dir);
             let leaf = target.leaves.get(*p).expect("planned from target");
-            let res = materialize(store, leaf, &tmp, sync);
+            let res = materialize(store, leaf, &tmp, &abs, sync);
             phase.advance(1, leaf.size);
             match res {
                 Ok(()) => Ok((tmp, abs)),
@@ -409,7 +489,8 @@ pub fn apply(
         ),
     );
     for r in super::ROOTS {
-        durable::create_dir_all_durable(&layout.abs(r.as_bytes()))?;
+        let root = layout.abs(r.as_bytes());
+        durable::create_dir_all_durable(&root).map_err(Error::at("creating", &root, RESTORE))?;
     }
     // Nothing is ever written through a symlink: every directory between a root folder and a
     // path written, created or removed is checked to be a real directory first (`RealDirs`).
@@ -468,7 +549,7 @@ pub fn apply(
                 let abs = layout.abs(d);
                 clear_non_dir(&abs)?;
                 if !is_real_dir(&abs) {
-                    durable::create_dir(&abs)?;
+                    durable::create_dir(&abs).map_err(Error::at("creating", &abs, RESTORE))?;
                 }
                 real.memo.insert((*d).clone(), true);
             }
@@ -493,12 +574,11 @@ pub fn apply(
     }
     if !per_file_sync {
         // Thousands of files: one filesystem sync (per root) costs less than one fsync each.
-        durable::sync_filesystem(&layout.state)?;
-        durable::sync_filesystem(&layout.config)?;
+        sync_roots(layout)?;
     }
     // 2. Atomic replacement, file by file (content was fsynced when written).
     for (tmp, abs) in &renames {
-        durable::rename(tmp, abs)?;
+        durable::rename(tmp, abs).map_err(Error::at("replacing", abs, RESTORE))?;
     }
     // 3. Files and folders the target does not have (never below a symlink: such a path was
     //    not found by the walk, which does not follow links, and is not touched).
@@ -510,9 +590,9 @@ pub fn apply(
         let abs = layout.abs(p);
         match std::fs::symlink_metadata(&abs) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => durable::remove_file(&abs)?,
+            Ok(_) => durable::remove_file(&abs).map_err(Error::at("removing", &abs, RESTORE))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Error::file(e, "reading", abs, RESTORE)),
         }
     }
     for d in &plan.rmdir {
@@ -523,12 +603,7 @@ pub fn apply(
         match durable::remove_dir(&abs) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("{e} (removing folder {}: {})", abs.display(), display(d)),
-                )));
-            }
+            Err(e) => return Err(Error::file(e, "removing the folder", abs, RESTORE)),
         }
     }
     // 5. Renames and unlinks durable: fsync every directory that changed.
@@ -542,12 +617,11 @@ pub fn apply(
         }
     }
     if dirs.len() > BULK_FILES {
-        durable::sync_filesystem(&layout.state)?;
-        durable::sync_filesystem(&layout.config)?;
+        sync_roots(layout)?;
     } else {
         dirs.par_iter()
             .filter(|d| d.is_dir())
-            .try_for_each(|d| durable::sync_dir(d))?;
+            .try_for_each(|d| durable::sync_dir(d).map_err(Error::at("syncing", d, RESTORE)))?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use objects_format::chunk::{CHUNK_THRESHOLD, chunk_lengths};
+use objects_format::chunk::{CHUNK_THRESHOLD, MAX_CHUNK, chunk_lengths, next_boundary};
 use objects_format::encoding::encode_blob;
 use objects_format::{ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, ObjectId};
 use rayon::prelude::*;
@@ -70,7 +70,7 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
                     {
                         continue; // vanished while walking
                     }
-                    return Err(Error::Io(e.into()));
+                    return Err(walk_error(e, &base));
                 }
             };
             let name = entry.file_name().as_bytes();
@@ -123,7 +123,7 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
                     {
                         continue;
                     }
-                    Err(e) => return Err(Error::Io(e.into())),
+                    Err(e) => return Err(walk_error(e, &base)),
                 };
                 out.files.push(LiveFile {
                     rel,
@@ -137,6 +137,12 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
     Ok(out)
 }
 
+/// A walk error as an [`Error::File`] naming the path it happened at.
+fn walk_error(e: walkdir::Error, base: &Path) -> Error {
+    let path = e.path().unwrap_or(base).to_path_buf();
+    Error::file(e.into(), "reading the folder", path, "save")
+}
+
 /// The outcome for one file.
 #[derive(Debug)]
 pub enum Hashed {
@@ -148,6 +154,8 @@ pub enum Hashed {
         fresh: Option<(Stat, i64)>,
         /// The id was taken from the stat cache, not read from the file.
         cached: bool,
+        /// The file changed while it was read, twice: what was read last is recorded.
+        changed: bool,
     },
     /// A session descriptor (`*.json` under `state/sessions`) that does not parse.
     CorruptDescriptor(String),
@@ -200,17 +208,7 @@ pub fn content_objects(data: &[u8], batch: Option<&Batch<'_>>) -> Result<(EntryK
     }
     let chunks: Vec<ChunkRef> = offsets
         .par_iter()
-        .map(|&(off, len)| -> Result<ChunkRef> {
-            let c = encode_blob(&data[off..off + len]);
-            let id = ObjectId::compute(Kind::Blob, &c);
-            if let Some(b) = batch {
-                b.put_canonical(Kind::Blob, id, &c)?;
-            }
-            Ok(ChunkRef {
-                id,
-                len: u32::try_from(len).expect("chunks are at most MAX_CHUNK"),
-            })
-        })
+        .map(|&(off, len)| store_chunk(&data[off..off + len], batch))
         .collect::<Result<_>>()?;
     let list = Object::ChunkList(ChunkList {
         total_size: data.len() as u64,
@@ -233,12 +231,7 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
         let target = match std::fs::read_link(&f.abs) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Hashed::Gone),
-            Err(e) => {
-                return Err(Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!("{e} (reading link {})", f.abs.display()),
-                )));
-            }
+            Err(e) => return Err(Error::file(e, "reading the link", &f.abs, "save")),
         };
         let bytes = target.as_os_str().as_bytes();
         if let Some(why) = policy::leaf_verdict(&f.rel, Some(bytes)) {
@@ -253,18 +246,22 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
             leaf: Leaf {
                 kind: EntryKind::Symlink,
                 flags: 0,
+                mode: 0,
                 size: bytes.len() as u64,
                 id,
             },
             fresh: None,
             cached: false,
+            changed: false,
         });
     }
-    let flags = if f.meta.permissions().mode() & 0o100 != 0 {
+    let st_mode = f.meta.permissions().mode();
+    let flags = if st_mode & 0o100 != 0 {
         FLAG_EXECUTABLE
     } else {
         0
     };
+    let mode = objects_format::modes::recorded(st_mode);
     let stat = Stat::of(&f.meta);
     if let Some((kind, id)) = cache.lookup(&f.rel, &stat) {
         // Trust the cache only while the object is still stored (gc or a lost object would
@@ -274,51 +271,173 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
                 leaf: Leaf {
                     kind,
                     flags,
+                    mode,
                     size: stat.size,
                     id,
                 },
                 fresh: None,
                 cached: true,
+                changed: false,
             });
         }
     }
-    let hashed_at = crate::store::now_ns();
-    let data = match std::fs::read(&f.abs) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Hashed::Gone),
-        Err(e) => {
-            return Err(Error::Io(std::io::Error::new(
-                e.kind(),
-                format!("{e} (reading {})", f.abs.display()),
-            )));
-        }
+    let mut hashed_at = crate::store::now_ns();
+    let Some(mut got) = read_content(f, batch)? else {
+        return Ok(Hashed::Gone);
     };
-    if is_descriptor(&f.rel)
-        && let Err(why) = validate_descriptor(&data)
-    {
-        return Ok(Hashed::CorruptDescriptor(why));
-    }
     // The file may have changed between stat and read; stat again so the cache never pairs an
     // old stat with new content.
-    let stat_after = std::fs::symlink_metadata(&f.abs)
-        .map(|m| Stat::of(&m))
-        .unwrap_or(stat);
-    let (kind, id) = content_objects(&data, batch)?;
-    let fresh = if stat_after == stat && stat.size == data.len() as u64 {
-        Some((stat, hashed_at))
-    } else {
-        None
+    let mut before = stat;
+    let mut after = stat_now(&f.abs, before);
+    let mut steady = after == before && before.size == got.len;
+    if !steady {
+        // Changed while it was read (as borg does): read it once more, between two stats.
+        before = after;
+        hashed_at = crate::store::now_ns();
+        let Some(again) = read_content(f, batch)? else {
+            return Ok(Hashed::Gone);
+        };
+        got = again;
+        after = stat_now(&f.abs, before);
+        steady = after == before && before.size == got.len;
+    }
+    let (kind, id) = match got.stored {
+        Ok(stored) => stored,
+        Err(why) => return Ok(Hashed::CorruptDescriptor(why)),
     };
+    let fresh = steady.then_some((before, hashed_at));
     Ok(Hashed::Ok {
         leaf: Leaf {
             kind,
             flags,
-            size: data.len() as u64,
+            mode,
+            size: got.len,
             id,
         },
         fresh,
         cached: false,
+        changed: !steady,
     })
+}
+
+/// What one read of a file gave.
+struct Content {
+    /// Bytes read.
+    len: u64,
+    /// The entry kind and id stored, or why a session descriptor does not parse (then nothing
+    /// was stored).
+    stored: std::result::Result<(EntryKind, ObjectId), String>,
+}
+
+/// How much of a large file is held in memory at once while it is chunked.
+const WINDOW: usize = 16 << 20;
+
+/// Reads one file and stores its content (with `batch`); `None` when it is gone. A large file
+/// is read and chunked a window at a time, so memory does not grow with its size; a small file
+/// and a session descriptor (which must parse whole) are read whole.
+fn read_content(f: &LiveFile, batch: Option<&Batch<'_>>) -> Result<Option<Content>> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| Error::file(e, "reading", &f.abs, "save");
+    let mut file = match std::fs::File::open(&f.abs) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail(e)),
+    };
+    let mut buf = Vec::new();
+    (&mut file)
+        .take(CHUNK_THRESHOLD + 1)
+        .read_to_end(&mut buf)
+        .map_err(fail)?;
+    let descriptor = is_descriptor(&f.rel);
+    if descriptor {
+        file.read_to_end(&mut buf).map_err(fail)?;
+    }
+    if buf.len() as u64 <= CHUNK_THRESHOLD || descriptor {
+        if descriptor && let Err(why) = validate_descriptor(&buf) {
+            return Ok(Some(Content {
+                len: buf.len() as u64,
+                stored: Err(why),
+            }));
+        }
+        return Ok(Some(Content {
+            len: buf.len() as u64,
+            stored: Ok(content_objects(&buf, batch)?),
+        }));
+    }
+    let mut chunks = Vec::new();
+    let mut len = 0u64;
+    let mut eof = false;
+    loop {
+        if !eof {
+            let want = WINDOW - buf.len();
+            let n = (&mut file)
+                .take(want as u64)
+                .read_to_end(&mut buf)
+                .map_err(fail)?;
+            eof = n < want;
+        }
+        // Cut where the whole file would be cut (SPEC §5): a chunk is decided by at most
+        // MAX_CHUNK bytes from its start, so only cut while that many are held or at the end.
+        let mut ranges = Vec::new();
+        let mut pos = 0;
+        while pos < buf.len() && (eof || buf.len() - pos >= MAX_CHUNK) {
+            let n = next_boundary(&buf[pos..]);
+            ranges.push((pos, n));
+            pos += n;
+        }
+        let window = &buf;
+        let stored: Vec<ChunkRef> = ranges
+            .par_iter()
+            .map(|&(off, n)| store_chunk(&window[off..off + n], batch))
+            .collect::<Result<_>>()?;
+        chunks.extend(stored);
+        len += pos as u64;
+        buf.drain(..pos);
+        if eof && buf.is_empty() {
+            break;
+        }
+    }
+    let list = Object::ChunkList(ChunkList {
+        total_size: len,
+        chunks,
+    });
+    let id = match batch {
+        Some(b) => b.put(&list)?,
+        None => objects_format::encode_with_id(&list)?.0,
+    };
+    Ok(Some(Content {
+        len,
+        stored: Ok((EntryKind::ChunkedFile, id)),
+    }))
+}
+
+/// Stores one chunk as a blob. A chunk of MAX_CHUNK zero bytes (a sparse file's holes) is
+/// encoded and hashed once per process.
+fn store_chunk(data: &[u8], batch: Option<&Batch<'_>>) -> Result<ChunkRef> {
+    static ZEROS: std::sync::OnceLock<(ObjectId, Vec<u8>)> = std::sync::OnceLock::new();
+    let len = u32::try_from(data.len()).expect("chunks are at most MAX_CHUNK");
+    let fresh;
+    let (id, c) = if data.len() == MAX_CHUNK && data.iter().all(|&b| b == 0) {
+        let (id, c) = ZEROS.get_or_init(|| {
+            let c = encode_blob(data);
+            (ObjectId::compute(Kind::Blob, &c), c)
+        });
+        (*id, c.as_slice())
+    } else {
+        fresh = encode_blob(data);
+        (ObjectId::compute(Kind::Blob, &fresh), fresh.as_slice())
+    };
+    if let Some(b) = batch {
+        b.put_canonical(Kind::Blob, id, c)?;
+    }
+    Ok(ChunkRef { id, len })
+}
+
+/// The file's stat now (`or` when it cannot be taken: the caller then compares with itself).
+fn stat_now(abs: &Path, or: Stat) -> Stat {
+    std::fs::symlink_metadata(abs)
+        .map(|m| Stat::of(&m))
+        .unwrap_or(or)
 }
 
 /// Result of reading the live state.
@@ -334,6 +453,9 @@ pub struct LiveState {
     pub vouched: std::collections::BTreeSet<Vec<u8>>,
     /// Entries the user's excludes leave out (snapshot paths; a folder ends with `/`).
     pub excluded: Vec<Vec<u8>>,
+    /// Files that changed while they were read, and again when read a second time: their
+    /// filesystem paths (the content recorded is the second read's).
+    pub changed: Vec<std::path::PathBuf>,
 }
 
 /// Reads the live state under `layout` into a [`Flat`], storing new objects in `batch` when given
@@ -372,6 +494,7 @@ pub fn read_live(
         skipped: scan.skipped,
         vouched: std::collections::BTreeSet::new(),
         excluded: scan.excluded,
+        changed: Vec::new(),
     };
     for d in scan.dirs {
         out.flat.dirs.insert(d);
@@ -382,7 +505,11 @@ pub fn read_live(
                 leaf,
                 fresh,
                 cached,
+                changed,
             } => {
+                if changed {
+                    out.changed.push(f.abs.clone());
+                }
                 if let Some((stat, at)) = fresh {
                     cache.insert(f.rel.clone(), stat, leaf.kind, leaf.id, at);
                 }
@@ -403,4 +530,40 @@ pub fn read_live(
 #[must_use]
 pub fn show(p: &Path) -> String {
     p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reading a large file a window at a time cuts it where the whole file is cut (SPEC §5):
+    /// the same chunk list id, across several windows, with runs of zeros and of data.
+    #[test]
+    fn windowed_read_equals_whole_file_chunking() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut data = Vec::with_capacity(2 * WINDOW + 12_345);
+        while data.len() < 2 * WINDOW + 12_345 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Stretches of zeros (holes) between stretches of data.
+            if (x >> 60) < 3 {
+                data.resize(data.len() + 300_000, 0);
+            } else {
+                data.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        data.truncate(2 * WINDOW + 12_345);
+        let abs = dir.path().join("big");
+        std::fs::write(&abs, &data).unwrap();
+        let f = LiveFile {
+            rel: b"config/big".to_vec(),
+            meta: std::fs::symlink_metadata(&abs).unwrap(),
+            abs,
+        };
+        let got = read_content(&f, None).unwrap().unwrap();
+        assert_eq!(got.len, data.len() as u64);
+        assert_eq!(got.stored.unwrap(), content_objects(&data, None).unwrap());
+    }
 }

@@ -13,6 +13,9 @@ use objects_format::{Kind, Object, ObjectId};
 use super::{LOOSE_MAX, ObjectStore, compress_level, durable, pack};
 use crate::error::{Error, Result};
 
+/// What a batch is doing, in its I/O errors (`Error::File`).
+const STORING: &str = "storing objects";
+
 /// One entry appended to the staging pack: (id, kind, frame offset, frame length, place in
 /// the block when the frame is a block).
 pub(super) type Staged = (ObjectId, Kind, u64, u32, Option<pack::Member>);
@@ -56,7 +59,7 @@ pub struct Batch<'s> {
     pub(super) level: i32,
     /// Background `fdatasync` of the staging pack while it is still being written, so that the
     /// final sync in `commit` waits only for the tail (I/O overlaps compression).
-    pub(super) early_sync: Mutex<(u64, Option<std::thread::JoinHandle<std::io::Result<()>>>)>,
+    pub(super) early_sync: Mutex<(u64, Option<std::thread::JoinHandle<Result<()>>>)>,
 }
 
 /// Start a background sync of the staging pack after this many new bytes.
@@ -108,8 +111,12 @@ impl Batch<'_> {
         let mut guard = self.pack.lock().expect("no panics while held");
         let w = guard.as_mut().expect("batch not committed");
         let off = w.offset;
-        w.file.write_all_at(header, off)?;
-        w.file.write_all_at(z, off + pack::ENTRY_HEADER)?;
+        w.file
+            .write_all_at(header, off)
+            .map_err(Error::at("writing", &w.path, STORING))?;
+        w.file
+            .write_all_at(z, off + pack::ENTRY_HEADER)
+            .map_err(Error::at("writing", &w.path, STORING))?;
         w.offset = off + pack::ENTRY_HEADER + u64::from(len);
         let frame = off + pack::ENTRY_HEADER;
         w.entries.extend(
@@ -139,7 +146,9 @@ impl Batch<'_> {
                 let w = g.as_ref().expect("batch not committed");
                 (w.file.try_clone()?, w.path.clone())
             };
-            es.1 = Some(std::thread::spawn(move || durable::sync_data(&f, &path)));
+            es.1 = Some(std::thread::spawn(move || {
+                durable::sync_data(&f, &path).map_err(|e| Error::file(e, "syncing", path, STORING))
+            }));
         }
         Ok(())
     }
@@ -308,36 +317,44 @@ impl Batch<'_> {
                 let buf = match src {
                     Src::Packed(off, len) => {
                         let mut buf = vec![0u8; *len as usize];
-                        w.file.read_exact_at(&mut buf, *off)?;
+                        w.file
+                            .read_exact_at(&mut buf, *off)
+                            .map_err(Error::at("reading", &w.path, STORING))?;
                         buf
                     }
                     Src::Canonical(c) => compress_level(c, self.level)?,
                 };
                 let t = self.staging.join(id.to_hex());
-                let mut f = durable::create(&t)?;
-                f.write_all(&buf)?;
-                durable::sync_data(f.file(), &t)?;
+                let mut f = durable::create(&t).map_err(Error::at("creating", &t, STORING))?;
+                f.write_all(&buf)
+                    .map_err(Error::at("writing", &t, STORING))?;
+                durable::sync_data(f.file(), &t).map_err(Error::at("syncing", &t, STORING))?;
                 Ok((t, buf.len() as u64))
             })
             .collect::<Result<_>>()?;
         let mut fan_dirs: Vec<PathBuf> = Vec::new();
         if !objs.is_empty() {
             // Once, in a new store: `objects/` itself durable in `snapshots/`.
-            durable::create_dir_all_durable(&self.store.root.join("objects"))?;
+            let objects = self.store.root.join("objects");
+            durable::create_dir_all_durable(&objects)
+                .map_err(Error::at("creating", &objects, STORING))?;
         }
         for ((id, ..), (t, _)) in objs.iter().zip(&written) {
             let target = self.store.object_path(id);
             let fan = target.parent().expect("fan-out dir");
             if !fan_dirs.iter().any(|d| d == fan) {
                 // A new fan-out dir is made durable by the sync of `objects/` below.
-                durable::create_dir_all(fan)?;
+                durable::create_dir_all(fan).map_err(Error::at("creating", fan, STORING))?;
                 fan_dirs.push(fan.to_path_buf());
             }
-            durable::rename(t, &target)?;
+            durable::rename(t, &target).map_err(Error::at("renaming into", &target, STORING))?;
         }
         if !objs.is_empty() {
-            fan_dirs.par_iter().try_for_each(|d| durable::sync_dir(d))?;
-            durable::sync_dir(&self.store.root.join("objects"))?;
+            fan_dirs
+                .par_iter()
+                .try_for_each(|d| durable::sync_dir(d).map_err(Error::at("syncing", d, STORING)))?;
+            let objects = self.store.root.join("objects");
+            durable::sync_dir(&objects).map_err(Error::at("syncing", &objects, STORING))?;
         }
         self.remove_staging()?;
         Ok(BatchStats {
@@ -349,7 +366,11 @@ impl Batch<'_> {
     /// Removes this batch's staging dir, and `staging/` itself when no other batch uses it (only
     /// the lock holder makes batches, so none is being created meanwhile).
     fn remove_staging(&self) -> Result<()> {
-        durable::remove_dir_all(&self.staging)?;
+        durable::remove_dir_all(&self.staging).map_err(Error::at(
+            "removing",
+            &self.staging,
+            STORING,
+        ))?;
         if let Some(parent) = self.staging.parent() {
             let _ = durable::remove_dir(parent);
         }
@@ -362,7 +383,7 @@ impl Batch<'_> {
             objects: w.entries.len() as u64,
             bytes: self.bytes.load(Ordering::Relaxed),
         };
-        durable::sync_data(&w.file, &w.path)?;
+        durable::sync_data(&w.file, &w.path).map_err(Error::at("syncing", &w.path, STORING))?;
         drop(w.file);
         let hash = pack::hash_file(&w.path)?;
         let name = format!("pack-{}", hash.to_hex());
@@ -382,12 +403,15 @@ impl Batch<'_> {
         let idx = objects_format::pack::build_index(hash.as_bytes(), &mut index);
         let idx_tmp = self.staging.join("objects.idx");
         {
-            let mut f = durable::create(&idx_tmp)?;
-            f.write_all(&idx)?;
-            durable::sync_data(f.file(), &idx_tmp)?;
+            let mut f =
+                durable::create(&idx_tmp).map_err(Error::at("creating", &idx_tmp, STORING))?;
+            f.write_all(&idx)
+                .map_err(Error::at("writing", &idx_tmp, STORING))?;
+            durable::sync_data(f.file(), &idx_tmp)
+                .map_err(Error::at("syncing", &idx_tmp, STORING))?;
         }
         let dir = self.store.packs_dir();
-        durable::create_dir_all_durable(&dir)?;
+        durable::create_dir_all_durable(&dir).map_err(Error::at("creating", &dir, STORING))?;
         let pack_path = dir.join(format!("{name}.pack"));
         let idx_path = dir.join(format!("{name}.idx"));
         // The name is the hash of the content: an existing pack of that name holds exactly
@@ -395,17 +419,21 @@ impl Batch<'_> {
         let existed = pack_path.exists();
         if !(existed && idx_path.exists()) {
             if !existed {
-                durable::rename(&w.path, &pack_path)?;
+                durable::rename(&w.path, &pack_path).map_err(Error::at(
+                    "renaming into",
+                    &pack_path,
+                    STORING,
+                ))?;
             }
             if let Err(e) = durable::rename(&idx_tmp, &idx_path) {
                 if !existed {
                     // Without its index the pack is invisible; do not leave it behind.
                     let _ = durable::remove_file(&pack_path);
                 }
-                return Err(e.into());
+                return Err(Error::file(e, "renaming into", idx_path, STORING));
             }
         }
-        durable::sync_dir(&dir)?;
+        durable::sync_dir(&dir).map_err(Error::at("syncing", &dir, STORING))?;
         self.remove_staging()?;
         Ok(stats)
     }

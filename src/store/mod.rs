@@ -390,10 +390,25 @@ impl ObjectStore {
             self.root
                 .join("staging")
                 .join(format!("{}-{}", std::process::id(), now_ns()));
-        durable::create_dir_all(&staging)?;
+        let during = "storing objects";
+        durable::create_dir_all(&staging).map_err(Error::at("creating", &staging, during))?;
         let path = staging.join("objects.pack");
-        let mut file = durable::create_new_rw(&path)?.into_parts().0;
-        std::io::Write::write_all(&mut file, pack::PACK_MAGIC)?;
+        let opened = durable::create_new_rw(&path)
+            .map_err(Error::at("creating", &path, during))
+            .and_then(|f| {
+                let mut file = f.into_parts().0;
+                std::io::Write::write_all(&mut file, pack::PACK_MAGIC)
+                    .map_err(Error::at("writing", &path, during))?;
+                Ok(file)
+            });
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                // Not a batch yet, so nothing else removes its staging dir (a full disk).
+                let _ = durable::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
         Ok(Batch {
             store: self,
             staging,

@@ -149,12 +149,19 @@ pub fn merge3(
             conflicts.push(record(ConflictKind::Keys, &path, items));
         }
         let (kind, id) = content_objects(&bytes, Some(batch))?;
-        let flags = ll.map_or(0, |x| x.flags);
+        // The mode (and executable flag) of the side that changed it, else the left's.
+        let side = match (bl, ll) {
+            (Some(b), Some(l)) if (l.flags, l.mode) == (b.flags, b.mode) => rl.or(ll),
+            _ => ll,
+        };
+        let flags = side.map_or(0, |x| x.flags);
+        let mode = side.map_or(objects_format::modes::legacy(false), |x| x.mode);
         take.push(BTreeMap::from([(
             pb.to_vec(),
             Leaf {
                 kind,
                 flags,
+                mode,
                 size: bytes.len() as u64,
                 id,
             },

@@ -12,7 +12,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::remote::{Progress, Remote, TransferStats};
 use crate::snapshot::conflicts;
-use crate::snapshot::{Flat, flatten, write_trees};
+use crate::snapshot::{Flat, flatten_snapshot, write_trees};
 use crate::store::durable;
 use crate::store::refs::HEAD;
 use crate::store::refs::session_ref;
@@ -364,7 +364,7 @@ pub(super) fn integrate(
     let Some(ours) = cx.refs.get(HEAD)? else {
         // A new machine with nothing of its own: their state becomes ours.
         let snap = cx.objects.read_snapshot(&their)?;
-        let theirs = flatten(&cx.objects, &snap.root)?;
+        let theirs = flatten_snapshot(&cx.objects, &snap)?;
         move_head(
             cx,
             None,
@@ -384,8 +384,8 @@ pub(super) fn integrate(
     }
     let our_snap = cx.objects.read_snapshot(&ours)?;
     let their_snap = cx.objects.read_snapshot(&their)?;
-    let our_flat = flatten(&cx.objects, &our_snap.root)?;
-    let their_flat = flatten(&cx.objects, &their_snap.root)?;
+    let our_flat = flatten_snapshot(&cx.objects, &our_snap)?;
+    let their_flat = flatten_snapshot(&cx.objects, &their_snap)?;
     // A device that had no history before this pull integrates the whole head, even with
     // `--session`: nothing of its own is older than the synced state, and a partial first
     // snapshot would make its history unrelated to everyone's.
@@ -424,7 +424,7 @@ pub(super) fn integrate(
     let (base_flat, base_conflicts) = match bases.first() {
         Some(b) => {
             let s = cx.objects.read_snapshot(b)?;
-            (flatten(&cx.objects, &s.root)?, conflicts::of(&s)?)
+            (flatten_snapshot(&cx.objects, &s)?, conflicts::of(&s)?)
         }
         None => (Flat::with_roots(), Vec::new()),
     };
@@ -436,7 +436,7 @@ pub(super) fn integrate(
     if bases.len() > 1 {
         let first = merge::units(&base_flat);
         for other in &bases[1..] {
-            let f = flatten(&cx.objects, &cx.objects.read_snapshot(other)?.root)?;
+            let f = flatten_snapshot(&cx.objects, &cx.objects.read_snapshot(other)?)?;
             let u = merge::units(&f);
             for k in first.keys().chain(u.keys()) {
                 if first.get(k) != u.get(k) {
@@ -477,7 +477,7 @@ pub(super) fn integrate(
         message: format!("sync: merge {} into {}", right.1.device, left.1.device),
         session: None,
         summary: left.2.summary_to(&out.flat),
-        extra: conflicts::extra(open),
+        extra: crate::snapshot::with_modes(conflicts::extra(open), &out.flat),
     };
     let id = batch.put(&objects_format::Object::Snapshot(snap))?;
     batch.commit()?;
@@ -509,7 +509,7 @@ pub(super) fn take_sessions(
     report: &mut PullReport,
 ) -> Result<()> {
     let base_flat = match graph::merge_base(&cx.objects, ours.0, their.0)? {
-        Some(b) => flatten(&cx.objects, &cx.objects.read_snapshot(&b)?.root)?,
+        Some(b) => flatten_snapshot(&cx.objects, &cx.objects.read_snapshot(&b)?)?,
         None => Flat::with_roots(),
     };
     let ub = merge::units(&base_flat);

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::live::{SaveOptions, Scope};
 use crate::merge_drivers::apply_keys;
 use crate::snapshot::conflicts::{self, Conflict, ConflictKind};
-use crate::snapshot::{Flat, flatten};
+use crate::snapshot::{Flat, flatten_snapshot};
 use crate::store::durable;
 use crate::store::refs::HEAD;
 
@@ -87,7 +87,7 @@ fn conflict(cx: &Context, id: &str) -> Result<(ObjectId, Conflict)> {
 /// Unknown conflict; the set-aside snapshot is missing (a partial pull) or corrupt.
 pub fn conflict_show(cx: &Context, id: &str) -> Result<(Conflict, Vec<ConflictFile>)> {
     let (head, c) = conflict(cx, id)?;
-    let kept = flatten(&cx.objects, &cx.objects.read_snapshot(&head)?.root)?;
+    let kept = flatten_snapshot(&cx.objects, &cx.objects.read_snapshot(&head)?)?;
     let other = other_flat(cx, &c)?;
     let mut paths: Vec<&Vec<u8>> = kept
         .leaves
@@ -123,7 +123,7 @@ fn other_flat(cx: &Context, c: &Conflict) -> Result<Flat> {
         )),
         e => e,
     })?;
-    flatten(&cx.objects, &s.root)
+    flatten_snapshot(&cx.objects, &s)
 }
 
 /// Resolves an open conflict and records the resolution as a snapshot (which also saves

@@ -17,7 +17,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A sandbox holding a copy of `fixtures/<name>`.
-fn fixture(name: &str) -> Sandbox {
+pub(crate) fn fixture(name: &str) -> Sandbox {
     let sb = Sandbox::new();
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR"))

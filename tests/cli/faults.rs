@@ -8,12 +8,12 @@ use std::process::Command;
 use crate::support::Sandbox;
 use crate::support::ci::cannot_run;
 
-struct Mount(std::path::PathBuf);
+pub(crate) struct Mount(pub(crate) std::path::PathBuf);
 
 impl Mount {
     /// A `size` tmpfs at `at`, or `None` (after [`cannot_run`], which fails in CI) when this
     /// machine will not mount one.
-    fn tmpfs(test: &str, at: &Path, size: &str) -> Option<Mount> {
+    pub(crate) fn tmpfs(test: &str, at: &Path, size: &str) -> Option<Mount> {
         std::fs::create_dir_all(at).unwrap();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -53,7 +53,7 @@ impl Drop for Mount {
     }
 }
 
-fn sandbox_with_state_on(m: &Path) -> Sandbox {
+pub(crate) fn sandbox_with_state_on(m: &Path) -> Sandbox {
     let sb = Sandbox::new();
     std::fs::create_dir_all(sb.dir.path()).unwrap();
     // The state dir lives on the small filesystem; the config dir does not.

@@ -14,6 +14,7 @@ mod corruption;
 mod daemon;
 mod documented;
 mod dry_run;
+mod edges;
 mod faults;
 mod outputs;
 mod recovery;
