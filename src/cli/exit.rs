@@ -87,6 +87,7 @@ mod tests {
             Error::TooLarge { .. } => "TooLarge",
             Error::BadRecord(_) => "BadRecord",
             Error::Migration { .. } => "Migration",
+            Error::Config { .. } => "Config",
             Error::Usage(_) => "Usage",
             Error::Internal(_) => "Internal",
         }
