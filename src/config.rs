@@ -493,8 +493,11 @@ pull_interval = 0
         assert!(m.contains(":2:"), "{m}");
         let m = message("[state]\nexclude = \"cache/\"\n");
         assert!(m.contains("must be an array of strings"), "{m}");
-        let m = message("[state]\nexclude = [\"a\",\n  \"b[\"]\n");
-        assert!(m.contains(":3: 'state.exclude': bad pattern 'b['"), "{m}");
+        let m = message("[state]\nexclude = [\"a\",\n  \"b[z-a]\"]\n");
+        assert!(
+            m.contains(":3: 'state.exclude': bad pattern 'b[z-a]'"),
+            "{m}"
+        );
         let m = message("[sync]\nremote = \"a/b\"\n");
         assert!(m.contains(":2: 'sync.remote' must be a remote name"), "{m}");
         let m = message("sync = 3\n");

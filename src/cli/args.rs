@@ -139,6 +139,7 @@ pub(super) enum Cmd {
 #[derive(Debug, Subcommand)]
 pub(super) enum StateCmd {
     /// Snapshot the live state (config, sessions, journal).
+    #[command(after_long_help = SAVE_EXAMPLES)]
     Save {
         /// Message.
         #[arg(short, long, default_value = "")]
@@ -157,6 +158,7 @@ pub(super) enum StateCmd {
         dry_run: bool,
     },
     /// Make the live state equal to a snapshot (default: head).
+    #[command(after_long_help = RESTORE_EXAMPLES)]
     Restore {
         /// Revision (ref, id, id prefix, REF~N).
         rev: Option<String>,
@@ -203,6 +205,7 @@ pub(super) enum StateCmd {
 #[derive(Debug, Subcommand)]
 pub(super) enum RemoteCmd {
     /// Add a remote: a git URL (git://, ssh://, http(s)://, file://, *.git, an existing repo) or a directory.
+    #[command(after_long_help = REMOTE_ADD_EXAMPLES)]
     Add {
         /// Name, e.g. origin.
         name: String,
@@ -230,6 +233,7 @@ pub(super) enum StrategyArg {
 #[derive(Debug, Subcommand)]
 pub(super) enum SyncCmd {
     /// Send local history and move this device's refs on the remote.
+    #[command(after_long_help = PUSH_EXAMPLES)]
     Push {
         /// Remote name (default: `sync.remote` in the config file, else origin).
         remote: Option<String>,
@@ -238,6 +242,7 @@ pub(super) enum SyncCmd {
         dry_run: bool,
     },
     /// Fetch every device's history and integrate it into the live state.
+    #[command(after_long_help = PULL_EXAMPLES)]
     Pull {
         /// Remote name (default: `sync.remote` in the config file, else origin).
         remote: Option<String>,
@@ -400,3 +405,38 @@ Examples:
   shelldone completions zsh > ~/.zfunc/_shelldone
   # fish
   shelldone completions fish > ~/.config/fish/completions/shelldone.fish";
+
+const SAVE_EXAMPLES: &str = "\
+Examples:
+  shelldone state save -m 'before the upgrade'
+  shelldone state save --dry-run          # what would be recorded, what is excluded
+  shelldone state save --session s001     # only that session
+Excludes: state.exclude in shelldone.toml and .shelldoneignore files (docs/config.md).";
+
+const RESTORE_EXAMPLES: &str = "\
+Examples:
+  shelldone state restore                 # back to head (undo unsaved changes)
+  shelldone state restore head~2 --dry-run
+  shelldone state restore head@{1}        # where head was before the last move
+  shelldone state restore laptop --session s001   # one session from another device
+  shelldone state restore --path config/keymap.json head^
+  shelldone state restore 3f2a --to /tmp/old      # write a snapshot elsewhere
+Unsaved live changes are saved first, so a restore can always be undone.";
+
+const PUSH_EXAMPLES: &str = "\
+Examples:
+  shelldone sync push                     # to sync.remote (shelldone.toml), else origin
+  shelldone sync push backup --dry-run    # what would be sent";
+
+const PULL_EXAMPLES: &str = "\
+Examples:
+  shelldone sync pull                     # fetch every device, merge, update live files
+  shelldone sync pull --no-restore        # fetch only; see 'shelldone sync status'
+  shelldone sync pull --session s001      # integrate one session for now
+Conflicts are set aside, never lost: 'shelldone conflicts' lists them.";
+
+const REMOTE_ADD_EXAMPLES: &str = "\
+Examples:
+  shelldone remote add origin git@github.com:me/terminal-state.git
+  shelldone remote add nas /mnt/nas/shelldone --init   # a plain directory
+  shelldone remote add usb file:///media/usb/state.git";

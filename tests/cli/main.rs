@@ -21,3 +21,4 @@ mod recovery;
 mod revisions;
 mod sync;
 mod sync_stories;
+mod terminal;
