@@ -153,7 +153,7 @@ fn chmod(p: &std::path::Path, mode: u32) {
 fn file_modes_are_recorded_and_restored() {
     let sb = Sandbox::new();
     let files = [
-        ("config/shelldone.toml", 0o644),
+        ("config/prefs.toml", 0o644),
         ("config/hooks/run.sh", 0o755),
         ("config/secret.key", 0o600),
         ("config/group.toml", 0o640),

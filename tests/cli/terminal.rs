@@ -93,14 +93,20 @@ impl Drop for Tmux {
     }
 }
 
-/// True when some screen in `screens` shows a bar of `phase`: `phase [====>   ] …`.
-fn showed_bar(screens: &[String], phase: &str) -> bool {
-    screens.iter().any(|s| {
-        s.lines().any(|l| {
-            let l = l.trim_start();
-            l.starts_with(&format!("{phase} [")) && l.contains(']') && l.contains("ETA")
-        })
+/// The first line of `screens` that shows a bar of `phase`: `phase [====>   ] …`.
+fn bar_line(screens: &[String], phase: &str) -> Option<String> {
+    screens.iter().find_map(|s| {
+        s.lines()
+            .find(|l| {
+                let l = l.trim_start();
+                l.starts_with(&format!("{phase} [")) && l.contains(']') && l.contains("ETA")
+            })
+            .map(str::to_owned)
     })
+}
+
+fn showed_bar(screens: &[String], phase: &str) -> bool {
+    bar_line(screens, phase).is_some()
 }
 
 #[test]
@@ -119,16 +125,25 @@ fn save_push_and_pull_show_progress_on_a_terminal() {
     std::fs::write(
         &rc,
         format!(
-            "PS1='$ '\nunset PROMPT_COMMAND\nexport SHELLDONE_STATE_DIR={} SHELLDONE_CONFIG_DIR={} SHELLDONE_LOCK_TIMEOUT=20 NO_COLOR=1\nalias shelldone={bin}\ncd {}\n",
+            "PS1='$ '\nunset PROMPT_COMMAND\nexport SHELLDONE_STATE_DIR={0} SHELLDONE_CONFIG_DIR={1} SHELLDONE_LOCK_TIMEOUT=20 NO_COLOR=1\nalias shelldone={bin}\nalias device-b='SHELLDONE_STATE_DIR={2}/state SHELLDONE_CONFIG_DIR={2}/config {bin}'\ncd {3}\n",
             a.state().display(),
             a.config().display(),
+            b.display(),
             a.dir.path().display()
         ),
     )
     .expect("rc");
     let t = Tmux::start(&rc);
-    // The shell is ready once its prompt is up.
-    t.run("true", 0);
+    // Type only once the shell's prompt is up (bounded), so that nothing is echoed early.
+    let started = Instant::now();
+    while !t.screen().lines().any(|l| l.starts_with('$')) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no prompt: {}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     a.ok(&[
         "remote",
         "add",
@@ -136,7 +151,7 @@ fn save_push_and_pull_show_progress_on_a_terminal() {
         remote.to_str().expect("utf-8"),
         "--init",
     ]);
-    let mut all = Vec::new();
+    let mut all: Vec<String> = Vec::new();
     let save = t.run("shelldone state save -m first", 1);
     assert!(
         showed_bar(&save, "save"),
@@ -151,14 +166,7 @@ fn save_push_and_pull_show_progress_on_a_terminal() {
         push.join("\n~~~\n")
     );
     all.extend(push);
-    let pull = t.run(
-        &format!(
-            "SHELLDONE_STATE_DIR={0}/state SHELLDONE_CONFIG_DIR={0}/config shelldone remote add origin {1} && SHELLDONE_STATE_DIR={0}/state SHELLDONE_CONFIG_DIR={0}/config shelldone sync pull",
-            b.display(),
-            remote.display()
-        ),
-        3,
-    );
+    let pull = t.run("device-b remote add origin remote && device-b sync pull", 3);
     assert!(
         showed_bar(&pull, "pull") || showed_bar(&pull, "restore"),
         "no pull bar in:\n{}",
@@ -184,9 +192,27 @@ fn save_push_and_pull_show_progress_on_a_terminal() {
     settings.add_filter(r"\b[0-9a-f]{64}\b", "[ID]");
     settings.add_filter(r"\b[0-9a-f]{12}\b", "[ID12]");
     settings.add_filter(r"\d+(\.\d)? (B|KiB|MiB|GiB)", "[SIZE]");
-    // Trailing blank lines of the pane.
-    let screen = last.trim_end().to_owned() + "\n";
+    // From the first command on, without the pane's trailing blank lines.
+    let from = last
+        .find("$ shelldone state save")
+        .expect("the save on screen");
+    let screen = last[from..].trim_end().to_owned() + "\n";
     settings.bind(|| insta::assert_snapshot!("save_push_pull_screen", screen));
+    // One frame of each bar, with what moves (the fill, counts, sizes, rates, times) filtered:
+    // the layout a person sees is held to the committed one.
+    let frames = format!(
+        "{}\n{}\n",
+        bar_line(&all, "save").expect("save bar"),
+        bar_line(&all, "push").expect("push bar")
+    );
+    let mut settings = insta::Settings::clone_current();
+    settings.set_omit_expression(true);
+    settings.add_filter(r"\[[=> ]+\]", "[BAR]");
+    settings.add_filter(r"\d+(\.\d+)? ?(B|KiB|MiB|GiB)", "[SIZE]");
+    settings.add_filter(r"\d+(\.\d+)?/s", "[N]/s");
+    settings.add_filter(r"ETA \d+\w+", "ETA [T]");
+    settings.add_filter(r"\b\d+/", "[N]/");
+    settings.bind(|| insta::assert_snapshot!("progress_bars", frames));
 }
 
 fn regex_literal(s: &str) -> String {
