@@ -209,7 +209,7 @@ fn save_push_and_pull_show_progress_on_a_terminal() {
     settings.set_omit_expression(true);
     settings.add_filter(r"\[[=> ]+\]", "[BAR]");
     settings.add_filter(r"\d+(\.\d+)? ?(B|KiB|MiB|GiB)", "[SIZE]");
-    settings.add_filter(r"\d+(\.\d+)?/s", "[N]/s");
+    settings.add_filter(r"[\d,]+(\.\d+)?/s", "[N]/s");
     settings.add_filter(r"ETA \d+\w+", "ETA [T]");
     settings.add_filter(r"\b\d+/", "[N]/");
     settings.bind(|| insta::assert_snapshot!("progress_bars", frames));
