@@ -1,8 +1,10 @@
-//! Supervised `git` children: their own process group, killed with it on timeout or when
-//! shelldone dies, so no git process outlives us.
+//! Supervised `git` children: their own process group, killed with it when idle for too long or
+//! when shelldone dies, so no git process outlives us.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{GitError, GitResult, io_err};
@@ -48,11 +50,13 @@ impl Drop for GroupGuard {
 }
 
 /// Run `cmd` (a [`supervised_git`] command, stdout/stderr piped) in a new process group whose
-/// stdin is the supervisor's watchdog pipe, killing the whole group if it doesn't finish within
-/// `timeout`.
+/// stdin is the supervisor's watchdog pipe, killing the whole group once it has been **idle** for
+/// `idle`: no byte arrived on its stdout or stderr for that long. A transfer that keeps moving
+/// runs as long as it needs (callers make git report progress, e.g. `git push --progress`); one
+/// that stalls — a server that accepted the connection and then went silent — is stopped.
 pub(super) fn run_with_timeout(
     mut cmd: Command,
-    timeout: Duration,
+    idle: Duration,
     what: &str,
 ) -> GitResult<(std::process::ExitStatus, String, String)> {
     use std::os::unix::process::CommandExt;
@@ -65,12 +69,28 @@ pub(super) fn run_with_timeout(
     };
     // Held open until the child is reaped; dropping it (or dying) tells the supervisor to kill.
     let watchdog = child.stdin.take();
+    let start = Instant::now();
+    // Milliseconds after `start` of the last byte read from the child.
+    let last = Arc::new(AtomicU64::new(0));
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let last = Arc::clone(&last);
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut p) = pipe {
-                // A read error just truncates the captured output.
-                let _ = p.read_to_end(&mut buf);
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match p.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            buf.extend_from_slice(&chunk[..n]);
+                            let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                            last.store(ms, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        // A read error just truncates the captured output.
+                        Err(_) => break,
+                    }
+                }
             }
             String::from_utf8_lossy(&buf).into_owned()
         })
@@ -87,18 +107,20 @@ pub(super) fn run_with_timeout(
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
+            Ok(None)
+                if start.elapsed()
+                    >= Duration::from_millis(last.load(Ordering::Relaxed)) + idle =>
+            {
                 drop(guard); // kills the whole group, git's helpers included
                 let _ = child.wait();
                 drop(watchdog);
                 // The readers finish once the pipes close; don't wait on them.
                 return Err(GitError::Timeout {
                     what: what.to_owned(),
-                    timeout,
+                    timeout: idle,
                 });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
