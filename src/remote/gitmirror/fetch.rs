@@ -210,7 +210,10 @@ pub(super) fn fetch_with_git_binary(
         // The same bound as gix's: big blobs are streamed to disk by index-pack (never held),
         // and no single allocation may exceed the per-object limit.
         .arg("-c")
-        .arg(format!("core.bigFileThreshold={}", 16 << 20))
+        .arg(format!(
+            "core.bigFileThreshold={}",
+            super::push::BIG_FILE_THRESHOLD
+        ))
         .env("GIT_ALLOC_LIMIT", ALLOC_LIMIT.to_string())
         .args([
             "fetch",

@@ -11,6 +11,9 @@ use super::{
 };
 use gix::ObjectId as GitId;
 
+/// Blobs over this size are streamed by `git push`, without a delta search (as for fetches).
+pub(super) const BIG_FILE_THRESHOLD: u64 = 16 << 20;
+
 /// One ref update for [`push`]: `(local ref or hex oid, remote ref, expected old remote value)`.
 /// An empty source deletes the remote ref. `None` as expected value means "must not exist".
 pub type PushUpdate<'a> = (&'a str, &'a str, Option<GitId>);
@@ -50,12 +53,14 @@ pub fn push_with_options(
         return Ok(());
     }
     let mut cmd = supervised_git();
-    cmd.arg("--git-dir").arg(mirror_path).args([
-        "push",
-        "--porcelain",
-        "--no-verify",
-        "--progress",
-    ]);
+    cmd.arg("--git-dir")
+        .arg(mirror_path)
+        // Blobs over 16 MiB are streamed into the pack, never held whole nor searched for deltas:
+        // memory stays flat, and the bytes (and so the progress the idle timeout watches) keep
+        // moving instead of pausing for seconds of delta search or compression per object.
+        .arg("-c")
+        .arg(format!("core.bigFileThreshold={BIG_FILE_THRESHOLD}"))
+        .args(["push", "--porcelain", "--no-verify", "--progress"]);
     if atomic {
         cmd.arg("--atomic");
     }
