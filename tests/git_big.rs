@@ -53,6 +53,78 @@ fn peak_rss() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// `(pid, ppid)` of every process, from /proc.
+fn processes() -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(pid), Some((_, after))) = (
+            stat.split(' ').next().and_then(|p| p.parse().ok()),
+            stat.rsplit_once(')'),
+        ) else {
+            continue;
+        };
+        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            out.push((pid, ppid));
+        }
+    }
+    out
+}
+
+/// `VmHWM` of `pid` in kB.
+fn hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l["VmHWM:".len()..]
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// True for the git daemon (and the servers it forks, named the same).
+fn is_daemon(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "git-daemon")
+}
+
+/// Samples, every 50 ms until `done`, the peak memory (`VmHWM`) of every process this one started
+/// outside the git daemon's tree: the `git push` and its helpers. Returns the largest, in kB.
+fn watch_children(done: &std::sync::atomic::AtomicBool) -> u64 {
+    use std::sync::atomic::Ordering;
+    let me = std::process::id();
+    let mut peak = 0;
+    for _ in 0..100_000 {
+        if done.load(Ordering::Relaxed) {
+            break;
+        }
+        let procs = processes();
+        let mut ours = vec![me];
+        let mut i = 0;
+        while i < ours.len() {
+            let parent = ours[i];
+            ours.extend(
+                procs
+                    .iter()
+                    .filter(|(p, pp)| *pp == parent && !is_daemon(*p))
+                    .map(|(p, _)| *p),
+            );
+            i += 1;
+        }
+        for p in &ours[1..] {
+            peak = peak.max(hwm_kb(*p));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    peak
+}
+
 /// Writes `len` incompressible bytes to `path`, one MiB at a time (BLAKE3 in XOF mode).
 fn write_noise(path: &Path, seed: u64, len: u64) {
     let mut h = blake3::Hasher::new();
@@ -144,7 +216,13 @@ fn big_first_push_over_git_daemon() {
     let (url, server) = daemon.repo("big.git");
     let mut ra = GitRemote::new("origin", &url, a.snapshots_dir(), &dev).unwrap();
     let t = Instant::now();
-    let st = ra.push(a.objects(), &updates, &quiet).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (st, git_kb) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| watch_children(&done));
+        let st = ra.push(a.objects(), &updates, &quiet).unwrap();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (st, watcher.join().unwrap())
+    });
     let push_s = t.elapsed().as_secs_f64();
     let rss_push = peak_rss();
     assert!(st.bytes >= total, "{st:?}");
@@ -210,7 +288,7 @@ fn big_first_push_over_git_daemon() {
     .into_iter()
     .collect();
     eprintln!(
-        "big-push: {mb} MiB: save {save_s:.1} s, push {push_s:.1} s ({} objects, {}), fetch {fetch_s:.1} s; peak RSS of this process {rss_push} after the push, {} at the end",
+        "big-push: {mb} MiB: save {save_s:.1} s, push {push_s:.1} s ({} objects, {}), fetch {fetch_s:.1} s; peak RSS of this process {rss_push} after the push, {} at the end; largest peak RSS of a git process of the push {git_kb} kB",
         st.objects,
         mib(st.bytes),
         peak_rss()
