@@ -103,5 +103,5 @@ big-push MB="1024":
     set -euo pipefail
     bin=$(cargo test --release --locked --test git_big --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p')
     timer=()
-    if [ -x /usr/bin/time ]; then timer=(/usr/bin/time -f 'big-push: wall %e s, largest peak RSS of one process (the test, git push, or the daemon's servers) %M kB'); fi
+    if [ -x /usr/bin/time ]; then timer=(/usr/bin/time -f 'big-push: wall %e s, largest peak RSS of one process (the test, git push or a server of the daemon) %M kB'); fi
     SHELLDONE_BIG_PUSH_MB={{MB}} "${timer[@]}" "$bin" --nocapture --test-threads 1 2>&1 | grep -oE 'big-push:.*|test result.*|panicked.*'
