@@ -110,3 +110,15 @@ man:
     cargo build --release --locked --quiet
     target/release/shelldone man --dir target/man
     ls target/man
+
+# A big first push over a real `git daemon` (tests/git_big.rs): MB MiB of incompressible live
+# state (32 MiB files) plus sessions, saved, pushed, fetched by a second store and compared byte
+# for byte. Prints the times, the peak RSS of the test and of the push's git processes, disk use
+# (store, mirror, server), and (GNU time, when installed) the largest peak RSS of any process.
+big-push MB="1024":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    bin=$(cargo test --release --locked --test git_big --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))/\1/p')
+    timer=()
+    if [ -x /usr/bin/time ]; then timer=(/usr/bin/time -f 'big-push: wall %e s, largest peak RSS of one process (the test, git push or a server of the daemon) %M kB'); fi
+    SHELLDONE_BIG_PUSH_MB={{MB}} "${timer[@]}" "$bin" --nocapture --test-threads 1 2>&1 | grep -oE 'big-push:.*|test result.*|panicked.*'

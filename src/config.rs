@@ -322,6 +322,9 @@ impl Parser<'_> {
                 let d = seconds(n).ok_or_else(|| {
                     bad(self, "a number of seconds, not negative (e.g. 60 or 0.5)")
                 })?;
+                if d.is_zero() && matches!(key, "sync.push_timeout" | "sync.pull_timeout") {
+                    return Err(bad(self, "more than 0 seconds"));
+                }
                 let slot = match key {
                     "state.lock_timeout" => &mut self.cfg.lock_timeout,
                     "sync.push_timeout" => &mut self.cfg.push_timeout,

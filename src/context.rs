@@ -65,6 +65,11 @@ pub struct Settings {
     /// How long a mutating command waits for the store lock (default:
     /// `SHELLDONE_LOCK_TIMEOUT`, else 60 s).
     pub lock_timeout: Option<std::time::Duration>,
+    /// `sync.push_timeout`: how long a git push may move no byte (`SHELLDONE_GIT_IDLE_TIMEOUT`
+    /// wins).
+    pub push_timeout: Option<std::time::Duration>,
+    /// `sync.pull_timeout`: the same for a git fetch.
+    pub pull_timeout: Option<std::time::Duration>,
 }
 
 /// What every command works on: the paths, the object store, the refs, the store lock, this
@@ -91,6 +96,8 @@ pub struct Context {
     pub(crate) excludes: std::sync::Arc<snapshot::exclude::Excludes>,
     /// How long a mutating command waits for the store lock.
     pub(crate) lock_timeout: std::time::Duration,
+    /// The config file's git idle timeouts (push, fetch), when it sets them.
+    pub(crate) git_timeouts: (Option<std::time::Duration>, Option<std::time::Duration>),
     /// Where long operations report their progress.
     pub(crate) progress: std::sync::Arc<dyn crate::progress::Progress>,
 }
@@ -130,6 +137,7 @@ impl Context {
             skipped: std::sync::Mutex::default(),
             excludes: std::sync::Arc::default(),
             lock_timeout: store::lock::default_timeout(),
+            git_timeouts: (None, None),
             progress: std::sync::Arc::new(crate::progress::Silent),
         };
         let (device, why) = st.device_id()?;
@@ -278,6 +286,7 @@ impl Context {
         if let Some(t) = s.lock_timeout {
             self.lock_timeout = t;
         }
+        self.git_timeouts = (s.push_timeout, s.pull_timeout);
     }
 
     /// Takes the store lock for a mutating operation.

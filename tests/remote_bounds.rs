@@ -297,25 +297,19 @@ fn git_bomb_is_refused_in_bounded_memory() {
     let sessions = swap(&format!("{head}:state/sessions"), "s1.json", &bomb);
     let state = swap(&format!("{head}:state"), "sessions", &sessions);
     let root = swap(&format!("{head}^{{tree}}"), "state", &state);
+    // The same commit with the bomb's root tree: its header (the snapshot), author and message
+    // kept byte for byte.
     let raw = git(&repo, &["cat-file", "commit", &head]);
-    let message = raw.split_once("\n\n").expect("message").1;
-    let field = |f: &str| -> String {
-        git(&repo, &["log", "-1", &format!("--format={f}"), &head])
-            .trim()
-            .to_owned()
-    };
-    let (name, email, date) = (field("%an"), field("%ae"), field("%ad"));
-    let env = [
-        ("GIT_AUTHOR_NAME", name.as_str()),
-        ("GIT_AUTHOR_EMAIL", email.as_str()),
-        ("GIT_AUTHOR_DATE", date.as_str()),
-        ("GIT_COMMITTER_NAME", name.as_str()),
-        ("GIT_COMMITTER_EMAIL", email.as_str()),
-        ("GIT_COMMITTER_DATE", date.as_str()),
-    ];
-    let evil = git_stdin(&repo, &["commit-tree", &root], &env, message.as_bytes())
-        .trim()
-        .to_owned();
+    let (first, rest) = raw.split_once('\n').expect("tree line");
+    assert!(first.starts_with("tree "), "{first}");
+    let evil = git_stdin(
+        &repo,
+        &["hash-object", "-t", "commit", "-w", "--stdin"],
+        &[],
+        format!("tree {root}\n{rest}").as_bytes(),
+    )
+    .trim()
+    .to_owned();
     git(
         &repo,
         &["update-ref", &format!("refs/shelldone/{dev}/head"), &evil],

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use objects_format::{ChangeSummary, EntryKind, Kind, Object, ObjectId, Snapshot, Tree, TreeEntry};
 use shelldone::remote::dir::DirRemote as DirBackend;
-use shelldone::remote::git::GitRemote;
+use shelldone::remote::git::{CommitFormat, GitOptions, GitRemote};
 use shelldone::remote::{RefUpdate, Remote, TransferStats};
 use shelldone::transfer::PlainRemote;
 use shelldone::{Error, Paths, SaveOptions, State};
@@ -955,20 +955,22 @@ fn hostile_commit(
     tree: gix::ObjectId,
     snap: &Object,
 ) -> (gix::ObjectId, ObjectId) {
+    snapshot_commit(repo, tree, &[], snap, CommitFormat::V2)
+}
+
+/// A snapshot's commit written by hand in `format`.
+fn snapshot_commit(
+    repo: &gix::Repository,
+    tree: gix::ObjectId,
+    parents: &[gix::ObjectId],
+    snap: &Object,
+    format: CommitFormat,
+) -> (gix::ObjectId, ObjectId) {
     let (sid, canonical) = objects_format::encode_with_id(snap).unwrap();
     let Object::Snapshot(s) = snap else { panic!() };
-    let msg = shelldone::remote::git::commit_message(s, &canonical);
-    let (n, e) = shelldone::remote::git::ident(&s.device);
-    let c = shelldone::remote::gitmirror::write_commit(
-        repo,
-        tree,
-        &[],
-        &msg,
-        s.time_ns / 1_000_000_000,
-        &n,
-        &e,
-    )
-    .unwrap();
+    let c =
+        shelldone::remote::git::write_snapshot_commit(repo, tree, parents, s, &canonical, format)
+            .unwrap();
     (c, sid)
 }
 
@@ -1104,4 +1106,330 @@ fn git_hostile_remotes() {
     assert!(e.contains("fetching from") || e.contains("missing"), "{e}");
     eprintln!("ref to a missing git object: {e}");
     assert_eq!(b.count(), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Git remote: idle timeout, HEAD for `git clone`, the commit format
+// ---------------------------------------------------------------------------------------------
+
+/// A git remote with an idle timeout of `idle`.
+fn git_remote_idle(dev: &Dev, name: &str, url: &str, idle: std::time::Duration) -> GitRemote {
+    git_remote(dev, name, url).with_options(GitOptions {
+        idle_timeout: idle,
+        fetch_idle_timeout: idle,
+    })
+}
+
+/// Incompressible bytes (BLAKE3 in XOF mode).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.finalize_xof().fill(&mut out);
+    out
+}
+
+/// A server on 127.0.0.1 that accepts connections and then never reads or answers; returns its
+/// port. It stops accepting after 60 s.
+fn silent_server() -> u16 {
+    use std::time::Duration;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match l.accept() {
+                Ok((s, _)) => held.push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    port
+}
+
+/// A proxy on 127.0.0.1 to `target` that passes what the client sends at about `rate` bytes/s
+/// (the answers unthrottled); returns its port. It stops accepting after 120 s.
+fn throttled_proxy(target: u16, rate: usize) -> u16 {
+    use std::io::Read;
+    use std::net::{Shutdown, TcpStream};
+    use std::time::Duration;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let Ok((client, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            client.set_nonblocking(false).unwrap();
+            let server = TcpStream::connect(("127.0.0.1", target)).unwrap();
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                // Answers: as fast as they come.
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let (mut client, mut server) = (client, server);
+                let mut buf = vec![0u8; rate / 20];
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = server.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn git_idle_timeout_stops_a_stalled_remote() {
+    use shelldone::remote::gitmirror::{self as gm, GitError};
+    use std::time::Duration;
+    let idle = Duration::from_secs(2);
+    let url = format!("git://127.0.0.1:{}/x", silent_server());
+
+    // The git binary (push): killed once nothing moved for `idle`.
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = gm::open_or_init_bare(&tmp.path().join("m.git")).unwrap();
+    let blob = gm::write_blob(&repo, b"x").unwrap();
+    let t0 = Instant::now();
+    let e = gm::push_with_timeout(
+        repo.git_dir(),
+        &url,
+        &[(&blob.to_string(), "refs/heads/x", None)],
+        idle,
+    )
+    .expect_err("the server never answers");
+    let took = t0.elapsed();
+    assert!(matches!(e, GitError::Timeout { .. }), "{e:?}");
+    assert!(e.is_transient(), "{e:?}");
+    assert!(e.to_string().contains("idle timeout"), "{e}");
+    assert!(took >= idle && took < idle * 8, "{took:?}");
+
+    // Through the remote (its first step lists refs with gix): a retryable error, in time.
+    let a = Dev::new(21);
+    let mut r = git_remote_idle(&a, "stalled", &url, idle);
+    let t0 = Instant::now();
+    let e = r
+        .push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet)
+        .expect_err("the server never answers");
+    let took = t0.elapsed();
+    assert!(e.retryable(), "{e:?}");
+    assert!(e.to_string().contains("idle timeout"), "{e}");
+    assert!(took >= idle && took < idle * 8, "{took:?}");
+}
+
+#[test]
+fn git_slow_push_that_keeps_moving_is_not_stopped() {
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&tmp.path().join("srv"));
+    let (direct, repo) = daemon.repo("slow.git");
+    let port: u16 = direct
+        .trim_start_matches("git://127.0.0.1:")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let url = format!(
+        "git://127.0.0.1:{}/slow.git",
+        throttled_proxy(port, 1 << 20)
+    );
+    let a = Dev::new(22);
+    let big = a.paths.config_dir.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    for i in 0..2 {
+        std::fs::write(big.join(format!("f{i}.bin")), noise(i, 4 << 20)).unwrap();
+    }
+    a.state.save(&SaveOptions::default()).unwrap();
+    // Once every byte is sent, the server indexes the pack with nothing to see from here: the
+    // timeout must stay above that stretch (small for 8 MiB, even on a loaded machine).
+    let idle = Duration::from_secs(3);
+    let mut r = git_remote_idle(&a, "origin", &url, idle);
+    let t0 = Instant::now();
+    r.push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet)
+        .unwrap();
+    let took = t0.elapsed();
+    eprintln!("8 MiB through a 1 MiB/s proxy: {took:?} with an idle timeout of {idle:?}");
+    assert!(
+        took > idle,
+        "the push took longer than the idle timeout ({took:?})"
+    );
+    let dev = a.device();
+    assert_eq!(
+        git(&["rev-parse", &format!("refs/shelldone/{dev}/head")], &repo).trim(),
+        r.git_id_of(&a.own_refs()[&format!("{dev}/head")])
+            .unwrap()
+            .to_string()
+    );
+}
+
+#[test]
+fn git_clone_checks_out_a_device_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&tmp.path().join("srv"));
+    let (url, repo) = daemon.repo("clone.git");
+    // As a hosting service would: every pushed object is checked by git fsck.
+    git(&["config", "receive.fsckObjects", "true"], &repo);
+    let a = Dev::new(31);
+    let b = Dev::new(32);
+    let mut ra = git_remote(&a, "origin", &url);
+    ra.push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet)
+        .unwrap();
+    let mut rb = git_remote(&b, "origin", &url);
+    rb.list_refs().unwrap();
+    rb.push(b.state.objects(), &b.updates(&BTreeMap::new()), &quiet)
+        .unwrap();
+    let head_branch = git(&["symbolic-ref", "HEAD"], &repo);
+    let head_branch = head_branch.trim();
+    let a_commit = git(&["rev-parse", &format!("refs/heads/{}", a.device())], &repo);
+    assert_eq!(
+        git(&["rev-parse", head_branch], &repo),
+        a_commit,
+        "{head_branch} is the first pusher's head"
+    );
+
+    let clone = |dir: &str| {
+        let dir = tmp.path().join(dir);
+        let out = Command::new("git")
+            .args(["clone", &url])
+            .arg(&dir)
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("warning"), "{stderr}");
+        dir
+    };
+    let dir = clone("clone1");
+    assert_eq!(
+        std::fs::read(dir.join("config/config.toml")).unwrap(),
+        std::fs::read(a.paths.config_dir.join("config.toml")).unwrap()
+    );
+    assert!(dir.join("state/sessions").is_dir());
+    let log = Command::new("git")
+        .arg("-C")
+        .arg(&dir)
+        .args(["log", "-1", "--format=%s%n%b"])
+        .output()
+        .unwrap();
+    assert!(log.status.success());
+    let log = String::from_utf8(log.stdout).unwrap();
+    let head_a = a.own_refs()[&format!("{}/head", a.device())];
+    assert!(log.starts_with("first save of seed 31\n"), "{log}");
+    assert!(
+        log.contains(&format!("Saved by {} at ", a.device())),
+        "{log}"
+    );
+    // The trailer: one short line naming the snapshot.
+    let trailer: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("Shelldone-Snapshot: "))
+        .collect();
+    assert_eq!(trailer, [format!("Shelldone-Snapshot: {head_a}")], "{log}");
+    assert!(log.len() < 300, "a short message: {log}");
+
+    // The branch follows the first pusher's head; the other device's push leaves it alone.
+    let before = a.own_refs();
+    a.change_and_save(1);
+    ra.push(a.state.objects(), &a.updates(&before), &quiet)
+        .unwrap();
+    let before_b = b.own_refs();
+    b.change_and_save(1);
+    rb.push(b.state.objects(), &b.updates(&before_b), &quiet)
+        .unwrap();
+    assert_eq!(
+        git(&["rev-parse", head_branch], &repo),
+        git(&["rev-parse", &format!("refs/heads/{}", a.device())], &repo)
+    );
+    assert_ne!(git(&["rev-parse", head_branch], &repo), a_commit);
+    let dir = clone("clone2");
+    assert!(dir.join("config/config.toml").is_file());
+}
+
+#[test]
+fn git_reads_first_revision_commits() {
+    use shelldone::remote::gitmirror as gm;
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&tmp.path().join("srv"));
+    let (url, path) = daemon.repo("old.git");
+    // A's head as the first revision wrote it: the whole snapshot in the trailer, no header.
+    let a = Dev::new(41);
+    git_remote(&a, "origin", &url)
+        .push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet)
+        .unwrap();
+    let dev = a.device();
+    let head = a.own_refs()[&format!("{dev}/head")];
+    let canonical = a.state.objects().read_canonical(&head).unwrap();
+    let snap = objects_format::decode(&canonical).unwrap();
+    assert!(matches!(&snap, Object::Snapshot(s) if s.parents.is_empty()));
+    let tree = git(&["rev-parse", &format!("refs/heads/{dev}^{{tree}}")], &path);
+    let tree = gix::ObjectId::from_hex(tree.trim().as_bytes()).unwrap();
+    let repo = gm::open_or_init_bare(&path).unwrap();
+    let (old, sid) = snapshot_commit(&repo, tree, &[], &snap, CommitFormat::Legacy);
+    assert_eq!(sid, head);
+    let body = git(&["cat-file", "commit", &old.to_string()], &path);
+    assert!(
+        body.contains(&format!("Shelldone-Snapshot: {}", hex::encode(&canonical)))
+            && !body.contains("shelldone-snapshot "),
+        "{body}"
+    );
+    gm::set_ref(&repo, "refs/shelldone/old/head", old).unwrap();
+    for r in gm::list_refs(&repo, &format!("refs/shelldone/{dev}/")).unwrap() {
+        gm::delete_ref(&repo, &r.0).unwrap();
+    }
+
+    // B reads it, verified in its own form, and builds on it.
+    let b = Dev::empty();
+    let mut rb = git_remote(&b, "origin", &url);
+    let refs = rb.list_refs().unwrap();
+    assert_eq!(refs[&"old/head".to_owned()], head);
+    b.fetch(&mut rb, &[head]).unwrap();
+    b.adopt_and_check("origin", &refs);
+    assert_eq!(rb.git_id_of(&head), Some(old));
+
+    // A snapshot B pushes on top of it names the old commit as its parent, and C reads both.
+    let child = Object::Snapshot(Snapshot {
+        parents: vec![head],
+        message: "on top of an old commit".into(),
+        ..match &snap {
+            Object::Snapshot(s) => s.clone(),
+            _ => unreachable!(),
+        }
+    });
+    let (cid, ccanon) = objects_format::encode_with_id(&child).unwrap();
+    let batch = b.state.objects().batch().unwrap();
+    batch.put_canonical(Kind::Snapshot, cid, &ccanon).unwrap();
+    batch.commit().unwrap();
+    let up = vec![RefUpdate {
+        name: format!("{}/head", b.device()),
+        expected: None,
+        new: Some(cid),
+    }];
+    rb.push(b.state.objects(), &up, &quiet).unwrap();
+    let new = git(
+        &["rev-parse", &format!("refs/heads/{}^", b.device())],
+        &path,
+    );
+    assert_eq!(new.trim(), old.to_string());
+    let c = Dev::empty();
+    let mut rc = git_remote(&c, "origin", &url);
+    rc.list_refs().unwrap();
+    c.fetch(&mut rc, &[cid]).unwrap();
+    assert!(c.state.objects().has(&head) && c.state.objects().has(&cid));
+    git(&["fsck", "--strict", "--no-dangling"], &path);
 }

@@ -79,6 +79,8 @@ pub(super) fn settings(cli: &Cli, paths: &Paths) -> Result<(Config, Settings)> {
     let s = Settings {
         excludes,
         lock_timeout: lock_timeout.or(cfg.lock_timeout),
+        push_timeout: cfg.push_timeout,
+        pull_timeout: cfg.pull_timeout,
     };
     Ok((cfg, s))
 }

@@ -555,3 +555,55 @@ fn restoring_across_versions_of_the_config_file_deletes_nothing_either_excludes(
     );
     assert!(sb.config().join("shelldone.toml").exists());
 }
+
+#[test]
+fn a_stalled_git_remote_is_stopped_after_the_configs_push_timeout() {
+    use std::io::Read;
+    let sb = Sandbox::new();
+    sb.generate();
+    sb.save("one");
+    // A server that accepts and then says nothing (bounded: it lives as long as the test).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().take(4).flatten() {
+            let mut s2 = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while s2.read(&mut buf).is_ok_and(|n| n > 0) {}
+            });
+            held.push(s);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    });
+    sb.ok(&[
+        "remote",
+        "add",
+        "stalled",
+        &format!("git://127.0.0.1:{port}/x.git"),
+    ]);
+    write_config(
+        &sb,
+        "[sync]\nremote = \"stalled\"\npush_timeout = 1\npull_timeout = 1\n",
+    );
+    for args in [&["sync", "push"][..], &["sync", "pull"]] {
+        let started = std::time::Instant::now();
+        let o = sb
+            .cmd(args)
+            .env_remove("SHELLDONE_GIT_IDLE_TIMEOUT")
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(o.status.code(), Some(5), "{args:?}: {}", stderr(&o));
+        assert!(
+            took < std::time::Duration::from_secs(30),
+            "{args:?} took {took:?}"
+        );
+        assert!(
+            stderr(&o).contains("no data moved for 1 s") || stderr(&o).contains("idle"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}

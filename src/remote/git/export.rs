@@ -4,7 +4,7 @@
 use gix::ObjectId as GitId;
 use objects_format::{EntryKind, Kind, Object, ObjectId};
 
-use super::{IdMap, MAX_GIT_OBJECT, commit_message, git_error, git_error_in, ident};
+use super::{CommitFormat, IdMap, MAX_GIT_OBJECT, git_error, git_error_in, write_snapshot_commit};
 use crate::error::{Error, Result};
 use crate::remote::gitmirror::{self, GitError, Mode};
 use crate::remote::verify;
@@ -188,13 +188,13 @@ impl Conv<'_> {
                 },
                 other => other,
             })?;
-            let message = commit_message(&s, &canonical);
-            if message.len() as u64 > MAX_GIT_OBJECT {
+            // The header holds the snapshot in hex, the message its text once more.
+            let size = canonical.len() as u64 * 2 + s.message.len() as u64 + 1024;
+            if size > MAX_GIT_OBJECT {
                 return Err(Error::remote(
                     self.remote.to_owned(),
                     format!(
-                        "cannot push snapshot {top}: its commit would be {} bytes, over the limit of {MAX_GIT_OBJECT}",
-                        message.len()
+                        "cannot push snapshot {top}: its commit would be about {size} bytes, over the limit of {MAX_GIT_OBJECT}"
                     ),
                 ));
             }
@@ -203,17 +203,9 @@ impl Conv<'_> {
                 .iter()
                 .map(|p| self.known(p).expect("converted"))
                 .collect();
-            let (name, email) = ident(&s.device);
-            let g = gitmirror::write_commit(
-                self.repo,
-                tree,
-                &parents,
-                &message,
-                s.time_ns.div_euclid(1_000_000_000),
-                &name,
-                &email,
-            )
-            .map_err(|e| self.gerr(e))?;
+            let g =
+                write_snapshot_commit(self.repo, tree, &parents, &s, &canonical, CommitFormat::V2)
+                    .map_err(|e| self.gerr(e))?;
             self.written += 1;
             self.map.insert(top, g);
             stack.pop();

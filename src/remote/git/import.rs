@@ -11,7 +11,10 @@ use objects_format::{
     TreeEntry,
 };
 
-use super::{IdMap, MAX_GIT_OBJECT, TRAILER, commit_message, git_error, ident, parse_trailer};
+use super::{
+    CommitFormat, HEADER, IdMap, MAX_GIT_OBJECT, TRAILER, git_error, parse_commit,
+    write_snapshot_commit,
+};
 use crate::error::{Error, Result};
 use crate::remote::gitmirror::{self, Mode};
 use crate::remote::verify::{self, Checker, TreeInfo};
@@ -26,6 +29,8 @@ pub(super) struct CommitInfo {
     pub(super) canonical: Vec<u8>,
     pub(super) tree: GitId,
     pub(super) parents: Vec<GitId>,
+    /// The form the commit was written in (it is verified in that form).
+    pub(super) format: CommitFormat,
 }
 
 pub(super) fn read_commit(repo: &gix::Repository, gid: GitId, remote: &str) -> Result<CommitInfo> {
@@ -42,11 +47,11 @@ pub(super) fn read_commit(repo: &gix::Repository, gid: GitId, remote: &str) -> R
             h.size()
         )));
     }
-    let (tree, parents, canonical) =
-        gitmirror::read_commit_with(repo, gid, parse_trailer).map_err(|e| git_error(remote, e))?;
-    let canonical = canonical.ok_or_else(|| {
+    let (tree, parents, parsed) = gitmirror::read_commit_parts(repo, gid, HEADER, parse_commit)
+        .map_err(|e| git_error(remote, e))?;
+    let (canonical, format) = parsed.ok_or_else(|| {
         rerr(format!(
-            "commit {gid} has no valid '{}' trailer; not written by shelldone",
+            "commit {gid} has neither a valid '{HEADER}' header nor a '{}' trailer holding a snapshot; not written by shelldone",
             TRAILER.trim()
         ))
     })?;
@@ -64,6 +69,7 @@ pub(super) fn read_commit(repo: &gix::Repository, gid: GitId, remote: &str) -> R
         canonical,
         tree,
         parents,
+        format,
     })
 }
 
@@ -356,15 +362,13 @@ impl Import<'_, '_, '_> {
                 )));
             }
             self.checker.check_placement(&root, info, 0)?;
-            let (name, email) = ident(&c.snapshot.device);
-            let canon = gitmirror::write_commit(
+            let canon = write_snapshot_commit(
                 self.repo,
                 c.tree,
                 &c.parents,
-                &commit_message(&c.snapshot, &c.canonical),
-                c.snapshot.time_ns.div_euclid(1_000_000_000),
-                &name,
-                &email,
+                &c.snapshot,
+                &c.canonical,
+                c.format,
             )
             .map_err(|e| git_error(self.remote, e))?;
             if canon != gid {

@@ -6,9 +6,12 @@
 //!   git blob of the whole content (re-chunked with `chunk_lengths` on import);
 //! * a tree → a git tree: file 100644 (100755 when executable), dir 040000, symlink 120000;
 //! * a snapshot → a commit: tree = mapped root, parents = mapped parents in order, author =
-//!   committer = `<device> <device@shelldone.invalid>` at the snapshot second, `+0000`, message
-//!   = the snapshot message (or `shelldone snapshot`) + `\n\nShelldone-Snapshot: <hex of the
-//!   canonical snapshot bytes>\n`.
+//!   committer = `<device> <device@shelldone.invalid>` at the snapshot second, `+0000`, one
+//!   extra header `shelldone-snapshot <hex of the canonical snapshot bytes>`, and a message for
+//!   people: the snapshot message (or `shelldone snapshot`), `Saved by <device> at <time>.`, and
+//!   one short trailer `Shelldone-Snapshot: <snapshot id>` (see [`commit_message`]). Commits of
+//!   the first revision (no header; the whole canonical snapshot in hex in the trailer,
+//!   [`legacy_commit_message`]) are still read, and verified in their own form.
 //!
 //! Entry names git refuses (`.git` and its variants; see [`crate::snapshot::policy::git_name`])
 //! are escaped reversibly, so the mapping takes every tree a snapshot may hold.
@@ -25,7 +28,10 @@
 //!
 //! Remote refs: `refs/shelldone/<device>/head`, `refs/shelldone/<device>/sessions/<x>`, and
 //! `refs/heads/<device>` mirroring the head for browsing. Pushes use one `git push --atomic`
-//! with a `--force-with-lease` per ref (never a `+` refspec).
+//! with a `--force-with-lease` per ref (never a `+` refspec). The branch the remote's `HEAD`
+//! names (`main` on a fresh repository) is created by the first device that pushes a head and
+//! then follows that device's head (a separate push after the atomic one, best effort), so
+//! `git clone URL` checks out a snapshot's files.
 //!
 //! The id mapping is cached in `<mirror>/shelldone-idmap` (52-byte records: shelldone id, git
 //! id). It is derived data: only pairs this code computed itself are recorded, and deleting the
@@ -53,8 +59,69 @@ use crate::store::{Batch, ObjectStore};
 use export::Conv;
 use import::{Import, read_commit};
 
-/// The commit-message trailer carrying the canonical snapshot.
+/// The commit-message trailer naming the snapshot (its id; in the first revision's commits, the
+/// whole canonical snapshot in hex).
 pub const TRAILER: &str = "Shelldone-Snapshot: ";
+
+/// The commit header carrying the canonical snapshot (hex), out of sight of `git log`.
+pub const HEADER: &str = "shelldone-snapshot";
+
+/// The idle timeout's environment variable (seconds, fractions allowed), over
+/// [`GitOptions::default`].
+pub const IDLE_TIMEOUT_ENV: &str = "SHELLDONE_GIT_IDLE_TIMEOUT";
+
+/// Settings of a git remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GitOptions {
+    /// A push is stopped once no byte moved for this long (no limit on the total time).
+    pub idle_timeout: Duration,
+    /// The same for a fetch.
+    pub fetch_idle_timeout: Duration,
+}
+
+impl Default for GitOptions {
+    fn default() -> Self {
+        GitOptions {
+            idle_timeout: gitmirror::DEFAULT_IDLE_TIMEOUT,
+            fetch_idle_timeout: gitmirror::DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl GitOptions {
+    /// The defaults, with [`IDLE_TIMEOUT_ENV`] applied when it is set.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the variable is not a positive number of seconds.
+    pub fn from_env() -> Result<GitOptions> {
+        let mut o = GitOptions::default();
+        if let Some(v) = std::env::var_os(IDLE_TIMEOUT_ENV) {
+            let v = v.to_string_lossy();
+            o.idle_timeout = v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s > 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{IDLE_TIMEOUT_ENV}={v:?} is not a positive number of seconds"
+                    ))
+                })?;
+            o.fetch_idle_timeout = o.idle_timeout;
+        }
+        Ok(o)
+    }
+}
+
+/// The two forms of a snapshot's commit (both are read; only [`CommitFormat::V2`] is written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitFormat {
+    /// The first revision: the canonical snapshot in hex in the message's trailer.
+    Legacy,
+    /// The canonical snapshot in the `shelldone-snapshot` header; a message for people.
+    V2,
+}
 
 /// File in the mirror caching the id mapping.
 pub const IDMAP_FILE: &str = "shelldone-idmap";
@@ -74,11 +141,13 @@ pub struct GitRemote {
     mirror: PathBuf,
     device: String,
     limits: Limits,
-    push_timeout: Duration,
+    options: GitOptions,
     repo: Option<gix::Repository>,
     map: IdMap,
     /// Remote ref name → (commit, snapshot in its trailer), from the last fetch of refs.
     tips: BTreeMap<String, (GitId, ObjectId)>,
+    /// The remote's `HEAD` and branches, from the last fetch of refs.
+    head: gitmirror::RemoteHead,
 }
 
 impl std::fmt::Debug for GitRemote {
@@ -150,15 +219,81 @@ impl IdMap {
     }
 }
 
-/// The commit message for a snapshot.
-#[must_use]
-pub fn commit_message(s: &Snapshot, canonical: &[u8]) -> String {
-    let msg = if s.message.is_empty() {
+/// The snapshot message as a commit message's first part (NUL replaced, never empty).
+fn message_text(s: &Snapshot) -> String {
+    if s.message.is_empty() {
         "shelldone snapshot".to_owned()
     } else {
         s.message.replace('\0', "\u{fffd}")
-    };
-    format!("{msg}\n\n{TRAILER}{}\n", hex::encode(canonical))
+    }
+}
+
+/// The commit message for snapshot `sid`: the snapshot message, who saved it when, and one
+/// short trailer naming the snapshot. (The snapshot itself travels in the [`HEADER`].)
+#[must_use]
+pub fn commit_message(s: &Snapshot, sid: &ObjectId) -> String {
+    let when = gix::date::Time {
+        seconds: s.time_ns.div_euclid(1_000_000_000),
+        offset: 0,
+    }
+    .format_or_unix(gix::date::time::format::ISO8601);
+    let (device, _) = ident(&s.device);
+    format!(
+        "{}\n\nSaved by {device} at {when}.\n\n{TRAILER}{sid}\n",
+        message_text(s)
+    )
+}
+
+/// The first revision's commit message: the snapshot message and the whole canonical snapshot
+/// in hex as its trailer (read, never written any more).
+#[must_use]
+pub fn legacy_commit_message(s: &Snapshot, canonical: &[u8]) -> String {
+    format!(
+        "{}\n\n{TRAILER}{}\n",
+        message_text(s),
+        hex::encode(canonical)
+    )
+}
+
+/// Writes the commit of snapshot `s` (whose canonical bytes are `canonical`) in `format`, with
+/// the given tree and parents.
+///
+/// # Errors
+/// The snapshot's commit cannot be written (see [`gitmirror::write_commit_with_header`]).
+pub fn write_snapshot_commit(
+    repo: &gix::Repository,
+    tree: GitId,
+    parents: &[GitId],
+    s: &Snapshot,
+    canonical: &[u8],
+    format: CommitFormat,
+) -> std::result::Result<GitId, GitError> {
+    let (name, email) = ident(&s.device);
+    let time = s.time_ns.div_euclid(1_000_000_000);
+    match format {
+        CommitFormat::Legacy => gitmirror::write_commit(
+            repo,
+            tree,
+            parents,
+            &legacy_commit_message(s, canonical),
+            time,
+            &name,
+            &email,
+        ),
+        CommitFormat::V2 => {
+            let sid = ObjectId::compute(objects_format::Kind::Snapshot, canonical);
+            let value = hex::encode(canonical);
+            gitmirror::write_commit_with_header(
+                repo,
+                tree,
+                parents,
+                &commit_message(s, &sid),
+                time,
+                (&name, &email),
+                Some((HEADER, value.as_bytes())),
+            )
+        }
+    }
 }
 
 /// Author/committer name and email for a device.
@@ -198,8 +333,17 @@ pub fn ident(device: &str) -> (String, String) {
     (name, format!("{local}@shelldone.invalid"))
 }
 
-/// Extracts the canonical snapshot bytes from a commit message's trailer (read in place: the
-/// message is not copied).
+/// The canonical snapshot bytes of a commit and the form it was written in: from its
+/// [`HEADER`], or else (a first-revision commit) from its message's trailer.
+fn parse_commit(message: &[u8], header: Option<&[u8]>) -> Option<(Vec<u8>, CommitFormat)> {
+    match header {
+        Some(h) => hex::decode(h).ok().map(|c| (c, CommitFormat::V2)),
+        None => parse_trailer(message).map(|c| (c, CommitFormat::Legacy)),
+    }
+}
+
+/// Extracts the canonical snapshot bytes from a first-revision commit message's trailer (read
+/// in place: the message is not copied).
 fn parse_trailer(message: &[u8]) -> Option<Vec<u8>> {
     let needle = format!("\n\n{TRAILER}");
     let at = message
@@ -232,8 +376,10 @@ impl GitRemote {
     /// A remote named `name` at `url`, mirrored in `<snapshots_dir>/remotes/<name>.git`, used by
     /// device `device`.
     ///
+    /// The idle timeout is [`GitOptions::from_env`]'s; [`GitRemote::with_options`] replaces it.
+    ///
     /// # Errors
-    /// An invalid remote name; I/O errors reading the id map.
+    /// An invalid remote name or [`IDLE_TIMEOUT_ENV`] value; I/O errors reading the id map.
     pub fn new(name: &str, url: &str, snapshots_dir: &Path, device: &str) -> Result<GitRemote> {
         if !ref_component_ok(name) {
             return Err(Error::Usage(format!("invalid remote name {name:?}")));
@@ -246,11 +392,25 @@ impl GitRemote {
             mirror,
             device: device.to_owned(),
             limits: Limits::default(),
-            push_timeout: gitmirror::DEFAULT_PUSH_TIMEOUT,
+            options: GitOptions::from_env()?,
             repo: None,
             map,
             tips: BTreeMap::new(),
+            head: gitmirror::RemoteHead::default(),
         })
+    }
+
+    /// Replaces the settings (the idle timeout).
+    #[must_use]
+    pub fn with_options(mut self, options: GitOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The settings in use.
+    #[must_use]
+    pub fn options(&self) -> GitOptions {
+        self.options
     }
 
     /// Replaces the import limits.
@@ -301,11 +461,11 @@ impl GitRemote {
         let track = self.tracking_prefix();
         let spec = format!("+refs/shelldone/*:{track}*");
         let repo = self.repo.as_ref().expect("opened");
-        let fetched = gitmirror::fetch_bounded(
+        let (fetched, head) = gitmirror::fetch_full(
             repo,
             &self.url,
             &[&spec],
-            gitmirror::DEFAULT_IO_TIMEOUT,
+            self.options.fetch_idle_timeout,
             self.limits.max_bytes,
         )
         .map_err(|e| {
@@ -343,7 +503,30 @@ impl GitRemote {
         }
         let out = tips.iter().map(|(n, (_, s))| (n.clone(), *s)).collect();
         self.tips = tips;
+        self.head = head;
         Ok(out)
+    }
+
+    /// After this device's head moved on the remote from `old` to `new` (git ids): creates the
+    /// branch the remote's `HEAD` names when it does not exist yet, or moves it along when it
+    /// was at `old` (it follows this device), so that `git clone` checks out a snapshot. Best
+    /// effort, in a push of its own: the branch is for browsing, and a failure here (another
+    /// device claimed it first, someone moved it by hand) changes nothing shelldone reads.
+    fn follow_head(&mut self, old: Option<GitId>, new: GitId) {
+        let Some(target) = self.head.target.clone() else {
+            return;
+        };
+        if !target.starts_with("refs/heads/") || target == format!("refs/heads/{}", self.device) {
+            return;
+        }
+        let current = self.head.branches.get(&target).copied();
+        if current.is_some() && current != old {
+            return;
+        }
+        let plan = [(new.to_string(), target.clone(), current)];
+        if push_atomic(&self.mirror, &self.url, &plan, self.options.idle_timeout).is_ok() {
+            self.head.branches.insert(target, new);
+        }
     }
 }
 
@@ -441,7 +624,7 @@ impl Remote for GitRemote {
         self.map.flush()?;
         let plan = res?;
         let track = self.tracking_prefix();
-        match push_atomic(&self.mirror, &self.url, &plan, self.push_timeout) {
+        match push_atomic(&self.mirror, &self.url, &plan, self.options.idle_timeout) {
             Ok(()) => {}
             Err(e) if e.is_stale_lease() => {
                 let GitError::PushRejected { rejected, .. } = &e else {
@@ -474,6 +657,13 @@ impl Remote for GitRemote {
                 });
             }
             Err(e) => return Err(self.git_err(e)),
+        }
+        let own_head = format!("refs/heads/{}", self.device);
+        if let Some((src, _, old)) = plan.iter().find(|p| p.1 == own_head)
+            && let Ok(new) = GitId::from_hex(src.as_bytes())
+        {
+            self.head.branches.insert(own_head.clone(), new);
+            self.follow_head(*old, new);
         }
         let repo = self.repo.as_ref().expect("opened");
         for (u, (src, _, _)) in updates

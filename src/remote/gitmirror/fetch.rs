@@ -71,6 +71,40 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
+/// A fetch that failed because a socket read or write waited `io_timeout` for nothing, as a
+/// [`GitError::Timeout`] saying so (not the bare "Resource temporarily unavailable").
+fn stalled(e: GitError, url: &str, io_timeout: Duration) -> GitError {
+    let GitError::Gix { source, .. } = &e else {
+        return e;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(x) = cause {
+        if let Some(io) = x.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )
+        {
+            return GitError::Timeout {
+                what: format!("git fetch {url}"),
+                timeout: io_timeout,
+            };
+        }
+        cause = x.source();
+    }
+    e
+}
+
+/// The remote's `HEAD` and branches, as its ref advertisement shows them (gix transports only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteHead {
+    /// The branch `HEAD` names (`refs/heads/main`), whether or not it exists yet; `None` when the
+    /// remote did not say (a detached `HEAD`, a transport without the information).
+    pub target: Option<String>,
+    /// Every `refs/heads/*` branch and its commit.
+    pub branches: std::collections::BTreeMap<String, GitId>,
+}
+
 /// [`fetch_with_timeout`], receiving at most `max_bytes` from a `git://` remote (other transports
 /// are bounded per object by [`ALLOC_LIMIT`] only).
 pub fn fetch_bounded(
@@ -80,6 +114,18 @@ pub fn fetch_bounded(
     io_timeout: Duration,
     max_bytes: u64,
 ) -> GitResult<Vec<(String, GitId)>> {
+    fetch_full(repo, url, refspecs, io_timeout, max_bytes).map(|(f, _)| f)
+}
+
+/// [`fetch_bounded`], also returning the remote's `HEAD` and branches (listed from the same ref
+/// advertisement; nothing outside `refspecs` is fetched).
+pub fn fetch_full(
+    repo: &gix::Repository,
+    url: &str,
+    refspecs: &[&str],
+    io_timeout: Duration,
+    max_bytes: u64,
+) -> GitResult<(Vec<(String, GitId)>, RemoteHead)> {
     if refspecs.is_empty() {
         return Err(GitError::InvalidInput(
             "fetch needs at least one refspec".into(),
@@ -101,7 +147,8 @@ pub fn fetch_bounded(
     ) {
         // This build keeps gix to the transports it links without an HTTP stack; http(s) fetches
         // go through the `git` binary, as pushes do.
-        return fetch_with_git_binary(repo, url, refspecs, io_timeout);
+        return fetch_with_git_binary(repo, url, refspecs, io_timeout)
+            .map(|f| (f, RemoteHead::default()));
     }
     if parsed.scheme == gix::url::Scheme::Git {
         // Build the git:// transport ourselves so the socket gets read/write timeouts
@@ -140,6 +187,7 @@ pub fn fetch_bounded(
             false,
         );
         run_fetch(remote.to_connection_with_transport(transport), url)
+            .map_err(|e| stalled(e, url, io_timeout))
     } else {
         let connection = remote
             .connect(Direction::Fetch)
@@ -162,11 +210,14 @@ pub(super) fn fetch_with_git_binary(
         // The same bound as gix's: big blobs are streamed to disk by index-pack (never held),
         // and no single allocation may exceed the per-object limit.
         .arg("-c")
-        .arg(format!("core.bigFileThreshold={}", 16 << 20))
+        .arg(format!(
+            "core.bigFileThreshold={}",
+            super::push::BIG_FILE_THRESHOLD
+        ))
         .env("GIT_ALLOC_LIMIT", ALLOC_LIMIT.to_string())
         .args([
             "fetch",
-            "--quiet",
+            "--progress",
             "--no-tags",
             "--prune",
             "--no-write-fetch-head",
@@ -178,7 +229,8 @@ pub(super) fn fetch_with_git_binary(
         .env("LC_ALL", "C")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let (status, _, stderr) = run_with_timeout(cmd, io_timeout * 2, &format!("git fetch {url}"))?;
+    let (status, _, stderr) = run_with_timeout(cmd, io_timeout, &format!("git fetch {url}"))?;
+    let stderr = super::push::without_progress(&stderr);
     if !status.success() {
         // An empty remote is "nothing yet", as with the gix transports.
         if stderr.contains("couldn't find remote ref") || stderr.trim().is_empty() {
@@ -208,17 +260,48 @@ pub(super) fn fetch_with_git_binary(
 pub(super) fn run_fetch<T>(
     connection: gix::remote::Connection<'_, '_, '_, T>,
     url: &str,
-) -> GitResult<Vec<(String, GitId)>>
+) -> GitResult<(Vec<(String, GitId)>, RemoteHead)>
 where
     T: gix::protocol::transport::client::blocking_io::Transport,
 {
+    // Every ref is listed (not only those under the refspecs' prefixes), so that `HEAD` and the
+    // branches are seen; only what the refspecs match is fetched.
+    let options = gix::remote::ref_map::Options {
+        prefix_from_spec_as_filter_on_remote: false,
+        ..Default::default()
+    };
     let prepare = connection
-        .prepare_fetch(gix::progress::Discard, Default::default())
+        .prepare_fetch(gix::progress::Discard, options)
         .map_err(gix_err(format!("listing refs of {url}")))?;
+    let mut head = RemoteHead::default();
+    for r in &prepare.ref_map().remote_refs {
+        use gix::protocol::handshake::Ref;
+        match r {
+            Ref::Symbolic {
+                full_ref_name,
+                target,
+                ..
+            }
+            | Ref::Unborn {
+                full_ref_name,
+                target,
+            } if full_ref_name == "HEAD" => {
+                head.target = Some(target.to_str_lossy().into_owned());
+            }
+            Ref::Direct {
+                full_ref_name,
+                object,
+            } if full_ref_name.starts_with(b"refs/heads/") => {
+                head.branches
+                    .insert(full_ref_name.to_str_lossy().into_owned(), *object);
+            }
+            _ => {}
+        }
+    }
     // Empty remote, or nothing matches our refspecs: gix's `receive()` would report an error
     // ("None of the refspec(s) … matched"), but for a sync transport that's simply "nothing yet".
     if prepare.ref_map().mappings.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), head));
     }
     let interrupt = AtomicBool::new(false);
     let outcome = prepare
@@ -258,7 +341,7 @@ where
         });
     }
     fetched.sort();
-    Ok(fetched)
+    Ok((fetched, head))
 }
 
 // ---------------------------------------------------------------------------

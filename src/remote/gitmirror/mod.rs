@@ -16,7 +16,7 @@ mod push;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use fetch::{fetch, fetch_bounded, fetch_with_timeout};
+pub use fetch::{RemoteHead, fetch, fetch_bounded, fetch_full, fetch_with_timeout};
 use gix::ObjectId as GitId;
 use gix::bstr::{BString, ByteSlice};
 use gix::objs::tree::EntryKind;
@@ -29,8 +29,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default timeout for a single blocking read/write on a `git://` socket during fetch.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Default wall-clock limit for a whole `git push` invocation.
-pub const DEFAULT_PUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default idle timeout of a `git` child (a push, an http(s) fetch): it is stopped once no byte
+/// has moved (no output, no progress report) for this long. There is no limit on the total time.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Largest allocation gix may make for one object of a mirror (`gitoxide.objects.allocLimit`):
 /// reading an object, and resolving one entry while a fetched pack is indexed. An object that
@@ -121,7 +122,8 @@ pub enum GitError {
         status: String,
         stderr: String,
     },
-    #[error("{what} timed out after {timeout:?}")]
+    /// Nothing moved for `timeout` (the idle timeout), so the transfer was stopped.
+    #[error("{what} stopped: no data moved for {} s (idle timeout); the remote accepted the connection but stalled", timeout.as_secs_f64())]
     Timeout { what: String, timeout: Duration },
 }
 
@@ -367,6 +369,38 @@ pub fn write_commit(
     author_name: &str,
     author_email: &str,
 ) -> GitResult<GitId> {
+    write_commit_with_header(
+        repo,
+        tree,
+        parents,
+        message,
+        time_unix_seconds,
+        (author_name, author_email),
+        None,
+    )
+}
+
+/// [`write_commit`] with one extra header line `<name> <value>` after the committer line (git
+/// keeps and ignores headers it does not know; `value` must not hold a newline).
+pub fn write_commit_with_header(
+    repo: &gix::Repository,
+    tree: GitId,
+    parents: &[GitId],
+    message: &str,
+    time_unix_seconds: i64,
+    (author_name, author_email): (&str, &str),
+    header: Option<(&str, &[u8])>,
+) -> GitResult<GitId> {
+    if let Some((name, value)) = header
+        && (name.is_empty()
+            || name.contains([' ', '\n', '\0'])
+            || value.contains(&b'\n')
+            || value.contains(&0))
+    {
+        return Err(GitError::InvalidInput(format!(
+            "commit header {name:?} must be one word and its value one line"
+        )));
+    }
     validate_ident("author name", author_name)?;
     validate_ident("author email", author_email)?;
     let signature = gix::actor::Signature {
@@ -384,7 +418,10 @@ pub fn write_commit(
         committer: signature,
         encoding: None,
         message: message.into(),
-        extra_headers: Vec::new(),
+        extra_headers: header
+            .map(|(n, v)| (BString::from(n), BString::from(v)))
+            .into_iter()
+            .collect(),
     };
     repo.write_object(&commit)
         .map(|id| id.detach())
@@ -467,6 +504,29 @@ pub fn read_commit_with<T>(
         commit.tree(),
         commit.parents().collect(),
         message(commit.message),
+    ))
+}
+
+/// [`read_commit_with`], also handing over the value of the extra header `header`, if the
+/// commit has one: `(tree, parents, parts(raw message, header value))`.
+pub fn read_commit_parts<T>(
+    repo: &gix::Repository,
+    oid: GitId,
+    header: &str,
+    parts: impl FnOnce(&[u8], Option<&[u8]>) -> T,
+) -> GitResult<(GitId, Vec<GitId>, T)> {
+    let data = read_expecting(repo, oid, GitKind::Commit)?;
+    let commit = gix::objs::CommitRef::from_bytes(&data, repo.object_hash())
+        .map_err(gix_err(format!("decoding commit {oid}")))?;
+    let value = commit
+        .extra_headers
+        .iter()
+        .find(|(n, _)| n.as_bytes() == header.as_bytes())
+        .map(|(_, v)| v.as_ref().as_bytes());
+    Ok((
+        commit.tree(),
+        commit.parents().collect(),
+        parts(commit.message, value),
     ))
 }
 

@@ -1,8 +1,10 @@
-//! Supervised `git` children: their own process group, killed with it on timeout or when
-//! shelldone dies, so no git process outlives us.
+//! Supervised `git` children: their own process group, killed with it when idle for too long or
+//! when shelldone dies, so no git process outlives us.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{GitError, GitResult, io_err};
@@ -47,12 +49,70 @@ impl Drop for GroupGuard {
     }
 }
 
+/// The send and receive queues of every TCP socket the processes of group `pgid` hold (Linux:
+/// `/proc`), sorted: when they change, bytes are moving on the network even though git says
+/// nothing (the end of a push, while the kernel still sends what git wrote). Empty elsewhere.
+fn socket_queues(pgid: i32) -> Vec<(u64, String)> {
+    let mut inodes = std::collections::HashSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for p in procs.filter_map(std::result::Result::ok) {
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+        let Some((_, after)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if after.split_whitespace().nth(2) != Some(&pgid.to_string()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.filter_map(std::result::Result::ok) {
+            if let Ok(t) = std::fs::read_link(fd.path())
+                && let Some(i) = t
+                    .to_str()
+                    .and_then(|t| t.strip_prefix("socket:["))
+                    .and_then(|t| t.strip_suffix(']'))
+                    .and_then(|t| t.parse::<u64>().ok())
+            {
+                inodes.insert(i);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if inodes.is_empty() {
+        return out;
+    }
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let (Some(queues), Some(inode)) = (f.get(4), f.get(9).and_then(|i| i.parse().ok()))
+                && inodes.contains(&inode)
+            {
+                out.push((inode, (*queues).to_owned()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Run `cmd` (a [`supervised_git`] command, stdout/stderr piped) in a new process group whose
-/// stdin is the supervisor's watchdog pipe, killing the whole group if it doesn't finish within
-/// `timeout`.
+/// stdin is the supervisor's watchdog pipe, killing the whole group once it has been **idle** for
+/// `idle`: no byte arrived on its stdout or stderr, and (on Linux) the send and receive queues of
+/// its TCP sockets did not change, for that long. A transfer that keeps moving runs as long as it
+/// needs (callers make git report progress, e.g. `git push --progress`); one that stalls — a
+/// server that accepted the connection and then went silent — is stopped.
 pub(super) fn run_with_timeout(
     mut cmd: Command,
-    timeout: Duration,
+    idle: Duration,
     what: &str,
 ) -> GitResult<(std::process::ExitStatus, String, String)> {
     use std::os::unix::process::CommandExt;
@@ -65,12 +125,28 @@ pub(super) fn run_with_timeout(
     };
     // Held open until the child is reaped; dropping it (or dying) tells the supervisor to kill.
     let watchdog = child.stdin.take();
+    let start = Instant::now();
+    // Milliseconds after `start` of the last byte read from the child.
+    let last = Arc::new(AtomicU64::new(0));
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let last = Arc::clone(&last);
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             if let Some(mut p) = pipe {
-                // A read error just truncates the captured output.
-                let _ = p.read_to_end(&mut buf);
+                let mut chunk = [0u8; 8192];
+                loop {
+                    match p.read(&mut chunk) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            buf.extend_from_slice(&chunk[..n]);
+                            let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                            last.fetch_max(ms, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        // A read error just truncates the captured output.
+                        Err(_) => break,
+                    }
+                }
             }
             String::from_utf8_lossy(&buf).into_owned()
         })
@@ -87,18 +163,32 @@ pub(super) fn run_with_timeout(
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let deadline = Instant::now() + timeout;
+    let pgid = i32::try_from(child.id()).unwrap_or(0);
+    let mut queues = Vec::new();
+    let mut looked = Instant::now();
     let status = loop {
+        if looked.elapsed() >= Duration::from_millis(250) {
+            looked = Instant::now();
+            let now = socket_queues(pgid);
+            if now != queues {
+                let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                last.fetch_max(ms, Ordering::Relaxed);
+                queues = now;
+            }
+        }
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
+            Ok(None)
+                if start.elapsed()
+                    >= Duration::from_millis(last.load(Ordering::Relaxed)) + idle =>
+            {
                 drop(guard); // kills the whole group, git's helpers included
                 let _ = child.wait();
                 drop(watchdog);
                 // The readers finish once the pipes close; don't wait on them.
                 return Err(GitError::Timeout {
                     what: what.to_owned(),
-                    timeout,
+                    timeout: idle,
                 });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),

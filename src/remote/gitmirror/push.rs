@@ -7,17 +7,20 @@ use std::time::Duration;
 
 use super::process::{run_with_timeout, supervised_git};
 use super::{
-    DEFAULT_PUSH_TIMEOUT, GitError, GitResult, PushRejection, RejectKind, validate_ref_name,
+    DEFAULT_IDLE_TIMEOUT, GitError, GitResult, PushRejection, RejectKind, validate_ref_name,
 };
 use gix::ObjectId as GitId;
+
+/// Blobs over this size are streamed by `git push`, without a delta search (as for fetches).
+pub(super) const BIG_FILE_THRESHOLD: u64 = 16 << 20;
 
 /// One ref update for [`push`]: `(local ref or hex oid, remote ref, expected old remote value)`.
 /// An empty source deletes the remote ref. `None` as expected value means "must not exist".
 pub type PushUpdate<'a> = (&'a str, &'a str, Option<GitId>);
 
-/// [`push_with_timeout`] with [`DEFAULT_PUSH_TIMEOUT`].
+/// [`push_with_timeout`] with [`DEFAULT_IDLE_TIMEOUT`].
 pub fn push(mirror_path: &Path, url: &str, updates: &[PushUpdate<'_>]) -> GitResult<()> {
-    push_with_timeout(mirror_path, url, updates, DEFAULT_PUSH_TIMEOUT)
+    push_with_timeout(mirror_path, url, updates, DEFAULT_IDLE_TIMEOUT)
 }
 
 /// Push from the bare mirror at `mirror_path` to `url` using `git push --porcelain` with one
@@ -25,7 +28,9 @@ pub fn push(mirror_path: &Path, url: &str, updates: &[PushUpdate<'_>]) -> GitRes
 ///
 /// Per-ref refusals are returned as [`GitError::PushRejected`] (see [`RejectKind`]; other refs
 /// of the same push may have been updated); anything else (unreachable remote, bad input, …) as
-/// [`GitError::PushFailed`]. The `git` process is killed after `timeout`.
+/// [`GitError::PushFailed`]. The push runs with `--progress`, and the `git` process is killed
+/// once nothing moved for `timeout` (no output, no progress report): an idle timeout, so a big
+/// push that keeps moving is never cut short.
 pub fn push_with_timeout(
     mirror_path: &Path,
     url: &str,
@@ -50,7 +55,12 @@ pub fn push_with_options(
     let mut cmd = supervised_git();
     cmd.arg("--git-dir")
         .arg(mirror_path)
-        .args(["push", "--porcelain", "--no-verify"]);
+        // Blobs over 16 MiB are streamed into the pack, never held whole nor searched for deltas:
+        // memory stays flat, and the bytes (and so the progress the idle timeout watches) keep
+        // moving instead of pausing for seconds of delta search or compression per object.
+        .arg("-c")
+        .arg(format!("core.bigFileThreshold={BIG_FILE_THRESHOLD}"))
+        .args(["push", "--porcelain", "--no-verify", "--progress"]);
     if atomic {
         cmd.arg("--atomic");
     }
@@ -110,10 +120,34 @@ pub fn push_with_options(
         return Err(GitError::PushFailed {
             url: url.to_owned(),
             status: status.to_string(),
-            stderr: stderr.trim().to_owned(),
+            stderr: without_progress(&stderr),
         });
     }
     Ok(())
+}
+
+/// `stderr` of `git push --progress` without its progress reports (the lines git rewrites with
+/// `\r`), so that an error message keeps only what git said about the failure.
+pub(super) fn without_progress(stderr: &str) -> String {
+    const PROGRESS: &[&str] = &[
+        "Enumerating objects:",
+        "Counting objects:",
+        "Delta compression using",
+        "Compressing objects:",
+        "Writing objects:",
+        "Total ",
+        "Receiving objects:",
+        "Resolving deltas:",
+    ];
+    stderr
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| {
+            let l = l.strip_prefix("remote: ").unwrap_or(l);
+            !l.is_empty() && !PROGRESS.iter().any(|p| l.starts_with(p))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub(super) fn classify_rejection(summary: &str) -> RejectKind {
