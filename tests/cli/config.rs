@@ -607,3 +607,32 @@ fn a_stalled_git_remote_is_stopped_after_the_configs_push_timeout() {
         );
     }
 }
+
+#[test]
+fn colour_only_when_asked_or_on_a_terminal_and_never_in_json() {
+    let sb = Sandbox::new();
+    sb.generate();
+    sb.save("one");
+    // Not a terminal: no escape codes, whatever NO_COLOR says.
+    assert!(!sb.ok(&["log"]).contains('\u{1b}'));
+    let coloured = sb.ok(&["--color", "always", "log"]);
+    assert!(coloured.contains("\u{1b}["), "{coloured}");
+    assert!(
+        !sb.ok(&["--color", "always", "--json", "log"])
+            .contains('\u{1b}')
+    );
+    // CLICOLOR_FORCE asks for colour off a terminal; NO_COLOR wins over it.
+    let o = sb
+        .cmd(&["log"])
+        .env("CLICOLOR_FORCE", "1")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\u{1b}["));
+    let o = sb
+        .cmd(&["log"])
+        .env("CLICOLOR_FORCE", "1")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&o.stdout).contains('\u{1b}'));
+}

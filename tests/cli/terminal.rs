@@ -173,6 +173,15 @@ fn save_push_and_pull_show_progress_on_a_terminal() {
         pull.join("\n~~~\n")
     );
     let last = pull.last().cloned().expect("a screen");
+    // `log` on a terminal goes through the pager, as git's does; `--no-pager` prints directly.
+    t.run("SHELLDONE_PAGER='cat > paged.txt' shelldone log -n 1", 4);
+    let paged = std::fs::read_to_string(a.dir.path().join("paged.txt")).expect("the pager ran");
+    assert!(paged.starts_with("snapshot "), "{paged}");
+    t.run(
+        "SHELLDONE_PAGER='cat > nopager.txt' shelldone log -n 1 --no-pager",
+        5,
+    );
+    assert!(!a.dir.path().join("nopager.txt").exists());
     // Device B has A's files.
     assert_eq!(
         crate::support::tree(&b.join("config"), "config"),
