@@ -23,7 +23,7 @@ struct Shots {
 }
 
 /// `s` as a regex matching itself.
-fn literal(s: &str) -> String {
+pub(crate) fn literal(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
         if "\\.+*?()|[]{}^$#&-~".contains(c) {

@@ -190,14 +190,14 @@ fn save_push_and_pull_show_progress_on_a_terminal() {
     let mut settings = insta::Settings::clone_current();
     settings.set_omit_expression(true);
     settings.add_filter(
-        &regex_literal(a.dir.path().to_str().expect("utf-8")),
+        &crate::outputs::literal(a.dir.path().to_str().expect("utf-8")),
         "[SANDBOX]",
     );
-    settings.add_filter(&regex_literal(bin), "[BIN]");
+    settings.add_filter(&crate::outputs::literal(bin), "[BIN]");
     let dev = std::fs::read_to_string(a.state().join("snapshots/device")).expect("device");
-    settings.add_filter(&regex_literal(dev.trim()), "[DEVICE-A]");
+    settings.add_filter(&crate::outputs::literal(dev.trim()), "[DEVICE-A]");
     let dev_b = std::fs::read_to_string(b.join("state/snapshots/device")).expect("device");
-    settings.add_filter(&regex_literal(dev_b.trim()), "[DEVICE-B]");
+    settings.add_filter(&crate::outputs::literal(dev_b.trim()), "[DEVICE-B]");
     settings.add_filter(r"\b[0-9a-f]{64}\b", "[ID]");
     settings.add_filter(r"\b[0-9a-f]{12}\b", "[ID12]");
     settings.add_filter(r"\d+(\.\d)? (B|KiB|MiB|GiB)", "[SIZE]");
@@ -222,15 +222,4 @@ fn save_push_and_pull_show_progress_on_a_terminal() {
     settings.add_filter(r"ETA \d+\w+", "ETA [T]");
     settings.add_filter(r"\b\d+/", "[N]/");
     settings.bind(|| insta::assert_snapshot!("progress_bars", frames));
-}
-
-fn regex_literal(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$#&-~".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
