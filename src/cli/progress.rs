@@ -116,6 +116,24 @@ fn rate_eta(c: &Current) -> (f64, f64, Option<Duration>) {
     (bps, ops, eta)
 }
 
+/// What follows the bar's numbers: the count of files or objects (with its total when the bar
+/// moves with bytes), or the bytes when the bar counts objects.
+fn bar_message(c: &Current) -> String {
+    let files = if c.phase == "save" || c.phase == "restore" {
+        "files"
+    } else {
+        "objects"
+    };
+    if c.bytes_total.is_some_and(|t| t > 0) {
+        let total = c.objects_total.map_or(String::new(), |t| format!("/{t}"));
+        format!("{}{total} {files}", c.objects)
+    } else if c.bytes > 0 {
+        format!("{files}, {}", output::bytes(c.bytes))
+    } else {
+        files.to_owned()
+    }
+}
+
 fn event(c: &Current, done: bool) -> String {
     let (bps, _, eta) = rate_eta(c);
     let doc = serde_json::json!({
@@ -173,11 +191,11 @@ impl Progress for Reporter {
                 // No total: a spinner with counts and rate, never `148/0`.
                 _ => (None, "{prefix:>8} {spinner} {pos} {msg} ({per_sec}, {elapsed})"),
             };
-            let pb = match len {
-                Some(l) => indicatif::ProgressBar::new(l),
-                None => indicatif::ProgressBar::new_spinner(),
-            };
-            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(8));
+            // Drawn only once it is complete: prefix, style and message first, then the terminal.
+            let pb = indicatif::ProgressBar::with_draw_target(
+                len,
+                indicatif::ProgressDrawTarget::hidden(),
+            );
             pb.set_style(
                 indicatif::ProgressStyle::with_template(tmpl)
                     .expect("static template")
@@ -196,6 +214,11 @@ impl Progress for Reporter {
             last: None,
             bar,
         };
+        // The first frame already says what is counted.
+        if let Some(b) = &c.bar {
+            b.set_message(bar_message(&c));
+            b.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(8));
+        }
         if self.eager {
             self.emit(&c, false);
         }
@@ -213,22 +236,7 @@ impl Progress for Reporter {
         if let Some(b) = &c.bar {
             let by_bytes = c.bytes_total.is_some_and(|t| t > 0);
             b.set_position(if by_bytes { c.bytes } else { c.objects });
-            let files = if c.phase == "save" || c.phase == "restore" {
-                "files"
-            } else {
-                "objects"
-            };
-            b.set_message(if by_bytes {
-                format!(
-                    "{}{} {files}",
-                    c.objects,
-                    c.objects_total.map_or(String::new(), |t| format!("/{t}"))
-                )
-            } else if c.bytes > 0 {
-                format!("{files}, {}", output::bytes(c.bytes))
-            } else {
-                files.to_owned()
-            });
+            b.set_message(bar_message(c));
             return;
         }
         let due = match c.last {

@@ -99,7 +99,11 @@ fn bar_line(screens: &[String], phase: &str) -> Option<String> {
         s.lines()
             .find(|l| {
                 let l = l.trim_start();
-                l.starts_with(&format!("{phase} [")) && l.contains(']') && l.contains("ETA")
+                // A whole frame (a capture may fall between two writes of a redraw).
+                l.starts_with(&format!("{phase} ["))
+                    && l.contains("] ")
+                    && l.contains(", ETA ")
+                    && l.trim_end().ends_with(')')
             })
             .map(str::to_owned)
     })
