@@ -371,7 +371,12 @@ impl Daemon<'_> {
         self.pull.last = Some(Instant::now());
         self.pull.attempts += 1;
         let before = self.st.refs().get(HEAD)?;
-        match self.st.sync_pull(r, &PullOptions::default(), &|_, _| {}) {
+        let t = super::progress::Transfer::new("pull");
+        let pulled = self
+            .st
+            .sync_pull(r, &PullOptions::default(), &|d, n| t.report(d, n));
+        drop(t);
+        match pulled {
             Ok(p) => {
                 self.pull.successes += 1;
                 // The pull rewrote live files: that is not a change to save.
@@ -412,7 +417,10 @@ impl Daemon<'_> {
         // Tried again after `push_interval` when it fails, not at every poll.
         self.push.last = Some(Instant::now());
         self.push.attempts += 1;
-        match self.st.sync_push(r, &|_, _| {}) {
+        let t = super::progress::Transfer::new("push");
+        let pushed = self.st.sync_push(r, &|d, n| t.report(d, n));
+        drop(t);
+        match pushed {
             Ok(p) => {
                 self.push.successes += 1;
                 self.unpushed = false;

@@ -522,7 +522,16 @@ fn the_daemon_takes_its_settings_from_the_config() {
         "[sync]\nremote = \"home\"\n[sync.daemon]\npoll = 0.1\ndebounce = 0\npull_interval = 0\n",
     );
     let o = sb
-        .cmd(&["--json", "sync", "daemon", "--max-runtime", "2"])
+        .cmd(&[
+            "--json",
+            "--progress",
+            "always",
+            "sync",
+            "daemon",
+            "--max-runtime",
+            "2",
+        ])
+        .env("SHELLDONE_PROGRESS_INTERVAL", "0")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -530,6 +539,13 @@ fn the_daemon_takes_its_settings_from_the_config() {
     assert!(out.contains("\"remote\":\"home\""), "{out}");
     assert!(out.contains("\"event\":\"pushed\""), "{out}");
     assert!(!out.contains("\"event\":\"pulled\""), "{out}");
+    // The daemon's saves and pushes report progress as NDJSON on stderr too.
+    let phases: Vec<String> = events(&stderr(&o))
+        .iter()
+        .map(|e| e["progress"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(phases.iter().any(|p| p == "save"), "{phases:?}");
+    assert!(phases.iter().any(|p| p == "push"), "{phases:?}");
 }
 
 #[test]
