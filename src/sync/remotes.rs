@@ -129,18 +129,9 @@ pub(super) fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
                 .join("remotes")
                 .join(format!("{}.git", rc.name)),
         )?;
-        let mut r = GitRemote::new(&rc.name, &rc.url, cx.snapshots_dir(), cx.device())?;
-        // The config file's timeouts, unless the environment variable set them.
-        if std::env::var_os(crate::remote::git::IDLE_TIMEOUT_ENV).is_none() {
-            let mut o = crate::remote::git::GitOptions::default();
-            if let Some(t) = cx.git_timeouts.0 {
-                o.idle_timeout = t;
-            }
-            if let Some(t) = cx.git_timeouts.1 {
-                o.fetch_idle_timeout = t;
-            }
-            r = r.with_options(o);
-        }
+        let (push, fetch) = cx.git_timeouts;
+        let r = GitRemote::new(&rc.name, &rc.url, cx.snapshots_dir(), cx.device())?
+            .with_options(crate::remote::git::GitOptions::configured(push, fetch)?);
         Box::new(r)
     } else {
         Box::new(PlainRemote::new(open_dir(&rc)?))

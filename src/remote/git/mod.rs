@@ -94,21 +94,30 @@ impl GitOptions {
     /// # Errors
     /// [`Error::Usage`] when the variable is not a positive number of seconds.
     pub fn from_env() -> Result<GitOptions> {
+        GitOptions::configured(None, None)
+    }
+
+    /// The defaults, then the config file's push and fetch timeouts, then [`IDLE_TIMEOUT_ENV`]
+    /// over both.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the variable is not a positive number of seconds.
+    pub fn configured(push: Option<Duration>, fetch: Option<Duration>) -> Result<GitOptions> {
         let mut o = GitOptions::default();
-        if let Some(v) = std::env::var_os(IDLE_TIMEOUT_ENV) {
-            let v = v.to_string_lossy();
-            o.idle_timeout = v
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|s| *s > 0.0)
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                .ok_or_else(|| {
-                    Error::Usage(format!(
-                        "{IDLE_TIMEOUT_ENV}={v:?} is not a positive number of seconds"
-                    ))
-                })?;
-            o.fetch_idle_timeout = o.idle_timeout;
+        if let Some(t) = push {
+            o.idle_timeout = t;
+        }
+        if let Some(t) = fetch {
+            o.fetch_idle_timeout = t;
+        }
+        if let Some(t) = crate::config::env_seconds(IDLE_TIMEOUT_ENV)? {
+            if t.is_zero() {
+                return Err(Error::Usage(format!(
+                    "{IDLE_TIMEOUT_ENV}=0: expected more than 0 seconds"
+                )));
+            }
+            o.idle_timeout = t;
+            o.fetch_idle_timeout = t;
         }
         Ok(o)
     }
