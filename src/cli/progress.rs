@@ -36,6 +36,16 @@ struct Current {
     bar: Option<indicatif::ProgressBar>,
 }
 
+impl Current {
+    /// What the phase counts: files (save, restore) or objects.
+    fn unit(&self) -> &'static str {
+        match self.phase {
+            "save" | "restore" => "files",
+            _ => "objects",
+        }
+    }
+}
+
 /// The CLI's [`Progress`].
 #[derive(Debug)]
 pub(super) struct Reporter {
@@ -86,10 +96,7 @@ fn counts(c: &Current) -> String {
         Some(t) => format!("{}/{}", f(n), f(t)),
         None => f(n),
     };
-    let what = match c.phase {
-        "save" | "restore" => "files",
-        _ => "objects",
-    };
+    let what = c.unit();
     let mut s = format!(
         "{} {what}",
         of(c.objects, c.objects_total, &|n| n.to_string())
@@ -119,11 +126,7 @@ fn rate_eta(c: &Current) -> (f64, f64, Option<Duration>) {
 /// What follows the bar's numbers: the count of files or objects (with its total when the bar
 /// moves with bytes), or the bytes when the bar counts objects.
 fn bar_message(c: &Current) -> String {
-    let files = if c.phase == "save" || c.phase == "restore" {
-        "files"
-    } else {
-        "objects"
-    };
+    let files = c.unit();
     if c.bytes_total.is_some_and(|t| t > 0) {
         let total = c.objects_total.map_or(String::new(), |t| format!("/{t}"));
         format!("{}{total} {files}", c.objects)
@@ -155,14 +158,7 @@ fn line(c: &Current) -> String {
     let rate = if c.bytes > 0 {
         format!("{}/s", output::bytes(bps as u64))
     } else {
-        format!(
-            "{ops:.0} {}/s",
-            if c.phase == "save" {
-                "files"
-            } else {
-                "objects"
-            }
-        )
+        format!("{ops:.0} {}/s", c.unit())
     };
     let eta = eta.map_or(String::new(), |e| format!(", ETA {}s", e.as_secs()));
     format!("{}: {} ({rate}{eta})", c.phase, counts(c))
