@@ -3,7 +3,8 @@
 //! the demo's sessions, saved, pushed to a fresh bare repository served by `git daemon
 //! --enable=receive-pack` on 127.0.0.1, fetched by a second store and restored there, byte for
 //! byte. 128 MiB by default (CI); `just big-push` runs 1024 MiB in release and prints the figures
-//! (times, peak memory, disk use of the store, the mirror and the server's repository).
+//! (times, peak memory, disk use of the store, the mirror and the server's repository). Each
+//! mirror must stay under a twentieth of the store (ADR 0007: it keeps commits and trees only).
 #![expect(
     clippy::unwrap_used,
     reason = "test helpers panic on failure: a panic is the test failing, with its message"
@@ -240,6 +241,7 @@ fn big_first_push_over_git_daemon() {
     rb.fetch(b.objects(), &batch, &[head], false, &quiet)
         .unwrap();
     batch.commit().unwrap();
+    rb.settle(b.objects()).unwrap();
     let fetch_s = t.elapsed().as_secs_f64();
     let out = tmp.path().join("b/restored");
     b.restore(&RestoreOptions {
@@ -295,5 +297,18 @@ fn big_first_push_over_git_daemon() {
     );
     for (k, v) in &figures {
         eprintln!("big-push: disk: {k}: {v}");
+    }
+    // A lean mirror (ADR 0007) keeps commits and trees: no second copy of the store.
+    let store_a = du(a.snapshots_dir(), Some(&remotes));
+    for (name, mirror) in [
+        ("A", du(&remotes, None)),
+        ("B", du(&b.snapshots_dir().join("remotes"), None)),
+    ] {
+        assert!(
+            mirror < store_a / 20,
+            "mirror {name} holds {} for a store of {}",
+            mib(mirror),
+            mib(store_a)
+        );
     }
 }

@@ -1433,3 +1433,108 @@ fn git_reads_first_revision_commits() {
     assert!(c.state.objects().has(&head) && c.state.objects().has(&cid));
     git(&["fsck", "--strict", "--no-dangling"], &path);
 }
+
+/// The kinds of every object in a git repository (loose and packed).
+fn object_kinds(repo: &Path) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let listed = git(
+        &[
+            "cat-file",
+            "--batch-all-objects",
+            "--batch-check=%(objecttype)",
+        ],
+        repo,
+    );
+    for kind in listed.lines() {
+        *out.entry(kind.to_owned()).or_insert(0) += 1;
+    }
+    out
+}
+
+/// `file` (under the config dir) as snapshot `rev` holds it, restored into a scratch folder.
+fn restored_file(dev: &Dev, rev: ObjectId, file: &str) -> Vec<u8> {
+    let out = tempfile::tempdir().unwrap();
+    dev.state
+        .restore(&shelldone::RestoreOptions {
+            rev: Some(rev.to_hex()),
+            to: Some(out.path().to_owned()),
+            ..Default::default()
+        })
+        .unwrap();
+    std::fs::read(out.path().join("config").join(file)).unwrap()
+}
+
+/// ADR 0007: a git remote's mirror keeps commits and trees only, yet every transfer still
+/// works: a pull of a file another device changed (what a thin pack would have sent as a delta
+/// against the dropped blob), a push that reuses dropped blobs, and a push to a remote that lost
+/// everything (the blobs are written again from the store).
+#[test]
+fn git_lean_mirror_keeps_no_blobs_and_every_transfer_still_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&tmp.path().join("srv"));
+    let (url, server) = daemon.repo("lean.git");
+    let scrollback = "scrollback.log";
+    let a = Dev::new(31);
+    let v1 = noise(1, 300_000);
+    std::fs::write(a.paths.config_dir.join(scrollback), &v1).unwrap();
+    a.change_and_save(1);
+    let mut ra = git_remote(&a, "origin", &url);
+    let listed = ra.list_refs().unwrap();
+    ra.push(a.state.objects(), &a.updates(&listed), &quiet)
+        .unwrap();
+    let mirror_a = ra.mirror().to_owned();
+    assert_eq!(object_kinds(&mirror_a).get("blob"), None, "after a push");
+    assert!(object_kinds(&mirror_a)["tree"] > 0);
+    let server_blobs = object_kinds(&server)["blob"];
+    assert!(server_blobs > 3, "{server_blobs} blobs on the server");
+
+    // B pulls A's state, appends to the big file, and pushes: B's commit has A's for parent,
+    // so a server asked for a thin pack would send the new version as a delta against the old.
+    let b = Dev::empty();
+    b.state.remote_add("origin", &url, false).unwrap();
+    b.state
+        .sync_pull("origin", &shelldone::sync::PullOptions::default(), &quiet)
+        .unwrap();
+    let mirror_b = b.state.snapshots_dir().join("remotes/origin.git");
+    assert_eq!(object_kinds(&mirror_b).get("blob"), None, "after a pull");
+    let live_b = b.paths.config_dir.join(scrollback);
+    assert_eq!(std::fs::read(&live_b).unwrap(), v1);
+    let mut v2 = v1.clone();
+    v2.extend_from_slice(b"one more line\n");
+    std::fs::write(&live_b, &v2).unwrap();
+    b.state
+        .save(&SaveOptions {
+            message: "B appends".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    b.state.sync_push("origin", &quiet).unwrap();
+    assert_eq!(object_kinds(&mirror_b).get("blob"), None);
+
+    // A pulls B's version: the server must send it whole, as A dropped the version it pushed.
+    a.state.remote_add("origin", &url, false).unwrap();
+    a.state
+        .sync_pull("origin", &shelldone::sync::PullOptions::default(), &quiet)
+        .unwrap();
+    assert_eq!(object_kinds(&mirror_a).get("blob"), None);
+    assert_eq!(
+        std::fs::read(a.paths.config_dir.join(scrollback)).unwrap(),
+        v2
+    );
+
+    // The server loses everything; A pushes again, and a new device gets it all.
+    std::fs::remove_dir_all(&server).unwrap();
+    git(&["init", "-q", "--bare"], &server);
+    std::fs::write(server.join("git-daemon-export-ok"), b"").unwrap();
+    let mut ra = git_remote(&a, "origin", &url);
+    assert!(ra.list_refs().unwrap().is_empty());
+    ra.push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet)
+        .unwrap();
+    assert_eq!(object_kinds(&mirror_a).get("blob"), None);
+    git(&["fsck", "--strict", "--no-dangling"], &server);
+    let c = Dev::empty();
+    let mut rc = git_remote(&c, "origin", &url);
+    let head_a2 = rc.list_refs().unwrap()[&format!("{}/head", a.device())];
+    c.fetch(&mut rc, &[head_a2]).unwrap();
+    assert_eq!(restored_file(&c, head_a2, scrollback), v2);
+}

@@ -184,6 +184,16 @@ pub trait Remote {
         progress: Progress<'_>,
     ) -> Result<TransferStats>;
 
+    /// Called once the objects [`Remote::fetch`] staged are committed to `store`: a remote
+    /// that keeps a local cache (a git remote's mirror) may now drop what the store holds.
+    ///
+    /// # Errors
+    /// I/O on the cache.
+    fn settle(&mut self, store: &ObjectStore) -> Result<()> {
+        let _ = store;
+        Ok(())
+    }
+
     /// The snapshot objects reachable from `wants` through their parents, read and verified
     /// but not staged: what a partial pull plans with. The walk does not go past snapshots for
     /// which `known` is true (the local store has them and their history).

@@ -132,6 +132,7 @@ pub fn sync_pull(
     let batch = cx.objects.batch()?;
     report.received = r.fetch(&cx.objects, &batch, &wants, shallow, progress)?;
     batch.commit()?;
+    r.settle(&cx.objects)?;
     if shallow {
         let mut cut = Vec::new();
         for w in &wants {

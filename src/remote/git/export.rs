@@ -19,6 +19,8 @@ pub(super) struct Conv<'a> {
     pub(super) remote: &'a str,
     pub(super) written: u64,
     pub(super) bytes: u64,
+    /// Every blob this conversion wrote to the mirror: a lean mirror drops them after the push.
+    pub(super) blobs: Vec<GitId>,
 }
 
 impl Conv<'_> {
@@ -34,34 +36,65 @@ impl Conv<'_> {
             .filter(|g| self.repo.has_object(g))
     }
 
-    pub(super) fn blob(&mut self, sid: &ObjectId) -> Result<GitId> {
-        if let Some(g) = self.known(sid) {
-            return Ok(g);
-        }
-        let data = self.store.read_blob(sid)?;
-        let g = gitmirror::write_blob(self.repo, &data).map_err(|e| self.gerr(e))?;
+    /// A blob the map knows is on the remote or in the mirror (a lean mirror drops blobs; the
+    /// push restores what the remote lacks, see [`Conv::restore`]), so it is not looked up.
+    fn known_blob(&self, sid: &ObjectId) -> Option<GitId> {
+        self.map.fwd.get(sid).copied()
+    }
+
+    fn write_blob(&mut self, sid: &ObjectId, data: &[u8]) -> Result<GitId> {
+        let g = gitmirror::write_blob(self.repo, data).map_err(|e| self.gerr(e))?;
         self.written += 1;
         self.bytes += data.len() as u64;
+        self.blobs.push(g);
         self.map.insert(*sid, g);
         Ok(g)
     }
 
-    pub(super) fn chunked(&mut self, sid: &ObjectId, path: &[u8]) -> Result<GitId> {
-        if let Some(g) = self.known(sid) {
+    pub(super) fn blob(&mut self, sid: &ObjectId) -> Result<GitId> {
+        if let Some(g) = self.known_blob(sid) {
             return Ok(g);
         }
-        let list = self.store.read_chunk_list(sid)?;
-        if list.total_size > MAX_GIT_OBJECT {
-            // Every puller would refuse the blob; refuse it here, before anything moves.
+        let data = self.store.read_blob(sid)?;
+        self.write_blob(sid, &data)
+    }
+
+    /// Writes blob `gid` again from the store (it maps to a stored blob or chunk list): a lean
+    /// mirror dropped it, and the remote lacks it.
+    pub(super) fn restore(&mut self, gid: GitId) -> Result<()> {
+        let Some(sid) = self.map.rev.get(&gid).copied() else {
             return Err(Error::remote(
                 self.remote.to_owned(),
                 format!(
-                    "file {} is {} bytes; a git remote takes files up to {MAX_GIT_OBJECT} bytes (a directory remote has no such limit)",
-                    crate::snapshot::display(path),
-                    list.total_size
+                    "the push needs git object {gid}, which neither the remote nor the mirror {} has, and the id map does not know it; delete that folder (a cache) and push again",
+                    gitmirror::mirror_path(self.repo).display()
                 ),
             ));
+        };
+        let v = self.store.read_verified(&sid)?;
+        let data = match v.kind {
+            Kind::Blob => v.canonical[objects_format::encoding::HEADER_LEN..].to_vec(),
+            Kind::ChunkList => {
+                let list = self.store.read_chunk_list(&sid)?;
+                self.assemble(&sid, &list)?
+            }
+            other => {
+                return Err(Error::Internal(format!(
+                    "git blob {gid} maps to {sid}, a {}",
+                    other.name()
+                )));
+            }
+        };
+        let g = self.write_blob(&sid, &data)?;
+        if g != gid {
+            return Err(Error::Internal(format!(
+                "object {sid} converts to git blob {g}, but the id map says {gid}"
+            )));
         }
+        Ok(())
+    }
+
+    fn assemble(&self, sid: &ObjectId, list: &objects_format::ChunkList) -> Result<Vec<u8>> {
         let mut data = Vec::with_capacity(usize::try_from(list.total_size).unwrap_or(0));
         for c in &list.chunks {
             let b = self.store.read_blob(&c.id)?;
@@ -78,11 +111,27 @@ impl Conv<'_> {
             }
             data.extend_from_slice(&b);
         }
-        let g = gitmirror::write_blob(self.repo, &data).map_err(|e| self.gerr(e))?;
-        self.written += 1;
-        self.bytes += data.len() as u64;
-        self.map.insert(*sid, g);
-        Ok(g)
+        Ok(data)
+    }
+
+    pub(super) fn chunked(&mut self, sid: &ObjectId, path: &[u8]) -> Result<GitId> {
+        if let Some(g) = self.known_blob(sid) {
+            return Ok(g);
+        }
+        let list = self.store.read_chunk_list(sid)?;
+        if list.total_size > MAX_GIT_OBJECT {
+            // Every puller would refuse the blob; refuse it here, before anything moves.
+            return Err(Error::remote(
+                self.remote.to_owned(),
+                format!(
+                    "file {} is {} bytes; a git remote takes files up to {MAX_GIT_OBJECT} bytes (a directory remote has no such limit)",
+                    crate::snapshot::display(path),
+                    list.total_size
+                ),
+            ));
+        }
+        let data = self.assemble(sid, &list)?;
+        self.write_blob(sid, &data)
     }
 
     pub(super) fn tree(&mut self, sid: &ObjectId, depth: usize, path: &[u8]) -> Result<GitId> {

@@ -133,11 +133,50 @@ impl Import<'_, '_, '_> {
         Ok((h.size(), data))
     }
 
+    /// The store's copy of a blob a lean mirror dropped (ADR 0007): its id and size, read from
+    /// the store. `None` when the id map does not know `gid` or the store lacks its object.
+    fn stored(&self, gid: GitId) -> Result<Option<(ObjectId, u64)>> {
+        let Some(sid) = self.map.rev.get(&gid).copied() else {
+            return Ok(None);
+        };
+        if !self.store.has(&sid) {
+            return Ok(None);
+        }
+        let v = self.store.read_verified(&sid)?;
+        let size = match v.kind {
+            Kind::Blob => (v.canonical.len() - objects_format::encoding::HEADER_LEN) as u64,
+            Kind::ChunkList => self.store.read_chunk_list(&sid)?.total_size,
+            _ => return Ok(None),
+        };
+        Ok(Some((sid, size)))
+    }
+
+    /// A blob the mirror does not hold and the store cannot stand in for.
+    fn missing_blob(&self, gid: GitId, e: impl std::fmt::Display) -> Error {
+        self.rerr(format!(
+            "blob {gid} is missing: {e}; the mirror {} dropped it and the local store no longer holds it (delete that folder, a cache, and pull again)",
+            gitmirror::mirror_path(self.repo).display()
+        ))
+    }
+
     pub(super) fn file(&mut self, gid: GitId, path: &[u8]) -> Result<(EntryKind, ObjectId, u64)> {
-        let h = self
-            .repo
-            .find_header(gid)
-            .map_err(|e| self.rerr(format!("blob {gid} is missing: {e}")))?;
+        let kind_of = |size: u64| {
+            if size > CHUNK_THRESHOLD {
+                EntryKind::ChunkedFile
+            } else {
+                EntryKind::File
+            }
+        };
+        let h = match self.repo.find_header(gid) {
+            Ok(h) => h,
+            Err(e) => {
+                // Dropped by a lean mirror: the store has it (from a push or an earlier pull).
+                return match self.stored(gid)? {
+                    Some((sid, size)) => Ok((kind_of(size), sid, size)),
+                    None => Err(self.missing_blob(gid, e)),
+                };
+            }
+        };
         let size = h.size();
         if size > MAX_GIT_OBJECT {
             // Decided from the object's header: the content is never inflated.
@@ -146,11 +185,7 @@ impl Import<'_, '_, '_> {
                 crate::snapshot::display(path)
             )));
         }
-        let kind = if size > CHUNK_THRESHOLD {
-            EntryKind::ChunkedFile
-        } else {
-            EntryKind::File
-        };
+        let kind = kind_of(size);
         if let Some(sid) = self.map.rev.get(&gid).copied()
             && self.batch.contains(&sid)
         {
@@ -191,12 +226,23 @@ impl Import<'_, '_, '_> {
         if let Some(sid) = self.map.rev.get(&gid).copied()
             && self.checker.link_checked(&sid)
         {
-            let size = self
-                .repo
-                .find_header(gid)
-                .map_err(|e| self.rerr(format!("blob {gid} is missing: {e}")))?
-                .size();
+            let size = match self.repo.find_header(gid) {
+                Ok(h) => h.size(),
+                Err(e) => match self.stored(gid)? {
+                    Some((_, size)) => size,
+                    None => return Err(self.missing_blob(gid, e)),
+                },
+            };
             return Ok((sid, size));
+        }
+        if let Err(e) = self.repo.find_header(gid) {
+            // Dropped by a lean mirror: checked again from the store's copy.
+            let Some((sid, _)) = self.stored(gid)? else {
+                return Err(self.missing_blob(gid, e));
+            };
+            let data = self.store.read_blob(&sid)?;
+            self.checker.check_link(sid, &data)?;
+            return Ok((sid, data.len() as u64));
         }
         let (_, data) = self
             .read(

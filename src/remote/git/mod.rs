@@ -157,6 +157,9 @@ pub struct GitRemote {
     tips: BTreeMap<String, (GitId, ObjectId)>,
     /// The remote's `HEAD` and branches, from the last fetch of refs.
     head: gitmirror::RemoteHead,
+    /// The mirror drops blobs once the remote or the store holds them (ADR 0007): every
+    /// transport but http(s), whose fetches always ask for a thin pack.
+    lean: bool,
 }
 
 impl std::fmt::Debug for GitRemote {
@@ -215,6 +218,16 @@ impl IdMap {
     }
 
     fn flush(&mut self) -> Result<()> {
+        self.append(false)
+    }
+
+    /// [`IdMap::flush`], durably: before the mirror drops a blob, the record that lets it be
+    /// written again from the store must be on disk.
+    fn sync(&mut self) -> Result<()> {
+        self.append(true)
+    }
+
+    fn append(&mut self, durable: bool) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -223,6 +236,9 @@ impl IdMap {
             .append(true)
             .open(&self.path)?;
         f.write_all(&self.pending)?;
+        if durable {
+            f.sync_data()?;
+        }
         self.pending.clear();
         Ok(())
     }
@@ -406,6 +422,7 @@ impl GitRemote {
             map,
             tips: BTreeMap::new(),
             head: gitmirror::RemoteHead::default(),
+            lean: gitmirror::lean_capable(url),
         })
     }
 
@@ -516,6 +533,42 @@ impl GitRemote {
         Ok(out)
     }
 
+    /// A failed `git push` as shelldone's error: a stale lease is the [`Error::RefConflict`] of
+    /// the first ref it names (the caller fetches, merges and tries again).
+    fn push_error(&self, updates: &[RefUpdate], e: GitError) -> Error {
+        let GitError::PushRejected { rejected, .. } = &e else {
+            return self.git_err(e);
+        };
+        let stale: Vec<&PushRejection> = rejected
+            .iter()
+            .filter(|r| r.kind == RejectKind::StaleLease)
+            .collect();
+        let Some(r) = stale
+            .iter()
+            .find(|r| r.remote_ref.starts_with("refs/shelldone/"))
+            .or(stale.first())
+        else {
+            return self.git_err(e);
+        };
+        let name = match r.remote_ref.strip_prefix("refs/shelldone/") {
+            Some(n) => n.to_owned(),
+            None => format!(
+                "{}/head",
+                r.remote_ref
+                    .strip_prefix("refs/heads/")
+                    .unwrap_or(&r.remote_ref)
+            ),
+        };
+        let u = updates.iter().find(|u| u.name == name);
+        Error::RefConflict {
+            name,
+            expected: u
+                .and_then(|u| u.expected)
+                .map_or_else(|| "absent".into(), |s| s.to_hex()),
+            found: "a different value on the remote".into(),
+        }
+    }
+
     /// After this device's head moved on the remote from `old` to `new` (git ids): creates the
     /// branch the remote's `HEAD` names when it does not exist yet, or moves it along when it
     /// was at `old` (it follows this device), so that `git clone` checks out a snapshot. Best
@@ -533,24 +586,38 @@ impl GitRemote {
             return;
         }
         let plan = [(new.to_string(), target.clone(), current)];
-        if push_atomic(&self.mirror, &self.url, &plan, self.options.idle_timeout).is_ok() {
+        if push_atomic(
+            &self.mirror,
+            &self.url,
+            &plan,
+            self.options.idle_timeout,
+            self.lean,
+        )
+        .is_ok()
+        {
             self.head.branches.insert(target, new);
         }
     }
 }
 
-/// `git push --porcelain --atomic` with one `--force-with-lease` per ref (see `gitmirror`).
+/// `git push --porcelain --atomic` with one `--force-with-lease` per ref (see `gitmirror`), and
+/// `--no-thin` from a lean mirror.
 fn push_atomic(
     mirror: &Path,
     url: &str,
     updates: &[(String, String, Option<GitId>)],
     timeout: Duration,
+    lean: bool,
 ) -> std::result::Result<(), GitError> {
     let refs: Vec<gitmirror::PushUpdate<'_>> = updates
         .iter()
         .map(|(src, dst, old)| (src.as_str(), dst.as_str(), *old))
         .collect();
-    gitmirror::push_with_options(mirror, url, &refs, timeout, true)
+    let options = gitmirror::PushOptions {
+        atomic: true,
+        no_thin: lean,
+    };
+    gitmirror::push_with_options(mirror, url, &refs, timeout, options)
 }
 
 impl Remote for GitRemote {
@@ -593,6 +660,7 @@ impl Remote for GitRemote {
             remote: &self.name,
             written: 0,
             bytes: 0,
+            blobs: Vec::new(),
         };
         let res = (|| -> Result<Vec<(String, String, Option<GitId>)>> {
             let mut out = Vec::new();
@@ -624,49 +692,48 @@ impl Remote for GitRemote {
                     out.push((new, format!("refs/heads/{dev}"), lease));
                 }
             }
+            // What the remote lacks and the mirror dropped is written again from the store.
+            let tips: Vec<GitId> = out
+                .iter()
+                .filter_map(|(src, _, _)| GitId::from_hex(src.as_bytes()).ok())
+                .collect();
+            let remote_has: Vec<GitId> = self.tips.values().map(|(g, _)| *g).collect();
+            let missing = gitmirror::missing_for_push(
+                &self.mirror,
+                &tips,
+                &remote_has,
+                self.options.idle_timeout,
+            )
+            .map_err(|e| git_error(&self.name, e))?;
+            for gid in missing {
+                conv.restore(gid)?;
+            }
             Ok(out)
         })();
         let stats = TransferStats {
             objects: conv.written,
             bytes: conv.bytes,
         };
-        self.map.flush()?;
-        let plan = res?;
-        let track = self.tracking_prefix();
-        match push_atomic(&self.mirror, &self.url, &plan, self.options.idle_timeout) {
-            Ok(()) => {}
-            Err(e) if e.is_stale_lease() => {
-                let GitError::PushRejected { rejected, .. } = &e else {
-                    unreachable!("is_stale_lease")
-                };
-                let stale: Vec<&PushRejection> = rejected
-                    .iter()
-                    .filter(|r| r.kind == RejectKind::StaleLease)
-                    .collect();
-                let r = stale
-                    .iter()
-                    .find(|r| r.remote_ref.starts_with("refs/shelldone/"))
-                    .unwrap_or(&stale[0]);
-                let name = match r.remote_ref.strip_prefix("refs/shelldone/") {
-                    Some(n) => n.to_owned(),
-                    None => format!(
-                        "{}/head",
-                        r.remote_ref
-                            .strip_prefix("refs/heads/")
-                            .unwrap_or(&r.remote_ref)
-                    ),
-                };
-                let u = updates.iter().find(|u| u.name == name);
-                return Err(Error::RefConflict {
-                    name,
-                    expected: u
-                        .and_then(|u| u.expected)
-                        .map_or_else(|| "absent".into(), |s| s.to_hex()),
-                    found: "a different value on the remote".into(),
-                });
-            }
-            Err(e) => return Err(self.git_err(e)),
+        let blobs = std::mem::take(&mut conv.blobs);
+        self.map.sync()?;
+        let outcome = res.and_then(|plan| {
+            push_atomic(
+                &self.mirror,
+                &self.url,
+                &plan,
+                self.options.idle_timeout,
+                self.lean,
+            )
+            .map(|()| plan)
+            .map_err(|e| self.push_error(updates, e))
+        });
+        if self.lean {
+            // On the remote now, or to be written again by the next push: never kept.
+            let repo = self.repo.as_ref().expect("opened");
+            gitmirror::drop_loose(repo, &blobs).map_err(|e| self.git_err(e))?;
         }
+        let plan = outcome?;
+        let track = self.tracking_prefix();
         let own_head = format!("refs/heads/{}", self.device);
         if let Some((src, _, old)) = plan.iter().find(|p| p.1 == own_head)
             && let Ok(new) = GitId::from_hex(src.as_bytes())
@@ -741,6 +808,21 @@ impl Remote for GitRemote {
         let stats = imp.stats;
         self.map.flush()?;
         res.map(|()| stats)
+    }
+
+    fn settle(&mut self, store: &ObjectStore) -> Result<()> {
+        if !self.lean || self.repo.is_none() {
+            return Ok(());
+        }
+        self.map.sync()?;
+        let repo = self.repo.as_ref().expect("checked");
+        let map = &self.map;
+        let droppable = |g: &GitId| map.rev.get(g).is_some_and(|s| store.has(s));
+        gitmirror::drop_packed_blobs(repo, &droppable).map_err(|e| self.git_err(e))?;
+        // The open repository still maps the packs just deleted, and would take a dropped blob
+        // for present (and not write it again); the next use opens the mirror afresh.
+        self.repo = None;
+        Ok(())
     }
 
     fn snapshot_graph(

@@ -1,5 +1,6 @@
 //! Fetching into the mirror: gix for `git://`, `file://` and paths (bounded: connect and I/O
-//! timeouts, a cap on received bytes), the `git` binary for http(s) and ssh.
+//! timeouts, a cap on received bytes) and `ssh://`, never asking for a thin pack; the `git`
+//! binary for http(s).
 
 use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -7,6 +8,7 @@ use std::process::Stdio;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use super::lean::NoThin;
 use super::process::{run_with_timeout, supervised_git};
 use super::{
     ALLOC_LIMIT, CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT, GitError, GitResult, gix_err, io_err,
@@ -186,13 +188,19 @@ pub fn fetch_full(
             gix::protocol::transport::client::git::ConnectMode::Daemon,
             false,
         );
-        run_fetch(remote.to_connection_with_transport(transport), url)
+        run_fetch(remote.to_connection_with_transport(NoThin(transport)), url)
             .map_err(|e| stalled(e, url, io_timeout))
     } else {
-        let connection = remote
-            .connect(Direction::Fetch)
-            .map_err(gix_err(format!("connecting to {url}")))?;
-        run_fetch(connection, url)
+        let options = gix::protocol::transport::client::blocking_io::connect::Options {
+            version,
+            ..Default::default()
+        };
+        let transport = gix::protocol::transport::client::blocking_io::connect::connect(
+            parsed.clone(),
+            options,
+        )
+        .map_err(gix_err(format!("connecting to {url}")))?;
+        run_fetch(remote.to_connection_with_transport(NoThin(transport)), url)
     }
 }
 

@@ -3,13 +3,15 @@
 //!
 //! * Objects (blobs, trees, commits) are written and read with `gix`.
 //! * Refs are listed/updated/deleted with `gix`.
-//! * Fetching uses gix's blocking network client (`git://`, `file://`, plain paths).
+//! * Fetching uses gix's blocking network client (`git://`, `ssh://`, `file://`, plain paths),
+//!   never asking for a thin pack (see `lean`); http(s) goes through the `git` binary.
 //! * Pushing shells out to the `git` binary with `--force-with-lease` per ref, so that
 //!   a remote ref is only ever moved from a value we have seen (compare-and-swap).
 //!
 //! Nothing here prints; all failures are reported as [`GitError`].
 
 mod fetch;
+mod lean;
 mod process;
 mod push;
 
@@ -21,7 +23,8 @@ use gix::ObjectId as GitId;
 use gix::bstr::{BString, ByteSlice};
 use gix::objs::tree::EntryKind;
 use gix::refs::transaction::PreviousValue;
-pub use push::{PushUpdate, push, push_with_options, push_with_timeout};
+pub use lean::{drop_loose, drop_packed_blobs, lean_capable, missing_for_push};
+pub use push::{PushOptions, PushUpdate, push, push_with_options, push_with_timeout};
 
 /// Timeout for establishing a TCP connection to a `git://` server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

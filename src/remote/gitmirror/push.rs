@@ -37,17 +37,27 @@ pub fn push_with_timeout(
     updates: &[PushUpdate<'_>],
     timeout: Duration,
 ) -> GitResult<()> {
-    push_with_options(mirror_path, url, updates, timeout, false)
+    push_with_options(mirror_path, url, updates, timeout, PushOptions::default())
 }
 
-/// [`push_with_timeout`], with `atomic`: `git push --atomic`, so that one refused ref (a stale
-/// lease) leaves every ref on the remote unchanged.
+/// How [`push_with_options`] pushes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PushOptions {
+    /// `git push --atomic`: one refused ref (a stale lease) leaves every ref on the remote
+    /// unchanged.
+    pub atomic: bool,
+    /// `git push --no-thin`: no delta against an object the remote has, which a lean mirror
+    /// may have dropped (ADR 0007).
+    pub no_thin: bool,
+}
+
+/// [`push_with_timeout`], with [`PushOptions`].
 pub fn push_with_options(
     mirror_path: &Path,
     url: &str,
     updates: &[PushUpdate<'_>],
     timeout: Duration,
-    atomic: bool,
+    options: PushOptions,
 ) -> GitResult<()> {
     if updates.is_empty() {
         return Ok(());
@@ -61,8 +71,11 @@ pub fn push_with_options(
         .arg("-c")
         .arg(format!("core.bigFileThreshold={BIG_FILE_THRESHOLD}"))
         .args(["push", "--porcelain", "--no-verify", "--progress"]);
-    if atomic {
+    if options.atomic {
         cmd.arg("--atomic");
+    }
+    if options.no_thin {
+        cmd.arg("--no-thin");
     }
     for (src, dst, expected) in updates {
         validate_ref_name(dst)?;
