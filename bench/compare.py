@@ -7,9 +7,12 @@ Usage:  python3 bench/compare.py [--scales 1,4,16] [--runs 5] [--no-small-files]
 For each state (scales 1, 4, 16 of `shelldone generate`, plus a 100,000-small-files variant) it
 measures, as the median of --runs runs, wall time and peak RSS of: cold save, no-change save,
 small-change save, full restore into an empty dir, one-session restore, and the store size. It
-prints one markdown table per state, a scale curve, and PASS/FAIL for each issue-5 target, and
-writes them to --out. Exit status: 0 when every tool ran and every restore was byte-identical
-(whatever the targets say), 2 when a tool failed, timed out or restored wrong bytes.
+prints one markdown table per state (each figure the median, ± half the range of the runs), a
+scale curve, PASS/FAIL for each issue-5 target, and the issue-13 table: shelldone against git (or
+tar|zstd) on the everyday operations of every state, with the ratio and PASS/FAIL per target. It
+writes them to --out. Exit status: 0 when every tool ran, every restore was byte-identical and
+every issue-13 target passed; 1 when an issue-13 target was missed (--no-fail: 0); 2 when a tool
+failed, timed out or restored wrong bytes.
 See bench/README.md. Python 3.11 standard library only.
 """
 
@@ -39,6 +42,11 @@ TOOLS = ["shelldone", "git", "restic", "borg", "tar|zstd"]
 PEERS = TOOLS[1:]
 TARGET_RSS_MB = 200
 TARGET_NOCHANGE_MS = 15
+# Issue #13: (row, peer) — shelldone takes no more time than the peer, in every state.
+TARGETS_13_TIME = [("no-change save", "git"), ("small-change save", "git"),
+                   ("one-session restore", "git"), ("full restore", "tar|zstd")]
+TARGET_13_RSS_FILES = 100_000  # at this many files, every operation's peak RSS ≤ 2× git's
+TARGET_13_RSS_RATIO = 2.0
 
 
 class ToolError(Exception):
@@ -333,8 +341,9 @@ class Bench:
             "BORG_BASE_DIR": str(self.borg_base), "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
             "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
         })
-        # results[row][tool] = (median value, unit)
+        # results[row][tool] = median value; spread[row][tool] = half the range of the runs
         self.res: dict[str, dict[str, float]] = {}
+        self.spread: dict[str, dict[str, float]] = {}
         self.bytes, self.files = content_stats(d)
 
     # -- commands ---------------------------------------------------------------------------
@@ -420,9 +429,14 @@ class Bench:
     def record(self, row: str, samples: dict[str, list[tuple[float, int]]]) -> None:
         t = self.res.setdefault(f"{row}: time", {})
         m = self.res.setdefault(f"{row}: peak RSS", {})
+        ts = self.spread.setdefault(f"{row}: time", {})
+        ms = self.spread.setdefault(f"{row}: peak RSS", {})
         for tool, xs in samples.items():
-            t[tool] = statistics.median(x[0] for x in xs)
-            m[tool] = statistics.median(x[1] for x in xs) / 1024  # MiB
+            times, rss = [x[0] for x in xs], [x[1] / 1024 for x in xs]  # s, MiB
+            t[tool] = statistics.median(times)
+            m[tool] = statistics.median(rss)
+            ts[tool] = (max(times) - min(times)) / 2
+            ms[tool] = (max(rss) - min(rss)) / 2
 
     def measure(self, tool: str, cmd, cwd: Path, what: str) -> tuple[float, int]:
         return self.r.run(cmd, cwd=cwd, env=self.env, what=f"{self.name} {tool} {what}")
@@ -511,14 +525,19 @@ class Bench:
 # --------------------------------------------------------------------------------------------
 
 
-def fmt(row: str, v: float | None) -> str:
+def fmt(row: str, v: float | None, spread: float | None = None) -> str:
     if v is None:
         return "—"
+    pm = ""
     if row.endswith(": time"):
         ms = v * 1e3
-        return f"{ms:.1f} ms" if ms < 100 else (f"{ms:.0f} ms" if ms < 10_000 else f"{v:.1f} s")
+        if spread:
+            pm = f" ±{spread * 1e3:.1f}" if spread * 1e3 < 100 else f" ±{spread * 1e3:.0f}"
+        return (f"{ms:.1f} ms" if ms < 100 else (f"{ms:.0f} ms" if ms < 10_000 else f"{v:.1f} s")) + pm
     if row.endswith("peak RSS"):
-        return f"{v:.1f} MiB"
+        if spread:
+            pm = f" ±{spread:.1f}"
+        return f"{v:.1f} MiB{pm}"
     return f"{v:.2f} MB" if v < 100 else f"{v:.0f} MB"
 
 
@@ -529,7 +548,8 @@ def table(b: Bench) -> str:
              "|" + "---|" + "---:|" * (len(head) - 1)]
     for row, vals in b.res.items():
         sd = vals.get("shelldone")
-        cells = [fmt(row, vals.get(t)) for t in TOOLS]
+        spread = b.spread.get(row, {})
+        cells = [fmt(row, vals.get(t), spread.get(t)) for t in TOOLS]
         ratios = [f"{vals[p] / sd:.2f}×" if p in vals and sd else "—" for p in PEERS]
         lines.append("| " + " | ".join([row.replace("|", "\\|"), *cells, *ratios]) + " |")
     return "\n".join(lines) + "\n"
@@ -619,6 +639,42 @@ def checks(scaled: list[tuple[float, Bench]], small: list[Bench], floor: float) 
     return "\n".join(out) + "\n"
 
 
+def targets13(benches: list[Bench]) -> tuple[str, bool]:
+    """The issue-13 table: shelldone against git (tar|zstd for the full restore) in every state,
+    with the ratio and PASS/FAIL per target; and whether every target passed."""
+    out = ["### issue #13 targets (shelldone ≤ the peer; peak RSS ≤ 2× git's at 100 000 files)", "",
+           "| state | measurement | shelldone | peer | peer's figure | shelldone/peer | target | |",
+           "|---|---|---:|---|---:|---:|---|---|"]
+    ok_all = True
+
+    def row(b: Bench, key: str, peer: str, limit: float, target: str) -> None:
+        nonlocal ok_all
+        vals, spread = b.res.get(key, {}), b.spread.get(key, {})
+        if "shelldone" not in vals or peer not in vals:
+            out.append(f"| {b.name} | {key} | — | {peer.replace('|', chr(92) + '|')} | — | — "
+                       f"| {target.replace('|', chr(92) + '|')} | n/a |")
+            return
+        sd, pv = vals["shelldone"], vals[peer]
+        ok = sd <= limit * pv
+        ok_all &= ok
+        out.append(f"| {b.name} | {key} | {fmt(key, sd, spread.get('shelldone'))} | {peer.replace('|', chr(92) + '|')} "
+                   f"| {fmt(key, pv, spread.get(peer))} | {sd / pv:.2f}× | {target.replace('|', chr(92) + '|')} "
+                   f"| **{'PASS' if ok else 'FAIL'}** |")
+
+    for b in benches:
+        for op, peer in TARGETS_13_TIME:
+            row(b, f"{op}: time", peer, 1.0, f"≤ {peer}")
+        if b.files >= TARGET_13_RSS_FILES:
+            for key in [k for k in b.res if k.endswith(": peak RSS") and not k.startswith("process start")]:
+                row(b, key, "git", TARGET_13_RSS_RATIO, f"≤ {TARGET_13_RSS_RATIO:g}× git")
+    if not benches:
+        out.append("| — | no state measured | | | | | | n/a |")
+    elif not any(b.files >= TARGET_13_RSS_FILES for b in benches):
+        out.append(f"\nn/a: the peak-RSS target needs a state of {TARGET_13_RSS_FILES} files "
+                   "(`--small-files 10000,100000`).")
+    return "\n".join(out) + "\n", ok_all
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -637,6 +693,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results.md")
     ap.add_argument("--shelldone", type=Path, default=REPO_ROOT / "target/release/shelldone")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs (debugging)")
+    ap.add_argument("--no-fail", action="store_true", help="exit 0 even when an issue-13 target is missed")
     a = ap.parse_args()
     if a.tiny:
         a.scales, a.small_files = "0.1", "1000,4000"
@@ -653,6 +710,11 @@ def main() -> int:
         return 2
 
     a.workdir.mkdir(parents=True, exist_ok=True)
+    if a.workdir.resolve().is_relative_to("/tmp"):
+        log(f"warning: --workdir {a.workdir} is under /tmp, where creating files was 25× slower on the "
+            "reference machine (docs/performance.md): figures may not compare")
+    # A fresh directory for every run: a directory that has seen millions of files come and go
+    # slows every file creation in it.
     top = Path(tempfile.mkdtemp(prefix="compare-", dir=a.workdir))
     runner = Runner(top)
     try:
@@ -709,12 +771,16 @@ def main() -> int:
             sections.append(t)
             if not a.keep:
                 shutil.rmtree(sdir)
-        tail = [curve(benches), checks(sorted(scaled, key=lambda x: x[0]), small, floor)]
+        t13, ok13 = targets13(benches)
+        tail = [curve(benches), checks(sorted(scaled, key=lambda x: x[0]), small, floor), t13]
         print("\n".join(tail), flush=True)
         sections += tail
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text("\n".join(header) + "\n" + "\n".join(sections))
         log(f"wrote {a.out}")
+        if not ok13 and not a.no_fail:
+            log("issue-13 target(s) missed: exit 1 (see the table above; --no-fail to exit 0)")
+            rc = 1
     except ToolError as e:
         log(f"error: {e}")
         rc = 2
