@@ -214,51 +214,110 @@ fn build(magic: &[u8; 8], pack_hash: &[u8; 32], entries: &mut [IndexEntry]) -> V
     v
 }
 
-/// Parses and checks an index (version 1 or 2) for a pack of `pack_len` bytes: magic, checksum,
-/// length, sorted unique ids, known kinds, every frame after the pack magic and inside the pack,
-/// every block member inside [`BLOCK_MAX`].
-///
-/// # Errors
-/// A description of the first problem.
-pub fn parse_index(b: &[u8], pack_len: u64) -> Result<([u8; 32], Vec<IndexEntry>), String> {
-    if b.len() < IDX_HEAD + 32 {
-        return Err("not a pack index".into());
-    }
-    let v2 = match &b[..8] {
-        m if m == IDX_MAGIC => true,
-        m if m == IDX_MAGIC_V1 => false,
-        m if m[..7] == IDX_MAGIC[..7] => {
-            return Err(format!(
-                "pack index version {} is not supported (a newer shelldone wrote it)",
-                m[7]
-            ));
+/// A checked pack index, read in place: its entries are fixed-size and sorted by id, so a
+/// lookup is a binary search over the bytes as read (as git reads its `.idx`), and nothing is
+/// allocated per entry.
+#[derive(Debug, Clone)]
+pub struct Index {
+    bytes: Vec<u8>,
+    per: usize,
+    v2: bool,
+    count: usize,
+}
+
+impl Index {
+    /// Checks an index (version 1 or 2) for a pack of `pack_len` bytes: magic, checksum, length,
+    /// sorted unique ids, known kinds, every frame after the pack magic and inside the pack,
+    /// every block member inside [`BLOCK_MAX`].
+    ///
+    /// # Errors
+    /// A description of the first problem.
+    pub fn parse(bytes: Vec<u8>, pack_len: u64) -> Result<Index, String> {
+        let b = &bytes;
+        if b.len() < IDX_HEAD + 32 {
+            return Err("not a pack index".into());
         }
-        _ => return Err("not a pack index".into()),
-    };
-    let per = if v2 { IDX_ENTRY } else { IDX_ENTRY_V1 };
-    let (body, sum) = b.split_at(b.len() - 32);
-    if blake3::hash(body).as_bytes() != sum {
-        return Err("index checksum mismatch".into());
+        let v2 = match &b[..8] {
+            m if m == IDX_MAGIC => true,
+            m if m == IDX_MAGIC_V1 => false,
+            m if m[..7] == IDX_MAGIC[..7] => {
+                return Err(format!(
+                    "pack index version {} is not supported (a newer shelldone wrote it)",
+                    m[7]
+                ));
+            }
+            _ => return Err("not a pack index".into()),
+        };
+        let per = if v2 { IDX_ENTRY } else { IDX_ENTRY_V1 };
+        let (body, sum) = b.split_at(b.len() - 32);
+        if blake3::hash(body).as_bytes() != sum {
+            return Err("index checksum mismatch".into());
+        }
+        let count = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
+        if (body.len() - IDX_HEAD) / per != count || !(body.len() - IDX_HEAD).is_multiple_of(per) {
+            return Err("index length does not match its count".into());
+        }
+        let index = Index {
+            bytes,
+            per,
+            v2,
+            count,
+        };
+        let mut last: Option<ObjectId> = None;
+        for i in 0..count {
+            let e = index.decode(i)?;
+            if e.offset < PACK_MAGIC.len() as u64 + ENTRY_HEADER
+                || e.offset
+                    .checked_add(u64::from(e.len))
+                    .is_none_or(|end| end > pack_len)
+            {
+                return Err(format!("entry {} points outside the pack", e.id));
+            }
+            if last.is_some_and(|p| p >= e.id) {
+                return Err("index entries are not sorted by id".into());
+            }
+            last = Some(e.id);
+        }
+        Ok(index)
     }
-    let count = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
-    if (body.len() - IDX_HEAD) / per != count || !(body.len() - IDX_HEAD).is_multiple_of(per) {
-        return Err("index length does not match its count".into());
+
+    /// The BLAKE3 hash of the pack this index describes.
+    #[must_use]
+    pub fn pack_hash(&self) -> [u8; 32] {
+        self.bytes[12..44].try_into().expect("32 bytes")
     }
-    let pack_hash: [u8; 32] = b[12..44].try_into().expect("32 bytes");
-    let mut out: Vec<IndexEntry> = Vec::with_capacity(count);
-    for e in body[IDX_HEAD..].chunks_exact(per) {
+
+    /// The number of objects.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True for an index of no object.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn raw(&self, i: usize) -> &[u8] {
+        let at = IDX_HEAD + i * self.per;
+        &self.bytes[at..at + self.per]
+    }
+
+    /// The id of entry `i` (`i < len()`).
+    #[must_use]
+    pub fn id_at(&self, i: usize) -> ObjectId {
+        ObjectId(self.raw(i)[..32].try_into().expect("32 bytes"))
+    }
+
+    fn decode(&self, i: usize) -> Result<IndexEntry, String> {
+        let e = self.raw(i);
         let id = ObjectId(e[..32].try_into().expect("32 bytes"));
         let kind = Kind::from_code(e[32])
             .ok_or_else(|| format!("entry {id} has unknown kind {}", e[32]))?;
         let offset = u64::from_le_bytes(e[33..41].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(e[41..45].try_into().expect("4 bytes"));
-        let end = offset
-            .checked_add(u64::from(len))
-            .ok_or_else(|| format!("entry {id} overflows"))?;
-        if offset < PACK_MAGIC.len() as u64 + ENTRY_HEADER || end > pack_len {
-            return Err(format!("entry {id} points outside the pack"));
-        }
-        let member = if v2 {
+        let member = if self.v2 {
             let start = u32::from_le_bytes(e[45..49].try_into().expect("4 bytes"));
             let size = u32::from_le_bytes(e[49..53].try_into().expect("4 bytes"));
             match (start, size) {
@@ -276,18 +335,49 @@ pub fn parse_index(b: &[u8], pack_len: u64) -> Result<([u8; 32], Vec<IndexEntry>
         } else {
             None
         };
-        if out.last().is_some_and(|p| p.id >= id) {
-            return Err("index entries are not sorted by id".into());
-        }
-        out.push(IndexEntry {
+        Ok(IndexEntry {
             id,
             kind,
             offset,
             len,
             member,
-        });
+        })
     }
-    Ok((pack_hash, out))
+
+    /// Entry `i` (`i < len()`; checked when the index was parsed).
+    #[must_use]
+    pub fn entry(&self, i: usize) -> IndexEntry {
+        self.decode(i).expect("checked by Index::parse")
+    }
+
+    /// The entry for `id`, by binary search.
+    #[must_use]
+    pub fn find(&self, id: &ObjectId) -> Option<IndexEntry> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.raw(mid)[..32].cmp(&id.0[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(self.entry(mid)),
+            }
+        }
+        None
+    }
+
+    /// Every entry, in id order.
+    pub fn entries(&self) -> impl Iterator<Item = IndexEntry> + '_ {
+        (0..self.count).map(|i| self.entry(i))
+    }
+}
+
+/// Parses and checks an index (see [`Index::parse`]) into its pack hash and entries.
+///
+/// # Errors
+/// A description of the first problem.
+pub fn parse_index(b: &[u8], pack_len: u64) -> Result<([u8; 32], Vec<IndexEntry>), String> {
+    let index = Index::parse(b.to_vec(), pack_len)?;
+    Ok((index.pack_hash(), index.entries().collect()))
 }
 
 #[cfg(test)]

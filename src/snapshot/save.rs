@@ -47,6 +47,9 @@ pub struct Scan {
 /// I/O errors other than a missing root (a missing root is an empty folder).
 pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Scan> {
     let mut out = Scan::default();
+    // Files found, stat'ed after the walk on every core (as git preloads its index): the walk
+    // itself only reads directories.
+    let mut found: Vec<(Vec<u8>, std::path::PathBuf)> = Vec::new();
     for root in ROOTS {
         let base = layout.abs(root.as_bytes());
         if !base.is_dir() {
@@ -115,25 +118,20 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
             if ft.is_dir() {
                 out.dirs.push(rel);
             } else if ft.is_file() || ft.is_symlink() {
-                let meta = match entry.metadata() {
-                    Ok(m) => m,
-                    Err(e)
-                        if e.io_error()
-                            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
-                    {
-                        continue;
-                    }
-                    Err(e) => return Err(walk_error(e, &base)),
-                };
-                out.files.push(LiveFile {
-                    rel,
-                    abs: entry.path().to_path_buf(),
-                    meta,
-                });
+                found.push((rel, entry.into_path()));
             }
             // sockets, fifos, devices: not state; skipped.
         }
     }
+    out.files = found
+        .into_par_iter()
+        .filter_map(|(rel, abs)| match std::fs::symlink_metadata(&abs) {
+            Ok(meta) => Some(Ok(LiveFile { rel, abs, meta })),
+            // Vanished since the walk.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(Err(Error::file(e, "reading the folder", abs, "save"))),
+        })
+        .collect::<Result<_>>()?;
     Ok(out)
 }
 

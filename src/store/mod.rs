@@ -88,7 +88,10 @@ impl ObjectStore {
         w.refresh(&self.packs_dir());
         w.packs
             .iter()
-            .map(|p| (p.path.clone(), p.ids.clone()))
+            .map(|p| {
+                let ids = (0..p.index.len()).map(|i| p.index.id_at(i)).collect();
+                (p.path.clone(), ids)
+            })
             .collect()
     }
 
@@ -97,7 +100,7 @@ impl ObjectStore {
     pub fn sort_for_reading(&self, ids: &mut [ObjectId]) {
         let mut w = self.packs.write().expect("no panics while held");
         w.refresh(&self.packs_dir());
-        ids.sort_by_cached_key(|id| w.index.get(id).map(|l| (l.pack, l.offset)));
+        ids.sort_by_cached_key(|id| w.locate(id).map(|l| (l.pack, l.offset)));
     }
 
     /// The `snapshots/` dir.
@@ -120,8 +123,7 @@ impl ObjectStore {
         self.packs
             .read()
             .expect("no panics while held")
-            .index
-            .contains_key(id)
+            .contains(id)
             || self.object_path(id).exists()
     }
 
@@ -134,7 +136,7 @@ impl ObjectStore {
         self.known(id) || {
             let mut w = self.packs.write().expect("no panics while held");
             w.refresh(&self.packs_dir());
-            w.index.contains_key(id)
+            w.contains(id)
         }
     }
 
@@ -147,7 +149,7 @@ impl ObjectStore {
         }
         let mut w = self.packs.write().expect("no panics while held");
         w.refresh(&self.packs_dir());
-        w.index.get(id).map(|l| w.packs[l.pack].path.clone())
+        w.locate(id).map(|l| w.packs[l.pack].path.clone())
     }
 
     /// What the store holds for an object: a frame (loose file or packed object entry) or its
@@ -165,15 +167,15 @@ impl ObjectStore {
                 };
                 let found = {
                     let g = self.packs.read().expect("no panics while held");
-                    g.index.get(id).map(|loc| (g.read(loc), pack_of(&g, loc)))
+                    g.locate(id).map(|loc| (g.read(&loc), pack_of(&g, &loc)))
                 };
                 let (res, pack_path) = match found {
                     Some(r) => r,
                     None => {
                         let mut w = self.packs.write().expect("no panics while held");
                         w.refresh(&self.packs_dir());
-                        match w.index.get(id) {
-                            Some(loc) => (w.read(loc), pack_of(&w, loc)),
+                        match w.locate(id) {
+                            Some(loc) => (w.read(&loc), pack_of(&w, &loc)),
                             None => return Err(Error::MissingObject { id: *id }),
                         }
                     }

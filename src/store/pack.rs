@@ -10,7 +10,6 @@
 //! kept ([`BlockCache`]) so that reading a file's chunks, or a restore's files, in the order they
 //! were written decompresses each block once.
 
-use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -104,17 +103,15 @@ pub struct Pack {
     pub file: Arc<std::fs::File>,
     /// Path of the pack file.
     pub path: PathBuf,
-    /// Ids in this pack.
-    pub ids: Vec<ObjectId>,
+    /// Its checked index, searched in place.
+    pub index: objects_format::pack::Index,
 }
 
 /// All packs of a store, loaded from their indexes.
 #[derive(Debug, Default)]
 pub struct PackSet {
-    /// Loaded packs.
+    /// Loaded packs (an object in two packs is read from the first).
     pub packs: Vec<Pack>,
-    /// Object locations.
-    pub index: HashMap<ObjectId, Loc>,
     /// mtime of `packs/` (None: absent) when last scanned, and when that scan began.
     pub scanned: Option<(Option<std::time::SystemTime>, std::time::SystemTime)>,
     /// Index files that failed to load (reported by check).
@@ -174,23 +171,37 @@ impl PackSet {
             let idx_path = dir.join(&n);
             let pack_path = dir.join(format!("{stem}.pack"));
             match load(&idx_path, &pack_path) {
-                Ok((file, entries)) => {
-                    let i = self.packs.len();
-                    let mut ids = Vec::with_capacity(entries.len());
-                    for (id, loc) in entries {
-                        ids.push(id);
-                        self.index.entry(id).or_insert(Loc { pack: i, ..loc });
-                    }
+                Ok((file, index)) => {
                     self.packs.push(Pack {
                         name: stem.to_owned(),
                         file: Arc::new(file),
                         path: pack_path,
-                        ids,
+                        index,
                     });
                 }
                 Err(why) => self.bad_indexes.push((idx_path, why)),
             }
         }
+    }
+
+    /// Where the loaded packs place `id` (the first pack that has it).
+    #[must_use]
+    pub fn locate(&self, id: &ObjectId) -> Option<Loc> {
+        self.packs.iter().enumerate().find_map(|(pack, p)| {
+            p.index.find(id).map(|e| Loc {
+                pack,
+                kind: e.kind,
+                offset: e.offset,
+                len: e.len,
+                member: e.member,
+            })
+        })
+    }
+
+    /// True when a loaded pack has `id`.
+    #[must_use]
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.packs.iter().any(|p| p.index.find(id).is_some())
     }
 
     /// Reads what a pack holds for an object: its own frame, or its block (decompressed, or
@@ -241,30 +252,13 @@ impl PackSet {
 fn load(
     idx_path: &Path,
     pack_path: &Path,
-) -> std::result::Result<(std::fs::File, Vec<(ObjectId, Loc)>), String> {
+) -> std::result::Result<(std::fs::File, objects_format::pack::Index), String> {
     let b = std::fs::read(idx_path).map_err(|e| e.to_string())?;
     let file =
         std::fs::File::open(pack_path).map_err(|e| format!("{e} ({})", pack_path.display()))?;
     let pack_len = file.metadata().map_err(|e| e.to_string())?.len();
-    let (_, entries) = objects_format::pack::parse_index(&b, pack_len)?;
-    Ok((
-        file,
-        entries
-            .into_iter()
-            .map(|e| {
-                (
-                    e.id,
-                    Loc {
-                        pack: 0,
-                        kind: e.kind,
-                        offset: e.offset,
-                        len: e.len,
-                        member: e.member,
-                    },
-                )
-            })
-            .collect(),
-    ))
+    let index = objects_format::pack::Index::parse(b, pack_len)?;
+    Ok((file, index))
 }
 
 /// Hashes a file (the pack name).
