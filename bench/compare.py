@@ -47,6 +47,8 @@ TARGETS_13_TIME = [("no-change save", "git"), ("small-change save", "git"),
                    ("one-session restore", "git"), ("full restore", "tar|zstd")]
 TARGET_13_RSS_FILES = 100_000  # at this many files, every operation's peak RSS ≤ 2× git's
 TARGET_13_RSS_RATIO = 2.0
+BIG_FILE_BYTES = 2 << 30  # the "2 GiB files" state (issue #13): one sparse file, one written in full
+TARGET_BIG_RSS_MB = 100  # issue #13: a save's peak RSS, whatever the file sizes
 
 
 class ToolError(Exception):
@@ -521,6 +523,94 @@ class Bench:
 
 
 # --------------------------------------------------------------------------------------------
+# Issue #13: two 2 GiB files, shelldone alone
+# --------------------------------------------------------------------------------------------
+
+
+def generate_big_files(d: Path, size: int) -> None:
+    """A small state plus two files of `size` bytes in session s000: `sparse.img`, a hole with a
+    few MB of data at 1/3 and at the end (a VM disk, a preallocated log), and `big.log`, written
+    in full with a repeated 8 MiB block of text (every byte goes through the chunker; the store
+    keeps one copy of the block, so the run stays short)."""
+    rng = random.Random(13)
+    _config_and_extras(d)
+    s = d / "state/sessions/s000"
+    s.mkdir(parents=True)
+    (s / "session.json").write_text(_descriptor(rng, "s000"))
+    (d / "state/journal").mkdir(parents=True, exist_ok=True)
+    (d / "state/journal/0000.jsonl").write_text("".join(_journal_line(rng, i) for i in range(100)))
+    with open(s / "sparse.img", "wb") as f:
+        f.truncate(size)
+        for at in (size // 3 + 12_345, size - 3_000_000):
+            f.seek(at)
+            f.write(_scrollback(rng, 3_000_000))
+    block = "".join(_journal_line(rng, i) for i in range(200_000)).encode()[: 8 << 20]
+    with open(s / "big.log", "wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+
+
+def file_digest(p: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(p, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+def big_files_bench(top: Path, sd_bin: Path, runs: int, runner: Runner) -> tuple[str, list[tuple[bool, str]]]:
+    """Cold save and full restore of the 2 GiB-files state: (markdown table, [(pass, target)])."""
+    name = f"two {BIG_FILE_BYTES / 2**30:g} GiB files"
+    sdir = top / "big-files"
+    d, w = sdir / "data", sdir / "work"
+    d.mkdir(parents=True)
+    w.mkdir()
+    log(f"[{name}] generating in {d}")
+    generate_big_files(d, BIG_FILE_BYTES)
+    b = Bench(name, d, w, sd_bin, runs, runner)
+    rows: dict[str, list[tuple[float, int]]] = {"cold save": [], "full restore": []}
+    want = {n: file_digest(d / "state/sessions/s000" / n) for n in ("sparse.img", "big.log")}
+    for i in range(runs):
+        b.fresh("shelldone")
+        rows["cold save"].append(b.measure("shelldone", b.sd("save"), d, "cold save"))
+        e = w / "restore"
+        shutil.rmtree(e, ignore_errors=True)
+        e.mkdir()
+        rows["full restore"].append(b.measure("shelldone", b.sd("restore", "--to", str(e)), d, "full restore"))
+        if i == 0:
+            got = {n: file_digest(e / "state/sessions/s000" / n) for n in want}
+            if got != want:
+                raise ToolError(f"{name}: full restore gave different bytes ({got} vs {want})")
+            sparse_du = int(runner.quiet(["du", "-sb", str(e)], cwd=w, env=b.env,
+                                         what="du").split()[0])
+            sparse_alloc = int(runner.quiet(["du", "-s", "-B1", str(e / "state/sessions/s000/sparse.img")],
+                                            cwd=w, env=b.env, what="du").split()[0])
+        shutil.rmtree(e)
+    store = du_bytes(runner, d / "state/snapshots", b.env)
+    shutil.rmtree(sdir)
+    lines = [f"### {name} (issue #13): {b.bytes / 1e9:.2f} GB in {b.files} files, shelldone only, "
+             f"median of {runs} run(s)", "",
+             "| measurement | time | peak RSS | spread of peak RSS |", "|---|---:|---:|---:|"]
+    out: dict[str, tuple[float, float]] = {}
+    for row, xs in rows.items():
+        t = statistics.median(x[0] for x in xs)
+        m = statistics.median(x[1] for x in xs) / 1024
+        spread = (max(x[1] for x in xs) - min(x[1] for x in xs)) / 1024
+        out[row] = (t, m)
+        lines.append(f"| {row} | {fmt(row + ': time', t)} | {m:.1f} MiB | {spread:.1f} MiB |")
+    lines += ["", f"Store after the saves: {store / 1e6:.1f} MB. The restored `sparse.img` occupies "
+              f"{sparse_alloc / 1e6:.1f} MB on disk ({sparse_du / 1e9:.2f} GB apparent, whole restore).", ""]
+    rss_mb = out["cold save"][1] * 1.048576
+    checks_ = [(rss_mb < TARGET_BIG_RSS_MB,
+                f"{name}: save peak RSS < {TARGET_BIG_RSS_MB} MB — {rss_mb:.1f} MB "
+                f"({out['cold save'][1]:.1f} MiB; full restore {out['full restore'][1]:.1f} MiB)")]
+    return "\n".join(lines), checks_
+
+
+# --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
 
@@ -694,9 +784,15 @@ def main() -> int:
     ap.add_argument("--shelldone", type=Path, default=REPO_ROOT / "target/release/shelldone")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs (debugging)")
     ap.add_argument("--no-fail", action="store_true", help="exit 0 even when an issue-13 target is missed")
+    ap.add_argument("--big-files", choices=["yes", "no", "only"], default="yes",
+                    help="the issue-13 state of two 2 GiB files (a sparse one and a written one): shelldone's "
+                         "save and restore peak RSS; `only` skips every other state (default yes; --tiny: no)")
     a = ap.parse_args()
     if a.tiny:
         a.scales, a.small_files = "0.1", "1000,4000"
+        a.big_files = "no" if a.big_files == "yes" else a.big_files
+    if a.big_files == "only":
+        a.scales, a.no_small_files = "", True
     scales = [float(x) for x in a.scales.split(",") if x.strip()]
     small_counts = sorted(int(x) for x in a.small_files.split(",") if x.strip())
     if a.runs < 1 or any(s <= 0 for s in scales) or any(n < 1000 for n in small_counts):
@@ -771,8 +867,17 @@ def main() -> int:
             sections.append(t)
             if not a.keep:
                 shutil.rmtree(sdir)
+        big_checks: list[tuple[bool, str]] = []
+        if a.big_files != "no":
+            t, big_checks = big_files_bench(top, sd_bin, a.runs, runner)
+            print(t, flush=True)
+            sections.append(t)
+        tail = [curve(benches) if benches else "",
+                checks(sorted(scaled, key=lambda x: x[0]), small, floor)
+                + "".join(f"- **{'PASS' if ok else 'FAIL'}** {text}\n" for ok, text in big_checks)]
         t13, ok13 = targets13(benches)
-        tail = [curve(benches), checks(sorted(scaled, key=lambda x: x[0]), small, floor), t13]
+        ok13 = ok13 and all(ok for ok, _ in big_checks)
+        tail.append(t13)
         print("\n".join(tail), flush=True)
         sections += tail
         a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,36 @@ pub fn chunk_lengths(data: &[u8]) -> Vec<usize> {
     out
 }
 
+/// Lengths of the chunks that can be cut from the front of `held`, a stretch of a stream that
+/// begins at a chunk boundary: exactly the chunks [`chunk_lengths`] gives the whole stream there.
+/// A chunk is decided by at most [`MAX_CHUNK`] bytes from its start, so while more bytes may
+/// follow (`at_end` false) only chunks with that many bytes held are cut; the rest (fewer than
+/// `MAX_CHUNK` bytes) waits for the next read. With `at_end`, everything held is cut.
+///
+/// A reader holding a fixed window of at least `MAX_CHUNK` bytes can so chunk a stream of any
+/// length: cut, keep the uncut tail, refill, repeat.
+#[must_use]
+pub fn ready_lengths(held: &[u8], at_end: bool) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < held.len() && (at_end || held.len() - pos >= MAX_CHUNK) {
+        let n = next_boundary(&held[pos..]);
+        out.push(n);
+        pos += n;
+    }
+    out
+}
+
+/// True when a run of zero bytes never holds a boundary: a chunk that starts at least
+/// [`MAX_CHUNK`] bytes before the end of a run of zeros is then exactly `MAX_CHUNK` zeros,
+/// which lets a reader step over a sparse file's holes without reading them. (It holds for the
+/// gear table of [`GEAR_CONTEXT`]; computed rather than assumed.)
+#[must_use]
+pub fn zeros_never_cut() -> bool {
+    static NEVER: OnceLock<bool> = OnceLock::new();
+    *NEVER.get_or_init(|| next_boundary(&vec![0u8; MAX_CHUNK]) == MAX_CHUNK)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

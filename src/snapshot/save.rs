@@ -3,7 +3,9 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use objects_format::chunk::{CHUNK_THRESHOLD, MAX_CHUNK, chunk_lengths, next_boundary};
+use objects_format::chunk::{
+    CHUNK_THRESHOLD, MAX_CHUNK, chunk_lengths, ready_lengths, zeros_never_cut,
+};
 use objects_format::encoding::encode_blob;
 use objects_format::{ChunkList, ChunkRef, EntryKind, FLAG_EXECUTABLE, Kind, Object, ObjectId};
 use rayon::prelude::*;
@@ -327,12 +329,14 @@ struct Content {
     stored: std::result::Result<(EntryKind, ObjectId), String>,
 }
 
-/// How much of a large file is held in memory at once while it is chunked.
-const WINDOW: usize = 16 << 20;
+/// How much of a large file is held in memory at once while it is chunked: one fixed buffer
+/// per file being read (so per worker thread), whatever the file's size. 16 chunks of
+/// [`MAX_CHUNK`]: enough for every worker to compress a chunk of one big file in parallel.
+const WINDOW: usize = 16 * MAX_CHUNK;
 
 /// Reads one file and stores its content (with `batch`); `None` when it is gone. A large file
-/// is read and chunked a window at a time, so memory does not grow with its size; a small file
-/// and a session descriptor (which must parse whole) are read whole.
+/// is read and chunked a window at a time (see [`read_chunked`]); a small file and a session
+/// descriptor (which must parse whole) are read whole.
 fn read_content(f: &LiveFile, batch: Option<&Batch<'_>>) -> Result<Option<Content>> {
     use std::io::Read;
     let fail = |e: std::io::Error| Error::file(e, "reading", &f.abs, "save");
@@ -362,39 +366,10 @@ fn read_content(f: &LiveFile, batch: Option<&Batch<'_>>) -> Result<Option<Conten
             stored: Ok(content_objects(&buf, batch)?),
         }));
     }
-    let mut chunks = Vec::new();
-    let mut len = 0u64;
-    let mut eof = false;
-    loop {
-        if !eof {
-            let want = WINDOW - buf.len();
-            let n = (&mut file)
-                .take(want as u64)
-                .read_to_end(&mut buf)
-                .map_err(fail)?;
-            eof = n < want;
-        }
-        // Cut where the whole file would be cut (SPEC §5): a chunk is decided by at most
-        // MAX_CHUNK bytes from its start, so only cut while that many are held or at the end.
-        let mut ranges = Vec::new();
-        let mut pos = 0;
-        while pos < buf.len() && (eof || buf.len() - pos >= MAX_CHUNK) {
-            let n = next_boundary(&buf[pos..]);
-            ranges.push((pos, n));
-            pos += n;
-        }
-        let window = &buf;
-        let stored: Vec<ChunkRef> = ranges
-            .par_iter()
-            .map(|&(off, n)| store_chunk(&window[off..off + n], batch))
-            .collect::<Result<_>>()?;
-        chunks.extend(stored);
-        len += pos as u64;
-        buf.drain(..pos);
-        if eof && buf.is_empty() {
-            break;
-        }
-    }
+    let (len, chunks) = read_chunked(&mut file, &buf, WINDOW, batch).map_err(|e| match e {
+        Chunked::Io(e) => fail(e),
+        Chunked::Store(e) => e,
+    })?;
     let list = Object::ChunkList(ChunkList {
         total_size: len,
         chunks,
@@ -408,6 +383,99 @@ fn read_content(f: &LiveFile, batch: Option<&Batch<'_>>) -> Result<Option<Conten
         stored: Ok((EntryKind::ChunkedFile, id)),
     }))
 }
+
+/// Why [`read_chunked`] failed: reading the file, or storing a chunk.
+enum Chunked {
+    Io(std::io::Error),
+    Store(Error),
+}
+
+/// Chunks the rest of `file` (SPEC §5), whose first bytes `head` were already read, through
+/// one buffer of `window` bytes (at least [`MAX_CHUNK`]): fill it, cut the chunks the bytes held
+/// decide ([`ready_lengths`]: the same chunks as cutting the whole file), hash, compress and
+/// store them in parallel, keep the uncut tail, refill. Only the chunk list grows with the file
+/// (36 bytes a chunk in the object, 36 bytes per ~56 KiB here).
+///
+/// A sparse file's holes are not read: where the bytes held are zeros and the file has a hole
+/// reaching at least [`MAX_CHUNK`] past the chunk's start, the chunk is `MAX_CHUNK` zeros
+/// ([`zeros_never_cut`]), stored once, and the reader seeks past it.
+fn read_chunked(
+    file: &mut std::fs::File,
+    head: &[u8],
+    window: usize,
+    batch: Option<&Batch<'_>>,
+) -> std::result::Result<(u64, Vec<ChunkRef>), Chunked> {
+    use std::io::{Read, Seek};
+    assert!(
+        window >= MAX_CHUNK,
+        "a window holds at least one whole chunk"
+    );
+    let mut win = vec![0u8; window.max(head.len())];
+    win[..head.len()].copy_from_slice(head);
+    let mut held = head.len();
+    // Bytes of the file before the window: chunked and stored.
+    let mut done = 0u64;
+    let mut chunks = Vec::new();
+    let mut eof = false;
+    let skip_holes = zeros_never_cut();
+    loop {
+        if skip_holes && !eof && win[..held].iter().all(|&b| b == 0) {
+            let zeros = hole_after(file, done + held as u64).map_err(Chunked::Io)?;
+            let n = (held as u64 + zeros) / MAX_CHUNK as u64;
+            if n > 0 {
+                let zero = store_chunk(&ZERO_CHUNK[..], batch).map_err(Chunked::Store)?;
+                chunks.extend(std::iter::repeat_n(zero, usize::try_from(n).expect("fits")));
+                done += n * MAX_CHUNK as u64;
+                file.seek(std::io::SeekFrom::Start(done))
+                    .map_err(Chunked::Io)?;
+                held = 0;
+            }
+        }
+        while !eof && held < window {
+            match file.read(&mut win[held..window]) {
+                Ok(0) => eof = true,
+                Ok(n) => held += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Chunked::Io(e)),
+            }
+        }
+        let lens = ready_lengths(&win[..held], eof);
+        let mut ranges = Vec::with_capacity(lens.len());
+        let mut pos = 0;
+        for n in lens {
+            ranges.push((pos, n));
+            pos += n;
+        }
+        let bytes = &win;
+        let stored: Vec<ChunkRef> = ranges
+            .par_iter()
+            .map(|&(off, n)| store_chunk(&bytes[off..off + n], batch))
+            .collect::<Result<_>>()
+            .map_err(Chunked::Store)?;
+        chunks.extend(stored);
+        win.copy_within(pos..held, 0);
+        held -= pos;
+        done += pos as u64;
+        if eof {
+            debug_assert_eq!(held, 0, "the end cuts everything held");
+            return Ok((done, chunks));
+        }
+    }
+}
+
+/// How many bytes from `at` on are a hole (0 when `at` is in data; to the end of the file when
+/// no data follows). A filesystem without `SEEK_DATA` reports no holes.
+fn hole_after(file: &std::fs::File, at: u64) -> std::io::Result<u64> {
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(at)) {
+        Ok(data) => Ok(data.saturating_sub(at)),
+        Err(rustix::io::Errno::NXIO) => Ok(file.metadata()?.len().saturating_sub(at)),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A chunk of [`MAX_CHUNK`] zero bytes: what a sparse file's holes are cut into.
+static ZERO_CHUNK: [u8; MAX_CHUNK] = [0; MAX_CHUNK];
 
 /// Stores one chunk as a blob. A chunk of MAX_CHUNK zero bytes (a sparse file's holes) is
 /// encoded and hashed once per process.
@@ -563,5 +631,70 @@ mod tests {
         let got = read_content(&f, None).unwrap().unwrap();
         assert_eq!(got.len, data.len() as u64);
         assert_eq!(got.stored.unwrap(), content_objects(&data, None).unwrap());
+    }
+
+    /// A sparse file's holes are stepped over (SEEK_DATA), and the chunks are still those of
+    /// the whole file: holes at the start, between data at odd offsets, and up to the end.
+    #[test]
+    fn sparse_file_chunks_equal_whole_file_chunking() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let abs = dir.path().join("sparse");
+        let size = 5 * WINDOW as u64 + 777;
+        let mut data = vec![0u8; usize::try_from(size).unwrap()];
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        for (at, n) in [(1_000_003usize, 300_000usize), (3 * WINDOW + 5, 70_000)] {
+            for b in &mut data[at..at + n] {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = (x >> 24) as u8;
+            }
+        }
+        let file = std::fs::File::create(&abs).unwrap();
+        file.set_len(size).unwrap();
+        for (at, n) in [(1_000_003usize, 300_000usize), (3 * WINDOW + 5, 70_000)] {
+            file.write_all_at(&data[at..at + n], at as u64).unwrap();
+        }
+        drop(file);
+        let f = LiveFile {
+            rel: b"config/sparse".to_vec(),
+            meta: std::fs::symlink_metadata(&abs).unwrap(),
+            abs,
+        };
+        let got = read_content(&f, None).unwrap().unwrap();
+        assert_eq!(got.len, size);
+        assert_eq!(got.stored.unwrap(), content_objects(&data, None).unwrap());
+    }
+
+    /// The smallest window (one chunk) cuts as the whole file does.
+    #[test]
+    fn one_chunk_window_equals_whole_file_chunking() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let data: Vec<u8> = (0..3_000_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if (i / 400_000) % 2 == 1 {
+                    0
+                } else {
+                    (x >> 24) as u8
+                }
+            })
+            .collect();
+        let abs = dir.path().join("big");
+        std::fs::write(&abs, &data).unwrap();
+        let mut file = std::fs::File::open(&abs).unwrap();
+        let mut head = vec![0u8; 70_000];
+        file.read_exact(&mut head).unwrap();
+        let Ok((len, chunks)) = read_chunked(&mut file, &head, MAX_CHUNK, None) else {
+            panic!("reading a plain file fails");
+        };
+        assert_eq!(len, data.len() as u64);
+        let lens: Vec<usize> = chunks.iter().map(|c| c.len as usize).collect();
+        assert_eq!(lens, chunk_lengths(&data));
     }
 }
