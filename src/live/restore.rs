@@ -9,13 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::Scope;
 use super::descriptors::is_young;
-use super::save::{SaveOptions, commit_snapshot, head_state, same_modes, save_locked};
+use super::descriptors::quarantine;
+use super::save::{SaveOptions, commit_part, commit_snapshot, head_state, same_modes, save_locked};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::snapshot::conflicts;
-use crate::snapshot::restore::{self, Plan};
+use crate::snapshot::restore::{self, Plan, Reach, flatten_part, graft, graft_modes};
 use crate::snapshot::save::read_live;
-use crate::snapshot::{Flat, Layout, flatten, flatten_snapshot, in_roots, session_of, write_trees};
+use crate::snapshot::{Flat, Layout, ROOTS, flatten_snapshot, in_roots, session_of, write_trees};
 use crate::store::refs::HEAD;
 use crate::store::statcache::{Stat, StatCache};
 use crate::store::{durable, now_ns};
@@ -94,17 +95,13 @@ pub fn restore(cx: &Context, opts: &RestoreOptions) -> Result<RestoreOutcome> {
     let auto_saved = if opts.dry_run {
         None
     } else {
-        // Whatever the restore overwrites is saved first; an emptied root is saved as it
-        // is (restoring is how a user repairs it).
-        let o = save_locked(
+        // Whatever the restore overwrites is saved first (the scope, not the whole state);
+        // an emptied root is saved as it is (restoring is how a user repairs it).
+        save_before_restore(
             cx,
-            &SaveOptions {
-                message: format!("auto-save before restoring {}", snap_id.short(12)),
-                allow_empty: true,
-                ..SaveOptions::default()
-            },
-        )?;
-        if o.created { o.id } else { None }
+            &scope,
+            &format!("auto-save before restoring {}", snap_id.short(12)),
+        )?
     };
     let (plan, new_head) = restore_locked(cx, snap_id, &scope, opts.dry_run)?;
     Ok(RestoreOutcome {
@@ -113,6 +110,121 @@ pub fn restore(cx: &Context, opts: &RestoreOptions) -> Result<RestoreOutcome> {
         auto_saved,
         new_head,
     })
+}
+
+/// Where a snapshot path stands relative to `scope` (docs/adr/0008).
+pub(crate) fn reach(scope: &Scope, p: &[u8]) -> Reach {
+    let above_roots = || {
+        ROOTS.iter().any(|r| {
+            let r = r.as_bytes();
+            r.len() > p.len() && r.starts_with(p) && r[p.len()] == b'/'
+        })
+    };
+    let under = |p: &[u8], x: &[u8]| p.len() > x.len() && p.starts_with(x) && p[x.len()] == b'/';
+    match scope {
+        Scope::All if in_roots(p) => Reach::Inside,
+        Scope::All if above_roots() => Reach::Above,
+        Scope::Session(s) if session_of(p) == Some(s.as_bytes()) => Reach::Inside,
+        Scope::Session(_) if p == b"state" || p == b"state/sessions" => Reach::Above,
+        Scope::Path(x) if in_roots(p) && (p == x.as_slice() || under(p, x)) => Reach::Inside,
+        Scope::Path(x) if (in_roots(p) || above_roots()) && under(x, p) => Reach::Above,
+        _ => Reach::Outside,
+    }
+}
+
+/// The safety save before a restore of `scope` (docs/safety.md, "Restore"): the files the
+/// restore may overwrite — the scope's, found through the stat cache — are saved when they
+/// differ from the head, as a snapshot that reuses every other tree of the head by id. A
+/// whole restore saves the whole state. Returns the snapshot written, if any.
+///
+/// # Errors
+/// I/O, lock or store errors.
+pub(crate) fn save_before_restore(
+    cx: &Context,
+    scope: &Scope,
+    message: &str,
+) -> Result<Option<ObjectId>> {
+    let whole = || -> Result<Option<ObjectId>> {
+        let o = save_locked(
+            cx,
+            &SaveOptions {
+                message: message.to_owned(),
+                allow_empty: true,
+                ..SaveOptions::default()
+            },
+        )?;
+        Ok(if o.created { o.id } else { None })
+    };
+    if *scope == Scope::All {
+        return whole();
+    }
+    let Some((hid, hs)) = head_state(cx)? else {
+        return whole();
+    };
+    let reach = |p: &[u8]| reach(scope, p);
+    let base = match flatten_part(&cx.objects, &hs, &reach) {
+        Ok(b) => b,
+        // Damaged head trees: the whole save records every file as new (and says so).
+        Err(e) if e.is_damage() => return whole(),
+        Err(e) => return Err(e),
+    };
+    let mut cache = StatCache::load(&cx.statcache_path());
+    let batch = cx.objects.batch()?;
+    let layout = cx.layout();
+    let sel = |p: &[u8]| scope.contains(p);
+    let live = read_live(&layout, &sel, &mut cache, Some(&batch), &*cx.progress)?;
+    cx.note_skipped("not saved", &live.skipped);
+    let mut part = live.flat;
+    for (rel, why) in live.corrupt {
+        // As in a save: a settled corrupt descriptor is quarantined, a young one left alone;
+        // either way the head's version is what is recorded.
+        if !is_young(&layout.abs(&rel)) {
+            quarantine(
+                cx,
+                &layout,
+                &rel,
+                &why,
+                base.leaves.get(&rel).copied(),
+                &mut cache,
+            )?;
+        }
+        if let Some(l) = base.leaves.get(&rel) {
+            part.leaves.insert(rel, *l);
+        }
+    }
+    let modes = graft_modes(Some(&hs), &reach, &part);
+    let recorded = hs
+        .extra
+        .iter()
+        .find(|(k, _)| k == objects_format::modes::KEY)
+        .cloned();
+    let root = graft(&cx.objects, Some(&hs.root), &reach, &part, None)?;
+    let saved = if root == hs.root && modes == recorded {
+        batch.commit()?;
+        None
+    } else {
+        let root = graft(&cx.objects, Some(&hs.root), &reach, &part, Some(&batch))?;
+        Some(
+            commit_part(
+                cx,
+                batch,
+                &base,
+                &part,
+                (hid, &hs),
+                root,
+                modes,
+                message,
+                scope.session().map(str::to_owned),
+            )?
+            .0,
+        )
+    };
+    cache.retain(in_roots);
+    let cache_path = cx.statcache_path();
+    cache
+        .save(&cache_path)
+        .map_err(Error::at("writing", &cache_path, "save"))?;
+    Ok(saved)
 }
 
 /// The scope of a restore, checked against the snapshot: the session or path must exist
@@ -135,7 +247,11 @@ fn checked_scope(cx: &Context, opts: &RestoreOptions, snap_id: ObjectId) -> Resu
             String::from_utf8_lossy(p)
         )));
     }
-    let t = flatten(&cx.objects, &cx.objects.read_snapshot(&snap_id)?.root)?;
+    let t = flatten_part(
+        &cx.objects,
+        &cx.objects.read_snapshot(&snap_id)?,
+        &|p: &[u8]| reach(&scope, p),
+    )?;
     let found = match &scope {
         Scope::Session(s) => t
             .leaves
@@ -173,6 +289,44 @@ pub(crate) fn restore_locked(
     let sel = |p: &[u8]| scope.contains(p);
     // Record the restore as a snapshot on top of the head.
     let head = head_state(cx)?;
+    if *scope != Scope::All
+        && let Some((hid, hs)) = &head
+    {
+        // Only the scope is recorded: its part of the head is replaced, every other tree is
+        // reused by id (docs/adr/0008).
+        let reach = |p: &[u8]| reach(scope, p);
+        let base = flatten_part(&cx.objects, hs, &reach)?;
+        let modes = graft_modes(Some(hs), &reach, &target);
+        let recorded = hs
+            .extra
+            .iter()
+            .find(|(k, _)| k == objects_format::modes::KEY)
+            .cloned();
+        let root = graft(&cx.objects, Some(&hs.root), &reach, &target, None)?;
+        let new_head = if root == hs.root && modes == recorded {
+            None
+        } else {
+            let batch = cx.objects.batch()?;
+            let root = graft(&cx.objects, Some(&hs.root), &reach, &target, Some(&batch))?;
+            Some(
+                commit_part(
+                    cx,
+                    batch,
+                    &base,
+                    &target,
+                    (*hid, hs),
+                    root,
+                    modes,
+                    &restore_message(scope, snap_id),
+                    scope.session().map(str::to_owned),
+                )?
+                .0,
+            )
+        };
+        fs::remove_file(&intent_path).map_err(Error::at("removing", &intent_path, "restore"))?;
+        durable::sync_dir(&cx.snap_dir).map_err(Error::at("syncing", &cx.snap_dir, "restore"))?;
+        return Ok((plan, new_head));
+    }
     let base = match &head {
         Some((_, s)) => match flatten_snapshot(&cx.objects, s) {
             Ok(f) => f,
@@ -200,15 +354,7 @@ pub(crate) fn restore_locked(
     } else {
         let batch = cx.objects.batch()?;
         let root = write_trees(&new_flat, Some(&batch))?;
-        let msg = match scope {
-            Scope::Session(s) => format!("restore session {s} from {}", snap_id.short(12)),
-            Scope::Path(p) => format!(
-                "restore {} from {}",
-                String::from_utf8_lossy(p),
-                snap_id.short(12)
-            ),
-            Scope::All => format!("restore {}", snap_id.short(12)),
-        };
+        let msg = restore_message(scope, snap_id);
         Some(
             commit_snapshot(
                 cx,
@@ -227,6 +373,19 @@ pub(crate) fn restore_locked(
     fs::remove_file(&intent_path).map_err(Error::at("removing", &intent_path, "restore"))?;
     durable::sync_dir(&cx.snap_dir).map_err(Error::at("syncing", &cx.snap_dir, "restore"))?;
     Ok((plan, new_head))
+}
+
+/// The message of the snapshot that records a restore.
+fn restore_message(scope: &Scope, snap_id: ObjectId) -> String {
+    match scope {
+        Scope::Session(s) => format!("restore session {s} from {}", snap_id.short(12)),
+        Scope::Path(p) => format!(
+            "restore {} from {}",
+            String::from_utf8_lossy(p),
+            snap_id.short(12)
+        ),
+        Scope::All => format!("restore {}", snap_id.short(12)),
+    }
 }
 
 /// The live layout for restoring `target`: the excludes in force, plus those of the target's
@@ -270,7 +429,8 @@ fn apply_restore(
     let intent_path = cx.snap_dir.join("restore-intent");
     let snap = cx.objects.read_snapshot(&snap_id)?;
     let sel = |p: &[u8]| scope.contains(p);
-    let target = flatten_snapshot(&cx.objects, &snap)?.filtered(sel);
+    // Only the trees of the scope (and those above it) are read.
+    let target = flatten_part(&cx.objects, &snap, &|p: &[u8]| reach(scope, p))?;
     let layout = layout_for(cx, &target);
     let mut cache = StatCache::load(&cx.statcache_path());
     let live = read_live(&layout, &sel, &mut cache, None, &crate::progress::Silent)?;
@@ -358,7 +518,7 @@ fn restore_to(
     let scope = checked_scope(cx, opts, snap_id)?;
     let snap = cx.objects.read_snapshot(&snap_id)?;
     let sel = |p: &[u8]| scope.contains(p);
-    let target = flatten_snapshot(&cx.objects, &snap)?.filtered(sel);
+    let target = flatten_part(&cx.objects, &snap, &|p: &[u8]| reach(&scope, p))?;
     let layout = Layout::under(dir);
     if !opts.dry_run {
         fs::create_dir_all(&layout.state)?;
