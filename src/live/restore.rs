@@ -607,3 +607,115 @@ pub(crate) fn parse_intent(bytes: &[u8]) -> std::result::Result<(IntentTarget, S
     };
     Ok((target, Scope::of(i.session.as_deref(), i.path.as_deref())))
 }
+
+#[cfg(test)]
+mod tests {
+    use objects_format::{EntryKind, ObjectId, Snapshot};
+
+    use super::*;
+    use crate::snapshot::Leaf;
+    use crate::store::ObjectStore;
+
+    fn leaf(n: u8, mode: u16) -> Leaf {
+        Leaf {
+            kind: EntryKind::File,
+            flags: 0,
+            mode,
+            size: u64::from(n),
+            id: ObjectId([n; 32]),
+        }
+    }
+
+    fn flat(files: &[(&str, u8, u16)], dirs: &[&str]) -> Flat {
+        let mut f = Flat::with_roots();
+        for (p, n, m) in files {
+            let (parent, _) = p.rsplit_once('/').unwrap();
+            f.add_dir_with_parents(parent.as_bytes());
+            f.leaves.insert(p.as_bytes().to_vec(), leaf(*n, *m));
+        }
+        for d in dirs {
+            f.add_dir_with_parents(d.as_bytes());
+        }
+        f
+    }
+
+    /// A graft gives the ids, content and modes a whole rebuild gives, for every kind of
+    /// scope; `flatten_part` reads what `flatten_snapshot(..).filtered(..)` reads.
+    #[test]
+    fn a_graft_equals_the_whole_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::new(dir.path().to_path_buf());
+        let head = flat(
+            &[
+                ("config/a.toml", 1, 0o644),
+                ("config/themes/x.toml", 2, 0o644),
+                ("state/sessions/s1.json", 3, 0o600),
+                ("state/sessions/s1/tabs/t1.json", 4, 0o644),
+                ("state/sessions/s10/x", 5, 0o644),
+                ("state/sessions/s2/y", 6, 0o640),
+                ("state/journal/0001.jsonl", 7, 0o644),
+            ],
+            &["state/sessions/s1/empty", "config/emptydir"],
+        );
+        let batch = store.batch().unwrap();
+        let root = write_trees(&head, Some(&batch)).unwrap();
+        batch.commit().unwrap();
+        let snap = Snapshot {
+            root,
+            parents: vec![],
+            time_ns: 0,
+            device: "d".into(),
+            message: String::new(),
+            session: None,
+            summary: objects_format::ChangeSummary::default(),
+            extra: crate::snapshot::with_modes(Vec::new(), &head),
+        };
+        let new = flat(
+            &[
+                ("config/a.toml", 11, 0o600),
+                ("config/new/b.toml", 12, 0o644),
+                ("state/sessions/s1.scrollback", 13, 0o644),
+                ("state/sessions/s1/tabs/t2.json", 14, 0o640),
+                ("state/sessions/s2/y", 15, 0o640),
+                ("state/sessions/s3/z", 16, 0o644),
+                ("state/journal/0002.jsonl", 17, 0o644),
+            ],
+            &["state/sessions/s1/other-empty"],
+        );
+        for scope in [
+            Scope::Session("s1".into()),
+            Scope::Session("s3".into()),
+            Scope::Session("s10".into()),
+            Scope::Path(b"config".to_vec()),
+            Scope::Path(b"config/themes".to_vec()),
+            Scope::Path(b"state/sessions/s1/tabs".to_vec()),
+            Scope::Path(b"state/journal/0001.jsonl".to_vec()),
+        ] {
+            let sel = |p: &[u8]| scope.contains(p);
+            let r = |p: &[u8]| reach(&scope, p);
+            assert_eq!(
+                flatten_part(&store, &snap, &r).unwrap(),
+                flatten_snapshot(&store, &snap).unwrap().filtered(sel),
+                "{scope:?}"
+            );
+            // What a whole save of the head with the scope's part replaced records.
+            let part = new.filtered(sel);
+            let mut whole = head.filtered(|p| !sel(p));
+            whole.leaves.extend(part.leaves.clone());
+            whole.dirs.extend(part.dirs.clone());
+            assert_eq!(
+                graft(&store, Some(&root), &r, &part, None).unwrap(),
+                write_trees(&whole, None).unwrap(),
+                "{scope:?}"
+            );
+            // The grafted modes table gives every file of the whole its mode.
+            let modes = graft_modes(Some(&snap), &r, &part);
+            let table = modes
+                .map(|(_, v)| objects_format::modes::Modes::decode(&v).unwrap())
+                .unwrap_or_default();
+            for (p, l) in &whole.leaves {
+                assert_eq!(table.mode(p, false), l.mode | 0o400, "{scope:?} {p:?}");
+            }
+        }
+    }
+}
