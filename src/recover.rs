@@ -218,6 +218,7 @@ fn finish_intent(cx: &Context, r: &mut RecoveryReport, full: bool) -> Result<()>
                 cx,
                 &scope,
                 "auto-save before finishing an interrupted restore",
+                &mut None,
             );
             match saved.and_then(|_| crate::live::restore::restore_locked(cx, snap, &scope, false))
             {

@@ -92,6 +92,9 @@ pub fn restore(cx: &Context, opts: &RestoreOptions) -> Result<RestoreOutcome> {
     let _lock = cx.lock("state restore")?;
     let snap_id = restore_target(cx, opts)?;
     let scope = checked_scope(cx, opts, snap_id)?;
+    // One stat cache for the safety save and the restore (loading and writing it is the cost
+    // of a small restore in a large state).
+    let mut cache = None;
     let auto_saved = if opts.dry_run {
         None
     } else {
@@ -101,9 +104,10 @@ pub fn restore(cx: &Context, opts: &RestoreOptions) -> Result<RestoreOutcome> {
             cx,
             &scope,
             &format!("auto-save before restoring {}", snap_id.short(12)),
+            &mut cache,
         )?
     };
-    let (plan, new_head) = restore_locked(cx, snap_id, &scope, opts.dry_run)?;
+    let (plan, new_head) = restore_locked_with(cx, snap_id, &scope, opts.dry_run, cache)?;
     Ok(RestoreOutcome {
         snapshot: snap_id,
         plan,
@@ -139,10 +143,13 @@ pub(crate) fn reach(scope: &Scope, p: &[u8]) -> Reach {
 ///
 /// # Errors
 /// I/O, lock or store errors.
+/// A scoped save leaves the stat cache it used, updated but not written, in `cache` (for the
+/// restore that follows, which writes it).
 pub(crate) fn save_before_restore(
     cx: &Context,
     scope: &Scope,
     message: &str,
+    cache: &mut Option<StatCache>,
 ) -> Result<Option<ObjectId>> {
     let whole = || -> Result<Option<ObjectId>> {
         let o = save_locked(
@@ -168,11 +175,11 @@ pub(crate) fn save_before_restore(
         Err(e) if e.is_damage() => return whole(),
         Err(e) => return Err(e),
     };
-    let mut cache = StatCache::load(&cx.statcache_path());
+    let cache = cache.insert(StatCache::load(&cx.statcache_path()));
     let batch = cx.objects.batch()?;
     let layout = cx.layout();
     let sel = |p: &[u8]| scope.contains(p);
-    let live = read_live(&layout, &sel, &mut cache, Some(&batch), &*cx.progress)?;
+    let live = read_live(&layout, &sel, cache, Some(&batch), &*cx.progress)?;
     cx.note_skipped("not saved", &live.skipped);
     let mut part = live.flat;
     for (rel, why) in live.corrupt {
@@ -185,7 +192,7 @@ pub(crate) fn save_before_restore(
                 &rel,
                 &why,
                 base.leaves.get(&rel).copied(),
-                &mut cache,
+                cache,
             )?;
         }
         if let Some(l) = base.leaves.get(&rel) {
@@ -219,11 +226,6 @@ pub(crate) fn save_before_restore(
             .0,
         )
     };
-    cache.retain(in_roots);
-    let cache_path = cx.statcache_path();
-    cache
-        .save(&cache_path)
-        .map_err(Error::at("writing", &cache_path, "save"))?;
     Ok(saved)
 }
 
@@ -281,7 +283,18 @@ pub(crate) fn restore_locked(
     scope: &Scope,
     dry_run: bool,
 ) -> Result<(Plan, Option<ObjectId>)> {
-    let (plan, target) = apply_restore(cx, snap_id, scope, dry_run)?;
+    restore_locked_with(cx, snap_id, scope, dry_run, None)
+}
+
+/// [`restore_locked`] with the stat cache a scoped safety save left (loaded when `None`).
+fn restore_locked_with(
+    cx: &Context,
+    snap_id: ObjectId,
+    scope: &Scope,
+    dry_run: bool,
+    cache: Option<StatCache>,
+) -> Result<(Plan, Option<ObjectId>)> {
+    let (plan, target) = apply_restore(cx, snap_id, scope, dry_run, cache)?;
     if dry_run {
         return Ok((plan, None));
     }
@@ -425,6 +438,7 @@ fn apply_restore(
     snap_id: ObjectId,
     scope: &Scope,
     dry_run: bool,
+    cache: Option<StatCache>,
 ) -> Result<(Plan, Flat)> {
     let intent_path = cx.snap_dir.join("restore-intent");
     let snap = cx.objects.read_snapshot(&snap_id)?;
@@ -432,7 +446,7 @@ fn apply_restore(
     // Only the trees of the scope (and those above it) are read.
     let target = flatten_part(&cx.objects, &snap, &|p: &[u8]| reach(scope, p))?;
     let layout = layout_for(cx, &target);
-    let mut cache = StatCache::load(&cx.statcache_path());
+    let mut cache = cache.unwrap_or_else(|| StatCache::load(&cx.statcache_path()));
     let live = read_live(&layout, &sel, &mut cache, None, &crate::progress::Silent)?;
     let mut live_flat = live.flat;
     let mut target = target;
@@ -496,7 +510,7 @@ fn apply_restore(
 /// Makes the live files in `scope` equal to a snapshot without recording a snapshot (the
 /// caller records what it did, e.g. a conflict resolution).
 pub(crate) fn materialize(cx: &Context, snap_id: ObjectId, scope: &Scope) -> Result<Plan> {
-    let (plan, _) = apply_restore(cx, snap_id, scope, false)?;
+    let (plan, _) = apply_restore(cx, snap_id, scope, false, None)?;
     fs::remove_file(cx.snap_dir.join("restore-intent"))?;
     Ok(plan)
 }
@@ -532,7 +546,15 @@ fn restore_to(
     cx.note_skipped("not restored", &skipped);
     plan.skipped = skipped;
     if !opts.dry_run {
-        restore::apply(&cx.objects, &layout, &target, &plan, &*cx.progress)?;
+        // An export, like `tar -x`: nothing synced (docs/safety.md (c), "restore --to").
+        restore::apply_with(
+            &cx.objects,
+            &layout,
+            &target,
+            &plan,
+            &*cx.progress,
+            restore::Durability::Unsynced,
+        )?;
     }
     Ok(RestoreOutcome {
         snapshot: snap_id,

@@ -476,6 +476,33 @@ pub fn apply(
     plan: &Plan,
     progress: &dyn Progress,
 ) -> Result<()> {
+    apply_with(store, layout, target, plan, progress, Durability::Synced)
+}
+
+/// Whether [`apply_with`] makes what it writes durable before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Content synced before each rename, directories synced after (the live files: each is
+    /// its old or its new content across a power cut).
+    Synced,
+    /// Nothing synced: the kernel writes it back, as `tar -x` leaves it (`restore --to`, an
+    /// export whose folder a crash leaves partial in any case: docs/safety.md (c)).
+    Unsynced,
+}
+
+/// [`apply`], with or without syncing (see [`Durability`]).
+///
+/// # Errors
+/// Missing/corrupt objects (nothing changed), I/O errors.
+pub fn apply_with(
+    store: &ObjectStore,
+    layout: &Layout,
+    target: &Flat,
+    plan: &Plan,
+    progress: &dyn Progress,
+    durability: Durability,
+) -> Result<()> {
+    let synced = durability == Durability::Synced;
     let writes = || plan.create.iter().chain(&plan.update);
     let phase = Phase::begin(
         progress,
@@ -525,7 +552,7 @@ pub fn apply(
     let (ready, deferred): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) = writes
         .iter()
         .partition(|p| real.chain_ok(p) && !is_real_dir(&layout.abs(p)));
-    let per_file_sync = writes.len() <= BULK_FILES;
+    let per_file_sync = synced && writes.len() <= BULK_FILES;
     let staged = match stage(store, layout, target, &ready, per_file_sync, &phase) {
         Ok(s) => s,
         Err(e) => {
@@ -572,7 +599,7 @@ pub fn apply(
             }
         }
     }
-    if !per_file_sync {
+    if synced && !per_file_sync {
         // Thousands of files: one filesystem sync (per root) costs less than one fsync each.
         sync_roots(layout)?;
     }
@@ -605,6 +632,9 @@ pub fn apply(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::file(e, "removing the folder", abs, RESTORE)),
         }
+    }
+    if !synced {
+        return Ok(());
     }
     // 5. Renames and unlinks durable: fsync every directory that changed.
     let mut dirs: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
