@@ -213,13 +213,12 @@ fn finish_intent(cx: &Context, r: &mut RecoveryReport, full: bool) -> Result<()>
             // is impossible (its objects are damaged), give up on it rather than block every
             // command. Whatever changed in the live dirs since the crash is saved first, so
             // rolling forward never overwrites edits made after it.
-            let saved = crate::live::save::save_locked(
+            // Only the scope of the restore: a session restore overwrites nothing else.
+            let saved = crate::live::restore::save_before_restore(
                 cx,
-                &crate::live::SaveOptions {
-                    message: "auto-save before finishing an interrupted restore".into(),
-                    allow_empty: true,
-                    ..crate::live::SaveOptions::default()
-                },
+                &scope,
+                "auto-save before finishing an interrupted restore",
+                &mut None,
             );
             match saved.and_then(|_| crate::live::restore::restore_locked(cx, snap, &scope, false))
             {

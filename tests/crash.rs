@@ -267,6 +267,19 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
             }
             1 => {
                 let target = reported[rng.range(0, reported.len())].clone();
+                // Half of the restores are of one session, over an unsaved edit in it and one
+                // outside it: the edit in it must be saved first, the one outside left alone.
+                let session = (rng.range(0, 2) == 0).then(|| format!("s{:03}", rng.range(0, 8)));
+                let edit = session.as_ref().map(|s| {
+                    let p = env.state().join(format!("sessions/{s}/unsaved-{i}.txt"));
+                    std::fs::write(&p, format!("unsaved {i}")).expect("write");
+                    std::fs::write(
+                        env.config().join("outside-unsaved.toml"),
+                        format!("i = {i}\n"),
+                    )
+                    .expect("write");
+                    p
+                });
                 let before = env.live();
                 let target_dir = env.dir.path().join(format!("target-{i}"));
                 env.ok(&[
@@ -280,8 +293,24 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
                 after.extend(files(&target_dir.join("state/sessions"), "state/sessions"));
                 after.extend(files(&target_dir.join("state/journal"), "state/journal"));
                 std::fs::remove_dir_all(&target_dir).expect("rm");
+                let mut args = vec!["state", "restore", target.as_str()];
+                if let Some(s) = &session {
+                    let (dir, dot) = (
+                        format!("state/sessions/{s}/"),
+                        format!("state/sessions/{s}."),
+                    );
+                    let mine = |k: &String| k.starts_with(&dir) || k.starts_with(&dot);
+                    let mut expect: BTreeMap<String, Vec<u8>> = before
+                        .clone()
+                        .into_iter()
+                        .filter(|(k, _)| !mine(k))
+                        .collect();
+                    expect.extend(after.into_iter().filter(|(k, _)| mine(k)));
+                    after = expect;
+                    args.extend(["--session", s.as_str()]);
+                }
                 let t_op = Instant::now();
-                let (_, finished) = run_and_kill(&env, &["state", "restore", &target], delay);
+                let (_, finished) = run_and_kill(&env, &args, delay);
                 kills += usize::from(!finished);
                 if finished {
                     span[1] = span[1].max(t_op.elapsed());
@@ -303,6 +332,36 @@ fn sigkill_at_random_moments_never_loses_or_tears_anything() {
                             l.map_or(0, Vec::len)
                         );
                     }
+                }
+                if let Some(p) = edit.filter(|p| !p.exists()) {
+                    // The restore overwrote the unsaved edit: the auto-save before it (or
+                    // before its roll-forward) holds it.
+                    let log: serde_json::Value =
+                        serde_json::from_str(&env.ok(&["--json", "log", "-n", "3"])).expect("json");
+                    let saves: Vec<&str> = log
+                        .as_array()
+                        .expect("array")
+                        .iter()
+                        .filter(|e| {
+                            e["message"]
+                                .as_str()
+                                .is_some_and(|m| m.starts_with("auto-save"))
+                        })
+                        .filter_map(|e| e["id"].as_str())
+                        .collect();
+                    let name = p.file_name().expect("name").to_string_lossy().into_owned();
+                    let s = session.as_deref().expect("a session restore");
+                    let kept = saves.iter().any(|id| {
+                        let d = env.dir.path().join(format!("auto-{i}"));
+                        env.ok(&["state", "restore", id, "--to", d.to_str().expect("utf8")]);
+                        let got = std::fs::read(d.join(format!("state/sessions/{s}/{name}")));
+                        std::fs::remove_dir_all(&d).expect("rm");
+                        got.ok() == Some(format!("unsaved {i}").into_bytes())
+                    });
+                    assert!(
+                        kept,
+                        "seed {seed} iteration {i}: the unsaved edit in {s} was lost ({saves:?})"
+                    );
                 }
             }
             3 => {

@@ -765,6 +765,17 @@ impl Case {
                     Some(s) => with_session(&before, &t_files, s),
                     None => t_files.clone(),
                 };
+                // A session restore saves and records only the session (ADR 0008): the rest
+                // of what is recorded is the head's.
+                let head = self.head_files();
+                let saved = match session {
+                    Some(s) => with_session(&head, &before, s),
+                    None => before.clone(),
+                };
+                let recorded = match session {
+                    Some(s) => with_session(&saved, &t_files, s),
+                    None => t_files.clone(),
+                };
                 let r = self.st().restore(&RestoreOptions {
                     rev: Some(target.to_hex()),
                     session: session.clone(),
@@ -773,12 +784,12 @@ impl Case {
                 match r {
                     Ok(o) => {
                         if let Some(a) = o.auto_saved {
-                            self.acknowledge(a, before, "auto-saved snapshot");
+                            self.acknowledge(a, saved, "auto-saved snapshot");
                         }
                         // Recorded on top of the head, which (auto-saved if need be) held the
-                        // live files.
+                        // live files of the restored part.
                         if let Some(h) = o.new_head {
-                            self.acknowledge(h, new_live.clone(), "recorded restore");
+                            self.acknowledge(h, recorded, "recorded restore");
                         }
                         let live = read_live(&self.paths);
                         assert!(

@@ -9,13 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::Scope;
 use super::descriptors::is_young;
-use super::save::{SaveOptions, commit_snapshot, head_state, same_modes, save_locked};
+use super::descriptors::quarantine;
+use super::save::{SaveOptions, commit_part, commit_snapshot, head_state, same_modes, save_locked};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::snapshot::conflicts;
-use crate::snapshot::restore::{self, Plan};
+use crate::snapshot::restore::{self, Plan, Reach, flatten_part, graft, graft_modes};
 use crate::snapshot::save::read_live;
-use crate::snapshot::{Flat, Layout, flatten, flatten_snapshot, in_roots, session_of, write_trees};
+use crate::snapshot::{Flat, Layout, ROOTS, flatten_snapshot, in_roots, session_of, write_trees};
 use crate::store::refs::HEAD;
 use crate::store::statcache::{Stat, StatCache};
 use crate::store::{durable, now_ns};
@@ -91,28 +92,141 @@ pub fn restore(cx: &Context, opts: &RestoreOptions) -> Result<RestoreOutcome> {
     let _lock = cx.lock("state restore")?;
     let snap_id = restore_target(cx, opts)?;
     let scope = checked_scope(cx, opts, snap_id)?;
+    // One stat cache for the safety save and the restore (loading and writing it is the cost
+    // of a small restore in a large state).
+    let mut cache = None;
     let auto_saved = if opts.dry_run {
         None
     } else {
-        // Whatever the restore overwrites is saved first; an emptied root is saved as it
-        // is (restoring is how a user repairs it).
-        let o = save_locked(
+        // Whatever the restore overwrites is saved first (the scope, not the whole state);
+        // an emptied root is saved as it is (restoring is how a user repairs it).
+        save_before_restore(
             cx,
-            &SaveOptions {
-                message: format!("auto-save before restoring {}", snap_id.short(12)),
-                allow_empty: true,
-                ..SaveOptions::default()
-            },
-        )?;
-        if o.created { o.id } else { None }
+            &scope,
+            &format!("auto-save before restoring {}", snap_id.short(12)),
+            &mut cache,
+        )?
     };
-    let (plan, new_head) = restore_locked(cx, snap_id, &scope, opts.dry_run)?;
+    let (plan, new_head) = restore_locked_with(cx, snap_id, &scope, opts.dry_run, cache)?;
     Ok(RestoreOutcome {
         snapshot: snap_id,
         plan,
         auto_saved,
         new_head,
     })
+}
+
+/// Where a snapshot path stands relative to `scope` (docs/adr/0008).
+pub(crate) fn reach(scope: &Scope, p: &[u8]) -> Reach {
+    let above_roots = || {
+        ROOTS.iter().any(|r| {
+            let r = r.as_bytes();
+            r.len() > p.len() && r.starts_with(p) && r[p.len()] == b'/'
+        })
+    };
+    let under = |p: &[u8], x: &[u8]| p.len() > x.len() && p.starts_with(x) && p[x.len()] == b'/';
+    match scope {
+        Scope::All if in_roots(p) => Reach::Inside,
+        Scope::All if above_roots() => Reach::Above,
+        Scope::Session(s) if session_of(p) == Some(s.as_bytes()) => Reach::Inside,
+        Scope::Session(_) if p == b"state" || p == b"state/sessions" => Reach::Above,
+        Scope::Path(x) if in_roots(p) && (p == x.as_slice() || under(p, x)) => Reach::Inside,
+        Scope::Path(x) if (in_roots(p) || above_roots()) && under(x, p) => Reach::Above,
+        _ => Reach::Outside,
+    }
+}
+
+/// The safety save before a restore of `scope` (docs/safety.md, "Restore"): the files the
+/// restore may overwrite — the scope's, found through the stat cache — are saved when they
+/// differ from the head, as a snapshot that reuses every other tree of the head by id. A
+/// whole restore saves the whole state. Returns the snapshot written, if any.
+///
+/// # Errors
+/// I/O, lock or store errors.
+/// A scoped save leaves the stat cache it used, updated but not written, in `cache` (for the
+/// restore that follows, which writes it).
+pub(crate) fn save_before_restore(
+    cx: &Context,
+    scope: &Scope,
+    message: &str,
+    cache: &mut Option<StatCache>,
+) -> Result<Option<ObjectId>> {
+    let whole = || -> Result<Option<ObjectId>> {
+        let o = save_locked(
+            cx,
+            &SaveOptions {
+                message: message.to_owned(),
+                allow_empty: true,
+                ..SaveOptions::default()
+            },
+        )?;
+        Ok(if o.created { o.id } else { None })
+    };
+    if *scope == Scope::All {
+        return whole();
+    }
+    let Some((hid, hs)) = head_state(cx)? else {
+        return whole();
+    };
+    let reach = |p: &[u8]| reach(scope, p);
+    let base = match flatten_part(&cx.objects, &hs, &reach) {
+        Ok(b) => b,
+        // Damaged head trees: the whole save records every file as new (and says so).
+        Err(e) if e.is_damage() => return whole(),
+        Err(e) => return Err(e),
+    };
+    let cache = cache.insert(StatCache::load(&cx.statcache_path()));
+    let batch = cx.objects.batch()?;
+    let layout = cx.layout();
+    let sel = |p: &[u8]| scope.contains(p);
+    let live = read_live(&layout, &sel, cache, Some(&batch), &*cx.progress)?;
+    cx.note_skipped("not saved", &live.skipped);
+    let mut part = live.flat;
+    for (rel, why) in live.corrupt {
+        // As in a save: a settled corrupt descriptor is quarantined, a young one left alone;
+        // either way the head's version is what is recorded.
+        if !is_young(&layout.abs(&rel)) {
+            quarantine(
+                cx,
+                &layout,
+                &rel,
+                &why,
+                base.leaves.get(&rel).copied(),
+                cache,
+            )?;
+        }
+        if let Some(l) = base.leaves.get(&rel) {
+            part.leaves.insert(rel, *l);
+        }
+    }
+    let modes = graft_modes(Some(&hs), &reach, &part);
+    let recorded = hs
+        .extra
+        .iter()
+        .find(|(k, _)| k == objects_format::modes::KEY)
+        .cloned();
+    let root = graft(&cx.objects, Some(&hs.root), &reach, &part, None)?;
+    let saved = if root == hs.root && modes == recorded {
+        batch.commit()?;
+        None
+    } else {
+        let root = graft(&cx.objects, Some(&hs.root), &reach, &part, Some(&batch))?;
+        Some(
+            commit_part(
+                cx,
+                batch,
+                &base,
+                &part,
+                (hid, &hs),
+                root,
+                modes,
+                message,
+                scope.session().map(str::to_owned),
+            )?
+            .0,
+        )
+    };
+    Ok(saved)
 }
 
 /// The scope of a restore, checked against the snapshot: the session or path must exist
@@ -135,7 +249,11 @@ fn checked_scope(cx: &Context, opts: &RestoreOptions, snap_id: ObjectId) -> Resu
             String::from_utf8_lossy(p)
         )));
     }
-    let t = flatten(&cx.objects, &cx.objects.read_snapshot(&snap_id)?.root)?;
+    let t = flatten_part(
+        &cx.objects,
+        &cx.objects.read_snapshot(&snap_id)?,
+        &|p: &[u8]| reach(&scope, p),
+    )?;
     let found = match &scope {
         Scope::Session(s) => t
             .leaves
@@ -165,7 +283,18 @@ pub(crate) fn restore_locked(
     scope: &Scope,
     dry_run: bool,
 ) -> Result<(Plan, Option<ObjectId>)> {
-    let (plan, target) = apply_restore(cx, snap_id, scope, dry_run)?;
+    restore_locked_with(cx, snap_id, scope, dry_run, None)
+}
+
+/// [`restore_locked`] with the stat cache a scoped safety save left (loaded when `None`).
+fn restore_locked_with(
+    cx: &Context,
+    snap_id: ObjectId,
+    scope: &Scope,
+    dry_run: bool,
+    cache: Option<StatCache>,
+) -> Result<(Plan, Option<ObjectId>)> {
+    let (plan, target) = apply_restore(cx, snap_id, scope, dry_run, cache)?;
     if dry_run {
         return Ok((plan, None));
     }
@@ -173,6 +302,44 @@ pub(crate) fn restore_locked(
     let sel = |p: &[u8]| scope.contains(p);
     // Record the restore as a snapshot on top of the head.
     let head = head_state(cx)?;
+    if *scope != Scope::All
+        && let Some((hid, hs)) = &head
+    {
+        // Only the scope is recorded: its part of the head is replaced, every other tree is
+        // reused by id (docs/adr/0008).
+        let reach = |p: &[u8]| reach(scope, p);
+        let base = flatten_part(&cx.objects, hs, &reach)?;
+        let modes = graft_modes(Some(hs), &reach, &target);
+        let recorded = hs
+            .extra
+            .iter()
+            .find(|(k, _)| k == objects_format::modes::KEY)
+            .cloned();
+        let root = graft(&cx.objects, Some(&hs.root), &reach, &target, None)?;
+        let new_head = if root == hs.root && modes == recorded {
+            None
+        } else {
+            let batch = cx.objects.batch()?;
+            let root = graft(&cx.objects, Some(&hs.root), &reach, &target, Some(&batch))?;
+            Some(
+                commit_part(
+                    cx,
+                    batch,
+                    &base,
+                    &target,
+                    (*hid, hs),
+                    root,
+                    modes,
+                    &restore_message(scope, snap_id),
+                    scope.session().map(str::to_owned),
+                )?
+                .0,
+            )
+        };
+        fs::remove_file(&intent_path).map_err(Error::at("removing", &intent_path, "restore"))?;
+        durable::sync_dir(&cx.snap_dir).map_err(Error::at("syncing", &cx.snap_dir, "restore"))?;
+        return Ok((plan, new_head));
+    }
     let base = match &head {
         Some((_, s)) => match flatten_snapshot(&cx.objects, s) {
             Ok(f) => f,
@@ -200,15 +367,7 @@ pub(crate) fn restore_locked(
     } else {
         let batch = cx.objects.batch()?;
         let root = write_trees(&new_flat, Some(&batch))?;
-        let msg = match scope {
-            Scope::Session(s) => format!("restore session {s} from {}", snap_id.short(12)),
-            Scope::Path(p) => format!(
-                "restore {} from {}",
-                String::from_utf8_lossy(p),
-                snap_id.short(12)
-            ),
-            Scope::All => format!("restore {}", snap_id.short(12)),
-        };
+        let msg = restore_message(scope, snap_id);
         Some(
             commit_snapshot(
                 cx,
@@ -227,6 +386,19 @@ pub(crate) fn restore_locked(
     fs::remove_file(&intent_path).map_err(Error::at("removing", &intent_path, "restore"))?;
     durable::sync_dir(&cx.snap_dir).map_err(Error::at("syncing", &cx.snap_dir, "restore"))?;
     Ok((plan, new_head))
+}
+
+/// The message of the snapshot that records a restore.
+fn restore_message(scope: &Scope, snap_id: ObjectId) -> String {
+    match scope {
+        Scope::Session(s) => format!("restore session {s} from {}", snap_id.short(12)),
+        Scope::Path(p) => format!(
+            "restore {} from {}",
+            String::from_utf8_lossy(p),
+            snap_id.short(12)
+        ),
+        Scope::All => format!("restore {}", snap_id.short(12)),
+    }
 }
 
 /// The live layout for restoring `target`: the excludes in force, plus those of the target's
@@ -266,13 +438,15 @@ fn apply_restore(
     snap_id: ObjectId,
     scope: &Scope,
     dry_run: bool,
+    cache: Option<StatCache>,
 ) -> Result<(Plan, Flat)> {
     let intent_path = cx.snap_dir.join("restore-intent");
     let snap = cx.objects.read_snapshot(&snap_id)?;
     let sel = |p: &[u8]| scope.contains(p);
-    let target = flatten_snapshot(&cx.objects, &snap)?.filtered(sel);
+    // Only the trees of the scope (and those above it) are read.
+    let target = flatten_part(&cx.objects, &snap, &|p: &[u8]| reach(scope, p))?;
     let layout = layout_for(cx, &target);
-    let mut cache = StatCache::load(&cx.statcache_path());
+    let mut cache = cache.unwrap_or_else(|| StatCache::load(&cx.statcache_path()));
     let live = read_live(&layout, &sel, &mut cache, None, &crate::progress::Silent)?;
     let mut live_flat = live.flat;
     let mut target = target;
@@ -336,7 +510,7 @@ fn apply_restore(
 /// Makes the live files in `scope` equal to a snapshot without recording a snapshot (the
 /// caller records what it did, e.g. a conflict resolution).
 pub(crate) fn materialize(cx: &Context, snap_id: ObjectId, scope: &Scope) -> Result<Plan> {
-    let (plan, _) = apply_restore(cx, snap_id, scope, false)?;
+    let (plan, _) = apply_restore(cx, snap_id, scope, false, None)?;
     fs::remove_file(cx.snap_dir.join("restore-intent"))?;
     Ok(plan)
 }
@@ -358,7 +532,7 @@ fn restore_to(
     let scope = checked_scope(cx, opts, snap_id)?;
     let snap = cx.objects.read_snapshot(&snap_id)?;
     let sel = |p: &[u8]| scope.contains(p);
-    let target = flatten_snapshot(&cx.objects, &snap)?.filtered(sel);
+    let target = flatten_part(&cx.objects, &snap, &|p: &[u8]| reach(&scope, p))?;
     let layout = Layout::under(dir);
     if !opts.dry_run {
         fs::create_dir_all(&layout.state)?;
@@ -372,7 +546,15 @@ fn restore_to(
     cx.note_skipped("not restored", &skipped);
     plan.skipped = skipped;
     if !opts.dry_run {
-        restore::apply(&cx.objects, &layout, &target, &plan, &*cx.progress)?;
+        // An export, like `tar -x`: nothing synced (docs/safety.md (c), "restore --to").
+        restore::apply_with(
+            &cx.objects,
+            &layout,
+            &target,
+            &plan,
+            &*cx.progress,
+            restore::Durability::Unsynced,
+        )?;
     }
     Ok(RestoreOutcome {
         snapshot: snap_id,
@@ -446,4 +628,116 @@ pub(crate) fn parse_intent(bytes: &[u8]) -> std::result::Result<(IntentTarget, S
         })?)
     };
     Ok((target, Scope::of(i.session.as_deref(), i.path.as_deref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use objects_format::{EntryKind, ObjectId, Snapshot};
+
+    use super::*;
+    use crate::snapshot::Leaf;
+    use crate::store::ObjectStore;
+
+    fn leaf(n: u8, mode: u16) -> Leaf {
+        Leaf {
+            kind: EntryKind::File,
+            flags: 0,
+            mode,
+            size: u64::from(n),
+            id: ObjectId([n; 32]),
+        }
+    }
+
+    fn flat(files: &[(&str, u8, u16)], dirs: &[&str]) -> Flat {
+        let mut f = Flat::with_roots();
+        for (p, n, m) in files {
+            let (parent, _) = p.rsplit_once('/').unwrap();
+            f.add_dir_with_parents(parent.as_bytes());
+            f.leaves.insert(p.as_bytes().to_vec(), leaf(*n, *m));
+        }
+        for d in dirs {
+            f.add_dir_with_parents(d.as_bytes());
+        }
+        f
+    }
+
+    /// A graft gives the ids, content and modes a whole rebuild gives, for every kind of
+    /// scope; `flatten_part` reads what `flatten_snapshot(..).filtered(..)` reads.
+    #[test]
+    fn a_graft_equals_the_whole_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::new(dir.path().to_path_buf());
+        let head = flat(
+            &[
+                ("config/a.toml", 1, 0o644),
+                ("config/themes/x.toml", 2, 0o644),
+                ("state/sessions/s1.json", 3, 0o600),
+                ("state/sessions/s1/tabs/t1.json", 4, 0o644),
+                ("state/sessions/s10/x", 5, 0o644),
+                ("state/sessions/s2/y", 6, 0o640),
+                ("state/journal/0001.jsonl", 7, 0o644),
+            ],
+            &["state/sessions/s1/empty", "config/emptydir"],
+        );
+        let batch = store.batch().unwrap();
+        let root = write_trees(&head, Some(&batch)).unwrap();
+        batch.commit().unwrap();
+        let snap = Snapshot {
+            root,
+            parents: vec![],
+            time_ns: 0,
+            device: "d".into(),
+            message: String::new(),
+            session: None,
+            summary: objects_format::ChangeSummary::default(),
+            extra: crate::snapshot::with_modes(Vec::new(), &head),
+        };
+        let new = flat(
+            &[
+                ("config/a.toml", 11, 0o600),
+                ("config/new/b.toml", 12, 0o644),
+                ("state/sessions/s1.scrollback", 13, 0o644),
+                ("state/sessions/s1/tabs/t2.json", 14, 0o640),
+                ("state/sessions/s2/y", 15, 0o640),
+                ("state/sessions/s3/z", 16, 0o644),
+                ("state/journal/0002.jsonl", 17, 0o644),
+            ],
+            &["state/sessions/s1/other-empty"],
+        );
+        for scope in [
+            Scope::Session("s1".into()),
+            Scope::Session("s3".into()),
+            Scope::Session("s10".into()),
+            Scope::Path(b"config".to_vec()),
+            Scope::Path(b"config/themes".to_vec()),
+            Scope::Path(b"state/sessions/s1/tabs".to_vec()),
+            Scope::Path(b"state/journal/0001.jsonl".to_vec()),
+        ] {
+            let sel = |p: &[u8]| scope.contains(p);
+            let r = |p: &[u8]| reach(&scope, p);
+            assert_eq!(
+                flatten_part(&store, &snap, &r).unwrap(),
+                flatten_snapshot(&store, &snap).unwrap().filtered(sel),
+                "{scope:?}"
+            );
+            // What a whole save of the head with the scope's part replaced records.
+            let part = new.filtered(sel);
+            let mut whole = head.filtered(|p| !sel(p));
+            whole.leaves.extend(part.leaves.clone());
+            whole.dirs.extend(part.dirs.clone());
+            assert_eq!(
+                graft(&store, Some(&root), &r, &part, None).unwrap(),
+                write_trees(&whole, None).unwrap(),
+                "{scope:?}"
+            );
+            // The grafted modes table gives every file of the whole its mode.
+            let modes = graft_modes(Some(&snap), &r, &part);
+            let table = modes
+                .map(|(_, v)| objects_format::modes::Modes::decode(&v).unwrap())
+                .unwrap_or_default();
+            for (p, l) in &whole.leaves {
+                assert_eq!(table.mode(p, false), l.mode | 0o400, "{scope:?} {p:?}");
+            }
+        }
+    }
 }

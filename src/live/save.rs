@@ -415,3 +415,71 @@ pub fn plan(cx: &Context, opts: &SaveOptions) -> Result<SavePlan> {
             .collect(),
     })
 }
+
+/// Writes a snapshot whose root `root` was grafted from the head's (docs/adr/0008): only the
+/// part that `base` (the head's) and `new` (the new content) cover changed, `modes` is the
+/// grafted `modes` entry. Moves the refs of the sessions whose part changed, then the head,
+/// as [`commit_snapshot`] does. The cost is the part's: nothing outside it is read.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of one snapshot commit, all needed together"
+)]
+pub(crate) fn commit_part(
+    cx: &Context,
+    batch: Batch<'_>,
+    base: &Flat,
+    new: &Flat,
+    head: (ObjectId, &Snapshot),
+    root: ObjectId,
+    modes: Option<(String, Vec<u8>)>,
+    message: &str,
+    session: Option<String>,
+) -> Result<(ObjectId, BatchStats, Vec<String>)> {
+    let mut extra = conflicts::carried(Some(head.1), &[])?;
+    extra.retain(|(k, _)| k != objects_format::modes::KEY);
+    extra.extend(modes);
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
+    let snap = Snapshot {
+        root,
+        parents: vec![head.0],
+        time_ns: now_ns(),
+        device: cx.device.clone(),
+        message: message.to_owned(),
+        session,
+        summary: base.summary_to(new),
+        extra,
+    };
+    let id = batch.put(&Object::Snapshot(snap))?;
+    let stats = batch.commit()?;
+    let current = cx.refs.get(HEAD)?;
+    if current != Some(head.0) {
+        return Err(Error::RefConflict {
+            name: HEAD.to_owned(),
+            expected: head.0.to_hex(),
+            found: current.map_or_else(|| "none".into(), |h| h.to_hex()),
+        });
+    }
+    // As in commit_snapshot: session refs first, the head last (the commit point). A session
+    // outside the part is unchanged, so comparing the part's digests finds every moved one.
+    let old = sessions_digest(base);
+    let mut moved = Vec::new();
+    let mut txn = Vec::new();
+    for (s, d) in &sessions_digest(new) {
+        if old.get(s) != Some(d) {
+            txn.push(RefTxn {
+                name: session_ref(s),
+                expected: None,
+                new: Some(id),
+            });
+            moved.push(String::from_utf8_lossy(s).into_owned());
+        }
+    }
+    // A session the part held and no longer holds keeps its ref, as in a whole save.
+    txn.push(RefTxn {
+        name: HEAD.to_owned(),
+        expected: Some(Some(head.0)),
+        new: Some(id),
+    });
+    cx.refs.update_many(&txn, &format!("save: {message}"))?;
+    Ok((id, stats, moved))
+}

@@ -6,7 +6,7 @@ use crate::progress::{Phase, Progress};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use objects_format::EntryKind;
+use objects_format::{EntryKind, modes};
 use rayon::prelude::*;
 
 use super::policy::{self, Skipped};
@@ -476,6 +476,33 @@ pub fn apply(
     plan: &Plan,
     progress: &dyn Progress,
 ) -> Result<()> {
+    apply_with(store, layout, target, plan, progress, Durability::Synced)
+}
+
+/// Whether [`apply_with`] makes what it writes durable before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Content synced before each rename, directories synced after (the live files: each is
+    /// its old or its new content across a power cut).
+    Synced,
+    /// Nothing synced: the kernel writes it back, as `tar -x` leaves it (`restore --to`, an
+    /// export whose folder a crash leaves partial in any case: docs/safety.md (c)).
+    Unsynced,
+}
+
+/// [`apply`], with or without syncing (see [`Durability`]).
+///
+/// # Errors
+/// Missing/corrupt objects (nothing changed), I/O errors.
+pub fn apply_with(
+    store: &ObjectStore,
+    layout: &Layout,
+    target: &Flat,
+    plan: &Plan,
+    progress: &dyn Progress,
+    durability: Durability,
+) -> Result<()> {
+    let synced = durability == Durability::Synced;
     let writes = || plan.create.iter().chain(&plan.update);
     let phase = Phase::begin(
         progress,
@@ -525,7 +552,7 @@ pub fn apply(
     let (ready, deferred): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) = writes
         .iter()
         .partition(|p| real.chain_ok(p) && !is_real_dir(&layout.abs(p)));
-    let per_file_sync = writes.len() <= BULK_FILES;
+    let per_file_sync = synced && writes.len() <= BULK_FILES;
     let staged = match stage(store, layout, target, &ready, per_file_sync, &phase) {
         Ok(s) => s,
         Err(e) => {
@@ -572,7 +599,7 @@ pub fn apply(
             }
         }
     }
-    if !per_file_sync {
+    if synced && !per_file_sync {
         // Thousands of files: one filesystem sync (per root) costs less than one fsync each.
         sync_roots(layout)?;
     }
@@ -605,6 +632,9 @@ pub fn apply(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::file(e, "removing the folder", abs, RESTORE)),
         }
+    }
+    if !synced {
+        return Ok(());
     }
     // 5. Renames and unlinks durable: fsync every directory that changed.
     let mut dirs: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
@@ -648,4 +678,273 @@ pub fn remove_tmp_files(layout: &Layout) -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Where a snapshot path stands relative to the part of the state an operation covers (one
+/// session, one path): the part is read and rewritten, the rest is reused by tree id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Not covered, and nothing covered is below it: reused as it is.
+    Outside,
+    /// A folder with covered paths below it (`state`, `state/sessions` for a session).
+    Above,
+    /// Covered, with everything below it.
+    Inside,
+}
+
+/// A snapshot's content within a part ([`Reach::Inside`] paths, the folders above them that
+/// are in the roots, and the roots themselves), with the file modes its `modes` table records.
+/// Only the trees on the way to the part and inside it are read, so the cost is the part's,
+/// not the snapshot's. Equal to `flatten_snapshot(..).filtered(covered)`.
+///
+/// # Errors
+/// Missing or corrupt objects.
+pub fn flatten_part(
+    store: &ObjectStore,
+    snap: &objects_format::Snapshot,
+    reach: &dyn Fn(&[u8]) -> Reach,
+) -> Result<Flat> {
+    fn walk(
+        store: &ObjectStore,
+        id: &objects_format::ObjectId,
+        prefix: &[u8],
+        reach: &dyn Fn(&[u8]) -> Reach,
+        inside: bool,
+        out: &mut Flat,
+        depth: usize,
+    ) -> Result<()> {
+        if depth > 256 {
+            return Err(Error::CorruptObject {
+                id: *id,
+                why: "tree nesting deeper than 256".into(),
+            });
+        }
+        let t = store.read_tree(id)?;
+        for e in &t.entries {
+            let mut p = prefix.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(&e.name);
+            let r = if inside { Reach::Inside } else { reach(&p) };
+            match (r, e.kind) {
+                (Reach::Outside, _)
+                | (Reach::Above, EntryKind::File | EntryKind::ChunkedFile | EntryKind::Symlink) => {
+                }
+                (_, EntryKind::Dir) => {
+                    if r == Reach::Inside || super::in_roots(&p) {
+                        out.dirs.insert(p.clone());
+                    }
+                    walk(store, &e.id, &p, reach, r == Reach::Inside, out, depth + 1)?;
+                }
+                (Reach::Inside, _) => {
+                    out.leaves.insert(
+                        p,
+                        Leaf {
+                            kind: e.kind,
+                            flags: e.flags,
+                            mode: 0,
+                            size: e.size,
+                            id: e.id,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut f = Flat::with_roots();
+    walk(store, &snap.root, b"", reach, false, &mut f, 0)?;
+    if let Some(table) = snap
+        .extra
+        .iter()
+        .find(|(k, _)| k == modes::KEY)
+        .and_then(|(_, v)| modes::Modes::decode(v))
+    {
+        for (p, l) in &mut f.leaves {
+            if l.kind != EntryKind::Symlink {
+                l.mode = table.mode(p, l.flags & objects_format::FLAG_EXECUTABLE != 0);
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// The root tree of `base_root` with its part replaced by `part`'s [`Reach::Inside`] content:
+/// every tree outside the part is reused by id (not read), only the trees above the part are
+/// read and written again. Stores the new trees in `batch` when given. With the same content
+/// the id equals what [`super::write_trees`] gives for the whole state.
+///
+/// # Errors
+/// Missing or corrupt trees above the part; encoding errors.
+pub fn graft(
+    store: &ObjectStore,
+    base_root: Option<&objects_format::ObjectId>,
+    reach: &dyn Fn(&[u8]) -> Reach,
+    part: &Flat,
+    batch: Option<&crate::store::Batch<'_>>,
+) -> Result<objects_format::ObjectId> {
+    use objects_format::{Object, Tree, TreeEntry};
+    use std::collections::BTreeMap;
+    #[derive(Default)]
+    struct Dir {
+        entries: BTreeMap<Vec<u8>, Node>,
+    }
+    enum Node {
+        Leaf(Leaf),
+        Dir(Dir),
+        Kept(TreeEntry),
+    }
+    fn dir_at<'a>(root: &'a mut Dir, path: &[u8]) -> Result<&'a mut Dir> {
+        let mut cur = root;
+        if path.is_empty() {
+            return Ok(cur);
+        }
+        for comp in path.split(|&b| b == b'/') {
+            let n = cur
+                .entries
+                .entry(comp.to_vec())
+                .or_insert_with(|| Node::Dir(Dir::default()));
+            if matches!(n, Node::Kept(_)) {
+                *n = Node::Dir(Dir::default());
+            }
+            cur = match n {
+                Node::Dir(d) => d,
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "{} is both a file and a folder in a tree being written",
+                        display(path)
+                    )));
+                }
+            };
+        }
+        Ok(cur)
+    }
+    fn merge(
+        store: &ObjectStore,
+        into: &mut Dir,
+        id: &objects_format::ObjectId,
+        prefix: &[u8],
+        reach: &dyn Fn(&[u8]) -> Reach,
+        depth: usize,
+    ) -> Result<()> {
+        if depth > 256 {
+            return Err(Error::CorruptObject {
+                id: *id,
+                why: "tree nesting deeper than 256".into(),
+            });
+        }
+        for e in store.read_tree(id)?.entries {
+            let mut p = prefix.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(&e.name);
+            match reach(&p) {
+                // Replaces the empty root folder a part always has.
+                Reach::Outside => {
+                    into.entries.insert(e.name.clone(), Node::Kept(e));
+                }
+                Reach::Inside => {}
+                Reach::Above if e.kind == EntryKind::Dir => {
+                    let n = into
+                        .entries
+                        .entry(e.name.clone())
+                        .or_insert_with(|| Node::Dir(Dir::default()));
+                    if let Node::Dir(d) = n {
+                        merge(store, d, &e.id, &p, reach, depth + 1)?;
+                    }
+                }
+                // A file where the part has a folder: the part decides.
+                Reach::Above => {}
+            }
+        }
+        Ok(())
+    }
+    fn split(p: &[u8]) -> (&[u8], &[u8]) {
+        match p.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => (&b""[..], p),
+        }
+    }
+    fn write(d: Dir, batch: Option<&crate::store::Batch<'_>>) -> Result<objects_format::ObjectId> {
+        let mut t = Tree::default();
+        for (name, n) in d.entries {
+            t.entries.push(match n {
+                Node::Kept(e) => e,
+                Node::Leaf(l) => TreeEntry {
+                    name,
+                    kind: l.kind,
+                    flags: l.flags,
+                    size: l.size,
+                    id: l.id,
+                },
+                Node::Dir(sub) => TreeEntry {
+                    name,
+                    kind: EntryKind::Dir,
+                    flags: 0,
+                    size: 0,
+                    id: write(sub, batch)?,
+                },
+            });
+        }
+        let (id, bytes) = objects_format::encode_with_id(&Object::Tree(t))?;
+        if let Some(b) = batch {
+            b.put_canonical(objects_format::Kind::Tree, id, &bytes)?;
+        }
+        Ok(id)
+    }
+    let mut root = Dir::default();
+    // Every snapshot has the roots; the base's replace them where it has them.
+    for d in &Flat::with_roots().dirs {
+        dir_at(&mut root, d)?;
+    }
+    for d in &part.dirs {
+        if reach(d) != Reach::Outside {
+            dir_at(&mut root, d)?;
+        }
+    }
+    for (p, l) in &part.leaves {
+        if reach(p) == Reach::Inside {
+            let (parent, name) = split(p);
+            dir_at(&mut root, parent)?
+                .entries
+                .insert(name.to_vec(), Node::Leaf(*l));
+        }
+    }
+    if let Some(id) = base_root {
+        merge(store, &mut root, id, b"", reach, 0)?;
+    }
+    write(root, batch)
+}
+
+/// The `modes` entry of a snapshot whose part was replaced by `part`: the base's table (its
+/// defaults kept) with the part's files listed where they differ from them; `None` when that
+/// says what no table says.
+#[must_use]
+pub fn graft_modes(
+    base: Option<&objects_format::Snapshot>,
+    reach: &dyn Fn(&[u8]) -> Reach,
+    part: &Flat,
+) -> Option<(String, Vec<u8>)> {
+    let mut t = base
+        .and_then(|s| s.extra.iter().find(|(k, _)| k == modes::KEY))
+        .and_then(|(_, v)| modes::Modes::decode(v))
+        .unwrap_or_else(modes::Modes::legacy);
+    t.paths.retain(|p, _| reach(p) != Reach::Inside);
+    for (p, l) in &part.leaves {
+        if l.kind == EntryKind::Symlink || reach(p) != Reach::Inside {
+            continue;
+        }
+        let exec = l.flags & objects_format::FLAG_EXECUTABLE != 0;
+        let m = if l.mode == 0 {
+            modes::legacy(exec)
+        } else {
+            l.mode
+        } & modes::PERMISSION_BITS;
+        if m != if exec { t.exec } else { t.plain } {
+            t.paths.insert(p.clone(), m);
+        }
+    }
+    (!t.is_legacy()).then(|| (modes::KEY.to_owned(), t.encode()))
 }

@@ -163,16 +163,199 @@ fn restore_one_session_touches_nothing_else() {
         b"changed = true\n",
         "config untouched"
     );
-    // The session's history: log --session lists snapshots where s001 changed.
+    // The restore saved and recorded s001 only (docs/adr/0008): s002's change is still
+    // unsaved, so its history is the first save alone, until a save records it.
     let log: serde_json::Value =
         serde_json::from_str(&sb.ok(&["--json", "log", "--session", "s002"])).unwrap();
-    assert!(
-        log.as_array().unwrap().len() >= 2,
-        "s002: first save and the auto-save: {log}"
+    assert_eq!(
+        log.as_array().unwrap().len(),
+        1,
+        "s002: the first save only: {log}"
+    );
+    sb.save("s002 now");
+    let log: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--json", "log", "--session", "s002"])).unwrap();
+    assert_eq!(
+        log.as_array().unwrap().len(),
+        2,
+        "s002: and the save: {log}"
     );
     let unknown = sb.run(&["state", "restore", &a, "--session", "nope"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no session 'nope'"));
+}
+
+/// The files of `dir` (a live root) as `label/…` paths, for comparing with `restore --to`.
+fn files_of(sb: &Sandbox, rev: &str, name: &str) -> std::collections::BTreeMap<String, Entry> {
+    let dir = sb.dir.path().join(name);
+    sb.ok(&["state", "restore", rev, "--to", dir.to_str().unwrap()]);
+    let mut m = crate::support::tree(&dir.join("config"), "config");
+    m.extend(crate::support::tree(
+        &dir.join("state/sessions"),
+        "state/sessions",
+    ));
+    m.extend(crate::support::tree(
+        &dir.join("state/journal"),
+        "state/journal",
+    ));
+    m
+}
+
+#[test]
+fn session_restore_saves_the_sessions_unsaved_changes_first_and_only_them() {
+    let sb = Sandbox::new();
+    sb.generate();
+    let a = sb.save("a");
+    let at_a = sb.live();
+    let s1 = sb.state().join("sessions/s001/session.json");
+    let s2 = sb.state().join("sessions/s002/session.json");
+    std::fs::write(&s1, "{\"unsaved\":1}").unwrap();
+    std::fs::write(sb.state().join("sessions/s001/new.txt"), "new in s001").unwrap();
+    std::fs::write(&s2, "{\"unsaved\":2}").unwrap();
+    std::fs::write(sb.config().join("config.toml"), "outside = true\n").unwrap();
+    let edited = sb.live();
+    let out: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--json", "state", "restore", &a, "--session", "s001"]))
+            .unwrap();
+    // (a) The session's unsaved changes were saved first, and can be got back.
+    let auto = out["auto_saved"].as_str().expect("an auto-save").to_owned();
+    let new_head = out["new_head"].as_str().expect("a new head").to_owned();
+    let saved = files_of(&sb, &auto, "auto");
+    for k in [
+        "state/sessions/s001/session.json",
+        "state/sessions/s001/new.txt",
+    ] {
+        assert_eq!(saved.get(k), edited.get(k), "{k} in the auto-save");
+    }
+    // (b) ... and nothing outside the session: the auto-save and the new head hold the
+    // other files as the head had them, and the live ones are untouched.
+    let recorded = files_of(&sb, &new_head, "new-head");
+    for k in ["state/sessions/s002/session.json", "config/config.toml"] {
+        assert_eq!(
+            saved.get(k),
+            at_a.get(k),
+            "{k}: not recorded by the auto-save"
+        );
+        assert_eq!(
+            recorded.get(k),
+            at_a.get(k),
+            "{k}: not recorded by the restore"
+        );
+    }
+    assert_same(&recorded, &at_a);
+    let live = sb.live();
+    assert_eq!(std::fs::read(&s2).unwrap(), b"{\"unsaved\":2}");
+    assert_eq!(
+        std::fs::read(sb.config().join("config.toml")).unwrap(),
+        b"outside = true\n"
+    );
+    // The session is back as it was in a.
+    for (k, v) in &at_a {
+        if k.starts_with("state/sessions/s001") {
+            assert_eq!(live.get(k), Some(v), "{k}");
+        }
+    }
+    assert!(!live.contains_key("state/sessions/s001/new.txt"));
+    // Refs: s001's moved to the restore, s002's did not move.
+    let s1_ref = sb.ok(&["log", "-n", "1", "--json", "--session", "s001"]);
+    assert!(s1_ref.contains(&new_head), "{s1_ref}");
+    let s2_log: serde_json::Value =
+        serde_json::from_str(&sb.ok(&["--json", "log", "--session", "s002"])).unwrap();
+    assert_eq!(s2_log.as_array().unwrap().len(), 1, "{s2_log}");
+    // Getting the unsaved edit back: restore the auto-save's session.
+    sb.ok(&["state", "restore", &auto, "--session", "s001"]);
+    assert_eq!(std::fs::read(&s1).unwrap(), b"{\"unsaved\":1}");
+    assert_eq!(
+        std::fs::read(sb.state().join("sessions/s001/new.txt")).unwrap(),
+        b"new in s001"
+    );
+    // The whole-state check still passes: the grafted snapshots are ordinary ones.
+    let check = sb.ok(&["state", "check"]);
+    assert!(check.contains("no problems"), "{check}");
+    // And a save now records exactly what the restores left unsaved.
+    let o: serde_json::Value = serde_json::from_str(&sb.ok(&["--json", "state", "save"])).unwrap();
+    assert_eq!(o["created"], true, "{o}");
+    assert_same(&files_of(&sb, "head", "after-save"), &sb.live());
+}
+
+/// The files a scoped restore read, from its progress events: the `save` phase's total (the
+/// safety save's scan) and the `restore` phase's (files written).
+fn restore_counts(sb: &Sandbox, args: &[&str]) -> (u64, u64) {
+    let mut all = vec!["--json", "--progress", "always", "state", "restore"];
+    all.extend_from_slice(args);
+    let o = sb
+        .cmd(&all)
+        .env("SHELLDONE_PROGRESS_INTERVAL", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{args:?}: {err}");
+    let total = |phase: &str| {
+        err.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["progress"] == phase && v["done"] == true)
+            .map(|v| v["objects_total"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    (total("save"), total("restore"))
+}
+
+#[test]
+fn a_session_restore_reads_the_session_not_the_state() {
+    let sb = Sandbox::new();
+    sb.generate();
+    // Many more files in other sessions than in s001.
+    let add_sessions = |from: usize, to: usize| {
+        for i in from..to {
+            let d = sb.state().join(format!("sessions/x{i:03}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for f in 0..20 {
+                std::fs::write(d.join(format!("f{f}.txt")), format!("{i} {f}")).unwrap();
+            }
+        }
+    };
+    add_sessions(0, 10);
+    let a = sb.save("a");
+    let session_files = sb
+        .live()
+        .iter()
+        .filter(|(k, e)| k.starts_with("state/sessions/s001") && !matches!(e, Entry::Dir))
+        .count() as u64;
+    let all_files = sb
+        .live()
+        .values()
+        .filter(|e| !matches!(e, Entry::Dir))
+        .count() as u64;
+    assert!(
+        all_files > 10 * session_files,
+        "{all_files} vs {session_files}"
+    );
+    let s1 = sb.state().join("sessions/s001/session.json");
+    std::fs::write(&s1, "{\"v\":1}").unwrap();
+    // The safety save looks at s001's files only, and the restore writes one file.
+    assert_eq!(
+        restore_counts(&sb, &[&a, "--session", "s001"]),
+        (session_files, 1)
+    );
+    // Ten times the other sessions: the same counts.
+    add_sessions(10, 100);
+    sb.save("more");
+    std::fs::write(&s1, "{\"v\":2}").unwrap();
+    assert_eq!(
+        restore_counts(&sb, &[&a, "--session", "s001"]),
+        (session_files, 1)
+    );
+    // The counter counts: a whole restore's safety save looks at every file.
+    std::fs::write(&s1, "{\"v\":3}").unwrap();
+    let (scanned, written) = restore_counts(&sb, &["head"]);
+    assert!(scanned > 100 * 20, "{scanned}");
+    assert_eq!(written, 1);
+    // A --path restore reads only that path.
+    std::fs::write(&s1, "{\"v\":4}").unwrap();
+    assert_eq!(
+        restore_counts(&sb, &[&a, "--path", "state/sessions/s001/session.json"]),
+        (1, 1)
+    );
 }
 
 #[test]
