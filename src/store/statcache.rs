@@ -81,8 +81,9 @@ pub struct CachedEntry {
 pub struct StatCache {
     /// The file's body (after the magic, before the checksum), as read.
     body: Vec<u8>,
-    /// For each entry of `body`, sorted by path: (path start, path length, entry start).
-    index: Vec<(u32, u32, u32)>,
+    /// For each entry of `body`, sorted by path: where its record starts, where its path
+    /// starts, where its fields start (the path ends there), where the record ends.
+    index: Vec<Slot>,
     /// Changes since loading: a new entry, or `None` for one removed.
     changes: BTreeMap<Vec<u8>, Option<CachedEntry>>,
     dirty: bool,
@@ -120,23 +121,25 @@ impl StatCache {
     }
 
     fn path_at(&self, i: usize) -> &[u8] {
-        let (start, len, _) = self.index[i];
-        &self.body[start as usize..(start + len) as usize]
+        self.index[i].path(&self.body)
+    }
+
+    /// Entry `i` of `body` (checked when it was loaded).
+    fn entry_at(&self, i: usize) -> Option<CachedEntry> {
+        let mut r = Reader {
+            bytes: &self.body,
+            pos: self.index[i].fields as usize,
+        };
+        r.entry().ok()
     }
 
     /// The entry `body` holds for `rel`, if any (before the changes).
     fn stored(&self, rel: &[u8]) -> Option<CachedEntry> {
         let i = self
             .index
-            .binary_search_by(|&(start, len, _)| {
-                self.body[start as usize..(start + len) as usize].cmp(rel)
-            })
+            .binary_search_by(|slot| slot.path(&self.body).cmp(rel))
             .ok()?;
-        let mut r = Reader {
-            bytes: &self.body,
-            pos: self.index[i].2 as usize,
-        };
-        r.entry().ok()
+        self.entry_at(i)
     }
 
     /// The entry for `rel` as things stand (the changes over what was loaded).
@@ -205,30 +208,33 @@ impl StatCache {
         self.dirty
     }
 
-    /// Every entry as things stand, sorted by path.
-    fn merged(&self) -> Vec<(&[u8], CachedEntry)> {
+    /// Every entry as things stand, sorted by path: a loaded entry nothing changed is its
+    /// record's bytes as read (copied, not decoded and encoded again).
+    fn merged(&self) -> Vec<Record<'_>> {
         let mut out = Vec::with_capacity(self.index.len() + self.changes.len());
         let mut changes = self.changes.iter().peekable();
-        for i in 0..self.index.len() {
-            let p = self.path_at(i);
+        for (i, slot) in self.index.iter().enumerate() {
+            let p = slot.path(&self.body);
             while let Some((cp, ce)) = changes.next_if(|(cp, _)| cp.as_slice() < p) {
                 if let Some(e) = ce {
-                    out.push((cp.as_slice(), *e));
+                    out.push(Record::New(cp, *e));
                 }
             }
             match changes.next_if(|(cp, _)| cp.as_slice() == p) {
-                Some((_, Some(e))) => out.push((p, *e)),
+                Some((_, Some(e))) => out.push(Record::New(p, *e)),
                 Some((_, None)) => {}
                 None => {
-                    if let Some(e) = self.stored(p) {
-                        out.push((p, e));
+                    if self.entry_at(i).is_some() {
+                        out.push(Record::Raw(
+                            &self.body[slot.record as usize..slot.end as usize],
+                        ));
                     }
                 }
             }
         }
         for (cp, ce) in changes {
             if let Some(e) = ce {
-                out.push((cp.as_slice(), *e));
+                out.push(Record::New(cp, *e));
             }
         }
         out
@@ -242,15 +248,57 @@ impl StatCache {
         if !self.dirty {
             return Ok(());
         }
-        let v = self.merged();
-        let mut out = MAGIC.to_vec();
-        out.extend(postcard::to_allocvec(&v).map_err(std::io::Error::other)?);
+        let records = self.merged();
+        let mut out = Vec::with_capacity(self.body.len() + 64 * self.changes.len() + 64);
+        out.extend_from_slice(MAGIC);
+        push_varint(&mut out, records.len() as u64);
+        for r in &records {
+            match r {
+                Record::Raw(bytes) => out.extend_from_slice(bytes),
+                Record::New(p, e) => {
+                    let pair: (&[u8], &CachedEntry) = (p, e);
+                    out = postcard::to_extend(&pair, out).map_err(std::io::Error::other)?;
+                }
+            }
+        }
         let sum = blake3::hash(&out);
         out.extend_from_slice(sum.as_bytes());
         durable::write_atomic(path, &out)?;
         self.dirty = false;
         Ok(())
     }
+}
+
+/// Where one entry lies in a cache body.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    record: u32,
+    path: u32,
+    fields: u32,
+    end: u32,
+}
+
+impl Slot {
+    fn path<'b>(&self, body: &'b [u8]) -> &'b [u8] {
+        &body[self.path as usize..self.fields as usize]
+    }
+}
+
+/// One entry on its way to the file.
+enum Record<'a> {
+    /// A loaded entry's bytes, unchanged.
+    Raw(&'a [u8]),
+    /// A new or changed entry.
+    New(&'a [u8], CachedEntry),
+}
+
+/// Unsigned LEB128, as postcard writes a length.
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 /// A cursor over a cache body: the postcard encoding of §11.13 of the SPEC, decoded by hand so
@@ -335,7 +383,7 @@ impl Reader<'_> {
 }
 
 /// The body and its entry index.
-type Parsed = (Vec<u8>, Vec<(u32, u32, u32)>);
+type Parsed = (Vec<u8>, Vec<Slot>);
 
 /// Parses a cache file: `Ok(None)` for another (older) version, `Err(why)` for damage.
 fn parse(mut bytes: Vec<u8>) -> std::result::Result<Option<Parsed>, String> {
@@ -364,15 +412,21 @@ fn parse(mut bytes: Vec<u8>) -> std::result::Result<Option<Parsed>, String> {
     let n = r.varint()?;
     let mut index = Vec::with_capacity(usize::try_from(n.min(1 << 24)).unwrap_or(0));
     for _ in 0..n {
-        let (start, len) = r.path()?;
-        let at = r.pos;
+        let record = r.pos;
+        let (start, _) = r.path()?;
+        let fields = r.pos;
         r.entry()?;
         // Offsets fit: the body is under 4 GiB (checked above).
-        index.push((start as u32, len as u32, at as u32));
+        index.push(Slot {
+            record: record as u32,
+            path: start as u32,
+            fields: fields as u32,
+            end: r.pos as u32,
+        });
     }
     // Writers sort by path; a cache that is not sorted is put in order (the last of equal
     // paths wins, as when entries were inserted one by one).
-    let path = |&(s, l, _): &(u32, u32, u32)| &bytes[s as usize..(s + l) as usize];
+    let path = |s: &Slot| s.path(&bytes);
     if !index.windows(2).all(|w| path(&w[0]) < path(&w[1])) {
         index.reverse();
         index.sort_by(|a, b| path(a).cmp(path(b)));
@@ -434,6 +488,7 @@ mod tests {
                 let rel = format!("config/f{key:02}").into_bytes();
                 prop_assert_eq!(c.current(&rel), model.get(&rel).copied());
             }
+            // Written back as loaded plus changes, then as a whole: the same bytes.
             c.dirty = true;
             c.save(&path).expect("save");
             let want: Vec<(&Vec<u8>, &CachedEntry)> = model.iter().collect();
