@@ -3,8 +3,14 @@
 //! The loop (docs/sync.md, "Daemon"):
 //! - at start, a remote that is not configured is refused (exit 2) before anything happens;
 //!   then what changed while no daemon ran is saved at once;
-//! - every `poll` it computes the live root (a stat-cache walk: unchanged files are not read,
-//!   nothing is written) and saves once the state has been quiet for `debounce`;
+//! - it watches the live roots (inotify, the `notify` crate), keeps the set of changed paths
+//!   and, once the state has been quiet for `debounce`, saves only those
+//!   ([`State::save_changed`]); a lost event, a moved head or anything it cannot be sure of
+//!   makes it a full save. It sleeps until an event, a signal or something due: an idle daemon
+//!   wakes for nothing but its push and pull intervals;
+//! - where watching cannot start (the watch limit, a file system without inotify) or with
+//!   `watch = false`, it says so once and polls instead: every `poll` it computes the live
+//!   root (a stat-cache walk: unchanged files are not read, nothing is written);
 //! - every `pull_interval` it pulls (saving pending changes first, so a pull never meets
 //!   unsaved work), and at most every `push_interval` it pushes what was saved;
 //! - on SIGTERM or SIGINT (or at `max_runtime`) it lets the step under way finish, saves what
