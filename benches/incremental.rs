@@ -59,10 +59,16 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(11);
     let top = std::env::var_os("BENCH_DIR").map_or_else(
-        || std::env::current_dir().expect("cwd").join("target/bench-incremental"),
+        || {
+            std::env::current_dir()
+                .expect("cwd")
+                .join("target/bench-incremental")
+        },
         Into::into,
     );
-    println!("| files | incremental save (median, min–max) | full save of the same change | files read | entries listed | trees read / written |");
+    println!(
+        "| files | incremental save (median, min–max) | full save of the same change | files read | entries listed | trees read / written |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for n in [100, 100_000] {
         let base = top.join(format!("n{n}"));

@@ -634,7 +634,11 @@ impl Daemon<'_> {
                     ..Default::default()
                 });
                 // What the next incremental save builds on (one pass over the new head).
-                self.base = self.st.save_base().ok().flatten();
+                self.base = if self.watcher.is_some() {
+                    self.st.save_base().ok().flatten()
+                } else {
+                    None
+                };
                 o
             }
             Err(e) => Err(e),
