@@ -94,6 +94,11 @@ bench-inproc:
     cargo bench --bench state --locked
     cargo bench --bench sync --locked
 
+# Issue #13: a save after one file changed at 100 and 100 000 files, the daemon's incremental save
+# next to a full save (medians and spreads of BENCH_RUNS, and the work counted).
+bench-incremental:
+    cargo bench --bench incremental --locked
+
 # Shell completion scripts (bash, zsh, fish, elvish, powershell) into target/completions/.
 completions:
     #!/usr/bin/env bash

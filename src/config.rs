@@ -49,6 +49,8 @@ pub enum ValueKind {
     Strings,
     /// A table of string values (its keys are free).
     StringTable,
+    /// `true` or `false`.
+    Boolean,
 }
 
 /// Every key shelldone state reads, by dotted path (`sync.remote`).
@@ -65,6 +67,7 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("sync.daemon.debounce", ValueKind::Seconds),
     ("sync.daemon.push_interval", ValueKind::Seconds),
     ("sync.daemon.pull_interval", ValueKind::Seconds),
+    ("sync.daemon.watch", ValueKind::Boolean),
 ];
 
 /// The settings read from the file; `None` (or empty) where the file says nothing.
@@ -101,6 +104,8 @@ pub struct DaemonConfig {
     pub push_interval: Option<Duration>,
     /// `pull_interval`.
     pub pull_interval: Option<Duration>,
+    /// `watch`: `false` makes the daemon poll instead of watching (inotify).
+    pub watch: Option<bool>,
 }
 
 impl Config {
@@ -336,6 +341,13 @@ impl Parser<'_> {
                     other => unreachable!("seconds key {other} has no slot"),
                 };
                 *slot = Some(d);
+            }
+            ValueKind::Boolean => {
+                let v = item.as_bool().ok_or_else(|| bad(self, "true or false"))?;
+                match key {
+                    "sync.daemon.watch" => self.cfg.daemon.watch = Some(v),
+                    other => unreachable!("boolean key {other} has no slot"),
+                }
             }
             ValueKind::String => {
                 let s = item

@@ -154,6 +154,28 @@ impl State {
         live::save::save(&self.cx, opts)
     }
 
+    /// What [`State::save_changed`] builds on (see [`live::save::save_base`]).
+    ///
+    /// # Errors
+    /// See [`live::save::save_base`].
+    pub fn save_base(&self) -> Result<Option<live::save::SaveBase>> {
+        live::save::save_base(&self.cx)
+    }
+
+    /// Saves re-reading only the changed paths; `None` when a full save is needed (see
+    /// [`live::save::save_changed`]).
+    ///
+    /// # Errors
+    /// See [`live::save::save_changed`].
+    pub fn save_changed(
+        &self,
+        message: &str,
+        base: &mut live::save::SaveBase,
+        changed: &std::collections::BTreeSet<Vec<u8>>,
+    ) -> Result<Option<(SaveOutcome, live::save::IncrementalWork)>> {
+        live::save::save_changed(&self.cx, message, base, changed)
+    }
+
     /// The root tree id the live state would have if saved now (no object is written; unchanged
     /// files are not read thanks to the stat cache). Used to detect changes cheaply.
     ///

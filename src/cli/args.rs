@@ -278,7 +278,8 @@ pub(super) struct DaemonArgs {
     /// Remote to push to and pull from (none: only save).
     #[arg(long)]
     pub(super) remote: Option<String>,
-    /// Seconds between checks for changes [default: 2].
+    /// Seconds between checks for changes when polling (where watching cannot start, or
+    /// `sync.daemon.watch = false`) [default: 2].
     #[arg(long, value_name = "S")]
     pub(super) poll: Option<f64>,
     /// Seconds the state must stay unchanged before a save [default: 3].

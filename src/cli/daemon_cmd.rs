@@ -3,8 +3,14 @@
 //! The loop (docs/sync.md, "Daemon"):
 //! - at start, a remote that is not configured is refused (exit 2) before anything happens;
 //!   then what changed while no daemon ran is saved at once;
-//! - every `poll` it computes the live root (a stat-cache walk: unchanged files are not read,
-//!   nothing is written) and saves once the state has been quiet for `debounce`;
+//! - it watches the live roots (inotify, the `notify` crate), keeps the set of changed paths
+//!   and, once the state has been quiet for `debounce`, saves only those
+//!   ([`State::save_changed`]); a lost event, a moved head or anything it cannot be sure of
+//!   makes it a full save. It sleeps until an event, a signal or something due: an idle daemon
+//!   wakes for nothing but its push and pull intervals;
+//! - where watching cannot start (the watch limit, a file system without inotify) or with
+//!   `watch = false`, it says so once and polls instead: every `poll` it computes the live
+//!   root (a stat-cache walk: unchanged files are not read, nothing is written);
 //! - every `pull_interval` it pulls (saving pending changes first, so a pull never meets
 //!   unsaved work), and at most every `push_interval` it pushes what was saved;
 //! - on SIGTERM or SIGINT (or at `max_runtime`) it lets the step under way finish, saves what
@@ -15,9 +21,11 @@
 //! ([`DaemonArgs::apply`]) over [`DaemonSettings::default`], and a config file can be one more
 //! layer underneath.
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::args::DaemonArgs;
@@ -43,6 +51,8 @@ pub struct DaemonSettings {
     pub pull_interval: Option<Duration>,
     /// Stop (as on SIGTERM) after this long; `None`: run until stopped.
     pub max_runtime: Option<Duration>,
+    /// Watch the live folders (inotify); false: poll them every `poll`.
+    pub watch: bool,
 }
 
 impl Default for DaemonSettings {
@@ -54,6 +64,7 @@ impl Default for DaemonSettings {
             push_interval: Duration::from_secs(300),
             pull_interval: Some(Duration::from_secs(300)),
             max_runtime: None,
+            watch: true,
         }
     }
 }
@@ -164,7 +175,7 @@ struct Daemon<'a> {
     st: &'a State,
     json: bool,
     s: &'a DaemonSettings,
-    /// The live root when last looked at.
+    /// The live root when last looked at (polling).
     last_root: ObjectId,
     /// When a change was seen that is not saved yet.
     changed_at: Option<Instant>,
@@ -172,6 +183,112 @@ struct Daemon<'a> {
     unpushed: bool,
     push: Direction,
     pull: Direction,
+    /// Watching (`Some`), or polling every `poll`.
+    watcher: Option<notify::RecommendedWatcher>,
+    /// The snapshot paths the watcher reported changed since the last save.
+    changed: BTreeSet<Vec<u8>>,
+    /// Events were lost (a queue overflow, a watch error): the next save is a full one.
+    rescan: bool,
+    /// What an incremental save builds on (`None`: the next save is a full one).
+    base: Option<crate::live::save::SaveBase>,
+    /// When the live state was last polled.
+    polled: Option<Instant>,
+    /// The first pull and push: one `poll` after the start (as when it always polled), so a
+    /// change made as it starts is its own save, not a pull's auto-save.
+    first_sync: Instant,
+    /// A root's folder was replaced or is missing: it is watched again at every wakeup, and
+    /// polled meanwhile.
+    rewatch: bool,
+    /// Times the loop woke up, full walks of the live state, and incremental saves, since it
+    /// said `watching` (reported with `stopped`).
+    wakeups: u64,
+    full_scans: u64,
+    incremental_saves: u64,
+}
+
+/// What wakes the loop: a file system event, or a stop signal.
+enum Msg {
+    Fs(notify::Result<notify::Event>),
+    Signal,
+}
+
+/// Forwards SIGTERM and SIGINT to the loop, so that it sleeps until something happens instead
+/// of waking to look at the signal flags.
+fn forward_signals(tx: Sender<Msg>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("daemon-signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if tx.send(Msg::Signal).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Error::Internal(format!("cannot start the signal thread: {e}")))?;
+    Ok(())
+}
+
+/// The live roots as (filesystem folder, snapshot path).
+fn roots(st: &State) -> [(std::path::PathBuf, &'static str); 3] {
+    let p = st.paths();
+    [
+        (p.config_dir.clone(), "config"),
+        (p.state_dir.join("sessions"), "state/sessions"),
+        (p.state_dir.join("journal"), "state/journal"),
+    ]
+}
+
+/// The snapshot path of a file system path the watcher reported, if it is in a live root.
+fn snapshot_path(
+    roots: &[(std::path::PathBuf, &'static str)],
+    abs: &std::path::Path,
+) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    roots.iter().find_map(|(dir, rel)| {
+        let rest = abs.strip_prefix(dir).ok()?;
+        let mut p = rel.as_bytes().to_vec();
+        if !rest.as_os_str().is_empty() {
+            p.push(b'/');
+            p.extend_from_slice(rest.as_os_str().as_bytes());
+        }
+        Some(p)
+    })
+}
+
+/// Starts watching the live roots (recursively) and the state folder (for a root created
+/// later). Why not, when it cannot: too many watches, a file system without inotify, a missing
+/// config folder.
+fn start_watcher(
+    st: &State,
+    tx: Sender<Msg>,
+) -> std::result::Result<notify::RecommendedWatcher, String> {
+    use notify::{RecursiveMode, Watcher};
+    let mut w = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        // Opening and reading a file (a save reads them) is not a change.
+        if let Ok(ev) = &e
+            && matches!(ev.kind, notify::EventKind::Access(_))
+        {
+            return;
+        }
+        let _ = tx.send(Msg::Fs(e));
+    })
+    .map_err(|e| e.to_string())?;
+    let state_dir = &st.paths().state_dir;
+    if state_dir.is_dir() {
+        w.watch(state_dir, RecursiveMode::NonRecursive)
+            .map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    }
+    for (dir, _) in roots(st) {
+        if dir.is_dir() {
+            w.watch(&dir, RecursiveMode::Recursive)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        } else if dir == st.paths().config_dir {
+            return Err(format!("{} is not a folder", dir.display()));
+        }
+    }
+    Ok(w)
 }
 
 /// Runs `sync daemon` until a stop signal or `--max-runtime`.
@@ -200,6 +317,7 @@ impl DaemonSettings {
                 None => d.pull_interval,
             },
             max_runtime: None,
+            watch: c.daemon.watch.unwrap_or(d.watch),
         }
     }
 }
@@ -215,6 +333,8 @@ pub(super) fn run_with(st: &State, json: bool, s: &DaemonSettings) -> Result<Exi
         return Err(Error::UnknownRemote(r.clone()));
     }
     let signals = Signals::register()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    forward_signals(tx.clone())?;
     let started = Instant::now();
     let mut d = Daemon {
         st,
@@ -227,18 +347,34 @@ pub(super) fn run_with(st: &State, json: bool, s: &DaemonSettings) -> Result<Exi
         unpushed: s.remote.is_some(),
         push: Direction::default(),
         pull: Direction::default(),
+        watcher: None,
+        changed: BTreeSet::new(),
+        rescan: false,
+        base: None,
+        polled: None,
+        first_sync: started + s.poll.max(Duration::from_millis(50)),
+        rewatch: false,
+        wakeups: 0,
+        full_scans: 0,
+        incremental_saves: 0,
+    };
+    // Watching starts before the first save, so that no change falls between the two.
+    let why_not = if s.watch {
+        match start_watcher(st, tx) {
+            Ok(w) => {
+                d.watcher = Some(w);
+                None
+            }
+            Err(why) => Some(format!("watching could not start ({why})")),
+        }
+    } else {
+        Some("sync.daemon.watch is false".to_owned())
     };
     d.start()?;
-    d.say(
-        DaemonEvent::Watching {
-            remote: s.remote.as_deref(),
-        },
-        format!(
-            "watching {} and {} for changes",
-            st.paths().config_dir.display(),
-            st.paths().state_dir.display()
-        ),
-    )?;
+    // The counters cover the watching, not the save at start.
+    d.full_scans = 0;
+    d.say_watching(why_not.as_deref())?;
+    let roots = roots(st);
     let reason = loop {
         if let Some(r) = signals.stop_reason() {
             break r;
@@ -246,22 +382,30 @@ pub(super) fn run_with(st: &State, json: bool, s: &DaemonSettings) -> Result<Exi
         if s.max_runtime.is_some_and(|m| started.elapsed() >= m) {
             break "max-runtime";
         }
-        // In slices, so a stop signal is seen within 50 ms (a sleep is resumed after the
-        // signal handler returns, not cut short).
-        let mut wake = Instant::now() + s.poll.max(Duration::from_millis(50));
-        if let Some(m) = s.max_runtime {
-            wake = wake.min(started + m);
-        }
-        while signals.stop_reason().is_none()
-            && let Some(left) = wake.checked_duration_since(Instant::now())
-        {
-            std::thread::sleep(left.min(Duration::from_millis(50)));
+        // Sleep until an event, a signal or the next thing due: nothing wakes an idle daemon
+        // but its push and pull intervals (and, polling, the poll).
+        let wake = d.next_due(started);
+        let got = match wake {
+            Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
+            None => rx
+                .recv()
+                .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+        };
+        d.wakeups += 1;
+        let mut next = got.ok();
+        while let Some(m) = next {
+            d.take(m, &roots)?;
+            next = rx.try_recv().ok();
         }
         if signals.stop_reason().is_some() {
             continue;
         }
         d.step(&signals)?;
     };
+    // Events that arrived during the last step.
+    while let Ok(m) = rx.try_recv() {
+        d.take(m, &roots)?;
+    }
     d.finish(reason)
 }
 
@@ -295,13 +439,139 @@ impl Daemon<'_> {
         Ok(())
     }
 
-    /// One poll: notice a change, save after the debounce, pull and push when due. A stop
-    /// asked for during the save skips the rest: the stop pushes what is left.
+    /// Says `watching`, with how: inotify, or polling and why.
+    fn say_watching(&self, why_not: Option<&str>) -> Result<()> {
+        let method = if self.watcher.is_some() {
+            "inotify"
+        } else {
+            "poll"
+        };
+        let how = match why_not {
+            None => "inotify".to_owned(),
+            Some(w) => format!(
+                "polling every {}s: {w}",
+                self.s.poll.max(Duration::from_millis(50)).as_secs_f64()
+            ),
+        };
+        self.say(
+            DaemonEvent::Watching {
+                remote: self.s.remote.as_deref(),
+                method,
+                fallback: why_not,
+            },
+            format!(
+                "watching {} and {} for changes ({how})",
+                self.st.paths().config_dir.display(),
+                self.st.paths().state_dir.display()
+            ),
+        )
+    }
+
+    /// When the loop must wake next without an event: the end of a debounce, a pull or push
+    /// due, the next poll, `max_runtime`. `None`: only an event or a signal.
+    fn next_due(&self, started: Instant) -> Option<Instant> {
+        let now = Instant::now();
+        let mut due: Vec<Instant> = Vec::new();
+        if let Some(t) = self.changed_at {
+            due.push(t + self.s.debounce);
+        }
+        if self.s.remote.is_some() {
+            if let Some(every) = self.s.pull_interval
+                && !self.pull.stopped
+            {
+                due.push(self.pull.last.map_or(self.first_sync, |t| t + every));
+            }
+            if self.unpushed && !self.push.stopped {
+                let every = self.s.push_interval.max(Duration::from_secs(1));
+                due.push(self.push.last.map_or(self.first_sync, |t| t + every));
+            }
+        }
+        if self.watcher.is_none() || self.rewatch {
+            due.push(
+                self.polled
+                    .map_or(now, |t| t + self.s.poll.max(Duration::from_millis(50))),
+            );
+        }
+        if let Some(m) = self.s.max_runtime {
+            due.push(started + m);
+        }
+        due.into_iter().min()
+    }
+
+    /// Takes in one message: the changed paths of an event; a lost event or a watch error
+    /// makes the next save a full one, and a watch limit reached falls back to polling.
+    fn take(&mut self, m: Msg, roots: &[(std::path::PathBuf, &'static str)]) -> Result<()> {
+        let Msg::Fs(e) = m else {
+            return Ok(());
+        };
+        match e {
+            Ok(ev) => {
+                if ev.need_rescan() {
+                    self.rescan = true;
+                    self.changed_at = Some(Instant::now());
+                }
+                for p in &ev.paths {
+                    if let Some(rel) = snapshot_path(roots, p) {
+                        // A root created, moved or replaced is watched again and read whole.
+                        if roots.iter().any(|(_, r)| r.as_bytes() == rel.as_slice()) {
+                            self.rewatch = true;
+                        }
+                        self.changed.insert(rel);
+                        self.changed_at = Some(Instant::now());
+                    }
+                    // Anything else (the store, in the state folder) is not live state.
+                }
+            }
+            Err(err) => {
+                if matches!(err.kind, notify::ErrorKind::MaxFilesWatch) && self.watcher.is_some() {
+                    self.watcher = None;
+                    self.say_watching(Some(&format!("watching stopped ({err})")))?;
+                }
+                self.rescan = true;
+                self.changed_at = Some(Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    /// Watches each root folder again (a folder moved away and made anew is another inode);
+    /// while one is missing, `rewatch` stays set and the live state is polled.
+    fn watch_roots(&mut self) {
+        use notify::Watcher;
+        let Some(w) = &mut self.watcher else {
+            self.rewatch = false;
+            return;
+        };
+        let mut missing = false;
+        for (dir, _) in roots(self.st) {
+            if dir.is_dir() {
+                missing |= w.watch(&dir, notify::RecursiveMode::Recursive).is_err();
+            } else {
+                missing = true;
+            }
+        }
+        self.rewatch = missing;
+    }
+
+    /// One wakeup: (polling) notice a change, save after the debounce, pull and push when
+    /// due. A stop asked for during the save skips the rest: the stop pushes what is left.
     fn step(&mut self, signals: &Signals) -> Result<()> {
-        let root = self.st.live_root()?;
-        if root != self.last_root {
-            self.last_root = root;
-            self.changed_at = Some(Instant::now());
+        if self.rewatch {
+            self.watch_roots();
+        }
+        if (self.watcher.is_none() || self.rewatch)
+            && self
+                .polled
+                .is_none_or(|t| t.elapsed() >= self.s.poll.max(Duration::from_millis(50)))
+        {
+            self.polled = Some(Instant::now());
+            self.full_scans += 1;
+            let root = self.st.live_root()?;
+            if root != self.last_root {
+                self.last_root = root;
+                self.changed_at = Some(Instant::now());
+                self.rescan = true;
+            }
         }
         if self
             .changed_at
@@ -310,6 +580,9 @@ impl Daemon<'_> {
             self.save("daemon: saved on change")?;
         }
         if signals.stop_reason().is_some() {
+            return Ok(());
+        }
+        if Instant::now() < self.first_sync {
             return Ok(());
         }
         if let (Some(r), Some(every)) = (self.s.remote.as_deref(), self.s.pull_interval)
@@ -338,11 +611,42 @@ impl Daemon<'_> {
     /// on: retried at the next change) when it was refused. False when it failed.
     fn save(&mut self, message: &str) -> Result<bool> {
         self.changed_at = None;
-        let saved = self.st.save(&SaveOptions {
-            message: message.into(),
-            session: None,
-            ..Default::default()
-        });
+        let changed = std::mem::take(&mut self.changed);
+        let rescan = std::mem::replace(&mut self.rescan, false);
+        // Watching, with every change reported since a save this daemon knows: only the
+        // changed paths are read again. Otherwise (or when it cannot be sure) a full save.
+        let incremental = match &mut self.base {
+            Some(base) if self.watcher.is_some() && !rescan => {
+                self.st.save_changed(message, base, &changed)
+            }
+            _ => Ok(None),
+        };
+        let saved = match incremental {
+            Ok(Some((o, _))) => {
+                self.incremental_saves += 1;
+                Ok(o)
+            }
+            Ok(None) => {
+                self.full_scans += 1;
+                let o = self.st.save(&SaveOptions {
+                    message: message.into(),
+                    session: None,
+                    ..Default::default()
+                });
+                // What the next incremental save builds on (one pass over the new head).
+                self.base = if self.watcher.is_some() {
+                    self.st.save_base().ok().flatten()
+                } else {
+                    None
+                };
+                o
+            }
+            Err(e) => Err(e),
+        };
+        if saved.is_err() {
+            // The changed set is gone with the failed save: the retry reads everything.
+            self.rescan = true;
+        }
         match saved {
             Ok(o) => {
                 if o.created {
@@ -380,8 +684,10 @@ impl Daemon<'_> {
             Ok(p) => {
                 self.pull.successes += 1;
                 // The pull rewrote live files: that is not a change to save.
-                self.last_root = self.st.live_root()?;
-                self.changed_at = None;
+                if self.watcher.is_none() {
+                    self.last_root = self.st.live_root()?;
+                    self.changed_at = None;
+                }
                 if self.st.refs().get(HEAD)? != before {
                     // A merge (or an auto-save) is news for the other devices too.
                     self.unpushed = true;
@@ -460,7 +766,12 @@ impl Daemon<'_> {
     /// The clean stop: save what is pending (debounce or not), push what is unpushed, say
     /// `stopped`, and end with the failure the run comes to, if any.
     fn finish(mut self, reason: &str) -> Result<ExitCode> {
-        if self.changed_at.is_some() || self.st.live_root()? != self.last_root {
+        let pending = if self.watcher.is_some() {
+            self.changed_at.is_some() || self.rescan || !self.changed.is_empty()
+        } else {
+            self.changed_at.is_some() || self.st.live_root()? != self.last_root
+        };
+        if pending {
             self.save("daemon: saved on stop")?;
         }
         if let Some(r) = self.s.remote.as_deref()
@@ -483,6 +794,9 @@ impl Daemon<'_> {
             DaemonEvent::Stopped {
                 reason,
                 exit_code: code,
+                wakeups: self.wakeups,
+                full_scans: self.full_scans,
+                incremental_saves: self.incremental_saves,
             },
             format!("stopped ({reason}), exit {code}"),
         )?;

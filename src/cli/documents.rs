@@ -336,8 +336,13 @@ pub(super) struct DaemonLine<'a> {
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub(super) enum DaemonEvent<'a> {
-    /// Started: the remote it pushes to and pulls from, if any.
-    Watching { remote: Option<&'a str> },
+    /// Started (or fell back to polling): the remote it pushes to and pulls from, if any;
+    /// `method` `inotify` or `poll`, and why it polls.
+    Watching {
+        remote: Option<&'a str>,
+        method: &'a str,
+        fallback: Option<&'a str>,
+    },
     /// A snapshot was saved.
     Saved { id: String },
     /// A push went through.
@@ -369,5 +374,12 @@ pub(super) enum DaemonEvent<'a> {
         retryable: bool,
     },
     /// The daemon stopped: why (`sigterm`, `sigint`, `max-runtime`) and its exit code.
-    Stopped { reason: &'a str, exit_code: u8 },
+    /// With how often it woke up, walked the whole live state, and saved only what changed.
+    Stopped {
+        reason: &'a str,
+        exit_code: u8,
+        wakeups: u64,
+        full_scans: u64,
+        incremental_saves: u64,
+    },
 }

@@ -59,6 +59,7 @@ fn the_reference_page_lists_exactly_the_keys_the_loader_reads() {
             shelldone::config::ValueKind::String => "string",
             shelldone::config::ValueKind::Strings => "array of strings",
             shelldone::config::ValueKind::StringTable => "table of strings",
+            shelldone::config::ValueKind::Boolean => "boolean",
         };
         assert_eq!(ty, want, "type of {k} in docs/config.md");
     }

@@ -202,6 +202,20 @@ impl Daemon {
         self.stderr.take().unwrap().join().unwrap()
     }
 
+    /// Stops a `--json` daemon with SIGTERM (exit 0) and returns its `stopped` event.
+    fn stopped_event(mut self) -> Value {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let status = self.wait_exit();
+        let last: Value = serde_json::from_str(self.seen.last().unwrap()).unwrap();
+        assert!(
+            status.code() == Some(0) && last["event"] == "stopped",
+            "a clean stop: {status:?}; it said:\n{}",
+            self.seen.join("\n")
+        );
+        last
+    }
+
     /// [`Daemon::stop_by`] SIGTERM.
     fn stop(self) -> String {
         self.stop_by(rustix::process::Signal::TERM)
@@ -290,6 +304,57 @@ fn daemon_saves_on_change_and_writes_nothing_when_idle() {
     // Nothing else changes: the debounce and ten more polls pass without a second save.
     assert_eq!(d.lines_within(Duration::from_secs(1)), Vec::<String>::new());
     d.stop();
+}
+
+/// Issue #13: watching (inotify), an idle daemon sleeps — no poll, no walk of the live state —
+/// and a change is saved re-reading only what changed; with `sync.daemon.watch = false` it
+/// polls (the fallback where watching is impossible), walking the live state at every poll.
+#[test]
+fn daemon_watching_wakes_nothing_when_idle_and_saves_only_what_changed() {
+    let a = Sandbox::new();
+    a.generate();
+    a.save("base");
+    let mut d = Daemon::start_json(&a, &["--debounce", "0.2"]);
+    let watching: Value = serde_json::from_str(&d.seen[d.seen.len() - 1]).unwrap();
+    assert_eq!(watching["method"], "inotify", "{watching}");
+    assert_eq!(watching["fallback"], Value::Null);
+    // Idle for 1.5 s: a poll every 0.1 s would be 15 walks; watching, nothing happens.
+    assert_eq!(
+        d.lines_within(Duration::from_millis(1500)),
+        Vec::<String>::new()
+    );
+    std::fs::write(a.config().join("config.toml"), "font_size = 31\n").unwrap();
+    d.wait_for("a save", |l| event(l) == "saved");
+    let stopped = d.stopped_event();
+    assert_eq!(stopped["full_scans"], 0, "{stopped}");
+    assert_eq!(stopped["incremental_saves"], 1, "{stopped}");
+    // Woken by the change's events (one or a few batches), the end of its debounce and the
+    // stop signal: never by a timer while idle.
+    let wakeups = stopped["wakeups"].as_u64().unwrap();
+    assert!((2..=8).contains(&wakeups), "{stopped}");
+    let log: Value = serde_json::from_str(&a.ok(&["--json", "log", "-n", "1"])).unwrap();
+    assert_eq!(log[0]["message"], "daemon: saved on change");
+
+    // The fallback: polling, said in the `watching` event, a full walk at every poll.
+    std::fs::write(
+        a.config().join("shelldone.toml"),
+        "[sync.daemon]\nwatch = false\n",
+    )
+    .unwrap();
+    a.save("config");
+    let mut d = Daemon::start_json(&a, &["--debounce", "0.2"]);
+    let watching: Value = serde_json::from_str(&d.seen[d.seen.len() - 1]).unwrap();
+    assert_eq!(watching["method"], "poll", "{watching}");
+    assert_eq!(watching["fallback"], "sync.daemon.watch is false");
+    assert_eq!(
+        d.lines_within(Duration::from_millis(1000)),
+        Vec::<String>::new()
+    );
+    std::fs::write(a.config().join("config.toml"), "font_size = 32\n").unwrap();
+    d.wait_for("a save", |l| event(l) == "saved");
+    let stopped = d.stopped_event();
+    assert!(stopped["full_scans"].as_u64().unwrap() >= 5, "{stopped}");
+    assert_eq!(stopped["incremental_saves"], 0, "{stopped}");
 }
 
 /// Point 1: what changed while no daemon ran is saved at start, before it watches; with
