@@ -223,6 +223,9 @@ pub struct Index {
     per: usize,
     v2: bool,
     count: usize,
+    /// `fanout[b]`: the first entry whose id's first byte is `b` or more (as in git's `.idx`,
+    /// computed here): a lookup searches only the entries that share the first byte.
+    fanout: Vec<u32>,
 }
 
 impl Index {
@@ -257,11 +260,12 @@ impl Index {
         if (body.len() - IDX_HEAD) / per != count || !(body.len() - IDX_HEAD).is_multiple_of(per) {
             return Err("index length does not match its count".into());
         }
-        let index = Index {
+        let mut index = Index {
             bytes,
             per,
             v2,
             count,
+            fanout: Vec::new(),
         };
         let mut last: Option<ObjectId> = None;
         for i in 0..count {
@@ -278,6 +282,14 @@ impl Index {
             }
             last = Some(e.id);
         }
+        let mut fanout = vec![0u32; 257];
+        for i in 0..count {
+            fanout[usize::from(index.raw(i)[0]) + 1] += 1;
+        }
+        for b in 1..257 {
+            fanout[b] += fanout[b - 1];
+        }
+        index.fanout = fanout;
         Ok(index)
     }
 
@@ -353,7 +365,8 @@ impl Index {
     /// The entry for `id`, by binary search.
     #[must_use]
     pub fn find(&self, id: &ObjectId) -> Option<IndexEntry> {
-        let (mut lo, mut hi) = (0, self.count);
+        let first = usize::from(id.0[0]);
+        let (mut lo, mut hi) = (self.fanout[first] as usize, self.fanout[first + 1] as usize);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             match self.raw(mid)[..32].cmp(&id.0[..]) {
@@ -397,6 +410,36 @@ mod tests {
                 }),
             })
             .collect()
+    }
+
+    #[test]
+    fn an_index_finds_every_id_it_holds_and_no_other() {
+        // Ids sharing a first byte, and first bytes 0 and 255 (the fanout's ends).
+        let mut entries: Vec<IndexEntry> = [0u8, 0, 7, 7, 7, 200, 255, 255]
+            .iter()
+            .enumerate()
+            .map(|(i, first)| {
+                let mut id = [u8::try_from(i).expect("small"); 32];
+                id[0] = *first;
+                IndexEntry {
+                    id: ObjectId(id),
+                    kind: Kind::Tree,
+                    offset: 13 + 10 * i as u64,
+                    len: 5,
+                    member: None,
+                }
+            })
+            .collect();
+        let idx = build_index(&[1; 32], &mut entries);
+        let index = Index::parse(idx, 1000).expect("valid");
+        for e in &entries {
+            assert_eq!(index.find(&e.id), Some(e.clone()), "{}", e.id);
+        }
+        for first in [0u8, 1, 7, 199, 200, 254, 255] {
+            let mut absent = [0xee; 32];
+            absent[0] = first;
+            assert_eq!(index.find(&ObjectId(absent)).map(|e| e.id), None);
+        }
     }
 
     #[test]

@@ -141,7 +141,7 @@ pub fn confirm_vouched(
             Some(LiveFile {
                 rel: p.clone(),
                 abs,
-                meta,
+                meta: super::save::LiveMeta::of(&meta),
             })
         })
         .collect();

@@ -27,7 +27,44 @@ pub struct LiveFile {
     /// Filesystem path.
     pub abs: std::path::PathBuf,
     /// Metadata (not following symlinks).
-    pub meta: std::fs::Metadata,
+    pub meta: LiveMeta,
+}
+
+/// What a save needs of a file's metadata (not following symlinks): its stat, mode bits and
+/// whether it is a symlink. A fifth of `std::fs::Metadata`'s size, kept for every live file.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveMeta {
+    /// Size, times, inode and device (the stat cache's key).
+    pub stat: Stat,
+    /// `st_mode`.
+    pub mode: u32,
+    /// A symlink (not followed).
+    pub symlink: bool,
+}
+
+impl LiveMeta {
+    /// From `lstat` metadata.
+    #[must_use]
+    pub fn of(m: &std::fs::Metadata) -> LiveMeta {
+        use std::os::unix::fs::PermissionsExt;
+        LiveMeta {
+            stat: Stat::of(m),
+            mode: m.permissions().mode(),
+            symlink: m.file_type().is_symlink(),
+        }
+    }
+
+    /// The size in bytes.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.stat.size
+    }
+
+    /// True for an empty file.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.stat.size == 0
+    }
 }
 
 /// Everything the walk found.
@@ -128,7 +165,11 @@ pub fn scan(layout: &Layout, keep: &(dyn Fn(&[u8]) -> bool + Sync)) -> Result<Sc
     out.files = found
         .into_par_iter()
         .filter_map(|(rel, abs)| match std::fs::symlink_metadata(&abs) {
-            Ok(meta) => Some(Ok(LiveFile { rel, abs, meta })),
+            Ok(meta) => Some(Ok(LiveFile {
+                rel,
+                abs,
+                meta: LiveMeta::of(&meta),
+            })),
             // Vanished since the walk.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => Some(Err(Error::file(e, "reading the folder", abs, "save"))),
@@ -226,8 +267,7 @@ pub fn content_objects(data: &[u8], batch: Option<&Batch<'_>>) -> Result<(EntryK
 /// # Errors
 /// I/O errors other than the file vanishing.
 pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> Result<Hashed> {
-    use std::os::unix::fs::PermissionsExt;
-    if f.meta.file_type().is_symlink() {
+    if f.meta.symlink {
         let target = match std::fs::read_link(&f.abs) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Hashed::Gone),
@@ -255,14 +295,14 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
             changed: false,
         });
     }
-    let st_mode = f.meta.permissions().mode();
+    let st_mode = f.meta.mode;
     let flags = if st_mode & 0o100 != 0 {
         FLAG_EXECUTABLE
     } else {
         0
     };
     let mode = objects_format::modes::recorded(st_mode);
-    let stat = Stat::of(&f.meta);
+    let stat = f.meta.stat;
     if let Some((kind, id)) = cache.lookup(&f.rel, &stat) {
         // Trust the cache only while the object is still stored (gc or a lost object would
         // otherwise make a snapshot point at nothing).
@@ -625,7 +665,7 @@ mod tests {
         std::fs::write(&abs, &data).unwrap();
         let f = LiveFile {
             rel: b"config/big".to_vec(),
-            meta: std::fs::symlink_metadata(&abs).unwrap(),
+            meta: LiveMeta::of(&std::fs::symlink_metadata(&abs).unwrap()),
             abs,
         };
         let got = read_content(&f, None).unwrap().unwrap();
@@ -659,7 +699,7 @@ mod tests {
         drop(file);
         let f = LiveFile {
             rel: b"config/sparse".to_vec(),
-            meta: std::fs::symlink_metadata(&abs).unwrap(),
+            meta: LiveMeta::of(&std::fs::symlink_metadata(&abs).unwrap()),
             abs,
         };
         let got = read_content(&f, None).unwrap().unwrap();

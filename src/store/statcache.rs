@@ -84,6 +84,9 @@ pub struct StatCache {
     /// For each entry of `body`, sorted by path: where its record starts, where its path
     /// starts, where its fields start (the path ends there), where the record ends.
     index: Vec<Slot>,
+    /// Open-addressing table over `index` (slot + 1; 0 is empty), sized a power of two at
+    /// least twice the entries: a lookup hashes the path and compares it once or twice.
+    table: Vec<u32>,
     /// Changes since loading: a new entry, or `None` for one removed.
     changes: BTreeMap<Vec<u8>, Option<CachedEntry>>,
     dirty: bool,
@@ -97,12 +100,16 @@ impl StatCache {
             return Self::default();
         };
         match parse(bytes) {
-            Ok(Some((body, index))) => StatCache {
-                body,
-                index,
-                changes: BTreeMap::new(),
-                dirty: false,
-            },
+            Ok(Some((body, index))) => {
+                let table = build_table(&body, &index);
+                StatCache {
+                    body,
+                    index,
+                    table,
+                    changes: BTreeMap::new(),
+                    dirty: false,
+                }
+            }
             _ => Self::default(),
         }
     }
@@ -135,11 +142,20 @@ impl StatCache {
 
     /// The entry `body` holds for `rel`, if any (before the changes).
     fn stored(&self, rel: &[u8]) -> Option<CachedEntry> {
-        let i = self
-            .index
-            .binary_search_by(|slot| slot.path(&self.body).cmp(rel))
-            .ok()?;
-        self.entry_at(i)
+        if self.table.is_empty() {
+            return None;
+        }
+        let mask = self.table.len() - 1;
+        let mut at = path_hash(rel) as usize & mask;
+        loop {
+            match self.table[at] {
+                0 => return None,
+                n if self.index[n as usize - 1].path(&self.body) == rel => {
+                    return self.entry_at(n as usize - 1);
+                }
+                _ => at = (at + 1) & mask,
+            }
+        }
     }
 
     /// The entry for `rel` as things stand (the changes over what was loaded).
@@ -290,6 +306,32 @@ enum Record<'a> {
     Raw(&'a [u8]),
     /// A new or changed entry.
     New(&'a [u8], CachedEntry),
+}
+
+/// FNV-1a (64 bits) of a path: the stat cache's lookup table.
+fn path_hash(p: &[u8]) -> u64 {
+    p.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The lookup table of `index` (see [`StatCache::table`]).
+fn build_table(body: &[u8], index: &[Slot]) -> Vec<u32> {
+    if index.is_empty() {
+        return Vec::new();
+    }
+    let size = (index.len() * 2).next_power_of_two();
+    let mask = size - 1;
+    let mut table = vec![0u32; size];
+    for (i, slot) in index.iter().enumerate() {
+        let mut at = path_hash(slot.path(body)) as usize & mask;
+        while table[at] != 0 {
+            at = (at + 1) & mask;
+        }
+        // Fewer than 2^31 entries: the body is under 4 GiB.
+        table[at] = i as u32 + 1;
+    }
+    table
 }
 
 /// Unsigned LEB128, as postcard writes a length.
