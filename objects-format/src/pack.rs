@@ -433,7 +433,7 @@ mod tests {
         let idx = build_index(&[1; 32], &mut entries);
         let index = Index::parse(idx, 1000).expect("valid");
         for e in &entries {
-            assert_eq!(index.find(&e.id), Some(e.clone()), "{}", e.id);
+            assert_eq!(index.find(&e.id), Some(*e), "{}", e.id);
         }
         for first in [0u8, 1, 7, 199, 200, 254, 255] {
             let mut absent = [0xee; 32];
