@@ -727,12 +727,18 @@ impl Remote for GitRemote {
             .map(|()| plan)
             .map_err(|e| self.push_error(updates, e))
         });
-        if self.lean {
-            // On the remote now, or to be written again by the next push: never kept.
-            let repo = self.repo.as_ref().expect("opened");
-            gitmirror::drop_loose(repo, &blobs).map_err(|e| self.git_err(e))?;
-        }
-        let plan = outcome?;
+        // The blobs this push wrote are on the remote now, or written again by the next push:
+        // a lean mirror never keeps them. After a failure, the push's own error is the one told.
+        let plan = match outcome {
+            Ok(plan) => plan,
+            Err(e) => {
+                if self.lean {
+                    let repo = self.repo.as_ref().expect("opened");
+                    let _ = gitmirror::drop_loose(repo, &blobs);
+                }
+                return Err(e);
+            }
+        };
         let track = self.tracking_prefix();
         let own_head = format!("refs/heads/{}", self.device);
         if let Some((src, _, old)) = plan.iter().find(|p| p.1 == own_head)
@@ -758,6 +764,11 @@ impl Remote for GitRemote {
                     self.tips.remove(&u.name);
                 }
             }
+        }
+        if self.lean {
+            // Only after the tracking refs say what the remote now has.
+            let repo = self.repo.as_ref().expect("opened");
+            gitmirror::drop_loose(repo, &blobs).map_err(|e| self.git_err(e))?;
         }
         Ok(stats)
     }

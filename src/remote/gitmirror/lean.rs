@@ -27,7 +27,7 @@ use super::process::{run_with_timeout, supervised_git};
 use super::{GitError, GitResult, gix_err, io_err};
 
 /// Whether a remote at `url` can have a lean mirror: its fetches go through gix (`git://`,
-/// `ssh://`, `file://`, a path), whose requests [`NoThin`] rewrites. An http(s) remote is
+/// `ssh://`, `file://`, a path), whose requests `NoThin` rewrites. An http(s) remote is
 /// fetched by the `git` binary, which always asks for a thin pack, so its mirror keeps every
 /// object (this build links no HTTP stack for gix).
 #[must_use]
