@@ -313,13 +313,60 @@ pub(crate) fn commit_snapshot(
         summary: base.summary_to(new_flat),
         extra: with_modes(extra, new_flat),
     };
-    let id = batch.put(&Object::Snapshot(snap))?;
-    let stats = batch.commit()?;
-    let reflog_msg = if message.is_empty() {
+    let moved = moved_sessions(base, new_flat);
+    let (id, stats) = publish(cx, batch, snap, head, &moved)?;
+    Ok((id, stats, session_names(&moved)))
+}
+
+/// The sessions whose content differs between `old` and `new` (and that `new` holds): the
+/// session refs a snapshot moving from `old` to `new` moves. A session `new` no longer holds
+/// keeps its ref.
+fn moved_sessions(old: &Flat, new: &Flat) -> Vec<Vec<u8>> {
+    let old = sessions_digest(old);
+    sessions_digest(new)
+        .into_iter()
+        .filter(|(s, d)| old.get(s) != Some(d))
+        .map(|(s, _)| s)
+        .collect()
+}
+
+fn session_names(sessions: &[Vec<u8>]) -> Vec<String> {
+    sessions
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// The head's `extra` (its open conflicts carried) with `modes` as its `modes` entry.
+fn extra_with_modes(
+    head: &Snapshot,
+    modes: Option<(String, Vec<u8>)>,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut extra = conflicts::carried(Some(head), &[])?;
+    extra.retain(|(k, _)| k != objects_format::modes::KEY);
+    extra.extend(modes);
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(extra)
+}
+
+/// Stores `snap`, commits `batch`, then moves the refs of `sessions` and the head (from `head`)
+/// to it in one transaction. Session refs first, the head last: the head moving is the commit
+/// point, and a crash in between leaves session refs ahead (pointing at the new, durable
+/// snapshot), never behind the head. Returns the snapshot and what the batch wrote.
+fn publish(
+    cx: &Context,
+    batch: Batch<'_>,
+    snap: Snapshot,
+    head: Option<ObjectId>,
+    sessions: &[Vec<u8>],
+) -> Result<(ObjectId, BatchStats)> {
+    let reflog_msg = if snap.message.is_empty() {
         "save".to_owned()
     } else {
-        format!("save: {message}")
+        format!("save: {}", snap.message)
     };
+    let id = batch.put(&Object::Snapshot(snap))?;
+    let stats = batch.commit()?;
     let current = cx.refs.get(HEAD)?;
     if current != head {
         return Err(Error::RefConflict {
@@ -328,30 +375,21 @@ pub(crate) fn commit_snapshot(
             found: current.map_or_else(|| "none".into(), |h| h.to_hex()),
         });
     }
-    // Session refs first, the head last: the head moving is the commit point, and a crash
-    // in between leaves session refs ahead (pointing at the new, durable snapshot), never
-    // behind the head.
-    let old = sessions_digest(base);
-    let new = sessions_digest(new_flat);
-    let mut moved = Vec::new();
-    let mut txn = Vec::new();
-    for (s, d) in &new {
-        if old.get(s) != Some(d) {
-            txn.push(RefTxn {
-                name: session_ref(s),
-                expected: None,
-                new: Some(id),
-            });
-            moved.push(String::from_utf8_lossy(s).into_owned());
-        }
-    }
+    let mut txn: Vec<RefTxn> = sessions
+        .iter()
+        .map(|s| RefTxn {
+            name: session_ref(s),
+            expected: None,
+            new: Some(id),
+        })
+        .collect();
     txn.push(RefTxn {
         name: HEAD.to_owned(),
         expected: Some(head),
         new: Some(id),
     });
     cx.refs.update_many(&txn, &reflog_msg)?;
-    Ok((id, stats, moved))
+    Ok((id, stats))
 }
 
 /// The root tree id the live state would have if saved now (no object is written; unchanged
@@ -435,10 +473,6 @@ pub(crate) fn commit_part(
     message: &str,
     session: Option<String>,
 ) -> Result<(ObjectId, BatchStats, Vec<String>)> {
-    let mut extra = conflicts::carried(Some(head.1), &[])?;
-    extra.retain(|(k, _)| k != objects_format::modes::KEY);
-    extra.extend(modes);
-    extra.sort_by(|a, b| a.0.cmp(&b.0));
     let snap = Snapshot {
         root,
         parents: vec![head.0],
@@ -447,41 +481,13 @@ pub(crate) fn commit_part(
         message: message.to_owned(),
         session,
         summary: base.summary_to(new),
-        extra,
+        extra: extra_with_modes(head.1, modes)?,
     };
-    let id = batch.put(&Object::Snapshot(snap))?;
-    let stats = batch.commit()?;
-    let current = cx.refs.get(HEAD)?;
-    if current != Some(head.0) {
-        return Err(Error::RefConflict {
-            name: HEAD.to_owned(),
-            expected: head.0.to_hex(),
-            found: current.map_or_else(|| "none".into(), |h| h.to_hex()),
-        });
-    }
-    // As in commit_snapshot: session refs first, the head last (the commit point). A session
-    // outside the part is unchanged, so comparing the part's digests finds every moved one.
-    let old = sessions_digest(base);
-    let mut moved = Vec::new();
-    let mut txn = Vec::new();
-    for (s, d) in &sessions_digest(new) {
-        if old.get(s) != Some(d) {
-            txn.push(RefTxn {
-                name: session_ref(s),
-                expected: None,
-                new: Some(id),
-            });
-            moved.push(String::from_utf8_lossy(s).into_owned());
-        }
-    }
-    // A session the part held and no longer holds keeps its ref, as in a whole save.
-    txn.push(RefTxn {
-        name: HEAD.to_owned(),
-        expected: Some(Some(head.0)),
-        new: Some(id),
-    });
-    cx.refs.update_many(&txn, &format!("save: {message}"))?;
-    Ok((id, stats, moved))
+    // A session outside the part is unchanged, so comparing the part's digests finds every
+    // moved one.
+    let moved = moved_sessions(base, new);
+    let (id, stats) = publish(cx, batch, snap, Some(head.0), &moved)?;
+    Ok((id, stats, session_names(&moved)))
 }
 
 /// What an incremental save ([`save_changed`]) builds on: the head it was made from and how
@@ -1110,10 +1116,6 @@ pub fn save_changed(
         .filter(|s| live_sessions.contains(*s))
         .map(<[u8]>::to_vec)
         .collect();
-    let mut extra = conflicts::carried(Some(&hs), &[])?;
-    extra.retain(|(k, _)| k != objects_format::modes::KEY);
-    extra.extend(modes_entry);
-    extra.sort_by(|a, b| a.0.cmp(&b.0));
     let snap = Snapshot {
         root,
         parents: vec![hid],
@@ -1122,38 +1124,10 @@ pub fn save_changed(
         message: message.to_owned(),
         session: None,
         summary,
-        extra,
+        extra: extra_with_modes(&hs, modes_entry)?,
     };
-    let id = batch.put(&Object::Snapshot(snap))?;
-    let stats = batch.commit()?;
-    let reflog_msg = if message.is_empty() {
-        "save".to_owned()
-    } else {
-        format!("save: {message}")
-    };
-    let current = cx.refs.get(HEAD)?;
-    if current != Some(hid) {
-        return Err(Error::RefConflict {
-            name: HEAD.to_owned(),
-            expected: hid.to_hex(),
-            found: current.map_or_else(|| "none".into(), |h| h.to_hex()),
-        });
-    }
-    // Session refs first, the head last (as `commit_snapshot`).
-    let mut txn: Vec<RefTxn> = moved
-        .iter()
-        .map(|s| RefTxn {
-            name: session_ref(s),
-            expected: None,
-            new: Some(id),
-        })
-        .collect();
-    txn.push(RefTxn {
-        name: HEAD.to_owned(),
-        expected: Some(Some(hid)),
-        new: Some(id),
-    });
-    cx.refs.update_many(&txn, &reflog_msg)?;
+    let moved: Vec<Vec<u8>> = moved.into_iter().collect();
+    let (id, stats) = publish(cx, batch, snap, Some(hid), &moved)?;
     base.head = id;
     base.counts = counts;
     Ok(Some((
@@ -1161,10 +1135,7 @@ pub fn save_changed(
             id: Some(id),
             created: true,
             summary,
-            sessions: moved
-                .iter()
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect(),
+            sessions: session_names(&moved),
             objects_written: stats.objects,
             bytes_written: stats.bytes,
             quarantined: Vec::new(),
