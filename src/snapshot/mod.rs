@@ -295,6 +295,12 @@ pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
 /// Missing or corrupt objects.
 pub fn flatten_snapshot(store: &ObjectStore, snap: &Snapshot) -> Result<Flat> {
     let mut f = flatten(store, &snap.root)?;
+    apply_modes(snap, &mut f);
+    Ok(f)
+}
+
+/// Gives `f`'s files (read from `snap`'s trees) the modes `snap`'s `modes` table records.
+pub(crate) fn apply_modes(snap: &Snapshot, f: &mut Flat) {
     if let Some(table) = snap
         .extra
         .iter()
@@ -307,7 +313,6 @@ pub fn flatten_snapshot(store: &ObjectStore, snap: &Snapshot) -> Result<Flat> {
             }
         }
     }
-    Ok(f)
 }
 
 /// The `modes` entry of a snapshot's `extra` for `flat`'s files, or `None` when the legacy rule
@@ -346,10 +351,38 @@ pub fn with_modes(mut extra: Vec<(String, Vec<u8>)>, flat: &Flat) -> Vec<(String
 /// # Errors
 /// Missing or corrupt objects.
 pub fn flatten(store: &ObjectStore, root: &ObjectId) -> Result<Flat> {
+    flatten_within(store, root, &|p: &[u8]| {
+        if in_roots(p) {
+            restore::Reach::Inside
+        } else if ROOTS
+            .iter()
+            .any(|r| r.as_bytes().starts_with(p) && r.as_bytes().get(p.len()) == Some(&b'/'))
+        {
+            restore::Reach::Above
+        } else {
+            restore::Reach::Outside
+        }
+    })
+}
+
+/// A root tree's content within a part ([`restore::Reach::Inside`] paths, the folders above
+/// them that are in the roots, and the roots themselves). Only the trees on the way to the part
+/// and inside it are read. Modes are not recorded in trees (0; see [`apply_modes`]).
+///
+/// # Errors
+/// Missing or corrupt objects.
+pub(crate) fn flatten_within(
+    store: &ObjectStore,
+    root: &ObjectId,
+    reach: &dyn Fn(&[u8]) -> restore::Reach,
+) -> Result<Flat> {
+    use restore::Reach;
     fn walk(
         store: &ObjectStore,
         id: &ObjectId,
         prefix: &[u8],
+        reach: &dyn Fn(&[u8]) -> Reach,
+        inside: bool,
         out: &mut Flat,
         depth: usize,
     ) -> Result<()> {
@@ -366,21 +399,18 @@ pub fn flatten(store: &ObjectStore, root: &ObjectId) -> Result<Flat> {
                 p.push(b'/');
             }
             p.extend_from_slice(&e.name);
-            let under = in_roots(&p);
-            let above = ROOTS
-                .iter()
-                .any(|r| r.as_bytes().starts_with(&p) && r.as_bytes().get(p.len()) == Some(&b'/'));
-            if !under && !above {
-                continue;
-            }
-            match e.kind {
-                EntryKind::Dir => {
-                    if under {
+            let r = if inside { Reach::Inside } else { reach(&p) };
+            match (r, e.kind) {
+                (Reach::Outside, _)
+                | (Reach::Above, EntryKind::File | EntryKind::ChunkedFile | EntryKind::Symlink) => {
+                }
+                (_, EntryKind::Dir) => {
+                    if r == Reach::Inside || in_roots(&p) {
                         out.dirs.insert(p.clone());
                     }
-                    walk(store, &e.id, &p, out, depth + 1)?;
+                    walk(store, &e.id, &p, reach, r == Reach::Inside, out, depth + 1)?;
                 }
-                _ if under => {
+                (Reach::Inside, _) => {
                     out.leaves.insert(
                         p,
                         Leaf {
@@ -392,13 +422,12 @@ pub fn flatten(store: &ObjectStore, root: &ObjectId) -> Result<Flat> {
                         },
                     );
                 }
-                _ => {}
             }
         }
         Ok(())
     }
     let mut f = Flat::with_roots();
-    walk(store, root, b"", &mut f, 0)?;
+    walk(store, root, b"", reach, false, &mut f, 0)?;
     Ok(f)
 }
 

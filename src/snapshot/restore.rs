@@ -704,69 +704,8 @@ pub fn flatten_part(
     snap: &objects_format::Snapshot,
     reach: &dyn Fn(&[u8]) -> Reach,
 ) -> Result<Flat> {
-    fn walk(
-        store: &ObjectStore,
-        id: &objects_format::ObjectId,
-        prefix: &[u8],
-        reach: &dyn Fn(&[u8]) -> Reach,
-        inside: bool,
-        out: &mut Flat,
-        depth: usize,
-    ) -> Result<()> {
-        if depth > 256 {
-            return Err(Error::CorruptObject {
-                id: *id,
-                why: "tree nesting deeper than 256".into(),
-            });
-        }
-        let t = store.read_tree(id)?;
-        for e in &t.entries {
-            let mut p = prefix.to_vec();
-            if !p.is_empty() {
-                p.push(b'/');
-            }
-            p.extend_from_slice(&e.name);
-            let r = if inside { Reach::Inside } else { reach(&p) };
-            match (r, e.kind) {
-                (Reach::Outside, _)
-                | (Reach::Above, EntryKind::File | EntryKind::ChunkedFile | EntryKind::Symlink) => {
-                }
-                (_, EntryKind::Dir) => {
-                    if r == Reach::Inside || super::in_roots(&p) {
-                        out.dirs.insert(p.clone());
-                    }
-                    walk(store, &e.id, &p, reach, r == Reach::Inside, out, depth + 1)?;
-                }
-                (Reach::Inside, _) => {
-                    out.leaves.insert(
-                        p,
-                        Leaf {
-                            kind: e.kind,
-                            flags: e.flags,
-                            mode: 0,
-                            size: e.size,
-                            id: e.id,
-                        },
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-    let mut f = Flat::with_roots();
-    walk(store, &snap.root, b"", reach, false, &mut f, 0)?;
-    if let Some(table) = snap
-        .extra
-        .iter()
-        .find(|(k, _)| k == modes::KEY)
-        .and_then(|(_, v)| modes::Modes::decode(v))
-    {
-        for (p, l) in &mut f.leaves {
-            if l.kind != EntryKind::Symlink {
-                l.mode = table.mode(p, l.flags & objects_format::FLAG_EXECUTABLE != 0);
-            }
-        }
-    }
+    let mut f = super::flatten_within(store, &snap.root, reach)?;
+    super::apply_modes(snap, &mut f);
     Ok(f)
 }
 
