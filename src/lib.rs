@@ -72,6 +72,15 @@ impl State {
         recover::open(paths).map(|(cx, report)| (State { cx }, report))
     }
 
+    /// [`State::open`] for a whole-state save, which checks the session descriptors itself
+    /// (see [`recover::open_for_save`]).
+    ///
+    /// # Errors
+    /// As [`State::open`].
+    pub fn open_for_save(paths: Paths) -> Result<(State, RecoveryReport)> {
+        recover::open_for_save(paths).map(|(cx, report)| (State { cx }, report))
+    }
+
     /// Opens the store for `state check` and `state recover`, recording damaged `FORMAT` and
     /// `device` files instead of refusing them (see [`Context::open_for_repair`]).
     ///

@@ -77,13 +77,28 @@ pub const REPACK_LEVEL: i32 = 12;
 /// I/O errors, a store from a newer shelldone, a damaged `FORMAT` ([`Error::CorruptFile`]),
 /// or a failed recovery.
 pub fn open(paths: Paths) -> Result<(Context, RecoveryReport)> {
+    open_as(paths, true)
+}
+
+/// [`open`] without the descriptor check, for a whole-state save: its own walk reads every
+/// descriptor that changed and quarantines a corrupt one the same way, so checking them first
+/// would walk every session folder twice.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_for_save(paths: Paths) -> Result<(Context, RecoveryReport)> {
+    open_as(paths, false)
+}
+
+fn open_as(paths: Paths, descriptors: bool) -> Result<(Context, RecoveryReport)> {
     let cx = Context::open_inner(paths, false)?;
     let mut report = if cx.read_only {
         RecoveryReport::default()
     } else {
         recover_leftovers(&cx)?
     };
-    if !cx.read_only
+    if descriptors
+        && !cx.read_only
         && cx.damage.is_empty()
         && matches!(cx.refs.get(crate::store::refs::HEAD), Ok(Some(_)))
         && !crate::live::descriptors::corrupt_descriptors(&cx, true)?.is_empty()

@@ -132,10 +132,18 @@ const CONFIG_FILE_PATH: &str = "config/shelldone.toml";
 /// Opens the store, which runs leftover recovery (docs/cli.md), and says on stderr (unless
 /// `--json`) that a store was created and what recovery did; returns the recovery report too.
 pub(super) fn open_with_report(cli: &Cli) -> Result<(State, crate::RecoveryReport)> {
+    open_with_report_as(cli, State::open)
+}
+
+/// [`open_with_report`] through `open` ([`State::open`] or [`State::open_for_save`]).
+pub(super) fn open_with_report_as(
+    cli: &Cli,
+    open: fn(crate::Paths) -> Result<(State, crate::RecoveryReport)>,
+) -> Result<(State, crate::RecoveryReport)> {
     let p = paths(cli)?;
     let (cfg, settings) = settings(cli, &p)?;
     let new_store = !p.state_dir.join("snapshots").exists();
-    let (mut st, rep) = State::open(p)?;
+    let (mut st, rep) = open(p)?;
     st.apply(settings);
     super::progress::install(cli, &mut st)?;
     let host = rustix::system::uname()

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::args::{Cli, StateCmd};
 use super::history_cmd::print_changes;
-use super::open::{open_with_report, paths, print_skipped, quarantine_line};
+use super::open::{open_with_report, open_with_report_as, paths, print_skipped, quarantine_line};
 use super::output::say;
 use super::{documents, exit, out, output};
 use crate::check::CheckOptions;
@@ -24,6 +24,12 @@ pub(super) fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
             super::progress::install(cli, &mut st)?;
             (st, crate::RecoveryReport::default())
         }
+        // A whole-state save checks every descriptor in its own walk.
+        StateCmd::Save {
+            session: None,
+            dry_run: false,
+            ..
+        } => open_with_report_as(cli, State::open_for_save)?,
         _ => open_with_report(cli)?,
     };
     let r = run_state_on(cli, sc, &st, opened);

@@ -15,7 +15,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::snapshot::conflicts;
 use crate::snapshot::restore::{self, Plan, Reach, flatten_part, graft, graft_modes};
-use crate::snapshot::save::read_live;
+use crate::snapshot::save::{read_live, read_live_vouched};
 use crate::snapshot::{Flat, Layout, ROOTS, flatten_snapshot, in_roots, session_of, write_trees};
 use crate::store::refs::HEAD;
 use crate::store::statcache::{Stat, StatCache};
@@ -447,7 +447,7 @@ fn apply_restore(
     let target = flatten_part(&cx.objects, &snap, &|p: &[u8]| reach(scope, p))?;
     let layout = layout_for(cx, &target);
     let mut cache = cache.unwrap_or_else(|| StatCache::load(&cx.statcache_path()));
-    let live = read_live(&layout, &sel, &mut cache, None, &crate::progress::Silent)?;
+    let live = read_live_vouched(&layout, &sel, &mut cache)?;
     let mut live_flat = live.flat;
     let mut target = target;
     // What the snapshot policy does not materialise stays as it is live; what the stat cache

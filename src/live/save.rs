@@ -922,7 +922,7 @@ pub fn save_changed(
         use rayon::prelude::*;
         scan.files
             .par_iter()
-            .map(|f| crate::snapshot::save::hash_file(f, &empty, Some(&batch)))
+            .map(|f| crate::snapshot::save::hash_file(&layout, f, &empty, Some(&batch)))
             .collect()
     };
     let mut work = IncrementalWork {
@@ -939,7 +939,7 @@ pub fn save_changed(
                 if changed {
                     warnings.push(format!(
                         "file changed while it was saved: {}",
-                        f.abs.display()
+                        layout.abs(&f.rel).display()
                     ));
                 }
                 leaves.insert(f.rel, leaf);

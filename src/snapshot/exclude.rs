@@ -74,17 +74,18 @@ impl Excludes {
 
 /// The `.shelldoneignore` files in force at one point of a walk: one per folder above it that
 /// has one, deepest last.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Frames {
-    frames: Vec<(usize, Gitignore)>,
+    frames: Vec<std::sync::Arc<Gitignore>>,
 }
 
 impl Frames {
-    /// Reads `dir/.shelldoneignore`, if any, as applying below depth `depth`.
+    /// Reads `dir/.shelldoneignore`, if any, as applying below `dir` (a walk keeps one
+    /// `Frames` per branch: a folder's files apply to its own entries only).
     ///
     /// # Errors
     /// A file that exists but cannot be read or holds a bad pattern.
-    pub(crate) fn enter(&mut self, dir: &Path, depth: usize) -> Result<()> {
+    pub(crate) fn enter(&mut self, dir: &Path) -> Result<()> {
         let file = dir.join(IGNORE_FILE);
         if !file.is_file() {
             return Ok(());
@@ -96,21 +97,19 @@ impl Frames {
         let gi = b
             .build()
             .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
-        self.frames.push((depth, gi));
+        self.frames.push(std::sync::Arc::new(gi));
         Ok(())
     }
 
-    /// Forgets the files of folders the walk has left (an entry at `depth` is outside every
-    /// folder at `depth` or deeper).
-    pub(crate) fn leave_to(&mut self, depth: usize) {
-        while self.frames.last().is_some_and(|(d, _)| *d >= depth) {
-            self.frames.pop();
-        }
+    /// True when no `.shelldoneignore` file is in force (then [`Frames::excluded`] does not look
+    /// at its `abs` argument).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.frames.is_empty()
     }
 
     /// True when the entry `abs` (snapshot path `rel`) is excluded.
     pub(crate) fn excluded(&self, ex: &Excludes, abs: &Path, rel: &[u8], is_dir: bool) -> bool {
-        for (_, gi) in self.frames.iter().rev() {
+        for gi in self.frames.iter().rev() {
             match gi.matched(abs, is_dir) {
                 Match::Ignore(_) => return true,
                 Match::Whitelist(_) => return false,
@@ -152,9 +151,10 @@ mod tests {
         std::fs::write(sub.join(IGNORE_FILE), "!important.log\n").expect("write");
         let ex = Excludes::default();
         let mut f = Frames::default();
-        f.enter(d.path(), 0).expect("read");
+        f.enter(d.path()).expect("read");
         assert!(f.excluded(&ex, &d.path().join("a.log"), b"config/a.log", false));
-        f.enter(&sub, 1).expect("read");
+        let outer = f.clone();
+        f.enter(&sub).expect("read");
         assert!(!f.excluded(
             &ex,
             &sub.join("important.log"),
@@ -162,8 +162,7 @@ mod tests {
             false
         ));
         assert!(f.excluded(&ex, &sub.join("other.log"), b"config/sub/other.log", false));
-        f.leave_to(1);
-        assert!(f.excluded(
+        assert!(outer.excluded(
             &ex,
             &d.path().join("important.log"),
             b"config/important.log",

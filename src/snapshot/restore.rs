@@ -126,7 +126,7 @@ pub fn confirm_vouched(
     layout: &Layout,
     target: &Flat,
     live: &mut Flat,
-    vouched: &std::collections::BTreeSet<Vec<u8>>,
+    vouched: &[Vec<u8>],
     cache: &mut StatCache,
 ) -> Result<usize> {
     let check: Vec<LiveFile> = vouched
@@ -136,11 +136,9 @@ pub fn confirm_vouched(
             _ => false,
         })
         .filter_map(|p| {
-            let abs = layout.abs(p);
-            let meta = std::fs::symlink_metadata(&abs).ok()?;
+            let meta = std::fs::symlink_metadata(layout.abs(p)).ok()?;
             Some(LiveFile {
                 rel: p.clone(),
-                abs,
                 meta: super::save::LiveMeta::of(&meta),
             })
         })
@@ -148,7 +146,7 @@ pub fn confirm_vouched(
     let empty = StatCache::default();
     let fresh: Vec<Result<super::save::Hashed>> = check
         .par_iter()
-        .map(|f| hash_file(f, &empty, None))
+        .map(|f| hash_file(layout, f, &empty, None))
         .collect();
     for (f, r) in check.iter().zip(fresh) {
         match r? {
