@@ -328,12 +328,28 @@ fn syncfs(_f: &std::fs::File) -> std::io::Result<()> {
 /// I/O errors; on error the target is untouched and the temp file removed.
 #[cfg_attr(feature = "power-loss-sim", track_caller)]
 pub fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(target, |w| w.write_all(data))
+}
+
+/// [`write_atomic`] of what `fill` writes, through a 64 KiB buffer: a large file is never
+/// held whole in memory.
+///
+/// # Errors
+/// I/O errors, and `fill`'s.
+pub fn write_atomic_with(
+    target: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let site = site();
     let dir = target.parent().unwrap_or(Path::new("."));
     let tmp = tmp_path(dir);
     let res = (|| {
         let mut f = create(&tmp)?;
-        f.write_all(data)?;
+        {
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, &mut f);
+            fill(&mut w)?;
+            w.flush()?;
+        }
         sync_file_at(f.file(), &tmp, true, site)?;
         drop(f);
         rename(&tmp, target)?;

@@ -226,37 +226,41 @@ impl StatCache {
 
     /// Every entry as things stand, sorted by path: a loaded entry nothing changed is its
     /// record's bytes as read (copied, not decoded and encoded again).
-    fn merged(&self) -> Vec<Record<'_>> {
-        let mut out = Vec::with_capacity(self.index.len() + self.changes.len());
+    fn merged<'s>(
+        &'s self,
+        mut each: impl FnMut(Record<'s>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let mut changes = self.changes.iter().peekable();
         for (i, slot) in self.index.iter().enumerate() {
             let p = slot.path(&self.body);
             while let Some((cp, ce)) = changes.next_if(|(cp, _)| cp.as_slice() < p) {
                 if let Some(e) = ce {
-                    out.push(Record::New(cp, *e));
+                    each(Record::New(cp, *e))?;
                 }
             }
             match changes.next_if(|(cp, _)| cp.as_slice() == p) {
-                Some((_, Some(e))) => out.push(Record::New(p, *e)),
+                Some((_, Some(e))) => each(Record::New(p, *e))?,
                 Some((_, None)) => {}
                 None => {
                     if self.entry_at(i).is_some() {
-                        out.push(Record::Raw(
+                        each(Record::Raw(
                             &self.body[slot.record as usize..slot.end as usize],
-                        ));
+                        ))?;
                     }
                 }
             }
         }
         for (cp, ce) in changes {
             if let Some(e) = ce {
-                out.push(Record::New(cp, *e));
+                each(Record::New(cp, *e))?;
             }
         }
-        out
+        Ok(())
     }
 
-    /// Writes the cache atomically if it changed.
+    /// Writes the cache atomically if it changed. The records are streamed to the file (two
+    /// passes: one counts them, one writes them), never assembled in memory: at 100 000 files
+    /// the file and the record list had cost 21 MB.
     ///
     /// # Errors
     /// I/O errors.
@@ -264,22 +268,33 @@ impl StatCache {
         if !self.dirty {
             return Ok(());
         }
-        let records = self.merged();
-        let mut out = Vec::with_capacity(self.body.len() + 64 * self.changes.len() + 64);
-        out.extend_from_slice(MAGIC);
-        push_varint(&mut out, records.len() as u64);
-        for r in &records {
-            match r {
-                Record::Raw(bytes) => out.extend_from_slice(bytes),
+        let mut count = 0u64;
+        self.merged(|_| {
+            count += 1;
+            Ok(())
+        })?;
+        durable::write_atomic_with(path, |w| {
+            let mut sum = blake3::Hasher::new();
+            let mut put = |bytes: &[u8]| {
+                sum.update(bytes);
+                w.write_all(bytes)
+            };
+            put(MAGIC)?;
+            let mut buf = Vec::new();
+            push_varint(&mut buf, count);
+            put(&buf)?;
+            self.merged(|r| match r {
+                Record::Raw(bytes) => put(bytes),
                 Record::New(p, e) => {
-                    let pair: (&[u8], &CachedEntry) = (p, e);
-                    out = postcard::to_extend(&pair, out).map_err(std::io::Error::other)?;
+                    buf.clear();
+                    let pair: (&[u8], &CachedEntry) = (p, &e);
+                    buf = postcard::to_extend(&pair, std::mem::take(&mut buf))
+                        .map_err(std::io::Error::other)?;
+                    put(&buf)
                 }
-            }
-        }
-        let sum = blake3::hash(&out);
-        out.extend_from_slice(sum.as_bytes());
-        durable::write_atomic(path, &out)?;
+            })?;
+            w.write_all(sum.finalize().as_bytes())
+        })?;
         self.dirty = false;
         Ok(())
     }
