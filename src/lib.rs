@@ -28,6 +28,7 @@ pub mod snapshot;
 pub mod store;
 pub mod sync;
 pub mod transfer;
+pub mod vault;
 
 use std::collections::HashSet;
 use std::path::Path;

@@ -979,7 +979,14 @@ pub fn save_changed(
         return Ok(None);
     };
     let st = inc.trees.get(state)?;
-    if names(&st) != [b"journal".to_vec(), b"sessions".to_vec()] || st.entries.len() != 2 {
+    let want: Vec<Vec<u8>> = crate::snapshot::ROOTS
+        .iter()
+        .filter_map(|r| r.strip_prefix("state/"))
+        .map(|r| r.as_bytes().to_vec())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if names(&st) != want || st.entries.len() != want.len() {
         return Ok(None);
     }
     let Some(root) = inc.patch(b"", hs.root)? else {

@@ -303,7 +303,9 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
     };
     let mode = objects_format::modes::recorded(st_mode);
     let stat = f.meta.stat;
-    if let Some((kind, id)) = cache.lookup(&f.rel, &stat) {
+    // While redaction is on, the files it covers are always read (redact.rs).
+    let redacting = super::redact::active().is_some() && super::redact::Redactor::applies(&f.rel);
+    if let Some((kind, id)) = cache.lookup(&f.rel, &stat).filter(|_| !redacting) {
         // Trust the cache only while the object is still stored (gc or a lost object would
         // otherwise make a snapshot point at nothing).
         if batch.is_none_or(|b| b.contains(&id)) {
@@ -345,13 +347,13 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
         Ok(stored) => stored,
         Err(why) => return Ok(Hashed::CorruptDescriptor(why)),
     };
-    let fresh = steady.then_some((before, hashed_at));
+    let fresh = (steady && !got.redacted).then_some((before, hashed_at));
     Ok(Hashed::Ok {
         leaf: Leaf {
             kind,
             flags,
             mode,
-            size: got.len,
+            size: got.size,
             id,
         },
         fresh,
@@ -364,6 +366,10 @@ pub fn hash_file(f: &LiveFile, cache: &StatCache, batch: Option<&Batch<'_>>) -> 
 struct Content {
     /// Bytes read.
     len: u64,
+    /// Bytes stored: `len`, unless redaction replaced some ([`super::redact`]).
+    size: u64,
+    /// True when redaction changed what was stored.
+    redacted: bool,
     /// The entry kind and id stored, or why a session descriptor does not parse (then nothing
     /// was stored).
     stored: std::result::Result<(EntryKind, ObjectId), String>,
@@ -390,6 +396,18 @@ fn read_content(f: &LiveFile, batch: Option<&Batch<'_>>) -> Result<Option<Conten
         .take(CHUNK_THRESHOLD + 1)
         .read_to_end(&mut buf)
         .map_err(fail)?;
+    if let Some(r) = super::redact::active().filter(|_| super::redact::Redactor::applies(&f.rel)) {
+        // `[snapshot] redact`: the whole file, redacted, is what is stored.
+        file.read_to_end(&mut buf).map_err(fail)?;
+        let red = r.redact(&buf);
+        let stored = red.as_deref().unwrap_or(&buf);
+        return Ok(Some(Content {
+            len: buf.len() as u64,
+            size: stored.len() as u64,
+            redacted: red.is_some(),
+            stored: Ok(content_objects(stored, batch)?),
+        }));
+    }
     let descriptor = is_descriptor(&f.rel);
     if descriptor {
         file.read_to_end(&mut buf).map_err(fail)?;
@@ -398,11 +416,15 @@ fn read_content(f: &LiveFile, batch: Option<&Batch<'_>>) -> Result<Option<Conten
         if descriptor && let Err(why) = validate_descriptor(&buf) {
             return Ok(Some(Content {
                 len: buf.len() as u64,
+                size: buf.len() as u64,
+                redacted: false,
                 stored: Err(why),
             }));
         }
         return Ok(Some(Content {
             len: buf.len() as u64,
+            size: buf.len() as u64,
+            redacted: false,
             stored: Ok(content_objects(&buf, batch)?),
         }));
     }
@@ -420,6 +442,8 @@ fn read_content(f: &LiveFile, batch: Option<&Batch<'_>>) -> Result<Option<Conten
     };
     Ok(Some(Content {
         len,
+        size: len,
+        redacted: false,
         stored: Ok((EntryKind::ChunkedFile, id)),
     }))
 }
