@@ -24,9 +24,9 @@ fn unlock(prompt: bool) -> Unlock {
     Unlock {
         passphrase: Some(Box::new(move |what: &str| {
             if let Some(v) = std::env::var_os(PASSPHRASE_VAR) {
-                return v.into_string().map_err(|_| {
-                    Error::Usage(format!("{PASSPHRASE_VAR} is not valid UTF-8"))
-                });
+                return v
+                    .into_string()
+                    .map_err(|_| Error::Usage(format!("{PASSPHRASE_VAR} is not valid UTF-8")));
             }
             if !prompt || !std::io::stderr().is_terminal() {
                 return Err(Error::VaultLocked(format!(
@@ -217,7 +217,9 @@ pub(super) fn key(cli: &Cli, c: &KeyCmd) -> Result<ExitCode> {
         }
         KeyCmd::Export { paper: _ } => {
             let p = vault::export_paper(cx, &unlock(true))?;
-            out("Paper recovery key: write it down and keep it safe; anyone who has it can read the vault.");
+            out(
+                "Paper recovery key: write it down and keep it safe; anyone who has it can read the vault.",
+            );
             out("(Spaces and dashes do not matter when you type it back.)");
             out("");
             for l in vault::paper_lines(&p.identity) {
@@ -230,13 +232,12 @@ pub(super) fn key(cli: &Cli, c: &KeyCmd) -> Result<ExitCode> {
                 p.recipient, p.rekeyed
             ));
         }
-        KeyCmd::Import { backend: b } => return import(cli, cx, *b),
+        KeyCmd::Import { backend: b } => return import(cx, *b),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn import(cli: &Cli, cx: &crate::context::Context, b: Option<BackendArg>) -> Result<ExitCode> {
-    let _ = cli;
+fn import(cx: &crate::context::Context, b: Option<BackendArg>) -> Result<ExitCode> {
     let paper = String::from_utf8(read_value("paper recovery key")?)
         .map_err(|_| Error::VaultLocked("the paper key is not text".into()))?;
     let done = vault::import(cx, &paper, backend(b)?, &unlock(true))?;
@@ -286,7 +287,7 @@ pub(super) fn vault(cli: &Cli, c: &VaultCmd) -> Result<ExitCode> {
         VaultCmd::Unlock {
             recovery: _,
             backend: b,
-        } => return import(cli, cx, *b),
+        } => return import(cx, *b),
     }
     Ok(ExitCode::SUCCESS)
 }

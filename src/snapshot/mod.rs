@@ -23,12 +23,7 @@ use crate::store::ObjectStore;
 
 /// The folders a snapshot covers, relative to the snapshot root. Nothing else is ever
 /// snapshotted or touched by a restore (`cache/`, `logs/`, `metrics/`, `snapshots/`, `backups/`).
-pub const ROOTS: &[&str] = &[
-    "config",
-    "state/sessions",
-    "state/journal",
-    "state/secrets",
-];
+pub const ROOTS: &[&str] = &["config", "state/sessions", "state/journal", "state/secrets"];
 
 /// One file (or symlink) in a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

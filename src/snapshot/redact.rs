@@ -76,7 +76,11 @@ impl Redactor {
         let mut cur: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(data);
         let mut n = 0u64;
         for (name, value) in &self.secrets {
-            if let Some(out) = replace_all(&cur, value, format!("[redacted: vault secret {name}]").as_bytes()) {
+            if let Some(out) = replace_all(
+                &cur,
+                value,
+                format!("[redacted: vault secret {name}]").as_bytes(),
+            ) {
                 n += out.1;
                 cur = std::borrow::Cow::Owned(out.0);
             }
@@ -140,14 +144,62 @@ fn alnum_dash(c: u8) -> bool {
 }
 
 const SHAPES: &[Shape] = &[
-    Shape { prefix: b"AKIA", body: upper_digit, min: 16, max: 16, marker: "[redacted: aws access key]" },
-    Shape { prefix: b"ASIA", body: upper_digit, min: 16, max: 16, marker: "[redacted: aws access key]" },
-    Shape { prefix: b"ghp_", body: alnum, min: 36, max: 255, marker: "[redacted: github token]" },
-    Shape { prefix: b"gho_", body: alnum, min: 36, max: 255, marker: "[redacted: github token]" },
-    Shape { prefix: b"ghu_", body: alnum, min: 36, max: 255, marker: "[redacted: github token]" },
-    Shape { prefix: b"ghs_", body: alnum, min: 36, max: 255, marker: "[redacted: github token]" },
-    Shape { prefix: b"github_pat_", body: alnum_dash, min: 22, max: 255, marker: "[redacted: github token]" },
-    Shape { prefix: b"glpat-", body: alnum_dash, min: 20, max: 255, marker: "[redacted: gitlab token]" },
+    Shape {
+        prefix: b"AKIA",
+        body: upper_digit,
+        min: 16,
+        max: 16,
+        marker: "[redacted: aws access key]",
+    },
+    Shape {
+        prefix: b"ASIA",
+        body: upper_digit,
+        min: 16,
+        max: 16,
+        marker: "[redacted: aws access key]",
+    },
+    Shape {
+        prefix: b"ghp_",
+        body: alnum,
+        min: 36,
+        max: 255,
+        marker: "[redacted: github token]",
+    },
+    Shape {
+        prefix: b"gho_",
+        body: alnum,
+        min: 36,
+        max: 255,
+        marker: "[redacted: github token]",
+    },
+    Shape {
+        prefix: b"ghu_",
+        body: alnum,
+        min: 36,
+        max: 255,
+        marker: "[redacted: github token]",
+    },
+    Shape {
+        prefix: b"ghs_",
+        body: alnum,
+        min: 36,
+        max: 255,
+        marker: "[redacted: github token]",
+    },
+    Shape {
+        prefix: b"github_pat_",
+        body: alnum_dash,
+        min: 22,
+        max: 255,
+        marker: "[redacted: github token]",
+    },
+    Shape {
+        prefix: b"glpat-",
+        body: alnum_dash,
+        min: 20,
+        max: 255,
+        marker: "[redacted: gitlab token]",
+    },
 ];
 
 /// Replaces the token shapes, PEM private-key blocks and `Authorization:` header values.
@@ -175,7 +227,11 @@ fn token_at(data: &[u8], i: usize) -> Option<(usize, &'static [u8])> {
     if boundary {
         for s in SHAPES {
             if let Some(body) = rest.strip_prefix(s.prefix) {
-                let len = body.iter().take(s.max + 1).take_while(|&&c| (s.body)(c)).count();
+                let len = body
+                    .iter()
+                    .take(s.max + 1)
+                    .take_while(|&&c| (s.body)(c))
+                    .count();
                 if len >= s.min && len <= s.max {
                     return Some((s.prefix.len() + len, s.marker.as_bytes()));
                 }

@@ -281,14 +281,14 @@ fn keyring_entry(rec_age: &str) -> Result<keyring::Entry> {
 #[must_use]
 pub fn keyring_works() -> bool {
     let probe = || -> std::result::Result<bool, keyring::Error> {
-        let e = keyring::Entry::new(
-            KEYRING_SERVICE,
-            &format!("probe {}", std::process::id()),
-        )?;
-        e.set_password("probe")?;
-        let ok = e.get_password()? == "probe";
-        e.delete_credential()?;
-        Ok(ok)
+        let e = keyring::Entry::new(KEYRING_SERVICE, &format!("probe {}", std::process::id()))?;
+        let ok = e
+            .set_password("probe")
+            .and_then(|()| e.get_password())
+            .map(|p| p == "probe");
+        // Removed even when a step failed (a refused link leaves the key added).
+        let _ = e.delete_credential();
+        ok
     };
     probe().unwrap_or(false)
 }
@@ -298,7 +298,12 @@ pub fn keyring_works() -> bool {
 ///
 /// # Errors
 /// The keyring refusing, a passphrase not given, I/O.
-pub fn store(cx: &Context, keys: &DeviceKeys, backend: Backend, unlock: &Unlock) -> Result<DeviceRecord> {
+pub fn store(
+    cx: &Context,
+    keys: &DeviceKeys,
+    backend: Backend,
+    unlock: &Unlock,
+) -> Result<DeviceRecord> {
     let dir = keys_dir(cx);
     create_private_dir(&dir)?;
     let age_pub = keys.age.to_public().to_string();
@@ -312,8 +317,11 @@ pub fn store(cx: &Context, keys: &DeviceKeys, backend: Backend, unlock: &Unlock)
     match backend {
         Backend::Keyring => {
             let e = keyring_entry(&age_pub)?;
-            e.set_password(secret.expose_secret())
-                .map_err(|e| keyring_error(&e))?;
+            e.set_password(secret.expose_secret()).map_err(|e| {
+                Error::VaultLocked(format!(
+                    "the OS keyring refused to keep this device's keys ({e}); the kernel keyring needs a session keyring (a login session, or run under 'keyctl session'); else use '--backend passphrase'"
+                ))
+            })?;
             let back = e.get_password().map_err(|e| keyring_error(&e))?;
             if back != secret.expose_secret() {
                 return Err(Error::VaultLocked(
@@ -324,11 +332,16 @@ pub fn store(cx: &Context, keys: &DeviceKeys, backend: Backend, unlock: &Unlock)
         Backend::Passphrase => {
             let pass = unlock.ask("a new passphrase for this device's keys")?;
             if pass.is_empty() {
-                return Err(Error::Usage("the vault passphrase must not be empty".into()));
+                return Err(Error::Usage(
+                    "the vault passphrase must not be empty".into(),
+                ));
             }
             let mut r = age::scrypt::Recipient::new(SecretString::from(pass));
             r.set_work_factor(SCRYPT_LOG_N);
-            let ct = encrypt_to(&[&r as &dyn age::Recipient], secret.expose_secret().as_bytes())?;
+            let ct = encrypt_to(
+                &[&r as &dyn age::Recipient],
+                secret.expose_secret().as_bytes(),
+            )?;
             write_private(&identity_path(cx), &ct)?;
         }
     }
@@ -340,7 +353,7 @@ pub fn store(cx: &Context, keys: &DeviceKeys, backend: Backend, unlock: &Unlock)
 fn keyring_error(e: &keyring::Error) -> Error {
     match e {
         keyring::Error::NoEntry => Error::VaultLocked(
-            "the OS keyring has no key for this device (the kernel keyring forgets its keys at reboot): restore access with 'shelldone key import' and your paper recovery key".into(),
+            "the OS keyring has no key for this device (the kernel keyring forgets its keys at reboot, and is per login session): run in the session that made the keys, or restore access with 'shelldone key import' and your paper recovery key; nothing was changed".into(),
         ),
         other => Error::VaultLocked(format!("the OS keyring failed: {other}")),
     }
@@ -384,8 +397,9 @@ pub fn device_keys(cx: &Context, unlock: &Unlock) -> Result<DeviceKeys> {
                     )));
                 }
             };
-            let text = String::from_utf8(text)
-                .map_err(|_| Error::VaultLocked(format!("{} is not a device key file", p.display())))?;
+            let text = String::from_utf8(text).map_err(|_| {
+                Error::VaultLocked(format!("{} is not a device key file", p.display()))
+            })?;
             decode(&text, &p.display().to_string())?
         }
     };
@@ -403,27 +417,19 @@ fn strip_comment(ssh: &str) -> String {
     ssh.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
-/// Removes this device's private keys from their backend and its record (before `key import`
-/// replaces them). Best effort on the keyring.
-///
-/// # Errors
-/// I/O.
-pub fn forget(cx: &Context) -> Result<()> {
-    if let Some(rec) = record(cx)? {
-        if rec.backend == Backend::Keyring
-            && let Ok(e) = keyring_entry(&rec.age)
-        {
-            let _ = e.delete_credential();
-        }
-        for p in [identity_path(cx), record_path(cx)] {
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::file(e, "removing", p, "vault")),
-            }
-        }
+/// After [`store`] replaced this device's keys: removes what held the `old` ones and is not
+/// the new keys' (its keyring entry; its key file when the new keys are in the keyring). Best
+/// effort: the new record no longer names them.
+pub fn drop_old(cx: &Context, old: &DeviceRecord, new: &DeviceRecord) {
+    if old.backend == Backend::Keyring
+        && old.age != new.age
+        && let Ok(e) = keyring_entry(&old.age)
+    {
+        let _ = e.delete_credential();
     }
-    Ok(())
+    if old.backend == Backend::Passphrase && new.backend == Backend::Keyring {
+        let _ = std::fs::remove_file(identity_path(cx));
+    }
 }
 
 /// Why a decryption failed.

@@ -310,8 +310,11 @@ pub fn secret_rm(cx: &Context, name: &str) -> Result<bool> {
     let p = secret_path(cx, name);
     match std::fs::remove_file(&p) {
         Ok(()) => {
-            crate::store::durable::sync_dir(&secrets_dir(cx))
-                .map_err(Error::at("syncing", &secrets_dir(cx), "vault"))?;
+            crate::store::durable::sync_dir(&secrets_dir(cx)).map_err(Error::at(
+                "syncing",
+                &secrets_dir(cx),
+                "vault",
+            ))?;
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -379,18 +382,22 @@ pub struct Initialized {
 /// [`Error::Usage`] (keys exist), [`Error::VaultLocked`] (the backend refused), I/O.
 pub fn init(cx: &Context, backend: Backend, unlock: &Unlock, force: bool) -> Result<Initialized> {
     let _lock = cx.lock("key init")?;
-    if let Some(rec) = keys::record(cx)? {
-        if !force {
-            return Err(Error::Usage(format!(
-                "this device already has keys ({}, in the {} backend); 'shelldone key show' prints them (--force makes new ones)",
-                rec.age,
-                rec.backend.name()
-            )));
-        }
-        keys::forget(cx)?;
+    let old = keys::record(cx)?;
+    if let Some(rec) = &old
+        && !force
+    {
+        return Err(Error::Usage(format!(
+            "this device already has keys ({}, in the {} backend); 'shelldone key show' prints them (--force makes new ones)",
+            rec.age,
+            rec.backend.name()
+        )));
     }
-    let k = keys::generate();
-    let record = keys::store(cx, &k, backend, unlock)?;
+    // The new keys are stored (replacing the record) before the old ones are dropped: a
+    // backend that refuses leaves the old keys working.
+    let record = keys::store(cx, &keys::generate(), backend, unlock)?;
+    if let Some(old) = &old {
+        keys::drop_old(cx, old, &record);
+    }
     Ok(Initialized { record })
 }
 
@@ -398,7 +405,10 @@ fn write_trust(cx: &Context, e: &TrustEntry) -> Result<()> {
     let dir = trust_dir(cx);
     keys::create_private_dir(&secrets_dir(cx))?;
     keys::create_private_dir(&dir)?;
-    keys::write_private(&dir.join(format!("{}.pub", e.name)), trust_text(e).as_bytes())
+    keys::write_private(
+        &dir.join(format!("{}.pub", e.name)),
+        trust_text(e).as_bytes(),
+    )
 }
 
 /// Puts this device itself on the trust list when it is not there, so that the devices it
@@ -604,15 +614,16 @@ pub fn import(cx: &Context, paper: &str, backend: Backend, unlock: &Unlock) -> R
         }
     }
     precheck(cx, &[&id as &dyn age::Identity])?;
-    let existing = match keys::record(cx)? {
-        Some(_) => device_keys(cx, unlock).ok(),
-        None => None,
-    };
-    let record = match existing {
-        Some(_) => keys::require_record(cx)?,
-        None => {
-            keys::forget(cx)?;
-            keys::store(cx, &keys::generate(), backend, unlock)?
+    let old = keys::record(cx)?;
+    let working = old.is_some() && device_keys(cx, unlock).is_ok();
+    let record = match old {
+        Some(rec) if working => rec,
+        old => {
+            let new = keys::store(cx, &keys::generate(), backend, unlock)?;
+            if let Some(old) = &old {
+                keys::drop_old(cx, old, &new);
+            }
+            new
         }
     };
     trust_self(cx, &record)?;
@@ -650,7 +661,10 @@ pub struct Status {
 pub fn status(cx: &Context, unlock: &Unlock) -> Result<Status> {
     let rec = keys::record(cx)?;
     let (unlocked, why) = match &rec {
-        None => (false, Some("no device keys yet: run 'shelldone key init'".to_owned())),
+        None => (
+            false,
+            Some("no device keys yet: run 'shelldone key init'".to_owned()),
+        ),
         Some(_) => match device_keys(cx, unlock) {
             Ok(_) => (true, None),
             Err(e) => (false, Some(e.to_string())),

@@ -100,7 +100,11 @@ fn snapshot_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn passphrase_vault_keeps_only_ciphertext_in_private_files() {
     let sb = device();
     let value = b"s3cr3t-token-value-4242";
-    ok(&sb, b"s3cr3t-token-value-4242\n", &["secret", "set", "api_token"]);
+    ok(
+        &sb,
+        b"s3cr3t-token-value-4242\n",
+        &["secret", "set", "api_token"],
+    );
     assert_eq!(
         ok(&sb, b"", &["secret", "get", "api_token"]).as_bytes(),
         value,
@@ -122,7 +126,10 @@ fn passphrase_vault_keeps_only_ciphertext_in_private_files() {
     assert!(!contains(&ct, value), "the vault file holds no plaintext");
     // The private keys are outside every snapshot root, and encrypted.
     let keyfile = std::fs::read(sb.state().join("keys/device.age")).unwrap();
-    assert!(!contains(&keyfile, b"AGE-SECRET-KEY-"), "device keys are encrypted");
+    assert!(
+        !contains(&keyfile, b"AGE-SECRET-KEY-"),
+        "device keys are encrypted"
+    );
     // A value never comes from the command line: there is no such argument.
     expect(&sb, Some(PASS), b"", 2, &["secret", "set", "x", "value"]);
     // Status says which backend, and whether the keys unlock (without asking).
@@ -131,14 +138,8 @@ fn passphrase_vault_keeps_only_ciphertext_in_private_files() {
     assert_eq!(st["backend"], "passphrase");
     assert_eq!(st["unlocked"], true);
     assert_eq!(st["secrets"], 1);
-    let st: serde_json::Value = serde_json::from_str(&expect(
-        &sb,
-        None,
-        b"",
-        0,
-        &["--json", "vault", "status"],
-    ))
-    .unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&expect(&sb, None, b"", 0, &["--json", "vault", "status"])).unwrap();
     assert_eq!(st["unlocked"], false, "no passphrase given: locked");
     ok(&sb, b"", &["secret", "rm", "api_token"]);
     assert!(!f.exists());
@@ -164,7 +165,13 @@ fn a_wrong_key_changes_nothing() {
         &["key", "export", "--paper"],
         &["key", "revoke", "nobody"],
     ] {
-        let out = expect(&sb, wrong, b"changed", if args[1] == "revoke" { 2 } else { KEY_EXIT }, args);
+        let out = expect(
+            &sb,
+            wrong,
+            b"changed",
+            if args[1] == "revoke" { 2 } else { KEY_EXIT },
+            args,
+        );
         if args[1] != "revoke" {
             assert!(out.contains("wrong vault passphrase"), "{args:?}: {out}");
         }
@@ -178,7 +185,13 @@ fn a_wrong_key_changes_nothing() {
     let mine = sb.state().join("keys/device.age");
     let saved = std::fs::read(&mine).unwrap();
     std::fs::copy(other.state().join("keys/device.age"), &mine).unwrap();
-    let out = expect(&sb, Some(PASS), b"changed", KEY_EXIT, &["secret", "set", "a"]);
+    let out = expect(
+        &sb,
+        Some(PASS),
+        b"changed",
+        KEY_EXIT,
+        &["secret", "set", "a"],
+    );
     assert!(out.contains("wrong identity"), "{out}");
     std::fs::write(&mine, &saved).unwrap();
     // No passphrase at all, and no terminal to ask on.
@@ -269,7 +282,13 @@ fn a_paper_key_restores_access_on_a_new_device() {
         .unwrap()
         .to_owned();
     let before = snapshot_of(&c.state().join("secrets"));
-    let out = expect(&c, Some(PASS), wrong.as_bytes(), KEY_EXIT, &["key", "import"]);
+    let out = expect(
+        &c,
+        Some(PASS),
+        wrong.as_bytes(),
+        KEY_EXIT,
+        &["key", "import"],
+    );
     assert!(out.contains("not the vault's paper recovery key"), "{out}");
     assert!(snapshot_of(&c.state().join("secrets")) == before);
     assert!(!c.state().join("keys/device.json").exists());
@@ -278,27 +297,97 @@ fn a_paper_key_restores_access_on_a_new_device() {
     assert_eq!(ok(&c, b"", &["secret", "get", "tok"]), "kept-safe");
 }
 
+/// Runs `shelldone ARGS` (or another program) in the kernel session keyring `session`
+/// (`keyctl session NAME`, keyutils), as a login session has one: a process without one (a
+/// container's shell, cron) cannot keep keys in the kernel keyring (docs/keys.md).
+fn in_session(sb: &Sandbox, session: &str, stdin: &[u8], prog: &[&str]) -> Output {
+    let mut c = std::process::Command::new("keyctl");
+    c.args(["session", session]);
+    if prog[0] == "shelldone" {
+        c.arg(env!("CARGO_BIN_EXE_shelldone")).args(&prog[1..]);
+    } else {
+        c.args(prog);
+    }
+    c.env("SHELLDONE_STATE_DIR", sb.state())
+        .env("SHELLDONE_CONFIG_DIR", sb.config())
+        .env_remove("SHELLDONE_VAULT_PASSPHRASE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut ch = c.spawn().expect("spawn keyctl");
+    ch.stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin)
+        .expect("stdin");
+    ch.wait_with_output().expect("wait")
+}
+
+fn session_ok(sb: &Sandbox, session: &str, stdin: &[u8], prog: &[&str]) -> String {
+    let o = in_session(sb, session, stdin, prog);
+    assert!(
+        o.status.success(),
+        "{prog:?}: {:?}\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("utf8")
+}
+
 #[test]
 fn the_kernel_keyring_backend_when_this_machine_has_one() {
+    if std::process::Command::new("keyctl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        ci::cannot_run(
+            "the keyring backend test",
+            "keyctl (apt package keyutils) is not installed",
+        );
+        return;
+    }
     let sb = Sandbox::new();
-    let st: serde_json::Value =
-        serde_json::from_str(&ok(&sb, b"", &["--json", "vault", "status"])).unwrap();
+    let session = format!("shelldone-test-{}", std::process::id());
+    let st: serde_json::Value = serde_json::from_str(&session_ok(
+        &sb,
+        &session,
+        b"",
+        &["shelldone", "--json", "vault", "status"],
+    ))
+    .unwrap();
     if st["keyring_available"] != true {
         ci::cannot_run(
             "the keyring backend test",
-            "the kernel keyring (keyctl) cannot be used here (a seccomp profile, as Docker's default, blocks it)",
+            "the kernel keyring (keyctl) cannot be used here, even in a session keyring (a seccomp profile, as Docker's default, blocks it)",
         );
         return;
     }
     // No passphrase anywhere: the keyring holds the keys.
-    expect(&sb, None, b"", 0, &["key", "init", "--backend", "keyring"]);
-    expect(&sb, None, b"in-the-keyring", 0, &["secret", "set", "k"]);
+    session_ok(
+        &sb,
+        &session,
+        b"",
+        &["shelldone", "key", "init", "--backend", "keyring"],
+    );
+    session_ok(
+        &sb,
+        &session,
+        b"in-the-keyring",
+        &["shelldone", "secret", "set", "k"],
+    );
     assert_eq!(
-        expect(&sb, None, b"", 0, &["secret", "get", "k"]),
+        session_ok(&sb, &session, b"", &["shelldone", "secret", "get", "k"]),
         "in-the-keyring"
     );
-    let st: serde_json::Value =
-        serde_json::from_str(&expect(&sb, None, b"", 0, &["--json", "vault", "status"])).unwrap();
+    let st: serde_json::Value = serde_json::from_str(&session_ok(
+        &sb,
+        &session,
+        b"",
+        &["shelldone", "--json", "vault", "status"],
+    ))
+    .unwrap();
     assert_eq!(st["backend"], "keyring");
     assert_eq!(st["unlocked"], true);
     assert!(!sb.state().join("keys/device.age").exists(), "no key file");
@@ -306,14 +395,29 @@ fn the_kernel_keyring_backend_when_this_machine_has_one() {
     let rec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sb.state().join("keys/device.json")).unwrap())
             .unwrap();
-    let user = format!("device-key {}", rec["age"].as_str().unwrap());
-    keyring::Entry::new("shelldone", &user)
-        .unwrap()
-        .delete_credential()
-        .unwrap();
+    let desc = format!(
+        "keyring-rs:device-key {}@shelldone",
+        rec["age"].as_str().unwrap()
+    );
+    // The key outlives each command's session through the user's persistent keyring: find it
+    // there and invalidate it, as `keyring`'s delete does.
+    session_ok(
+        &sb,
+        &session,
+        b"",
+        &[
+            "sh",
+            "-c",
+            "keyctl get_persistent @s >/dev/null && id=$(keyctl search @s user \"$1\") && keyctl invalidate \"$id\"",
+            "sh",
+            &desc,
+        ],
+    );
     let before = snapshot_of(&sb.state().join("secrets"));
-    let out = expect(&sb, None, b"x", KEY_EXIT, &["secret", "set", "k"]);
-    assert!(out.contains("keyring has no key"), "{out}");
+    let o = in_session(&sb, &session, b"x", &["shelldone", "secret", "set", "k"]);
+    assert_eq!(o.status.code(), Some(KEY_EXIT));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("keyring has no key"), "{err}");
     assert!(snapshot_of(&sb.state().join("secrets")) == before);
 }
 
@@ -330,9 +434,10 @@ fn readable_bytes(dir: &Path) -> Vec<u8> {
         for at in 0..bytes.len().saturating_sub(4) {
             if bytes[at..at + 4] == [0x28, 0xb5, 0x2f, 0xfd] {
                 let mut dec = Vec::new();
-                if let Ok(mut d) = zstd::stream::read::Decoder::new(&bytes[at..]) {
+                if let Ok(d) = zstd::stream::read::Decoder::new(&bytes[at..]) {
                     let d = d.single_frame();
-                    let _ = std::io::Read::read_to_end(&mut std::io::Read::take(d, 64 << 20), &mut dec);
+                    let _ =
+                        std::io::Read::read_to_end(&mut std::io::Read::take(d, 64 << 20), &mut dec);
                 }
                 all.extend(dec);
             }
@@ -399,7 +504,10 @@ fn a_stored_secret_is_nowhere_in_the_store_or_on_the_remotes() {
     line.extend_from_slice(b"' https://example.invalid\"}\n");
     std::fs::write(a.state().join("journal/0000.jsonl"), &line).unwrap();
     let saved = ok(&a, b"", &["state", "save", "-m", "with a secret"]);
-    assert!(saved.contains("redacted"), "save reports redactions: {saved}");
+    assert!(
+        saved.contains("redacted"),
+        "save reports redactions: {saved}"
+    );
     // Nothing changed: a second save says so (the redacted blob differs from the live file).
     let again = ok(&a, b"", &["--json", "state", "save"]);
     let again: serde_json::Value = serde_json::from_str(&again).unwrap();
@@ -417,7 +525,11 @@ fn a_stored_secret_is_nowhere_in_the_store_or_on_the_remotes() {
         ("the git remote", git_objects(&git_repo)),
     ];
     for (what, bytes) in &places {
-        assert!(bytes.len() > 1000, "{what} was searched ({} bytes)", bytes.len());
+        assert!(
+            bytes.len() > 1000,
+            "{what} was searched ({} bytes)",
+            bytes.len()
+        );
         assert!(!contains(bytes, secret), "the secret is in {what}");
         assert!(!contains(bytes, b64.as_bytes()), "its base64 is in {what}");
         assert!(
