@@ -264,7 +264,11 @@ fn refuse_emptied_roots(
     let under = |p: &[u8], r: &[u8]| p.starts_with(r) && p.get(r.len()) == Some(&b'/');
     for r in crate::snapshot::ROOTS {
         let r = r.as_bytes();
-        if new_flat.leaves.keys().any(|p| under(p, r)) {
+        // The vault may be empty (no secrets yet, or the last one removed): never a sign of a
+        // wrong folder, and not worth reading the head on every save.
+        if new_flat.leaves.keys().any(|p| under(p, r))
+            || r == crate::snapshot::VAULT_ROOT.as_bytes()
+        {
             continue;
         }
         if head_flat(cx)?.leaves.keys().any(|p| under(p, r)) {

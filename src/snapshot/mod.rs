@@ -25,6 +25,10 @@ use crate::store::ObjectStore;
 /// snapshotted or touched by a restore (`cache/`, `logs/`, `metrics/`, `snapshots/`, `backups/`).
 pub const ROOTS: &[&str] = &["config", "state/sessions", "state/journal", "state/secrets"];
 
+/// The vault's root (`src/vault`): age ciphertext only. Unlike the others it may be emptied
+/// without `--allow-empty`.
+pub const VAULT_ROOT: &str = "state/secrets";
+
 /// One file (or symlink) in a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leaf {
