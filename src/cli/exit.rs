@@ -238,6 +238,7 @@ mod tests {
             REMOTE,
             NEWER_STORE,
             CONFLICTS,
+            KEY,
             INTERNAL,
             BROKEN_PIPE,
         ]

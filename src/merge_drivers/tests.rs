@@ -1038,7 +1038,10 @@ fn a_vault_secret_changed_on_both_sides_is_a_conflict_never_a_merge() {
         merge_file("state/secrets/token.age", Some(base), left, right),
         FileMerge::Conflict
     );
-    assert_eq!(apply_keys("state/secrets/token.age", left, right, &[]), None);
+    assert_eq!(
+        apply_keys("state/secrets/token.age", left, right, &[]),
+        None
+    );
     // One side changed: that side, as it is.
     assert_eq!(
         merge_file("state/secrets/token.age", Some(base), base, right),
