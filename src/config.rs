@@ -2,7 +2,7 @@
 //!
 //! The file is the terminal's own config file; shelldone state owns only the tables listed in
 //! [`TABLES`] (`[state]`, `[device]`, `[sync]`, `[sync.daemon]`, and `[backup]`, `[vault]`,
-//! `[telemetry]` reserved for what comes next) and never reads or changes anything else in it.
+//! `[telemetry]` reserved for what comes next; `[vault]` and `[snapshot]` have their first keys) and never reads or changes anything else in it.
 //! Inside its tables every key must be one of [`KEYS`]: an unknown key or a bad value is an
 //! [`Error::Config`] naming the file and the line. docs/config.md documents each key and a test
 //! checks it against [`KEYS`].
@@ -33,6 +33,7 @@ pub const TABLES: &[&str] = &[
     "sync.daemon",
     "backup",
     "vault",
+    "snapshot",
     "telemetry",
 ];
 
@@ -68,6 +69,8 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("sync.daemon.push_interval", ValueKind::Seconds),
     ("sync.daemon.pull_interval", ValueKind::Seconds),
     ("sync.daemon.watch", ValueKind::Boolean),
+    ("vault.backend", ValueKind::String),
+    ("snapshot.redact", ValueKind::Boolean),
 ];
 
 /// The settings read from the file; `None` (or empty) where the file says nothing.
@@ -89,6 +92,10 @@ pub struct Config {
     pub pull_timeout: Option<Duration>,
     /// `[sync.daemon]`.
     pub daemon: DaemonConfig,
+    /// `vault.backend`: where `key init` keeps a new device's keys (`keyring`, `passphrase`).
+    pub vault_backend: Option<String>,
+    /// `snapshot.redact`: replace secrets in the scrollback and journal that snapshots store.
+    pub redact: Option<bool>,
 }
 
 /// `[sync.daemon]`.
@@ -346,6 +353,7 @@ impl Parser<'_> {
                 let v = item.as_bool().ok_or_else(|| bad(self, "true or false"))?;
                 match key {
                     "sync.daemon.watch" => self.cfg.daemon.watch = Some(v),
+                    "snapshot.redact" => self.cfg.redact = Some(v),
                     other => unreachable!("boolean key {other} has no slot"),
                 }
             }
@@ -354,6 +362,13 @@ impl Parser<'_> {
                     .as_str()
                     .ok_or_else(|| bad(self, "a string"))?
                     .to_owned();
+                if key == "vault.backend" {
+                    if !matches!(s.as_str(), "keyring" | "passphrase") {
+                        return Err(bad(self, "'keyring' or 'passphrase'"));
+                    }
+                    self.cfg.vault_backend = Some(s);
+                    return Ok(());
+                }
                 if s.is_empty() || s.contains(['/', '\\']) || s.chars().any(char::is_control) {
                     return Err(bad(self, "a remote name (no '/', not empty)"));
                 }

@@ -247,6 +247,21 @@ pub enum Error {
     /// environment variable, a remote's URL or name).
     #[error("{0}")]
     Usage(String),
+    /// The vault's keys cannot be used: no keys yet, a wrong passphrase, a wrong identity, a
+    /// missing keyring entry, a revoked device. Nothing was changed.
+    #[error("{0}")]
+    VaultLocked(String),
+    /// A secret was not encrypted to any key this device holds (it is not trusted, or was
+    /// revoked before the secret was set). Never garbage: the secret is not decrypted at all.
+    #[error(
+        "secret '{name}' was not encrypted to this device ({device}): have a trusted device run 'shelldone key trust' with this device's public keys ('shelldone key show'), then pull"
+    )]
+    NotRecipient {
+        /// The secret.
+        name: String,
+        /// This device.
+        device: String,
+    },
     /// A broken invariant of shelldone itself (a bug): please report it.
     #[error("internal error (a bug in shelldone; please report it): {0}")]
     Internal(String),
@@ -392,6 +407,7 @@ impl Error {
             }
             Error::NewerStore { .. } | Error::ReadOnly(_) => ErrorKind::NewerStore,
             Error::Io(_) | Error::File { .. } | Error::Encode(_) => ErrorKind::Io,
+            Error::VaultLocked(_) | Error::NotRecipient { .. } => ErrorKind::Key,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -426,6 +442,8 @@ pub enum ErrorKind {
     NewerStore,
     /// An I/O or encoding error.
     Io,
+    /// The vault's keys cannot be used, or a secret is not for this device.
+    Key,
     /// A bug in shelldone.
     Internal,
 }

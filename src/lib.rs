@@ -5,7 +5,7 @@
 //! session, so that snapshots, backups and sync are all object transfers.
 //!
 //! [`State`] is a facade of one-line methods over the commands (`live`, `sync`, `history`,
-//! `check`, `recover`, `repair`), which take a [`context::Context`] (paths, objects, refs, the
+//! `check`, `recover`, `repair`; the vault's commands, `vault`, take [`State::context`]), which take a [`context::Context`] (paths, objects, refs, the
 //! store lock, the device id). Layers, each importing only downward — `cli` → [`State`] → the
 //! commands → `context` → `transfer` → `snapshot` / `remote` → `store` → [`objects_format`],
 //! with `error` a leaf — checked by `tests/layering.rs`; docs/architecture.md says where coming
@@ -28,6 +28,7 @@ pub mod snapshot;
 pub mod store;
 pub mod sync;
 pub mod transfer;
+pub mod vault;
 
 use std::collections::HashSet;
 use std::path::Path;

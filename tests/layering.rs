@@ -15,7 +15,9 @@ const ORDER: &[(&str, &[&str])] = &[
     ("store context", &["context"]),
     (
         "commands",
-        &["history", "live", "repair", "check", "recover", "sync"],
+        &[
+            "history", "live", "vault", "repair", "check", "recover", "sync",
+        ],
     ),
     ("facade", &["lib"]),
     ("command line", &["demo", "cli", "main"]),

@@ -102,6 +102,15 @@ pub(super) enum Cmd {
     /// This device's name on remotes.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// The secret vault: values age-encrypted under state/secrets (docs/keys.md).
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// This device's keys and the devices it trusts (docs/keys.md).
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Where the vault's keys are kept, and whether they unlock.
+    #[command(subcommand)]
+    Vault(VaultCmd),
     /// Generate a synthetic state (benchmarks): DIR/config and DIR/state.
     #[command(hide = true)]
     Generate {
@@ -330,6 +339,95 @@ pub(super) enum DeviceCmd {
     Rename {
         /// The new name.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum SecretCmd {
+    /// Store a secret: the value is read from standard input (one trailing newline dropped), or
+    /// asked for without echo on a terminal; never from the command line.
+    Set {
+        /// The secret's name (letters, digits, '_', '-', '.').
+        name: String,
+    },
+    /// Print a secret's value on standard output.
+    Get {
+        /// The secret's name.
+        name: String,
+    },
+    /// List the secrets' names.
+    List,
+    /// Remove a secret.
+    Rm {
+        /// The secret's name.
+        name: String,
+    },
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum BackendArg {
+    /// The OS keyring (kernel keyutils on Linux: forgotten at reboot).
+    Keyring,
+    /// A file encrypted with a passphrase (SHELLDONE_VAULT_PASSPHRASE, or asked for).
+    Passphrase,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum KeyCmd {
+    /// Make this device's keys: an age X25519 identity and an Ed25519 signing key.
+    Init {
+        /// Where to keep the private halves (default: vault.backend, else passphrase).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+        /// Replace existing keys (secrets encrypted only to them become unreadable here).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print this device's public keys (age1… and ssh-ed25519 …) to trust it elsewhere.
+    Show,
+    /// Trust a device: new secrets are encrypted to it, and existing ones re-encrypted.
+    Trust {
+        /// The name to trust it under.
+        name: String,
+        /// Its public keys as 'key show' prints them on it: age1… and ssh-ed25519 AAAA….
+        #[arg(required = true, num_args = 1..)]
+        pubkeys: Vec<String>,
+    },
+    /// List the trusted devices.
+    List,
+    /// Revoke a device: secrets are re-encrypted without it.
+    Revoke {
+        /// The device's name.
+        name: String,
+    },
+    /// Print a new paper recovery key (and include it in every encryption from now on).
+    Export {
+        /// The paper form: a recovery identity a person can write down.
+        #[arg(long, required = true)]
+        paper: bool,
+    },
+    /// Restore access on this device with the paper recovery key (read from standard input,
+    /// or asked for without echo on a terminal).
+    Import {
+        /// Where to keep this device's new keys (default: vault.backend, else passphrase).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum VaultCmd {
+    /// Which backend holds this device's keys, and whether they unlock (without asking).
+    Status,
+    /// Restore access with the paper recovery key (the same as 'key import').
+    Unlock {
+        /// Read the paper recovery key (required: a keyring or passphrase unlocks by itself).
+        #[arg(long, required = true)]
+        recovery: bool,
+        /// Where to keep this device's new keys (default: vault.backend, else passphrase).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
     },
 }
 

@@ -20,6 +20,9 @@ pub const REMOTE: u8 = 5;
 pub const NEWER_STORE: u8 = 6;
 /// Not an error: a `sync pull` finished but left conflicts for the user.
 pub const CONFLICTS: u8 = 7;
+/// The vault's keys cannot be used (wrong passphrase or identity, no keyring entry, no keys
+/// yet, a revoked device), or a secret was not encrypted to this device.
+pub const KEY: u8 = 8;
 /// A bug in shelldone (a broken invariant): `EX_SOFTWARE` of sysexits.h.
 pub const INTERNAL: u8 = 70;
 /// Standard output was closed before everything was written (`shelldone log | head -1`): the
@@ -36,6 +39,7 @@ pub const fn of_kind(kind: ErrorKind) -> u8 {
         ErrorKind::Contention => CONTENTION,
         ErrorKind::Remote => REMOTE,
         ErrorKind::NewerStore => NEWER_STORE,
+        ErrorKind::Key => KEY,
         ErrorKind::Internal => INTERNAL,
     }
 }
@@ -89,6 +93,8 @@ mod tests {
             Error::Migration { .. } => "Migration",
             Error::Config { .. } => "Config",
             Error::Usage(_) => "Usage",
+            Error::VaultLocked(_) => "VaultLocked",
+            Error::NotRecipient { .. } => "NotRecipient",
             Error::Internal(_) => "Internal",
         }
     }
@@ -175,6 +181,11 @@ mod tests {
                 why: s(),
             },
             Error::Usage(s()),
+            Error::VaultLocked(s()),
+            Error::NotRecipient {
+                name: s(),
+                device: s(),
+            },
             Error::Internal(s()),
         ]
     }
@@ -227,6 +238,7 @@ mod tests {
             REMOTE,
             NEWER_STORE,
             CONFLICTS,
+            KEY,
             INTERNAL,
             BROKEN_PIPE,
         ]

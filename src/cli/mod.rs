@@ -1,7 +1,7 @@
 //! The `shelldone` command line. Exit codes: see docs/cli.md.
 //!
 //! `args` (clap) parses; `run` hands each command to its module (`state_cmd`, `history_cmd`,
-//! `sync_cmd` for remotes, sync and conflicts, `daemon_cmd` for `sync daemon`, `device_cmd`, `tour`), which calls the
+//! `sync_cmd` for remotes, sync and conflicts, `daemon_cmd` for `sync daemon`, `device_cmd`, `vault_cmd` for secrets and keys, `tour`), which calls the
 //! [`State`](crate::State) facade and prints the report it gets back: as text through
 //! `output`, or with `--json` as one of the `documents`. `open` opens the store and reports on
 //! stderr what opening did.
@@ -23,6 +23,7 @@ mod progress;
 mod state_cmd;
 mod sync_cmd;
 mod tour;
+mod vault_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -107,5 +108,8 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             r
         }
         Cmd::Device(dc) => device_cmd::run(cli, dc),
+        Cmd::Secret(c) => vault_cmd::secret(cli, c),
+        Cmd::Key(c) => vault_cmd::key(cli, c),
+        Cmd::Vault(c) => vault_cmd::vault(cli, c),
     }
 }

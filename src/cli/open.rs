@@ -104,7 +104,9 @@ pub(super) fn config() -> Config {
 
 /// Commands that do not write live files or refs from the config's settings.
 fn reads_only(cli: &Cli) -> bool {
-    use super::args::{Cmd, ConflictsCmd, DeviceCmd, RemoteCmd, StateCmd, SyncCmd};
+    use super::args::{
+        Cmd, ConflictsCmd, DeviceCmd, KeyCmd, RemoteCmd, SecretCmd, StateCmd, SyncCmd, VaultCmd,
+    };
     match &cli.cmd {
         Cmd::Log(_) | Cmd::Show { .. } => true,
         // `recover` repairs the store: a broken config file must not stand in its way.
@@ -122,8 +124,21 @@ fn reads_only(cli: &Cli) -> bool {
             None | Some(ConflictsCmd::List | ConflictsCmd::Show { .. })
         ),
         Cmd::Device(DeviceCmd::Show) | Cmd::Remote(RemoteCmd::List) => true,
+        Cmd::Secret(SecretCmd::Get { .. } | SecretCmd::List)
+        | Cmd::Key(KeyCmd::Show | KeyCmd::List)
+        | Cmd::Vault(VaultCmd::Status) => true,
         _ => false,
     }
+}
+
+/// Commands that may write a snapshot of the live files (`[snapshot] redact` applies to them).
+fn saves(cli: &Cli) -> bool {
+    use super::args::{Cmd, StateCmd, SyncCmd};
+    matches!(
+        &cli.cmd,
+        Cmd::State(StateCmd::Save { .. } | StateCmd::Restore { .. })
+            | Cmd::Sync(SyncCmd::Pull { .. } | SyncCmd::Daemon(_))
+    )
 }
 
 /// The config file's snapshot path.
@@ -146,6 +161,9 @@ pub(super) fn open_with_report_as(
     let (mut st, rep) = open(p)?;
     st.apply(settings);
     super::progress::install(cli, &mut st)?;
+    if cfg.redact == Some(true) && saves(cli) {
+        super::vault_cmd::install_redactor(&st)?;
+    }
     let host = rustix::system::uname()
         .nodename()
         .to_string_lossy()

@@ -80,6 +80,11 @@ fn run_state_on(
                 if let Some(p) = &plan {
                     super::history_cmd::print_changes(&p.changes);
                 }
+                if let Some(n) = super::vault_cmd::redacted() {
+                    say(format!(
+                        "redacted: {n} secret(s) replaced by a marker in the scrollback and journal stored"
+                    ));
+                }
                 say(format!(
                     "saved: +{} ~{} -{} files, {} new objects ({}){}",
                     o.summary.added,

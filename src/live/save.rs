@@ -279,13 +279,23 @@ pub(crate) fn same_modes(snap: &Snapshot, flat: &Flat) -> bool {
 /// as emptied when the head has files there: the sign of a wrong `--config-dir`, an
 /// unmounted disk or a folder replaced by a file. The head is read only when a root is empty.
 fn refuse_emptied_roots(cx: &Context, new_flat: &Flat, head_flat: &HeadFlat<'_>) -> Result<()> {
-    let under = |p: &[u8], r: &[u8]| p.starts_with(r) && p.get(r.len()) == Some(&b'/');
+    // A file below `r/`: the first key from `r/` on (one lookup, not a scan of every path).
+    let has_under = |flat: &Flat, r: &[u8]| {
+        let mut prefix = r.to_vec();
+        prefix.push(b'/');
+        flat.leaves
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(p, _)| p.starts_with(&prefix))
+    };
     for r in crate::snapshot::ROOTS {
         let r = r.as_bytes();
-        if new_flat.leaves.keys().any(|p| under(p, r)) {
+        // The vault may be empty (no secrets yet, or the last one removed): never a sign of a
+        // wrong folder, and not worth reading the head on every save.
+        if r == crate::snapshot::VAULT_ROOT.as_bytes() || has_under(new_flat, r) {
             continue;
         }
-        if head_flat.get(cx)?.leaves.keys().any(|p| under(p, r)) {
+        if has_under(head_flat.get(cx)?, r) {
             let path = cx.layout().abs(r);
             let what = if path.is_dir() {
                 "is empty"
@@ -997,7 +1007,14 @@ pub fn save_changed(
         return Ok(None);
     };
     let st = inc.trees.get(state)?;
-    if names(&st) != [b"journal".to_vec(), b"sessions".to_vec()] || st.entries.len() != 2 {
+    let want: Vec<Vec<u8>> = crate::snapshot::ROOTS
+        .iter()
+        .filter_map(|r| r.strip_prefix("state/"))
+        .map(|r| r.as_bytes().to_vec())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if names(&st) != want || st.entries.len() != want.len() {
         return Ok(None);
     }
     let Some(root) = inc.patch(b"", hs.root)? else {

@@ -59,6 +59,11 @@ pub fn merge_file(path: &str, base: Option<&[u8]>, left: &[u8], right: &[u8]) ->
     if base == Some(left) {
         return FileMerge::Clean(right.to_vec());
     }
+    // The vault's ciphertext is opaque: two versions of a secret are a conflict that keeps
+    // both (one kept, one set aside), never a merge of their bytes.
+    if is_ciphertext(path) {
+        return FileMerge::Conflict;
+    }
     let kind = kind_of(path);
     if kind == Kind::Journal {
         return FileMerge::Clean(merge_journal3(base, left, right));
@@ -86,6 +91,9 @@ pub fn merge_file(path: &str, base: Option<&[u8]>, left: &[u8], right: &[u8]) ->
 /// that is not in the format `merge_file` reports, or line ranges mixed with key paths.
 #[must_use]
 pub fn apply_keys(path: &str, current: &[u8], other: &[u8], keys: &[String]) -> Option<Vec<u8>> {
+    if is_ciphertext(path) {
+        return None;
+    }
     let kind = kind_of(path);
     if kind == Kind::Journal {
         return None;
@@ -109,6 +117,11 @@ enum Kind {
     Toml,
     KeyValue,
     Text,
+}
+
+/// A secret of the vault (`state/secrets/NAME.age`): age ciphertext, opaque.
+fn is_ciphertext(path: &str) -> bool {
+    path.starts_with("state/secrets/") && path.ends_with(".age")
 }
 
 fn kind_of(path: &str) -> Kind {

@@ -1026,3 +1026,35 @@ proptest! {
         prop_assert_eq!(&m, &merge(path, &b, &l, &r));
     }
 }
+
+#[test]
+fn a_vault_secret_changed_on_both_sides_is_a_conflict_never_a_merge() {
+    // Even bytes that would merge as text (age's header is text) are kept whole: one side kept,
+    // the other set aside by sync.
+    let base = b"age-encryption.org/v1\n-> X25519 base\n";
+    let left = b"age-encryption.org/v1\n-> X25519 left\n";
+    let right = b"age-encryption.org/v1\n-> X25519 base\nextra\n";
+    assert_eq!(
+        merge_file("state/secrets/token.age", Some(base), left, right),
+        FileMerge::Conflict
+    );
+    assert_eq!(
+        apply_keys("state/secrets/token.age", left, right, &[]),
+        None
+    );
+    // One side changed: that side, as it is.
+    assert_eq!(
+        merge_file("state/secrets/token.age", Some(base), base, right),
+        FileMerge::Clean(right.to_vec())
+    );
+    // The trust list is text: a revocation on one side merges with a change on the other.
+    assert!(matches!(
+        merge_file(
+            "state/secrets/trust/bee.pub",
+            Some(b"age a\nssh s\n"),
+            b"age a\nssh s\nrevoked\n",
+            b"# c\nage a\nssh s\n"
+        ),
+        FileMerge::Clean(_)
+    ));
+}

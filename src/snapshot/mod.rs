@@ -6,6 +6,7 @@
 pub mod conflicts;
 pub mod exclude;
 pub mod policy;
+pub mod redact;
 pub mod restore;
 pub mod save;
 
@@ -22,7 +23,11 @@ use crate::store::ObjectStore;
 
 /// The folders a snapshot covers, relative to the snapshot root. Nothing else is ever
 /// snapshotted or touched by a restore (`cache/`, `logs/`, `metrics/`, `snapshots/`, `backups/`).
-pub const ROOTS: &[&str] = &["config", "state/sessions", "state/journal"];
+pub const ROOTS: &[&str] = &["config", "state/sessions", "state/journal", "state/secrets"];
+
+/// The vault's root (`src/vault`): age ciphertext only. Unlike the others it may be emptied
+/// without `--allow-empty`.
+pub const VAULT_ROOT: &str = "state/secrets";
 
 /// One file (or symlink) in a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

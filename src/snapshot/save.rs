@@ -415,7 +415,9 @@ pub fn hash_file(
     };
     let mode = objects_format::modes::recorded(st_mode);
     let stat = f.meta.stat;
-    if let Some((kind, id)) = cache.lookup(&f.rel, &stat) {
+    // While redaction is on, the files it covers are always read (redact.rs).
+    let redacting = super::redact::active().is_some() && super::redact::Redactor::applies(&f.rel);
+    if let Some((kind, id)) = cache.lookup(&f.rel, &stat).filter(|_| !redacting) {
         // Trust the cache only while the object is still stored (gc or a lost object would
         // otherwise make a snapshot point at nothing).
         if batch.is_none_or(|b| b.contains(&id)) {
@@ -458,13 +460,13 @@ pub fn hash_file(
         Ok(stored) => stored,
         Err(why) => return Ok(Hashed::CorruptDescriptor(why)),
     };
-    let fresh = steady.then_some((before, hashed_at));
+    let fresh = (steady && !got.redacted).then_some((before, hashed_at));
     Ok(Hashed::Ok {
         leaf: Leaf {
             kind,
             flags,
             mode,
-            size: got.len,
+            size: got.size,
             id,
         },
         fresh,
@@ -477,6 +479,10 @@ pub fn hash_file(
 struct Content {
     /// Bytes read.
     len: u64,
+    /// Bytes stored: `len`, unless redaction replaced some ([`super::redact`]).
+    size: u64,
+    /// True when redaction changed what was stored.
+    redacted: bool,
     /// The entry kind and id stored, or why a session descriptor does not parse (then nothing
     /// was stored).
     stored: std::result::Result<(EntryKind, ObjectId), String>,
@@ -503,6 +509,18 @@ fn read_content(abs: &Path, rel: &[u8], batch: Option<&Batch<'_>>) -> Result<Opt
         .take(CHUNK_THRESHOLD + 1)
         .read_to_end(&mut buf)
         .map_err(fail)?;
+    if let Some(r) = super::redact::active().filter(|_| super::redact::Redactor::applies(rel)) {
+        // `[snapshot] redact`: the whole file, redacted, is what is stored.
+        file.read_to_end(&mut buf).map_err(fail)?;
+        let red = r.redact(&buf);
+        let stored = red.as_deref().unwrap_or(&buf);
+        return Ok(Some(Content {
+            len: buf.len() as u64,
+            size: stored.len() as u64,
+            redacted: red.is_some(),
+            stored: Ok(content_objects(stored, batch)?),
+        }));
+    }
     let descriptor = is_descriptor(rel);
     if descriptor {
         file.read_to_end(&mut buf).map_err(fail)?;
@@ -511,11 +529,15 @@ fn read_content(abs: &Path, rel: &[u8], batch: Option<&Batch<'_>>) -> Result<Opt
         if descriptor && let Err(why) = validate_descriptor(&buf) {
             return Ok(Some(Content {
                 len: buf.len() as u64,
+                size: buf.len() as u64,
+                redacted: false,
                 stored: Err(why),
             }));
         }
         return Ok(Some(Content {
             len: buf.len() as u64,
+            size: buf.len() as u64,
+            redacted: false,
             stored: Ok(content_objects(&buf, batch)?),
         }));
     }
@@ -533,6 +555,8 @@ fn read_content(abs: &Path, rel: &[u8], batch: Option<&Batch<'_>>) -> Result<Opt
     };
     Ok(Some(Content {
         len,
+        size: len,
+        redacted: false,
         stored: Ok((EntryKind::ChunkedFile, id)),
     }))
 }

@@ -22,3 +22,4 @@ mod revisions;
 mod sync;
 mod sync_stories;
 mod terminal;
+mod vault;

@@ -824,3 +824,82 @@ fn progress_events_and_the_tour_document() {
     let v: Value = serde_json::from_slice(&o.stdout).expect("one document");
     documented::check("tour", &v).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn vault_documents() {
+    let (sb, mut shots) = device_named("laptop", false);
+    {
+        let s = &mut shots.settings;
+        s.add_filter(r"age1[0-9a-z]{58}", "[AGE]");
+        s.add_filter(r"ssh-ed25519 [A-Za-z0-9+/=]+", "ssh-ed25519 [SSH]");
+        s.add_filter(
+            r#""keyring_available":(true|false)"#,
+            r#""keyring_available":[BOOL]"#,
+        );
+    }
+    let with_pass = |args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut c = sb.cmd(args);
+        c.env("SHELLDONE_VAULT_PASSPHRASE", "pw")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut ch = c.spawn().expect("spawn");
+        ch.stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin)
+            .expect("write");
+        let o = ch.wait_with_output().expect("wait");
+        expect_code(&o, 0, args);
+    };
+    // No keys yet.
+    shots.json(
+        "json_vault_status_none",
+        "vault status",
+        &sb,
+        0,
+        &["--json", "vault", "status"],
+    );
+    with_pass(&["key", "init", "--backend", "passphrase"], b"");
+    with_pass(&["secret", "set", "token"], b"value-1");
+    shots.json(
+        "json_secret_list",
+        "secret list",
+        &sb,
+        0,
+        &["--json", "secret", "list"],
+    );
+    let show = shots.json(
+        "json_key_show",
+        "key show",
+        &sb,
+        0,
+        &["--json", "key", "show"],
+    );
+    let (age, ssh) = (show["age"].as_str().unwrap(), show["ssh"].as_str().unwrap());
+    let ssh: Vec<&str> = ssh.split_whitespace().take(2).collect();
+    with_pass(&["key", "trust", "laptop", age, ssh[0], ssh[1]], b"");
+    with_pass(&["key", "export", "--paper"], b"");
+    shots.json(
+        "json_key_list",
+        "key list",
+        &sb,
+        0,
+        &["--json", "key", "list"],
+    );
+    // Locked: no passphrase given, and `status` never asks.
+    shots.json(
+        "json_vault_status_locked",
+        "vault status",
+        &sb,
+        0,
+        &["--json", "vault", "status"],
+    );
+    shots.run(
+        "vault_secret_get_locked",
+        &sb,
+        8,
+        &["secret", "get", "token"],
+    );
+}

@@ -1,0 +1,543 @@
+//! Issue #14: the secret vault and the device keys, through the real binary: the passphrase
+//! path everywhere, the kernel keyring where this machine lets a process use it; two devices
+//! trusting, pulling and revoking over a directory remote; a wrong key changing nothing; no
+//! secret's plaintext (nor its base64) anywhere in the store or on a directory or git remote.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use crate::support::{GitDaemon, Sandbox, ci};
+
+const PASS: &str = "correct horse battery staple";
+const KEY_EXIT: i32 = 8;
+
+/// Runs shelldone with `pass` as SHELLDONE_VAULT_PASSPHRASE (none: unset) and `stdin` piped in.
+fn run(sb: &Sandbox, pass: Option<&str>, stdin: &[u8], args: &[&str]) -> Output {
+    let mut c = sb.cmd(args);
+    match pass {
+        Some(p) => c.env("SHELLDONE_VAULT_PASSPHRASE", p),
+        None => c.env_remove("SHELLDONE_VAULT_PASSPHRASE"),
+    };
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shelldone");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// Like [`run`], expecting exit `code`; returns stdout.
+fn expect(sb: &Sandbox, pass: Option<&str>, stdin: &[u8], code: i32, args: &[&str]) -> String {
+    let o = run(sb, pass, stdin, args);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "shelldone {args:?}: expected exit {code}:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut s = String::from_utf8(o.stdout).expect("utf8");
+    if code != 0 {
+        s.push_str(&String::from_utf8_lossy(&o.stderr));
+    }
+    s
+}
+
+fn ok(sb: &Sandbox, stdin: &[u8], args: &[&str]) -> String {
+    expect(sb, Some(PASS), stdin, 0, args)
+}
+
+/// A device with passphrase-protected keys.
+fn device() -> Sandbox {
+    let sb = Sandbox::new();
+    ok(&sb, b"", &["key", "init", "--backend", "passphrase"]);
+    sb
+}
+
+/// `key show` of `sb`: its two public keys, as another device's `key trust` takes them.
+fn pubkeys(sb: &Sandbox) -> Vec<String> {
+    ok(sb, b"", &["key", "show"])
+        .lines()
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn trust(by: &Sandbox, name: &str, of: &Sandbox) {
+    let keys = pubkeys(of);
+    let mut args = vec!["key", "trust", name];
+    args.extend(keys.iter().map(String::as_str));
+    ok(by, b"", &args);
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v = Vec::new();
+    if !dir.exists() {
+        return v;
+    }
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.expect("walk");
+        if e.file_type().is_file() {
+            v.push((
+                e.path().display().to_string(),
+                std::fs::read(e.path()).expect("read"),
+            ));
+        }
+    }
+    v
+}
+
+#[test]
+fn passphrase_vault_keeps_only_ciphertext_in_private_files() {
+    let sb = device();
+    let value = b"s3cr3t-token-value-4242";
+    ok(
+        &sb,
+        b"s3cr3t-token-value-4242\n",
+        &["secret", "set", "api_token"],
+    );
+    assert_eq!(
+        ok(&sb, b"", &["secret", "get", "api_token"]).as_bytes(),
+        value,
+        "get gives the value back, without the newline stdin had"
+    );
+    assert_eq!(ok(&sb, b"", &["secret", "list"]), "api_token\n");
+    let dir = sb.state().join("secrets");
+    let f = dir.join("api_token.age");
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let ct = std::fs::read(&f).unwrap();
+    assert!(ct.starts_with(b"age-encryption.org/v1\n"), "an age file");
+    assert!(!contains(&ct, value), "the vault file holds no plaintext");
+    // The private keys are outside every snapshot root, and encrypted.
+    let keyfile = std::fs::read(sb.state().join("keys/device.age")).unwrap();
+    assert!(
+        !contains(&keyfile, b"AGE-SECRET-KEY-"),
+        "device keys are encrypted"
+    );
+    // A value never comes from the command line: there is no such argument.
+    expect(&sb, Some(PASS), b"", 2, &["secret", "set", "x", "value"]);
+    // Status says which backend, and whether the keys unlock (without asking).
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(&sb, b"", &["--json", "vault", "status"])).unwrap();
+    assert_eq!(st["backend"], "passphrase");
+    assert_eq!(st["unlocked"], true);
+    assert_eq!(st["secrets"], 1);
+    let st: serde_json::Value =
+        serde_json::from_str(&expect(&sb, None, b"", 0, &["--json", "vault", "status"])).unwrap();
+    assert_eq!(st["unlocked"], false, "no passphrase given: locked");
+    ok(&sb, b"", &["secret", "rm", "api_token"]);
+    assert!(!f.exists());
+    assert_eq!(ok(&sb, b"", &["secret", "list"]), "");
+    expect(&sb, Some(PASS), b"", 2, &["secret", "get", "api_token"]);
+}
+
+#[test]
+fn a_wrong_key_changes_nothing() {
+    let sb = device();
+    ok(&sb, b"one", &["secret", "set", "a"]);
+    ok(&sb, b"two", &["secret", "set", "b"]);
+    let other = device();
+    let before = (
+        snapshot_of(&sb.state().join("secrets")),
+        snapshot_of(&sb.state().join("keys")),
+    );
+    let wrong = Some("wrong passphrase");
+    for args in [
+        &["secret", "set", "a"][..],
+        &["secret", "set", "c"],
+        &["secret", "get", "a"],
+        &["key", "export", "--paper"],
+        &["key", "revoke", "nobody"],
+    ] {
+        let out = expect(
+            &sb,
+            wrong,
+            b"changed",
+            if args[1] == "revoke" { 2 } else { KEY_EXIT },
+            args,
+        );
+        if args[1] != "revoke" {
+            assert!(out.contains("wrong vault passphrase"), "{args:?}: {out}");
+        }
+    }
+    let mut args = vec!["key", "trust", "other"];
+    let keys = pubkeys(&other);
+    args.extend(keys.iter().map(String::as_str));
+    let out = expect(&sb, wrong, b"", KEY_EXIT, &args);
+    assert!(out.contains("wrong vault passphrase"), "{out}");
+    // A wrong identity: another device's key file (same passphrase) in place of this one's.
+    let mine = sb.state().join("keys/device.age");
+    let saved = std::fs::read(&mine).unwrap();
+    std::fs::copy(other.state().join("keys/device.age"), &mine).unwrap();
+    let out = expect(
+        &sb,
+        Some(PASS),
+        b"changed",
+        KEY_EXIT,
+        &["secret", "set", "a"],
+    );
+    assert!(out.contains("wrong identity"), "{out}");
+    std::fs::write(&mine, &saved).unwrap();
+    // No passphrase at all, and no terminal to ask on.
+    let out = expect(&sb, None, b"changed", KEY_EXIT, &["secret", "set", "a"]);
+    assert!(out.contains("SHELLDONE_VAULT_PASSPHRASE"), "{out}");
+    let after = (
+        snapshot_of(&sb.state().join("secrets")),
+        snapshot_of(&sb.state().join("keys")),
+    );
+    assert!(before == after, "the vault and its keys are byte-identical");
+    assert_eq!(ok(&sb, b"", &["secret", "get", "a"]), "one");
+}
+
+fn dir_remote() -> (tempfile::TempDir, String) {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("remote").to_str().unwrap().to_owned();
+    (t, p)
+}
+
+#[test]
+fn two_devices_trust_pull_read_and_revoke() {
+    let (_t, url) = dir_remote();
+    let a = device();
+    a.save("A: first");
+    a.ok(&["remote", "add", "origin", &url, "--init"]);
+    ok(&a, b"set-before-trust", &["secret", "set", "early"]);
+    a.save("A: a secret");
+    a.ok(&["sync", "push"]);
+    let b = device();
+    b.ok(&["remote", "add", "origin", &url]);
+    b.ok(&["sync", "pull"]);
+    assert_eq!(ok(&b, b"", &["secret", "list"]), "early\n");
+    // B is not trusted yet: a clear error, never garbage.
+    let out = expect(&b, Some(PASS), b"", KEY_EXIT, &["secret", "get", "early"]);
+    assert!(out.contains("was not encrypted to this device"), "{out}");
+    // A trusts B: the existing secret is re-encrypted to include it.
+    trust(&a, "bee", &b);
+    ok(&a, b"set-after-trust", &["secret", "set", "later"]);
+    a.save("A: trusts B");
+    a.ok(&["sync", "push"]);
+    b.ok(&["sync", "pull"]);
+    assert_eq!(ok(&b, b"", &["secret", "get", "early"]), "set-before-trust");
+    assert_eq!(ok(&b, b"", &["secret", "get", "later"]), "set-after-trust");
+    let list = ok(&b, b"", &["key", "list"]);
+    assert!(list.contains("bee "), "B learnt the trust list: {list}");
+    // B's own secrets reach A (A put itself on the list when it trusted B).
+    ok(&b, b"from-b", &["secret", "set", "bs"]);
+    b.save("B: a secret");
+    b.ok(&["sync", "push"]);
+    a.ok(&["sync", "pull"]);
+    assert_eq!(ok(&a, b"", &["secret", "get", "bs"]), "from-b");
+    // A revokes B: what A sets afterwards B cannot read.
+    ok(&a, b"", &["key", "revoke", "bee"]);
+    ok(&a, b"after-revoke", &["secret", "set", "newest"]);
+    a.save("A: revokes B");
+    a.ok(&["sync", "push"]);
+    b.ok(&["sync", "pull"]);
+    let out = expect(&b, Some(PASS), b"", KEY_EXIT, &["secret", "get", "newest"]);
+    assert!(out.contains("was not encrypted to this device"), "{out}");
+    assert!(ok(&b, b"", &["key", "list"]).contains("bee (revoked)"));
+}
+
+#[test]
+fn a_paper_key_restores_access_on_a_new_device() {
+    let (_t, url) = dir_remote();
+    let a = device();
+    ok(&a, b"kept-safe", &["secret", "set", "tok"]);
+    let paper = ok(&a, b"", &["key", "export", "--paper"]);
+    let grouped: String = paper
+        .lines()
+        .skip_while(|l| !l.trim().starts_with("AGE-SECRET-KEY-1"))
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    assert!(grouped.starts_with("AGE-SECRET-KEY-1\n"), "{paper}");
+    a.save("A");
+    a.ok(&["remote", "add", "origin", &url, "--init"]);
+    a.ok(&["sync", "push"]);
+    let c = Sandbox::new();
+    c.ok(&["remote", "add", "origin", &url]);
+    c.ok(&["sync", "pull"]);
+    // A key that is not the vault's: refused, nothing written.
+    let stranger = device();
+    let wrong = ok(&stranger, b"", &["key", "export", "--paper"]);
+    let wrong = wrong
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("whole: "))
+        .unwrap()
+        .to_owned();
+    let before = snapshot_of(&c.state().join("secrets"));
+    let out = expect(
+        &c,
+        Some(PASS),
+        wrong.as_bytes(),
+        KEY_EXIT,
+        &["key", "import"],
+    );
+    assert!(out.contains("not the vault's paper recovery key"), "{out}");
+    assert!(snapshot_of(&c.state().join("secrets")) == before);
+    assert!(!c.state().join("keys/device.json").exists());
+    // The paper key, typed back in its groups: this device gets keys and reads the vault.
+    ok(&c, grouped.as_bytes(), &["vault", "unlock", "--recovery"]);
+    assert_eq!(ok(&c, b"", &["secret", "get", "tok"]), "kept-safe");
+}
+
+/// Runs `shelldone ARGS` (or another program) in the kernel session keyring `session`
+/// (`keyctl session NAME`, keyutils), as a login session has one: a process without one (a
+/// container's shell, cron) cannot keep keys in the kernel keyring (docs/keys.md).
+fn in_session(sb: &Sandbox, session: &str, stdin: &[u8], prog: &[&str]) -> Output {
+    let mut c = std::process::Command::new("keyctl");
+    c.args(["session", session]);
+    if prog[0] == "shelldone" {
+        c.arg(env!("CARGO_BIN_EXE_shelldone")).args(&prog[1..]);
+    } else {
+        c.args(prog);
+    }
+    c.env("SHELLDONE_STATE_DIR", sb.state())
+        .env("SHELLDONE_CONFIG_DIR", sb.config())
+        .env_remove("SHELLDONE_VAULT_PASSPHRASE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut ch = c.spawn().expect("spawn keyctl");
+    ch.stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin)
+        .expect("stdin");
+    ch.wait_with_output().expect("wait")
+}
+
+fn session_ok(sb: &Sandbox, session: &str, stdin: &[u8], prog: &[&str]) -> String {
+    let o = in_session(sb, session, stdin, prog);
+    assert!(
+        o.status.success(),
+        "{prog:?}: {:?}\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("utf8")
+}
+
+#[test]
+fn the_kernel_keyring_backend_when_this_machine_has_one() {
+    if std::process::Command::new("keyctl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        ci::cannot_run(
+            "the keyring backend test",
+            "keyctl (apt package keyutils) is not installed",
+        );
+        return;
+    }
+    let sb = Sandbox::new();
+    let session = format!("shelldone-test-{}", std::process::id());
+    let st: serde_json::Value = serde_json::from_str(&session_ok(
+        &sb,
+        &session,
+        b"",
+        &["shelldone", "--json", "vault", "status"],
+    ))
+    .unwrap();
+    if st["keyring_available"] != true {
+        ci::cannot_run(
+            "the keyring backend test",
+            "the kernel keyring (keyctl) cannot be used here, even in a session keyring (a seccomp profile, as Docker's default, blocks it)",
+        );
+        return;
+    }
+    // No passphrase anywhere: the keyring holds the keys.
+    session_ok(
+        &sb,
+        &session,
+        b"",
+        &["shelldone", "key", "init", "--backend", "keyring"],
+    );
+    session_ok(
+        &sb,
+        &session,
+        b"in-the-keyring",
+        &["shelldone", "secret", "set", "k"],
+    );
+    assert_eq!(
+        session_ok(&sb, &session, b"", &["shelldone", "secret", "get", "k"]),
+        "in-the-keyring"
+    );
+    let st: serde_json::Value = serde_json::from_str(&session_ok(
+        &sb,
+        &session,
+        b"",
+        &["shelldone", "--json", "vault", "status"],
+    ))
+    .unwrap();
+    assert_eq!(st["backend"], "keyring");
+    assert_eq!(st["unlocked"], true);
+    assert!(!sb.state().join("keys/device.age").exists(), "no key file");
+    // The keyring entry gone (a reboot): a clear error, and nothing changed.
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sb.state().join("keys/device.json")).unwrap())
+            .unwrap();
+    let desc = format!(
+        "keyring-rs:device-key {}@shelldone",
+        rec["age"].as_str().unwrap()
+    );
+    // The key outlives each command's session through the user's persistent keyring: find it
+    // there and invalidate it, as `keyring`'s delete does.
+    session_ok(
+        &sb,
+        &session,
+        b"",
+        &[
+            "sh",
+            "-c",
+            "keyctl get_persistent @s >/dev/null && id=$(keyctl search @s user \"$1\") && keyctl invalidate \"$id\"",
+            "sh",
+            &desc,
+        ],
+    );
+    let before = snapshot_of(&sb.state().join("secrets"));
+    let o = in_session(&sb, &session, b"x", &["shelldone", "secret", "set", "k"]);
+    assert_eq!(o.status.code(), Some(KEY_EXIT));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("keyring has no key"), "{err}");
+    assert!(snapshot_of(&sb.state().join("secrets")) == before);
+}
+
+/// True when `needle` occurs in `hay`.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every byte under `dir` as stored, plus the content of every zstd frame in it (objects are
+/// compressed, so a plaintext search of the raw files alone would prove nothing).
+fn readable_bytes(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for (_, bytes) in snapshot_of(dir) {
+        for at in 0..bytes.len().saturating_sub(4) {
+            if bytes[at..at + 4] == [0x28, 0xb5, 0x2f, 0xfd] {
+                let mut dec = Vec::new();
+                if let Ok(d) = zstd::stream::read::Decoder::new(&bytes[at..]) {
+                    let d = d.single_frame();
+                    let _ =
+                        std::io::Read::read_to_end(&mut std::io::Read::take(d, 64 << 20), &mut dec);
+                }
+                all.extend(dec);
+            }
+        }
+        all.extend(bytes);
+    }
+    all
+}
+
+/// Every object of a git repository, decompressed (`git cat-file --batch-all-objects`).
+fn git_objects(repo: &Path) -> Vec<u8> {
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["cat-file", "--batch-all-objects", "--batch"])
+        .output()
+        .expect("git cat-file");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!o.stdout.is_empty(), "the git remote has objects");
+    o.stdout
+}
+
+fn base64(b: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..=c.len() {
+            s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    s
+}
+
+#[test]
+fn a_stored_secret_is_nowhere_in_the_store_or_on_the_remotes() {
+    let secret = b"ghp_Zq8TkY3vN1pX7wR2mL5sD9fH4jC6bA0eK1uQ";
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = GitDaemon::start(&tmp.path().join("srv"));
+    let (git_url, git_repo) = srv.repo("state.git");
+    let dir_url = tmp.path().join("dir-remote").to_str().unwrap().to_owned();
+    let a = device();
+    std::fs::create_dir_all(a.config()).unwrap();
+    std::fs::write(
+        a.config().join("shelldone.toml"),
+        "[snapshot]\nredact = true\n",
+    )
+    .unwrap();
+    let mut stdin = secret.to_vec();
+    stdin.push(b'\n');
+    ok(&a, &stdin, &["secret", "set", "github"]);
+    // The secret in a scrollback file and a journal line (as a terminal would have it).
+    let sess = a.state().join("sessions/s1");
+    std::fs::create_dir_all(&sess).unwrap();
+    let mut scroll = b"$ export GH_TOKEN=".to_vec();
+    scroll.extend_from_slice(secret);
+    scroll.extend_from_slice(b"\n$ echo done\n");
+    std::fs::write(sess.join("scrollback.txt"), &scroll).unwrap();
+    std::fs::create_dir_all(a.state().join("journal")).unwrap();
+    let mut line = b"{\"cmd\":\"curl -H 'Authorization: Bearer ".to_vec();
+    line.extend_from_slice(secret);
+    line.extend_from_slice(b"' https://example.invalid\"}\n");
+    std::fs::write(a.state().join("journal/0000.jsonl"), &line).unwrap();
+    let saved = ok(&a, b"", &["state", "save", "-m", "with a secret"]);
+    assert!(
+        saved.contains("redacted"),
+        "save reports redactions: {saved}"
+    );
+    // Nothing changed: a second save says so (the redacted blob differs from the live file).
+    let again = ok(&a, b"", &["--json", "state", "save"]);
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["created"], false, "{again}");
+    // The live files are as they were.
+    assert_eq!(std::fs::read(sess.join("scrollback.txt")).unwrap(), scroll);
+    a.ok(&["remote", "add", "dir", &dir_url, "--init"]);
+    a.ok(&["remote", "add", "git", &git_url]);
+    a.ok(&["sync", "push", "dir"]);
+    a.ok(&["sync", "push", "git"]);
+    let b64 = base64(secret);
+    let places = [
+        ("the store", readable_bytes(&a.state().join("snapshots"))),
+        ("the directory remote", readable_bytes(Path::new(&dir_url))),
+        ("the git remote", git_objects(&git_repo)),
+    ];
+    for (what, bytes) in &places {
+        assert!(
+            bytes.len() > 1000,
+            "{what} was searched ({} bytes)",
+            bytes.len()
+        );
+        assert!(!contains(bytes, secret), "the secret is in {what}");
+        assert!(!contains(bytes, b64.as_bytes()), "its base64 is in {what}");
+        assert!(
+            contains(bytes, b"[redacted: vault secret github]"),
+            "{what} holds the marker instead"
+        );
+    }
+    // Restoring the snapshot shows the marker, not the token.
+    let shown = a.ok(&["show", "head"]);
+    assert!(!shown.contains(std::str::from_utf8(secret).unwrap()));
+}
