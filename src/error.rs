@@ -247,6 +247,32 @@ pub enum Error {
     /// environment variable, a remote's URL or name).
     #[error("{0}")]
     Usage(String),
+    /// A backup bundle is damaged: a missing or changed file, a checksum that does not match,
+    /// a manifest that does not parse, a round trip that differs.
+    #[error("backup {}: damaged: {why}", bundle.display())]
+    BackupDamaged {
+        /// The bundle directory.
+        bundle: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// An encrypted bundle that no given identity can open.
+    #[error("backup {}: cannot decrypt: {why}", bundle.display())]
+    BackupKey {
+        /// The bundle directory.
+        bundle: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A bundle's signature does not verify, or is not one the caller requires (unsigned,
+    /// untrusted or revoked key with `[backup] require_signature`).
+    #[error("backup {}: signature refused: {why}", bundle.display())]
+    BackupSignature {
+        /// The bundle directory.
+        bundle: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// A broken invariant of shelldone itself (a bug): please report it.
     #[error("internal error (a bug in shelldone; please report it): {0}")]
     Internal(String),
@@ -378,6 +404,7 @@ impl Error {
             | Error::UnknownPath { .. }
             | Error::TooLarge { .. }
             | Error::Config { .. }
+            | Error::BackupKey { .. }
             | Error::Usage(_) => ErrorKind::Usage,
             Error::MissingObject { .. }
             | Error::CorruptObject { .. }
@@ -385,7 +412,9 @@ impl Error {
             | Error::UnsafePath(_)
             | Error::CorruptFile { .. }
             | Error::BadRecord(_)
-            | Error::Migration { .. } => ErrorKind::Data,
+            | Error::Migration { .. }
+            | Error::BackupDamaged { .. }
+            | Error::BackupSignature { .. } => ErrorKind::Data,
             Error::Locked { .. } | Error::RefConflict { .. } => ErrorKind::Contention,
             Error::Remote { .. } | Error::DeviceIdInUse { .. } | Error::UnrelatedHistory { .. } => {
                 ErrorKind::Remote

@@ -15,7 +15,9 @@ const ORDER: &[(&str, &[&str])] = &[
     ("store context", &["context"]),
     (
         "commands",
-        &["history", "live", "repair", "check", "recover", "sync"],
+        &[
+            "history", "live", "repair", "check", "recover", "backup", "sync",
+        ],
     ),
     ("facade", &["lib"]),
     ("command line", &["demo", "cli", "main"]),

@@ -11,6 +11,7 @@
 )]
 
 mod args;
+mod backup_cmd;
 mod daemon_cmd;
 mod device_cmd;
 mod documents;
@@ -107,5 +108,6 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             r
         }
         Cmd::Device(dc) => device_cmd::run(cli, dc),
+        Cmd::Backup(bc) => backup_cmd::run(cli, bc),
     }
 }
