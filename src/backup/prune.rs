@@ -230,7 +230,8 @@ mod tests {
         let mut by_age: Vec<usize> = (0..times.len()).collect();
         by_age.sort_by(|&a, &b| (times[b], b).cmp(&(times[a], a)));
         kept.extend(by_age.iter().take(policy.last as usize));
-        let periods: [(u32, Box<dyn Fn(i64) -> (i64, i64)>); 4] = [
+        type Period = Box<dyn Fn(i64) -> (i64, i64)>;
+        let periods: [(u32, Period); 4] = [
             (policy.hourly, Box::new(|t| (t / 3600, 0))),
             (policy.daily, Box::new(|t| (t / 86_400, 0))),
             // Monday 1970-01-05 is day 4.
@@ -242,8 +243,8 @@ mod tests {
         ];
         for (n, period) in &periods {
             let mut groups: BTreeMap<(i64, i64), usize> = BTreeMap::new();
-            for i in 0..times.len() {
-                let g = groups.entry(period(times[i])).or_insert(i);
+            for (i, &t) in times.iter().enumerate() {
+                let g = groups.entry(period(t)).or_insert(i);
                 if newer(i, *g) {
                     *g = i;
                 }

@@ -89,6 +89,9 @@ mod tests {
             Error::Migration { .. } => "Migration",
             Error::Config { .. } => "Config",
             Error::Usage(_) => "Usage",
+            Error::BackupDamaged { .. } => "BackupDamaged",
+            Error::BackupKey { .. } => "BackupKey",
+            Error::BackupSignature { .. } => "BackupSignature",
             Error::Internal(_) => "Internal",
         }
     }
@@ -175,6 +178,18 @@ mod tests {
                 why: s(),
             },
             Error::Usage(s()),
+            Error::BackupDamaged {
+                bundle: PathBuf::new(),
+                why: s(),
+            },
+            Error::BackupKey {
+                bundle: PathBuf::new(),
+                why: s(),
+            },
+            Error::BackupSignature {
+                bundle: PathBuf::new(),
+                why: s(),
+            },
             Error::Internal(s()),
         ]
     }

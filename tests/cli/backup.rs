@@ -6,10 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{Sandbox, assert_same};
-
-#[path = "../common/ci.rs"]
-mod ci;
+use crate::support::{Sandbox, assert_same, ci};
 
 /// The bundle directory `backup run` printed (`… to DIR (…`).
 fn bundle_of(out: &str, sb: &Sandbox) -> PathBuf {
