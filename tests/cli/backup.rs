@@ -461,10 +461,16 @@ fn the_sync_daemon_makes_a_due_backup_once() {
     let sb = Sandbox::new();
     sb.generate();
     sb.save("first");
-    std::fs::write(sb.config().join("shelldone.toml"), "[backup]\nevery_hours = 1\n").unwrap();
+    std::fs::write(
+        sb.config().join("shelldone.toml"),
+        "[backup]\nevery_hours = 1\n",
+    )
+    .unwrap();
     let events = |sb: &Sandbox| -> Vec<serde_json::Value> {
         let out = sb.ok(&["--json", "sync", "daemon", "--max-runtime", "3"]);
-        out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     };
     let first = events(&sb);
     let backed: Vec<_> = first.iter().filter(|e| e["event"] == "backed-up").collect();
@@ -474,7 +480,10 @@ fn the_sync_daemon_makes_a_due_backup_once() {
     assert_eq!(list[0]["id"], backed[0]["id"]);
     // Within the hour: not due again, for the daemon and for `--if-due`.
     let second = events(&sb);
-    assert!(!second.iter().any(|e| e["event"] == "backed-up"), "{second:?}");
+    assert!(
+        !second.iter().any(|e| e["event"] == "backed-up"),
+        "{second:?}"
+    );
     let o = sb.ok(&["--json", "backup", "run", "--if-due"]);
     assert!(o.contains("\"bundle\":null"), "{o}");
     assert_eq!(sb.ok(&["backup", "list"]).lines().count(), 1);
