@@ -143,6 +143,8 @@ pub fn run(cx: &Context, opts: &RunOptions<'_>) -> Result<RunOutcome> {
             });
         }
     }
+    // The store lock for the walk and the read: gc cannot repack or drop an object under it.
+    let _lock = cx.lock("backup run")?;
     let snap = match &opts.rev {
         Some(r) => crate::history::resolve(cx, r)?,
         None => cx
