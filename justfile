@@ -99,6 +99,14 @@ bench-inproc:
 bench-incremental:
     cargo bench --bench incremental --locked
 
+# Issue #15: `shelldone backup run/verify/restore` (age-encrypted) vs `restic backup/check
+# --read-data/restore` and `borg create/check --verify-data/extract` (encrypted repositories) on the
+# 1x state: times, sizes, peak RSS (medians of 3 runs), and the issue's targets. Needs Debian's
+# age, restic, borgbackup and time. ARGS go to bench/backup.py (`--runs 5`, `--scale 4`).
+bench-backup *ARGS:
+    cargo build --release --locked
+    python3 bench/backup.py {{ARGS}}
+
 # Shell completion scripts (bash, zsh, fish, elvish, powershell) into target/completions/.
 completions:
     #!/usr/bin/env bash

@@ -71,6 +71,14 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("sync.daemon.watch", ValueKind::Boolean),
     ("vault.backend", ValueKind::String),
     ("snapshot.redact", ValueKind::Boolean),
+    ("backup.every_hours", ValueKind::Integer),
+    ("backup.recipients", ValueKind::Strings),
+    ("backup.require_signature", ValueKind::Boolean),
+    ("backup.keep_last", ValueKind::Integer),
+    ("backup.keep_hourly", ValueKind::Integer),
+    ("backup.keep_daily", ValueKind::Integer),
+    ("backup.keep_weekly", ValueKind::Integer),
+    ("backup.keep_monthly", ValueKind::Integer),
 ];
 
 /// The settings read from the file; `None` (or empty) where the file says nothing.
@@ -96,6 +104,22 @@ pub struct Config {
     pub vault_backend: Option<String>,
     /// `snapshot.redact`: replace secrets in the scrollback and journal that snapshots store.
     pub redact: Option<bool>,
+    /// `[backup]`.
+    pub backup: BackupConfig,
+}
+
+/// `[backup]`.
+#[derive(Debug, Clone, Default)]
+pub struct BackupConfig {
+    /// `every_hours`: `backup run --if-due` (and the daemon) back up when the newest bundle is
+    /// older than this.
+    pub every_hours: Option<u32>,
+    /// `recipients`: age public keys (`age1…`) every bundle is encrypted to.
+    pub recipients: Vec<String>,
+    /// `require_signature`: verify and restore refuse a bundle not signed by a trusted key.
+    pub require_signature: bool,
+    /// `keep_last`, `keep_hourly`, `keep_daily`, `keep_weekly`, `keep_monthly` (prune).
+    pub keep: [Option<u32>; 5],
 }
 
 /// `[sync.daemon]`.
@@ -325,6 +349,22 @@ impl Parser<'_> {
                             ),
                         ));
                     }
+                } else {
+                    let min = i64::from(key == "backup.every_hours");
+                    let n = u32::try_from(v)
+                        .ok()
+                        .filter(|n| i64::from(*n) >= min)
+                        .ok_or_else(|| bad(self, &format!("a whole number, {min} or more")))?;
+                    let b = &mut self.cfg.backup;
+                    match key {
+                        "backup.every_hours" => b.every_hours = Some(n),
+                        "backup.keep_last" => b.keep[0] = Some(n),
+                        "backup.keep_hourly" => b.keep[1] = Some(n),
+                        "backup.keep_daily" => b.keep[2] = Some(n),
+                        "backup.keep_weekly" => b.keep[3] = Some(n),
+                        "backup.keep_monthly" => b.keep[4] = Some(n),
+                        other => unreachable!("integer key {other} has no slot"),
+                    }
                 }
             }
             ValueKind::Seconds => {
@@ -354,6 +394,7 @@ impl Parser<'_> {
                 match key {
                     "sync.daemon.watch" => self.cfg.daemon.watch = Some(v),
                     "snapshot.redact" => self.cfg.redact = Some(v),
+                    "backup.require_signature" => self.cfg.backup.require_signature = v,
                     other => unreachable!("boolean key {other} has no slot"),
                 }
             }
@@ -377,6 +418,19 @@ impl Parser<'_> {
                     "sync.daemon.remote" => self.cfg.daemon.remote = Some(s),
                     other => unreachable!("string key {other} has no slot"),
                 }
+            }
+            ValueKind::Strings if key == "backup.recipients" => {
+                let arr = item
+                    .as_array()
+                    .ok_or_else(|| bad(self, "an array of age public keys"))?;
+                let mut out = Vec::new();
+                for v in arr {
+                    match v.as_str() {
+                        Some(s) if s.starts_with("age1") => out.push(s.to_owned()),
+                        _ => return Err(bad(self, "an array of age public keys (age1…)")),
+                    }
+                }
+                self.cfg.backup.recipients = out;
             }
             ValueKind::Strings => {
                 let arr = item
@@ -505,7 +559,15 @@ pull_interval = 0
         assert!(m.contains("push_timeout"), "{m}");
         let m = message("[backup]\nkeep = 3\n");
         assert!(m.contains(":2: unknown key 'backup.keep'"), "{m}");
-        assert!(m.contains("no keys in this version"), "{m}");
+        assert!(m.contains("known keys in [backup]: every_hours"), "{m}");
+        let c = parse("[backup]\nevery_hours = 6\nkeep_daily = 7\nrequire_signature = true\nrecipients = [\"age1x\"]\n")
+            .expect("a valid [backup] table");
+        assert_eq!(c.backup.every_hours, Some(6));
+        assert_eq!(c.backup.keep[2], Some(7));
+        assert!(c.backup.require_signature);
+        assert_eq!(c.backup.recipients, ["age1x"]);
+        let m = message("[backup]\nevery_hours = 0\n");
+        assert!(m.contains("1 or more"), "{m}");
         let m = message("sync = { remot = \"x\" }\n");
         assert!(m.contains(":1: unknown key 'sync.remot'"), "{m}");
     }

@@ -262,6 +262,32 @@ pub enum Error {
         /// This device.
         device: String,
     },
+    /// A backup bundle is damaged: a missing or changed file, a checksum that does not match,
+    /// a manifest that does not parse, a round trip that differs.
+    #[error("backup {}: damaged: {why}", bundle.display())]
+    BackupDamaged {
+        /// The bundle directory.
+        bundle: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// An encrypted bundle that no given identity can open.
+    #[error("backup {}: cannot decrypt: {why}", bundle.display())]
+    BackupKey {
+        /// The bundle directory.
+        bundle: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A bundle's signature does not verify, or is not one the caller requires (unsigned,
+    /// untrusted or revoked key with `[backup] require_signature`).
+    #[error("backup {}: signature refused: {why}", bundle.display())]
+    BackupSignature {
+        /// The bundle directory.
+        bundle: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// A broken invariant of shelldone itself (a bug): please report it.
     #[error("internal error (a bug in shelldone; please report it): {0}")]
     Internal(String),
@@ -400,14 +426,18 @@ impl Error {
             | Error::UnsafePath(_)
             | Error::CorruptFile { .. }
             | Error::BadRecord(_)
-            | Error::Migration { .. } => ErrorKind::Data,
+            | Error::Migration { .. }
+            | Error::BackupDamaged { .. }
+            | Error::BackupSignature { .. } => ErrorKind::Data,
             Error::Locked { .. } | Error::RefConflict { .. } => ErrorKind::Contention,
             Error::Remote { .. } | Error::DeviceIdInUse { .. } | Error::UnrelatedHistory { .. } => {
                 ErrorKind::Remote
             }
             Error::NewerStore { .. } | Error::ReadOnly(_) => ErrorKind::NewerStore,
             Error::Io(_) | Error::File { .. } | Error::Encode(_) => ErrorKind::Io,
-            Error::VaultLocked(_) | Error::NotRecipient { .. } => ErrorKind::Key,
+            Error::VaultLocked(_) | Error::NotRecipient { .. } | Error::BackupKey { .. } => {
+                ErrorKind::Key
+            }
             Error::Internal(_) => ErrorKind::Internal,
         }
     }

@@ -11,6 +11,7 @@
 //! with `error` a leaf — checked by `tests/layering.rs`; docs/architecture.md says where coming
 //! features go. Nothing in the library prints.
 
+pub mod backup;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -95,6 +96,41 @@ impl State {
     #[must_use]
     pub fn context(&self) -> &Context {
         &self.cx
+    }
+
+    /// `backup run` ([`backup::run`]).
+    ///
+    /// # Errors
+    /// See [`backup::run`].
+    pub fn backup_run(&self, opts: &backup::RunOptions<'_>) -> Result<backup::RunOutcome> {
+        backup::run(&self.cx, opts)
+    }
+
+    /// `backup restore` ([`backup::restore`]).
+    ///
+    /// # Errors
+    /// See [`backup::restore`].
+    pub fn backup_restore(
+        &self,
+        bundle: &std::path::Path,
+        trust: backup::Trust<'_>,
+        to: Option<std::path::PathBuf>,
+    ) -> Result<backup::Restored> {
+        backup::restore(&self.cx, bundle, trust, to)
+    }
+
+    /// Reflog expiry by a backup keep policy ([`backup::expire_reflog`]).
+    ///
+    /// # Errors
+    /// See [`backup::expire_reflog`].
+    pub fn backup_expire_reflog(&self, policy: &backup::Policy) -> Result<usize> {
+        backup::expire_reflog(&self.cx, policy)
+    }
+
+    /// The directory bundles go to by default (`state/backups/`).
+    #[must_use]
+    pub fn backup_dir(&self) -> std::path::PathBuf {
+        backup::default_dir(&self.cx)
     }
 
     /// Damaged store files found at open that block writing: (path, what is wrong).

@@ -16,7 +16,7 @@ const ORDER: &[(&str, &[&str])] = &[
     (
         "commands",
         &[
-            "history", "live", "vault", "repair", "check", "recover", "sync",
+            "history", "live", "vault", "repair", "check", "recover", "backup", "sync",
         ],
     ),
     ("facade", &["lib"]),

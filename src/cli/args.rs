@@ -111,6 +111,10 @@ pub(super) enum Cmd {
     /// Where the vault's keys are kept, and whether they unlock.
     #[command(subcommand)]
     Vault(VaultCmd),
+    /// Backups: self-contained bundles of a snapshot (checksummed, optionally encrypted and
+    /// signed) in state/backups/ or a folder of your choice.
+    #[command(subcommand)]
+    Backup(BackupCmd),
     /// Generate a synthetic state (benchmarks): DIR/config and DIR/state.
     #[command(hide = true)]
     Generate {
@@ -429,6 +433,99 @@ pub(super) enum VaultCmd {
         #[arg(long, value_enum)]
         backend: Option<BackendArg>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum BackupCmd {
+    /// Write a bundle of a snapshot (default: head).
+    Run {
+        /// The revision to back up.
+        #[arg(long = "ref", value_name = "REV")]
+        rev: Option<String>,
+        /// Bundle folder (default: state/backups/).
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// Only when the newest bundle is older than `[backup] every_hours`.
+        #[arg(long)]
+        if_due: bool,
+        /// Encrypt to this age public key (age1…); repeatable; added to `[backup] recipients`.
+        #[arg(long, value_name = "AGE1…")]
+        recipient: Vec<String>,
+        /// Sign with the raw Ed25519 key in FILE (64 hex) instead of this device's vault key.
+        #[arg(long, hide = true, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+    },
+    /// List the good bundles: time, size, snapshot, encrypted, signed by.
+    List {
+        /// Bundle folder (default: state/backups/).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        keys: BackupKeys,
+    },
+    /// Check bundles: checksums, signature, and a round trip through a temporary folder.
+    Verify {
+        /// Bundle id (or unique prefix) or folder.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Every bundle in the folder.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Bundle folder (default: state/backups/).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        keys: BackupKeys,
+    },
+    /// Restore a bundle into the live state (or into DIR).
+    Restore {
+        /// Bundle id (or unique prefix) in state/backups/, or a bundle folder.
+        bundle: String,
+        /// Write into DIR (DIR/config, DIR/state) instead of the live folders.
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// Bundle folder for ids (default: state/backups/).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        keys: BackupKeys,
+    },
+    /// Drop bundles the keep policy does not keep (restic's `forget` rules).
+    Prune {
+        /// Bundle folder (default: state/backups/).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Keep the newest N (default: `[backup] keep_last`).
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u32>,
+        /// Keep the newest of each of the N newest hours.
+        #[arg(long, value_name = "N")]
+        keep_hourly: Option<u32>,
+        /// … days.
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<u32>,
+        /// … weeks.
+        #[arg(long, value_name = "N")]
+        keep_weekly: Option<u32>,
+        /// … months.
+        #[arg(long, value_name = "N")]
+        keep_monthly: Option<u32>,
+        /// Only list what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Keys for reading bundles.
+#[derive(Debug, Args)]
+pub(super) struct BackupKeys {
+    /// An age identity file (AGE-SECRET-KEY-1… lines) that may decrypt; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub(super) identity: Vec<PathBuf>,
+    /// Judge signatures against these keys (one `NAME HEX [revoked]` a line) instead of the
+    /// vault's trust list.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub(super) trusted_keys: Option<PathBuf>,
 }
 
 /// Revision examples shared by `log --help` and `show --help` (docs/cli.md, "Revisions"): a

@@ -171,6 +171,9 @@ impl Direction {
     }
 }
 
+/// How often a daemon with `[backup] every_hours` looks whether a backup is due.
+const BACKUP_CHECK: Duration = Duration::from_secs(60);
+
 struct Daemon<'a> {
     st: &'a State,
     json: bool,
@@ -199,6 +202,8 @@ struct Daemon<'a> {
     /// A root's folder was replaced or is missing: it is watched again at every wakeup, and
     /// polled meanwhile.
     rewatch: bool,
+    /// When `[backup] every_hours` was last checked (a due backup is made then).
+    backup_checked: Option<Instant>,
     /// Times the loop woke up, full walks of the live state, and incremental saves, since it
     /// said `watching` (reported with `stopped`).
     wakeups: u64,
@@ -357,6 +362,7 @@ pub(super) fn run_with(st: &State, json: bool, s: &DaemonSettings) -> Result<Exi
         wakeups: 0,
         full_scans: 0,
         incremental_saves: 0,
+        backup_checked: None,
     };
     // Watching starts before the first save, so that no change falls between the two.
     let why_not = if s.watch {
@@ -495,6 +501,12 @@ impl Daemon<'_> {
         if let Some(m) = self.s.max_runtime {
             due.push(started + m);
         }
+        if super::open::config().backup.every_hours.is_some() {
+            due.push(
+                self.backup_checked
+                    .map_or(self.first_sync, |t| t + BACKUP_CHECK),
+            );
+        }
         due.into_iter().min()
     }
 
@@ -603,6 +615,52 @@ impl Daemon<'_> {
                 .due(self.s.push_interval.max(Duration::from_secs(1)))
         {
             self.push_to(r)?;
+        }
+        if let Some(hours) = super::open::config().backup.every_hours
+            && self
+                .backup_checked
+                .is_none_or(|t| t.elapsed() >= BACKUP_CHECK)
+        {
+            self.backup_checked = Some(Instant::now());
+            self.backup_if_due(hours)?;
+        }
+        Ok(())
+    }
+
+    /// `backup run --if-due` (`[backup] every_hours`, `recipients`): says `backed-up` when it
+    /// wrote a bundle, `backup-failed` (and goes on: tried again at the next check) when not.
+    fn backup_if_due(&mut self, hours: u32) -> Result<()> {
+        let cfg = super::open::config().backup;
+        let made = cfg
+            .recipients
+            .iter()
+            .map(|k| {
+                <age::x25519::Recipient as std::str::FromStr>::from_str(k)
+                    .map_err(|e| Error::Usage(format!("bad age recipient '{k}': {e}")))
+            })
+            .collect::<Result<Vec<_>>>()
+            .and_then(|recipients| {
+                self.st.backup_run(&crate::backup::RunOptions {
+                    recipients: &recipients,
+                    if_older_than: Some(Duration::from_secs(u64::from(hours) * 3600)),
+                    ..Default::default()
+                })
+            });
+        match made {
+            Ok(o) => {
+                if let Some(b) = o.bundle {
+                    self.say(
+                        DaemonEvent::BackedUp { id: &b.id },
+                        format!("backed up to {}", b.path.display()),
+                    )?;
+                }
+            }
+            Err(e) => self.say(
+                DaemonEvent::BackupFailed {
+                    error: e.to_string(),
+                },
+                format!("backup failed (will retry): {e}"),
+            )?,
         }
         Ok(())
     }

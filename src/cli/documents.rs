@@ -373,6 +373,10 @@ pub(super) enum DaemonEvent<'a> {
         error: String,
         retryable: bool,
     },
+    /// A backup bundle was written (`[backup] every_hours`).
+    BackedUp { id: &'a str },
+    /// A due backup failed: tried again at the next check.
+    BackupFailed { error: String },
     /// The daemon stopped: why (`sigterm`, `sigint`, `max-runtime`) and its exit code.
     /// With how often it woke up, walked the whole live state, and saved only what changed.
     Stopped {

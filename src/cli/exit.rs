@@ -95,6 +95,9 @@ mod tests {
             Error::Usage(_) => "Usage",
             Error::VaultLocked(_) => "VaultLocked",
             Error::NotRecipient { .. } => "NotRecipient",
+            Error::BackupDamaged { .. } => "BackupDamaged",
+            Error::BackupKey { .. } => "BackupKey",
+            Error::BackupSignature { .. } => "BackupSignature",
             Error::Internal(_) => "Internal",
         }
     }
@@ -185,6 +188,18 @@ mod tests {
             Error::NotRecipient {
                 name: s(),
                 device: s(),
+            },
+            Error::BackupDamaged {
+                bundle: PathBuf::new(),
+                why: s(),
+            },
+            Error::BackupKey {
+                bundle: PathBuf::new(),
+                why: s(),
+            },
+            Error::BackupSignature {
+                bundle: PathBuf::new(),
+                why: s(),
             },
             Error::Internal(s()),
         ]

@@ -11,6 +11,7 @@
 )]
 
 mod args;
+mod backup_cmd;
 mod daemon_cmd;
 mod device_cmd;
 mod documents;
@@ -111,5 +112,6 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Cmd::Secret(c) => vault_cmd::secret(cli, c),
         Cmd::Key(c) => vault_cmd::key(cli, c),
         Cmd::Vault(c) => vault_cmd::vault(cli, c),
+        Cmd::Backup(bc) => backup_cmd::run(cli, bc),
     }
 }

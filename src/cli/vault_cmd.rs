@@ -20,7 +20,7 @@ const PASSPHRASE_VAR: &str = "SHELLDONE_VAULT_PASSPHRASE";
 
 /// The unlock the commands use: the variable, else a prompt without echo on the terminal (for
 /// a new passphrase, asked twice). `prompt: false` (`vault status`) never asks.
-fn unlock(prompt: bool) -> Unlock {
+pub(super) fn unlock(prompt: bool) -> Unlock {
     Unlock {
         passphrase: Some(Box::new(move |what: &str| {
             if let Some(v) = std::env::var_os(PASSPHRASE_VAR) {

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod backup;
 mod compat;
 mod config;
 mod core;

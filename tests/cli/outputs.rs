@@ -903,3 +903,59 @@ fn vault_documents() {
         &["secret", "get", "token"],
     );
 }
+
+#[test]
+fn backup_run_list_verify_restore_prune() {
+    let (sb, mut shots) = device_named("laptop", true);
+    shots.settings.add_filter(r"\d{8}T\d{6}Z", "[BUNDLE_TIME]");
+    shots
+        .settings
+        .add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", "[TIME]");
+    shots
+        .settings
+        .add_filter(r#""size":\d+"#, r#""size":[SIZE]"#);
+    shots
+        .settings
+        .add_filter(r"\b\d{4,} bytes\b", "[SIZE] bytes");
+    shots.settings.add_filter(r"  +\d+  ", "  [SIZE]  ");
+    sb.ok(&["state", "save", "-m", "first"]);
+    let v = shots.json(
+        "json_backup_run",
+        "backup run",
+        &sb,
+        0,
+        &["--json", "backup", "run"],
+    );
+    assert_eq!(v["bundle"]["encrypted"], false);
+    let id = v["bundle"]["id"].as_str().unwrap().to_owned();
+    shots.json(
+        "json_backup_list",
+        "backup list",
+        &sb,
+        0,
+        &["--json", "backup", "list"],
+    );
+    shots.run("backup_list", &sb, 0, &["backup", "list"]);
+    shots.json(
+        "json_backup_verify",
+        "backup verify",
+        &sb,
+        0,
+        &["--json", "backup", "verify", &id],
+    );
+    shots.json(
+        "json_backup_restore",
+        "backup restore",
+        &sb,
+        0,
+        &["--json", "backup", "restore", &id],
+    );
+    shots.json(
+        "json_backup_prune",
+        "backup prune",
+        &sb,
+        0,
+        &["--json", "backup", "prune", "--keep-last", "1", "--dry-run"],
+    );
+    shots.run("backup_prune_no_rule", &sb, 2, &["backup", "prune"]);
+}

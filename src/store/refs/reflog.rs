@@ -327,4 +327,54 @@ impl Refs {
         durable::write_atomic(&self.log_path(), text)?;
         Ok(())
     }
+
+    /// Expires reflog lines (caller holds the lock): for each ref, `keep` is given the times
+    /// (seconds since the epoch) of its lines, oldest first, and says which stay; the last line
+    /// of each ref always stays (it records the ref's value). A reflog with damaged lines is
+    /// left alone (`state recover` repairs it first). Returns the number of lines dropped.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn expire_reflog(&self, keep: &dyn Fn(&[i64]) -> Vec<bool>) -> Result<usize> {
+        let scan = self.scan_reflog()?;
+        if !scan.damaged.is_empty() || scan.lines.is_empty() {
+            return Ok(0);
+        }
+        let mut by_ref: std::collections::BTreeMap<&str, Vec<usize>> =
+            std::collections::BTreeMap::new();
+        for (i, l) in scan.lines.iter().enumerate() {
+            by_ref.entry(l.name.as_str()).or_default().push(i);
+        }
+        let mut stays = vec![false; scan.lines.len()];
+        for idx in by_ref.values() {
+            let times: Vec<i64> = idx
+                .iter()
+                .map(|&i| scan.lines[i].entry.time_ns.div_euclid(1_000_000_000))
+                .collect();
+            for (&i, k) in idx.iter().zip(keep(&times)) {
+                stays[i] = k;
+            }
+            if let Some(&last) = idx.last() {
+                stays[last] = true;
+            }
+        }
+        let dropped = stays.iter().filter(|k| !**k).count();
+        if dropped == 0 {
+            return Ok(0);
+        }
+        let mut text = String::new();
+        for (l, _) in scan.lines.iter().zip(&stays).filter(|(_, k)| **k) {
+            let e = &l.entry;
+            text.push_str(&format!(
+                "{} {} {} {} {}\n",
+                l.name,
+                fmt_opt(e.old.as_ref()),
+                fmt_opt(e.new.as_ref()),
+                e.time_ns,
+                e.message
+            ));
+        }
+        self.repair_reflog(text.as_bytes())?;
+        Ok(dropped)
+    }
 }
