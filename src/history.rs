@@ -426,13 +426,10 @@ fn ambiguous(
     })
 }
 
-/// Formats ns since epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+/// The calendar date (year, month 1–12, day 1–31) of a day number since 1970-01-01
+/// (Howard Hinnant's civil-from-days).
 #[must_use]
-pub fn utc(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -442,7 +439,16 @@ pub fn utc(ns: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Formats ns since epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+#[must_use]
+pub fn utc(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
         rem / 3600,

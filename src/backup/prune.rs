@@ -41,16 +41,7 @@ impl Policy {
 
 /// The calendar month (`year * 12 + month - 1`) of a day number since 1970-01-01.
 fn month_of(days: i64) -> i64 {
-    // Civil-from-days (Howard Hinnant's algorithm), as `history::utc`.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
+    let (y, m, _) = crate::history::civil_from_days(days);
     y * 12 + m - 1
 }
 

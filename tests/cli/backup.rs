@@ -539,18 +539,21 @@ fn device_keys_encrypt_and_sign_every_backup() {
     assert_eq!(list[0]["signed_by"]["state"], "trusted", "{list}");
     let o = with_pass(&["backup", "verify", "--all"], Some("pw"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let restore_to = |out: &Path, pass: Option<&str>| {
+        with_pass(
+            &[
+                "backup",
+                "restore",
+                bundle.to_str().unwrap(),
+                "--to",
+                out.to_str().unwrap(),
+            ],
+            pass,
+        )
+    };
     // Locked keys and no identity: a clear refusal (exit 8), nothing restored.
     let out = sb.state().join("../look-locked");
-    let o = with_pass(
-        &[
-            "backup",
-            "restore",
-            bundle.to_str().unwrap(),
-            "--to",
-            out.to_str().unwrap(),
-        ],
-        None,
-    );
+    let o = restore_to(&out, None);
     assert_eq!(
         o.status.code(),
         Some(8),
@@ -560,16 +563,7 @@ fn device_keys_encrypt_and_sign_every_backup() {
     assert!(!out.join("state").exists());
     // Unlocked: restored byte-identical with no --identity.
     let out = sb.state().join("../look");
-    let o = with_pass(
-        &[
-            "backup",
-            "restore",
-            bundle.to_str().unwrap(),
-            "--to",
-            out.to_str().unwrap(),
-        ],
-        Some("pw"),
-    );
+    let o = restore_to(&out, Some("pw"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got = crate::support::tree(&out.join("state/sessions"), "state/sessions");
     let want_sessions: std::collections::BTreeMap<_, _> = want
