@@ -156,17 +156,17 @@ enum Found {
 }
 
 impl Walk<'_> {
-    /// Walks the folder open as `fd` (snapshot path `rel`, filesystem path `abs`), with `frames` the `.shelldoneignore` files above it. The
-    /// result lists its entries in name order, each folder's entries right after it (the order
-    /// of a sorted depth-first walk).
+    /// Walks the folder open as `fd` (snapshot path `rel`, filesystem path `abs`), with
+    /// `frames` the `.shelldoneignore` files above it. The result lists its entries in name
+    /// order, each folder's entries right after it (the order of a sorted depth-first walk).
     fn dir(&self, fd: OwnedFd, rel: &[u8], abs: &Path, frames: &Frames) -> Result<Scan> {
         let fail = |e: rustix::io::Errno| {
             Error::file(e.into(), "reading the folder", abs.to_path_buf(), "save")
         };
         let mut names: Vec<(Vec<u8>, FileType)> = Vec::new();
         {
-            // 32 KiB per `getdents`, as glibc's `readdir` reads (rustix's `Dir` starts at 768
-            // bytes: about 19 calls for a folder of 100 files).
+            // One 32 KiB buffer per folder for `getdents`, as glibc's `readdir` uses (rustix's
+            // `Dir` allocates its own, growing from 768 bytes).
             let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 32 * 1024];
             let mut dir = rustix::fs::RawDir::new(&fd, &mut buf);
             while let Some(entry) = dir.next() {
