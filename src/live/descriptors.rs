@@ -114,43 +114,27 @@ pub(crate) fn repair_descriptors(cx: &Context, settle: bool) -> Result<Vec<Quara
     Ok(out)
 }
 
-/// Session descriptors (`state/sessions/**.json`) that do not parse. Only descriptors whose
-/// stat changed since they were last read are read (a cached one was valid when saved), so
-/// this is a directory walk and a stat per descriptor in the common case.
+/// Session descriptors that do not parse, among those the last save recorded (the stat
+/// cache lists them: no folder is listed, so this is one `lstat` per descriptor). Only a
+/// descriptor whose stat changed since it was saved is read. A descriptor no save has seen has
+/// no last good version to put back; the next save reads it and quarantines it if it is
+/// corrupt.
 ///
 /// # Errors
 /// I/O errors.
 pub(crate) fn corrupt_descriptors(cx: &Context, settle: bool) -> Result<Vec<(Vec<u8>, String)>> {
-    use std::os::unix::ffi::OsStrExt;
-    let base = cx.paths.state_dir.join("sessions");
     let mut out = Vec::new();
-    if !base.is_dir() {
-        return Ok(out);
-    }
     let cache = StatCache::load(&cx.statcache_path());
-    for e in walkdir::WalkDir::new(&base)
-        .follow_links(false)
-        .min_depth(1)
-        .max_depth(2)
+    let layout = cx.layout();
+    for rel in cache
+        .loaded_under(b"state/sessions/")
+        .filter(|p| crate::snapshot::save::is_descriptor(p))
     {
-        let Ok(e) = e else { continue };
-        let name = e.file_name().as_bytes();
-        if !e.file_type().is_file()
-            || !name.ends_with(b".json")
-            || crate::store::durable::is_tmp_name(name)
-        {
+        let path = layout.abs(rel);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
-        }
-        let mut rel = b"state/sessions/".to_vec();
-        rel.extend_from_slice(
-            e.path()
-                .strip_prefix(&base)
-                .expect("under base")
-                .as_os_str()
-                .as_bytes(),
-        );
-        let Ok(meta) = e.metadata() else { continue };
-        if cache.lookup(&rel, &Stat::of(&meta)).is_some() {
+        };
+        if !meta.is_file() || cache.lookup(rel, &Stat::of(&meta)).is_some() {
             continue;
         }
         // A descriptor modified in the last moments may be mid-write by the terminal: leave
@@ -164,11 +148,11 @@ pub(crate) fn corrupt_descriptors(cx: &Context, settle: bool) -> Result<Vec<(Vec
         {
             continue;
         }
-        let Ok(bytes) = std::fs::read(e.path()) else {
+        let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };
         if let Err(why) = crate::snapshot::save::validate_descriptor(&bytes) {
-            out.push((rel, why));
+            out.push((rel.to_vec(), why));
         }
     }
     Ok(out)

@@ -258,6 +258,16 @@ impl StatCache {
         Ok(())
     }
 
+    /// The paths of the entries loaded from the file that start with `prefix`, in order (a
+    /// binary search, then a scan of just those).
+    pub fn loaded_under<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let start = self.index.partition_point(|s| s.path(&self.body) < prefix);
+        self.index[start..]
+            .iter()
+            .map(|s| s.path(&self.body))
+            .take_while(move |p| p.starts_with(prefix))
+    }
+
     /// Writes the cache atomically if it changed. The records are streamed to the file (two
     /// passes: one counts them, one writes them), never assembled in memory: at 100 000 files
     /// the file and the record list had cost 21 MB.
