@@ -15,7 +15,7 @@ fn listed_all_verify(st: &State, scratch: &Path) -> usize {
     let dir = st.backup_dir();
     let list = backup::list(&dir, &[]).expect("list");
     for b in &list {
-        backup::verify(&b.path, Trust::default(), scratch)
+        backup::verify(&b.path, Trust::default(), scratch, true)
             .unwrap_or_else(|e| panic!("{} is listed, but: {e}", b.id));
     }
     list.len()

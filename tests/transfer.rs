@@ -313,3 +313,240 @@ fn dry_run_records_what_a_push_sends_and_changes_nothing() {
     ));
     assert_eq!(dry.backend().recorded().sent.objects, 0);
 }
+
+/// A backend that keeps packs: a push writes into `sink`; a fetch takes `pack` whole.
+#[derive(Default)]
+struct PackBackend {
+    sink: Vec<u8>,
+    pack: Option<shelldone::store::IndexedPack>,
+    refs: BTreeMap<String, ObjectId>,
+}
+
+impl Backend for PackBackend {
+    fn name(&self) -> &str {
+        "pack"
+    }
+    fn list_refs(&mut self) -> shelldone::Result<BTreeMap<String, ObjectId>> {
+        Ok(self.refs.clone())
+    }
+    fn has(&mut self, ids: &[ObjectId]) -> shelldone::Result<Vec<bool>> {
+        Ok(vec![false; ids.len()])
+    }
+    fn get(&mut self, _: &[ObjectId]) -> shelldone::Result<Vec<Option<Vec<u8>>>> {
+        panic!("a whole pack is never asked for objects one by one")
+    }
+    fn put(
+        &mut self,
+        _: &mut dyn Iterator<Item = shelldone::Result<shelldone::remote::Outgoing>>,
+    ) -> shelldone::Result<()> {
+        panic!("a pack backend is never given objects one by one")
+    }
+    fn update_refs(&mut self, updates: &[RefUpdate]) -> shelldone::Result<()> {
+        for u in updates {
+            self.refs.insert(u.name.clone(), u.new.unwrap());
+        }
+        Ok(())
+    }
+    fn pack_sink(&mut self) -> Option<&mut dyn std::io::Write> {
+        Some(&mut self.sink)
+    }
+    fn whole_pack(&self) -> Option<&shelldone::store::IndexedPack> {
+        self.pack.as_ref()
+    }
+}
+
+fn whole(bytes: Vec<u8>) -> PackBackend {
+    PackBackend {
+        pack: Some(shelldone::store::IndexedPack::parse(bytes).unwrap()),
+        ..Default::default()
+    }
+}
+
+/// The ids a pack holds.
+fn ids_of(p: &PackBackend) -> std::collections::BTreeSet<ObjectId> {
+    p.pack.as_ref().unwrap().ids().copied().collect()
+}
+
+#[test]
+fn a_pack_backend_takes_a_push_whole_and_gives_it_back_whole() {
+    let a = Dev::new(4);
+    let mut out = PackBackend::default();
+    let sent = PlainRemote::new(&mut out)
+        .push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet)
+        .unwrap();
+    assert_eq!(sent.objects as usize, a.count());
+    assert_eq!(sent.bytes as usize, out.sink.len());
+    let mut back = whole(std::mem::take(&mut out.sink));
+    let all: std::collections::BTreeSet<ObjectId> =
+        a.state.objects().list().unwrap().into_iter().collect();
+    assert_eq!(ids_of(&back), all, "exactly the objects the push reached");
+
+    let b = Dev::empty();
+    let got = b
+        .fetch(&mut PlainRemote::new(&mut back), &[a.head()])
+        .unwrap();
+    assert_eq!(got.objects as usize, a.count());
+    assert_eq!(b.count(), a.count());
+    b.state.refs().set("head", Some(a.head()), "test").unwrap();
+    let rep = b
+        .state
+        .check(shelldone::check::CheckOptions::default())
+        .unwrap();
+    assert!(rep.ok(), "{:?}", rep.problems);
+    // Everything is here now: its blocks are skipped.
+    let again = b
+        .fetch(&mut PlainRemote::new(&mut back), &[a.head()])
+        .unwrap();
+    assert_eq!(again.objects, 0);
+
+    // Half of the objects: the blocks they share with the other half are not copied but made
+    // anew from the wanted members, and the pack holds exactly what was asked for.
+    let store = a.state.objects();
+    let half: Vec<(Kind, ObjectId)> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .step_by(2)
+        .map(|id| (store.read_verified(&id).unwrap().kind, id))
+        .collect();
+    let mut bytes = Vec::new();
+    let st = store.export_pack(&half, &mut bytes, &|_| {}).unwrap();
+    assert!(st.blocks_made > 0, "{st:?}");
+    assert_eq!(st.objects as usize, half.len());
+    let p = whole(bytes);
+    assert_eq!(ids_of(&p), half.iter().map(|h| h.1).collect());
+}
+
+/// Fetches `want` from a whole pack: must fail naming `expect`, staging nothing.
+fn assert_pack_refused(b: &Dev, pack: Vec<u8>, want: ObjectId, expect: &str) {
+    let before = b.count();
+    let e = match shelldone::store::IndexedPack::parse(pack) {
+        Err(why) => why,
+        Ok(p) => {
+            let mut backend = PackBackend {
+                pack: Some(p),
+                ..Default::default()
+            };
+            let batch = b.state.objects().batch().unwrap();
+            let res = PlainRemote::new(&mut backend).fetch(
+                b.state.objects(),
+                &batch,
+                &[want],
+                false,
+                &quiet,
+            );
+            match res {
+                Ok(st) => panic!("hostile pack ({expect}) was taken: {st:?}"),
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+    assert!(e.contains(expect), "error for {expect:?} was: {e}");
+    assert_eq!(b.count(), before, "no object may land from a refused pack");
+}
+
+/// An object entry (SPEC §7.2) holding `obj`.
+fn entry(obj: &Object) -> (ObjectId, Vec<u8>) {
+    let (id, canonical) = objects_format::encode_with_id(obj).unwrap();
+    let z = zstd::bulk::compress(&canonical, 3).unwrap();
+    let mut e = objects_format::pack::entry_header(obj.kind(), z.len() as u32).to_vec();
+    e.extend(z);
+    (id, e)
+}
+
+#[test]
+fn a_whole_pack_with_a_bad_structure_is_refused_with_nothing_staged() {
+    let a = Dev::new(5);
+    let mut out = PackBackend::default();
+    PlainRemote::new(&mut out)
+        .push(a.state.objects(), &a.updates(&BTreeMap::new()), &quiet)
+        .unwrap();
+    let honest = out.sink;
+    let head = a.head();
+    let snap = a.state.objects().read_snapshot(&head).unwrap();
+    let b = Dev::empty();
+    let with = |extra: &[&Vec<u8>]| {
+        let mut p = honest.clone();
+        for e in extra {
+            p.extend_from_slice(e);
+        }
+        p
+    };
+
+    // 1. An object the snapshot does not reach.
+    let (_, stray) = entry(&Object::Blob(b"nobody names me".to_vec()));
+    assert_pack_refused(&b, with(&[&stray]), head, "does not reach");
+
+    // 2. An object given twice.
+    let (_, twice) = entry(&Object::Snapshot(snap.clone()));
+    assert_pack_refused(&b, with(&[&twice]), head, "twice");
+
+    // 3. A flipped byte in the last entry's frame (a block of the store).
+    let mut flipped = honest.clone();
+    let n = flipped.len();
+    flipped[n - 3] ^= 0x40;
+    assert_pack_refused(&b, flipped, head, "at ");
+
+    // 4. A tree entry that says another size than its blob holds.
+    let (blob, blob_e) = entry(&Object::Blob(b"four".to_vec()));
+    let tree_of = |kind, size, id| {
+        Object::Tree(objects_format::Tree {
+            entries: vec![objects_format::TreeEntry {
+                name: b"f".to_vec(),
+                kind,
+                flags: 0,
+                size,
+                id,
+            }],
+        })
+    };
+    let (tree, tree_e) = entry(&tree_of(objects_format::EntryKind::File, 5, blob));
+    let (evil, evil_e) = entry(&Object::Snapshot(objects_format::Snapshot {
+        root: tree,
+        parents: vec![],
+        ..snap.clone()
+    }));
+    let mut p = objects_format::pack::PACK_MAGIC.to_vec();
+    for e in [&blob_e, &tree_e, &evil_e] {
+        p.extend_from_slice(e);
+    }
+    assert_pack_refused(&b, p, evil, "says 5 bytes");
+
+    // 5. A symlink target with a NUL.
+    let (bad, bad_e) = entry(&Object::Blob(b"a\0b".to_vec()));
+    let (tree, tree_e) = entry(&tree_of(objects_format::EntryKind::Symlink, 3, bad));
+    let (evil, evil_e) = entry(&Object::Snapshot(objects_format::Snapshot {
+        root: tree,
+        parents: vec![],
+        ..snap.clone()
+    }));
+    let mut p = objects_format::pack::PACK_MAGIC.to_vec();
+    for e in [&bad_e, &tree_e, &evil_e] {
+        p.extend_from_slice(e);
+    }
+    assert_pack_refused(&b, p, evil, "symlink target");
+
+    // 6. The root tree left out.
+    let (_, snap_e) = entry(&Object::Snapshot(objects_format::Snapshot {
+        parents: vec![],
+        ..snap.clone()
+    }));
+    let mut p = objects_format::pack::PACK_MAGIC.to_vec();
+    p.extend_from_slice(&snap_e);
+    let lone = objects_format::encode_with_id(&Object::Snapshot(objects_format::Snapshot {
+        parents: vec![],
+        ..snap.clone()
+    }))
+    .unwrap()
+    .0;
+    assert_pack_refused(&b, p, lone, "is missing");
+
+    // The honest pack still goes in.
+    let mut good = whole(honest);
+    assert_eq!(
+        b.fetch(&mut PlainRemote::new(&mut good), &[head])
+            .unwrap()
+            .objects as usize,
+        a.count()
+    );
+}

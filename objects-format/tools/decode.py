@@ -1402,9 +1402,10 @@ def check_store(path, extract_dir, compare_with):
 
 
 def check_bundle_pack(path, root, extract_dir):
-    """§13.2: a backup bundle's pack (decrypted with `age -d`, decompressed with `zstd -d`):
-    object entries only, no index; every object checked, the snapshot `root` walked and, with
-    `extract_dir`, its files written there."""
+    """§13.2: a backup bundle's pack (decrypted with `age -d`; a version-1 bundle's also
+    decompressed with `zstd -d`): object entries and blocks (§7.2), no index; every object
+    checked, every object reached from the snapshot `root`, and, with `extract_dir`, its files
+    written there."""
     st = Store.__new__(Store)
     st.dir, st.format, st.objects, st.kinds = path, "bundle", {}, {}
     st.copies, st.packs = {"loose": 0, "packed": 0}, []
@@ -1421,14 +1422,29 @@ def check_bundle_pack(path, root, extract_dir):
         ew = f"{path}: entry at offset {off - 5}"
         if pos > len(pack):
             raise Bad(f"{ew}: runs past the end")
-        if code not in KINDS:
-            raise Bad(f"{ew}: entry code {code:#04x} (a bundle holds object entries only)")
-        oid = st.add(zstd_frame(pack[off:pos], MAX_OBJECT, ew), ew, want_kind=code)
-        if oid in seen_ids:
-            raise Bad(f"{ew}: object {oid} appears twice")
-        seen_ids.add(oid)
-        st.copies["packed"] += 1
+        if code in KINDS:
+            found = [st.add(zstd_frame(pack[off:pos], MAX_OBJECT, ew), ew, want_kind=code)]
+        elif code == 0x80:
+            block = zstd_frame(pack[off:pos], 8 << 20, ew + " (block)")
+            if not block:
+                raise Bad(f"{ew}: empty block")
+            found, bpos = [], 0
+            while bpos < len(block):
+                s = int.from_bytes(block[bpos : bpos + 4], "little")
+                if bpos + 4 > len(block) or not 1 <= s <= 1 << 20 or bpos + 4 + s > len(block):
+                    raise Bad(f"{ew}: block does not split into members at {bpos}")
+                found.append(st.add(block[bpos + 4 : bpos + 4 + s], f"{ew}, block member at {bpos}"))
+                bpos += 4 + s
+        else:
+            raise Bad(f"{ew}: entry code {code:#04x}")
+        for oid in found:
+            if oid in seen_ids:
+                raise Bad(f"{ew}: object {oid} appears twice")
+            seen_ids.add(oid)
+            st.copies["packed"] += 1
     reachable = st.walk({"bundle": root}, set())
+    if len(reachable) != len(st.objects):
+        raise Bad(f"{path}: {len(st.objects) - len(reachable)} objects the snapshot does not reach")
     print(f"bundle pack {path}: {len(st.objects)} objects, every id verified; "
           f"{len(reachable)} reachable from snapshot {root[:16]}")
     if extract_dir:
@@ -1449,7 +1465,7 @@ def main():
     ap.add_argument("--extract", metavar="DIR", help="write the head snapshot's files to DIR")
     ap.add_argument("--compare-with", metavar="ROOT", help="directory holding config/ and state/")
     ap.add_argument("--bundle-pack", metavar="FILE",
-                    help="a backup bundle's pack, decrypted and decompressed (SPEC §13.2)")
+                    help="a backup bundle's pack, decrypted (version 1: and decompressed; SPEC §13.2)")
     ap.add_argument("--root", metavar="ID", help="with --bundle-pack: the manifest's snapshot")
     a = ap.parse_args()
     if not a.vectors and not a.layout_vectors and not a.store and not a.bundle_pack:

@@ -1,29 +1,30 @@
 //! The bundle's data part as a [`Backend`] over one file (SPEC §13): the transfer's push writes
 //! into a [`BundleWriter`], and its fetch reads a [`BundleReader`].
 //!
-//! The file is `objects.pack.zst` (or `objects.pack.zst.age` when encrypted): a pack of object
-//! entries (SPEC §7.2: `SDPACK\0\x02`, then kind, length, stored frame per object), compressed
-//! as one zstd stream, and then, when there are recipients, age-encrypted.
+//! Version 2 (written): the file is `objects.pack` (or `objects.pack.age` when encrypted), a
+//! pack as the store keeps them (SPEC §7.2: `SDPACK\0\x02`, blocks and object entries) that the
+//! store writes whole ([`crate::store::ObjectStore::export_pack`]: its blocks copied as they
+//! are), and that a restore stages whole. Version 1 (read): `objects.pack.zst(.age)`, a pack of
+//! object entries only, compressed as one zstd stream.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use objects_format::pack::{ENTRY_HEADER, PACK_MAGIC, entry_header};
+use objects_format::pack::{ENTRY_HEADER, PACK_MAGIC};
 use objects_format::{Kind, ObjectId};
 
 use crate::error::{Error, Result};
 use crate::remote::verify::MAX_RAW_OBJECT;
 use crate::remote::{Backend, Outgoing, RefUpdate};
-use crate::store::durable;
+use crate::store::{IndexedPack, durable};
 
-/// The zstd level of the outer stream.
-const LEVEL: i32 = 3;
-
-/// The data part's file name, plain.
-pub const DATA_PLAIN: &str = "objects.pack.zst";
-/// The data part's file name, age-encrypted.
-pub const DATA_AGE: &str = "objects.pack.zst.age";
+/// The data part's file name, plain (version 2).
+pub const DATA_PLAIN: &str = "objects.pack";
+/// The data part's file name, age-encrypted (version 2).
+pub const DATA_AGE: &str = "objects.pack.age";
+/// Version 1's data file names (plain, encrypted): a zstd stream of the pack.
+pub const DATA_V1: [&str; 2] = ["objects.pack.zst", "objects.pack.zst.age"];
 
 /// Counts and hashes what passes through it.
 struct Hashing<W> {
@@ -84,7 +85,7 @@ impl<W: Write> Cipher<W> {
     }
 }
 
-type Sink = Hashing<zstd::Encoder<'static, Cipher<Hashing<std::io::BufWriter<fs_err::File>>>>>;
+type Sink = Hashing<Cipher<Hashing<std::io::BufWriter<fs_err::File>>>>;
 
 /// What a finished data part holds (the manifest's figures).
 #[derive(Debug, Clone)]
@@ -95,21 +96,18 @@ pub struct Written {
     pub size: u64,
     /// BLAKE3 of the file.
     pub blake3: String,
-    /// The size of the pack (after decryption and decompression).
+    /// The size of the pack (after decryption).
     pub pack_size: u64,
     /// BLAKE3 of the pack.
     pub pack_blake3: String,
-    /// Objects in the pack.
-    pub objects: u64,
     /// The refs the push set (remote ref name → snapshot).
     pub refs: BTreeMap<String, ObjectId>,
 }
 
-/// A backend that writes every object it is given into one bundle file.
+/// A backend that takes what a push sends as one pack, into one bundle file.
 pub struct BundleWriter {
     path: PathBuf,
     sink: Option<Sink>,
-    objects: u64,
     refs: BTreeMap<String, ObjectId>,
 }
 
@@ -145,14 +143,9 @@ impl BundleWriter {
             .map_err(|e| Error::Usage(format!("backup: cannot encrypt: {e}")))?;
             Cipher::Age(enc.wrap_output(file).map_err(io_at(&path))?)
         };
-        let mut zst = zstd::Encoder::new(cipher, LEVEL).map_err(io_at(&path))?;
-        zst.include_checksum(true).map_err(io_at(&path))?;
-        let mut sink = Hashing::new(zst);
-        sink.write_all(PACK_MAGIC).map_err(io_at(&path))?;
         Ok(BundleWriter {
             path,
-            sink: Some(sink),
-            objects: 0,
+            sink: Some(Hashing::new(cipher)),
             refs: BTreeMap::new(),
         })
     }
@@ -160,17 +153,21 @@ impl BundleWriter {
     /// Ends the streams, makes the file durable and returns its figures.
     ///
     /// # Errors
-    /// I/O errors.
+    /// Nothing was written (no pack), I/O errors.
     pub fn finish(mut self) -> Result<Written> {
         let sink = self
             .sink
             .take()
             .ok_or_else(|| Error::Internal("bundle finished twice".into()))?;
+        if sink.len == 0 {
+            return Err(Error::Internal(
+                "a bundle finished before its pack was written".into(),
+            ));
+        }
         let path = self.path.clone();
         let pack_size = sink.len;
         let pack_blake3 = sink.hasher.finalize().to_hex().to_string();
-        let cipher = sink.inner.finish().map_err(io_at(&path))?;
-        let file = cipher.finish().map_err(io_at(&path))?;
+        let file = sink.inner.finish().map_err(io_at(&path))?;
         let size = file.len;
         let blake3 = file.hasher.finalize().to_hex().to_string();
         let f = file
@@ -189,7 +186,6 @@ impl BundleWriter {
             blake3,
             pack_size,
             pack_blake3,
-            objects: self.objects,
             refs: std::mem::take(&mut self.refs),
         })
     }
@@ -208,25 +204,10 @@ impl Backend for BundleWriter {
     fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
         Ok(vec![None; ids.len()])
     }
-    fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
-        let path = self.path.clone();
-        let sink = self
-            .sink
-            .as_mut()
-            .ok_or_else(|| Error::Internal("bundle written after finish".into()))?;
-        for o in objects {
-            let o = o?;
-            let len = u32::try_from(o.raw.len()).map_err(|_| Error::TooLarge {
-                what: format!("object {}", o.id),
-                size: o.raw.len() as u64,
-                limit: u64::from(u32::MAX),
-            })?;
-            sink.write_all(&entry_header(o.kind, len))
-                .map_err(io_at(&path))?;
-            sink.write_all(&o.raw).map_err(io_at(&path))?;
-            self.objects += 1;
-        }
-        Ok(())
+    fn put(&mut self, _objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
+        Err(Error::Internal(
+            "a backup bundle takes its objects as one pack (Backend::pack_sink)".into(),
+        ))
     }
     fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
         for u in updates {
@@ -236,13 +217,25 @@ impl Backend for BundleWriter {
         }
         Ok(())
     }
+    fn pack_sink(&mut self) -> Option<&mut dyn Write> {
+        self.sink.as_mut().map(|s| s as &mut dyn Write)
+    }
 }
 
 /// A bundle's data part, read, checked and indexed: a read-only backend.
 pub struct BundleReader {
-    pack: Vec<u8>,
-    index: HashMap<ObjectId, (usize, usize)>,
+    inner: Inner,
     refs: BTreeMap<String, ObjectId>,
+}
+
+enum Inner {
+    /// Version 1: the pack's bytes (object entries only) and where each object's frame lies.
+    V1 {
+        pack: Vec<u8>,
+        index: HashMap<ObjectId, (usize, usize)>,
+    },
+    /// Version 2: the pack, every object verified; the fetch takes it whole.
+    V2(IndexedPack),
 }
 
 /// The error of a damaged bundle.
@@ -254,25 +247,47 @@ pub fn damaged(bundle: &Path, why: impl Into<String>) -> Error {
 }
 
 impl BundleReader {
-    /// Reads the data file `data` of `bundle`: checks its size and BLAKE3 against the
-    /// manifest's, decrypts it with `identities` when it is encrypted, decompresses it, checks
-    /// the pack's BLAKE3, and indexes every object by the id its bytes hash to.
+    /// Reads the data file `data` of `bundle`, written by manifest `version` (1 or 2): checks
+    /// its size and BLAKE3 against the manifest's, decrypts it with `identities` when it is
+    /// encrypted (version 1: decompresses it), checks the pack's size and BLAKE3, and indexes
+    /// every object by the id its bytes hash to.
     ///
     /// # Errors
     /// [`Error::BackupDamaged`] on any mismatch, [`Error::BackupKey`] when no identity opens it.
     pub fn open(
         bundle: &Path,
+        version: u32,
         part: &super::manifest::Part,
         pack: &super::manifest::Part,
         identities: &[age::x25519::Identity],
         refs: BTreeMap<String, ObjectId>,
     ) -> Result<BundleReader> {
+        let (plain_name, age_name) = if version == 1 {
+            (DATA_V1[0], DATA_V1[1])
+        } else {
+            (DATA_PLAIN, DATA_AGE)
+        };
+        if part.name != plain_name && part.name != age_name {
+            return Err(damaged(
+                bundle,
+                format!(
+                    "manifest.json names the data file '{}' (version {version} has '{plain_name}' or '{age_name}')",
+                    part.name
+                ),
+            ));
+        }
         let path = bundle.join(&part.name);
-        let bytes = fs_err::read(&path).map_err(|e| Error::File {
-            op: "reading",
-            path: path.clone(),
-            during: "backup",
-            source: e,
+        let bytes = fs_err::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                damaged(bundle, format!("{} is missing", part.name))
+            } else {
+                Error::File {
+                    op: "reading",
+                    path: path.clone(),
+                    during: "backup",
+                    source: e,
+                }
+            }
         })?;
         if bytes.len() as u64 != part.size {
             return Err(damaged(
@@ -291,7 +306,7 @@ impl BundleReader {
                 format!("{}: checksum mismatch (the file was changed)", part.name),
             ));
         }
-        let plain: Box<dyn Read + '_> = if part.name == DATA_AGE {
+        let plain: Box<dyn Read + '_> = if part.name == age_name {
             let dec = age::Decryptor::new_buffered(&bytes[..])
                 .map_err(|e| damaged(bundle, format!("{}: not an age file: {e}", part.name)))?;
             let r = dec
@@ -311,31 +326,44 @@ impl BundleReader {
         } else {
             Box::new(&bytes[..])
         };
-        let mut out = Vec::with_capacity(usize::try_from(pack.size).unwrap_or(0).min(1 << 30));
-        zstd::Decoder::new(plain)
-            .and_then(|mut d| d.read_to_end(&mut out))
-            .map_err(|e| damaged(bundle, format!("{}: {e}", part.name)))?;
+        let cap = usize::try_from(pack.size).unwrap_or(0).min(1 << 30);
+        let mut out = Vec::with_capacity(cap);
+        let read = if version == 1 {
+            zstd::Decoder::new(plain).and_then(|mut d| d.read_to_end(&mut out))
+        } else {
+            // Never more than the manifest says: a longer stream is damage, not a reason to
+            // read on.
+            plain
+                .take(pack.size.saturating_add(1))
+                .read_to_end(&mut out)
+        };
+        read.map_err(|e| damaged(bundle, format!("{}: {e}", part.name)))?;
+        drop(bytes);
         if out.len() as u64 != pack.size || blake3::hash(&out).to_hex().as_str() != pack.blake3 {
             return Err(damaged(bundle, "the pack's checksum does not match"));
         }
-        let index = index_pack(&out).map_err(|why| damaged(bundle, why))?;
-        Ok(BundleReader {
-            pack: out,
-            index,
-            refs,
-        })
+        let inner = if version == 1 {
+            let index = index_pack(&out).map_err(|why| damaged(bundle, why))?;
+            Inner::V1 { pack: out, index }
+        } else {
+            Inner::V2(IndexedPack::parse(out).map_err(|why| damaged(bundle, why))?)
+        };
+        Ok(BundleReader { inner, refs })
     }
 
     /// Objects in the pack.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.index.len()
+        match &self.inner {
+            Inner::V1 { index, .. } => index.len(),
+            Inner::V2(p) => p.len(),
+        }
     }
 
     /// True when the pack holds no object.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len() == 0
     }
 }
 
@@ -378,22 +406,33 @@ impl Backend for BundleReader {
         Ok(self.refs.clone())
     }
     fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
-        Ok(ids.iter().map(|i| self.index.contains_key(i)).collect())
+        Ok(match &self.inner {
+            Inner::V1 { index, .. } => ids.iter().map(|i| index.contains_key(i)).collect(),
+            Inner::V2(p) => ids.iter().map(|i| p.get(i).is_some()).collect(),
+        })
     }
     fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
-        Ok(ids
-            .iter()
-            .map(|i| {
-                self.index
-                    .get(i)
-                    .map(|&(s, l)| self.pack[s..s + l].to_vec())
-            })
-            .collect())
+        match &self.inner {
+            Inner::V1 { pack, index } => Ok(ids
+                .iter()
+                .map(|i| index.get(i).map(|&(s, l)| pack[s..s + l].to_vec()))
+                .collect()),
+            // The fetch takes a version-2 pack whole (`whole_pack`).
+            Inner::V2(_) => Err(Error::Internal(
+                "a version-2 bundle is fetched whole, not object by object".into(),
+            )),
+        }
     }
     fn put(&mut self, _objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
         Err(Error::Usage("a backup bundle is read-only".into()))
     }
     fn update_refs(&mut self, _updates: &[RefUpdate]) -> Result<()> {
         Err(Error::Usage("a backup bundle is read-only".into()))
+    }
+    fn whole_pack(&self) -> Option<&IndexedPack> {
+        match &self.inner {
+            Inner::V1 { .. } => None,
+            Inner::V2(p) => Some(p),
+        }
     }
 }

@@ -9,8 +9,11 @@ use crate::error::{Error, Result};
 
 /// The `format` of every manifest.
 pub const FORMAT: &str = "shelldone-backup";
-/// The manifest version this shelldone writes and reads.
-pub const VERSION: u32 = 1;
+/// The manifest version this shelldone writes (2: the data file is a store pack with blocks,
+/// SPEC §13.2); it reads 1 too.
+pub const VERSION: u32 = 2;
+/// The oldest manifest version this shelldone reads.
+pub const OLDEST: u32 = 1;
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
 /// The signature's file name.
@@ -50,7 +53,7 @@ pub struct Manifest {
     pub recipients: Vec<String>,
     /// The data file.
     pub data: Part,
-    /// The pack the data file holds, after decryption and decompression.
+    /// The pack the data file holds, after decryption (version 1: and decompression).
     pub pack: Part,
 }
 
@@ -197,12 +200,17 @@ pub fn parse(bundle: &Path, bytes: &[u8]) -> Result<Manifest> {
             "manifest.json: not a shelldone backup",
         ));
     }
-    if m.version != VERSION {
+    if !(OLDEST..=VERSION).contains(&m.version) {
         return Err(super::bundle::damaged(
             bundle,
             format!(
-                "manifest.json: version {} (this shelldone reads {VERSION})",
-                m.version
+                "manifest.json: version {} (this shelldone reads {OLDEST} to {VERSION}{})",
+                m.version,
+                if m.version > VERSION {
+                    "; a newer shelldone wrote it"
+                } else {
+                    ""
+                }
             ),
         ));
     }

@@ -168,7 +168,7 @@ pub fn run(cx: &Context, opts: &RunOptions<'_>) -> Result<RunOutcome> {
         expected: None,
         new: Some(snap),
     };
-    crate::transfer::push::push(cx.objects(), &mut writer, &[update], &|_, _| {})?;
+    let sent = crate::transfer::push::push(cx.objects(), &mut writer, &[update], &|_, _| {})?;
     let w = writer.finish()?;
     let m = Manifest {
         format: manifest::FORMAT.into(),
@@ -178,7 +178,7 @@ pub fn run(cx: &Context, opts: &RunOptions<'_>) -> Result<RunOutcome> {
         created_ns,
         created: rfc3339(created_ns),
         device: cx.device().to_owned(),
-        objects: w.objects,
+        objects: sent.objects,
         recipients: opts.recipients.iter().map(ToString::to_string).collect(),
         data: manifest::Part {
             name: w.name.into(),
@@ -208,7 +208,7 @@ pub fn run(cx: &Context, opts: &RunOptions<'_>) -> Result<RunOutcome> {
     let listed = listed(&fin, &[])?;
     Ok(RunOutcome {
         bundle: Some(listed),
-        objects: w.objects,
+        objects: sent.objects,
     })
 }
 
@@ -369,6 +369,7 @@ fn load(path: &Path, trust: Trust<'_>) -> Result<Loaded> {
     let refs = [("bundle/head".to_owned(), snapshot)].into_iter().collect();
     let reader = bundle::BundleReader::open(
         path,
+        o.manifest.version,
         &o.manifest.data,
         &o.manifest.pack,
         trust.identities,
@@ -388,10 +389,12 @@ fn load(path: &Path, trust: Trust<'_>) -> Result<Loaded> {
     })
 }
 
-/// Fetches every object of a loaded bundle into `cx`'s store (verified by the transfer).
-fn fetch_into(cx: &Context, l: &mut Loaded) -> Result<()> {
+/// Fetches every object of a loaded bundle into `cx`'s store (verified by the transfer);
+/// `durable: false` for a scratch store deleted after use.
+fn fetch_into(cx: &Context, l: &mut Loaded, durable: bool) -> Result<()> {
     let _lock = cx.lock("backup restore")?;
     let batch = cx.objects().batch()?;
+    let batch = if durable { batch } else { batch.unsynced() };
     crate::transfer::fetch::fetch(
         cx.objects(),
         &batch,
@@ -414,19 +417,29 @@ pub struct Verified {
     pub snapshot: String,
     /// Objects checked.
     pub objects: u64,
-    /// Files restored and compared with the snapshot.
+    /// Files restored and compared with the snapshot (all of them with `full`, else a sample).
     pub files: u64,
+    /// Files in the snapshot.
+    pub files_in_snapshot: u64,
     /// Who signed it.
     pub signed_by: SignedBy,
 }
 
+/// The round trip of a `verify` without `full` restores about one file in this many (at
+/// least one), chosen anew on each run, so that repeated checks cover every file in time.
+pub const SAMPLE_ONE_IN: u8 = 8;
+
 /// Verifies a bundle: manifest, signature (against `trust`), the data file's and the pack's
-/// checksums, every object's id, and a round trip: the bundle is restored into a new store and
-/// a temporary directory inside `scratch`, and the files read back must be the snapshot's.
+/// checksums, every object (its id, its format, and the structure: each link's kind and size,
+/// symlink targets, nesting), and a round trip: the bundle is fetched into a new store in
+/// `scratch`, and files of the snapshot (every one with `full`, else a sample of about one in
+/// [`SAMPLE_ONE_IN`]) are restored into a temporary folder there and read back, and must be
+/// the snapshot's.
 ///
 /// # Errors
 /// [`Error::BackupDamaged`], [`Error::BackupKey`], [`Error::BackupSignature`], I/O.
-pub fn verify(path: &Path, trust: Trust<'_>, scratch: &Path) -> Result<Verified> {
+pub fn verify(path: &Path, trust: Trust<'_>, scratch: &Path, full: bool) -> Result<Verified> {
+    use crate::snapshot::restore as plan;
     let mut l = load(path, trust)?;
     durable::create_dir_all(scratch).map_err(file_err("creating", scratch))?;
     let tmp = tempfile::Builder::new()
@@ -438,19 +451,42 @@ pub fn verify(path: &Path, trust: Trust<'_>, scratch: &Path) -> Result<Verified>
         config_dir: tmp.path().join("config"),
     };
     let (tcx, _) = crate::recover::open(paths)?;
-    fetch_into(&tcx, &mut l)?;
+    fetch_into(&tcx, &mut l, false)?;
+    let store = tcx.objects();
+    let snap = store.read_snapshot(&l.snapshot)?;
+    let want = crate::snapshot::flatten_snapshot(store, &snap)?;
+    let total = want.leaves.len() as u64;
+    // The sample: paths whose keyed hash falls in the first 1/SAMPLE_ONE_IN of the range, the
+    // key new each run; never none of a snapshot that has files.
+    let key = blake3::hash(&now_ns().to_le_bytes());
+    let rank = |p: &[u8]| blake3::keyed_hash(key.as_bytes(), p).as_bytes()[0];
+    let mut target = crate::snapshot::Flat {
+        leaves: want
+            .leaves
+            .iter()
+            .filter(|(p, _)| full || rank(p) < u8::MAX / SAMPLE_ONE_IN)
+            .map(|(p, l)| (p.clone(), *l))
+            .collect(),
+        dirs: want.dirs.clone(),
+    };
+    if target.leaves.is_empty()
+        && let Some((p, leaf)) = want.leaves.iter().min_by_key(|(p, _)| rank(p))
+    {
+        target.leaves.insert(p.clone(), *leaf);
+    }
     let out = tmp.path().join("out");
-    crate::live::restore::restore(
-        &tcx,
-        &crate::live::RestoreOptions {
-            rev: Some(l.snapshot.to_hex()),
-            to: Some(out.clone()),
-            ..Default::default()
-        },
-    )?;
-    let snap = tcx.objects().read_snapshot(&l.snapshot)?;
-    let want = crate::snapshot::flatten_snapshot(tcx.objects(), &snap)?;
     let layout = crate::snapshot::Layout::under(&out);
+    let mut live = crate::snapshot::Flat::default();
+    plan::apply_policy(store, &mut target, &mut live)?;
+    let p = plan::plan(&target, &live);
+    plan::apply_with(
+        store,
+        &layout,
+        &target,
+        &p,
+        &crate::progress::Silent,
+        plan::Durability::Unsynced,
+    )?;
     let got = crate::snapshot::save::read_live(
         &layout,
         &|_| true,
@@ -459,7 +495,7 @@ pub fn verify(path: &Path, trust: Trust<'_>, scratch: &Path) -> Result<Verified>
         &crate::progress::Silent,
     )?
     .flat;
-    for (p, leaf) in &want.leaves {
+    for (p, leaf) in &target.leaves {
         let same = got.leaves.get(p).is_some_and(|g| g.same_content(leaf));
         if !same {
             return Err(bundle::damaged(
@@ -471,7 +507,7 @@ pub fn verify(path: &Path, trust: Trust<'_>, scratch: &Path) -> Result<Verified>
             ));
         }
     }
-    if let Some(p) = got.leaves.keys().find(|p| !want.leaves.contains_key(*p)) {
+    if let Some(p) = got.leaves.keys().find(|p| !target.leaves.contains_key(*p)) {
         return Err(bundle::damaged(
             path,
             format!(
@@ -484,7 +520,8 @@ pub fn verify(path: &Path, trust: Trust<'_>, scratch: &Path) -> Result<Verified>
         id: l.manifest.id.clone(),
         snapshot: l.manifest.snapshot.clone(),
         objects: l.manifest.objects,
-        files: want.leaves.len() as u64,
+        files: target.leaves.len() as u64,
+        files_in_snapshot: total,
         signed_by: l.signed_by.clone(),
     })
 }
@@ -516,7 +553,7 @@ pub fn restore(
     to: Option<PathBuf>,
 ) -> Result<Restored> {
     let mut l = load(path, trust)?;
-    fetch_into(cx, &mut l)?;
+    fetch_into(cx, &mut l, true)?;
     let out = crate::live::restore::restore(
         cx,
         &crate::live::RestoreOptions {

@@ -471,6 +471,10 @@ pub(super) enum BackupCmd {
         /// Every bundle in the folder.
         #[arg(long, conflicts_with = "id")]
         all: bool,
+        /// Round-trip every file of the snapshot (default: a sample of about one in eight,
+        /// another on each run; every object is checked either way).
+        #[arg(long)]
+        full: bool,
         /// Bundle folder (default: state/backups/).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,

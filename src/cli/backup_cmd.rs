@@ -116,7 +116,13 @@ pub(super) fn run(cli: &Cli, bc: &BackupCmd) -> Result<ExitCode> {
                 }
             }
         }
-        BackupCmd::Verify { id, all, dir, keys } => {
+        BackupCmd::Verify {
+            id,
+            all,
+            full,
+            dir,
+            keys,
+        } => {
             let d = dir_or(dir);
             let ids = read_identities(&st, keys)?;
             let trusted = read_trusted(&st, keys)?;
@@ -134,14 +140,15 @@ pub(super) fn run(cli: &Cli, bc: &BackupCmd) -> Result<ExitCode> {
             let mut done = Vec::new();
             let mut first_err = None;
             for b in &bundles {
-                match backup::verify(b, trust, &scratch) {
+                match backup::verify(b, trust, &scratch, *full) {
                     Ok(v) => {
                         if !cli.json {
                             say(format!(
-                                "{}: ok ({} objects, {} files round-tripped, signed by {})",
+                                "{}: ok ({} objects, {} of {} files round-tripped, signed by {})",
                                 v.id,
                                 v.objects,
                                 v.files,
+                                v.files_in_snapshot,
                                 v.signed_by.describe()
                             ));
                         }

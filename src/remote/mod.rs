@@ -120,6 +120,20 @@ pub trait Backend {
     /// # Errors
     /// A lost race, a bad ref name, I/O.
     fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()>;
+
+    /// A backend that keeps packs (a backup bundle) takes what a push sends as one pack the
+    /// store writes ([`ObjectStore::export_pack`]: whole blocks copied as they are) instead of
+    /// object by object through [`Backend::put`]. `None`, the default: one by one.
+    fn pack_sink(&mut self) -> Option<&mut dyn std::io::Write> {
+        None
+    }
+
+    /// A backend that is one whole pack, read and verified (a backup bundle), hands it over:
+    /// the fetch then checks the structure from its index and stages its entries as they are
+    /// instead of asking for objects one by one. `None`, the default.
+    fn whole_pack(&self) -> Option<&crate::store::IndexedPack> {
+        None
+    }
 }
 
 /// A borrowed backend is a backend (a test keeps its in-memory backend between transfers).
@@ -141,6 +155,12 @@ impl<B: Backend + ?Sized> Backend for &mut B {
     }
     fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
         (**self).update_refs(updates)
+    }
+    fn pack_sink(&mut self) -> Option<&mut dyn std::io::Write> {
+        (**self).pack_sink()
+    }
+    fn whole_pack(&self) -> Option<&crate::store::IndexedPack> {
+        (**self).whole_pack()
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Batch<'s> {
     /// Background `fdatasync` of the staging pack while it is still being written, so that the
     /// final sync in `commit` waits only for the tail (I/O overlaps compression).
     pub(super) early_sync: Mutex<(u64, Option<std::thread::JoinHandle<Result<()>>>)>,
+    /// False for a scratch store deleted after use ([`Batch::unsynced`]).
+    pub(super) sync: bool,
 }
 
 /// Start a background sync of the staging pack after this many new bytes.
@@ -83,6 +85,30 @@ impl Drop for Batch<'_> {
 }
 
 impl Batch<'_> {
+    /// Syncs nothing on commit: for a scratch store that is deleted after use (`backup
+    /// verify`'s round trip), where a power cut loses nothing that matters.
+    #[must_use]
+    pub fn unsynced(mut self) -> Self {
+        self.sync = false;
+        self
+    }
+
+    /// `fdatasync`s `f` unless the batch is [`unsynced`](Batch::unsynced).
+    fn sync_data(&self, f: &std::fs::File, path: &std::path::Path) -> Result<()> {
+        if self.sync {
+            durable::sync_data(f, path).map_err(Error::at("syncing", path, STORING))?;
+        }
+        Ok(())
+    }
+
+    /// `fsync`s a directory unless the batch is [`unsynced`](Batch::unsynced).
+    fn sync_dir(&self, dir: &std::path::Path) -> Result<()> {
+        if self.sync {
+            durable::sync_dir(dir).map_err(Error::at("syncing", dir, STORING))?;
+        }
+        Ok(())
+    }
+
     /// Compresses new objects at `level` instead of [`ZSTD_LEVEL`](super::ZSTD_LEVEL) (repacking).
     #[must_use]
     pub fn with_level(mut self, level: i32) -> Self {
@@ -130,7 +156,8 @@ impl Batch<'_> {
         drop(guard);
         let total = self.bytes.fetch_add(u64::from(len), Ordering::Relaxed) + u64::from(len);
         let mut es = self.early_sync.lock().expect("no panics while held");
-        if total.saturating_sub(es.0) >= EARLY_SYNC_BYTES
+        if self.sync
+            && total.saturating_sub(es.0) >= EARLY_SYNC_BYTES
             && es
                 .1
                 .as_ref()
@@ -224,6 +251,47 @@ impl Batch<'_> {
         }
         self.append_object(kind, id, raw)?;
         Ok(true)
+    }
+
+    /// Adds a block as it is (a compressed frame from a pack, SPEC §7.2) with its members; the
+    /// caller has verified every member against its id. The block is skipped when this store
+    /// has every member already; else it is appended whole and indexes every member (a member
+    /// also stored elsewhere is then stored twice, which SPEC §7 allows). Returns the number of
+    /// members staged (0 when the block was skipped).
+    ///
+    /// # Errors
+    /// A member staged by this batch already (a pack repeating an id), I/O errors.
+    pub fn put_block_frame(
+        &self,
+        frame: &[u8],
+        members: &[(ObjectId, Kind, pack::Member)],
+    ) -> Result<u64> {
+        {
+            let mut seen = self.seen.lock().expect("no panics while held");
+            if let Some(m) = members.iter().find(|m| seen.contains(&m.0)) {
+                return Err(Error::Internal(format!(
+                    "object {} given twice to one batch",
+                    m.0
+                )));
+            }
+            seen.extend(members.iter().map(|m| m.0));
+        }
+        // Stops at the first member not stored: one lookup per block, not per member, when
+        // the store lacks them (a restore onto a new machine).
+        if !self.force && members.iter().all(|m| self.store.known(&m.0)) {
+            return Ok(0);
+        }
+        let len = u32::try_from(frame.len()).map_err(|_| Error::TooLarge {
+            what: "a pack block (compressed)".into(),
+            size: frame.len() as u64,
+            limit: u64::from(u32::MAX),
+        })?;
+        let members: Vec<(ObjectId, Kind, Option<pack::Member>)> = members
+            .iter()
+            .map(|&(id, kind, m)| (id, kind, Some(m)))
+            .collect();
+        self.append(&objects_format::pack::block_header(len), frame, &members)?;
+        Ok(members.len() as u64)
     }
 
     /// Encodes and adds an object; returns its id.
@@ -328,7 +396,7 @@ impl Batch<'_> {
                 let mut f = durable::create(&t).map_err(Error::at("creating", &t, STORING))?;
                 f.write_all(&buf)
                     .map_err(Error::at("writing", &t, STORING))?;
-                durable::sync_data(f.file(), &t).map_err(Error::at("syncing", &t, STORING))?;
+                self.sync_data(f.file(), &t)?;
                 Ok((t, buf.len() as u64))
             })
             .collect::<Result<_>>()?;
@@ -350,11 +418,8 @@ impl Batch<'_> {
             durable::rename(t, &target).map_err(Error::at("renaming into", &target, STORING))?;
         }
         if !objs.is_empty() {
-            fan_dirs
-                .par_iter()
-                .try_for_each(|d| durable::sync_dir(d).map_err(Error::at("syncing", d, STORING)))?;
-            let objects = self.store.root.join("objects");
-            durable::sync_dir(&objects).map_err(Error::at("syncing", &objects, STORING))?;
+            fan_dirs.par_iter().try_for_each(|d| self.sync_dir(d))?;
+            self.sync_dir(&self.store.root.join("objects"))?;
         }
         self.remove_staging()?;
         Ok(BatchStats {
@@ -383,7 +448,7 @@ impl Batch<'_> {
             objects: w.entries.len() as u64,
             bytes: self.bytes.load(Ordering::Relaxed),
         };
-        durable::sync_data(&w.file, &w.path).map_err(Error::at("syncing", &w.path, STORING))?;
+        self.sync_data(&w.file, &w.path)?;
         drop(w.file);
         let hash = pack::hash_file(&w.path)?;
         let name = format!("pack-{}", hash.to_hex());
@@ -407,8 +472,7 @@ impl Batch<'_> {
                 durable::create(&idx_tmp).map_err(Error::at("creating", &idx_tmp, STORING))?;
             f.write_all(&idx)
                 .map_err(Error::at("writing", &idx_tmp, STORING))?;
-            durable::sync_data(f.file(), &idx_tmp)
-                .map_err(Error::at("syncing", &idx_tmp, STORING))?;
+            self.sync_data(f.file(), &idx_tmp)?;
         }
         let dir = self.store.packs_dir();
         durable::create_dir_all_durable(&dir).map_err(Error::at("creating", &dir, STORING))?;
@@ -433,7 +497,7 @@ impl Batch<'_> {
                 return Err(Error::file(e, "renaming into", idx_path, STORING));
             }
         }
-        durable::sync_dir(&dir).map_err(Error::at("syncing", &dir, STORING))?;
+        self.sync_dir(&dir)?;
         self.remove_staging()?;
         Ok(stats)
     }

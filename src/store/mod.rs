@@ -7,6 +7,8 @@
 
 mod batch;
 pub mod durable;
+mod export;
+mod import;
 pub mod lock;
 pub mod pack;
 pub mod refs;
@@ -15,6 +17,8 @@ pub mod walk;
 
 pub use batch::{Batch, BatchStats};
 use batch::{BlockBuf, PackWriter};
+pub use export::ExportStats;
+pub use import::{IndexedPack, Packed};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -153,46 +157,52 @@ impl ObjectStore {
     }
 
     /// What the store holds for an object: a frame (loose file or packed object entry) or its
-    /// place in a decompressed block.
+    /// place in a decompressed block. The loaded pack indexes are asked first (a lookup in
+    /// memory: most objects are packed, and trying the loose path first cost a failed `open`
+    /// for each), then the loose file, then the packs again after a rescan of `packs/` (a pack
+    /// another process published meanwhile).
     fn read_stored(&self, id: &ObjectId) -> Result<pack::Stored> {
+        // Look up and read under one guard: a refresh by another thread (a pack removed by
+        // another process's gc) must not turn a location into another pack's bytes.
+        let pack_of = |g: &pack::PackSet, loc: &pack::Loc| {
+            g.packs
+                .get(loc.pack)
+                .map_or_else(String::new, |p| p.path.display().to_string())
+        };
+        let packed = |res: std::io::Result<pack::Stored>, pack_path: String| {
+            res.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    Error::CorruptObject {
+                        id: *id,
+                        why: format!("its block in {pack_path} is damaged: {e}"),
+                    }
+                } else {
+                    Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("{e} (reading packed object {id})"),
+                    ))
+                }
+            })
+        };
+        let found = {
+            let g = self.packs.read().expect("no panics while held");
+            g.locate(id).map(|loc| (g.read(&loc), pack_of(&g, &loc)))
+        };
+        if let Some((res, pack_path)) = found {
+            return packed(res, pack_path);
+        }
         match std::fs::read(self.object_path(id)) {
             Ok(b) => Ok(pack::Stored::Frame(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Look up and read under one guard: a refresh by another thread (a pack removed
-                // by another process's gc) must not turn a location into another pack's bytes.
-                let pack_of = |g: &pack::PackSet, loc: &pack::Loc| {
-                    g.packs
-                        .get(loc.pack)
-                        .map_or_else(String::new, |p| p.path.display().to_string())
-                };
-                let found = {
-                    let g = self.packs.read().expect("no panics while held");
-                    g.locate(id).map(|loc| (g.read(&loc), pack_of(&g, &loc)))
-                };
-                let (res, pack_path) = match found {
-                    Some(r) => r,
-                    None => {
-                        let mut w = self.packs.write().expect("no panics while held");
-                        w.refresh(&self.packs_dir());
-                        match w.locate(id) {
-                            Some(loc) => (w.read(&loc), pack_of(&w, &loc)),
-                            None => return Err(Error::MissingObject { id: *id }),
-                        }
+                let (res, pack_path) = {
+                    let mut w = self.packs.write().expect("no panics while held");
+                    w.refresh(&self.packs_dir());
+                    match w.locate(id) {
+                        Some(loc) => (w.read(&loc), pack_of(&w, &loc)),
+                        None => return Err(Error::MissingObject { id: *id }),
                     }
                 };
-                res.map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::InvalidData {
-                        Error::CorruptObject {
-                            id: *id,
-                            why: format!("its block in {pack_path} is damaged: {e}"),
-                        }
-                    } else {
-                        Error::Io(std::io::Error::new(
-                            e.kind(),
-                            format!("{e} (reading packed object {id})"),
-                        ))
-                    }
-                })
+                packed(res, pack_path)
             }
             Err(e) => Err(Error::Io(std::io::Error::new(
                 e.kind(),
@@ -429,6 +439,7 @@ impl ObjectStore {
             force,
             level: ZSTD_LEVEL,
             early_sync: Mutex::new((0, None)),
+            sync: true,
         })
     }
 }
@@ -484,8 +495,20 @@ pub fn decompress_into(
     let size = usize::try_from(size).expect("bounded by max");
     buf.clear();
     buf.reserve_exact(size);
-    let n = zstd::bulk::Decompressor::new()
-        .and_then(|mut d| d.decompress_to_buffer(raw, &mut buf))
+    thread_local! {
+        // One decompression context per thread: creating one per object showed in profiles.
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+    }
+    let n = DCTX
+        .with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(zstd::bulk::Decompressor::new()?);
+            }
+            d.as_mut()
+                .expect("just set")
+                .decompress_to_buffer(raw, &mut buf)
+        })
         .map_err(|e| format!("zstd: {e}"))?;
     if n != size || buf.len() != size {
         return Err(format!("zstd frame declared {size} bytes but held {n}"));

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::remote::verify::{self, Checker, Limits, TreeInfo};
 use crate::remote::{Backend, MAX_GRAPH_SNAPSHOTS, Progress, TransferStats};
 use crate::store::walk::{self, Descend, Enter, Node, Source, Visitor};
-use crate::store::{Batch, ObjectStore};
+use crate::store::{Batch, IndexedPack, ObjectStore};
 
 /// Brings every object reachable from `wants` (snapshots) that `store` lacks into `batch`. Each
 /// object read from the backend is bounded, decompressed and verified (hash, decode, the kind
@@ -29,6 +29,9 @@ pub fn fetch<B: Backend + ?Sized>(
     shallow: bool,
     progress: Progress<'_>,
 ) -> Result<TransferStats> {
+    if let Some(pack) = backend.whole_pack() {
+        return fetch_pack(batch, backend.name(), pack, limits, wants, progress);
+    }
     let checker = Checker::new(backend.name(), limits);
     let mut src = Layered {
         store,
@@ -343,6 +346,168 @@ impl<B: Backend + ?Sized> Visitor<Layered<'_, B>> for Graph<'_> {
     ) -> Result<()> {
         if let Object::Snapshot(s) = obj {
             self.out.insert(node.id, s);
+        }
+        Ok(())
+    }
+}
+
+/// The fetch from a backend that is one whole pack, already read and verified object by
+/// object ([`IndexedPack::parse`]): every check the object-by-object fetch makes (each link's
+/// kind and size, symlink targets, nesting, the budget of `limits`) is made from the pack's
+/// index, which holds every object but the blobs decoded, so no blob is decompressed again.
+/// Every object of the pack must be reached from `wants`, through history included. Then the
+/// pack's entries are staged as they are (blocks whole).
+fn fetch_pack(
+    batch: &Batch<'_>,
+    name: &str,
+    pack: &IndexedPack,
+    limits: Limits,
+    wants: &[ObjectId],
+    progress: Progress<'_>,
+) -> Result<TransferStats> {
+    let mut src = PackSource {
+        pack,
+        checker: Checker::new(name, limits),
+    };
+    let roots: Vec<(ObjectId, Kind)> = wants.iter().map(|w| (*w, Kind::Snapshot)).collect();
+    let seen = walk::walk(&mut src, &roots, &mut PackChecks)?;
+    if seen.len() != pack.len() {
+        return Err(src.checker.err(format!(
+            "it holds {} objects that its snapshot does not reach",
+            pack.len().saturating_sub(seen.len())
+        )));
+    }
+    let (objects, bytes) = pack.stage(batch)?;
+    progress(objects, Some(objects));
+    Ok(TransferStats { objects, bytes })
+}
+
+/// A verified pack as the walk's source.
+struct PackSource<'a> {
+    pack: &'a IndexedPack,
+    checker: Checker,
+}
+
+impl PackSource<'_> {
+    /// What the pack says of `id`, which must be of `kind`.
+    fn entry(&self, id: &ObjectId, kind: Kind) -> Result<&crate::store::Packed> {
+        let p = self
+            .pack
+            .get(id)
+            .ok_or_else(|| self.checker.err(format!("{} {id} is missing", kind.name())))?;
+        if p.kind != kind {
+            return Err(Error::WrongKind {
+                id: *id,
+                expected: kind,
+                found: p.kind.name(),
+            });
+        }
+        Ok(p)
+    }
+}
+
+impl Source for PackSource<'_> {
+    type Extra = ();
+
+    fn read(&mut self, id: &ObjectId, kind: Kind) -> Result<(Object, ())> {
+        self.entry(id, kind)?;
+        Ok((self.pack.read(id)?, ()))
+    }
+}
+
+/// The checks of [`fetch_pack`]'s walk.
+struct PackChecks;
+
+impl Visitor<PackSource<'_>> for PackChecks {
+    fn enter(&mut self, src: &mut PackSource<'_>, node: &Node<'_>) -> Result<Enter> {
+        let data_len = src.entry(&node.id, node.kind)?.data_len;
+        src.checker.charge(data_len)?;
+        Ok(match node.kind {
+            Kind::Snapshot | Kind::ChunkList => Enter::Read,
+            Kind::Tree => {
+                src.checker.check_depth(node.depth)?;
+                Enter::Read
+            }
+            Kind::Blob if is_symlink(node) => Enter::Read,
+            Kind::Blob => {
+                let from = node.from.unwrap_or(node.id);
+                match node.link {
+                    Some(Link::Entry(e)) => verify::check_entry_size(&from, e, data_len)?,
+                    Some(Link::Chunk(ch)) if data_len != u64::from(ch.len) => {
+                        return Err(Error::CorruptObject {
+                            id: from,
+                            why: format!("chunk {} says {} bytes, holds {data_len}", ch.id, ch.len),
+                        });
+                    }
+                    _ => {}
+                }
+                Enter::Skip
+            }
+        })
+    }
+
+    fn again(&mut self, src: &mut PackSource<'_>, node: &Node<'_>) -> Result<()> {
+        if node.kind == Kind::Tree {
+            src.checker.check_depth(node.depth)?;
+        }
+        if is_symlink(node)
+            && !src.checker.link_checked(&node.id)
+            && let Object::Blob(data) = src.pack.read(&node.id)?
+        {
+            Stage::check_blob(&mut src.checker, node, &data, true)?;
+        }
+        Ok(())
+    }
+
+    fn read(
+        &mut self,
+        src: &mut PackSource<'_>,
+        node: &Node<'_>,
+        obj: &Object,
+        (): &(),
+    ) -> Result<Descend> {
+        Ok(match obj {
+            Object::Snapshot(_) | Object::Tree(_) => Descend::All,
+            Object::ChunkList(c) => {
+                if let (Some(Link::Entry(e)), Some(tree)) = (node.link, node.from) {
+                    verify::check_entry_size(&tree, e, c.total_size)?;
+                }
+                Descend::All
+            }
+            Object::Blob(data) => {
+                Stage::check_blob(&mut src.checker, node, data, true)?;
+                Descend::Nothing
+            }
+        })
+    }
+
+    fn leave(
+        &mut self,
+        src: &mut PackSource<'_>,
+        node: &Node<'_>,
+        obj: Object,
+        (): (),
+    ) -> Result<()> {
+        match &obj {
+            Object::Tree(t) => {
+                let mut info = TreeInfo::default();
+                for e in t.entries.iter().filter(|e| e.kind == EntryKind::Dir) {
+                    info.add_subdir(
+                        src.checker
+                            .tree_info(&e.id)
+                            .expect("a subtree is finished before its tree"),
+                    );
+                }
+                src.checker.set_tree_info(node.id, info);
+            }
+            Object::Snapshot(s) => {
+                let info = src
+                    .checker
+                    .tree_info(&s.root)
+                    .expect("the root tree is finished before its snapshot");
+                src.checker.check_placement(&s.root, info, 0)?;
+            }
+            _ => {}
         }
         Ok(())
     }

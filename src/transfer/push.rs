@@ -56,6 +56,13 @@ pub fn push<B: Backend + ?Sized>(
     send.sort_by_key(|(k, id)| (k.code(), rank[id]));
     let total = send.len() as u64;
     let mut stats = TransferStats::default();
+    if let Some(sink) = backend.pack_sink() {
+        let e = store.export_pack(&send, sink, &|n| progress(n, Some(total)))?;
+        stats.objects = e.objects;
+        stats.bytes = e.bytes;
+        backend.update_refs(updates)?;
+        return Ok(stats);
+    }
     let mut objects = send.iter().map(|&(kind, id)| -> Result<Outgoing> {
         let raw = store.read_raw(&id)?;
         verify::verify_raw(&id, kind, &raw)?;

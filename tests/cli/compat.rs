@@ -2,19 +2,7 @@
 
 use std::path::Path;
 
-use crate::support::{Sandbox, assert_same, tree};
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in walkdir::WalkDir::new(from) {
-        let e = e.expect("walk fixture");
-        let dst = to.join(e.path().strip_prefix(from).expect("under"));
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&dst).expect("mkdir");
-        } else {
-            std::fs::copy(e.path(), &dst).expect("copy");
-        }
-    }
-}
+use crate::support::{Sandbox, assert_same, copy_dir, tree};
 
 /// A sandbox holding a copy of `fixtures/<name>`.
 pub(crate) fn fixture(name: &str) -> Sandbox {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::support::{Entry, Sandbox, assert_same, tree};
+use crate::support::{Entry, Sandbox, assert_same, copy_dir, tree};
 
 /// The store every case starts from, and what each of its snapshots holds.
 struct Base {
@@ -109,18 +109,6 @@ fn refs_of(sb: &Sandbox) -> BTreeMap<String, String> {
         .into_iter()
         .map(|(n, id)| (n, id.to_hex()))
         .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in walkdir::WalkDir::new(from) {
-        let e = e.unwrap();
-        let dest = to.join(e.path().strip_prefix(from).unwrap());
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

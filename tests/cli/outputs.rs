@@ -941,7 +941,7 @@ fn backup_run_list_verify_restore_prune() {
         "backup verify",
         &sb,
         0,
-        &["--json", "backup", "verify", &id],
+        &["--json", "backup", "verify", "--full", &id],
     );
     shots.json(
         "json_backup_restore",

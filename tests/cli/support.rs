@@ -101,6 +101,19 @@ pub enum Entry {
     Dir,
 }
 
+/// Copies a directory tree (a fixture into a sandbox): folders and regular files.
+pub fn copy_dir(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from) {
+        let e = e.expect("walk the source");
+        let dest = to.join(e.path().strip_prefix(from).expect("under the source"));
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).expect("mkdir");
+        } else {
+            std::fs::copy(e.path(), &dest).expect("copy");
+        }
+    }
+}
+
 pub fn tree(root: &Path, label: &str) -> BTreeMap<String, Entry> {
     use std::os::unix::fs::PermissionsExt;
     let mut m = BTreeMap::new();
