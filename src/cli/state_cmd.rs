@@ -75,7 +75,10 @@ fn run_state_on(
                 let _ = writeln!(std::io::stderr(), "warning: {w}");
             }
             if cli.json {
-                documents::print(&documents::Saved::from(&o))?;
+                documents::print(&SavedRedacted {
+                    saved: documents::Saved::from(&o),
+                    redacted: super::vault_cmd::redacted(),
+                })?;
             } else if o.created {
                 if let Some(p) = &plan {
                     super::history_cmd::print_changes(&p.changes);
@@ -302,6 +305,15 @@ fn run_state_on(
 }
 
 /// `state save --dry-run`: what a save would record and what the excludes leave out.
+/// `state save --json`: the save, and how many secrets the redactor replaced (`null` when
+/// `[snapshot] redact` is off).
+#[derive(Debug, serde::Serialize)]
+struct SavedRedacted<'a> {
+    #[serde(flatten)]
+    saved: documents::Saved<'a>,
+    redacted: Option<u64>,
+}
+
 fn print_save_plan(cli: &Cli, plan: &crate::live::save::SavePlan) -> Result<()> {
     if cli.json {
         return documents::print(&documents::SavePlanned::from(plan));

@@ -765,10 +765,12 @@ fn a_stored_secret_is_nowhere_in_the_store_or_on_the_remotes() {
     line.extend_from_slice(secret);
     line.extend_from_slice(b"' https://example.invalid\"}\n");
     std::fs::write(a.state().join("journal/0000.jsonl"), &line).unwrap();
-    let saved = ok(&a, b"", &["state", "save", "-m", "with a secret"]);
-    assert!(
-        saved.contains("redacted"),
-        "save reports redactions: {saved}"
+    let saved = ok(&a, b"", &["--json", "state", "save", "-m", "with a secret"]);
+    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(saved["created"], true, "{saved}");
+    assert_eq!(
+        saved["redacted"], 2,
+        "save reports the redactions (the scrollback's and the journal line's): {saved}"
     );
     // Nothing changed: a second save says so (the redacted blob differs from the live file).
     let again = ok(&a, b"", &["--json", "state", "save"]);
@@ -802,4 +804,9 @@ fn a_stored_secret_is_nowhere_in_the_store_or_on_the_remotes() {
     // Restoring the snapshot shows the marker, not the token.
     let shown = a.ok(&["show", "head"]);
     assert!(!shown.contains(std::str::from_utf8(secret).unwrap()));
+    // The human output says it too.
+    line.extend_from_slice(b"{\"cmd\":\"echo again\"}\n");
+    std::fs::write(a.state().join("journal/0000.jsonl"), &line).unwrap();
+    let saved = ok(&a, b"", &["state", "save"]);
+    assert!(saved.contains("redacted: "), "{saved}");
 }
