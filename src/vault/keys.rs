@@ -493,7 +493,9 @@ pub fn device_keys(cx: &Context, unlock: &Unlock) -> Result<DeviceKeys> {
         Backend::Keyring => {
             let st = store_of(&rec);
             if st == KeyringStore::SecretService && !session_bus_set() {
-                return Err(secret_service_gone(&format!("{SESSION_BUS_VAR} is not set")));
+                return Err(secret_service_gone(&format!(
+                    "{SESSION_BUS_VAR} is not set"
+                )));
             }
             let text = keyring_entry(st, &rec.age)?
                 .get_password()

@@ -475,8 +475,8 @@ impl SecretService {
             .map_err(|e| format!("dbus-daemon: {e}"))?;
         // The first line is the address; EOF (the daemon exited) ends the wait.
         let mut address = String::new();
-        let read = std::io::BufReader::new(bus.stdout.take().expect("piped"))
-            .read_line(&mut address);
+        let read =
+            std::io::BufReader::new(bus.stdout.take().expect("piped")).read_line(&mut address);
         let address = address.trim().to_owned();
         let mut ss = SecretService {
             dir,
@@ -645,18 +645,15 @@ fn the_secret_service_backend_on_a_session_bus() {
     assert_eq!(rec["store"], "secret-service");
     let names: Vec<String> = snapshot_of(&keys).into_iter().map(|(p, _)| p).collect();
     assert_eq!(names, [keys.join("device.json").display().to_string()]);
-    assert!(!contains(
-        &readable_bytes(&sb.state()),
-        b"AGE-SECRET-KEY-"
-    ));
+    assert!(!contains(&readable_bytes(&sb.state()), b"AGE-SECRET-KEY-"));
     // The keyring daemon gone (the bus stays), then no session bus at all: a clear exit 8,
     // never a fall back to another store, and nothing changed.
     ss.stop_keyring();
-    let before = (
-        snapshot_of(&sb.state().join("secrets")),
-        snapshot_of(&keys),
-    );
-    for (bus, why) in [(Some(&ss), "does not answer here"), (None, "DBUS_SESSION_BUS_ADDRESS is not set")] {
+    let before = (snapshot_of(&sb.state().join("secrets")), snapshot_of(&keys));
+    for (bus, why) in [
+        (Some(&ss), "does not answer here"),
+        (None, "DBUS_SESSION_BUS_ADDRESS is not set"),
+    ] {
         for (args, stdin) in [
             (&["secret", "get", "k"][..], &b""[..]),
             (&["secret", "set", "k"], b"changed"),
@@ -665,7 +662,9 @@ fn the_secret_service_backend_on_a_session_bus() {
             let err = String::from_utf8_lossy(&o.stderr);
             assert_eq!(o.status.code(), Some(KEY_EXIT), "{args:?}: {err}");
             assert!(
-                err.contains("Secret Service") && err.contains(why) && err.contains("nothing was changed"),
+                err.contains("Secret Service")
+                    && err.contains(why)
+                    && err.contains("nothing was changed"),
                 "{args:?}: {err}"
             );
             assert!(o.stdout.is_empty(), "no value printed");
@@ -676,10 +675,7 @@ fn the_secret_service_backend_on_a_session_bus() {
         assert_eq!(st["unlocked"], false, "{st}");
         assert_eq!(st["keyring_store"], "secret-service");
     }
-    let after = (
-        snapshot_of(&sb.state().join("secrets")),
-        snapshot_of(&keys),
-    );
+    let after = (snapshot_of(&sb.state().join("secrets")), snapshot_of(&keys));
     assert!(before == after, "the vault and its keys are byte-identical");
 }
 
