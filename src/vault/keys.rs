@@ -632,3 +632,30 @@ pub(crate) fn write_private(target: &Path, data: &[u8]) -> Result<()> {
     }
     res.map_err(Error::at("writing", target, "vault"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_names_its_keyring_store_and_an_old_one_means_keyutils() {
+        let old = r#"{"name":"a","backend":"keyring","age":"age1x","ssh":"ssh-ed25519 AAAA a"}"#;
+        let rec: DeviceRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(rec.keyring_store(), Some(KeyringStore::Keyutils));
+        let new = DeviceRecord {
+            store: Some(KeyringStore::SecretService),
+            ..rec.clone()
+        };
+        let json = serde_json::to_string(&new).unwrap();
+        assert!(json.contains(r#""store":"secret-service""#), "{json}");
+        let back: DeviceRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.keyring_store(), Some(KeyringStore::SecretService));
+        let pass = DeviceRecord {
+            backend: Backend::Passphrase,
+            store: None,
+            ..rec
+        };
+        assert_eq!(pass.keyring_store(), None);
+        assert!(!serde_json::to_string(&pass).unwrap().contains("store"));
+    }
+}
