@@ -284,8 +284,8 @@ pub(super) fn vault(cli: &Cli, c: &VaultCmd) -> Result<ExitCode> {
                     "backend: {}{store}{}",
                     s.backend,
                     match s.keyring_here {
-                        Some(h) => format!(" (the OS keyring works here: {})", h.label()),
-                        None => " (no OS keyring here)".to_owned(),
+                        Some(h) => format!("; the OS keyring works here: {}", h.label()),
+                        None => "; no OS keyring here".to_owned(),
                     }
                 ));
                 match &s.why {

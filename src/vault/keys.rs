@@ -338,12 +338,20 @@ fn keyring_entry(store: KeyringStore, rec_age: &str) -> Result<keyring::Entry> {
     })
 }
 
-/// True when `store` answers here: a probe entry is written, read back and deleted. The Secret
-/// Service is probed only when a session bus is set.
+/// True when `store` answers here. The kernel store: a probe entry is written, read back and
+/// deleted. The Secret Service (only when a session bus is set): a probe entry is looked up,
+/// which a running service answers (with "no such entry") without writing anything, so without
+/// asking to unlock a locked keyring (`vault status` never asks).
 #[must_use]
 pub fn store_works(store: KeyringStore) -> bool {
-    if store == KeyringStore::SecretService && !session_bus_set() {
-        return false;
+    if store == KeyringStore::SecretService {
+        if !session_bus_set() {
+            return false;
+        }
+        return match entry_in(store, &format!("probe {}", std::process::id())) {
+            Ok(e) => matches!(e.get_password(), Ok(_) | Err(keyring::Error::NoEntry)),
+            Err(_) => false,
+        };
     }
     let probe = || -> std::result::Result<bool, keyring::Error> {
         let e = entry_in(store, &format!("probe {}", std::process::id()))?;
@@ -419,6 +427,12 @@ pub fn store(
     match backend {
         Backend::Keyring => {
             let st = store_of(&rec);
+            // Without a session bus libdbus would try to autolaunch one: refused here instead.
+            if st == KeyringStore::SecretService && !session_bus_set() {
+                return Err(Error::VaultLocked(format!(
+                    "the Secret Service cannot keep this device's keys here: {SESSION_BUS_VAR} is not set (no desktop session bus); use '--backend keyutils' or '--backend passphrase'"
+                )));
+            }
             let e = keyring_entry(st, &age_pub)?;
             e.set_password(secret.expose_secret()).map_err(|e| {
                 Error::VaultLocked(match st {

@@ -677,6 +677,19 @@ fn the_secret_service_backend_on_a_session_bus() {
     }
     let after = (snapshot_of(&sb.state().join("secrets")), snapshot_of(&keys));
     assert!(before == after, "the vault and its keys are byte-identical");
+    // Forcing the Secret Service with no session bus: refused (libdbus is not left to
+    // autolaunch one), and no record is written.
+    let fresh = Sandbox::new();
+    let o = on_bus(
+        &fresh,
+        None,
+        b"",
+        &["key", "init", "--backend", "secret-service"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(KEY_EXIT), "{err}");
+    assert!(err.contains("DBUS_SESSION_BUS_ADDRESS is not set"), "{err}");
+    assert!(!fresh.state().join("keys/device.json").exists());
 }
 
 /// True when `needle` occurs in `hay`.
