@@ -304,7 +304,6 @@ fn run_state_on(
     }
 }
 
-/// `state save --dry-run`: what a save would record and what the excludes leave out.
 /// `state save --json`: the save, and how many secrets the redactor replaced (`null` when
 /// `[snapshot] redact` is off).
 #[derive(Debug, serde::Serialize)]
@@ -314,6 +313,7 @@ struct SavedRedacted<'a> {
     redacted: Option<u64>,
 }
 
+/// `state save --dry-run`: what a save would record and what the excludes leave out.
 fn print_save_plan(cli: &Cli, plan: &crate::live::save::SavePlan) -> Result<()> {
     if cli.json {
         return documents::print(&documents::SavePlanned::from(plan));
