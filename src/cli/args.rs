@@ -371,8 +371,12 @@ pub(super) enum SecretCmd {
 /// `--backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(super) enum BackendArg {
-    /// The OS keyring (kernel keyutils on Linux: forgotten at reboot).
+    /// The OS keyring: the Secret Service when a session bus answers, else kernel keyutils.
     Keyring,
+    /// The OS keyring's Secret Service (the desktop keyring over D-Bus: survives reboots).
+    SecretService,
+    /// The OS keyring's kernel keyutils store (works headless: forgotten at reboot).
+    Keyutils,
     /// A file encrypted with a passphrase (SHELLDONE_VAULT_PASSPHRASE, or asked for).
     Passphrase,
 }

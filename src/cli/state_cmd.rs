@@ -75,7 +75,10 @@ fn run_state_on(
                 let _ = writeln!(std::io::stderr(), "warning: {w}");
             }
             if cli.json {
-                documents::print(&documents::Saved::from(&o))?;
+                documents::print(&SavedRedacted {
+                    saved: documents::Saved::from(&o),
+                    redacted: super::vault_cmd::redacted(),
+                })?;
             } else if o.created {
                 if let Some(p) = &plan {
                     super::history_cmd::print_changes(&p.changes);
@@ -299,6 +302,15 @@ fn run_state_on(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `state save --json`: the save, and how many secrets the redactor replaced (`null` when
+/// `[snapshot] redact` is off).
+#[derive(Debug, serde::Serialize)]
+struct SavedRedacted<'a> {
+    #[serde(flatten)]
+    saved: documents::Saved<'a>,
+    redacted: Option<u64>,
 }
 
 /// `state save --dry-run`: what a save would record and what the excludes leave out.

@@ -12,7 +12,7 @@ use super::args::{BackendArg, Cli, KeyCmd, SecretCmd, VaultCmd};
 use super::open::{config, open};
 use super::output::say;
 use super::{documents, out};
-use crate::vault::{self, Backend, Unlock};
+use crate::vault::{self, Backend, KeyringStore, Unlock};
 use crate::{Error, Result};
 
 /// The variable a script or CI sets to the vault passphrase.
@@ -49,16 +49,30 @@ pub(super) fn unlock(prompt: bool) -> Unlock {
     }
 }
 
-/// The backend for new keys: the option, else `vault.backend`, else the passphrase (the kernel
-/// keyring forgets its keys at reboot, so it is never chosen silently).
-fn backend(arg: Option<BackendArg>) -> Result<Backend> {
+/// The backend for new keys, and the keyring store when one is forced: the option, else
+/// `vault.backend`, else the passphrase (the kernel keyring forgets its keys at reboot, so it
+/// is never chosen silently).
+fn backend(arg: Option<BackendArg>) -> Result<(Backend, Option<KeyringStore>)> {
     match arg {
-        Some(BackendArg::Keyring) => Ok(Backend::Keyring),
-        Some(BackendArg::Passphrase) => Ok(Backend::Passphrase),
+        Some(BackendArg::Keyring) => Ok((Backend::Keyring, None)),
+        Some(BackendArg::SecretService) => {
+            Ok((Backend::Keyring, Some(KeyringStore::SecretService)))
+        }
+        Some(BackendArg::Keyutils) => Ok((Backend::Keyring, Some(KeyringStore::Keyutils))),
+        Some(BackendArg::Passphrase) => Ok((Backend::Passphrase, None)),
         None => config()
             .vault_backend
             .as_deref()
-            .map_or(Ok(Backend::Passphrase), Backend::parse),
+            .map_or(Ok(Backend::Passphrase), Backend::parse)
+            .map(|b| (b, None)),
+    }
+}
+
+/// `keyring (Secret Service)`, `keyring (kernel keyutils)` or `passphrase`.
+fn backend_label(rec: &vault::DeviceRecord) -> String {
+    match rec.keyring_store() {
+        Some(s) => format!("{} ({})", rec.backend.name(), s.label()),
+        None => rec.backend.name().to_owned(),
     }
 }
 
@@ -156,10 +170,11 @@ pub(super) fn key(cli: &Cli, c: &KeyCmd) -> Result<ExitCode> {
     let cx = st.context();
     match c {
         KeyCmd::Init { backend: b, force } => {
-            let done = vault::init(cx, backend(*b)?, &unlock(true), *force)?;
+            let (b, store) = backend(*b)?;
+            let done = vault::init(cx, b, store, &unlock(true), *force)?;
             say(format!(
                 "made this device's keys ({} backend); trust it on your other devices with:\n  shelldone key trust {} {} {}",
-                done.record.backend.name(),
+                backend_label(&done.record),
                 done.record.name,
                 done.record.age,
                 strip_comment(&done.record.ssh)
@@ -240,11 +255,12 @@ pub(super) fn key(cli: &Cli, c: &KeyCmd) -> Result<ExitCode> {
 fn import(cx: &crate::context::Context, b: Option<BackendArg>) -> Result<ExitCode> {
     let paper = String::from_utf8(read_value("paper recovery key")?)
         .map_err(|_| Error::VaultLocked("the paper key is not text".into()))?;
-    let done = vault::import(cx, &paper, backend(b)?, &unlock(true))?;
+    let (b, store) = backend(b)?;
+    let done = vault::import(cx, &paper, b, store, &unlock(true))?;
     say(format!(
         "restored access with the paper key: this device's keys are {} ({} backend); re-encrypted {} secret(s) to include it. Push so your other devices learn it",
         done.record.age,
-        done.record.backend.name(),
+        backend_label(&done.record),
         done.rekeyed
     ));
     Ok(ExitCode::SUCCESS)
@@ -260,13 +276,16 @@ pub(super) fn vault(cli: &Cli, c: &VaultCmd) -> Result<ExitCode> {
             if cli.json {
                 documents::print(&s)?;
             } else {
+                let store = s
+                    .keyring_store
+                    .map(|n| format!(" ({})", n.label()))
+                    .unwrap_or_default();
                 out(format!(
-                    "backend: {}{}",
+                    "backend: {}{store}{}",
                     s.backend,
-                    if s.keyring_available {
-                        " (the OS keyring works here)"
-                    } else {
-                        " (no OS keyring here)"
+                    match s.keyring_here {
+                        Some(h) => format!("; the OS keyring works here: {}", h.label()),
+                        None => "; no OS keyring here".to_owned(),
                     }
                 ));
                 match &s.why {

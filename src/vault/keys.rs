@@ -1,7 +1,8 @@
-//! This device's private keys and where they are kept: the OS keyring (the kernel keyutils
-//! store, through the `keyring` crate) or an age file protected by a passphrase (scrypt). Either
-//! way they live under `state/keys/` or in the keyring, never under a snapshot root, so no
-//! snapshot, backup or sync carries them (docs/keys.md).
+//! This device's private keys and where they are kept: the OS keyring (through the `keyring`
+//! crate: the desktop Secret Service where a session bus answers, else the kernel keyutils
+//! store) or an age file protected by a passphrase (scrypt). Either way they live under
+//! `state/keys/` or in the keyring, never under a snapshot root, so no snapshot, backup or sync
+//! carries them (docs/keys.md).
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +23,7 @@ const SCRYPT_LOG_N: u8 = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// The OS keyring (on Linux the kernel keyutils store: it does not survive a reboot).
+    /// The OS keyring: the Secret Service or the kernel keyutils store ([`KeyringStore`]).
     Keyring,
     /// `state/keys/device.age`, encrypted with a passphrase (age scrypt).
     Passphrase,
@@ -51,6 +52,45 @@ impl Backend {
             ))),
         }
     }
+}
+
+/// Which store of the OS keyring holds the keys of the keyring backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyringStore {
+    /// The desktop keyring over D-Bus (GNOME Keyring, KWallet, KeePassXC): on disk, encrypted
+    /// with the login password, so it survives a reboot. Needs a session bus.
+    SecretService,
+    /// The kernel keyutils store (the session keyring, linked to the user's persistent
+    /// keyring): works headless, forgotten at reboot.
+    Keyutils,
+}
+
+impl KeyringStore {
+    /// `secret-service` or `keyutils` (the key record, `vault status --json`, `--backend`).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyringStore::SecretService => "secret-service",
+            KeyringStore::Keyutils => "keyutils",
+        }
+    }
+
+    /// `Secret Service` or `kernel keyutils`, for people.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            KeyringStore::SecretService => "Secret Service",
+            KeyringStore::Keyutils => "kernel keyutils",
+        }
+    }
+}
+
+/// The variable that names the session bus, on which the Secret Service answers.
+const SESSION_BUS_VAR: &str = "DBUS_SESSION_BUS_ADDRESS";
+
+fn session_bus_set() -> bool {
+    std::env::var_os(SESSION_BUS_VAR).is_some_and(|v| !v.is_empty())
 }
 
 /// This device's private keys, unlocked.
@@ -115,6 +155,10 @@ pub struct DeviceRecord {
     pub name: String,
     /// Where the private halves are.
     pub backend: Backend,
+    /// With the keyring backend: which store holds them (a record made before there was a
+    /// choice has none: the kernel keyutils store, the only one then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<KeyringStore>,
     /// The age recipient (`age1…`).
     pub age: String,
     /// The Ed25519 public key in OpenSSH form (`ssh-ed25519 AAAA… NAME`).
@@ -269,19 +313,48 @@ pub fn generate() -> DeviceKeys {
     }
 }
 
-fn keyring_entry(rec_age: &str) -> Result<keyring::Entry> {
-    keyring::Entry::new(KEYRING_SERVICE, &format!("device-key {rec_age}")).map_err(|e| {
+/// The entry `user` of shelldone's service in `store`, chosen explicitly (never the crate's
+/// default store).
+fn entry_in(store: KeyringStore, user: &str) -> keyring::Result<keyring::Entry> {
+    let cred: Box<keyring::credential::Credential> = match store {
+        KeyringStore::SecretService => Box::new(
+            keyring::secret_service::SsCredential::new_with_target(None, KEYRING_SERVICE, user)?,
+        ),
+        KeyringStore::Keyutils => Box::new(keyring::keyutils::KeyutilsCredential::new_with_target(
+            None,
+            KEYRING_SERVICE,
+            user,
+        )?),
+    };
+    Ok(keyring::Entry::new_with_credential(cred))
+}
+
+fn keyring_entry(store: KeyringStore, rec_age: &str) -> Result<keyring::Entry> {
+    entry_in(store, &format!("device-key {rec_age}")).map_err(|e| {
         Error::VaultLocked(format!(
-            "the OS keyring cannot be used here: {e}; use the passphrase backend ('shelldone key init --backend passphrase')"
+            "the OS keyring ({}) cannot be used here: {e}; use the passphrase backend ('shelldone key init --backend passphrase')",
+            store.label()
         ))
     })
 }
 
-/// True when the OS keyring answers here: a probe entry is written, read back and deleted.
+/// True when `store` answers here. The kernel store: a probe entry is written, read back and
+/// deleted. The Secret Service (only when a session bus is set): a probe entry is looked up,
+/// which a running service answers (with "no such entry") without writing anything, so without
+/// asking to unlock a locked keyring (`vault status` never asks).
 #[must_use]
-pub fn keyring_works() -> bool {
+pub fn store_works(store: KeyringStore) -> bool {
+    if store == KeyringStore::SecretService {
+        if !session_bus_set() {
+            return false;
+        }
+        return match entry_in(store, &format!("probe {}", std::process::id())) {
+            Ok(e) => matches!(e.get_password(), Ok(_) | Err(keyring::Error::NoEntry)),
+            Err(_) => false,
+        };
+    }
     let probe = || -> std::result::Result<bool, keyring::Error> {
-        let e = keyring::Entry::new(KEYRING_SERVICE, &format!("probe {}", std::process::id()))?;
+        let e = entry_in(store, &format!("probe {}", std::process::id()))?;
         let ok = e
             .set_password("probe")
             .and_then(|()| e.get_password())
@@ -293,8 +366,33 @@ pub fn keyring_works() -> bool {
     probe().unwrap_or(false)
 }
 
-/// Keeps `keys` in `backend` for this device and writes its record. Nothing is written to the
-/// record before the private halves are safely stored (and read back).
+/// The store the keyring backend uses here for new keys: the Secret Service when a session bus
+/// is set and the service answers, else the kernel keyutils store when it answers; `None` when
+/// neither does.
+#[must_use]
+pub fn keyring_here() -> Option<KeyringStore> {
+    [KeyringStore::SecretService, KeyringStore::Keyutils]
+        .into_iter()
+        .find(|s| store_works(*s))
+}
+
+/// The store that holds the keys of a keyring-backend record.
+fn store_of(rec: &DeviceRecord) -> KeyringStore {
+    rec.store.unwrap_or(KeyringStore::Keyutils)
+}
+
+impl DeviceRecord {
+    /// The keyring store that holds this device's keys; `None` with the passphrase backend.
+    #[must_use]
+    pub fn keyring_store(&self) -> Option<KeyringStore> {
+        (self.backend == Backend::Keyring).then(|| store_of(self))
+    }
+}
+
+/// Keeps `keys` in `backend` for this device and writes its record. With the keyring backend,
+/// `store` forces the store; `None` picks it as [`keyring_here`] does (the Secret Service when
+/// a session bus answers, else keyutils). Nothing is written to the record before the private
+/// halves are safely stored (and read back).
 ///
 /// # Errors
 /// The keyring refusing, a passphrase not given, I/O.
@@ -302,27 +400,51 @@ pub fn store(
     cx: &Context,
     keys: &DeviceKeys,
     backend: Backend,
+    store: Option<KeyringStore>,
     unlock: &Unlock,
 ) -> Result<DeviceRecord> {
     let dir = keys_dir(cx);
     create_private_dir(&dir)?;
     let age_pub = keys.age.to_public().to_string();
+    let store = match backend {
+        Backend::Passphrase => None,
+        Backend::Keyring => Some(store.unwrap_or_else(|| {
+            if store_works(KeyringStore::SecretService) {
+                KeyringStore::SecretService
+            } else {
+                KeyringStore::Keyutils
+            }
+        })),
+    };
     let rec = DeviceRecord {
         name: cx.device.clone(),
         backend,
+        store,
         age: age_pub.clone(),
         ssh: ssh_public(&keys.signing.verifying_key(), &cx.device),
     };
     let secret = encode(keys);
     match backend {
         Backend::Keyring => {
-            let e = keyring_entry(&age_pub)?;
+            let st = store_of(&rec);
+            // Without a session bus libdbus would try to autolaunch one: refused here instead.
+            if st == KeyringStore::SecretService && !session_bus_set() {
+                return Err(Error::VaultLocked(format!(
+                    "the Secret Service cannot keep this device's keys here: {SESSION_BUS_VAR} is not set (no desktop session bus); use '--backend keyutils' or '--backend passphrase'"
+                )));
+            }
+            let e = keyring_entry(st, &age_pub)?;
             e.set_password(secret.expose_secret()).map_err(|e| {
-                Error::VaultLocked(format!(
-                    "the OS keyring refused to keep this device's keys ({e}); the kernel keyring needs a session keyring (a login session, or run under 'keyctl session'); else use '--backend passphrase'"
-                ))
+                Error::VaultLocked(match st {
+                    KeyringStore::Keyutils => format!(
+                        "the OS keyring (kernel keyutils) refused to keep this device's keys ({e}); the kernel keyring needs a session keyring (a login session, or run under 'keyctl session'); else use '--backend passphrase'"
+                    ),
+                    KeyringStore::SecretService => format!(
+                        "the Secret Service refused to keep this device's keys ({e}); {SESSION_BUS_VAR} must name a session bus on which a keyring daemon (GNOME Keyring, KWallet) answers, unlocked; else use '--backend keyutils' or '--backend passphrase'"
+                    ),
+                })
             })?;
-            let back = e.get_password().map_err(|e| keyring_error(&e))?;
+            let back = e.get_password().map_err(|e| keyring_error(st, &e))?;
             if back != secret.expose_secret() {
                 return Err(Error::VaultLocked(
                     "the OS keyring did not give back the key it was given".into(),
@@ -350,13 +472,27 @@ pub fn store(
     Ok(rec)
 }
 
-fn keyring_error(e: &keyring::Error) -> Error {
-    match e {
-        keyring::Error::NoEntry => Error::VaultLocked(
+fn keyring_error(store: KeyringStore, e: &keyring::Error) -> Error {
+    match (store, e) {
+        (KeyringStore::Keyutils, keyring::Error::NoEntry) => Error::VaultLocked(
             "the OS keyring has no key for this device (the kernel keyring forgets its keys at reboot, and is per login session): run in the session that made the keys, or restore access with 'shelldone key import' and your paper recovery key; nothing was changed".into(),
         ),
-        other => Error::VaultLocked(format!("the OS keyring failed: {other}")),
+        (KeyringStore::SecretService, keyring::Error::NoEntry) => Error::VaultLocked(
+            "the OS keyring (Secret Service) has no key for this device (the item was deleted, or this is another login keyring): restore access with 'shelldone key import' and your paper recovery key; nothing was changed".into(),
+        ),
+        (KeyringStore::SecretService, other) => secret_service_gone(&other.to_string()),
+        (KeyringStore::Keyutils, other) => {
+            Error::VaultLocked(format!("the OS keyring (kernel keyutils) failed: {other}"))
+        }
     }
+}
+
+/// The keys are in the Secret Service, which does not answer here (`why`). Never a fall back
+/// to another store: the keys are not there.
+fn secret_service_gone(why: &str) -> Error {
+    Error::VaultLocked(format!(
+        "this device's keys are in the OS keyring's Secret Service, which does not answer here ({why}): run in the desktop session that made them (with its keyring unlocked), or restore access with 'shelldone key import' and your paper recovery key; nothing was changed"
+    ))
 }
 
 /// This device's private keys, unlocked from where its record says they are. Checked against
@@ -369,9 +505,15 @@ pub fn device_keys(cx: &Context, unlock: &Unlock) -> Result<DeviceKeys> {
     let rec = require_record(cx)?;
     let keys = match rec.backend {
         Backend::Keyring => {
-            let text = keyring_entry(&rec.age)?
+            let st = store_of(&rec);
+            if st == KeyringStore::SecretService && !session_bus_set() {
+                return Err(secret_service_gone(&format!(
+                    "{SESSION_BUS_VAR} is not set"
+                )));
+            }
+            let text = keyring_entry(st, &rec.age)?
                 .get_password()
-                .map_err(|e| keyring_error(&e))?;
+                .map_err(|e| keyring_error(st, &e))?;
             decode(&text, "the keyring entry")?
         }
         Backend::Passphrase => {
@@ -423,7 +565,7 @@ fn strip_comment(ssh: &str) -> String {
 pub fn drop_old(cx: &Context, old: &DeviceRecord, new: &DeviceRecord) {
     if old.backend == Backend::Keyring
         && old.age != new.age
-        && let Ok(e) = keyring_entry(&old.age)
+        && let Ok(e) = keyring_entry(store_of(old), &old.age)
     {
         let _ = e.delete_credential();
     }
@@ -503,4 +645,31 @@ pub(crate) fn write_private(target: &Path, data: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res.map_err(Error::at("writing", target, "vault"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_names_its_keyring_store_and_an_old_one_means_keyutils() {
+        let old = r#"{"name":"a","backend":"keyring","age":"age1x","ssh":"ssh-ed25519 AAAA a"}"#;
+        let rec: DeviceRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(rec.keyring_store(), Some(KeyringStore::Keyutils));
+        let new = DeviceRecord {
+            store: Some(KeyringStore::SecretService),
+            ..rec.clone()
+        };
+        let json = serde_json::to_string(&new).unwrap();
+        assert!(json.contains(r#""store":"secret-service""#), "{json}");
+        let back: DeviceRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.keyring_store(), Some(KeyringStore::SecretService));
+        let pass = DeviceRecord {
+            backend: Backend::Passphrase,
+            store: None,
+            ..rec
+        };
+        assert_eq!(pass.keyring_store(), None);
+        assert!(!serde_json::to_string(&pass).unwrap().contains("store"));
+    }
 }

@@ -21,7 +21,7 @@ use age::secrecy::ExposeSecret;
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-pub use keys::{Backend, DeviceKeys, DeviceRecord, Unlock, device_keys};
+pub use keys::{Backend, DeviceKeys, DeviceRecord, KeyringStore, Unlock, device_keys};
 
 /// The folder of the vault under the state dir (the snapshot root `state/secrets`).
 pub const SECRETS_DIR: &str = "secrets";
@@ -375,12 +375,19 @@ pub struct Initialized {
 }
 
 /// `key init`: makes this device's age identity and Ed25519 signing key and keeps the private
-/// halves in `backend`. Refuses when the device has keys, unless `force` (the old keys are then
-/// forgotten: secrets encrypted only to them become unreadable here).
+/// halves in `backend` (with the keyring: in `store`, or the one [`keys::keyring_here`] picks).
+/// Refuses when the device has keys, unless `force` (the old keys are then forgotten: secrets
+/// encrypted only to them become unreadable here).
 ///
 /// # Errors
 /// [`Error::Usage`] (keys exist), [`Error::VaultLocked`] (the backend refused), I/O.
-pub fn init(cx: &Context, backend: Backend, unlock: &Unlock, force: bool) -> Result<Initialized> {
+pub fn init(
+    cx: &Context,
+    backend: Backend,
+    store: Option<KeyringStore>,
+    unlock: &Unlock,
+    force: bool,
+) -> Result<Initialized> {
     let _lock = cx.lock("key init")?;
     let old = keys::record(cx)?;
     if let Some(rec) = &old
@@ -394,7 +401,7 @@ pub fn init(cx: &Context, backend: Backend, unlock: &Unlock, force: bool) -> Res
     }
     // The new keys are stored (replacing the record) before the old ones are dropped: a
     // backend that refuses leaves the old keys working.
-    let record = keys::store(cx, &keys::generate(), backend, unlock)?;
+    let record = keys::store(cx, &keys::generate(), backend, store, unlock)?;
     if let Some(old) = &old {
         keys::drop_old(cx, old, &record);
     }
@@ -597,7 +604,13 @@ pub struct Imported {
 ///
 /// # Errors
 /// [`Error::VaultLocked`] (a wrong or mistyped key, a locked backend), I/O.
-pub fn import(cx: &Context, paper: &str, backend: Backend, unlock: &Unlock) -> Result<Imported> {
+pub fn import(
+    cx: &Context,
+    paper: &str,
+    backend: Backend,
+    store: Option<KeyringStore>,
+    unlock: &Unlock,
+) -> Result<Imported> {
     let id = keys::parse_identity(paper)?;
     let _lock = cx.lock("key import")?;
     match paper_recipient(cx)? {
@@ -619,7 +632,7 @@ pub fn import(cx: &Context, paper: &str, backend: Backend, unlock: &Unlock) -> R
     let record = match old {
         Some(rec) if working => rec,
         old => {
-            let new = keys::store(cx, &keys::generate(), backend, unlock)?;
+            let new = keys::store(cx, &keys::generate(), backend, store, unlock)?;
             if let Some(old) = &old {
                 keys::drop_old(cx, old, &new);
             }
@@ -650,8 +663,14 @@ pub struct Status {
     pub trusted: usize,
     /// A paper recovery key exists.
     pub paper_key: bool,
+    /// With the keyring backend, the store that holds the keys: `secret-service` or
+    /// `keyutils`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyring_store: Option<KeyringStore>,
     /// The OS keyring answers on this machine.
     pub keyring_available: bool,
+    /// The store `key init --backend keyring` would use here (`None`: no keyring answers).
+    pub keyring_here: Option<KeyringStore>,
 }
 
 /// `vault status`.
@@ -670,14 +689,17 @@ pub fn status(cx: &Context, unlock: &Unlock) -> Result<Status> {
             Err(e) => (false, Some(e.to_string())),
         },
     };
+    let here = keys::keyring_here();
     Ok(Status {
         backend: rec.as_ref().map_or("none", |r| r.backend.name()),
+        keyring_store: rec.as_ref().and_then(DeviceRecord::keyring_store),
         unlocked,
         why,
         recipient: rec.map(|r| r.age),
         secrets: secret_list(cx)?.len(),
         trusted: trust_list(cx)?.iter().filter(|e| !e.revoked).count(),
         paper_key: paper_recipient(cx)?.is_some(),
-        keyring_available: keys::keyring_works(),
+        keyring_available: here.is_some(),
+        keyring_here: here,
     })
 }

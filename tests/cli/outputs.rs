@@ -836,6 +836,10 @@ fn vault_documents() {
             r#""keyring_available":(true|false)"#,
             r#""keyring_available":[BOOL]"#,
         );
+        s.add_filter(
+            r#""keyring_here":("secret-service"|"keyutils"|null)"#,
+            r#""keyring_here":[STORE]"#,
+        );
     }
     let with_pass = |args: &[&str], stdin: &[u8]| {
         use std::io::Write;

@@ -1,5 +1,6 @@
 //! Issue #14: the secret vault and the device keys, through the real binary: the passphrase
-//! path everywhere, the kernel keyring where this machine lets a process use it; two devices
+//! path everywhere, the kernel keyring where this machine lets a process use it, the Secret
+//! Service on a session bus and a GNOME Keyring daemon the test starts; two devices
 //! trusting, pulling and revoking over a directory remote; a wrong key changing nothing; no
 //! secret's plaintext (nor its base64) anywhere in the store or on a directory or git remote.
 
@@ -308,9 +309,11 @@ fn in_session(sb: &Sandbox, session: &str, stdin: &[u8], prog: &[&str]) -> Outpu
     } else {
         c.args(prog);
     }
+    // No session bus: the keyring backend then picks the kernel keyutils store.
     c.env("SHELLDONE_STATE_DIR", sb.state())
         .env("SHELLDONE_CONFIG_DIR", sb.config())
         .env_remove("SHELLDONE_VAULT_PASSPHRASE")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -389,6 +392,7 @@ fn the_kernel_keyring_backend_when_this_machine_has_one() {
     ))
     .unwrap();
     assert_eq!(st["backend"], "keyring");
+    assert_eq!(st["keyring_store"], "keyutils", "no session bus: keyutils");
     assert_eq!(st["unlocked"], true);
     assert!(!sb.state().join("keys/device.age").exists(), "no key file");
     // The keyring entry gone (a reboot): a clear error, and nothing changed.
@@ -419,6 +423,273 @@ fn the_kernel_keyring_backend_when_this_machine_has_one() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("keyring has no key"), "{err}");
     assert!(snapshot_of(&sb.state().join("secrets")) == before);
+}
+
+/// A Secret Service of the test's own: a session bus (`dbus-daemon` with a config of its own:
+/// no service activation, so a stopped keyring daemon stays gone) and a real
+/// `gnome-keyring-daemon` on it whose login keyring is made and unlocked with a password given
+/// on stdin. Both processes are killed when it is dropped.
+struct SecretService {
+    dir: tempfile::TempDir,
+    bus: std::process::Child,
+    keyring: Option<std::process::Child>,
+    address: String,
+}
+
+impl SecretService {
+    /// Starts the bus and the keyring daemon; `Err` says why it could not.
+    fn start() -> Result<SecretService, String> {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        for d in ["run", "data", "home"] {
+            std::fs::create_dir(dir.path().join(d)).map_err(|e| e.to_string())?;
+        }
+        let conf = dir.path().join("bus.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}/run/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                dir.path().display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut bus = std::process::Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("dbus-daemon: {e}"))?;
+        // The first line is the address; EOF (the daemon exited) ends the wait.
+        let mut address = String::new();
+        let read =
+            std::io::BufReader::new(bus.stdout.take().expect("piped")).read_line(&mut address);
+        let address = address.trim().to_owned();
+        let mut ss = SecretService {
+            dir,
+            bus,
+            keyring: None,
+            address,
+        };
+        if read.is_err() || ss.address.is_empty() {
+            return Err("dbus-daemon printed no address".into());
+        }
+        let mut keyring = ss
+            .env(std::process::Command::new("gnome-keyring-daemon"))
+            .args(["--foreground", "--unlock", "--components=secrets"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(ss.dir.path().join("keyring.err"))
+                    .map_err(|e| e.to_string())?,
+            ))
+            .spawn()
+            .map_err(|e| format!("gnome-keyring-daemon: {e}"))?;
+        // `--unlock` reads the login keyring's password from stdin (and creates that keyring,
+        // the default collection, when there is none).
+        let mut stdin = keyring.stdin.take().expect("piped");
+        ss.keyring = Some(keyring);
+        stdin
+            .write_all(b"the login password")
+            .map_err(|e| e.to_string())?;
+        drop(stdin);
+        Ok(ss)
+    }
+
+    /// `c` with this bus and the keyring daemon's folders.
+    fn env(&self, mut c: std::process::Command) -> std::process::Command {
+        let d = self.dir.path();
+        c.env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .env("XDG_RUNTIME_DIR", d.join("run"))
+            .env("XDG_DATA_HOME", d.join("data"))
+            .env("HOME", d.join("home"));
+        c
+    }
+
+    /// What the keyring daemon said on stderr (for a failure's message).
+    fn keyring_stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("keyring.err")).unwrap_or_default()
+    }
+
+    /// Stops the keyring daemon (the bus stays: the service is gone from it).
+    fn stop_keyring(&mut self) {
+        if let Some(mut k) = self.keyring.take() {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+    }
+}
+
+impl Drop for SecretService {
+    fn drop(&mut self) {
+        self.stop_keyring();
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
+/// Runs shelldone on `ss`'s bus (none: with no session bus), without a passphrase.
+fn on_bus(sb: &Sandbox, ss: Option<&SecretService>, stdin: &[u8], args: &[&str]) -> Output {
+    let mut c = sb.cmd(args);
+    c.env_remove("SHELLDONE_VAULT_PASSPHRASE")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS");
+    if let Some(ss) = ss {
+        c.env("DBUS_SESSION_BUS_ADDRESS", &ss.address);
+    }
+    let mut ch = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shelldone");
+    ch.stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin)
+        .expect("stdin");
+    ch.wait_with_output().expect("wait")
+}
+
+fn bus_ok(sb: &Sandbox, ss: &SecretService, stdin: &[u8], args: &[&str]) -> String {
+    let o = on_bus(sb, Some(ss), stdin, args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {:?}\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("utf8")
+}
+
+#[test]
+fn the_secret_service_backend_on_a_session_bus() {
+    for tool in ["dbus-daemon", "gnome-keyring-daemon"] {
+        if std::process::Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            ci::cannot_run(
+                "the Secret Service test",
+                &format!("{tool} is not installed (apt packages dbus-daemon, gnome-keyring)"),
+            );
+            return;
+        }
+    }
+    let mut ss = match SecretService::start() {
+        Ok(ss) => ss,
+        Err(why) => {
+            ci::cannot_run("the Secret Service test", &why);
+            return;
+        }
+    };
+    let sb = Sandbox::new();
+    // The service answers once the daemon has taken its name on the bus: wait, bounded.
+    let mut st = serde_json::Value::Null;
+    for _ in 0..100 {
+        st = serde_json::from_str(&bus_ok(&sb, &ss, b"", &["--json", "vault", "status"]))
+            .expect("status json");
+        if st["keyring_here"] == "secret-service" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if st["keyring_here"] != "secret-service" {
+        ci::cannot_run(
+            "the Secret Service test",
+            &format!(
+                "gnome-keyring-daemon did not answer on the test's bus within 10 s ({st}): {}",
+                ss.keyring_stderr()
+            ),
+        );
+        return;
+    }
+    // `--backend keyring` picks the Secret Service when a session bus answers; no passphrase.
+    let said = bus_ok(&sb, &ss, b"", &["key", "init", "--backend", "keyring"]);
+    assert!(said.contains("keyring (Secret Service)"), "{said}");
+    bus_ok(&sb, &ss, b"kept-by-gnome-keyring", &["secret", "set", "k"]);
+    assert_eq!(
+        bus_ok(&sb, &ss, b"", &["secret", "get", "k"]),
+        "kept-by-gnome-keyring"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&bus_ok(&sb, &ss, b"", &["--json", "vault", "status"])).unwrap();
+    assert_eq!(st["backend"], "keyring");
+    assert_eq!(st["keyring_store"], "secret-service");
+    assert_eq!(st["unlocked"], true, "{st}");
+    let text = bus_ok(&sb, &ss, b"", &["vault", "status"]);
+    assert!(
+        text.contains("backend: keyring (Secret Service)") && text.contains("unlocked: yes"),
+        "{text}"
+    );
+    // The record says where the keys are; no file holds them.
+    let keys = sb.state().join("keys");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(keys.join("device.json")).unwrap()).unwrap();
+    assert_eq!(rec["store"], "secret-service");
+    let names: Vec<String> = snapshot_of(&keys).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(names, [keys.join("device.json").display().to_string()]);
+    assert!(!contains(&readable_bytes(&sb.state()), b"AGE-SECRET-KEY-"));
+    // The keyring daemon gone (the bus stays), then no session bus at all: a clear exit 8,
+    // never a fall back to another store, and nothing changed.
+    ss.stop_keyring();
+    let before = (snapshot_of(&sb.state().join("secrets")), snapshot_of(&keys));
+    for (bus, why) in [
+        (Some(&ss), "does not answer here"),
+        (None, "DBUS_SESSION_BUS_ADDRESS is not set"),
+    ] {
+        for (args, stdin) in [
+            (&["secret", "get", "k"][..], &b""[..]),
+            (&["secret", "set", "k"], b"changed"),
+        ] {
+            let o = on_bus(&sb, bus, stdin, args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(KEY_EXIT), "{args:?}: {err}");
+            assert!(
+                err.contains("Secret Service")
+                    && err.contains(why)
+                    && err.contains("nothing was changed"),
+                "{args:?}: {err}"
+            );
+            assert!(o.stdout.is_empty(), "no value printed");
+        }
+        let st: serde_json::Value =
+            serde_json::from_slice(&on_bus(&sb, bus, b"", &["--json", "vault", "status"]).stdout)
+                .unwrap();
+        assert_eq!(st["unlocked"], false, "{st}");
+        assert_eq!(st["keyring_store"], "secret-service");
+    }
+    let after = (snapshot_of(&sb.state().join("secrets")), snapshot_of(&keys));
+    assert!(before == after, "the vault and its keys are byte-identical");
+    // Forcing the Secret Service with no session bus: refused (libdbus is not left to
+    // autolaunch one), and no record is written.
+    let fresh = Sandbox::new();
+    let o = on_bus(
+        &fresh,
+        None,
+        b"",
+        &["key", "init", "--backend", "secret-service"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(KEY_EXIT), "{err}");
+    assert!(err.contains("DBUS_SESSION_BUS_ADDRESS is not set"), "{err}");
+    assert!(!fresh.state().join("keys/device.json").exists());
 }
 
 /// True when `needle` occurs in `hay`.
@@ -503,10 +774,12 @@ fn a_stored_secret_is_nowhere_in_the_store_or_on_the_remotes() {
     line.extend_from_slice(secret);
     line.extend_from_slice(b"' https://example.invalid\"}\n");
     std::fs::write(a.state().join("journal/0000.jsonl"), &line).unwrap();
-    let saved = ok(&a, b"", &["state", "save", "-m", "with a secret"]);
-    assert!(
-        saved.contains("redacted"),
-        "save reports redactions: {saved}"
+    let saved = ok(&a, b"", &["--json", "state", "save", "-m", "with a secret"]);
+    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(saved["created"], true, "{saved}");
+    assert_eq!(
+        saved["redacted"], 2,
+        "save reports the redactions (the scrollback's and the journal line's): {saved}"
     );
     // Nothing changed: a second save says so (the redacted blob differs from the live file).
     let again = ok(&a, b"", &["--json", "state", "save"]);
@@ -540,4 +813,9 @@ fn a_stored_secret_is_nowhere_in_the_store_or_on_the_remotes() {
     // Restoring the snapshot shows the marker, not the token.
     let shown = a.ok(&["show", "head"]);
     assert!(!shown.contains(std::str::from_utf8(secret).unwrap()));
+    // The human output says it too.
+    line.extend_from_slice(b"{\"cmd\":\"echo again\"}\n");
+    std::fs::write(a.state().join("journal/0000.jsonl"), &line).unwrap();
+    let saved = ok(&a, b"", &["state", "save"]);
+    assert!(saved.contains("redacted: "), "{saved}");
 }
