@@ -101,11 +101,15 @@ fn open_as(paths: Paths, descriptors: bool) -> Result<(Context, RecoveryReport)>
         && !cx.read_only
         && cx.damage.is_empty()
         && matches!(cx.refs.get(crate::store::refs::HEAD), Ok(Some(_)))
-        && !crate::live::descriptors::corrupt_descriptors(&cx, true)?.is_empty()
     {
+        let cache = crate::store::statcache::StatCache::load(&cx.statcache_path());
+        if crate::live::descriptors::corrupt_descriptors(&cx, &cache, true)?.is_empty() {
+            return Ok((cx, report));
+        }
         match StoreLock::acquire(&cx.snap_dir, "descriptor repair", std::time::Duration::ZERO) {
             Ok(_lock) => {
-                report.quarantined = crate::live::descriptors::repair_descriptors(&cx, true)?
+                report.quarantined =
+                    crate::live::descriptors::repair_descriptors(&cx, true, Some(cache))?;
             }
             Err(Error::Locked { .. }) => report.skipped_busy = true,
             Err(e) => return Err(e),
@@ -148,7 +152,7 @@ pub fn recover(cx: &Context) -> Result<RecoveryReport> {
     remove_leftovers(cx, &mut r)?;
     crate::repair::repair_store(cx, &q, &mut r.repaired)?;
     finish_intent(cx, &mut r, true)?;
-    r.quarantined = crate::live::descriptors::repair_descriptors(cx, false)?;
+    r.quarantined = crate::live::descriptors::repair_descriptors(cx, false, None)?;
     Ok(r)
 }
 

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use fs_err as fs;
 use serde::Serialize;
 
+use super::Scope;
+use super::restore::reach;
 use super::save::head_state;
 use crate::context::Context;
 use crate::error::Result;
-use crate::snapshot::restore::{self, Plan};
-use crate::snapshot::{Flat, Layout, flatten_snapshot};
+use crate::snapshot::restore::{self, Plan, Reach, flatten_part};
+use crate::snapshot::{Flat, Layout};
 use crate::store::refs::HEAD;
 use crate::store::statcache::{Stat, StatCache};
 use crate::store::{durable, now_ns};
@@ -82,22 +84,28 @@ pub(super) fn quarantine(
     })
 }
 
-/// Validates every session descriptor that changed since it was last read (the stat cache
-/// vouches for the others); each corrupt one is moved to `state/quarantine/<time>/` and its
-/// last good version put back from the head snapshot. Writes no snapshot.
+/// Validates every session descriptor that changed since it was last read (the stat cache, as
+/// given or loaded, vouches for the others; one loaded before the lock is only older, so it
+/// vouches for less); each corrupt one is moved to `state/quarantine/<time>/` and its last good
+/// version put back from the head snapshot. Writes no snapshot.
 ///
 /// # Errors
 /// I/O or store errors.
-pub(crate) fn repair_descriptors(cx: &Context, settle: bool) -> Result<Vec<Quarantined>> {
-    let bad = corrupt_descriptors(cx, settle)?;
+pub(crate) fn repair_descriptors(
+    cx: &Context,
+    settle: bool,
+    cache: Option<StatCache>,
+) -> Result<Vec<Quarantined>> {
+    let mut cache = cache.unwrap_or_else(|| StatCache::load(&cx.statcache_path()));
+    let bad = corrupt_descriptors(cx, &cache, settle)?;
     let mut out = Vec::new();
     if bad.is_empty() {
         return Ok(out);
     }
-    let mut cache = StatCache::load(&cx.statcache_path());
     let layout = cx.layout();
+    // Only the trees on the way to the bad descriptors are read, not the whole head.
     let head = match head_state(cx)? {
-        Some((_, s)) => flatten_snapshot(&cx.objects, &s)?,
+        Some((_, s)) => flatten_part(&cx.objects, &s, &|p| reach_any(&bad, p))?,
         None => Flat::with_roots(),
     };
     for (rel, why) in bad {
@@ -110,8 +118,25 @@ pub(crate) fn repair_descriptors(cx: &Context, settle: bool) -> Result<Vec<Quara
             &mut cache,
         )?);
     }
-    cache.save(&cx.statcache_path())?;
+    // The cache is not written back: a descriptor put back differs from its record, so the
+    // next start-up reads it (one small file) and the next save hashes it again; writing the
+    // whole cache here cost more than the repair (a quarter of a one-session restore at 100 000
+    // files).
+    drop(cache);
     Ok(out)
+}
+
+/// How `p` lies relative to the files `bad` names: inside one of them, above one, or neither.
+fn reach_any(bad: &[(Vec<u8>, String)], p: &[u8]) -> Reach {
+    let mut out = Reach::Outside;
+    for (b, _) in bad {
+        match reach(&Scope::Path(b.clone()), p) {
+            Reach::Inside => return Reach::Inside,
+            Reach::Above => out = Reach::Above,
+            Reach::Outside => {}
+        }
+    }
+    out
 }
 
 /// Session descriptors that do not parse, among those the last save recorded (the stat
@@ -122,9 +147,12 @@ pub(crate) fn repair_descriptors(cx: &Context, settle: bool) -> Result<Vec<Quara
 ///
 /// # Errors
 /// I/O errors.
-pub(crate) fn corrupt_descriptors(cx: &Context, settle: bool) -> Result<Vec<(Vec<u8>, String)>> {
+pub(crate) fn corrupt_descriptors(
+    cx: &Context,
+    cache: &StatCache,
+    settle: bool,
+) -> Result<Vec<(Vec<u8>, String)>> {
     let mut out = Vec::new();
-    let cache = StatCache::load(&cx.statcache_path());
     let layout = cx.layout();
     for rel in cache
         .loaded_under(b"state/sessions/")
