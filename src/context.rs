@@ -100,6 +100,9 @@ pub struct Context {
     pub(crate) git_timeouts: (Option<std::time::Duration>, Option<std::time::Duration>),
     /// Where long operations report their progress.
     pub(crate) progress: std::sync::Arc<dyn crate::progress::Progress>,
+    /// The stat cache as the start-up descriptor check read it, kept for the command's first
+    /// user ([`Context::load_statcache`]), so that a process reads the file once.
+    pub(crate) statcache: std::sync::Mutex<Option<store::statcache::StatCache>>,
 }
 
 impl Context {
@@ -139,6 +142,7 @@ impl Context {
             lock_timeout: store::lock::default_timeout(),
             git_timeouts: (None, None),
             progress: std::sync::Arc::new(crate::progress::Silent),
+            statcache: std::sync::Mutex::default(),
         };
         let (device, why) = st.device_id()?;
         st.device = device;
@@ -364,6 +368,23 @@ impl Context {
 
     pub(crate) fn statcache_path(&self) -> PathBuf {
         self.snap_dir.join("statcache")
+    }
+
+    /// The stat cache: the one the start-up check read (taken: a second call reads the file),
+    /// else read now. One read before the lock was taken is only older than the file, and an
+    /// older cache vouches for fewer files (a file whose stat changed since is read again),
+    /// never for a wrong content.
+    pub(crate) fn load_statcache(&self) -> store::statcache::StatCache {
+        self.statcache
+            .lock()
+            .expect("no panics while held")
+            .take()
+            .unwrap_or_else(|| store::statcache::StatCache::load(&self.statcache_path()))
+    }
+
+    /// Keeps a stat cache just read for [`Context::load_statcache`].
+    pub(crate) fn keep_statcache(&self, cache: store::statcache::StatCache) {
+        *self.statcache.lock().expect("no panics while held") = Some(cache);
     }
 }
 

@@ -102,8 +102,9 @@ fn open_as(paths: Paths, descriptors: bool) -> Result<(Context, RecoveryReport)>
         && cx.damage.is_empty()
         && matches!(cx.refs.get(crate::store::refs::HEAD), Ok(Some(_)))
     {
-        let cache = crate::store::statcache::StatCache::load(&cx.statcache_path());
+        let cache = cx.load_statcache();
         if crate::live::descriptors::corrupt_descriptors(&cx, &cache, true)?.is_empty() {
+            cx.keep_statcache(cache);
             return Ok((cx, report));
         }
         match StoreLock::acquire(&cx.snap_dir, "descriptor repair", std::time::Duration::ZERO) {

@@ -96,7 +96,7 @@ pub(crate) fn repair_descriptors(
     settle: bool,
     cache: Option<StatCache>,
 ) -> Result<Vec<Quarantined>> {
-    let mut cache = cache.unwrap_or_else(|| StatCache::load(&cx.statcache_path()));
+    let mut cache = cache.unwrap_or_else(|| cx.load_statcache());
     let bad = corrupt_descriptors(cx, &cache, settle)?;
     let mut out = Vec::new();
     if bad.is_empty() {
@@ -121,8 +121,8 @@ pub(crate) fn repair_descriptors(
     // The cache is not written back: a descriptor put back differs from its record, so the
     // next start-up reads it (one small file) and the next save hashes it again; writing the
     // whole cache here cost more than the repair (a quarter of a one-session restore at 100 000
-    // files).
-    drop(cache);
+    // files). It is kept for the rest of this command.
+    cx.keep_statcache(cache);
     Ok(out)
 }
 

@@ -175,7 +175,7 @@ pub(crate) fn save_before_restore(
         Err(e) if e.is_damage() => return whole(),
         Err(e) => return Err(e),
     };
-    let cache = cache.insert(StatCache::load(&cx.statcache_path()));
+    let cache = cache.insert(cx.load_statcache());
     let batch = cx.objects.batch()?;
     let layout = cx.layout();
     let sel = |p: &[u8]| scope.contains(p);
@@ -446,7 +446,7 @@ fn apply_restore(
     // Only the trees of the scope (and those above it) are read.
     let target = flatten_part(&cx.objects, &snap, &|p: &[u8]| reach(scope, p))?;
     let layout = layout_for(cx, &target);
-    let mut cache = cache.unwrap_or_else(|| StatCache::load(&cx.statcache_path()));
+    let mut cache = cache.unwrap_or_else(|| cx.load_statcache());
     let live = read_live_vouched(&layout, &sel, &mut cache)?;
     let mut live_flat = live.flat;
     let mut target = target;

@@ -100,7 +100,7 @@ pub fn save(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcome> {
 }
 
 pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcome> {
-    let mut cache = StatCache::load(&cx.statcache_path());
+    let mut cache = cx.load_statcache();
     let batch = cx.objects.batch()?;
     let layout = cx.layout();
     let scope = Scope::of(opts.session.as_deref(), None);
@@ -426,7 +426,7 @@ fn publish(
 /// # Errors
 /// I/O errors.
 pub fn live_root(cx: &Context) -> Result<ObjectId> {
-    let mut cache = StatCache::load(&cx.statcache_path());
+    let mut cache = cx.load_statcache();
     let live = read_live(
         &cx.layout(),
         &in_roots,
@@ -457,7 +457,7 @@ pub struct SavePlan {
 /// # Errors
 /// I/O errors; a damaged head.
 pub fn plan(cx: &Context, opts: &SaveOptions) -> Result<SavePlan> {
-    let mut cache = StatCache::load(&cx.statcache_path());
+    let mut cache = cx.load_statcache();
     let layout = cx.layout();
     let scope = Scope::of(opts.session.as_deref(), None);
     let sel = |p: &[u8]| scope.contains(p);
