@@ -362,14 +362,20 @@ impl Index {
         self.decode(i).expect("checked by Index::parse")
     }
 
-    /// The entry for `id`, by binary search.
+    /// The entry for `id`, by binary search among the ids that share its first byte. Bytes 1 to
+    /// 8 are compared as one big-endian integer (the same order as the bytes), and the rest only
+    /// when those are equal: a save with a warm stat cache asks this for every file, and a
+    /// `memcmp` call per step was a tenth of its user time at 100 000 files.
     #[must_use]
     pub fn find(&self, id: &ObjectId) -> Option<IndexEntry> {
         let first = usize::from(id.0[0]);
         let (mut lo, mut hi) = (self.fanout[first] as usize, self.fanout[first + 1] as usize);
+        let key = u64::from_be_bytes(id.0[1..9].try_into().expect("8 bytes"));
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match self.raw(mid)[..32].cmp(&id.0[..]) {
+            let raw = self.raw(mid);
+            let here = u64::from_be_bytes(raw[1..9].try_into().expect("8 bytes"));
+            match here.cmp(&key).then_with(|| raw[9..32].cmp(&id.0[9..])) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Some(self.entry(mid)),
@@ -439,6 +445,37 @@ mod tests {
             let mut absent = [0xee; 32];
             absent[0] = first;
             assert_eq!(index.find(&ObjectId(absent)).map(|e| e.id), None);
+        }
+    }
+
+    #[test]
+    fn ids_equal_in_their_first_nine_bytes_are_told_apart_by_the_rest() {
+        // `find` compares bytes 1..9 as an integer, then the rest: ids that differ only after
+        // byte 8 (and one differing only in byte 8) must each be found, and their neighbours not.
+        let id = |tail: u8, b8: u8| {
+            let mut id = [0x42; 32];
+            id[8] = b8;
+            id[31] = tail;
+            ObjectId(id)
+        };
+        let mut entries: Vec<IndexEntry> = [(1, 0x42), (5, 0x42), (9, 0x42), (5, 0x43), (0, 0x41)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(tail, b8))| IndexEntry {
+                id: id(tail, b8),
+                kind: Kind::Blob,
+                offset: 13 + 10 * i as u64,
+                len: 5,
+                member: None,
+            })
+            .collect();
+        let idx = build_index(&[1; 32], &mut entries);
+        let index = Index::parse(idx, 1000).expect("valid");
+        for e in &entries {
+            assert_eq!(index.find(&e.id), Some(*e), "{}", e.id);
+        }
+        for (tail, b8) in [(0, 0x42), (3, 0x42), (10, 0x42), (1, 0x43), (1, 0x41)] {
+            assert_eq!(index.find(&id(tail, b8)), None);
         }
     }
 
