@@ -255,22 +255,7 @@ impl<B: Backend + ?Sized> Visitor<Layered<'_, B>> for Stage<'_, '_, '_> {
         obj: &Object,
         raw: &Option<Vec<u8>>,
     ) -> Result<Descend> {
-        let remote = raw.is_some();
-        Ok(match obj {
-            Object::Snapshot(_) if remote => Descend::All,
-            Object::Snapshot(_) => Descend::History,
-            Object::Tree(_) => Descend::All,
-            Object::ChunkList(c) => {
-                if let (Some(Link::Entry(e)), Some(tree)) = (node.link, node.from) {
-                    verify::check_entry_size(&tree, e, c.total_size)?;
-                }
-                Descend::All
-            }
-            Object::Blob(data) => {
-                Stage::check_blob(&mut src.checker, node, data, remote)?;
-                Descend::Nothing
-            }
-        })
+        descend(&mut src.checker, node, obj, raw.is_some())
     }
 
     fn leave(
@@ -280,32 +265,59 @@ impl<B: Backend + ?Sized> Visitor<Layered<'_, B>> for Stage<'_, '_, '_> {
         obj: Object,
         raw: Option<Vec<u8>>,
     ) -> Result<()> {
-        match &obj {
-            Object::Tree(t) => {
-                let mut info = TreeInfo::default();
-                for e in t.entries.iter().filter(|e| e.kind == EntryKind::Dir) {
-                    info.add_subdir(
-                        src.checker
-                            .tree_info(&e.id)
-                            .expect("a subtree is finished before its tree"),
-                    );
-                }
-                src.checker.set_tree_info(node.id, info);
-            }
-            Object::Snapshot(s) if raw.is_some() => {
-                let info = src
-                    .checker
-                    .tree_info(&s.root)
-                    .expect("the root tree is finished before its snapshot");
-                src.checker.check_placement(&s.root, info, 0)?;
-            }
-            _ => {}
-        }
+        finish(&mut src.checker, node, &obj, raw.is_some())?;
         if let Some(raw) = raw {
             self.stage(node.kind, node.id, &raw)?;
         }
         Ok(())
     }
+}
+
+/// What a fetch checks of an object it read, and where its walk goes next: a chunk list's
+/// total against its entry, a blob's size and symlink target; a snapshot from the other side
+/// is walked whole, a local one (`remote` false) only through its history.
+fn descend(checker: &mut Checker, node: &Node<'_>, obj: &Object, remote: bool) -> Result<Descend> {
+    Ok(match obj {
+        Object::Snapshot(_) if remote => Descend::All,
+        Object::Snapshot(_) => Descend::History,
+        Object::Tree(_) => Descend::All,
+        Object::ChunkList(c) => {
+            if let (Some(Link::Entry(e)), Some(tree)) = (node.link, node.from) {
+                verify::check_entry_size(&tree, e, c.total_size)?;
+            }
+            Descend::All
+        }
+        Object::Blob(data) => {
+            Stage::check_blob(checker, node, data, remote)?;
+            Descend::Nothing
+        }
+    })
+}
+
+/// What a fetch checks once everything under an object is walked: a tree's height (from its
+/// subtrees'), and where a snapshot from the other side (`remote`) places its root tree.
+fn finish(checker: &mut Checker, node: &Node<'_>, obj: &Object, remote: bool) -> Result<()> {
+    match obj {
+        Object::Tree(t) => {
+            let mut info = TreeInfo::default();
+            for e in t.entries.iter().filter(|e| e.kind == EntryKind::Dir) {
+                info.add_subdir(
+                    checker
+                        .tree_info(&e.id)
+                        .expect("a subtree is finished before its tree"),
+                );
+            }
+            checker.set_tree_info(node.id, info);
+        }
+        Object::Snapshot(s) if remote => {
+            let info = checker
+                .tree_info(&s.root)
+                .expect("the root tree is finished before its snapshot");
+            checker.check_placement(&s.root, info, 0)?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The walk of [`snapshot_graph`]: snapshots only, through their parents.
@@ -466,19 +478,7 @@ impl Visitor<PackSource<'_>> for PackChecks {
         obj: &Object,
         (): &(),
     ) -> Result<Descend> {
-        Ok(match obj {
-            Object::Snapshot(_) | Object::Tree(_) => Descend::All,
-            Object::ChunkList(c) => {
-                if let (Some(Link::Entry(e)), Some(tree)) = (node.link, node.from) {
-                    verify::check_entry_size(&tree, e, c.total_size)?;
-                }
-                Descend::All
-            }
-            Object::Blob(data) => {
-                Stage::check_blob(&mut src.checker, node, data, true)?;
-                Descend::Nothing
-            }
-        })
+        descend(&mut src.checker, node, obj, true)
     }
 
     fn leave(
@@ -488,27 +488,6 @@ impl Visitor<PackSource<'_>> for PackChecks {
         obj: Object,
         (): (),
     ) -> Result<()> {
-        match &obj {
-            Object::Tree(t) => {
-                let mut info = TreeInfo::default();
-                for e in t.entries.iter().filter(|e| e.kind == EntryKind::Dir) {
-                    info.add_subdir(
-                        src.checker
-                            .tree_info(&e.id)
-                            .expect("a subtree is finished before its tree"),
-                    );
-                }
-                src.checker.set_tree_info(node.id, info);
-            }
-            Object::Snapshot(s) => {
-                let info = src
-                    .checker
-                    .tree_info(&s.root)
-                    .expect("the root tree is finished before its snapshot");
-                src.checker.check_placement(&s.root, info, 0)?;
-            }
-            _ => {}
-        }
-        Ok(())
+        finish(&mut src.checker, node, &obj, true)
     }
 }
