@@ -100,7 +100,8 @@ pub struct Config {
     pub pull_timeout: Option<Duration>,
     /// `[sync.daemon]`.
     pub daemon: DaemonConfig,
-    /// `vault.backend`: where `key init` keeps a new device's keys (`keyring`, `passphrase`).
+    /// `vault.backend`: where `key init` keeps a new device's keys (`keyring`, `secret-service`,
+    /// `keyutils`, `passphrase`: the values of `--backend`).
     pub vault_backend: Option<String>,
     /// `snapshot.redact`: replace secrets in the scrollback and journal that snapshots store.
     pub redact: Option<bool>,
@@ -404,8 +405,14 @@ impl Parser<'_> {
                     .ok_or_else(|| bad(self, "a string"))?
                     .to_owned();
                 if key == "vault.backend" {
-                    if !matches!(s.as_str(), "keyring" | "passphrase") {
-                        return Err(bad(self, "'keyring' or 'passphrase'"));
+                    if !matches!(
+                        s.as_str(),
+                        "keyring" | "secret-service" | "keyutils" | "passphrase"
+                    ) {
+                        return Err(bad(
+                            self,
+                            "'keyring', 'secret-service', 'keyutils' or 'passphrase'",
+                        ));
                     }
                     self.cfg.vault_backend = Some(s);
                     return Ok(());
@@ -538,6 +545,16 @@ pull_interval = 0
         assert_eq!(c.daemon.poll, Some(Duration::from_secs(1)));
         assert_eq!(c.daemon.pull_interval, Some(Duration::ZERO));
         assert_eq!(c.daemon.debounce, None);
+    }
+
+    #[test]
+    fn the_vault_backend_takes_the_values_of_backend() {
+        for b in ["keyring", "secret-service", "keyutils", "passphrase"] {
+            let c = parse(&format!("[vault]\nbackend = \"{b}\"\n")).expect("valid");
+            assert_eq!(c.vault_backend.as_deref(), Some(b));
+        }
+        let m = message("[vault]\nbackend = \"kwallet\"\n");
+        assert!(m.contains("'secret-service', 'keyutils'"), "{m}");
     }
 
     #[test]

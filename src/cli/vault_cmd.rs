@@ -60,11 +60,12 @@ fn backend(arg: Option<BackendArg>) -> Result<(Backend, Option<KeyringStore>)> {
         }
         Some(BackendArg::Keyutils) => Ok((Backend::Keyring, Some(KeyringStore::Keyutils))),
         Some(BackendArg::Passphrase) => Ok((Backend::Passphrase, None)),
-        None => config()
-            .vault_backend
-            .as_deref()
-            .map_or(Ok(Backend::Passphrase), Backend::parse)
-            .map(|b| (b, None)),
+        None => match config().vault_backend.as_deref() {
+            Some("secret-service") => Ok((Backend::Keyring, Some(KeyringStore::SecretService))),
+            Some("keyutils") => Ok((Backend::Keyring, Some(KeyringStore::Keyutils))),
+            Some(name) => Backend::parse(name).map(|b| (b, None)),
+            None => Ok((Backend::Passphrase, None)),
+        },
     }
 }
 
