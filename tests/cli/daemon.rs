@@ -635,10 +635,10 @@ fn systemd_units_parse_and_name_only_options_the_binary_has() {
     assert_eq!(
         names,
         [
-            "shelldone-backup.service",
-            "shelldone-backup.timer",
             "shelldone-state-backup.service",
             "shelldone-state-backup.timer",
+            "shelldone-sync-once.service",
+            "shelldone-sync-once.timer",
             "shelldone-sync.service"
         ]
     );
