@@ -134,13 +134,7 @@ impl Shots {
 
 #[track_caller]
 fn expect_code(o: &Output, code: i32, args: &[&str]) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "shelldone {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    crate::support::exited(&args, o, code);
 }
 
 /// The JSON documents on stderr (errors, warnings) of a `--json` run, each checked against the
@@ -842,20 +836,9 @@ fn vault_documents() {
         );
     }
     let with_pass = |args: &[&str], stdin: &[u8]| {
-        use std::io::Write;
         let mut c = sb.cmd(args);
-        c.env("SHELLDONE_VAULT_PASSPHRASE", "pw")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut ch = c.spawn().expect("spawn");
-        ch.stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin)
-            .expect("write");
-        let o = ch.wait_with_output().expect("wait");
-        expect_code(&o, 0, args);
+        c.env("SHELLDONE_VAULT_PASSPHRASE", "pw");
+        expect_code(&crate::support::run_with_stdin(c, stdin), 0, args);
     };
     // No keys yet.
     shots.json(

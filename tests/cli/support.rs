@@ -45,27 +45,11 @@ impl Sandbox {
     }
     /// Runs and expects success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.cmd(args).output().expect("spawn shelldone");
-        assert!(
-            o.status.success(),
-            "shelldone {args:?} failed ({:?}):\n{}\n{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).expect("utf8 stdout")
+        self.code(0, args)
     }
     /// Runs and expects exit `code`; returns stdout.
     pub fn code(&self, code: i32, args: &[&str]) -> String {
-        let o = self.cmd(args).output().expect("spawn shelldone");
-        assert_eq!(
-            o.status.code(),
-            Some(code),
-            "shelldone {args:?}: expected exit {code}:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).expect("utf8 stdout")
+        exited(&args, &self.run(args), code)
     }
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("spawn shelldone")
@@ -99,6 +83,39 @@ pub enum Entry {
     File(Vec<u8>, bool),
     Link(PathBuf),
     Dir,
+}
+
+/// Runs `c` with `stdin` written to its standard input; returns its output.
+pub fn run_with_stdin(mut c: Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// Asserts that `o`, the output of `what`, exited with `code` (printing both streams when it
+/// did not); returns its stdout.
+pub fn exited(what: &dyn std::fmt::Debug, o: &Output, code: i32) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{what:?}: expected exit {code}, got {:?}:\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).expect("utf8 stdout")
 }
 
 /// Copies a directory tree (a fixture into a sandbox): folders and regular files.

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Output, Stdio};
 
-use crate::support::{GitDaemon, Sandbox, ci};
+use crate::support::{GitDaemon, Sandbox, ci, exited, run_with_stdin};
 
 const PASS: &str = "correct horse battery staple";
 const KEY_EXIT: i32 = 8;
@@ -21,32 +21,13 @@ fn run(sb: &Sandbox, pass: Option<&str>, stdin: &[u8], args: &[&str]) -> Output 
         Some(p) => c.env("SHELLDONE_VAULT_PASSPHRASE", p),
         None => c.env_remove("SHELLDONE_VAULT_PASSPHRASE"),
     };
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shelldone");
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(stdin)
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
+    run_with_stdin(c, stdin)
 }
 
 /// Like [`run`], expecting exit `code`; returns stdout.
 fn expect(sb: &Sandbox, pass: Option<&str>, stdin: &[u8], code: i32, args: &[&str]) -> String {
     let o = run(sb, pass, stdin, args);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "shelldone {args:?}: expected exit {code}:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let mut s = String::from_utf8(o.stdout).expect("utf8");
+    let mut s = exited(&args, &o, code);
     if code != 0 {
         s.push_str(&String::from_utf8_lossy(&o.stderr));
     }
@@ -313,29 +294,12 @@ fn in_session(sb: &Sandbox, session: &str, stdin: &[u8], prog: &[&str]) -> Outpu
     c.env("SHELLDONE_STATE_DIR", sb.state())
         .env("SHELLDONE_CONFIG_DIR", sb.config())
         .env_remove("SHELLDONE_VAULT_PASSPHRASE")
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut ch = c.spawn().expect("spawn keyctl");
-    ch.stdin
-        .take()
-        .expect("piped")
-        .write_all(stdin)
-        .expect("stdin");
-    ch.wait_with_output().expect("wait")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS");
+    run_with_stdin(c, stdin)
 }
 
 fn session_ok(sb: &Sandbox, session: &str, stdin: &[u8], prog: &[&str]) -> String {
-    let o = in_session(sb, session, stdin, prog);
-    assert!(
-        o.status.success(),
-        "{prog:?}: {:?}\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).expect("utf8")
+    exited(&prog, &in_session(sb, session, stdin, prog), 0)
 }
 
 #[test]
@@ -549,30 +513,11 @@ fn on_bus(sb: &Sandbox, ss: Option<&SecretService>, stdin: &[u8], args: &[&str])
     if let Some(ss) = ss {
         c.env("DBUS_SESSION_BUS_ADDRESS", &ss.address);
     }
-    let mut ch = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shelldone");
-    ch.stdin
-        .take()
-        .expect("piped")
-        .write_all(stdin)
-        .expect("stdin");
-    ch.wait_with_output().expect("wait")
+    run_with_stdin(c, stdin)
 }
 
 fn bus_ok(sb: &Sandbox, ss: &SecretService, stdin: &[u8], args: &[&str]) -> String {
-    let o = on_bus(sb, Some(ss), stdin, args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {:?}\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).expect("utf8")
+    exited(&args, &on_bus(sb, Some(ss), stdin, args), 0)
 }
 
 #[test]
