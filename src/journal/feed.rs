@@ -410,7 +410,7 @@ impl Sender {
 
     /// Stops the sender after a last pass, waiting at most `budget` (a sender still busy then
     /// is left to end with the process; what it did not deliver stays after the cursor).
-    pub fn stop(mut self, budget: Duration) {
+    pub fn stop(&mut self, budget: Duration) {
         {
             let mut g = self.shared.0.lock().expect("no panics while held");
             g.stop = true;

@@ -373,6 +373,15 @@ impl Journal {
     pub fn feed(&self) -> Option<&feed::Sender> {
         self.feed.as_ref()
     }
+
+    /// Stops the agent feed after a last delivery pass, waiting at most `budget`; its totals
+    /// (`None`: no feed runs). What it did not deliver stays after the durable cursor, for the
+    /// next sender.
+    pub fn close_feed(&mut self, budget: Duration) -> Option<feed::SenderStats> {
+        let mut f = self.feed.take()?;
+        f.stop(budget);
+        Some(f.stats())
+    }
 }
 
 impl Drop for Journal {
@@ -385,7 +394,7 @@ impl Drop for Journal {
         if let Some(t) = self.syncer.take() {
             let _ = t.join();
         }
-        if let Some(f) = self.feed.take() {
+        if let Some(mut f) = self.feed.take() {
             f.stop(Duration::from_millis(500));
         }
     }
