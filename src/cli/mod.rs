@@ -186,9 +186,17 @@ fn record(cli: &Cli, res: &Result<ExitCode>, took: std::time::Duration) {
         let _ = crate::telemetry::record(&p.state_dir, &rec);
     }
     if audited && p.state_dir.is_dir() {
-        let detail = format!("ms={ms}{}", kind.map(|k| format!(" error={k}")).unwrap_or_default());
+        let detail = format!(
+            "ms={ms}{}",
+            kind.map(|k| format!(" error={k}")).unwrap_or_default()
+        );
         if let Err(e) = crate::telemetry::audit::audit(&p.state_dir, op, res.is_ok(), &detail) {
-            output::warn(cli, "audit log", crate::telemetry::audit::AUDIT_LOG, &e.to_string());
+            output::warn(
+                cli,
+                "audit log",
+                crate::telemetry::audit::AUDIT_LOG,
+                &e.to_string(),
+            );
         }
     }
 }

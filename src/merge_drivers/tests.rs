@@ -94,7 +94,13 @@ fn journal_segments_merge_event_by_event_deduplicated_and_ordered() {
     let base = event("a", "01");
     // Both devices appended; B also holds A's first event (it came with an earlier merge).
     let left = [base.clone(), event("l1", "03"), event("l2", "05")].concat();
-    let right = [base.clone(), event("r1", "02"), event("l1", "03"), event("r2", "06")].concat();
+    let right = [
+        base.clone(),
+        event("r1", "02"),
+        event("l1", "03"),
+        event("r2", "06"),
+    ]
+    .concat();
     let want = [
         event("a", "01"),
         event("r1", "02"),
