@@ -117,6 +117,9 @@ pub struct Appended {
     pub time: String,
     /// The segment it went to.
     pub segment: String,
+    /// This handle's append number (1, 2, …): durable once [`Journal::durable_count`]'s first
+    /// value reaches it.
+    pub seq: u64,
 }
 
 /// What opening found: torn lines set aside (the files they were moved to).
@@ -328,6 +331,7 @@ impl Journal {
             id: event.id,
             time: event.time,
             segment,
+            seq,
         })
     }
 
