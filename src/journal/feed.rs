@@ -338,7 +338,9 @@ pub fn pending(state_dir: &Path) -> Result<u64> {
 #[derive(Debug)]
 pub struct Sender {
     shared: Arc<(Mutex<SenderState>, Condvar)>,
-    done: std::sync::mpsc::Receiver<()>,
+    /// Told when the thread ends (in a mutex: a `Receiver` alone would make a `Journal`, which
+    /// is shared between threads, not `Sync`).
+    done: Mutex<std::sync::mpsc::Receiver<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -386,7 +388,7 @@ impl Sender {
         shared.1.notify_one();
         Ok(Sender {
             shared,
-            done,
+            done: Mutex::new(done),
             thread: Some(thread),
         })
     }
@@ -416,7 +418,13 @@ impl Sender {
             g.stop = true;
         }
         self.shared.1.notify_all();
-        if self.done.recv_timeout(budget).is_ok()
+        let ended = self
+            .done
+            .lock()
+            .expect("no panics while held")
+            .recv_timeout(budget)
+            .is_ok();
+        if ended
             && let Some(t) = self.thread.take()
         {
             let _ = t.join();

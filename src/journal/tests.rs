@@ -21,6 +21,13 @@ fn all(state: &Path) -> Vec<Event> {
     Reader::new(state, Filter::default()).poll().expect("read")
 }
 
+/// A journal is shared between threads (the benchmark and the terminal append from several).
+#[test]
+fn a_journal_is_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Journal>();
+}
+
 #[test]
 fn appends_read_back_in_order_with_the_schema() {
     let t = tempfile::tempdir().expect("tempdir");
