@@ -164,10 +164,10 @@ fn append(
     let mut a: Option<journal::Appended> = None;
     for i in 0..count {
         let mut payload = payload.clone();
-        if count > 1 {
-            if let serde_json::Value::Object(m) = &mut payload {
-                m.insert("i".into(), i.into());
-            }
+        if count > 1
+            && let serde_json::Value::Object(m) = &mut payload
+        {
+            m.insert("i".into(), i.into());
         }
         let done = j.append(NewEvent {
             kind: kind.to_owned(),

@@ -424,9 +424,7 @@ impl Sender {
             .expect("no panics while held")
             .recv_timeout(budget)
             .is_ok();
-        if ended
-            && let Some(t) = self.thread.take()
-        {
+        if ended && let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }

@@ -8,7 +8,7 @@ fn ev(kind: &str, n: u64) -> NewEvent {
     NewEvent {
         kind: kind.into(),
         session: Some(format!("s{}", n % 3)),
-        tags: if n % 2 == 0 {
+        tags: if n.is_multiple_of(2) {
             vec!["sigma::guard".into()]
         } else {
             Vec::new()

@@ -321,7 +321,7 @@ fn appends_feed_agentd_and_an_outage_is_logged_once_and_replayed_in_order() {
     let (server, port) = Agentd::start(0, Arc::clone(&got));
     config(&sb, &format!("[journal]\nagentd = \"127.0.0.1:{port}\"\n"));
     let mut ids: Vec<String> = Vec::new();
-    let mut append = |kind: &str| -> (String, Duration) {
+    let append = |kind: &str| -> (String, Duration) {
         let t = Instant::now();
         let doc: serde_json::Value =
             serde_json::from_str(&sb.ok(&["journal", "append", kind, "--json"])).unwrap();

@@ -973,10 +973,7 @@ fn journal_and_telemetry_documents() {
     {
         let s = &mut shots.settings;
         s.add_filter(r"\b[0-9a-f]{32}\b", "[EVENT_ID]");
-        s.add_filter(
-            r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z",
-            "[TIME]",
-        );
+        s.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z", "[TIME]");
         s.add_filter(r"seg-\d{8}-", "seg-[DATE]-");
         // Also inside `telemetry show --json`'s strings, where the quotes are escaped.
         s.add_filter(r#"(hour\\?":\\?")[0-9T-]+"#, "${1}[HOUR]");
@@ -988,25 +985,80 @@ fn journal_and_telemetry_documents() {
         "journal append",
         &sb,
         0,
-        &["journal", "append", "command", "--session", "s1", "--tag", "sigma::guard", "cmd=ls", "--json"],
+        &[
+            "journal",
+            "append",
+            "command",
+            "--session",
+            "s1",
+            "--tag",
+            "sigma::guard",
+            "cmd=ls",
+            "--json",
+        ],
     );
     shots.run("journal_append", &sb, 0, &["journal", "append", "focus"]);
-    shots.json("json_journal_tail", "journal tail", &sb, 0, &["journal", "tail", "--json"]);
+    shots.json(
+        "json_journal_tail",
+        "journal tail",
+        &sb,
+        0,
+        &["journal", "tail", "--json"],
+    );
     shots.run("journal_tail", &sb, 0, &["journal", "tail"]);
     let v = shots.json(
         "json_journal_tail_-f",
         "journal tail -f",
         &sb,
         0,
-        &["journal", "tail", "-n", "1", "-f", "--max-runtime", "0", "--json"],
+        &[
+            "journal",
+            "tail",
+            "-n",
+            "1",
+            "-f",
+            "--max-runtime",
+            "0",
+            "--json",
+        ],
     );
     assert_eq!(v["event"]["kind"], "focus");
-    shots.json("json_journal_status", "journal status", &sb, 0, &["journal", "status", "--json"]);
+    shots.json(
+        "json_journal_status",
+        "journal status",
+        &sb,
+        0,
+        &["journal", "status", "--json"],
+    );
     shots.run("journal_status", &sb, 0, &["journal", "status"]);
-    shots.json("json_telemetry_status", "telemetry status", &sb, 0, &["telemetry", "status", "--json"]);
-    shots.json("json_telemetry_enable", "telemetry enable", &sb, 0, &["telemetry", "enable", "--json"]);
+    shots.json(
+        "json_telemetry_status",
+        "telemetry status",
+        &sb,
+        0,
+        &["telemetry", "status", "--json"],
+    );
+    shots.json(
+        "json_telemetry_enable",
+        "telemetry enable",
+        &sb,
+        0,
+        &["telemetry", "enable", "--json"],
+    );
     sb.ok(&["journal", "append", "k"]);
-    shots.json("json_telemetry_show", "telemetry show", &sb, 0, &["telemetry", "show", "--json"]);
+    shots.json(
+        "json_telemetry_show",
+        "telemetry show",
+        &sb,
+        0,
+        &["telemetry", "show", "--json"],
+    );
     shots.run("telemetry_show", &sb, 0, &["telemetry", "show"]);
-    shots.json("json_telemetry_disable", "telemetry disable", &sb, 0, &["telemetry", "disable", "--json"]);
+    shots.json(
+        "json_telemetry_disable",
+        "telemetry disable",
+        &sb,
+        0,
+        &["telemetry", "disable", "--json"],
+    );
 }
