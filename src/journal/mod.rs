@@ -442,7 +442,9 @@ impl Shared {
                 .map_err(|e| io(&p, e))?;
             durable::sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
             write_lock_name(&self.lock, &next).map_err(|e| io(&self.dir, e))?;
-            w.end = f.metadata().map_err(|e| io(&p, e))?.len();
+            // The next segment may exist already: a writer killed between creating it and
+            // naming it in the lock file, with a torn line written into it since.
+            w.end = cut_torn_tail(&f, &p, &self.torn_dir, &mut w.set_aside)?;
             w.file = Arc::new(f);
             w.name = next;
         }
@@ -497,15 +499,17 @@ impl Shared {
     }
 }
 
-/// The active segment's name: the lock file's, else the newest segment in `dir`, else a new
-/// one for today.
+/// The active segment's name: the newest segment in `dir` (a writer killed between creating
+/// a segment and naming it in the lock file left a newer one than the lock names: it becomes
+/// active, so that no older segment is written after a newer one exists), else a new one for
+/// today. Written to the lock file when it differs.
 fn active_name(lock: &File, dir: &Path) -> Result<String> {
+    let newest = segments(dir)?.pop();
     if let Some(n) = read_lock_name(lock)
-        && dir.join(&n).is_file()
+        && newest.as_ref() == Some(&n)
     {
         return Ok(n);
     }
-    let newest = segments(dir)?.pop();
     let name = newest.unwrap_or_else(|| next_segment_name("", days_now()));
     write_lock_name(lock, &name).map_err(|e| io(dir, e))?;
     Ok(name)

@@ -109,6 +109,28 @@ fn a_torn_tail_left_by_another_writer_is_cut_before_the_next_append() {
     assert_eq!(j.set_aside_since_open().len(), 1);
 }
 
+/// Found by the SIGKILL test: a writer killed after creating the next segment but before naming
+/// it in the lock file leaves that file behind; whatever is torn in it is cut when a later
+/// rotation takes it over.
+#[test]
+fn a_rotation_into_a_leftover_segment_cuts_its_torn_tail() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let opts = Options {
+        segment_bytes: 1024,
+        ..Options::default()
+    };
+    let j = Journal::open(t.path(), opts).expect("open");
+    let seg = j.append(ev("a", 0)).expect("append").segment;
+    let next = next_segment_name(&seg, days_now());
+    std::fs::write(t.path().join(DIR).join(&next), b"{\"v\":1,\"id\":\"torn").expect("leftover");
+    for n in 1..20 {
+        j.append(ev("a", n)).expect("append");
+    }
+    j.flush().expect("flush");
+    assert_eq!(all(t.path()).len(), 20);
+    assert_eq!(j.set_aside_since_open().len(), 1);
+}
+
 #[test]
 fn segments_rotate_by_size_and_sealed_ones_never_change() {
     let t = tempfile::tempdir().expect("tempdir");

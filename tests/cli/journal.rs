@@ -155,11 +155,12 @@ fn sigkill_mid_append_from_several_processes_loses_and_tears_nothing() {
         }
         // A writer killed inside a large write leaves a torn tail: simulate one on top.
         if round == 1 {
-            let segs = segments(&sb.state());
-            let last = segs.keys().last().unwrap().clone();
+            // The active segment, as the lock file names it.
+            let last = std::fs::read_to_string(sb.state().join(".journal.lock")).unwrap();
+            let last = last.trim();
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
-                .open(sb.state().join("journal").join(&last))
+                .open(sb.state().join("journal").join(last))
                 .unwrap();
             f.write_all(b"{\"v\":1,\"id\":\"torn").unwrap();
         }
