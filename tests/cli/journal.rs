@@ -465,3 +465,47 @@ fn telemetry_stays_local_and_disable_leaves_nothing() {
     );
     assert_eq!(sb.ok(&["telemetry", "show"]), "telemetry: nothing stored\n");
 }
+
+/// Issue #18: two devices append to the same segment (each numbers its own from 1); a pull
+/// merges them event by event — every event once, ordered by time, the same bytes on both.
+#[test]
+fn sync_merges_journal_segments_event_by_event() {
+    let a = Sandbox::new();
+    let b = Sandbox::new();
+    let remote = a.dir.path().join("remote");
+    a.ok(&["journal", "append", "shared", "n=0"]);
+    a.save("a0");
+    a.ok(&["remote", "add", "origin", remote.to_str().unwrap(), "--init"]);
+    a.ok(&["sync", "push"]);
+    b.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    b.ok(&["sync", "pull"]);
+    for n in 1..4 {
+        a.ok(&["journal", "append", "on-a", &format!("n={n}")]);
+        b.ok(&["journal", "append", "on-b", &format!("n={n}")]);
+    }
+    a.save("a1");
+    b.save("b1");
+    a.ok(&["sync", "push"]);
+    b.ok(&["sync", "pull"]);
+    b.ok(&["sync", "push"]);
+    a.ok(&["sync", "pull"]);
+    let ta = a.ok(&["journal", "tail", "-n", "0", "--json"]);
+    let tb = b.ok(&["journal", "tail", "-n", "0", "--json"]);
+    let kinds = |t: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap();
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        kinds(&ta),
+        ["shared", "on-a", "on-b", "on-a", "on-b", "on-a", "on-b"],
+        "{ta}"
+    );
+    assert_eq!(ta, tb);
+    assert_eq!(segments(&a.state()), segments(&b.state()));
+    assert_eq!(segments(&a.state()).len(), 1);
+}
