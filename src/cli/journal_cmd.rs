@@ -18,6 +18,15 @@ use crate::{Error, Result};
 /// The id of the event `journal append` wrote (telemetry's cross-link).
 pub(super) static LAST_EVENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// The size and count a command measured (a save: bytes written, files changed), for its
+/// telemetry record.
+pub(super) static MEASURED: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Records what a command measured for telemetry (bytes, count).
+pub(super) fn measured(bytes: u64, count: u64) {
+    let _ = MEASURED.set((bytes, count));
+}
+
 /// How long `journal append` lets the feed deliver before the process ends (the event is
 /// durable already; what is not delivered stays after the feed's cursor).
 const FEED_BUDGET: Duration = Duration::from_millis(1500);

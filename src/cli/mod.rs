@@ -183,6 +183,10 @@ fn record(cli: &Cli, res: &Result<ExitCode>, took: std::time::Duration) {
         let mut rec = crate::telemetry::Record::new(op, ms, res.is_ok());
         rec.error_kind = kind.map(str::to_owned);
         rec.event = journal_cmd::LAST_EVENT.get().cloned();
+        if let Some(&(bytes, count)) = journal_cmd::MEASURED.get() {
+            rec.bytes = Some(bytes);
+            rec.count = Some(count);
+        }
         let _ = crate::telemetry::record(&p.state_dir, &rec);
     }
     if audited && p.state_dir.is_dir() {

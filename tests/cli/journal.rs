@@ -409,6 +409,10 @@ fn telemetry_stays_local_and_disable_leaves_nothing() {
         "{records}"
     );
     assert!(records.contains("\"op\":\"state.save\""), "{records}");
+    assert!(
+        records.contains("\"bytes\":") && records.contains("\"count\":"),
+        "a save's sizes: {records}"
+    );
     assert!(records.contains("\"op\":\"sync.push\""), "{records}");
     assert!(
         !records.contains(sb.dir.path().to_str().unwrap()),
@@ -475,7 +479,13 @@ fn sync_merges_journal_segments_event_by_event() {
     let remote = a.dir.path().join("remote");
     a.ok(&["journal", "append", "shared", "n=0"]);
     a.save("a0");
-    a.ok(&["remote", "add", "origin", remote.to_str().unwrap(), "--init"]);
+    a.ok(&[
+        "remote",
+        "add",
+        "origin",
+        remote.to_str().unwrap(),
+        "--init",
+    ]);
     a.ok(&["sync", "push"]);
     b.ok(&["remote", "add", "origin", remote.to_str().unwrap()]);
     b.ok(&["sync", "pull"]);
