@@ -371,6 +371,15 @@ impl Sender {
     /// # Errors
     /// When the thread cannot be started.
     pub fn start(state_dir: &Path, addr: &str) -> Result<Sender> {
+        Sender::start_polling(state_dir, addr, None)
+    }
+
+    /// [`Sender::start`] that also runs a pass every `poll` when no append woke it (the sync
+    /// daemon's sender, which delivers what other processes appended).
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
+    pub fn start_polling(state_dir: &Path, addr: &str, poll: Option<Duration>) -> Result<Sender> {
         let shared = Arc::new((Mutex::new(SenderState::default()), Condvar::new()));
         let (tx, done) = std::sync::mpsc::channel();
         let s = Arc::clone(&shared);
@@ -379,7 +388,7 @@ impl Sender {
         let thread = std::thread::Builder::new()
             .name("journal-feed".into())
             .spawn(move || {
-                run(&state_dir, &addr, &s);
+                run(&state_dir, &addr, &s, poll);
                 let _ = tx.send(());
             })
             .map_err(|e| io(Path::new(FEED_DIR), e))?;
@@ -430,7 +439,12 @@ impl Sender {
     }
 }
 
-fn run(state_dir: &Path, addr: &str, shared: &(Mutex<SenderState>, Condvar)) {
+fn run(
+    state_dir: &Path,
+    addr: &str,
+    shared: &(Mutex<SenderState>, Condvar),
+    poll: Option<Duration>,
+) {
     let (m, cv) = shared;
     let mut backoff = Duration::from_millis(50);
     let mut retry_at: Option<Instant> = None;
@@ -477,7 +491,7 @@ fn run(state_dir: &Path, addr: &str, shared: &(Mutex<SenderState>, Condvar)) {
                 } else {
                     g.last_error = None;
                     backoff = Duration::from_millis(50);
-                    retry_at = None;
+                    retry_at = poll.map(|p| Instant::now() + p);
                 }
             }
             Err(e) => {

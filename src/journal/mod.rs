@@ -210,9 +210,20 @@ impl Journal {
         let torn_dir = state_dir.join(TORN_DIR);
         let (file, name, end, set_aside) = {
             let _l = Flock::take(&lock).map_err(|e| io(&lock_path, e))?;
+            let mut set_aside = Vec::new();
+            // The segment the lock file names, if a newer one takes over: sealed from now on,
+            // so its torn tail (if any) is cut now.
+            if let Some(prev) = read_lock_name(&lock)
+                && segments(&dir)?.last() != Some(&prev)
+                && let Ok(f) = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(dir.join(&prev))
+            {
+                cut_torn_tail(&f, &dir.join(&prev), &torn_dir, &mut set_aside)?;
+            }
             let name = active_name(&lock, &dir)?;
             let (file, name) = open_segment(&dir, &name)?;
-            let mut set_aside = Vec::new();
             let end = cut_torn_tail(&file, &dir.join(&name), &torn_dir, &mut set_aside)?;
             (file, name, end, set_aside)
         };

@@ -312,8 +312,14 @@ fn log_count(state: &Path, what: &str) -> usize {
 fn the_feed_survives_outages_in_order_and_logs_each_once() {
     let t = tempfile::tempdir().expect("tempdir");
     let got = Arc::new(Mutex::new(Vec::new()));
-    let server = Agentd::start(0, Arc::clone(&got));
-    let port = server.addr.port();
+    // A port below the kernel's ephemeral range (32768 and up): while the server is stopped no
+    // other test's `bind(0)` can be given it.
+    let base = 24_000 + u16::try_from(std::process::id() % 1000).expect("small") * 8;
+    let port = (0..50u16)
+        .map(|k| base + k * 13 % 4000)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 32768");
+    let server = Agentd::start(port, Arc::clone(&got));
     let j = Journal::open(
         t.path(),
         Options {
@@ -334,6 +340,7 @@ fn the_feed_survives_outages_in_order_and_logs_each_once() {
     }
     wait_delivered(40);
     let mut server = Some(server);
+    assert_eq!(server.as_ref().map(|s| s.addr.port()), Some(port));
     let mut slowest_down = Duration::ZERO;
     for outage in 0..2 {
         server.take().expect("running").stop();

@@ -235,6 +235,16 @@ struct Agentd {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A port below the kernel's ephemeral range (32768 and up), so that while a test's server is
+/// stopped no other test's `bind(0)` can be given its port.
+fn fixed_port(offset: u16) -> u16 {
+    let base = 20_000 + u16::try_from(std::process::id() % 1500).unwrap() * 8 + offset;
+    (0..50)
+        .map(|k| base + k * 13 % 4000)
+        .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 32768")
+}
+
 impl Agentd {
     fn start(port: u16, got: Arc<Mutex<Vec<String>>>) -> (Agentd, u16) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -319,7 +329,7 @@ fn log_lines(state: &Path, what: &str) -> usize {
 fn appends_feed_agentd_and_an_outage_is_logged_once_and_replayed_in_order() {
     let sb = Sandbox::new();
     let got = Arc::new(Mutex::new(Vec::new()));
-    let (server, port) = Agentd::start(0, Arc::clone(&got));
+    let (server, port) = Agentd::start(fixed_port(0), Arc::clone(&got));
     config(&sb, &format!("[journal]\nagentd = \"127.0.0.1:{port}\"\n"));
     let mut ids: Vec<String> = Vec::new();
     let append = |kind: &str| -> (String, Duration) {
@@ -350,7 +360,10 @@ fn appends_feed_agentd_and_an_outage_is_logged_once_and_replayed_in_order() {
     assert_eq!(log_lines(&sb.state(), "sigma.proxy.disabled"), 1);
     let st: serde_json::Value =
         serde_json::from_str(&sb.ok(&["journal", "status", "--json"])).unwrap();
-    assert_eq!(st["feed"]["pending"], 8);
+    // 8 down; 9 when the last "up" command ended (its 1.5 s were up, the machine loaded) after
+    // posting but before its pass wrote the cursor: that event is posted again, with its id.
+    let pending = st["feed"]["pending"].as_u64().unwrap();
+    assert!(pending == 8 || pending == 9, "{st}");
     assert!(
         st["feed"]["outage"].as_str().unwrap().contains("connect"),
         "{st}"
@@ -518,4 +531,24 @@ fn sync_merges_journal_segments_event_by_event() {
     assert_eq!(ta, tb);
     assert_eq!(segments(&a.state()), segments(&b.state()));
     assert_eq!(segments(&a.state()).len(), 1);
+}
+
+/// Issue #18: the sync daemon runs the agent feed, delivering what `journal append`s left
+/// queued while agentd was down.
+#[test]
+fn the_sync_daemon_delivers_what_appends_left_queued() {
+    let sb = Sandbox::new();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (server, port) = Agentd::start(fixed_port(1), Arc::clone(&got));
+    server.stop();
+    config(&sb, &format!("[journal]\nagentd = \"127.0.0.1:{port}\"\n"));
+    let ids: Vec<String> = (0..4)
+        .map(|_| sb.ok(&["journal", "append", "queued"]).trim().to_owned())
+        .collect();
+    assert!(got.lock().unwrap().is_empty());
+    let (server, _) = Agentd::start(port, Arc::clone(&got));
+    sb.ok(&["sync", "daemon", "--max-runtime", "2"]);
+    server.stop();
+    assert_eq!(*got.lock().unwrap(), ids);
+    assert_eq!(log_lines(&sb.state(), "sigma.proxy.restored"), 1);
 }
