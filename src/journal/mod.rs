@@ -769,17 +769,29 @@ impl Reader {
         for name in names {
             let path = self.dir.join(&name);
             let from = self.offsets.get(&name).copied().unwrap_or(0);
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
+            let f = match File::open(&path) {
+                Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io(&path, e)),
             };
-            let Some(from) = usize::try_from(from).ok().filter(|f| *f <= bytes.len()) else {
+            let len = f.metadata().map_err(|e| io(&path, e))?.len();
+            if len < from {
                 // The file shrank (replaced by a restore): read it again from the start.
                 self.offsets.insert(name, 0);
                 continue;
-            };
-            let tail = &bytes[from..];
+            }
+            if len == from {
+                continue;
+            }
+            // Only what was added since the last poll.
+            let mut tail = vec![
+                0u8;
+                usize::try_from(len - from).map_err(|_| {
+                    Error::Internal(format!("{} too large to read", path.display()))
+                })?
+            ];
+            f.read_exact_at(&mut tail, from).map_err(|e| io(&path, e))?;
+            let from = usize::try_from(from).expect("an offset within a file read into memory");
             let complete = tail.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
             for line in tail[..complete].split(|&c| c == b'\n') {
                 if line.is_empty() {

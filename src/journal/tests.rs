@@ -171,6 +171,27 @@ fn segments_rotate_by_size_and_sealed_ones_never_change() {
     }
 }
 
+/// A segment begun on an earlier day is sealed by the first append of a new day.
+#[test]
+fn segments_rotate_by_date() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join(DIR);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let old = "seg-20261130-000004.jsonl";
+    let line = format!(
+        "{{\"v\":1,\"id\":\"{}\",\"time\":\"2026-11-30T23:59:59.000000Z\",\"kind\":\"a\"}}\n",
+        new_id()
+    );
+    std::fs::write(dir.join(old), &line).expect("yesterday's segment");
+    let j = Journal::open(t.path(), Options::default()).expect("open");
+    let a = j.append(ev("a", 1)).expect("append");
+    j.flush().expect("flush");
+    assert_eq!(a.segment, next_segment_name(old, days_now()));
+    assert!(a.segment.ends_with("-000005.jsonl"), "{}", a.segment);
+    assert_eq!(std::fs::read_to_string(dir.join(old)).expect("read"), line);
+    assert_eq!(all(t.path()).len(), 2);
+}
+
 #[test]
 fn legacy_lines_read_as_events() {
     let t = tempfile::tempdir().expect("tempdir");
