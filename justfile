@@ -107,6 +107,14 @@ bench-backup *ARGS:
     cargo build --release --locked
     python3 bench/backup.py {{ARGS}}
 
+# Issue #18: journal append latency p50/p95/p99 and events/s at 1 000 and 10 000 events/s from
+# threads and processes, durable within 50 ms, next to SQLite in WAL mode. Its own crate outside
+# the workspace (bench/journal/, rusqlite bundled), so CI never builds SQLite. ARGS: --seconds S
+# --writers N --dir DIR (default: target/bench-journal-data; not /tmp).
+bench-journal *ARGS:
+    cd bench/journal && CARGO_TARGET_DIR=../../target cargo build --release --locked
+    target/release/shelldone-bench-journal --dir target/bench-journal-data {{ARGS}}
+
 # Shell completion scripts (bash, zsh, fish, elvish, powershell) into target/completions/.
 completions:
     #!/usr/bin/env bash

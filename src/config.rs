@@ -35,6 +35,7 @@ pub const TABLES: &[&str] = &[
     "vault",
     "snapshot",
     "telemetry",
+    "journal",
 ];
 
 /// What a key's value must be.
@@ -79,6 +80,8 @@ pub const KEYS: &[(&str, ValueKind)] = &[
     ("backup.keep_daily", ValueKind::Integer),
     ("backup.keep_weekly", ValueKind::Integer),
     ("backup.keep_monthly", ValueKind::Integer),
+    ("journal.agentd", ValueKind::String),
+    ("journal.segment_bytes", ValueKind::Integer),
 ];
 
 /// The settings read from the file; `None` (or empty) where the file says nothing.
@@ -107,6 +110,18 @@ pub struct Config {
     pub redact: Option<bool>,
     /// `[backup]`.
     pub backup: BackupConfig,
+    /// `[journal]`.
+    pub journal: JournalConfig,
+}
+
+/// `[journal]`.
+#[derive(Debug, Clone, Default)]
+pub struct JournalConfig {
+    /// `agentd`: the `shelldone-agentd` address the agent feed posts to (`127.0.0.1:17717`);
+    /// none: no feed.
+    pub agentd: Option<String>,
+    /// `segment_bytes`: the size at which a journal segment is sealed.
+    pub segment_bytes: Option<u64>,
 }
 
 /// `[backup]`.
@@ -350,6 +365,12 @@ impl Parser<'_> {
                             ),
                         ));
                     }
+                } else if key == "journal.segment_bytes" {
+                    let n = u64::try_from(v)
+                        .ok()
+                        .filter(|n| *n >= 1024)
+                        .ok_or_else(|| bad(self, "a number of bytes, 1024 or more"))?;
+                    self.cfg.journal.segment_bytes = Some(n);
                 } else {
                     let min = i64::from(key == "backup.every_hours");
                     let n = u32::try_from(v)
@@ -415,6 +436,13 @@ impl Parser<'_> {
                         ));
                     }
                     self.cfg.vault_backend = Some(s);
+                    return Ok(());
+                }
+                if key == "journal.agentd" {
+                    if s.parse::<std::net::SocketAddr>().is_err() {
+                        return Err(bad(self, "an address HOST:PORT (e.g. \"127.0.0.1:17717\")"));
+                    }
+                    self.cfg.journal.agentd = Some(s);
                     return Ok(());
                 }
                 if s.is_empty() || s.contains(['/', '\\']) || s.chars().any(char::is_control) {
@@ -613,6 +641,18 @@ pull_interval = 0
         assert!(m.contains(":1: 'sync' must be a table"), "{m}");
         let m = message("[device.names]\nhost = \"bad name\"\n");
         assert!(m.contains(":2: 'device.names.host'"), "{m}");
+    }
+
+    #[test]
+    fn the_journal_table_names_the_agent_and_the_segment_size() {
+        let c = parse("[journal]\nagentd = \"127.0.0.1:17717\"\nsegment_bytes = 4096\n")
+            .expect("valid");
+        assert_eq!(c.journal.agentd.as_deref(), Some("127.0.0.1:17717"));
+        assert_eq!(c.journal.segment_bytes, Some(4096));
+        let m = message("[journal]\nagentd = \"localhost\"\n");
+        assert!(m.contains(":2: 'journal.agentd' must be an address"), "{m}");
+        let m = message("[journal]\nsegment_bytes = 10\n");
+        assert!(m.contains("1024 or more"), "{m}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod context;
 pub mod demo;
 pub mod error;
 pub mod history;
+pub mod journal;
 pub mod live;
 pub mod merge_drivers;
 pub mod progress;
@@ -28,6 +29,7 @@ pub mod repair;
 pub mod snapshot;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 pub mod transfer;
 pub mod vault;
 
@@ -96,6 +98,14 @@ impl State {
     #[must_use]
     pub fn context(&self) -> &Context {
         &self.cx
+    }
+
+    /// Opens this store's Continuum journal ([`journal::Journal::open`]).
+    ///
+    /// # Errors
+    /// See [`journal::Journal::open`].
+    pub fn journal(&self, opts: journal::Options) -> Result<journal::Journal> {
+        journal::Journal::open(&self.cx.paths().state_dir, opts)
     }
 
     /// `backup run` ([`backup::run`]).

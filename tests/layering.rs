@@ -16,7 +16,16 @@ const ORDER: &[(&str, &[&str])] = &[
     (
         "commands",
         &[
-            "history", "live", "vault", "repair", "check", "recover", "backup", "sync",
+            "history",
+            "live",
+            "vault",
+            "repair",
+            "check",
+            "recover",
+            "backup",
+            "sync",
+            "journal",
+            "telemetry",
         ],
     ),
     ("facade", &["lib"]),

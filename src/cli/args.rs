@@ -115,6 +115,13 @@ pub(super) enum Cmd {
     /// signed) in state/backups/ or a folder of your choice.
     #[command(subcommand)]
     Backup(BackupCmd),
+    /// The Continuum journal: append events and read them (docs/journal.md).
+    #[command(subcommand)]
+    Journal(JournalCmd),
+    /// Opt-in anonymous telemetry, kept in the state dir's metrics/ and never synced
+    /// (docs/journal.md).
+    #[command(subcommand)]
+    Telemetry(TelemetryCmd),
     /// Generate a synthetic state (benchmarks): DIR/config and DIR/state.
     #[command(hide = true)]
     Generate {
@@ -213,6 +220,69 @@ pub(super) enum StateCmd {
         /// To.
         b: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum JournalCmd {
+    /// Append one event; prints its id. The payload is FIELD=VALUE arguments (strings) or, with
+    /// --stdin, JSON read from stdin — use stdin for anything secret (arguments are visible to
+    /// every user in the process list).
+    Append {
+        /// What happened (command, sigma.guard, …).
+        kind: String,
+        /// The terminal session it belongs to.
+        #[arg(long)]
+        session: Option<String>,
+        /// A spectral tag (sigma::guard, …); repeatable.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Read the payload from stdin (JSON; other text is stored as one string).
+        #[arg(long)]
+        stdin: bool,
+        /// The payload's fields.
+        #[arg(value_name = "FIELD=VALUE")]
+        fields: Vec<String>,
+        /// Append this many events (the payload gains "i": 0, 1, …), printing each id once it
+        /// is durable (tests).
+        #[arg(long, hide = true, default_value_t = 1)]
+        count: u64,
+    },
+    /// Print the last events, oldest first (-f: then follow new ones).
+    Tail {
+        /// How many (0: all).
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+        /// Keep printing events as they are appended, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this session's events.
+        #[arg(long)]
+        session: Option<String>,
+        /// Only events with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only events at or after this time: RFC 3339 (or a prefix, 2026-12-01) or an age
+        /// (90s, 15m, 2h, 7d).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// With -f, stop after this many seconds (scripts, tests).
+        #[arg(long, value_name = "S", requires = "follow")]
+        max_runtime: Option<f64>,
+    },
+    /// Segments, size, and the agent feed's state.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum TelemetryCmd {
+    /// Start recording anonymous counters and timings in metrics/.
+    Enable,
+    /// Stop, and delete every file of metrics/ and the folder.
+    Disable,
+    /// Whether it is on, and how much is stored.
+    Status,
+    /// Print exactly what is stored.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,6 +28,14 @@ use crate::backup::{self, Policy, RunOptions, Trust, TrustedKey};
 use crate::{Error, Result};
 
 /// `backup …`.
+/// True for the backup commands the audit trail keeps (run, restore, prune).
+pub(super) fn audited(bc: &BackupCmd) -> bool {
+    matches!(
+        bc,
+        BackupCmd::Run { .. } | BackupCmd::Restore { .. } | BackupCmd::Prune { .. }
+    )
+}
+
 pub(super) fn run(cli: &Cli, bc: &BackupCmd) -> Result<ExitCode> {
     let st = open(cli)?;
     let cfg = config().backup;

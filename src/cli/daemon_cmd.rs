@@ -303,8 +303,27 @@ fn start_watcher(
 /// retry could not fix (push first, then pull), or else the last push error if every push
 /// failed (docs/sync.md, "Daemon").
 pub(super) fn run(st: &State, json: bool, args: &DaemonArgs) -> Result<ExitCode> {
-    let s = args.apply(DaemonSettings::from_config(&super::open::config()))?;
-    run_with(st, json, &s)
+    let cfg = super::open::config();
+    let s = args.apply(DaemonSettings::from_config(&cfg))?;
+    // The agent feed (journal.agentd, docs/journal.md): the daemon's sender delivers what any
+    // process appended, checking every second.
+    let feed = cfg
+        .journal
+        .agentd
+        .as_deref()
+        .map(|a| {
+            crate::journal::feed::Sender::start_polling(
+                &st.paths().state_dir,
+                a,
+                Some(Duration::from_secs(1)),
+            )
+        })
+        .transpose()?;
+    let r = run_with(st, json, &s);
+    if let Some(mut f) = feed {
+        f.stop(Duration::from_millis(500));
+    }
+    r
 }
 
 impl DaemonSettings {

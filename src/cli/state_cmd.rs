@@ -68,6 +68,12 @@ fn run_state_on(
                 None
             };
             let o = st.save(&opts)?;
+            super::journal_cmd::measured(
+                o.bytes_written,
+                u64::from(o.summary.added)
+                    + u64::from(o.summary.modified)
+                    + u64::from(o.summary.deleted),
+            );
             for q in &o.quarantined {
                 let _ = writeln!(std::io::stderr(), "warning: {}", quarantine_line(q));
             }

@@ -5,7 +5,10 @@
 //! A driver is chosen by path; the rules each one follows are written down in
 //! `docs/merge-rules.md`, and the tests in `tests.rs` pin them:
 //!
-//! - `state/journal/…`: an append-only log (shared prefix once, then left's tail, then right's).
+//! - `state/journal/…`: an append-only log. Journal events (lines with a schema version `v` and
+//!   an `id`, the segments of `src/journal/`) merge event by event: each id once, ordered by
+//!   time then id; other lines keep the line rule (shared prefix once, then left's tail, then
+//!   right's).
 //! - `*.json`: objects merged key by key, recursively.
 //! - `*.toml`: tables merged key by key with `toml_edit`, left's comments and layout kept.
 //! - `*.ini`, `*.conf`, `*.cfg`, `*.properties`: `key = value` / `key value` lines merged per
@@ -66,6 +69,9 @@ pub fn merge_file(path: &str, base: Option<&[u8]>, left: &[u8], right: &[u8]) ->
     }
     let kind = kind_of(path);
     if kind == Kind::Journal {
+        if let Some(m) = merge_events(base, left, right) {
+            return FileMerge::Clean(m);
+        }
         return FileMerge::Clean(merge_journal3(base, left, right));
     }
     let (Some(l), Some(r)) = (as_text(left), as_text(right)) else {
@@ -215,6 +221,58 @@ fn merge_journal3(base: Option<&[u8]>, left: &[u8], right: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The events of a journal file, `(time, id, line)`, when every line is one (a JSON object with
+/// a schema version `v` of 1 or more, a string `id` and a string `time`) and the file ends with
+/// a newline; `None` otherwise (legacy or demo lines, a torn last line).
+fn events(bytes: &[u8]) -> Option<Vec<(String, String, &[u8])>> {
+    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        return None;
+    }
+    let mut out = Vec::new();
+    for line in bytes.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+        let o = v.as_object()?;
+        o.get("v")?.as_u64().filter(|n| *n >= 1)?;
+        let id = o.get("id")?.as_str()?.to_owned();
+        let time = o.get("time")?.as_str()?.to_owned();
+        out.push((time, id, line));
+    }
+    Some(out)
+}
+
+/// Journal segments merged event by event: every event of either side once (deduplicated by
+/// id, left's line kept when the sides differ), less the events the base had that a side
+/// removed, ordered by time then id — so both devices compute the same bytes whichever is
+/// left. `None` when a side is not all events (the line rules apply).
+fn merge_events(base: Option<&[u8]>, left: &[u8], right: &[u8]) -> Option<Vec<u8>> {
+    let l = events(left)?;
+    let r = events(right)?;
+    // A base that is not all events is no help: merge as if there were none.
+    let b = base.and_then(events).unwrap_or_default();
+    let ids = |v: &[(String, String, &[u8])]| -> std::collections::HashSet<String> {
+        v.iter().map(|(_, id, _)| id.clone()).collect()
+    };
+    let (li, ri) = (ids(&l), ids(&r));
+    let removed: std::collections::HashSet<&str> = b
+        .iter()
+        .filter(|(_, id, _)| !li.contains(id) || !ri.contains(id))
+        .map(|(_, id, _)| id.as_str())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut all: Vec<&(String, String, &[u8])> = l
+        .iter()
+        .chain(r.iter())
+        .filter(|(_, id, _)| !removed.contains(id.as_str()) && seen.insert(id.clone()))
+        .collect();
+    all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let mut out = Vec::with_capacity(left.len().max(right.len()));
+    for (_, _, line) in all {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    Some(out)
 }
 
 fn merge_journal(left: &[u8], right: &[u8]) -> Vec<u8> {

@@ -82,6 +82,70 @@ fn journal_left_without_final_newline_does_not_fuse_lines() {
     assert_eq!(merge_journal(b"a\nb", b"a\nbc\n"), b"a\nbc\n");
 }
 
+// --- journal segments (issue #18): event by event ---
+
+fn event(id: &str, time: &str) -> String {
+    format!("{{\"v\":1,\"id\":\"{id}\",\"time\":\"2026-12-01T00:00:{time}Z\",\"kind\":\"k\"}}\n")
+}
+
+#[test]
+fn journal_segments_merge_event_by_event_deduplicated_and_ordered() {
+    let p = "state/journal/seg-20261201-000001.jsonl";
+    let base = event("a", "01");
+    // Both devices appended; B also holds A's first event (it came with an earlier merge).
+    let left = [base.clone(), event("l1", "03"), event("l2", "05")].concat();
+    let right = [
+        base.clone(),
+        event("r1", "02"),
+        event("l1", "03"),
+        event("r2", "06"),
+    ]
+    .concat();
+    let want = [
+        event("a", "01"),
+        event("r1", "02"),
+        event("l1", "03"),
+        event("l2", "05"),
+        event("r2", "06"),
+    ]
+    .concat();
+    let m = merge_file(p, Some(base.as_bytes()), left.as_bytes(), right.as_bytes());
+    assert_eq!(m, FileMerge::Clean(want.clone().into_bytes()));
+    // Either device computes the same bytes, with or without a base.
+    let m = merge_file(p, Some(base.as_bytes()), right.as_bytes(), left.as_bytes());
+    assert_eq!(m, FileMerge::Clean(want.clone().into_bytes()));
+    let m = merge_file(p, None, right.as_bytes(), left.as_bytes());
+    assert_eq!(m, FileMerge::Clean(want.into_bytes()));
+    // Merging the merge again doubles nothing.
+    let once = merge_events(None, left.as_bytes(), right.as_bytes()).expect("events");
+    assert_eq!(
+        merge_events(Some(base.as_bytes()), &once, left.as_bytes()).expect("events"),
+        once
+    );
+    // An event the base had and a side removed stays removed.
+    let cut = event("l1", "03");
+    assert_eq!(
+        merge_events(Some(left.as_bytes()), cut.as_bytes(), left.as_bytes()).expect("events"),
+        cut.as_bytes()
+    );
+}
+
+#[test]
+fn journal_files_that_are_not_all_events_keep_the_line_rule() {
+    let p = "state/journal/0001.jsonl";
+    // A demo line (no v, no id) on one side: the line rule, as before.
+    let base = "{\"seq\":0}\n";
+    let left = format!("{base}{}", event("l1", "03"));
+    let right = format!("{base}{{\"seq\":1}}\n");
+    assert_eq!(
+        merge_file(p, Some(base.as_bytes()), left.as_bytes(), right.as_bytes()),
+        FileMerge::Clean(format!("{left}{{\"seq\":1}}\n").into_bytes())
+    );
+    // A torn last line on a side: not all events either.
+    let torn = format!("{}{{\"v\":1,\"id", event("a", "01"));
+    assert!(events(torn.as_bytes()).is_none());
+}
+
 // --- text (diff3) ---
 
 #[test]

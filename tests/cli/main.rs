@@ -17,6 +17,7 @@ mod documented;
 mod dry_run;
 mod edges;
 mod faults;
+mod journal;
 mod outputs;
 mod recovery;
 mod revisions;

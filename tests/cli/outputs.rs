@@ -946,3 +946,102 @@ fn backup_run_list_verify_restore_prune() {
     );
     shots.run("backup_prune_no_rule", &sb, 2, &["backup", "prune"]);
 }
+
+/// Issue #18: the journal's and telemetry's documents.
+#[test]
+fn journal_and_telemetry_documents() {
+    let sb = Sandbox::new();
+    let mut shots = Shots::new();
+    shots.path(sb.dir.path(), "[SANDBOX]");
+    {
+        let s = &mut shots.settings;
+        s.add_filter(r"\b[0-9a-f]{32}\b", "[EVENT_ID]");
+        s.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z", "[TIME]");
+        s.add_filter(r"seg-\d{8}-", "seg-[DATE]-");
+        // Also inside `telemetry show --json`'s strings, where the quotes are escaped.
+        s.add_filter(r#"(hour\\?":\\?")[0-9T-]+"#, "${1}[HOUR]");
+        s.add_filter(r#"(ms\\?":)\d+"#, "${1}[MS]");
+    }
+    shots.volatile();
+    shots.json(
+        "json_journal_append",
+        "journal append",
+        &sb,
+        0,
+        &[
+            "journal",
+            "append",
+            "command",
+            "--session",
+            "s1",
+            "--tag",
+            "sigma::guard",
+            "cmd=ls",
+            "--json",
+        ],
+    );
+    shots.run("journal_append", &sb, 0, &["journal", "append", "focus"]);
+    shots.json(
+        "json_journal_tail",
+        "journal tail",
+        &sb,
+        0,
+        &["journal", "tail", "--json"],
+    );
+    shots.run("journal_tail", &sb, 0, &["journal", "tail"]);
+    let v = shots.json(
+        "json_journal_tail_-f",
+        "journal tail -f",
+        &sb,
+        0,
+        &[
+            "journal",
+            "tail",
+            "-n",
+            "1",
+            "-f",
+            "--max-runtime",
+            "0",
+            "--json",
+        ],
+    );
+    assert_eq!(v["event"]["kind"], "focus");
+    shots.json(
+        "json_journal_status",
+        "journal status",
+        &sb,
+        0,
+        &["journal", "status", "--json"],
+    );
+    shots.run("journal_status", &sb, 0, &["journal", "status"]);
+    shots.json(
+        "json_telemetry_status",
+        "telemetry status",
+        &sb,
+        0,
+        &["telemetry", "status", "--json"],
+    );
+    shots.json(
+        "json_telemetry_enable",
+        "telemetry enable",
+        &sb,
+        0,
+        &["telemetry", "enable", "--json"],
+    );
+    sb.ok(&["journal", "append", "k"]);
+    shots.json(
+        "json_telemetry_show",
+        "telemetry show",
+        &sb,
+        0,
+        &["telemetry", "show", "--json"],
+    );
+    shots.run("telemetry_show", &sb, 0, &["telemetry", "show"]);
+    shots.json(
+        "json_telemetry_disable",
+        "telemetry disable",
+        &sb,
+        0,
+        &["telemetry", "disable", "--json"],
+    );
+}
