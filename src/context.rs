@@ -83,6 +83,8 @@ pub struct Context {
     pub(crate) refs: Refs,
     pub(crate) device: String,
     pub(crate) read_only: bool,
+    /// The store format migration this open ran, if any: (major before, major after).
+    pub(crate) migrated: Option<(u32, u32)>,
     /// Damaged store files found at open that make writing unsafe (`FORMAT` in repair mode, a
     /// damaged `device` file in a store with history): [`Context::lock`] refuses while any is
     /// present; `state check` lists them and `state recover` repairs them.
@@ -121,7 +123,8 @@ impl Context {
         let snap_dir = paths.state_dir.join("snapshots");
         store::durable::create_dir_all_durable(&snap_dir)?;
         let mut damage = Vec::new();
-        let read_only = match check_format(&snap_dir) {
+        let mut migrated = None;
+        let read_only = match check_format(&snap_dir, &mut migrated) {
             Ok(ro) => ro,
             Err(Error::CorruptFile { path, why }) if repair => {
                 damage.push((path, why));
@@ -136,6 +139,7 @@ impl Context {
             paths,
             device: String::new(),
             read_only,
+            migrated,
             damage,
             skipped: std::sync::Mutex::default(),
             excludes: std::sync::Arc::default(),
@@ -366,6 +370,12 @@ impl Context {
             .collect()
     }
 
+    /// The store format migration opening ran, if any: (major before, major after).
+    #[must_use]
+    pub fn migrated(&self) -> Option<(u32, u32)> {
+        self.migrated
+    }
+
     pub(crate) fn statcache_path(&self) -> PathBuf {
         self.snap_dir.join("statcache")
     }
@@ -405,7 +415,7 @@ pub(crate) fn store_has_contents(dir: &Path) -> bool {
 /// # Errors
 /// [`Error::CorruptFile`] when `FORMAT` is damaged, or missing from a store that holds data;
 /// [`Error::NewerStore`]; migration and I/O errors.
-fn check_format(dir: &Path) -> Result<bool> {
+fn check_format(dir: &Path, migrated: &mut Option<(u32, u32)>) -> Result<bool> {
     let path = dir.join("FORMAT");
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -432,6 +442,7 @@ fn check_format(dir: &Path) -> Result<bool> {
                     if now.major < STORE_FORMAT.major {
                         shelldone_migrations::migrate(dir, now.major, STORE_FORMAT.major)
                             .map_err(migration)?;
+                        *migrated = Some((now.major, STORE_FORMAT.major));
                     }
                     Ok(false)
                 }

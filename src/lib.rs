@@ -161,6 +161,12 @@ impl State {
         self.cx.device()
     }
 
+    /// The store format migration opening ran, if any: (major before, major after).
+    #[must_use]
+    pub fn migrated(&self) -> Option<(u32, u32)> {
+        self.cx.migrated()
+    }
+
     /// The object store.
     #[must_use]
     pub fn objects(&self) -> &ObjectStore {

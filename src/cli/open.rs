@@ -151,6 +151,27 @@ pub(super) fn open_with_report(cli: &Cli) -> Result<(State, crate::RecoveryRepor
 }
 
 /// [`open_with_report`] through `open` ([`State::open`] or [`State::open_for_save`]).
+/// Writes the store format migration opening `st` ran, if any, to the audit trail
+/// (docs/journal.md); a line that cannot be written is a warning, as for every operation.
+pub(super) fn audit_migration(cli: &Cli, state_dir: &std::path::Path, st: &State) {
+    let Some((from, to)) = st.migrated() else {
+        return;
+    };
+    if let Err(e) = crate::telemetry::audit::audit(
+        state_dir,
+        "store.migrate",
+        true,
+        &format!("store format {from} -> {to}"),
+    ) {
+        super::output::warn(
+            cli,
+            "audit log",
+            crate::telemetry::audit::AUDIT_LOG,
+            &e.to_string(),
+        );
+    }
+}
+
 pub(super) fn open_with_report_as(
     cli: &Cli,
     open: fn(crate::Paths) -> Result<(State, crate::RecoveryReport)>,
@@ -158,7 +179,9 @@ pub(super) fn open_with_report_as(
     let p = paths(cli)?;
     let (cfg, settings) = settings(cli, &p)?;
     let new_store = !p.state_dir.join("snapshots").exists();
+    let state_dir = p.state_dir.clone();
     let (mut st, rep) = open(p)?;
+    audit_migration(cli, &state_dir, &st);
     st.apply(settings);
     super::progress::install(cli, &mut st)?;
     if cfg.redact == Some(true) && saves(cli) {

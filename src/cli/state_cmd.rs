@@ -19,7 +19,9 @@ pub(super) fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
         StateCmd::Check { .. } | StateCmd::Recover => {
             let p = paths(cli)?;
             let (_, settings) = super::open::settings(cli, &p)?;
+            let state_dir = p.state_dir.clone();
             let mut st = State::open_for_repair(p)?;
+            super::open::audit_migration(cli, &state_dir, &st);
             st.apply(settings);
             super::progress::install(cli, &mut st)?;
             (st, crate::RecoveryReport::default())

@@ -1,5 +1,5 @@
 //! The audit trail: one line per save, restore, push, pull, gc, recover, backup run, restore
-//! and prune, in `<state>/logs/audit.log` (outside every snapshot root), rotated by size
+//! and prune, and per store migration, in `<state>/logs/audit.log` (outside every snapshot root), rotated by size
 //! (`audit.log.1` … `audit.log.3`).
 
 use std::fs::OpenOptions;

@@ -60,6 +60,17 @@ fn a_version_1_store_is_migrated_and_reads_back_byte_identical() {
     let check = sb.ok(&["state", "check"]);
     assert!(check.contains("checked 2 snapshots"), "{check}");
     assert_eq!(format_of(&sb), "shelldone-store 2.0\n");
+    // The audit trail keeps the migration, once.
+    let audit = std::fs::read_to_string(sb.state().join("logs/audit.log")).expect("audit log");
+    let lines: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains(" store.migrate "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{audit}");
+    assert!(
+        lines[0].ends_with(" store.migrate ok store format 1 -> 2"),
+        "{audit}"
+    );
     let log = sb.ok(&["log"]);
     assert!(
         log.contains("fixture: second save (loose objects)")
