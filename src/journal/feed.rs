@@ -196,13 +196,7 @@ pub fn deliver(state_dir: &Path, addr: &str, budget: Duration) -> Result<PassRep
     let fd = feed_dir(state_dir);
     durable::create_dir_all_durable(&fd).map_err(|e| io(&fd, e))?;
     let lock_path = fd.join("lock");
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| io(&lock_path, e))?;
+    let lock = super::open_lock_file(&lock_path)?;
     let mut report = PassReport::default();
     match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}

@@ -181,6 +181,21 @@ impl Drop for Flock<'_> {
     }
 }
 
+/// Opens (creating, never truncating) a file the journal's writers or the feed's senders
+/// `flock` to take turns.
+///
+/// # Errors
+/// I/O errors, naming the file.
+pub(crate) fn open_lock_file(path: &Path) -> Result<std::fs::File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| io(path, e))
+}
+
 pub(crate) fn io(path: &Path, e: std::io::Error) -> Error {
     Error::File {
         op: "writing",
@@ -200,13 +215,7 @@ impl Journal {
         let dir = state_dir.join(DIR);
         durable::create_dir_all_durable(&dir).map_err(|e| io(&dir, e))?;
         let lock_path = state_dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| io(&lock_path, e))?;
+        let lock = open_lock_file(&lock_path)?;
         let torn_dir = state_dir.join(TORN_DIR);
         let (file, name, end, set_aside) = {
             let _l = Flock::take(&lock).map_err(|e| io(&lock_path, e))?;
