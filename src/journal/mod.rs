@@ -454,12 +454,7 @@ impl Shared {
             w.synced = w.written;
             let next = next_segment_name(&w.name, today);
             let p = self.dir.join(&next);
-            let f = OpenOptions::new()
-                .append(true)
-                .read(true)
-                .create(true)
-                .open(&p)
-                .map_err(|e| io(&p, e))?;
+            let (f, _) = open_segment(&self.dir, &next)?;
             durable::sync_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
             write_lock_name(&self.lock, &next).map_err(|e| io(&self.dir, e))?;
             // The next segment may exist already: a writer killed between creating it and
