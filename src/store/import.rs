@@ -34,8 +34,6 @@ pub struct IndexedPack {
     objects: HashMap<ObjectId, Packed>,
     /// Entries in pack order: frame (start, length), the ids in it.
     entries: Vec<((usize, usize), Vec<ObjectId>)>,
-    /// Canonical bytes of every object (what decompressing it all gave).
-    canonical_bytes: u64,
 }
 
 /// One parsed entry before it is checked: code, frame (start, length).
@@ -88,7 +86,7 @@ impl IndexedPack {
             at = start + len;
         }
         type Found = Vec<(ObjectId, Kind, u64, Option<Member>, Option<Object>)>;
-        let found: Vec<std::result::Result<(Found, u64), String>> = raw
+        let found: Vec<std::result::Result<Found, String>> = raw
             .par_iter()
             .map(|&(code, (start, len))| {
                 let frame = &bytes[start..start + len];
@@ -109,7 +107,7 @@ impl IndexedPack {
                             verify_member(c).map_err(|why| format!("block at {at}: {why}"))?;
                         out.push((id, kind, data_len, Some(m), decoded));
                     }
-                    Ok((out, content.len() as u64))
+                    Ok(out)
                 } else {
                     let canonical =
                         decompress(frame).map_err(|why| format!("entry at {at}: {why}"))?;
@@ -121,19 +119,14 @@ impl IndexedPack {
                             kind.name()
                         ));
                     }
-                    Ok((
-                        vec![(id, kind, data_len, None, decoded)],
-                        canonical.len() as u64,
-                    ))
+                    Ok(vec![(id, kind, data_len, None, decoded)])
                 }
             })
             .collect();
         let mut objects = HashMap::new();
         let mut entries = Vec::with_capacity(raw.len());
-        let mut canonical_bytes = 0u64;
         for ((_, frame), f) in raw.iter().zip(found) {
-            let (members, size) = f?;
-            canonical_bytes += size;
+            let members = f?;
             let mut ids = Vec::with_capacity(members.len());
             for (id, kind, data_len, member, decoded) in members {
                 let dup = objects.insert(
@@ -157,7 +150,6 @@ impl IndexedPack {
             bytes,
             objects,
             entries,
-            canonical_bytes,
         })
     }
 
@@ -171,18 +163,6 @@ impl IndexedPack {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
-    }
-
-    /// The pack's size in bytes.
-    #[must_use]
-    pub fn size(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-
-    /// The canonical bytes its objects hold, all told.
-    #[must_use]
-    pub fn canonical_bytes(&self) -> u64 {
-        self.canonical_bytes
     }
 
     /// What the pack says of `id`.
