@@ -193,7 +193,7 @@ fn append(
     let _ = LAST_EVENT.set(a.id.clone());
     let feed = match j.close_feed(FEED_BUDGET) {
         None => "off",
-        Some(s) if s.passes > 0 && s.last_error.is_none() => "sent",
+        Some(s) if s.drained => "sent",
         Some(_) => "queued",
     };
     if cli.json {

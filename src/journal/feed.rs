@@ -57,8 +57,10 @@ pub struct Cursor {
 pub struct PassReport {
     /// Events posted and acknowledged.
     pub delivered: u64,
-    /// Why the pass stopped early (unreachable, an error answer); `None`: all delivered.
+    /// Why the pass stopped early (unreachable, an error answer); `None`: no failure.
     pub failed: Option<String>,
+    /// The pass's budget ran out before the end of the journal (more is left to deliver).
+    pub unfinished: bool,
     /// Another process was delivering; this pass did nothing.
     pub busy: bool,
     /// An outage ended in this pass (the recovery line was written).
@@ -252,6 +254,7 @@ pub fn deliver(state_dir: &Path, addr: &str, budget: Duration) -> Result<PassRep
             let next = at + nl + 1;
             if let Some(ev) = super::parse_line(line).filter(|e| e.v >= 1) {
                 if Instant::now() >= deadline {
+                    report.unfinished = true;
                     break 'segments;
                 }
                 if let Err(why) = post(addr, &request_body(&ev, line.len() + 1)) {
@@ -346,6 +349,8 @@ struct SenderState {
     delivered: u64,
     last_error: Option<String>,
     passes: u64,
+    /// The pass run after the stop found nothing left to deliver (see [`SenderStats::drained`]).
+    drained: bool,
 }
 
 /// The sender's totals.
@@ -357,6 +362,12 @@ pub struct SenderStats {
     pub last_error: Option<String>,
     /// Passes run.
     pub passes: u64,
+    /// The last pass, run after [`Sender::stop`] (so after every append notified before it),
+    /// ran to the end of the journal without a failure: every event appended before the stop
+    /// is delivered. `false` while the sender runs, and when that pass failed, found the feed
+    /// busy in another process until its budget ran out, or did not end within the stop's
+    /// budget.
+    pub drained: bool,
 }
 
 impl Sender {
@@ -410,11 +421,13 @@ impl Sender {
             delivered: g.delivered,
             last_error: g.last_error.clone(),
             passes: g.passes,
+            drained: g.drained,
         }
     }
 
-    /// Stops the sender after a last pass, waiting at most `budget` (a sender still busy then
-    /// is left to end with the process; what it did not deliver stays after the cursor).
+    /// Stops the sender after a last pass that starts after this call (so it covers every
+    /// event appended before it), waiting at most `budget` (a sender still busy then is left
+    /// to end with the process; what it did not deliver stays after the cursor).
     pub fn stop(&mut self, budget: Duration) {
         {
             let mut g = self.shared.0.lock().expect("no panics while held");
@@ -465,12 +478,11 @@ fn run(
             g.pending = false;
             g.stop
         };
-        let budget = if stopping {
-            Duration::from_millis(400)
-        } else {
-            Duration::from_secs(5)
-        };
-        let r = deliver(state_dir, addr, budget);
+        if stopping {
+            final_pass(state_dir, addr, m);
+            return;
+        }
+        let r = deliver(state_dir, addr, Duration::from_secs(5));
         let mut g = m.lock().expect("no panics while held");
         g.passes += 1;
         match r {
@@ -485,7 +497,11 @@ fn run(
                 } else {
                     g.last_error = None;
                     backoff = Duration::from_millis(50);
-                    retry_at = poll.map(|p| Instant::now() + p);
+                    retry_at = if rep.unfinished {
+                        Some(Instant::now())
+                    } else {
+                        poll.map(|p| Instant::now() + p)
+                    };
                 }
             }
             Err(e) => {
@@ -494,8 +510,37 @@ fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
-        if g.stop {
-            return;
+        // A stop asked for during this pass is served by the next turn's final pass: this
+        // one may have read the journal before the last append.
+    }
+}
+
+/// The pass after a stop: runs once (waiting, up to a second, for a pass another process is
+/// running to end), and records whether it drained the journal.
+fn final_pass(state_dir: &Path, addr: &str, m: &Mutex<SenderState>) {
+    let give_up = Instant::now() + Duration::from_secs(1);
+    loop {
+        let r = deliver(state_dir, addr, Duration::from_millis(400));
+        let mut g = m.lock().expect("no panics while held");
+        g.passes += 1;
+        match r {
+            Ok(rep) if rep.busy => {
+                if Instant::now() >= give_up {
+                    return;
+                }
+                drop(g);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(rep) => {
+                g.delivered += rep.delivered;
+                g.drained = rep.failed.is_none() && !rep.unfinished;
+                g.last_error = rep.failed;
+                return;
+            }
+            Err(e) => {
+                g.last_error = Some(e.to_string());
+                return;
+            }
         }
     }
 }
