@@ -257,13 +257,17 @@ impl Refs {
             f.seek(std::io::SeekFrom::Start(len - TAIL))?;
             let mut tail = Vec::with_capacity(TAIL as usize);
             f.read_to_end(&mut tail)?;
-            // The first (partial) line of the window is skipped.
-            let found = tail
-                .split(|b| *b == b'\n')
-                .skip(1)
+            // The first (partial) line of the window is skipped; the others are read newest
+            // first, up to the first that matches (a cold save of 1 000 sessions writes 1 000
+            // lines before the head's).
+            let whole = tail
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(&[][..], |i| &tail[i + 1..]);
+            let found = whole
+                .rsplit(|b| *b == b'\n')
                 .filter_map(|l| parse_reflog(&String::from_utf8_lossy(l)))
-                .filter(|(n, e)| pred(n, e))
-                .last();
+                .find(|(n, e)| pred(n, e));
             if found.is_some() {
                 return Ok(found);
             }
