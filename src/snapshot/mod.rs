@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use objects_format::modes::{self, Modes};
 use objects_format::{EntryKind, FLAG_EXECUTABLE, Object, ObjectId, Snapshot, Tree, TreeEntry};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::store::Batch;
@@ -215,82 +216,97 @@ impl Layout {
 /// # Errors
 /// Encoding (invalid names) or I/O errors.
 pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
-    #[derive(Default)]
-    struct Dir {
-        entries: BTreeMap<Vec<u8>, Node>,
-    }
-    enum Node {
-        Leaf(Leaf),
-        Dir(Dir),
-    }
-    fn dir_at<'a>(root: &'a mut Dir, path: &[u8]) -> &'a mut Dir {
-        let mut cur = root;
-        if path.is_empty() {
-            return cur;
-        }
-        for comp in path.split(|&b| b == b'/') {
-            let n = cur
-                .entries
-                .entry(comp.to_vec())
-                .or_insert_with(|| Node::Dir(Dir::default()));
-            cur = match n {
-                Node::Dir(d) => d,
-                Node::Leaf(_) => unreachable!("a path is both a file and a directory"),
-            };
-        }
-        cur
-    }
-    fn split(p: &[u8]) -> (&[u8], &[u8]) {
-        match p.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&p[..i], &p[i + 1..]),
-            None => (&b""[..], p),
+    // Folders no entry of `dirs` names but a file lies in (a caller's `Flat` normally lists
+    // them all).
+    let mut unlisted = BTreeSet::new();
+    for p in flat.leaves.keys() {
+        let mut d = &p[..];
+        while let Some(i) = d.iter().rposition(|&b| b == b'/') {
+            d = &d[..i];
+            if flat.dirs.contains(d) || !unlisted.insert(d.to_vec()) {
+                break;
+            }
         }
     }
-    fn store(d: &Dir, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
-        let mut t = Tree::default();
-        for (name, n) in &d.entries {
-            t.entries.push(match n {
-                Node::Leaf(l) => TreeEntry {
-                    name: name.clone(),
-                    kind: l.kind,
-                    flags: l.flags,
-                    size: l.size,
-                    id: l.id,
-                },
-                Node::Dir(sub) => TreeEntry {
-                    name: name.clone(),
-                    kind: EntryKind::Dir,
-                    flags: 0,
-                    size: 0,
-                    id: store(sub, batch)?,
-                },
-            });
-        }
-        let obj = Object::Tree(t);
-        let (id, bytes) = objects_format::encode_with_id(&obj)?;
-        if let Some(b) = batch {
-            b.put_canonical(objects_format::Kind::Tree, id, &bytes)?;
-        }
-        Ok(id)
+    tree_of(flat, &unlisted, b"", batch)
+}
+
+/// The paths strictly below folder `dir` (`""`: the root) are the keys in `[lo, hi)`.
+fn below(dir: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    if dir.is_empty() {
+        return (Vec::new(), None);
     }
-    let mut root = Dir::default();
-    for d in &flat.dirs {
-        dir_at(&mut root, d);
+    let mut lo = dir.to_vec();
+    lo.push(b'/');
+    let mut hi = dir.to_vec();
+    hi.push(b'/' + 1);
+    (lo, Some(hi))
+}
+
+/// Writes the tree of folder `dir` and every tree below it, from the files and folders of
+/// `flat` (and `unlisted`) whose path starts with `dir/`: each folder's entries are gathered
+/// from that range when its tree is written, so nothing but the folders on the way is held,
+/// and sibling folders are written in parallel.
+fn tree_of(
+    flat: &Flat,
+    unlisted: &BTreeSet<Vec<u8>>,
+    dir: &[u8],
+    batch: Option<&Batch<'_>>,
+) -> Result<ObjectId> {
+    use std::ops::Bound;
+    let (lo, hi) = below(dir);
+    let range = (
+        Bound::Included(&lo[..]),
+        hi.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+    );
+    let direct = |p: &[u8]| !p[lo.len()..].contains(&b'/');
+    let mut entries: Vec<TreeEntry> = flat
+        .leaves
+        .range::<[u8], _>(range)
+        .filter(|(p, _)| direct(p))
+        .map(|(p, l)| TreeEntry {
+            name: p[lo.len()..].to_vec(),
+            kind: l.kind,
+            flags: l.flags,
+            size: l.size,
+            id: l.id,
+        })
+        .collect();
+    let subs: Vec<&[u8]> = flat
+        .dirs
+        .range::<[u8], _>(range)
+        .chain(unlisted.range::<[u8], _>(range))
+        .map(Vec::as_slice)
+        .filter(|p| direct(p))
+        .collect();
+    let ids = subs
+        .par_iter()
+        .map(|s| tree_of(flat, unlisted, s, batch))
+        .collect::<Vec<_>>();
+    for (s, id) in subs.iter().zip(ids) {
+        entries.push(TreeEntry {
+            name: s[lo.len()..].to_vec(),
+            kind: EntryKind::Dir,
+            flags: 0,
+            size: 0,
+            id: id?,
+        });
     }
-    for (p, l) in &flat.leaves {
-        let (parent, name) = split(p);
-        if dir_at(&mut root, parent)
-            .entries
-            .insert(name.to_vec(), Node::Leaf(*l))
-            .is_some()
-        {
-            return Err(Error::Internal(format!(
-                "duplicate path {} in a tree being written",
-                String::from_utf8_lossy(p)
-            )));
-        }
+    entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    if let Some(w) = entries.windows(2).find(|w| w[0].name == w[1].name) {
+        let mut p = lo;
+        p.extend_from_slice(&w[0].name);
+        return Err(Error::Internal(format!(
+            "duplicate path {} in a tree being written",
+            String::from_utf8_lossy(&p)
+        )));
     }
-    store(&root, batch)
+    let obj = Object::Tree(Tree { entries });
+    let (id, bytes) = objects_format::encode_with_id(&obj)?;
+    if let Some(b) = batch {
+        b.put_canonical(objects_format::Kind::Tree, id, &bytes)?;
+    }
+    Ok(id)
 }
 
 /// Reads a snapshot back into a [`Flat`] (see [`flatten`]), with the file modes its `modes`
