@@ -131,6 +131,9 @@ fn run_state_on(
                 dry_run: *dry_run,
             })?;
             let p = &o.plan;
+            for q in &o.quarantined {
+                let _ = writeln!(std::io::stderr(), "warning: {}", quarantine_line(q));
+            }
             if cli.json {
                 documents::print(&documents::Restored::new(&o, *dry_run))?;
             } else {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Scope;
 use super::descriptors::is_young;
-use super::descriptors::quarantine;
+use super::descriptors::{Quarantined, quarantine};
 use super::save::{SaveOptions, commit_part, commit_snapshot, head_state, same_modes, save_locked};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -47,6 +47,9 @@ pub struct RestoreOutcome {
     pub auto_saved: Option<ObjectId>,
     /// New head recording the restore (None for `--to`, dry runs and no-ops).
     pub new_head: Option<ObjectId>,
+    /// Corrupt descriptors the restore moved aside before writing the snapshot's version in
+    /// their place (docs/safety.md, "Session descriptors").
+    pub quarantined: Vec<Quarantined>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,12 +110,14 @@ pub fn restore(cx: &Context, opts: &RestoreOptions) -> Result<RestoreOutcome> {
             &mut cache,
         )?
     };
-    let (plan, new_head) = restore_locked_with(cx, snap_id, &scope, opts.dry_run, cache)?;
+    let (plan, new_head, quarantined) =
+        restore_locked_with(cx, snap_id, &scope, opts.dry_run, cache)?;
     Ok(RestoreOutcome {
         snapshot: snap_id,
         plan,
         auto_saved,
         new_head,
+        quarantined,
     })
 }
 
@@ -283,7 +288,7 @@ pub(crate) fn restore_locked(
     scope: &Scope,
     dry_run: bool,
 ) -> Result<(Plan, Option<ObjectId>)> {
-    restore_locked_with(cx, snap_id, scope, dry_run, None)
+    restore_locked_with(cx, snap_id, scope, dry_run, None).map(|(plan, head, _)| (plan, head))
 }
 
 /// [`restore_locked`] with the stat cache a scoped safety save left (loaded when `None`).
@@ -293,10 +298,10 @@ fn restore_locked_with(
     scope: &Scope,
     dry_run: bool,
     cache: Option<StatCache>,
-) -> Result<(Plan, Option<ObjectId>)> {
-    let (plan, target) = apply_restore(cx, snap_id, scope, dry_run, cache)?;
+) -> Result<(Plan, Option<ObjectId>, Vec<Quarantined>)> {
+    let (plan, target, quarantined) = apply_restore(cx, snap_id, scope, dry_run, cache)?;
     if dry_run {
-        return Ok((plan, None));
+        return Ok((plan, None, quarantined));
     }
     let intent_path = cx.snap_dir.join("restore-intent");
     let sel = |p: &[u8]| scope.contains(p);
@@ -338,7 +343,7 @@ fn restore_locked_with(
         };
         fs::remove_file(&intent_path).map_err(Error::at("removing", &intent_path, "restore"))?;
         durable::sync_dir(&cx.snap_dir).map_err(Error::at("syncing", &cx.snap_dir, "restore"))?;
-        return Ok((plan, new_head));
+        return Ok((plan, new_head, quarantined));
     }
     let base = match &head {
         Some((_, s)) => match flatten_snapshot(&cx.objects, s) {
@@ -385,7 +390,7 @@ fn restore_locked_with(
     };
     fs::remove_file(&intent_path).map_err(Error::at("removing", &intent_path, "restore"))?;
     durable::sync_dir(&cx.snap_dir).map_err(Error::at("syncing", &cx.snap_dir, "restore"))?;
-    Ok((plan, new_head))
+    Ok((plan, new_head, quarantined))
 }
 
 /// The message of the snapshot that records a restore.
@@ -439,7 +444,7 @@ fn apply_restore(
     scope: &Scope,
     dry_run: bool,
     cache: Option<StatCache>,
-) -> Result<(Plan, Flat)> {
+) -> Result<(Plan, Flat, Vec<Quarantined>)> {
     let intent_path = cx.snap_dir.join("restore-intent");
     let snap = cx.objects.read_snapshot(&snap_id)?;
     let sel = |p: &[u8]| scope.contains(p);
@@ -455,21 +460,26 @@ fn apply_restore(
     // restore writes).
     let skipped = restore::apply_policy(&cx.objects, &mut target, &mut live_flat)?;
     restore::confirm_vouched(&layout, &target, &mut live_flat, &live.vouched, &mut cache)?;
+    // A corrupt descriptor is never "already equal": it is rewritten. One modified in the
+    // last seconds, which a save leaves alone (it may be a write in progress), is moved to
+    // quarantine first: the user asked for this path, and what it held is kept.
     for (rel, _) in &live.corrupt {
-        if is_young(&layout.abs(rel)) {
-            // Possibly being written by the terminal right now: neither rewrite nor delete it.
-            target.leaves.remove(rel);
-            live_flat.leaves.remove(rel);
-        } else {
-            // A settled corrupt descriptor is never "already equal": force a rewrite.
-            live_flat.leaves.remove(rel);
-        }
+        live_flat.leaves.remove(rel);
     }
     let mut plan = restore::plan(&target, &live_flat);
     cx.note_skipped("not restored", &skipped);
     plan.skipped = skipped;
     if dry_run {
-        return Ok((plan, target));
+        return Ok((plan, target, Vec::new()));
+    }
+    let mut quarantined = Vec::new();
+    for (rel, why) in &live.corrupt {
+        if target.leaves.contains_key(rel) && layout.abs(rel).exists() {
+            let mut q = quarantine(cx, &layout, rel, why, None, &mut cache)?;
+            // The restore writes the snapshot's version in its place.
+            q.restored_from = Some(snap_id.to_hex());
+            quarantined.push(q);
+        }
     }
     write_intent(
         &intent_path,
@@ -504,13 +514,13 @@ fn apply_restore(
     cache
         .save(&cache_path)
         .map_err(Error::at("writing", &cache_path, "restore"))?;
-    Ok((plan, target))
+    Ok((plan, target, quarantined))
 }
 
 /// Makes the live files in `scope` equal to a snapshot without recording a snapshot (the
 /// caller records what it did, e.g. a conflict resolution).
 pub(crate) fn materialize(cx: &Context, snap_id: ObjectId, scope: &Scope) -> Result<Plan> {
-    let (plan, _) = apply_restore(cx, snap_id, scope, false, None)?;
+    let (plan, ..) = apply_restore(cx, snap_id, scope, false, None)?;
     fs::remove_file(cx.snap_dir.join("restore-intent"))?;
     Ok(plan)
 }
@@ -531,9 +541,27 @@ fn restore_to(
     let snap_id = restore_target(cx, opts)?;
     let scope = checked_scope(cx, opts, snap_id)?;
     let snap = cx.objects.read_snapshot(&snap_id)?;
+    let layout = Layout::under(dir);
+    if !opts.dry_run && absent_or_empty(&layout.state)? && absent_or_empty(&layout.config)? {
+        // A new folder: written straight from the trees (no file lists, no temp files).
+        let plan = restore::export(
+            &cx.objects,
+            &snap,
+            &|p: &[u8]| reach(&scope, p),
+            &layout,
+            &*cx.progress,
+        )?;
+        cx.note_skipped("not restored", &plan.skipped);
+        return Ok(RestoreOutcome {
+            snapshot: snap_id,
+            plan,
+            auto_saved: None,
+            new_head: None,
+            quarantined: Vec::new(),
+        });
+    }
     let sel = |p: &[u8]| scope.contains(p);
     let target = flatten_part(&cx.objects, &snap, &|p: &[u8]| reach(&scope, p))?;
-    let layout = Layout::under(dir);
     if !opts.dry_run {
         fs::create_dir_all(&layout.state)?;
         fs::create_dir_all(&layout.config)?;
@@ -561,7 +589,17 @@ fn restore_to(
         plan,
         auto_saved: None,
         new_head: None,
+        quarantined: Vec::new(),
     })
+}
+
+/// True when `dir` does not exist or is an empty folder.
+fn absent_or_empty(dir: &std::path::Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut it) => Ok(it.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Error::file(e, "reading", dir.to_path_buf(), "restore")),
+    }
 }
 
 /// Reads a restore intent left by an interrupted restore (without changing anything).

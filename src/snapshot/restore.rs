@@ -240,6 +240,19 @@ fn materialize(
     shown: &Path,
     sync: bool,
 ) -> Result<()> {
+    materialize_as(store, leaf, tmp, shown, sync, false)
+}
+
+/// [`materialize`]; with `exclusive`, the file must not exist yet (an export writes the final
+/// path itself, and never opens what is there).
+fn materialize_as(
+    store: &ObjectStore,
+    leaf: &Leaf,
+    tmp: &Path,
+    shown: &Path,
+    sync: bool,
+    exclusive: bool,
+) -> Result<()> {
     let fail = |op: &'static str| move |e: std::io::Error| Error::file(e, op, shown, RESTORE);
     match leaf.kind {
         EntryKind::Symlink => {
@@ -259,7 +272,12 @@ fn materialize(
                 .map_err(fail("creating the link"))?;
         }
         EntryKind::File | EntryKind::ChunkedFile => {
-            let f = durable::create(tmp).map_err(fail("creating"))?;
+            let f = if exclusive {
+                durable::create_new_rw(tmp)
+            } else {
+                durable::create(tmp)
+            }
+            .map_err(fail("creating"))?;
             let mut sparse = Sparse::new(shown);
             if leaf.kind == EntryKind::File {
                 let data = store.read_blob(&leaf.id)?;
@@ -705,6 +723,193 @@ pub fn flatten_part(
     let mut f = super::flatten_within(store, &snap.root, reach)?;
     super::apply_modes(snap, &mut f);
     Ok(f)
+}
+
+/// Writes the part of `snap` that `reach` covers into `layout`, whose two folders are absent or
+/// empty: an export (`restore --to` a new folder), straight from the trees. Each folder's
+/// entries are written in parallel as its tree is read, to their final paths (created new,
+/// never opened if something is there), unsynced as [`Durability::Unsynced`] says; no file
+/// list of the whole snapshot is built, so memory is a folder's width times the tree's depth
+/// (plus the paths the returned plan names), whatever the number of files. The same policy as
+/// [`apply_policy`] leaves entries out ([`Plan::skipped`]). When anything fails, what the
+/// export wrote is removed again: the two folders are as they were.
+///
+/// # Errors
+/// Missing or corrupt objects, I/O errors.
+pub fn export(
+    store: &ObjectStore,
+    snap: &objects_format::Snapshot,
+    reach: &(dyn Fn(&[u8]) -> Reach + Sync),
+    layout: &Layout,
+    progress: &dyn Progress,
+) -> Result<Plan> {
+    let existed = [&layout.state, &layout.config].map(|d| d.exists());
+    let phase = Phase::begin(progress, "restore", None, None);
+    let ex = Export {
+        store,
+        layout,
+        reach,
+        modes: snap
+            .extra
+            .iter()
+            .find(|(k, _)| k == modes::KEY)
+            .and_then(|(_, v)| modes::Modes::decode(v)),
+        roots: Flat::with_roots().dirs,
+        phase: &phase,
+    };
+    let res = (|| {
+        for r in super::ROOTS {
+            let root = layout.abs(r.as_bytes());
+            std::fs::create_dir_all(&root).map_err(Error::at("creating", &root, RESTORE))?;
+        }
+        ex.tree(&snap.root, b"", false, 0)
+    })();
+    match res {
+        Ok(mut plan) => {
+            // As [`plan`] lists them: by path.
+            plan.create.sort_unstable();
+            plan.mkdir.sort_unstable();
+            Ok(plan)
+        }
+        Err(e) => {
+            for (dir, existed) in [&layout.state, &layout.config].into_iter().zip(existed) {
+                let _ = empty_export_folder(dir, existed);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Removes what an export put in `dir` (absent or empty before it): `dir` itself when it did
+/// not exist, else everything in it.
+fn empty_export_folder(dir: &Path, existed: bool) -> std::io::Result<()> {
+    if !existed {
+        return match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        };
+    }
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        } else {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// What [`export`] walks with.
+struct Export<'a> {
+    store: &'a ObjectStore,
+    layout: &'a Layout,
+    reach: &'a (dyn Fn(&[u8]) -> Reach + Sync),
+    modes: Option<modes::Modes>,
+    /// The root folders and the folders above them, made before the walk.
+    roots: std::collections::BTreeSet<Vec<u8>>,
+    phase: &'a Phase<'a>,
+}
+
+impl Export<'_> {
+    /// Writes what `reach` covers of tree `id` at snapshot path `prefix` (`inside`: all of it).
+    fn tree(
+        &self,
+        id: &objects_format::ObjectId,
+        prefix: &[u8],
+        inside: bool,
+        depth: usize,
+    ) -> Result<Plan> {
+        if depth > 256 {
+            return Err(Error::CorruptObject {
+                id: *id,
+                why: "tree nesting deeper than 256".into(),
+            });
+        }
+        let t = self.store.read_tree(id)?;
+        let parts = t
+            .entries
+            .par_iter()
+            .map(|e| {
+                let mut p = Vec::with_capacity(prefix.len() + 1 + e.name.len());
+                p.extend_from_slice(prefix);
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(&e.name);
+                let r = if inside {
+                    Reach::Inside
+                } else {
+                    (self.reach)(&p)
+                };
+                self.entry(e, p, r, depth)
+            })
+            .collect::<Vec<Result<Plan>>>();
+        let mut out = Plan::default();
+        for part in parts {
+            out = merge(out, part?);
+        }
+        Ok(out)
+    }
+
+    fn entry(
+        &self,
+        e: &objects_format::TreeEntry,
+        p: Vec<u8>,
+        r: Reach,
+        depth: usize,
+    ) -> Result<Plan> {
+        let mut out = Plan::default();
+        match (r, e.kind) {
+            (Reach::Outside, _)
+            | (Reach::Above, EntryKind::File | EntryKind::ChunkedFile | EntryKind::Symlink) => {}
+            (_, EntryKind::Dir) => {
+                if (r == Reach::Inside || super::in_roots(&p)) && !self.roots.contains(&p) {
+                    let abs = self.layout.abs(&p);
+                    std::fs::create_dir(&abs).map_err(Error::at("creating", &abs, RESTORE))?;
+                    out.mkdir.push(p.clone());
+                }
+                out = merge(out, self.tree(&e.id, &p, r == Reach::Inside, depth + 1)?);
+            }
+            (Reach::Inside, kind) => {
+                let mode = match &self.modes {
+                    Some(t) if kind != EntryKind::Symlink => {
+                        t.mode(&p, e.flags & objects_format::FLAG_EXECUTABLE != 0)
+                    }
+                    _ => 0,
+                };
+                let leaf = Leaf {
+                    kind,
+                    flags: e.flags,
+                    mode,
+                    size: e.size,
+                    id: e.id,
+                };
+                let why = if kind == EntryKind::Symlink {
+                    policy::leaf_verdict(&p, Some(&self.store.read_blob(&leaf.id)?))
+                } else {
+                    policy::leaf_verdict(&p, None)
+                };
+                if let Some(why) = why {
+                    out.skipped.push(policy::skipped(&p, why));
+                } else {
+                    let abs = self.layout.abs(&p);
+                    materialize_as(self.store, &leaf, &abs, &abs, false, true)?;
+                    self.phase.advance(1, leaf.size);
+                    out.create.push(p);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `a`'s lists followed by `b`'s.
+fn merge(mut a: Plan, b: Plan) -> Plan {
+    a.create.extend(b.create);
+    a.mkdir.extend(b.mkdir);
+    a.skipped.extend(b.skipped);
+    a
 }
 
 /// The root tree of `base_root` with its part replaced by `part`'s [`Reach::Inside`] content:

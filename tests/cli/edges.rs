@@ -393,5 +393,14 @@ fn restore_to_a_full_disk_names_the_file() {
         })
         .collect();
     assert!(left.is_empty(), "temp files removed: {left:?}");
+    // The folder was empty: the export that failed takes back everything it wrote.
+    let written: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "a failed export leaves nothing: {written:?}"
+    );
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
 }

@@ -48,6 +48,47 @@ fn corrupt_descriptor_is_quarantined_and_restored_from_last_good() {
     assert_eq!(std::fs::read(&d).unwrap(), good);
 }
 
+/// A descriptor torn a moment ago (a write in progress, as far as a save can tell) and then
+/// restored on purpose: the restore writes the snapshot's version, keeps the torn bytes in
+/// quarantine, and the snapshot recording the restore still holds the descriptor (it once
+/// recorded the session without it: "-1", and the torn file stayed).
+#[test]
+fn restoring_a_session_right_after_its_descriptor_was_torn_writes_it_back() {
+    let sb = Sandbox::new();
+    sb.generate();
+    let first = sb.save("good");
+    let d = sb.state().join("sessions/s002/session.json");
+    let good = std::fs::read(&d).unwrap();
+    std::fs::write(&d, b"{").unwrap();
+    let o = sb.run(&["state", "restore", "--session", "s002"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("session descriptor state/sessions/s002/session.json was corrupt"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&d).unwrap(),
+        good,
+        "the snapshot's version is live"
+    );
+    let q: Vec<_> = walkdir::WalkDir::new(sb.state().join("quarantine"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .collect();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(
+        std::fs::read(q[0].path()).unwrap(),
+        b"{",
+        "the torn bytes are kept"
+    );
+    // What the head records for the session is what the first snapshot had.
+    let diff = sb.ok(&["state", "diff", &first, "HEAD"]);
+    assert!(!diff.contains("s002"), "{diff}");
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+}
+
 #[test]
 fn leftovers_of_a_dead_process_are_removed_on_start() {
     let sb = Sandbox::new();
