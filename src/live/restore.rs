@@ -538,6 +538,8 @@ fn restore_to(
     opts: &RestoreOptions,
     dir: &std::path::Path,
 ) -> Result<RestoreOutcome> {
+    // Nothing here reads the live files' stat cache.
+    cx.forget_statcache();
     let snap_id = restore_target(cx, opts)?;
     let scope = checked_scope(cx, opts, snap_id)?;
     let snap = cx.objects.read_snapshot(&snap_id)?;

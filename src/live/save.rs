@@ -945,23 +945,24 @@ pub fn save_changed(
             .is_some_and(|c| c.starts_with(&prefix))
     };
     let scan = crate::snapshot::save::scan(&layout, &keep)?;
+    let files: Vec<_> = scan.files.into_iter().flatten().collect();
     let empty = StatCache::default();
     let hashed: Vec<Result<crate::snapshot::save::Hashed>> = {
         use rayon::prelude::*;
-        scan.files
+        files
             .par_iter()
             .map(|f| crate::snapshot::save::hash_file(&layout, f, &empty, Some(&batch)))
             .collect()
     };
     let mut work = IncrementalWork {
-        files_read: scan.files.len() as u64,
+        files_read: files.len() as u64,
         entries_listed: listed.load(Ordering::Relaxed),
         ..IncrementalWork::default()
     };
     let mut warnings = Vec::new();
     let mut skipped = scan.skipped;
     let mut leaves = BTreeMap::new();
-    for (f, h) in scan.files.into_iter().zip(hashed) {
+    for (f, h) in files.into_iter().zip(hashed) {
         match h? {
             crate::snapshot::save::Hashed::Ok { leaf, changed, .. } => {
                 if changed {
