@@ -25,6 +25,7 @@ fn have_rsync(test: &str) -> bool {
 /// `rsync -a SRC/ DEST/`; exit 24 ("some files vanished": a push's temp files renamed away
 /// under it) is what a copy during a push is expected to meet.
 fn rsync(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
     let o = Command::new("rsync")
         .arg("-a")
         .arg(format!("{}/", src.display()))
