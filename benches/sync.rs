@@ -196,7 +196,7 @@ fn main() {
     st.sync_push("git", &|_, _| {}).expect("push git");
     let t_first_git = t.elapsed();
     let mut three = Three::start(&base, &mut st, &dir_remote, &git_url);
-    three.first_push(&st, first_dir, t_first_dir, t_first_git, &proxy);
+    three.first_push(&st, first_dir.sent, t_first_dir, t_first_git, &proxy);
 
     // Peers: git of the plain files, rsync of the plain dir.
     let peer_bare = srv.join("peer.git");
@@ -441,14 +441,14 @@ impl Three {
     fn first_push(
         &mut self,
         st: &State,
-        dir: shelldone::sync::PushReport,
+        dir: shelldone::remote::TransferStats,
         t_dir: std::time::Duration,
         t_git: std::time::Duration,
         proxy: &Proxy,
     ) {
         for i in 0..self.remotes.len() {
             let row = match self.remotes[i].0 {
-                "dir" => (dir.sent.objects, dir.sent.bytes, None, t_dir),
+                "dir" => (dir.objects, dir.bytes, None, t_dir),
                 "git" => (
                     0,
                     0,

@@ -361,6 +361,9 @@ fn parse_ini_section(text: &str, profile: &str, config: bool) -> Option<HashMap<
     out
 }
 
+/// One ref as a GET answered it: its bytes and ETag, or None when absent.
+type RefRead = std::result::Result<Option<(Vec<u8>, Option<String>)>, object_store::Error>;
+
 /// What a ref read found: the value and the ETag the service gave with it.
 #[derive(Debug, Clone)]
 struct RefSeen {
@@ -715,27 +718,26 @@ impl S3Remote {
             .map(|n| self.key(&format!("refs/{n}")))
             .collect();
         let store = Arc::clone(&self.store);
-        let got: Vec<std::result::Result<Option<(Vec<u8>, Option<String>)>, object_store::Error>> =
-            self.rt.block_on(
-                futures::stream::iter(keys.iter().map(|k| {
-                    let store = Arc::clone(&store);
-                    async move {
-                        match store.get(k).await {
-                            Ok(g) => {
-                                let tag = g.meta.e_tag.clone();
-                                if g.meta.size > 200 {
-                                    return Ok(Some((vec![0; 201], tag)));
-                                }
-                                g.bytes().await.map(|b| Some((b.to_vec(), tag)))
+        let got: Vec<RefRead> = self.rt.block_on(
+            futures::stream::iter(keys.iter().map(|k| {
+                let store = Arc::clone(&store);
+                async move {
+                    match store.get(k).await {
+                        Ok(g) => {
+                            let tag = g.meta.e_tag.clone();
+                            if g.meta.size > 200 {
+                                return Ok(Some((vec![0; 201], tag)));
                             }
-                            Err(object_store::Error::NotFound { .. }) => Ok(None),
-                            Err(e) => Err(e),
+                            g.bytes().await.map(|b| Some((b.to_vec(), tag)))
                         }
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(e),
                     }
-                }))
-                .buffered(CONCURRENCY)
-                .collect(),
-            );
+                }
+            }))
+            .buffered(CONCURRENCY)
+            .collect(),
+        );
         let mut out = Vec::with_capacity(names.len());
         for (name, g) in names.iter().zip(got) {
             let seen = match g.map_err(|e| self.err(&format!("reading ref {name}"), &e))? {
