@@ -3,6 +3,9 @@
 //! Git traffic goes through a counting TCP proxy in front of a real `git-daemon` on 127.0.0.1;
 //! the directory remote's figure is the bytes of the files the push wrote.
 //! Issue #4's target: bytes sent ≤ 1.5× the size of the new objects.
+//! Issue #16: push and pull of the 1× state and of the small change through the directory, git
+//! and S3 remotes (S3: moto's server on 127.0.0.1 behind a counting relay; skipped with a note
+//! when `moto_server` is not installed).
 #![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
 use std::path::Path;
@@ -15,6 +18,16 @@ use shelldone::{Paths, SaveOptions, State};
 #[path = "common/mod.rs"]
 mod common;
 use common::dir_size;
+
+/// The S3 server of the tests (tests/common/moto.rs, which names `super::ci`).
+#[path = "../tests/common/ci.rs"]
+mod ci;
+#[path = "../tests/common/moto.rs"]
+#[expect(
+    dead_code,
+    reason = "the bench uses the server and the relay's counters, not its fault injection"
+)]
+mod moto;
 
 fn sh(cmd: &str, dir: &Path) -> String {
     let o = Command::new("sh")
@@ -162,7 +175,7 @@ fn main() {
         config_dir: a.join("config"),
         state_dir: a.join("state"),
     };
-    let (st, _) = State::open(paths.clone()).expect("open");
+    let (mut st, _) = State::open(paths.clone()).expect("open");
     st.save(&SaveOptions::default()).expect("save");
 
     // Remotes: a directory and a bare git repository (kept as packs so the size delta is the pack received).
@@ -182,6 +195,8 @@ fn main() {
     let t = Instant::now();
     st.sync_push("git", &|_, _| {}).expect("push git");
     let t_first_git = t.elapsed();
+    let mut three = Three::start(&base, &mut st, &dir_remote, &git_url);
+    three.first_push(&st, first_dir.sent, t_first_dir, t_first_git, &proxy);
 
     // Peers: git of the plain files, rsync of the plain dir.
     let peer_bare = srv.join("peer.git");
@@ -318,7 +333,202 @@ fn main() {
         None => println!("| rsync | not installed (apt-get install rsync) | | | |"),
     }
 
+    three.small_change(&st, &proxy);
+    three.print();
+
     partial_vs_full(&base, &st, &paths, &dir_remote, &git_url, &proxy);
+}
+
+/// One row of the three-remotes table: objects, stored bytes, bytes on the wire (None: not
+/// counted), time.
+type Row = (u64, u64, Option<u64>, std::time::Duration);
+
+/// Issue #16: the 1× state and the small change, pushed and pulled (onto a new device) through
+/// the directory, git and S3 remotes.
+struct Three {
+    /// (kind, the new device that pulls, rows: first push, first pull, change push, change pull)
+    remotes: Vec<(&'static str, State, Vec<Row>)>,
+    s3: Option<(moto::Moto, moto::Proxy)>,
+}
+
+fn aws_env(m: &moto::Moto) -> shelldone::Settings {
+    let vars: std::collections::HashMap<&str, String> = [
+        ("AWS_ACCESS_KEY_ID", m.key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", m.secret.clone()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    shelldone::Settings {
+        aws: shelldone::remote::s3::AwsEnv::from_vars(|k| vars.get(k).cloned()),
+        ..shelldone::Settings::default()
+    }
+}
+
+impl Three {
+    fn start(base: &Path, st: &mut State, dir: &Path, git_url: &str) -> Three {
+        let s3 = moto::Moto::start("bench sync: S3 rows").map(|m| {
+            let p = moto::Proxy::start(m.port);
+            (m, p)
+        });
+        let mut urls = vec![
+            ("dir", dir.display().to_string(), None),
+            ("git", git_url.to_owned(), None),
+        ];
+        if let Some((m, p)) = &s3 {
+            st.apply(aws_env(m));
+            let opts = shelldone::sync::S3Options {
+                endpoint: Some(p.endpoint()),
+                region: None,
+            };
+            st.remote_add_with("s3", &m.url("bench"), true, &opts)
+                .expect("add s3");
+            urls.push(("s3", m.url("bench"), Some((aws_env(m), opts))));
+        }
+        let remotes = urls
+            .into_iter()
+            .map(|(kind, url, s3opts)| {
+                let d = base.join(format!("three-{kind}"));
+                let (mut dev, _) = State::open(Paths {
+                    config_dir: d.join("config"),
+                    state_dir: d.join("state"),
+                })
+                .expect("open");
+                match s3opts {
+                    Some((settings, opts)) => {
+                        dev.apply(settings);
+                        dev.remote_add_with("origin", &url, false, &opts)
+                    }
+                    None => dev.remote_add("origin", &url, false),
+                }
+                .expect("add");
+                (kind, dev, Vec::new())
+            })
+            .collect();
+        Three { remotes, s3 }
+    }
+
+    fn wire(&self, kind: &str, proxy: &Proxy) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match kind {
+            "git" => (proxy.sent.load(Relaxed), proxy.received.load(Relaxed)),
+            "s3" => self.s3.as_ref().map_or((0, 0), |(_, p)| {
+                (p.sent.load(Relaxed), p.received.load(Relaxed))
+            }),
+            _ => (0, 0),
+        }
+    }
+
+    fn pull(&mut self, i: usize, proxy: &Proxy) {
+        let kind = self.remotes[i].0;
+        let w = self.wire(kind, proxy).1;
+        let t = Instant::now();
+        let rep = self.remotes[i]
+            .1
+            .sync_pull(
+                "origin",
+                &shelldone::sync::PullOptions::default(),
+                &|_, _| {},
+            )
+            .expect("pull");
+        let el = t.elapsed();
+        let w = (kind != "dir").then(|| self.wire(kind, proxy).1 - w);
+        self.remotes[i]
+            .2
+            .push((rep.received.objects, rep.received.bytes, w, el));
+    }
+
+    fn first_push(
+        &mut self,
+        st: &State,
+        dir: shelldone::remote::TransferStats,
+        t_dir: std::time::Duration,
+        t_git: std::time::Duration,
+        proxy: &Proxy,
+    ) {
+        for i in 0..self.remotes.len() {
+            let row = match self.remotes[i].0 {
+                "dir" => (dir.objects, dir.bytes, None, t_dir),
+                "git" => (
+                    0,
+                    0,
+                    Some(proxy.sent.load(std::sync::atomic::Ordering::Relaxed)),
+                    t_git,
+                ),
+                _ => self.push(st, "s3", proxy),
+            };
+            self.remotes[i].2.push(row);
+            self.pull(i, proxy);
+        }
+    }
+
+    fn push(&self, st: &State, kind: &str, proxy: &Proxy) -> Row {
+        let w = self.wire(kind, proxy).0;
+        let t = Instant::now();
+        let rep = st.sync_push(kind, &|_, _| {}).expect("push");
+        let el = t.elapsed();
+        let w = (kind != "dir").then(|| self.wire(kind, proxy).0 - w);
+        (rep.sent.objects, rep.sent.bytes, w, el)
+    }
+
+    /// After the small change was saved (and pushed to dir and git by the caller's rows, which
+    /// are measured there): S3's push, then every new device's pull.
+    fn small_change(&mut self, st: &State, proxy: &Proxy) {
+        for i in 0..self.remotes.len() {
+            let kind = self.remotes[i].0;
+            let row = if kind == "s3" {
+                self.push(st, kind, proxy)
+            } else {
+                // Pushed already by the caller; a second push sends nothing: the caller's
+                // figures are in the first table.
+                (0, 0, None, std::time::Duration::ZERO)
+            };
+            self.remotes[i].2.push(row);
+            self.pull(i, proxy);
+        }
+    }
+
+    fn print(&self) {
+        let cell = |r: &Row| {
+            let wire =
+                r.2.map_or(String::new(), |w| format!(", {w} B on the wire"));
+            format!(
+                "{} objects, {} B{wire}, {:.0} ms",
+                r.0,
+                r.1,
+                r.3.as_secs_f64() * 1e3
+            )
+        };
+        println!();
+        println!(
+            "| remote | push 1x | pull 1x (new device) | push small change | pull small change |"
+        );
+        println!("|---|---|---|---|---|");
+        for (kind, _, rows) in &self.remotes {
+            let c: Vec<String> = rows.iter().map(cell).collect();
+            let push_change = if *kind == "s3" {
+                c[2].clone()
+            } else {
+                "(first table)".to_owned()
+            };
+            let push_first = if *kind == "git" {
+                format!(
+                    "{} B on the wire, {:.0} ms",
+                    rows[0].2.unwrap_or(0),
+                    rows[0].3.as_secs_f64() * 1e3
+                )
+            } else {
+                c[0].clone()
+            };
+            println!(
+                "| {kind} | {push_first} | {} | {push_change} | {} |",
+                c[1], c[3]
+            );
+        }
+        if self.s3.is_none() {
+            println!("| s3 | moto_server not installed (pip install 'moto[server]') | | | |");
+        }
+    }
 }
 
 /// Issue #9: a new device's pull with `--strategy partial` against a full pull, after a history

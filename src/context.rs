@@ -70,6 +70,8 @@ pub struct Settings {
     pub push_timeout: Option<std::time::Duration>,
     /// `sync.pull_timeout`: the same for a git fetch.
     pub pull_timeout: Option<std::time::Duration>,
+    /// The AWS variables (and the profile files they name) S3 remotes are opened with.
+    pub aws: crate::remote::s3::AwsEnv,
 }
 
 /// What every command works on: the paths, the object store, the refs, the store lock, this
@@ -100,6 +102,8 @@ pub struct Context {
     pub(crate) lock_timeout: std::time::Duration,
     /// The config file's git idle timeouts (push, fetch), when it sets them.
     pub(crate) git_timeouts: (Option<std::time::Duration>, Option<std::time::Duration>),
+    /// The AWS settings S3 remotes are opened with ([`Settings::aws`]).
+    pub(crate) aws: crate::remote::s3::AwsEnv,
     /// Where long operations report their progress.
     pub(crate) progress: std::sync::Arc<dyn crate::progress::Progress>,
     /// The stat cache as the start-up descriptor check read it, kept for the command's first
@@ -145,6 +149,7 @@ impl Context {
             excludes: std::sync::Arc::default(),
             lock_timeout: store::lock::default_timeout(),
             git_timeouts: (None, None),
+            aws: crate::remote::s3::AwsEnv::default(),
             progress: std::sync::Arc::new(crate::progress::Silent),
             statcache: std::sync::Mutex::default(),
         };
@@ -295,6 +300,7 @@ impl Context {
             self.lock_timeout = t;
         }
         self.git_timeouts = (s.push_timeout, s.pull_timeout);
+        self.aws = s.aws;
     }
 
     /// Takes the store lock for a mutating operation.

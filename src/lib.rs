@@ -269,6 +269,19 @@ impl State {
         sync::remote_add(&self.cx, name, url, init)
     }
 
+    /// Adds a remote with an S3 remote's own endpoint and region.
+    ///
+    /// See [`sync::remote_add_with`].
+    pub fn remote_add_with(
+        &self,
+        name: &str,
+        url: &str,
+        init: bool,
+        s3: &sync::S3Options,
+    ) -> Result<RemoteConfig> {
+        sync::remote_add_with(&self.cx, name, url, init, s3)
+    }
+
     /// Removes a remote (and its tracking refs and git mirror).
     ///
     /// See [`sync::remote_remove`].

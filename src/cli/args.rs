@@ -287,16 +287,22 @@ pub(super) enum TelemetryCmd {
 
 #[derive(Debug, Subcommand)]
 pub(super) enum RemoteCmd {
-    /// Add a remote: a git URL (git://, ssh://, http(s)://, file://, *.git, an existing repo) or a directory.
+    /// Add a remote: a git URL (git://, ssh://, http(s)://, file://, *.git, an existing repo), an S3 URL (s3://bucket/prefix) or a directory.
     #[command(after_long_help = REMOTE_ADD_EXAMPLES)]
     Add {
         /// Name, e.g. origin.
         name: String,
         /// URL or path.
         url: String,
-        /// Create the directory remote (a directory remote is never created implicitly).
+        /// Create the directory or S3 remote (neither is ever created implicitly).
         #[arg(long)]
         init: bool,
+        /// S3 remotes: the endpoint of an S3-compatible service (over AWS_ENDPOINT_URL).
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// S3 remotes: the region (over AWS_REGION, AWS_DEFAULT_REGION and the profile's).
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
     },
     /// List remotes.
     List,
@@ -713,4 +719,6 @@ const REMOTE_ADD_EXAMPLES: &str = "\
 Examples:
   shelldone remote add origin git@github.com:me/terminal-state.git
   shelldone remote add nas /mnt/nas/shelldone --init   # a plain directory
-  shelldone remote add usb file:///media/usb/state.git";
+  shelldone remote add usb file:///media/usb/state.git
+  shelldone remote add cloud s3://my-bucket/shelldone --init   # AWS_* variables or AWS_PROFILE
+  shelldone remote add minio s3://state/laptop --endpoint http://nas:9000 --region us-east-1 --init";

@@ -81,6 +81,7 @@ pub(super) fn settings(cli: &Cli, paths: &Paths) -> Result<(Config, Settings)> {
         lock_timeout: lock_timeout.or(cfg.lock_timeout),
         push_timeout: cfg.push_timeout,
         pull_timeout: cfg.pull_timeout,
+        aws: crate::remote::s3::AwsEnv::from_vars(|k| std::env::var(k).ok()),
     };
     Ok((cfg, s))
 }

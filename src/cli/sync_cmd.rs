@@ -11,8 +11,18 @@ use crate::sync::{DryRunReport, PullOptions, Strategy};
 
 pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitCode> {
     match rc {
-        RemoteCmd::Add { name, url, init } => {
-            let r = st.remote_add(name, url, *init)?;
+        RemoteCmd::Add {
+            name,
+            url,
+            init,
+            endpoint,
+            region,
+        } => {
+            let s3 = crate::sync::S3Options {
+                endpoint: endpoint.clone(),
+                region: region.clone(),
+            };
+            let r = st.remote_add_with(name, url, *init, &s3)?;
             if json {
                 documents::print(&r)?;
             } else {
@@ -148,6 +158,11 @@ pub(super) fn run_sync(st: &State, json: bool, sc: &SyncCmd) -> Result<ExitCode>
                         r.devices.join(", ")
                     }
                 ));
+                for d in &r.incomplete {
+                    out(format!(
+                        "  {d} left out: the remote does not hold every object of its refs yet (a copy taken during a push, a folder still syncing); its previous state stays"
+                    ));
+                }
                 if let Some(d) = &r.adopted {
                     say(format!(
                         "  adopted {d}'s state (this device had no history)"

@@ -3,8 +3,9 @@
 //! Two shapes. A plain object store is a [`Backend`]: refs with compare-and-swap, and stored
 //! objects by id (has, get, put, in batches); it knows nothing of the graph. The transfer
 //! module (`crate::transfer`) walks, verifies and stages over any backend, written once, and
-//! presents it as a [`Remote`]. Implementations: [`dir::DirRemote`] (a plain directory) and
-//! [`memory::MemoryBackend`] (in memory, for tests); decorators wrap a backend without the
+//! presents it as a [`Remote`]. Implementations: [`dir::DirRemote`] (a plain directory),
+//! [`s3::S3Remote`] (an S3 bucket or S3-compatible service) and [`memory::MemoryBackend`] (in
+//! memory, for tests); decorators wrap a backend without the
 //! transfer knowing: [`dryrun::DryRun`] (`sync push --dry-run`), and later encryption and
 //! signing. Git, whose mapping is graph-shaped (ADR 0002: a chunk list and its chunks become
 //! one git blob), is a [`Remote`] of its own beside them ([`git::GitRemote`]).
@@ -18,6 +19,7 @@ pub mod dryrun;
 pub mod git;
 pub mod gitmirror;
 pub mod memory;
+pub mod s3;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -38,8 +40,14 @@ pub struct RemoteConfig {
     pub name: String,
     /// URL or path.
     pub url: String,
-    /// `git` or `dir`.
+    /// `git`, `dir` or `s3`.
     pub kind: String,
+    /// An S3 remote's endpoint (`remote add --endpoint`), over `AWS_ENDPOINT_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// An S3 remote's region (`remote add --region`), over `AWS_REGION`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// One ref update on the remote (compare-and-swap).
@@ -138,6 +146,34 @@ pub trait Backend {
 
 /// A borrowed backend is a backend (a test keeps its in-memory backend between transfers).
 impl<B: Backend + ?Sized> Backend for &mut B {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
+        (**self).list_refs()
+    }
+    fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        (**self).has(ids)
+    }
+    fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
+        (**self).get(ids)
+    }
+    fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
+        (**self).put(objects)
+    }
+    fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
+        (**self).update_refs(updates)
+    }
+    fn pack_sink(&mut self) -> Option<&mut dyn std::io::Write> {
+        (**self).pack_sink()
+    }
+    fn whole_pack(&self) -> Option<&crate::store::IndexedPack> {
+        (**self).whole_pack()
+    }
+}
+
+/// A boxed backend is a backend (`sync` opens a directory or an S3 remote by its config).
+impl<B: Backend + ?Sized> Backend for Box<B> {
     fn name(&self) -> &str {
         (**self).name()
     }

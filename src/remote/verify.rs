@@ -84,6 +84,35 @@ pub struct Checker {
     links: HashSet<ObjectId>,
 }
 
+/// An object a remote was asked for and does not hold (the source of the [`Error::Remote`]
+/// of [`Checker::missing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingOnRemote {
+    /// Its kind, as the object naming it said.
+    pub kind: Kind,
+    /// Its id.
+    pub id: ObjectId,
+}
+
+impl std::fmt::Display for MissingOnRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} is missing on the remote",
+            self.kind.name(),
+            self.id
+        )
+    }
+}
+
+impl std::error::Error for MissingOnRemote {}
+
+/// True when `e` says the remote lacks an object ([`MissingOnRemote`]), not that it is damaged.
+#[must_use]
+pub fn is_missing_on_remote(e: &Error) -> bool {
+    matches!(e, Error::Remote { source: Some(s), .. } if s.downcast_ref::<MissingOnRemote>().is_some())
+}
+
 impl Checker {
     /// A checker for one import from `remote`.
     #[must_use]
@@ -108,6 +137,20 @@ impl Checker {
     #[must_use]
     pub fn err(&self, why: impl Into<String>) -> Error {
         Error::remote(&self.remote, why)
+    }
+
+    /// The error of an object the remote does not hold: an [`Error::Remote`] whose source is
+    /// [`MissingOnRemote`], so that a pull can tell a remote still being written (a copy of a
+    /// directory remote taken mid-push) from a damaged one.
+    #[must_use]
+    pub fn missing(&self, kind: Kind, id: ObjectId) -> Error {
+        let m = MissingOnRemote { kind, id };
+        Error::Remote {
+            remote: self.remote.clone(),
+            why: m.to_string(),
+            transient: false,
+            source: Some(Box::new(m)),
+        }
     }
 
     /// Accounts for one object of `bytes` bytes read from the remote.

@@ -10,6 +10,7 @@ use super::remotes::open_remote;
 use super::{Conflict, graph, merge};
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::remote::verify::is_missing_on_remote;
 use crate::remote::{Progress, Remote, TransferStats};
 use crate::snapshot::conflicts;
 use crate::snapshot::{Flat, flatten_snapshot, write_trees};
@@ -80,6 +81,11 @@ pub struct PullReport {
     pub restored: bool,
     /// Live files written/removed.
     pub files_changed: usize,
+    /// Devices left out because the remote does not hold every object their refs reach yet (a
+    /// copy of a directory remote taken while a push ran, a folder still syncing): their
+    /// previous state stays here, and a later pull takes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
 }
 
 /// The message of the save a pull makes of unsaved live changes (then the remote's name).
@@ -130,9 +136,25 @@ pub fn sync_pull(
             .collect()
     };
     let batch = cx.objects.batch()?;
-    report.received = r.fetch(&cx.objects, &batch, &wants, shallow, progress)?;
-    batch.commit()?;
+    match r.fetch(&cx.objects, &batch, &wants, shallow, progress) {
+        Ok(got) => {
+            report.received = got;
+            batch.commit()?;
+        }
+        Err(e) if !shallow && is_missing_on_remote(&e) => {
+            drop(batch);
+            report.incomplete = fetch_by_device(cx, r.as_mut(), &refs, &mut report, progress)?;
+        }
+        Err(e) => return Err(e),
+    }
     r.settle(&cx.objects)?;
+    // An incomplete device is left as this store last saw it (its remote-tracking refs too).
+    let left_out = |name: &str| {
+        name.split_once('/')
+            .is_some_and(|(d, _)| report.incomplete.iter().any(|i| i == d))
+    };
+    let refs: BTreeMap<String, ObjectId> = refs.into_iter().filter(|(n, _)| !left_out(n)).collect();
+    heads.retain(|(d, _)| !report.incomplete.contains(d));
     if shallow {
         let mut cut = Vec::new();
         for w in &wants {
@@ -146,7 +168,8 @@ pub fn sync_pull(
     // Remote-tracking refs mirror the remote exactly (stale ones pruned).
     let prefix = format!("remotes/{remote}/");
     for (name, _) in cx.refs.list(&prefix)? {
-        if !refs.contains_key(&name[prefix.len()..]) {
+        let rel = &name[prefix.len()..];
+        if !refs.contains_key(rel) && !left_out(rel) {
             cx.refs.set(&name, None, "pull: pruned")?;
         }
     }
@@ -214,6 +237,41 @@ pub fn sync_pull(
         report.restored = true;
     }
     Ok(report)
+}
+
+/// Fetches each device's refs on its own, committing each device whose objects are all there;
+/// returns the devices whose refs reach an object the remote does not hold. A copy of a
+/// directory remote taken while a push ran (rsync, Syncthing) can hold a device's new refs
+/// before every object they reach: that device's new state is not there yet, and the others'
+/// is. Anything else (a damaged object, a transport error) still fails the pull.
+fn fetch_by_device(
+    cx: &Context,
+    r: &mut dyn Remote,
+    refs: &BTreeMap<String, ObjectId>,
+    report: &mut PullReport,
+    progress: Progress<'_>,
+) -> Result<Vec<String>> {
+    let mut by_device: BTreeMap<&str, BTreeSet<ObjectId>> = BTreeMap::new();
+    for (name, id) in refs {
+        if let Some((d, _)) = name.split_once('/') {
+            by_device.entry(d).or_default().insert(*id);
+        }
+    }
+    let mut incomplete = Vec::new();
+    for (d, wants) in by_device {
+        let wants: Vec<ObjectId> = wants.into_iter().collect();
+        let batch = cx.objects.batch()?;
+        match r.fetch(&cx.objects, &batch, &wants, false, progress) {
+            Ok(got) => {
+                batch.commit()?;
+                report.received.objects += got.objects;
+                report.received.bytes += got.bytes;
+            }
+            Err(e) if is_missing_on_remote(&e) => incomplete.push(d.to_owned()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(incomplete)
 }
 
 /// Refuses, before anything changes, a device whose history shares no snapshot with this

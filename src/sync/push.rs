@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::pull::check_identity;
-use super::remotes::{open_dir, open_remote, remote_config};
+use super::remotes::{open_backend, open_remote, remote_config};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::remote::dryrun::DryRun;
@@ -73,10 +73,10 @@ pub fn sync_push_dry_run(
     let rc = remote_config(cx, remote)?;
     if rc.kind == "git" {
         return Err(Error::Usage(format!(
-            "'sync push --dry-run' works with directory remotes only; '{remote}' is a git remote, whose push converts snapshots into its local git mirror as it goes (nothing was changed)"
+            "'sync push --dry-run' works with directory and S3 remotes only; '{remote}' is a git remote, whose push converts snapshots into its local git mirror as it goes (nothing was changed)"
         )));
     }
-    let mut r = PlainRemote::new(DryRun::new(open_dir(&rc)?));
+    let mut r = PlainRemote::new(DryRun::new(open_backend(cx, &rc)?));
     push_to(cx, remote, &mut r, progress)?;
     let recorded = r.backend().recorded();
     Ok(DryRunReport {

@@ -1,5 +1,5 @@
-//! The configured remotes (`remotes.json`), opening one (git, or a directory through the
-//! transfer), and renaming this device.
+//! The configured remotes (`remotes.json`), opening one (git, or a directory or an S3 prefix
+//! through the transfer), and renaming this device.
 
 use std::path::PathBuf;
 
@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::remote::RemoteConfig;
 use crate::remote::dir::DirRemote;
 use crate::remote::git::GitRemote;
-use crate::remote::{Remote, is_git_url};
+use crate::remote::s3::{S3Remote, is_s3_url};
+use crate::remote::{Backend, Remote, is_git_url};
 use crate::store::durable;
 use crate::store::refs::HEAD;
 use crate::transfer::PlainRemote;
@@ -40,12 +41,39 @@ pub(super) fn write_remotes(cx: &Context, r: &[RemoteConfig]) -> Result<()> {
     Ok(())
 }
 
+/// An S3 remote's own settings (`remote add --endpoint/--region`), over the AWS variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Options {
+    /// The endpoint of an S3-compatible service.
+    pub endpoint: Option<String>,
+    /// The region.
+    pub region: Option<String>,
+}
+
 /// Adds a remote. A URL git understands (or a path to a git repository, or ending in
-/// `.git`) is a git remote; any other path a directory remote.
+/// `.git`) is a git remote; `s3://bucket/prefix` an S3 remote; any other path a directory
+/// remote.
 ///
 /// # Errors
 /// Duplicate or invalid name.
 pub fn remote_add(cx: &Context, name: &str, url: &str, init: bool) -> Result<RemoteConfig> {
+    remote_add_with(cx, name, url, init, &S3Options::default())
+}
+
+/// [`remote_add`], with an S3 remote's own endpoint and region. A directory or S3 remote must
+/// exist already, or be created by `init`; an S3 remote is checked by reading its marker, so
+/// wrong credentials or a wrong bucket are found here.
+///
+/// # Errors
+/// Duplicate or invalid name, `s3` options for a remote that is not S3, a remote that does not
+/// exist (without `init`), an unreachable S3 service.
+pub fn remote_add_with(
+    cx: &Context,
+    name: &str,
+    url: &str,
+    init: bool,
+    s3: &S3Options,
+) -> Result<RemoteConfig> {
     if !crate::remote::dir::ref_component_ok(name) || name.contains('%') {
         return Err(Error::Usage(format!(
             "invalid remote name '{name}': use letters, digits, '.', '_', '-'"
@@ -58,12 +86,33 @@ pub fn remote_add(cx: &Context, name: &str, url: &str, init: bool) -> Result<Rem
             "remote '{name}' already exists; 'shelldone remote remove {name}' first"
         )));
     }
-    let url = if is_git_url(url) || url.contains("://") {
+    let s3_url = is_s3_url(url);
+    if !s3_url && (s3.endpoint.is_some() || s3.region.is_some()) {
+        return Err(Error::Usage(format!(
+            "--endpoint and --region are for S3 remotes (s3://BUCKET/PREFIX); '{url}' is not one"
+        )));
+    }
+    let url = if s3_url {
+        crate::remote::s3::S3Url::parse(url)?.to_string()
+    } else if is_git_url(url) || url.contains("://") {
         url.to_owned()
     } else {
         std::path::absolute(url).map_or_else(|_| url.to_owned(), |p| p.display().to_string())
     };
-    let kind = if is_git_url(&url) { "git" } else { "dir" };
+    let kind = if s3_url {
+        "s3"
+    } else if is_git_url(&url) {
+        "git"
+    } else {
+        "dir"
+    };
+    let rc = RemoteConfig {
+        name: name.to_owned(),
+        url: url.clone(),
+        kind: kind.to_owned(),
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
+    };
     if kind == "dir" {
         // A directory remote is created on purpose, so that a typo or an unmounted disk
         // is an error rather than a new, empty remote.
@@ -75,12 +124,17 @@ pub fn remote_add(cx: &Context, name: &str, url: &str, init: bool) -> Result<Rem
                 "{url} is not a shelldone directory remote; to create one there: 'shelldone remote add {name} {url} --init'"
             )));
         }
+    } else if kind == "s3" {
+        // The same for S3: a typo'd bucket or prefix is an error, never a new remote.
+        let mut r = s3_backend(cx, &rc)?;
+        if init {
+            r.init()?;
+        } else if !r.exists()? {
+            return Err(Error::Usage(format!(
+                "{url} is not a shelldone S3 remote; to create one there: 'shelldone remote add {name} {url} --init'"
+            )));
+        }
     }
-    let rc = RemoteConfig {
-        name: name.to_owned(),
-        url,
-        kind: kind.to_owned(),
-    };
     all.push(rc.clone());
     write_remotes(cx, &all)?;
     Ok(rc)
@@ -119,8 +173,8 @@ pub(super) fn remote_config(cx: &Context, name: &str) -> Result<RemoteConfig> {
         .ok_or_else(|| Error::UnknownRemote(name.to_owned()))
 }
 
-/// Opens a configured remote: git is a graph-shaped target of its own; a directory is a plain
-/// backend, which the transfer module drives.
+/// Opens a configured remote: git is a graph-shaped target of its own; a directory or an S3
+/// prefix is a plain backend, which the transfer module drives.
 pub(super) fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
     let rc = remote_config(cx, name)?;
     Ok(if rc.kind == "git" {
@@ -134,8 +188,41 @@ pub(super) fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
             .with_options(crate::remote::git::GitOptions::configured(push, fetch)?);
         Box::new(r)
     } else {
-        Box::new(PlainRemote::new(open_dir(&rc)?))
+        Box::new(PlainRemote::new(open_backend(cx, &rc)?))
     })
+}
+
+/// A plain remote's backend (a directory or an S3 prefix); it must exist already.
+pub(super) fn open_backend(cx: &Context, rc: &RemoteConfig) -> Result<Box<dyn Backend>> {
+    Ok(if rc.kind == "s3" {
+        let mut r = s3_backend(cx, rc)?;
+        if !r.exists()? {
+            return Err(Error::Remote {
+                remote: rc.name.clone(),
+                why: format!(
+                    "{} is not a shelldone S3 remote (no {} object under the prefix: a wrong bucket, prefix or endpoint?); nothing was changed",
+                    rc.url,
+                    crate::remote::s3::MARKER
+                ),
+                transient: false,
+                source: None,
+            });
+        }
+        Box::new(r)
+    } else {
+        Box::new(open_dir(rc)?)
+    })
+}
+
+/// An S3 remote's backend, with the AWS settings the command was given.
+fn s3_backend(cx: &Context, rc: &RemoteConfig) -> Result<S3Remote> {
+    S3Remote::open(
+        rc.name.clone(),
+        &rc.url,
+        rc.endpoint.as_deref(),
+        rc.region.as_deref(),
+        &cx.aws,
+    )
 }
 
 /// A directory remote's backend; it must exist already.

@@ -108,10 +108,10 @@ impl<B: Backend + ?Sized> Layered<'_, B> {
                 .checker
                 .err(format!("asked for 1 object, answered {}", got.len())));
         }
-        let raw = got.pop().flatten().ok_or_else(|| {
-            self.checker
-                .err(format!("{} {id} is missing on the remote", kind.name()))
-        })?;
+        let raw = got
+            .pop()
+            .flatten()
+            .ok_or_else(|| self.checker.missing(kind, *id))?;
         if raw.len() as u64 > verify::MAX_RAW_OBJECT {
             return Err(Error::CorruptObject {
                 id: *id,

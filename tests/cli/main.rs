@@ -21,6 +21,8 @@ mod journal;
 mod outputs;
 mod recovery;
 mod revisions;
+mod rsync;
+mod s3;
 mod sync;
 mod sync_stories;
 mod terminal;

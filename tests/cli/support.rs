@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A live tree as [`tree`] reads it.
+pub type Tree = BTreeMap<String, Entry>;
+
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
 }
@@ -204,3 +207,6 @@ pub use git_daemon::GitDaemon;
 
 #[path = "../common/ci.rs"]
 pub mod ci;
+
+#[path = "../common/moto.rs"]
+pub mod moto;
