@@ -72,6 +72,16 @@ pub struct Settings {
     pub pull_timeout: Option<std::time::Duration>,
 }
 
+/// Gives the vault passphrase; the argument says what it is needed for.
+#[derive(Clone)]
+pub struct Passphrase(pub std::sync::Arc<dyn Fn(&str) -> Result<String> + Send + Sync>);
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passphrase(..)")
+    }
+}
+
 /// What every command works on: the paths, the object store, the refs, the store lock, this
 /// device's id and the damage found at open. The [`crate::Context`] facade holds one; nothing
 /// below it names `Context`.
@@ -102,6 +112,9 @@ pub struct Context {
     pub(crate) git_timeouts: (Option<std::time::Duration>, Option<std::time::Duration>),
     /// Where long operations report their progress.
     pub(crate) progress: std::sync::Arc<dyn crate::progress::Progress>,
+    /// Gives the vault passphrase when a command needs this device's keys (an encrypted or
+    /// signed remote); the CLI installs one that reads `SHELLDONE_VAULT_PASSPHRASE` or asks.
+    pub(crate) passphrase: Option<Passphrase>,
     /// The stat cache as the start-up descriptor check read it, kept for the command's first
     /// user ([`Context::load_statcache`]), so that a process reads the file once.
     pub(crate) statcache: std::sync::Mutex<Option<store::statcache::StatCache>>,
@@ -146,6 +159,7 @@ impl Context {
             lock_timeout: store::lock::default_timeout(),
             git_timeouts: (None, None),
             progress: std::sync::Arc::new(crate::progress::Silent),
+            passphrase: None,
             statcache: std::sync::Mutex::default(),
         };
         let (device, why) = st.device_id()?;

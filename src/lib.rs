@@ -269,6 +269,24 @@ impl State {
         sync::remote_add(&self.cx, name, url, init)
     }
 
+    /// Adds a remote with options (`--init`, `--encrypt`, `--require-signatures`).
+    ///
+    /// See [`sync::remote_add_with`].
+    pub fn remote_add_with(
+        &self,
+        name: &str,
+        url: &str,
+        opts: &sync::RemoteOptions,
+    ) -> Result<RemoteConfig> {
+        sync::remote_add_with(&self.cx, name, url, opts)
+    }
+
+    /// Installs what gives the vault passphrase when a command needs this device's keys (an
+    /// encrypted or signed remote).
+    pub fn set_passphrase(&mut self, p: context::Passphrase) {
+        self.cx.passphrase = Some(p);
+    }
+
     /// Removes a remote (and its tracking refs and git mirror).
     ///
     /// See [`sync::remote_remove`].

@@ -11,12 +11,34 @@ use crate::sync::{DryRunReport, PullOptions, Strategy};
 
 pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitCode> {
     match rc {
-        RemoteCmd::Add { name, url, init } => {
-            let r = st.remote_add(name, url, *init)?;
+        RemoteCmd::Add {
+            name,
+            url,
+            init,
+            encrypt,
+            require_signatures,
+        } => {
+            let r = st.remote_add_with(
+                name,
+                url,
+                &crate::sync::RemoteOptions {
+                    init: *init,
+                    encrypt: *encrypt,
+                    require_signatures: *require_signatures,
+                },
+            )?;
             if json {
                 documents::print(&r)?;
             } else {
-                say(format!("added {} remote '{}' → {}", r.kind, r.name, r.url));
+                let how = match (r.encrypt, r.require_signatures) {
+                    (true, _) => "encrypted, signed ",
+                    (false, true) => "signed ",
+                    _ => "",
+                };
+                say(format!(
+                    "added {how}{} remote '{}' → {}",
+                    r.kind, r.name, r.url
+                ));
             }
         }
         RemoteCmd::List => {

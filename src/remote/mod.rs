@@ -5,19 +5,22 @@
 //! module (`crate::transfer`) walks, verifies and stages over any backend, written once, and
 //! presents it as a [`Remote`]. Implementations: [`dir::DirRemote`] (a plain directory) and
 //! [`memory::MemoryBackend`] (in memory, for tests); decorators wrap a backend without the
-//! transfer knowing: [`dryrun::DryRun`] (`sync push --dry-run`), and later encryption and
-//! signing. Git, whose mapping is graph-shaped (ADR 0002: a chunk list and its chunks become
+//! transfer knowing: [`dryrun::DryRun`] (`sync push --dry-run`), [`crypt::Encrypted`]
+//! (`remote add --encrypt`) and [`sign::Signed`] (signed refs, `--require-signatures`). Git, whose mapping is graph-shaped (ADR 0002: a chunk list and its chunks become
 //! one git blob), is a [`Remote`] of its own beside them ([`git::GitRemote`]).
 //!
 //! Ref names on a remote are `<device>/head` and `<device>/sessions/<session-ref-component>`;
 //! a device only ever writes refs under its own `<device>/` namespace, so two devices never race
 //! for one ref (and a directory remote synced by Syncthing/NFS needs no lock files).
 
+pub mod crypt;
 pub mod dir;
 pub mod dryrun;
 pub mod git;
+pub mod gitblobs;
 pub mod gitmirror;
 pub mod memory;
+pub mod sign;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -40,6 +43,13 @@ pub struct RemoteConfig {
     pub url: String,
     /// `git` or `dir`.
     pub kind: String,
+    /// `remote add --encrypt`: the remote receives only ciphertext ([`crypt::Encrypted`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypt: bool,
+    /// `--require-signatures` (the default with `--encrypt`): every ref is a signed record
+    /// ([`sign::Signed`]), and a ref that is not signed by a trusted device is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_signatures: bool,
 }
 
 /// One ref update on the remote (compare-and-swap).
@@ -138,6 +148,34 @@ pub trait Backend {
 
 /// A borrowed backend is a backend (a test keeps its in-memory backend between transfers).
 impl<B: Backend + ?Sized> Backend for &mut B {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
+        (**self).list_refs()
+    }
+    fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        (**self).has(ids)
+    }
+    fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
+        (**self).get(ids)
+    }
+    fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
+        (**self).put(objects)
+    }
+    fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
+        (**self).update_refs(updates)
+    }
+    fn pack_sink(&mut self) -> Option<&mut dyn std::io::Write> {
+        (**self).pack_sink()
+    }
+    fn whole_pack(&self) -> Option<&crate::store::IndexedPack> {
+        (**self).whole_pack()
+    }
+}
+
+/// A boxed backend is a backend (a decorator stack chosen at run time).
+impl<B: Backend + ?Sized> Backend for Box<B> {
     fn name(&self) -> &str {
         (**self).name()
     }

@@ -8,9 +8,12 @@ use fs_err as fs;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::remote::RemoteConfig;
+use crate::remote::crypt::{Access, Encrypted, Mode};
 use crate::remote::dir::DirRemote;
 use crate::remote::git::GitRemote;
-use crate::remote::{Remote, is_git_url};
+use crate::remote::gitblobs::GitBlobs;
+use crate::remote::sign::{Signed, Trust};
+use crate::remote::{Backend, Remote, is_git_url};
 use crate::store::durable;
 use crate::store::refs::HEAD;
 use crate::transfer::PlainRemote;
@@ -46,6 +49,41 @@ pub(super) fn write_remotes(cx: &Context, r: &[RemoteConfig]) -> Result<()> {
 /// # Errors
 /// Duplicate or invalid name.
 pub fn remote_add(cx: &Context, name: &str, url: &str, init: bool) -> Result<RemoteConfig> {
+    remote_add_with(
+        cx,
+        name,
+        url,
+        &RemoteOptions {
+            init,
+            ..RemoteOptions::default()
+        },
+    )
+}
+
+/// How `remote add` sets a remote up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RemoteOptions {
+    /// Create the directory remote.
+    pub init: bool,
+    /// Encrypt everything the remote receives (implies `require_signatures`).
+    pub encrypt: bool,
+    /// Refuse refs that are not signed by a trusted device.
+    pub require_signatures: bool,
+}
+
+/// [`remote_add`] with `--encrypt` and `--require-signatures` (ADR 0010): both need this
+/// device's keys (`shelldone key init`); a git URL takes signatures only with `--encrypt` (its
+/// plain form keeps browsable commits).
+///
+/// # Errors
+/// Duplicate or invalid name, no device keys for a protected remote.
+pub fn remote_add_with(
+    cx: &Context,
+    name: &str,
+    url: &str,
+    opts: &RemoteOptions,
+) -> Result<RemoteConfig> {
+    let init = opts.init;
     if !crate::remote::dir::ref_component_ok(name) || name.contains('%') {
         return Err(Error::Usage(format!(
             "invalid remote name '{name}': use letters, digits, '.', '_', '-'"
@@ -64,6 +102,19 @@ pub fn remote_add(cx: &Context, name: &str, url: &str, init: bool) -> Result<Rem
         std::path::absolute(url).map_or_else(|_| url.to_owned(), |p| p.display().to_string())
     };
     let kind = if is_git_url(&url) { "git" } else { "dir" };
+    let require_signatures = opts.require_signatures || opts.encrypt;
+    if require_signatures {
+        if kind == "git" && !opts.encrypt {
+            return Err(Error::Usage(format!(
+                "--require-signatures on a git remote needs --encrypt: a plain git remote keeps browsable commits, whose refs are not signed records ('{url}'); nothing was added"
+            )));
+        }
+        if crate::vault::keys::record(cx)?.is_none() {
+            return Err(Error::Usage(
+                "an encrypted or signed remote needs this device's keys: run 'shelldone key init' first (nothing was added)".into(),
+            ));
+        }
+    }
     if kind == "dir" {
         // A directory remote is created on purpose, so that a typo or an unmounted disk
         // is an error rather than a new, empty remote.
@@ -80,6 +131,8 @@ pub fn remote_add(cx: &Context, name: &str, url: &str, init: bool) -> Result<Rem
         name: name.to_owned(),
         url,
         kind: kind.to_owned(),
+        encrypt: opts.encrypt,
+        require_signatures,
     };
     all.push(rc.clone());
     write_remotes(cx, &all)?;
@@ -109,6 +162,13 @@ pub fn remote_remove(cx: &Context, name: &str) -> Result<()> {
     if mirror.exists() {
         fs::remove_dir_all(mirror)?;
     }
+    let seen = cx
+        .snapshots_dir()
+        .join("remotes")
+        .join(format!("{name}.signed-refs.json"));
+    if seen.exists() {
+        fs::remove_file(seen)?;
+    }
     Ok(())
 }
 
@@ -120,9 +180,14 @@ pub(super) fn remote_config(cx: &Context, name: &str) -> Result<RemoteConfig> {
 }
 
 /// Opens a configured remote: git is a graph-shaped target of its own; a directory is a plain
-/// backend, which the transfer module drives.
-pub(super) fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
+/// backend, which the transfer module drives. An encrypted or signed remote is its plain
+/// backend wrapped in the decorators ([`open_protected`]); `write` says whether this is a push
+/// (which may write the remote's key file and signs what it publishes).
+pub(super) fn open_remote(cx: &Context, name: &str, write: bool) -> Result<Box<dyn Remote>> {
     let rc = remote_config(cx, name)?;
+    if rc.encrypt || rc.require_signatures {
+        return open_protected(cx, &rc, write);
+    }
     Ok(if rc.kind == "git" {
         clear_stale_git_locks(
             &cx.snapshots_dir()
@@ -136,6 +201,105 @@ pub(super) fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
     } else {
         Box::new(PlainRemote::new(open_dir(&rc)?))
     })
+}
+
+/// This device's keys, unlocked with the passphrase the caller installed.
+fn device_keys(cx: &Context) -> Result<crate::vault::DeviceKeys> {
+    let unlock = crate::vault::Unlock {
+        passphrase: cx
+            .passphrase
+            .clone()
+            .map(|p| Box::new(move |what: &str| (p.0)(what)) as Box<crate::vault::keys::Prompt>),
+    };
+    crate::vault::device_keys(cx, &unlock)
+}
+
+/// An encrypted and/or signed remote: the plain backend (a directory, or a git repository of
+/// blobs), [`Encrypted`] over it for `--encrypt`, and [`Signed`] over that.
+fn open_protected(cx: &Context, rc: &RemoteConfig, write: bool) -> Result<Box<dyn Remote>> {
+    let plain: Box<dyn Backend> = if rc.kind == "git" {
+        let mirror = cx
+            .snapshots_dir()
+            .join("remotes")
+            .join(format!("{}.git", rc.name));
+        clear_stale_git_locks(&mirror)?;
+        let (push, fetch) = cx.git_timeouts;
+        let o = crate::remote::git::GitOptions::configured(push, fetch)?;
+        Box::new(GitBlobs::new(
+            &rc.name,
+            &rc.url,
+            &mirror,
+            o.idle_timeout,
+            o.fetch_idle_timeout,
+        ))
+    } else {
+        Box::new(open_dir(rc)?)
+    };
+    let me = crate::vault::keys::require_record(cx)?;
+    let own = crate::vault::keys::parse_ssh_public(&me.ssh)?;
+    let list = crate::vault::trust_list(cx)?;
+    let mut trust = Trust {
+        trusted: vec![(me.name.clone(), own)],
+        revoked: Vec::new(),
+    };
+    for e in &list {
+        let vk = crate::vault::keys::parse_ssh_public(&e.ssh)?;
+        if e.revoked {
+            trust.revoked.push((e.name.clone(), vk));
+        } else if vk != own {
+            trust.trusted.push((e.name.clone(), vk));
+        }
+    }
+    // Keys are unlocked only when needed: to open an encrypted remote's key file, or to sign.
+    let keys = if rc.encrypt || write {
+        Some(device_keys(cx)?)
+    } else {
+        None
+    };
+    let seen = cx
+        .snapshots_dir()
+        .join("remotes")
+        .join(format!("{}.signed-refs.json", rc.name));
+    let backend: Box<dyn Backend> = match (&keys, rc.encrypt) {
+        (Some(k), true) => {
+            let access = Access {
+                identity: k.age.clone(),
+                signing: k.signing.clone(),
+                recipients: crate::vault::recipients(cx)?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                revoked: list
+                    .iter()
+                    .filter(|e| e.revoked)
+                    .map(|e| e.age.clone())
+                    .collect(),
+                signers: trust.trusted.clone(),
+                revoked_signers: trust.revoked.iter().map(|r| r.1).collect(),
+            };
+            let mode = if write { Mode::Write } else { Mode::Read };
+            let enc = Encrypted::open(plain, &access, mode)?;
+            // The devices the key file names (it was signed by one this device trusts, or,
+            // on a device joining, taken on first use) sign refs too.
+            if let Some(k) = enc.keyring() {
+                for (n, v) in &k.signers {
+                    let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(v) else {
+                        continue;
+                    };
+                    let revoked =
+                        trust.revoked.iter().any(|r| r.1 == vk) || k.revoked_signers.contains(v);
+                    if !revoked && !trust.trusted.iter().any(|t| t.1 == vk) {
+                        trust.trusted.push((n.clone(), vk));
+                    }
+                }
+            }
+            Box::new(enc)
+        }
+        _ => plain,
+    };
+    let signing = if write { keys.map(|k| k.signing) } else { None };
+    let signed = Signed::open(backend, signing, trust, seen)?;
+    Ok(Box::new(PlainRemote::new(signed)))
 }
 
 /// A directory remote's backend; it must exist already.
