@@ -223,13 +223,17 @@ impl<B: Backend> Signed<B> {
             let Some(bytes) = bytes else {
                 return Err(self.refuse(&name, "it names no signed record (unsigned)"));
             };
+            let Some(body) = bytes.strip_prefix(MAGIC) else {
+                return Err(self.refuse(
+                    &name,
+                    "it is unsigned (it names an object that is not a signed record)",
+                ));
+            };
             if record_id(&bytes) != rid {
                 return Err(self.refuse(&name, "its record does not match its id"));
             }
-            let rec: Record = bytes
-                .strip_prefix(MAGIC)
-                .and_then(|b| postcard::from_bytes(b).ok())
-                .ok_or_else(|| self.refuse(&name, "it is not signed"))?;
+            let rec: Record = postcard::from_bytes(body)
+                .map_err(|_| self.refuse(&name, "its signed record is malformed"))?;
             let p: Payload = postcard::from_bytes(&rec.payload)
                 .map_err(|_| self.refuse(&name, "its signed record is malformed"))?;
             let vk = ed25519_dalek::VerifyingKey::from_bytes(&p.signer)
