@@ -74,7 +74,10 @@ pub struct Settings {
 
 /// Gives the vault passphrase; the argument says what it is needed for.
 #[derive(Clone)]
-pub struct Passphrase(pub std::sync::Arc<dyn Fn(&str) -> Result<String> + Send + Sync>);
+pub struct Passphrase(pub std::sync::Arc<PassphraseFn>);
+
+/// The function behind a [`Passphrase`].
+pub type PassphraseFn = dyn Fn(&str) -> Result<String> + Send + Sync;
 
 impl std::fmt::Debug for Passphrase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -194,7 +194,7 @@ impl GitBlobs {
                 .range(lo..)
                 .take_while(|(id, _)| id.to_hex().starts_with(&f))
                 .map(|(id, oid)| GitTreeEntry {
-                    name: id.to_hex()[2..].as_bytes().to_vec(),
+                    name: id.to_hex().as_bytes()[2..].to_vec(),
                     mode: Mode::File,
                     oid: *oid,
                 })
