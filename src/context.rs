@@ -118,6 +118,9 @@ pub struct Context {
     /// Gives the vault passphrase when a command needs this device's keys (an encrypted or
     /// signed remote); the CLI installs one that reads `SHELLDONE_VAULT_PASSPHRASE` or asks.
     pub(crate) passphrase: Option<Passphrase>,
+    /// This device's keys once a command unlocked them for a remote, kept for the life of
+    /// the process (the daemon pushes and pulls many times; one scrypt per unlock is 0.1 s).
+    pub(crate) unlocked: std::sync::Mutex<Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>>,
     /// The stat cache as the start-up descriptor check read it, kept for the command's first
     /// user ([`Context::load_statcache`]), so that a process reads the file once.
     pub(crate) statcache: std::sync::Mutex<Option<store::statcache::StatCache>>,
@@ -163,6 +166,7 @@ impl Context {
             git_timeouts: (None, None),
             progress: std::sync::Arc::new(crate::progress::Silent),
             passphrase: None,
+            unlocked: std::sync::Mutex::default(),
             statcache: std::sync::Mutex::default(),
         };
         let (device, why) = st.device_id()?;

@@ -203,15 +203,35 @@ pub(super) fn open_remote(cx: &Context, name: &str, write: bool) -> Result<Box<d
     })
 }
 
-/// This device's keys, unlocked with the passphrase the caller installed.
+/// This device's keys, unlocked with the passphrase the caller installed, once per process.
 fn device_keys(cx: &Context) -> Result<crate::vault::DeviceKeys> {
+    type Kept = (age::x25519::Identity, ed25519_dalek::SigningKey);
+    let record = crate::vault::keys::require_record(cx)?;
+    if let Some(k) = cx
+        .unlocked
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .and_then(|a| a.downcast::<Kept>().ok())
+        && k.0.to_public().to_string() == record.age
+    {
+        return Ok(crate::vault::DeviceKeys {
+            age: k.0.clone(),
+            signing: k.1.clone(),
+        });
+    }
     let unlock = crate::vault::Unlock {
         passphrase: cx
             .passphrase
             .clone()
             .map(|p| Box::new(move |what: &str| (p.0)(what)) as Box<crate::vault::keys::Prompt>),
     };
-    crate::vault::device_keys(cx, &unlock)
+    let k = crate::vault::device_keys(cx, &unlock)?;
+    if let Ok(mut g) = cx.unlocked.lock() {
+        let kept: Kept = (k.age.clone(), k.signing.clone());
+        *g = Some(std::sync::Arc::new(kept));
+    }
+    Ok(k)
 }
 
 /// An encrypted and/or signed remote: the plain backend (a directory, or a git repository of
