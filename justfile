@@ -93,6 +93,7 @@ bench-inproc:
     command -v rsync >/dev/null || (apt-get update -qq && apt-get install -y -qq rsync)
     cargo bench --bench state --locked
     cargo bench --bench sync --locked
+    cargo bench --bench encrypted --locked
 
 # Issue #13: a save after one file changed at 100 and 100 000 files, the daemon's incremental save
 # next to a full save (medians and spreads of BENCH_RUNS, and the work counted).

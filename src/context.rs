@@ -74,6 +74,19 @@ pub struct Settings {
     pub aws: crate::remote::s3::AwsEnv,
 }
 
+/// Gives the vault passphrase; the argument says what it is needed for.
+#[derive(Clone)]
+pub struct Passphrase(pub std::sync::Arc<PassphraseFn>);
+
+/// The function behind a [`Passphrase`].
+pub type PassphraseFn = dyn Fn(&str) -> Result<String> + Send + Sync;
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passphrase(..)")
+    }
+}
+
 /// What every command works on: the paths, the object store, the refs, the store lock, this
 /// device's id and the damage found at open. The [`crate::Context`] facade holds one; nothing
 /// below it names `Context`.
@@ -106,6 +119,12 @@ pub struct Context {
     pub(crate) aws: crate::remote::s3::AwsEnv,
     /// Where long operations report their progress.
     pub(crate) progress: std::sync::Arc<dyn crate::progress::Progress>,
+    /// Gives the vault passphrase when a command needs this device's keys (an encrypted or
+    /// signed remote); the CLI installs one that reads `SHELLDONE_VAULT_PASSPHRASE` or asks.
+    pub(crate) passphrase: Option<Passphrase>,
+    /// This device's keys once a command unlocked them for a remote, kept for the life of
+    /// the process (the daemon pushes and pulls many times; one scrypt per unlock is 0.1 s).
+    pub(crate) unlocked: std::sync::Mutex<Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>>,
     /// The stat cache as the start-up descriptor check read it, kept for the command's first
     /// user ([`Context::load_statcache`]), so that a process reads the file once.
     pub(crate) statcache: std::sync::Mutex<Option<store::statcache::StatCache>>,
@@ -151,6 +170,8 @@ impl Context {
             git_timeouts: (None, None),
             aws: crate::remote::s3::AwsEnv::default(),
             progress: std::sync::Arc::new(crate::progress::Silent),
+            passphrase: None,
+            unlocked: std::sync::Mutex::default(),
             statcache: std::sync::Mutex::default(),
         };
         let (device, why) = st.device_id()?;

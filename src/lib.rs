@@ -269,17 +269,23 @@ impl State {
         sync::remote_add(&self.cx, name, url, init)
     }
 
-    /// Adds a remote with an S3 remote's own endpoint and region.
+    /// Adds a remote with options (`--init`, `--encrypt`, `--require-signatures`, an S3
+    /// remote's own endpoint and region).
     ///
     /// See [`sync::remote_add_with`].
     pub fn remote_add_with(
         &self,
         name: &str,
         url: &str,
-        init: bool,
-        s3: &sync::S3Options,
+        opts: &sync::RemoteOptions,
     ) -> Result<RemoteConfig> {
-        sync::remote_add_with(&self.cx, name, url, init, s3)
+        sync::remote_add_with(&self.cx, name, url, opts)
+    }
+
+    /// Installs what gives the vault passphrase when a command needs this device's keys (an
+    /// encrypted or signed remote).
+    pub fn set_passphrase(&mut self, p: context::Passphrase) {
+        self.cx.passphrase = Some(p);
     }
 
     /// Removes a remote (and its tracking refs and git mirror).

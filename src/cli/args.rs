@@ -303,6 +303,15 @@ pub(super) enum RemoteCmd {
         /// S3 remotes: the region (over AWS_REGION, AWS_DEFAULT_REGION and the profile's).
         #[arg(long, value_name = "REGION")]
         region: Option<String>,
+        /// Encrypt everything the remote receives (object names, contents, refs); the data
+        /// key is wrapped for every trusted device and the paper key. Implies
+        /// --require-signatures. Needs this device's keys ('shelldone key init').
+        #[arg(long)]
+        encrypt: bool,
+        /// Sign every ref this device publishes and refuse, on pull, a ref that is not signed
+        /// by a trusted, unrevoked device or that is older than one seen before.
+        #[arg(long)]
+        require_signatures: bool,
     },
     /// List remotes.
     List,

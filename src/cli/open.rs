@@ -185,6 +185,10 @@ pub(super) fn open_with_report_as(
     audit_migration(cli, &state_dir, &st);
     st.apply(settings);
     super::progress::install(cli, &mut st)?;
+    // An encrypted or signed remote unlocks this device's keys as every vault command does.
+    st.set_passphrase(crate::context::Passphrase(std::sync::Arc::new(|what| {
+        super::vault_cmd::ask_passphrase(true, what)
+    })));
     if cfg.redact == Some(true) && saves(cli) {
         super::vault_cmd::install_redactor(&st)?;
     }

@@ -17,16 +17,32 @@ pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitC
             init,
             endpoint,
             region,
+            encrypt,
+            require_signatures,
         } => {
-            let s3 = crate::sync::S3Options {
-                endpoint: endpoint.clone(),
-                region: region.clone(),
-            };
-            let r = st.remote_add_with(name, url, *init, &s3)?;
+            let r = st.remote_add_with(
+                name,
+                url,
+                &crate::sync::RemoteOptions {
+                    init: *init,
+                    encrypt: *encrypt,
+                    require_signatures: *require_signatures,
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                },
+            )?;
             if json {
                 documents::print(&r)?;
             } else {
-                say(format!("added {} remote '{}' → {}", r.kind, r.name, r.url));
+                let how = match (r.encrypt, r.require_signatures) {
+                    (true, _) => "encrypted, signed ",
+                    (false, true) => "signed ",
+                    _ => "",
+                };
+                say(format!(
+                    "added {how}{} remote '{}' → {}",
+                    r.kind, r.name, r.url
+                ));
             }
         }
         RemoteCmd::List => {

@@ -22,31 +22,35 @@ const PASSPHRASE_VAR: &str = "SHELLDONE_VAULT_PASSPHRASE";
 /// a new passphrase, asked twice). `prompt: false` (`vault status`) never asks.
 pub(super) fn unlock(prompt: bool) -> Unlock {
     Unlock {
-        passphrase: Some(Box::new(move |what: &str| {
-            if let Some(v) = std::env::var_os(PASSPHRASE_VAR) {
-                return v
-                    .into_string()
-                    .map_err(|_| Error::Usage(format!("{PASSPHRASE_VAR} is not valid UTF-8")));
-            }
-            if !prompt || !std::io::stderr().is_terminal() {
-                return Err(Error::VaultLocked(format!(
-                    "{what} needs the vault passphrase: set {PASSPHRASE_VAR} or run on a terminal"
-                )));
-            }
-            let ask = |p: &str| {
-                rpassword::prompt_password(p)
-                    .map_err(|e| Error::VaultLocked(format!("cannot read the passphrase: {e}")))
-            };
-            let first = ask(&format!("vault passphrase ({what}): "))?;
-            if what.starts_with("a new") {
-                let again = ask("the same passphrase again: ")?;
-                if again != first {
-                    return Err(Error::Usage("the two passphrases differ".into()));
-                }
-            }
-            Ok(first)
-        })),
+        passphrase: Some(Box::new(move |what: &str| ask_passphrase(prompt, what))),
     }
+}
+
+/// The passphrase: `SHELLDONE_VAULT_PASSPHRASE`, else (with `prompt`, on a terminal) asked
+/// for without echo.
+pub(super) fn ask_passphrase(prompt: bool, what: &str) -> Result<String> {
+    if let Some(v) = std::env::var_os(PASSPHRASE_VAR) {
+        return v
+            .into_string()
+            .map_err(|_| Error::Usage(format!("{PASSPHRASE_VAR} is not valid UTF-8")));
+    }
+    if !prompt || !std::io::stderr().is_terminal() {
+        return Err(Error::VaultLocked(format!(
+            "{what} needs the vault passphrase: set {PASSPHRASE_VAR} or run on a terminal"
+        )));
+    }
+    let ask = |p: &str| {
+        rpassword::prompt_password(p)
+            .map_err(|e| Error::VaultLocked(format!("cannot read the passphrase: {e}")))
+    };
+    let first = ask(&format!("vault passphrase ({what}): "))?;
+    if what.starts_with("a new") {
+        let again = ask("the same passphrase again: ")?;
+        if again != first {
+            return Err(Error::Usage("the two passphrases differ".into()));
+        }
+    }
+    Ok(first)
 }
 
 /// The backend for new keys, and the keyring store when one is forced: the option, else

@@ -6,20 +6,23 @@
 //! presents it as a [`Remote`]. Implementations: [`dir::DirRemote`] (a plain directory),
 //! [`s3::S3Remote`] (an S3 bucket or S3-compatible service) and [`memory::MemoryBackend`] (in
 //! memory, for tests); decorators wrap a backend without the
-//! transfer knowing: [`dryrun::DryRun`] (`sync push --dry-run`), and later encryption and
-//! signing. Git, whose mapping is graph-shaped (ADR 0002: a chunk list and its chunks become
+//! transfer knowing: [`dryrun::DryRun`] (`sync push --dry-run`), [`crypt::Encrypted`]
+//! (`remote add --encrypt`) and [`sign::Signed`] (signed refs, `--require-signatures`). Git, whose mapping is graph-shaped (ADR 0002: a chunk list and its chunks become
 //! one git blob), is a [`Remote`] of its own beside them ([`git::GitRemote`]).
 //!
 //! Ref names on a remote are `<device>/head` and `<device>/sessions/<session-ref-component>`;
 //! a device only ever writes refs under its own `<device>/` namespace, so two devices never race
 //! for one ref (and a directory remote synced by Syncthing/NFS needs no lock files).
 
+pub mod crypt;
 pub mod dir;
 pub mod dryrun;
 pub mod git;
+pub mod gitblobs;
 pub mod gitmirror;
 pub mod memory;
 pub mod s3;
+pub mod sign;
 pub mod verify;
 
 use std::collections::BTreeMap;
@@ -48,6 +51,13 @@ pub struct RemoteConfig {
     /// An S3 remote's region (`remote add --region`), over `AWS_REGION`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// `remote add --encrypt`: the remote receives only ciphertext ([`crypt::Encrypted`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypt: bool,
+    /// `--require-signatures` (the default with `--encrypt`): every ref is a signed record
+    /// ([`sign::Signed`]), and a ref that is not signed by a trusted device is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_signatures: bool,
 }
 
 /// One ref update on the remote (compare-and-swap).
@@ -172,7 +182,8 @@ impl<B: Backend + ?Sized> Backend for &mut B {
     }
 }
 
-/// A boxed backend is a backend (`sync` opens a directory or an S3 remote by its config).
+/// A boxed backend is a backend (`sync` opens a directory or an S3 remote by its config, and a
+/// decorator stack chosen at run time).
 impl<B: Backend + ?Sized> Backend for Box<B> {
     fn name(&self) -> &str {
         (**self).name()

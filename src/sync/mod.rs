@@ -20,5 +20,7 @@ pub use crate::remote::RemoteConfig;
 pub use crate::snapshot::conflicts::{Conflict, ConflictKind};
 pub use pull::{PullOptions, PullReport, SkippedSession, Strategy, sync_pull};
 pub use push::{DryRunReport, PushReport, RefMove, sync_push, sync_push_dry_run};
-pub use remotes::{S3Options, device_rename, remote_add, remote_add_with, remote_remove, remotes};
+pub use remotes::{
+    RemoteOptions, device_rename, remote_add, remote_add_with, remote_remove, remotes,
+};
 pub use status::{DeviceStatus, sync_status};

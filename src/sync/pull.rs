@@ -116,7 +116,7 @@ pub fn sync_pull(
     progress: Progress<'_>,
 ) -> Result<PullReport> {
     let _lock = cx.lock("sync pull")?;
-    let mut r = open_remote(cx, remote)?;
+    let mut r = open_remote(cx, remote, false)?;
     let mut report = PullReport::default();
     let refs = r.list_refs()?;
     check_identity(cx, remote, &refs)?;

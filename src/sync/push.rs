@@ -47,7 +47,7 @@ pub struct DryRunReport {
 /// No snapshot yet, transport errors, a lost race ([`Error::RefConflict`]).
 pub fn sync_push(cx: &Context, remote: &str, progress: Progress<'_>) -> Result<PushReport> {
     let _lock = cx.lock("sync push")?;
-    let mut r = open_remote(cx, remote)?;
+    let mut r = open_remote(cx, remote, true)?;
     let (report, updates) = push_to(cx, remote, r.as_mut(), progress)?;
     for u in &updates {
         cx.refs
@@ -71,6 +71,11 @@ pub fn sync_push_dry_run(
     progress: Progress<'_>,
 ) -> Result<DryRunReport> {
     let rc = remote_config(cx, remote)?;
+    if rc.encrypt || rc.require_signatures {
+        return Err(Error::Usage(format!(
+            "'sync push --dry-run' does not work with encrypted or signed remotes yet ('{remote}'; nothing was changed)"
+        )));
+    }
     if rc.kind == "git" {
         return Err(Error::Usage(format!(
             "'sync push --dry-run' works with directory and S3 remotes only; '{remote}' is a git remote, whose push converts snapshots into its local git mirror as it goes (nothing was changed)"

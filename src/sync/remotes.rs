@@ -8,9 +8,12 @@ use fs_err as fs;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::remote::RemoteConfig;
+use crate::remote::crypt::{Access, Encrypted, Mode};
 use crate::remote::dir::DirRemote;
 use crate::remote::git::GitRemote;
+use crate::remote::gitblobs::GitBlobs;
 use crate::remote::s3::{S3Remote, is_s3_url};
+use crate::remote::sign::{Signed, Trust};
 use crate::remote::{Backend, Remote, is_git_url};
 use crate::store::durable;
 use crate::store::refs::HEAD;
@@ -41,15 +44,6 @@ pub(super) fn write_remotes(cx: &Context, r: &[RemoteConfig]) -> Result<()> {
     Ok(())
 }
 
-/// An S3 remote's own settings (`remote add --endpoint/--region`), over the AWS variables.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct S3Options {
-    /// The endpoint of an S3-compatible service.
-    pub endpoint: Option<String>,
-    /// The region.
-    pub region: Option<String>,
-}
-
 /// Adds a remote. A URL git understands (or a path to a git repository, or ending in
 /// `.git`) is a git remote; `s3://bucket/prefix` an S3 remote; any other path a directory
 /// remote.
@@ -57,23 +51,48 @@ pub struct S3Options {
 /// # Errors
 /// Duplicate or invalid name.
 pub fn remote_add(cx: &Context, name: &str, url: &str, init: bool) -> Result<RemoteConfig> {
-    remote_add_with(cx, name, url, init, &S3Options::default())
+    remote_add_with(
+        cx,
+        name,
+        url,
+        &RemoteOptions {
+            init,
+            ..RemoteOptions::default()
+        },
+    )
 }
 
-/// [`remote_add`], with an S3 remote's own endpoint and region. A directory or S3 remote must
-/// exist already, or be created by `init`; an S3 remote is checked by reading its marker, so
-/// wrong credentials or a wrong bucket are found here.
+/// How `remote add` sets a remote up.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteOptions {
+    /// Create the directory or S3 remote.
+    pub init: bool,
+    /// Encrypt everything the remote receives (implies `require_signatures`).
+    pub encrypt: bool,
+    /// Refuse refs that are not signed by a trusted device.
+    pub require_signatures: bool,
+    /// An S3 remote's endpoint (over `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// An S3 remote's region (over `AWS_REGION`).
+    pub region: Option<String>,
+}
+
+/// [`remote_add`] with `--encrypt` and `--require-signatures` (ADR 0010; both need this
+/// device's keys, `shelldone key init`; a git URL takes signatures only with `--encrypt`: its
+/// plain form keeps browsable commits), and an S3 remote's own endpoint and region. A directory
+/// or S3 remote must exist already, or be created by `init`; an S3 remote is checked by reading
+/// its marker, so wrong credentials or a wrong bucket are found here.
 ///
 /// # Errors
-/// Duplicate or invalid name, `s3` options for a remote that is not S3, a remote that does not
-/// exist (without `init`), an unreachable S3 service.
+/// Duplicate or invalid name, no device keys for a protected remote, S3 options for a remote
+/// that is not S3, a remote that does not exist (without `init`), an unreachable S3 service.
 pub fn remote_add_with(
     cx: &Context,
     name: &str,
     url: &str,
-    init: bool,
-    s3: &S3Options,
+    opts: &RemoteOptions,
 ) -> Result<RemoteConfig> {
+    let init = opts.init;
     if !crate::remote::dir::ref_component_ok(name) || name.contains('%') {
         return Err(Error::Usage(format!(
             "invalid remote name '{name}': use letters, digits, '.', '_', '-'"
@@ -87,7 +106,7 @@ pub fn remote_add_with(
         )));
     }
     let s3_url = is_s3_url(url);
-    if !s3_url && (s3.endpoint.is_some() || s3.region.is_some()) {
+    if !s3_url && (opts.endpoint.is_some() || opts.region.is_some()) {
         return Err(Error::Usage(format!(
             "--endpoint and --region are for S3 remotes (s3://BUCKET/PREFIX); '{url}' is not one"
         )));
@@ -106,12 +125,27 @@ pub fn remote_add_with(
     } else {
         "dir"
     };
+    let require_signatures = opts.require_signatures || opts.encrypt;
+    if require_signatures {
+        if kind == "git" && !opts.encrypt {
+            return Err(Error::Usage(format!(
+                "--require-signatures on a git remote needs --encrypt: a plain git remote keeps browsable commits, whose refs are not signed records ('{url}'); nothing was added"
+            )));
+        }
+        if crate::vault::keys::record(cx)?.is_none() {
+            return Err(Error::Usage(
+                "an encrypted or signed remote needs this device's keys: run 'shelldone key init' first (nothing was added)".into(),
+            ));
+        }
+    }
     let rc = RemoteConfig {
         name: name.to_owned(),
         url: url.clone(),
         kind: kind.to_owned(),
-        endpoint: s3.endpoint.clone(),
-        region: s3.region.clone(),
+        endpoint: opts.endpoint.clone(),
+        region: opts.region.clone(),
+        encrypt: opts.encrypt,
+        require_signatures,
     };
     if kind == "dir" {
         // A directory remote is created on purpose, so that a typo or an unmounted disk
@@ -163,6 +197,13 @@ pub fn remote_remove(cx: &Context, name: &str) -> Result<()> {
     if mirror.exists() {
         fs::remove_dir_all(mirror)?;
     }
+    let seen = cx
+        .snapshots_dir()
+        .join("remotes")
+        .join(format!("{name}.signed-refs.json"));
+    if seen.exists() {
+        fs::remove_file(seen)?;
+    }
     Ok(())
 }
 
@@ -173,10 +214,15 @@ pub(super) fn remote_config(cx: &Context, name: &str) -> Result<RemoteConfig> {
         .ok_or_else(|| Error::UnknownRemote(name.to_owned()))
 }
 
-/// Opens a configured remote: git is a graph-shaped target of its own; a directory or an S3
-/// prefix is a plain backend, which the transfer module drives.
-pub(super) fn open_remote(cx: &Context, name: &str) -> Result<Box<dyn Remote>> {
+/// Opens a configured remote: git is a graph-shaped target of its own; a directory is a plain
+/// backend, which the transfer module drives. An encrypted or signed remote is its plain
+/// backend wrapped in the decorators ([`open_protected`]); `write` says whether this is a push
+/// (which may write the remote's key file and signs what it publishes).
+pub(super) fn open_remote(cx: &Context, name: &str, write: bool) -> Result<Box<dyn Remote>> {
     let rc = remote_config(cx, name)?;
+    if rc.encrypt || rc.require_signatures {
+        return open_protected(cx, &rc, write);
+    }
     Ok(if rc.kind == "git" {
         clear_stale_git_locks(
             &cx.snapshots_dir()
@@ -223,6 +269,125 @@ fn s3_backend(cx: &Context, rc: &RemoteConfig) -> Result<S3Remote> {
         rc.region.as_deref(),
         &cx.aws,
     )
+}
+
+/// This device's keys, unlocked with the passphrase the caller installed, once per process.
+fn device_keys(cx: &Context) -> Result<crate::vault::DeviceKeys> {
+    type Kept = (age::x25519::Identity, ed25519_dalek::SigningKey);
+    let record = crate::vault::keys::require_record(cx)?;
+    if let Some(k) = cx
+        .unlocked
+        .lock()
+        .ok()
+        .and_then(|g| g.clone())
+        .and_then(|a| a.downcast::<Kept>().ok())
+        && k.0.to_public().to_string() == record.age
+    {
+        return Ok(crate::vault::DeviceKeys {
+            age: k.0.clone(),
+            signing: k.1.clone(),
+        });
+    }
+    let unlock = crate::vault::Unlock {
+        passphrase: cx
+            .passphrase
+            .clone()
+            .map(|p| Box::new(move |what: &str| (p.0)(what)) as Box<crate::vault::keys::Prompt>),
+    };
+    let k = crate::vault::device_keys(cx, &unlock)?;
+    if let Ok(mut g) = cx.unlocked.lock() {
+        let kept: Kept = (k.age.clone(), k.signing.clone());
+        *g = Some(std::sync::Arc::new(kept));
+    }
+    Ok(k)
+}
+
+/// An encrypted and/or signed remote: the plain backend (a directory, or a git repository of
+/// blobs), [`Encrypted`] over it for `--encrypt`, and [`Signed`] over that.
+fn open_protected(cx: &Context, rc: &RemoteConfig, write: bool) -> Result<Box<dyn Remote>> {
+    let plain: Box<dyn Backend> = if rc.kind == "git" {
+        let mirror = cx
+            .snapshots_dir()
+            .join("remotes")
+            .join(format!("{}.git", rc.name));
+        clear_stale_git_locks(&mirror)?;
+        let (push, fetch) = cx.git_timeouts;
+        let o = crate::remote::git::GitOptions::configured(push, fetch)?;
+        Box::new(GitBlobs::new(
+            &rc.name,
+            &rc.url,
+            &mirror,
+            o.idle_timeout,
+            o.fetch_idle_timeout,
+        ))
+    } else {
+        open_backend(cx, rc)?
+    };
+    let me = crate::vault::keys::require_record(cx)?;
+    let own = crate::vault::keys::parse_ssh_public(&me.ssh)?;
+    let list = crate::vault::trust_list(cx)?;
+    let mut trust = Trust {
+        trusted: vec![(me.name.clone(), own)],
+        revoked: Vec::new(),
+    };
+    for e in &list {
+        let vk = crate::vault::keys::parse_ssh_public(&e.ssh)?;
+        if e.revoked {
+            trust.revoked.push((e.name.clone(), vk));
+        } else if vk != own {
+            trust.trusted.push((e.name.clone(), vk));
+        }
+    }
+    // Keys are unlocked only when needed: to open an encrypted remote's key file, or to sign.
+    let keys = if rc.encrypt || write {
+        Some(device_keys(cx)?)
+    } else {
+        None
+    };
+    let seen = cx
+        .snapshots_dir()
+        .join("remotes")
+        .join(format!("{}.signed-refs.json", rc.name));
+    let backend: Box<dyn Backend> = match (&keys, rc.encrypt) {
+        (Some(k), true) => {
+            let access = Access {
+                identity: k.age.clone(),
+                signing: k.signing.clone(),
+                recipients: crate::vault::recipients(cx)?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                revoked: list
+                    .iter()
+                    .filter(|e| e.revoked)
+                    .map(|e| e.age.clone())
+                    .collect(),
+                signers: trust.trusted.clone(),
+                revoked_signers: trust.revoked.iter().map(|r| r.1).collect(),
+            };
+            let mode = if write { Mode::Write } else { Mode::Read };
+            let enc = Encrypted::open(plain, &access, mode)?;
+            // The devices the key file names (it was signed by one this device trusts, or,
+            // on a device joining, taken on first use) sign refs too.
+            if let Some(k) = enc.keyring() {
+                for (n, v) in &k.signers {
+                    let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(v) else {
+                        continue;
+                    };
+                    let revoked =
+                        trust.revoked.iter().any(|r| r.1 == vk) || k.revoked_signers.contains(v);
+                    if !revoked && !trust.trusted.iter().any(|t| t.1 == vk) {
+                        trust.trusted.push((n.clone(), vk));
+                    }
+                }
+            }
+            Box::new(enc)
+        }
+        _ => plain,
+    };
+    let signing = if write { keys.map(|k| k.signing) } else { None };
+    let signed = Signed::open(backend, signing, trust, seen)?;
+    Ok(Box::new(PlainRemote::new(signed)))
 }
 
 /// A directory remote's backend; it must exist already.

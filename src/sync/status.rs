@@ -36,7 +36,7 @@ pub struct DeviceStatus {
 pub fn sync_status(cx: &Context, remote: &str) -> Result<Vec<DeviceStatus>> {
     // Listing a git remote's refs fetches into its mirror: under the lock like every write.
     let _lock = cx.lock("sync status")?;
-    let mut r = open_remote(cx, remote)?;
+    let mut r = open_remote(cx, remote, false)?;
     let refs = r.list_refs()?;
     let local = cx.refs.get(HEAD)?;
     let local_anc = match local {

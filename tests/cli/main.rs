@@ -16,6 +16,7 @@ mod daemon;
 mod documented;
 mod dry_run;
 mod edges;
+mod encrypted;
 mod faults;
 mod journal;
 mod outputs;

@@ -11,11 +11,11 @@ use std::process::{Output, Stdio};
 
 use crate::support::{GitDaemon, Sandbox, ci, exited, run_with_stdin};
 
-const PASS: &str = "correct horse battery staple";
-const KEY_EXIT: i32 = 8;
+pub(crate) const PASS: &str = "correct horse battery staple";
+pub(crate) const KEY_EXIT: i32 = 8;
 
 /// Runs shelldone with `pass` as SHELLDONE_VAULT_PASSPHRASE (none: unset) and `stdin` piped in.
-fn run(sb: &Sandbox, pass: Option<&str>, stdin: &[u8], args: &[&str]) -> Output {
+pub(crate) fn run(sb: &Sandbox, pass: Option<&str>, stdin: &[u8], args: &[&str]) -> Output {
     let mut c = sb.cmd(args);
     match pass {
         Some(p) => c.env("SHELLDONE_VAULT_PASSPHRASE", p),
@@ -25,7 +25,13 @@ fn run(sb: &Sandbox, pass: Option<&str>, stdin: &[u8], args: &[&str]) -> Output 
 }
 
 /// Like [`run`], expecting exit `code`; returns stdout.
-fn expect(sb: &Sandbox, pass: Option<&str>, stdin: &[u8], code: i32, args: &[&str]) -> String {
+pub(crate) fn expect(
+    sb: &Sandbox,
+    pass: Option<&str>,
+    stdin: &[u8],
+    code: i32,
+    args: &[&str],
+) -> String {
     let o = run(sb, pass, stdin, args);
     let mut s = exited(&args, &o, code);
     if code != 0 {
@@ -34,26 +40,26 @@ fn expect(sb: &Sandbox, pass: Option<&str>, stdin: &[u8], code: i32, args: &[&st
     s
 }
 
-fn ok(sb: &Sandbox, stdin: &[u8], args: &[&str]) -> String {
+pub(crate) fn ok(sb: &Sandbox, stdin: &[u8], args: &[&str]) -> String {
     expect(sb, Some(PASS), stdin, 0, args)
 }
 
 /// A device with passphrase-protected keys.
-fn device() -> Sandbox {
+pub(crate) fn device() -> Sandbox {
     let sb = Sandbox::new();
     ok(&sb, b"", &["key", "init", "--backend", "passphrase"]);
     sb
 }
 
 /// `key show` of `sb`: its two public keys, as another device's `key trust` takes them.
-fn pubkeys(sb: &Sandbox) -> Vec<String> {
+pub(crate) fn pubkeys(sb: &Sandbox) -> Vec<String> {
     ok(sb, b"", &["key", "show"])
         .lines()
         .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
         .collect()
 }
 
-fn trust(by: &Sandbox, name: &str, of: &Sandbox) {
+pub(crate) fn trust(by: &Sandbox, name: &str, of: &Sandbox) {
     let keys = pubkeys(of);
     let mut args = vec!["key", "trust", name];
     args.extend(keys.iter().map(String::as_str));
@@ -61,7 +67,7 @@ fn trust(by: &Sandbox, name: &str, of: &Sandbox) {
 }
 
 /// Every file under `dir` with its bytes.
-fn snapshot_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn snapshot_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v = Vec::new();
     if !dir.exists() {
         return v;
@@ -638,13 +644,13 @@ fn the_secret_service_backend_on_a_session_bus() {
 }
 
 /// True when `needle` occurs in `hay`.
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Every byte under `dir` as stored, plus the content of every zstd frame in it (objects are
 /// compressed, so a plaintext search of the raw files alone would prove nothing).
-fn readable_bytes(dir: &Path) -> Vec<u8> {
+pub(crate) fn readable_bytes(dir: &Path) -> Vec<u8> {
     let mut all = Vec::new();
     for (_, bytes) in snapshot_of(dir) {
         for at in 0..bytes.len().saturating_sub(4) {
@@ -664,7 +670,7 @@ fn readable_bytes(dir: &Path) -> Vec<u8> {
 }
 
 /// Every object of a git repository, decompressed (`git cat-file --batch-all-objects`).
-fn git_objects(repo: &Path) -> Vec<u8> {
+pub(crate) fn git_objects(repo: &Path) -> Vec<u8> {
     let o = std::process::Command::new("git")
         .arg("-C")
         .arg(repo)
@@ -676,7 +682,7 @@ fn git_objects(repo: &Path) -> Vec<u8> {
     o.stdout
 }
 
-fn base64(b: &[u8]) -> String {
+pub(crate) fn base64(b: &[u8]) -> String {
     const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in b.chunks(3) {

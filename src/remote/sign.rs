@@ -1,0 +1,487 @@
+//! Signed refs as a decorator: [`Signed`] wraps any [`Backend`]. Each ref update this device
+//! publishes becomes a signed record, stored as an object of the backend, and the backend's
+//! ref names that record; listing refs reads every record and verifies it before the transfer
+//! sees a single value (ADR 0010).
+//!
+//! A record carries the remote's identity (a random id kept on the remote, so a record cannot
+//! be replayed onto another remote), the ref's name, its value, its previous value, a counter
+//! that only grows per device (nanoseconds since the epoch, or one more than the last), the
+//! signer's Ed25519 key and the signature over all of it. A ref is refused — the whole listing
+//! fails, so a pull changes nothing — when it is unsigned, its signature does not verify, its
+//! signer is not trusted or was revoked, it names another ref or remote, or its counter is
+//! lower than one this device already saw for that ref (an older ref replayed). The highest
+//! counters seen are kept per remote in a small local file.
+//!
+//! Record layout: `shelldone-signed-ref 1\n`, then the postcard encoding of [`Record`]; the
+//! signature is over `shelldone-signed-ref 1\n` and the postcard encoding of [`Payload`]. The
+//! object's id is BLAKE3 (`derive_key` context `shelldone signed ref 1`) of the whole record.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ed25519_dalek::{Signer, Verifier};
+use objects_format::{Kind, ObjectId};
+use serde::{Deserialize, Serialize};
+
+use super::{Backend, Outgoing, RefUpdate, ref_conflict};
+use crate::error::{Error, Result};
+use crate::store::durable;
+
+const MAGIC: &[u8] = b"shelldone-signed-ref 1\n";
+const IDENTITY_MAGIC: &[u8] = b"shelldone-remote-identity 1\n";
+
+/// What is signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    /// The remote's identity (hex).
+    pub remote: String,
+    /// The ref (`<device>/head`, `<device>/sessions/<x>`).
+    pub name: String,
+    /// Its new value.
+    pub value: [u8; 32],
+    /// The value it replaced (none: it was created).
+    pub prev: Option<[u8; 32]>,
+    /// Grows with every update this device signs.
+    pub counter: u64,
+    /// The signer's Ed25519 key.
+    pub signer: [u8; 32],
+}
+
+/// A payload and its signature, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// `postcard` of the [`Payload`].
+    pub payload: Vec<u8>,
+    /// Ed25519 over [`MAGIC`] and the payload bytes.
+    pub signature: Vec<u8>,
+}
+
+/// Whom this device trusts to sign refs.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// Trusted keys (name, key), this device's own included.
+    pub trusted: Vec<(String, ed25519_dalek::VerifyingKey)>,
+    /// Revoked keys (name, key).
+    pub revoked: Vec<(String, ed25519_dalek::VerifyingKey)>,
+}
+
+/// A [`Backend`] whose refs are signed records (see the module docs).
+pub struct Signed<B> {
+    inner: B,
+    remote_id: Option<String>,
+    signing: Option<ed25519_dalek::SigningKey>,
+    trust: Trust,
+    /// Where the highest counters seen are kept.
+    seen_path: PathBuf,
+    seen: BTreeMap<String, u64>,
+}
+
+impl<B> std::fmt::Debug for Signed<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signed")
+            .field("remote_id", &self.remote_id)
+            .field("seen_path", &self.seen_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The id of the object that holds a remote's identity (the same on every remote; through an
+/// encrypting backend it gets a keyed name like any other).
+#[must_use]
+pub fn identity_object() -> ObjectId {
+    ObjectId(blake3::derive_key("shelldone remote identity 1", b""))
+}
+
+/// The remote's identity, created (with `create`) when it has none.
+///
+/// # Errors
+/// A malformed identity object, the backend's errors.
+pub fn remote_identity<B: Backend + ?Sized>(inner: &mut B, create: bool) -> Result<Option<String>> {
+    let id = identity_object();
+    if let Some(bytes) = inner.get(&[id])?.into_iter().next().flatten() {
+        let hex = bytes
+            .strip_prefix(IDENTITY_MAGIC)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::trim)
+            .filter(|h| h.len() == 32 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                Error::remote(inner.name(), "the remote's identity object is malformed")
+            })?;
+        return Ok(Some(hex.to_owned()));
+    }
+    if !create {
+        return Ok(None);
+    }
+    let hex = format!("{:032x}", rand::random::<u128>());
+    let mut raw = IDENTITY_MAGIC.to_vec();
+    raw.extend_from_slice(hex.as_bytes());
+    raw.push(b'\n');
+    let mut one = std::iter::once(Ok(Outgoing {
+        kind: Kind::Blob,
+        id,
+        raw,
+    }));
+    inner.put(&mut one)?;
+    Ok(Some(hex))
+}
+
+/// The object id of a stored record.
+#[must_use]
+pub fn record_id(bytes: &[u8]) -> ObjectId {
+    ObjectId(
+        *blake3::Hasher::new_derive_key("shelldone signed ref 1")
+            .update(bytes)
+            .finalize()
+            .as_bytes(),
+    )
+}
+
+/// Encodes a signed record of `payload`.
+///
+/// # Errors
+/// Never in practice (postcard into a vector).
+pub fn sign_record(key: &ed25519_dalek::SigningKey, payload: &Payload) -> Result<Vec<u8>> {
+    let p = postcard::to_stdvec(payload).map_err(|e| Error::Internal(format!("record: {e}")))?;
+    let mut msg = MAGIC.to_vec();
+    msg.extend_from_slice(&p);
+    let signature = key.sign(&msg).to_bytes().to_vec();
+    let mut out = MAGIC.to_vec();
+    out.extend(
+        postcard::to_stdvec(&Record {
+            payload: p,
+            signature,
+        })
+        .map_err(|e| Error::Internal(format!("record: {e}")))?,
+    );
+    Ok(out)
+}
+
+impl<B: Backend> Signed<B> {
+    /// Wraps `inner`. `signing` is needed to push; `seen_path` is this device's file of the
+    /// highest counters seen on this remote. Reads the remote's identity, creating it when
+    /// `signing` is given (a push) and the remote has none.
+    ///
+    /// # Errors
+    /// A damaged counters file, the backend's errors.
+    pub fn open(
+        mut inner: B,
+        signing: Option<ed25519_dalek::SigningKey>,
+        trust: Trust,
+        seen_path: PathBuf,
+    ) -> Result<Self> {
+        let remote_id = remote_identity(&mut inner, signing.is_some())?;
+        let seen = match std::fs::read(&seen_path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::corrupt_file(&seen_path, e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Signed {
+            inner,
+            remote_id,
+            signing,
+            trust,
+            seen_path,
+            seen,
+        })
+    }
+
+    /// The wrapped backend.
+    #[must_use]
+    pub fn inner(&self) -> &B {
+        &self.inner
+    }
+
+    /// The wrapped backend, mutably.
+    pub fn inner_mut(&mut self) -> &mut B {
+        &mut self.inner
+    }
+
+    fn refuse(&self, name: &str, why: &str) -> Error {
+        Error::remote(
+            self.inner.name(),
+            format!(
+                "ref {name} refused: {why}; the remote requires signed refs, so nothing was changed"
+            ),
+        )
+    }
+
+    /// Every ref with its record id, payload, verified.
+    fn verified(&mut self) -> Result<BTreeMap<String, (ObjectId, Payload)>> {
+        let listed = self.inner.list_refs()?;
+        let mut out = BTreeMap::new();
+        if listed.is_empty() {
+            return Ok(out);
+        }
+        let Some(remote_id) = self.remote_id.clone() else {
+            let first = listed.keys().next().cloned().unwrap_or_default();
+            return Err(self.refuse(&first, "the remote has refs but no identity object"));
+        };
+        let ids: Vec<ObjectId> = listed.values().copied().collect();
+        let got = self.inner.get(&ids)?;
+        for ((name, rid), bytes) in listed.into_iter().zip(got) {
+            let Some(bytes) = bytes else {
+                return Err(self.refuse(&name, "it names no signed record (unsigned)"));
+            };
+            let Some(body) = bytes.strip_prefix(MAGIC) else {
+                return Err(self.refuse(
+                    &name,
+                    "it is unsigned (it names an object that is not a signed record)",
+                ));
+            };
+            if record_id(&bytes) != rid {
+                return Err(self.refuse(&name, "its record does not match its id"));
+            }
+            let rec: Record = postcard::from_bytes(body)
+                .map_err(|_| self.refuse(&name, "its signed record is malformed"))?;
+            let p: Payload = postcard::from_bytes(&rec.payload)
+                .map_err(|_| self.refuse(&name, "its signed record is malformed"))?;
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(&p.signer)
+                .map_err(|_| self.refuse(&name, "its signer is not an Ed25519 key"))?;
+            if let Some((who, _)) = self.trust.revoked.iter().find(|(_, k)| *k == vk) {
+                return Err(
+                    self.refuse(&name, &format!("it is signed by '{who}', a revoked device"))
+                );
+            }
+            let Some((who, _)) = self.trust.trusted.iter().find(|(_, k)| *k == vk) else {
+                return Err(self.refuse(
+                    &name,
+                    "it is signed by a key that is not on this device's trust list ('shelldone key list')",
+                ));
+            };
+            let sig = <[u8; 64]>::try_from(rec.signature.as_slice())
+                .map(|s| ed25519_dalek::Signature::from_bytes(&s))
+                .map_err(|_| self.refuse(&name, "its signature is malformed"))?;
+            let mut msg = MAGIC.to_vec();
+            msg.extend_from_slice(&rec.payload);
+            if vk.verify(&msg, &sig).is_err() {
+                return Err(self.refuse(
+                    &name,
+                    &format!(
+                        "its signature (claimed by '{who}') does not verify: forged or damaged"
+                    ),
+                ));
+            }
+            if p.name != name {
+                return Err(self.refuse(&name, &format!("its record is for ref {}", p.name)));
+            }
+            if p.remote != remote_id {
+                return Err(self.refuse(&name, "its record was signed for another remote"));
+            }
+            if let Some(&seen) = self.seen.get(&name)
+                && p.counter < seen
+            {
+                return Err(self.refuse(
+                    &name,
+                    &format!(
+                        "it is older than the one this device saw there before (counter {} < {seen}): a replayed ref",
+                        p.counter
+                    ),
+                ));
+            }
+            out.insert(name, (rid, p));
+        }
+        Ok(out)
+    }
+
+    /// Remembers the highest counters of `refs` (only once every ref verified).
+    fn remember(&mut self, refs: &BTreeMap<String, (ObjectId, Payload)>) -> Result<()> {
+        let mut changed = false;
+        for (name, (_, p)) in refs {
+            let e = self.seen.entry(name.clone()).or_insert(0);
+            if p.counter > *e {
+                *e = p.counter;
+                changed = true;
+            }
+        }
+        if changed {
+            if let Some(dir) = self.seen_path.parent() {
+                fs_err::create_dir_all(dir)?;
+            }
+            durable::write_atomic(
+                &self.seen_path,
+                &serde_json::to_vec_pretty(&self.seen).map_err(std::io::Error::other)?,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> Backend for Signed<B> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
+        let v = self.verified()?;
+        self.remember(&v)?;
+        Ok(v.into_iter()
+            .map(|(n, (_, p))| (n, ObjectId(p.value)))
+            .collect())
+    }
+
+    fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        self.inner.has(ids)
+    }
+
+    fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.get(ids)
+    }
+
+    fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
+        self.inner.put(objects)
+    }
+
+    fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
+        let key = self.signing.clone().ok_or_else(|| {
+            Error::Internal("a signed remote was opened for reading and then pushed to".into())
+        })?;
+        let remote_id = self
+            .remote_id
+            .clone()
+            .ok_or_else(|| Error::Internal("a signed remote without identity".into()))?;
+        let now = self.verified()?;
+        let mut counter = self.seen.values().copied().max().unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        counter = counter.saturating_add(1).max(nanos);
+        let mut records = Vec::new();
+        let mut inner_updates = Vec::new();
+        let mut mine = BTreeMap::new();
+        for u in updates {
+            let cur = now.get(&u.name);
+            let found = cur.map(|c| ObjectId(c.1.value));
+            if found != u.expected {
+                return Err(ref_conflict(u, found));
+            }
+            let new = match u.new {
+                Some(v) => {
+                    let p = Payload {
+                        remote: remote_id.clone(),
+                        name: u.name.clone(),
+                        value: v.0,
+                        prev: u.expected.map(|e| e.0),
+                        counter,
+                        signer: key.verifying_key().to_bytes(),
+                    };
+                    let bytes = sign_record(&key, &p)?;
+                    let rid = record_id(&bytes);
+                    records.push(Outgoing {
+                        kind: Kind::Blob,
+                        id: rid,
+                        raw: bytes,
+                    });
+                    mine.insert(u.name.clone(), (rid, p));
+                    Some(rid)
+                }
+                None => None,
+            };
+            inner_updates.push(RefUpdate {
+                name: u.name.clone(),
+                expected: cur.map(|c| c.0),
+                new,
+            });
+        }
+        let mut it = records.into_iter().map(Ok);
+        self.inner.put(&mut it)?;
+        self.inner.update_refs(&inner_updates)?;
+        self.remember(&mine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::memory::MemoryBackend;
+
+    fn key() -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&rand::random())
+    }
+
+    fn up(name: &str, expected: Option<ObjectId>, new: ObjectId) -> RefUpdate {
+        RefUpdate {
+            name: name.into(),
+            expected,
+            new: Some(new),
+        }
+    }
+
+    #[test]
+    fn refused_unsigned_forged_untrusted_revoked_and_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (key(), key());
+        let trust = Trust {
+            trusted: vec![
+                ("a".into(), a.verifying_key()),
+                ("b".into(), b.verifying_key()),
+            ],
+            revoked: Vec::new(),
+        };
+        let mut mem = MemoryBackend::new("m");
+        let seen_a = dir.path().join("a.json");
+        let seen_b = dir.path().join("b.json");
+        let (v1, v2) = (ObjectId([1; 32]), ObjectId([2; 32]));
+        let mut sa =
+            Signed::open(&mut mem, Some(a.clone()), trust.clone(), seen_a.clone()).unwrap();
+        sa.update_refs(&[up("a/head", None, v1)]).unwrap();
+        let old_record = sa.inner_mut().clone().list_refs().unwrap()["a/head"];
+        sa.update_refs(&[up("a/head", Some(v1), v2)]).unwrap();
+        drop(sa);
+        // B reads it.
+        let mut sb = Signed::open(&mut mem, None, trust.clone(), seen_b.clone()).unwrap();
+        assert_eq!(sb.list_refs().unwrap()["a/head"], v2);
+        drop(sb);
+        // Replayed: the remote puts back the older record.
+        let mut replayed = mem.clone();
+        replayed.refs_mut().insert("a/head".into(), old_record);
+        let mut sb = Signed::open(&mut replayed, None, trust.clone(), seen_b.clone()).unwrap();
+        let e = sb.list_refs().unwrap_err().to_string();
+        assert!(e.contains("replayed"), "{e}");
+        // Unsigned: a plain id.
+        let mut plain = mem.clone();
+        plain.refs_mut().insert("a/head".into(), v1);
+        let mut s = Signed::open(&mut plain, None, trust.clone(), dir.path().join("c")).unwrap();
+        assert!(s.list_refs().unwrap_err().to_string().contains("unsigned"));
+        // Forged: a record claiming A's key, signed by another.
+        let mut forged = mem.clone();
+        let rid = identity_object();
+        let remote = String::from_utf8(forged.objects()[&rid].clone()).unwrap();
+        let remote = remote.trim().rsplit('\n').next().unwrap().to_owned();
+        let p = Payload {
+            remote,
+            name: "a/head".into(),
+            value: [9; 32],
+            prev: None,
+            counter: u64::MAX,
+            signer: a.verifying_key().to_bytes(),
+        };
+        let bytes = sign_record(&key(), &p).unwrap();
+        let fid = record_id(&bytes);
+        forged.objects_mut().insert(fid, bytes);
+        forged.refs_mut().insert("a/head".into(), fid);
+        let mut s = Signed::open(&mut forged, None, trust.clone(), dir.path().join("d")).unwrap();
+        let e = s.list_refs().unwrap_err().to_string();
+        assert!(e.contains("does not verify"), "{e}");
+        // Revoked: A's key revoked on this device.
+        let revoked = Trust {
+            trusted: vec![("b".into(), b.verifying_key())],
+            revoked: vec![("a".into(), a.verifying_key())],
+        };
+        let mut s = Signed::open(&mut mem, None, revoked, dir.path().join("e")).unwrap();
+        let e = s.list_refs().unwrap_err().to_string();
+        assert!(e.contains("revoked"), "{e}");
+        // Untrusted: nobody told this device about A.
+        let stranger = Trust {
+            trusted: vec![("b".into(), b.verifying_key())],
+            revoked: Vec::new(),
+        };
+        let mut s = Signed::open(&mut mem, None, stranger, dir.path().join("f")).unwrap();
+        assert!(
+            s.list_refs()
+                .unwrap_err()
+                .to_string()
+                .contains("trust list")
+        );
+    }
+}
