@@ -146,6 +146,7 @@ fn round(
         init: repo.is_none(),
         encrypt,
         require_signatures: false,
+        ..RemoteOptions::default()
     };
     a.remote_add_with("r", url, &opts).expect("add");
     b.remote_add_with(
@@ -153,7 +154,7 @@ fn round(
         url,
         &RemoteOptions {
             init: false,
-            ..opts
+            ..opts.clone()
         },
     )
     .expect("add");

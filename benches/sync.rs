@@ -377,11 +377,12 @@ impl Three {
         ];
         if let Some((m, p)) = &s3 {
             st.apply(aws_env(m));
-            let opts = shelldone::sync::S3Options {
+            let opts = shelldone::sync::RemoteOptions {
+                init: true,
                 endpoint: Some(p.endpoint()),
-                region: None,
+                ..Default::default()
             };
-            st.remote_add_with("s3", &m.url("bench"), true, &opts)
+            st.remote_add_with("s3", &m.url("bench"), &opts)
                 .expect("add s3");
             urls.push(("s3", m.url("bench"), Some((aws_env(m), opts))));
         }
@@ -397,7 +398,11 @@ impl Three {
                 match s3opts {
                     Some((settings, opts)) => {
                         dev.apply(settings);
-                        dev.remote_add_with("origin", &url, false, &opts)
+                        let opts = shelldone::sync::RemoteOptions {
+                            init: false,
+                            ..opts
+                        };
+                        dev.remote_add_with("origin", &url, &opts)
                     }
                     None => dev.remote_add("origin", &url, false),
                 }
