@@ -942,7 +942,7 @@ impl Backend for S3Remote {
             .collect()
     }
 
-    /// Sends the objects in rounds of at most [`ROUND_BYTES`], [`CONCURRENCY`] requests at a
+    /// Sends the objects in rounds of at most `ROUND_BYTES`, `CONCURRENCY` requests at a
     /// time. Each PUT stores a whole object or nothing, and the refs move only after every
     /// object is stored, so the order inside a round does not matter: a push cut off leaves
     /// extra objects, which the next push finds and does not send again.

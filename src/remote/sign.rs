@@ -52,7 +52,7 @@ pub struct Payload {
 pub struct Record {
     /// `postcard` of the [`Payload`].
     pub payload: Vec<u8>,
-    /// Ed25519 over [`MAGIC`] and the payload bytes.
+    /// Ed25519 over `MAGIC` and the payload bytes.
     pub signature: Vec<u8>,
 }
 
