@@ -103,14 +103,20 @@ fn open_as(paths: Paths, descriptors: bool) -> Result<(Context, RecoveryReport)>
         && matches!(cx.refs.get(crate::store::refs::HEAD), Ok(Some(_)))
     {
         let cache = cx.load_statcache();
-        if crate::live::descriptors::corrupt_descriptors(&cx, &cache, true)?.is_empty() {
+        let bad = crate::live::descriptors::corrupt_descriptors(&cx, &cache, true)?;
+        if bad.is_empty() {
             cx.keep_statcache(cache);
             return Ok((cx, report));
         }
+        let bad: Vec<Vec<u8>> = bad.into_iter().map(|(p, _)| p).collect();
         match StoreLock::acquire(&cx.snap_dir, "descriptor repair", std::time::Duration::ZERO) {
             Ok(_lock) => {
-                report.quarantined =
-                    crate::live::descriptors::repair_descriptors(&cx, true, Some(cache))?;
+                report.quarantined = crate::live::descriptors::repair_descriptors(
+                    &cx,
+                    true,
+                    Some(cache),
+                    Some(&bad),
+                )?;
             }
             Err(Error::Locked { .. }) => report.skipped_busy = true,
             Err(e) => return Err(e),
@@ -153,7 +159,7 @@ pub fn recover(cx: &Context) -> Result<RecoveryReport> {
     remove_leftovers(cx, &mut r)?;
     crate::repair::repair_store(cx, &q, &mut r.repaired)?;
     finish_intent(cx, &mut r, true)?;
-    r.quarantined = crate::live::descriptors::repair_descriptors(cx, false, None)?;
+    r.quarantined = crate::live::descriptors::repair_descriptors(cx, false, None, None)?;
     Ok(r)
 }
 

@@ -763,7 +763,7 @@ ANY_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 ZERO_ID = "0" * 64
 REF_COMPONENT = re.compile(r"[A-Za-z0-9._%-]+")
 KNOWN_NAMES = {"FORMAT", "device", "objects", "packs", "refs", "packed-refs", "logs", "shallow",
-               "remotes.json", "remotes", "restore-intent", "statcache", "staging", "lock",
+               "remotes.json", "remotes", "restore-intent", "statcache", "statcache.delta", "staging", "lock",
                "lock.owner"}
 TMP_PREFIX = ".shelldone-tmp."
 PACKED_HEADER = b"# shelldone packed-refs 1"
@@ -1003,21 +1003,56 @@ def parse_statcache(b, where="statcache"):
     count, pos = varint(body, 8, where)
     entries = []
     for _ in range(count):
-        n, pos = varint(body, pos, where)
-        if pos + n > len(body):
-            raise Damaged(f"{where}: does not decode (truncated path)")
-        e = {"path_hex": body[pos : pos + n].hex()}
-        pos += n
-        for field in STAT_FIELDS:
-            v, pos = varint(body, pos, where)
-            e[field] = unzigzag(v) if field.endswith("_ns") else v
-        if pos + 33 > len(body):
-            raise Damaged(f"{where}: does not decode (truncated entry)")
-        e["kind"], e["id"] = body[pos], body[pos + 1 : pos + 33].hex()
-        v, pos = varint(body, pos + 33, where)
-        e["hashed_at_ns"] = unzigzag(v)
+        e, pos = stat_path(body, pos, where)
+        pos = stat_fields(body, pos, e, where)
         entries.append(e)
     return entries  # §11.13: bytes after the last entry are ignored (writers write none)
+
+
+def stat_path(body, pos, where):
+    n, pos = varint(body, pos, where)
+    if pos + n > len(body):
+        raise Damaged(f"{where}: does not decode (truncated path)")
+    return {"path_hex": body[pos : pos + n].hex()}, pos + n
+
+
+def stat_fields(body, pos, e, where):
+    """The fields of a stat cache entry after its path, into e; returns the position after."""
+    for field in STAT_FIELDS:
+        v, pos = varint(body, pos, where)
+        e[field] = unzigzag(v) if field.endswith("_ns") else v
+    if pos + 33 > len(body):
+        raise Damaged(f"{where}: does not decode (truncated entry)")
+    e["kind"], e["id"] = body[pos], body[pos + 1 : pos + 33].hex()
+    v, pos = varint(body, pos + 33, where)
+    e["hashed_at_ns"] = unzigzag(v)
+    return pos
+
+
+def parse_statcache_delta(b, where="statcache.delta"):
+    """§11.13, the delta file: (base checksum, records: an entry or {"path_hex", "removed"});
+    raises Damaged."""
+    if len(b) < 8 + 64 or b[:8] != b"SDSTDL\x00\x01":
+        raise Damaged(f"{where}: not a stat cache delta (unknown header or too short)")
+    head = b[:-32]
+    if blake3(head) != b[-32:]:
+        raise Damaged(f"{where}: checksum mismatch")
+    base = head[8:40]
+    count, pos = varint(head, 40, where)
+    records = []
+    for _ in range(count):
+        e, pos = stat_path(head, pos, where)
+        if pos >= len(head) or head[pos] not in (0, 1):
+            raise Damaged(f"{where}: does not decode (record tag)")
+        tag, pos = head[pos], pos + 1
+        if tag == 0:
+            e["removed"] = True
+        else:
+            pos = stat_fields(head, pos, e, where)
+        records.append(e)
+    if pos != len(head):
+        raise Damaged(f"{where}: does not decode (bytes after the last record)")
+    return base, records
 
 
 def encode_statcache(entries):
@@ -1325,6 +1360,12 @@ def check_layout(st):
         entries = damaged(lambda: parse_statcache(raw, f"{snap}/statcache"))
         report.append("statcache: an older version (ignored)" if entries is None else
                       f"statcache: {len(entries)} entries (a cache: not used here)")
+    delta = read_file(os.path.join(snap, "statcache.delta"))
+    if delta is not None:
+        base, records = damaged(lambda: parse_statcache_delta(delta, f"{snap}/statcache.delta"))
+        current = raw is not None and len(raw) >= 32 and raw[-32:] == base
+        report.append(f"statcache.delta: {len(records)} changes "
+                      f"({'amending statcache' if current else 'stale: ignored'})")
     if absent:
         report.append(f"absent (nothing to check): {', '.join(absent)}")
     return refs, shallow, report

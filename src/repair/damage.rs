@@ -11,7 +11,7 @@ use crate::store::durable;
 use crate::store::refs::PackedScan;
 
 /// Names this version keeps directly in `snapshots/`.
-pub(super) const KNOWN_NAMES: [&str; 15] = [
+pub(super) const KNOWN_NAMES: [&str; 16] = [
     "objects",
     "packs",
     "staging",
@@ -21,6 +21,7 @@ pub(super) const KNOWN_NAMES: [&str; 15] = [
     "lock",
     "lock.owner",
     "statcache",
+    "statcache.delta",
     "device",
     "FORMAT",
     "restore-intent",
@@ -160,7 +161,15 @@ pub(crate) fn file_damage_in(cx: &Context, view: &RefView) -> Result<Vec<FileDam
     if let Err(why) = crate::store::statcache::StatCache::validate(&statcache) {
         out.push(FileDamage {
             kind: "stat cache",
-            file: statcache,
+            file: statcache.clone(),
+            line: None,
+            why: labelled(&why),
+        });
+    }
+    if let Err(why) = crate::store::statcache::StatCache::validate_delta(&statcache) {
+        out.push(FileDamage {
+            kind: "stat cache",
+            file: crate::store::statcache::delta_path(&statcache),
             line: None,
             why: labelled(&why),
         });

@@ -277,6 +277,17 @@ pub(super) fn repair_small_files(
                 .into(),
         });
     }
+    if let Err(why) = crate::store::statcache::StatCache::validate_delta(&statcache) {
+        let delta = crate::store::statcache::delta_path(&statcache);
+        fs::remove_file(&delta)?;
+        out.push(Repair {
+            file: delta.display().to_string(),
+            damage: why,
+            action: "deleted: it is derived data; the files it covered are read again by the \
+                     next save"
+                .into(),
+        });
+    }
     let (mut ids, bad) = cx.read_shallow();
     if !bad.is_empty() {
         let path = cx.snap_dir.join("shallow");

@@ -446,7 +446,7 @@ pub fn hash_file(
     }
     let abs = layout.abs(&f.rel);
     let mut hashed_at = crate::store::now_ns();
-    let Some(mut got) = read_content(&abs, &f.rel, batch)? else {
+    let Some(mut got) = read_content(&abs, &f.rel, stat.size, batch)? else {
         return Ok(Hashed::Gone);
     };
     // The file may have changed between stat and read; stat again so the cache never pairs an
@@ -458,7 +458,7 @@ pub fn hash_file(
         // Changed while it was read (as borg does): read it once more, between two stats.
         before = after;
         hashed_at = crate::store::now_ns();
-        let Some(again) = read_content(&abs, &f.rel, batch)? else {
+        let Some(again) = read_content(&abs, &f.rel, before.size, batch)? else {
             return Ok(Hashed::Gone);
         };
         got = again;
@@ -504,8 +504,14 @@ const WINDOW: usize = 16 * MAX_CHUNK;
 
 /// Reads one file and stores its content (with `batch`); `None` when it is gone. A large file
 /// is read and chunked a window at a time (see [`read_chunked`]); a small file and a session
-/// descriptor (which must parse whole) are read whole.
-fn read_content(abs: &Path, rel: &[u8], batch: Option<&Batch<'_>>) -> Result<Option<Content>> {
+/// descriptor (which must parse whole) are read whole. `size` is the size the file was seen
+/// with (a hint: the buffer of a small file is allocated once, so it is read in one call).
+fn read_content(
+    abs: &Path,
+    rel: &[u8],
+    size: u64,
+    batch: Option<&Batch<'_>>,
+) -> Result<Option<Content>> {
     use std::io::Read;
     let fail = |e: std::io::Error| Error::file(e, "reading", abs, "save");
     let mut file = match std::fs::File::open(abs) {
@@ -513,7 +519,9 @@ fn read_content(abs: &Path, rel: &[u8], batch: Option<&Batch<'_>>) -> Result<Opt
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail(e)),
     };
-    let mut buf = Vec::new();
+    // One byte more than the size seen: reading to the end then ends on that read, without
+    // the small probing reads an empty buffer starts with.
+    let mut buf = Vec::with_capacity(usize::try_from(size.min(CHUNK_THRESHOLD)).unwrap_or(0) + 1);
     (&mut file)
         .take(CHUNK_THRESHOLD + 1)
         .read_to_end(&mut buf)
@@ -847,7 +855,7 @@ mod tests {
         data.truncate(2 * WINDOW + 12_345);
         let abs = dir.path().join("big");
         std::fs::write(&abs, &data).unwrap();
-        let got = read_content(&abs, b"config/big", None).unwrap().unwrap();
+        let got = read_content(&abs, b"config/big", 0, None).unwrap().unwrap();
         assert_eq!(got.len, data.len() as u64);
         assert_eq!(got.stored.unwrap(), content_objects(&data, None).unwrap());
     }
@@ -876,7 +884,9 @@ mod tests {
             file.write_all_at(&data[at..at + n], at as u64).unwrap();
         }
         drop(file);
-        let got = read_content(&abs, b"config/sparse", None).unwrap().unwrap();
+        let got = read_content(&abs, b"config/sparse", 0, None)
+            .unwrap()
+            .unwrap();
         assert_eq!(got.len, size);
         assert_eq!(got.stored.unwrap(), content_objects(&data, None).unwrap());
     }

@@ -422,6 +422,19 @@ fn small_store_files_are_named_and_repaired_or_harmless() {
         };
         cases.push(case("snapshots/statcache", d, v));
     }
+    // Its delta (the changes of the saves since the cache was written whole): derived too.
+    assert!(
+        b.sb.state().join("snapshots/statcache.delta").exists(),
+        "the later saves of the base wrote their changes to the delta"
+    );
+    for d in text_damages(None, 20, 20) {
+        let v = if matches!(d, Damage::Delete) {
+            Verdict::Harmless
+        } else {
+            Verdict::Named
+        };
+        cases.push(case("snapshots/statcache.delta", d, v));
+    }
     // The lock and its owner note: their content is never trusted.
     for file in ["snapshots/lock", "snapshots/lock.owner"] {
         for d in text_damages(None, 1, 1) {
