@@ -397,3 +397,120 @@ fn matrix_new_reader_newer_data() {
     assert_eq!(file(&got, "state/sessions/s001/session.json"), newer);
     assert!(sb.ok(&["state", "check"]).contains("no problems"));
 }
+
+// ---- crash safety of the live migration ----
+
+/// The child process of `a_migration_killed_at_any_moment_is_finished_by_the_next_run`:
+/// migrates the state dir it is given. Not a test of its own.
+#[test]
+#[ignore = "run only as the child of a_migration_killed_at_any_moment_is_finished_by_the_next_run"]
+fn migration_child() {
+    let dir = std::env::var_os("SHELLDONE_DESCRIPTOR_CHILD").expect("a state dir to migrate");
+    migrate_live_descriptors(Path::new(&dir), false).unwrap();
+}
+
+/// A state dir with `n` version-1 descriptors.
+fn many_descriptors(root: &Path, n: usize) -> BTreeMap<String, Vec<u8>> {
+    let mut rng = shelldone::demo::Rng::new(17);
+    let mut v1s = BTreeMap::new();
+    for i in 0..n {
+        let id = format!("s{i:03}");
+        let d = shelldone::demo::descriptor(&mut rng, &id, 1);
+        let rel = format!("sessions/{id}/session.json");
+        std::fs::create_dir_all(root.join(format!("sessions/{id}"))).unwrap();
+        std::fs::write(root.join(&rel), &d).unwrap();
+        v1s.insert(rel, d.into_bytes());
+    }
+    v1s
+}
+
+/// Every file under `root/sessions`: path → bytes.
+fn session_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    tree(&root.join("sessions"), "sessions")
+        .into_iter()
+        .filter_map(|(k, v)| match v {
+            Entry::File(b, _) => Some((k, b)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_migration_killed_at_any_moment_is_finished_by_the_next_run() {
+    const N: usize = 150;
+    let child = |dir: &Path| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "descriptors::migration_child",
+                "--exact",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("SHELLDONE_DESCRIPTOR_CHILD", dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // How long a child takes here, start-up and fsyncs included: the kills fall within it.
+    let calib = tempfile::tempdir().unwrap();
+    let v1s = many_descriptors(calib.path(), N);
+    let start = std::time::Instant::now();
+    assert!(child(calib.path()).wait().unwrap().success());
+    let full = start.elapsed();
+    let done = session_files(calib.path());
+    assert_eq!(done.len(), N);
+    for (p, b) in &done {
+        assert_eq!(
+            desc::version_of(b),
+            Ok(desc::V2),
+            "{p}: {}",
+            String::from_utf8_lossy(b)
+        );
+    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("seed {seed}, a child takes {full:?}");
+    let mut rng = shelldone::demo::Rng::new(seed);
+    let (mut cut_short, mut finished) = (0, 0);
+    let mut window = full;
+    for _ in 0..12 {
+        let d = tempfile::tempdir().unwrap();
+        many_descriptors(d.path(), N);
+        let mut c = child(d.path());
+        std::thread::sleep(std::time::Duration::from_nanos(
+            rng.range(0, window.as_nanos() as usize) as u64,
+        ));
+        let _ = c.kill(); // SIGKILL
+        if c.wait().unwrap().success() {
+            finished += 1;
+            // The child ran faster than the first one (a warm start): kill sooner.
+            window = window * 2 / 3;
+        } else {
+            cut_short += 1;
+        }
+        // Every descriptor whole: its version-1 bytes or its version-2 bytes; nothing else but
+        // at most one temp file of the dead run.
+        let got = session_files(d.path());
+        let mut upgraded = 0;
+        for (p, b) in &got {
+            if p.contains("/.shelldone-tmp.") {
+                continue;
+            }
+            assert!(b == &v1s[p] || b == &done[p], "{p} is torn");
+            upgraded += usize::from(b == &done[p]);
+        }
+        assert!(got.len() <= N + 1, "{:?}", got.keys());
+        eprintln!("killed with {upgraded} of {N} upgraded");
+        // The next run finishes: exactly the result of an uninterrupted one.
+        migrate_live_descriptors(d.path(), false).unwrap();
+        assert_eq!(session_files(d.path()), done);
+    }
+    eprintln!("{cut_short} runs killed, {finished} finished before the kill");
+    assert!(
+        cut_short > 0,
+        "no run was cut short: the test proved nothing"
+    );
+}
