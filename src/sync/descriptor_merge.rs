@@ -64,7 +64,7 @@ pub(super) fn align(store: &ObjectStore, b: &Unit, l: &Unit, r: &Unit) -> Result
             .iter()
             .map(|x| x.as_deref().and_then(|x| desc::version_of(x).ok()))
             .collect();
-        let seen = |v: u64, from: usize| versions[from..].iter().any(|x| *x == Some(v));
+        let seen = |v: u64, from: usize| versions[from..].contains(&Some(v));
         if versions.iter().flatten().any(|&v| v > desc::LATEST)
             || !seen(desc::V2, 1)
             || !seen(desc::V1, 0)
