@@ -484,6 +484,25 @@ pub fn migrate_live_descriptors(
     state_dir: &Path,
     dry_run: bool,
 ) -> Result<DescriptorReport, MigrationError> {
+    migrate_live_descriptors_with(state_dir, dry_run, &mut replace_file)
+}
+
+/// How [`migrate_live_descriptors_with`] replaces one descriptor: `(path, new bytes, metadata
+/// of the file when it was read)`; false when the file changed since then (nothing replaced).
+pub type Replace<'a> = &'a mut dyn FnMut(&Path, &[u8], &std::fs::Metadata) -> std::io::Result<bool>;
+
+/// [`migrate_live_descriptors`] with each file replaced by `replace` (shelldone passes its own
+/// durable layer, which its power-loss simulator observes; [`replace_file`] is the default). A
+/// `replace` must be atomic and durable, write its temp file at [`temp_path`] (a later run
+/// removes it) and keep the file's permissions.
+///
+/// # Errors
+/// As [`migrate_live_descriptors`].
+pub fn migrate_live_descriptors_with(
+    state_dir: &Path,
+    dry_run: bool,
+    replace: Replace<'_>,
+) -> Result<DescriptorReport, MigrationError> {
     let mut report = DescriptorReport {
         dry_run,
         ..DescriptorReport::default()
@@ -607,23 +626,44 @@ fn live_descriptors(
     Ok(out)
 }
 
-/// Replaces `path` by `data` (temp file with `before`'s permissions, fsync, rename, fsync of the
-/// folder) unless the file changed since `before` was taken: then nothing is replaced (false).
-fn replace(path: &Path, data: &[u8], before: &std::fs::Metadata) -> std::io::Result<bool> {
+/// The temp file a replace of descriptor `path` writes first: beside it, named
+/// `.shelldone-tmp.descriptor.<name>.<pid>`.
+#[must_use]
+pub fn temp_path(path: &Path) -> PathBuf {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!("{TMP}{name}.{}", std::process::id()));
+    dir.join(format!("{TMP}{name}.{}", std::process::id()))
+}
+
+/// True when `path` is still the file `before` described (same size and modification time):
+/// nobody wrote it since it was read.
+///
+/// # Errors
+/// I/O errors reading its metadata.
+pub fn unchanged(path: &Path, before: &std::fs::Metadata) -> std::io::Result<bool> {
+    let now = std::fs::symlink_metadata(path)?;
+    Ok(now.len() == before.len() && now.modified()? == before.modified()?)
+}
+
+/// Replaces `path` by `data` (a temp file at [`temp_path`] with `before`'s permissions, fsync,
+/// rename, fsync of the folder) unless the file changed since `before` was taken: then nothing
+/// is replaced (false).
+///
+/// # Errors
+/// I/O errors; the temp file is then removed and `path` is as it was.
+pub fn replace_file(path: &Path, data: &[u8], before: &std::fs::Metadata) -> std::io::Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temp_path(path);
     let res: std::io::Result<bool> = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
         f.set_permissions(before.permissions())?;
         f.sync_all()?;
         drop(f);
-        let now = std::fs::symlink_metadata(path)?;
-        if now.len() != before.len() || now.modified()? != before.modified()? {
+        if !unchanged(path, before)? {
             std::fs::remove_file(&tmp)?;
             return Ok(false);
         }

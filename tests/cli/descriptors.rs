@@ -406,7 +406,8 @@ fn matrix_new_reader_newer_data() {
 #[ignore = "run only as the child of a_migration_killed_at_any_moment_is_finished_by_the_next_run"]
 fn migration_child() {
     let dir = std::env::var_os("SHELLDONE_DESCRIPTOR_CHILD").expect("a state dir to migrate");
-    migrate_live_descriptors(Path::new(&dir), false).unwrap();
+    // The function `shelldone migrate` calls: each file replaced through the durable layer.
+    shelldone::live::descriptors::migrate_live_descriptors(Path::new(&dir), false).unwrap();
 }
 
 /// A state dir with `n` version-1 descriptors.

@@ -449,7 +449,7 @@ fn a_descriptor_the_terminal_rewrites_meanwhile_is_left_to_the_terminal() {
     let p = d.path().join("sessions/s001/session.json");
     let before = std::fs::symlink_metadata(&p).unwrap();
     std::fs::write(&p, "{\"schema\":1,\"tabs\":[],\"new\":\"by the terminal\"}").unwrap();
-    assert!(!replace(&p, b"{}", &before).unwrap());
+    assert!(!replace_file(&p, b"{}", &before).unwrap());
     assert!(
         std::fs::read_to_string(&p)
             .unwrap()
