@@ -14,6 +14,8 @@ use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
+pub mod descriptor;
+
 /// A store format version, `(major, minor)`: the one line of `snapshots/FORMAT`, shared by the
 /// code that opens a store and the migrations that upgrade it.
 ///

@@ -204,3 +204,59 @@ fn check_descriptors<'p>(
         })
         .collect()
 }
+
+/// Upgrades every live session descriptor under `state_dir` to the newest schema (version 1 →
+/// 2: `shelldone_migrations::descriptor`), each replaced through [`durable`]: a temp file beside
+/// it with the same permissions, synced, renamed over it, the folder synced. `dry_run` writes
+/// nothing and reports the same. History is not touched: snapshots keep (and restore) the
+/// version they saved. The caller holds the store lock (the terminal may still write a
+/// descriptor meanwhile: its write wins, and the descriptor is reported as skipped).
+///
+/// # Errors
+/// I/O errors; the descriptors replaced before stay upgraded, the others as they were, and
+/// running again finishes.
+pub fn migrate_live_descriptors(
+    state_dir: &std::path::Path,
+    dry_run: bool,
+) -> Result<shelldone_migrations::descriptor::DescriptorReport> {
+    shelldone_migrations::descriptor::migrate_live_descriptors_with(
+        state_dir,
+        dry_run,
+        &mut durable_replace,
+    )
+    .map_err(|source| crate::error::Error::Migration {
+        path: state_dir.to_path_buf(),
+        source,
+    })
+}
+
+/// One descriptor replaced through [`durable`] (see [`migrate_live_descriptors`]); false when
+/// the file changed since `before`.
+fn durable_replace(
+    path: &std::path::Path,
+    data: &[u8],
+    before: &std::fs::Metadata,
+) -> std::io::Result<bool> {
+    use shelldone_migrations::descriptor::{temp_path, unchanged};
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let tmp = temp_path(path);
+    let res = (|| {
+        let mut f = durable::create(&tmp)?;
+        f.write_all(data)?;
+        f.set_permissions(before.permissions())?;
+        durable::sync_all(f.file(), &tmp)?;
+        drop(f);
+        if !unchanged(path, before)? {
+            durable::remove_file(&tmp)?;
+            return Ok(false);
+        }
+        durable::rename(&tmp, path)?;
+        durable::sync_dir(dir)?;
+        Ok(true)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}

@@ -4,6 +4,7 @@
 //! `state/sessions/…`, `state/journal/…`. Only paths under [`ROOTS`] are ever read or written.
 
 pub mod conflicts;
+pub mod descriptor;
 pub mod exclude;
 pub mod policy;
 pub mod redact;

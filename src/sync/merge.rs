@@ -105,6 +105,24 @@ pub fn merge3(
             take.push(r.clone());
             continue;
         }
+        // A session whose descriptors one side upgraded (schema 1 → 2) and the other did not:
+        // compared again with the version-1 ones upgraded by the same step.
+        if k.starts_with(b"session:")
+            && let Some(a) = super::descriptor_merge::align(store, b, l, r)?
+        {
+            let pick = if a.r == a.l || (known_base && a.r == a.b) {
+                Some(&a.l)
+            } else if known_base && a.l == a.b {
+                Some(&a.r)
+            } else {
+                None
+            };
+            if let Some(unit) = pick {
+                a.store(unit, batch)?;
+                take.push(unit.clone());
+                continue;
+            }
+        }
         if let Some(sid) = k.strip_prefix(b"session:") {
             conflicts.push(record(
                 ConflictKind::Session,

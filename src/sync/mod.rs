@@ -8,6 +8,7 @@
 //! (the other version is set aside, recorded as an open conflict that travels with the
 //! snapshot: `snapshot/conflicts.rs`, ADR 0004).
 
+mod descriptor_merge;
 pub mod graph;
 pub mod merge;
 mod pull;

@@ -13,6 +13,7 @@ mod config;
 mod core;
 mod corruption;
 mod daemon;
+mod descriptors;
 mod documented;
 mod dry_run;
 mod edges;
