@@ -11,7 +11,7 @@ use crate::store::durable;
 use crate::store::refs::PackedScan;
 
 /// Names this version keeps directly in `snapshots/`.
-pub(super) const KNOWN_NAMES: [&str; 15] = [
+pub(super) const KNOWN_NAMES: [&str; 16] = [
     "objects",
     "packs",
     "staging",
@@ -27,6 +27,7 @@ pub(super) const KNOWN_NAMES: [&str; 15] = [
     "shallow",
     "remotes.json",
     "remotes",
+    "restore-points",
 ];
 
 /// `line 3` or `lines 3-5, 9`.

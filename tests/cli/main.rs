@@ -19,6 +19,7 @@ mod edges;
 mod encrypted;
 mod faults;
 mod journal;
+mod migrations;
 mod outputs;
 mod recovery;
 mod revisions;
