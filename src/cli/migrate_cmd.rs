@@ -48,8 +48,14 @@ pub(super) fn run(cli: &Cli, dry_run: bool, undo: bool, status: bool) -> Result<
             say(format!("{would}put back {f}"));
         }
         say(format!(
-            "{would}go back to restore point {}: store format {}",
-            r.restore_point, r.to
+            "{} restore point {}: store format {}",
+            if dry_run {
+                "would go back to"
+            } else {
+                "went back to"
+            },
+            r.restore_point,
+            r.to
         ));
     } else {
         let r = st.migrate(dry_run)?;

@@ -143,6 +143,8 @@ fn read_through(cli: &Cli) -> bool {
         Cmd::Log(_) | Cmd::Show { .. } | Cmd::Migrate { .. } => true,
         Cmd::State(StateCmd::Diff { .. }) => true,
         Cmd::State(StateCmd::Save { dry_run, .. }) => *dry_run,
+        // An export into another folder reads the store only (no lock).
+        Cmd::State(StateCmd::Restore { to, .. }) => to.is_some(),
         Cmd::Conflicts { cmd } => matches!(
             cmd,
             None | Some(ConflictsCmd::List | ConflictsCmd::Show { .. })

@@ -442,3 +442,71 @@ fn a_newer_device_key_record_is_refused_and_left_alone() {
         record
     );
 }
+
+#[test]
+fn health_check_is_read_only_and_round_trips() {
+    let sb = fixture("store-v1");
+    let before = files(sb.dir.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/health-check");
+    let o = std::process::Command::new("bash")
+        .arg(&script)
+        .env("SHELLDONE_BIN", env!("CARGO_BIN_EXE_shelldone"))
+        .env("SHELLDONE_STATE_DIR", sb.state())
+        .env("SHELLDONE_CONFIG_DIR", sb.config())
+        .env("SHELLDONE_HEALTH_SUBSET", "50")
+        .output()
+        .expect("bash");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        out.contains("restored to a temp dir and read back identical"),
+        "{out}"
+    );
+    let mut after = files(sb.dir.path());
+    // The restore's audit line is the only new file, outside the store and the live roots.
+    after.remove("state/logs/audit.log");
+    assert_eq!(
+        after, before,
+        "the health check wrote nothing to the store or the live files"
+    );
+    assert_eq!(
+        format_of(&sb),
+        "shelldone-store 1.0\n",
+        "an older store is read through"
+    );
+
+    // The comparison is not vacuous: a byte changed in the export is seen.
+    let export = sb.dir.path().join("export");
+    let to = export.to_str().expect("utf8");
+    sb.ok(&["state", "restore", "head", "--to", to]);
+    let theme = export.join("config/themes/t07.toml");
+    let mut bytes = std::fs::read(&theme).expect("read");
+    bytes[0] ^= 1;
+    std::fs::write(&theme, bytes).expect("write");
+    let plan = json(&sb.ok(&[
+        "--json",
+        "state",
+        "restore",
+        "head",
+        "--to",
+        to,
+        "--dry-run",
+    ]));
+    assert_eq!(
+        plan["update"],
+        serde_json::json!(["config/themes/t07.toml"]),
+        "{plan}"
+    );
+
+    // A store that does not exist is skipped, not created.
+    let none = Sandbox::new();
+    let o = std::process::Command::new("bash")
+        .arg(&script)
+        .env("SHELLDONE_BIN", env!("CARGO_BIN_EXE_shelldone"))
+        .env("SHELLDONE_STATE_DIR", none.state())
+        .env("SHELLDONE_CONFIG_DIR", none.config())
+        .output()
+        .expect("bash");
+    assert!(o.status.success(), "{o:?}");
+    assert!(!none.state().exists(), "nothing created");
+}
