@@ -283,6 +283,7 @@ fn killed_migrations_rerun_to_the_same_result() {
     };
 
     let mut cut = 0;
+    let mut stages: BTreeMap<&str, u32> = BTreeMap::new();
     for i in 0..iterations {
         let sb = fixture("store-v1");
         let delay = Duration::from_micros(
@@ -304,6 +305,31 @@ fn killed_migrations_rerun_to_the_same_result() {
         if !finished {
             cut += 1;
         }
+        // Where the kill left the migration (reported, so that a run that never cut one
+        // mid-way shows it).
+        let points = sb.state().join("snapshots/restore-points");
+        let stage = match std::fs::read_dir(&points) {
+            Err(_) => "not started",
+            Ok(d) => {
+                let names: Vec<String> = d
+                    .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                    .collect();
+                let done = points.join("0001-store-1-to-2/DONE").is_file();
+                let v2 = format_of(&sb) == "shelldone-store 2.0\n";
+                if names.iter().any(|n| n.starts_with(".shelldone-tmp.")) {
+                    "restore point half made"
+                } else if names.is_empty() {
+                    "not started"
+                } else if done {
+                    "finished"
+                } else if v2 {
+                    "step run, point not marked done"
+                } else {
+                    "restore point made, step not run"
+                }
+            }
+        };
+        *stages.entry(stage).or_insert(0u32) += 1;
         // Re-run: the same store, one finished restore point holding the old FORMAT.
         sb.ok(&["migrate"]);
         let got = store_files(&sb);
@@ -334,7 +360,7 @@ fn killed_migrations_rerun_to_the_same_result() {
         );
     }
     eprintln!(
-        "killed_migrations_rerun_to_the_same_result: {cut} of {iterations} runs killed before they finished"
+        "killed_migrations_rerun_to_the_same_result: {cut} of {iterations} runs killed before they finished; left at: {stages:?}"
     );
 }
 
