@@ -67,9 +67,7 @@ fn table(md: &str, heading: &str) -> Vec<Vec<String>> {
         if l.trim_start().starts_with('|') {
             started = true;
             rows.push(cells(l));
-        } else if started {
-            break;
-        } else if l.starts_with("## ") {
+        } else if started || l.starts_with("## ") {
             break;
         }
     }
