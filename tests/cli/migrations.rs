@@ -536,3 +536,53 @@ fn health_check_is_read_only_and_round_trips() {
     assert!(o.status.success(), "{o:?}");
     assert!(!none.state().exists(), "nothing created");
 }
+
+#[test]
+fn a_version_1_directory_remote_still_pulls() {
+    let remote = tempfile::tempdir().expect("tempdir");
+    crate::support::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dir-remote-v1"),
+        remote.path(),
+    );
+    let before = files(remote.path());
+    let sb = Sandbox::new();
+    sb.ok(&[
+        "remote",
+        "add",
+        "origin",
+        remote.path().to_str().expect("utf8"),
+    ]);
+    sb.ok(&["sync", "pull"]);
+    let log = sb.ok(&["log"]);
+    assert!(
+        log.contains("fixture: second save (loose objects)")
+            && log.contains("fixture: first save (v1 pack)"),
+        "{log}"
+    );
+    let want = fixture("store-v1");
+    let mut got = crate::support::tree(&sb.config(), "config");
+    got.extend(crate::support::tree(
+        &sb.state().join("sessions"),
+        "state/sessions",
+    ));
+    got.extend(crate::support::tree(
+        &sb.state().join("journal"),
+        "state/journal",
+    ));
+    let mut live = crate::support::tree(&want.config(), "config");
+    live.extend(crate::support::tree(
+        &want.state().join("sessions"),
+        "state/sessions",
+    ));
+    live.extend(crate::support::tree(
+        &want.state().join("journal"),
+        "state/journal",
+    ));
+    crate::support::assert_same(&got, &live);
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    assert_eq!(
+        files(remote.path()),
+        before,
+        "a pull writes nothing to the remote"
+    );
+}
