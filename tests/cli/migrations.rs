@@ -586,3 +586,66 @@ fn a_version_1_directory_remote_still_pulls() {
         "a pull writes nothing to the remote"
     );
 }
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let o = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(o.status.success(), "git {args:?}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A git remote's mapping version is the ref `refs/shelldone/format/<N>` (absent: 1): a newer
+/// one is refused by pull and push before anything moves on the remote.
+#[test]
+fn a_newer_git_remote_is_refused_before_anything_moves() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("state.git");
+    git(tmp.path(), &["init", "-q", "--bare", "state.git"]);
+    let sb = Sandbox::new();
+    sb.generate();
+    sb.save("one");
+    sb.ok(&["remote", "add", "origin", repo.to_str().expect("utf8")]);
+    sb.ok(&["sync", "push"]);
+    let head = git(
+        &repo,
+        &["for-each-ref", "--format=%(objectname)", "refs/shelldone/"],
+    );
+    let head = head.lines().next().expect("a pushed ref").to_owned();
+
+    // Version 1 said out loud is version 1.
+    git(&repo, &["update-ref", "refs/shelldone/format/1", &head]);
+    sb.ok(&["sync", "pull"]);
+
+    git(&repo, &["update-ref", "refs/shelldone/format/2", &head]);
+    std::fs::write(sb.config().join("two.toml"), "x = 2\n").expect("write");
+    sb.save("two");
+    let refs_before = git(&repo, &["show-ref"]);
+    for args in [&["sync", "pull"][..], &["sync", "push"]] {
+        let o = sb.run(args);
+        assert_eq!(o.status.code(), Some(6), "{args:?}: {o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(
+                "remote origin is format 2, this shelldone reads up to 1; upgrade shelldone"
+            ),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            git(&repo, &["show-ref"]),
+            refs_before,
+            "{args:?}: the remote's refs"
+        );
+    }
+    let o = sb
+        .cmd(&["sync", "push"])
+        .env("SHELLDONE_TEST_REMOTE_FORMAT", "2")
+        .output()
+        .expect("spawn");
+    assert!(
+        o.status.success(),
+        "a binary that reads format 2 pushes: {o:?}"
+    );
+}
