@@ -30,9 +30,17 @@ fuzz-build:
 spec:
     python3 objects-format/tools/decode.py --vectors objects-format/tests/vectors.json --layout-vectors objects-format/tests/store-layout.json --store fixtures/store-v1/state --compare-with fixtures/store-v1
 
+# The state health check (issue #17): `state check --read-data-subset` plus a restore of head into
+# a temp dir read back against the snapshot, read-only on the store shelldone would use (yours,
+# unless SHELLDONE_STATE_DIR/SHELLDONE_CONFIG_DIR say otherwise). SUBSET is a percentage.
+health-check SUBSET="10":
+    cargo build --release --locked --quiet
+    SHELLDONE_HEALTH_SUBSET={{SUBSET}} bash .ci/health-check
+
 # verify + cargo-deny + 200 SIGKILL fault-injection iterations + 300 cases of simulated power cuts
-# + the sync model (tests/sync_model.rs) for 2000 steps per remote + fuzzing each decoder.
-verify-full: verify deny
+# + the sync model (tests/sync_model.rs) for 2000 steps per remote + fuzzing each decoder + the
+# state health check on your real store (read-only).
+verify-full: verify deny health-check
     SHELLDONE_CRASH_ITERATIONS=200 cargo test --release --locked --test crash -- --nocapture
     SHELLDONE_POWER_CASES=300 cargo test --release --locked --test power_loss -- --nocapture
     SHELLDONE_MODEL_STEPS=2000 cargo test --release --locked --test sync_model -- --nocapture

@@ -100,6 +100,14 @@ pub struct Context {
     pub(crate) read_only: bool,
     /// The store format migration this open ran, if any: (major before, major after).
     pub(crate) migrated: Option<(u32, u32)>,
+    /// The restore point that migration made (its folder name).
+    pub(crate) restore_point: Option<String>,
+    /// The store format found at open (after a migration, the new one); `None` for a store
+    /// whose `FORMAT` is damaged. Writes re-check it under the store lock.
+    pub(crate) format: Option<StoreVersion>,
+    /// An older store opened read-through (a read-only command): the version it has. Nothing
+    /// is migrated or written; [`Context::lock`] refuses.
+    pub(crate) read_through: Option<StoreVersion>,
     /// Damaged store files found at open that make writing unsafe (`FORMAT` in repair mode, a
     /// damaged `device` file in a store with history): [`Context::lock`] refuses while any is
     /// present; `state check` lists them and `state recover` repairs them.
@@ -142,12 +150,25 @@ impl Context {
         Context::open_inner(paths, true)
     }
 
+    /// [`Context::open_for_repair`] for `state check`: a store of an older format is read
+    /// through, not migrated (nothing is written).
+    ///
+    /// # Errors
+    /// As [`Context::open_for_repair`].
+    pub fn open_for_check(paths: Paths) -> Result<Context> {
+        Context::open_mode(paths, true, OnOlder::ReadThrough)
+    }
+
     pub(crate) fn open_inner(paths: Paths, repair: bool) -> Result<Context> {
+        Context::open_mode(paths, repair, OnOlder::Migrate)
+    }
+
+    pub(crate) fn open_mode(paths: Paths, repair: bool, on_older: OnOlder) -> Result<Context> {
         let snap_dir = paths.state_dir.join("snapshots");
         store::durable::create_dir_all_durable(&snap_dir)?;
         let mut damage = Vec::new();
-        let mut migrated = None;
-        let read_only = match check_format(&snap_dir, &mut migrated) {
+        let mut opened = Opened::default();
+        let read_only = match check_format(&snap_dir, on_older, &mut opened) {
             Ok(ro) => ro,
             Err(Error::CorruptFile { path, why }) if repair => {
                 damage.push((path, why));
@@ -162,7 +183,10 @@ impl Context {
             paths,
             device: String::new(),
             read_only,
-            migrated,
+            migrated: opened.migrated,
+            restore_point: opened.restore_point,
+            format: opened.format,
+            read_through: opened.read_through,
             damage,
             skipped: std::sync::Mutex::default(),
             excludes: std::sync::Arc::default(),
@@ -356,10 +380,72 @@ impl Context {
     /// # Errors
     /// [`Error::Locked`] after `SHELLDONE_LOCK_TIMEOUT`; [`Error::ReadOnly`].
     pub fn lock_for_repair(&self, what: &str) -> Result<StoreLock> {
+        if let Some(found) = self.read_through {
+            return Err(Error::Usage(format!(
+                "the state store at {} has format {found}, older than this shelldone's {STORE_FORMAT}, and this command only reads it; run 'shelldone migrate' (or any command that writes) to upgrade it",
+                self.snap_dir.display()
+            )));
+        }
         if self.read_only {
             return Err(Error::ReadOnly(self.snap_dir.clone()));
         }
-        StoreLock::acquire(&self.snap_dir, what, self.lock_timeout)
+        self.acquire_checked(what, self.lock_timeout)
+    }
+
+    /// Takes the store lock, then re-reads `FORMAT`: another process may have migrated the
+    /// store (or put an older version back) since this one opened it, and writing in the
+    /// format read at open would strand what the other version wrote. The lock is released
+    /// and the write refused when the version changed.
+    ///
+    /// # Errors
+    /// [`Error::Locked`]; [`Error::NewerStore`] (a newer version now); [`Error::Migration`]
+    /// (an older one); I/O errors.
+    pub(crate) fn acquire_checked(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+    ) -> Result<StoreLock> {
+        let lock = StoreLock::acquire(&self.snap_dir, what, timeout)?;
+        let Some(opened) = self.format else {
+            // A damaged FORMAT (state recover rewrites it under this lock).
+            return Ok(lock);
+        };
+        let path = self.snap_dir.join("FORMAT");
+        let now = std::fs::read(&path)
+            .ok()
+            .and_then(|b| StoreVersion::parse(&b).ok());
+        match now {
+            Some(now) if now == opened => Ok(lock),
+            Some(now) if now > opened => Err(Error::NewerStore {
+                path: self.snap_dir.clone(),
+                found: now.to_string(),
+                supported: format!(
+                    "{STORE_FORMAT} (it was {opened} when this command opened it; another process changed it)"
+                ),
+            }),
+            now => Err(Error::Migration {
+                path: self.snap_dir.clone(),
+                source: shelldone_migrations::MigrationError::Unexpected {
+                    path: path.display().to_string(),
+                    why: format!(
+                        "it says {}, but was {opened} when this command opened the store (another process changed it); run the command again",
+                        now.map_or_else(|| "nothing readable".to_owned(), |v| v.to_string())
+                    ),
+                },
+            }),
+        }
+    }
+
+    /// The restore point the migration at open made, if one ran.
+    #[must_use]
+    pub fn restore_point(&self) -> Option<&str> {
+        self.restore_point.as_deref()
+    }
+
+    /// The older store format this context reads through without migrating, if any.
+    #[must_use]
+    pub fn read_through(&self) -> Option<StoreVersion> {
+        self.read_through
     }
 
     /// The live layout.
@@ -443,17 +529,37 @@ pub(crate) fn store_has_contents(dir: &Path) -> bool {
         .any(|n| non_empty(dir.join(n)))
 }
 
-/// Reads `FORMAT` (writing it in a new store): whether the store is read-only (a newer minor).
+/// What opening does with a store of an older format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnOlder {
+    /// Make a restore point and migrate it (a command that writes).
+    Migrate,
+    /// Read it as it is, write nothing (a command that only reads).
+    ReadThrough,
+}
+
+/// What [`check_format`] found and did.
+#[derive(Debug, Default)]
+struct Opened {
+    format: Option<StoreVersion>,
+    migrated: Option<(u32, u32)>,
+    restore_point: Option<String>,
+    read_through: Option<StoreVersion>,
+}
+
+/// Reads `FORMAT` (writing it in a new store): whether the store is read-only (a newer minor,
+/// or an older store read through).
 ///
 /// # Errors
 /// [`Error::CorruptFile`] when `FORMAT` is damaged, or missing from a store that holds data;
 /// [`Error::NewerStore`]; migration and I/O errors.
-fn check_format(dir: &Path, migrated: &mut Option<(u32, u32)>) -> Result<bool> {
+fn check_format(dir: &Path, on_older: OnOlder, opened: &mut Opened) -> Result<bool> {
     let path = dir.join("FORMAT");
     match std::fs::read(&path) {
         Ok(bytes) => {
             let found = StoreVersion::parse(&bytes)
                 .map_err(|e| Error::corrupt_file(&path, e.to_string()))?;
+            opened.format = Some(found);
             match STORE_FORMAT.access(found) {
                 Access::ReadWrite => Ok(false),
                 Access::ReadOnly => Ok(true),
@@ -462,6 +568,12 @@ fn check_format(dir: &Path, migrated: &mut Option<(u32, u32)>) -> Result<bool> {
                     found: found.to_string(),
                     supported: STORE_FORMAT.to_string(),
                 }),
+                Access::Migrate if on_older == OnOlder::ReadThrough => {
+                    // Every older format reads as it is (a step only allows what the old
+                    // version could not read), so a read-only command needs no migration.
+                    opened.read_through = Some(found);
+                    Ok(true)
+                }
                 Access::Migrate => {
                     // Under the store lock, so that no other process works on the store while
                     // its format changes; another process may have migrated it while we waited.
@@ -471,12 +583,17 @@ fn check_format(dir: &Path, migrated: &mut Option<(u32, u32)>) -> Result<bool> {
                         path: dir.to_path_buf(),
                         source,
                     };
+                    let state_dir = dir.parent().expect("snapshots/ is in the state dir");
                     let now = shelldone_migrations::read_format(dir).map_err(migration)?;
-                    if now.major < STORE_FORMAT.major {
-                        shelldone_migrations::migrate(dir, now.major, STORE_FORMAT.major)
+                    let report =
+                        shelldone_migrations::run_pending(state_dir, STORE_FORMAT.major, false)
                             .map_err(migration)?;
-                        *migrated = Some((now.major, STORE_FORMAT.major));
+                    if now.major < STORE_FORMAT.major {
+                        opened.migrated = Some((now.major, STORE_FORMAT.major));
                     }
+                    opened.restore_point = report.point.map(|p| p.name);
+                    opened.format =
+                        Some(shelldone_migrations::read_format(dir).map_err(migration)?);
                     Ok(false)
                 }
             }
@@ -491,6 +608,7 @@ fn check_format(dir: &Path, migrated: &mut Option<(u32, u32)>) -> Result<bool> {
                 ));
             }
             store::durable::write_atomic(&path, STORE_FORMAT.format_line().as_bytes())?;
+            opened.format = Some(STORE_FORMAT);
             Ok(false)
         }
         Err(e) => Err(Error::Io(std::io::Error::new(

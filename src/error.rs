@@ -115,6 +115,17 @@ pub enum Error {
         /// Version supported.
         supported: String,
     },
+    /// Something persisted (a remote's layout, a key record) was written by a newer shelldone:
+    /// nothing was read from it or written to it.
+    #[error("{what} is format {found}, this shelldone reads up to {supported}; upgrade shelldone")]
+    NewerFormat {
+        /// What it is (`remote origin`, `the device key record /…/device.json`).
+        what: String,
+        /// Version found.
+        found: String,
+        /// Newest version this binary reads.
+        supported: String,
+    },
     /// A store opened read-only was asked to write.
     #[error("the state store at {0} is read-only (written by a newer shelldone minor version)")]
     ReadOnly(PathBuf),
@@ -433,7 +444,9 @@ impl Error {
             Error::Remote { .. } | Error::DeviceIdInUse { .. } | Error::UnrelatedHistory { .. } => {
                 ErrorKind::Remote
             }
-            Error::NewerStore { .. } | Error::ReadOnly(_) => ErrorKind::NewerStore,
+            Error::NewerStore { .. } | Error::NewerFormat { .. } | Error::ReadOnly(_) => {
+                ErrorKind::NewerStore
+            }
             Error::Io(_) | Error::File { .. } | Error::Encode(_) => ErrorKind::Io,
             Error::VaultLocked(_) | Error::NotRecipient { .. } | Error::BackupKey { .. } => {
                 ErrorKind::Key

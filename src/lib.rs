@@ -22,6 +22,7 @@ pub mod history;
 pub mod journal;
 pub mod live;
 pub mod merge_drivers;
+pub mod migrate;
 pub mod progress;
 pub mod recover;
 pub mod remote;
@@ -83,6 +84,54 @@ impl State {
     /// As [`State::open`].
     pub fn open_for_save(paths: Paths) -> Result<(State, RecoveryReport)> {
         recover::open_for_save(paths).map(|(cx, report)| (State { cx }, report))
+    }
+
+    /// [`State::open`] for a command that only reads: a store of an older format is read
+    /// through, not migrated, and nothing is written (see [`recover::open_read_through`]).
+    ///
+    /// # Errors
+    /// As [`State::open`].
+    pub fn open_read_through(paths: Paths) -> Result<(State, RecoveryReport)> {
+        recover::open_read_through(paths).map(|(cx, report)| (State { cx }, report))
+    }
+
+    /// [`State::open_for_repair`] for `state check`: an older store is read through, not
+    /// migrated (see [`Context::open_for_check`]).
+    ///
+    /// # Errors
+    /// As [`State::open_for_repair`].
+    pub fn open_for_check(paths: Paths) -> Result<State> {
+        Context::open_for_check(paths).map(|cx| State { cx })
+    }
+
+    /// `migrate [--dry-run]` ([`migrate::run`]).
+    ///
+    /// # Errors
+    /// See [`migrate::run`].
+    pub fn migrate(&self, dry_run: bool) -> Result<migrate::MigrateReport> {
+        migrate::run(&self.cx, dry_run)
+    }
+
+    /// `migrate --undo` ([`migrate::undo`]).
+    ///
+    /// # Errors
+    /// See [`migrate::undo`].
+    pub fn migrate_undo(&self, dry_run: bool) -> Result<migrate::UndoReport> {
+        migrate::undo(&self.cx, dry_run)
+    }
+
+    /// `migrate --status` ([`migrate::status`]).
+    ///
+    /// # Errors
+    /// See [`migrate::status`].
+    pub fn migrate_status(&self) -> Result<migrate::Status> {
+        migrate::status(&self.cx)
+    }
+
+    /// The restore point the migration at open made, if one ran.
+    #[must_use]
+    pub fn restore_point(&self) -> Option<&str> {
+        self.cx.restore_point()
     }
 
     /// Opens the store for `state check` and `state recover`, recording damaged `FORMAT` and
@@ -293,6 +342,14 @@ impl State {
     /// See [`sync::remote_remove`].
     pub fn remote_remove(&self, name: &str) -> Result<()> {
         sync::remote_remove(&self.cx, name)
+    }
+
+    /// `remote upgrade NAME` ([`sync::remote_upgrade`]).
+    ///
+    /// # Errors
+    /// See [`sync::remote_upgrade`].
+    pub fn remote_upgrade(&self, name: &str) -> Result<sync::Upgraded> {
+        sync::remote_upgrade(&self.cx, name)
     }
 
     /// Renames this device (its refs on remotes are written under the new name from the next

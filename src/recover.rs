@@ -13,7 +13,6 @@ use crate::live::restore::Pending;
 use crate::repair::{Quarantine, Repair};
 use crate::snapshot::restore::remove_tmp_files;
 use crate::store::ObjectStore;
-use crate::store::lock::StoreLock;
 use crate::store::walk;
 
 /// What gc is doing, in its I/O errors (`Error::File`).
@@ -90,8 +89,25 @@ pub fn open_for_save(paths: Paths) -> Result<(Context, RecoveryReport)> {
     open_as(paths, false)
 }
 
+/// [`open`] for a command that only reads: a store of an older format is read through, not
+/// migrated, and nothing is written (see [`crate::context::Context::read_through`]).
+///
+/// # Errors
+/// As [`open`].
+pub fn open_read_through(paths: Paths) -> Result<(Context, RecoveryReport)> {
+    open_mode(paths, true, crate::context::OnOlder::ReadThrough)
+}
+
 fn open_as(paths: Paths, descriptors: bool) -> Result<(Context, RecoveryReport)> {
-    let cx = Context::open_inner(paths, false)?;
+    open_mode(paths, descriptors, crate::context::OnOlder::Migrate)
+}
+
+fn open_mode(
+    paths: Paths,
+    descriptors: bool,
+    on_older: crate::context::OnOlder,
+) -> Result<(Context, RecoveryReport)> {
+    let cx = Context::open_mode(paths, false, on_older)?;
     let mut report = if cx.read_only {
         RecoveryReport::default()
     } else {
@@ -109,7 +125,7 @@ fn open_as(paths: Paths, descriptors: bool) -> Result<(Context, RecoveryReport)>
             return Ok((cx, report));
         }
         let bad: Vec<Vec<u8>> = bad.into_iter().map(|(p, _)| p).collect();
-        match StoreLock::acquire(&cx.snap_dir, "descriptor repair", std::time::Duration::ZERO) {
+        match cx.acquire_checked("descriptor repair", std::time::Duration::ZERO) {
             Ok(_lock) => {
                 report.quarantined = crate::live::descriptors::repair_descriptors(
                     &cx,
@@ -133,7 +149,7 @@ pub(crate) fn recover_leftovers(cx: &Context) -> Result<RecoveryReport> {
     if !needs {
         return Ok(RecoveryReport::default());
     }
-    match StoreLock::acquire(cx.snapshots_dir(), "recovery", std::time::Duration::ZERO) {
+    match cx.acquire_checked("recovery", std::time::Duration::ZERO) {
         Ok(_lock) => recover_locked(cx),
         Err(Error::Locked { .. }) => Ok(RecoveryReport {
             skipped_busy: true,

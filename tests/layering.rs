@@ -26,6 +26,7 @@ const ORDER: &[(&str, &[&str])] = &[
             "sync",
             "journal",
             "telemetry",
+            "migrate",
         ],
     ),
     ("facade", &["lib"]),

@@ -9,10 +9,16 @@
 //! | step | what changes | what the step does |
 //! |---|---|---|
 //! | 1 → 2 | packs and indexes may be version 2 (blocks: many small objects in one zstd frame, SPEC §7.2); refs may live in `snapshots/packed-refs`; a version-1 binary can read neither | rewrites `FORMAT`; version-1 packs, loose objects, loose refs and logs stay as they are (a version-2 reader reads them), so the step is one atomic file replace |
+//!
+//! Beside the store's steps, [`live_steps`] lists steps on other persisted data under the state
+//! dir (session descriptors, …). [`run_pending`] runs both kinds after copying every file they
+//! will rewrite into a [`restore_point`], which [`undo`] puts back (docs/migrations.md).
+
+pub mod restore_point;
 
 use std::fmt;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub mod descriptor;
 
@@ -119,6 +125,9 @@ pub enum MigrationError {
         /// What was found.
         why: String,
     },
+    /// `migrate --undo` without a restore point.
+    #[error("there is no restore point to go back to")]
+    NoRestorePoint,
     /// An I/O error; the store is left at the version it had.
     #[error("migrating {path}: {source}")]
     Io {
@@ -135,11 +144,200 @@ pub enum MigrationError {
 pub trait Step {
     /// The version this step reads.
     fn from(&self) -> u32;
+    /// The files (relative to `snapshots/`) the step may rewrite or create: the restore point
+    /// copies them before the step runs.
+    fn rewrites(&self) -> Vec<PathBuf>;
     /// Runs the step.
     ///
     /// # Errors
     /// Any failure; the store must be left readable by the old version.
     fn run(&self, dir: &Path) -> Result<(), MigrationError>;
+    /// What, written since the step ran, a binary of the old version could not read (so
+    /// putting the old files back would strand it); empty when undoing is safe.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn undo_blockers(&self, dir: &Path) -> Result<Vec<String>, MigrationError>;
+}
+
+/// A step on live data under the state dir (not the store's own files): session descriptors
+/// and anything else that carries a schema version. Like a [`Step`] it is idempotent and
+/// crash-safe, carries a frozen copy of what it needs of the old format, and rebuilds derived
+/// data instead of migrating it. [`run_pending`] runs every live step whose [`LiveStep::pending`]
+/// is not empty, after the store's steps, under the store lock and after a restore point.
+pub trait LiveStep {
+    /// A short name for reports (`session descriptors 1 -> 2`).
+    fn name(&self) -> String;
+    /// The files (relative to the state dir) the step would rewrite, create or delete now;
+    /// empty when there is nothing to do. Reads only.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn pending(&self, state_dir: &Path) -> Result<Vec<PathBuf>, MigrationError>;
+    /// Rewrites those files (each atomically).
+    ///
+    /// # Errors
+    /// Any failure; every file is left at the old or the new version.
+    fn run(&self, state_dir: &Path) -> Result<(), MigrationError>;
+}
+
+/// The registered live-data steps, in order (the session descriptor step plugs in here).
+#[must_use]
+pub fn live_steps() -> Vec<Box<dyn LiveStep>> {
+    Vec::new()
+}
+
+/// One step [`plan`] found pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// What it does (`store format 1 -> 2`).
+    pub name: String,
+    /// The files (relative to the state dir) it may rewrite.
+    pub files: Vec<PathBuf>,
+}
+
+/// The steps pending for the store under `state_dir` to reach store major `target`, store
+/// steps first. Reads only.
+///
+/// # Errors
+/// [`MigrationError::NoPath`] when a store step is missing; I/O errors; a damaged `FORMAT`.
+pub fn plan(state_dir: &Path, target: u32) -> Result<Vec<Planned>, MigrationError> {
+    let snap = state_dir.join("snapshots");
+    let found = read_format(&snap)?;
+    let steps = steps();
+    let mut out = Vec::new();
+    for v in found.major..target {
+        let step = steps
+            .iter()
+            .find(|s| s.from() == v)
+            .ok_or(MigrationError::NoPath {
+                from: found.major,
+                to: target,
+            })?;
+        out.push(Planned {
+            name: format!("store format {v} -> {}", v + 1),
+            files: step
+                .rewrites()
+                .into_iter()
+                .map(|f| Path::new("snapshots").join(f))
+                .collect(),
+        });
+    }
+    for step in live_steps() {
+        let files = step.pending(state_dir)?;
+        if !files.is_empty() {
+            out.push(Planned {
+                name: step.name(),
+                files,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What [`run_pending`] did (or, for a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The steps, in the order run.
+    pub steps: Vec<Planned>,
+    /// The restore point made (or reused), if any step ran.
+    pub point: Option<restore_point::Point>,
+}
+
+/// Runs every pending step (store steps to major `target`, then the live steps) after making a
+/// restore point of every file they rewrite; `dry_run` only plans. A migration cut off earlier
+/// is finished with the restore point it made. The caller holds the store lock.
+///
+/// # Errors
+/// As [`plan`], the steps and [`restore_point::make`]; whatever ran stays recorded in the
+/// point, and running again finishes the migration.
+pub fn run_pending(state_dir: &Path, target: u32, dry_run: bool) -> Result<Report, MigrationError> {
+    let planned = plan(state_dir, target)?;
+    if dry_run {
+        return Ok(Report {
+            steps: planned,
+            point: None,
+        });
+    }
+    if planned.is_empty() {
+        // Every step ran, but the point was not marked: a crash just before the end.
+        let point = restore_point::unfinished(state_dir)?;
+        if let Some(p) = &point {
+            restore_point::finish(state_dir, p)?;
+        }
+        return Ok(Report {
+            steps: planned,
+            point,
+        });
+    }
+    let snap = state_dir.join("snapshots");
+    let from = read_format(&snap)?.major;
+    let label = if from < target {
+        format!("store-{from}-to-{target}")
+    } else {
+        "live-data".to_owned()
+    };
+    let files: Vec<PathBuf> = planned.iter().flat_map(|p| p.files.clone()).collect();
+    let point = restore_point::make(state_dir, &label, &files)?;
+    if from < target {
+        migrate(&snap, from, target)?;
+    }
+    for step in live_steps() {
+        if !step.pending(state_dir)?.is_empty() {
+            step.run(state_dir)?;
+        }
+    }
+    restore_point::finish(state_dir, &point)?;
+    Ok(Report {
+        steps: planned,
+        point: Some(point),
+    })
+}
+
+/// Goes back to the newest restore point: refuses when something written since the migration
+/// could not be read by the old version (named in the error), else puts every saved file back
+/// ([`restore_point::undo`]). `dry_run` only checks. The caller holds the store lock.
+///
+/// # Errors
+/// [`MigrationError::NoRestorePoint`]; [`MigrationError::Unexpected`] naming what would be
+/// stranded; I/O errors.
+pub fn undo(state_dir: &Path, dry_run: bool) -> Result<restore_point::Point, MigrationError> {
+    let point = restore_point::list(state_dir)?
+        .pop()
+        .ok_or(MigrationError::NoRestorePoint)?;
+    let snap = state_dir.join("snapshots");
+    // A store point's old major is in its saved FORMAT; the steps from there to now say what
+    // would be stranded.
+    let old = std::fs::read(
+        state_dir
+            .join(restore_point::DIR)
+            .join(&point.name)
+            .join("files/snapshots/FORMAT"),
+    )
+    .ok()
+    .and_then(|b| StoreVersion::parse(&b).ok());
+    if let Some(old) = old {
+        let now = read_format(&snap)?;
+        let mut blockers = Vec::new();
+        for step in steps() {
+            if step.from() >= old.major && step.from() < now.major {
+                blockers.extend(step.undo_blockers(&snap)?);
+            }
+        }
+        if !blockers.is_empty() {
+            return Err(MigrationError::Unexpected {
+                path: snap.display().to_string(),
+                why: format!(
+                    "written since the migration in a form store format {old} cannot read: {}; undoing would strand it",
+                    blockers.join(", ")
+                ),
+            });
+        }
+    }
+    if !dry_run {
+        restore_point::undo(state_dir, &point)?;
+    }
+    Ok(point)
 }
 
 /// The registered steps, in order.
@@ -192,7 +390,18 @@ pub fn write_format(dir: &Path, version: StoreVersion) -> Result<(), MigrationEr
         path: path.display().to_string(),
         source,
     };
-    // The prefix shelldone's recovery removes, should a crash leave the temp file behind.
+    // The prefix shelldone's recovery removes, should a crash leave the temp file behind; the
+    // caller holds the store lock, so one left by another process is a crashed one's.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(".shelldone-tmp.FORMAT.")
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     let tmp = dir.join(format!(".shelldone-tmp.FORMAT.{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -215,6 +424,59 @@ struct V1ToV2;
 impl Step for V1ToV2 {
     fn from(&self) -> u32 {
         1
+    }
+
+    fn rewrites(&self) -> Vec<PathBuf> {
+        vec![PathBuf::from("FORMAT")]
+    }
+
+    /// Version-2 packs (the last byte of the `SDPACK\0` magic) and `packed-refs`: version 1
+    /// reads neither.
+    fn undo_blockers(&self, dir: &Path) -> Result<Vec<String>, MigrationError> {
+        let mut out = Vec::new();
+        if dir.join("packed-refs").exists() {
+            out.push("packed-refs".to_owned());
+        }
+        let packs = dir.join("packs");
+        let entries = match std::fs::read_dir(&packs) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(source) => {
+                return Err(MigrationError::Io {
+                    path: packs.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let mut found = Vec::new();
+        for e in entries {
+            let p = e
+                .map_err(|source| MigrationError::Io {
+                    path: packs.display().to_string(),
+                    source,
+                })?
+                .path();
+            if p.extension().is_none_or(|x| x != "pack") {
+                continue;
+            }
+            let mut head = Vec::with_capacity(8);
+            std::fs::File::open(&p)
+                .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 8), &mut head))
+                .map_err(|source| MigrationError::Io {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+            if head.len() == 8 && &head[..7] == b"SDPACK\0" && head[7] != 1 {
+                found.push(format!(
+                    "packs/{} (version {})",
+                    p.file_name().unwrap_or_default().to_string_lossy(),
+                    head[7]
+                ));
+            }
+        }
+        found.sort();
+        out.extend(found);
+        Ok(out)
     }
 
     fn run(&self, dir: &Path) -> Result<(), MigrationError> {

@@ -122,6 +122,19 @@ pub(super) enum Cmd {
     /// (docs/journal.md).
     #[command(subcommand)]
     Telemetry(TelemetryCmd),
+    /// Upgrade the store and the other data it keeps to this shelldone's formats, after a
+    /// restore point; or go back to that point (docs/migrations.md).
+    Migrate {
+        /// Say what would be done (or undone); write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Go back to the newest restore point: the files the migration rewrote, as they were.
+        #[arg(long, conflicts_with = "status")]
+        undo: bool,
+        /// Show the store's format, the steps pending and the restore points; write nothing.
+        #[arg(long, conflicts_with = "dry_run")]
+        status: bool,
+    },
     /// Generate a synthetic state (benchmarks): DIR/config and DIR/state.
     #[command(hide = true)]
     Generate {
@@ -317,6 +330,12 @@ pub(super) enum RemoteCmd {
     List,
     /// Remove a remote (its tracking refs and local mirror).
     Remove {
+        /// Name.
+        name: String,
+    },
+    /// Raise a directory or S3 remote's layout to this shelldone's version on purpose: devices
+    /// with an older shelldone then refuse it until they upgrade (docs/migrations.md).
+    Upgrade {
         /// Name.
         name: String,
     },

@@ -76,6 +76,7 @@ mod tests {
             Error::BadRefName(_) => "BadRefName",
             Error::Locked { .. } => "Locked",
             Error::NewerStore { .. } => "NewerStore",
+            Error::NewerFormat { .. } => "NewerFormat",
             Error::ReadOnly(_) => "ReadOnly",
             Error::UnknownSession(..) => "UnknownSession",
             Error::UnsafePath(_) => "UnsafePath",
@@ -136,6 +137,11 @@ mod tests {
             },
             Error::NewerStore {
                 path: PathBuf::new(),
+                found: s(),
+                supported: s(),
+            },
+            Error::NewerFormat {
+                what: s(),
                 found: s(),
                 supported: s(),
             },

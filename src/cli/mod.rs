@@ -19,6 +19,7 @@ pub mod exit;
 mod generated;
 mod history_cmd;
 mod journal_cmd;
+mod migrate_cmd;
 mod open;
 mod output;
 mod progress;
@@ -118,6 +119,11 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         Cmd::Backup(bc) => backup_cmd::run(cli, bc),
         Cmd::Journal(jc) => journal_cmd::run(cli, jc),
         Cmd::Telemetry(tc) => journal_cmd::telemetry(cli, tc),
+        Cmd::Migrate {
+            dry_run,
+            undo,
+            status,
+        } => migrate_cmd::run(cli, *dry_run, *undo, *status),
     }
 }
 
@@ -150,6 +156,9 @@ fn operation(cmd: &Cmd) -> Option<(&'static str, bool)> {
         Cmd::Journal(JournalCmd::Append { .. }) => ("journal.append", false),
         Cmd::Journal(JournalCmd::Tail { .. }) => ("journal.tail", false),
         Cmd::Journal(JournalCmd::Status) => ("journal.status", false),
+        Cmd::Migrate {
+            dry_run, status, ..
+        } => ("migrate", !dry_run && !status),
         Cmd::Telemetry(_)
         | Cmd::Tour { .. }
         | Cmd::Generate { .. }

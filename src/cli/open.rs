@@ -125,9 +125,31 @@ fn reads_only(cli: &Cli) -> bool {
             None | Some(ConflictsCmd::List | ConflictsCmd::Show { .. })
         ),
         Cmd::Device(DeviceCmd::Show) | Cmd::Remote(RemoteCmd::List) => true,
+        Cmd::Migrate {
+            dry_run, status, ..
+        } => *dry_run || *status,
         Cmd::Secret(SecretCmd::Get { .. } | SecretCmd::List)
         | Cmd::Key(KeyCmd::Show | KeyCmd::List)
         | Cmd::Vault(VaultCmd::Status) => true,
+        _ => false,
+    }
+}
+
+/// Commands that only read the store: an older store is read through for them, not migrated
+/// (docs/migrations.md). `migrate` migrates (or not) itself, step by step.
+fn read_through(cli: &Cli) -> bool {
+    use super::args::{Cmd, ConflictsCmd, DeviceCmd, RemoteCmd, StateCmd};
+    match &cli.cmd {
+        Cmd::Log(_) | Cmd::Show { .. } | Cmd::Migrate { .. } => true,
+        Cmd::State(StateCmd::Diff { .. }) => true,
+        Cmd::State(StateCmd::Save { dry_run, .. }) => *dry_run,
+        // An export into another folder reads the store only (no lock).
+        Cmd::State(StateCmd::Restore { to, .. }) => to.is_some(),
+        Cmd::Conflicts { cmd } => matches!(
+            cmd,
+            None | Some(ConflictsCmd::List | ConflictsCmd::Show { .. })
+        ),
+        Cmd::Device(DeviceCmd::Show) | Cmd::Remote(RemoteCmd::List) => true,
         _ => false,
     }
 }
@@ -148,16 +170,39 @@ const CONFIG_FILE_PATH: &str = "config/shelldone.toml";
 /// Opens the store, which runs leftover recovery (docs/cli.md), and says on stderr (unless
 /// `--json`) that a store was created and what recovery did; returns the recovery report too.
 pub(super) fn open_with_report(cli: &Cli) -> Result<(State, crate::RecoveryReport)> {
-    open_with_report_as(cli, State::open)
+    if read_through(cli) {
+        open_with_report_as(cli, State::open_read_through)
+    } else {
+        open_with_report_as(cli, State::open)
+    }
 }
 
 /// [`open_with_report`] through `open` ([`State::open`] or [`State::open_for_save`]).
 /// Writes the store format migration opening `st` ran, if any, to the audit trail
 /// (docs/journal.md); a line that cannot be written is a warning, as for every operation.
 pub(super) fn audit_migration(cli: &Cli, state_dir: &std::path::Path, st: &State) {
+    if let Some(found) = st.context().read_through()
+        && !matches!(cli.cmd, super::args::Cmd::Migrate { .. })
+    {
+        super::output::note(
+            cli,
+            &format!(
+                "the state store has format {found}, older than this shelldone's {}; read as it is, nothing written ('shelldone migrate' upgrades it)",
+                crate::STORE_FORMAT
+            ),
+        );
+    }
     let Some((from, to)) = st.migrated() else {
         return;
     };
+    if let Some(point) = st.restore_point() {
+        super::output::note(
+            cli,
+            &format!(
+                "upgraded the state store from format {from} to {to}; restore point {point} ('shelldone migrate --undo' goes back)"
+            ),
+        );
+    }
     if let Err(e) = crate::telemetry::audit::audit(
         state_dir,
         "store.migrate",

@@ -20,7 +20,11 @@ pub(super) fn run_state(cli: &Cli, sc: &StateCmd) -> Result<ExitCode> {
             let p = paths(cli)?;
             let (_, settings) = super::open::settings(cli, &p)?;
             let state_dir = p.state_dir.clone();
-            let mut st = State::open_for_repair(p)?;
+            let mut st = if matches!(sc, StateCmd::Check { .. }) {
+                State::open_for_check(p)?
+            } else {
+                State::open_for_repair(p)?
+            };
             super::open::audit_migration(cli, &state_dir, &st);
             st.apply(settings);
             super::progress::install(cli, &mut st)?;

@@ -63,6 +63,22 @@ pub(super) fn run_remote(st: &State, json: bool, rc: &RemoteCmd) -> Result<ExitC
                 documents::print(&documents::RemoteRemoved { removed: name })?;
             }
         }
+        RemoteCmd::Upgrade { name } => {
+            let u = st.remote_upgrade(name)?;
+            if json {
+                documents::print(&u)?;
+            } else if u.from == u.to {
+                say(format!(
+                    "remote '{}' is format {}: nothing to upgrade",
+                    u.remote, u.to
+                ));
+            } else {
+                say(format!(
+                    "upgraded remote '{}' from format {} to {}; devices whose shelldone reads only format {} must upgrade shelldone",
+                    u.remote, u.from, u.to, u.from
+                ));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -410,6 +410,18 @@ fn read_key_file<B: Backend>(inner: &mut B, id: ObjectId, access: &Access) -> Re
         .next()
         .flatten()
         .ok_or_else(|| bad("is missing"))?;
+    if let Some(rest) = file.strip_prefix(b"shelldone-keys ".as_slice())
+        && !file.starts_with(KEYS_MAGIC)
+    {
+        // Another version of the key file: named, never rewritten.
+        let v: String = String::from_utf8_lossy(rest)
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        return Err(bad(&format!(
+            "is key file format {v}, this shelldone reads up to 1; upgrade shelldone"
+        )));
+    }
     let body = file
         .strip_prefix(KEYS_MAGIC)
         .filter(|b| b.len() > 96)
@@ -469,6 +481,12 @@ fn open_sealed(
     name: &ObjectId,
     frame: &[u8],
 ) -> std::result::Result<Vec<u8>, String> {
+    if frame.len() >= HEADER + 16 && frame[0] > SEALED_V1 {
+        return Err(format!(
+            "sealed object format {}, this shelldone reads up to {SEALED_V1}; upgrade shelldone",
+            frame[0]
+        ));
+    }
     if frame.len() < HEADER + 16 || frame[0] != SEALED_V1 {
         return Err("not an encrypted object of this format".into());
     }

@@ -26,8 +26,10 @@ use crate::store::durable;
 
 /// Name of the marker file.
 pub const MARKER: &str = "shelldone-remote";
-/// Content of the marker file (format version 1).
+/// Content of the marker file (format version 1, what a new remote is created at).
 pub const MARKER_LINE: &str = "shelldone-dir-remote 1";
+/// The marker line without its version (`<prefix> <N>`, see [`super::format`]).
+pub const MARKER_PREFIX: &str = "shelldone-dir-remote";
 
 /// A directory remote.
 #[derive(Debug, Clone)]
@@ -111,6 +113,35 @@ impl DirRemote {
         self.open(false)
     }
 
+    /// Raises the remote's layout version to this binary's ([`super::format::supported`]) on
+    /// purpose (`remote upgrade`): (version before, version after). Devices whose shelldone
+    /// reads only the old version refuse the remote from then on.
+    ///
+    /// # Errors
+    /// A missing remote, one newer than this binary, I/O.
+    pub fn upgrade(&self) -> Result<(u32, u32)> {
+        if !self.open(false)? {
+            return Err(self.err(format!(
+                "{} is not a directory remote (no {MARKER}); nothing to upgrade",
+                self.dir.display()
+            )));
+        }
+        let marker = self.dir.join(MARKER);
+        let found = super::format::parse_marker(
+            &String::from_utf8_lossy(&fs::read(&marker)?),
+            MARKER_PREFIX,
+        )
+        .ok_or_else(|| self.err(format!("{} changed while it was read", marker.display())))?;
+        let to = super::format::supported();
+        if found < to {
+            durable::write_atomic(
+                &marker,
+                super::format::marker_line(MARKER_PREFIX, to).as_bytes(),
+            )?;
+        }
+        Ok((found, found.max(to)))
+    }
+
     fn err(&self, why: impl Into<String>) -> Error {
         Error::remote(&self.name, why)
     }
@@ -134,13 +165,15 @@ impl DirRemote {
             Ok(b) => {
                 let s = String::from_utf8_lossy(&b);
                 let line = s.trim_end();
-                if line == MARKER_LINE {
-                    return Ok(true);
-                }
-                return Err(self.err(format!(
-                    "{} says {line:?}; this shelldone understands {MARKER_LINE:?} (upgrade shelldone?)",
-                    marker.display()
-                )));
+                return match super::format::parse_marker(line, MARKER_PREFIX) {
+                    // Read and written at its own version: nothing this binary writes is newer.
+                    Some(v) if v <= super::format::supported() => Ok(true),
+                    Some(v) => Err(super::format::newer(&self.name, v)),
+                    None => Err(self.err(format!(
+                        "{} says {line:?}; this shelldone understands {MARKER_LINE:?} (upgrade shelldone?)",
+                        marker.display()
+                    ))),
+                };
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {

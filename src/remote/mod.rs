@@ -17,6 +17,7 @@
 pub mod crypt;
 pub mod dir;
 pub mod dryrun;
+pub mod format;
 pub mod git;
 pub mod gitblobs;
 pub mod gitmirror;

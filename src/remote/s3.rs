@@ -40,8 +40,10 @@ use crate::error::{Error, Result};
 pub const SCHEME: &str = "s3://";
 /// Name of the marker object under the prefix.
 pub const MARKER: &str = "shelldone-remote";
-/// Content of the marker object (format version 1).
+/// Content of the marker object (format version 1, what a new remote is created at).
 pub const MARKER_LINE: &str = "shelldone-s3-remote 1";
+/// The marker line without its version (`<prefix> <N>`, see [`super::format`]).
+pub const MARKER_PREFIX: &str = "shelldone-s3-remote";
 
 /// Requests in flight at once for puts, ref reads and gets of several objects.
 const CONCURRENCY: usize = 16;
@@ -379,6 +381,8 @@ pub struct S3Remote {
     rt: tokio::runtime::Runtime,
     /// The marker was read by this handle.
     opened: bool,
+    /// The layout version its marker says (once read).
+    format: u32,
     /// The objects the service holds, listed once per handle (and grown by our puts).
     known: Option<HashSet<ObjectId>>,
     /// Each ref as this handle last read or wrote it: the ETag a conditional write sends.
@@ -523,6 +527,7 @@ impl S3Remote {
             store: Arc::new(store),
             rt,
             opened: false,
+            format: super::format::CREATE_FORMAT,
             known: None,
             refs_seen: HashMap::new(),
         })
@@ -582,16 +587,20 @@ impl S3Remote {
             Ok(Some(b)) => {
                 let s = String::from_utf8_lossy(&b);
                 let line = s.trim_end();
-                if line == MARKER_LINE {
-                    return Ok(true);
-                }
-                return Err(Error::remote(
-                    &self.name,
-                    format!(
-                        "{}/{MARKER} says {line:?}; this shelldone understands {MARKER_LINE:?} (upgrade shelldone?)",
-                        self.url
-                    ),
-                ));
+                return match super::format::parse_marker(line, MARKER_PREFIX) {
+                    Some(v) if v <= super::format::supported() => {
+                        self.format = v;
+                        Ok(true)
+                    }
+                    Some(v) => Err(super::format::newer(&self.name, v)),
+                    None => Err(Error::remote(
+                        &self.name,
+                        format!(
+                            "{}/{MARKER} says {line:?}; this shelldone understands {MARKER_LINE:?} (upgrade shelldone?)",
+                            self.url
+                        ),
+                    )),
+                };
             }
             Ok(None) => {}
             Err(e) => return Err(self.err("reading the marker", &e)),
@@ -648,6 +657,38 @@ impl S3Remote {
     pub fn init(&mut self) -> Result<()> {
         self.opened = self.open_marker(true)?;
         Ok(())
+    }
+
+    /// Raises the remote's layout version to this binary's on purpose (`remote upgrade`):
+    /// (version before, version after). See [`super::dir::DirRemote::upgrade`].
+    ///
+    /// # Errors
+    /// A missing remote, one newer than this binary, an unreachable service.
+    pub fn upgrade(&mut self) -> Result<(u32, u32)> {
+        self.opened = self.open_marker(false)?;
+        if !self.opened {
+            return Err(Error::remote(
+                &self.name,
+                format!(
+                    "{} is not a shelldone S3 remote (no {MARKER}); nothing to upgrade",
+                    self.url
+                ),
+            ));
+        }
+        let found = self.format;
+        let to = super::format::supported();
+        if found < to {
+            let key = self.key(MARKER);
+            let store = Arc::clone(&self.store);
+            self.rt
+                .block_on(store.put(
+                    &key,
+                    PutPayload::from(super::format::marker_line(MARKER_PREFIX, to).into_bytes()),
+                ))
+                .map_err(|e| self.err("writing the marker", &e))?;
+            self.format = to;
+        }
+        Ok((found, found.max(to)))
     }
 
     /// True when the prefix is an S3 remote (its marker is there).

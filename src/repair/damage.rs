@@ -28,6 +28,7 @@ pub(super) const KNOWN_NAMES: [&str; 16] = [
     "shallow",
     "remotes.json",
     "remotes",
+    "restore-points",
 ];
 
 /// `line 3` or `lines 3-5, 9`.

@@ -22,6 +22,7 @@ pub use crate::snapshot::conflicts::{Conflict, ConflictKind};
 pub use pull::{PullOptions, PullReport, SkippedSession, Strategy, sync_pull};
 pub use push::{DryRunReport, PushReport, RefMove, sync_push, sync_push_dry_run};
 pub use remotes::{
-    RemoteOptions, device_rename, remote_add, remote_add_with, remote_remove, remotes,
+    RemoteOptions, Upgraded, device_rename, remote_add, remote_add_with, remote_remove,
+    remote_upgrade, remotes,
 };
 pub use status::{DeviceStatus, sync_status};

@@ -174,6 +174,42 @@ pub fn remote_add_with(
     Ok(rc)
 }
 
+/// What `remote upgrade` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Upgraded {
+    /// The remote's name.
+    pub remote: String,
+    /// Its layout version before.
+    pub from: u32,
+    /// Its layout version now.
+    pub to: u32,
+}
+
+/// Raises a directory or S3 remote's layout version to this shelldone's on purpose
+/// (docs/migrations.md, "Remote versions"): until then a newer device writes the remote at the
+/// version it found, so that older devices keep reading it.
+///
+/// # Errors
+/// Unknown remote; a git remote (one layout version, nothing to upgrade); a remote newer than
+/// this binary ([`Error::NewerFormat`]); remote errors.
+pub fn remote_upgrade(cx: &Context, name: &str) -> Result<Upgraded> {
+    let rc = remote_config(cx, name)?;
+    let (from, to) = match rc.kind.as_str() {
+        "git" => {
+            return Err(Error::Usage(format!(
+                "remote {name} is a git remote: its mapping has one version (docs/migrations.md), nothing to upgrade"
+            )));
+        }
+        "s3" => s3_backend(cx, &rc)?.upgrade()?,
+        _ => DirRemote::new(rc.name.clone(), PathBuf::from(&rc.url)).upgrade()?,
+    };
+    Ok(Upgraded {
+        remote: rc.name,
+        from,
+        to,
+    })
+}
+
 /// Removes a remote (and its tracking refs and git mirror).
 ///
 /// # Errors

@@ -148,9 +148,20 @@ impl Unlock {
     }
 }
 
+/// The version of [`DeviceRecord`] this shelldone writes; a newer one is refused
+/// ([`Error::NewerFormat`]), never rewritten.
+pub const RECORD_VERSION: u32 = 1;
+
+fn record_v1() -> u32 {
+    1
+}
+
 /// The public record of this device's keys (`state/keys/device.json`, never synced).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRecord {
+    /// [`RECORD_VERSION`]; a record written before records had one is version 1.
+    #[serde(default = "record_v1")]
+    pub version: u32,
     /// The name other devices trust this one under (the device id when the keys were made).
     pub name: String,
     /// Where the private halves are.
@@ -186,9 +197,26 @@ fn identity_path(cx: &Context) -> PathBuf {
 pub fn record(cx: &Context) -> Result<Option<DeviceRecord>> {
     let p = record_path(cx);
     match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::corrupt_file(&p, format!("not a device key record: {e}"))),
+        Ok(b) => {
+            // The version first: a newer record may not parse as this one at all.
+            #[derive(Deserialize)]
+            struct Version {
+                #[serde(default = "record_v1")]
+                version: u32,
+            }
+            if let Ok(v) = serde_json::from_slice::<Version>(&b)
+                && v.version > RECORD_VERSION
+            {
+                return Err(Error::NewerFormat {
+                    what: format!("the device key record {}", p.display()),
+                    found: v.version.to_string(),
+                    supported: RECORD_VERSION.to_string(),
+                });
+            }
+            serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::corrupt_file(&p, format!("not a device key record: {e}")))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::file(e, "reading", p, "vault")),
     }
@@ -417,6 +445,7 @@ pub fn store(
         })),
     };
     let rec = DeviceRecord {
+        version: RECORD_VERSION,
         name: cx.device.clone(),
         backend,
         store,
@@ -656,12 +685,14 @@ mod tests {
         let old = r#"{"name":"a","backend":"keyring","age":"age1x","ssh":"ssh-ed25519 AAAA a"}"#;
         let rec: DeviceRecord = serde_json::from_str(old).unwrap();
         assert_eq!(rec.keyring_store(), Some(KeyringStore::Keyutils));
+        assert_eq!(rec.version, 1, "a record without a version is version 1");
         let new = DeviceRecord {
             store: Some(KeyringStore::SecretService),
             ..rec.clone()
         };
         let json = serde_json::to_string(&new).unwrap();
         assert!(json.contains(r#""store":"secret-service""#), "{json}");
+        assert!(json.contains(r#""version":1"#), "{json}");
         let back: DeviceRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back.keyring_store(), Some(KeyringStore::SecretService));
         let pass = DeviceRecord {

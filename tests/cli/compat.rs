@@ -56,10 +56,14 @@ fn a_version_1_store_is_migrated_and_reads_back_byte_identical() {
         "the fixture holds one version-1 pack"
     );
 
-    // The first command migrates (1.0 → 2.0) and everything in the old store verifies.
+    // A read-only command reads the old store through; the first command that writes
+    // migrates it (1.0 → 2.0), and everything in the old store verifies.
     let check = sb.ok(&["state", "check"]);
     assert!(check.contains("checked 2 snapshots"), "{check}");
+    assert_eq!(format_of(&sb), "shelldone-store 1.0\n");
+    sb.ok(&["state", "gc"]);
     assert_eq!(format_of(&sb), "shelldone-store 2.0\n");
+    assert!(sb.ok(&["state", "check"]).contains("checked 2 snapshots"));
     // The audit trail keeps the migration, once.
     let audit = std::fs::read_to_string(sb.state().join("logs/audit.log")).expect("audit log");
     let lines: Vec<&str> = audit

@@ -20,6 +20,7 @@ mod edges;
 mod encrypted;
 mod faults;
 mod journal;
+mod migrations;
 mod outputs;
 mod recovery;
 mod revisions;

@@ -1045,3 +1045,85 @@ fn journal_and_telemetry_documents() {
         &["telemetry", "disable", "--json"],
     );
 }
+
+/// `migrate` (dry run, run, again, status, undo) on the frozen version-1 store, and `remote
+/// upgrade` (docs/migrations.md).
+#[test]
+fn migrate_and_remote_upgrade_documents() {
+    let sb = crate::compat::fixture("store-v1");
+    let mut shots = Shots::new();
+    shots.path(sb.dir.path(), "[DIR]");
+    shots
+        .settings
+        .add_filter(r#""created":\d+"#, r#""created":[TIME]"#);
+    shots.volatile();
+    shots.run("migrate_dry_run", &sb, 0, &["migrate", "--dry-run"]);
+    shots.run("migrate_log_read_through", &sb, 0, &["log", "--oneline"]);
+    shots.json(
+        "json_migrate_dry_run",
+        "migrate",
+        &sb,
+        0,
+        &["--json", "migrate", "--dry-run"],
+    );
+    shots.run("migrate_run", &sb, 0, &["migrate"]);
+    shots.run("migrate_again", &sb, 0, &["migrate"]);
+    shots.run("migrate_status", &sb, 0, &["migrate", "--status"]);
+    shots.json(
+        "json_migrate_status",
+        "migrate status",
+        &sb,
+        0,
+        &["--json", "migrate", "--status"],
+    );
+    shots.json(
+        "json_migrate_undo",
+        "migrate undo",
+        &sb,
+        0,
+        &["--json", "migrate", "--undo"],
+    );
+    shots.json(
+        "json_migrate_run",
+        "migrate",
+        &sb,
+        0,
+        &["--json", "migrate"],
+    );
+    shots.run("migrate_undo", &sb, 0, &["migrate", "--undo"]);
+    shots.run("migrate_undo_nothing", &sb, 2, &["migrate", "--undo"]);
+
+    let sb = Sandbox::new();
+    let remote = tempfile::tempdir().expect("tempdir");
+    let mut shots = Shots::new();
+    shots.path(sb.dir.path(), "[DIR]");
+    shots.path(remote.path(), "[REMOTE]");
+    sb.ok(&["device", "show"]);
+    shots.device(&sb, "[DEVICE]");
+    shots.volatile();
+    let url = remote.path().join("r");
+    sb.ok(&[
+        "remote",
+        "add",
+        "origin",
+        url.to_str().expect("utf8"),
+        "--init",
+    ]);
+    shots.run(
+        "remote_upgrade_nothing",
+        &sb,
+        0,
+        &["remote", "upgrade", "origin"],
+    );
+    let o = sb
+        .cmd(&["--json", "remote", "upgrade", "origin"])
+        .env("SHELLDONE_TEST_REMOTE_FORMAT", "2")
+        .output()
+        .expect("spawn");
+    let args = ["--json", "remote", "upgrade", "origin"];
+    expect_code(&o, 0, &args);
+    shots.snap("json_remote_upgrade", &args, &o);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert!(documented::check("remote upgrade", &v).expect("documented") > 0);
+    shots.run("remote_upgrade_newer", &sb, 6, &["sync", "push"]);
+}

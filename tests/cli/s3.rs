@@ -390,3 +390,63 @@ fn s3_a_concurrent_ref_update_loses_the_race_cleanly() {
     two.update_refs(&[upd(Some(id(3)), Some(id(4)))]).unwrap();
     assert_eq!(refs(&m, "race").get(&head), Some(&id(4).to_hex()));
 }
+
+/// Issue #17: an S3 remote's marker carries its layout version; a newer device writes it at the
+/// version it found until `remote upgrade`, after which an older device refuses it, naming both
+/// versions, and changes nothing (docs/migrations.md, "Remote versions").
+#[test]
+fn s3_a_newer_remote_is_refused_and_upgrade_is_on_purpose() {
+    let Some(m) = Moto::start("s3_a_newer_remote_is_refused_and_upgrade_is_on_purpose") else {
+        return;
+    };
+    let url = m.url("versions/state");
+    let (new, old) = (Dev::new(&m), Dev::new(&m));
+    new.sb.generate();
+    new.sb.save("from the newer device");
+    new.ok(&["remote", "add", "origin", &url, "--init"]);
+    old.ok(&["remote", "add", "origin", &url]);
+    let as_newer = |args: &[&str]| {
+        new.cmd(args)
+            .env("SHELLDONE_TEST_REMOTE_FORMAT", "2")
+            .output()
+            .expect("spawn")
+    };
+    let o = as_newer(&["sync", "push"]);
+    assert!(o.status.success(), "{o:?}");
+    old.ok(&["sync", "pull"]);
+    let o = as_newer(&["--json", "remote", "upgrade", "origin"]);
+    assert!(o.status.success(), "{o:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        doc,
+        serde_json::json!({"remote": "origin", "from": 1, "to": 2})
+    );
+
+    std::fs::write(old.sb.config().join("old.toml"), "x = 1\n").expect("write");
+    old.sb.save("from the older device");
+    let local_before = store_files(&old.sb);
+    for args in [&["sync", "push"][..], &["sync", "pull"]] {
+        let o = old.run(args);
+        exited(&args, &o, 6);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(
+                "remote origin is format 2, this shelldone reads up to 1; upgrade shelldone"
+            ),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        store_files(&old.sb),
+        local_before,
+        "the older device's store"
+    );
+    // (This process reads remotes up to layout 1 too: the newer device looks for it.)
+    let o = as_newer(&["sync", "pull"]);
+    assert!(o.status.success(), "{o:?}");
+    let log = new.ok(&["log"]);
+    assert!(
+        log.contains("from the newer device") && !log.contains("from the older device"),
+        "the older device's refused push left nothing on the remote: {log}"
+    );
+}

@@ -59,6 +59,9 @@ use crate::store::{Batch, ObjectStore};
 use export::Conv;
 use import::{Import, read_commit};
 
+/// The ref (under `refs/shelldone/`) naming the remote's mapping version `<N>`; absent means 1.
+const FORMAT_REF: &str = "format/";
+
 /// The commit-message trailer naming the snapshot (its id; in the first revision's commits, the
 /// whole canonical snapshot in hex).
 pub const TRAILER: &str = "Shelldone-Snapshot: ";
@@ -516,6 +519,18 @@ impl GitRemote {
         let mut tips = BTreeMap::new();
         for (local, gid) in &fetched {
             let name = local.strip_prefix(&track).unwrap_or(local);
+            // The mapping's version: `refs/shelldone/format/<N>`, absent for version 1 (no
+            // device ref has this shape). A newer one is refused before anything is read or
+            // pushed (docs/migrations.md, "Remote versions").
+            if let Some(v) = name
+                .strip_prefix(FORMAT_REF)
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                if v > crate::remote::format::supported() {
+                    return Err(crate::remote::format::newer(&self.name, v));
+                }
+                continue;
+            }
             check_remote_ref(name).map_err(|_| {
                 self.err(format!(
                     "remote ref refs/shelldone/{name} is not a shelldone ref name"
