@@ -181,10 +181,35 @@ pub trait LiveStep {
     fn run(&self, state_dir: &Path) -> Result<(), MigrationError>;
 }
 
-/// The registered live-data steps, in order (the session descriptor step plugs in here).
+/// The registered live-data steps, in order.
 #[must_use]
 pub fn live_steps() -> Vec<Box<dyn LiveStep>> {
-    Vec::new()
+    vec![Box::new(DescriptorStep)]
+}
+
+/// Session descriptors 1 → 2 ([`descriptor::upgrade`] on every live descriptor).
+struct DescriptorStep;
+
+impl LiveStep for DescriptorStep {
+    fn name(&self) -> String {
+        format!(
+            "session descriptors {} -> {}",
+            descriptor::LATEST - 1,
+            descriptor::LATEST
+        )
+    }
+
+    fn pending(&self, state_dir: &Path) -> Result<Vec<PathBuf>, MigrationError> {
+        Ok(descriptor::migrate_live_descriptors(state_dir, true)?
+            .upgraded
+            .into_iter()
+            .map(|c| PathBuf::from(c.path))
+            .collect())
+    }
+
+    fn run(&self, state_dir: &Path) -> Result<(), MigrationError> {
+        descriptor::migrate_live_descriptors(state_dir, false).map(|_| ())
+    }
 }
 
 /// One step [`plan`] found pending.

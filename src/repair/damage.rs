@@ -11,7 +11,7 @@ use crate::store::durable;
 use crate::store::refs::PackedScan;
 
 /// Names this version keeps directly in `snapshots/`.
-pub(super) const KNOWN_NAMES: [&str; 16] = [
+pub(super) const KNOWN_NAMES: [&str; 17] = [
     "objects",
     "packs",
     "staging",

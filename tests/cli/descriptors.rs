@@ -1,7 +1,7 @@
 //! Issue #17, session descriptors v1 → v2: the frozen fixtures (`fixtures/descriptors/`,
 //! `fixtures/live-v1/`, `fixtures/store-v1/`) read by today's binary, snapshots of version-1
 //! descriptors restoring as they were saved, merges between a device that migrated and one that
-//! did not, and one test per cell of the reader/writer matrix (docs/migrations-descriptors.md).
+//! did not, and one test per cell of the reader/writer matrix (docs/migrations.md, "Session descriptors").
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -277,7 +277,7 @@ fn a_device_that_migrated_and_one_that_did_not_converge_a_newer() {
     migrated_and_not(false, false);
 }
 
-// ---- the reader/writer matrix (docs/migrations-descriptors.md) ----
+// ---- the reader/writer matrix (docs/migrations.md, "Session descriptors") ----
 
 /// old reader × old writer × old data: a version-1 reader reads what version-1 terminals wrote.
 #[test]

@@ -63,7 +63,8 @@ fn migrate_makes_a_restore_point_and_undo_gives_back_the_v1_bytes() {
     assert!(human.contains("would run: store format 1 -> 2"), "{human}");
     let status = json(&sb.ok(&["--json", "migrate", "--status"]));
     assert_eq!(status["format"], "1.0");
-    assert_eq!(status["pending"].as_array().expect("array").len(), 1);
+    // The store step, then the live session descriptors 1 -> 2 (fixtures/store-v1's are v1).
+    assert_eq!(status["pending"].as_array().expect("array").len(), 2);
     assert_eq!(status["restore_points"], serde_json::json!([]));
     assert_eq!(
         files(sb.dir.path()),
@@ -85,6 +86,24 @@ fn migrate_makes_a_restore_point_and_undo_gives_back_the_v1_bytes() {
         "shelldone-store 1.0\n"
     );
     assert!(point.join("DONE").is_file());
+    let descriptor = |sb: &Sandbox| {
+        std::fs::read_to_string(sb.state().join("sessions/s001/session.json")).expect("descriptor")
+    };
+    let fixture_descriptor = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/store-v1/state/sessions/s001/session.json"),
+    )
+    .expect("fixture descriptor");
+    assert!(
+        descriptor(&sb).contains("\"schema_version\""),
+        "{}",
+        descriptor(&sb)
+    );
+    assert_eq!(
+        std::fs::read_to_string(point.join("files/sessions/s001/session.json")).expect("copy"),
+        fixture_descriptor,
+        "the restore point holds the version-1 descriptor"
+    );
     let migrated = store_files(&sb);
 
     // Again: nothing to do, nothing changes.
@@ -108,7 +127,17 @@ fn migrate_makes_a_restore_point_and_undo_gives_back_the_v1_bytes() {
     let undo = json(&sb.ok(&["--json", "migrate", "--undo"]));
     assert_eq!(undo["restore_point"], "0001-store-1-to-2");
     assert_eq!(undo["to"], "1.0");
-    assert_eq!(undo["files"], serde_json::json!(["snapshots/FORMAT"]));
+    let undone = undo["files"].as_array().expect("files");
+    assert!(undone.contains(&"snapshots/FORMAT".into()), "{undo}");
+    assert!(
+        undone.contains(&"sessions/s001/session.json".into()),
+        "{undo}"
+    );
+    assert_eq!(
+        descriptor(&sb),
+        fixture_descriptor,
+        "undo gives back the v1 descriptor"
+    );
     assert_eq!(
         store_files(&sb),
         fixture_store(),
