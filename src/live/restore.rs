@@ -303,7 +303,6 @@ fn restore_locked_with(
     if dry_run {
         return Ok((plan, None, quarantined));
     }
-    let intent_path = cx.snap_dir.join("restore-intent");
     let sel = |p: &[u8]| scope.contains(p);
     // Record the restore as a snapshot on top of the head.
     let head = head_state(cx)?;
@@ -341,8 +340,7 @@ fn restore_locked_with(
                 .0,
             )
         };
-        fs::remove_file(&intent_path).map_err(Error::at("removing", &intent_path, "restore"))?;
-        durable::sync_dir(&cx.snap_dir).map_err(Error::at("syncing", &cx.snap_dir, "restore"))?;
+        remove_intent(cx)?;
         return Ok((plan, new_head, quarantined));
     }
     let base = match &head {
@@ -388,9 +386,21 @@ fn restore_locked_with(
             .0,
         )
     };
-    fs::remove_file(&intent_path).map_err(Error::at("removing", &intent_path, "restore"))?;
-    durable::sync_dir(&cx.snap_dir).map_err(Error::at("syncing", &cx.snap_dir, "restore"))?;
+    remove_intent(cx)?;
     Ok((plan, new_head, quarantined))
+}
+
+/// Removes `restore-intent` once the restore is recorded, durably; nothing when the restore
+/// wrote none (its plan was empty).
+fn remove_intent(cx: &Context) -> Result<()> {
+    let intent_path = cx.snap_dir.join("restore-intent");
+    match std::fs::remove_file(&intent_path) {
+        Ok(()) => {
+            durable::sync_dir(&cx.snap_dir).map_err(Error::at("syncing", &cx.snap_dir, "restore"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::at("removing", &intent_path, "restore")(e)),
+    }
 }
 
 /// The message of the snapshot that records a restore.
@@ -481,32 +491,37 @@ fn apply_restore(
             quarantined.push(q);
         }
     }
-    write_intent(
-        &intent_path,
-        &serde_json::to_vec(&Intent {
-            snapshot: snap_id.to_hex(),
-            session: scope.session().map(str::to_owned),
-            path: match scope {
-                Scope::Path(p) => Some(String::from_utf8_lossy(p).into_owned()),
-                _ => None,
-            },
-        })
-        .map_err(std::io::Error::other)?,
-    )?;
-    if let Err(e) = restore::apply(&cx.objects, &layout, &target, &plan, &*cx.progress) {
-        // Nothing was renamed if content failed verification; a later I/O error leaves
-        // each file old or new. Either way this restore is over: do not roll it forward.
-        let _ = std::fs::remove_file(&intent_path);
-        return Err(e);
-    }
-    let now = now_ns();
-    for p in plan.create.iter().chain(&plan.update) {
-        if let (Some(l), Ok(m)) = (
-            target.leaves.get(p),
-            std::fs::symlink_metadata(layout.abs(p)),
-        ) && m.is_file()
-        {
-            cache.insert(p.clone(), Stat::of(&m), l.kind, l.id, now);
+    // Nothing to write live (the files already are the target's): no intent either, so no
+    // syncs for it; a crash from here on loses nothing, the live files being the target's
+    // already and the safety save having recorded them.
+    if !plan.is_empty() {
+        write_intent(
+            &intent_path,
+            &serde_json::to_vec(&Intent {
+                snapshot: snap_id.to_hex(),
+                session: scope.session().map(str::to_owned),
+                path: match scope {
+                    Scope::Path(p) => Some(String::from_utf8_lossy(p).into_owned()),
+                    _ => None,
+                },
+            })
+            .map_err(std::io::Error::other)?,
+        )?;
+        if let Err(e) = restore::apply(&cx.objects, &layout, &target, &plan, &*cx.progress) {
+            // Nothing was renamed if content failed verification; a later I/O error leaves
+            // each file old or new. Either way this restore is over: do not roll it forward.
+            let _ = std::fs::remove_file(&intent_path);
+            return Err(e);
+        }
+        let now = now_ns();
+        for p in plan.create.iter().chain(&plan.update) {
+            if let (Some(l), Ok(m)) = (
+                target.leaves.get(p),
+                std::fs::symlink_metadata(layout.abs(p)),
+            ) && m.is_file()
+            {
+                cache.insert(p.clone(), Stat::of(&m), l.kind, l.id, now);
+            }
         }
     }
     cache.retain(in_roots);
@@ -521,7 +536,7 @@ fn apply_restore(
 /// caller records what it did, e.g. a conflict resolution).
 pub(crate) fn materialize(cx: &Context, snap_id: ObjectId, scope: &Scope) -> Result<Plan> {
     let (plan, ..) = apply_restore(cx, snap_id, scope, false, None)?;
-    fs::remove_file(cx.snap_dir.join("restore-intent"))?;
+    remove_intent(cx)?;
     Ok(plan)
 }
 
