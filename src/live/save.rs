@@ -13,7 +13,8 @@ use crate::snapshot::Leaf;
 use crate::snapshot::conflicts;
 use crate::snapshot::save::read_live;
 use crate::snapshot::{
-    Flat, flatten_snapshot, in_roots, modes_extra, session_of, with_modes, write_trees,
+    Flat, diff_to, flatten_snapshot, in_roots, modes_extra, session_of, with_modes, write_trees,
+    write_trees_recording,
 };
 use crate::store::refs::session_ref;
 use crate::store::refs::{HEAD, RefTxn};
@@ -167,7 +168,7 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
         refuse_emptied_roots(cx, &new_flat, &head_flat)?;
     }
     let extra = conflicts::carried(head.as_ref().map(|h| &h.1), &opts.resolved)?;
-    let root = write_trees(&new_flat, Some(&batch))?;
+    let (root, tree_ids) = write_trees_recording(&new_flat, Some(&batch))?;
     // Unchanged: the same files, the same modes and the same open conflicts.
     if let Some((hid, hs)) = &head
         && hs.root == root
@@ -191,6 +192,50 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
             warnings,
         });
     }
+    // What changed, from the trees whose ids differ: the head is not flattened (at 100 000
+    // files its file list was ~17 MB) unless the modes differ or a flat was needed above.
+    if let Some((hid, hs)) = &head
+        && head_flat.flat.get().is_none()
+        && let Some(diff) = match diff_to(&cx.objects, hs, &new_flat, &tree_ids) {
+            Ok(d) => d,
+            Err(e) if e.is_damage() => None,
+            Err(e) => return Err(e),
+        }
+    {
+        drop(tree_ids);
+        let (id, stats) = publish(
+            cx,
+            batch,
+            Snapshot {
+                root,
+                parents: vec![*hid],
+                time_ns: now_ns(),
+                device: cx.device.clone(),
+                message: opts.message.clone(),
+                session: opts.session.clone(),
+                summary: diff.summary,
+                extra: with_modes(extra, &new_flat),
+            },
+            Some(*hid),
+            &diff.moved,
+        )?;
+        cache.retain(in_roots);
+        let cache_path = cx.statcache_path();
+        cache
+            .save(&cache_path)
+            .map_err(Error::at("writing", &cache_path, "save"))?;
+        return Ok(SaveOutcome {
+            id: Some(id),
+            created: true,
+            summary: diff.summary,
+            sessions: session_names(&diff.moved),
+            objects_written: stats.objects,
+            bytes_written: stats.bytes,
+            quarantined,
+            warnings,
+        });
+    }
+    drop(tree_ids);
     let damaged;
     let base = match head_flat.get(cx) {
         Ok(b) => b,
@@ -1179,4 +1224,97 @@ pub fn save_changed(
         },
         work,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Leaf, flatten, write_trees_recording};
+    use crate::store::ObjectStore;
+    use objects_format::EntryKind;
+    use proptest::prelude::*;
+
+    /// A flat of files named by small numbers: `(folder, session, file) → content byte`.
+    fn flat_of(files: &BTreeMap<(u8, u8, u8), (u8, bool)>, dirs: &[(u8, u8)]) -> Flat {
+        let mut f = Flat::with_roots();
+        for (&(kind, s, n), &(content, exec)) in files {
+            let p = match kind % 4 {
+                0 => format!("config/c{n}.toml"),
+                1 => format!("state/sessions/s{s}/f{n}"),
+                2 => format!("state/sessions/s{s}/tabs/t{}/p{n}.json", n % 3),
+                _ => format!("state/sessions/s{s}.json"),
+            };
+            let mut d = p.as_str();
+            while let Some(i) = d.rfind('/') {
+                d = &d[..i];
+                f.dirs.insert(d.as_bytes().to_vec());
+            }
+            f.leaves.insert(
+                p.into_bytes(),
+                Leaf {
+                    kind: EntryKind::File,
+                    flags: u8::from(exec),
+                    mode: 0,
+                    size: 1,
+                    id: ObjectId([content; 32]),
+                },
+            );
+        }
+        for &(s, t) in dirs {
+            for d in [
+                format!("state/sessions/s{s}"),
+                format!("state/sessions/s{s}/empty{t}"),
+            ] {
+                f.dirs.insert(d.into_bytes());
+            }
+        }
+        f
+    }
+
+    fn files() -> impl Strategy<Value = BTreeMap<(u8, u8, u8), (u8, bool)>> {
+        proptest::collection::btree_map((0u8..4, 0u8..4, 0u8..6), (0u8..3, any::<bool>()), 0..40)
+    }
+
+    proptest! {
+        /// The tree diff counts and moves what comparing the two flattened snapshots does.
+        #[test]
+        fn the_tree_diff_agrees_with_the_flat_comparison(
+            old in files(),
+            new in files(),
+            keep in proptest::collection::vec(any::<bool>(), 40),
+            old_dirs in proptest::collection::vec((0u8..4, 0u8..2), 0..3),
+            new_dirs in proptest::collection::vec((0u8..4, 0u8..2), 0..3),
+        ) {
+            // The new state shares part of the old one (so that trees are equal in places).
+            let mut mixed: BTreeMap<(u8, u8, u8), (u8, bool)> = old
+                .iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|((p, c), _)| (*p, *c))
+                .collect();
+            mixed.extend(new.iter().take(6).map(|(p, c)| (*p, *c)));
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = ObjectStore::new(dir.path().to_path_buf());
+            let a = flat_of(&old, &old_dirs);
+            let b = flat_of(&mixed, &new_dirs);
+            let batch = store.batch().expect("batch");
+            let (root_a, _) = write_trees_recording(&a, Some(&batch)).expect("trees");
+            batch.commit().expect("commit");
+            let head = Snapshot {
+                root: root_a,
+                parents: Vec::new(),
+                time_ns: 1,
+                device: "d".into(),
+                message: String::new(),
+                session: None,
+                summary: ChangeSummary::default(),
+                extra: with_modes(Vec::new(), &a),
+            };
+            let (_, ids) = write_trees_recording(&b, None).expect("trees");
+            let diff = diff_to(&store, &head, &b, &ids).expect("diff").expect("same modes");
+            let base = flatten(&store, &root_a).expect("flatten");
+            prop_assert_eq!(diff.summary, base.summary_to(&b));
+            prop_assert_eq!(diff.moved, moved_sessions(&base, &b));
+        }
+    }
 }

@@ -217,6 +217,31 @@ impl Layout {
 /// # Errors
 /// Encoding (invalid names) or I/O errors.
 pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
+    write_trees_with(flat, batch, None)
+}
+
+/// The tree id of every folder of a [`Flat`] (`""`: the root), as [`write_trees_recording`]
+/// wrote them.
+pub type TreeIds = BTreeMap<Vec<u8>, ObjectId>;
+
+/// [`write_trees`], also returning the id of every folder's tree (for [`diff_to`]).
+///
+/// # Errors
+/// As [`write_trees`].
+pub fn write_trees_recording(
+    flat: &Flat,
+    batch: Option<&Batch<'_>>,
+) -> Result<(ObjectId, TreeIds)> {
+    let ids = std::sync::Mutex::new(TreeIds::new());
+    let root = write_trees_with(flat, batch, Some(&ids))?;
+    Ok((root, ids.into_inner().expect("no panics while held")))
+}
+
+fn write_trees_with(
+    flat: &Flat,
+    batch: Option<&Batch<'_>>,
+    ids: Option<&std::sync::Mutex<TreeIds>>,
+) -> Result<ObjectId> {
     // Folders no entry of `dirs` names but a file lies in (a caller's `Flat` normally lists
     // them all).
     let mut unlisted = BTreeSet::new();
@@ -229,7 +254,7 @@ pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
             }
         }
     }
-    tree_of(flat, &unlisted, b"", batch)
+    tree_of(flat, &unlisted, b"", batch, ids)
 }
 
 /// The paths strictly below folder `dir` (`""`: the root) are the keys in `[lo, hi)`.
@@ -253,6 +278,7 @@ fn tree_of(
     unlisted: &BTreeSet<Vec<u8>>,
     dir: &[u8],
     batch: Option<&Batch<'_>>,
+    record: Option<&std::sync::Mutex<TreeIds>>,
 ) -> Result<ObjectId> {
     use std::ops::Bound;
     let (lo, hi) = below(dir);
@@ -282,7 +308,7 @@ fn tree_of(
         .collect();
     let ids = subs
         .par_iter()
-        .map(|s| tree_of(flat, unlisted, s, batch))
+        .map(|s| tree_of(flat, unlisted, s, batch, record))
         .collect::<Vec<_>>();
     for (s, id) in subs.iter().zip(ids) {
         entries.push(TreeEntry {
@@ -307,7 +333,261 @@ fn tree_of(
     if let Some(b) = batch {
         b.put_canonical(objects_format::Kind::Tree, id, &bytes)?;
     }
+    if let Some(r) = record {
+        r.lock()
+            .expect("no panics while held")
+            .insert(dir.to_vec(), id);
+    }
     Ok(id)
+}
+
+/// What [`diff_to`] found: the change counts a snapshot's summary records, and the sessions
+/// whose content moved (the session refs a snapshot moves).
+#[derive(Debug, Default)]
+pub(crate) struct TreeDiff {
+    /// Files added, modified, deleted (as [`Flat::summary_to`] counts them).
+    pub summary: objects_format::ChangeSummary,
+    /// Sessions that `new` holds and whose files, folders, kinds, flags or ids differ from the
+    /// head's, in order.
+    pub moved: Vec<Vec<u8>>,
+}
+
+/// What changed from the head snapshot `head` to `new`, whose trees `new_ids` lists
+/// ([`write_trees_recording`]): the head's trees are read only where their id differs from the
+/// new one, so a change to one file reads the few trees on its way instead of the whole head.
+/// `None` when the two snapshots' file modes differ (modes live in the snapshot, not in the
+/// trees, so equal tree ids would not say the modes are equal): the caller compares flattened
+/// snapshots then, as [`Flat::summary_to`] does.
+///
+/// # Errors
+/// Missing or corrupt head trees.
+pub(crate) fn diff_to(
+    store: &ObjectStore,
+    head: &Snapshot,
+    new: &Flat,
+    new_ids: &TreeIds,
+) -> Result<Option<TreeDiff>> {
+    let recorded = head.extra.iter().find(|(k, _)| k == modes::KEY);
+    if recorded.map(|(k, v)| (k.as_str(), v.as_slice()))
+        != modes_extra(new)
+            .as_ref()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+    {
+        return Ok(None);
+    }
+    let mut d = Differ {
+        store,
+        new,
+        new_ids,
+        out: TreeDiff::default(),
+        sessions: BTreeSet::new(),
+    };
+    d.tree(&head.root, b"", 0)?;
+    let Differ {
+        mut out, sessions, ..
+    } = d;
+    // A session the new snapshot no longer holds keeps its ref (as `moved_sessions`).
+    out.moved = sessions
+        .into_iter()
+        .filter(|s| holds_session(new, s))
+        .collect();
+    Ok(Some(out))
+}
+
+/// True when `flat` has a file or folder of session `s`.
+fn holds_session(flat: &Flat, s: &[u8]) -> bool {
+    let mut prefix = b"state/sessions/".to_vec();
+    prefix.extend_from_slice(s);
+    let of = |p: &&Vec<u8>| session_of(p) == Some(s);
+    flat.dirs
+        .range::<[u8], _>((
+            std::ops::Bound::Included(prefix.as_slice()),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|p| p.starts_with(&prefix))
+        .any(|p| of(&p))
+        || flat
+            .leaves
+            .range::<[u8], _>((
+                std::ops::Bound::Included(prefix.as_slice()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .any(|(p, _)| of(&p))
+}
+
+/// The walk of [`diff_to`].
+struct Differ<'a> {
+    store: &'a ObjectStore,
+    new: &'a Flat,
+    new_ids: &'a TreeIds,
+    out: TreeDiff,
+    /// Sessions with a difference (some may be gone from `new`).
+    sessions: BTreeSet<Vec<u8>>,
+}
+
+impl Differ<'_> {
+    fn touch(&mut self, p: &[u8]) {
+        if let Some(s) = session_of(p) {
+            self.sessions.insert(s.to_vec());
+        }
+    }
+
+    /// Compares the head's tree `id` of folder `dir` with the new snapshot's folder.
+    fn tree(&mut self, id: &ObjectId, dir: &[u8], depth: usize) -> Result<()> {
+        if self.new_ids.get(dir) == Some(id) {
+            return Ok(());
+        }
+        if depth > 256 {
+            return Err(Error::CorruptObject {
+                id: *id,
+                why: "tree nesting deeper than 256".into(),
+            });
+        }
+        let head = self.store.read_tree(id)?;
+        let join = |name: &[u8]| {
+            let mut p = dir.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            p
+        };
+        // The new folder's direct entries: files, then folders.
+        let (lo, hi) = below(dir);
+        let range = (
+            std::ops::Bound::Included(&lo[..]),
+            hi.as_deref()
+                .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+        );
+        let direct = |p: &[u8]| !p[lo.len()..].contains(&b'/');
+        let mut names: BTreeSet<Vec<u8>> = self
+            .new
+            .leaves
+            .range::<[u8], _>(range)
+            .filter(|(p, _)| direct(p))
+            .map(|(p, _)| p[lo.len()..].to_vec())
+            .collect();
+        names.extend(
+            self.new_ids
+                .range::<[u8], _>(range)
+                .filter(|(p, _)| direct(p))
+                .map(|(p, _)| p[lo.len()..].to_vec()),
+        );
+        for e in &head.entries {
+            names.remove(&e.name);
+            let p = join(&e.name);
+            if !relevant(&p) {
+                continue;
+            }
+            let new_leaf = self.new.leaves.get(&p);
+            let new_dir = self.new_ids.contains_key(&p);
+            if e.kind == EntryKind::Dir {
+                if new_dir {
+                    self.tree(&e.id, &p, depth + 1)?;
+                    continue;
+                }
+                // The folder is gone: its files are deleted.
+                self.touch(&p);
+                self.out.summary.deleted = self
+                    .out
+                    .summary
+                    .deleted
+                    .saturating_add(self.count_files(&e.id, &p, depth + 1)?);
+                if new_leaf.is_some() {
+                    self.out.summary.added = self.out.summary.added.saturating_add(1);
+                }
+                continue;
+            }
+            match new_leaf {
+                Some(l) => {
+                    let old = Leaf {
+                        kind: e.kind,
+                        flags: e.flags,
+                        mode: 0,
+                        size: e.size,
+                        id: e.id,
+                    };
+                    if !old.same_content(l) {
+                        self.out.summary.modified = self.out.summary.modified.saturating_add(1);
+                    }
+                    if (old.kind, old.flags, old.id) != (l.kind, l.flags, l.id) {
+                        self.touch(&p);
+                    }
+                }
+                None => {
+                    self.touch(&p);
+                    self.out.summary.deleted = self.out.summary.deleted.saturating_add(1);
+                    if new_dir {
+                        self.added_below(&p);
+                    }
+                }
+            }
+        }
+        // What only the new folder has.
+        for name in names {
+            let p = join(&name);
+            if !relevant(&p) {
+                continue;
+            }
+            self.touch(&p);
+            if self.new.leaves.contains_key(&p) {
+                self.out.summary.added = self.out.summary.added.saturating_add(1);
+            } else {
+                self.added_below(&p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the new files below folder `p` as added (and touches their sessions).
+    fn added_below(&mut self, p: &[u8]) {
+        let (lo, hi) = below(p);
+        let range = (
+            std::ops::Bound::Included(&lo[..]),
+            hi.as_deref()
+                .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+        );
+        let n = self.new.leaves.range::<[u8], _>(range).count();
+        self.touch(p);
+        self.out.summary.added = self
+            .out
+            .summary
+            .added
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    /// The number of files below the head's tree `id` (folder `p`).
+    fn count_files(&mut self, id: &ObjectId, p: &[u8], depth: usize) -> Result<u32> {
+        if depth > 256 {
+            return Err(Error::CorruptObject {
+                id: *id,
+                why: "tree nesting deeper than 256".into(),
+            });
+        }
+        let t = self.store.read_tree(id)?;
+        let mut n = 0u32;
+        for e in &t.entries {
+            if e.kind == EntryKind::Dir {
+                let mut sub = p.to_vec();
+                sub.push(b'/');
+                sub.extend_from_slice(&e.name);
+                n = n.saturating_add(self.count_files(&e.id, &sub, depth + 1)?);
+            } else {
+                n = n.saturating_add(1);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Whether a path of a head tree counts in a diff: inside the roots, or a folder above one
+/// (what [`flatten`] reads).
+fn relevant(p: &[u8]) -> bool {
+    in_roots(p)
+        || ROOTS
+            .iter()
+            .any(|r| r.as_bytes().starts_with(p) && r.as_bytes().get(p.len()) == Some(&b'/'))
 }
 
 /// Reads a snapshot back into a [`Flat`] (see [`flatten`]), with the file modes its `modes`
