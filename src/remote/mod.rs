@@ -154,37 +154,14 @@ pub trait Backend {
     }
 }
 
-/// A borrowed backend is a backend (a test keeps its in-memory backend between transfers).
-impl<B: Backend + ?Sized> Backend for &mut B {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
-        (**self).list_refs()
-    }
-    fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
-        (**self).has(ids)
-    }
-    fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
-        (**self).get(ids)
-    }
-    fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
-        (**self).put(objects)
-    }
-    fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
-        (**self).update_refs(updates)
-    }
-    fn pack_sink(&mut self) -> Option<&mut dyn std::io::Write> {
-        (**self).pack_sink()
-    }
-    fn whole_pack(&self) -> Option<&crate::store::IndexedPack> {
-        (**self).whole_pack()
-    }
-}
-
-/// A boxed backend is a backend (`sync` opens a directory or an S3 remote by its config, and a
-/// decorator stack chosen at run time).
-impl<B: Backend + ?Sized> Backend for Box<B> {
+/// A backend behind a pointer is a backend: `&mut B` (a test keeps its in-memory backend
+/// between transfers) and `Box<B>` (`sync` opens a directory or an S3 remote by its config, and
+/// a decorator stack chosen at run time), both through this one forwarding.
+impl<P> Backend for P
+where
+    P: std::ops::DerefMut,
+    P::Target: Backend,
+{
     fn name(&self) -> &str {
         (**self).name()
     }
