@@ -91,10 +91,16 @@ impl Keyring {
 
 /// What this device brings to an encrypted remote: its keys, and who it trusts (from the vault).
 pub struct Access {
-    /// This device's age identity (opens the key file).
+    /// The age identity that opens the key file: this device's, or the paper recovery key's
+    /// on a device that has no keys yet (`key import --remote`, docs/keys.md).
     pub identity: age::x25519::Identity,
-    /// This device's signing key (signs the key file it writes).
-    pub signing: ed25519_dalek::SigningKey,
+    /// The paper recovery key, when it was given beside this device's keys: it opens the key
+    /// file too (the key file is wrapped for it), so a device whose keys are not readers yet
+    /// can re-wrap it for them.
+    pub recovery: Option<age::x25519::Identity>,
+    /// This device's signing key (signs the key file it writes); None on a device that has no
+    /// keys yet, which may only read ([`Mode::Read`]).
+    pub signing: Option<ed25519_dalek::SigningKey>,
     /// Who the key file must be wrapped for: this device, every trusted unrevoked device, the
     /// paper key (`age1…`).
     pub recipients: Vec<String>,
@@ -355,6 +361,11 @@ fn write_key_file<B: Backend>(
     expected: Option<ObjectId>,
 ) -> Result<()> {
     use std::io::Write;
+    let signing = access.signing.as_ref().ok_or_else(|| {
+        Error::Usage(
+            "writing an encrypted remote's key file needs this device's keys: run 'shelldone key init' (or 'shelldone key import') first; nothing was changed".into(),
+        )
+    })?;
     let plain = postcard::to_stdvec(k).map_err(|e| Error::Internal(format!("keyring: {e}")))?;
     let parsed: Vec<age::x25519::Recipient> = k
         .recipients
@@ -372,9 +383,9 @@ fn write_key_file<B: Backend>(
     w.finish()?;
     let mut signed = KEYS_MAGIC.to_vec();
     signed.extend_from_slice(&agefile);
-    let sig = access.signing.sign(&signed);
+    let sig = signing.sign(&signed);
     let mut file = KEYS_MAGIC.to_vec();
-    file.extend_from_slice(access.signing.verifying_key().as_bytes());
+    file.extend_from_slice(signing.verifying_key().as_bytes());
     file.extend_from_slice(&sig.to_bytes());
     file.extend_from_slice(&agefile);
     let id = ObjectId(
@@ -429,20 +440,27 @@ fn read_key_file<B: Backend>(inner: &mut B, id: ObjectId, access: &Access) -> Re
     let plain = {
         use std::io::Read;
         let not_ours = || {
-            Error::VaultLocked(format!(
-                "this device ({}) cannot open the key file of the encrypted remote '{name}': it is not one of its readers yet. On a trusted device run 'shelldone key trust NAME <this device's keys from shelldone key show>' and 'shelldone sync push', then pull again; nothing was changed",
-                access.identity.to_public()
-            ))
+            Error::VaultLocked(if access.recovery.is_some() || access.signing.is_none() {
+                format!(
+                    "the paper key given does not open the key file of the encrypted remote '{name}' (a paper key of another vault, or one replaced by a newer 'key export --paper'?); nothing was changed"
+                )
+            } else {
+                format!(
+                    "this device ({}) cannot open the key file of the encrypted remote '{name}': it is not one of its readers yet. On a trusted device run 'shelldone key trust NAME <this device's keys from shelldone key show>' and 'shelldone sync push', then pull again (or, with every device lost, 'shelldone key import --remote {name}' with the paper key); nothing was changed",
+                    access.identity.to_public()
+                )
+            })
         };
         let d = age::Decryptor::new_buffered(agefile).map_err(|_| bad("is not an age file"))?;
-        let mut r = d
-            .decrypt(std::iter::once(&access.identity as &dyn age::Identity))
-            .map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys | age::DecryptError::KeyDecryptionFailed => {
-                    not_ours()
-                }
-                _ => bad("does not decrypt"),
-            })?;
+        let identities = std::iter::once(&access.identity)
+            .chain(access.recovery.as_ref())
+            .map(|i| i as &dyn age::Identity);
+        let mut r = d.decrypt(identities).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys | age::DecryptError::KeyDecryptionFailed => {
+                not_ours()
+            }
+            _ => bad("does not decrypt"),
+        })?;
         let mut out = Vec::new();
         r.read_to_end(&mut out)
             .map_err(|_| bad("does not decrypt"))?;
@@ -710,7 +728,8 @@ mod tests {
             signers: vec![("me".into(), signing.verifying_key())],
             revoked_signers: Vec::new(),
             identity,
-            signing,
+            recovery: None,
+            signing: Some(signing),
         }
     }
 
@@ -832,7 +851,8 @@ mod tests {
         // A trusts B and pushes: the key file is re-wrapped; B opens it.
         let mut a2 = access_like(&a);
         a2.recipients.push(b.identity.to_public().to_string());
-        a2.signers.push(("b".into(), b.signing.verifying_key()));
+        a2.signers
+            .push(("b".into(), b.signing.as_ref().unwrap().verifying_key()));
         let enc = Encrypted::open(&mut mem, &a2, Mode::Write).unwrap();
         assert_eq!(enc.key_change().added.len(), 1);
         assert_eq!(enc.keyring().unwrap().epoch(), 0);
@@ -843,7 +863,8 @@ mod tests {
         // A revokes B: a new epoch, and B can no longer open the key file.
         let mut a3 = access_like(&a);
         a3.revoked.push(b.identity.to_public().to_string());
-        a3.revoked_signers.push(b.signing.verifying_key());
+        a3.revoked_signers
+            .push(b.signing.as_ref().unwrap().verifying_key());
         let enc = Encrypted::open(&mut mem, &a3, Mode::Write).unwrap();
         assert_eq!(enc.key_change().rotated.len(), 1);
         assert_eq!(enc.keyring().unwrap().epoch(), 1);
@@ -864,9 +885,69 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_paper_key_opens_the_key_file_and_rewraps_it_for_a_new_device() {
+        let paper = age::x25519::Identity::generate();
+        let mut a = access();
+        a.recipients.push(paper.to_public().to_string());
+        let mut mem = MemoryBackend::new("m");
+        let mut enc = Encrypted::open(&mut mem, &a, Mode::Write).unwrap();
+        let x = ObjectId([3; 32]);
+        let mut one = std::iter::once(Ok(Outgoing {
+            kind: Kind::Blob,
+            id: x,
+            raw: b"what A wrote".to_vec(),
+        }));
+        enc.put(&mut one).unwrap();
+        drop(enc);
+        // Every device lost: a device with no keys reads with the paper key alone.
+        let lost = Access {
+            identity: paper.clone(),
+            recovery: None,
+            signing: None,
+            recipients: Vec::new(),
+            revoked: Vec::new(),
+            signers: Vec::new(),
+            revoked_signers: Vec::new(),
+        };
+        let mut r = Encrypted::open(&mut mem, &lost, Mode::Read).unwrap();
+        assert_eq!(r.get(&[x]).unwrap(), vec![Some(b"what A wrote".to_vec())]);
+        drop(r);
+        // A wrong paper key: a key error that says so, nothing written.
+        let before = mem.clone().list_refs().unwrap();
+        let wrong = Access {
+            identity: age::x25519::Identity::generate(),
+            ..access_like(&lost)
+        };
+        let e = Encrypted::open(&mut mem, &wrong, Mode::Read).unwrap_err();
+        assert!(
+            matches!(&e, Error::VaultLocked(m) if m.contains("paper key given")),
+            "{e}"
+        );
+        assert_eq!(mem.clone().list_refs().unwrap(), before);
+        // The device's new keys with the paper key (after `key import`, which put A's trust
+        // list here): the key file is re-wrapped for them, and from then on they open it alone.
+        let mut b = access();
+        b.recipients.push(paper.to_public().to_string());
+        b.signers.extend(a.signers.iter().cloned());
+        b.recovery = Some(paper.clone());
+        let enc = Encrypted::open(&mut mem, &b, Mode::Write).unwrap();
+        assert_eq!(
+            enc.key_change().added,
+            vec![b.identity.to_public().to_string()]
+        );
+        drop(enc);
+        b.recovery = None;
+        let mut r = Encrypted::open(&mut mem, &b, Mode::Read).unwrap();
+        assert_eq!(r.get(&[x]).unwrap(), vec![Some(b"what A wrote".to_vec())]);
+        // The paper key is still a reader.
+        assert!(Encrypted::open(&mut mem, &lost, Mode::Read).is_ok());
+    }
+
     fn access_like(a: &Access) -> Access {
         Access {
             identity: a.identity.clone(),
+            recovery: a.recovery.clone(),
             signing: a.signing.clone(),
             recipients: a.recipients.clone(),
             revoked: a.revoked.clone(),
@@ -890,7 +971,7 @@ mod tests {
         let mut a_knows = access_like(&a);
         a_knows
             .signers
-            .push(("other".into(), access().signing.verifying_key()));
+            .push(("other".into(), access().signing.unwrap().verifying_key()));
         let e = Encrypted::open(&mut mem, &a_knows, Mode::Read).unwrap_err();
         assert!(e.to_string().contains("does not trust"), "{e}");
     }

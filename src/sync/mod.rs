@@ -12,6 +12,7 @@ pub mod graph;
 pub mod merge;
 mod pull;
 mod push;
+mod recover;
 mod remotes;
 pub mod resolve;
 mod status;
@@ -20,6 +21,7 @@ pub use crate::remote::RemoteConfig;
 pub use crate::snapshot::conflicts::{Conflict, ConflictKind};
 pub use pull::{PullOptions, PullReport, SkippedSession, Strategy, sync_pull};
 pub use push::{DryRunReport, PushReport, RefMove, sync_push, sync_push_dry_run};
+pub use recover::{Recovered, recover};
 pub use remotes::{
     RemoteOptions, device_rename, remote_add, remote_add_with, remote_remove, remotes,
 };
