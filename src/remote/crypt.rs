@@ -146,7 +146,15 @@ pub struct Encrypted<B> {
     inner: B,
     keys: Option<Keyring>,
     change: KeyChange,
+    /// The refs as this handle last read them (`list_refs`, or its own `update_refs`): outer
+    /// name → (inner name, inner value, value). `update_refs` starts from them instead of
+    /// reading and opening every record again; the backend's compare-and-swap on the inner
+    /// values still refuses a ref that moved in between.
+    last: Option<RefsInner>,
 }
+
+/// Every encrypted ref: outer name → (inner name, inner value, value).
+type RefsInner = BTreeMap<String, (String, ObjectId, ObjectId)>;
 
 impl<B> std::fmt::Debug for Encrypted<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -225,6 +233,7 @@ impl<B: Backend> Encrypted<B> {
             inner,
             keys,
             change,
+            last: None,
         })
     }
 
@@ -261,7 +270,7 @@ impl<B: Backend> Encrypted<B> {
     }
 
     /// Every encrypted ref: outer name → (inner name, inner value, value).
-    fn refs_inner(&mut self) -> Result<BTreeMap<String, (String, ObjectId, ObjectId)>> {
+    fn refs_inner(&mut self) -> Result<RefsInner> {
         let mut out = BTreeMap::new();
         let Some(keys) = self.keys.clone() else {
             return Ok(out);
@@ -563,6 +572,17 @@ fn seal(keys: &Keyring, name: &ObjectId, raw: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Object `o` as the backend stores it: under its keyed name, sealed. The kind stays with us:
+/// a backend that kept kinds apart would tell them.
+fn sealed(keys: &Keyring, o: &Outgoing) -> Result<Outgoing> {
+    let name = object_name(keys, &o.id);
+    Ok(Outgoing {
+        kind: Kind::Blob,
+        raw: seal(keys, &name, &o.raw)?,
+        id: name,
+    })
+}
+
 /// The keyed name of object `id`.
 fn object_name(keys: &Keyring, id: &ObjectId) -> ObjectId {
     ObjectId(*blake3::keyed_hash(&keys.names_key, &id.0).as_bytes())
@@ -623,11 +643,11 @@ impl<B: Backend> Backend for Encrypted<B> {
     }
 
     fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
-        Ok(self
-            .refs_inner()?
-            .into_iter()
-            .map(|(n, (_, _, v))| (n, v))
-            .collect())
+        self.last = None;
+        let refs = self.refs_inner()?;
+        let out = refs.iter().map(|(n, (_, _, v))| (n.clone(), *v)).collect();
+        self.last = Some(refs);
+        Ok(out)
     }
 
     fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
@@ -662,26 +682,29 @@ impl<B: Backend> Backend for Encrypted<B> {
 
     fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
         let keys = self.keys()?.clone();
-        let mut sealed = objects.map(|o| {
-            let o = o?;
-            let name = object_name(&keys, &o.id);
-            Ok(Outgoing {
-                // The kind stays with us: a backend that kept kinds apart would tell them.
-                kind: Kind::Blob,
-                raw: seal(&keys, &name, &o.raw)?,
-                id: name,
-            })
-        });
+        let mut sealed = objects.map(|o| sealed(&keys, &o?));
         self.inner.put(&mut sealed)
     }
 
     fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
+        self.put_and_update_refs(Vec::new(), updates)
+    }
+
+    /// The records given (a signing layer's) are sealed as [`Backend::put`] seals objects, and
+    /// stored with this layer's own ref records in one round.
+    fn put_and_update_refs(&mut self, given: Vec<Outgoing>, updates: &[RefUpdate]) -> Result<()> {
         for u in updates {
             super::dir::check_remote_ref(&u.name)?;
         }
         let keys = self.keys()?.clone();
-        let now = self.refs_inner()?;
-        let mut records = Vec::new();
+        let mut now = match self.last.take() {
+            Some(r) => r,
+            None => self.refs_inner()?,
+        };
+        let mut records = given
+            .iter()
+            .map(|o| sealed(&keys, o))
+            .collect::<Result<Vec<_>>>()?;
         let mut inner_updates = Vec::new();
         for u in updates {
             let cur = now.get(&u.name);
@@ -708,9 +731,37 @@ impl<B: Backend> Backend for Encrypted<B> {
                 new,
             });
         }
-        let mut it = records.into_iter().map(Ok);
-        self.inner.put(&mut it)?;
-        self.inner.update_refs(&inner_updates)
+        if let Err(e) = self.inner.put_and_update_refs(records, &inner_updates) {
+            // Lost a race on a ref read before: say which ref, by its real name.
+            let lost = match &e {
+                Error::RefConflict { name, .. } => updates
+                    .iter()
+                    .zip(&inner_updates)
+                    .find(|(_, i)| i.name == *name)
+                    .map(|(u, _)| u),
+                _ => None,
+            };
+            return Err(match lost {
+                Some(u) => Error::RefConflict {
+                    name: u.name.clone(),
+                    expected: u.expected.map_or_else(|| "absent".into(), |i| i.to_hex()),
+                    found: "a value written since this device read it".into(),
+                },
+                None => e,
+            });
+        }
+        for (u, i) in updates.iter().zip(inner_updates) {
+            match (u.new, i.new) {
+                (Some(v), Some(rname)) => {
+                    now.insert(u.name.clone(), (i.name, rname, v));
+                }
+                _ => {
+                    now.remove(&u.name);
+                }
+            }
+        }
+        self.last = Some(now);
+        Ok(())
     }
 }
 

@@ -139,6 +139,21 @@ pub trait Backend {
     /// A lost race, a bad ref name, I/O.
     fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()>;
 
+    /// Stores `records` (objects the new values name), then applies `updates` as
+    /// [`Backend::update_refs`] does. A decorator that keeps each ref's value in a record
+    /// (signing, encryption) calls this on the backend it wraps, and one that is wrapped hands
+    /// its own records down with the ones it was given: a stack of them stores every record in
+    /// one round (one set of syncs, one round of requests) instead of one round each. The
+    /// default: [`Backend::put`], then [`Backend::update_refs`].
+    ///
+    /// # Errors
+    /// As [`Backend::put`] and [`Backend::update_refs`].
+    fn put_and_update_refs(&mut self, records: Vec<Outgoing>, updates: &[RefUpdate]) -> Result<()> {
+        let mut it = records.into_iter().map(Ok);
+        self.put(&mut it)?;
+        self.update_refs(updates)
+    }
+
     /// A backend that keeps packs (a backup bundle) takes what a push sends as one pack the
     /// store writes ([`ObjectStore::export_pack`]: whole blocks copied as they are) instead of
     /// object by object through [`Backend::put`]. `None`, the default: one by one.
@@ -179,6 +194,9 @@ where
     }
     fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
         (**self).update_refs(updates)
+    }
+    fn put_and_update_refs(&mut self, records: Vec<Outgoing>, updates: &[RefUpdate]) -> Result<()> {
+        (**self).put_and_update_refs(records, updates)
     }
     fn pack_sink(&mut self) -> Option<&mut dyn std::io::Write> {
         (**self).pack_sink()

@@ -74,6 +74,11 @@ pub struct Signed<B> {
     /// Where the highest counters seen are kept.
     seen_path: PathBuf,
     seen: BTreeMap<String, u64>,
+    /// The refs as this handle last verified them (`list_refs`, or its own `update_refs`):
+    /// `update_refs` compares against them instead of reading and verifying every record again
+    /// (a push lists the refs, then updates them). The backend's compare-and-swap on the
+    /// record ids still refuses a ref that moved in between.
+    last: Option<BTreeMap<String, (ObjectId, Payload)>>,
 }
 
 impl<B> std::fmt::Debug for Signed<B> {
@@ -183,6 +188,7 @@ impl<B: Backend> Signed<B> {
             trust,
             seen_path,
             seen,
+            last: None,
         })
     }
 
@@ -313,11 +319,15 @@ impl<B: Backend> Backend for Signed<B> {
     }
 
     fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
+        self.last = None;
         let v = self.verified()?;
         self.remember(&v)?;
-        Ok(v.into_iter()
-            .map(|(n, (_, p))| (n, ObjectId(p.value)))
-            .collect())
+        let out = v
+            .iter()
+            .map(|(n, (_, p))| (n.clone(), ObjectId(p.value)))
+            .collect();
+        self.last = Some(v);
+        Ok(out)
     }
 
     fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
@@ -340,7 +350,10 @@ impl<B: Backend> Backend for Signed<B> {
             .remote_id
             .clone()
             .ok_or_else(|| Error::Internal("a signed remote without identity".into()))?;
-        let now = self.verified()?;
+        let mut now = match self.last.take() {
+            Some(v) => v,
+            None => self.verified()?,
+        };
         let mut counter = self.seen.values().copied().max().unwrap_or(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -383,10 +396,14 @@ impl<B: Backend> Backend for Signed<B> {
                 new,
             });
         }
-        let mut it = records.into_iter().map(Ok);
-        self.inner.put(&mut it)?;
-        self.inner.update_refs(&inner_updates)?;
-        self.remember(&mine)
+        self.inner.put_and_update_refs(records, &inner_updates)?;
+        self.remember(&mine)?;
+        for u in updates.iter().filter(|u| u.new.is_none()) {
+            now.remove(&u.name);
+        }
+        now.extend(mine);
+        self.last = Some(now);
+        Ok(())
     }
 }
 
