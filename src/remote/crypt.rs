@@ -151,6 +151,10 @@ pub struct Encrypted<B> {
     /// reading and opening every record again; the backend's compare-and-swap on the inner
     /// values still refuses a ref that moved in between.
     last: Option<RefsInner>,
+    /// The backend's refs as [`Encrypted::open`] listed them (to find the key file): the
+    /// first refs read uses them instead of listing again (a push or a pull lists the refs
+    /// right after opening; on S3 a listing reads every ref).
+    listed: Option<BTreeMap<String, ObjectId>>,
 }
 
 /// Every encrypted ref: outer name → (inner name, inner value, value).
@@ -234,6 +238,7 @@ impl<B: Backend> Encrypted<B> {
             keys,
             change,
             last: None,
+            listed: Some(refs),
         })
     }
 
@@ -275,7 +280,10 @@ impl<B: Backend> Encrypted<B> {
         let Some(keys) = self.keys.clone() else {
             return Ok(out);
         };
-        let listed = self.inner.list_refs()?;
+        let listed = match self.listed.take() {
+            Some(l) => l,
+            None => self.inner.list_refs()?,
+        };
         let wanted: Vec<(String, ObjectId)> = listed
             .into_iter()
             .filter(|(n, _)| n.starts_with(NS_PREFIX))
