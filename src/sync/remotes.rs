@@ -201,8 +201,12 @@ pub fn remote_remove(cx: &Context, name: &str) -> Result<()> {
         .snapshots_dir()
         .join("remotes")
         .join(format!("{name}.signed-refs.json"));
+    let verified = crate::remote::sign::cache_path(&seen);
     if seen.exists() {
         fs::remove_file(seen)?;
+    }
+    if verified.exists() {
+        fs::remove_file(verified)?;
     }
     Ok(())
 }

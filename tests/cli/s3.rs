@@ -570,6 +570,7 @@ fn s3_encrypted_remote_holds_only_ciphertext_and_a_second_device_joins() {
         let mid = bad.len() / 2;
         bad[mid] ^= 0x20;
         put_object(&m, key, &bad);
+        crate::encrypted::forget_verified_records(&b.sb, "cloud");
         let before = local_state(&b.sb);
         let o = b.run(&["sync", "pull", "cloud"]);
         let err = String::from_utf8_lossy(&o.stderr);
