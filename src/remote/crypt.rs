@@ -28,6 +28,7 @@
 //! (64 bytes) over `shelldone-keys 1\n` and the age file, then the age file.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -155,6 +156,11 @@ pub struct Encrypted<B> {
     /// first refs read uses them instead of listing again (a push or a pull lists the refs
     /// right after opening; on S3 a listing reads every ref).
     listed: Option<BTreeMap<String, ObjectId>>,
+    /// Ref records opened before, by their inner name: (ref name, value). A record's name is a
+    /// keyed hash of its content, so the same name is the same record.
+    opened_before: BTreeMap<ObjectId, (String, ObjectId)>,
+    /// Where they are kept ([`Encrypted::with_cache`]).
+    cache: Option<PathBuf>,
 }
 
 /// Every encrypted ref: outer name → (inner name, inner value, value).
@@ -239,6 +245,8 @@ impl<B: Backend> Encrypted<B> {
             change,
             last: None,
             listed: Some(refs),
+            opened_before: BTreeMap::new(),
+            cache: None,
         })
     }
 
@@ -288,10 +296,22 @@ impl<B: Backend> Encrypted<B> {
             .into_iter()
             .filter(|(n, _)| n.starts_with(NS_PREFIX))
             .collect();
-        let ids: Vec<ObjectId> = wanted.iter().map(|w| w.1).collect();
+        // A record opened before is not read again: its name is a keyed hash of its content.
+        let ids: Vec<ObjectId> = wanted
+            .iter()
+            .map(|w| w.1)
+            .filter(|v| !self.opened_before.contains_key(v))
+            .collect();
         let got = self.inner.get(&ids)?;
-        for ((iname, ivalue), frame) in wanted.into_iter().zip(got) {
-            let frame = frame.ok_or_else(|| {
+        let mut fetched: BTreeMap<ObjectId, Option<Vec<u8>>> = ids.into_iter().zip(got).collect();
+        for (iname, ivalue) in wanted {
+            if let Some((name, value)) = self.opened_before.get(&ivalue)
+                && inner_ref_name(&keys, name)? == iname
+            {
+                out.insert(name.clone(), (iname, ivalue, *value));
+                continue;
+            }
+            let frame = fetched.remove(&ivalue).flatten().ok_or_else(|| {
                 Error::remote(
                     self.inner.name(),
                     format!(
@@ -322,7 +342,53 @@ impl<B: Backend> Encrypted<B> {
             }
             out.insert(name, (iname, ivalue, value));
         }
+        self.keep_opened(&out);
         Ok(out)
+    }
+
+    /// Keeps the records of `refs` (every one opened) as opened, in memory and in the cache
+    /// file: only the current refs' records. A cache file that cannot be written is only a
+    /// cache.
+    fn keep_opened(&mut self, refs: &RefsInner) {
+        let now: BTreeMap<ObjectId, (String, ObjectId)> = refs
+            .iter()
+            .map(|(n, (_, rname, v))| (*rname, (n.clone(), *v)))
+            .collect();
+        if now == self.opened_before {
+            return;
+        }
+        self.opened_before = now;
+        let Some(path) = &self.cache else { return };
+        let file: BTreeMap<String, (&str, String)> = self
+            .opened_before
+            .iter()
+            .map(|(r, (n, v))| (r.to_hex(), (n.as_str(), v.to_hex())))
+            .collect();
+        if let Ok(bytes) = serde_json::to_vec(&file) {
+            let _ = super::sign::write_cache(path, &bytes);
+        }
+    }
+
+    /// Keeps the refs records this device opened in `path` (a cache, beside the remote's
+    /// other local files), so that a later open reads only the records that changed since.
+    #[must_use]
+    pub fn with_cache(mut self, path: PathBuf) -> Self {
+        self.opened_before = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<BTreeMap<String, (String, String)>>(&b).ok())
+            .map(|m| {
+                m.into_iter()
+                    .filter_map(|(r, (n, v))| {
+                        Some((
+                            ObjectId::from_hex(&r).ok()?,
+                            (n, ObjectId::from_hex(&v).ok()?),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.cache = Some(path);
+        self
     }
 }
 
@@ -768,6 +834,7 @@ impl<B: Backend> Backend for Encrypted<B> {
                 }
             }
         }
+        self.keep_opened(&now);
         self.last = Some(now);
         Ok(())
     }
@@ -1001,6 +1068,51 @@ mod tests {
         assert_eq!(r.get(&[x]).unwrap(), vec![Some(b"what A wrote".to_vec())]);
         // The paper key is still a reader.
         assert!(Encrypted::open(&mut mem, &lost, Mode::Read).is_ok());
+    }
+
+    #[test]
+    fn ref_records_opened_before_are_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("r.encrypted-refs.json");
+        let a = access();
+        let mut mem = MemoryBackend::new("m");
+        let mut enc = Encrypted::open(&mut mem, &a, Mode::Write)
+            .unwrap()
+            .with_cache(cache.clone());
+        enc.update_refs(&[RefUpdate {
+            name: "laptop/head".into(),
+            expected: None,
+            new: Some(ObjectId([5; 32])),
+        }])
+        .unwrap();
+        drop(enc);
+        let inner_value = *mem
+            .clone()
+            .list_refs()
+            .unwrap()
+            .iter()
+            .find(|(n, _)| n.starts_with(NS_PREFIX))
+            .unwrap()
+            .1;
+        let record = mem.objects_mut().remove(&inner_value).unwrap();
+        // The record is gone from the remote; the cache answers (same name, same content).
+        let mut enc = Encrypted::open(&mut mem, &a, Mode::Read)
+            .unwrap()
+            .with_cache(cache.clone());
+        assert_eq!(enc.list_refs().unwrap()["laptop/head"], ObjectId([5; 32]));
+        drop(enc);
+        // A damaged cache is ignored: the record is read again (missing here: refused).
+        std::fs::write(&cache, b"[").unwrap();
+        let mut enc = Encrypted::open(&mut mem, &a, Mode::Read)
+            .unwrap()
+            .with_cache(cache.clone());
+        assert!(enc.list_refs().is_err());
+        drop(enc);
+        mem.objects_mut().insert(inner_value, record);
+        let mut enc = Encrypted::open(&mut mem, &a, Mode::Read)
+            .unwrap()
+            .with_cache(cache);
+        assert_eq!(enc.list_refs().unwrap()["laptop/head"], ObjectId([5; 32]));
     }
 
     fn access_like(a: &Access) -> Access {

@@ -93,7 +93,7 @@ pub fn cache_path(seen_path: &std::path::Path) -> PathBuf {
 
 /// Writes a cache file (temp file, then rename; no sync: a cache lost in a crash is read
 /// again from the remote, and one that does not parse is ignored).
-fn write_cache(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_cache(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = durable::tmp_path(dir);

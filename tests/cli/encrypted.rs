@@ -262,16 +262,15 @@ fn revoking_a_device_rotates_the_key_and_a_flipped_byte_is_refused() {
     assert!(c.ok(&["state", "check"]).contains("no problems"));
 }
 
-/// Drops `sb`'s cache of the signed records it verified on `remote`: a device does not read a
-/// record it verified before again (its id is the hash of its bytes), so a record it verified
-/// in an earlier pull that failed later (at a damaged object) would not be read, nor its
+/// Drops `sb`'s caches of the ref records it verified and opened on `remote`: a device does not
+/// read a record it verified before again (its name is a hash of its content), so a record it
+/// read in an earlier pull that failed later (at a damaged object) would not be read, nor its
 /// flipped copy refused; the flipped-byte loops want every object read, as a device that has
 /// never seen them reads them.
 pub(crate) fn forget_verified_records(sb: &Sandbox, remote: &str) {
-    let f = sb.state().join(format!(
-        "snapshots/remotes/{remote}.signed-refs.verified.json"
-    ));
-    let _ = std::fs::remove_file(f);
+    for f in ["signed-refs.verified.json", "encrypted-refs.json"] {
+        let _ = std::fs::remove_file(sb.state().join(format!("snapshots/remotes/{remote}.{f}")));
+    }
 }
 
 /// A device's head ref file on a directory remote.
