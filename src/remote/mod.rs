@@ -122,6 +122,15 @@ pub trait Backend {
     /// Unreachable backend, I/O.
     fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>>;
 
+    /// Reads ahead of a walk: for each `(id, bound)`, the stored frame when the backend holds it
+    /// and it is at most `bound` bytes, else `None` (the walk then asks [`Backend::get`], which
+    /// says what is wrong). A backend whose reads cost a round trip each (S3) answers a batch
+    /// at once, several requests at a time, never reading a body over its bound; the default
+    /// reads nothing ahead. Errors are `None` too: the walk's own read reports them.
+    fn get_ahead(&mut self, wanted: &[(ObjectId, u64)]) -> Vec<Option<Vec<u8>>> {
+        vec![None; wanted.len()]
+    }
+
     /// Stores every object the iterator yields, in that order (children before the objects
     /// that name them); all of them are durable when this returns. An error from the iterator
     /// is returned as it is. Objects are content-addressed, so a put interrupted half-way
@@ -188,6 +197,9 @@ where
     }
     fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
         (**self).get(ids)
+    }
+    fn get_ahead(&mut self, wanted: &[(ObjectId, u64)]) -> Vec<Option<Vec<u8>>> {
+        (**self).get_ahead(wanted)
     }
     fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
         (**self).put(objects)

@@ -956,6 +956,32 @@ impl Backend for S3Remote {
             .collect()
     }
 
+    /// Up to `CONCURRENCY` requests at a time; a body over its bound is not read.
+    fn get_ahead(&mut self, wanted: &[(ObjectId, u64)]) -> Vec<Option<Vec<u8>>> {
+        if wanted.is_empty() || self.ensure_open().is_err() {
+            return vec![None; wanted.len()];
+        }
+        let keys: Vec<(KeyPath, u64)> = wanted
+            .iter()
+            .map(|(id, bound)| (self.object_key(id), (*bound).min(verify::MAX_RAW_OBJECT)))
+            .collect();
+        let store = Arc::clone(&self.store);
+        self.rt.block_on(
+            futures::stream::iter(keys.iter().map(|(k, bound)| {
+                let store = Arc::clone(&store);
+                async move {
+                    let g = store.get(k).await.ok()?;
+                    if g.meta.size > *bound {
+                        return None;
+                    }
+                    g.bytes().await.ok().map(|b| b.to_vec())
+                }
+            }))
+            .buffered(CONCURRENCY)
+            .collect(),
+        )
+    }
+
     /// Sends the objects in rounds of at most `ROUND_BYTES`, `CONCURRENCY` requests at a
     /// time. Each PUT stores a whole object or nothing, and the refs move only after every
     /// object is stored, so the order inside a round does not matter: a push cut off leaves

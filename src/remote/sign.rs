@@ -421,6 +421,10 @@ impl<B: Backend> Backend for Signed<B> {
         self.inner.get(ids)
     }
 
+    fn get_ahead(&mut self, wanted: &[(ObjectId, u64)]) -> Vec<Option<Vec<u8>>> {
+        self.inner.get_ahead(wanted)
+    }
+
     fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
         self.inner.put(objects)
     }
