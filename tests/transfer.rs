@@ -550,3 +550,107 @@ fn a_whole_pack_with_a_bad_structure_is_refused_with_nothing_staged() {
         a.count()
     );
 }
+
+/// A backend that reads ahead as S3 does (over memory), counting the reads, and that can hand
+/// out a wrong frame when read ahead.
+struct Ahead<'m> {
+    mem: &'m mut MemoryBackend,
+    gets: usize,
+    batches: Vec<Vec<(ObjectId, u64)>>,
+    /// Read ahead, this id gets these bytes instead of its own.
+    swap: Option<(ObjectId, Vec<u8>)>,
+}
+
+impl Backend for Ahead<'_> {
+    fn name(&self) -> &str {
+        "ahead"
+    }
+    fn list_refs(&mut self) -> shelldone::Result<BTreeMap<String, ObjectId>> {
+        self.mem.list_refs()
+    }
+    fn has(&mut self, ids: &[ObjectId]) -> shelldone::Result<Vec<bool>> {
+        self.mem.has(ids)
+    }
+    fn get(&mut self, ids: &[ObjectId]) -> shelldone::Result<Vec<Option<Vec<u8>>>> {
+        self.gets += 1;
+        self.mem.get(ids)
+    }
+    fn get_ahead(&mut self, wanted: &[(ObjectId, u64)]) -> Vec<Option<Vec<u8>>> {
+        self.batches.push(wanted.to_vec());
+        wanted
+            .iter()
+            .map(|(id, bound)| {
+                let raw = match &self.swap {
+                    Some((s, bytes)) if s == id => bytes.clone(),
+                    _ => self.mem.objects().get(id)?.clone(),
+                };
+                (raw.len() as u64 <= *bound).then_some(raw)
+            })
+            .collect()
+    }
+    fn put(
+        &mut self,
+        objects: &mut dyn Iterator<Item = shelldone::Result<shelldone::remote::Outgoing>>,
+    ) -> shelldone::Result<()> {
+        self.mem.put(objects)
+    }
+    fn update_refs(&mut self, updates: &[RefUpdate]) -> shelldone::Result<()> {
+        self.mem.update_refs(updates)
+    }
+}
+
+#[test]
+fn a_fetch_reads_ahead_in_bounded_batches_and_still_verifies_each_object() {
+    let a = Dev::new(3);
+    let mut mem = MemoryBackend::new("mem");
+    let up = a.updates(&BTreeMap::new());
+    PlainRemote::new(&mut mem)
+        .push(a.state.objects(), &up, &quiet)
+        .unwrap();
+    let wants: Vec<ObjectId> = mem.list_refs().unwrap().values().copied().collect();
+    let total = mem.objects().len();
+
+    // The same objects, far fewer single reads; every batch within its bounds.
+    let b = Dev::empty();
+    let mut ahead = Ahead {
+        mem: &mut mem,
+        gets: 0,
+        batches: Vec::new(),
+        swap: None,
+    };
+    let got = b.fetch(&mut PlainRemote::new(&mut ahead), &wants).unwrap();
+    assert_eq!(got.objects as usize, total);
+    assert_eq!(b.count(), a.count());
+    assert!(!ahead.batches.is_empty(), "the fetch read ahead");
+    assert!(
+        ahead.gets * 2 < total,
+        "{} single reads for {total} objects",
+        ahead.gets
+    );
+    for batch in &ahead.batches {
+        assert!((2..=64).contains(&batch.len()), "{}", batch.len());
+        assert!(batch.iter().map(|w| w.1).sum::<u64>() <= 16 << 20);
+    }
+
+    // A wrong frame handed out ahead (another object's bytes) is refused as if read directly,
+    // and nothing is staged.
+    let victim = *ahead.batches[0].first().map(|(id, _)| id).unwrap();
+    let other = ahead
+        .mem
+        .objects()
+        .iter()
+        .find(|(id, _)| **id != victim)
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    ahead.swap = Some((victim, other));
+    ahead.batches.clear();
+    let c = Dev::empty();
+    let e = c
+        .fetch(&mut PlainRemote::new(&mut ahead), &wants)
+        .unwrap_err();
+    assert!(
+        matches!(e, shelldone::Error::CorruptObject { id, .. } if id == victim),
+        "{e}"
+    );
+    assert_eq!(c.count(), 0, "nothing staged");
+}

@@ -525,6 +525,10 @@ pub(super) enum KeyCmd {
         /// Where to keep this device's new keys (default: vault.backend, else passphrase).
         #[arg(long, value_enum)]
         backend: Option<BackendArg>,
+        /// Pull this remote first, reading it with the paper key (an encrypted remote's key
+        /// file is wrapped for it), then re-wrap its key file for this device's new keys.
+        #[arg(long, value_name = "REMOTE")]
+        remote: Option<String>,
     },
 }
 
@@ -540,6 +544,9 @@ pub(super) enum VaultCmd {
         /// Where to keep this device's new keys (default: vault.backend, else passphrase).
         #[arg(long, value_enum)]
         backend: Option<BackendArg>,
+        /// Pull this remote first with the paper key (as 'key import --remote').
+        #[arg(long, value_name = "REMOTE")]
+        remote: Option<String>,
     },
 }
 

@@ -162,6 +162,18 @@ struct KeyShow<'a> {
     ssh: &'a str,
 }
 
+/// `key import --remote --json`.
+#[derive(Debug, Serialize)]
+struct Recovered<'a> {
+    remote: &'a str,
+    received: crate::remote::TransferStats,
+    devices: &'a [String],
+    head: Option<&'a str>,
+    device_age: &'a str,
+    rekeyed: usize,
+    rewrapped: bool,
+}
+
 /// `key list --json`.
 #[derive(Debug, Serialize)]
 struct KeyList<'a> {
@@ -252,16 +264,56 @@ pub(super) fn key(cli: &Cli, c: &KeyCmd) -> Result<ExitCode> {
                 p.recipient, p.rekeyed
             ));
         }
-        KeyCmd::Import { backend: b } => return import(cx, *b),
+        KeyCmd::Import { backend: b, remote } => return import(cli, cx, *b, remote.as_deref()),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn import(cx: &crate::context::Context, b: Option<BackendArg>) -> Result<ExitCode> {
+fn import(
+    cli: &Cli,
+    cx: &crate::context::Context,
+    b: Option<BackendArg>,
+    remote: Option<&str>,
+) -> Result<ExitCode> {
     let paper = String::from_utf8(read_value("paper recovery key")?)
         .map_err(|_| Error::VaultLocked("the paper key is not text".into()))?;
     let (b, store) = backend(b)?;
-    let done = vault::import(cx, &paper, b, store, &unlock(true))?;
+    let done = if let Some(remote) = remote {
+        let t = super::progress::Transfer::new("pull");
+        let cb = |done: u64, total: Option<u64>| t.report(done, total);
+        let r = crate::sync::recover(cx, remote, &paper, b, store, &unlock(true), &cb)?;
+        drop(t);
+        if cli.json {
+            documents::print(&Recovered {
+                remote,
+                received: r.pull.received,
+                devices: &r.pull.devices,
+                head: r.pull.head.as_deref(),
+                device_age: &r.imported.record.age,
+                rekeyed: r.imported.rekeyed,
+                rewrapped: r.rewrapped,
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        say(format!(
+            "pulled from {remote} with the paper key: {} objects ({}), devices: {}{}",
+            r.pull.received.objects,
+            super::output::bytes(r.pull.received.bytes),
+            if r.pull.devices.is_empty() {
+                "none".to_owned()
+            } else {
+                r.pull.devices.join(", ")
+            },
+            if r.rewrapped {
+                "; its key file now opens with this device's keys".to_owned()
+            } else {
+                String::new()
+            }
+        ));
+        r.imported
+    } else {
+        vault::import(cx, &paper, b, store, &unlock(true))?
+    };
     say(format!(
         "restored access with the paper key: this device's keys are {} ({} backend); re-encrypted {} secret(s) to include it. Push so your other devices learn it",
         done.record.age,
@@ -311,7 +363,8 @@ pub(super) fn vault(cli: &Cli, c: &VaultCmd) -> Result<ExitCode> {
         VaultCmd::Unlock {
             recovery: _,
             backend: b,
-        } => return import(cx, *b),
+            remote,
+        } => return import(cli, cx, *b, remote.as_deref()),
     }
     Ok(ExitCode::SUCCESS)
 }

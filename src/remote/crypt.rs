@@ -28,6 +28,7 @@
 //! (64 bytes) over `shelldone-keys 1\n` and the age file, then the age file.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -91,10 +92,16 @@ impl Keyring {
 
 /// What this device brings to an encrypted remote: its keys, and who it trusts (from the vault).
 pub struct Access {
-    /// This device's age identity (opens the key file).
+    /// The age identity that opens the key file: this device's, or the paper recovery key's
+    /// on a device that has no keys yet (`key import --remote`, docs/keys.md).
     pub identity: age::x25519::Identity,
-    /// This device's signing key (signs the key file it writes).
-    pub signing: ed25519_dalek::SigningKey,
+    /// The paper recovery key, when it was given beside this device's keys: it opens the key
+    /// file too (the key file is wrapped for it), so a device whose keys are not readers yet
+    /// can re-wrap it for them.
+    pub recovery: Option<age::x25519::Identity>,
+    /// This device's signing key (signs the key file it writes); None on a device that has no
+    /// keys yet, which may only read ([`Mode::Read`]).
+    pub signing: Option<ed25519_dalek::SigningKey>,
     /// Who the key file must be wrapped for: this device, every trusted unrevoked device, the
     /// paper key (`age1…`).
     pub recipients: Vec<String>,
@@ -140,7 +147,24 @@ pub struct Encrypted<B> {
     inner: B,
     keys: Option<Keyring>,
     change: KeyChange,
+    /// The refs as this handle last read them (`list_refs`, or its own `update_refs`): outer
+    /// name → (inner name, inner value, value). `update_refs` starts from them instead of
+    /// reading and opening every record again; the backend's compare-and-swap on the inner
+    /// values still refuses a ref that moved in between.
+    last: Option<RefsInner>,
+    /// The backend's refs as [`Encrypted::open`] listed them (to find the key file): the
+    /// first refs read uses them instead of listing again (a push or a pull lists the refs
+    /// right after opening; on S3 a listing reads every ref).
+    listed: Option<BTreeMap<String, ObjectId>>,
+    /// Ref records opened before, by their inner name: (ref name, value). A record's name is a
+    /// keyed hash of its content, so the same name is the same record.
+    opened_before: BTreeMap<ObjectId, (String, ObjectId)>,
+    /// Where they are kept ([`Encrypted::with_cache`]).
+    cache: Option<PathBuf>,
 }
+
+/// Every encrypted ref: outer name → (inner name, inner value, value).
+type RefsInner = BTreeMap<String, (String, ObjectId, ObjectId)>;
 
 impl<B> std::fmt::Debug for Encrypted<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,6 +243,10 @@ impl<B: Backend> Encrypted<B> {
             inner,
             keys,
             change,
+            last: None,
+            listed: Some(refs),
+            opened_before: BTreeMap::new(),
+            cache: None,
         })
     }
 
@@ -255,20 +283,35 @@ impl<B: Backend> Encrypted<B> {
     }
 
     /// Every encrypted ref: outer name → (inner name, inner value, value).
-    fn refs_inner(&mut self) -> Result<BTreeMap<String, (String, ObjectId, ObjectId)>> {
+    fn refs_inner(&mut self) -> Result<RefsInner> {
         let mut out = BTreeMap::new();
         let Some(keys) = self.keys.clone() else {
             return Ok(out);
         };
-        let listed = self.inner.list_refs()?;
+        let listed = match self.listed.take() {
+            Some(l) => l,
+            None => self.inner.list_refs()?,
+        };
         let wanted: Vec<(String, ObjectId)> = listed
             .into_iter()
             .filter(|(n, _)| n.starts_with(NS_PREFIX))
             .collect();
-        let ids: Vec<ObjectId> = wanted.iter().map(|w| w.1).collect();
+        // A record opened before is not read again: its name is a keyed hash of its content.
+        let ids: Vec<ObjectId> = wanted
+            .iter()
+            .map(|w| w.1)
+            .filter(|v| !self.opened_before.contains_key(v))
+            .collect();
         let got = self.inner.get(&ids)?;
-        for ((iname, ivalue), frame) in wanted.into_iter().zip(got) {
-            let frame = frame.ok_or_else(|| {
+        let mut fetched: BTreeMap<ObjectId, Option<Vec<u8>>> = ids.into_iter().zip(got).collect();
+        for (iname, ivalue) in wanted {
+            if let Some((name, value)) = self.opened_before.get(&ivalue)
+                && inner_ref_name(&keys, name)? == iname
+            {
+                out.insert(name.clone(), (iname, ivalue, *value));
+                continue;
+            }
+            let frame = fetched.remove(&ivalue).flatten().ok_or_else(|| {
                 Error::remote(
                     self.inner.name(),
                     format!(
@@ -299,7 +342,53 @@ impl<B: Backend> Encrypted<B> {
             }
             out.insert(name, (iname, ivalue, value));
         }
+        self.keep_opened(&out);
         Ok(out)
+    }
+
+    /// Keeps the records of `refs` (every one opened) as opened, in memory and in the cache
+    /// file: only the current refs' records. A cache file that cannot be written is only a
+    /// cache.
+    fn keep_opened(&mut self, refs: &RefsInner) {
+        let now: BTreeMap<ObjectId, (String, ObjectId)> = refs
+            .iter()
+            .map(|(n, (_, rname, v))| (*rname, (n.clone(), *v)))
+            .collect();
+        if now == self.opened_before {
+            return;
+        }
+        self.opened_before = now;
+        let Some(path) = &self.cache else { return };
+        let file: BTreeMap<String, (&str, String)> = self
+            .opened_before
+            .iter()
+            .map(|(r, (n, v))| (r.to_hex(), (n.as_str(), v.to_hex())))
+            .collect();
+        if let Ok(bytes) = serde_json::to_vec(&file) {
+            let _ = super::sign::write_cache(path, &bytes);
+        }
+    }
+
+    /// Keeps the refs records this device opened in `path` (a cache, beside the remote's
+    /// other local files), so that a later open reads only the records that changed since.
+    #[must_use]
+    pub fn with_cache(mut self, path: PathBuf) -> Self {
+        self.opened_before = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<BTreeMap<String, (String, String)>>(&b).ok())
+            .map(|m| {
+                m.into_iter()
+                    .filter_map(|(r, (n, v))| {
+                        Some((
+                            ObjectId::from_hex(&r).ok()?,
+                            (n, ObjectId::from_hex(&v).ok()?),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.cache = Some(path);
+        self
     }
 }
 
@@ -355,6 +444,11 @@ fn write_key_file<B: Backend>(
     expected: Option<ObjectId>,
 ) -> Result<()> {
     use std::io::Write;
+    let signing = access.signing.as_ref().ok_or_else(|| {
+        Error::Usage(
+            "writing an encrypted remote's key file needs this device's keys: run 'shelldone key init' (or 'shelldone key import') first; nothing was changed".into(),
+        )
+    })?;
     let plain = postcard::to_stdvec(k).map_err(|e| Error::Internal(format!("keyring: {e}")))?;
     let parsed: Vec<age::x25519::Recipient> = k
         .recipients
@@ -372,9 +466,9 @@ fn write_key_file<B: Backend>(
     w.finish()?;
     let mut signed = KEYS_MAGIC.to_vec();
     signed.extend_from_slice(&agefile);
-    let sig = access.signing.sign(&signed);
+    let sig = signing.sign(&signed);
     let mut file = KEYS_MAGIC.to_vec();
-    file.extend_from_slice(access.signing.verifying_key().as_bytes());
+    file.extend_from_slice(signing.verifying_key().as_bytes());
     file.extend_from_slice(&sig.to_bytes());
     file.extend_from_slice(&agefile);
     let id = ObjectId(
@@ -441,20 +535,27 @@ fn read_key_file<B: Backend>(inner: &mut B, id: ObjectId, access: &Access) -> Re
     let plain = {
         use std::io::Read;
         let not_ours = || {
-            Error::VaultLocked(format!(
-                "this device ({}) cannot open the key file of the encrypted remote '{name}': it is not one of its readers yet. On a trusted device run 'shelldone key trust NAME <this device's keys from shelldone key show>' and 'shelldone sync push', then pull again; nothing was changed",
-                access.identity.to_public()
-            ))
+            Error::VaultLocked(if access.recovery.is_some() || access.signing.is_none() {
+                format!(
+                    "the paper key given does not open the key file of the encrypted remote '{name}' (a paper key of another vault, or one replaced by a newer 'key export --paper'?); nothing was changed"
+                )
+            } else {
+                format!(
+                    "this device ({}) cannot open the key file of the encrypted remote '{name}': it is not one of its readers yet. On a trusted device run 'shelldone key trust NAME <this device's keys from shelldone key show>' and 'shelldone sync push', then pull again (or, with every device lost, 'shelldone key import --remote {name}' with the paper key); nothing was changed",
+                    access.identity.to_public()
+                )
+            })
         };
         let d = age::Decryptor::new_buffered(agefile).map_err(|_| bad("is not an age file"))?;
-        let mut r = d
-            .decrypt(std::iter::once(&access.identity as &dyn age::Identity))
-            .map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys | age::DecryptError::KeyDecryptionFailed => {
-                    not_ours()
-                }
-                _ => bad("does not decrypt"),
-            })?;
+        let identities = std::iter::once(&access.identity)
+            .chain(access.recovery.as_ref())
+            .map(|i| i as &dyn age::Identity);
+        let mut r = d.decrypt(identities).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys | age::DecryptError::KeyDecryptionFailed => {
+                not_ours()
+            }
+            _ => bad("does not decrypt"),
+        })?;
         let mut out = Vec::new();
         r.read_to_end(&mut out)
             .map_err(|_| bad("does not decrypt"))?;
@@ -563,6 +664,17 @@ fn seal(keys: &Keyring, name: &ObjectId, raw: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Object `o` as the backend stores it: under its keyed name, sealed. The kind stays with us:
+/// a backend that kept kinds apart would tell them.
+fn sealed(keys: &Keyring, o: &Outgoing) -> Result<Outgoing> {
+    let name = object_name(keys, &o.id);
+    Ok(Outgoing {
+        kind: Kind::Blob,
+        raw: seal(keys, &name, &o.raw)?,
+        id: name,
+    })
+}
+
 /// The keyed name of object `id`.
 fn object_name(keys: &Keyring, id: &ObjectId) -> ObjectId {
     ObjectId(*blake3::keyed_hash(&keys.names_key, &id.0).as_bytes())
@@ -623,11 +735,11 @@ impl<B: Backend> Backend for Encrypted<B> {
     }
 
     fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
-        Ok(self
-            .refs_inner()?
-            .into_iter()
-            .map(|(n, (_, _, v))| (n, v))
-            .collect())
+        self.last = None;
+        let refs = self.refs_inner()?;
+        let out = refs.iter().map(|(n, (_, _, v))| (n.clone(), *v)).collect();
+        self.last = Some(refs);
+        Ok(out)
     }
 
     fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
@@ -660,28 +772,54 @@ impl<B: Backend> Backend for Encrypted<B> {
             .collect()
     }
 
+    /// Each bound grows by what sealing adds (the length, the padding, the header and tag).
+    fn get_ahead(&mut self, wanted: &[(ObjectId, u64)]) -> Vec<Option<Vec<u8>>> {
+        let Some(keys) = self.keys.clone() else {
+            return vec![None; wanted.len()];
+        };
+        let named: Vec<(ObjectId, u64)> = wanted
+            .iter()
+            .map(|(id, bound)| {
+                let plain = usize::try_from(*bound)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(4);
+                let sealed = padme(plain).max(plain).saturating_add(HEADER + 16);
+                (object_name(&keys, id), sealed as u64)
+            })
+            .collect();
+        let got = self.inner.get_ahead(&named);
+        named
+            .iter()
+            .zip(got)
+            .map(|((name, _), frame)| open_sealed(&keys, name, &frame?).ok())
+            .collect()
+    }
+
     fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
         let keys = self.keys()?.clone();
-        let mut sealed = objects.map(|o| {
-            let o = o?;
-            let name = object_name(&keys, &o.id);
-            Ok(Outgoing {
-                // The kind stays with us: a backend that kept kinds apart would tell them.
-                kind: Kind::Blob,
-                raw: seal(&keys, &name, &o.raw)?,
-                id: name,
-            })
-        });
+        let mut sealed = objects.map(|o| sealed(&keys, &o?));
         self.inner.put(&mut sealed)
     }
 
     fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
+        self.put_and_update_refs(Vec::new(), updates)
+    }
+
+    /// The records given (a signing layer's) are sealed as [`Backend::put`] seals objects, and
+    /// stored with this layer's own ref records in one round.
+    fn put_and_update_refs(&mut self, given: Vec<Outgoing>, updates: &[RefUpdate]) -> Result<()> {
         for u in updates {
             super::dir::check_remote_ref(&u.name)?;
         }
         let keys = self.keys()?.clone();
-        let now = self.refs_inner()?;
-        let mut records = Vec::new();
+        let mut now = match self.last.take() {
+            Some(r) => r,
+            None => self.refs_inner()?,
+        };
+        let mut records = given
+            .iter()
+            .map(|o| sealed(&keys, o))
+            .collect::<Result<Vec<_>>>()?;
         let mut inner_updates = Vec::new();
         for u in updates {
             let cur = now.get(&u.name);
@@ -708,9 +846,38 @@ impl<B: Backend> Backend for Encrypted<B> {
                 new,
             });
         }
-        let mut it = records.into_iter().map(Ok);
-        self.inner.put(&mut it)?;
-        self.inner.update_refs(&inner_updates)
+        if let Err(e) = self.inner.put_and_update_refs(records, &inner_updates) {
+            // Lost a race on a ref read before: say which ref, by its real name.
+            let lost = match &e {
+                Error::RefConflict { name, .. } => updates
+                    .iter()
+                    .zip(&inner_updates)
+                    .find(|(_, i)| i.name == *name)
+                    .map(|(u, _)| u),
+                _ => None,
+            };
+            return Err(match lost {
+                Some(u) => Error::RefConflict {
+                    name: u.name.clone(),
+                    expected: u.expected.map_or_else(|| "absent".into(), |i| i.to_hex()),
+                    found: "a value written since this device read it".into(),
+                },
+                None => e,
+            });
+        }
+        for (u, i) in updates.iter().zip(inner_updates) {
+            match (u.new, i.new) {
+                (Some(v), Some(rname)) => {
+                    now.insert(u.name.clone(), (i.name, rname, v));
+                }
+                _ => {
+                    now.remove(&u.name);
+                }
+            }
+        }
+        self.keep_opened(&now);
+        self.last = Some(now);
+        Ok(())
     }
 }
 
@@ -728,7 +895,8 @@ mod tests {
             signers: vec![("me".into(), signing.verifying_key())],
             revoked_signers: Vec::new(),
             identity,
-            signing,
+            recovery: None,
+            signing: Some(signing),
         }
     }
 
@@ -850,7 +1018,8 @@ mod tests {
         // A trusts B and pushes: the key file is re-wrapped; B opens it.
         let mut a2 = access_like(&a);
         a2.recipients.push(b.identity.to_public().to_string());
-        a2.signers.push(("b".into(), b.signing.verifying_key()));
+        a2.signers
+            .push(("b".into(), b.signing.as_ref().unwrap().verifying_key()));
         let enc = Encrypted::open(&mut mem, &a2, Mode::Write).unwrap();
         assert_eq!(enc.key_change().added.len(), 1);
         assert_eq!(enc.keyring().unwrap().epoch(), 0);
@@ -861,7 +1030,8 @@ mod tests {
         // A revokes B: a new epoch, and B can no longer open the key file.
         let mut a3 = access_like(&a);
         a3.revoked.push(b.identity.to_public().to_string());
-        a3.revoked_signers.push(b.signing.verifying_key());
+        a3.revoked_signers
+            .push(b.signing.as_ref().unwrap().verifying_key());
         let enc = Encrypted::open(&mut mem, &a3, Mode::Write).unwrap();
         assert_eq!(enc.key_change().rotated.len(), 1);
         assert_eq!(enc.keyring().unwrap().epoch(), 1);
@@ -882,9 +1052,114 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_paper_key_opens_the_key_file_and_rewraps_it_for_a_new_device() {
+        let paper = age::x25519::Identity::generate();
+        let mut a = access();
+        a.recipients.push(paper.to_public().to_string());
+        let mut mem = MemoryBackend::new("m");
+        let mut enc = Encrypted::open(&mut mem, &a, Mode::Write).unwrap();
+        let x = ObjectId([3; 32]);
+        let mut one = std::iter::once(Ok(Outgoing {
+            kind: Kind::Blob,
+            id: x,
+            raw: b"what A wrote".to_vec(),
+        }));
+        enc.put(&mut one).unwrap();
+        drop(enc);
+        // Every device lost: a device with no keys reads with the paper key alone.
+        let lost = Access {
+            identity: paper.clone(),
+            recovery: None,
+            signing: None,
+            recipients: Vec::new(),
+            revoked: Vec::new(),
+            signers: Vec::new(),
+            revoked_signers: Vec::new(),
+        };
+        let mut r = Encrypted::open(&mut mem, &lost, Mode::Read).unwrap();
+        assert_eq!(r.get(&[x]).unwrap(), vec![Some(b"what A wrote".to_vec())]);
+        drop(r);
+        // A wrong paper key: a key error that says so, nothing written.
+        let before = mem.clone().list_refs().unwrap();
+        let wrong = Access {
+            identity: age::x25519::Identity::generate(),
+            ..access_like(&lost)
+        };
+        let e = Encrypted::open(&mut mem, &wrong, Mode::Read).unwrap_err();
+        assert!(
+            matches!(&e, Error::VaultLocked(m) if m.contains("paper key given")),
+            "{e}"
+        );
+        assert_eq!(mem.clone().list_refs().unwrap(), before);
+        // The device's new keys with the paper key (after `key import`, which put A's trust
+        // list here): the key file is re-wrapped for them, and from then on they open it alone.
+        let mut b = access();
+        b.recipients.push(paper.to_public().to_string());
+        b.signers.extend(a.signers.iter().cloned());
+        b.recovery = Some(paper.clone());
+        let enc = Encrypted::open(&mut mem, &b, Mode::Write).unwrap();
+        assert_eq!(
+            enc.key_change().added,
+            vec![b.identity.to_public().to_string()]
+        );
+        drop(enc);
+        b.recovery = None;
+        let mut r = Encrypted::open(&mut mem, &b, Mode::Read).unwrap();
+        assert_eq!(r.get(&[x]).unwrap(), vec![Some(b"what A wrote".to_vec())]);
+        // The paper key is still a reader.
+        assert!(Encrypted::open(&mut mem, &lost, Mode::Read).is_ok());
+    }
+
+    #[test]
+    fn ref_records_opened_before_are_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("r.encrypted-refs.json");
+        let a = access();
+        let mut mem = MemoryBackend::new("m");
+        let mut enc = Encrypted::open(&mut mem, &a, Mode::Write)
+            .unwrap()
+            .with_cache(cache.clone());
+        enc.update_refs(&[RefUpdate {
+            name: "laptop/head".into(),
+            expected: None,
+            new: Some(ObjectId([5; 32])),
+        }])
+        .unwrap();
+        drop(enc);
+        let inner_value = *mem
+            .clone()
+            .list_refs()
+            .unwrap()
+            .iter()
+            .find(|(n, _)| n.starts_with(NS_PREFIX))
+            .unwrap()
+            .1;
+        let record = mem.objects_mut().remove(&inner_value).unwrap();
+        // The record is gone from the remote; the cache answers (same name, same content).
+        let mut enc = Encrypted::open(&mut mem, &a, Mode::Read)
+            .unwrap()
+            .with_cache(cache.clone());
+        assert_eq!(enc.list_refs().unwrap()["laptop/head"], ObjectId([5; 32]));
+        drop(enc);
+        // A damaged cache is ignored: the record is read again (missing here: refused).
+        std::fs::write(&cache, b"[").unwrap();
+        let mut enc = Encrypted::open(&mut mem, &a, Mode::Read)
+            .unwrap()
+            .with_cache(cache.clone());
+        assert!(enc.list_refs().is_err());
+        drop(enc);
+        mem.objects_mut().insert(inner_value, record);
+        let mut enc = Encrypted::open(&mut mem, &a, Mode::Read)
+            .unwrap()
+            .with_cache(cache);
+        assert_eq!(enc.list_refs().unwrap()["laptop/head"], ObjectId([5; 32]));
+    }
+
     fn access_like(a: &Access) -> Access {
         Access {
             identity: a.identity.clone(),
+            recovery: a.recovery.clone(),
             signing: a.signing.clone(),
             recipients: a.recipients.clone(),
             revoked: a.revoked.clone(),
@@ -908,7 +1183,7 @@ mod tests {
         let mut a_knows = access_like(&a);
         a_knows
             .signers
-            .push(("other".into(), access().signing.verifying_key()));
+            .push(("other".into(), access().signing.unwrap().verifying_key()));
         let e = Encrypted::open(&mut mem, &a_knows, Mode::Read).unwrap_err();
         assert!(e.to_string().contains("does not trust"), "{e}");
     }

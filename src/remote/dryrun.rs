@@ -66,6 +66,10 @@ impl<B: Backend> Backend for DryRun<B> {
         self.inner.get(ids)
     }
 
+    fn get_ahead(&mut self, wanted: &[(ObjectId, u64)]) -> Vec<Option<Vec<u8>>> {
+        self.inner.get_ahead(wanted)
+    }
+
     /// Counts every object (each one read and verified by the sender, as for a real push).
     fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
         for o in objects {

@@ -123,6 +123,15 @@ pub trait Backend {
     /// Unreachable backend, I/O.
     fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>>;
 
+    /// Reads ahead of a walk: for each `(id, bound)`, the stored frame when the backend holds it
+    /// and it is at most `bound` bytes, else `None` (the walk then asks [`Backend::get`], which
+    /// says what is wrong). A backend whose reads cost a round trip each (S3) answers a batch
+    /// at once, several requests at a time, never reading a body over its bound; the default
+    /// reads nothing ahead. Errors are `None` too: the walk's own read reports them.
+    fn get_ahead(&mut self, wanted: &[(ObjectId, u64)]) -> Vec<Option<Vec<u8>>> {
+        vec![None; wanted.len()]
+    }
+
     /// Stores every object the iterator yields, in that order (children before the objects
     /// that name them); all of them are durable when this returns. An error from the iterator
     /// is returned as it is. Objects are content-addressed, so a put interrupted half-way
@@ -140,6 +149,21 @@ pub trait Backend {
     /// A lost race, a bad ref name, I/O.
     fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()>;
 
+    /// Stores `records` (objects the new values name), then applies `updates` as
+    /// [`Backend::update_refs`] does. A decorator that keeps each ref's value in a record
+    /// (signing, encryption) calls this on the backend it wraps, and one that is wrapped hands
+    /// its own records down with the ones it was given: a stack of them stores every record in
+    /// one round (one set of syncs, one round of requests) instead of one round each. The
+    /// default: [`Backend::put`], then [`Backend::update_refs`].
+    ///
+    /// # Errors
+    /// As [`Backend::put`] and [`Backend::update_refs`].
+    fn put_and_update_refs(&mut self, records: Vec<Outgoing>, updates: &[RefUpdate]) -> Result<()> {
+        let mut it = records.into_iter().map(Ok);
+        self.put(&mut it)?;
+        self.update_refs(updates)
+    }
+
     /// A backend that keeps packs (a backup bundle) takes what a push sends as one pack the
     /// store writes ([`ObjectStore::export_pack`]: whole blocks copied as they are) instead of
     /// object by object through [`Backend::put`]. `None`, the default: one by one.
@@ -155,8 +179,14 @@ pub trait Backend {
     }
 }
 
-/// A borrowed backend is a backend (a test keeps its in-memory backend between transfers).
-impl<B: Backend + ?Sized> Backend for &mut B {
+/// A backend behind a pointer is a backend: `&mut B` (a test keeps its in-memory backend
+/// between transfers) and `Box<B>` (`sync` opens a directory or an S3 remote by its config, and
+/// a decorator stack chosen at run time), both through this one forwarding.
+impl<P> Backend for P
+where
+    P: std::ops::DerefMut,
+    P::Target: Backend,
+{
     fn name(&self) -> &str {
         (**self).name()
     }
@@ -169,40 +199,17 @@ impl<B: Backend + ?Sized> Backend for &mut B {
     fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
         (**self).get(ids)
     }
-    fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
-        (**self).put(objects)
-    }
-    fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
-        (**self).update_refs(updates)
-    }
-    fn pack_sink(&mut self) -> Option<&mut dyn std::io::Write> {
-        (**self).pack_sink()
-    }
-    fn whole_pack(&self) -> Option<&crate::store::IndexedPack> {
-        (**self).whole_pack()
-    }
-}
-
-/// A boxed backend is a backend (`sync` opens a directory or an S3 remote by its config, and a
-/// decorator stack chosen at run time).
-impl<B: Backend + ?Sized> Backend for Box<B> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
-        (**self).list_refs()
-    }
-    fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
-        (**self).has(ids)
-    }
-    fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
-        (**self).get(ids)
+    fn get_ahead(&mut self, wanted: &[(ObjectId, u64)]) -> Vec<Option<Vec<u8>>> {
+        (**self).get_ahead(wanted)
     }
     fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
         (**self).put(objects)
     }
     fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
         (**self).update_refs(updates)
+    }
+    fn put_and_update_refs(&mut self, records: Vec<Outgoing>, updates: &[RefUpdate]) -> Result<()> {
+        (**self).put_and_update_refs(records, updates)
     }
     fn pack_sink(&mut self) -> Option<&mut dyn std::io::Write> {
         (**self).pack_sink()

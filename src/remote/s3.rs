@@ -718,26 +718,34 @@ impl S3Remote {
         }
     }
 
+    /// Every key under `<prefix>/<under>/`, relative to it and decoded: `object_store` escapes
+    /// characters S3 advises against (`%` becomes `%25`) in the keys it writes and lists them
+    /// as written, so a listed name is unescaped to the name a later read or write is given.
+    /// One listing serves both the refs and the objects.
+    fn list_under(&mut self, under: &str, what: &str) -> Result<Vec<String>> {
+        let prefix = self.key(under);
+        let store = Arc::clone(&self.store);
+        let keys: std::result::Result<Vec<String>, object_store::Error> = self.rt.block_on(async {
+            store
+                .list(Some(&prefix))
+                .map_ok(|m| m.location.to_string())
+                .try_collect()
+                .await
+        });
+        let keys = keys.map_err(|e| self.err(&format!("listing {what}"), &e))?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| self.rel(k)?.strip_prefix(under)?.strip_prefix('/'))
+            .filter_map(unescape_key)
+            .collect())
+    }
+
     /// Lists the objects the service holds, once per handle.
     fn known(&mut self) -> Result<&mut HashSet<ObjectId>> {
         if self.known.is_none() {
-            let prefix = self.key("objects");
-            let store = Arc::clone(&self.store);
-            let keys: std::result::Result<Vec<String>, object_store::Error> =
-                self.rt.block_on(async {
-                    store
-                        .list(Some(&prefix))
-                        .map_ok(|m| m.location.to_string())
-                        .try_collect()
-                        .await
-                });
-            let keys = keys.map_err(|e| self.err("listing objects", &e))?;
-            let mut set = HashSet::with_capacity(keys.len());
-            for k in keys {
-                let Some(rel) = self.rel(&k) else { continue };
-                let Some(rest) = rel.strip_prefix("objects/") else {
-                    continue;
-                };
+            let names = self.list_under("objects", "objects")?;
+            let mut set = HashSet::with_capacity(names.len());
+            for rest in names {
                 let Some((fan, tail)) = rest.split_once('/') else {
                     continue;
                 };
@@ -889,6 +897,26 @@ fn unsupported(e: &object_store::Error) -> bool {
     ) || crate::error::chain(e).contains("NotImplemented")
 }
 
+/// The name `object_store` escaped into a listed key, back: `%XX` is the byte XX (it escapes
+/// `%` itself, so this is the exact inverse). None for a key it did not write (a stray `%`, or
+/// bytes that are not UTF-8), which no read could reach either.
+fn unescape_key(key: &str) -> Option<String> {
+    let b = key.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Parses a ref's content: 64 hex characters and a newline (a missing newline is accepted).
 fn parse_ref(content: &[u8]) -> Option<ObjectId> {
     let s = std::str::from_utf8(content).ok()?;
@@ -906,22 +934,8 @@ impl Backend for S3Remote {
         if !self.exists()? {
             return Ok(out);
         }
-        let prefix = self.key("refs");
-        let store = Arc::clone(&self.store);
-        let keys: std::result::Result<Vec<String>, object_store::Error> = self.rt.block_on(async {
-            store
-                .list(Some(&prefix))
-                .map_ok(|m| m.location.to_string())
-                .try_collect()
-                .await
-        });
-        let keys = keys.map_err(|e| self.err("listing refs", &e))?;
-        let names: Vec<String> = keys
-            .iter()
-            .filter_map(|k| self.rel(k)?.strip_prefix("refs/"))
-            .filter(|n| check_remote_ref(n).is_ok())
-            .map(str::to_owned)
-            .collect();
+        let mut names = self.list_under("refs", "refs")?;
+        names.retain(|n| check_remote_ref(n).is_ok());
         // What this handle saw before and is gone now is absent (for the next compare).
         self.refs_seen.clear();
         let seen = self.read_refs(&names)?;
@@ -981,6 +995,32 @@ impl Backend for S3Remote {
                 Err(GetError::Store(e)) => Err(self.err(&format!("reading object {id}"), &e)),
             })
             .collect()
+    }
+
+    /// Up to `CONCURRENCY` requests at a time; a body over its bound is not read.
+    fn get_ahead(&mut self, wanted: &[(ObjectId, u64)]) -> Vec<Option<Vec<u8>>> {
+        if wanted.is_empty() || self.ensure_open().is_err() {
+            return vec![None; wanted.len()];
+        }
+        let keys: Vec<(KeyPath, u64)> = wanted
+            .iter()
+            .map(|(id, bound)| (self.object_key(id), (*bound).min(verify::MAX_RAW_OBJECT)))
+            .collect();
+        let store = Arc::clone(&self.store);
+        self.rt.block_on(
+            futures::stream::iter(keys.iter().map(|(k, bound)| {
+                let store = Arc::clone(&store);
+                async move {
+                    let g = store.get(k).await.ok()?;
+                    if g.meta.size > *bound {
+                        return None;
+                    }
+                    g.bytes().await.ok().map(|b| b.to_vec())
+                }
+            }))
+            .buffered(CONCURRENCY)
+            .collect(),
+        )
     }
 
     /// Sends the objects in rounds of at most `ROUND_BYTES`, `CONCURRENCY` requests at a
@@ -1147,6 +1187,19 @@ mod tests {
         );
         // Secrets never show in debug output.
         assert!(!format!("{e:?}").contains("envsecret"));
+    }
+
+    #[test]
+    fn listed_keys_unescape_to_the_names_written() {
+        // What object_store writes for a name is what a listing gives back; unescaping it
+        // gives the name again (the encrypted remote's `%keys/head`, a session ref's `%20`).
+        for name in ["%keys/head", "laptop/sessions/s%201", "dev/head", "a%25b/c"] {
+            let written = KeyPath::from(format!("refs/{name}")).to_string();
+            let listed = written.strip_prefix("refs/").unwrap();
+            assert_eq!(unescape_key(listed).as_deref(), Some(name), "{written}");
+        }
+        assert_eq!(unescape_key("bad%2"), None);
+        assert_eq!(unescape_key("bad%zz"), None);
     }
 
     #[test]

@@ -74,6 +74,46 @@ pub struct Signed<B> {
     /// Where the highest counters seen are kept.
     seen_path: PathBuf,
     seen: BTreeMap<String, u64>,
+    /// The refs as this handle last verified them (`list_refs`, or its own `update_refs`):
+    /// `update_refs` compares against them instead of reading and verifying every record again
+    /// (a push lists the refs, then updates them). The backend's compare-and-swap on the
+    /// record ids still refuses a ref that moved in between.
+    last: Option<BTreeMap<String, (ObjectId, Payload)>>,
+    /// Records whose signature verified, by id: the current refs' records as this device last
+    /// verified them (kept beside the counters, [`cache_path`]), so that a pull or a push reads
+    /// and verifies only the records that changed since.
+    verified_before: BTreeMap<ObjectId, Payload>,
+}
+
+/// The file of records verified before, beside the counters file `seen_path`.
+#[must_use]
+pub fn cache_path(seen_path: &std::path::Path) -> PathBuf {
+    seen_path.with_extension("verified.json")
+}
+
+/// Writes a cache file (temp file, then rename; no sync: a cache lost in a crash is read
+/// again from the remote, and one that does not parse is ignored).
+pub(crate) fn write_cache(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = durable::tmp_path(dir);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// The records verified before, from the cache file; empty when it is absent or damaged.
+fn read_cache(path: &std::path::Path) -> BTreeMap<ObjectId, Payload> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return BTreeMap::new();
+    };
+    let Ok(file) = serde_json::from_slice::<BTreeMap<String, Payload>>(&bytes) else {
+        return BTreeMap::new();
+    };
+    file.into_iter()
+        .filter_map(|(hex, p)| Some((ObjectId::from_hex(&hex).ok()?, p)))
+        .collect()
 }
 
 impl<B> std::fmt::Debug for Signed<B> {
@@ -181,8 +221,10 @@ impl<B: Backend> Signed<B> {
             remote_id,
             signing,
             trust,
+            verified_before: read_cache(&cache_path(&seen_path)),
             seen_path,
             seen,
+            last: None,
         })
     }
 
@@ -217,25 +259,23 @@ impl<B: Backend> Signed<B> {
             let first = listed.keys().next().cloned().unwrap_or_default();
             return Err(self.refuse(&first, "the remote has refs but no identity object"));
         };
-        let ids: Vec<ObjectId> = listed.values().copied().collect();
+        // Records whose signature verified before (their id is the hash of their bytes) are
+        // not read again; every other check below is made on them anew.
+        let ids: Vec<ObjectId> = listed
+            .values()
+            .filter(|rid| !self.verified_before.contains_key(*rid))
+            .copied()
+            .collect();
         let got = self.inner.get(&ids)?;
-        for ((name, rid), bytes) in listed.into_iter().zip(got) {
-            let Some(bytes) = bytes else {
-                return Err(self.refuse(&name, "it names no signed record (unsigned)"));
+        let mut fetched: BTreeMap<ObjectId, Option<Vec<u8>>> = ids.into_iter().zip(got).collect();
+        for (name, rid) in listed {
+            let (p, rec) = match self.verified_before.get(&rid) {
+                Some(p) => (p.clone(), None),
+                None => {
+                    let (p, rec) = self.decode(&name, rid, fetched.remove(&rid).flatten())?;
+                    (p, Some(rec))
+                }
             };
-            let Some(body) = bytes.strip_prefix(MAGIC) else {
-                return Err(self.refuse(
-                    &name,
-                    "it is unsigned (it names an object that is not a signed record)",
-                ));
-            };
-            if record_id(&bytes) != rid {
-                return Err(self.refuse(&name, "its record does not match its id"));
-            }
-            let rec: Record = postcard::from_bytes(body)
-                .map_err(|_| self.refuse(&name, "its signed record is malformed"))?;
-            let p: Payload = postcard::from_bytes(&rec.payload)
-                .map_err(|_| self.refuse(&name, "its signed record is malformed"))?;
             let vk = ed25519_dalek::VerifyingKey::from_bytes(&p.signer)
                 .map_err(|_| self.refuse(&name, "its signer is not an Ed25519 key"))?;
             if let Some((who, _)) = self.trust.revoked.iter().find(|(_, k)| *k == vk) {
@@ -249,18 +289,20 @@ impl<B: Backend> Signed<B> {
                     "it is signed by a key that is not on this device's trust list ('shelldone key list')",
                 ));
             };
-            let sig = <[u8; 64]>::try_from(rec.signature.as_slice())
-                .map(|s| ed25519_dalek::Signature::from_bytes(&s))
-                .map_err(|_| self.refuse(&name, "its signature is malformed"))?;
-            let mut msg = MAGIC.to_vec();
-            msg.extend_from_slice(&rec.payload);
-            if vk.verify(&msg, &sig).is_err() {
-                return Err(self.refuse(
-                    &name,
-                    &format!(
-                        "its signature (claimed by '{who}') does not verify: forged or damaged"
-                    ),
-                ));
+            if let Some(rec) = rec {
+                let sig = <[u8; 64]>::try_from(rec.signature.as_slice())
+                    .map(|s| ed25519_dalek::Signature::from_bytes(&s))
+                    .map_err(|_| self.refuse(&name, "its signature is malformed"))?;
+                let mut msg = MAGIC.to_vec();
+                msg.extend_from_slice(&rec.payload);
+                if vk.verify(&msg, &sig).is_err() {
+                    return Err(self.refuse(
+                        &name,
+                        &format!(
+                            "its signature (claimed by '{who}') does not verify: forged or damaged"
+                        ),
+                    ));
+                }
             }
             if p.name != name {
                 return Err(self.refuse(&name, &format!("its record is for ref {}", p.name)));
@@ -282,6 +324,52 @@ impl<B: Backend> Signed<B> {
             out.insert(name, (rid, p));
         }
         Ok(out)
+    }
+
+    /// A ref's record, read and decoded (its signature is checked by the caller).
+    fn decode(
+        &self,
+        name: &str,
+        rid: ObjectId,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<(Payload, Record)> {
+        let Some(bytes) = bytes else {
+            return Err(self.refuse(name, "it names no signed record (unsigned)"));
+        };
+        let Some(body) = bytes.strip_prefix(MAGIC) else {
+            return Err(self.refuse(
+                name,
+                "it is unsigned (it names an object that is not a signed record)",
+            ));
+        };
+        if record_id(&bytes) != rid {
+            return Err(self.refuse(name, "its record does not match its id"));
+        }
+        let rec: Record = postcard::from_bytes(body)
+            .map_err(|_| self.refuse(name, "its signed record is malformed"))?;
+        let p: Payload = postcard::from_bytes(&rec.payload)
+            .map_err(|_| self.refuse(name, "its signed record is malformed"))?;
+        Ok((p, rec))
+    }
+
+    /// Keeps the records of `refs` (every one verified) as verified, in memory and in the
+    /// cache file beside the counters: only the current refs' records, so it stays as small
+    /// as the list of refs. A cache file that cannot be written is only a cache.
+    fn keep_verified(&mut self, refs: &BTreeMap<String, (ObjectId, Payload)>) {
+        let now: BTreeMap<ObjectId, Payload> =
+            refs.values().map(|(rid, p)| (*rid, p.clone())).collect();
+        if now == self.verified_before {
+            return;
+        }
+        self.verified_before = now;
+        let file: BTreeMap<String, &Payload> = self
+            .verified_before
+            .iter()
+            .map(|(rid, p)| (rid.to_hex(), p))
+            .collect();
+        if let Ok(bytes) = serde_json::to_vec(&file) {
+            let _ = write_cache(&cache_path(&self.seen_path), &bytes);
+        }
     }
 
     /// Remembers the highest counters of `refs` (only once every ref verified).
@@ -313,11 +401,16 @@ impl<B: Backend> Backend for Signed<B> {
     }
 
     fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
+        self.last = None;
         let v = self.verified()?;
         self.remember(&v)?;
-        Ok(v.into_iter()
-            .map(|(n, (_, p))| (n, ObjectId(p.value)))
-            .collect())
+        self.keep_verified(&v);
+        let out = v
+            .iter()
+            .map(|(n, (_, p))| (n.clone(), ObjectId(p.value)))
+            .collect();
+        self.last = Some(v);
+        Ok(out)
     }
 
     fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
@@ -326,6 +419,10 @@ impl<B: Backend> Backend for Signed<B> {
 
     fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
         self.inner.get(ids)
+    }
+
+    fn get_ahead(&mut self, wanted: &[(ObjectId, u64)]) -> Vec<Option<Vec<u8>>> {
+        self.inner.get_ahead(wanted)
     }
 
     fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
@@ -340,7 +437,10 @@ impl<B: Backend> Backend for Signed<B> {
             .remote_id
             .clone()
             .ok_or_else(|| Error::Internal("a signed remote without identity".into()))?;
-        let now = self.verified()?;
+        let mut now = match self.last.take() {
+            Some(v) => v,
+            None => self.verified()?,
+        };
         let mut counter = self.seen.values().copied().max().unwrap_or(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -383,10 +483,15 @@ impl<B: Backend> Backend for Signed<B> {
                 new,
             });
         }
-        let mut it = records.into_iter().map(Ok);
-        self.inner.put(&mut it)?;
-        self.inner.update_refs(&inner_updates)?;
-        self.remember(&mine)
+        self.inner.put_and_update_refs(records, &inner_updates)?;
+        self.remember(&mine)?;
+        for u in updates.iter().filter(|u| u.new.is_none()) {
+            now.remove(&u.name);
+        }
+        now.extend(mine);
+        self.keep_verified(&now);
+        self.last = Some(now);
+        Ok(())
     }
 }
 
@@ -405,6 +510,46 @@ mod tests {
             expected,
             new: Some(new),
         }
+    }
+
+    #[test]
+    fn records_verified_before_are_not_read_again_but_still_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = key();
+        let trust = Trust {
+            trusted: vec![("a".into(), a.verifying_key())],
+            revoked: Vec::new(),
+        };
+        let mut mem = MemoryBackend::new("m");
+        let seen = dir.path().join("a.signed-refs.json");
+        let mut sa = Signed::open(&mut mem, Some(a.clone()), trust.clone(), seen.clone()).unwrap();
+        sa.update_refs(&[up("a/head", None, ObjectId([1; 32]))])
+            .unwrap();
+        drop(sa);
+        let rid = mem.clone().list_refs().unwrap()["a/head"];
+        let record = mem.objects_mut().remove(&rid).unwrap();
+        // The record is gone from the remote: the cache answers for it (same id, same bytes).
+        let mut s = Signed::open(&mut mem, None, trust.clone(), seen.clone()).unwrap();
+        assert_eq!(s.list_refs().unwrap()["a/head"], ObjectId([1; 32]));
+        drop(s);
+        // Trust is checked anew: a revoked signer is refused even from the cache.
+        let revoked = Trust {
+            trusted: Vec::new(),
+            revoked: vec![("a".into(), a.verifying_key())],
+        };
+        let mut s = Signed::open(&mut mem, None, revoked, seen.clone()).unwrap();
+        let e = s.list_refs().unwrap_err().to_string();
+        assert!(e.contains("revoked"), "{e}");
+        drop(s);
+        // A damaged cache is ignored: the record is read again (and here it is missing).
+        std::fs::write(cache_path(&seen), b"{not json").unwrap();
+        let mut s = Signed::open(&mut mem, None, trust.clone(), seen.clone()).unwrap();
+        let e = s.list_refs().unwrap_err().to_string();
+        assert!(e.contains("unsigned"), "{e}");
+        drop(s);
+        mem.objects_mut().insert(rid, record);
+        let mut s = Signed::open(&mut mem, None, trust, seen).unwrap();
+        assert_eq!(s.list_refs().unwrap()["a/head"], ObjectId([1; 32]));
     }
 
     #[test]

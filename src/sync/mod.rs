@@ -13,6 +13,7 @@ pub mod graph;
 pub mod merge;
 mod pull;
 mod push;
+mod recover;
 mod remotes;
 pub mod resolve;
 mod status;
@@ -21,6 +22,7 @@ pub use crate::remote::RemoteConfig;
 pub use crate::snapshot::conflicts::{Conflict, ConflictKind};
 pub use pull::{PullOptions, PullReport, SkippedSession, Strategy, sync_pull};
 pub use push::{DryRunReport, PushReport, RefMove, sync_push, sync_push_dry_run};
+pub use recover::{Recovered, recover};
 pub use remotes::{
     RemoteOptions, Upgraded, device_rename, remote_add, remote_add_with, remote_remove,
     remote_upgrade, remotes,

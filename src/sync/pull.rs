@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use objects_format::{ObjectId, Snapshot};
 use serde::Serialize;
 
-use super::remotes::open_remote;
+use super::remotes::open_remote_with;
 use super::{Conflict, graph, merge};
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -115,8 +115,19 @@ pub fn sync_pull(
     opts: &PullOptions,
     progress: Progress<'_>,
 ) -> Result<PullReport> {
+    pull_with(cx, remote, opts, progress, None)
+}
+
+/// [`sync_pull`], opening the remote with the paper recovery key too (`key import --remote`).
+pub(super) fn pull_with(
+    cx: &Context,
+    remote: &str,
+    opts: &PullOptions,
+    progress: Progress<'_>,
+    recovery: Option<&age::x25519::Identity>,
+) -> Result<PullReport> {
     let _lock = cx.lock("sync pull")?;
-    let mut r = open_remote(cx, remote, false)?;
+    let mut r = open_remote_with(cx, remote, false, recovery)?;
     let mut report = PullReport::default();
     let refs = r.list_refs()?;
     check_identity(cx, remote, &refs)?;

@@ -237,8 +237,16 @@ pub fn remote_remove(cx: &Context, name: &str) -> Result<()> {
         .snapshots_dir()
         .join("remotes")
         .join(format!("{name}.signed-refs.json"));
+    let verified = crate::remote::sign::cache_path(&seen);
+    let opened = seen.with_file_name(format!("{name}.encrypted-refs.json"));
+    if opened.exists() {
+        fs::remove_file(opened)?;
+    }
     if seen.exists() {
         fs::remove_file(seen)?;
+    }
+    if verified.exists() {
+        fs::remove_file(verified)?;
     }
     Ok(())
 }
@@ -255,9 +263,20 @@ pub(super) fn remote_config(cx: &Context, name: &str) -> Result<RemoteConfig> {
 /// backend wrapped in the decorators ([`open_protected`]); `write` says whether this is a push
 /// (which may write the remote's key file and signs what it publishes).
 pub(super) fn open_remote(cx: &Context, name: &str, write: bool) -> Result<Box<dyn Remote>> {
+    open_remote_with(cx, name, write, None)
+}
+
+/// [`open_remote`], with the paper recovery key (`key import --remote`): it opens an encrypted
+/// remote's key file too, and lets a device that has no keys yet read a protected remote.
+pub(super) fn open_remote_with(
+    cx: &Context,
+    name: &str,
+    write: bool,
+    recovery: Option<&age::x25519::Identity>,
+) -> Result<Box<dyn Remote>> {
     let rc = remote_config(cx, name)?;
     if rc.encrypt || rc.require_signatures {
-        return open_protected(cx, &rc, write);
+        return open_protected(cx, &rc, write, recovery);
     }
     Ok(if rc.kind == "git" {
         clear_stale_git_locks(
@@ -339,8 +358,15 @@ fn device_keys(cx: &Context) -> Result<crate::vault::DeviceKeys> {
 }
 
 /// An encrypted and/or signed remote: the plain backend (a directory, or a git repository of
-/// blobs), [`Encrypted`] over it for `--encrypt`, and [`Signed`] over that.
-fn open_protected(cx: &Context, rc: &RemoteConfig, write: bool) -> Result<Box<dyn Remote>> {
+/// blobs), [`Encrypted`] over it for `--encrypt`, and [`Signed`] over that. With `recovery`
+/// (the paper key) a device that has no keys yet may read it: the paper key opens the key
+/// file, and the signers it names are trusted on first use, as on a joining device.
+pub(super) fn open_protected(
+    cx: &Context,
+    rc: &RemoteConfig,
+    write: bool,
+    recovery: Option<&age::x25519::Identity>,
+) -> Result<Box<dyn Remote>> {
     let plain: Box<dyn Backend> = if rc.kind == "git" {
         let mirror = cx
             .snapshots_dir()
@@ -359,24 +385,41 @@ fn open_protected(cx: &Context, rc: &RemoteConfig, write: bool) -> Result<Box<dy
     } else {
         open_backend(cx, rc)?
     };
-    let me = crate::vault::keys::require_record(cx)?;
-    let own = crate::vault::keys::parse_ssh_public(&me.ssh)?;
+    // Without keys, only a read with the paper key: a push signs, so it needs them.
+    let me = match recovery {
+        Some(_) if !write => crate::vault::keys::record(cx)?,
+        _ => Some(crate::vault::keys::require_record(cx)?),
+    };
+    let own = me
+        .as_ref()
+        .map(|m| crate::vault::keys::parse_ssh_public(&m.ssh))
+        .transpose()?;
     let list = crate::vault::trust_list(cx)?;
     let mut trust = Trust {
-        trusted: vec![(me.name.clone(), own)],
+        trusted: me
+            .as_ref()
+            .zip(own)
+            .map(|(m, o)| (m.name.clone(), o))
+            .into_iter()
+            .collect(),
         revoked: Vec::new(),
     };
     for e in &list {
         let vk = crate::vault::keys::parse_ssh_public(&e.ssh)?;
         if e.revoked {
             trust.revoked.push((e.name.clone(), vk));
-        } else if vk != own {
+        } else if Some(vk) != own {
             trust.trusted.push((e.name.clone(), vk));
         }
     }
     // Keys are unlocked only when needed: to open an encrypted remote's key file, or to sign.
-    let keys = if rc.encrypt || write {
-        Some(device_keys(cx)?)
+    let keys = if me.is_some() && (rc.encrypt || write) {
+        match device_keys(cx) {
+            Ok(k) => Some(k),
+            // Keys that no longer unlock (a rebooted keyutils store): the paper key reads.
+            Err(_) if recovery.is_some() && !write => None,
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };
@@ -385,10 +428,20 @@ fn open_protected(cx: &Context, rc: &RemoteConfig, write: bool) -> Result<Box<dy
         .join("remotes")
         .join(format!("{}.signed-refs.json", rc.name));
     let backend: Box<dyn Backend> = match (&keys, rc.encrypt) {
-        (Some(k), true) => {
+        (_, true) => {
+            let (identity, recovery) = match (&keys, recovery) {
+                (Some(k), r) => (k.age.clone(), r.cloned()),
+                (None, Some(r)) => (r.clone(), None),
+                (None, None) => {
+                    return Err(Error::Internal(
+                        "an encrypted remote opened without keys nor a paper key".into(),
+                    ));
+                }
+            };
             let access = Access {
-                identity: k.age.clone(),
-                signing: k.signing.clone(),
+                identity,
+                recovery,
+                signing: keys.as_ref().map(|k| k.signing.clone()),
                 recipients: crate::vault::recipients(cx)?
                     .iter()
                     .map(ToString::to_string)
@@ -402,7 +455,11 @@ fn open_protected(cx: &Context, rc: &RemoteConfig, write: bool) -> Result<Box<dy
                 revoked_signers: trust.revoked.iter().map(|r| r.1).collect(),
             };
             let mode = if write { Mode::Write } else { Mode::Read };
-            let enc = Encrypted::open(plain, &access, mode)?;
+            let enc = Encrypted::open(plain, &access, mode)?.with_cache(
+                cx.snapshots_dir()
+                    .join("remotes")
+                    .join(format!("{}.encrypted-refs.json", rc.name)),
+            );
             // The devices the key file names (it was signed by one this device trusts, or,
             // on a device joining, taken on first use) sign refs too.
             if let Some(k) = enc.keyring() {

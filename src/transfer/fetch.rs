@@ -1,7 +1,7 @@
 //! Fetch: what this store lacks, each object verified, and the structure under it known safe,
 //! before it is staged; and the snapshot graph a partial pull plans with.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use objects_format::{EntryKind, Kind, Link, Object, ObjectId, Snapshot};
 
@@ -33,12 +33,7 @@ pub fn fetch<B: Backend + ?Sized>(
         return fetch_pack(batch, backend.name(), pack, limits, wants, progress);
     }
     let checker = Checker::new(backend.name(), limits);
-    let mut src = Layered {
-        store,
-        backend,
-        checker,
-        from_store: None,
-    };
+    let mut src = Layered::new(store, backend, checker);
     let mut stage = Stage {
         store,
         batch,
@@ -65,12 +60,7 @@ pub fn snapshot_graph<B: Backend + ?Sized>(
     known: &dyn Fn(&ObjectId) -> bool,
 ) -> Result<BTreeMap<ObjectId, Snapshot>> {
     let checker = Checker::new(backend.name(), limits);
-    let mut src = Layered {
-        store,
-        backend,
-        checker,
-        from_store: None,
-    };
+    let mut src = Layered::new(store, backend, checker);
     let mut graph = Graph {
         known,
         out: BTreeMap::new(),
@@ -90,9 +80,75 @@ struct Layered<'a, B: ?Sized> {
     /// The next read of this id is from the local store (set by the visitor, which knows; asking
     /// the store for every object read would cost a lookup each).
     from_store: Option<ObjectId>,
+    /// Frames read ahead ([`Backend::get_ahead`]): the children an object just read names, asked
+    /// for in one batch, taken (and verified) when the walk reaches them.
+    ahead: HashMap<ObjectId, Vec<u8>>,
+    /// Their bytes: at most [`READ_AHEAD_BYTES`] are asked for.
+    ahead_bytes: u64,
+    /// Ids this walk read from the backend: never read ahead again.
+    taken: HashSet<ObjectId>,
 }
 
-impl<B: Backend + ?Sized> Layered<'_, B> {
+/// At most this many objects are read ahead at once.
+const READ_AHEAD_COUNT: usize = 64;
+/// At most this many bytes (by the sizes the links state) are held read ahead.
+const READ_AHEAD_BYTES: u64 = 16 << 20;
+
+/// The largest stored frame of an object whose content is `size` bytes: zstd adds a few bytes
+/// per block to data it cannot compress, the canonical encoding a short header. A frame over
+/// it is not read ahead (the walk's own read then judges it).
+fn frame_bound(size: u64) -> u64 {
+    size.saturating_add(size / 64).saturating_add(1024)
+}
+
+impl<'a, B: Backend + ?Sized> Layered<'a, B> {
+    fn new(store: &'a ObjectStore, backend: &'a mut B, checker: Checker) -> Self {
+        Layered {
+            store,
+            backend,
+            checker,
+            from_store: None,
+            ahead: HashMap::new(),
+            ahead_bytes: 0,
+            taken: HashSet::new(),
+        }
+    }
+
+    /// Asks the backend, in one batch, for the children of `obj` the walk will read from it:
+    /// those whose link states a size (blobs, chunk lists, chunks; trees are read when reached),
+    /// not here, not read or read ahead already, within [`READ_AHEAD_BYTES`].
+    fn read_ahead(&mut self, obj: &Object) {
+        let mut budget = READ_AHEAD_BYTES.saturating_sub(self.ahead_bytes);
+        let mut want: Vec<(ObjectId, u64)> = Vec::new();
+        for c in obj.children() {
+            if want.len() >= READ_AHEAD_COUNT {
+                break;
+            }
+            let Some(size) = c.link.size() else { continue };
+            let bound = frame_bound(size);
+            if bound > budget
+                || self.ahead.contains_key(&c.id)
+                || self.taken.contains(&c.id)
+                || want.iter().any(|w| w.0 == c.id)
+                || self.store.has(&c.id)
+            {
+                continue;
+            }
+            budget -= bound;
+            want.push((c.id, bound));
+        }
+        if want.len() < 2 {
+            return;
+        }
+        let got = self.backend.get_ahead(&want);
+        for ((id, bound), raw) in want.into_iter().zip(got) {
+            if let Some(raw) = raw.filter(|r| r.len() as u64 <= bound) {
+                self.ahead_bytes += raw.len() as u64;
+                self.ahead.insert(id, raw);
+            }
+        }
+    }
+
     /// Reads `id` from the local store when it has it, else from the backend.
     fn here_or_there(&mut self, id: &ObjectId, kind: Kind) -> Result<(Object, Option<Vec<u8>>)> {
         if self.store.has(id) {
@@ -102,16 +158,21 @@ impl<B: Backend + ?Sized> Layered<'_, B> {
     }
 
     fn get(&mut self, id: &ObjectId, kind: Kind) -> Result<(Vec<u8>, Object)> {
-        let mut got = self.backend.get(std::slice::from_ref(id))?;
-        if got.len() != 1 {
-            return Err(self
-                .checker
-                .err(format!("asked for 1 object, answered {}", got.len())));
-        }
-        let raw = got
-            .pop()
-            .flatten()
-            .ok_or_else(|| self.checker.missing(kind, *id))?;
+        self.taken.insert(*id);
+        let raw = if let Some(raw) = self.ahead.remove(id) {
+            self.ahead_bytes -= raw.len() as u64;
+            raw
+        } else {
+            let mut got = self.backend.get(std::slice::from_ref(id))?;
+            if got.len() != 1 {
+                return Err(self
+                    .checker
+                    .err(format!("asked for 1 object, answered {}", got.len())));
+            }
+            got.pop()
+                .flatten()
+                .ok_or_else(|| self.checker.missing(kind, *id))?
+        };
         if raw.len() as u64 > verify::MAX_RAW_OBJECT {
             return Err(Error::CorruptObject {
                 id: *id,
@@ -121,6 +182,7 @@ impl<B: Backend + ?Sized> Layered<'_, B> {
         self.checker.precheck(raw.len() as u64)?;
         let (canonical, obj) = verify::verify_raw(id, kind, &raw)?;
         self.checker.charge(raw.len().max(canonical.len()) as u64)?;
+        self.read_ahead(&obj);
         Ok((raw, obj))
     }
 }

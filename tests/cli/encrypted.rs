@@ -25,12 +25,12 @@ const KNOWN: [&str; 3] = [
     "KNOWN-PLAINTEXT preference: theme = solarized-midnight",
 ];
 
-fn json(out: &str) -> serde_json::Value {
+pub(crate) fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 /// A device with keys and a state holding the known strings, saved.
-fn device_with_known_state() -> Sandbox {
+pub(crate) fn device_with_known_state() -> Sandbox {
     let a = keyed_device();
     a.generate();
     std::fs::write(a.state().join("sessions/s001/scrollback.txt"), KNOWN[0]).unwrap();
@@ -58,7 +58,7 @@ fn base64_forms(s: &str) -> Vec<String> {
 }
 
 /// Asserts that no known string, nor its base64, nor this device's name occurs in `bytes`.
-fn assert_no_plaintext(bytes: &[u8], device_name: &str, what: &str) {
+pub(crate) fn assert_no_plaintext(bytes: &[u8], device_name: &str, what: &str) {
     assert!(!bytes.is_empty(), "{what}: nothing to search");
     for k in KNOWN {
         assert!(!contains(bytes, k.as_bytes()), "{what} holds {k:?}");
@@ -80,7 +80,7 @@ fn assert_no_plaintext(bytes: &[u8], device_name: &str, what: &str) {
 }
 
 /// Every path and byte under `dir` (file names included: they could leak ids or names).
-fn names_and_bytes(dir: &Path) -> Vec<u8> {
+pub(crate) fn names_and_bytes(dir: &Path) -> Vec<u8> {
     let mut all = readable_bytes(dir);
     for (p, _) in snapshot_of(dir) {
         all.extend_from_slice(p.as_bytes());
@@ -90,7 +90,7 @@ fn names_and_bytes(dir: &Path) -> Vec<u8> {
 }
 
 /// What a refused pull must leave as it was: refs, objects, tracking refs, live files.
-fn local_state(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn local_state(sb: &Sandbox) -> Vec<(String, Vec<u8>)> {
     let mut v = snapshot_of(&sb.state().join("snapshots/refs"));
     v.extend(snapshot_of(&sb.state().join("snapshots/objects")));
     v.extend(snapshot_of(&sb.state().join("snapshots/packs")));
@@ -229,6 +229,7 @@ fn revoking_a_device_rotates_the_key_and_a_flipped_byte_is_refused() {
         let mid = bad.len() / 2;
         bad[mid] ^= 0x20;
         std::fs::write(path, &bad).unwrap();
+        forget_verified_records(&b, "box");
         let before = local_state(&b);
         let o = crate::vault::run(&b, Some(PASS), b"", &["sync", "pull", "box"]);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -259,6 +260,17 @@ fn revoking_a_device_rotates_the_key_and_a_flipped_byte_is_refused() {
     ok(&c, b"", &["sync", "pull", "box"]);
     assert_same(&c.live(), &a.live());
     assert!(c.ok(&["state", "check"]).contains("no problems"));
+}
+
+/// Drops `sb`'s caches of the ref records it verified and opened on `remote`: a device does not
+/// read a record it verified before again (its name is a hash of its content), so a record it
+/// read in an earlier pull that failed later (at a damaged object) would not be read, nor its
+/// flipped copy refused; the flipped-byte loops want every object read, as a device that has
+/// never seen them reads them.
+pub(crate) fn forget_verified_records(sb: &Sandbox, remote: &str) {
+    for f in ["signed-refs.verified.json", "encrypted-refs.json"] {
+        let _ = std::fs::remove_file(sb.state().join(format!("snapshots/remotes/{remote}.{f}")));
+    }
 }
 
 /// A device's head ref file on a directory remote.
@@ -372,4 +384,103 @@ fn public_signing_key(sb: &Sandbox) -> [u8; 32] {
     let line = show.lines().find(|l| l.starts_with("ssh-ed25519")).unwrap();
     let vk = shelldone::vault::keys::parse_ssh_public(line).unwrap();
     vk.to_bytes()
+}
+
+/// The paper key printed by `key export --paper` on `sb`: (its grouped lines, its whole form).
+pub(crate) fn export_paper(sb: &Sandbox) -> (String, String) {
+    let paper = ok(sb, b"", &["key", "export", "--paper"]);
+    let grouped: String = paper
+        .lines()
+        .skip_while(|l| !l.trim().starts_with("AGE-SECRET-KEY-1"))
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    let whole = paper
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("whole: "))
+        .unwrap()
+        .to_owned();
+    assert!(grouped.starts_with("AGE-SECRET-KEY-1\n"), "{paper}");
+    (grouped, whole)
+}
+
+#[test]
+fn the_paper_key_opens_an_encrypted_remote_when_every_device_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir_url = tmp.path().join("dir-remote").to_str().unwrap().to_owned();
+    let a = device_with_known_state();
+    ok(&a, b"kept-safe", &["secret", "set", "tok"]);
+    let (paper, _) = export_paper(&a);
+    a.save("A: a secret and a paper key");
+    ok(
+        &a,
+        b"",
+        &["remote", "add", "box", &dir_url, "--init", "--encrypt"],
+    );
+    ok(&a, b"", &["sync", "push", "box"]);
+    // A is lost. A new machine C has new keys that are nobody's readers: a plain pull is a key
+    // error that names the way back in.
+    let c = keyed_device();
+    ok(&c, b"", &["remote", "add", "box", &dir_url, "--encrypt"]);
+    let out = expect(&c, Some(PASS), b"", KEY_EXIT, &["sync", "pull", "box"]);
+    assert!(out.contains("key import --remote box"), "{out}");
+    // Another vault's paper key: refused before anything is written, here or on the remote.
+    let (_, wrong) = export_paper(&keyed_device());
+    let (here, there) = (local_state(&c), snapshot_of(Path::new(&dir_url)));
+    let out = expect(
+        &c,
+        Some(PASS),
+        wrong.as_bytes(),
+        KEY_EXIT,
+        &["key", "import", "--remote", "box"],
+    );
+    assert!(out.contains("paper key given does not open"), "{out}");
+    assert!(
+        local_state(&c) == here,
+        "a refused recovery changes nothing here"
+    );
+    assert!(
+        snapshot_of(&c.state().join("secrets")).is_empty(),
+        "no vault pulled"
+    );
+    assert!(
+        snapshot_of(Path::new(&dir_url)) == there,
+        "nor on the remote"
+    );
+    // The paper key, typed back in its groups: C pulls A's state, reads A's secret, and the
+    // remote's key file is re-wrapped for C's keys.
+    let objects_before = snapshot_of(&Path::new(&dir_url).join("objects")).len();
+    let out = json(&ok(
+        &c,
+        paper.as_bytes(),
+        &["--json", "key", "import", "--remote", "box"],
+    ));
+    assert_eq!(out["rewrapped"], true, "{out}");
+    assert!(out["received"]["objects"].as_u64().unwrap() > 10, "{out}");
+    assert_same(&c.live(), &a.live());
+    assert_eq!(ok(&c, b"", &["secret", "get", "tok"]), "kept-safe");
+    assert!(
+        snapshot_of(&Path::new(&dir_url).join("objects")).len() == objects_before + 1,
+        "the re-wrap wrote one object, the new key file"
+    );
+    // From now on C's own keys open the remote: pull, then push what the import changed.
+    ok(&c, b"", &["sync", "pull", "box"]);
+    std::fs::write(c.config().join("after.toml"), "recovered = true\n").unwrap();
+    c.save("C: recovered");
+    let pushed = json(&ok(&c, b"", &["--json", "sync", "push", "box"]));
+    assert!(pushed["objects_sent"].as_u64().unwrap() > 0, "{pushed}");
+    // A device C trusts joins through the remote as usual.
+    let d = keyed_device();
+    trust(&c, "dee", &d);
+    c.save("C trusts D");
+    ok(&c, b"", &["sync", "push", "box"]);
+    ok(&d, b"", &["remote", "add", "box", &dir_url, "--encrypt"]);
+    ok(&d, b"", &["sync", "pull", "box"]);
+    assert_same(&d.live(), &c.live());
+    assert_eq!(ok(&d, b"", &["secret", "get", "tok"]), "kept-safe");
+    assert_no_plaintext(
+        &names_and_bytes(Path::new(&dir_url)),
+        &device(&c),
+        "the directory remote after the recovery",
+    );
 }

@@ -892,6 +892,48 @@ fn vault_documents() {
 }
 
 #[test]
+fn key_import_through_an_encrypted_remote_document() {
+    let run = |sb: &Sandbox, args: &[&str], stdin: &[u8]| -> Output {
+        let mut c = sb.cmd(args);
+        c.env("SHELLDONE_VAULT_PASSPHRASE", "pw");
+        let o = crate::support::run_with_stdin(c, stdin);
+        expect_code(&o, 0, args);
+        o
+    };
+    let (a, _) = device_named("laptop", true);
+    run(&a, &["key", "init", "--backend", "passphrase"], b"");
+    let paper = String::from_utf8(run(&a, &["key", "export", "--paper"], b"").stdout).unwrap();
+    let paper = paper
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("whole: "))
+        .expect("the paper key")
+        .to_owned();
+    a.save("with a paper key");
+    let remote = a.dir.path().join("remote");
+    let remote = remote.to_str().unwrap();
+    run(
+        &a,
+        &["remote", "add", "box", remote, "--init", "--encrypt"],
+        b"",
+    );
+    run(&a, &["sync", "push", "box"], b"");
+    // Every device lost: a new one gets back in with the paper key.
+    let (c, mut shots) = device_named("desk", false);
+    shots.settings.add_filter(r"age1[0-9a-z]{58}", "[AGE]");
+    shots
+        .settings
+        .add_filter(r#""objects":\d+"#, r#""objects":[N]"#);
+    run(&c, &["key", "init", "--backend", "passphrase"], b"");
+    run(&c, &["remote", "add", "box", remote, "--encrypt"], b"");
+    let args = ["--json", "key", "import", "--remote", "box"];
+    let o = run(&c, &args, paper.as_bytes());
+    shots.snap("json_key_import_remote", &args, &o);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("one document");
+    assert_eq!(v["rewrapped"], true, "{v}");
+    documented::check("key import", &v).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
 fn backup_run_list_verify_restore_prune() {
     let (sb, mut shots) = device_named("laptop", true);
     shots.settings.add_filter(r"\d{8}T\d{6}Z", "[BUNDLE_TIME]");

@@ -26,9 +26,20 @@ impl<'m> Dev<'m> {
             endpoint: moto.endpoint.clone(),
         }
     }
+    /// A device on an existing sandbox (one with keys and known strings, say).
+    fn on(sb: Sandbox, moto: &'m Moto) -> Self {
+        Dev {
+            sb,
+            moto,
+            endpoint: moto.endpoint.clone(),
+        }
+    }
+    /// The command, with the server's variables and the test passphrase (for a device with
+    /// keys, as `crate::vault::ok` gives it).
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = self.sb.cmd(args);
         self.moto.env(&mut c, &self.endpoint);
+        c.env("SHELLDONE_VAULT_PASSPHRASE", crate::vault::PASS);
         c
     }
     fn run(&self, args: &[&str]) -> Output {
@@ -449,4 +460,192 @@ fn s3_a_newer_remote_is_refused_and_upgrade_is_on_purpose() {
         log.contains("from the newer device") && !log.contains("from the older device"),
         "the older device's refused push left nothing on the remote: {log}"
     );
+}
+
+/// boto3, from the tests' Python: dumps every key of the bucket into a folder (the key as the
+/// path), or puts a file's bytes under a key. Independent of the client under test.
+const BUCKET_TOOL: &str = r#"
+import os, sys
+import boto3
+ep, key, secret, bucket, mode = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=key, aws_secret_access_key=secret, region_name="us-east-1")
+if mode == "dump":
+    out, token, n = sys.argv[6], None, 0
+    for _ in range(100000):
+        kw = {"Bucket": bucket}
+        if token:
+            kw["ContinuationToken"] = token
+        page = s3.list_objects_v2(**kw)
+        for o in page.get("Contents", []):
+            path = os.path.join(out, o["Key"])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())
+            n += 1
+        if not page.get("IsTruncated"):
+            break
+        token = page["NextContinuationToken"]
+    print(n)
+else:
+    with open(sys.argv[7], "rb") as f:
+        s3.put_object(Bucket=bucket, Key=sys.argv[6], Body=f.read())
+"#;
+
+fn bucket_tool(m: &Moto, args: &[&str]) -> String {
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            BUCKET_TOOL,
+            &m.endpoint,
+            &m.key_id,
+            &m.secret,
+            &m.bucket,
+        ])
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        o.status.success(),
+        "bucket tool {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Every object of the bucket, read from the server: (key, bytes), and the folder it was
+/// dumped into (keys as paths).
+fn bucket(m: &Moto) -> (tempfile::TempDir, BTreeMap<String, Vec<u8>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let n: usize = bucket_tool(m, &["dump", dir.path().to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    let all: BTreeMap<String, Vec<u8>> = walkdir::WalkDir::new(dir.path())
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            (
+                e.path()
+                    .strip_prefix(dir.path())
+                    .unwrap()
+                    .display()
+                    .to_string(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(all.len(), n, "every key listed was dumped");
+    (dir, all)
+}
+
+fn put_object(m: &Moto, key: &str, bytes: &[u8]) {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), bytes).unwrap();
+    bucket_tool(m, &["put", key, f.path().to_str().unwrap()]);
+}
+
+/// Issue #16 over S3: an encrypted S3 remote holds only keyed names and padded ciphertext (no
+/// known string nor its base64 in any key or object the server holds), a second device joins
+/// through the key trust flow and pulls byte-identical, dedup works, and a flipped byte in any
+/// object the server holds is refused with nothing changed.
+#[test]
+fn s3_encrypted_remote_holds_only_ciphertext_and_a_second_device_joins() {
+    use crate::encrypted::{
+        assert_no_plaintext, device_with_known_state, local_state, names_and_bytes,
+    };
+    let Some(m) =
+        Moto::start("s3_encrypted_remote_holds_only_ciphertext_and_a_second_device_joins")
+    else {
+        return;
+    };
+    let url = m.url("enc/state");
+    let a = Dev::on(device_with_known_state(), &m);
+    let b = Dev::on(crate::vault::device(), &m);
+    a.ok(&["remote", "add", "cloud", &url, "--init", "--encrypt"]);
+    let pushed = a.json(&["sync", "push", "cloud"]);
+    assert!(pushed["objects_sent"].as_u64().unwrap() > 10, "{pushed}");
+
+    // Known-plaintext search over every key and every object the server holds.
+    let (dump, all) = bucket(&m);
+    assert!(
+        all.len() as u64 > pushed["objects_sent"].as_u64().unwrap(),
+        "the objects, the ref records, the key file, the marker: {}",
+        all.len()
+    );
+    assert_no_plaintext(&names_and_bytes(dump.path()), &a.device(), "the S3 bucket");
+    // Names are keyed, sizes bucketed: no object is smaller than the smallest bucket, and no
+    // key names a snapshot or the device.
+    let head = a.head();
+    for (k, bytes) in &all {
+        assert!(!k.contains(&head) && !k.contains(&a.device()), "{k}");
+        if k.starts_with("enc/state/objects/") {
+            assert!(bytes.len() >= 256, "{k} is {} bytes", bytes.len());
+        }
+    }
+
+    // B joins: not a reader yet, a clear key error, nothing changed.
+    b.ok(&["remote", "add", "cloud", &url, "--encrypt"]);
+    let before = local_state(&b.sb);
+    let out = b.run(&["sync", "pull", "cloud"]);
+    exited(&"pull before being trusted", &out, crate::vault::KEY_EXIT);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not one of its readers"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        local_state(&b.sb) == before,
+        "a refused pull changes nothing"
+    );
+    // A trusts B and pushes (the key file re-wrapped); B pulls byte-identical.
+    crate::vault::trust(&a.sb, "bee", &b.sb);
+    a.sb.save("A trusts B");
+    a.ok(&["sync", "push", "cloud"]);
+    let pulled = b.json(&["sync", "pull", "cloud"]);
+    assert_eq!(pulled["restored"], true, "{pulled}");
+    assert_same(&b.sb.live(), &a.sb.live());
+    assert!(b.ok(&["state", "check"]).contains("no problems"));
+    // Dedup: B's push of the same content sends no object.
+    let again = b.json(&["sync", "push", "cloud"]);
+    assert_eq!(again["objects_sent"], 0, "{again}");
+
+    // A flipped byte in each object a small push wrote: refused, nothing staged, no ref moved.
+    std::fs::write(a.sb.config().join("later.toml"), "x = 1\n").unwrap();
+    a.sb.save("A: later");
+    let (_d, old) = bucket(&m);
+    a.ok(&["sync", "push", "cloud"]);
+    let (_d, now) = bucket(&m);
+    let fresh: Vec<(&String, &Vec<u8>)> = now
+        .iter()
+        .filter(|(k, _)| !old.contains_key(*k) && k.starts_with("enc/state/objects/"))
+        .collect();
+    assert!(
+        fresh.len() >= 4 && fresh.len() < 40,
+        "the push wrote objects and ref records: {}",
+        fresh.len()
+    );
+    for (key, bytes) in &fresh {
+        let mut bad = (*bytes).clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x20;
+        put_object(&m, key, &bad);
+        crate::encrypted::forget_verified_records(&b.sb, "cloud");
+        let before = local_state(&b.sb);
+        let o = b.run(&["sync", "pull", "cloud"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            [Some(3), Some(5)].contains(&o.status.code()),
+            "{key}: {:?} {err}",
+            o.status
+        );
+        assert!(err.contains("fails authentication"), "{key}: {err}");
+        assert!(
+            local_state(&b.sb) == before,
+            "{key}: nothing staged, no ref moved"
+        );
+        put_object(&m, key, bytes);
+    }
+    b.ok(&["sync", "pull", "cloud"]);
+    assert_same(&b.sb.live(), &a.sb.live());
 }
