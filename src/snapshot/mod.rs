@@ -224,7 +224,7 @@ pub fn write_trees(flat: &Flat, batch: Option<&Batch<'_>>) -> Result<ObjectId> {
 /// wrote them.
 pub type TreeIds = BTreeMap<Vec<u8>, ObjectId>;
 
-/// [`write_trees`], also returning the id of every folder's tree (for [`diff_to`]).
+/// [`write_trees`], also returning the id of every folder's tree (for the save's tree diff).
 ///
 /// # Errors
 /// As [`write_trees`].
