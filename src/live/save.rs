@@ -13,8 +13,8 @@ use crate::snapshot::Leaf;
 use crate::snapshot::conflicts;
 use crate::snapshot::save::read_live;
 use crate::snapshot::{
-    Flat, diff_to, flatten_snapshot, in_roots, modes_extra, session_of, with_modes, write_trees,
-    write_trees_recording,
+    Flat, TreeDiff, diff_to, flatten_snapshot, in_roots, modes_extra, session_of, with_modes,
+    write_trees, write_trees_recording,
 };
 use crate::store::refs::session_ref;
 use crate::store::refs::{HEAD, RefTxn};
@@ -194,69 +194,39 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
     }
     // What changed, from the trees whose ids differ: the head is not flattened (at 100 000
     // files its file list was ~17 MB) unless the modes differ or a flat was needed above.
-    if let Some((hid, hs)) = &head
-        && head_flat.flat.get().is_none()
-        && let Some(diff) = match diff_to(&cx.objects, hs, &new_flat, &tree_ids) {
-            Ok(d) => d,
-            Err(e) if e.is_damage() => None,
-            Err(e) => return Err(e),
+    let diffed = match &head {
+        Some((_, hs)) if head_flat.flat.get().is_none() => {
+            match diff_to(&cx.objects, hs, &new_flat, &tree_ids) {
+                Ok(d) => d,
+                Err(e) if e.is_damage() => None,
+                Err(e) => return Err(e),
+            }
         }
-    {
-        drop(tree_ids);
-        let (id, stats) = publish(
-            cx,
-            batch,
-            Snapshot {
-                root,
-                parents: vec![*hid],
-                time_ns: now_ns(),
-                device: cx.device.clone(),
-                message: opts.message.clone(),
-                session: opts.session.clone(),
-                summary: diff.summary,
-                extra: with_modes(extra, &new_flat),
-            },
-            Some(*hid),
-            &diff.moved,
-        )?;
-        cache.retain(in_roots);
-        let cache_path = cx.statcache_path();
-        cache
-            .save(&cache_path)
-            .map_err(Error::at("writing", &cache_path, "save"))?;
-        return Ok(SaveOutcome {
-            id: Some(id),
-            created: true,
-            summary: diff.summary,
-            sessions: session_names(&diff.moved),
-            objects_written: stats.objects,
-            bytes_written: stats.bytes,
-            quarantined,
-            warnings,
-        });
-    }
-    drop(tree_ids);
-    let damaged;
-    let base = match head_flat.get(cx) {
-        Ok(b) => b,
-        // The head's trees are damaged (docs/safety.md, "Damaged store files"): the live
-        // state is still recorded, every file as new, so the save stores again whatever
-        // the live files still hold instead of refusing until the objects come back.
-        Err(e) if e.is_damage() => {
-            warnings.push(format!(
-                "the head snapshot's file list cannot be read ({e}); this snapshot records \
-                 every file as new"
-            ));
-            damaged = Flat::with_roots();
-            &damaged
-        }
-        Err(e) => return Err(e),
+        _ => None,
     };
-    let (id, stats, sessions) = commit_snapshot(
+    drop(tree_ids);
+    let diff = match diffed {
+        Some(d) => d,
+        None => match head_flat.get(cx) {
+            Ok(base) => TreeDiff::between(base, &new_flat),
+            // The head's trees are damaged (docs/safety.md, "Damaged store files"): the live
+            // state is still recorded, every file as new, so the save stores again whatever
+            // the live files still hold instead of refusing until the objects come back.
+            Err(e) if e.is_damage() => {
+                warnings.push(format!(
+                    "the head snapshot's file list cannot be read ({e}); this snapshot records \
+                     every file as new"
+                ));
+                TreeDiff::between(&Flat::with_roots(), &new_flat)
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let (id, stats, sessions) = commit_diffed(
         cx,
         batch,
         &new_flat,
-        base,
+        &diff,
         head.as_ref().map(|h| h.0),
         root,
         &opts.message,
@@ -271,7 +241,7 @@ pub(crate) fn save_locked(cx: &Context, opts: &SaveOptions) -> Result<SaveOutcom
     Ok(SaveOutcome {
         id: Some(id),
         created: true,
-        summary: base.summary_to(&new_flat),
+        summary: diff.summary,
         sessions,
         objects_written: stats.objects,
         bytes_written: stats.bytes,
@@ -376,6 +346,35 @@ pub(crate) fn commit_snapshot(
     session: Option<String>,
     extra: Vec<(String, Vec<u8>)>,
 ) -> Result<(ObjectId, BatchStats, Vec<String>)> {
+    commit_diffed(
+        cx,
+        batch,
+        new_flat,
+        &TreeDiff::between(base, new_flat),
+        head,
+        root,
+        message,
+        session,
+        extra,
+    )
+}
+
+/// [`commit_snapshot`] with what changed already found (`diff`, from the head to `new_flat`).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the parts of a snapshot, as commit_snapshot"
+)]
+fn commit_diffed(
+    cx: &Context,
+    batch: Batch<'_>,
+    new_flat: &Flat,
+    diff: &TreeDiff,
+    head: Option<ObjectId>,
+    root: ObjectId,
+    message: &str,
+    session: Option<String>,
+    extra: Vec<(String, Vec<u8>)>,
+) -> Result<(ObjectId, BatchStats, Vec<String>)> {
     let snap = Snapshot {
         root,
         parents: head.into_iter().collect(),
@@ -383,12 +382,21 @@ pub(crate) fn commit_snapshot(
         device: cx.device.clone(),
         message: message.to_owned(),
         session,
-        summary: base.summary_to(new_flat),
+        summary: diff.summary,
         extra: with_modes(extra, new_flat),
     };
-    let moved = moved_sessions(base, new_flat);
-    let (id, stats) = publish(cx, batch, snap, head, &moved)?;
-    Ok((id, stats, session_names(&moved)))
+    let (id, stats) = publish(cx, batch, snap, head, &diff.moved)?;
+    Ok((id, stats, session_names(&diff.moved)))
+}
+
+impl TreeDiff {
+    /// What changed from `old` to `new`, by comparing their file lists.
+    fn between(old: &Flat, new: &Flat) -> TreeDiff {
+        TreeDiff {
+            summary: old.summary_to(new),
+            moved: moved_sessions(old, new),
+        }
+    }
 }
 
 /// The sessions whose content differs between `old` and `new` (and that `new` holds): the
