@@ -574,18 +574,17 @@ fn device_keys_encrypt_and_sign_every_backup() {
 /// `fixtures/backup-v1/`, restore with today's binary: plain, and encrypted with the identity
 /// beside them; `verify` passes on both; a version-1 bundle's data file renamed to version 2's
 /// name is refused as damaged, not read as the other format.
-#[test]
-fn version_1_bundles_still_restore() {
+/// Verifies (`--full`) and restores each frozen bundle of `fixtures/<dir>` (`(name, encrypted
+/// to the identity beside them)`), each holding exactly `store-v1/`'s `config/` and
+/// `state/sessions/`; returns the sandbox and the copy of the fixture.
+fn frozen_bundles_restore(dir: &str, bundles: &[(&str, bool)]) -> (Sandbox, std::path::PathBuf) {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let store_v1 = fixtures.join("store-v1");
     let sb = Sandbox::new();
-    let copy = sb.dir.path().join("backup-v1");
-    crate::support::copy_dir(&fixtures.join("backup-v1"), &copy);
+    let copy = sb.dir.path().join(dir);
+    crate::support::copy_dir(&fixtures.join(dir), &copy);
     let identity = copy.join("identity.txt");
-    for (name, encrypted) in [
-        ("20261201T061016Z-80dfd1bd2717", false),
-        ("20261201T061017Z-80dfd1bd2717", true),
-    ] {
+    for &(name, encrypted) in bundles {
         let bundle = copy.join(name);
         let mut key: Vec<&str> = Vec::new();
         if encrypted {
@@ -616,6 +615,38 @@ fn version_1_bundles_still_restore() {
             );
         }
     }
+    (sb, copy)
+}
+
+/// Issue #17: bundles of manifest version 2, frozen by `fixtures/make-backup-v2.sh`, verify and
+/// restore with today's binary; a flipped byte in the plain one's pack is refused.
+#[test]
+fn version_2_bundles_still_restore() {
+    let (sb, copy) = frozen_bundles_restore(
+        "backup-v2",
+        &[
+            ("20261202T151614Z-0f31f29f87e2", false),
+            ("20261202T151615Z-0f31f29f87e2", true),
+        ],
+    );
+    let pack = copy.join("20261202T151614Z-0f31f29f87e2/objects.pack");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&pack, &bytes).unwrap();
+    let o = sb.run(&["backup", "verify", pack.parent().unwrap().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+}
+
+#[test]
+fn version_1_bundles_still_restore() {
+    let (sb, copy) = frozen_bundles_restore(
+        "backup-v1",
+        &[
+            ("20261201T061016Z-80dfd1bd2717", false),
+            ("20261201T061017Z-80dfd1bd2717", true),
+        ],
+    );
     let plain = copy.join("20261201T061016Z-80dfd1bd2717");
     std::fs::rename(plain.join("objects.pack.zst"), plain.join("objects.pack")).unwrap();
     let o = sb.run(&["backup", "verify", plain.to_str().unwrap()]);
