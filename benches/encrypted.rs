@@ -67,15 +67,8 @@ impl Place<'_> {
 }
 
 fn aws_settings(m: &moto::Moto) -> shelldone::Settings {
-    let vars: std::collections::HashMap<&str, String> = [
-        ("AWS_ACCESS_KEY_ID", m.key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY", m.secret.clone()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-    ]
-    .into_iter()
-    .collect();
     shelldone::Settings {
-        aws: shelldone::remote::s3::AwsEnv::from_vars(|k| vars.get(k).cloned()),
+        aws: m.aws_env(&m.secret, None),
         ..shelldone::Settings::default()
     }
 }

@@ -2,10 +2,10 @@
 //! tests/common/moto.rs), with request signing checked where a test is about credentials. Under
 //! CI a missing server fails the tests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
-use shelldone::remote::s3::{AwsEnv, S3Remote};
+use shelldone::remote::s3::S3Remote;
 use shelldone::remote::{Backend, RefUpdate};
 
 use crate::support::moto::{Moto, Proxy};
@@ -67,15 +67,7 @@ impl<'m> Dev<'m> {
 
 /// The S3 remote at `prefix`, opened by the library with the server's key.
 fn backend(m: &Moto, prefix: &str, secret: &str) -> S3Remote {
-    let vars: HashMap<&str, String> = [
-        ("AWS_ACCESS_KEY_ID", m.key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY", secret.to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-        ("AWS_ENDPOINT_URL", m.endpoint.clone()),
-    ]
-    .into_iter()
-    .collect();
-    let env = AwsEnv::from_vars(|k| vars.get(k).cloned());
+    let env = m.aws_env(secret, Some(&m.endpoint));
     S3Remote::open("t", &m.url(prefix), None, None, &env).expect("open the S3 remote")
 }
 

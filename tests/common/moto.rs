@@ -54,6 +54,21 @@ print(k["SecretAccessKey"])
 "#;
 
 impl Moto {
+    /// The AWS settings a client of this server reads (as from the environment): the server's
+    /// key id, `secret`, the region and, when given, `AWS_ENDPOINT_URL`.
+    pub fn aws_env(&self, secret: &str, endpoint: Option<&str>) -> shelldone::remote::s3::AwsEnv {
+        let vars: std::collections::HashMap<&str, String> = [
+            ("AWS_ACCESS_KEY_ID", Some(self.key_id.clone())),
+            ("AWS_SECRET_ACCESS_KEY", Some(secret.to_owned())),
+            ("AWS_REGION", Some("us-east-1".to_owned())),
+            ("AWS_ENDPOINT_URL", endpoint.map(str::to_owned)),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+        shelldone::remote::s3::AwsEnv::from_vars(|k| vars.get(k).cloned())
+    }
+
     /// Starts moto on a free port, or returns None (after `ci::cannot_run`, which fails the
     /// test under CI) when `moto_server` is not installed.
     pub fn start(test: &str) -> Option<Moto> {
