@@ -30,6 +30,17 @@ fn fixture_store() -> BTreeMap<String, Vec<u8>> {
     files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/store-v1/state/snapshots"))
 }
 
+/// `args` ran by a device that reads remote layouts up to 1 against remote `origin` of layout
+/// 2: exit 6, and the message naming both versions.
+pub(crate) fn refused_as_newer_remote(args: &[&str], o: &std::process::Output) {
+    assert_eq!(o.status.code(), Some(6), "{args:?}: {o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("remote origin is format 2, this shelldone reads up to 1; upgrade shelldone"),
+        "{args:?}: {err}"
+    );
+}
+
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -459,15 +470,7 @@ fn a_newer_remote_is_refused_and_upgrade_is_on_purpose() {
         &["sync", "pull"],
         &["remote", "upgrade", "origin"],
     ] {
-        let o = old.run(args);
-        assert_eq!(o.status.code(), Some(6), "{args:?}: {o:?}");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains(
-                "remote origin is format 2, this shelldone reads up to 1; upgrade shelldone"
-            ),
-            "{args:?}: {err}"
-        );
+        refused_as_newer_remote(args, &old.run(args));
         assert_eq!(files(remote.path()), remote_before, "{args:?}: the remote");
         assert_eq!(store_files(&old), local_before, "{args:?}: the local store");
     }
@@ -653,15 +656,7 @@ fn a_newer_git_remote_is_refused_before_anything_moves() {
     sb.save("two");
     let refs_before = git(&repo, &["show-ref"]);
     for args in [&["sync", "pull"][..], &["sync", "push"]] {
-        let o = sb.run(args);
-        assert_eq!(o.status.code(), Some(6), "{args:?}: {o:?}");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains(
-                "remote origin is format 2, this shelldone reads up to 1; upgrade shelldone"
-            ),
-            "{args:?}: {err}"
-        );
+        refused_as_newer_remote(args, &sb.run(args));
         assert_eq!(
             git(&repo, &["show-ref"]),
             refs_before,

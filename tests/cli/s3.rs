@@ -429,15 +429,7 @@ fn s3_a_newer_remote_is_refused_and_upgrade_is_on_purpose() {
     old.sb.save("from the older device");
     let local_before = store_files(&old.sb);
     for args in [&["sync", "push"][..], &["sync", "pull"]] {
-        let o = old.run(args);
-        exited(&args, &o, 6);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains(
-                "remote origin is format 2, this shelldone reads up to 1; upgrade shelldone"
-            ),
-            "{args:?}: {err}"
-        );
+        crate::migrations::refused_as_newer_remote(args, &old.run(args));
     }
     assert_eq!(
         store_files(&old.sb),
