@@ -13,7 +13,7 @@ use crate::snapshot::Leaf;
 use crate::snapshot::conflicts;
 use crate::snapshot::save::read_live;
 use crate::snapshot::{
-    Flat, TreeDiff, diff_to, flatten_snapshot, in_roots, modes_extra, session_of, with_modes,
+    Flat, TreeDiff, diff_to, flatten_snapshot, in_roots, same_modes, session_of, with_modes,
     write_trees, write_trees_recording,
 };
 use crate::store::refs::session_ref;
@@ -275,19 +275,6 @@ impl<'a> HeadFlat<'a> {
         }
         Ok(self.flat.get().expect("just set"))
     }
-}
-
-/// True when `snap` records the modes `flat` has (both with the same `modes` entry, or
-/// neither).
-pub(crate) fn same_modes(snap: &Snapshot, flat: &Flat) -> bool {
-    let recorded = snap
-        .extra
-        .iter()
-        .find(|(k, _)| k == objects_format::modes::KEY);
-    recorded.map(|(k, v)| (k.as_str(), v.as_slice()))
-        == modes_extra(flat)
-            .as_ref()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
 }
 
 /// Refuses a save that would record a root (`config/`, `state/sessions/`, `state/journal/`)

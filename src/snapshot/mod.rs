@@ -341,6 +341,16 @@ fn tree_of(
     Ok(id)
 }
 
+/// True when `snap` records the modes `flat` has (both with the same `modes` entry, or
+/// neither).
+pub(crate) fn same_modes(snap: &Snapshot, flat: &Flat) -> bool {
+    let recorded = snap.extra.iter().find(|(k, _)| k == modes::KEY);
+    recorded.map(|(k, v)| (k.as_str(), v.as_slice()))
+        == modes_extra(flat)
+            .as_ref()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+}
+
 /// What [`diff_to`] found: the change counts a snapshot's summary records, and the sessions
 /// whose content moved (the session refs a snapshot moves).
 #[derive(Debug, Default)]
@@ -367,12 +377,7 @@ pub(crate) fn diff_to(
     new: &Flat,
     new_ids: &TreeIds,
 ) -> Result<Option<TreeDiff>> {
-    let recorded = head.extra.iter().find(|(k, _)| k == modes::KEY);
-    if recorded.map(|(k, v)| (k.as_str(), v.as_slice()))
-        != modes_extra(new)
-            .as_ref()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-    {
+    if !same_modes(head, new) {
         return Ok(None);
     }
     let mut d = Differ {
