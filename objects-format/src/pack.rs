@@ -110,6 +110,17 @@ pub fn block_push(content: &mut Vec<u8>, canonical: &[u8]) -> Member {
 /// # Errors
 /// A description of the first problem.
 pub fn parse_block(content: &[u8]) -> Result<Vec<Member>, String> {
+    parse_block_prefix(content, true)
+}
+
+/// As [`parse_block`], on the first bytes of a block's content (a reader that decompressed only
+/// as far as the member it wanted): the members that lie wholly inside `content`, which must
+/// chain from its start exactly as in a whole block; the last one may run past its end when
+/// `complete` is false (the rest of the block was not decompressed), and is then left out.
+///
+/// # Errors
+/// A description of the first problem.
+pub fn parse_block_prefix(content: &[u8], complete: bool) -> Result<Vec<Member>, String> {
     if content.len() > BLOCK_MAX {
         return Err(format!(
             "block holds {} bytes, over the {BLOCK_MAX} byte limit",
@@ -123,6 +134,9 @@ pub fn parse_block(content: &[u8]) -> Result<Vec<Member>, String> {
     let mut at = 0usize;
     while at < content.len() {
         let Some(len) = content.get(at..at + 4) else {
+            if !complete {
+                break;
+            }
             return Err(format!("block truncated in the length at {at}"));
         };
         let size = u32::from_le_bytes(len.try_into().expect("4 bytes"));
@@ -132,6 +146,9 @@ pub fn parse_block(content: &[u8]) -> Result<Vec<Member>, String> {
         let start = at + 4;
         let end = start + size as usize;
         if end > content.len() {
+            if !complete {
+                break;
+            }
             return Err(format!("block member at {at} runs past the block"));
         }
         out.push(Member {
@@ -540,5 +557,36 @@ mod tests {
         assert!(parse_block(&content[..content.len() - 1]).is_err());
         assert!(parse_block(&[]).is_err());
         assert!(parse_block(&[0, 0, 0, 0]).is_err(), "zero-length member");
+    }
+
+    #[test]
+    fn a_block_prefix_gives_the_members_inside_it_and_still_catches_damage() {
+        let mut content = Vec::new();
+        let a = block_push(&mut content, b"first object");
+        let b = block_push(&mut content, b"second");
+        // Cut inside b's bytes or inside b's length: a alone (and, taken for the whole block,
+        // refused). Cut right after a: a alone either way.
+        assert_eq!(parse_block_prefix(&content[..16], false), Ok(vec![a]));
+        assert_eq!(parse_block_prefix(&content[..16], true), Ok(vec![a]));
+        for cut in [23, 18, 17] {
+            assert_eq!(
+                parse_block_prefix(&content[..cut], false).expect("a prefix"),
+                vec![a],
+                "cut at {cut}"
+            );
+            assert!(parse_block_prefix(&content[..cut], true).is_err());
+        }
+        assert_eq!(
+            parse_block_prefix(&content, false).expect("all of it"),
+            vec![a, b]
+        );
+        // Damage inside the prefix is still refused: a zero length, an oversized length.
+        let mut zero = content.clone();
+        zero[16..20].copy_from_slice(&0u32.to_le_bytes());
+        assert!(parse_block_prefix(&zero[..23], false).is_err());
+        let mut huge = content.clone();
+        huge[16..20].copy_from_slice(&(BLOCK_MEMBER_MAX as u32 + 1).to_le_bytes());
+        assert!(parse_block_prefix(&huge[..23], false).is_err());
+        assert!(parse_block_prefix(&[], false).is_err(), "empty");
     }
 }

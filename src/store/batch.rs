@@ -37,6 +37,39 @@ pub(super) struct BlockBuf {
     pub(super) members: Vec<(ObjectId, Kind, pack::Member)>,
 }
 
+/// Objects shorter than this go first in their block (see [`small_first`]): shorter than the
+/// chunker's smallest chunk, so whole small files (descriptors, pane and config files) and the
+/// last chunks of big ones.
+const SMALL_MEMBER: usize = objects_format::chunk::MIN_CHUNK;
+
+/// The block with its small members moved to its start, each group in the order it was written.
+/// A reader decompresses a block only as far as the member it wants ([`pack::PackSet::read`]):
+/// a one-session restore that reads one descriptor then decompresses the small files at the
+/// start of a block, not the megabytes of scrollback chunks written before it; a big file's
+/// chunks stay together, in order, after them.
+fn small_first(block: BlockBuf) -> BlockBuf {
+    let small = |m: &pack::Member| (m.size as usize) < SMALL_MEMBER;
+    let first_large = block.members.iter().position(|(_, _, m)| !small(m));
+    let in_order = first_large.is_none_or(|i| block.members[i..].iter().all(|(_, _, m)| !small(m)));
+    if in_order {
+        return block;
+    }
+    let mut out = BlockBuf {
+        content: Vec::with_capacity(block.content.len()),
+        members: Vec::with_capacity(block.members.len()),
+    };
+    for pass_small in [true, false] {
+        for &(id, kind, m) in &block.members {
+            if small(&m) == pass_small {
+                let bytes = &block.content[m.start as usize..][..m.size as usize];
+                let at = objects_format::pack::block_push(&mut out.content, bytes);
+                out.members.push((id, kind, at));
+            }
+        }
+    }
+    out
+}
+
 /// A batch of new objects. Small objects are gathered into blocks (one zstd frame for ~4 MiB of
 /// objects, one per thread so each holds neighbouring chunks of the same files); larger ones and
 /// already-compressed frames from remotes are appended as they come; everything goes to one
@@ -50,8 +83,11 @@ pub struct Batch<'s> {
     pub(super) store: &'s ObjectStore,
     pub(super) staging: PathBuf,
     pub(super) pack: Mutex<Option<PackWriter>>,
-    /// Open blocks, one per worker thread (indexed by rayon's thread index, the last slot for
-    /// any other thread).
+    /// Open blocks, one per worker thread (indexed by rayon's thread index), then one for any
+    /// other thread, then the last one for metadata (trees, snapshots, chunk lists) whoever
+    /// writes it: what a restore reads first to find its files then sits in blocks of its own,
+    /// small ones when a save is incremental, not in 4 MiB of file data (git writes commits and
+    /// trees ahead of blobs in a pack for the same reason).
     pub(super) open_blocks: Vec<Mutex<BlockBuf>>,
     pub(super) seen: Mutex<HashSet<ObjectId>>,
     pub(super) bytes: AtomicU64,
@@ -198,6 +234,7 @@ impl Batch<'_> {
         if block.members.is_empty() {
             return Ok(());
         }
+        let block = small_first(block);
         let z = compress_level(&block.content, self.level)?;
         let len = u32::try_from(z.len()).map_err(|_| Error::TooLarge {
             what: "a pack block (compressed)".into(),
@@ -226,9 +263,14 @@ impl Batch<'_> {
             self.append_object(kind, id, &z)?;
             return Ok(true);
         }
-        let slot = rayon::current_thread_index()
-            .unwrap_or(usize::MAX)
-            .min(self.open_blocks.len() - 1);
+        let meta = self.open_blocks.len() - 1;
+        let slot = if kind == Kind::Blob {
+            rayon::current_thread_index()
+                .unwrap_or(usize::MAX)
+                .min(meta - 1)
+        } else {
+            meta
+        };
         let full = {
             let mut b = self.open_blocks[slot].lock().expect("no panics while held");
             let m = objects_format::pack::block_push(&mut b.content, canonical);

@@ -431,7 +431,8 @@ impl ObjectStore {
                 entries: Vec::new(),
                 blocks: 0,
             })),
-            open_blocks: (0..=rayon::current_num_threads())
+            // One per worker thread, one for other threads, one for metadata.
+            open_blocks: (0..rayon::current_num_threads() + 2)
                 .map(|_| Mutex::new(BlockBuf::default()))
                 .collect(),
             seen: Mutex::new(HashSet::new()),
@@ -472,27 +473,7 @@ pub fn decompress_into(
     max: usize,
     mut buf: Vec<u8>,
 ) -> std::result::Result<Vec<u8>, String> {
-    let size = match zstd::zstd_safe::get_frame_content_size(raw) {
-        Ok(Some(n)) => n,
-        Ok(None) => return Err("zstd frame does not declare its size".into()),
-        Err(_) => return Err("not a zstd frame".into()),
-    };
-    if size > max as u64 {
-        return Err(format!("declares {size} bytes, over the {max} byte limit"));
-    }
-    // Exactly one frame (SPEC §7): bytes after it — another frame, a skippable frame — would
-    // otherwise pass unnoticed by `state check`.
-    match zstd::zstd_safe::find_frame_compressed_size(raw) {
-        Ok(n) if n == raw.len() => {}
-        Ok(n) => {
-            return Err(format!(
-                "{} bytes follow the zstd frame",
-                raw.len().saturating_sub(n)
-            ));
-        }
-        Err(_) => return Err("not a complete zstd frame".into()),
-    }
-    let size = usize::try_from(size).expect("bounded by max");
+    let size = checked_frame_size(raw, max)?;
     buf.clear();
     buf.reserve_exact(size);
     thread_local! {
@@ -514,6 +495,87 @@ pub fn decompress_into(
         return Err(format!("zstd frame declared {size} bytes but held {n}"));
     }
     Ok(buf)
+}
+
+/// The content size a zstd frame declares, once checked: declared, at most `max`, and the
+/// frame is all of `raw`.
+fn checked_frame_size(raw: &[u8], max: usize) -> std::result::Result<usize, String> {
+    let size = match zstd::zstd_safe::get_frame_content_size(raw) {
+        Ok(Some(n)) => n,
+        Ok(None) => return Err("zstd frame does not declare its size".into()),
+        Err(_) => return Err("not a zstd frame".into()),
+    };
+    if size > max as u64 {
+        return Err(format!("declares {size} bytes, over the {max} byte limit"));
+    }
+    // Exactly one frame (SPEC §7): bytes after it — another frame, a skippable frame — would
+    // otherwise pass unnoticed by `state check`.
+    match zstd::zstd_safe::find_frame_compressed_size(raw) {
+        Ok(n) if n == raw.len() => {}
+        Ok(n) => {
+            return Err(format!(
+                "{} bytes follow the zstd frame",
+                raw.len().saturating_sub(n)
+            ));
+        }
+        Err(_) => return Err("not a complete zstd frame".into()),
+    }
+    Ok(usize::try_from(size).expect("bounded by max"))
+}
+
+/// The start of a block's content: at least its first `want` bytes, checked as
+/// [`decompress_into`] checks a frame, and whether that is all of it. A reader that needs one
+/// member near the start of a 4 MiB block (a one-session restore: the snapshot's trees, one
+/// descriptor) stops there instead of decompressing the rest. When `want` reaches past half of
+/// the content, stopping early saves little and the whole frame is decompressed in one go.
+///
+/// # Errors
+/// A description of what is wrong (the same as [`decompress_into`], or a frame that ends
+/// before the size it declares).
+pub fn decompress_prefix_into(
+    raw: &[u8],
+    max: usize,
+    want: usize,
+    mut buf: Vec<u8>,
+) -> std::result::Result<(Vec<u8>, bool), String> {
+    let size = checked_frame_size(raw, max)?;
+    if want.saturating_mul(2) >= size {
+        return decompress_into(raw, max, buf).map(|b| (b, true));
+    }
+    thread_local! {
+        // A streaming context per thread, reset for each frame: it keeps its window buffer.
+        static DSTREAM: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { std::cell::RefCell::new(None) };
+    }
+    buf.clear();
+    buf.resize(want, 0);
+    let filled = DSTREAM.with(|d| -> std::result::Result<usize, String> {
+        use zstd::zstd_safe::{DCtx, InBuffer, OutBuffer, ResetDirective, get_error_name};
+        let mut d = d.borrow_mut();
+        let d = d.get_or_insert_with(DCtx::create);
+        d.reset(ResetDirective::SessionOnly)
+            .map_err(|c| format!("zstd: {}", get_error_name(c)))?;
+        let mut input = InBuffer::around(raw);
+        let mut out = OutBuffer::around(&mut buf[..]);
+        // Each call either fills the output or moves the input on (the frame is whole and
+        // declares more than `want`); one that does neither is refused, so this ends.
+        loop {
+            let (was_in, was_out) = (input.pos(), out.pos());
+            let left = d
+                .decompress_stream(&mut out, &mut input)
+                .map_err(|c| format!("zstd: {}", get_error_name(c)))?;
+            if out.pos() == want {
+                return Ok(want);
+            }
+            if left == 0 || (input.pos() == was_in && out.pos() == was_out) {
+                return Err(format!(
+                    "zstd frame declared {size} bytes but held {}",
+                    out.pos()
+                ));
+            }
+        }
+    })?;
+    buf.truncate(filled);
+    Ok((buf, false))
 }
 
 /// Compresses canonical bytes for storage (one zstd frame with the content size).
@@ -639,6 +701,86 @@ mod tests {
         assert_eq!(
             &decompress(&store.read_raw(id).expect("raw")).expect("frame"),
             c
+        );
+    }
+
+    /// Bytes of the blocks the store keeps decompressed now.
+    fn kept_block_bytes(store: &ObjectStore) -> Vec<usize> {
+        let g = store.packs.read().expect("no panics");
+        let c = g.blocks.lock().expect("no panics");
+        c.kept_lens()
+    }
+
+    #[test]
+    fn a_first_read_decompresses_a_block_only_as_far_as_it_needs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectStore::new(dir.path().to_path_buf());
+        // 64 KiB blobs filling one block and part of a second, and a tree in a block of its own.
+        let blobs: Vec<(ObjectId, Vec<u8>)> = (0..80u64)
+            .map(|i| {
+                objects_format::encode_with_id(&Object::Blob(noise(i, 64 << 10))).expect("encode")
+            })
+            .collect();
+        // A small file written among them goes to the start of its block.
+        let small = objects_format::encode_with_id(&Object::Blob(b"{\"id\": \"s005\"}".to_vec()))
+            .expect("encode");
+        let tree = Object::Tree(objects_format::Tree::default());
+        let (tree_id, tree_c) = objects_format::encode_with_id(&tree).expect("encode");
+        let batch = store.batch().expect("batch");
+        for (i, (id, c)) in blobs.iter().enumerate() {
+            batch.put_canonical(Kind::Blob, *id, c).expect("put");
+            if i == 40 {
+                batch
+                    .put_canonical(Kind::Blob, small.0, &small.1)
+                    .expect("put");
+            }
+        }
+        batch
+            .put_canonical(Kind::Tree, tree_id, &tree_c)
+            .expect("put");
+        batch.commit().expect("commit");
+        // The first block: the blobs up to the one that took it to its target size.
+        let mut whole = 4 + small.1.len();
+        let mut last = 0;
+        for (i, (_, c)) in blobs.iter().enumerate() {
+            whole += 4 + c.len();
+            last = i;
+            if whole >= objects_format::pack::BLOCK_TARGET {
+                break;
+            }
+        }
+        assert!(last + 1 < blobs.len(), "the blobs fill more than one block");
+
+        let fresh = ObjectStore::new(dir.path().to_path_buf());
+        // The tree sits alone in the metadata block: reading it decompresses nothing else.
+        assert_eq!(fresh.read_canonical(&tree_id).expect("tree"), tree_c);
+        assert_eq!(kept_block_bytes(&fresh), vec![4 + tree_c.len()]);
+        // The small file, written after 40 big blobs: its block decompressed a little past
+        // it, not to the end; then the first blob, from the part already kept.
+        assert_eq!(fresh.read_canonical(&small.0).expect("small"), small.1);
+        let part = kept_block_bytes(&fresh)[1];
+        assert!(
+            part < whole / 2 && part >= 8 + small.1.len() + blobs[0].1.len(),
+            "kept {part} of {whole} bytes"
+        );
+        assert_eq!(
+            fresh.read_canonical(&blobs[0].0).expect("first"),
+            blobs[0].1
+        );
+        assert_eq!(kept_block_bytes(&fresh)[1], part, "read from the kept part");
+        // A blob further on: the whole block, once, kept in place of its first part.
+        assert_eq!(
+            fresh.read_canonical(&blobs[last].0).expect("last"),
+            blobs[last].1
+        );
+        assert_eq!(kept_block_bytes(&fresh), vec![4 + tree_c.len(), whole]);
+        for (id, c) in blobs[..=last].iter().chain([&small]) {
+            assert_eq!(&fresh.read_canonical(id).expect("read"), c);
+        }
+        assert_eq!(
+            kept_block_bytes(&fresh).len(),
+            2,
+            "no block decompressed twice"
         );
     }
 

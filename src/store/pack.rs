@@ -51,6 +51,10 @@ pub(crate) fn block_cache_len() -> usize {
     (2 * rayon::current_num_threads()).clamp(4, 16)
 }
 
+/// How far past the member it wants a first read of a block decompresses (see
+/// [`PackSet::read`]).
+const PREFIX_SLACK: usize = 128 << 10;
+
 /// A block's key: (index into [`PackSet::packs`], frame offset).
 type BlockKey = (usize, u64);
 
@@ -65,16 +69,30 @@ pub struct BlockCache {
 }
 
 impl BlockCache {
-    fn get(&mut self, key: BlockKey) -> Option<Arc<Vec<u8>>> {
-        let i = self.blocks.iter().position(|(k, _)| *k == key)?;
+    /// The block, or the first part of it that was decompressed, when it holds the first
+    /// `need` bytes; `Err(true)` when only a shorter part of it is kept.
+    fn get(&mut self, key: BlockKey, need: usize) -> std::result::Result<Arc<Vec<u8>>, bool> {
+        let i = self
+            .blocks
+            .iter()
+            .position(|(k, _)| *k == key)
+            .ok_or(false)?;
+        if self.blocks[i].1.len() < need {
+            return Err(true);
+        }
         let hit = self.blocks.remove(i);
         let block = hit.1.clone();
         self.blocks.push(hit);
-        Some(block)
+        Ok(block)
     }
 
     fn put(&mut self, key: BlockKey, block: Arc<Vec<u8>>) {
-        if self.blocks.iter().any(|(k, _)| *k == key) {
+        if let Some(i) = self.blocks.iter().position(|(k, _)| *k == key) {
+            // A longer part of the block (another thread's, or the whole of a block whose
+            // start was kept) replaces a shorter one.
+            if self.blocks[i].1.len() < block.len() {
+                self.blocks[i].1 = block;
+            }
             return;
         }
         if self.blocks.len() >= block_cache_len() {
@@ -87,6 +105,12 @@ impl BlockCache {
             }
         }
         self.blocks.push((key, block));
+    }
+
+    /// Lengths of the kept blocks (or kept first parts), least recently used first.
+    #[cfg(test)]
+    pub(crate) fn kept_lens(&self) -> Vec<usize> {
+        self.blocks.iter().map(|(_, b)| b.len()).collect()
     }
 
     fn take_spare(&mut self) -> Vec<u8> {
@@ -211,10 +235,18 @@ impl PackSet {
     /// I/O errors; a block that does not decompress (kind `InvalidData`).
     pub fn read(&self, loc: &Loc) -> std::io::Result<Stored> {
         let key = (loc.pack, loc.offset);
-        if let Some(member) = loc.member
-            && let Some(block) = self.blocks.lock().expect("no panics while held").get(key)
-        {
-            return Ok(Stored::InBlock(block, member));
+        let mut kept_part = false;
+        if let Some(member) = loc.member {
+            let need = member.start as usize + member.size as usize;
+            match self
+                .blocks
+                .lock()
+                .expect("no panics while held")
+                .get(key, need)
+            {
+                Ok(block) => return Ok(Stored::InBlock(block, member)),
+                Err(part) => kept_part = part,
+            }
         }
         let pack = self.packs.get(loc.pack).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "pack no longer loaded")
@@ -230,11 +262,25 @@ impl PackSet {
             .expect("no panics while held")
             .take_spare();
         let invalid = |why| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
-        let block = crate::store::decompress_into(&buf, objects_format::pack::BLOCK_MAX, spare)
-            .map_err(invalid)?;
-        // The whole block must split into members (SPEC §7.2), not only the bytes this index
-        // entry points at.
-        objects_format::pack::parse_block(&block).map_err(invalid)?;
+        // The first read of a block decompresses it only as far as this member and a little
+        // beyond (the neighbours a reader of one file or one session asks for next); a read past
+        // that part decompresses the whole block, once.
+        let want = if kept_part {
+            usize::MAX
+        } else {
+            member.start as usize + member.size as usize + PREFIX_SLACK
+        };
+        let (block, complete) = crate::store::decompress_prefix_into(
+            &buf,
+            objects_format::pack::BLOCK_MAX,
+            want,
+            spare,
+        )
+        .map_err(invalid)?;
+        // What was decompressed must split into members (SPEC §7.2), not only the bytes this
+        // index entry points at: the whole block, or its first part up to the last member
+        // wholly inside it.
+        objects_format::pack::parse_block_prefix(&block, complete).map_err(invalid)?;
         let block = Arc::new(block);
         self.blocks
             .lock()
