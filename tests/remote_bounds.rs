@@ -739,3 +739,47 @@ fn a_lying_stat_cache_never_decides_a_restore() {
     assert_eq!(std::fs::read_to_string(&file).expect("read"), "AAAA\n");
     d.ok(&["state", "check"]);
 }
+
+/// The same for chunked files, which a restore confirms at the snapshot's own chunk boundaries
+/// instead of chunking them again: a file that differs from the snapshot in one byte, in its
+/// first, a middle or its last chunk, at the same size and under a stat cache entry that
+/// vouches for the snapshot's version, is rewritten.
+#[test]
+fn a_lying_stat_cache_never_decides_a_restore_of_a_chunked_file() {
+    use shelldone::store::statcache::{Stat, StatCache};
+    let first: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (kind, first_id) =
+        shelldone::snapshot::save::content_objects(&first, None).expect("chunk list id");
+    assert_eq!(kind, EntryKind::ChunkedFile);
+    for at in [0usize, 150_000, 299_999] {
+        let d = Dev::new();
+        d.write("config/a.toml", "a = 1\n");
+        let path = d.state().join("sessions/s1/scrollback.bin");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, &first).expect("write");
+        let one = d.save("one");
+        let mut second = first.clone();
+        second[at] ^= 0x40;
+        std::fs::write(&path, &second).expect("write");
+        d.save("two");
+        let cache_path = d.state().join("snapshots/statcache");
+        let mut cache = StatCache::load(&cache_path);
+        let stat = Stat::of(&std::fs::symlink_metadata(&path).expect("stat"));
+        cache.insert(
+            b"state/sessions/s1/scrollback.bin".to_vec(),
+            stat,
+            EntryKind::ChunkedFile,
+            first_id,
+            stat.mtime_ns + 10_000_000_000,
+        );
+        cache.save(&cache_path).expect("save cache");
+        d.ok(&["state", "restore", &one, "--session", "s1"]);
+        assert!(
+            std::fs::read(&path).expect("read") == first,
+            "byte {at} that differs was left as it was"
+        );
+        d.ok(&["state", "check"]);
+    }
+}

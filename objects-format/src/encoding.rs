@@ -129,6 +129,16 @@ pub fn encode_blob(data: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The id of a blob holding `data`: [`ObjectId::compute`] of [`encode_blob`]`(data)`, hashed
+/// as the canonical bytes are built, without copying `data` into them.
+#[must_use]
+pub fn blob_id(data: &[u8]) -> ObjectId {
+    let mut h = blake3::Hasher::new_derive_key(Kind::Blob.id_context());
+    h.update(&header(Kind::Blob, data.len()));
+    h.update(data);
+    ObjectId(*h.finalize().as_bytes())
+}
+
 /// Encodes a chunk list.
 ///
 /// # Errors
@@ -511,4 +521,22 @@ pub fn decode_as(bytes: &[u8], expected: Kind) -> Result<Object, DecodeError> {
         });
     }
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_id_without_its_canonical_bytes_is_the_same_id() {
+        for len in [0usize, 1, 63, 64, 1000, 70_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            assert_eq!(
+                blob_id(&data),
+                ObjectId::compute(Kind::Blob, &encode_blob(&data)),
+                "{len} bytes"
+            );
+        }
+        assert_ne!(blob_id(b"a"), blob_id(b"b"));
+    }
 }

@@ -470,7 +470,14 @@ fn apply_restore(
     // vouches for is read again before the plan trusts it (the cache never decides what a
     // restore writes).
     let skipped = restore::apply_policy(&cx.objects, &mut target, &mut live_flat)?;
-    restore::confirm_vouched(&layout, &target, &mut live_flat, &live.vouched, &mut cache)?;
+    restore::confirm_vouched(
+        &cx.objects,
+        &layout,
+        &target,
+        &mut live_flat,
+        &live.vouched,
+        &mut cache,
+    )?;
     // A corrupt descriptor is never "already equal": it is rewritten. One modified in the
     // last seconds, which a save leaves alone (it may be a write in progress), is moved to
     // quarantine first: the user asked for this path, and what it held is kept.

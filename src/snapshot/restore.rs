@@ -6,7 +6,7 @@ use crate::progress::{Phase, Progress};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use objects_format::{EntryKind, modes};
+use objects_format::{EntryKind, ObjectId, modes};
 use rayon::prelude::*;
 
 use super::policy::{self, Skipped};
@@ -118,37 +118,58 @@ pub fn apply_policy(
 /// `live` (so the plan rewrites it) and a fresh cache entry. Returns how many files were read.
 ///
 /// Files whose cached id already differs from the target need no read: they are rewritten
-/// whatever they hold.
+/// whatever they hold. A chunked file is hashed at the target's own chunk boundaries
+/// (`holds_chunks`) instead of being chunked again; only a file that differs is chunked.
 ///
 /// # Errors
 /// I/O errors reading the files.
 pub fn confirm_vouched(
+    objects: &ObjectStore,
     layout: &Layout,
     target: &Flat,
     live: &mut Flat,
     vouched: &[Vec<u8>],
     cache: &mut StatCache,
 ) -> Result<usize> {
-    let check: Vec<LiveFile> = vouched
+    let check: Vec<(LiveFile, Option<ObjectId>)> = vouched
         .iter()
-        .filter(|p| match (target.leaves.get(*p), live.leaves.get(*p)) {
-            (Some(t), Some(l)) => t.same_content(l),
-            _ => false,
+        .filter_map(|p| match (target.leaves.get(p), live.leaves.get(p)) {
+            (Some(t), Some(l)) if t.same_content(l) => {
+                let chunked = (t.kind == EntryKind::ChunkedFile).then_some(t.id);
+                Some((p, chunked))
+            }
+            _ => None,
         })
-        .filter_map(|p| {
+        .filter_map(|(p, chunked)| {
             let meta = std::fs::symlink_metadata(layout.abs(p)).ok()?;
-            Some(LiveFile {
-                rel: p.clone(),
-                meta: super::save::LiveMeta::of(&meta),
-            })
+            Some((
+                LiveFile {
+                    rel: p.clone(),
+                    meta: super::save::LiveMeta::of(&meta),
+                },
+                chunked,
+            ))
         })
         .collect();
     let empty = StatCache::default();
     let fresh: Vec<Result<super::save::Hashed>> = check
         .par_iter()
-        .map(|f| hash_file(layout, f, &empty, None))
+        .map(|(f, chunked)| {
+            if let Some(list) = chunked
+                && let Some(at) = confirm_chunked(objects, layout, f, list)
+            {
+                let leaf = *live.leaves.get(&f.rel).expect("checked above");
+                return Ok(super::save::Hashed::Ok {
+                    leaf,
+                    fresh: Some((f.meta.stat, at)),
+                    cached: false,
+                    changed: false,
+                });
+            }
+            hash_file(layout, f, &empty, None)
+        })
         .collect();
-    for (f, r) in check.iter().zip(fresh) {
+    for ((f, _), r) in check.iter().zip(fresh) {
         match r? {
             super::save::Hashed::Ok { leaf, fresh, .. } => {
                 if let Some((stat, at)) = fresh {
@@ -163,6 +184,83 @@ pub fn confirm_vouched(
         }
     }
     Ok(check.len())
+}
+
+/// When the live file `f` holds exactly the chunks of the target's chunk list `list` and did
+/// not change while it was read (its stat before and after equal the one it was listed with):
+/// the moment its reading began, for its stat cache entry. `None` in every other case (a file
+/// that differs, changed meanwhile, a redacted path, a chunk list that cannot be read): the
+/// caller then hashes the file the usual way.
+fn confirm_chunked(
+    objects: &ObjectStore,
+    layout: &Layout,
+    f: &LiveFile,
+    list: &ObjectId,
+) -> Option<i64> {
+    // While redaction is on, what is stored is not what the file holds.
+    if super::redact::active().is_some() && super::redact::Redactor::applies(&f.rel) {
+        return None;
+    }
+    let list = objects.read_chunk_list(list).ok()?;
+    if list.total_size != f.meta.stat.size {
+        return None;
+    }
+    let abs = layout.abs(&f.rel);
+    let at = crate::store::now_ns();
+    if !holds_chunks(&abs, &list).ok()? {
+        return None;
+    }
+    let after = std::fs::symlink_metadata(&abs).ok()?;
+    (crate::store::statcache::Stat::of(&after) == f.meta.stat).then_some(at)
+}
+
+/// Whether the file at `abs` holds exactly the chunks of `list`, in order and nothing after:
+/// it is read a window at a time and each window's chunks are hashed in parallel at the
+/// list's boundaries. Equal chunk ids prove equal bytes, as hashing the whole file again
+/// would, without running the chunker over it (that was 40 % of a one-session restore's
+/// instructions, docs/performance.md). False at the first chunk that differs.
+///
+/// # Errors
+/// I/O errors reading the file.
+fn holds_chunks(abs: &Path, list: &objects_format::ChunkList) -> std::io::Result<bool> {
+    use std::io::Read;
+    /// At most this many bytes of the file are held at once (a few chunks of `MAX_CHUNK`).
+    const WINDOW: usize = 16 * objects_format::chunk::MAX_CHUNK;
+    let mut file = std::fs::File::open(abs)?;
+    let mut buf = Vec::new();
+    let mut rest = list.chunks.as_slice();
+    while !rest.is_empty() {
+        let mut take = 0;
+        let mut len = 0usize;
+        for c in rest {
+            if take > 0 && len + c.len as usize > WINDOW {
+                break;
+            }
+            take += 1;
+            len += c.len as usize;
+        }
+        let (window, after) = rest.split_at(take);
+        rest = after;
+        buf.resize(len, 0);
+        match file.read_exact(&mut buf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let mut spans = Vec::with_capacity(window.len());
+        let mut at = 0usize;
+        for c in window {
+            spans.push((at, c));
+            at += c.len as usize;
+        }
+        if !spans.par_iter().all(|&(at, c)| {
+            objects_format::encoding::blob_id(&buf[at..at + c.len as usize]) == c.id
+        }) {
+            return Ok(false);
+        }
+    }
+    let mut one = [0u8; 1];
+    Ok(file.read(&mut one)? == 0)
 }
 
 /// The snapshot paths of the directories between `rel`'s root folder and `rel` (exclusive):
@@ -1089,4 +1187,63 @@ pub fn graft_modes(
         }
     }
     (!t.is_legacy()).then(|| (modes::KEY.to_owned(), t.encode()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes the chunker cuts into several chunks.
+    fn varied(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_file_holds_a_chunk_list_only_when_every_byte_matches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Over one window, so the file is read in several windows.
+        let data = varied(20 * objects_format::chunk::MAX_CHUNK + 12_345);
+        let (kind, _) = super::super::save::content_objects(&data, None).expect("chunk");
+        assert_eq!(kind, EntryKind::ChunkedFile);
+        let lens = objects_format::chunk::chunk_lengths(&data);
+        assert!(lens.len() > 20, "{} chunks", lens.len());
+        let mut at = 0;
+        let chunks = lens
+            .iter()
+            .map(|&l| {
+                let c = objects_format::ChunkRef {
+                    id: objects_format::encoding::blob_id(&data[at..at + l]),
+                    len: u32::try_from(l).expect("small"),
+                };
+                at += l;
+                c
+            })
+            .collect();
+        let list = objects_format::ChunkList {
+            total_size: data.len() as u64,
+            chunks,
+        };
+        let path = dir.path().join("f");
+        let holds = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).expect("write");
+            holds_chunks(&path, &list).expect("read")
+        };
+        assert!(holds(&data));
+        for i in [0, data.len() / 2, data.len() - 1] {
+            let mut other = data.clone();
+            other[i] ^= 1;
+            assert!(!holds(&other), "byte {i} flipped");
+        }
+        assert!(!holds(&data[..data.len() - 1]), "one byte short");
+        assert!(!holds(&[data.as_slice(), b"x"].concat()), "one byte more");
+        assert!(!holds(b""), "empty");
+    }
 }
