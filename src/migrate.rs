@@ -10,6 +10,7 @@ use shelldone_migrations::{MigrationError, restore_point};
 
 use crate::context::{Context, STORE_FORMAT};
 use crate::error::{Error, Result};
+use crate::store::durable::Durable;
 use crate::store::lock::StoreLock;
 
 /// One pending (or run) step.
@@ -134,10 +135,10 @@ pub fn run(cx: &Context, dry_run: bool) -> Result<MigrateReport> {
     let state_dir = &cx.paths().state_dir;
     let from = format(cx)?;
     let report = if dry_run {
-        shelldone_migrations::run_pending(state_dir, STORE_FORMAT.major, true)
+        shelldone_migrations::run_pending(state_dir, STORE_FORMAT.major, true, &Durable)
     } else {
         let _lock = lock(cx, "migrate")?;
-        shelldone_migrations::run_pending(state_dir, STORE_FORMAT.major, false)
+        shelldone_migrations::run_pending(state_dir, STORE_FORMAT.major, false, &Durable)
     }
     .map_err(migration(cx))?;
     Ok(MigrateReport {
@@ -170,7 +171,7 @@ pub fn undo(cx: &Context, dry_run: bool) -> Result<UndoReport> {
     } else {
         Some(lock(cx, "migrate --undo")?)
     };
-    let point = shelldone_migrations::undo(state_dir, dry_run).map_err(migration(cx))?;
+    let point = shelldone_migrations::undo(state_dir, dry_run, &Durable).map_err(migration(cx))?;
     Ok(UndoReport {
         dry_run,
         restore_point: point.name.clone(),
