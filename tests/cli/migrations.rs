@@ -673,3 +673,117 @@ fn a_newer_git_remote_is_refused_before_anything_moves() {
         "a binary that reads format 2 pushes: {o:?}"
     );
 }
+
+/// `remote upgrade` on a git remote (served by a real `git daemon` on 127.0.0.1): a binary
+/// whose newest mapping is 2 (the test hook) pushes `refs/shelldone/format/2`; before that it
+/// wrote the remote at version 1. Afterwards a binary that reads only version 1 refuses pull,
+/// push and upgrade, naming both versions, and nothing moves on either side; the newer one
+/// goes on syncing, and the repository stays `git fsck --strict` clean.
+#[test]
+fn a_git_remote_is_upgraded_on_purpose_and_the_older_device_is_told() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let srv = crate::support::GitDaemon::start(&tmp.path().join("srv"));
+    let (url, repo) = srv.repo("state.git");
+    let (new, old) = (Sandbox::new(), Sandbox::new());
+    new.generate();
+    new.save("from the newer device");
+    new.ok(&["remote", "add", "origin", &url]);
+    old.ok(&["remote", "add", "origin", &url]);
+    let format_refs = || {
+        git(
+            &repo,
+            &[
+                "for-each-ref",
+                "--format=%(refname)",
+                "refs/shelldone/format/",
+            ],
+        )
+    };
+
+    // A newer device writes the remote at the version it found: no format ref, version 1.
+    let o = run_as(&new, Some(2), &["sync", "push"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(format_refs(), "", "no upgrade without 'remote upgrade'");
+    old.ok(&["sync", "pull"]);
+    assert!(old.ok(&["log"]).contains("from the newer device"));
+
+    // This binary (mapping 1) has nothing to upgrade to, and pushes nothing.
+    let same = old.ok(&["remote", "upgrade", "origin"]);
+    assert!(
+        same.contains("remote 'origin' is format 1: nothing to upgrade"),
+        "{same}"
+    );
+    assert_eq!(format_refs(), "");
+
+    let o = run_as(&new, Some(2), &["--json", "remote", "upgrade", "origin"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        json(&String::from_utf8_lossy(&o.stdout)),
+        serde_json::json!({"remote": "origin", "from": 1, "to": 2})
+    );
+    assert_eq!(format_refs(), "refs/shelldone/format/2\n");
+    assert_eq!(
+        git(&repo, &["cat-file", "-p", "refs/shelldone/format/2"]),
+        "shelldone-git-remote 2\n"
+    );
+    // Again: already at 2, nothing pushed.
+    let o = run_as(&new, Some(2), &["remote", "upgrade", "origin"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("is format 2: nothing to upgrade"),
+        "{o:?}"
+    );
+
+    // The older device is told, and changes nothing on either side.
+    std::fs::write(old.config().join("old.toml"), "x = 1\n").expect("write");
+    old.save("from the older device");
+    let remote_before = git(&repo, &["show-ref"]);
+    let without_mirror = |mut f: BTreeMap<String, Vec<u8>>| {
+        f.retain(|k, _| !k.starts_with("remotes/origin.git/"));
+        f
+    };
+    let local_before = without_mirror(store_files(&old));
+    for args in [
+        &["sync", "push"][..],
+        &["sync", "pull"],
+        &["remote", "upgrade", "origin"],
+    ] {
+        refused_as_newer_remote(args, &old.run(args));
+        assert_eq!(
+            git(&repo, &["show-ref"]),
+            remote_before,
+            "{args:?}: the remote"
+        );
+        // The refs are fetched into the mirror (derived data, `remotes/origin.git`) before
+        // the version is known; nothing else changes.
+        let local = without_mirror(store_files(&old));
+        let differ: Vec<&String> = local
+            .keys()
+            .chain(local_before.keys())
+            .filter(|k| local.get(*k) != local_before.get(*k))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{args:?}: the local store changed: {differ:?}"
+        );
+    }
+    // The newer device goes on syncing with it; a binary of mapping 3 would upgrade from 2.
+    std::fs::write(new.config().join("new.toml"), "y = 2\n").expect("write");
+    new.save("after the upgrade");
+    for args in [&["sync", "pull"][..], &["sync", "push"]] {
+        let o = run_as(&new, Some(2), args);
+        assert!(o.status.success(), "{args:?}: {o:?}");
+    }
+    let o = run_as(&new, Some(3), &["--json", "remote", "upgrade", "origin"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        json(&String::from_utf8_lossy(&o.stdout)),
+        serde_json::json!({"remote": "origin", "from": 2, "to": 3})
+    );
+    assert_eq!(
+        format_refs(),
+        "refs/shelldone/format/3\n",
+        "the older format ref goes in the same push"
+    );
+    git(&repo, &["fsck", "--strict", "--no-dangling"]);
+}
