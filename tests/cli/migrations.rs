@@ -569,6 +569,34 @@ fn health_check_is_read_only_and_round_trips() {
     assert!(!none.state().exists(), "nothing created");
 }
 
+/// `sb` pulled a remote that `fixtures/store-v1`'s device pushed: `log` shows both of its
+/// snapshots, the live files are exactly the fixture's (bytes and modes), and `state check`
+/// finds no problem.
+pub(crate) fn pulled_store_v1(sb: &Sandbox) {
+    let log = sb.ok(&["log"]);
+    assert!(
+        log.contains("fixture: second save (loose objects)")
+            && log.contains("fixture: first save (v1 pack)"),
+        "{log}"
+    );
+    let want = fixture("store-v1");
+    let mut got = crate::support::tree(&sb.config(), "config");
+    let mut live = crate::support::tree(&want.config(), "config");
+    for part in ["sessions", "journal"] {
+        got.extend(crate::support::tree(
+            &sb.state().join(part),
+            &format!("state/{part}"),
+        ));
+        live.extend(crate::support::tree(
+            &want.state().join(part),
+            &format!("state/{part}"),
+        ));
+    }
+    assert!(!live.is_empty(), "the fixture has live files");
+    crate::support::assert_same(&got, &live);
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+}
+
 #[test]
 fn a_version_1_directory_remote_still_pulls() {
     let remote = tempfile::tempdir().expect("tempdir");
@@ -585,33 +613,7 @@ fn a_version_1_directory_remote_still_pulls() {
         remote.path().to_str().expect("utf8"),
     ]);
     sb.ok(&["sync", "pull"]);
-    let log = sb.ok(&["log"]);
-    assert!(
-        log.contains("fixture: second save (loose objects)")
-            && log.contains("fixture: first save (v1 pack)"),
-        "{log}"
-    );
-    let want = fixture("store-v1");
-    let mut got = crate::support::tree(&sb.config(), "config");
-    got.extend(crate::support::tree(
-        &sb.state().join("sessions"),
-        "state/sessions",
-    ));
-    got.extend(crate::support::tree(
-        &sb.state().join("journal"),
-        "state/journal",
-    ));
-    let mut live = crate::support::tree(&want.config(), "config");
-    live.extend(crate::support::tree(
-        &want.state().join("sessions"),
-        "state/sessions",
-    ));
-    live.extend(crate::support::tree(
-        &want.state().join("journal"),
-        "state/journal",
-    ));
-    crate::support::assert_same(&got, &live);
-    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    pulled_store_v1(&sb);
     assert_eq!(
         files(remote.path()),
         before,
@@ -785,5 +787,32 @@ fn a_git_remote_is_upgraded_on_purpose_and_the_older_device_is_told() {
         "refs/shelldone/format/3\n",
         "the older format ref goes in the same push"
     );
+    git(&repo, &["fsck", "--strict", "--no-dangling"]);
+}
+
+/// `fixtures/git-remote-v1` (a bare repository a push of mapping version 1 wrote, made once by
+/// `fixtures/make-git-remote-v1.sh`), served by a real `git daemon` on 127.0.0.1: a new device
+/// pulls it and gets exactly `fixtures/store-v1`'s live files and both snapshots; the pull
+/// writes nothing to the repository, which stays `git fsck --strict` clean.
+#[test]
+fn a_version_1_git_remote_still_pulls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let srv = crate::support::GitDaemon::start(&tmp.path().join("srv"));
+    let (url, repo) = srv.repo("state.git");
+    std::fs::remove_dir_all(&repo).expect("rm");
+    crate::support::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/git-remote-v1"),
+        &repo,
+    );
+    let before = files(&repo);
+    assert!(
+        git(&repo, &["for-each-ref", "refs/shelldone/format/"]).is_empty(),
+        "mapping version 1: no format ref"
+    );
+    let sb = Sandbox::new();
+    sb.ok(&["remote", "add", "origin", &url]);
+    sb.ok(&["sync", "pull"]);
+    pulled_store_v1(&sb);
+    assert_eq!(files(&repo), before, "a pull writes nothing to the remote");
     git(&repo, &["fsck", "--strict", "--no-dangling"]);
 }
