@@ -331,7 +331,8 @@ pub fn run_pending(
 }
 
 /// Goes back to the newest restore point: refuses when something written since the migration
-/// could not be read by the old version (named in the error), else puts every saved file back
+/// could not be read by the old version ([`undo_blockers`], named in the error: shelldone
+/// converts them down first), else puts every saved file back
 /// ([`restore_point::undo`], through `fs`). `dry_run` only checks. The caller holds the store
 /// lock.
 ///
@@ -350,39 +351,57 @@ pub fn undo(
     let point = restore_point::list(state_dir)?
         .pop()
         .ok_or(MigrationError::NoRestorePoint)?;
-    let snap = state_dir.join("snapshots");
-    // A store point's old major is in its saved FORMAT; the steps from there to now say what
-    // would be stranded.
-    let old = std::fs::read(
+    let blockers = undo_blockers(state_dir, &point)?;
+    if let (Some(old), false) = (point_format(state_dir, &point), blockers.is_empty()) {
+        return Err(MigrationError::Unexpected {
+            path: state_dir.join("snapshots").display().to_string(),
+            why: format!(
+                "written since the migration in a form store format {old} cannot read: {}; undoing would strand it",
+                blockers.join(", ")
+            ),
+        });
+    }
+    if !dry_run {
+        restore_point::undo(state_dir, &point, fs)?;
+    }
+    Ok(point)
+}
+
+/// The store format `point` saved (its copy of `FORMAT`), when it is a store point.
+#[must_use]
+pub fn point_format(state_dir: &Path, point: &restore_point::Point) -> Option<StoreVersion> {
+    std::fs::read(
         state_dir
             .join(restore_point::DIR)
             .join(&point.name)
             .join("files/snapshots/FORMAT"),
     )
     .ok()
-    .and_then(|b| StoreVersion::parse(&b).ok());
-    if let Some(old) = old {
-        let now = read_format(&snap)?;
-        let mut blockers = Vec::new();
-        for step in steps() {
-            if step.from() >= old.major && step.from() < now.major {
-                blockers.extend(step.undo_blockers(&snap)?);
-            }
-        }
-        if !blockers.is_empty() {
-            return Err(MigrationError::Unexpected {
-                path: snap.display().to_string(),
-                why: format!(
-                    "written since the migration in a form store format {old} cannot read: {}; undoing would strand it",
-                    blockers.join(", ")
-                ),
-            });
+    .and_then(|b| StoreVersion::parse(&b).ok())
+}
+
+/// What, written since the migration `point` was made for, the store format it saved could not
+/// read (`packed-refs`, `packs/<name> (version 2)`): what going back to `point` would strand
+/// unless it is converted down first. Empty for a point of live data alone. Reads only.
+///
+/// # Errors
+/// I/O errors; a damaged `FORMAT`.
+pub fn undo_blockers(
+    state_dir: &Path,
+    point: &restore_point::Point,
+) -> Result<Vec<String>, MigrationError> {
+    let Some(old) = point_format(state_dir, point) else {
+        return Ok(Vec::new());
+    };
+    let snap = state_dir.join("snapshots");
+    let now = read_format(&snap)?;
+    let mut blockers = Vec::new();
+    for step in steps() {
+        if step.from() >= old.major && step.from() < now.major {
+            blockers.extend(step.undo_blockers(&snap)?);
         }
     }
-    if !dry_run {
-        restore_point::undo(state_dir, &point, fs)?;
-    }
-    Ok(point)
+    Ok(blockers)
 }
 
 /// The registered steps, in order.

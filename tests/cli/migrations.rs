@@ -202,11 +202,45 @@ fn read_only_commands_read_a_v1_store_through_without_writing() {
     assert_eq!(store_files(&sb), fixture_store());
 }
 
+/// The versions of the packs in `snapshots/packs/` (the last byte of their magic).
+fn pack_versions(sb: &Sandbox) -> Vec<u8> {
+    let mut v: Vec<u8> = std::fs::read_dir(sb.state().join("snapshots/packs"))
+        .expect("packs/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .map(|p| {
+            let head = std::fs::read(&p).expect("read pack");
+            assert_eq!(&head[..7], b"SDPACK\0", "{}", p.display());
+            head[7]
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The live files `state restore head --to` writes, by path.
+fn exported(sb: &Sandbox, to: &Path) -> BTreeMap<String, crate::support::Entry> {
+    sb.ok(&[
+        "state",
+        "restore",
+        "head",
+        "--to",
+        to.to_str().expect("utf8"),
+    ]);
+    let mut got = crate::support::tree(&to.join("config"), "config");
+    got.extend(crate::support::tree(&to.join("state"), "state"));
+    got
+}
+
+/// After a migration the store is written with what store format 1 cannot read: a version-2
+/// pack (more than `LOOSE_MAX` new objects) and `packed-refs` (more than `PACK_BATCH` session
+/// refs moved at once). `migrate --undo` converts them down first (their objects loose, their
+/// refs loose), then goes back: the store holds only what format 1 reads (loose objects,
+/// version-1 packs, loose refs), with the same history, and restores the same files.
 #[test]
-fn undo_refuses_when_the_store_holds_what_the_old_version_cannot_read() {
+fn undo_converts_down_what_the_old_version_cannot_read() {
     let sb = fixture("store-v1");
     sb.ok(&["migrate"]);
-    // More than LOOSE_MAX new objects: the save writes a version-2 pack.
     for i in 0..70 {
         std::fs::write(
             sb.config().join(format!("themes/new{i}.toml")),
@@ -214,21 +248,78 @@ fn undo_refuses_when_the_store_holds_what_the_old_version_cannot_read() {
         )
         .expect("write");
     }
+    for i in 0..40 {
+        let dir = sb.state().join(format!("sessions/n{i:03}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("session.json"), format!("{{\"id\":\"n{i:03}\"}}")).expect("write");
+    }
     sb.save("after migration");
+    let snap = sb.state().join("snapshots");
+    assert!(
+        snap.join("packed-refs").is_file(),
+        "the save packed its refs"
+    );
+    assert!(
+        pack_versions(&sb).contains(&2),
+        "the save wrote a version-2 pack"
+    );
+    let log = sb.ok(&["log"]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let files_before = exported(&sb, &tmp.path().join("before"));
+    assert!(files_before.contains_key("state/sessions/n039/session.json"));
+
+    // A dry run says what it would convert and changes nothing.
     let before = store_files(&sb);
-    for args in [
-        &["migrate", "--undo", "--dry-run"][..],
-        &["migrate", "--undo"],
-    ] {
-        let o = sb.run(args);
-        assert_eq!(o.status.code(), Some(3), "{args:?}: {o:?}");
-        let err = String::from_utf8_lossy(&o.stderr);
+    let dry = sb.ok(&["migrate", "--undo", "--dry-run"]);
+    assert!(
+        dry.contains("would convert down packed-refs")
+            && dry.contains("would convert down packs/pack-")
+            && dry.contains("(version 2)")
+            && dry.contains("would go back to restore point 0001-store-1-to-2: store format 1.0"),
+        "{dry}"
+    );
+    assert_eq!(store_files(&sb), before, "a dry run changes nothing");
+
+    let o = sb.run(&["--json", "migrate", "--undo"]);
+    assert!(o.status.success(), "{o:?}");
+    let doc = json(&String::from_utf8_lossy(&o.stdout));
+    let converted: Vec<&str> = doc["converted"]
+        .as_array()
+        .expect("converted")
+        .iter()
+        .map(|v| v.as_str().expect("a string"))
+        .collect();
+    assert!(
+        converted.contains(&"packed-refs") && converted.iter().any(|c| c.ends_with("(version 2)")),
+        "{doc}"
+    );
+    assert_eq!(doc["to"], "1.0", "{doc}");
+    assert_eq!(format_of(&sb), "shelldone-store 1.0\n");
+    // Only what a store format 1 reader reads: version-1 packs, loose objects, loose refs.
+    assert!(!snap.join("packed-refs").exists());
+    assert!(
+        pack_versions(&sb).iter().all(|v| *v == 1),
+        "{:?}",
+        pack_versions(&sb)
+    );
+    for i in 0..40 {
         assert!(
-            err.contains("store format 1.0 cannot read") && err.contains("(version 2)"),
-            "{err}"
+            snap.join(format!("refs/sessions/n{i:03}")).is_file(),
+            "session ref n{i:03} is loose"
         );
     }
-    assert_eq!(store_files(&sb), before, "a refused undo changes nothing");
+    // The same history, sound, restoring the same files (read through as format 1).
+    assert_eq!(sb.ok(&["log"]), log);
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    crate::support::assert_same(&exported(&sb, &tmp.path().join("after")), &files_before);
+    assert!(
+        !sb.state()
+            .join("snapshots/restore-points/0001-store-1-to-2")
+            .exists(),
+        "the point is gone"
+    );
+    // Migrating again brings it back up.
+    sb.ok(&["migrate"]);
     assert_eq!(format_of(&sb), "shelldone-store 2.0\n");
 }
 
