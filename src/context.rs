@@ -585,9 +585,13 @@ fn check_format(dir: &Path, on_older: OnOlder, opened: &mut Opened) -> Result<bo
                     };
                     let state_dir = dir.parent().expect("snapshots/ is in the state dir");
                     let now = shelldone_migrations::read_format(dir).map_err(migration)?;
-                    let report =
-                        shelldone_migrations::run_pending(state_dir, STORE_FORMAT.major, false)
-                            .map_err(migration)?;
+                    let report = shelldone_migrations::run_pending(
+                        state_dir,
+                        STORE_FORMAT.major,
+                        false,
+                        &store::durable::Durable,
+                    )
+                    .map_err(migration)?;
                     if now.major < STORE_FORMAT.major {
                         opened.migrated = Some((now.major, STORE_FORMAT.major));
                     }

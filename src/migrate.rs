@@ -10,6 +10,7 @@ use shelldone_migrations::{MigrationError, restore_point};
 
 use crate::context::{Context, STORE_FORMAT};
 use crate::error::{Error, Result};
+use crate::store::durable::Durable;
 use crate::store::lock::StoreLock;
 
 /// One pending (or run) step.
@@ -72,6 +73,11 @@ pub struct UndoReport {
     pub restore_point: String,
     /// The files written back or removed, relative to the state dir.
     pub files: Vec<String>,
+    /// What was written since the migration in a form the older store format cannot read, and
+    /// was converted down first (`packs/<name> (version 2)`: its objects stored loose, the
+    /// pack deleted; `packed-refs`: its refs written loose, the file deleted); empty when
+    /// there was none.
+    pub converted: Vec<String>,
     /// The store format after.
     pub to: String,
 }
@@ -134,10 +140,10 @@ pub fn run(cx: &Context, dry_run: bool) -> Result<MigrateReport> {
     let state_dir = &cx.paths().state_dir;
     let from = format(cx)?;
     let report = if dry_run {
-        shelldone_migrations::run_pending(state_dir, STORE_FORMAT.major, true)
+        shelldone_migrations::run_pending(state_dir, STORE_FORMAT.major, true, &Durable)
     } else {
         let _lock = lock(cx, "migrate")?;
-        shelldone_migrations::run_pending(state_dir, STORE_FORMAT.major, false)
+        shelldone_migrations::run_pending(state_dir, STORE_FORMAT.major, false, &Durable)
     }
     .map_err(migration(cx))?;
     Ok(MigrateReport {
@@ -158,11 +164,16 @@ pub fn run(cx: &Context, dry_run: bool) -> Result<MigrateReport> {
     })
 }
 
-/// `migrate --undo [--dry-run]`: back to the newest restore point.
+/// `migrate --undo [--dry-run]`: back to the newest restore point. What was written since the
+/// migration in a form the older store format cannot read (version-2 packs, `packed-refs`) is
+/// converted down first, durably, under the lock: each such pack's objects are stored loose
+/// and the pack deleted ([`crate::store::ObjectStore::explode_packs_above`]), the packed refs
+/// written loose and `packed-refs` deleted ([`crate::store::refs::Refs::unpack`]). Every step
+/// leaves the store readable as it was, so a crash anywhere is finished by running it again.
 ///
 /// # Errors
-/// [`Error::Usage`] without a restore point; [`Error::Migration`] when something written
-/// since the migration would be stranded (named) or the point is damaged; lock and I/O errors.
+/// [`Error::Usage`] without a restore point; [`Error::Migration`] when the point is damaged;
+/// lock, store and I/O errors.
 pub fn undo(cx: &Context, dry_run: bool) -> Result<UndoReport> {
     let state_dir = &cx.paths().state_dir;
     let _lock = if dry_run {
@@ -170,7 +181,29 @@ pub fn undo(cx: &Context, dry_run: bool) -> Result<UndoReport> {
     } else {
         Some(lock(cx, "migrate --undo")?)
     };
-    let point = shelldone_migrations::undo(state_dir, dry_run).map_err(migration(cx))?;
+    let newest = restore_point::list(state_dir).map_err(migration(cx))?.pop();
+    let converted = match &newest {
+        Some(p) => shelldone_migrations::undo_blockers(state_dir, p).map_err(migration(cx))?,
+        None => Vec::new(),
+    };
+    if let (Some(p), false) = (&newest, converted.is_empty()) {
+        if dry_run {
+            return Ok(UndoReport {
+                dry_run,
+                restore_point: p.name.clone(),
+                files: p
+                    .files
+                    .iter()
+                    .map(|(f, _)| f.display().to_string())
+                    .collect(),
+                converted,
+                to: shelldone_migrations::point_format(state_dir, p)
+                    .map_or_else(|| format(cx), |v| Ok(v.to_string()))?,
+            });
+        }
+        convert_down(cx)?;
+    }
+    let point = shelldone_migrations::undo(state_dir, dry_run, &Durable).map_err(migration(cx))?;
     Ok(UndoReport {
         dry_run,
         restore_point: point.name.clone(),
@@ -179,6 +212,7 @@ pub fn undo(cx: &Context, dry_run: bool) -> Result<UndoReport> {
             .iter()
             .map(|(f, _)| f.display().to_string())
             .collect(),
+        converted,
         to: if dry_run {
             std::fs::read(
                 state_dir
@@ -193,6 +227,14 @@ pub fn undo(cx: &Context, dry_run: bool) -> Result<UndoReport> {
             format(cx)?
         },
     })
+}
+
+/// Converts down what store format 2 allows and format 1 cannot read: version-2 packs to loose
+/// objects, `packed-refs` to loose refs (see [`undo`]). The caller holds the store lock.
+fn convert_down(cx: &Context) -> Result<()> {
+    cx.objects.explode_packs_above(1)?;
+    cx.refs.unpack()?;
+    Ok(())
 }
 
 /// `migrate --status`: the store's format, the steps pending, the restore points. Reads only.

@@ -28,13 +28,12 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::MigrationError;
+use crate::{MigrationError, StdFs, WriteFs};
 
 /// Version 1: no `schema_version`; `"schema": 1` or no `schema`.
 pub const V1: u64 = 1;
@@ -655,24 +654,33 @@ pub fn unchanged(path: &Path, before: &std::fs::Metadata) -> std::io::Result<boo
 /// # Errors
 /// I/O errors; the temp file is then removed and `path` is as it was.
 pub fn replace_file(path: &Path, data: &[u8], before: &std::fs::Metadata) -> std::io::Result<bool> {
+    replace_file_with(&StdFs, path, data, before)
+}
+
+/// [`replace_file`], writing through `fs`.
+///
+/// # Errors
+/// As [`replace_file`].
+pub fn replace_file_with(
+    fs: &dyn WriteFs,
+    path: &Path,
+    data: &[u8],
+    before: &std::fs::Metadata,
+) -> std::io::Result<bool> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = temp_path(path);
     let res: std::io::Result<bool> = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.set_permissions(before.permissions())?;
-        f.sync_all()?;
-        drop(f);
+        fs.write_file(&tmp, data, Some(before.permissions()))?;
         if !unchanged(path, before)? {
-            std::fs::remove_file(&tmp)?;
+            fs.remove_file(&tmp)?;
             return Ok(false);
         }
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()?;
+        fs.rename(&tmp, path)?;
+        fs.sync_dir(dir)?;
         Ok(true)
     })();
     if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = fs.remove_file(&tmp);
     }
     res
 }

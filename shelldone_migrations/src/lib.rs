@@ -14,10 +14,12 @@
 //! dir (session descriptors, …). [`run_pending`] runs both kinds after copying every file they
 //! will rewrite into a [`restore_point`], which [`undo`] puts back (docs/migrations.md).
 
+pub mod fs;
 pub mod restore_point;
 
+pub use fs::{StdFs, WriteFs};
+
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub mod descriptor;
@@ -147,11 +149,11 @@ pub trait Step {
     /// The files (relative to `snapshots/`) the step may rewrite or create: the restore point
     /// copies them before the step runs.
     fn rewrites(&self) -> Vec<PathBuf>;
-    /// Runs the step.
+    /// Runs the step, writing through `fs`.
     ///
     /// # Errors
     /// Any failure; the store must be left readable by the old version.
-    fn run(&self, dir: &Path) -> Result<(), MigrationError>;
+    fn run(&self, dir: &Path, fs: &dyn WriteFs) -> Result<(), MigrationError>;
     /// What, written since the step ran, a binary of the old version could not read (so
     /// putting the old files back would strand it); empty when undoing is safe.
     ///
@@ -174,11 +176,11 @@ pub trait LiveStep {
     /// # Errors
     /// I/O errors.
     fn pending(&self, state_dir: &Path) -> Result<Vec<PathBuf>, MigrationError>;
-    /// Rewrites those files (each atomically).
+    /// Rewrites those files (each atomically), writing through `fs`.
     ///
     /// # Errors
     /// Any failure; every file is left at the old or the new version.
-    fn run(&self, state_dir: &Path) -> Result<(), MigrationError>;
+    fn run(&self, state_dir: &Path, fs: &dyn WriteFs) -> Result<(), MigrationError>;
 }
 
 /// The registered live-data steps, in order.
@@ -207,8 +209,11 @@ impl LiveStep for DescriptorStep {
             .collect())
     }
 
-    fn run(&self, state_dir: &Path) -> Result<(), MigrationError> {
-        descriptor::migrate_live_descriptors(state_dir, false).map(|_| ())
+    fn run(&self, state_dir: &Path, fs: &dyn WriteFs) -> Result<(), MigrationError> {
+        descriptor::migrate_live_descriptors_with(state_dir, false, &mut |path, data, before| {
+            descriptor::replace_file_with(fs, path, data, before)
+        })
+        .map(|_| ())
     }
 }
 
@@ -271,12 +276,18 @@ pub struct Report {
 
 /// Runs every pending step (store steps to major `target`, then the live steps) after making a
 /// restore point of every file they rewrite; `dry_run` only plans. A migration cut off earlier
-/// is finished with the restore point it made. The caller holds the store lock.
+/// is finished with the restore point it made. Every write goes through `fs`. The caller holds
+/// the store lock.
 ///
 /// # Errors
 /// As [`plan`], the steps and [`restore_point::make`]; whatever ran stays recorded in the
 /// point, and running again finishes the migration.
-pub fn run_pending(state_dir: &Path, target: u32, dry_run: bool) -> Result<Report, MigrationError> {
+pub fn run_pending(
+    state_dir: &Path,
+    target: u32,
+    dry_run: bool,
+    fs: &dyn WriteFs,
+) -> Result<Report, MigrationError> {
     let planned = plan(state_dir, target)?;
     if dry_run {
         return Ok(Report {
@@ -288,7 +299,7 @@ pub fn run_pending(state_dir: &Path, target: u32, dry_run: bool) -> Result<Repor
         // Every step ran, but the point was not marked: a crash just before the end.
         let point = restore_point::unfinished(state_dir)?;
         if let Some(p) = &point {
-            restore_point::finish(state_dir, p)?;
+            restore_point::finish(state_dir, p, fs)?;
         }
         return Ok(Report {
             steps: planned,
@@ -303,16 +314,16 @@ pub fn run_pending(state_dir: &Path, target: u32, dry_run: bool) -> Result<Repor
         "live-data".to_owned()
     };
     let files: Vec<PathBuf> = planned.iter().flat_map(|p| p.files.clone()).collect();
-    let point = restore_point::make(state_dir, &label, &files)?;
+    let point = restore_point::make(state_dir, &label, &files, fs)?;
     if from < target {
-        migrate(&snap, from, target)?;
+        migrate(&snap, from, target, fs)?;
     }
     for step in live_steps() {
         if !step.pending(state_dir)?.is_empty() {
-            step.run(state_dir)?;
+            step.run(state_dir, fs)?;
         }
     }
-    restore_point::finish(state_dir, &point)?;
+    restore_point::finish(state_dir, &point, fs)?;
     Ok(Report {
         steps: planned,
         point: Some(point),
@@ -320,49 +331,77 @@ pub fn run_pending(state_dir: &Path, target: u32, dry_run: bool) -> Result<Repor
 }
 
 /// Goes back to the newest restore point: refuses when something written since the migration
-/// could not be read by the old version (named in the error), else puts every saved file back
-/// ([`restore_point::undo`]). `dry_run` only checks. The caller holds the store lock.
+/// could not be read by the old version ([`undo_blockers`], named in the error: shelldone
+/// converts them down first), else puts every saved file back
+/// ([`restore_point::undo`], through `fs`). `dry_run` only checks. The caller holds the store
+/// lock.
 ///
 /// # Errors
 /// [`MigrationError::NoRestorePoint`]; [`MigrationError::Unexpected`] naming what would be
 /// stranded; I/O errors.
-pub fn undo(state_dir: &Path, dry_run: bool) -> Result<restore_point::Point, MigrationError> {
+pub fn undo(
+    state_dir: &Path,
+    dry_run: bool,
+    fs: &dyn WriteFs,
+) -> Result<restore_point::Point, MigrationError> {
+    if !dry_run {
+        // An undo cut off after every file was put back, before its point was deleted.
+        restore_point::clean_undone(state_dir, fs)?;
+    }
     let point = restore_point::list(state_dir)?
         .pop()
         .ok_or(MigrationError::NoRestorePoint)?;
-    let snap = state_dir.join("snapshots");
-    // A store point's old major is in its saved FORMAT; the steps from there to now say what
-    // would be stranded.
-    let old = std::fs::read(
+    let blockers = undo_blockers(state_dir, &point)?;
+    if let (Some(old), false) = (point_format(state_dir, &point), blockers.is_empty()) {
+        return Err(MigrationError::Unexpected {
+            path: state_dir.join("snapshots").display().to_string(),
+            why: format!(
+                "written since the migration in a form store format {old} cannot read: {}; undoing would strand it",
+                blockers.join(", ")
+            ),
+        });
+    }
+    if !dry_run {
+        restore_point::undo(state_dir, &point, fs)?;
+    }
+    Ok(point)
+}
+
+/// The store format `point` saved (its copy of `FORMAT`), when it is a store point.
+#[must_use]
+pub fn point_format(state_dir: &Path, point: &restore_point::Point) -> Option<StoreVersion> {
+    std::fs::read(
         state_dir
             .join(restore_point::DIR)
             .join(&point.name)
             .join("files/snapshots/FORMAT"),
     )
     .ok()
-    .and_then(|b| StoreVersion::parse(&b).ok());
-    if let Some(old) = old {
-        let now = read_format(&snap)?;
-        let mut blockers = Vec::new();
-        for step in steps() {
-            if step.from() >= old.major && step.from() < now.major {
-                blockers.extend(step.undo_blockers(&snap)?);
-            }
-        }
-        if !blockers.is_empty() {
-            return Err(MigrationError::Unexpected {
-                path: snap.display().to_string(),
-                why: format!(
-                    "written since the migration in a form store format {old} cannot read: {}; undoing would strand it",
-                    blockers.join(", ")
-                ),
-            });
+    .and_then(|b| StoreVersion::parse(&b).ok())
+}
+
+/// What, written since the migration `point` was made for, the store format it saved could not
+/// read (`packed-refs`, `packs/<name> (version 2)`): what going back to `point` would strand
+/// unless it is converted down first. Empty for a point of live data alone. Reads only.
+///
+/// # Errors
+/// I/O errors; a damaged `FORMAT`.
+pub fn undo_blockers(
+    state_dir: &Path,
+    point: &restore_point::Point,
+) -> Result<Vec<String>, MigrationError> {
+    let Some(old) = point_format(state_dir, point) else {
+        return Ok(Vec::new());
+    };
+    let snap = state_dir.join("snapshots");
+    let now = read_format(&snap)?;
+    let mut blockers = Vec::new();
+    for step in steps() {
+        if step.from() >= old.major && step.from() < now.major {
+            blockers.extend(step.undo_blockers(&snap)?);
         }
     }
-    if !dry_run {
-        restore_point::undo(state_dir, &point)?;
-    }
-    Ok(point)
+    Ok(blockers)
 }
 
 /// The registered steps, in order.
@@ -371,11 +410,11 @@ pub fn steps() -> Vec<Box<dyn Step>> {
     vec![Box::new(V1ToV2)]
 }
 
-/// Migrates a store from major version `from` to `to`.
+/// Migrates a store from major version `from` to `to`, writing through `fs`.
 ///
 /// # Errors
 /// [`MigrationError::NoPath`] when a step is missing; any step's error.
-pub fn migrate(dir: &Path, from: u32, to: u32) -> Result<(), MigrationError> {
+pub fn migrate(dir: &Path, from: u32, to: u32, fs: &dyn WriteFs) -> Result<(), MigrationError> {
     let steps = steps();
     let mut v = from;
     while v < to {
@@ -383,7 +422,7 @@ pub fn migrate(dir: &Path, from: u32, to: u32) -> Result<(), MigrationError> {
             .iter()
             .find(|s| s.from() == v)
             .ok_or(MigrationError::NoPath { from, to })?;
-        step.run(dir)?;
+        step.run(dir, fs)?;
         v += 1;
     }
     Ok(())
@@ -405,11 +444,16 @@ pub fn read_format(dir: &Path) -> Result<StoreVersion, MigrationError> {
     })
 }
 
-/// Replaces `FORMAT` in `dir` atomically and durably: temp file, fsync, rename, fsync dir.
+/// Replaces `FORMAT` in `dir` atomically and durably through `fs`: temp file, fsync, rename,
+/// fsync dir.
 ///
 /// # Errors
 /// I/O errors; `FORMAT` then still holds the old version.
-pub fn write_format(dir: &Path, version: StoreVersion) -> Result<(), MigrationError> {
+pub fn write_format(
+    dir: &Path,
+    version: StoreVersion,
+    fs: &dyn WriteFs,
+) -> Result<(), MigrationError> {
     let path = dir.join("FORMAT");
     let io = |source| MigrationError::Io {
         path: path.display().to_string(),
@@ -423,20 +467,18 @@ pub fn write_format(dir: &Path, version: StoreVersion) -> Result<(), MigrationEr
                 .to_string_lossy()
                 .starts_with(".shelldone-tmp.FORMAT.")
             {
-                let _ = std::fs::remove_file(e.path());
+                let _ = fs.remove_file(&e.path());
             }
         }
     }
     let tmp = dir.join(format!(".shelldone-tmp.FORMAT.{}", std::process::id()));
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(version.format_line().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
+        fs.write_file(&tmp, version.format_line().as_bytes(), None)?;
+        fs.rename(&tmp, &path)?;
+        fs.sync_dir(dir)
     })();
     if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = fs.remove_file(&tmp);
     }
     res.map_err(io)
 }
@@ -504,9 +546,9 @@ impl Step for V1ToV2 {
         Ok(out)
     }
 
-    fn run(&self, dir: &Path) -> Result<(), MigrationError> {
+    fn run(&self, dir: &Path, fs: &dyn WriteFs) -> Result<(), MigrationError> {
         match read_format(dir)? {
-            StoreVersion { major: 1, .. } => write_format(dir, StoreVersion::new(2, 0)),
+            StoreVersion { major: 1, .. } => write_format(dir, StoreVersion::new(2, 0), fs),
             StoreVersion { major: 2, .. } => Ok(()), // already done (a crash after the rename)
             found => Err(MigrationError::Unexpected {
                 path: dir.join("FORMAT").display().to_string(),
@@ -529,13 +571,13 @@ mod tests {
     #[test]
     fn v1_to_v2_rewrites_format_and_is_idempotent() {
         let d = store("shelldone-store 1.0\n");
-        migrate(d.path(), 1, 2).expect("migrates");
+        migrate(d.path(), 1, 2, &StdFs).expect("migrates");
         assert_eq!(
             read_format(d.path()).expect("format"),
             StoreVersion::new(2, 0)
         );
         // Running the step again (a crash after the rename, then a restart) changes nothing.
-        V1ToV2.run(d.path()).expect("idempotent");
+        V1ToV2.run(d.path(), &StdFs).expect("idempotent");
         assert_eq!(
             std::fs::read_to_string(d.path().join("FORMAT")).expect("read"),
             "shelldone-store 2.0\n"
@@ -554,13 +596,15 @@ mod tests {
     #[test]
     fn unexpected_versions_are_refused() {
         let d = store("shelldone-store 3.1\n");
-        let err = V1ToV2.run(d.path()).expect_err("3.1 is not for this step");
+        let err = V1ToV2
+            .run(d.path(), &StdFs)
+            .expect_err("3.1 is not for this step");
         assert!(err.to_string().contains("found 3.1"), "{err}");
         let d = store("garbage");
         assert!(read_format(d.path()).is_err());
         let d = store("shelldone-store 0.9\n");
         assert!(matches!(
-            migrate(d.path(), 0, 2),
+            migrate(d.path(), 0, 2, &StdFs),
             Err(MigrationError::NoPath { from: 0, to: 2 })
         ));
         assert_eq!(

@@ -21,10 +21,9 @@
 //! exists whole or not at all. A point without `DONE` belongs to a migration that was cut off:
 //! the next run reuses it instead of copying half-migrated files into a second one.
 
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
-use crate::MigrationError;
+use crate::{MigrationError, WriteFs};
 
 /// The folder of the points, under the state dir.
 pub const DIR: &str = "snapshots/restore-points";
@@ -68,10 +67,9 @@ fn unexpected(path: &Path, why: impl Into<String>) -> MigrationError {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), MigrationError> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(io(dir))
+#[track_caller]
+fn sync_dir(fs: &dyn WriteFs, dir: &Path) -> Result<(), MigrationError> {
+    fs.sync_dir(dir).map_err(io(dir))
 }
 
 /// A relative path with only normal components (what a step may name).
@@ -174,12 +172,17 @@ pub fn unfinished(state_dir: &Path) -> Result<Option<Point>, MigrationError> {
 
 /// Makes a restore point holding `files` (relative to `state_dir`) as they are now, or returns
 /// the unfinished one a cut-off migration left (its copies are of the files before any step
-/// ran). The caller holds the store lock.
+/// ran). Every write goes through `fs`. The caller holds the store lock.
 ///
 /// # Errors
 /// I/O errors (nothing is left but a temp folder the next call removes); a path that is not
 /// plain and relative.
-pub fn make(state_dir: &Path, label: &str, files: &[PathBuf]) -> Result<Point, MigrationError> {
+pub fn make(
+    state_dir: &Path,
+    label: &str,
+    files: &[PathBuf],
+    fs: &dyn WriteFs,
+) -> Result<Point, MigrationError> {
     for rel in files {
         check_rel(rel)?;
     }
@@ -187,14 +190,14 @@ pub fn make(state_dir: &Path, label: &str, files: &[PathBuf]) -> Result<Point, M
         return Ok(p);
     }
     let dir = state_dir.join(DIR);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    sync_dir(&dir)?;
-    sync_dir(&state_dir.join("snapshots"))?;
+    fs.create_dir_all(&dir).map_err(io(&dir))?;
+    // The folder's entry in `snapshots/` (its own entries are synced after the point's rename).
+    sync_dir(fs, &state_dir.join("snapshots"))?;
     // Temp folders of an earlier cut-off call: nothing refers to them.
     for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
         let e = e.map_err(io(&dir))?;
         if e.file_name().to_string_lossy().starts_with(TMP) {
-            std::fs::remove_dir_all(e.path()).map_err(io(&e.path()))?;
+            fs.remove_dir_all(&e.path()).map_err(io(&e.path()))?;
         }
     }
     let next = list(state_dir)?
@@ -215,7 +218,7 @@ pub fn make(state_dir: &Path, label: &str, files: &[PathBuf]) -> Result<Point, M
         .collect();
     let name = format!("{next:04}-{label}");
     let tmp = dir.join(format!("{TMP}point.{}", std::process::id()));
-    std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+    fs.create_dir(&tmp).map_err(io(&tmp))?;
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -228,15 +231,13 @@ pub fn make(state_dir: &Path, label: &str, files: &[PathBuf]) -> Result<Point, M
             Ok(bytes) => {
                 let to = tmp.join("files").join(rel);
                 let parent = to.parent().expect("a file under files/");
-                std::fs::create_dir_all(parent).map_err(io(parent))?;
+                fs.create_dir_all(parent).map_err(io(parent))?;
                 let mut anc = parent;
                 while anc != tmp && !dirs.iter().any(|d| d == anc) {
                     dirs.push(anc.to_path_buf());
                     anc = anc.parent().expect("under tmp");
                 }
-                let mut f = std::fs::File::create(&to).map_err(io(&to))?;
-                f.write_all(&bytes).map_err(io(&to))?;
-                f.sync_all().map_err(io(&to))?;
+                fs.write_file(&to, &bytes, None).map_err(io(&to))?;
                 text.push_str(&format!("file {} {}\n", bytes.len(), rel.display()));
                 saved.push((rel.clone(), Some(bytes.len() as u64)));
             }
@@ -248,15 +249,14 @@ pub fn make(state_dir: &Path, label: &str, files: &[PathBuf]) -> Result<Point, M
         }
     }
     let point = tmp.join("POINT");
-    let mut f = std::fs::File::create(&point).map_err(io(&point))?;
-    f.write_all(text.as_bytes()).map_err(io(&point))?;
-    f.sync_all().map_err(io(&point))?;
+    fs.write_file(&point, text.as_bytes(), None)
+        .map_err(io(&point))?;
     for d in dirs.iter().rev() {
-        sync_dir(d)?;
+        sync_dir(fs, d)?;
     }
     let final_path = dir.join(&name);
-    std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
-    sync_dir(&dir)?;
+    fs.rename(&tmp, &final_path).map_err(io(&final_path))?;
+    sync_dir(fs, &dir)?;
     Ok(Point {
         name,
         label,
@@ -267,28 +267,51 @@ pub fn make(state_dir: &Path, label: &str, files: &[PathBuf]) -> Result<Point, M
     })
 }
 
-/// Marks `point` finished: every step of its migration ran.
+/// Marks `point` finished (through `fs`): every step of its migration ran.
 ///
 /// # Errors
 /// I/O errors.
-pub fn finish(state_dir: &Path, point: &Point) -> Result<(), MigrationError> {
+pub fn finish(state_dir: &Path, point: &Point, fs: &dyn WriteFs) -> Result<(), MigrationError> {
     let dir = state_dir.join(DIR).join(&point.name);
     let done = dir.join("DONE");
-    std::fs::File::create(&done)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&done))?;
-    sync_dir(&dir)
+    fs.write_file(&done, b"", None).map_err(io(&done))?;
+    sync_dir(fs, &dir)
+}
+
+/// Removes what an undo cut off after it had put every file back leaves: its point, renamed
+/// to a temp name before being deleted (through `fs`). Nothing refers to it.
+///
+/// # Errors
+/// I/O errors.
+pub fn clean_undone(state_dir: &Path, fs: &dyn WriteFs) -> Result<(), MigrationError> {
+    let dir = state_dir.join(DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(&dir)(e)),
+    };
+    for e in entries {
+        let e = e.map_err(io(&dir))?;
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{TMP}undone."))
+        {
+            fs.remove_dir_all(&e.path()).map_err(io(&e.path()))?;
+            sync_dir(fs, &dir)?;
+        }
+    }
+    Ok(())
 }
 
 /// Puts back every file `point` saved (temp file, fsync, rename) and removes those it records
-/// as absent, then deletes the point. Idempotent: cut off anywhere, running it again gives the
-/// same files. The caller holds the store lock and has checked that nothing written since the
-/// migration would be stranded.
+/// as absent, then deletes the point, writing through `fs`. Idempotent: cut off anywhere,
+/// running it again gives the same files. The caller holds the store lock and has checked that
+/// nothing written since the migration would be stranded.
 ///
 /// # Errors
 /// A point of a newer version or whose copies do not have the recorded lengths (nothing is
 /// changed then); I/O errors.
-pub fn undo(state_dir: &Path, point: &Point) -> Result<(), MigrationError> {
+pub fn undo(state_dir: &Path, point: &Point, fs: &dyn WriteFs) -> Result<(), MigrationError> {
     let dir = state_dir.join(DIR).join(&point.name);
     if point.version > VERSION {
         return Err(unexpected(
@@ -324,38 +347,39 @@ pub fn undo(state_dir: &Path, point: &Point) -> Result<(), MigrationError> {
         let parent = to.parent().expect("a file under the state dir");
         match bytes {
             Some(bytes) => {
-                std::fs::create_dir_all(parent).map_err(io(parent))?;
+                fs.create_dir_all(parent).map_err(io(parent))?;
                 let tmp = parent.join(format!("{TMP}undo.{}", std::process::id()));
-                let res = (|| {
-                    let mut f = std::fs::File::create(&tmp)?;
-                    f.write_all(&bytes)?;
-                    f.sync_all()?;
-                    std::fs::rename(&tmp, &to)
-                })();
+                let res = fs
+                    .write_file(&tmp, &bytes, None)
+                    .and_then(|()| fs.rename(&tmp, &to));
                 if res.is_err() {
-                    let _ = std::fs::remove_file(&tmp);
+                    let _ = fs.remove_file(&tmp);
                 }
                 res.map_err(io(&to))?;
             }
-            None => match std::fs::remove_file(&to) {
+            None => match fs.remove_file(&to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io(&to)(e)),
             },
         }
-        sync_dir(parent)?;
+        sync_dir(fs, parent)?;
     }
     let gone = state_dir
         .join(DIR)
         .join(format!("{TMP}undone.{}", point.name));
-    std::fs::rename(&dir, &gone).map_err(io(&dir))?;
-    sync_dir(&state_dir.join(DIR))?;
-    std::fs::remove_dir_all(&gone).map_err(io(&gone))
+    fs.rename(&dir, &gone).map_err(io(&dir))?;
+    sync_dir(fs, &state_dir.join(DIR))?;
+    fs.remove_dir_all(&gone).map_err(io(&gone))?;
+    // Without this sync a power cut brings the renamed folder back (nothing refers to it, but
+    // it would stay).
+    sync_dir(fs, &state_dir.join(DIR))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StdFs;
 
     fn state() -> tempfile::TempDir {
         let d = tempfile::tempdir().expect("tempdir");
@@ -371,7 +395,7 @@ mod tests {
             PathBuf::from("snapshots/FORMAT"),
             PathBuf::from("sessions/s1/new.json"),
         ];
-        let p = make(d.path(), "store-1-to-2", &files).expect("make");
+        let p = make(d.path(), "store-1-to-2", &files, &StdFs).expect("make");
         assert_eq!(p.name, "0001-store-1-to-2");
         assert_eq!(
             list(d.path()).expect("list"),
@@ -382,12 +406,15 @@ mod tests {
         std::fs::write(d.path().join("snapshots/FORMAT"), "shelldone-store 2.0\n").expect("w");
         std::fs::create_dir_all(d.path().join("sessions/s1")).expect("mkdir");
         std::fs::write(d.path().join("sessions/s1/new.json"), "{}").expect("w");
-        assert_eq!(make(d.path(), "store-1-to-2", &files).expect("again"), p);
-        finish(d.path(), &p).expect("finish");
+        assert_eq!(
+            make(d.path(), "store-1-to-2", &files, &StdFs).expect("again"),
+            p
+        );
+        finish(d.path(), &p, &StdFs).expect("finish");
         let done = list(d.path()).expect("list").pop().expect("one");
         assert!(done.done);
         // Undo twice (a crash after the files were written back, before the point went).
-        undo(d.path(), &done).expect("undo");
+        undo(d.path(), &done, &StdFs).expect("undo");
         assert_eq!(
             std::fs::read_to_string(d.path().join("snapshots/FORMAT")).expect("r"),
             "shelldone-store 1.0\n"
@@ -399,7 +426,7 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "nothing left: {left:?}");
         // A second point gets the next number.
-        let q = make(d.path(), "x y", &files[..1]).expect("make");
+        let q = make(d.path(), "x y", &files[..1], &StdFs).expect("make");
         assert_eq!(q.name, "0001-x-y");
     }
 
@@ -410,6 +437,7 @@ mod tests {
             d.path(),
             "store-1-to-2",
             &[PathBuf::from("snapshots/FORMAT")],
+            &StdFs,
         )
         .expect("m");
         std::fs::write(d.path().join("snapshots/FORMAT"), "shelldone-store 2.0\n").expect("w");
@@ -419,17 +447,17 @@ mod tests {
             .join(&p.name)
             .join("files/snapshots/FORMAT");
         std::fs::write(&copy, "short").expect("w");
-        let err = undo(d.path(), &p).expect_err("damaged");
+        let err = undo(d.path(), &p, &StdFs).expect_err("damaged");
         assert!(err.to_string().contains("damaged"), "{err}");
         assert_eq!(
             std::fs::read_to_string(d.path().join("snapshots/FORMAT")).expect("r"),
             "shelldone-store 2.0\n"
         );
         let newer = Point { version: 9, ..p };
-        let err = undo(d.path(), &newer).expect_err("newer");
+        let err = undo(d.path(), &newer, &StdFs).expect_err("newer");
         assert!(err.to_string().contains("version 9"), "{err}");
         assert!(
-            make(d.path(), "a", &[PathBuf::from("/etc/passwd")]).is_err(),
+            make(d.path(), "a", &[PathBuf::from("/etc/passwd")], &StdFs).is_err(),
             "absolute paths are refused"
         );
     }

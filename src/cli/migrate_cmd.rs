@@ -44,6 +44,9 @@ pub(super) fn run(cli: &Cli, dry_run: bool, undo: bool, status: bool) -> Result<
             documents::print(&r)?;
             return Ok(ExitCode::SUCCESS);
         }
+        for c in &r.converted {
+            say(format!("{would}convert down {c}"));
+        }
         for f in &r.files {
             say(format!("{would}put back {f}"));
         }

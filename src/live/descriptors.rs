@@ -222,41 +222,17 @@ pub fn migrate_live_descriptors(
     shelldone_migrations::descriptor::migrate_live_descriptors_with(
         state_dir,
         dry_run,
-        &mut durable_replace,
+        &mut |path, data, before| {
+            shelldone_migrations::descriptor::replace_file_with(
+                &durable::Durable,
+                path,
+                data,
+                before,
+            )
+        },
     )
     .map_err(|source| crate::error::Error::Migration {
         path: state_dir.to_path_buf(),
         source,
     })
-}
-
-/// One descriptor replaced through [`durable`] (see [`migrate_live_descriptors`]); false when
-/// the file changed since `before`.
-fn durable_replace(
-    path: &std::path::Path,
-    data: &[u8],
-    before: &std::fs::Metadata,
-) -> std::io::Result<bool> {
-    use shelldone_migrations::descriptor::{temp_path, unchanged};
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let tmp = temp_path(path);
-    let res = (|| {
-        let mut f = durable::create(&tmp)?;
-        f.write_all(data)?;
-        f.set_permissions(before.permissions())?;
-        durable::sync_all(f.file(), &tmp)?;
-        drop(f);
-        if !unchanged(path, before)? {
-            durable::remove_file(&tmp)?;
-            return Ok(false);
-        }
-        durable::rename(&tmp, path)?;
-        durable::sync_dir(dir)?;
-        Ok(true)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
 }

@@ -13,6 +13,7 @@
 //! | make a directory's entries durable | [`sync_dir`] |
 //! | make everything on a filesystem durable | [`sync_filesystem`] |
 //! | all of the above for one small file | [`write_atomic`] |
+//! | the same, for a migration (`shelldone_migrations::WriteFs`) | [`Durable`] |
 //!
 //! In a normal build every function is the plain system call (through `fs-err`, so that errors
 //! name their path): nothing is added to the I/O path. Built with the `power-loss-sim` feature
@@ -365,4 +366,51 @@ pub fn write_atomic_with(
 #[must_use]
 pub fn is_tmp_name(name: &[u8]) -> bool {
     name.starts_with(TMP_PREFIX.as_bytes())
+}
+
+/// The migrations' [`shelldone_migrations::WriteFs`] over this module, so that a migration's
+/// writes are the store's durable writes (and the power-loss simulator sees each of its syncs,
+/// at the step's own line).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Durable;
+
+impl shelldone_migrations::WriteFs for Durable {
+    fn write_file(
+        &self,
+        path: &Path,
+        data: &[u8],
+        permissions: Option<std::fs::Permissions>,
+    ) -> std::io::Result<()> {
+        let site = site();
+        let mut f = create(path)?;
+        f.write_all(data)?;
+        if let Some(p) = permissions {
+            f.set_permissions(p)?;
+        }
+        sync_file_at(f.file(), path, true, site)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        remove_dir_all(path)
+    }
+
+    fn create_dir(&self, path: &Path) -> std::io::Result<()> {
+        create_dir(path)
+    }
+
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        create_dir_all(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        sync_dir_at(dir, site())
+    }
 }

@@ -99,6 +99,95 @@ impl ObjectStore {
             .collect()
     }
 
+    /// Stores every object of each pack whose version is above `max_version` (the last byte of
+    /// its magic, SPEC §7) as a loose object, unless it is loose already, then deletes those
+    /// packs: afterwards a reader of packs up to `max_version` (and of loose objects, unchanged
+    /// since store format 1) reads every object. Each object is verified, written (a temp file
+    /// in `staging/`, which startup recovery empties; data sync; rename into its fan-out
+    /// folder) and the fan-out folders synced before any pack is deleted, and the packs folder
+    /// is synced after, so a crash at any point loses nothing and running again finishes. For `migrate --undo` (docs/migrations.md). Returns the packs removed and the
+    /// objects written. The caller holds the store lock.
+    ///
+    /// # Errors
+    /// A damaged object (nothing is deleted then), I/O errors.
+    pub fn explode_packs_above(&self, max_version: u8) -> Result<(Vec<PathBuf>, u64)> {
+        let mut packs = Vec::new();
+        for (path, ids) in self.pack_contents() {
+            let mut head = [0u8; 8];
+            std::io::Read::read_exact(&mut fs::File::open(&path)?, &mut head)?;
+            if head[..7] == *b"SDPACK\0" && head[7] > max_version {
+                packs.push((path, ids));
+            }
+        }
+        let mut written = 0;
+        let mut dirs = std::collections::BTreeSet::new();
+        let staging = self
+            .root
+            .join("staging")
+            .join(format!("explode.{}", std::process::id()));
+        if !packs.is_empty() {
+            durable::create_dir_all(&staging)?;
+        }
+        for (_, ids) in &packs {
+            for id in ids {
+                let to = self.object_path(id);
+                if to.exists() {
+                    continue;
+                }
+                let raw = self.read_raw(id)?;
+                // What the loose file holds must read back as the object.
+                let canonical =
+                    decompress(&raw).map_err(|why| Error::CorruptObject { id: *id, why })?;
+                let (kind, _) =
+                    objects_format::encoding::split_header(&canonical).map_err(|e| {
+                        Error::CorruptObject {
+                            id: *id,
+                            why: e.to_string(),
+                        }
+                    })?;
+                if ObjectId::compute(kind, &canonical) != *id {
+                    return Err(Error::CorruptObject {
+                        id: *id,
+                        why: "its frame does not hash to it".to_owned(),
+                    });
+                }
+                let dir = to.parent().expect("objects/ab/");
+                durable::create_dir_all_durable(dir)?;
+                let tmp = durable::tmp_path(&staging);
+                let res = (|| {
+                    let mut f = durable::create(&tmp)?;
+                    std::io::Write::write_all(&mut f, &raw)?;
+                    durable::sync_data(f.file(), &tmp)?;
+                    drop(f);
+                    durable::rename(&tmp, &to)
+                })();
+                if res.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                res?;
+                dirs.insert(dir.to_path_buf());
+                written += 1;
+            }
+        }
+        for d in &dirs {
+            durable::sync_dir(d)?;
+        }
+        let mut removed = Vec::new();
+        // The index first, then the pack (as gc does): a pack without an index is ignored.
+        for (path, _) in &packs {
+            durable::remove_file(&path.with_extension("idx"))?;
+            durable::remove_file(path)?;
+            removed.push(path.clone());
+        }
+        if !removed.is_empty() {
+            durable::sync_dir(&self.packs_dir())?;
+            // Empty by now; a leftover would be removed by startup recovery.
+            let _ = durable::remove_dir_all(&staging);
+        }
+        self.reload_packs();
+        Ok((removed, written))
+    }
+
     /// Sorts ids in the order their bytes lie in the store (loose objects first, then by pack
     /// and offset), so that reading them in turn decompresses each pack block once.
     pub fn sort_for_reading(&self, ids: &mut [ObjectId]) {

@@ -185,20 +185,32 @@ pub struct Upgraded {
     pub to: u32,
 }
 
-/// Raises a directory or S3 remote's layout version to this shelldone's on purpose
-/// (docs/migrations.md, "Remote versions"): until then a newer device writes the remote at the
-/// version it found, so that older devices keep reading it.
+/// Raises a remote's layout version (a directory or S3 remote's marker, a git remote's
+/// `refs/shelldone/format/<N>` ref) to this shelldone's on purpose (docs/migrations.md,
+/// "Remote versions"): until then a newer device writes the remote at the version it found, so
+/// that older devices keep reading it.
 ///
 /// # Errors
-/// Unknown remote; a git remote (one layout version, nothing to upgrade); a remote newer than
-/// this binary ([`Error::NewerFormat`]); remote errors.
+/// Unknown remote; an encrypted or signed git remote (its blobs layout has one version);
+/// a remote newer than this binary ([`Error::NewerFormat`]); remote errors.
 pub fn remote_upgrade(cx: &Context, name: &str) -> Result<Upgraded> {
     let rc = remote_config(cx, name)?;
     let (from, to) = match rc.kind.as_str() {
-        "git" => {
+        "git" if rc.encrypt || rc.require_signatures => {
             return Err(Error::Usage(format!(
-                "remote {name} is a git remote: its mapping has one version (docs/migrations.md), nothing to upgrade"
+                "remote {name} is an encrypted or signed git remote: its layout has one version (docs/migrations.md), nothing to upgrade"
             )));
+        }
+        "git" => {
+            clear_stale_git_locks(
+                &cx.snapshots_dir()
+                    .join("remotes")
+                    .join(format!("{}.git", rc.name)),
+            )?;
+            let (push, fetch) = cx.git_timeouts;
+            GitRemote::new(&rc.name, &rc.url, cx.snapshots_dir(), cx.device())?
+                .with_options(crate::remote::git::GitOptions::configured(push, fetch)?)
+                .upgrade()?
         }
         "s3" => s3_backend(cx, &rc)?.upgrade()?,
         _ => DirRemote::new(rc.name.clone(), PathBuf::from(&rc.url)).upgrade()?,

@@ -202,11 +202,45 @@ fn read_only_commands_read_a_v1_store_through_without_writing() {
     assert_eq!(store_files(&sb), fixture_store());
 }
 
+/// The versions of the packs in `snapshots/packs/` (the last byte of their magic).
+fn pack_versions(sb: &Sandbox) -> Vec<u8> {
+    let mut v: Vec<u8> = std::fs::read_dir(sb.state().join("snapshots/packs"))
+        .expect("packs/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .map(|p| {
+            let head = std::fs::read(&p).expect("read pack");
+            assert_eq!(&head[..7], b"SDPACK\0", "{}", p.display());
+            head[7]
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The live files `state restore head --to` writes, by path.
+fn exported(sb: &Sandbox, to: &Path) -> BTreeMap<String, crate::support::Entry> {
+    sb.ok(&[
+        "state",
+        "restore",
+        "head",
+        "--to",
+        to.to_str().expect("utf8"),
+    ]);
+    let mut got = crate::support::tree(&to.join("config"), "config");
+    got.extend(crate::support::tree(&to.join("state"), "state"));
+    got
+}
+
+/// After a migration the store is written with what store format 1 cannot read: a version-2
+/// pack (more than `LOOSE_MAX` new objects) and `packed-refs` (more than `PACK_BATCH` session
+/// refs moved at once). `migrate --undo` converts them down first (their objects loose, their
+/// refs loose), then goes back: the store holds only what format 1 reads (loose objects,
+/// version-1 packs, loose refs), with the same history, and restores the same files.
 #[test]
-fn undo_refuses_when_the_store_holds_what_the_old_version_cannot_read() {
+fn undo_converts_down_what_the_old_version_cannot_read() {
     let sb = fixture("store-v1");
     sb.ok(&["migrate"]);
-    // More than LOOSE_MAX new objects: the save writes a version-2 pack.
     for i in 0..70 {
         std::fs::write(
             sb.config().join(format!("themes/new{i}.toml")),
@@ -214,21 +248,78 @@ fn undo_refuses_when_the_store_holds_what_the_old_version_cannot_read() {
         )
         .expect("write");
     }
+    for i in 0..40 {
+        let dir = sb.state().join(format!("sessions/n{i:03}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("session.json"), format!("{{\"id\":\"n{i:03}\"}}")).expect("write");
+    }
     sb.save("after migration");
+    let snap = sb.state().join("snapshots");
+    assert!(
+        snap.join("packed-refs").is_file(),
+        "the save packed its refs"
+    );
+    assert!(
+        pack_versions(&sb).contains(&2),
+        "the save wrote a version-2 pack"
+    );
+    let log = sb.ok(&["log"]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let files_before = exported(&sb, &tmp.path().join("before"));
+    assert!(files_before.contains_key("state/sessions/n039/session.json"));
+
+    // A dry run says what it would convert and changes nothing.
     let before = store_files(&sb);
-    for args in [
-        &["migrate", "--undo", "--dry-run"][..],
-        &["migrate", "--undo"],
-    ] {
-        let o = sb.run(args);
-        assert_eq!(o.status.code(), Some(3), "{args:?}: {o:?}");
-        let err = String::from_utf8_lossy(&o.stderr);
+    let dry = sb.ok(&["migrate", "--undo", "--dry-run"]);
+    assert!(
+        dry.contains("would convert down packed-refs")
+            && dry.contains("would convert down packs/pack-")
+            && dry.contains("(version 2)")
+            && dry.contains("would go back to restore point 0001-store-1-to-2: store format 1.0"),
+        "{dry}"
+    );
+    assert_eq!(store_files(&sb), before, "a dry run changes nothing");
+
+    let o = sb.run(&["--json", "migrate", "--undo"]);
+    assert!(o.status.success(), "{o:?}");
+    let doc = json(&String::from_utf8_lossy(&o.stdout));
+    let converted: Vec<&str> = doc["converted"]
+        .as_array()
+        .expect("converted")
+        .iter()
+        .map(|v| v.as_str().expect("a string"))
+        .collect();
+    assert!(
+        converted.contains(&"packed-refs") && converted.iter().any(|c| c.ends_with("(version 2)")),
+        "{doc}"
+    );
+    assert_eq!(doc["to"], "1.0", "{doc}");
+    assert_eq!(format_of(&sb), "shelldone-store 1.0\n");
+    // Only what a store format 1 reader reads: version-1 packs, loose objects, loose refs.
+    assert!(!snap.join("packed-refs").exists());
+    assert!(
+        pack_versions(&sb).iter().all(|v| *v == 1),
+        "{:?}",
+        pack_versions(&sb)
+    );
+    for i in 0..40 {
         assert!(
-            err.contains("store format 1.0 cannot read") && err.contains("(version 2)"),
-            "{err}"
+            snap.join(format!("refs/sessions/n{i:03}")).is_file(),
+            "session ref n{i:03} is loose"
         );
     }
-    assert_eq!(store_files(&sb), before, "a refused undo changes nothing");
+    // The same history, sound, restoring the same files (read through as format 1).
+    assert_eq!(sb.ok(&["log"]), log);
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    crate::support::assert_same(&exported(&sb, &tmp.path().join("after")), &files_before);
+    assert!(
+        !sb.state()
+            .join("snapshots/restore-points/0001-store-1-to-2")
+            .exists(),
+        "the point is gone"
+    );
+    // Migrating again brings it back up.
+    sb.ok(&["migrate"]);
     assert_eq!(format_of(&sb), "shelldone-store 2.0\n");
 }
 
@@ -569,6 +660,34 @@ fn health_check_is_read_only_and_round_trips() {
     assert!(!none.state().exists(), "nothing created");
 }
 
+/// `sb` pulled a remote that `fixtures/store-v1`'s device pushed: `log` shows both of its
+/// snapshots, the live files are exactly the fixture's (bytes and modes), and `state check`
+/// finds no problem.
+pub(crate) fn pulled_store_v1(sb: &Sandbox) {
+    let log = sb.ok(&["log"]);
+    assert!(
+        log.contains("fixture: second save (loose objects)")
+            && log.contains("fixture: first save (v1 pack)"),
+        "{log}"
+    );
+    let want = fixture("store-v1");
+    let mut got = crate::support::tree(&sb.config(), "config");
+    let mut live = crate::support::tree(&want.config(), "config");
+    for part in ["sessions", "journal"] {
+        got.extend(crate::support::tree(
+            &sb.state().join(part),
+            &format!("state/{part}"),
+        ));
+        live.extend(crate::support::tree(
+            &want.state().join(part),
+            &format!("state/{part}"),
+        ));
+    }
+    assert!(!live.is_empty(), "the fixture has live files");
+    crate::support::assert_same(&got, &live);
+    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+}
+
 #[test]
 fn a_version_1_directory_remote_still_pulls() {
     let remote = tempfile::tempdir().expect("tempdir");
@@ -585,33 +704,7 @@ fn a_version_1_directory_remote_still_pulls() {
         remote.path().to_str().expect("utf8"),
     ]);
     sb.ok(&["sync", "pull"]);
-    let log = sb.ok(&["log"]);
-    assert!(
-        log.contains("fixture: second save (loose objects)")
-            && log.contains("fixture: first save (v1 pack)"),
-        "{log}"
-    );
-    let want = fixture("store-v1");
-    let mut got = crate::support::tree(&sb.config(), "config");
-    got.extend(crate::support::tree(
-        &sb.state().join("sessions"),
-        "state/sessions",
-    ));
-    got.extend(crate::support::tree(
-        &sb.state().join("journal"),
-        "state/journal",
-    ));
-    let mut live = crate::support::tree(&want.config(), "config");
-    live.extend(crate::support::tree(
-        &want.state().join("sessions"),
-        "state/sessions",
-    ));
-    live.extend(crate::support::tree(
-        &want.state().join("journal"),
-        "state/journal",
-    ));
-    crate::support::assert_same(&got, &live);
-    assert!(sb.ok(&["state", "check"]).contains("no problems"));
+    pulled_store_v1(&sb);
     assert_eq!(
         files(remote.path()),
         before,
@@ -672,4 +765,145 @@ fn a_newer_git_remote_is_refused_before_anything_moves() {
         o.status.success(),
         "a binary that reads format 2 pushes: {o:?}"
     );
+}
+
+/// `remote upgrade` on a git remote (served by a real `git daemon` on 127.0.0.1): a binary
+/// whose newest mapping is 2 (the test hook) pushes `refs/shelldone/format/2`; before that it
+/// wrote the remote at version 1. Afterwards a binary that reads only version 1 refuses pull,
+/// push and upgrade, naming both versions, and nothing moves on either side; the newer one
+/// goes on syncing, and the repository stays `git fsck --strict` clean.
+#[test]
+fn a_git_remote_is_upgraded_on_purpose_and_the_older_device_is_told() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let srv = crate::support::GitDaemon::start(&tmp.path().join("srv"));
+    let (url, repo) = srv.repo("state.git");
+    let (new, old) = (Sandbox::new(), Sandbox::new());
+    new.generate();
+    new.save("from the newer device");
+    new.ok(&["remote", "add", "origin", &url]);
+    old.ok(&["remote", "add", "origin", &url]);
+    let format_refs = || {
+        git(
+            &repo,
+            &[
+                "for-each-ref",
+                "--format=%(refname)",
+                "refs/shelldone/format/",
+            ],
+        )
+    };
+
+    // A newer device writes the remote at the version it found: no format ref, version 1.
+    let o = run_as(&new, Some(2), &["sync", "push"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(format_refs(), "", "no upgrade without 'remote upgrade'");
+    old.ok(&["sync", "pull"]);
+    assert!(old.ok(&["log"]).contains("from the newer device"));
+
+    // This binary (mapping 1) has nothing to upgrade to, and pushes nothing.
+    let same = old.ok(&["remote", "upgrade", "origin"]);
+    assert!(
+        same.contains("remote 'origin' is format 1: nothing to upgrade"),
+        "{same}"
+    );
+    assert_eq!(format_refs(), "");
+
+    let o = run_as(&new, Some(2), &["--json", "remote", "upgrade", "origin"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        json(&String::from_utf8_lossy(&o.stdout)),
+        serde_json::json!({"remote": "origin", "from": 1, "to": 2})
+    );
+    assert_eq!(format_refs(), "refs/shelldone/format/2\n");
+    assert_eq!(
+        git(&repo, &["cat-file", "-p", "refs/shelldone/format/2"]),
+        "shelldone-git-remote 2\n"
+    );
+    // Again: already at 2, nothing pushed.
+    let o = run_as(&new, Some(2), &["remote", "upgrade", "origin"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("is format 2: nothing to upgrade"),
+        "{o:?}"
+    );
+
+    // The older device is told, and changes nothing on either side.
+    std::fs::write(old.config().join("old.toml"), "x = 1\n").expect("write");
+    old.save("from the older device");
+    let remote_before = git(&repo, &["show-ref"]);
+    let without_mirror = |mut f: BTreeMap<String, Vec<u8>>| {
+        f.retain(|k, _| !k.starts_with("remotes/origin.git/"));
+        f
+    };
+    let local_before = without_mirror(store_files(&old));
+    for args in [
+        &["sync", "push"][..],
+        &["sync", "pull"],
+        &["remote", "upgrade", "origin"],
+    ] {
+        refused_as_newer_remote(args, &old.run(args));
+        assert_eq!(
+            git(&repo, &["show-ref"]),
+            remote_before,
+            "{args:?}: the remote"
+        );
+        // The refs are fetched into the mirror (derived data, `remotes/origin.git`) before
+        // the version is known; nothing else changes.
+        let local = without_mirror(store_files(&old));
+        let differ: Vec<&String> = local
+            .keys()
+            .chain(local_before.keys())
+            .filter(|k| local.get(*k) != local_before.get(*k))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{args:?}: the local store changed: {differ:?}"
+        );
+    }
+    // The newer device goes on syncing with it; a binary of mapping 3 would upgrade from 2.
+    std::fs::write(new.config().join("new.toml"), "y = 2\n").expect("write");
+    new.save("after the upgrade");
+    for args in [&["sync", "pull"][..], &["sync", "push"]] {
+        let o = run_as(&new, Some(2), args);
+        assert!(o.status.success(), "{args:?}: {o:?}");
+    }
+    let o = run_as(&new, Some(3), &["--json", "remote", "upgrade", "origin"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        json(&String::from_utf8_lossy(&o.stdout)),
+        serde_json::json!({"remote": "origin", "from": 2, "to": 3})
+    );
+    assert_eq!(
+        format_refs(),
+        "refs/shelldone/format/3\n",
+        "the older format ref goes in the same push"
+    );
+    git(&repo, &["fsck", "--strict", "--no-dangling"]);
+}
+
+/// `fixtures/git-remote-v1` (a bare repository a push of mapping version 1 wrote, made once by
+/// `fixtures/make-git-remote-v1.sh`), served by a real `git daemon` on 127.0.0.1: a new device
+/// pulls it and gets exactly `fixtures/store-v1`'s live files and both snapshots; the pull
+/// writes nothing to the repository, which stays `git fsck --strict` clean.
+#[test]
+fn a_version_1_git_remote_still_pulls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let srv = crate::support::GitDaemon::start(&tmp.path().join("srv"));
+    let (url, repo) = srv.repo("state.git");
+    std::fs::remove_dir_all(&repo).expect("rm");
+    crate::support::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/git-remote-v1"),
+        &repo,
+    );
+    let before = files(&repo);
+    assert!(
+        git(&repo, &["for-each-ref", "refs/shelldone/format/"]).is_empty(),
+        "mapping version 1: no format ref"
+    );
+    let sb = Sandbox::new();
+    sb.ok(&["remote", "add", "origin", &url]);
+    sb.ok(&["sync", "pull"]);
+    pulled_store_v1(&sb);
+    assert_eq!(files(&repo), before, "a pull writes nothing to the remote");
+    git(&repo, &["fsck", "--strict", "--no-dangling"]);
 }

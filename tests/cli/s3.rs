@@ -633,3 +633,91 @@ fn s3_encrypted_remote_holds_only_ciphertext_and_a_second_device_joins() {
     b.ok(&["sync", "pull", "cloud"]);
     assert_same(&b.sb.live(), &a.sb.live());
 }
+
+/// Puts every file under `root` at `<prefix>/<its path under root>` in the server's bucket
+/// (`put`), or writes every key under `<prefix>/` to a file there (`get`): boto3, as moto's
+/// setup uses.
+fn s3_files(m: &Moto, how: &str, root: &std::path::Path, prefix: &str) {
+    const SCRIPT: &str = r#"
+import os, sys
+import boto3
+ep, bucket, key_id, secret, how, root, prefix = sys.argv[1:8]
+s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=key_id, aws_secret_access_key=secret, region_name="us-east-1")
+if how == "put":
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            with open(p, "rb") as f:
+                s3.put_object(Bucket=bucket, Key=prefix + "/" + os.path.relpath(p, root), Body=f.read())
+else:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        for o in page.get("Contents", []):
+            p = os.path.join(root, o["Key"][len(prefix) + 1:])
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "wb") as f:
+                f.write(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())
+"#;
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            SCRIPT,
+            &m.endpoint,
+            &m.bucket,
+            &m.key_id,
+            &m.secret,
+            how,
+        ])
+        .arg(root)
+        .arg(prefix)
+        .output()
+        .expect("python3");
+    assert!(
+        o.status.success(),
+        "s3 {how}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Every file under `root`, by path.
+fn files_under(root: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            (
+                e.path().strip_prefix(root).unwrap().display().to_string(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `fixtures/s3-remote-v1` (every key a push to an S3 remote of layout version 1 wrote, made
+/// once by `fixtures/make-s3-remote-v1.sh`), uploaded to moto under a prefix: a new device adds
+/// it (it exists: no `--init`), pulls, and gets exactly `fixtures/store-v1`'s live files and
+/// both snapshots; the pull writes nothing to the remote.
+#[test]
+fn a_version_1_s3_remote_still_pulls() {
+    let Some(m) = Moto::start("a_version_1_s3_remote_still_pulls") else {
+        return;
+    };
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/s3-remote-v1");
+    let want = files_under(&fixture);
+    assert_eq!(
+        want.get("shelldone-remote").map(Vec::as_slice),
+        Some(&b"shelldone-s3-remote 1\n"[..]),
+        "layout version 1"
+    );
+    s3_files(&m, "put", &fixture, "old/state");
+    let b = Dev::new(&m);
+    b.ok(&["remote", "add", "origin", &m.url("old/state")]);
+    b.ok(&["sync", "pull"]);
+    crate::migrations::pulled_store_v1(&b.sb);
+    let back = tempfile::tempdir().unwrap();
+    s3_files(&m, "get", back.path(), "old/state");
+    assert!(
+        files_under(back.path()) == want,
+        "a pull writes nothing to the remote"
+    );
+}

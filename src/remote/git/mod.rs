@@ -62,6 +62,10 @@ use import::{Import, read_commit};
 /// The ref (under `refs/shelldone/`) naming the remote's mapping version `<N>`; absent means 1.
 const FORMAT_REF: &str = "format/";
 
+/// What the blob a `format/<N>` ref names holds: `shelldone-git-remote <N>` (for people; the
+/// version is read from the ref's name).
+const GIT_MARKER_PREFIX: &str = "shelldone-git-remote";
+
 /// The commit-message trailer naming the snapshot (its id; in the first revision's commits, the
 /// whole canonical snapshot in hex).
 pub const TRAILER: &str = "Shelldone-Snapshot: ";
@@ -163,6 +167,8 @@ pub struct GitRemote {
     /// The mirror drops blobs once the remote or the store holds them (ADR 0007): every
     /// transport but http(s), whose fetches always ask for a thin pack.
     lean: bool,
+    /// The `refs/shelldone/format/<N>` refs found by the last fetch of refs: version → git id.
+    formats: BTreeMap<u32, GitId>,
 }
 
 impl std::fmt::Debug for GitRemote {
@@ -426,7 +432,55 @@ impl GitRemote {
             tips: BTreeMap::new(),
             head: gitmirror::RemoteHead::default(),
             lean: gitmirror::lean_capable(url),
+            formats: BTreeMap::new(),
         })
+    }
+
+    /// Raises the remote's mapping version to this shelldone's (`remote upgrade`;
+    /// docs/migrations.md, "Remote versions"): pushes `refs/shelldone/format/<N>`, naming a
+    /// blob that holds `shelldone-git-remote <N>`, and deletes an older `format/<M>` ref in the
+    /// same atomic push, each with a lease on the value just fetched (another device that
+    /// upgrades meanwhile makes it fail, changing nothing). From then on a binary that reads
+    /// only older mappings refuses the remote, naming both versions. Returns (version before,
+    /// version after); nothing is pushed when the remote is already at this version.
+    ///
+    /// # Errors
+    /// A remote newer than this binary ([`Error::NewerFormat`], before anything is pushed);
+    /// fetch and push errors.
+    pub fn upgrade(&mut self) -> Result<(u32, u32)> {
+        self.refresh()?;
+        let from = self.formats.keys().next_back().copied().unwrap_or(1);
+        let to = crate::remote::format::supported();
+        if to <= from {
+            return Ok((from, from));
+        }
+        let repo = self.repo.as_ref().expect("opened by refresh");
+        let blob = gitmirror::write_blob(
+            repo,
+            crate::remote::format::marker_line(GIT_MARKER_PREFIX, to).as_bytes(),
+        )
+        .map_err(|e| self.git_err(e))?;
+        let mut plan = vec![(
+            blob.to_string(),
+            format!("refs/shelldone/{FORMAT_REF}{to}"),
+            None,
+        )];
+        for (v, gid) in &self.formats {
+            plan.push((
+                String::new(),
+                format!("refs/shelldone/{FORMAT_REF}{v}"),
+                Some(*gid),
+            ));
+        }
+        push_atomic(
+            &self.mirror,
+            &self.url,
+            &plan,
+            self.options.idle_timeout,
+            self.lean,
+        )
+        .map_err(|e| self.git_err(e))?;
+        Ok((from, to))
     }
 
     /// Replaces the settings (the idle timeout).
@@ -517,6 +571,7 @@ impl GitRemote {
             }
         }
         let mut tips = BTreeMap::new();
+        let mut formats = BTreeMap::new();
         for (local, gid) in &fetched {
             let name = local.strip_prefix(&track).unwrap_or(local);
             // The mapping's version: `refs/shelldone/format/<N>`, absent for version 1 (no
@@ -529,6 +584,7 @@ impl GitRemote {
                 if v > crate::remote::format::supported() {
                     return Err(crate::remote::format::newer(&self.name, v));
                 }
+                formats.insert(v, *gid);
                 continue;
             }
             check_remote_ref(name).map_err(|_| {
@@ -544,6 +600,7 @@ impl GitRemote {
         }
         let out = tips.iter().map(|(n, (_, s))| (n.clone(), *s)).collect();
         self.tips = tips;
+        self.formats = formats;
         self.head = head;
         Ok(out)
     }

@@ -166,6 +166,41 @@ impl Refs {
         &self.packed
     }
 
+    /// Writes every ref of `packed-refs` that no loose file overrides as a loose ref (each
+    /// durable, its folders created durably), then removes `packed-refs` and syncs its folder:
+    /// the refs read the same at every moment, and afterwards a reader that knows only loose
+    /// refs (store format 1) reads them all. For `migrate --undo` (docs/migrations.md).
+    /// Returns how many refs were written; 0 without `packed-refs`. The caller holds the
+    /// store lock.
+    ///
+    /// # Errors
+    /// A `packed-refs` that does not parse (nothing is changed then), I/O errors (what was
+    /// written stays; running again finishes).
+    pub fn unpack(&self) -> Result<usize> {
+        let map = match self.scan_packed()? {
+            PackedScan::Absent => return Ok(0),
+            PackedScan::Sound(map) => map,
+            PackedScan::Corrupt { why, .. } => {
+                return Err(Error::corrupt_file(&self.packed, why));
+            }
+        };
+        let mut written = 0;
+        for (name, id) in &map {
+            check_name(name)?;
+            let path = self.path(name);
+            // A loose file, whatever it holds, is what the ref reads as: it stays.
+            if std::fs::symlink_metadata(&path).is_ok() {
+                continue;
+            }
+            super::write_loose(&path, *id)?;
+            written += 1;
+        }
+        durable::remove_file(&self.packed)?;
+        durable::sync_dir(self.packed.parent().expect("packed-refs is in snapshots/"))?;
+        *self.packed_cache.lock().expect("no panics while held") = None;
+        Ok(written)
+    }
+
     /// Replaces `packed-refs` atomically (temp, fsync, rename, fsync dir).
     pub(super) fn write_packed(&self, packed: &Packed) -> Result<()> {
         let mut text = String::with_capacity(32 + packed.len() * 90);
