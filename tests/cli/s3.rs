@@ -718,4 +718,15 @@ fn s3_an_encrypted_remote_reads_its_key_file_once_per_device() {
     );
     assert_eq!(asked(from), 0, "the key file was not read again");
     assert_same(&b.sb.live(), &a.sb.live());
+    // A damaged copy is ignored: the key file is read again, and the copy replaced; the
+    // store's check does not mind it.
+    let copy = b.sb.state().join("snapshots/remotes/cloud.key-file");
+    let mut bad = std::fs::read(&copy).unwrap();
+    bad[20] ^= 0x01;
+    std::fs::write(&copy, &bad).unwrap();
+    assert!(b.ok(&["state", "check"]).contains("no problems"));
+    let from = m.requests().len();
+    b.ok(&["sync", "pull", "cloud"]);
+    assert_eq!(asked(from), 1, "the damaged copy was not used");
+    assert_ne!(std::fs::read(&copy).unwrap(), bad, "and was replaced");
 }
