@@ -1349,4 +1349,61 @@ mod tests {
         assert_eq!((refs["x/head"], refs["x/sessions/s"]), (v3, v2));
         assert_eq!(r.inner().inner().gets, 2);
     }
+
+    #[test]
+    fn a_push_retires_a_revoked_devices_encrypted_refs() {
+        use crate::remote::sign::{Signed, Trust};
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (access(), access());
+        let mut both = access_like(&a);
+        both.recipients.push(b.identity.to_public().to_string());
+        both.signers.extend(b.signers.iter().cloned());
+        let trust = Trust {
+            trusted: both.signers.clone(),
+            revoked: Vec::new(),
+        };
+        let mut mem = MemoryBackend::new("m");
+        drop(Encrypted::open(&mut mem, &both, Mode::Write).unwrap());
+        // B, a reader and a signer, pushes a ref.
+        let enc = Encrypted::open(&mut mem, &b, Mode::Write).unwrap();
+        let mut sb = Signed::open(enc, b.signing.clone(), trust, dir.path().join("b")).unwrap();
+        sb.list_refs().unwrap();
+        sb.update_refs(&[RefUpdate {
+            name: "b/head".into(),
+            expected: None,
+            new: Some(ObjectId([2; 32])),
+        }])
+        .unwrap();
+        drop(sb);
+        // A revokes B: its pull refuses B's ref, its push retires it (and rotates the key).
+        let mut revoking = access_like(&a);
+        let b_key = b.signing.as_ref().unwrap().verifying_key();
+        revoking.revoked.push(b.identity.to_public().to_string());
+        revoking.revoked_signers.push(b_key);
+        let trust = Trust {
+            trusted: a.signers.clone(),
+            revoked: vec![("b".into(), b_key)],
+        };
+        let seen = dir.path().join("a");
+        let enc = Encrypted::open(&mut mem, &revoking, Mode::Read).unwrap();
+        let mut pull = Signed::open(enc, None, trust.clone(), seen.clone()).unwrap();
+        let e = pull.list_refs().unwrap_err().to_string();
+        assert!(e.contains("revoked"), "{e}");
+        drop(pull);
+        let enc = Encrypted::open(&mut mem, &revoking, Mode::Write).unwrap();
+        assert_eq!(enc.keyring().unwrap().epoch(), 1);
+        let mut push = Signed::open(enc, a.signing.clone(), trust.clone(), seen.clone()).unwrap();
+        assert!(push.list_refs().unwrap().is_empty());
+        assert_eq!(push.retired().len(), 1);
+        drop(push);
+        let inner: Vec<String> = mem.clone().list_refs().unwrap().into_keys().collect();
+        assert_eq!(
+            inner,
+            vec![KEYS_REF.to_owned()],
+            "only the key file's ref is left"
+        );
+        let enc = Encrypted::open(&mut mem, &revoking, Mode::Read).unwrap();
+        let mut pull = Signed::open(enc, None, trust, seen).unwrap();
+        assert!(pull.list_refs().unwrap().is_empty());
+    }
 }
