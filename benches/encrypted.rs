@@ -158,6 +158,16 @@ struct Row {
     first_pull: Duration,
     small_push: (Duration, u64, u64),
     small_pull: Duration,
+    /// S3: the requests the server answered for the last small push and pull.
+    requests: Option<(usize, usize)>,
+}
+
+/// The requests the S3 server logged since `from` (none for other places).
+fn requests_since(place: &Place<'_>, from: usize) -> Vec<String> {
+    match place {
+        Place::S3(m, _) => m.requests().split_off(from),
+        _ => Vec::new(),
+    }
 }
 
 fn round(
@@ -228,19 +238,38 @@ fn round(
     let mut pushes = Vec::new();
     let mut pulls = Vec::new();
     let mut small = (0, 0);
+    let mut requests = None;
+    let show = std::env::var_os("BENCH_REQUESTS").is_some();
     for r in 0..runs {
         std::thread::sleep(Duration::from_millis(20));
         demo::small_change(&a_paths.config_dir, &a_paths.state_dir, r as u64).expect("change");
         a.save(&SaveOptions::default()).expect("save");
         let before = place.bytes();
+        let logged = requests_since(place, 0).len();
         let t = Instant::now();
         let p = a.sync_push("r", &|_, _| {}).expect("push");
         pushes.push(t.elapsed());
         small = (p.sent.objects, place.bytes() - before);
+        let push_requests = requests_since(place, logged);
+        let logged = logged + push_requests.len();
         let t = Instant::now();
         b.sync_pull("r", &PullOptions::default(), &|_, _| {})
             .expect("pull");
         pulls.push(t.elapsed());
+        let pull_requests = requests_since(place, logged);
+        if matches!(place, Place::S3(..)) {
+            requests = Some((push_requests.len(), pull_requests.len()));
+            if show && r + 1 == runs {
+                println!(
+                    "{name}: small push requests:\n  {}",
+                    push_requests.join("\n  ")
+                );
+                println!(
+                    "{name}: small pull requests:\n  {}",
+                    pull_requests.join("\n  ")
+                );
+            }
+        }
     }
     Row {
         name,
@@ -248,6 +277,7 @@ fn round(
         first_pull,
         small_push: (median(pushes), small.0, small.1),
         small_pull: median(pulls),
+        requests,
     }
 }
 
@@ -338,6 +368,13 @@ fn main() {
         "| remote | first push: time, objects, bytes (S3: sent on the wire) | first pull (new device) | small change push: time, objects, bytes | small change pull |"
     );
     println!("|---|---|---|---|---|");
+    let requests: Vec<String> = rows
+        .iter()
+        .filter_map(|(_, _, r)| {
+            let (push, pull) = r.requests?;
+            Some(format!("{}: small push {push}, small pull {pull}", r.name))
+        })
+        .collect();
     for (_, _, r) in &rows {
         println!(
             "| {} | {}, {} objects, {} B | {} | {}, {} objects, {} B | {} |",
@@ -353,6 +390,13 @@ fn main() {
         );
     }
     println!();
+    if !requests.is_empty() {
+        println!(
+            "S3 requests the server answered (last round): {}",
+            requests.join("; ")
+        );
+        println!();
+    }
     println!(
         "| encrypted vs plain (time) | first push | first pull | small push | small pull | target |"
     );

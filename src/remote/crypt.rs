@@ -28,7 +28,7 @@
 //! (64 bytes) over `shelldone-keys 1\n` and the age file, then the age file.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -200,7 +200,27 @@ impl<B: Backend> Encrypted<B> {
     /// [`Error::VaultLocked`] when this device cannot open the key file (not trusted yet: the
     /// join flow of docs/sync.md); [`Error::Remote`] for a key file that is not signed by a
     /// trusted device or does not parse; the backend's errors.
-    pub fn open(mut inner: B, access: &Access, mode: Mode) -> Result<Self> {
+    pub fn open(inner: B, access: &Access, mode: Mode) -> Result<Self> {
+        Self::open_cached(inner, access, mode, None)
+    }
+
+    /// [`Encrypted::open`], keeping a copy of the key file in `key_cache` (a local file): the
+    /// key file is an object named by a hash of its bytes, and `%keys/head` names it, so a
+    /// copy whose hash is the name the ref holds now is the key file, and is not read from the
+    /// remote again. Every check is made on it all the same (its signature, its signer's
+    /// trust, opening it with this device's identity); a copy that does not hash to the
+    /// current name (damaged, or the key file changed) is ignored and replaced. The copy is
+    /// what the remote holds: signed ciphertext, no key in the clear.
+    ///
+    /// # Errors
+    /// As [`Encrypted::open`].
+    pub fn open_cached(
+        mut inner: B,
+        access: &Access,
+        mode: Mode,
+        key_cache: Option<PathBuf>,
+    ) -> Result<Self> {
+        let key_cache = key_cache.as_deref();
         let refs = inner.list_refs()?;
         let current = refs.get(KEYS_REF).copied();
         let mut change = KeyChange::default();
@@ -218,20 +238,20 @@ impl<B: Backend> Encrypted<B> {
                         revoked_signers: Vec::new(),
                     };
                     let k = rewrap(k, access, &mut change);
-                    write_key_file(&mut inner, &k, access, None)?;
+                    write_key_file(&mut inner, &k, access, None, key_cache)?;
                     change.created = true;
                     Some(k)
                 }
             }
             Some(id) => {
-                let k = read_key_file(&mut inner, id, access)?;
+                let k = read_key_file(&mut inner, id, access, key_cache)?;
                 if mode == Mode::Write {
                     let before = (k.recipients.clone(), k.revoked.clone(), k.signers.clone());
                     let k2 = rewrap(k, access, &mut change);
                     if (&k2.recipients, &k2.revoked, &k2.signers)
                         != (&before.0, &before.1, &before.2)
                     {
-                        write_key_file(&mut inner, &k2, access, Some(id))?;
+                        write_key_file(&mut inner, &k2, access, Some(id), key_cache)?;
                     }
                     Some(k2)
                 } else {
@@ -437,11 +457,22 @@ fn rewrap(mut k: Keyring, access: &Access, change: &mut KeyChange) -> Keyring {
     k
 }
 
+/// The name of a key file: a hash of its bytes.
+fn key_file_id(file: &[u8]) -> ObjectId {
+    ObjectId(
+        *blake3::Hasher::new_derive_key("shelldone encrypted remote key file 1")
+            .update(file)
+            .finalize()
+            .as_bytes(),
+    )
+}
+
 fn write_key_file<B: Backend>(
     inner: &mut B,
     k: &Keyring,
     access: &Access,
     expected: Option<ObjectId>,
+    cache: Option<&Path>,
 ) -> Result<()> {
     use std::io::Write;
     let signing = access.signing.as_ref().ok_or_else(|| {
@@ -471,12 +502,8 @@ fn write_key_file<B: Backend>(
     file.extend_from_slice(signing.verifying_key().as_bytes());
     file.extend_from_slice(&sig.to_bytes());
     file.extend_from_slice(&agefile);
-    let id = ObjectId(
-        *blake3::Hasher::new_derive_key("shelldone encrypted remote key file 1")
-            .update(&file)
-            .finalize()
-            .as_bytes(),
-    );
+    let id = key_file_id(&file);
+    let copy = cache.map(|c| (c, file.clone()));
     let mut one = std::iter::once(Ok(Outgoing {
         kind: Kind::Blob,
         id,
@@ -487,10 +514,20 @@ fn write_key_file<B: Backend>(
         name: KEYS_REF.into(),
         expected,
         new: Some(id),
-    }])
+    }])?;
+    if let Some((path, file)) = copy {
+        // Only a cache: one that cannot be written is read from the remote next time.
+        let _ = super::sign::write_cache(path, &file);
+    }
+    Ok(())
 }
 
-fn read_key_file<B: Backend>(inner: &mut B, id: ObjectId, access: &Access) -> Result<Keyring> {
+fn read_key_file<B: Backend>(
+    inner: &mut B,
+    id: ObjectId,
+    access: &Access,
+    cache: Option<&Path>,
+) -> Result<Keyring> {
     let name = inner.name().to_owned();
     let bad = |why: &str| {
         Error::remote(
@@ -498,12 +535,29 @@ fn read_key_file<B: Backend>(inner: &mut B, id: ObjectId, access: &Access) -> Re
             format!("the encrypted remote's key file {why}; refused (nothing was changed)"),
         )
     };
-    let file = inner
-        .get(&[id])?
-        .into_iter()
-        .next()
-        .flatten()
-        .ok_or_else(|| bad("is missing"))?;
+    // The copy kept before, when it is the key file the ref names now (a damaged or older
+    // copy hashes to another name): every check below is made on it as on a fresh read.
+    let kept = cache
+        .and_then(|c| std::fs::read(c).ok())
+        .filter(|f| key_file_id(f) == id);
+    let file = match kept {
+        Some(f) => f,
+        None => {
+            let f = inner
+                .get(&[id])?
+                .into_iter()
+                .next()
+                .flatten()
+                .ok_or_else(|| bad("is missing"))?;
+            if key_file_id(&f) != id {
+                return Err(bad("does not match its name (damaged or replaced)"));
+            }
+            if let Some(c) = cache {
+                let _ = super::sign::write_cache(c, &f);
+            }
+            f
+        }
+    };
     if let Some(rest) = file.strip_prefix(b"shelldone-keys ".as_slice())
         && !file.starts_with(KEYS_MAGIC)
     {
@@ -1186,5 +1240,170 @@ mod tests {
             .push(("other".into(), access().signing.unwrap().verifying_key()));
         let e = Encrypted::open(&mut mem, &a_knows, Mode::Read).unwrap_err();
         assert!(e.to_string().contains("does not trust"), "{e}");
+    }
+
+    #[test]
+    fn the_key_file_is_kept_locally_and_checked_on_every_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("r.key-file");
+        let a = access();
+        let mut mem = MemoryBackend::new("m");
+        drop(Encrypted::open_cached(&mut mem, &a, Mode::Write, Some(cache.clone())).unwrap());
+        let id = mem.clone().list_refs().unwrap()[KEYS_REF];
+        let kept = std::fs::read(&cache).unwrap();
+        assert_eq!(key_file_id(&kept), id);
+        assert_eq!(mem.objects()[&id], kept, "the copy is the remote's bytes");
+        // The key file is gone from the remote: the copy answers (same name, same bytes).
+        let file = mem.objects_mut().remove(&id).unwrap();
+        assert!(Encrypted::open_cached(&mut mem, &a, Mode::Read, Some(cache.clone())).is_ok());
+        let e = Encrypted::open(&mut mem, &a, Mode::Read).unwrap_err();
+        assert!(e.to_string().contains("is missing"), "{e}");
+        // Every check is made on the copy: a signer this device revoked is refused.
+        let mut revoked = access_like(&a);
+        revoked.revoked_signers = vec![a.signing.as_ref().unwrap().verifying_key()];
+        let e = Encrypted::open_cached(&mut mem, &revoked, Mode::Read, Some(cache.clone()))
+            .unwrap_err();
+        assert!(e.to_string().contains("revoked"), "{e}");
+        // A damaged copy is ignored (the remote's is read, missing here), then replaced.
+        let mut damaged = kept.clone();
+        damaged[40] ^= 1;
+        std::fs::write(&cache, &damaged).unwrap();
+        let e = Encrypted::open_cached(&mut mem, &a, Mode::Read, Some(cache.clone())).unwrap_err();
+        assert!(e.to_string().contains("is missing"), "{e}");
+        mem.objects_mut().insert(id, file);
+        assert!(Encrypted::open_cached(&mut mem, &a, Mode::Read, Some(cache.clone())).is_ok());
+        assert_eq!(std::fs::read(&cache).unwrap(), kept);
+        // Another device re-wraps the key file: the old copy is not the key file any more;
+        // the new one is read, checked and kept.
+        let b = access();
+        let mut a2 = access_like(&a);
+        a2.recipients.push(b.identity.to_public().to_string());
+        drop(Encrypted::open(&mut mem, &a2, Mode::Write).unwrap());
+        let enc = Encrypted::open_cached(&mut mem, &a, Mode::Read, Some(cache.clone())).unwrap();
+        assert!(
+            enc.keyring()
+                .unwrap()
+                .recipients
+                .contains(&b.identity.to_public().to_string())
+        );
+        let now = mem.clone().list_refs().unwrap()[KEYS_REF];
+        assert_ne!(now, id);
+        assert_eq!(key_file_id(&std::fs::read(&cache).unwrap()), now);
+    }
+
+    #[test]
+    fn a_changed_ref_costs_its_two_records_and_nothing_else() {
+        use crate::remote::memory::Counting;
+        use crate::remote::sign::{Signed, Trust};
+        let dir = tempfile::tempdir().unwrap();
+        let a = access();
+        let trust = Trust {
+            trusted: a.signers.clone(),
+            revoked: Vec::new(),
+        };
+        let mut mem = MemoryBackend::new("m");
+        let up = |name: &str, expected, new| RefUpdate {
+            name: name.into(),
+            expected,
+            new: Some(new),
+        };
+        let (v1, v2, v3) = (ObjectId([1; 32]), ObjectId([2; 32]), ObjectId([3; 32]));
+        let enc = Encrypted::open(&mut mem, &a, Mode::Write).unwrap();
+        let mut w =
+            Signed::open(enc, a.signing.clone(), trust.clone(), dir.path().join("w")).unwrap();
+        w.list_refs().unwrap();
+        w.update_refs(&[up("x/head", None, v1), up("x/sessions/s", None, v2)])
+            .unwrap();
+        drop(w);
+        // The reader verifies both once.
+        fn open<'m>(
+            mem: &'m mut MemoryBackend,
+            a: &Access,
+            trust: &Trust,
+            dir: &Path,
+        ) -> Signed<Encrypted<Counting<'m>>> {
+            let counted = Counting {
+                inner: mem,
+                gets: 0,
+            };
+            let enc = Encrypted::open_cached(counted, a, Mode::Read, Some(dir.join("r.key-file")))
+                .unwrap()
+                .with_cache(dir.join("r.encrypted-refs.json"));
+            Signed::open(enc, None, trust.clone(), dir.join("r")).unwrap()
+        }
+        assert_eq!(
+            open(&mut mem, &a, &trust, dir.path()).list_refs().unwrap()["x/head"],
+            v1
+        );
+        // The writer moves one ref.
+        let enc = Encrypted::open(&mut mem, &a, Mode::Write).unwrap();
+        let mut w =
+            Signed::open(enc, a.signing.clone(), trust.clone(), dir.path().join("w")).unwrap();
+        w.list_refs().unwrap();
+        w.update_refs(&[up("x/head", Some(v1), v3)]).unwrap();
+        drop(w);
+        // The reader reads its encrypted record, then the signed record it names: two rounds;
+        // the key file is its copy, the identity the one the unchanged ref's record names.
+        let mut r = open(&mut mem, &a, &trust, dir.path());
+        let refs = r.list_refs().unwrap();
+        assert_eq!((refs["x/head"], refs["x/sessions/s"]), (v3, v2));
+        assert_eq!(r.inner().inner().gets, 2);
+    }
+
+    #[test]
+    fn a_push_retires_a_revoked_devices_encrypted_refs() {
+        use crate::remote::sign::{Signed, Trust};
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (access(), access());
+        let mut both = access_like(&a);
+        both.recipients.push(b.identity.to_public().to_string());
+        both.signers.extend(b.signers.iter().cloned());
+        let trust = Trust {
+            trusted: both.signers.clone(),
+            revoked: Vec::new(),
+        };
+        let mut mem = MemoryBackend::new("m");
+        drop(Encrypted::open(&mut mem, &both, Mode::Write).unwrap());
+        // B, a reader and a signer, pushes a ref.
+        let enc = Encrypted::open(&mut mem, &b, Mode::Write).unwrap();
+        let mut sb = Signed::open(enc, b.signing.clone(), trust, dir.path().join("b")).unwrap();
+        sb.list_refs().unwrap();
+        sb.update_refs(&[RefUpdate {
+            name: "b/head".into(),
+            expected: None,
+            new: Some(ObjectId([2; 32])),
+        }])
+        .unwrap();
+        drop(sb);
+        // A revokes B: its pull refuses B's ref, its push retires it (and rotates the key).
+        let mut revoking = access_like(&a);
+        let b_key = b.signing.as_ref().unwrap().verifying_key();
+        revoking.revoked.push(b.identity.to_public().to_string());
+        revoking.revoked_signers.push(b_key);
+        let trust = Trust {
+            trusted: a.signers.clone(),
+            revoked: vec![("b".into(), b_key)],
+        };
+        let seen = dir.path().join("a");
+        let enc = Encrypted::open(&mut mem, &revoking, Mode::Read).unwrap();
+        let mut pull = Signed::open(enc, None, trust.clone(), seen.clone()).unwrap();
+        let e = pull.list_refs().unwrap_err().to_string();
+        assert!(e.contains("revoked"), "{e}");
+        drop(pull);
+        let enc = Encrypted::open(&mut mem, &revoking, Mode::Write).unwrap();
+        assert_eq!(enc.keyring().unwrap().epoch(), 1);
+        let mut push = Signed::open(enc, a.signing.clone(), trust.clone(), seen.clone()).unwrap();
+        assert!(push.list_refs().unwrap().is_empty());
+        assert_eq!(push.retired().len(), 1);
+        drop(push);
+        let inner: Vec<String> = mem.clone().list_refs().unwrap().into_keys().collect();
+        assert_eq!(
+            inner,
+            vec![KEYS_REF.to_owned()],
+            "only the key file's ref is left"
+        );
+        let enc = Encrypted::open(&mut mem, &revoking, Mode::Read).unwrap();
+        let mut pull = Signed::open(enc, None, trust, seen).unwrap();
+        assert!(pull.list_refs().unwrap().is_empty());
     }
 }

@@ -94,3 +94,45 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 }
+
+#[cfg(test)]
+pub(crate) use counting::Counting;
+
+#[cfg(test)]
+mod counting {
+    use std::collections::BTreeMap;
+
+    use objects_format::ObjectId;
+
+    use super::MemoryBackend;
+    use crate::error::Result;
+    use crate::remote::{Backend, Outgoing, RefUpdate};
+
+    /// Counts the reads a decorator makes of the backend it wraps (rounds of `get`).
+    pub(crate) struct Counting<'a> {
+        pub(crate) inner: &'a mut MemoryBackend,
+        pub(crate) gets: usize,
+    }
+
+    impl Backend for Counting<'_> {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
+            self.inner.list_refs()
+        }
+        fn has(&mut self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+            self.inner.has(ids)
+        }
+        fn get(&mut self, ids: &[ObjectId]) -> Result<Vec<Option<Vec<u8>>>> {
+            self.gets += 1;
+            self.inner.get(ids)
+        }
+        fn put(&mut self, objects: &mut dyn Iterator<Item = Result<Outgoing>>) -> Result<()> {
+            self.inner.put(objects)
+        }
+        fn update_refs(&mut self, updates: &[RefUpdate]) -> Result<()> {
+            self.inner.update_refs(updates)
+        }
+    }
+}

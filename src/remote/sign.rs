@@ -56,6 +56,20 @@ pub struct Record {
     pub signature: Vec<u8>,
 }
 
+/// A ref a push deleted from the remote because its record is signed by a revoked device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retired {
+    /// The ref's name.
+    pub name: String,
+    /// The record it named.
+    pub record: ObjectId,
+    /// The revoked device that signed it (its name on this device's trust list).
+    pub signer: String,
+}
+
+/// Verified refs (name → record id, payload), and the refs to retire.
+type Verified = (BTreeMap<String, (ObjectId, Payload)>, Vec<Retired>);
+
 /// Whom this device trusts to sign refs.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
@@ -83,6 +97,8 @@ pub struct Signed<B> {
     /// verified them (kept beside the counters, [`cache_path`]), so that a pull or a push reads
     /// and verifies only the records that changed since.
     verified_before: BTreeMap<ObjectId, Payload>,
+    /// The refs this handle retired ([`Signed::retired`]).
+    retired: Vec<Retired>,
 }
 
 /// The file of records verified before, beside the counters file `seen_path`.
@@ -139,15 +155,7 @@ pub fn identity_object() -> ObjectId {
 pub fn remote_identity<B: Backend + ?Sized>(inner: &mut B, create: bool) -> Result<Option<String>> {
     let id = identity_object();
     if let Some(bytes) = inner.get(&[id])?.into_iter().next().flatten() {
-        let hex = bytes
-            .strip_prefix(IDENTITY_MAGIC)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .map(str::trim)
-            .filter(|h| h.len() == 32 && h.bytes().all(|c| c.is_ascii_hexdigit()))
-            .ok_or_else(|| {
-                Error::remote(inner.name(), "the remote's identity object is malformed")
-            })?;
-        return Ok(Some(hex.to_owned()));
+        return parse_identity(inner.name(), &bytes).map(Some);
     }
     if !create {
         return Ok(None);
@@ -163,6 +171,17 @@ pub fn remote_identity<B: Backend + ?Sized>(inner: &mut B, create: bool) -> Resu
     }));
     inner.put(&mut one)?;
     Ok(Some(hex))
+}
+
+/// The remote's identity (hex) from its identity object.
+fn parse_identity(remote: &str, bytes: &[u8]) -> Result<String> {
+    bytes
+        .strip_prefix(IDENTITY_MAGIC)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(str::trim)
+        .filter(|h| h.len() == 32 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .ok_or_else(|| Error::remote(remote, "the remote's identity object is malformed"))
 }
 
 /// The object id of a stored record.
@@ -198,18 +217,19 @@ pub fn sign_record(key: &ed25519_dalek::SigningKey, payload: &Payload) -> Result
 
 impl<B: Backend> Signed<B> {
     /// Wraps `inner`. `signing` is needed to push; `seen_path` is this device's file of the
-    /// highest counters seen on this remote. Reads the remote's identity, creating it when
-    /// `signing` is given (a push) and the remote has none.
+    /// highest counters seen on this remote. The remote's identity is read when it is first
+    /// needed, in the same round as the records a listing reads (or taken from the records
+    /// this device verified before that the remote still lists), and created by the first
+    /// update when the remote has none.
     ///
     /// # Errors
-    /// A damaged counters file, the backend's errors.
+    /// A damaged counters file.
     pub fn open(
-        mut inner: B,
+        inner: B,
         signing: Option<ed25519_dalek::SigningKey>,
         trust: Trust,
         seen_path: PathBuf,
     ) -> Result<Self> {
-        let remote_id = remote_identity(&mut inner, signing.is_some())?;
         let seen = match std::fs::read(&seen_path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| Error::corrupt_file(&seen_path, e.to_string()))?,
@@ -218,13 +238,14 @@ impl<B: Backend> Signed<B> {
         };
         Ok(Signed {
             inner,
-            remote_id,
+            remote_id: None,
             signing,
             trust,
             verified_before: read_cache(&cache_path(&seen_path)),
             seen_path,
             seen,
             last: None,
+            retired: Vec::new(),
         })
     }
 
@@ -248,25 +269,54 @@ impl<B: Backend> Signed<B> {
         )
     }
 
-    /// Every ref with its record id, payload, verified.
-    fn verified(&mut self) -> Result<BTreeMap<String, (ObjectId, Payload)>> {
+    /// Every ref with its record id, payload, verified. With `retire` (a push), a ref whose
+    /// record carries a valid signature by a revoked key is not refused but returned apart,
+    /// for [`Signed::retire`].
+    fn verified(&mut self, retire: bool) -> Result<Verified> {
         let listed = self.inner.list_refs()?;
         let mut out = BTreeMap::new();
+        let mut retired = Vec::new();
         if listed.is_empty() {
-            return Ok(out);
+            return Ok((out, retired));
+        }
+        // Records whose signature verified before (their id is the hash of their bytes) are
+        // not read again; every other check below is made on them anew.
+        let mut ids: Vec<ObjectId> = listed
+            .values()
+            .filter(|rid| !self.verified_before.contains_key(*rid))
+            .copied()
+            .collect();
+        // The remote's identity: the one the listed records verified before name (each was
+        // checked against the identity the remote had when it was verified, and the remote
+        // still lists it); when there is none, read in the same round as the records (one
+        // round trip, not two).
+        if self.remote_id.is_none() {
+            let named: std::collections::BTreeSet<&str> = listed
+                .values()
+                .filter_map(|rid| self.verified_before.get(rid))
+                .map(|p| p.remote.as_str())
+                .collect();
+            if named.len() == 1 {
+                self.remote_id = named.into_iter().next().map(str::to_owned);
+            } else {
+                ids.push(identity_object());
+            }
+        }
+        let mut got = if ids.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.get(&ids)?
+        };
+        if self.remote_id.is_none() {
+            ids.pop();
+            if let Some(bytes) = got.pop().flatten() {
+                self.remote_id = Some(parse_identity(self.inner.name(), &bytes)?);
+            }
         }
         let Some(remote_id) = self.remote_id.clone() else {
             let first = listed.keys().next().cloned().unwrap_or_default();
             return Err(self.refuse(&first, "the remote has refs but no identity object"));
         };
-        // Records whose signature verified before (their id is the hash of their bytes) are
-        // not read again; every other check below is made on them anew.
-        let ids: Vec<ObjectId> = listed
-            .values()
-            .filter(|rid| !self.verified_before.contains_key(*rid))
-            .copied()
-            .collect();
-        let got = self.inner.get(&ids)?;
         let mut fetched: BTreeMap<ObjectId, Option<Vec<u8>>> = ids.into_iter().zip(got).collect();
         for (name, rid) in listed {
             let (p, rec) = match self.verified_before.get(&rid) {
@@ -278,16 +328,32 @@ impl<B: Backend> Signed<B> {
             };
             let vk = ed25519_dalek::VerifyingKey::from_bytes(&p.signer)
                 .map_err(|_| self.refuse(&name, "its signer is not an Ed25519 key"))?;
-            if let Some((who, _)) = self.trust.revoked.iter().find(|(_, k)| *k == vk) {
-                return Err(
-                    self.refuse(&name, &format!("it is signed by '{who}', a revoked device"))
-                );
-            }
-            let Some((who, _)) = self.trust.trusted.iter().find(|(_, k)| *k == vk) else {
-                return Err(self.refuse(
-                    &name,
-                    "it is signed by a key that is not on this device's trust list ('shelldone key list')",
-                ));
+            let revoked = self
+                .trust
+                .revoked
+                .iter()
+                .find(|(_, k)| *k == vk)
+                .map(|(w, _)| w.clone());
+            let who = match &revoked {
+                Some(who) if !retire => {
+                    return Err(self.refuse(
+                        &name,
+                        &format!(
+                            "it is signed by '{who}', a revoked device (a push from a device that revoked it, 'shelldone sync push {}', retires that device's refs from the remote)",
+                            self.inner.name()
+                        ),
+                    ));
+                }
+                Some(who) => who.clone(),
+                None => match self.trust.trusted.iter().find(|(_, k)| *k == vk) {
+                    Some((who, _)) => who.clone(),
+                    None => {
+                        return Err(self.refuse(
+                            &name,
+                            "it is signed by a key that is not on this device's trust list ('shelldone key list')",
+                        ));
+                    }
+                },
             };
             if let Some(rec) = rec {
                 let sig = <[u8; 64]>::try_from(rec.signature.as_slice())
@@ -303,6 +369,16 @@ impl<B: Backend> Signed<B> {
                         ),
                     ));
                 }
+            }
+            if revoked.is_some() {
+                // Signed by a revoked key (the signature verified: not a forgery), on a push:
+                // retired by the caller, whatever its name or counter says.
+                retired.push(Retired {
+                    name,
+                    record: rid,
+                    signer: who,
+                });
+                continue;
             }
             if p.name != name {
                 return Err(self.refuse(&name, &format!("its record is for ref {}", p.name)));
@@ -323,7 +399,33 @@ impl<B: Backend> Signed<B> {
             }
             out.insert(name, (rid, p));
         }
-        Ok(out)
+        Ok((out, retired))
+    }
+
+    /// Deletes the refs a push found signed by revoked keys (compare-and-swap on the record
+    /// each was found with), and keeps them for [`Signed::retired`].
+    fn retire(&mut self, refs: Vec<Retired>) -> Result<()> {
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let deletes: Vec<RefUpdate> = refs
+            .iter()
+            .map(|r| RefUpdate {
+                name: r.name.clone(),
+                expected: Some(r.record),
+                new: None,
+            })
+            .collect();
+        self.inner.update_refs(&deletes)?;
+        self.retired.extend(refs);
+        Ok(())
+    }
+
+    /// The refs this handle deleted from the remote because a revoked device signed them
+    /// (a push retires them; a pull refuses them).
+    #[must_use]
+    pub fn retired(&self) -> &[Retired] {
+        &self.retired
     }
 
     /// A ref's record, read and decoded (its signature is checked by the caller).
@@ -402,7 +504,9 @@ impl<B: Backend> Backend for Signed<B> {
 
     fn list_refs(&mut self) -> Result<BTreeMap<String, ObjectId>> {
         self.last = None;
-        let v = self.verified()?;
+        // Only a push retires: it is the one that signs (`signing` is given).
+        let (v, retired) = self.verified(self.signing.is_some())?;
+        self.retire(retired)?;
         self.remember(&v)?;
         self.keep_verified(&v);
         let out = v
@@ -433,14 +537,22 @@ impl<B: Backend> Backend for Signed<B> {
         let key = self.signing.clone().ok_or_else(|| {
             Error::Internal("a signed remote was opened for reading and then pushed to".into())
         })?;
+        let mut now = match self.last.take() {
+            Some(v) => v,
+            None => {
+                let (v, retired) = self.verified(true)?;
+                self.retire(retired)?;
+                v
+            }
+        };
+        if self.remote_id.is_none() {
+            // No ref was listed, so the identity was not needed yet: read it, or create it.
+            self.remote_id = remote_identity(&mut self.inner, true)?;
+        }
         let remote_id = self
             .remote_id
             .clone()
             .ok_or_else(|| Error::Internal("a signed remote without identity".into()))?;
-        let mut now = match self.last.take() {
-            Some(v) => v,
-            None => self.verified()?,
-        };
         let mut counter = self.seen.values().copied().max().unwrap_or(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -498,7 +610,7 @@ impl<B: Backend> Backend for Signed<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::memory::MemoryBackend;
+    use crate::remote::memory::{Counting, MemoryBackend};
 
     fn key() -> ed25519_dalek::SigningKey {
         ed25519_dalek::SigningKey::from_bytes(&rand::random())
@@ -628,5 +740,138 @@ mod tests {
                 .to_string()
                 .contains("trust list")
         );
+    }
+
+    #[test]
+    fn the_identity_is_read_with_the_records_or_taken_from_the_verified_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (key(), key());
+        let trust = Trust {
+            trusted: vec![
+                ("a".into(), a.verifying_key()),
+                ("b".into(), b.verifying_key()),
+            ],
+            revoked: Vec::new(),
+        };
+        let mut mem = MemoryBackend::new("m");
+        // A push to an empty remote creates the identity with its first update.
+        let seen_a = dir.path().join("a.json");
+        let mut sa = Signed::open(&mut mem, Some(a.clone()), trust.clone(), seen_a).unwrap();
+        assert!(sa.list_refs().unwrap().is_empty());
+        sa.update_refs(&[up("a/head", None, ObjectId([1; 32]))])
+            .unwrap();
+        drop(sa);
+        assert!(mem.objects().contains_key(&identity_object()));
+        // B reads A's new record and the identity in one round.
+        let seen_b = dir.path().join("b.json");
+        let mut counted = Counting {
+            inner: &mut mem,
+            gets: 0,
+        };
+        let mut sb = Signed::open(&mut counted, None, trust.clone(), seen_b.clone()).unwrap();
+        assert_eq!(sb.list_refs().unwrap()["a/head"], ObjectId([1; 32]));
+        drop(sb);
+        assert_eq!(counted.gets, 1, "records and identity in one round");
+        // Nothing new: no read at all; B's push signs for the identity the records named.
+        counted.gets = 0;
+        let mut sb = Signed::open(&mut counted, Some(b.clone()), trust.clone(), seen_b).unwrap();
+        sb.list_refs().unwrap();
+        sb.update_refs(&[up("b/head", None, ObjectId([2; 32]))])
+            .unwrap();
+        drop(sb);
+        assert_eq!(counted.gets, 0, "everything was verified before");
+        // A third device, which verified nothing, accepts B's record: it names this remote.
+        let mut sc = Signed::open(&mut mem, None, trust, dir.path().join("c.json")).unwrap();
+        let refs = sc.list_refs().unwrap();
+        assert_eq!(refs["b/head"], ObjectId([2; 32]));
+        assert_eq!(refs.len(), 2);
+    }
+
+    #[test]
+    fn a_push_retires_refs_a_revoked_key_signed_and_refuses_forged_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (key(), key());
+        let both = Trust {
+            trusted: vec![
+                ("a".into(), a.verifying_key()),
+                ("b".into(), b.verifying_key()),
+            ],
+            revoked: Vec::new(),
+        };
+        let mut mem = MemoryBackend::new("m");
+        let mut sa = Signed::open(
+            &mut mem,
+            Some(a.clone()),
+            both.clone(),
+            dir.path().join("a"),
+        )
+        .unwrap();
+        sa.update_refs(&[up("a/head", None, ObjectId([1; 32]))])
+            .unwrap();
+        drop(sa);
+        let mut sb = Signed::open(&mut mem, Some(b.clone()), both, dir.path().join("b")).unwrap();
+        sb.list_refs().unwrap();
+        sb.update_refs(&[
+            up("b/head", None, ObjectId([2; 32])),
+            up("b/sessions/x", None, ObjectId([3; 32])),
+        ])
+        .unwrap();
+        drop(sb);
+        // A revokes B: a pull refuses B's refs and names the way out; nothing is deleted.
+        let revoked = Trust {
+            trusted: vec![("a".into(), a.verifying_key())],
+            revoked: vec![("b".into(), b.verifying_key())],
+        };
+        let seen_a = dir.path().join("a2");
+        let mut pull = Signed::open(&mut mem, None, revoked.clone(), seen_a.clone()).unwrap();
+        let e = pull.list_refs().unwrap_err().to_string();
+        assert!(e.contains("revoked") && e.contains("sync push m"), "{e}");
+        drop(pull);
+        assert_eq!(mem.clone().list_refs().unwrap().len(), 3);
+        // A record that claims B's key but does not verify is a forgery: a push refuses it
+        // and deletes nothing.
+        let mut forged_remote = mem.clone();
+        let remote = remote_identity(&mut forged_remote, false).unwrap().unwrap();
+        let p = Payload {
+            remote,
+            name: "a/sessions/y".into(),
+            value: [9; 32],
+            prev: None,
+            counter: 1,
+            signer: b.verifying_key().to_bytes(),
+        };
+        let bytes = sign_record(&key(), &p).unwrap();
+        let fid = record_id(&bytes);
+        forged_remote.objects_mut().insert(fid, bytes);
+        forged_remote.refs_mut().insert("a/sessions/y".into(), fid);
+        let mut push = Signed::open(
+            &mut forged_remote,
+            Some(a.clone()),
+            revoked.clone(),
+            seen_a.clone(),
+        )
+        .unwrap();
+        let e = push.list_refs().unwrap_err().to_string();
+        assert!(e.contains("does not verify"), "{e}");
+        drop(push);
+        assert_eq!(forged_remote.clone().list_refs().unwrap().len(), 4);
+        // A's push retires B's two refs and keeps its own.
+        let mut push = Signed::open(&mut mem, Some(a.clone()), revoked.clone(), seen_a).unwrap();
+        let refs = push.list_refs().unwrap();
+        assert_eq!(refs.keys().collect::<Vec<_>>(), vec!["a/head"]);
+        let retired: Vec<(&str, &str)> = push
+            .retired()
+            .iter()
+            .map(|r| (r.name.as_str(), r.signer.as_str()))
+            .collect();
+        assert_eq!(retired, vec![("b/head", "b"), ("b/sessions/x", "b")]);
+        push.update_refs(&[up("a/head", Some(ObjectId([1; 32])), ObjectId([4; 32]))])
+            .unwrap();
+        drop(push);
+        let left = mem.clone().list_refs().unwrap();
+        assert_eq!(left.keys().collect::<Vec<_>>(), vec!["a/head"]);
+        // A device that revoked B too now pulls cleanly.
+        let mut pull = Signed::open(&mut mem, None, revoked, dir.path().join("c")).unwrap();
+        assert_eq!(pull.list_refs().unwrap()["a/head"], ObjectId([4; 32]));
     }
 }

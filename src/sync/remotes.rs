@@ -250,9 +250,13 @@ pub fn remote_remove(cx: &Context, name: &str) -> Result<()> {
         .join("remotes")
         .join(format!("{name}.signed-refs.json"));
     let verified = crate::remote::sign::cache_path(&seen);
-    let opened = seen.with_file_name(format!("{name}.encrypted-refs.json"));
-    if opened.exists() {
-        fs::remove_file(opened)?;
+    for cache in [
+        seen.with_file_name(format!("{name}.encrypted-refs.json")),
+        seen.with_file_name(format!("{name}.key-file")),
+    ] {
+        if cache.exists() {
+            fs::remove_file(cache)?;
+        }
     }
     if seen.exists() {
         fs::remove_file(seen)?;
@@ -467,11 +471,14 @@ pub(super) fn open_protected(
                 revoked_signers: trust.revoked.iter().map(|r| r.1).collect(),
             };
             let mode = if write { Mode::Write } else { Mode::Read };
-            let enc = Encrypted::open(plain, &access, mode)?.with_cache(
-                cx.snapshots_dir()
-                    .join("remotes")
-                    .join(format!("{}.encrypted-refs.json", rc.name)),
-            );
+            let here = cx.snapshots_dir().join("remotes");
+            let enc = Encrypted::open_cached(
+                plain,
+                &access,
+                mode,
+                Some(here.join(format!("{}.key-file", rc.name))),
+            )?
+            .with_cache(here.join(format!("{}.encrypted-refs.json", rc.name)));
             // The devices the key file names (it was signed by one this device trusts, or,
             // on a device joining, taken on first use) sign refs too.
             if let Some(k) = enc.keyring() {

@@ -7,6 +7,7 @@
 //! changed.
 
 use std::path::Path;
+use std::process::Output;
 
 use crate::support::{GitDaemon, Sandbox, assert_same};
 use crate::sync::{device, fsck};
@@ -404,30 +405,78 @@ pub(crate) fn export_paper(sb: &Sandbox) -> (String, String) {
     (grouped, whole)
 }
 
-#[test]
-fn the_paper_key_opens_an_encrypted_remote_when_every_device_is_lost() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir_url = tmp.path().join("dir-remote").to_str().unwrap().to_owned();
+/// How a story's commands reach its remote: the variables they need (an S3 server's), none
+/// for a directory or a `git daemon`.
+pub(crate) type Env<'a> = &'a dyn Fn(&mut std::process::Command);
+
+/// Where a story's remote is, as the tests look at it from outside.
+pub(crate) struct Seen<'a> {
+    /// Every name and byte the remote holds (a folder, a bucket's keys and objects, a git
+    /// repository's files), to tell that nothing changed.
+    pub files: &'a dyn Fn() -> Vec<(String, Vec<u8>)>,
+    /// How many stored objects it holds, where a key file is one object (directory, S3).
+    pub objects: Option<&'a dyn Fn() -> usize>,
+    /// Everything a known-plaintext search reads.
+    pub bytes: &'a dyn Fn() -> Vec<u8>,
+}
+
+/// [`crate::vault::run`] with the remote's variables.
+fn run_in(env: Env<'_>, sb: &Sandbox, pass: Option<&str>, stdin: &[u8], args: &[&str]) -> Output {
+    let mut c = sb.cmd(args);
+    env(&mut c);
+    match pass {
+        Some(p) => c.env("SHELLDONE_VAULT_PASSPHRASE", p),
+        None => c.env_remove("SHELLDONE_VAULT_PASSPHRASE"),
+    };
+    crate::support::run_with_stdin(c, stdin)
+}
+
+/// Expects exit `code`; returns stdout, and stderr after it when the code is not 0.
+fn expect_in(
+    env: Env<'_>,
+    sb: &Sandbox,
+    pass: Option<&str>,
+    stdin: &[u8],
+    code: i32,
+    args: &[&str],
+) -> String {
+    let o = run_in(env, sb, pass, stdin, args);
+    let mut s = crate::support::exited(&args, &o, code);
+    if code != 0 {
+        s.push_str(&String::from_utf8_lossy(&o.stderr));
+    }
+    s
+}
+
+/// Every device is lost; a new machine recovers the encrypted remote at `url` with the paper
+/// key (`key import --remote`): a wrong paper key changes nothing on either side, the right
+/// one pulls the state and its secrets and re-wraps the key file for the new keys, and a
+/// device the new one trusts joins as usual. The remote holds no plaintext at the end.
+/// `init`: the remote is created by `remote add --init` (directory, S3), not there already.
+pub(crate) fn paper_key_recovery(url: &str, init: bool, env: Env<'_>, remote: &Seen<'_>) {
+    let ok =
+        |sb: &Sandbox, stdin: &[u8], args: &[&str]| expect_in(env, sb, Some(PASS), stdin, 0, args);
     let a = device_with_known_state();
     ok(&a, b"kept-safe", &["secret", "set", "tok"]);
     let (paper, _) = export_paper(&a);
     a.save("A: a secret and a paper key");
-    ok(
-        &a,
-        b"",
-        &["remote", "add", "box", &dir_url, "--init", "--encrypt"],
-    );
+    let mut add = vec!["remote", "add", "box", url, "--encrypt"];
+    if init {
+        add.push("--init");
+    }
+    ok(&a, b"", &add);
     ok(&a, b"", &["sync", "push", "box"]);
     // A is lost. A new machine C has new keys that are nobody's readers: a plain pull is a key
     // error that names the way back in.
     let c = keyed_device();
-    ok(&c, b"", &["remote", "add", "box", &dir_url, "--encrypt"]);
-    let out = expect(&c, Some(PASS), b"", KEY_EXIT, &["sync", "pull", "box"]);
+    ok(&c, b"", &["remote", "add", "box", url, "--encrypt"]);
+    let out = expect_in(env, &c, Some(PASS), b"", KEY_EXIT, &["sync", "pull", "box"]);
     assert!(out.contains("key import --remote box"), "{out}");
     // Another vault's paper key: refused before anything is written, here or on the remote.
     let (_, wrong) = export_paper(&keyed_device());
-    let (here, there) = (local_state(&c), snapshot_of(Path::new(&dir_url)));
-    let out = expect(
+    let (here, there) = (local_state(&c), (remote.files)());
+    let out = expect_in(
+        env,
         &c,
         Some(PASS),
         wrong.as_bytes(),
@@ -443,13 +492,10 @@ fn the_paper_key_opens_an_encrypted_remote_when_every_device_is_lost() {
         snapshot_of(&c.state().join("secrets")).is_empty(),
         "no vault pulled"
     );
-    assert!(
-        snapshot_of(Path::new(&dir_url)) == there,
-        "nor on the remote"
-    );
+    assert!((remote.files)() == there, "nor on the remote");
     // The paper key, typed back in its groups: C pulls A's state, reads A's secret, and the
     // remote's key file is re-wrapped for C's keys.
-    let objects_before = snapshot_of(&Path::new(&dir_url).join("objects")).len();
+    let objects_before = remote.objects.map(|n| n());
     let out = json(&ok(
         &c,
         paper.as_bytes(),
@@ -459,10 +505,13 @@ fn the_paper_key_opens_an_encrypted_remote_when_every_device_is_lost() {
     assert!(out["received"]["objects"].as_u64().unwrap() > 10, "{out}");
     assert_same(&c.live(), &a.live());
     assert_eq!(ok(&c, b"", &["secret", "get", "tok"]), "kept-safe");
-    assert!(
-        snapshot_of(&Path::new(&dir_url).join("objects")).len() == objects_before + 1,
-        "the re-wrap wrote one object, the new key file"
-    );
+    if let (Some(before), Some(n)) = (objects_before, remote.objects) {
+        assert_eq!(
+            n(),
+            before + 1,
+            "the re-wrap wrote one object, the new key file"
+        );
+    }
     // From now on C's own keys open the remote: pull, then push what the import changed.
     ok(&c, b"", &["sync", "pull", "box"]);
     std::fs::write(c.config().join("after.toml"), "recovered = true\n").unwrap();
@@ -474,13 +523,133 @@ fn the_paper_key_opens_an_encrypted_remote_when_every_device_is_lost() {
     trust(&c, "dee", &d);
     c.save("C trusts D");
     ok(&c, b"", &["sync", "push", "box"]);
-    ok(&d, b"", &["remote", "add", "box", &dir_url, "--encrypt"]);
+    ok(&d, b"", &["remote", "add", "box", url, "--encrypt"]);
     ok(&d, b"", &["sync", "pull", "box"]);
     assert_same(&d.live(), &c.live());
     assert_eq!(ok(&d, b"", &["secret", "get", "tok"]), "kept-safe");
     assert_no_plaintext(
-        &names_and_bytes(Path::new(&dir_url)),
+        &(remote.bytes)(),
         &device(&c),
-        "the directory remote after the recovery",
+        "the remote after the recovery",
     );
+}
+
+#[test]
+fn the_paper_key_opens_an_encrypted_remote_when_every_device_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dir-remote");
+    let objects = || snapshot_of(&dir.join("objects")).len();
+    paper_key_recovery(
+        dir.to_str().unwrap(),
+        true,
+        &|_| {},
+        &Seen {
+            files: &|| snapshot_of(&dir),
+            objects: Some(&objects),
+            bytes: &|| names_and_bytes(&dir),
+        },
+    );
+}
+
+/// The same recovery over an encrypted git remote (a real `git daemon`), which stays a valid
+/// git repository throughout.
+#[test]
+fn the_paper_key_opens_an_encrypted_git_remote_when_every_device_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let daemon = GitDaemon::start(&tmp.path().join("srv"));
+    let (url, repo) = daemon.repo("paper.git");
+    paper_key_recovery(
+        &url,
+        false,
+        &|_| {},
+        &Seen {
+            files: &|| snapshot_of(&repo),
+            objects: None,
+            bytes: &|| {
+                let mut all = git_objects(&repo);
+                all.extend(names_and_bytes(&repo));
+                all
+            },
+        },
+    );
+    fsck(&repo);
+}
+/// Refs signed by a device that was revoked later block every pull of a device that knows of
+/// the revocation (refused, nothing changed locally); the error names the way out, and a push
+/// from such a device retires them (deletes refs whose records carry a valid signature by a
+/// revoked key, and nothing else): then every device pulls cleanly. A revoked device that
+/// pushes again is refused again.
+#[test]
+fn a_push_retires_a_revoked_devices_refs_and_then_every_device_pulls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = tmp.path().join("signed");
+    let url = remote.to_str().unwrap().to_owned();
+    let (a, b, c) = (keyed_device(), keyed_device(), keyed_device());
+    a.generate();
+    a.save("A: first");
+    for (by, others) in [
+        (&a, [("bee", &b), ("sea", &c)]),
+        (&b, [("ay", &a), ("sea", &c)]),
+        (&c, [("ay", &a), ("bee", &b)]),
+    ] {
+        for (name, of) in others {
+            trust(by, name, of);
+        }
+    }
+    ok(
+        &a,
+        b"",
+        &["remote", "add", "o", &url, "--init", "--require-signatures"],
+    );
+    ok(&a, b"", &["sync", "push", "o"]);
+    for d in [&b, &c] {
+        ok(
+            d,
+            b"",
+            &["remote", "add", "o", &url, "--require-signatures"],
+        );
+        ok(d, b"", &["sync", "pull", "o"]);
+    }
+    std::fs::write(b.config().join("from-b.toml"), "b = 1\n").unwrap();
+    b.save("B: change");
+    ok(&b, b"", &["sync", "push", "o"]);
+    ok(&c, b"", &["sync", "pull", "o"]);
+    let b_refs = remote.join("refs").join(device(&b));
+    assert!(ref_file(&remote, &device(&b)).exists());
+
+    // A and C revoke B: each pull refuses B's refs, names the way out, changes nothing.
+    let refused = |sb: &Sandbox| {
+        let before = local_state(sb);
+        let out = expect(sb, Some(PASS), b"", REMOTE_EXIT, &["sync", "pull", "o"]);
+        assert!(out.contains("revoked device"), "{out}");
+        assert!(out.contains("'shelldone sync push o'"), "{out}");
+        assert!(local_state(sb) == before, "a refused pull changes nothing");
+    };
+    ok(&a, b"", &["key", "revoke", "bee"]);
+    ok(&c, b"", &["key", "revoke", "bee"]);
+    refused(&a);
+    refused(&c);
+    // A pushes: B's refs are retired, A's own are written.
+    a.save("A revokes B");
+    ok(&a, b"", &["sync", "push", "o"]);
+    let left: Vec<(String, Vec<u8>)> = snapshot_of(&b_refs);
+    assert!(left.is_empty(), "B's refs were retired: {left:?}");
+    assert!(ref_file(&remote, &device(&a)).exists());
+    // Every device that revoked B pulls cleanly; C pushes and A pulls C's change.
+    ok(&c, b"", &["sync", "pull", "o"]);
+    std::fs::write(c.config().join("from-c.toml"), "c = 1\n").unwrap();
+    c.save("C: change");
+    ok(&c, b"", &["sync", "push", "o"]);
+    ok(&a, b"", &["sync", "pull", "o"]);
+    assert!(a.ok(&["state", "check"]).contains("no problems"));
+
+    // B, revoked, pushes again: refused again until the next push from A or C retires it.
+    std::fs::write(b.config().join("again.toml"), "b = 2\n").unwrap();
+    b.save("B: again");
+    ok(&b, b"", &["sync", "push", "o"]);
+    assert!(ref_file(&remote, &device(&b)).exists());
+    refused(&a);
+    ok(&c, b"", &["sync", "push", "o"]);
+    assert!(snapshot_of(&b_refs).is_empty(), "retired again");
+    ok(&a, b"", &["sync", "pull", "o"]);
 }

@@ -721,3 +721,100 @@ fn a_version_1_s3_remote_still_pulls() {
         "a pull writes nothing to the remote"
     );
 }
+
+/// Issue #16: every device lost, a new machine recovers an encrypted S3 remote with the paper
+/// key (the story of `the_paper_key_opens_an_encrypted_remote_when_every_device_is_lost`, over
+/// moto).
+#[test]
+fn the_paper_key_opens_an_encrypted_s3_remote_when_every_device_is_lost() {
+    let Some(m) =
+        Moto::start("the_paper_key_opens_an_encrypted_s3_remote_when_every_device_is_lost")
+    else {
+        return;
+    };
+    let keys = || {
+        let (_dump, all) = bucket(&m);
+        all.into_iter().collect::<Vec<_>>()
+    };
+    let objects = || {
+        bucket(&m)
+            .1
+            .keys()
+            .filter(|k| k.starts_with("paper/objects/"))
+            .count()
+    };
+    let bytes = || {
+        let (dump, _) = bucket(&m);
+        crate::encrypted::names_and_bytes(dump.path())
+    };
+    crate::encrypted::paper_key_recovery(
+        &m.url("paper"),
+        true,
+        &|c| m.env(c, &m.endpoint),
+        &crate::encrypted::Seen {
+            files: &keys,
+            objects: Some(&objects),
+            bytes: &bytes,
+        },
+    );
+}
+
+/// The encrypted S3 remote's key file is read once per device, then kept locally: neither a
+/// later push nor a later pull asks the server for it again while `%keys/head` names it
+/// (moto's request log), and both still work.
+#[test]
+fn s3_an_encrypted_remote_reads_its_key_file_once_per_device() {
+    let Some(m) = Moto::start("s3_an_encrypted_remote_reads_its_key_file_once_per_device") else {
+        return;
+    };
+    let url = m.url("once");
+    let a = Dev::on(crate::vault::device(), &m);
+    let b = Dev::on(crate::vault::device(), &m);
+    a.sb.generate();
+    a.sb.save("A: first");
+    crate::vault::trust(&a.sb, "bee", &b.sb);
+    a.sb.save("A trusts B");
+    a.ok(&["remote", "add", "cloud", &url, "--init", "--encrypt"]);
+    a.ok(&["sync", "push", "cloud"]);
+    b.ok(&["remote", "add", "cloud", &url, "--encrypt"]);
+    b.ok(&["sync", "pull", "cloud"]);
+    let key_file = refs(&m, "once")["%keys/head"].clone();
+    let key_file_get = format!(
+        "GET /{}/once/objects/{}/{}",
+        m.bucket,
+        &key_file[..2],
+        &key_file[2..]
+    );
+    let asked = |from: usize| {
+        m.requests()[from..]
+            .iter()
+            .filter(|r| r.split('?').next() == Some(key_file_get.as_str()))
+            .count()
+    };
+    assert!(
+        asked(0) >= 1,
+        "B's first pull read the key file: {key_file_get}"
+    );
+    let from = m.requests().len();
+    std::fs::write(a.sb.config().join("later.toml"), "x = 1\n").unwrap();
+    a.sb.save("A: later");
+    a.ok(&["sync", "push", "cloud"]);
+    b.ok(&["sync", "pull", "cloud"]);
+    assert!(
+        m.requests().len() > from,
+        "the push and the pull were logged"
+    );
+    assert_eq!(asked(from), 0, "the key file was not read again");
+    assert_same(&b.sb.live(), &a.sb.live());
+    // A damaged copy is ignored: the key file is read again, and the copy replaced; the
+    // store's check does not mind it.
+    let copy = b.sb.state().join("snapshots/remotes/cloud.key-file");
+    let mut bad = std::fs::read(&copy).unwrap();
+    bad[20] ^= 0x01;
+    std::fs::write(&copy, &bad).unwrap();
+    assert!(b.ok(&["state", "check"]).contains("no problems"));
+    let from = m.requests().len();
+    b.ok(&["sync", "pull", "cloud"]);
+    assert_eq!(asked(from), 1, "the damaged copy was not used");
+    assert_ne!(std::fs::read(&copy).unwrap(), bad, "and was replaced");
+}

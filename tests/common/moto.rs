@@ -181,6 +181,22 @@ impl Moto {
             .env("AWS_CONFIG_FILE", "/nonexistent/config");
     }
 
+    /// The requests the server logged so far, one line each (`GET /bucket/key?query`), in
+    /// the order it answered them: what a test or a bench counts round trips with.
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self._log.path()).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| {
+                let q = l.split_once('"')?.1;
+                let (method, rest) = q.split_once(' ')?;
+                let path = rest.split_once(' ')?.0;
+                ["GET", "PUT", "HEAD", "POST", "DELETE"]
+                    .contains(&method)
+                    .then(|| format!("{method} {path}"))
+            })
+            .collect()
+    }
+
     /// `s3://bucket/prefix`.
     pub fn url(&self, prefix: &str) -> String {
         format!("s3://{}/{prefix}", self.bucket)
